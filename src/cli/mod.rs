@@ -1,0 +1,48 @@
+//! The command line: one multi-call binary (DESIGN.md, decision 1). Argument structs and
+//! dispatch only; each verb's work lives in its part.
+
+mod image;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "nodectl", version, about = "A Linux container runtime, node daemon and small control plane")]
+struct Cli {
+    /// Directory that holds all of nodectl's state.
+    #[arg(long, global = true, env = "NODECTL_ROOT", default_value = "/var/lib/nodectl")]
+    root: PathBuf,
+
+    /// Log filter (tracing's EnvFilter syntax), also NODECTL_LOG.
+    #[arg(long, global = true, env = "NODECTL_LOG", default_value = "warn")]
+    log_level: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Manage the image store.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Image(cmd) => image::run(&cli.root, cmd),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("nodectl: {err:#}");
+            1
+        }
+    }
+}

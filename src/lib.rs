@@ -1,0 +1,5 @@
+//! nodectl as a library: the parts the `nodectl` binary dispatches to, laid out as
+//! DESIGN.md describes (one folder per part). Integration tests use it directly.
+
+pub mod cli;
+pub mod image;
