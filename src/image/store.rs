@@ -526,6 +526,14 @@ impl Store {
                 remove_tree(&doomed).map_err(io_err("remove", doomed))?;
             }
         }
+        // Short names for legacy overlay mounts (see rootfs.rs) whose layer is gone.
+        let links = self.root.join("l");
+        for name in read_dir_names(&links)? {
+            let p = links.join(&name);
+            if !p.is_dir() {
+                fs::remove_file(&p).map_err(io_err("remove", p))?;
+            }
+        }
         Ok(())
     }
 }
