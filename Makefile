@@ -1,0 +1,38 @@
+# nodectl. Two commands set up a fresh machine (see README.md):
+#   make        install what is needed, build, build the test images, run the default job
+#   make test   the whole test suite, as root, ending with the leak check
+# `make bench` measures against GNU tar (and later runc and crun); it is not a test.
+
+CARGO      ?= cargo
+IMAGES     := target/images
+NODECTL    := target/release/nodectl
+
+.PHONY: all deps build images demo test bench clean
+
+all: demo
+
+deps:
+	@bash rootfs-tools/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --locked
+
+images: deps
+	@bash rootfs-tools/build-images.sh $(IMAGES)
+
+# The default job: put the busybox image into the store and show it.
+demo: build images
+	$(NODECTL) image import $(IMAGES)/busybox --name busybox:latest
+	$(NODECTL) image ls
+	$(NODECTL) image inspect busybox
+
+test: build images
+	@bash tests/leaks.sh snapshot target/leaks.before
+	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) test --release --locked -- --test-threads=$$(nproc)
+	@bash tests/leaks.sh check target/leaks.before
+
+bench: build images
+	$(CARGO) bench --locked --bench unpack
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Installs what building nodectl, its test images and its tests need, from Debian's
+# packages. Safe to run again: it installs only what is missing.
+set -eu
+
+packages=(
+  busybox-static   # the test images' userland (a static binary runs in any rootfs)
+  umoci skopeo     # build and check OCI layouts and docker-archives
+  zstd jq
+  docker-registry apache2-utils  # a real registry on loopback for pull tests; htpasswd
+  runc crun        # baselines for `make bench`
+  iproute2 gcc
+)
+need=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+done
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing: ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "cargo is missing: install a Rust toolchain (rustup) first" >&2
+  exit 1
+fi

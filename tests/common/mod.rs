@@ -1,0 +1,85 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The directory `make test` builds the test images into (rootfs-tools/build-images.sh).
+pub fn images() -> PathBuf {
+    let dir = std::env::var_os("NODECTL_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/images"));
+    assert!(
+        dir.join("busybox/index.json").exists(),
+        "test images missing in {}: run `make images` (rootfs-tools/build-images.sh)",
+        dir.display()
+    );
+    dir
+}
+
+pub fn nodectl(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodectl"))
+        .arg("--root")
+        .arg(root)
+        .args(args)
+        .output()
+        .expect("running nodectl")
+}
+
+/// Runs nodectl and insists it succeeds; returns stdout.
+pub fn ok(root: &Path, args: &[&str]) -> String {
+    let out = nodectl(root, args);
+    assert!(
+        out.status.success(),
+        "nodectl {args:?} failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs nodectl and insists it fails; returns stderr.
+pub fn fails(root: &Path, args: &[&str]) -> String {
+    let out = nodectl(root, args);
+    assert!(!out.status.success(), "nodectl {args:?} should have failed but printed:\n{}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Every path under `dir` with its kind, size and mode: equal snapshots mean nothing changed.
+/// Lock files are left out: taking a lock creates them.
+pub fn tree(dir: &Path) -> BTreeMap<String, (u32, u64)> {
+    let mut out = BTreeMap::new();
+    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, u64)>) {
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        for e in entries.flatten() {
+            let p = e.path();
+            let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
+            if rel.ends_with("lock") {
+                continue;
+            }
+            let m = fs::symlink_metadata(&p).unwrap();
+            out.insert(rel, (m.mode(), if m.is_dir() { 0 } else { m.size() }));
+            if m.is_dir() {
+                walk(base, &p, out);
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out
+}
+
+/// Copies a directory tree (test images are small).
+pub fn copy_dir(from: &Path, to: &Path) {
+    fs::create_dir_all(to).unwrap();
+    for e in fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The suite's last check: nothing the tests made may outlive them.
+#   tests/leaks.sh snapshot FILE   record what exists now
+#   tests/leaks.sh check FILE      fail, listing each leftover, if anything new exists
+# Compared: network devices, network namespaces, mounts, cgroups, and processes of ours
+# (nodectl, the test registry, container userlands run from busybox).
+set -u
+
+snapshot() {
+  ip -o link 2>/dev/null | awk -F': ' '{print "netdev " $2}' | cut -d@ -f1
+  ip netns list 2>/dev/null | awk '{print "netns " $1}'
+  awk '{print "mount " $5}' /proc/self/mountinfo
+  find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null | sed 's/^/cgroup /'
+  for p in /proc/[0-9]*; do
+    cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+    exe=$(readlink "$p/exe" 2>/dev/null) || exe=""
+    case "$cmd $exe" in
+      *leaks.sh*) ;;
+      *nodectl*|*docker-registry*|*/bin/busybox*) echo "process ${p#/proc/} $cmd" ;;
+    esac
+  done
+}
+
+case "${1:-}" in
+  snapshot) snapshot | sort -u > "$2" ;;
+  check)
+    now=$(mktemp)
+    # Give lazily unmounted filesystems and exiting processes a moment to go.
+    for _ in 1 2 3 4 5; do
+      snapshot | sort -u > "$now"
+      left=$(comm -13 "$2" "$now")
+      [ -z "$left" ] && break
+      sleep 1
+    done
+    rm -f "$now"
+    if [ -n "$left" ]; then
+      echo "leak check: the tests left these behind:"
+      echo "$left" | head -50 | sed 's/^/  /'
+      exit 1
+    fi
+    echo "leak check: nothing left behind"
+    ;;
+  *) echo "usage: $0 snapshot|check FILE" >&2; exit 2 ;;
+esac
