@@ -357,22 +357,16 @@ impl Store {
     }
 
     fn unpack_layer(&self, index: usize, src: &Path, blob: &Digest, diff_id: &Digest) -> Result<tempfile::TempDir> {
-        let file = File::open(src).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StoreError::MissingBlob(blob.clone()),
-            _ => io_err("open", src)(e),
-        })?;
         let staging = tempfile::Builder::new()
             .prefix("layer-")
             .tempdir_in(self.tmp_dir())
             .map_err(io_err("create directory in", self.tmp_dir()))?;
-        let read_err = |source| StoreError::LayerRead { digest: blob.clone(), source };
-        let (_, reader) = compression::decompress(file).map_err(read_err)?;
-        let mut hashing = Hashing::new(Pipelined::new(reader));
-        unpack::unpack(&mut hashing, staging.path(), &UnpackOptions { whiteouts: Whiteouts::Overlay })
-            .map_err(|source| StoreError::Unpack { digest: blob.clone(), source })?;
-        // The diff_id covers the whole uncompressed stream, including tar's end padding.
-        io::copy(&mut hashing, &mut io::sink()).map_err(read_err)?;
-        let (_, actual, _) = hashing.finish();
+        let actual = unpack_blob(src, staging.path()).map_err(|e| match e {
+            LayerError::Open(source) if source.kind() == io::ErrorKind::NotFound => StoreError::MissingBlob(blob.clone()),
+            LayerError::Open(source) => io_err("open", src)(source),
+            LayerError::Read(source) => StoreError::LayerRead { digest: blob.clone(), source },
+            LayerError::Unpack(source) => StoreError::Unpack { digest: blob.clone(), source },
+        })?;
         if &actual != diff_id {
             return Err(StoreError::DiffIdMismatch { index, digest: blob.clone(), expected: diff_id.clone(), actual });
         }
@@ -536,6 +530,28 @@ impl Store {
         }
         Ok(())
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("opening the layer: {0}")]
+    Open(io::Error),
+    #[error("reading the layer: {0}")]
+    Read(io::Error),
+    #[error(transparent)]
+    Unpack(unpack::UnpackError),
+}
+
+/// Unpacks a layer blob (plain, gzip or zstd) into `target` with overlay-style whiteouts,
+/// decompressing on a second thread, and returns the diff_id: the digest of the whole
+/// uncompressed stream, tar's end padding included.
+pub fn unpack_blob(src: &Path, target: &Path) -> std::result::Result<Digest, LayerError> {
+    let file = File::open(src).map_err(LayerError::Open)?;
+    let (_, reader) = compression::decompress(file).map_err(LayerError::Read)?;
+    let mut hashing = Hashing::new(Pipelined::new(reader));
+    unpack::unpack(&mut hashing, target, &UnpackOptions { whiteouts: Whiteouts::Overlay }).map_err(LayerError::Unpack)?;
+    io::copy(&mut hashing, &mut io::sink()).map_err(LayerError::Read)?;
+    Ok(hashing.finish().1)
 }
 
 fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
