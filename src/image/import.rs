@@ -241,11 +241,10 @@ pub fn import(store: &Store, path: &Path, name: Option<&str>) -> Result<ImageRec
     let _guard = store.shared_lock()?;
     let mut source: Box<dyn Source> =
         if meta.is_dir() { Box::new(Dir { path: path.to_path_buf() }) } else { Box::new(Archive::read(store, path)?) };
-    if source.small("oci-layout")?.is_some() {
-        if let Some(index) = source.small("index.json")? {
+    if source.small("oci-layout")?.is_some()
+        && let Some(index) = source.small("index.json")? {
             return import_oci(store, source.as_mut(), &index, name);
         }
-    }
     if let Some(manifest) = source.small("manifest.json")? {
         return import_docker(store, source.as_mut(), &manifest, name);
     }
@@ -265,29 +264,19 @@ const CONTAINERD_NAME: &str = "io.containerd.image.name";
 fn import_oci(store: &Store, src: &mut dyn Source, index_json: &[u8], name: Option<Reference>) -> Result<ImageRecord> {
     let path = src.path().to_path_buf();
     let index: ImageIndex = parse_json(&path, "index.json", index_json)?;
-    // Top-level entries are images or nested indexes; pick by name if asked, else the only one.
-    let mut candidates: Vec<&Descriptor> = index.manifests().iter().collect();
+    // Top-level entries are images or nested indexes (one per platform, or one per name).
     let annotated = |d: &Descriptor| -> Option<String> {
         let a = d.annotations().as_ref()?;
         a.get(CONTAINERD_NAME).or_else(|| a.get(REF_NAME)).cloned()
     };
-    let mut picked_name: Option<String> = None;
-    if candidates.len() > 1 {
-        if let Some(want) = &name {
-            // --name selects among several only when it matches an annotation; otherwise
-            // it renames, which needs a single candidate.
-            let matching: Vec<&Descriptor> = candidates
-                .iter()
-                .copied()
-                .filter(|d| annotated(d).map(|n| n.parse::<Reference>().ok().as_ref() == Some(want) || n == want.tag.clone().unwrap_or_default()).unwrap_or(false))
-                .collect();
-            if matching.is_empty() {
-                // Maybe they are platform variants of one image: handled below.
-            } else {
-                candidates = matching;
-            }
-        }
-    }
+    let matches = |d: &Descriptor, want: &Reference| {
+        annotated(d).is_some_and(|n| n.parse::<Reference>().ok().as_ref() == Some(want) || Some(&n) == want.tag.as_ref())
+    };
+    let by_name: Vec<&Descriptor> = match &name {
+        Some(want) => index.manifests().iter().filter(|d| matches(d, want)).collect(),
+        None => Vec::new(),
+    };
+    let candidates: Vec<&Descriptor> = if by_name.is_empty() { index.manifests().iter().collect() } else { by_name.clone() };
     let platforms: Vec<&Descriptor> = candidates.iter().copied().filter(|d| is_amd64_linux(d)).collect();
     let top = match platforms.as_slice() {
         [] => {
@@ -300,26 +289,23 @@ fn import_oci(store: &Store, src: &mut dyn Source, index_json: &[u8], name: Opti
         }
         [one] => *one,
         many => {
-            let distinct: std::collections::BTreeSet<Option<String>> = many.iter().map(|d| annotated(d)).collect();
-            if distinct.len() > 1 && name.is_none() {
-                return Err(ImportError::Several { path, count: many.len() });
+            let names: std::collections::BTreeSet<Option<String>> = many.iter().map(|d| annotated(d)).collect();
+            match (&name, names.len() > 1 && by_name.is_empty()) {
+                (None, true) => return Err(ImportError::Several { path, count: names.len() }),
+                (Some(want), true) => return Err(ImportError::NoSuchName { path, name: want.to_string() }),
+                _ => many[0],
             }
-            many[0]
         }
     };
-    if let Some(n) = annotated(top) {
-        picked_name = Some(n);
-    }
-    let mut staged = Staged::default();
-    let manifest_digest = resolve_manifest(store, src, top, &mut staged)?;
-    let reference = match (name, picked_name) {
+    let reference = match (name, annotated(top)) {
         (Some(n), _) => n,
-        (None, Some(n)) => {
-            // A bare ref.name like "latest" is a tag, as umoci and skopeo write it.
-            if n.contains('/') || n.contains(':') { n.parse()? } else { format!("localhost/{}:{n}", image_base_name(&path)).parse()? }
-        }
+        // A bare ref.name such as "latest" is a tag, as umoci and skopeo write it.
+        (None, Some(n)) if n.contains('/') || n.contains(':') => n.parse()?,
+        (None, Some(tag)) => format!("localhost/{}:{tag}", image_base_name(&path)).parse()?,
         (None, None) => return Err(ImportError::Unnamed { path }),
     };
+    let mut staged = Staged::default();
+    let manifest_digest = resolve_manifest(store, src, top, &mut staged)?;
     let manifest: ImageManifest = {
         let data = fs::read(store.staged_path(&staged, &manifest_digest)).map_err(|source| ImportError::Io { path: path.clone(), source })?;
         parse_json(&path, &blob_name(&manifest_digest), &data)?

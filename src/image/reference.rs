@@ -63,11 +63,10 @@ impl FromStr for Reference {
             Some(i) if !rest[i + 1..].contains('/') => (&rest[..i], Some(rest[i + 1..].to_string())),
             _ => (rest, None),
         };
-        if let Some(t) = &tag {
-            if !valid_tag(t) {
+        if let Some(t) = &tag
+            && !valid_tag(t) {
                 return Err(invalid(s, "the tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with . or -"));
             }
-        }
         let (registry, repository) = match name.split_once('/') {
             Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
                 (first.to_string(), path.to_string())

@@ -127,11 +127,10 @@ impl BlobWriter {
         if &actual != expected {
             return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
-        if let Some(size) = size {
-            if size != count {
+        if let Some(size) = size
+            && size != count {
                 return Err(StoreError::SizeMismatch { digest: expected.clone(), expected: size, actual: count });
             }
-        }
         let path = self.tmp.path().to_path_buf();
         let file = buf.into_inner().map_err(|e| StoreError::Io { op: "write", path: path.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io_err("fsync", &path))?;
@@ -433,11 +432,10 @@ impl Store {
     /// Finds an image by reference (normalised), or by a prefix of its ID of at least 4 digits.
     pub fn resolve(&self, query: &str) -> Result<ImageRecord> {
         let index = self.read_index()?;
-        if let Ok(reference) = query.parse::<Reference>() {
-            if let Some(rec) = index.images.get(&reference.to_string()) {
+        if let Ok(reference) = query.parse::<Reference>()
+            && let Some(rec) = index.images.get(&reference.to_string()) {
                 return Ok(rec.clone());
             }
-        }
         let id = query.strip_prefix("sha256:").unwrap_or(query);
         if id.len() >= 4 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
             let found: BTreeMap<&Digest, &ImageRecord> =
@@ -477,11 +475,10 @@ impl Store {
         for entry in fs::read_dir(&dir).map_err(io_err("read directory", &dir))? {
             let entry = entry.map_err(io_err("read directory", &dir))?;
             let record = entry.path().join("layers.json");
-            if let Ok(data) = fs::read(&record) {
-                if let Ok(chain) = serde_json::from_slice::<Vec<Digest>>(&data) {
+            if let Ok(data) = fs::read(&record)
+                && let Ok(chain) = serde_json::from_slice::<Vec<Digest>>(&data) {
                     used.extend(chain);
                 }
-            }
         }
         Ok(used)
     }
