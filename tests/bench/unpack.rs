@@ -1,6 +1,7 @@
 //! `make bench`: unpack one gzip layer of over 200 MB with nodectl (the store's own path:
 //! decompress on a second thread, hash for the diff_id, confined unpack) and with GNU
-//! `tar -xzf`, alternating, and print both medians and the ratio.
+//! `tar -xzf`, alternating, each timed until its files are on disk, and print both medians
+//! and the ratio.
 //!
 //! Not a test: it asserts nothing about time. The layer is generated once, deterministically,
 //! under target/bench/.
@@ -65,6 +66,13 @@ fn make_layer(path: &Path) {
     fs::rename(&tmp, path).unwrap();
 }
 
+/// Both sides are timed until their files are on disk (the store ends an import with one
+/// syncfs): without it the numbers swing with the kernel's writeback of the previous round.
+fn sync_fs(dir: &Path) {
+    let status = Command::new("sync").arg("-f").arg(dir).status().unwrap();
+    assert!(status.success());
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -93,12 +101,14 @@ fn main() {
         Command::new("sync").status().unwrap();
         let t = Instant::now();
         nodectl::image::store::unpack_blob(&layer, &dest).expect("nodectl unpack");
+        sync_fs(&dest);
         ours.push(t.elapsed());
 
         let dest = fresh(&base.join("out-tar"));
         Command::new("sync").status().unwrap();
         let t = Instant::now();
         let status = Command::new("tar").arg("-xzf").arg(&layer).arg("-C").arg(&dest).status().unwrap();
+        sync_fs(&dest);
         tars.push(t.elapsed());
         assert!(status.success(), "tar failed");
         eprintln!("round {}: nodectl {:?}, tar {:?}", round + 1, ours[round], tars[round]);
