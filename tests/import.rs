@@ -8,23 +8,10 @@ use std::fs;
 use std::path::Path;
 use std::process::Command;
 
-use common::{copy_dir, fails, images, nodectl, ok, tree};
+use common::{copy_dir, fails, images, nodectl, ok, run_in_image, tree};
 use nodectl::image::{Store, rootfs};
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
-
-/// Mounts `image`'s root filesystem and runs `cmd` in it with chroot; unmounts after.
-fn run_in_image(root: &Path, image: &str, cmd: &[&str]) -> String {
-    let store = Store::open(root).unwrap();
-    let rec = store.resolve(image).unwrap();
-    let id = format!("t{}", std::process::id());
-    let merged = rootfs::prepare(&store, &rec, &id).unwrap();
-    let out = Command::new("chroot").arg(&merged).args(cmd).output();
-    rootfs::remove(&store, &id).unwrap();
-    let out = out.unwrap();
-    assert!(out.status.success(), "{cmd:?} in {image}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn layer_count(root: &Path) -> usize {
     fs::read_dir(root.join("images/layers")).unwrap().count()

@@ -1,6 +1,6 @@
 //! `nodectl image …`
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -18,9 +18,13 @@ pub enum ImageCommand {
         name: Option<String>,
     },
     /// Pull an image from a registry.
+    ///
+    /// Credentials come from $REGISTRY_AUTH_FILE, ROOT/auth.json,
+    /// $XDG_RUNTIME_DIR/containers/auth.json or ~/.docker/config.json ({"auths": {HOST: {"auth": base64(user:pass)}}}).
+    /// Registries listed in NODECTL_INSECURE_REGISTRIES or ROOT/registries.json ({"insecure": [HOST]}) use plain HTTP.
     Pull {
         reference: String,
-        /// Allow plain HTTP to this registry.
+        /// Allow plain HTTP to this registry (for registries on loopback).
         #[arg(long)]
         insecure: bool,
     },
@@ -51,8 +55,10 @@ pub fn run(root: &Path, cmd: ImageCommand) -> Result<i32> {
         }
         ImageCommand::Pull { reference, insecure } => {
             let r: Reference = reference.parse()?;
-            let rec = pull::pull(&store, &r, &pull::PullOptions { insecure })
-                .with_context(|| format!("pulling {r}"))?;
+            let mut opts = pull::PullOptions::from_environment(root);
+            opts.insecure = insecure;
+            opts.progress_bars = std::io::stderr().is_terminal();
+            let rec = pull::pull(&store, &r, &opts).with_context(|| format!("pulling {r}"))?;
             println!("{} {}", rec.name, rec.id());
         }
         ImageCommand::Ls { quiet } => {

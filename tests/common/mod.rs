@@ -83,3 +83,19 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// Mounts `image`'s root filesystem, runs `cmd` in it with chroot, unmounts; returns stdout.
+pub fn run_in_image(root: &Path, image: &str, cmd: &[&str]) -> String {
+    use nodectl::image::{Store, rootfs};
+    let store = Store::open(root).unwrap();
+    let rec = store.resolve(image).unwrap();
+    let id = format!("t{}-{}", std::process::id(), COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
+    let merged = rootfs::prepare(&store, &rec, &id).unwrap();
+    let out = Command::new("chroot").arg(&merged).args(cmd).output();
+    rootfs::remove(&store, &id).unwrap();
+    let out = out.unwrap();
+    assert!(out.status.success(), "{cmd:?} in {image}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
