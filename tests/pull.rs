@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -288,7 +288,7 @@ fn respond(mut s: &TcpStream, status: &str, headers: &[(&str, String)], body: &[
     s.write_all(body)
 }
 
-fn serve(stream: TcpStream, layout: &PathBuf, port: u16, lie: Lie) -> std::io::Result<()> {
+fn serve(stream: TcpStream, layout: &Path, port: u16, lie: Lie) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut reader = BufReader::new(&stream);
     let mut line = String::new();
