@@ -252,3 +252,29 @@ fn two_processes_import_at_once() {
         let _ = nodectl(root.path(), &["image", "rm", "a", "b"]);
     }
 }
+
+/// Unmounts a test's tmpfs on drop.
+struct Tmpfs(std::path::PathBuf);
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_loses_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("small");
+    fs::create_dir(&root).unwrap();
+    // Room for the multilayer image, not for busybox's 2 MB layer as well.
+    nix::mount::mount(Some("tmpfs"), &root, Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=1200k")).unwrap();
+    let _m = Tmpfs(root.clone());
+    ok(&root, &["image", "import", images().join("multilayer").to_str().unwrap(), "--name", "keep"]);
+    let before = tree(&root);
+    for form in ["busybox", "busybox.docker.tar"] {
+        let err = fails(&root, &["image", "import", images().join(form).to_str().unwrap(), "--name", "big"]);
+        assert!(err.contains("No space left on device"), "{form}: {err}");
+        assert_eq!(tree(&root), before, "{form}: a failed import changed the store");
+    }
+    assert!(ok(&root, &["image", "ls"]).contains("docker.io/library/keep:latest"));
+}
