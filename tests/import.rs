@@ -278,3 +278,15 @@ fn a_full_disk_is_a_clear_error_and_loses_nothing() {
     }
     assert!(ok(&root, &["image", "ls"]).contains("docker.io/library/keep:latest"));
 }
+
+#[test]
+fn an_oversized_json_document_is_refused_by_its_limit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layout = tmp.path().join("huge-index");
+    copy_dir(&images().join("busybox"), &layout);
+    let mut index = fs::read(layout.join("index.json")).unwrap();
+    // Valid JSON still: whitespace. Only the size is wrong.
+    index.extend(std::iter::repeat_n(b' ', 17 << 20));
+    fs::write(layout.join("index.json"), index).unwrap();
+    refused_and_store_unchanged(&layout, "16 MiB limit");
+}

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::digest::{Digest, DigestError};
 use super::reference::{Reference, ReferenceError};
-use super::store::{ImageRecord, Staged, StagedBlob, Store, StoreError};
+use super::store::{ImageRecord, Staged, StagedBlob, Store, StoreError, read_document};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -68,7 +68,7 @@ struct Dir {
 impl Source for Dir {
     fn small(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
         let p = self.path.join(name);
-        match fs::read(&p) {
+        match read_document(&p) {
             Ok(d) => Ok(Some(d)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ImportError::Io { path: p, source }),
@@ -194,7 +194,7 @@ impl Source for Archive {
         let Some(real) = self.resolve(name) else { return Ok(None) };
         let Some(blob) = self.files.get(&real) else { return Ok(None) };
         let p = blob.path().to_path_buf();
-        fs::read(&p).map(Some).map_err(|source| ImportError::Io { path: p, source })
+        read_document(&p).map(Some).map_err(|source| ImportError::Io { path: self.path.join(name), source })
     }
 
     fn stage(&mut self, _store: &Store, name: &str, expected: Option<&Digest>, staged: &mut Staged) -> Result<(Digest, u64)> {
@@ -307,7 +307,7 @@ fn import_oci(store: &Store, src: &mut dyn Source, index_json: &[u8], name: Opti
     let mut staged = Staged::default();
     let manifest_digest = resolve_manifest(store, src, top, &mut staged)?;
     let manifest: ImageManifest = {
-        let data = fs::read(store.staged_path(&staged, &manifest_digest)).map_err(|source| ImportError::Io { path: path.clone(), source })?;
+        let data = read_document(&store.staged_path(&staged, &manifest_digest)).map_err(|source| ImportError::Io { path: path.clone(), source })?;
         parse_json(&path, &blob_name(&manifest_digest), &data)?
     };
     let config = descriptor_digest(manifest.config())?;
@@ -348,7 +348,7 @@ fn resolve_manifest(store: &Store, src: &mut dyn Source, desc: &Descriptor, stag
     for _ in 0..8 {
         let d = descriptor_digest(&desc)?;
         stage_missing(store, src, staged, &d, Some(desc.size()))?;
-        let data = fs::read(store.staged_path(staged, &d)).map_err(|source| ImportError::Io { path: src.path().to_path_buf(), source })?;
+        let data = read_document(&store.staged_path(staged, &d)).map_err(|source| ImportError::Io { path: src.path().to_path_buf(), source })?;
         let probe: serde_json::Value = parse_json(src.path(), &blob_name(&d), &data)?;
         if probe.get("manifests").is_none() {
             return Ok(d);

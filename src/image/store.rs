@@ -266,7 +266,7 @@ impl Store {
 
     fn read_blob_from(&self, path: &Path, d: &Digest) -> Result<Vec<u8>> {
         let path = path.to_path_buf();
-        let data = match fs::read(&path) {
+        let data = match read_document(&path) {
             Ok(data) => data,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StoreError::MissingBlob(d.clone())),
             Err(e) => return Err(io_err("read", path)(e)),
@@ -549,6 +549,21 @@ pub fn unpack_blob(src: &Path, target: &Path) -> std::result::Result<Digest, Lay
     unpack::unpack(&mut hashing, target, &UnpackOptions { whiteouts: Whiteouts::Overlay }).map_err(LayerError::Unpack)?;
     io::copy(&mut hashing, &mut io::sink()).map_err(LayerError::Read)?;
     Ok(hashing.finish().1)
+}
+
+/// JSON documents of an image (index, manifest, config) are read whole; this bounds them, so
+/// a hostile archive cannot make us allocate gigabytes.
+pub const MAX_DOCUMENT: u64 = 16 << 20;
+
+/// Reads a JSON document, refusing one over [`MAX_DOCUMENT`].
+pub fn read_document(path: &Path) -> io::Result<Vec<u8>> {
+    let file = File::open(path)?;
+    let mut data = Vec::new();
+    file.take(MAX_DOCUMENT + 1).read_to_end(&mut data)?;
+    if data.len() as u64 > MAX_DOCUMENT {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than the {} MiB limit for an image's JSON documents", MAX_DOCUMENT >> 20)));
+    }
+    Ok(data)
 }
 
 fn read_dir_names(dir: &Path) -> Result<Vec<String>> {
