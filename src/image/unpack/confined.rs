@@ -173,7 +173,7 @@ impl Dir<'_> {
         self.unlink(name, true)
     }
 
-    /// Removes every entry `keep_not` says to remove (given its name), recursively.
+    /// Removes, recursively, every entry for whose name `remove` answers true.
     pub fn clear(&self, mut remove: impl FnMut(&[u8]) -> bool) -> io::Result<()> {
         for name in self.names()? {
             if remove(name.as_bytes()) {
