@@ -1,0 +1,3 @@
+//! The control plane: the Kubernetes API over HTTP (to come), its store, its controllers.
+
+pub mod store;

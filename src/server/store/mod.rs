@@ -1,0 +1,110 @@
+//! The control plane's store: keys such as `/registry/pods/default/web-1` with JSON values,
+//! where every write gets a global revision (the Kubernetes resourceVersion) and every
+//! change is kept in a log until compaction, so that a watch can resume from an exact
+//! revision (DESIGN.md, decision 9).
+//!
+//! [`Backend`] is what a storage engine provides; [`watch`] builds watches on any backend
+//! from its log and its live feed. The embedded default is [`sqlite::Sqlite`].
+
+pub mod sqlite;
+mod watch;
+
+use std::sync::Arc;
+
+pub use watch::{Watcher, watch};
+
+/// A live key, as of some revision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// The revision that created this incarnation of the key.
+    pub create_revision: i64,
+    /// The revision of the write that gave it this value.
+    pub mod_revision: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One write, as a watch reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    /// The revision of this write.
+    pub revision: i64,
+    /// For a put, the new value; for a delete, the value deleted.
+    pub kv: KeyValue,
+    /// The value before this write, if the key existed.
+    pub prev: Option<KeyValue>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListResult {
+    pub items: Vec<KeyValue>,
+    /// The revision the list reflects.
+    pub revision: i64,
+    /// More keys follow the last item (ask again starting after it).
+    pub more: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("key {key} not found")]
+    NotFound { key: String },
+    #[error("key {key} already exists")]
+    AlreadyExists { key: String },
+    #[error("key {key} was modified at revision {actual}, not {expected}")]
+    Conflict { key: String, expected: i64, actual: i64 },
+    #[error("revision {requested} has been compacted; the oldest available is {compacted}")]
+    Compacted { requested: i64, compacted: i64 },
+    #[error("revision {requested} is in the future; the current revision is {current}")]
+    FutureRevision { requested: i64, current: i64 },
+    #[error("sqlite store {path}: {op}: {source}")]
+    Sqlite { path: String, op: &'static str, source: rusqlite::Error },
+    #[error("key {0:?} is not printable ASCII")]
+    BadKey(String),
+    #[error("the store has shut down")]
+    Closed,
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// A storage engine. Writes are acknowledged only once durable; events reach subscribers
+/// in revision order, after the write is durable.
+pub trait Backend: Send + Sync + 'static {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// Live keys under `prefix`, in key order, after `start_after` if given, at most
+    /// `limit` (0: no limit), as of `revision` (None: now).
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: Option<i64>) -> Result<ListResult>;
+    fn create(&self, key: &str, value: &[u8]) -> Result<i64>;
+    /// Replaces the value; with `expected`, only if the key's mod_revision is that.
+    fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64>;
+    /// Deletes the key; with `expected`, only if its mod_revision is that.
+    fn delete(&self, key: &str, expected: Option<i64>) -> Result<(i64, KeyValue)>;
+    fn current_revision(&self) -> Result<i64>;
+    /// Revisions at or below this are gone from the log.
+    fn compacted_revision(&self) -> Result<i64>;
+    /// Logged events under `prefix` with revision > `after`, oldest first, at most `limit`.
+    fn events_since(&self, prefix: &str, after: i64, limit: usize) -> Result<Vec<Event>>;
+    /// Live events from now on, for every key.
+    fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>>;
+    /// Drops superseded history at or below `revision`.
+    fn compact(&self, revision: i64) -> Result<()>;
+}
+
+/// The first key after every key that starts with `prefix` (for range scans). Keys are
+/// ASCII (Kubernetes names are), so the last byte below 0x7f can be incremented.
+pub fn prefix_end(prefix: &str) -> String {
+    let mut bytes = prefix.as_bytes().to_vec();
+    while let Some(last) = bytes.pop() {
+        if last < 0x7f {
+            bytes.push(last + 1);
+            return String::from_utf8(bytes).expect("ASCII stays ASCII");
+        }
+    }
+    "\u{7f}".to_string()
+}

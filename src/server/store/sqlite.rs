@@ -1,0 +1,387 @@
+//! The embedded store: one SQLite file holding a revision log, as kine keeps one.
+//!
+//! Every write appends a row (revision, key, value, create_revision, prev_revision,
+//! deleted); the current state of a key is its newest row. Revisions come from an
+//! AUTOINCREMENT key, so they never go back, even when compaction removes the newest rows.
+//! WAL with `synchronous=FULL`: a write is acknowledged only after its commit reached the
+//! disk, so `kill -9` loses nothing acknowledged.
+//!
+//! Writes go through one connection under a mutex, which also orders the live events by
+//! revision; reads use a small pool of their own connections (WAL lets them run beside
+//! the writer). Compaction runs on a thread of its own and keeps the file bounded: history
+//! beyond the newest `retain` revisions is dropped, freed pages are returned with
+//! incremental vacuum, and the WAL is truncated.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::broadcast;
+
+use super::{Backend, Event, EventKind, KeyValue, ListResult, Result, StoreError, prefix_end};
+
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS log (
+        revision INTEGER PRIMARY KEY AUTOINCREMENT,
+        key TEXT NOT NULL,
+        value BLOB NOT NULL,
+        create_revision INTEGER NOT NULL,
+        prev_revision INTEGER NOT NULL,
+        deleted INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS log_key_revision ON log (key, revision);
+    CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+";
+
+/// How compaction is paced.
+#[derive(Clone, Debug)]
+pub struct CompactionPolicy {
+    /// History kept: the newest this many revisions stay watchable.
+    pub retain: i64,
+    /// How often the compactor wakes.
+    pub interval: Duration,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        // kube-apiserver compacts every 5 minutes; 10,000 revisions cover a busy small cluster.
+        CompactionPolicy { retain: 10_000, interval: Duration::from_secs(60) }
+    }
+}
+
+struct Shared {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    events: broadcast::Sender<Arc<Event>>,
+    stop: (Mutex<bool>, Condvar),
+}
+
+pub struct Sqlite {
+    shared: Arc<Shared>,
+    compactor: Option<std::thread::JoinHandle<()>>,
+}
+
+fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(30))?;
+    // auto_vacuum must be set before the first table exists; later it is a no-op.
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")?;
+    Ok(conn)
+}
+
+fn kv_from(row: &Row<'_>) -> rusqlite::Result<KeyValue> {
+    Ok(KeyValue { key: row.get("key")?, value: row.get("value")?, create_revision: row.get("create_revision")?, mod_revision: row.get("revision")? })
+}
+
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(StoreError::BadKey(key.to_string()));
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn err(&self, op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite { path: self.path.display().to_string(), op, source }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self.readers.lock().expect("reader pool").pop();
+        let conn = match conn {
+            Some(c) => c,
+            None => open_connection(&self.path).map_err(self.err("open reader"))?,
+        };
+        let out = f(&conn);
+        let mut pool = self.readers.lock().expect("reader pool");
+        if pool.len() < 4 {
+            pool.push(conn);
+        }
+        out
+    }
+
+    fn current(conn: &Connection) -> rusqlite::Result<i64> {
+        conn.query_row("SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'log'), 0)", [], |r| r.get(0))
+    }
+
+    fn compacted(conn: &Connection) -> rusqlite::Result<i64> {
+        conn.query_row("SELECT COALESCE((SELECT value FROM meta WHERE name = 'compacted'), 0)", [], |r| r.get(0))
+    }
+
+    /// The newest row of `key`, live or a deletion marker.
+    fn latest(conn: &Connection, key: &str) -> rusqlite::Result<Option<(KeyValue, bool)>> {
+        conn.query_row(
+            "SELECT revision, key, value, create_revision, deleted FROM log WHERE key = ?1 ORDER BY revision DESC LIMIT 1",
+            [key],
+            |r| Ok((kv_from(r)?, r.get::<_, bool>("deleted")?)),
+        )
+        .optional()
+    }
+
+    /// Appends one row in its own durable transaction and announces it; `decide` sees the
+    /// key's current live value and says what to write (or refuses).
+    fn write(&self, key: &str, decide: impl FnOnce(Option<&KeyValue>) -> Result<Option<Vec<u8>>>) -> Result<Event> {
+        check_key(key)?;
+        let mut conn = self.writer.lock().expect("writer");
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(self.err("begin"))?;
+        let prev = Self::latest(&tx, key).map_err(self.err("read key"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv));
+        let new_value = decide(prev.as_ref())?;
+        let deleted = new_value.is_none();
+        let value = new_value.unwrap_or_else(|| prev.as_ref().map(|p| p.value.clone()).unwrap_or_default());
+        let prev_revision = prev.as_ref().map_or(0, |p| p.mod_revision);
+        tx.execute(
+            "INSERT INTO log (key, value, create_revision, prev_revision, deleted) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key, value, prev.as_ref().map_or(0, |p| p.create_revision), prev_revision, deleted],
+        )
+        .map_err(self.err("append"))?;
+        let revision = tx.last_insert_rowid();
+        if prev.is_none() {
+            // A new incarnation is created by its own first write.
+            tx.execute("UPDATE log SET create_revision = ?1 WHERE revision = ?1", [revision]).map_err(self.err("append"))?;
+        }
+        tx.commit().map_err(self.err("commit"))?;
+        let kv = KeyValue {
+            key: key.to_string(),
+            value,
+            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+            mod_revision: revision,
+        };
+        let event = Event { kind: if deleted { EventKind::Delete } else { EventKind::Put }, revision, kv, prev };
+        // Sent under the writer lock, so subscribers see revisions in order. No receiver
+        // is not an error.
+        let _ = self.events.send(Arc::new(event.clone()));
+        Ok(event)
+    }
+}
+
+impl Sqlite {
+    /// Opens (creating if needed) the store in `path`, with a compactor thread.
+    pub fn open(path: &Path, policy: CompactionPolicy) -> Result<Sqlite> {
+        let err = |op| move |source| StoreError::Sqlite { path: path.display().to_string(), op, source };
+        let writer = open_connection(path).map_err(err("open"))?;
+        writer.execute_batch(SCHEMA).map_err(err("create schema"))?;
+        let (events, _) = broadcast::channel(4096);
+        let shared = Arc::new(Shared {
+            path: path.to_path_buf(),
+            writer: Mutex::new(writer),
+            readers: Mutex::new(Vec::new()),
+            events,
+            stop: (Mutex::new(false), Condvar::new()),
+        });
+        let worker = shared.clone();
+        let compactor = std::thread::Builder::new()
+            .name("store-compactor".into())
+            .spawn(move || compactor(worker, policy))
+            .expect("spawning a thread");
+        Ok(Sqlite { shared, compactor: Some(compactor) })
+    }
+
+    /// The file's size in pages now in use (page_count less the freelist), and the WAL's
+    /// size in bytes: what compaction keeps bounded.
+    pub fn footprint(&self) -> Result<(i64, u64)> {
+        let s = &self.shared;
+        let pages = s.read(|c| {
+            c.query_row("SELECT (SELECT page_count FROM pragma_page_count()) - (SELECT freelist_count FROM pragma_freelist_count())", [], |r| r.get(0))
+                .map_err(s.err("page count"))
+        })?;
+        let wal = std::fs::metadata(format!("{}-wal", s.path.display())).map(|m| m.len()).unwrap_or(0);
+        Ok((pages, wal))
+    }
+
+    /// One compaction pass now, keeping the newest `retain` revisions.
+    pub fn compact_keeping(&self, retain: i64) -> Result<()> {
+        compact_keeping(&self.shared, retain)
+    }
+}
+
+impl Drop for Sqlite {
+    fn drop(&mut self) {
+        let (lock, cv) = &self.shared.stop;
+        *lock.lock().expect("stop flag") = true;
+        cv.notify_all();
+        if let Some(t) = self.compactor.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn compactor(shared: Arc<Shared>, policy: CompactionPolicy) {
+    loop {
+        let (lock, cv) = &shared.stop;
+        let guard = lock.lock().expect("stop flag");
+        let (guard, _) = cv.wait_timeout_while(guard, policy.interval, |stop| !*stop).expect("stop flag");
+        if *guard {
+            return;
+        }
+        drop(guard);
+        if let Err(err) = compact_keeping(&shared, policy.retain) {
+            tracing::warn!(%err, "store compaction failed; will retry");
+        }
+    }
+}
+
+fn compact_keeping(shared: &Shared, retain: i64) -> Result<()> {
+    let current = shared.read(|c| Shared::current(c).map_err(shared.err("current revision")))?;
+    let horizon = current - retain;
+    if horizon > 0 {
+        compact(shared, horizon)?;
+    }
+    Ok(())
+}
+
+/// Drops history at or below `horizon`, in batches so that writers are never held up long.
+/// The horizon is recorded first: from then on, reads before it are answered Compacted
+/// rather than from half-compacted history. Superseded rows go first, deletion markers
+/// after (a marker removed before the row it deletes would bring that row back); then
+/// freed pages are returned and the WAL truncated.
+fn compact(shared: &Shared, horizon: i64) -> Result<()> {
+    {
+        let conn = shared.writer.lock().expect("writer");
+        if horizon <= Shared::compacted(&conn).map_err(shared.err("read horizon"))? {
+            return Ok(());
+        }
+        conn.execute("INSERT INTO meta (name, value) VALUES ('compacted', ?1) ON CONFLICT(name) DO UPDATE SET value = excluded.value", [horizon])
+            .map_err(shared.err("record horizon"))?;
+    }
+    const SUPERSEDED: &str = "DELETE FROM log WHERE revision IN (
+        SELECT old.revision FROM log AS old
+        WHERE old.revision <= ?1 AND EXISTS (
+            SELECT 1 FROM log AS newer WHERE newer.key = old.key AND newer.revision > old.revision AND newer.revision <= ?1)
+        LIMIT 1000)";
+    const MARKERS: &str = "DELETE FROM log WHERE revision IN (SELECT revision FROM log WHERE revision <= ?1 AND deleted = 1 LIMIT 1000)";
+    for statement in [SUPERSEDED, MARKERS] {
+        loop {
+            let removed = shared.writer.lock().expect("writer").execute(statement, [horizon]).map_err(shared.err("compact"))?;
+            if removed == 0 {
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+    let conn = shared.writer.lock().expect("writer");
+    conn.execute_batch("PRAGMA incremental_vacuum;").map_err(shared.err("vacuum"))?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(shared.err("checkpoint"))
+}
+
+impl Backend for Sqlite {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let s = &self.shared;
+        s.read(|c| Ok(Shared::latest(c, key).map_err(s.err("get"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv))))
+    }
+
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: Option<i64>) -> Result<ListResult> {
+        let s = &self.shared;
+        s.read(|c| {
+            // One snapshot for the revision checks and the rows.
+            let tx = c.unchecked_transaction().map_err(s.err("begin read"))?;
+            let current = Shared::current(&tx).map_err(s.err("current revision"))?;
+            let at = revision.unwrap_or(current);
+            let compacted = Shared::compacted(&tx).map_err(s.err("read horizon"))?;
+            if at < compacted {
+                return Err(StoreError::Compacted { requested: at, compacted });
+            }
+            if at > current {
+                return Err(StoreError::FutureRevision { requested: at, current });
+            }
+            let lower = match start_after {
+                Some(k) if k >= prefix => format!("{k}\u{1}"),
+                _ => prefix.to_string(),
+            };
+            let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT l.revision, l.key, l.value, l.create_revision FROM log AS l
+                     JOIN (SELECT key, MAX(revision) AS rev FROM log
+                           WHERE key >= ?1 AND key < ?2 AND revision <= ?3 GROUP BY key) AS m
+                       ON l.revision = m.rev
+                     WHERE l.deleted = 0 ORDER BY l.key LIMIT ?4",
+                )
+                .map_err(s.err("list"))?;
+            let mut items = stmt
+                .query_map(params![lower, prefix_end(prefix), at, fetch], kv_from)
+                .map_err(s.err("list"))?
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(s.err("list"))?;
+            let more = limit != 0 && items.len() > limit;
+            items.truncate(if limit == 0 { items.len() } else { limit });
+            Ok(ListResult { items, revision: at, more })
+        })
+    }
+
+    fn create(&self, key: &str, value: &[u8]) -> Result<i64> {
+        let e = self.shared.write(key, |prev| match prev {
+            Some(_) => Err(StoreError::AlreadyExists { key: key.to_string() }),
+            None => Ok(Some(value.to_vec())),
+        })?;
+        Ok(e.revision)
+    }
+
+    fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64> {
+        let e = self.shared.write(key, |prev| match (prev, expected) {
+            (None, _) => Err(StoreError::NotFound { key: key.to_string() }),
+            (Some(p), Some(want)) if p.mod_revision != want => Err(StoreError::Conflict { key: key.to_string(), expected: want, actual: p.mod_revision }),
+            _ => Ok(Some(value.to_vec())),
+        })?;
+        Ok(e.revision)
+    }
+
+    fn delete(&self, key: &str, expected: Option<i64>) -> Result<(i64, KeyValue)> {
+        let e = self.shared.write(key, |prev| match (prev, expected) {
+            (None, _) => Err(StoreError::NotFound { key: key.to_string() }),
+            (Some(p), Some(want)) if p.mod_revision != want => Err(StoreError::Conflict { key: key.to_string(), expected: want, actual: p.mod_revision }),
+            _ => Ok(None),
+        })?;
+        Ok((e.revision, e.prev.expect("a delete has a previous value")))
+    }
+
+    fn current_revision(&self) -> Result<i64> {
+        let s = &self.shared;
+        s.read(|c| Shared::current(c).map_err(s.err("current revision")))
+    }
+
+    fn compacted_revision(&self) -> Result<i64> {
+        let s = &self.shared;
+        s.read(|c| Shared::compacted(c).map_err(s.err("read horizon")))
+    }
+
+    fn events_since(&self, prefix: &str, after: i64, limit: usize) -> Result<Vec<Event>> {
+        let s = &self.shared;
+        s.read(|c| {
+            let tx = c.unchecked_transaction().map_err(s.err("begin read"))?;
+            let compacted = Shared::compacted(&tx).map_err(s.err("read horizon"))?;
+            if after < compacted {
+                return Err(StoreError::Compacted { requested: after, compacted });
+            }
+            let mut stmt = tx
+                .prepare_cached(
+                    "SELECT l.revision, l.key, l.value, l.create_revision, l.deleted,
+                            p.revision AS p_revision, p.value AS p_value, p.create_revision AS p_create
+                     FROM log AS l LEFT JOIN log AS p ON p.revision = l.prev_revision
+                     WHERE l.revision > ?1 AND l.key >= ?2 AND l.key < ?3
+                     ORDER BY l.revision LIMIT ?4",
+                )
+                .map_err(s.err("read log"))?;
+            let rows = stmt
+                .query_map(params![after, prefix, prefix_end(prefix), if limit == 0 { -1 } else { limit as i64 }], |r| {
+                    let kv = kv_from(r)?;
+                    let deleted: bool = r.get("deleted")?;
+                    let prev = match r.get::<_, Option<i64>>("p_revision")? {
+                        Some(rev) => Some(KeyValue { key: kv.key.clone(), value: r.get("p_value")?, create_revision: r.get("p_create")?, mod_revision: rev }),
+                        None => None,
+                    };
+                    Ok(Event { kind: if deleted { EventKind::Delete } else { EventKind::Put }, revision: kv.mod_revision, kv, prev })
+                })
+                .map_err(s.err("read log"))?;
+            rows.collect::<rusqlite::Result<Vec<_>>>().map_err(s.err("read log"))
+        })
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
+        self.shared.events.subscribe()
+    }
+
+    fn compact(&self, revision: i64) -> Result<()> {
+        compact(&self.shared, revision)
+    }
+}
