@@ -3,4 +3,5 @@
 
 pub mod cli;
 pub mod image;
+pub mod runtime;
 pub mod server;

@@ -1,0 +1,235 @@
+//! Cgroups behind one trait (DESIGN.md, decision 5): a v2 driver for a pure cgroup2 host
+//! and a v1 driver for hosts whose cpu, memory and pids controllers live on v1 (this
+//! build machine is hybrid: v2 is mounted but holds only hugetlb).
+//!
+//! A container's cgroup is `<parent>/<name>`, where the parent defaults to a `nodectl`
+//! directory beneath the cgroup this process itself is in (read from /proc/self/cgroup,
+//! per controller on v1), never a hierarchy's root.
+
+mod v1;
+mod v2;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+pub use v1::V1;
+pub use v2::V2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("cgroup name {0:?} is invalid: relative path components of [A-Za-z0-9_.:-], no `..`")]
+    BadName(String),
+    #[error("no cgroup hierarchy with the {0} controller is mounted")]
+    NoController(String),
+    #[error("{file}: cannot parse {content:?}")]
+    Parse { file: PathBuf, content: String },
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+pub type Result<T> = std::result::Result<T, CgroupError>;
+
+pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> CgroupError + 'a {
+    move |source| CgroupError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// Limits, in the OCI runtime spec's terms. `None` leaves a setting as it is.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resources {
+    /// CFS quota in microseconds per period; -1 for none.
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+    /// v1 shares (2..262144); v2 gets the equivalent weight.
+    pub cpu_shares: Option<u64>,
+    pub cpuset_cpus: Option<String>,
+    pub cpuset_mems: Option<String>,
+    /// Bytes; -1 for none.
+    pub memory_limit: Option<i64>,
+    /// Memory plus swap, in bytes, as the OCI spec has it; -1 for no limit.
+    pub memory_swap: Option<i64>,
+    /// -1 (or 0) for none.
+    pub pids_limit: Option<i64>,
+}
+
+/// What a container has used.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub cpu_usage_ns: u64,
+    pub memory_current: u64,
+    pub memory_peak: u64,
+    pub memory_limit: Option<u64>,
+    pub oom_kills: u64,
+    pub pids_current: u64,
+}
+
+/// One container's cgroup, on whichever version the host has.
+pub trait Cgroup: Send + Sync {
+    /// Creates the cgroup (and missing parents). Creating one that exists is not an error.
+    fn create(&self) -> Result<()>;
+    fn apply(&self, r: &Resources) -> Result<()>;
+    fn add_process(&self, pid: i32) -> Result<()>;
+    fn processes(&self) -> Result<Vec<i32>>;
+    fn stats(&self) -> Result<Stats>;
+    fn freeze(&self, frozen: bool) -> Result<()>;
+    /// Removes the cgroup; it must hold no process. Removing one that is gone is not an error.
+    fn destroy(&self) -> Result<()>;
+    /// The path, relative to each hierarchy's mount, shown to users and in state.
+    fn path(&self) -> &Path;
+}
+
+/// Which cgroup versions the host mounts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// A pure cgroup2 host: one mount holding every controller.
+    Unified { mount: PathBuf },
+    /// Controllers on v1 mounts (hybrid hosts included).
+    Legacy { mounts: Vec<(String, PathBuf)> },
+}
+
+/// Reads /proc/self/mountinfo: v1 if cpu, memory or pids is on a v1 mount, else v2.
+pub fn detect() -> Result<Hierarchy> {
+    let info = fs::read_to_string("/proc/self/mountinfo").map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
+    let mut unified = None;
+    let mut legacy = Vec::new();
+    for line in info.lines() {
+        // ... mount-point ... - fstype source super-options
+        let Some((left, right)) = line.split_once(" - ") else { continue };
+        let mount = left.split(' ').nth(4).unwrap_or_default();
+        let mut r = right.split(' ');
+        let fstype = r.next().unwrap_or_default();
+        let options = r.nth(1).unwrap_or_default();
+        match fstype {
+            "cgroup2" => unified = unified.or(Some(PathBuf::from(mount))),
+            "cgroup" => {
+                for opt in options.split(',') {
+                    if matches!(opt, "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "freezer" | "devices" | "blkio" | "hugetlb") {
+                        legacy.push((opt.to_string(), PathBuf::from(mount)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if legacy.iter().any(|(c, _)| matches!(c.as_str(), "cpu" | "memory" | "pids")) {
+        return Ok(Hierarchy::Legacy { mounts: legacy });
+    }
+    unified.map(|mount| Hierarchy::Unified { mount }).ok_or_else(|| CgroupError::NoController("cpu or memory".into()))
+}
+
+/// This process's own cgroup for each v1 controller (`"memory" -> "/a/b"`), and for v2
+/// under the key "".
+pub fn own_cgroups() -> Result<Vec<(String, PathBuf)>> {
+    let path = Path::new("/proc/self/cgroup");
+    let text = fs::read_to_string(path).map_err(io_err("read", path))?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, cgroup) = (parts.next(), parts.next().unwrap_or_default(), parts.next().unwrap_or("/"));
+        for c in controllers.split(',') {
+            out.push((c.to_string(), PathBuf::from(cgroup)));
+        }
+    }
+    Ok(out)
+}
+
+/// Checks a cgroup name given by a user or a spec: relative, no `..`, tame characters.
+pub fn validate_name(name: &str) -> Result<PathBuf> {
+    let trimmed = name.trim_start_matches('/');
+    let ok = !trimmed.is_empty()
+        && trimmed.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)));
+    if ok { Ok(PathBuf::from(trimmed)) } else { Err(CgroupError::BadName(name.to_string())) }
+}
+
+/// The container cgroup `name` (relative) beneath `parent` (relative to our own cgroup;
+/// default "nodectl"), for the host's hierarchy.
+pub fn open(name: &str, parent: Option<&str>) -> Result<Box<dyn Cgroup>> {
+    let rel = validate_name(parent.unwrap_or("nodectl"))?.join(validate_name(name)?);
+    Ok(match detect()? {
+        Hierarchy::Unified { mount } => Box::new(V2::new(&mount, &own_cgroups()?, &rel)),
+        Hierarchy::Legacy { mounts } => Box::new(V1::new(&mounts, &own_cgroups()?, &rel)),
+    })
+}
+
+/// Removes the (empty) parent cgroup `parent` from every hierarchy, as when the last pod of
+/// a parent is gone. Not there is not an error; still holding children is.
+pub fn remove_parent(parent: &str) -> Result<()> {
+    let rel = validate_name(parent)?;
+    let own = own_cgroups()?;
+    let dirs: Vec<PathBuf> = match detect()? {
+        Hierarchy::Unified { mount } => vec![V2::new(&mount, &own, &rel).dir().to_path_buf()],
+        Hierarchy::Legacy { mounts } => V1::new(&mounts, &own, &rel).dirs().map(Path::to_path_buf).collect(),
+    };
+    for d in dirs {
+        // v2's evacuated `init` leaf goes with its parent.
+        let init = d.join("init");
+        if init.exists() && read_pids(&init.join("cgroup.procs"))?.is_empty() {
+            remove_dir(&init)?;
+        }
+        remove_dir(&d)?;
+    }
+    Ok(())
+}
+
+/// v1 shares to v2 weight, the mapping runc and crun use: 2..262144 onto 1..10000.
+pub fn shares_to_weight(shares: u64) -> u64 {
+    if shares == 0 {
+        return 0;
+    }
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
+}
+
+pub(crate) fn write(path: &Path, value: &str) -> Result<()> {
+    fs::write(path, value).map_err(io_err("write", path))
+}
+
+pub(crate) fn read_u64(path: &Path) -> Result<u64> {
+    let s = fs::read_to_string(path).map_err(io_err("read", path))?;
+    s.trim().parse().map_err(|_| CgroupError::Parse { file: path.to_path_buf(), content: s.trim().to_string() })
+}
+
+/// A `key value` line from files such as memory.events or memory.oom_control.
+pub(crate) fn read_keyed(path: &Path, key: &str) -> Result<Option<u64>> {
+    let s = fs::read_to_string(path).map_err(io_err("read", path))?;
+    Ok(s.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())))
+}
+
+pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>> {
+    let s = fs::read_to_string(path).map_err(io_err("read", path))?;
+    Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// rmdir with retries: a cgroup is busy for a moment after its last process exits.
+pub(crate) fn remove_dir(path: &Path) -> Result<()> {
+    for attempt in 0..50 {
+        match fs::remove_dir(path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => return Err(io_err("remove", path)(e)),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_checked() {
+        assert_eq!(validate_name("/pods/abc").unwrap(), PathBuf::from("pods/abc"));
+        for bad in ["", "/", "a/../b", "a//b", "a b", "../x"] {
+            assert!(validate_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn shares_map_to_weights_like_runc() {
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+    }
+}

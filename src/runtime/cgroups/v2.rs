@@ -1,0 +1,157 @@
+//! The v2 driver: one directory in the unified hierarchy.
+//!
+//! v2 forbids processes in a cgroup whose children have domain controllers enabled (the
+//! no-internal-processes rule). Our own cgroup holds us, so before enabling controllers for
+//! its subtree we move every process in it to a leaf `init` beside the containers' parent,
+//! as systemd, k3s and podman do when they nest.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::{Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir, shares_to_weight, write};
+
+const WANTED: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
+
+pub struct V2 {
+    rel: PathBuf,
+    base: PathBuf,
+    dir: PathBuf,
+}
+
+impl V2 {
+    pub fn new(mount: &Path, own: &[(String, PathBuf)], rel: &Path) -> V2 {
+        let own_path = own.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p.clone()).unwrap_or_else(|| PathBuf::from("/"));
+        let base = mount.join(own_path.strip_prefix("/").unwrap_or(&own_path));
+        V2 { rel: rel.to_path_buf(), dir: base.join(rel), base }
+    }
+
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    /// Enables the controllers we use in `dir`'s subtree, evacuating `dir`'s own processes
+    /// to `dir/init` first if the kernel says it is busy with them.
+    fn enable_controllers(dir: &Path) -> Result<()> {
+        let available = fs::read_to_string(dir.join("cgroup.controllers")).map_err(io_err("read", &dir.join("cgroup.controllers")))?;
+        let wanted: Vec<String> = WANTED.iter().filter(|c| available.split_whitespace().any(|a| a == **c)).map(|c| format!("+{c}")).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let control = dir.join("cgroup.subtree_control");
+        match fs::write(&control, wanted.join(" ")) {
+            Ok(()) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                let init = dir.join("init");
+                match fs::create_dir(&init) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(io_err("create", &init)(e)),
+                }
+                for pid in read_pids(&dir.join("cgroup.procs"))? {
+                    // A process that exited meanwhile is not an error.
+                    let _ = fs::write(init.join("cgroup.procs"), pid.to_string());
+                }
+                fs::write(&control, wanted.join(" ")).map_err(io_err("write", &control))
+            }
+            Err(e) => Err(io_err("write", &control)(e)),
+        }
+    }
+}
+
+impl Cgroup for V2 {
+    fn create(&self) -> Result<()> {
+        let mut current = self.base.clone();
+        for part in self.rel.components() {
+            Self::enable_controllers(&current)?;
+            current.push(part);
+            match fs::create_dir(&current) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io_err("create", &current)(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn apply(&self, r: &Resources) -> Result<()> {
+        let max = |v: i64| if v < 0 { "max".to_string() } else { v.to_string() };
+        if let Some(limit) = r.memory_limit {
+            write(&self.file("memory.max"), &max(limit))?;
+        }
+        // The OCI spec's swap is memory plus swap; v2's swap.max is swap alone.
+        if let (Some(swap), true) = (r.memory_swap, self.file("memory.swap.max").exists()) {
+            let value = match (swap, r.memory_limit) {
+                (s, _) if s < 0 => "max".to_string(),
+                (s, Some(l)) if l >= 0 => (s - l).max(0).to_string(),
+                (s, _) => s.to_string(),
+            };
+            write(&self.file("memory.swap.max"), &value)?;
+        }
+        if r.cpu_quota.is_some() || r.cpu_period.is_some() {
+            let current = fs::read_to_string(self.file("cpu.max")).map_err(io_err("read", &self.file("cpu.max")))?;
+            let mut parts = current.split_whitespace();
+            let (old_quota, old_period) = (parts.next().unwrap_or("max").to_string(), parts.next().unwrap_or("100000").to_string());
+            let quota = r.cpu_quota.map(max).unwrap_or(old_quota);
+            let period = r.cpu_period.map(|p| p.to_string()).unwrap_or(old_period);
+            write(&self.file("cpu.max"), &format!("{quota} {period}"))?;
+        }
+        if let Some(s) = r.cpu_shares {
+            write(&self.file("cpu.weight"), &shares_to_weight(s).to_string())?;
+        }
+        if let Some(c) = &r.cpuset_cpus {
+            write(&self.file("cpuset.cpus"), c)?;
+        }
+        if let Some(m) = &r.cpuset_mems {
+            write(&self.file("cpuset.mems"), m)?;
+        }
+        if let Some(p) = r.pids_limit {
+            write(&self.file("pids.max"), &if p > 0 { p.to_string() } else { "max".to_string() })?;
+        }
+        Ok(())
+    }
+
+    fn add_process(&self, pid: i32) -> Result<()> {
+        write(&self.file("cgroup.procs"), &pid.to_string())
+    }
+
+    fn processes(&self) -> Result<Vec<i32>> {
+        read_pids(&self.file("cgroup.procs"))
+    }
+
+    fn stats(&self) -> Result<Stats> {
+        let max = fs::read_to_string(self.file("memory.max")).map_err(io_err("read", &self.file("memory.max")))?;
+        Ok(Stats {
+            cpu_usage_ns: read_keyed(&self.file("cpu.stat"), "usage_usec")?.unwrap_or(0) * 1000,
+            memory_current: read_u64(&self.file("memory.current"))?,
+            // memory.peak exists from Linux 5.19.
+            memory_peak: if self.file("memory.peak").exists() { read_u64(&self.file("memory.peak"))? } else { 0 },
+            memory_limit: max.trim().parse().ok(),
+            oom_kills: read_keyed(&self.file("memory.events"), "oom_kill")?.unwrap_or(0),
+            pids_current: read_u64(&self.file("pids.current"))?,
+        })
+    }
+
+    fn freeze(&self, frozen: bool) -> Result<()> {
+        write(&self.file("cgroup.freeze"), if frozen { "1" } else { "0" })?;
+        let want = u64::from(frozen);
+        for _ in 0..1000 {
+            if read_keyed(&self.file("cgroup.events"), "frozen")? == Some(want) {
+                return Ok(());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        Err(CgroupError::Unsupported(format!("{} did not reach frozen={want}", self.dir.display())))
+    }
+
+    fn destroy(&self) -> Result<()> {
+        remove_dir(&self.dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.rel
+    }
+}
