@@ -2,6 +2,7 @@
 //! dispatch only; each verb's work lives in its part.
 
 mod image;
+mod server;
 
 use std::path::PathBuf;
 
@@ -27,6 +28,8 @@ enum Command {
     /// Manage the image store.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Run the control plane: the Kubernetes API over HTTPS.
+    Server(server::ServerArgs),
 }
 
 pub fn main() -> i32 {
@@ -37,6 +40,7 @@ pub fn main() -> i32 {
         .init();
     let result = match cli.command {
         Command::Image(cmd) => image::run(&cli.root, cmd),
+        Command::Server(args) => server::run(&cli.root, args),
     };
     match result {
         Ok(code) => code,

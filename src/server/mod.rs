@@ -1,3 +1,76 @@
-//! The control plane: the Kubernetes API over HTTP (to come), its store, its controllers.
+//! The control plane (`nodectl server`): the Kubernetes API over HTTPS, stored in the
+//! embedded SQLite store. Controllers, the scheduler and etcd come in later steps.
 
+pub mod api;
+pub mod pki;
 pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+
+use store::sqlite::{CompactionPolicy, Sqlite};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("listening on {addr}: {source}")]
+    Listen { addr: SocketAddr, source: std::io::Error },
+    #[error("preparing the API: {0}")]
+    Bootstrap(String),
+}
+
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+}
+
+/// Runs the API server until the process is stopped.
+pub async fn run(config: Config) -> Result<(), ServerError> {
+    let hosts = vec![config.listen.ip().to_string()];
+    let pki = pki::ensure(&config.data_dir, &hosts)?;
+    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let shown = if bound.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), bound.port()) } else { bound };
+    let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
+    let store = Arc::new(Sqlite::open(&config.data_dir.join("state.db"), CompactionPolicy::default())?);
+    api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    let app = api::router(Arc::new(api::Api { store, auth: api::Auth { admin_token: pki.admin_token.clone() } }));
+    let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
+    tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
+    eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());
+    loop {
+        let (tcp, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(err) => {
+                // EMFILE and the like pass; keep serving the connections we have.
+                tracing::warn!(%err, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match acceptor.accept(tcp).await {
+                Ok(t) => t,
+                Err(err) => {
+                    tracing::debug!(%peer, %err, "TLS handshake failed");
+                    return;
+                }
+            };
+            let service = TowerToHyperService::new(app);
+            if let Err(err) = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+                tracing::debug!(%peer, %err, "connection ended with an error");
+            }
+        });
+    }
+}

@@ -1,0 +1,181 @@
+//! The HTTP API: discovery, then objects under `/api/v1/…` and `/apis/GROUP/VERSION/…`,
+//! behind bearer-token authentication.
+
+pub mod objects;
+pub mod resources;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use objects::{ListOptions, Store};
+use resources::Resource;
+use status::ApiError;
+
+/// Who may call: tokens compared in constant time.
+pub struct Auth {
+    pub admin_token: String,
+}
+
+pub struct Api {
+    pub store: Store,
+    pub auth: Auth,
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response {
+    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).expect("JSON serialises")).into_response()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authenticate(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(ApiError::unauthorized)?;
+    if constant_time_eq(token.trim().as_bytes(), api.auth.admin_token.as_bytes()) {
+        Ok(())
+    } else {
+        Err(ApiError::unauthorized())
+    }
+}
+
+/// Every request: authenticate, then route by path.
+pub async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    if let Err(e) = authenticate(&api, &parts.headers) {
+        return e.into_response();
+    }
+    // Protobuf and CBOR are not spoken here; 415 makes client-go fall back to JSON.
+    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+        let ct = ct.split(';').next().unwrap_or("").trim();
+        if !ct.is_empty() && !ct.contains("json") && !ct.contains("yaml") {
+            return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json (got {ct})"))
+                .into_response();
+        }
+    }
+    let body = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(_) => return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", "the request body is over 64 MiB").into_response(),
+    };
+    let query: BTreeMap<String, String> = match serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or("")) {
+        Ok(pairs) => pairs.into_iter().collect(),
+        Err(e) => return ApiError::bad_request(format!("malformed query string: {e}")).into_response(),
+    };
+    match route(&api, &parts.method, parts.uri.path(), &query, body).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+/// A parsed object path.
+struct Target {
+    resource: &'static Resource,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn not_found_path(path: &str) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("the server could not find the requested resource ({path})"))
+}
+
+fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result<Target, ApiError> {
+    let find = |plural: &str| resources::find(group, version, plural).ok_or_else(|| not_found_path(path));
+    let owned = |s: Option<&&str>| s.map(|s| s.to_string());
+    if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
+        if let Some(r) = resources::find(group, version, rest[2])
+            && r.namespaced {
+                return Ok(Target { resource: r, namespace: Some(rest[1].to_string()), name: owned(rest.get(3)), subresource: owned(rest.get(4)) });
+            }
+        if group.is_empty() && rest.len() == 3 {
+            // /api/v1/namespaces/NAME/status and the like.
+            return Ok(Target { resource: find("namespaces")?, namespace: None, name: Some(rest[1].to_string()), subresource: Some(rest[2].to_string()) });
+        }
+        return Err(not_found_path(path));
+    }
+    let r = find(rest[0])?;
+    Ok(Target { resource: r, namespace: None, name: owned(rest.get(1)), subresource: owned(rest.get(2)) })
+}
+
+async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, String>, body: Bytes) -> Result<Response, ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
+        ["version"] => return Ok(json_response(StatusCode::OK, &version_info())),
+        ["api"] => {
+            return Ok(json_response(StatusCode::OK, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})));
+        }
+        ["apis"] => return Ok(json_response(StatusCode::OK, &resources::group_list())),
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(not_found_path(path)),
+    };
+    if rest.is_empty() {
+        return resources::resource_list(group, version).map(|l| json_response(StatusCode::OK, &l)).ok_or_else(|| not_found_path(path));
+    }
+    let t = parse_target(group, version, rest, path)?;
+    if t.subresource.is_some() {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("subresource {:?} is not served yet", t.subresource.unwrap_or_default())));
+    }
+    let store = api.store.clone();
+    let r = t.resource;
+    match (method, t.name) {
+        (&Method::GET, Some(name)) => Ok(json_response(StatusCode::OK, &objects::get(store, r, t.namespace, name).await?)),
+        (&Method::GET, None) => {
+            let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+            let (mut resource_version, continue_after) = match query.get("continue").filter(|c| !c.is_empty()) {
+                Some(c) => {
+                    let (rev, after) = c.split_once(':').ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+                    (Some(rev.parse::<i64>().map_err(|_| ApiError::bad_request("invalid continue token"))?), Some(after.to_string()))
+                }
+                None => (None, None),
+            };
+            if resource_version.is_none() {
+                resource_version = query.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0").and_then(|v| v.parse().ok());
+            }
+            let list = objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version }).await?;
+            Ok(json_response(StatusCode::OK, &list))
+        }
+        (&Method::POST, None) => {
+            let (code, obj) = objects::create(store, r, t.namespace, &body).await?;
+            Ok(json_response(code, &obj))
+        }
+        (&Method::PUT, Some(name)) => Ok(json_response(StatusCode::OK, &objects::update(store, r, t.namespace, name, &body).await?)),
+        (&Method::DELETE, Some(name)) => Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name).await?)),
+        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
+    }
+}
+
+fn version_info() -> Value {
+    json!({
+        "major": "1", "minor": "32", "gitVersion": concat!("v1.32.0+nodectl-", env!("CARGO_PKG_VERSION")),
+        "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "", "compiler": "rustc", "platform": "linux/amd64",
+    })
+}
+
+/// The namespaces every cluster has.
+pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
+    let r = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).expect("serialises");
+        match objects::create(store.clone(), r, None, &body).await {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+pub fn router(api: Arc<Api>) -> axum::Router {
+    axum::Router::new().fallback(dispatch).with_state(api)
+}

@@ -1,0 +1,118 @@
+//! The resources the API serves, and what discovery says of them.
+
+use serde_json::{Value, json};
+
+#[derive(Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// "" for the core group.
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
+    }
+
+    /// The store key of an object, or the prefix of a collection (`name` None; `ns` None
+    /// for all namespaces).
+    pub fn key(&self, ns: Option<&str>, name: Option<&str>) -> String {
+        let mut k = format!("/registry/{}/{}/", if self.group.is_empty() { "core" } else { self.group }, self.plural);
+        if self.namespaced
+            && let Some(ns) = ns {
+                k.push_str(ns);
+                k.push('/');
+            }
+        if let Some(n) = name {
+            k.push_str(n);
+        }
+        k
+    }
+
+    /// Checks an object against the Kubernetes schema of its kind, as the typed structs of
+    /// k8s-openapi have it: a wrong type anywhere is refused as (field path, problem).
+    pub fn check_schema(&self, obj: &Value) -> Result<(), (String, String)> {
+        use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+        fn check<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), (String, String)> {
+            serde_path_to_error::deserialize::<_, T>(v).map(|_| ()).map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))
+        }
+        match self.kind {
+            "Namespace" => check::<core::Namespace>(obj),
+            "Pod" => check::<core::Pod>(obj),
+            "Node" => check::<core::Node>(obj),
+            "Service" => check::<core::Service>(obj),
+            "Endpoints" => check::<core::Endpoints>(obj),
+            "ConfigMap" => check::<core::ConfigMap>(obj),
+            "Secret" => check::<core::Secret>(obj),
+            "Event" => check::<core::Event>(obj),
+            "Deployment" => check::<apps::Deployment>(obj),
+            "ReplicaSet" => check::<apps::ReplicaSet>(obj),
+            "Lease" => check::<coord::Lease>(obj),
+            _ => Ok(()),
+        }
+    }
+}
+
+macro_rules! resource {
+    ($group:expr, $version:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr, [$($short:expr),*]) => {
+        Resource { group: $group, version: $version, kind: $kind, plural: $plural, singular: $singular, namespaced: $namespaced, short_names: &[$($short),*] }
+    };
+}
+
+pub static RESOURCES: &[Resource] = &[
+    resource!("", "v1", "Namespace", "namespaces", "namespace", false, ["ns"]),
+    resource!("", "v1", "Pod", "pods", "pod", true, ["po"]),
+    resource!("", "v1", "Node", "nodes", "node", false, ["no"]),
+    resource!("", "v1", "Service", "services", "service", true, ["svc"]),
+    resource!("", "v1", "Endpoints", "endpoints", "endpoints", true, ["ep"]),
+    resource!("", "v1", "ConfigMap", "configmaps", "configmap", true, ["cm"]),
+    resource!("", "v1", "Secret", "secrets", "secret", true, []),
+    resource!("", "v1", "Event", "events", "event", true, ["ev"]),
+    resource!("apps", "v1", "Deployment", "deployments", "deployment", true, ["deploy"]),
+    resource!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, ["rs"]),
+    resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, []),
+];
+
+pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
+    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// `/api/v1` or `/apis/GROUP/VERSION`.
+pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    let rs: Vec<&Resource> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    if rs.is_empty() {
+        return None;
+    }
+    let api_version = rs[0].api_version();
+    let resources: Vec<Value> = rs
+        .iter()
+        .map(|r| {
+            json!({
+                "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+                "verbs": VERBS, "shortNames": r.short_names,
+            })
+        })
+        .collect();
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version, "resources": resources}))
+}
+
+/// `/apis`.
+pub fn group_list() -> Value {
+    let mut groups: Vec<&str> = RESOURCES.iter().map(|r| r.group).filter(|g| !g.is_empty()).collect();
+    groups.dedup();
+    let groups: Vec<Value> = groups
+        .iter()
+        .map(|g| {
+            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
+            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        })
+        .collect();
+    json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+}

@@ -1,0 +1,176 @@
+//! `nodectl server` driven by the real kubectl: credentials made at first start, discovery,
+//! create/get/list/replace/delete over HTTPS with a bearer token, Status errors, optimistic
+//! concurrency, schema checks, and a restart that keeps data and certificates.
+
+use std::fs;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Server {
+    fn start(dir: &Path, port: u16) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+            .args(["server", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut s = Server { child, dir: dir.to_path_buf(), port };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() || !dir.join("admin.kubeconfig").exists() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("server exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl").arg("--kubeconfig").arg(self.dir.join("admin.kubeconfig")).args(args).output().expect("kubectl is installed")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(!out.status.success(), "kubectl {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
+        String::from_utf8(out.stderr).unwrap()
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+const MANIFEST: &str = "
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: demo
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+  namespace: demo
+data:
+  greeting: hello
+";
+
+#[test]
+fn kubectl_creates_reads_replaces_and_deletes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    for f in ["ca.crt", "ca.key", "server.crt", "server.key", "admin-token", "node-token", "admin.kubeconfig", "state.db"] {
+        assert!(s.dir.join(f).exists(), "{f} was not written");
+    }
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(s.dir.join("ca.key")).unwrap().permissions());
+    assert_eq!(mode & 0o077, 0, "ca.key is readable by others");
+
+    assert!(s.ok(&["version"]).contains("v1.32.0+nodectl"));
+    let ns = s.ok(&["get", "namespaces"]);
+    for n in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+    let file = tmp.path().join("m.yaml");
+    fs::write(&file, MANIFEST).unwrap();
+    // Client-side validation needs the OpenAPI document, which is not served yet.
+    let out = s.ok(&["create", "--validate=false", "-f", file.to_str().unwrap()]);
+    assert!(out.contains("namespace/demo created") && out.contains("configmap/cfg created"), "{out}");
+    assert!(s.fails(&["create", "--validate=false", "-f", file.to_str().unwrap()]).contains("AlreadyExists"));
+
+    let cm: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "demo", "get", "configmap", "cfg", "-o", "json"])).unwrap();
+    assert_eq!(cm["data"]["greeting"], "hello");
+    assert!(cm["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    let rv: i64 = cm["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    assert!(s.ok(&["-n", "demo", "get", "cm"]).contains("cfg"));
+
+    // Replace with the version read: accepted. With it again: stale, 409 Conflict.
+    let mut edited = cm.clone();
+    edited["data"]["greeting"] = "bonjour".into();
+    let edited_file = tmp.path().join("edited.json");
+    fs::write(&edited_file, serde_json::to_vec(&edited).unwrap()).unwrap();
+    s.ok(&["replace", "--validate=false", "-f", edited_file.to_str().unwrap()]);
+    let err = s.fails(&["replace", "--validate=false", "-f", edited_file.to_str().unwrap()]);
+    assert!(err.contains("the object has been modified"), "{err}");
+    let now: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "demo", "get", "cm", "cfg", "-o", "json"])).unwrap();
+    assert_eq!(now["data"]["greeting"], "bonjour");
+    assert!(now["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > rv);
+    assert_eq!(now["metadata"]["uid"], cm["metadata"]["uid"], "the server keeps the uid");
+
+    assert!(s.ok(&["-n", "demo", "delete", "configmap", "cfg"]).contains("deleted"));
+    let err = s.fails(&["-n", "demo", "get", "configmap", "cfg"]);
+    assert!(err.contains("NotFound") && err.contains("configmaps \"cfg\" not found"), "{err}");
+}
+
+#[test]
+fn bad_requests_get_kubernetes_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    let bad = tmp.path().join("bad.yaml");
+    fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: three\n").unwrap();
+    let err = s.fails(&["create", "--validate=false", "-f", bad.to_str().unwrap()]);
+    assert!(err.contains("is invalid") && err.contains("replicas"), "{err}");
+    fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Name\n").unwrap();
+    let err = s.fails(&["create", "--validate=false", "-f", bad.to_str().unwrap()]);
+    assert!(err.contains("metadata.name") && err.contains("RFC 1123"), "{err}");
+    fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: nowhere\n").unwrap();
+    let err = s.fails(&["create", "--validate=false", "-f", bad.to_str().unwrap()]);
+    assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
+    let err = s.fails(&["get", "--raw", "/apis/nosuch.group/v1/things"]);
+    assert!(err.contains("NotFound") || err.contains("could not find"), "{err}");
+    let out = Command::new("kubectl")
+        .args(["--server", &format!("https://127.0.0.1:{}", s.port), "--certificate-authority"])
+        .arg(s.dir.join("ca.crt"))
+        .args(["--token", "not-the-token", "get", "namespaces"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn a_restart_keeps_objects_and_credentials() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let port = free_port();
+    let s = Server::start(&dir, port);
+    let file = tmp.path().join("m.yaml");
+    fs::write(&file, MANIFEST).unwrap();
+    s.ok(&["create", "--validate=false", "-f", file.to_str().unwrap()]);
+    let ca = fs::read(dir.join("ca.crt")).unwrap();
+    let token = fs::read(dir.join("admin-token")).unwrap();
+    s.stop();
+    let s = Server::start(&dir, port);
+    assert_eq!(fs::read(dir.join("ca.crt")).unwrap(), ca, "the CA was made again");
+    assert_eq!(fs::read(dir.join("admin-token")).unwrap(), token);
+    assert!(s.ok(&["-n", "demo", "get", "cm", "cfg", "-o", "jsonpath={.data.greeting}"]).contains("hello"));
+}
