@@ -174,3 +174,33 @@ fn a_restart_keeps_objects_and_credentials() {
     assert_eq!(fs::read(dir.join("admin-token")).unwrap(), token);
     assert!(s.ok(&["-n", "demo", "get", "cm", "cfg", "-o", "jsonpath={.data.greeting}"]).contains("hello"));
 }
+
+#[test]
+fn watches_replay_from_a_resource_version_and_follow() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
+    let rv0 = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+
+    let file = tmp.path().join("cm.yaml");
+    fs::write(&file, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: w\ndata:\n  v: one\n").unwrap();
+    s.ok(&["create", "--validate=false", "-f", file.to_str().unwrap()]);
+    fs::write(&file, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: w\ndata:\n  v: two\n").unwrap();
+    s.ok(&["replace", "--validate=false", "-f", file.to_str().unwrap()]);
+    s.ok(&["delete", "configmap", "w"]);
+
+    let out = s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}&timeoutSeconds=1")]);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"], "{out}");
+    assert_eq!(events[1]["object"]["data"]["v"], "two");
+    let rvs: Vec<i64> = events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
+    assert!(rvs.windows(2).all(|w| w[0] < w[1]) && rvs[0] > rv0.parse::<i64>().unwrap(), "{rvs:?}");
+
+    // No resourceVersion: what exists now arrives as ADDED first.
+    fs::write(&file, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: now\n").unwrap();
+    s.ok(&["create", "--validate=false", "-f", file.to_str().unwrap()]);
+    let out = s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1"]);
+    let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!((first["type"].as_str(), first["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("now")));
+}

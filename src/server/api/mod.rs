@@ -4,6 +4,7 @@
 pub mod objects;
 pub mod resources;
 pub mod status;
+pub mod watch;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -130,6 +131,10 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
     let r = t.resource;
     match (method, t.name) {
         (&Method::GET, Some(name)) => Ok(json_response(StatusCode::OK, &objects::get(store, r, t.namespace, name).await?)),
+        (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+            let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
+            watch::watch(store, r, t.namespace, query.get("resourceVersion").cloned(), timeout).await
+        }
         (&Method::GET, None) => {
             let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
             let (mut resource_version, continue_after) = match query.get("continue").filter(|c| !c.is_empty()) {
