@@ -101,8 +101,7 @@ fn kubectl_creates_reads_replaces_and_deletes() {
     }
     let file = tmp.path().join("m.yaml");
     fs::write(&file, MANIFEST).unwrap();
-    // Client-side validation needs the OpenAPI document, which is not served yet.
-    let out = s.ok(&["create", "--validate=false", "-f", file.to_str().unwrap()]);
+    let out = s.ok(&["create", "-f", file.to_str().unwrap()]);
     assert!(out.contains("namespace/demo created") && out.contains("configmap/cfg created"), "{out}");
     assert!(s.fails(&["create", "--validate=false", "-f", file.to_str().unwrap()]).contains("AlreadyExists"));
 
@@ -144,6 +143,13 @@ fn bad_requests_get_kubernetes_errors() {
     fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\n  namespace: nowhere\n").unwrap();
     let err = s.fails(&["create", "--validate=false", "-f", bad.to_str().unwrap()]);
     assert!(err.contains("namespaces \"nowhere\" not found"), "{err}");
+    // kubectl asks for strict field validation, and gets it from the server.
+    fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\nbogus: 1\n").unwrap();
+    let err = s.fails(&["create", "-f", bad.to_str().unwrap()]);
+    assert!(err.contains("unknown field \"bogus\""), "{err}");
+    fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector: {}\n  template:\n    spec:\n      containers:\n      - name: c\n        imagee: typo\n").unwrap();
+    let err = s.fails(&["create", "-f", bad.to_str().unwrap()]);
+    assert!(err.contains("spec.template.spec.containers[0].imagee"), "{err}");
     let err = s.fails(&["get", "--raw", "/apis/nosuch.group/v1/things"]);
     assert!(err.contains("NotFound") || err.contains("could not find"), "{err}");
     let out = Command::new("kubectl")
@@ -203,4 +209,91 @@ fn watches_replay_from_a_resource_version_and_follow() {
     let out = s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1"]);
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!((first["type"].as_str(), first["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("now")));
+}
+
+const APP: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox
+        env:
+        - {name: A, value: \"1\"}
+        - {name: B, value: \"keep\"}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: solo
+spec:
+  containers:
+  - name: c
+    image: busybox
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: cfg
+data: {a: b}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  selector: {app: web}
+  ports:
+  - port: 80
+    targetPort: 8080
+";
+
+#[test]
+fn kubectl_apply_label_annotate_edit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    let file = tmp.path().join("app.yaml");
+    fs::write(&file, APP).unwrap();
+    let out = s.ok(&["apply", "-f", file.to_str().unwrap()]);
+    for line in ["deployment.apps/web created", "pod/solo created", "configmap/cfg created", "service/web created"] {
+        assert!(out.contains(line), "{out}");
+    }
+    // Edited and applied again: a strategic merge patch, not a replace.
+    fs::write(&file, APP.replace("replicas: 2", "replicas: 3").replace("value: \"1\"", "value: \"2\"")).unwrap();
+    let out = s.ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(out.contains("deployment.apps/web configured") && out.contains("configmap/cfg unchanged"), "{out}");
+    let d: serde_json::Value = serde_json::from_str(&s.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    assert_eq!(d["spec"]["replicas"], 3);
+    assert_eq!(d["metadata"]["generation"], 2, "a spec change bumps the generation");
+    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["env"], serde_json::json!([{"name": "A", "value": "2"}, {"name": "B", "value": "keep"}]));
+
+    s.ok(&["label", "configmap", "cfg", "tier=cache"]);
+    s.ok(&["annotate", "configmap", "cfg", "note=hello"]);
+    let editor = tmp.path().join("editor.sh");
+    fs::write(&editor, "#!/bin/sh\nsed -i 's/a: b/a: edited/' \"$1\"\n").unwrap();
+    fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(s.dir.join("admin.kubeconfig"))
+        .args(["edit", "configmap", "cfg"])
+        .env("KUBE_EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "kubectl edit: {}", String::from_utf8_lossy(&out.stderr));
+    let cm: serde_json::Value = serde_json::from_str(&s.ok(&["get", "configmap", "cfg", "-o", "json"])).unwrap();
+    assert_eq!(cm["metadata"]["labels"]["tier"], "cache");
+    assert_eq!(cm["metadata"]["annotations"]["note"], "hello");
+    assert_eq!(cm["data"]["a"], "edited");
+    assert!(s.ok(&["delete", "-f", file.to_str().unwrap()]).contains("deployment.apps \"web\" deleted"));
+    let err = s.fails(&["get", "deployment", "web"]);
+    assert!(err.contains("not found"), "{err}");
 }

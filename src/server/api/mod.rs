@@ -2,6 +2,8 @@
 //! behind bearer-token authentication.
 
 pub mod objects;
+pub mod openapi;
+pub mod patch;
 pub mod resources;
 pub mod status;
 pub mod watch;
@@ -59,7 +61,7 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
     // Protobuf and CBOR are not spoken here; 415 makes client-go fall back to JSON.
     if let Some(ct) = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
         let ct = ct.split(';').next().unwrap_or("").trim();
-        if !ct.is_empty() && !ct.contains("json") && !ct.contains("yaml") {
+        if !ct.is_empty() && !ct.ends_with("json") && !ct.ends_with("yaml") {
             return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json (got {ct})"))
                 .into_response();
         }
@@ -72,7 +74,8 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
         Ok(pairs) => pairs.into_iter().collect(),
         Err(e) => return ApiError::bad_request(format!("malformed query string: {e}")).into_response(),
     };
-    match route(&api, &parts.method, parts.uri.path(), &query, body).await {
+    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    match route(&api, &parts.method, parts.uri.path(), &query, &content_type, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -108,7 +111,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result
     Ok(Target { resource: r, namespace: None, name: owned(rest.get(1)), subresource: owned(rest.get(2)) })
 }
 
-async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, String>, body: Bytes) -> Result<Response, ApiError> {
+async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, String>, content_type: &str, body: Bytes) -> Result<Response, ApiError> {
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return Ok(json_response(StatusCode::OK, &version_info())),
@@ -116,6 +119,10 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
             return Ok(json_response(StatusCode::OK, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})));
         }
         ["apis"] => return Ok(json_response(StatusCode::OK, &resources::group_list())),
+        ["openapi", "v3"] => return Ok(json_response(StatusCode::OK, &openapi::root())),
+        ["openapi", "v3", gv @ ..] => {
+            return openapi::document(&gv.join("/")).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(|| not_found_path(path));
+        }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found_path(path)),
@@ -129,6 +136,10 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
     }
     let store = api.store.clone();
     let r = t.resource;
+    let validation = match query.get("fieldValidation").map(String::as_str) {
+        Some("Strict") => objects::FieldValidation::Strict,
+        _ => objects::FieldValidation::Lenient,
+    };
     match (method, t.name) {
         (&Method::GET, Some(name)) => Ok(json_response(StatusCode::OK, &objects::get(store, r, t.namespace, name).await?)),
         (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
@@ -151,10 +162,16 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {
-            let (code, obj) = objects::create(store, r, t.namespace, &body).await?;
+            let (code, obj) = objects::create(store, r, t.namespace, &body, validation).await?;
             Ok(json_response(code, &obj))
         }
-        (&Method::PUT, Some(name)) => Ok(json_response(StatusCode::OK, &objects::update(store, r, t.namespace, name, &body).await?)),
+        (&Method::PUT, Some(name)) => Ok(json_response(StatusCode::OK, &objects::update(store, r, t.namespace, name, &body, validation).await?)),
+        (&Method::PATCH, Some(name)) => {
+            let kind = objects::PatchKind::from_content_type(content_type).ok_or_else(|| {
+                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"))
+            })?;
+            Ok(json_response(StatusCode::OK, &objects::patch(store, r, t.namespace, name, kind, &body, validation).await?))
+        }
         (&Method::DELETE, Some(name)) => Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name).await?)),
         _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
     }
@@ -172,7 +189,7 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
     let r = resources::find("", "v1", "namespaces").expect("namespaces are served");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).expect("serialises");
-        match objects::create(store.clone(), r, None, &body).await {
+        match objects::create(store.clone(), r, None, &body, objects::FieldValidation::Strict).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e),

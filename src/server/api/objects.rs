@@ -83,11 +83,26 @@ fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-fn check(r: &Resource, obj: &Value, name: &str) -> Result<(), ApiError> {
-    r.check_schema(obj).map_err(|cause| ApiError::invalid(r.kind, name, vec![cause]))
+/// `fieldValidation`: Strict refuses unknown fields; Ignore and Warn (not yet sent back as
+/// warnings) accept them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Strict,
+    #[default]
+    Lenient,
 }
 
-pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body: &[u8]) -> Result<(StatusCode, Value), ApiError> {
+fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> Result<(), ApiError> {
+    r.check_schema(obj, validation == FieldValidation::Strict).map_err(|(field, message)| {
+        if message.starts_with("strict decoding error") {
+            ApiError::bad_request(message)
+        } else {
+            ApiError::invalid(r.kind, name, vec![(field, message)])
+        }
+    })
+}
+
+pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body: &[u8], validation: FieldValidation) -> Result<(StatusCode, Value), ApiError> {
     let mut obj = parse_body(r, body)?;
     let meta = &mut obj["metadata"];
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
@@ -120,7 +135,7 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
         obj["spec"] = json!({"finalizers": ["kubernetes"]});
         obj["status"] = json!({"phase": "Active"});
     }
-    check(r, &obj, &name)?;
+    check(r, &obj, &name, validation)?;
     let key = r.key(ns.as_deref(), Some(&name));
     let ns_key = ns.as_ref().map(|n| super::resources::find("", "v1", "namespaces").expect("namespaces").key(None, Some(n)));
     let value = encode(&obj);
@@ -164,7 +179,7 @@ pub async fn list(store: Store, r: &'static Resource, ns: Option<String>, opts: 
     Ok(json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta, "items": items}))
 }
 
-pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name: String, body: &[u8]) -> Result<Value, ApiError> {
+pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name: String, body: &[u8], validation: FieldValidation) -> Result<Value, ApiError> {
     let mut obj = parse_body(r, body)?;
     if obj["metadata"].get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
@@ -177,7 +192,7 @@ pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name
         Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
         _ => None,
     };
-    check(r, &obj, &name)?;
+    check(r, &obj, &name, validation)?;
     let key = r.key(ns.as_deref(), Some(&name));
     let n2 = name.clone();
     let stored = blocking(move || {
@@ -206,4 +221,79 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
     let n2 = name.clone();
     let (_, old) = blocking(move || store.delete(&key, None).map_err(|e| ApiError::from_store(e, r.plural, &n2))).await?;
     decode(&old)
+}
+
+/// The patch formats the API accepts, by request Content-Type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchKind {
+    Merge,
+    Json,
+    Strategic,
+}
+
+impl PatchKind {
+    pub fn from_content_type(ct: &str) -> Option<PatchKind> {
+        match ct.split(';').next().unwrap_or("").trim() {
+            "application/merge-patch+json" => Some(PatchKind::Merge),
+            "application/json-patch+json" => Some(PatchKind::Json),
+            "application/strategic-merge-patch+json" => Some(PatchKind::Strategic),
+            _ => None,
+        }
+    }
+}
+
+pub async fn patch(store: Store, r: &'static Resource, ns: Option<String>, name: String, kind: PatchKind, body: &[u8], validation: FieldValidation) -> Result<Value, ApiError> {
+    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    let key = r.key(ns.as_deref(), Some(&name));
+    blocking(move || {
+        // A patch without a resourceVersion applies to whatever is current: retry the
+        // read-modify-write when a concurrent writer got in between, as the API server does.
+        for _ in 0..5 {
+            let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let old = decode(&current)?;
+            let mut obj = old.clone();
+            let applied = match kind {
+                PatchKind::Merge => {
+                    super::patch::merge_patch(&mut obj, &patch);
+                    Ok(())
+                }
+                PatchKind::Json => super::patch::json_patch(&mut obj, &patch),
+                PatchKind::Strategic => super::patch::strategic_merge_patch(&mut obj, &patch),
+            };
+            applied.map_err(|e| ApiError::invalid(r.kind, &name, vec![("patch".into(), e.0)]))?;
+            // Identity and server-owned fields cannot be patched away.
+            for field in ["name", "namespace", "uid", "creationTimestamp", "generation"] {
+                match old["metadata"].get(field) {
+                    Some(v) => obj["metadata"][field] = v.clone(),
+                    None => {
+                        if let Some(m) = obj["metadata"].as_object_mut() {
+                            m.remove(field);
+                        }
+                    }
+                }
+            }
+            let expected = match obj["metadata"].get("resourceVersion").and_then(Value::as_str) {
+                Some(v) if v != current.mod_revision.to_string() => {
+                    return Err(ApiError::conflict(r.plural, &name));
+                }
+                _ => current.mod_revision,
+            };
+            obj["apiVersion"] = json!(r.api_version());
+            obj["kind"] = json!(r.kind);
+            check(r, &obj, &name, validation)?;
+            if old.get("spec") != obj.get("spec") {
+                obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+            }
+            match store.update(&key, &encode(&obj), Some(expected)) {
+                Ok(revision) => {
+                    obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+                    return Ok(obj);
+                }
+                Err(crate::server::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
+            }
+        }
+        Err(ApiError::conflict(r.plural, &name))
+    })
+    .await
 }

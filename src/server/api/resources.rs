@@ -36,25 +36,52 @@ impl Resource {
 
     /// Checks an object against the Kubernetes schema of its kind, as the typed structs of
     /// k8s-openapi have it: a wrong type anywhere is refused as (field path, problem).
-    pub fn check_schema(&self, obj: &Value) -> Result<(), (String, String)> {
+    ///
+    /// With `strict`, a field the schema does not have is refused too: the typed value is
+    /// serialised again and every field of the input it lost is unknown.
+    pub fn check_schema(&self, obj: &Value, strict: bool) -> Result<(), (String, String)> {
         use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
-        fn check<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(), (String, String)> {
-            serde_path_to_error::deserialize::<_, T>(v).map(|_| ()).map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))
+        fn check<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value, strict: bool) -> Result<(), (String, String)> {
+            let typed: T = serde_path_to_error::deserialize(v).map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))?;
+            if strict {
+                let again = serde_json::to_value(&typed).unwrap_or(Value::Null);
+                if let Some(field) = first_unknown(v, &again, "") {
+                    return Err((field.clone(), format!("strict decoding error: unknown field \"{field}\"")));
+                }
+            }
+            Ok(())
         }
         match self.kind {
-            "Namespace" => check::<core::Namespace>(obj),
-            "Pod" => check::<core::Pod>(obj),
-            "Node" => check::<core::Node>(obj),
-            "Service" => check::<core::Service>(obj),
-            "Endpoints" => check::<core::Endpoints>(obj),
-            "ConfigMap" => check::<core::ConfigMap>(obj),
-            "Secret" => check::<core::Secret>(obj),
-            "Event" => check::<core::Event>(obj),
-            "Deployment" => check::<apps::Deployment>(obj),
-            "ReplicaSet" => check::<apps::ReplicaSet>(obj),
-            "Lease" => check::<coord::Lease>(obj),
+            "Namespace" => check::<core::Namespace>(obj, strict),
+            "Pod" => check::<core::Pod>(obj, strict),
+            "Node" => check::<core::Node>(obj, strict),
+            "Service" => check::<core::Service>(obj, strict),
+            "Endpoints" => check::<core::Endpoints>(obj, strict),
+            "ConfigMap" => check::<core::ConfigMap>(obj, strict),
+            "Secret" => check::<core::Secret>(obj, strict),
+            "Event" => check::<core::Event>(obj, strict),
+            "Deployment" => check::<apps::Deployment>(obj, strict),
+            "ReplicaSet" => check::<apps::ReplicaSet>(obj, strict),
+            "Lease" => check::<coord::Lease>(obj, strict),
             _ => Ok(()),
         }
+    }
+}
+
+/// The first field (dotted path) of `input` that `typed` lacks: a field the schema does
+/// not know. Nulls are skipped (a typed None serialises to nothing).
+fn first_unknown(input: &Value, typed: &Value, path: &str) -> Option<String> {
+    match (input, typed) {
+        (Value::Object(i), Value::Object(t)) => i.iter().find_map(|(k, v)| {
+            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+            match t.get(k) {
+                None if !v.is_null() => Some(p),
+                None => None,
+                Some(tv) => first_unknown(v, tv, &p),
+            }
+        }),
+        (Value::Array(i), Value::Array(t)) => i.iter().zip(t).enumerate().find_map(|(n, (a, b))| first_unknown(a, b, &format!("{path}[{n}]"))),
+        _ => None,
     }
 }
 
