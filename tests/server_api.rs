@@ -297,3 +297,40 @@ fn kubectl_apply_label_annotate_edit() {
     let err = s.fails(&["get", "deployment", "web"]);
     assert!(err.contains("not found"), "{err}");
 }
+
+#[test]
+fn label_and_field_selectors_filter_lists_and_watches() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    let file = tmp.path().join("cms.yaml");
+    let cm = |name: &str, tier: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{tier: \"{tier}\"}}\n---\n");
+    fs::write(&file, [cm("a", "x"), cm("b", "y"), cm("c", "z")].concat()).unwrap();
+    s.ok(&["create", "-f", file.to_str().unwrap()]);
+    let names = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["get", "configmaps", "-o", "jsonpath={.items[*].metadata.name}"];
+        all.extend_from_slice(args);
+        s.ok(&all).split_whitespace().map(String::from).collect()
+    };
+    assert_eq!(names(&["-l", "tier=x"]), ["a"]);
+    assert_eq!(names(&["-l", "tier in (x,y)"]), ["a", "b"]);
+    assert_eq!(names(&["-l", "tier!=x,tier notin (z)"]), ["b"]);
+    assert_eq!(names(&["--field-selector", "metadata.name=c"]), ["c"]);
+    assert_eq!(names(&["--field-selector", "metadata.name!=c", "-l", "tier"]), ["a", "b"]);
+    let err = s.fails(&["get", "configmaps", "--field-selector", "data.x=1"]);
+    assert!(err.contains("field label not supported"), "{err}");
+    let err = s.fails(&["get", "configmaps", "-l", "tier in x"]);
+    assert!(err.contains("unable to parse requirement") || err.contains("unable to parse"), "{err}");
+
+    // A watch with a selector: b leaving the selection is DELETED to it.
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
+    let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
+    s.ok(&["label", "--overwrite", "configmap", "b", "tier=gone"]);
+    s.ok(&["label", "--overwrite", "configmap", "c", "tier=y"]);
+    let out = s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1&labelSelector=tier%3Dy")]);
+    let events: Vec<(String, String)> = out
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(events, [("DELETED".to_string(), "b".to_string()), ("ADDED".to_string(), "c".to_string())], "{out}");
+}

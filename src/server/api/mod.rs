@@ -4,6 +4,7 @@
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod selectors;
 pub mod resources;
 pub mod status;
 pub mod watch;
@@ -144,7 +145,8 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
         (&Method::GET, Some(name)) => Ok(json_response(StatusCode::OK, &objects::get(store, r, t.namespace, name).await?)),
         (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
-            watch::watch(store, r, t.namespace, query.get("resourceVersion").cloned(), timeout).await
+            let selectors = selectors(query, r)?;
+            watch::watch(store, r, t.namespace, query.get("resourceVersion").cloned(), timeout, selectors).await
         }
         (&Method::GET, None) => {
             let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -158,7 +160,8 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
             if resource_version.is_none() {
                 resource_version = query.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0").and_then(|v| v.parse().ok());
             }
-            let list = objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version }).await?;
+            let selectors = selectors(query, r)?;
+            let list = objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version, selectors }).await?;
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {
@@ -175,6 +178,10 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
         (&Method::DELETE, Some(name)) => Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name).await?)),
         _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
     }
+}
+
+fn selectors(query: &BTreeMap<String, String>, r: &Resource) -> Result<selectors::Selectors, ApiError> {
+    selectors::Selectors::parse(query.get("labelSelector").map(String::as_str), query.get("fieldSelector").map(String::as_str), r.kind).map_err(ApiError::bad_request)
 }
 
 fn version_info() -> Value {

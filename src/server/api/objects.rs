@@ -162,6 +162,7 @@ pub struct ListOptions {
     pub limit: usize,
     pub continue_after: Option<String>,
     pub resource_version: Option<i64>,
+    pub selectors: super::selectors::Selectors,
 }
 
 pub async fn list(store: Store, r: &'static Resource, ns: Option<String>, opts: ListOptions) -> Result<Value, ApiError> {
@@ -170,7 +171,10 @@ pub async fn list(store: Store, r: &'static Resource, ns: Option<String>, opts: 
     let p = prefix.clone();
     // A continue token pins the revision of the first page, as the API server's does.
     let result = blocking(move || store.list(&p, after.as_deref(), opts.limit, opts.resource_version).map_err(|e| ApiError::from_store(e, r.plural, ""))).await?;
-    let items = result.items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    let mut items = result.items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    // Pages are cut before filtering, as the API server cuts them: a page may come back
+    // short, and the continue token still leads on.
+    items.retain(|o| opts.selectors.matches(o));
     let mut meta = json!({"resourceVersion": result.revision.to_string()});
     if result.more {
         let last = result.items.last().map(|kv| kv.key[prefix.len()..].to_string()).unwrap_or_default();

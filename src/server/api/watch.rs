@@ -6,6 +6,7 @@
 //! compacted revision ends the stream with an ERROR event carrying a 410 Status, which is
 //! what the API server sends and what makes clients list again.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::objects::{Store, blocking, decode};
 use super::resources::Resource;
+use super::selectors::Selectors;
 use super::status::ApiError;
 use crate::server::store::{self, Backend, EventKind, Watcher};
 use crate::server::store::sqlite::Sqlite;
@@ -30,23 +32,39 @@ fn line(kind: &str, object: Value) -> Bytes {
 }
 
 enum Phase {
-    Initial(std::vec::IntoIter<Value>, Watcher<Sqlite>),
-    Live(Watcher<Sqlite>),
+    Initial(std::vec::IntoIter<Value>, Live),
+    Live(Live),
     Done,
 }
 
-pub async fn watch(store: Store, r: &'static Resource, ns: Option<String>, resource_version: Option<String>, timeout: Option<u64>) -> Result<Response, ApiError> {
+/// A watcher and the selectors its events pass through.
+struct Live {
+    watcher: Watcher<Sqlite>,
+    selectors: Arc<Selectors>,
+}
+
+pub async fn watch(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    resource_version: Option<String>,
+    timeout: Option<u64>,
+    selectors: Selectors,
+) -> Result<Response, ApiError> {
+    let selectors = Arc::new(selectors);
     let prefix = r.key(ns.as_deref(), None);
     let (initial, from) = match resource_version.as_deref() {
         None | Some("") | Some("0") => {
             let (s, p) = (store.clone(), prefix.clone());
             let list = blocking(move || s.list(&p, None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))).await?;
-            (list.items.iter().map(decode).collect::<Result<Vec<_>, _>>()?, list.revision)
+            let mut items = list.items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+            items.retain(|o| selectors.matches(o));
+            (items, list.revision)
         }
         Some(v) => (Vec::new(), v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
     };
     let first = match store::watch(store.clone(), &prefix, Some(from)) {
-        Ok(w) => Phase::Initial(initial.into_iter(), w),
+        Ok(watcher) => Phase::Initial(initial.into_iter(), Live { watcher, selectors }),
         Err(e) => {
             // Sent as an event in a 200 response, as the API server does.
             let status = ApiError::from_store(e, r.plural, "").to_status();
@@ -69,21 +87,32 @@ pub async fn watch(store: Store, r: &'static Resource, ns: Option<String>, resou
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(events)).into_response())
 }
 
-async fn next_live(mut w: Watcher<Sqlite>) -> Option<(Bytes, Phase)> {
-    match w.next().await {
-        Ok(e) => {
-            let mut obj = match decode(&e.kv) {
-                Ok(o) => o,
-                Err(err) => return Some((line("ERROR", err.to_status()), Phase::Done)),
-            };
-            obj["metadata"]["resourceVersion"] = json!(e.revision.to_string());
-            let kind = match (e.kind, &e.prev) {
-                (EventKind::Delete, _) => "DELETED",
-                (EventKind::Put, None) => "ADDED",
-                (EventKind::Put, Some(_)) => "MODIFIED",
-            };
-            Some((line(kind, obj), Phase::Live(w)))
-        }
-        Err(err) => Some((line("ERROR", ApiError::from_store(err, "", "").to_status()), Phase::Done)),
+/// The next event that passes the selectors. An object that starts or stops matching
+/// arrives as ADDED or DELETED, as the API server reports it to a filtered watch.
+async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
+    loop {
+        let e = match live.watcher.next().await {
+            Ok(e) => e,
+            Err(err) => return Some((line("ERROR", ApiError::from_store(err, "", "").to_status()), Phase::Done)),
+        };
+        let mut obj = match decode(&e.kv) {
+            Ok(o) => o,
+            Err(err) => return Some((line("ERROR", err.to_status()), Phase::Done)),
+        };
+        obj["metadata"]["resourceVersion"] = json!(e.revision.to_string());
+        let now = live.selectors.matches(&obj);
+        let before = match &e.prev {
+            Some(p) if !live.selectors.is_empty() => decode(p).map(|o| live.selectors.matches(&o)).unwrap_or(false),
+            Some(_) => true,
+            None => false,
+        };
+        let kind = match (e.kind, before, now) {
+            (EventKind::Delete, _, true) => "DELETED",
+            (EventKind::Put, true, true) => "MODIFIED",
+            (EventKind::Put, false, true) => "ADDED",
+            (EventKind::Put, true, false) => "DELETED",
+            _ => continue,
+        };
+        return Some((line(kind, obj), Phase::Live(live)));
     }
 }
