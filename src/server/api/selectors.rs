@@ -71,11 +71,10 @@ impl LabelSelector {
             if !valid_key(&req.0) {
                 return Err(format!("unable to parse requirement: {part:?}: invalid label key"));
             }
-            if let Op::Eq(v) | Op::NotEq(v) = &req.1 {
-                if !valid_value(v) {
+            if let Op::Eq(v) | Op::NotEq(v) = &req.1
+                && !valid_value(v) {
                     return Err(format!("unable to parse requirement: {part:?}: invalid label value"));
                 }
-            }
             reqs.push(req);
         }
         Ok(LabelSelector(reqs))
