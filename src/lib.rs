@@ -5,3 +5,4 @@ pub mod cli;
 pub mod image;
 pub mod runtime;
 pub mod server;
+pub mod timefmt;

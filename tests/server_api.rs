@@ -334,3 +334,30 @@ fn label_and_field_selectors_filter_lists_and_watches() {
         .collect();
     assert_eq!(events, [("DELETED".to_string(), "b".to_string()), ("ADDED".to_string(), "c".to_string())], "{out}");
 }
+
+#[test]
+fn kubectl_get_prints_the_columns_users_know() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    let file = tmp.path().join("app.yaml");
+    fs::write(&file, APP).unwrap();
+    s.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let header = |args: &[&str]| s.ok(args).lines().next().unwrap_or_default().split_whitespace().map(String::from).collect::<Vec<_>>();
+    assert_eq!(header(&["get", "namespaces"]), ["NAME", "STATUS", "AGE"]);
+    assert_eq!(header(&["get", "pods"]), ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    assert_eq!(header(&["get", "pods", "-o", "wide"]), ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]);
+    assert_eq!(header(&["get", "deployments"]), ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
+    assert_eq!(header(&["get", "services"]), ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    assert_eq!(header(&["get", "configmaps"]), ["NAME", "DATA", "AGE"]);
+    let pods = s.ok(&["get", "pods"]);
+    let row: Vec<&str> = pods.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["solo", "0/1", "Pending", "0"], "{pods}");
+    let deploy = s.ok(&["get", "deployment", "web"]);
+    let row: Vec<&str> = deploy.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], ["web", "0/2", "0", "0"], "{deploy}");
+    let cms = s.ok(&["get", "configmaps", "cfg"]);
+    let row: Vec<&str> = cms.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..2], ["cfg", "1"], "{cms}");
+    let described = s.ok(&["describe", "pod", "solo"]);
+    assert!(described.contains("Name:         solo") && described.contains("Status:       Pending"), "{described}");
+}

@@ -5,6 +5,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod selectors;
+pub mod table;
 pub mod resources;
 pub mod status;
 pub mod watch;
@@ -13,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -54,7 +55,7 @@ fn authenticate(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Every request: authenticate, then route by path.
-pub async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
+pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
     if let Err(e) = authenticate(&api, &parts.headers) {
         return e.into_response();
@@ -76,10 +77,22 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: Request) -> Response {
         Err(e) => return ApiError::bad_request(format!("malformed query string: {e}")).into_response(),
     };
     let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-    match route(&api, &parts.method, parts.uri.path(), &query, &content_type, body).await {
+    let as_table = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(table::wanted);
+    let request = Request { method: &parts.method, path: parts.uri.path(), query: &query, content_type: &content_type, as_table };
+    match route(&api, &request, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
+}
+
+/// What routing needs of a request.
+struct Request<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a BTreeMap<String, String>,
+    content_type: &'a str,
+    /// kubectl get asked for a Table.
+    as_table: bool,
 }
 
 /// A parsed object path.
@@ -112,7 +125,8 @@ fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result
     Ok(Target { resource: r, namespace: None, name: owned(rest.get(1)), subresource: owned(rest.get(2)) })
 }
 
-async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, String>, content_type: &str, body: Bytes) -> Result<Response, ApiError> {
+async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, ApiError> {
+    let (method, path, query, content_type) = (req.method, req.path, req.query, req.content_type);
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return Ok(json_response(StatusCode::OK, &version_info())),
@@ -142,11 +156,17 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
         _ => objects::FieldValidation::Lenient,
     };
     match (method, t.name) {
-        (&Method::GET, Some(name)) => Ok(json_response(StatusCode::OK, &objects::get(store, r, t.namespace, name).await?)),
+        (&Method::GET, Some(name)) => {
+            let obj = objects::get(store, r, t.namespace, name).await?;
+            if req.as_table {
+                return Ok(json_response(StatusCode::OK, &table::table(r, std::slice::from_ref(&obj), None, None, true)));
+            }
+            Ok(json_response(StatusCode::OK, &obj))
+        }
         (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
             let selectors = selectors(query, r)?;
-            watch::watch(store, r, t.namespace, query.get("resourceVersion").cloned(), timeout, selectors).await
+            watch::watch(store, r, t.namespace, query.get("resourceVersion").cloned(), timeout, selectors, req.as_table).await
         }
         (&Method::GET, None) => {
             let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -162,6 +182,11 @@ async fn route(api: &Api, method: &Method, path: &str, query: &BTreeMap<String, 
             }
             let selectors = selectors(query, r)?;
             let list = objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version, selectors }).await?;
+            if req.as_table {
+                let items = list["items"].as_array().cloned().unwrap_or_default();
+                let t = table::table(r, &items, list["metadata"]["resourceVersion"].as_str(), list["metadata"]["continue"].as_str(), true);
+                return Ok(json_response(StatusCode::OK, &t));
+            }
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {

@@ -57,7 +57,7 @@ fn name_problem(name: &str, label: bool) -> Option<String> {
 }
 
 fn now() -> String {
-    crate::image::store::now_rfc3339()
+    crate::timefmt::now_rfc3339()
 }
 
 /// Parses a request body and checks it is an object of `r`'s kind.
@@ -131,9 +131,14 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
     meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
     meta["creationTimestamp"] = json!(now());
     meta["generation"] = json!(1);
-    if r.kind == "Namespace" {
-        obj["spec"] = json!({"finalizers": ["kubernetes"]});
-        obj["status"] = json!({"phase": "Active"});
+    // Defaults the API server sets at creation.
+    match r.kind {
+        "Namespace" => {
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        "Pod" if obj.pointer("/status/phase").is_none() => obj["status"]["phase"] = json!("Pending"),
+        _ => {}
     }
     check(r, &obj, &name, validation)?;
     let key = r.key(ns.as_deref(), Some(&name));

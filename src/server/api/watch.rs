@@ -37,10 +37,25 @@ enum Phase {
     Done,
 }
 
-/// A watcher and the selectors its events pass through.
+/// A watcher, the selectors its events pass through, and how objects are sent.
 struct Live {
     watcher: Watcher<Sqlite>,
     selectors: Arc<Selectors>,
+    /// Each object as a one-row Table (kubectl get -w), columns in the first only.
+    table: Option<(&'static Resource, bool)>,
+}
+
+impl Live {
+    fn event(&mut self, kind: &str, obj: Value) -> Bytes {
+        match &mut self.table {
+            None => line(kind, obj),
+            Some((r, columns_sent)) => {
+                let t = super::table::table(r, std::slice::from_ref(&obj), obj["metadata"]["resourceVersion"].as_str(), None, !*columns_sent);
+                *columns_sent = true;
+                line(kind, t)
+            }
+        }
+    }
 }
 
 pub async fn watch(
@@ -50,6 +65,7 @@ pub async fn watch(
     resource_version: Option<String>,
     timeout: Option<u64>,
     selectors: Selectors,
+    as_table: bool,
 ) -> Result<Response, ApiError> {
     let selectors = Arc::new(selectors);
     let prefix = r.key(ns.as_deref(), None);
@@ -64,7 +80,7 @@ pub async fn watch(
         Some(v) => (Vec::new(), v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
     };
     let first = match store::watch(store.clone(), &prefix, Some(from)) {
-        Ok(watcher) => Phase::Initial(initial.into_iter(), Live { watcher, selectors }),
+        Ok(watcher) => Phase::Initial(initial.into_iter(), Live { watcher, selectors, table: as_table.then_some((r, false)) }),
         Err(e) => {
             // Sent as an event in a 200 response, as the API server does.
             let status = ApiError::from_store(e, r.plural, "").to_status();
@@ -74,9 +90,9 @@ pub async fn watch(
     };
     let events = futures_util::stream::unfold(first, |phase| async move {
         match phase {
-            Phase::Initial(mut items, w) => match items.next() {
-                Some(obj) => Some((line("ADDED", obj), Phase::Initial(items, w))),
-                None => next_live(w).await,
+            Phase::Initial(mut items, mut live) => match items.next() {
+                Some(obj) => Some((live.event("ADDED", obj), Phase::Initial(items, live))),
+                None => next_live(live).await,
             },
             Phase::Live(w) => next_live(w).await,
             Phase::Done => None,
@@ -113,6 +129,6 @@ async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
             (EventKind::Put, true, false) => "DELETED",
             _ => continue,
         };
-        return Some((line(kind, obj), Phase::Live(live)));
+        return Some((live.event(kind, obj), Phase::Live(live)));
     }
 }
