@@ -361,3 +361,28 @@ fn kubectl_get_prints_the_columns_users_know() {
     let described = s.ok(&["describe", "pod", "solo"]);
     assert!(described.contains("Name:         solo") && described.contains("Status:       Pending"), "{described}");
 }
+
+#[test]
+fn kubectl_create_namespace_configmap_and_secret() {
+    // These generators send protobuf bodies.
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    assert!(s.ok(&["create", "namespace", "team"]).contains("namespace/team created"));
+    assert!(s.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=level=3"]).contains("created"));
+    assert!(s.ok(&["-n", "team", "create", "secret", "generic", "creds", "--from-literal=password=s3cr3t"]).contains("created"));
+    let cm: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "team", "get", "configmap", "settings", "-o", "json"])).unwrap();
+    assert_eq!(cm["data"], serde_json::json!({"mode": "fast", "level": "3"}));
+    let secret: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "team", "get", "secret", "creds", "-o", "json"])).unwrap();
+    assert_eq!(secret["type"], "Opaque");
+    use base64::Engine as _;
+    assert_eq!(secret["data"]["password"], base64::engine::general_purpose::STANDARD.encode("s3cr3t"));
+    let header: Vec<String> = s.ok(&["-n", "team", "get", "secrets"]).lines().next().unwrap().split_whitespace().map(String::from).collect();
+    assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"]);
+    // stringData is folded into data, as the API server does.
+    let file = tmp.path().join("s.yaml");
+    fs::write(&file, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: plain\n  namespace: team\nstringData:\n  token: abc\n").unwrap();
+    s.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let plain: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "team", "get", "secret", "plain", "-o", "json"])).unwrap();
+    assert_eq!(plain["data"]["token"], base64::engine::general_purpose::STANDARD.encode("abc"));
+    assert!(plain.get("stringData").is_none());
+}

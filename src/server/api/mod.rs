@@ -4,6 +4,7 @@
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod selectors;
 pub mod table;
 pub mod resources;
@@ -60,23 +61,29 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
     if let Err(e) = authenticate(&api, &parts.headers) {
         return e.into_response();
     }
-    // Protobuf and CBOR are not spoken here; 415 makes client-go fall back to JSON.
-    if let Some(ct) = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-        let ct = ct.split(';').next().unwrap_or("").trim();
-        if !ct.is_empty() && !ct.ends_with("json") && !ct.ends_with("yaml") {
-            return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json (got {ct})"))
-                .into_response();
-        }
-    }
     let body = match axum::body::to_bytes(body, 64 << 20).await {
         Ok(b) => b,
         Err(_) => return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", "the request body is over 64 MiB").into_response(),
+    };
+    let mut content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+    let body = if content_type == "application/vnd.kubernetes.protobuf" {
+        match protobuf::decode(&body) {
+            Ok(obj) => {
+                content_type = "application/json".into();
+                Bytes::from(serde_json::to_vec(&obj).expect("JSON serialises"))
+            }
+            Err(e) => return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("protobuf body: {e}")).into_response(),
+        }
+    } else if !content_type.is_empty() && !content_type.ends_with("json") && !content_type.ends_with("yaml") {
+        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json (got {content_type})"))
+            .into_response();
+    } else {
+        body
     };
     let query: BTreeMap<String, String> = match serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or("")) {
         Ok(pairs) => pairs.into_iter().collect(),
         Err(e) => return ApiError::bad_request(format!("malformed query string: {e}")).into_response(),
     };
-    let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
     let as_table = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(table::wanted);
     let request = Request { method: &parts.method, path: parts.uri.path(), query: &query, content_type: &content_type, as_table };
     match route(&api, &request, body).await {

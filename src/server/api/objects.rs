@@ -92,6 +92,20 @@ pub enum FieldValidation {
     Lenient,
 }
 
+/// A Secret's `stringData` is write-only: the API server folds it into `data`.
+fn fold_string_data(r: &Resource, obj: &mut Value) {
+    use base64::Engine as _;
+    if r.kind != "Secret" {
+        return;
+    }
+    if let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
+        for (k, v) in strings {
+            let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
+            obj["data"][k] = json!(encoded);
+        }
+    }
+}
+
 fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> Result<(), ApiError> {
     r.check_schema(obj, validation == FieldValidation::Strict).map_err(|(field, message)| {
         if message.starts_with("strict decoding error") {
@@ -138,9 +152,11 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
             obj["status"] = json!({"phase": "Active"});
         }
         "Pod" if obj.pointer("/status/phase").is_none() => obj["status"]["phase"] = json!("Pending"),
+        "Secret" if obj.get("type").is_none_or(|t| t.as_str() == Some("")) => obj["type"] = json!("Opaque"),
         _ => {}
     }
     check(r, &obj, &name, validation)?;
+    fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
     let ns_key = ns.as_ref().map(|n| super::resources::find("", "v1", "namespaces").expect("namespaces").key(None, Some(n)));
     let value = encode(&obj);
@@ -202,6 +218,7 @@ pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name
         _ => None,
     };
     check(r, &obj, &name, validation)?;
+    fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
     let n2 = name.clone();
     let stored = blocking(move || {
@@ -290,6 +307,7 @@ pub async fn patch(store: Store, r: &'static Resource, ns: Option<String>, name:
             obj["apiVersion"] = json!(r.api_version());
             obj["kind"] = json!(r.kind);
             check(r, &obj, &name, validation)?;
+            fold_string_data(r, &mut obj);
             if old.get("spec") != obj.get("spec") {
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
