@@ -386,3 +386,41 @@ fn kubectl_create_namespace_configmap_and_secret() {
     assert_eq!(plain["data"]["token"], base64::engine::general_purpose::STANDARD.encode("abc"));
     assert!(plain.get("stringData").is_none());
 }
+
+#[test]
+fn scale_status_and_deletecollection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    let file = tmp.path().join("app.yaml");
+    fs::write(&file, APP).unwrap();
+    s.ok(&["apply", "-f", file.to_str().unwrap()]);
+    assert!(s.ok(&["scale", "deployment", "web", "--replicas=5"]).contains("scaled"));
+    let scale: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web/scale"])).unwrap();
+    assert_eq!((scale["kind"].as_str(), scale["spec"]["replicas"].as_i64(), scale["status"]["selector"].as_str()), (Some("Scale"), Some(5), Some("app=web")));
+    let err = s.fails(&["scale", "deployment", "web", "--replicas=-1"]);
+    assert!(err.contains("replicas"), "{err}");
+
+    // Status goes through /status only; through the object it is ignored.
+    s.ok(&["patch", "deployment", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":5,"readyReplicas":3}}"#]);
+    s.ok(&["patch", "deployment", "web", "--type=merge", "-p", r#"{"status":{"readyReplicas":0}}"#]);
+    let d: serde_json::Value = serde_json::from_str(&s.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
+    assert_eq!((d["status"]["readyReplicas"].as_i64(), d["spec"]["replicas"].as_i64()), (Some(3), Some(5)));
+    assert!(s.ok(&["get", "deployment", "web"]).contains("3/5"));
+    let err = s.fails(&["get", "--raw", "/api/v1/namespaces/default/configmaps/cfg/scale"]);
+    assert!(err.contains("NotFound") || err.contains("not found"), "{err}");
+
+    // deletecollection with a selector.
+    let cms = tmp.path().join("cms.yaml");
+    let cm = |name: &str, team: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{team: {team}}}\n---\n");
+    fs::write(&cms, [cm("a1", "red"), cm("a2", "red"), cm("b1", "blue")].concat()).unwrap();
+    s.ok(&["apply", "-f", cms.to_str().unwrap()]);
+    let out = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(s.dir.join("admin.kubeconfig"))
+        .args(["delete", "--raw", "/api/v1/namespaces/default/configmaps?labelSelector=team%3Dred"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let left = s.ok(&["get", "configmaps", "-o", "jsonpath={.items[*].metadata.name}"]);
+    assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["b1", "cfg"]);
+}

@@ -153,16 +153,23 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
         return resources::resource_list(group, version).map(|l| json_response(StatusCode::OK, &l)).ok_or_else(|| not_found_path(path));
     }
     let t = parse_target(group, version, rest, path)?;
-    if t.subresource.is_some() {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("subresource {:?} is not served yet", t.subresource.unwrap_or_default())));
-    }
     let store = api.store.clone();
     let r = t.resource;
+    let part = match t.subresource.as_deref() {
+        None => objects::Part::Main,
+        Some("status") if r.has_status() => objects::Part::Status,
+        Some("scale") if r.has_scale() => objects::Part::Scale,
+        Some(other) => return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("{} has no subresource {other:?} here", r.plural))),
+    };
+    if part != objects::Part::Main && !matches!(*method, Method::GET | Method::PUT | Method::PATCH) {
+        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}")));
+    }
     let validation = match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => objects::FieldValidation::Strict,
         _ => objects::FieldValidation::Lenient,
     };
     match (method, t.name) {
+        (&Method::GET, Some(name)) if part == objects::Part::Scale => Ok(json_response(StatusCode::OK, &objects::scale_of(&objects::get(store, r, t.namespace, name).await?))),
         (&Method::GET, Some(name)) => {
             let obj = objects::get(store, r, t.namespace, name).await?;
             if req.as_table {
@@ -200,12 +207,20 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
             let (code, obj) = objects::create(store, r, t.namespace, &body, validation).await?;
             Ok(json_response(code, &obj))
         }
-        (&Method::PUT, Some(name)) => Ok(json_response(StatusCode::OK, &objects::update(store, r, t.namespace, name, &body, validation).await?)),
+        (&Method::PUT, Some(name)) => Ok(json_response(StatusCode::OK, &{
+            let obj = objects::update(store, r, t.namespace, name, part, &body, validation).await?;
+            if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }
+        })),
         (&Method::PATCH, Some(name)) => {
             let kind = objects::PatchKind::from_content_type(content_type).ok_or_else(|| {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"))
             })?;
-            Ok(json_response(StatusCode::OK, &objects::patch(store, r, t.namespace, name, kind, &body, validation).await?))
+            let obj = objects::patch(store, r, t.namespace, name, part, kind, &body, validation).await?;
+            Ok(json_response(StatusCode::OK, &if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }))
+        }
+        (&Method::DELETE, None) => {
+            let selectors = selectors(query, r)?;
+            Ok(json_response(StatusCode::OK, &objects::delete_collection(store, r, t.namespace, selectors).await?))
         }
         (&Method::DELETE, Some(name)) => Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name).await?)),
         _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),

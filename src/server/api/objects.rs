@@ -204,42 +204,128 @@ pub async fn list(store: Store, r: &'static Resource, ns: Option<String>, opts: 
     Ok(json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta, "items": items}))
 }
 
-pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name: String, body: &[u8], validation: FieldValidation) -> Result<Value, ApiError> {
-    let mut obj = parse_body(r, body)?;
+/// Which part of an object a write may change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The object; its status stays as it is for kinds with a status subresource.
+    Main,
+    /// `/status`: only the status changes.
+    Status,
+    /// `/scale`: only spec.replicas changes (the body is an autoscaling/v1 Scale).
+    Scale,
+}
+
+/// The autoscaling/v1 Scale of a Deployment or ReplicaSet.
+pub fn scale_of(obj: &Value) -> Value {
+    let selector = obj.pointer("/spec/selector/matchLabels").and_then(Value::as_object).map(|m| {
+        m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
+    });
+    json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
+                     "resourceVersion": obj["metadata"]["resourceVersion"], "creationTimestamp": obj["metadata"]["creationTimestamp"]},
+        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
+        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector.unwrap_or_default()},
+    })
+}
+
+/// Reads the object, lets `change` compute the new one from it, keeps what the server owns,
+/// and writes it back if nobody wrote in between. Without a resourceVersion in the result
+/// the write is retried on a concurrent change, as the API server retries patches.
+async fn read_modify_write(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    name: String,
+    part: Part,
+    validation: FieldValidation,
+    change: impl Fn(&Value) -> Result<Value, ApiError> + Send + 'static,
+) -> Result<Value, ApiError> {
+    let key = r.key(ns.as_deref(), Some(&name));
+    blocking(move || {
+        for _ in 0..5 {
+            let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let old = decode(&current)?;
+            let candidate = change(&old)?;
+            if let Some(v) = candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty()) {
+                if v != current.mod_revision.to_string() {
+                    return Err(ApiError::conflict(r.plural, &name));
+                }
+            }
+            let mut obj = match part {
+                Part::Main => {
+                    let mut o = candidate;
+                    if r.has_status() {
+                        match old.get("status") {
+                            Some(st) => o["status"] = st.clone(),
+                            None => {
+                                if let Some(m) = o.as_object_mut() {
+                                    m.remove("status");
+                                }
+                            }
+                        }
+                    }
+                    o
+                }
+                Part::Status => {
+                    let mut o = old.clone();
+                    o["status"] = candidate.get("status").cloned().unwrap_or(Value::Null);
+                    o
+                }
+                Part::Scale => {
+                    let replicas = candidate.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
+                        ApiError::invalid("Scale", &name, vec![("spec.replicas".into(), "Required value".into())])
+                    })?;
+                    if replicas < 0 {
+                        return Err(ApiError::invalid("Scale", &name, vec![("spec.replicas".into(), format!("Invalid value: {replicas}: must be greater than or equal to 0"))]));
+                    }
+                    let mut o = old.clone();
+                    o["spec"]["replicas"] = json!(replicas);
+                    o
+                }
+            };
+            // Identity and what the server owns come from the stored object.
+            for field in ["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp"] {
+                match old["metadata"].get(field) {
+                    Some(v) => obj["metadata"][field] = v.clone(),
+                    None => {
+                        if let Some(m) = obj["metadata"].as_object_mut() {
+                            m.remove(field);
+                        }
+                    }
+                }
+            }
+            obj["apiVersion"] = json!(r.api_version());
+            obj["kind"] = json!(r.kind);
+            check(r, &obj, &name, validation)?;
+            fold_string_data(r, &mut obj);
+            if old.get("spec") != obj.get("spec") {
+                obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
+            }
+            match store.update(&key, &encode(&obj), Some(current.mod_revision)) {
+                Ok(revision) => {
+                    obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+                    return Ok(obj);
+                }
+                Err(crate::server::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
+            }
+        }
+        Err(ApiError::conflict(r.plural, &name))
+    })
+    .await
+}
+
+pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name: String, part: Part, body: &[u8], validation: FieldValidation) -> Result<Value, ApiError> {
+    let obj = if part == Part::Scale {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
+    } else {
+        parse_body(r, body)?
+    };
     if obj["metadata"].get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
     }
-    obj["metadata"]["name"] = json!(name);
-    if r.namespaced {
-        obj["metadata"]["namespace"] = json!(ns.clone().unwrap_or_default());
-    }
-    let expected = match obj["metadata"].get("resourceVersion").and_then(Value::as_str) {
-        Some(v) if !v.is_empty() => Some(v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
-        _ => None,
-    };
-    check(r, &obj, &name, validation)?;
-    fold_string_data(r, &mut obj);
-    let key = r.key(ns.as_deref(), Some(&name));
-    let n2 = name.clone();
-    let stored = blocking(move || {
-        let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &n2))?;
-        let old = decode(&current)?;
-        // What the server owns is kept from the stored object.
-        for field in ["uid", "creationTimestamp", "generation"] {
-            if let Some(v) = old["metadata"].get(field) {
-                obj["metadata"][field] = v.clone();
-            }
-        }
-        if old.get("spec") != obj.get("spec") {
-            obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
-        }
-        let expected = Some(expected.unwrap_or(current.mod_revision));
-        let revision = store.update(&key, &encode(&obj), expected).map_err(|e| ApiError::from_store(e, r.plural, &n2))?;
-        obj["metadata"]["resourceVersion"] = json!(revision.to_string());
-        Ok(obj)
-    })
-    .await?;
-    Ok(stored)
+    read_modify_write(store, r, ns, name, part, validation, move |_| Ok(obj.clone())).await
 }
 
 pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String) -> Result<Value, ApiError> {
@@ -247,6 +333,31 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
     let n2 = name.clone();
     let (_, old) = blocking(move || store.delete(&key, None).map_err(|e| ApiError::from_store(e, r.plural, &n2))).await?;
     decode(&old)
+}
+
+/// deletecollection: every object of the collection that the selectors pick, deleted one
+/// by one; answers the list of what went.
+pub async fn delete_collection(store: Store, r: &'static Resource, ns: Option<String>, selectors: super::selectors::Selectors) -> Result<Value, ApiError> {
+    let prefix = r.key(ns.as_deref(), None);
+    let items = blocking(move || {
+        let list = store.list(&prefix, None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))?;
+        let mut gone = Vec::new();
+        for kv in &list.items {
+            let obj = decode(kv)?;
+            if !selectors.matches(&obj) {
+                continue;
+            }
+            match store.delete(&kv.key, None) {
+                Ok((_, old)) => gone.push(decode(&old)?),
+                // Deleted by someone else meanwhile: gone all the same.
+                Err(crate::server::store::StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(ApiError::from_store(e, r.plural, "")),
+            }
+        }
+        Ok(gone)
+    })
+    .await?;
+    Ok(json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": {}, "items": items}))
 }
 
 /// The patch formats the API accepts, by request Content-Type.
@@ -268,59 +379,37 @@ impl PatchKind {
     }
 }
 
-pub async fn patch(store: Store, r: &'static Resource, ns: Option<String>, name: String, kind: PatchKind, body: &[u8], validation: FieldValidation) -> Result<Value, ApiError> {
+pub async fn patch(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    name: String,
+    part: Part,
+    kind: PatchKind,
+    body: &[u8],
+    validation: FieldValidation,
+) -> Result<Value, ApiError> {
     let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
-    let key = r.key(ns.as_deref(), Some(&name));
-    blocking(move || {
-        // A patch without a resourceVersion applies to whatever is current: retry the
-        // read-modify-write when a concurrent writer got in between, as the API server does.
-        for _ in 0..5 {
-            let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
-            let old = decode(&current)?;
-            let mut obj = old.clone();
-            let applied = match kind {
-                PatchKind::Merge => {
-                    super::patch::merge_patch(&mut obj, &patch);
-                    Ok(())
-                }
-                PatchKind::Json => super::patch::json_patch(&mut obj, &patch),
-                PatchKind::Strategic => super::patch::strategic_merge_patch(&mut obj, &patch),
-            };
-            applied.map_err(|e| ApiError::invalid(r.kind, &name, vec![("patch".into(), e.0)]))?;
-            // Identity and server-owned fields cannot be patched away.
-            for field in ["name", "namespace", "uid", "creationTimestamp", "generation"] {
-                match old["metadata"].get(field) {
-                    Some(v) => obj["metadata"][field] = v.clone(),
-                    None => {
-                        if let Some(m) = obj["metadata"].as_object_mut() {
-                            m.remove(field);
-                        }
-                    }
-                }
+    let n = name.clone();
+    read_modify_write(store, r, ns, name, part, validation, move |old| {
+        // A scale patch applies to the Scale, not to the object.
+        let mut target = if part == Part::Scale { scale_of(old) } else { old.clone() };
+        let applied = match kind {
+            PatchKind::Merge => {
+                super::patch::merge_patch(&mut target, &patch);
+                Ok(())
             }
-            let expected = match obj["metadata"].get("resourceVersion").and_then(Value::as_str) {
-                Some(v) if v != current.mod_revision.to_string() => {
-                    return Err(ApiError::conflict(r.plural, &name));
-                }
-                _ => current.mod_revision,
-            };
-            obj["apiVersion"] = json!(r.api_version());
-            obj["kind"] = json!(r.kind);
-            check(r, &obj, &name, validation)?;
-            fold_string_data(r, &mut obj);
-            if old.get("spec") != obj.get("spec") {
-                obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
-            }
-            match store.update(&key, &encode(&obj), Some(expected)) {
-                Ok(revision) => {
-                    obj["metadata"]["resourceVersion"] = json!(revision.to_string());
-                    return Ok(obj);
-                }
-                Err(crate::server::store::StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
+            PatchKind::Json => super::patch::json_patch(&mut target, &patch),
+            PatchKind::Strategic => super::patch::strategic_merge_patch(&mut target, &patch),
+        };
+        applied.map_err(|e| ApiError::invalid(r.kind, &n, vec![("patch".into(), e.0)]))?;
+        // The patched copy carries the read's resourceVersion, unless the patch set one.
+        if patch.pointer("/metadata/resourceVersion").is_none() {
+            if let Some(m) = target["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
             }
         }
-        Err(ApiError::conflict(r.plural, &name))
+        Ok(target)
     })
     .await
 }

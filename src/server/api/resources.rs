@@ -19,6 +19,16 @@ impl Resource {
         if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
+    /// Kinds whose status is written only through `/status`.
+    pub fn has_status(&self) -> bool {
+        matches!(self.kind, "Pod" | "Node" | "Service" | "Namespace" | "Deployment" | "ReplicaSet")
+    }
+
+    /// Kinds with a `/scale` subresource.
+    pub fn has_scale(&self) -> bool {
+        matches!(self.kind, "Deployment" | "ReplicaSet")
+    }
+
     /// The store key of an object, or the prefix of a collection (`name` None; `ns` None
     /// for all namespaces).
     pub fn key(&self, ns: Option<&str>, name: Option<&str>) -> String {
