@@ -215,7 +215,7 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
             let kind = objects::PatchKind::from_content_type(content_type).ok_or_else(|| {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"))
             })?;
-            let obj = objects::patch(store, r, t.namespace, name, part, kind, &body, validation).await?;
+            let obj = objects::patch(store, r, t.namespace, name, part, (kind, &body), validation).await?;
             Ok(json_response(StatusCode::OK, &if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }))
         }
         (&Method::DELETE, None) => {

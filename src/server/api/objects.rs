@@ -247,11 +247,10 @@ async fn read_modify_write(
             let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let old = decode(&current)?;
             let candidate = change(&old)?;
-            if let Some(v) = candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty()) {
-                if v != current.mod_revision.to_string() {
+            if let Some(v) = candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
+                && v != current.mod_revision.to_string() {
                     return Err(ApiError::conflict(r.plural, &name));
                 }
-            }
             let mut obj = match part {
                 Part::Main => {
                     let mut o = candidate;
@@ -385,8 +384,7 @@ pub async fn patch(
     ns: Option<String>,
     name: String,
     part: Part,
-    kind: PatchKind,
-    body: &[u8],
+    (kind, body): (PatchKind, &[u8]),
     validation: FieldValidation,
 ) -> Result<Value, ApiError> {
     let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
@@ -404,11 +402,10 @@ pub async fn patch(
         };
         applied.map_err(|e| ApiError::invalid(r.kind, &n, vec![("patch".into(), e.0)]))?;
         // The patched copy carries the read's resourceVersion, unless the patch set one.
-        if patch.pointer("/metadata/resourceVersion").is_none() {
-            if let Some(m) = target["metadata"].as_object_mut() {
+        if patch.pointer("/metadata/resourceVersion").is_none()
+            && let Some(m) = target["metadata"].as_object_mut() {
                 m.remove("resourceVersion");
             }
-        }
         Ok(target)
     })
     .await
