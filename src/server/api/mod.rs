@@ -5,10 +5,10 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod protobuf;
-pub mod selectors;
-pub mod table;
 pub mod resources;
+pub mod selectors;
 pub mod status;
+pub mod table;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -74,8 +74,9 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
             }
             Err(e) => return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("protobuf body: {e}")).into_response(),
         }
-    } else if !content_type.is_empty() && !content_type.ends_with("json") && !content_type.ends_with("yaml") {
-        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json (got {content_type})"))
+    } else if !content_type.is_empty() && !content_type.ends_with("json") {
+        // YAML bodies and server-side apply (application/apply-patch+yaml) are not served yet.
+        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/vnd.kubernetes.protobuf (got {content_type})"))
             .into_response();
     } else {
         body
