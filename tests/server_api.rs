@@ -424,3 +424,35 @@ fn scale_status_and_deletecollection() {
     let left = s.ok(&["get", "configmaps", "-o", "jsonpath={.items[*].metadata.name}"]);
     assert_eq!(left.split_whitespace().collect::<Vec<_>>(), ["b1", "cfg"]);
 }
+
+#[test]
+fn finalizers_and_graceful_pod_deletion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port());
+    let file = tmp.path().join("objs.yaml");
+    fs::write(
+        &file,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: held\n  finalizers: [example.com/hold]\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata:\n  name: bound\nspec:\n  nodeName: node-1\n  terminationGracePeriodSeconds: 20\n  containers: [{name: c, image: busybox}]\n---\n\
+         apiVersion: v1\nkind: Pod\nmetadata:\n  name: unbound\nspec:\n  containers: [{name: c, image: busybox}]\n",
+    )
+    .unwrap();
+    s.ok(&["apply", "-f", file.to_str().unwrap()]);
+
+    // A finalizer holds the object, marked for deletion, until it is removed.
+    s.ok(&["delete", "configmap", "held", "--wait=false"]);
+    let held: serde_json::Value = serde_json::from_str(&s.ok(&["get", "configmap", "held", "-o", "json"])).unwrap();
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    s.ok(&["patch", "configmap", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
+    assert!(s.fails(&["get", "configmap", "held"]).contains("not found"));
+
+    // A pod on a node waits for its kubelet, for its grace period; a pod nowhere goes at once.
+    s.ok(&["delete", "pod", "bound", "--wait=false"]);
+    let pod: serde_json::Value = serde_json::from_str(&s.ok(&["get", "pod", "bound", "-o", "json"])).unwrap();
+    assert_eq!(pod["metadata"]["deletionGracePeriodSeconds"], 20);
+    assert!(s.ok(&["get", "pods", "bound"]).contains("Terminating"));
+    s.ok(&["delete", "pod", "bound", "--grace-period=0", "--force"]);
+    assert!(s.fails(&["get", "pod", "bound"]).contains("not found"));
+    s.ok(&["delete", "pod", "unbound", "--wait=false"]);
+    assert!(s.fails(&["get", "pod", "unbound"]).contains("not found"));
+}

@@ -223,7 +223,10 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
             let selectors = selectors(query, r)?;
             Ok(json_response(StatusCode::OK, &objects::delete_collection(store, r, t.namespace, selectors).await?))
         }
-        (&Method::DELETE, Some(name)) => Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name).await?)),
+        (&Method::DELETE, Some(name)) => {
+            let opts = objects::DeleteOptions::parse(&body, query.get("gracePeriodSeconds"))?;
+            Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name, opts).await?))
+        }
         _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
     }
 }

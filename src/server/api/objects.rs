@@ -284,7 +284,7 @@ async fn read_modify_write(
                 }
             };
             // Identity and what the server owns come from the stored object.
-            for field in ["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp"] {
+            for field in ["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
                 match old["metadata"].get(field) {
                     Some(v) => obj["metadata"][field] = v.clone(),
                     None => {
@@ -301,7 +301,13 @@ async fn read_modify_write(
             if old.get("spec") != obj.get("spec") {
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
-            match store.update(&key, &encode(&obj), Some(current.mod_revision)) {
+            // An object being deleted goes when its last finalizer does.
+            let result = if obj["metadata"]["deletionTimestamp"].is_string() && !has_finalizers(&obj) && !awaits_kubelet(r, &obj) {
+                store.delete(&key, Some(current.mod_revision)).map(|(rev, _)| rev)
+            } else {
+                store.update(&key, &encode(&obj), Some(current.mod_revision))
+            };
+            match result {
                 Ok(revision) => {
                     obj["metadata"]["resourceVersion"] = json!(revision.to_string());
                     return Ok(obj);
@@ -327,11 +333,87 @@ pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name
     read_modify_write(store, r, ns, name, part, validation, move |_| Ok(obj.clone())).await
 }
 
-pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String) -> Result<Value, ApiError> {
+fn has_finalizers(obj: &Value) -> bool {
+    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+}
+
+/// A pod on a node with grace left is deleted by its kubelet, once its containers stopped.
+fn awaits_kubelet(r: &Resource, obj: &Value) -> bool {
+    r.kind == "Pod"
+        && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| g > 0)
+}
+
+/// DeleteOptions, from the body or the query.
+#[derive(Debug, Default)]
+pub struct DeleteOptions {
+    pub grace_period: Option<i64>,
+    pub precondition_rv: Option<i64>,
+    pub precondition_uid: Option<String>,
+}
+
+impl DeleteOptions {
+    pub fn parse(body: &[u8], query_grace: Option<&String>) -> Result<DeleteOptions, ApiError> {
+        let mut o = DeleteOptions::default();
+        if !body.is_empty() {
+            let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?;
+            o.grace_period = v["gracePeriodSeconds"].as_i64();
+            o.precondition_rv = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
+            o.precondition_uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
+        }
+        if let Some(g) = query_grace {
+            o.grace_period = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
+        }
+        Ok(o)
+    }
+}
+
+/// Deletes an object. One with finalizers, or a pod on a node with a grace period, is only
+/// marked (deletionTimestamp) and goes later: when its finalizers are removed, or when its
+/// kubelet deletes it with grace 0. Answers the object as it now stands.
+pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String, opts: DeleteOptions) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
-    let n2 = name.clone();
-    let (_, old) = blocking(move || store.delete(&key, None).map_err(|e| ApiError::from_store(e, r.plural, &n2))).await?;
-    decode(&old)
+    blocking(move || {
+        for _ in 0..5 {
+            let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let mut obj = decode(&current)?;
+            if opts.precondition_rv.is_some_and(|rv| rv != current.mod_revision)
+                || opts.precondition_uid.as_ref().is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u.as_str()))
+            {
+                return Err(ApiError::conflict(r.plural, &name));
+            }
+            let grace = if r.kind == "Pod" {
+                opts.grace_period.or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30).max(0)
+            } else {
+                0
+            };
+            let marked = obj["metadata"]["deletionTimestamp"].is_string();
+            obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            if has_finalizers(&obj) || awaits_kubelet(r, &obj) {
+                if marked && opts.grace_period.is_none() {
+                    return Ok(obj);
+                }
+                if !marked {
+                    obj["metadata"]["deletionTimestamp"] = json!(crate::timefmt::format_rfc3339(crate::timefmt::now_secs() + grace));
+                }
+                match store.update(&key, &encode(&obj), Some(current.mod_revision)) {
+                    Ok(rev) => {
+                        obj["metadata"]["resourceVersion"] = json!(rev.to_string());
+                        return Ok(obj);
+                    }
+                    Err(crate::server::store::StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
+                }
+            }
+            match store.delete(&key, Some(current.mod_revision)) {
+                Ok((_, old)) => return decode(&old),
+                Err(crate::server::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
+            }
+        }
+        Err(ApiError::conflict(r.plural, &name))
+    })
+    .await
 }
 
 /// deletecollection: every object of the collection that the selectors pick, deleted one
