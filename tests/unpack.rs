@@ -481,3 +481,28 @@ fn the_root_entry_sets_the_roots_metadata() {
     let err = apply(Layer::default().file("./", b"x").bytes(), &sb.target, Whiteouts::Overlay).unwrap_err();
     assert!(err.to_string().contains("root"), "{err}");
 }
+
+#[test]
+fn replacing_a_path_component_is_seen_by_later_entries() {
+    // The unpacker caches the last parent directory it resolved; an entry that replaces a
+    // component of that path (a symlink re-pointed, a directory made a file) must not let
+    // the entries after it land where the old path led.
+    let sb = Sandbox::new();
+    let layer = Layer::default()
+        .dir("real/")
+        .dir("other/")
+        .symlink("s", "real")
+        .file("s/a", b"a")
+        .symlink("s", "other")
+        .file("s/b", b"b")
+        .bytes();
+    apply(layer, &sb.target, Whiteouts::Overlay).unwrap();
+    assert!(sb.target.join("real/a").exists());
+    assert!(sb.target.join("other/b").exists(), "s/b followed the old symlink");
+    assert!(!sb.target.join("real/b").exists());
+
+    let sb = Sandbox::new();
+    let layer = Layer::default().dir("d/").file("d/x", b"x").file("d", b"now a file").file("d/y", b"lost?").bytes();
+    let err = apply(layer, &sb.target, Whiteouts::Overlay).unwrap_err();
+    assert!(err.to_string().contains("not a directory"), "d/y was written into a removed directory: {err}");
+}

@@ -126,18 +126,6 @@ pub fn remove(store: &Store, id: &str) -> Result<()> {
     remove_tree(&base).map_err(io_err("remove", &base))
 }
 
-/// Ids of the root filesystems that exist.
-pub fn list(store: &Store) -> Result<Vec<String>> {
-    let d = store.root().join("rootfs");
-    let mut out = Vec::new();
-    for e in fs::read_dir(&d).map_err(io_err("read directory", &d))? {
-        let e = e.map_err(io_err("read directory", &d))?;
-        out.push(e.file_name().to_string_lossy().into_owned());
-    }
-    out.sort();
-    Ok(out)
-}
-
 fn cstr(p: &Path) -> CString {
     CString::new(p.as_os_str().as_bytes()).expect("paths from the store have no NUL")
 }

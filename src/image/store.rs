@@ -227,19 +227,6 @@ impl Store {
         Ok(BlobWriter { tmp, hashing: Hashing::new(io::BufWriter::with_capacity(1 << 20, file)) })
     }
 
-    /// Copies `reader` into the store as blob `expected`, unless it is already there.
-    pub fn put_blob(&self, mut reader: impl Read, expected: &Digest, size: Option<u64>) -> Result<u64> {
-        if self.has_blob(expected) {
-            return Ok(fs::metadata(self.blob_path(expected)).map(|m| m.len()).unwrap_or(0));
-        }
-        let mut w = self.blob_writer()?;
-        io::copy(&mut reader, &mut w).map_err(io_err("copy blob", self.blob_path(expected)))?;
-        let staged = w.finish(expected, size)?;
-        let size = staged.size;
-        self.publish_blob(staged)?;
-        Ok(size)
-    }
-
     fn publish_blob(&self, blob: StagedBlob) -> Result<()> {
         let dest = self.blob_path(&blob.digest);
         blob.tmp.persist(&dest).map_err(|e| StoreError::Io { op: "rename", path: dest, source: e.error })?;
@@ -277,17 +264,9 @@ impl Store {
         Ok(data)
     }
 
-    pub fn manifest(&self, d: &Digest) -> Result<ImageManifest> {
-        self.manifest_in(&Staged::default(), d)
-    }
-
     fn manifest_in(&self, staged: &Staged, d: &Digest) -> Result<ImageManifest> {
         let data = self.read_blob_from(&self.blob_source(staged, d), d)?;
         serde_json::from_slice(&data).map_err(|source| StoreError::BadJson { what: "manifest", digest: d.clone(), source })
-    }
-
-    pub fn config(&self, d: &Digest) -> Result<ImageConfiguration> {
-        self.config_in(&Staged::default(), d)
     }
 
     fn config_in(&self, staged: &Staged, d: &Digest) -> Result<ImageConfiguration> {
@@ -599,7 +578,9 @@ mod tests {
         assert!(matches!(w.finish(&expected, None), Err(StoreError::DigestMismatch { .. })));
         assert!(!store.has_blob(&expected));
         assert_eq!(fs::read_dir(store.tmp_dir()).unwrap().count(), 0);
-        store.put_blob(&b"right"[..], &expected, Some(5)).unwrap();
+        let mut w = store.blob_writer().unwrap();
+        w.write_all(b"right").unwrap();
+        store.publish_blob(w.finish(&expected, Some(5)).unwrap()).unwrap();
         assert_eq!(store.read_blob(&expected).unwrap(), b"right");
     }
 }

@@ -57,6 +57,8 @@ pub struct Unpacker<'r> {
     root: &'r Root,
     mode: Whiteouts,
     /// The last parent directory resolved, by path: consecutive entries mostly share one.
+    /// An entry that replaces a component of this path has a shorter parent, so it evicts
+    /// the cache before it changes anything; the explicit resets below are a second guard.
     cache: Option<(Vec<u8>, OwnedFd)>,
     created: Created,
     /// Directory mtimes, set at the end: writing into a directory changes its mtime.
@@ -277,7 +279,6 @@ impl<'r> Unpacker<'r> {
         let mut file = match Dir(fd).create_file(name, 0o600) {
             Ok(f) => f,
             Err(e) if is_exists(&e) => {
-                self.create(path, parent, name, |_| Ok(()))?;
                 let fd = self.parent(path, parent)?;
                 let dir = Dir(fd);
                 dir.remove_all(name).map_err(err(path, "replace existing entry"))?;
