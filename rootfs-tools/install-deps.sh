@@ -10,6 +10,7 @@ packages=(
   docker-registry apache2-utils  # a real registry on loopback for pull tests; htpasswd
   runc crun        # baselines for `make bench`
   iproute2 gcc
+  libseccomp-dev pkg-config  # seccomp filters from the OCI spec (the libseccomp crate links it)
 )
 need=()
 for p in "${packages[@]}"; do

@@ -2,6 +2,7 @@
 //! dispatch only; each verb's work lives in its part.
 
 mod image;
+mod runtime;
 mod server;
 
 use std::path::PathBuf;
@@ -30,9 +31,16 @@ enum Command {
     Image(image::ImageCommand),
     /// Run the control plane: the Kubernetes API over HTTPS.
     Server(server::ServerArgs),
+    /// The OCI runtime CLI (runc-compatible), state under ROOT/runtime.
+    Runtime(runtime::RuntimeArgs),
 }
 
 pub fn main() -> i32 {
+    // Called through a link named nodectl-runtime: the OCI runtime CLI at top level.
+    let argv0 = std::env::args_os().next().unwrap_or_default();
+    if std::path::Path::new(&argv0).file_name().is_some_and(|n| n == "nodectl-runtime") {
+        return runtime::main_as_runtime();
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "warn".into()))
@@ -41,6 +49,7 @@ pub fn main() -> i32 {
     let result = match cli.command {
         Command::Image(cmd) => image::run(&cli.root, cmd),
         Command::Server(args) => server::run(&cli.root, args),
+        Command::Runtime(args) => runtime::run(&cli.root, args),
     };
     match result {
         Ok(code) => code,

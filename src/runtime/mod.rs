@@ -1,4 +1,22 @@
-//! The container runtime: namespaces, mounts, processes and cgroups (DESIGN.md, the
-//! runtime part). Built in steps; today: cgroups.
+//! The container runtime (DESIGN.md, the runtime part): a bundle's config.json becomes a
+//! process in its own namespaces, root filesystem and cgroup.
+//!
+//! Data flows one way: `spec` checks the bundle into a `Config`; `container` (the
+//! runtime's side) forks, and `init` (the container's side) uses `namespaces`, `rootfs`,
+//! `process` and `seccomp` to become the container; `state` records it on disk; `sys`
+//! holds the raw syscalls.
 
 pub mod cgroups;
+pub mod container;
+mod hooks;
+mod init;
+pub mod namespaces;
+mod process;
+pub mod rootfs;
+mod seccomp;
+pub mod spec;
+pub mod state;
+mod sync;
+pub mod sys;
+
+pub use container::{CreateOptions, Runtime, RuntimeError};

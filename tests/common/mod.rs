@@ -99,3 +99,30 @@ pub fn run_in_image(root: &Path, image: &str, cmd: &[&str]) -> String {
 }
 
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// An OCI bundle in `dir`: the busybox image's layer unpacked as `rootfs`, and the
+/// default config.json (`nodectl runtime spec`) changed by `edit`.
+pub fn bundle(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+    let img = images().join("busybox");
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(img.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| img.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let bundle = dir.to_path_buf();
+    fs::create_dir_all(&bundle).unwrap();
+    fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    nodectl::image::store::unpack_blob(&layer, &bundle.join("rootfs")).unwrap();
+    let mut spec = nodectl::runtime::spec::default_spec();
+    spec["process"]["terminal"] = false.into();
+    edit(&mut spec);
+    fs::write(bundle.join("config.json"), serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+    bundle
+}
+
+/// Writes a changed config.json into an existing bundle.
+pub fn edit_config(bundle: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = bundle.join("config.json");
+    let mut spec: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut spec);
+    fs::write(path, serde_json::to_vec_pretty(&spec).unwrap()).unwrap();
+}

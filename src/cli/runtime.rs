@@ -1,0 +1,338 @@
+//! The OCI runtime CLI, runc-compatible: `nodectl runtime VERB …`, or the same verbs at
+//! top level when the binary is called as `nodectl-runtime` (then `--root` is the
+//! runtime's state directory itself, as runc's is).
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::runtime::{CreateOptions, Runtime, spec};
+
+/// `nodectl-runtime`'s own command line.
+#[derive(Parser)]
+#[command(name = "nodectl-runtime", version = concat!(env!("CARGO_PKG_VERSION"), "\nspec: 1.2.0"), about = "The OCI runtime CLI of nodectl (runc-compatible)")]
+pub struct RuntimeCli {
+    /// Directory for the containers' state.
+    #[arg(long, global = true, env = "NODECTL_RUNTIME_ROOT", default_value = "/run/nodectl-runtime")]
+    root: PathBuf,
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+/// runc's global flags that callers (containerd, podman, runtime-tools) pass.
+#[derive(Args, Clone)]
+pub struct GlobalArgs {
+    /// Also write errors to this file (containerd reads it when a verb fails).
+    #[arg(long, global = true)]
+    log: Option<PathBuf>,
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Accepted for compatibility; cgroups are always plain paths below our own.
+    #[arg(long, global = true)]
+    systemd_cgroup: bool,
+    /// Accepted for compatibility.
+    #[arg(long, global = true)]
+    debug: bool,
+    /// Parent cgroup, below this process's own, of containers whose spec has no
+    /// cgroupsPath (and of relative cgroupsPaths).
+    #[arg(long, global = true, env = "NODECTL_CGROUP_PARENT", default_value = "nodectl")]
+    cgroup_parent: String,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `nodectl runtime …`: the verbs, with the global flags.
+#[derive(Args)]
+pub struct RuntimeArgs {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Create a container from a bundle; it waits in `created` for `start`.
+    Create(CreateArgs),
+    /// Start a created container's process.
+    Start { id: String },
+    /// Print a container's state as JSON.
+    State { id: String },
+    /// Send a signal (name or number, default TERM) to a container's init, or to all its processes.
+    Kill {
+        #[arg(short, long)]
+        all: bool,
+        id: String,
+        #[arg(default_value = "TERM")]
+        signal: String,
+    },
+    /// Delete a stopped or created container (--force: running ones too).
+    Delete {
+        #[arg(short, long)]
+        force: bool,
+        id: String,
+    },
+    /// Create and start a container and wait for it; its exit status becomes ours.
+    Run {
+        #[command(flatten)]
+        create: CreateArgs,
+        /// Return once it started instead of waiting.
+        #[arg(short, long)]
+        detach: bool,
+    },
+    /// List a container's processes (`ps` columns, or --format json for pids).
+    Ps {
+        #[arg(long, default_value = "table")]
+        format: String,
+        id: String,
+        /// Options for ps(1) (default -ef).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Freeze every process of a container.
+    Pause { id: String },
+    /// Thaw a paused container.
+    Resume { id: String },
+    /// Change a container's cgroup limits (LinuxResources JSON, `-` for stdin).
+    Update {
+        #[arg(short, long)]
+        resources: PathBuf,
+        id: String,
+    },
+    /// List containers.
+    List {
+        #[arg(short, long, default_value = "table")]
+        format: String,
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// What this runtime supports, as JSON (the OCI features document).
+    Features,
+    /// Write a default config.json into the bundle directory.
+    Spec {
+        #[arg(short, long, default_value = ".")]
+        bundle: PathBuf,
+    },
+}
+
+#[derive(Args)]
+struct CreateArgs {
+    /// The bundle directory (holding config.json).
+    #[arg(short, long, default_value = ".")]
+    bundle: PathBuf,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// A unix socket that receives the master end of the container's pty.
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    /// Pass this many fds beyond stdio (3, 4, …) on to the container.
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: i32,
+    /// Accepted for compatibility.
+    #[arg(long)]
+    no_pivot: bool,
+    /// Accepted for compatibility.
+    #[arg(long)]
+    no_new_keyring: bool,
+    id: String,
+}
+
+impl CreateArgs {
+    fn options(&self, global: &GlobalArgs) -> Result<CreateOptions> {
+        let abs = |p: &Path| -> Result<PathBuf> { Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) }) };
+        Ok(CreateOptions {
+            bundle: abs(&self.bundle)?,
+            pid_file: self.pid_file.as_deref().map(abs).transpose()?,
+            console_socket: self.console_socket.clone(),
+            preserve_fds: self.preserve_fds,
+            cgroup_parent: Some(global.cgroup_parent.clone()),
+        })
+    }
+}
+
+/// `nodectl-runtime …` (argv[0] dispatch).
+pub fn main_as_runtime() -> i32 {
+    let cli = RuntimeCli::parse();
+    finish(&cli.global, run_verb(&cli.root, &cli.global, cli.verb))
+}
+
+/// `nodectl runtime …`: state under ROOT/runtime.
+pub fn run(root: &Path, args: RuntimeArgs) -> Result<i32> {
+    let code = finish(&args.global, run_verb(&root.join("runtime"), &args.global, args.verb));
+    Ok(code)
+}
+
+fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            let msg = format!("{err:#}");
+            if let Some(log) = &global.log {
+                let line = match global.log_format {
+                    LogFormat::Json => serde_json::json!({"level": "error", "msg": msg, "time": crate::timefmt::now_rfc3339()}).to_string(),
+                    LogFormat::Text => format!("time=\"{}\" level=error msg={:?}", crate::timefmt::now_rfc3339(), msg),
+                };
+                if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
+                    let _ = writeln!(f, "{line}");
+                }
+            }
+            eprintln!("nodectl-runtime: {msg}");
+            1
+        }
+    }
+}
+
+fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
+    let rt = Runtime::new(root);
+    match verb {
+        Verb::Create(a) => {
+            rt.create(&a.id, &a.options(global)?)?;
+        }
+        Verb::Start { id } => rt.start(&id)?,
+        Verb::State { id } => println!("{}", serde_json::to_string_pretty(&rt.state(&id)?)?),
+        Verb::Kill { all, id, signal } => rt.kill(&id, parse_signal(&signal)?, all)?,
+        Verb::Delete { force, id } => rt.delete(&id, force)?,
+        Verb::Run { create, detach } => return Ok(rt.run(&create.id, &create.options(global)?, detach)?),
+        Verb::Ps { format, id, ps_args } => ps(&rt, &id, &format, &ps_args)?,
+        Verb::Pause { id } => rt.pause(&id, true)?,
+        Verb::Resume { id } => rt.pause(&id, false)?,
+        Verb::Update { resources, id } => {
+            let r = if resources == Path::new("-") {
+                let tmp = tempfile::NamedTempFile::new()?;
+                std::io::copy(&mut std::io::stdin(), &mut tmp.as_file())?;
+                spec::load_resources(tmp.path())?
+            } else {
+                spec::load_resources(&resources)?
+            };
+            rt.update(&id, &r)?
+        }
+        Verb::List { format, quiet } => list(&rt, &format, quiet)?,
+        Verb::Features => println!("{}", serde_json::to_string_pretty(&features())?),
+        Verb::Spec { bundle } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("{} exists; remove it first", path.display());
+            }
+            std::fs::write(&path, serde_json::to_string_pretty(&spec::default_spec())? + "\n").with_context(|| format!("write {}", path.display()))?;
+        }
+    }
+    Ok(0)
+}
+
+/// TERM, SIGTERM, sigterm or 15.
+fn parse_signal(s: &str) -> Result<i32> {
+    if let Ok(n) = s.parse::<i32>() {
+        if (1..=64).contains(&n) {
+            return Ok(n);
+        }
+        bail!("signal {n} is out of range 1-64");
+    }
+    let upper = s.to_ascii_uppercase();
+    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+    name.parse::<nix::sys::signal::Signal>().map(|s| s as i32).map_err(|_| anyhow::anyhow!("unknown signal {s:?}"))
+}
+
+fn ps(rt: &Runtime, id: &str, format: &str, args: &[String]) -> Result<()> {
+    let pids = rt.processes(id)?;
+    match format {
+        "json" => println!("{}", serde_json::to_string(&pids)?),
+        "table" => {
+            let args: Vec<String> = if args.is_empty() { vec!["-ef".into()] } else { args.to_vec() };
+            let out = std::process::Command::new("ps").args(&args).output().context("run ps")?;
+            if !out.status.success() {
+                bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+            }
+            let text = String::from_utf8_lossy(&out.stdout);
+            let mut lines = text.lines();
+            let header = lines.next().unwrap_or_default();
+            let col = header.split_whitespace().position(|c| c == "PID").context("ps output has no PID column")?;
+            println!("{header}");
+            for line in lines {
+                if line.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()).is_some_and(|p| pids.contains(&p)) {
+                    println!("{line}");
+                }
+            }
+        }
+        other => bail!("--format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<()> {
+    let mut states = Vec::new();
+    for id in rt.root.list()? {
+        if let Ok(s) = rt.state(&id) {
+            states.push(s);
+        }
+    }
+    if quiet {
+        for s in &states {
+            println!("{}", s["id"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    match format {
+        "json" => println!("{}", serde_json::to_string(&states)?),
+        "table" => {
+            println!("{:<24} {:<8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
+            for s in &states {
+                println!(
+                    "{:<24} {:<8} {:<10} {:<40} {}",
+                    s["id"].as_str().unwrap_or_default(),
+                    s["pid"],
+                    s["status"].as_str().unwrap_or_default(),
+                    s["bundle"].as_str().unwrap_or_default(),
+                    s["created"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        other => bail!("--format {other:?}: use table or json"),
+    }
+    Ok(())
+}
+
+fn features() -> serde_json::Value {
+    serde_json::json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": "1.2.0",
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": ["async", "atime", "bind", "dev", "diratime", "dirsync", "exec", "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rro", "rrw", "rshared", "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"],
+        "linux": {
+            "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
+            "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+            "cgroup": {"v1": true, "v2": true, "systemd": false, "systemdUser": false},
+            "seccomp": {
+                "enabled": true,
+                "actions": ["SCMP_ACT_ALLOW", "SCMP_ACT_ERRNO", "SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_LOG", "SCMP_ACT_TRACE", "SCMP_ACT_TRAP"],
+                "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
+                "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false}
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_parse_by_name_and_number() {
+        assert_eq!(parse_signal("TERM").unwrap(), libc::SIGTERM);
+        assert_eq!(parse_signal("sigkill").unwrap(), libc::SIGKILL);
+        assert_eq!(parse_signal("SIGUSR1").unwrap(), libc::SIGUSR1);
+        assert_eq!(parse_signal("9").unwrap(), 9);
+        assert!(parse_signal("BOGUS").is_err());
+        assert!(parse_signal("0").is_err());
+    }
+}

@@ -1,0 +1,455 @@
+//! The runtime's side of each verb: create (fork the init and drive its setup), start,
+//! kill, delete, state, run, pause, resume, update. Runs in a single-threaded process:
+//! the only place a container is forked from (DESIGN.md, decision 2).
+
+use std::fs;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+use oci_spec::runtime::LinuxNamespaceType;
+
+use super::cgroups::{self, Cgroup, CgroupError, Resources};
+use super::init::{self, InitArgs};
+use super::spec::{self, Config, SpecError};
+use super::state::{self, HooksRecord, Record, StateError, StateRoot, Status};
+use super::sync::{self, Msg};
+use super::{hooks, namespaces, rootfs, sys};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
+    #[error("{op}: {source}")]
+    Io { op: String, source: io::Error },
+    #[error("container {id}: {message}")]
+    Init { id: String, message: String },
+    #[error("container {id} is {status}; {verb} needs it {need}")]
+    Status { id: String, status: Status, verb: &'static str, need: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+pub type Result<T> = std::result::Result<T, RuntimeError>;
+
+fn io(op: impl Into<String>) -> impl FnOnce(io::Error) -> RuntimeError {
+    let op = op.into();
+    move |source| RuntimeError::Io { op, source }
+}
+
+/// How `create` is asked to make a container, beyond its bundle.
+#[derive(Clone, Debug, Default)]
+pub struct CreateOptions {
+    pub bundle: PathBuf,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+    /// Parent cgroup (below our own) when the spec has no cgroupsPath; default "nodectl".
+    pub cgroup_parent: Option<String>,
+}
+
+pub struct Runtime {
+    pub root: StateRoot,
+}
+
+/// The cgroup a record names.
+fn cgroup_of(rec: &Record) -> Result<Box<dyn Cgroup>> {
+    Ok(cgroups::open(&rec.cgroup, rec.cgroup_parent.as_deref())?)
+}
+
+fn cgroup_name(cfg: &Config, id: &str) -> (String, Option<String>) {
+    match &cfg.cgroups_path {
+        // systemd's slice:prefix:name becomes slice/prefix-name below our own cgroup.
+        Some(p) if p.contains(':') => {
+            let parts: Vec<&str> = p.split(':').collect();
+            (format!("{}-{}", parts[1], parts[2]), Some(parts[0].trim_start_matches('/').to_string()).filter(|s| !s.is_empty()))
+        }
+        Some(p) => (p.trim_start_matches('/').to_string(), None),
+        None => (id.to_string(), None),
+    }
+}
+
+/// Undoes a half-made container when `create` fails.
+struct CreateGuard<'a> {
+    root: &'a StateRoot,
+    id: String,
+    cgroup: Option<Box<dyn Cgroup>>,
+    pids: Vec<i32>,
+    armed: bool,
+}
+
+impl Drop for CreateGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        for &pid in &self.pids {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = waitpid(Pid::from_raw(pid), None);
+        }
+        if let Some(cg) = &self.cgroup {
+            if let Ok(pids) = cg.processes() {
+                for p in pids {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
+                }
+            }
+            let _ = wait_until(Duration::from_secs(5), || cg.processes().map(|p| p.is_empty()).unwrap_or(true));
+            let _ = cg.destroy();
+        }
+        let _ = self.root.remove(&self.id);
+    }
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    done()
+}
+
+/// Refuses to fork from a threaded process: after fork only async-signal-safe calls are
+/// allowed there, and the init does far more (DESIGN.md, decision 2).
+fn ensure_single_threaded() -> Result<()> {
+    let threads = fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+    if threads > 1 {
+        return Err(RuntimeError::Invalid(format!("refusing to fork a container from a process with {threads} threads")));
+    }
+    Ok(())
+}
+
+pub fn state_json(rec: &Record, status: Status) -> serde_json::Value {
+    serde_json::json!({
+        "ociVersion": rec.oci_version,
+        "id": rec.id,
+        "status": status,
+        "pid": if status == Status::Stopped { 0 } else { rec.pid },
+        "bundle": rec.bundle,
+        "rootfs": rec.rootfs,
+        "created": rec.created,
+        "annotations": rec.annotations,
+    })
+}
+
+impl Runtime {
+    pub fn new(root: &Path) -> Runtime {
+        Runtime { root: StateRoot::new(root) }
+    }
+
+    pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Record> {
+        state::validate_id(id)?;
+        let cfg = spec::load(&opts.bundle)?;
+        self.create_from(id, &cfg, opts)
+    }
+
+    pub fn create_from(&self, id: &str, cfg: &Config, opts: &CreateOptions) -> Result<Record> {
+        if cfg.process.terminal && opts.console_socket.is_none() {
+            return Err(RuntimeError::Invalid("process.terminal is true: a --console-socket is required".into()));
+        }
+        if !cfg.process.terminal && opts.console_socket.is_some() {
+            return Err(RuntimeError::Invalid("--console-socket was given but process.terminal is false".into()));
+        }
+        ensure_single_threaded()?;
+        let _lock = self.root.reserve(id)?;
+        let mut guard = CreateGuard { root: &self.root, id: id.to_string(), cgroup: None, pids: Vec::new(), armed: true };
+
+        let fifo_path = self.root.fifo_path(id);
+        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| io(format!("mkfifo {}", fifo_path.display()))(e.into()))?;
+        let fifo = OwnedFd::from(fs::OpenOptions::new().read(true).write(true).open(&fifo_path).map_err(io(format!("open {}", fifo_path.display())))?);
+
+        let (cg_name, cg_parent) = cgroup_name(cfg, id);
+        let cg_parent = cg_parent.or_else(|| opts.cgroup_parent.clone());
+        let cg = cgroups::open(&cg_name, cg_parent.as_deref())?;
+        cg.create()?;
+        guard.cgroup = Some(cgroups::open(&cg_name, cg_parent.as_deref())?);
+        cg.apply(&cfg.resources)?;
+
+        let console = match &opts.console_socket {
+            Some(p) => Some(UnixStream::connect(p).map_err(io(format!("connect to console socket {}", p.display())))?),
+            None => None,
+        };
+        let joins = namespaces::open_joins(&cfg.namespaces).map_err(RuntimeError::Invalid)?;
+        let (chan, child_chan) = sync::pair().map_err(io("socketpair"))?;
+
+        // SAFETY: ensure_single_threaded checked that no other thread exists, so the child
+        // may do anything the parent could.
+        let child = match unsafe { nix::unistd::fork() }.map_err(|e| io("fork")(e.into()))? {
+            ForkResult::Child => {
+                drop(chan);
+                init::child(InitArgs { cfg, chan: child_chan, fifo: Some(fifo), console, preserve_fds: opts.preserve_fds, joins })
+            }
+            ForkResult::Parent { child } => child.as_raw(),
+        };
+        drop(child_chan);
+        drop(console);
+        drop(joins);
+        drop(fifo);
+        guard.pids.push(child);
+        cg.add_process(child)?;
+
+        let mut rec = Record {
+            oci_version: cfg.oci_version.clone(),
+            id: id.to_string(),
+            pid: 0,
+            pid_start_time: 0,
+            bundle: cfg.bundle.clone(),
+            rootfs: cfg.rootfs.clone(),
+            created: crate::timefmt::now_rfc3339(),
+            annotations: cfg.annotations.clone(),
+            cgroup: cg_name,
+            cgroup_parent: cg_parent,
+            paused: false,
+            hooks: HooksRecord::from_hooks(&cfg.hooks),
+            own_pid_namespace: cfg.new_namespace(LinuxNamespaceType::Pid),
+        };
+        let fail = |message: String| RuntimeError::Init { id: id.to_string(), message };
+        chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
+        loop {
+            match chan.recv().map_err(|e| fail(format!("setup channel: {e}")))? {
+                Some(Msg::MapUsers) => {
+                    namespaces::write_id_maps(child, &cfg.uid_maps, &cfg.gid_maps).map_err(fail)?;
+                    chan.send(&Msg::Mapped).map_err(|e| fail(format!("setup channel: {e}")))?;
+                }
+                Some(Msg::Pid { pid }) => {
+                    rec.pid = pid;
+                    rec.pid_start_time = state::start_time(pid).unwrap_or(0);
+                    if pid != child {
+                        guard.pids.push(pid);
+                    }
+                    if let Some(adj) = cfg.process.oom_score_adj {
+                        rootfs::write_proc(&format!("{pid}/oom_score_adj"), &adj.to_string()).map_err(fail)?;
+                    }
+                    if init::wants_state(cfg) {
+                        let s = state_json(&rec, Status::Created).to_string();
+                        chan.send(&Msg::State(s)).map_err(|e| fail(format!("setup channel: {e}")))?;
+                    }
+                }
+                Some(Msg::RunHooks) => {
+                    let s = state_json(&rec, Status::Creating).to_string();
+                    hooks::run_all(&state::hook_records(&cfg.hooks.prestart), s.as_bytes()).map_err(fail)?;
+                    hooks::run_all(&state::hook_records(&cfg.hooks.create_runtime), s.as_bytes()).map_err(fail)?;
+                    chan.send(&Msg::HooksDone).map_err(|e| fail(format!("setup channel: {e}")))?;
+                }
+                Some(Msg::Ready) => break,
+                Some(Msg::Error(e)) => return Err(fail(e)),
+                Some(other) => return Err(fail(format!("setup protocol: unexpected {other:?}"))),
+                None => return Err(fail("the container's init exited during setup".into())),
+            }
+        }
+        if rec.pid != child {
+            // The intermediate process exits once it has forked the init.
+            let _ = waitpid(Pid::from_raw(child), None);
+        }
+        self.root.save(&rec)?;
+        if let Some(pid_file) = &opts.pid_file {
+            write_pid_file(pid_file, rec.pid)?;
+        }
+        guard.armed = false;
+        Ok(rec)
+    }
+
+    pub fn load(&self, id: &str) -> Result<(Record, Status)> {
+        let rec = self.root.load(id)?;
+        let status = self.root.status(&rec);
+        Ok((rec, status))
+    }
+
+    pub fn state(&self, id: &str) -> Result<serde_json::Value> {
+        let (rec, status) = self.load(id)?;
+        Ok(state_json(&rec, status))
+    }
+
+    pub fn start(&self, id: &str) -> Result<()> {
+        let _lock = self.root.lock(id)?;
+        let (rec, status) = self.load(id)?;
+        if status != Status::Created {
+            return Err(RuntimeError::Status { id: id.into(), status, verb: "start", need: "created" });
+        }
+        let fifo_path = self.root.fifo_path(id);
+        let mut fifo = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo_path)
+            .map_err(io(format!("open {} (is the container's init alive?)", fifo_path.display())))?;
+        fifo.write_all(b"0").map_err(io("signal the container to start"))?;
+        fs::remove_file(&fifo_path).map_err(io(format!("remove {}", fifo_path.display())))?;
+        let s = state_json(&rec, Status::Running).to_string();
+        if let Err(e) = hooks::run_all(&rec.hooks.poststart, s.as_bytes()) {
+            // The spec: a failing poststart hook is logged and the container keeps running.
+            tracing::warn!("container {id}: {e}");
+        }
+        Ok(())
+    }
+
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
+        let (rec, status) = self.load(id)?;
+        if status == Status::Stopped {
+            return Err(RuntimeError::Status { id: id.into(), status, verb: "kill", need: "created, running or paused" });
+        }
+        if all {
+            let cg = cgroup_of(&rec)?;
+            for pid in cg.processes()? {
+                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::try_from(signal).ok());
+            }
+            return Ok(());
+        }
+        signal_init(&rec, signal)
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<()> {
+        let _lock = self.root.lock(id)?;
+        let rec = match self.root.load(id) {
+            Ok(r) => r,
+            // A directory without a record is what a `create` killed midway leaves.
+            Err(StateError::NotFound(_)) => return Ok(self.root.remove(id)?),
+            Err(e) => return Err(e.into()),
+        };
+        let status = self.root.status(&rec);
+        match status {
+            Status::Running | Status::Paused if !force => {
+                return Err(RuntimeError::Status { id: id.into(), status, verb: "delete", need: "stopped or created (or --force)" });
+            }
+            _ => {}
+        }
+        let cg = cgroup_of(&rec)?;
+        if status != Status::Stopped {
+            if status == Status::Paused {
+                let _ = cg.freeze(false);
+            }
+            let _ = signal_init(&rec, libc::SIGKILL);
+        }
+        kill_all_and_wait(&rec, cg.as_ref());
+        cg.destroy()?;
+        let s = state_json(&rec, Status::Stopped).to_string();
+        if let Err(e) = hooks::run_all(&rec.hooks.poststop, s.as_bytes()) {
+            tracing::warn!("container {id}: {e}");
+        }
+        self.root.remove(id)?;
+        Ok(())
+    }
+
+    pub fn pause(&self, id: &str, paused: bool) -> Result<()> {
+        let _lock = self.root.lock(id)?;
+        let (mut rec, status) = self.load(id)?;
+        let (ok, need) = if paused { (status == Status::Running, "running") } else { (status == Status::Paused, "paused") };
+        if !ok {
+            return Err(RuntimeError::Status { id: id.into(), status, verb: if paused { "pause" } else { "resume" }, need });
+        }
+        cgroup_of(&rec)?.freeze(paused)?;
+        rec.paused = paused;
+        self.root.save(&rec)?;
+        Ok(())
+    }
+
+    pub fn update(&self, id: &str, resources: &Resources) -> Result<()> {
+        let (rec, status) = self.load(id)?;
+        if status == Status::Stopped {
+            return Err(RuntimeError::Status { id: id.into(), status, verb: "update", need: "created, running or paused" });
+        }
+        Ok(cgroup_of(&rec)?.apply(resources)?)
+    }
+
+    pub fn processes(&self, id: &str) -> Result<Vec<i32>> {
+        let (rec, _) = self.load(id)?;
+        Ok(cgroup_of(&rec)?.processes()?)
+    }
+
+    pub fn stats(&self, id: &str) -> Result<cgroups::Stats> {
+        let (rec, _) = self.load(id)?;
+        Ok(cgroup_of(&rec)?.stats()?)
+    }
+
+    /// create, start, and wait in the foreground: signals we get go to the container's
+    /// init; its exit status becomes ours (128+n for a signal); then delete.
+    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<i32> {
+        state::validate_id(id)?;
+        let cfg = spec::load(&opts.bundle)?;
+        if detach {
+            self.create_from(id, &cfg, opts)?;
+            self.start(id)?;
+            return Ok(0);
+        }
+        sys::set_child_subreaper().map_err(io("become a subreaper"))?;
+        let mut forwarded = SigSet::empty();
+        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH, Signal::SIGCONT] {
+            forwarded.add(s);
+        }
+        // Blocked before fork, so no SIGCHLD can be lost; the init unblocks before exec.
+        forwarded.thread_block().map_err(|e| io("block signals")(e.into()))?;
+        let rec = match self.create_from(id, &cfg, opts).and_then(|rec| self.start(id).map(|()| rec)) {
+            Ok(rec) => rec,
+            Err(e) => {
+                let _ = self.delete(id, true);
+                return Err(e);
+            }
+        };
+        let code = loop {
+            let sig = forwarded.wait().map_err(|e| io("wait for signals")(e.into()))?;
+            if sig != Signal::SIGCHLD {
+                let _ = nix::sys::signal::kill(Pid::from_raw(rec.pid), sig);
+                continue;
+            }
+            if let Some(code) = reap(rec.pid) {
+                break code;
+            }
+        };
+        self.delete(id, true)?;
+        Ok(code)
+    }
+}
+
+/// Reaps every exited child (we are a subreaper: orphans come to us); the exit code of
+/// `init` once it is among them.
+fn reap(init: i32) -> Option<i32> {
+    let mut code = None;
+    loop {
+        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, c)) if pid.as_raw() == init => code = Some(c),
+            Ok(WaitStatus::Signaled(pid, s, _)) if pid.as_raw() == init => code = Some(128 + s as i32),
+            Ok(WaitStatus::StillAlive) | Err(_) => return code,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Signals the init through a pidfd checked against the recorded start time, so a
+/// recycled pid is never hit.
+fn signal_init(rec: &Record, signal: i32) -> Result<()> {
+    let pidfd = sys::pidfd_open(rec.pid).map_err(io(format!("open pid {}", rec.pid)))?;
+    if !state::alive(rec.pid, rec.pid_start_time) {
+        return Err(RuntimeError::Status { id: rec.id.clone(), status: Status::Stopped, verb: "kill", need: "running" });
+    }
+    sys::pidfd_send_signal(pidfd.as_fd(), signal).map_err(io(format!("signal {signal} to pid {}", rec.pid)))
+}
+
+/// SIGKILL to everything left in the container's cgroup, then wait until it is empty.
+fn kill_all_and_wait(rec: &Record, cg: &dyn Cgroup) {
+    let gone = || cg.processes().map(|p| p.is_empty()).unwrap_or(true) && !state::alive(rec.pid, rec.pid_start_time);
+    let end = Instant::now() + Duration::from_secs(10);
+    while !gone() && Instant::now() < end {
+        for pid in cg.processes().unwrap_or_default() {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, pid.to_string()).map_err(io(format!("write {}", tmp.display())))?;
+    fs::rename(&tmp, path).map_err(io(format!("rename {}", path.display())))
+}
+
+use std::os::unix::fs::OpenOptionsExt;

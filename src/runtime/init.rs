@@ -1,0 +1,229 @@
+//! The container's side of `create`, run in the forked child. It joins and creates the
+//! namespaces, forks once more when a pid namespace needs it (the child of an
+//! unshare(CLONE_NEWPID) is the namespace's PID 1), builds the root filesystem, becomes
+//! the spec's process, reports Ready and waits on the exec fifo for `start`.
+//!
+//! This runs in a copy of a single-threaded process, so it may allocate; every failure
+//! goes back to the parent as a message and ends the process with _exit.
+
+use std::fs;
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use nix::unistd::ForkResult;
+use oci_spec::runtime::LinuxNamespaceType;
+
+use super::spec::{Config, ProcessConfig};
+use super::state::hook_records;
+use super::sync::{Channel, Msg};
+use super::{hooks, namespaces, process, rootfs, seccomp, sys};
+
+type Result<T> = std::result::Result<T, String>;
+
+/// What the parent hands the child across fork.
+pub struct InitArgs<'a> {
+    pub cfg: &'a Config,
+    pub chan: Channel,
+    /// The exec fifo, open read-write so opening it never blocks; `start` writes a byte.
+    pub fifo: Option<OwnedFd>,
+    pub console: Option<UnixStream>,
+    pub preserve_fds: i32,
+    pub joins: Vec<(LinuxNamespaceType, OwnedFd)>,
+}
+
+/// Whether the init needs the state JSON (for hooks it runs itself).
+pub fn wants_state(cfg: &Config) -> bool {
+    !cfg.hooks.create_container.is_empty() || !cfg.hooks.start_container.is_empty()
+}
+
+/// Runs the child to the container's execve; on failure reports and exits.
+pub fn child(args: InitArgs<'_>) -> ! {
+    let result = stage_namespaces(&args);
+    let msg = match result {
+        Ok(()) => "container init returned without exec".to_string(),
+        Err(e) => e,
+    };
+    let _ = args.chan.send(&Msg::Error(msg));
+    // SAFETY: _exit is always safe; it skips destructors and atexit handlers that belong
+    // to the parent's copy of this process.
+    unsafe { libc::_exit(1) }
+}
+
+fn recv_expect(chan: &Channel, want: Msg) -> Result<()> {
+    match chan.recv() {
+        Ok(Some(m)) if m == want => Ok(()),
+        Ok(Some(m)) => Err(format!("setup protocol: expected {want:?}, got {m:?}")),
+        Ok(None) => Err("the runtime went away during setup".into()),
+        Err(e) => Err(format!("setup channel: {e}")),
+    }
+}
+
+fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
+    let cfg = a.cfg;
+    // If `create` dies while we are setting up, so do we.
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
+    recv_expect(&a.chan, Msg::Go)?;
+    namespaces::join(&a.joins)?;
+    if cfg.new_namespace(LinuxNamespaceType::User) {
+        namespaces::unshare_user()?;
+        a.chan.send(&Msg::MapUsers).map_err(|e| format!("setup channel: {e}"))?;
+        recv_expect(&a.chan, Msg::Mapped)?;
+        let root_uid = nix::unistd::Uid::from_raw(0);
+        let root_gid = nix::unistd::Gid::from_raw(0);
+        nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| format!("become root in the user namespace: {e}"))?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| format!("become root in the user namespace: {e}"))?;
+    }
+    let new: Vec<LinuxNamespaceType> = cfg.namespaces.iter().filter(|n| n.path.is_none() && n.kind != LinuxNamespaceType::User).map(|n| n.kind).collect();
+    namespaces::unshare_all(&new)?;
+    let needs_fork = cfg.namespace(LinuxNamespaceType::Pid).is_some();
+    if needs_fork {
+        // SAFETY: this process is single-threaded (a fork of a single-threaded parent).
+        match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into the pid namespace: {e}"))? {
+            ForkResult::Parent { child } => {
+                a.chan.send(&Msg::Pid { pid: child.as_raw() }).map_err(|e| format!("setup channel: {e}"))?;
+                // SAFETY: see `child`.
+                unsafe { libc::_exit(0) }
+            }
+            ForkResult::Child => {}
+        }
+    } else {
+        a.chan.send(&Msg::Pid { pid: nix::unistd::getpid().as_raw() }).map_err(|e| format!("setup channel: {e}"))?;
+    }
+    stage_container(a)
+}
+
+fn stage_container(a: &InitArgs<'_>) -> Result<()> {
+    let cfg = a.cfg;
+    let p = &cfg.process;
+    // Device nodes and mount targets get exactly the modes the spec asks for.
+    nix::sys::stat::umask(nix::sys::stat::Mode::empty());
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+    let state_json = if wants_state(cfg) {
+        match a.chan.recv() {
+            Ok(Some(Msg::State(s))) => s.into_bytes(),
+            other => return Err(format!("setup protocol: expected the state, got {other:?}")),
+        }
+    } else {
+        Vec::new()
+    };
+    rootfs::sysctls(cfg)?;
+    if cfg.namespace(LinuxNamespaceType::Mount).is_some() {
+        rootfs::prepare(cfg)?;
+    }
+    if !cfg_hooks_empty(cfg) {
+        a.chan.send(&Msg::RunHooks).map_err(|e| format!("setup channel: {e}"))?;
+        recv_expect(&a.chan, Msg::HooksDone)?;
+    }
+    // createContainer hooks run in the container's namespaces, before pivot_root.
+    hooks::run_all(&hook_records(&cfg.hooks.create_container), &state_json)?;
+    rootfs::pivot(cfg)?;
+    if let Some(console) = &a.console {
+        setup_console(console, p)?;
+    }
+    rootfs::finish(cfg)?;
+    set_names(cfg)?;
+    process::set_rlimits(p)?;
+    if p.no_new_privileges {
+        sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+    }
+    let filter = cfg.seccomp.as_ref().map(seccomp::build).transpose()?;
+    if let (Some(f), false) = (&filter, p.no_new_privileges) {
+        // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
+        // still have it.
+        seccomp::load(f)?;
+    }
+    process::drop_bounding(p)?;
+    let setgroups = fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
+    process::set_user_and_caps(p, setgroups)?;
+    process::enter_cwd(p)?;
+    let program = process::find_executable(p)?;
+    a.chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
+    // From here on no one is listening: the parent has gone (or is waiting on us).
+    sys::set_parent_death_signal(0).map_err(|e| format!("clear parent death signal: {e}"))?;
+    if let Some(fifo) = &a.fifo {
+        wait_for_start(fifo)?;
+    }
+    hooks::run_all(&hook_records(&cfg.hooks.start_container), &state_json)?;
+    if let (Some(f), true) = (&filter, p.no_new_privileges) {
+        // As late as possible, so the filter constrains the container and not us.
+        seccomp::load(f)?;
+    }
+    Err(process::exec(p, &program, a.preserve_fds))
+}
+
+fn cfg_hooks_empty(cfg: &Config) -> bool {
+    cfg.hooks.prestart.is_empty() && cfg.hooks.create_runtime.is_empty()
+}
+
+fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
+    let mut f = fs::File::from(fifo.try_clone().map_err(|e| format!("exec fifo: {e}"))?);
+    let mut byte = [0u8; 1];
+    loop {
+        match f.read(&mut byte) {
+            Ok(1) => return Ok(()),
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("wait for start: {e}")),
+        }
+    }
+}
+
+fn set_names(cfg: &Config) -> Result<()> {
+    let own_uts = cfg.new_namespace(LinuxNamespaceType::Uts);
+    if let Some(h) = &cfg.hostname {
+        if !own_uts {
+            return Err("hostname: setting it needs a new uts namespace in linux.namespaces".into());
+        }
+        nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
+    }
+    if let Some(d) = &cfg.domainname {
+        if !own_uts {
+            return Err("domainname: setting it needs a new uts namespace in linux.namespaces".into());
+        }
+        // SAFETY: d points to d.len() valid bytes.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(format!("setdomainname {d:?}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// A pty made inside the container's devpts: the slave becomes our stdio and controlling
+/// terminal (and /dev/console), the master goes to whoever listens on --console-socket.
+fn setup_console(console: &UnixStream, p: &ProcessConfig) -> Result<()> {
+    use nix::fcntl::{OFlag, open};
+    use nix::sys::stat::Mode;
+    let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    sys::unlock_pty(master.as_fd()).map_err(|e| format!("unlock pty: {e}"))?;
+    let n = sys::pty_number(master.as_fd()).map_err(|e| format!("pty number: {e}"))?;
+    let slave_path = format!("/dev/pts/{n}");
+    let slave = open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| format!("open {slave_path}: {e}"))?;
+    if let Some((rows, cols)) = p.console_size {
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads one winsize struct from the pointer we pass.
+        unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    }
+    // /dev/console is the pty, as runc and crun make it.
+    if Path::new("/dev").is_dir() {
+        let console_path = Path::new("/dev/console");
+        if !console_path.exists() {
+            let _ = fs::File::create(console_path);
+        }
+        let _ = nix::mount::mount(Some(slave_path.as_str()), console_path, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>);
+    }
+    let iov = [std::io::IoSlice::new(slave_path.as_bytes())];
+    let fds = [master.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    nix::sys::socket::sendmsg::<()>(console.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None).map_err(|e| format!("send pty to the console socket: {e}"))?;
+    drop(master);
+    for target in 0..3 {
+        // SAFETY: dup2 onto 0..2 replaces our stdio; no Rust object owns those fds.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(format!("dup2 pty: {}", std::io::Error::last_os_error()));
+        }
+    }
+    sys::set_controlling_tty(0).map_err(|e| format!("make the pty our controlling terminal: {e}"))?;
+    Ok(())
+}

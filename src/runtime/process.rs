@@ -1,0 +1,141 @@
+//! Turning the init (or an exec'd process) into the spec's process: resource limits,
+//! user and groups, capabilities, no_new_privs, working directory, and at last execve
+//! with a clean fd table and default signal handling.
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability};
+
+use super::spec::ProcessConfig;
+use super::sys;
+
+type Result<T> = std::result::Result<T, String>;
+
+pub fn set_rlimits(p: &ProcessConfig) -> Result<()> {
+    for r in &p.rlimits {
+        let lim = libc::rlimit { rlim_cur: r.soft, rlim_max: r.hard };
+        // SAFETY: setrlimit reads one rlimit struct from the pointer we pass.
+        if unsafe { libc::setrlimit(r.resource, &lim) } != 0 {
+            return Err(format!("setrlimit {}: {}", r.name, std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
+/// Drops from the bounding set what the spec does not list (needs CAP_SETPCAP, so
+/// before the user changes).
+pub fn drop_bounding(p: &ProcessConfig) -> Result<()> {
+    let Some(c) = &p.caps else { return Ok(()) };
+    for cap in caps::all() {
+        if !c.bounding.contains(&cap) && caps::has_cap(None, CapSet::Bounding, cap).unwrap_or(false) {
+            caps::drop(None, CapSet::Bounding, cap).map_err(|e| format!("drop {cap} from the bounding set: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Groups, gid, uid; capabilities survive the uid change (PR_SET_KEEPCAPS) and are then
+/// set to exactly the spec's sets.
+pub fn set_user_and_caps(p: &ProcessConfig, setgroups_allowed: bool) -> Result<()> {
+    if setgroups_allowed {
+        let groups: Vec<nix::unistd::Gid> = p.additional_gids.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups {:?}: {e}", p.additional_gids))?;
+    }
+    sys::set_keep_caps(true).map_err(|e| format!("keep capabilities: {e}"))?;
+    let gid = nix::unistd::Gid::from_raw(p.gid);
+    nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {}: {e}", p.gid))?;
+    let uid = nix::unistd::Uid::from_raw(p.uid);
+    nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", p.uid))?;
+    sys::set_keep_caps(false).map_err(|e| format!("keep capabilities: {e}"))?;
+    let Some(c) = &p.caps else { return Ok(()) };
+    let set = |which: CapSet, list: &[Capability], name: &str| -> Result<()> {
+        let s: caps::CapsHashSet = list.iter().copied().collect();
+        caps::set(None, which, &s).map_err(|e| format!("set {name} capabilities: {e}"))
+    };
+    // The kernel's rules fix the order: inheritable while we still hold CAP_SETPCAP,
+    // effective before permitted (effective must stay a subset of permitted).
+    set(CapSet::Inheritable, &c.inheritable, "inheritable")?;
+    set(CapSet::Effective, &c.effective, "effective")?;
+    set(CapSet::Permitted, &c.permitted, "permitted")?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| format!("clear ambient capabilities: {e}"))?;
+    for cap in &c.ambient {
+        // Ambient needs the capability in permitted and inheritable; runc skips the rest
+        // with a warning, and so do we.
+        if c.permitted.contains(cap) && c.inheritable.contains(cap) {
+            caps::raise(None, CapSet::Ambient, *cap).map_err(|e| format!("raise ambient {cap}: {e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn env_path(env: &[String]) -> &str {
+    env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+}
+
+/// Finds args[0] as execvp would, in the process's PATH, so a missing program fails
+/// `create` rather than `start`.
+pub fn find_executable(p: &ProcessConfig) -> Result<PathBuf> {
+    let prog = &p.args[0];
+    let is_exec = |path: &Path| {
+        let c = CString::new(path.as_os_str().as_bytes()).unwrap_or_default();
+        // SAFETY: c is NUL-terminated.
+        let ok = unsafe { libc::access(c.as_ptr(), libc::X_OK) } == 0;
+        ok && path.metadata().map(|m| m.is_file()).unwrap_or(false)
+    };
+    if prog.contains('/') {
+        let path = if Path::new(prog).is_absolute() { PathBuf::from(prog) } else { p.cwd.join(prog) };
+        return if is_exec(&path) { Ok(path) } else { Err(format!("exec {prog}: no such executable file in the container")) };
+    }
+    for dir in env_path(&p.env).split(':').filter(|d| !d.is_empty()) {
+        let candidate = Path::new(dir).join(prog);
+        if is_exec(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(format!("exec {prog:?}: executable file not found in $PATH ({})", env_path(&p.env)))
+}
+
+/// chdir to the spec's cwd and check that it is inside the container: a leaked host
+/// directory fd used as cwd (CVE-2024-21626) shows up as an "(unreachable)" path.
+pub fn enter_cwd(p: &ProcessConfig) -> Result<()> {
+    nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir to cwd {}: {e}", p.cwd.display()))?;
+    let here = nix::unistd::getcwd().map_err(|e| format!("getcwd: {e}"))?;
+    if !here.is_absolute() || here.starts_with("(unreachable)") {
+        return Err(format!("cwd {} is outside the container", p.cwd.display()));
+    }
+    Ok(())
+}
+
+/// Everything the kernel carries across execve that the new program must not inherit
+/// from us: blocked or ignored signals (Rust ignores SIGPIPE) and fds beyond
+/// stdio and the preserved ones. Then execve; returns only the error.
+pub fn exec(p: &ProcessConfig, program: &Path, preserve_fds: i32) -> String {
+    let mask = nix::sys::signal::SigSet::empty();
+    let _ = mask.thread_set_mask();
+    for sig in nix::sys::signal::Signal::iterator() {
+        if sig != nix::sys::signal::Signal::SIGKILL && sig != nix::sys::signal::Signal::SIGSTOP {
+            // SAFETY: SIG_DFL is always a valid disposition; no handler code is involved.
+            let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+        }
+    }
+    if let Some(mask) = p.umask {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(mask));
+    } else {
+        nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    }
+    // Mark, not close: the fds still in use until execve (the exec fifo) go with it.
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3 + preserve_fds as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if rc != 0 {
+        return format!("close inherited fds: {}", std::io::Error::last_os_error());
+    }
+    let argv: Vec<CString> = p.args.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
+    let envp: Vec<CString> = p.env.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
+    let prog = CString::new(program.as_os_str().as_bytes()).unwrap_or_default();
+    match nix::unistd::execve(&prog, &argv, &envp) {
+        Err(e) => format!("exec {}: {e}", program.display()),
+        Ok(never) => match never {},
+    }
+}

@@ -1,0 +1,266 @@
+//! A container's record on disk, under the runtime root: `<root>/<id>/state.json`, the
+//! `exec.fifo` a created container waits on, and a lock file that serialises the verbs.
+//! The status is never stored; it is read from the process itself (alive, same start
+//! time, fifo still there), so a crash cannot leave a stale status behind.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::spec::Hooks;
+use crate::image::lock::FileLock;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error("container id {0:?} is invalid: use 1-1024 characters of [A-Za-z0-9_.+-], not starting with . or -")]
+    BadId(String),
+    #[error("container {0:?} does not exist")]
+    NotFound(String),
+    #[error("container {0:?} already exists")]
+    Exists(String),
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    Corrupt { path: PathBuf, source: serde_json::Error },
+}
+
+pub type Result<T> = std::result::Result<T, StateError>;
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StateError + 'a {
+    move |source| StateError::Io { op, path: path.to_path_buf(), source }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Creating,
+    Created,
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Creating => "creating",
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Stopped => "stopped",
+        })
+    }
+}
+
+/// What `create` records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub oci_version: String,
+    pub id: String,
+    pub pid: i32,
+    /// Field 22 of /proc/PID/stat when created: tells our process from a recycled pid.
+    pub pid_start_time: u64,
+    pub bundle: PathBuf,
+    pub rootfs: PathBuf,
+    pub created: String,
+    pub annotations: BTreeMap<String, String>,
+    /// The cgroup, relative to our own (see runtime::cgroups).
+    pub cgroup: String,
+    pub cgroup_parent: Option<String>,
+    #[serde(default)]
+    pub paused: bool,
+    #[serde(default)]
+    pub hooks: HooksRecord,
+    /// Whether the container has a pid namespace of its own (then killing its init ends
+    /// every process in it).
+    #[serde(default)]
+    pub own_pid_namespace: bool,
+}
+
+/// The hooks that run after `create` returns, kept for `start` and `delete`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HooksRecord {
+    pub poststart: Vec<HookRecord>,
+    pub poststop: Vec<HookRecord>,
+    pub start_container: Vec<HookRecord>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct HookRecord {
+    pub path: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    pub timeout: Option<u64>,
+}
+
+pub fn hook_records(list: &[super::spec::Hook]) -> Vec<HookRecord> {
+    list.iter().map(|h| HookRecord { path: h.path.clone(), args: h.args.clone(), env: h.env.clone(), timeout: h.timeout }).collect()
+}
+
+impl HooksRecord {
+    pub fn from_hooks(h: &Hooks) -> HooksRecord {
+        HooksRecord { poststart: hook_records(&h.poststart), poststop: hook_records(&h.poststop), start_container: hook_records(&h.start_container) }
+    }
+}
+
+pub fn validate_id(id: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 1024
+        && !id.starts_with('.')
+        && !id.starts_with('-')
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.+-".contains(&b));
+    if ok { Ok(()) } else { Err(StateError::BadId(id.to_string())) }
+}
+
+/// The runtime root: one directory per container.
+#[derive(Clone, Debug)]
+pub struct StateRoot {
+    dir: PathBuf,
+}
+
+impl StateRoot {
+    pub fn new(dir: &Path) -> StateRoot {
+        StateRoot { dir: dir.to_path_buf() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    pub fn fifo_path(&self, id: &str) -> PathBuf {
+        self.container_dir(id).join("exec.fifo")
+    }
+
+    /// Makes the directory for a new container and locks it; fails if it exists.
+    pub fn reserve(&self, id: &str) -> Result<FileLock> {
+        validate_id(id)?;
+        fs::create_dir_all(&self.dir).map_err(io_err("create", &self.dir))?;
+        let dir = self.container_dir(id);
+        match fs::create_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(StateError::Exists(id.to_string())),
+            Err(e) => return Err(io_err("create", &dir)(e)),
+        }
+        let lock = dir.join("lock");
+        FileLock::exclusive(&lock).map_err(io_err("lock", &lock))
+    }
+
+    /// Locks an existing container for a verb that changes it.
+    pub fn lock(&self, id: &str) -> Result<FileLock> {
+        validate_id(id)?;
+        let dir = self.container_dir(id);
+        if !dir.is_dir() {
+            return Err(StateError::NotFound(id.to_string()));
+        }
+        let lock = dir.join("lock");
+        FileLock::exclusive(&lock).map_err(io_err("lock", &lock))
+    }
+
+    pub fn load(&self, id: &str) -> Result<Record> {
+        validate_id(id)?;
+        let path = self.container_dir(id).join("state.json");
+        let text = match fs::read(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::NotFound(id.to_string())),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        serde_json::from_slice(&text).map_err(|source| StateError::Corrupt { path, source })
+    }
+
+    /// Writes the record atomically (temp file, fsync, rename).
+    pub fn save(&self, rec: &Record) -> Result<()> {
+        let dir = self.container_dir(&rec.id);
+        let tmp = dir.join("state.json.tmp");
+        let path = dir.join("state.json");
+        let mut f = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+        f.write_all(&serde_json::to_vec_pretty(rec).unwrap_or_default()).map_err(io_err("write", &tmp))?;
+        f.sync_all().map_err(io_err("sync", &tmp))?;
+        fs::rename(&tmp, &path).map_err(io_err("rename", &path))
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        let dir = self.container_dir(id);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err("remove", &dir)(e)),
+        }
+    }
+
+    /// Every container id, sorted.
+    pub fn list(&self) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err("read", &self.dir)(e)),
+        };
+        let mut ids: Vec<String> = entries.flatten().filter(|e| e.path().join("state.json").exists()).filter_map(|e| e.file_name().into_string().ok()).collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    pub fn status(&self, rec: &Record) -> Status {
+        if rec.pid <= 0 || !alive(rec.pid, rec.pid_start_time) {
+            return Status::Stopped;
+        }
+        if self.fifo_path(&rec.id).exists() {
+            Status::Created
+        } else if rec.paused {
+            Status::Paused
+        } else {
+            Status::Running
+        }
+    }
+}
+
+/// Field 22 (starttime) and field 3 (state) of /proc/PID/stat.
+pub fn stat_of(pid: i32) -> Option<(u64, char)> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: split after it.
+    let rest = &text[text.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    let state = fields.first()?.chars().next()?;
+    let start = fields.get(19)?.parse().ok()?;
+    Some((start, state))
+}
+
+pub fn start_time(pid: i32) -> Option<u64> {
+    stat_of(pid).map(|(s, _)| s)
+}
+
+/// Whether `pid` is still the process that started at `start` (and not a zombie).
+pub fn alive(pid: i32, start: u64) -> bool {
+    matches!(stat_of(pid), Some((s, state)) if s == start && state != 'Z' && state != 'X')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_checked() {
+        for good in ["a", "abc-1.2_3+x", "A"] {
+            validate_id(good).unwrap();
+        }
+        for bad in ["", ".", "..", "-x", "a/b", "a b", ".hidden"] {
+            assert!(validate_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn our_own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = std::process::id() as i32;
+        let start = start_time(me).unwrap();
+        assert!(alive(me, start));
+        assert!(!alive(me, start + 1));
+        assert!(!alive(i32::MAX, 0));
+    }
+}

@@ -1,0 +1,602 @@
+//! The OCI runtime CLI on real bundles built from the busybox image, as root: the
+//! lifecycle verbs, namespaces, mounts, devices, the process's identity and limits,
+//! cgroups, and the errors a bad bundle gets. Each test has its own state root and its
+//! own parent cgroup, removed at the end.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+static N: AtomicUsize = AtomicUsize::new(0);
+
+/// One test's runtime: state root, bundle directory and parent cgroup.
+struct Rt {
+    dir: tempfile::TempDir,
+    cgroup_parent: String,
+}
+
+impl Rt {
+    fn new() -> Rt {
+        let n = N.fetch_add(1, Ordering::SeqCst);
+        Rt { dir: tempfile::tempdir().unwrap(), cgroup_parent: format!("nodectl-rt-{}-{n}", std::process::id()) }
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    fn bundle(&self, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
+        common::bundle(&self.dir.path().join(name), edit)
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
+        c.arg("--root").arg(self.root()).arg("runtime").arg("--cgroup-parent").arg(&self.cgroup_parent).args(args);
+        c.stdin(Stdio::null());
+        c
+    }
+
+    fn out(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.out(args);
+        assert!(o.status.success(), "runtime {args:?}: {}\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        let o = self.out(args);
+        assert!(!o.status.success(), "runtime {args:?} should fail; printed {}", String::from_utf8_lossy(&o.stdout));
+        String::from_utf8(o.stderr).unwrap()
+    }
+
+    /// `run` in the foreground: (exit code, stdout, stderr).
+    fn run(&self, bundle: &Path, id: &str) -> (i32, String, String) {
+        let o = self.out(&["run", "--bundle", bundle.to_str().unwrap(), id]);
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+
+    /// Runs `script` with sh in a bundle made by `edit`; insists on exit 0; stdout.
+    fn sh(&self, name: &str, script: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let b = self.bundle(name, |s| {
+            s["process"]["args"] = json!(["sh", "-c", script]);
+            edit(s);
+        });
+        let (code, out, err) = self.run(&b, name);
+        assert_eq!(code, 0, "{script}: {err}\n{out}");
+        out
+    }
+
+    /// create with stdio to files (a created container holds its stdio open).
+    fn create(&self, bundle: &Path, id: &str) {
+        // Files, not pipes: the container keeps its stdio, and a pipe would never close.
+        let log = fs::File::create(self.dir.path().join(format!("{id}.out"))).unwrap();
+        let err_path = self.dir.path().join(format!("{id}.err"));
+        let err = fs::File::create(&err_path).unwrap();
+        let status = self.cmd(&["create", "--bundle", bundle.to_str().unwrap(), id]).stdout(log).stderr(err).status().unwrap();
+        assert!(status.success(), "create {id}: {}", fs::read_to_string(&err_path).unwrap());
+    }
+
+    fn container_out(&self, id: &str) -> String {
+        fs::read_to_string(self.dir.path().join(format!("{id}.out"))).unwrap_or_default()
+    }
+
+    fn state(&self, id: &str) -> serde_json::Value {
+        serde_json::from_str(&self.ok(&["state", id])).unwrap()
+    }
+
+    fn wait_status(&self, id: &str, want: &str) {
+        let end = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < end {
+            if self.state(id)["status"] == want {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("{id} never became {want}: {}", self.state(id));
+    }
+
+    /// The container's cgroup directory on one v1 controller (or v2).
+    fn cgroup_dir(&self, controller: &str, id: &str) -> PathBuf {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, cs, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
+            if cs.split(',').any(|c| c == controller) {
+                return Path::new("/sys/fs/cgroup").join(controller).join(path.trim_start_matches('/')).join(&self.cgroup_parent).join(id);
+            }
+        }
+        panic!("no {controller} controller");
+    }
+}
+
+impl Drop for Rt {
+    fn drop(&mut self) {
+        if let Ok(ids) = fs::read_dir(self.root()) {
+            for id in ids.flatten() {
+                let _ = self.out(&["delete", "--force", &id.file_name().to_string_lossy()]);
+            }
+        }
+        let _ = nodectl::runtime::cgroups::remove_parent(&self.cgroup_parent);
+    }
+}
+
+#[test]
+fn run_gives_the_exit_code_and_output() {
+    let rt = Rt::new();
+    let b = rt.bundle("exit", |s| s["process"]["args"] = json!(["sh", "-c", "echo out; echo err >&2; exit 7"]));
+    let (code, out, err) = rt.run(&b, "exit");
+    assert_eq!(code, 7, "{err}");
+    assert_eq!(out, "out\n");
+    assert!(err.contains("err"), "{err}");
+    // run deletes what it made.
+    assert!(!rt.root().join("exit").exists());
+    assert!(!rt.cgroup_dir("memory", "exit").exists());
+
+    // Outside a pid namespace of its own (PID 1 of one ignores even SIGKILL sent from
+    // inside), a signal that ends the process shows as 128+n.
+    let b = rt.bundle("killed", |s| {
+        s["process"]["args"] = json!(["sh", "-c", "kill -9 $$"]);
+        s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid");
+    });
+    assert_eq!(rt.run(&b, "killed").0, 137);
+}
+
+#[test]
+fn lifecycle_create_start_state_kill_delete() {
+    let rt = Rt::new();
+    let b = rt.bundle("life", |s| s["process"]["args"] = json!(["sh", "-c", "echo started; exec sleep 1000"]));
+    rt.create(&b, "life");
+    let st = rt.state("life");
+    assert_eq!(st["status"], "created");
+    assert_eq!(st["id"], "life");
+    assert_eq!(st["bundle"], b.canonicalize().unwrap().to_str().unwrap());
+    let pid = st["pid"].as_i64().unwrap();
+    assert!(pid > 1);
+    assert_eq!(rt.container_out("life"), "", "the process must not run before start");
+    // The init sits in the container's cgroup already.
+    let procs = fs::read_to_string(rt.cgroup_dir("memory", "life").join("cgroup.procs")).unwrap();
+    assert!(procs.lines().any(|l| l == pid.to_string()), "{procs}");
+    assert!(rt.fails(&["create", "--bundle", b.to_str().unwrap(), "life"]).contains("already exists"));
+    assert!(rt.fails(&["delete", "nope"]).contains("does not exist"));
+
+    rt.ok(&["start", "life"]);
+    assert_eq!(rt.state("life")["status"], "running");
+    assert!(rt.fails(&["start", "life"]).contains("is running"));
+    let end = Instant::now() + Duration::from_secs(10);
+    while rt.container_out("life") != "started\n" && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(rt.container_out("life"), "started\n");
+    let listed = rt.ok(&["list", "--format", "json"]);
+    assert!(listed.contains("\"life\""), "{listed}");
+    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "life"])).unwrap();
+    assert_eq!(pids, [pid as i32]);
+    assert!(rt.fails(&["delete", "life"]).contains("running"));
+
+    rt.ok(&["pause", "life"]);
+    assert_eq!(rt.state("life")["status"], "paused");
+    rt.ok(&["resume", "life"]);
+    assert_eq!(rt.state("life")["status"], "running");
+
+    // PID 1 of a pid namespace ignores TERM without a handler; KILL ends it.
+    rt.ok(&["kill", "life", "KILL"]);
+    rt.wait_status("life", "stopped");
+    assert_eq!(rt.state("life")["pid"], 0);
+    assert!(rt.fails(&["kill", "life", "TERM"]).contains("stopped"));
+    rt.ok(&["delete", "life"]);
+    assert!(!rt.root().join("life").exists());
+    assert!(!rt.cgroup_dir("memory", "life").exists());
+    assert!(!rt.cgroup_dir("pids", "life").exists());
+}
+
+#[test]
+fn a_created_container_can_be_deleted_and_a_running_one_forced() {
+    let rt = Rt::new();
+    let b = rt.bundle("del", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "del");
+    let pid = rt.state("del")["pid"].as_i64().unwrap();
+    rt.ok(&["delete", "del"]);
+    assert!(!Path::new(&format!("/proc/{pid}")).exists() || fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
+
+    rt.create(&b, "del2");
+    rt.ok(&["start", "del2"]);
+    rt.ok(&["delete", "--force", "del2"]);
+    assert!(!rt.root().join("del2").exists());
+    assert!(!rt.cgroup_dir("pids", "del2").exists());
+}
+
+#[test]
+fn namespaces_hostname_and_pid_one() {
+    let rt = Rt::new();
+    let out = rt.sh("ns", "hostname; echo pid=$$; ls /sys/class/net; cat /proc/self/uid_map", |s| s["hostname"] = "box".into());
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "box");
+    assert_eq!(lines[1], "pid=1");
+    assert_eq!(lines[2], "lo", "a new network namespace holds only lo: {out}");
+    for kind in ["mnt", "pid", "net", "ipc", "uts"] {
+        // Everything the default spec lists is new: not the host's.
+        let host = fs::read_link(format!("/proc/self/ns/{kind}")).unwrap();
+        let out = rt.sh(&format!("ns-{kind}"), &format!("readlink /proc/self/ns/{kind}"), |_| {});
+        assert_ne!(out.trim(), host.to_str().unwrap(), "{kind}");
+    }
+}
+
+#[test]
+fn joins_another_containers_network_namespace_by_path() {
+    let rt = Rt::new();
+    let a = rt.bundle("holder", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&a, "holder");
+    let pid = rt.state("holder")["pid"].as_i64().unwrap();
+    let ns = format!("/proc/{pid}/ns/net");
+    let want = fs::read_link(&ns).unwrap();
+    let out = rt.sh("joiner", "readlink /proc/self/ns/net", |s| {
+        let list = s["linux"]["namespaces"].as_array_mut().unwrap();
+        for n in list.iter_mut() {
+            if n["type"] == "network" {
+                n["path"] = ns.clone().into();
+            }
+        }
+    });
+    assert_eq!(out.trim(), want.to_str().unwrap());
+    rt.ok(&["delete", "--force", "holder"]);
+}
+
+#[test]
+fn user_namespace_maps_root_to_an_unprivileged_range() {
+    let rt = Rt::new();
+    let out = rt.sh("userns", "id -u; cat /proc/self/uid_map /proc/self/gid_map; ls -ln /bin/busybox", |s| {
+        s["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+        s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        // sysfs cannot be mounted in a user namespace without its own network; the
+        // default spec has one, so the only change is the mappings.
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0");
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["0", "200000", "65536"]);
+    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["0", "200000", "65536"]);
+    // Host root's files show as the overflow id inside.
+    assert!(lines[3].contains("65534"), "{out}");
+}
+
+#[test]
+fn mounts_devices_masked_and_readonly_paths() {
+    let rt = Rt::new();
+    let host_dir = rt.dir.path().join("shared");
+    fs::create_dir(&host_dir).unwrap();
+    fs::write(host_dir.join("from-host"), "hello").unwrap();
+    let script = "set -e
+        test -c /dev/null && test -c /dev/zero && test -c /dev/urandom && test -c /dev/tty
+        ls -l /dev/null | cut -c1-10
+        test -L /dev/ptmx && test -L /dev/fd
+        cat /mnt/rw/from-host; echo; echo written > /mnt/rw/from-container
+        cat /mnt/ro/from-host; echo
+        if echo x > /mnt/ro/nope 2>/dev/null; then echo ro-writable; fi
+        if touch /rootfile 2>/dev/null; then echo root-writable; fi
+        echo tmp > /scratch/file && cat /scratch/file
+        if echo 1 > /proc/sys/kernel/domainname 2>/dev/null; then echo procsys-writable; fi
+        wc -c < /proc/keys
+        ls /sys/firmware | wc -l
+        grep -c ' /scratch ' /proc/self/mounts";
+    let out = rt.sh("mounts", script, |s| {
+        let m = s["mounts"].as_array_mut().unwrap();
+        m.push(json!({"destination": "/mnt/rw", "type": "bind", "source": host_dir, "options": ["rbind", "rw"]}));
+        m.push(json!({"destination": "/mnt/ro", "type": "bind", "source": host_dir, "options": ["rbind", "ro"]}));
+        m.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]}));
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines, ["crw-rw-rw-", "hello", "hello", "tmp", "0", "0", "1"], "{out}");
+    assert_eq!(fs::read_to_string(host_dir.join("from-container")).unwrap(), "written\n");
+    assert!(!host_dir.join("nope").exists());
+}
+
+#[test]
+fn a_symlinked_mount_target_stays_inside_the_root() {
+    let rt = Rt::new();
+    let outside = rt.dir.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let b = rt.bundle("symlink", |s| {
+        s["process"]["args"] = json!(["sh", "-c", "grep -c ' /escape/sub ' /proc/self/mounts || true; grep -c tmpfs /proc/self/mountinfo"]);
+        s["mounts"].as_array_mut().unwrap().push(json!({"destination": "/escape/sub", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
+    });
+    // An absolute symlink in the image, aimed at a host directory.
+    std::os::unix::fs::symlink(&outside, b.join("rootfs/escape")).unwrap();
+    // Resolved in the root, it points at rootfs/<outside>, which does not exist: create
+    // fails rather than following the link out.
+    let (code, _, err) = rt.run(&b, "symlink");
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("/escape"), "{err}");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+
+    // With rootfs/<outside> present, the mount lands there, inside the root.
+    let inside = b.join("rootfs").join(outside.strip_prefix("/").unwrap());
+    fs::create_dir_all(&inside).unwrap();
+    let (code, _, err) = rt.run(&b, "symlink2");
+    assert_eq!(code, 0, "{err}");
+    assert!(inside.join("sub").is_dir());
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0, "nothing was created on the host side");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(outside.to_str().unwrap()));
+}
+
+#[test]
+fn process_identity_limits_and_capabilities() {
+    let rt = Rt::new();
+    let script = "id -u; id -g; id -G; umask; pwd; echo $GREETING; ulimit -n; grep -E '^(CapEff|CapBnd|CapInh|CapAmb|NoNewPrivs)' /proc/self/status; cat /proc/self/oom_score_adj";
+    let out = rt.sh("ident", script, |s| {
+        s["process"]["user"] = json!({"uid": 1000, "gid": 1001, "additionalGids": [1002, 1003], "umask": 63});
+        s["process"]["cwd"] = "/tmp".into();
+        s["process"]["env"] = json!(["PATH=/bin:/usr/bin", "GREETING=hi"]);
+        s["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
+        s["process"]["noNewPrivileges"] = true.into();
+        s["process"]["oomScoreAdj"] = 123.into();
+        s["process"]["capabilities"] = json!({
+            "bounding": ["CAP_KILL", "CAP_NET_BIND_SERVICE"],
+            "effective": ["CAP_KILL"],
+            "permitted": ["CAP_KILL"],
+        });
+    });
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[1], "1001");
+    assert_eq!(lines[2], "1001 1002 1003");
+    assert_eq!(lines[3], "0077");
+    assert_eq!(lines[4], "/tmp");
+    assert_eq!(lines[5], "hi");
+    assert_eq!(lines[6], "256");
+    let status: Vec<String> = lines[7..12].iter().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    // CAP_KILL is bit 5, CAP_NET_BIND_SERVICE bit 10.
+    assert_eq!(status, ["CapInh: 0000000000000000", "CapEff: 0000000000000000", "CapBnd: 0000000000000420", "CapAmb: 0000000000000000", "NoNewPrivs: 1"], "{out}");
+    assert_eq!(lines[12], "123");
+
+    // As root with the spec's sets, effective holds exactly them.
+    let out = rt.sh("rootcaps", "grep CapEff /proc/self/status", |_| {});
+    assert!(out.contains("0000000020000420"), "{out}");
+}
+
+#[test]
+fn cgroup_limits_apply_and_oom_kills_show_as_137() {
+    let rt = Rt::new();
+    let b = rt.bundle("oom", |s| {
+        s["process"]["args"] = json!(["sh", "-c", "a=$(yes | head -c 67108864); echo survived"]);
+        s["linux"]["resources"] = json!({"memory": {"limit": 20971520, "swap": 20971520}, "pids": {"limit": 64}, "cpu": {"quota": 50000, "period": 100000, "shares": 512}});
+    });
+    let (code, out, err) = rt.run(&b, "oom");
+    assert_eq!(code, 137, "{out}{err}");
+
+    let b = rt.bundle("limits", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["linux"]["resources"] = json!({"memory": {"limit": 33554432}, "pids": {"limit": 10}, "cpu": {"quota": 20000, "period": 100000, "shares": 256}});
+    });
+    rt.create(&b, "limits");
+    let read = |c: &str, f: &str| fs::read_to_string(rt.cgroup_dir(c, "limits").join(f)).unwrap().trim().to_string();
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "33554432");
+    assert_eq!(read("pids", "pids.max"), "10");
+    assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
+    assert_eq!(read("cpu", "cpu.shares"), "256");
+    let res = rt.dir.path().join("res.json");
+    fs::write(&res, r#"{"memory": {"limit": 67108864}, "pids": {"limit": 20}}"#).unwrap();
+    rt.ok(&["update", "--resources", res.to_str().unwrap(), "limits"]);
+    assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
+    assert_eq!(read("pids", "pids.max"), "20");
+    rt.ok(&["delete", "limits"]);
+
+    let out = rt.sh("forkbomb", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>&1 | head -3; echo done", |s| {
+        s["linux"]["resources"] = json!({"pids": {"limit": 4}});
+    });
+    assert!(out.contains("can't fork") || out.contains("Resource temporarily unavailable"), "{out}");
+}
+
+#[test]
+fn seccomp_profile_denies_with_the_errno_asked_for() {
+    let rt = Rt::new();
+    let out = rt.sh("seccomp", "mkdir /tmp/x 2>&1; echo rc=$?; kill -USR1 $$ 2>&1; echo rc=$?; kill -0 $$; echo rc=$?", |s| {
+        s["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [
+                {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13},
+                // kill(pid, SIGUSR1) only: the argument comparison decides.
+                {"names": ["kill"], "action": "SCMP_ACT_ERRNO", "args": [{"index": 1, "value": 10, "op": "SCMP_CMP_EQ"}]},
+                {"names": ["no_such_syscall_anywhere"], "action": "SCMP_ACT_KILL"}
+            ]
+        });
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].contains("Permission denied"), "{out}");
+    assert_eq!(lines[1], "rc=1");
+    assert!(lines[2].contains("Operation not permitted"), "{out}");
+    assert_eq!(lines[3], "rc=1");
+    assert_eq!(lines[4], "rc=0");
+}
+
+#[test]
+fn inherited_fds_are_closed_and_preserved_ones_kept() {
+    use std::os::fd::AsRawFd;
+    let rt = Rt::new();
+    let b = rt.bundle("fds", |s| s["process"]["args"] = json!(["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"]));
+    // An fd without CLOEXEC, as a careless caller would leak it.
+    let leaked = fs::File::open("/etc/hostname").unwrap();
+    let fd = leaked.as_raw_fd();
+    let out = {
+        let mut c = rt.cmd(&["run", "--bundle", b.to_str().unwrap(), "fds"]);
+        // SAFETY: the closure only calls fcntl, which is async-signal-safe.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            c.pre_exec(move || {
+                libc::fcntl(fd, libc::F_SETFD, 0);
+                libc::dup2(fd, 3);
+                Ok(())
+            });
+        }
+        c.output().unwrap()
+    };
+    // 0 1 2 and the fd ls itself opens for the directory.
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0 1 2 3", "{}", String::from_utf8_lossy(&out.stderr));
+    let listing = {
+        let b2 = rt.bundle("fds2", |s| s["process"]["args"] = json!(["sh", "-c", "readlink /proc/self/fd/3; ls /proc/self/fd | wc -l"]));
+        let mut c = rt.cmd(&["run", "--preserve-fds", "1", "--bundle", b2.to_str().unwrap(), "fds2"]);
+        // SAFETY: as above.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            c.pre_exec(move || {
+                libc::dup2(fd, 3);
+                libc::fcntl(3, libc::F_SETFD, 0);
+                Ok(())
+            });
+        }
+        c.output().unwrap()
+    };
+    let text = String::from_utf8_lossy(&listing.stdout);
+    assert!(text.starts_with("/etc/hostname") || text.contains("hostname"), "{text} {}", String::from_utf8_lossy(&listing.stderr));
+    drop(leaked);
+}
+
+#[test]
+fn bad_bundles_fail_create_and_leave_nothing() {
+    let rt = Rt::new();
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        ("noargs", Box::new(|s| s["process"]["args"] = json!([])), "process.args"),
+        ("badmount", Box::new(|s| s["mounts"][0]["destination"] = "proc".into()), "mounts[0].destination"),
+        ("nocmd", Box::new(|s| s["process"]["args"] = json!(["no-such-program"])), "executable file not found"),
+        ("badns", Box::new(|s| s["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "network", "path": "/nonexistent/ns"}])), "/nonexistent/ns"),
+        ("badcap", Box::new(|s| s["process"]["capabilities"]["bounding"] = json!(["CAP_BOGUS"])), "process.capabilities.bounding"),
+        ("badjson", Box::new(|s| s["process"]["user"]["uid"] = "root".into()), "process.user.uid"),
+        ("badcwd", Box::new(|s| s["process"]["cwd"] = "/no/such/dir".into()), "cwd"),
+    ];
+    for (id, edit, want) in cases {
+        let b = rt.bundle(id, |s| edit(s));
+        let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), id]);
+        assert!(err.contains(want), "{id}: {err}");
+        assert!(!rt.root().join(id).exists(), "{id} left state");
+        assert!(!rt.cgroup_dir("memory", id).exists(), "{id} left a cgroup");
+    }
+    fs::write(rt.dir.path().join("noargs/config.json"), "{ not json").unwrap();
+    let err = rt.fails(&["create", "--bundle", rt.dir.path().join("noargs").to_str().unwrap(), "x"]);
+    assert!(err.contains("config.json"), "{err}");
+    assert!(rt.fails(&["create", "--bundle", "/nonexistent", "x"]).contains("/nonexistent/config.json"));
+    assert!(rt.fails(&["create", "--bundle", "/tmp", "../escape"]).contains("invalid"));
+}
+
+#[test]
+fn hooks_run_with_the_state_on_stdin() {
+    let rt = Rt::new();
+    let log = rt.dir.path().join("hooks.log");
+    let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} $(cat) >> {}", log.display())]});
+    let b = rt.bundle("hooks", |s| {
+        s["process"]["args"] = json!(["true"]);
+        s["hooks"] = json!({"prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")], "poststart": [hook("poststart")], "poststop": [hook("poststop")]});
+    });
+    let (code, _, err) = rt.run(&b, "hooks");
+    assert_eq!(code, 0, "{err}");
+    let text = fs::read_to_string(&log).unwrap();
+    let names: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(names, ["prestart", "createRuntime", "poststart", "poststop"], "{text}");
+    let state: serde_json::Value = serde_json::from_str(text.lines().next().unwrap().split_once(' ').unwrap().1).unwrap();
+    assert_eq!(state["id"], "hooks");
+    assert!(state["pid"].as_i64().unwrap() > 0);
+
+    // A failing createRuntime hook fails create and leaves nothing.
+    let b = rt.bundle("badhook", |s| s["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]}));
+    let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "badhook"]);
+    assert!(err.contains("hook /bin/false"), "{err}");
+    assert!(!rt.root().join("badhook").exists());
+}
+
+#[test]
+fn sysctl_writes_refuse_a_fake_proc() {
+    let rt = Rt::new();
+    let out = rt.sh("sysctl", "cat /proc/sys/net/ipv4/ip_forward", |s| s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"}));
+    assert_eq!(out.trim(), "1");
+    assert_eq!(fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim(), fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim());
+
+    // A mount namespace whose /proc is a tmpfs with look-alike files, held by a process.
+    let mut holder = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs fake /proc && mkdir -p /proc/sys/net/ipv4 && echo 0 > /proc/sys/net/ipv4/ip_forward && echo ready && exec sleep 1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let mnt = format!("/proc/{}/ns/mnt", holder.id());
+    let b = rt.bundle("fakeproc", |s| {
+        s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+        for n in s["linux"]["namespaces"].as_array_mut().unwrap() {
+            if n["type"] == "mount" {
+                n["path"] = mnt.clone().into();
+            }
+        }
+    });
+    let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "fakeproc"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    assert!(err.contains("not procfs"), "{err}");
+}
+
+#[test]
+fn the_runtime_cli_answers_as_nodectl_runtime_too() {
+    let rt = Rt::new();
+    let link = rt.dir.path().join("nodectl-runtime");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodectl"), &link).unwrap();
+    let b = rt.bundle("argv0", |s| s["process"]["args"] = json!(["sh", "-c", "echo via-link"]));
+    let log = rt.dir.path().join("log.json");
+    let o = Command::new(&link)
+        .args(["--root", rt.root().to_str().unwrap(), "--log", log.to_str().unwrap(), "--log-format", "json", "--systemd-cgroup", "--cgroup-parent", &rt.cgroup_parent])
+        .args(["run", "--bundle", b.to_str().unwrap(), "argv0"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "via-link\n");
+    let v = Command::new(&link).arg("--version").output().unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).contains("spec: 1.2.0"));
+    let f: serde_json::Value = serde_json::from_slice(&Command::new(&link).arg("features").output().unwrap().stdout).unwrap();
+    assert!(f["linux"]["namespaces"].as_array().unwrap().contains(&json!("user")));
+    // Errors go to the log as logrus-style JSON lines.
+    let o = Command::new(&link).args(["--root", rt.root().to_str().unwrap(), "--log", log.to_str().unwrap(), "--log-format", "json", "state", "nope"]).output().unwrap();
+    assert!(!o.status.success());
+    let line: serde_json::Value = serde_json::from_str(fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(line["level"], "error");
+    assert!(line["msg"].as_str().unwrap().contains("does not exist"));
+}
+
+#[test]
+fn exit_status_is_collected_every_time() {
+    let rt = Rt::new();
+    let b = rt.bundle("many", |s| s["process"]["args"] = json!(["sh", "-c", "exit 3"]));
+    let runs = std::env::var("NODECTL_RUNTIME_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(1000);
+    let mut hangs = 0;
+    for i in 0..runs {
+        let id = format!("many{i}");
+        let mut child = rt.cmd(&["run", "--bundle", b.to_str().unwrap(), &id]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() > end {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        match status {
+            Some(s) => assert_eq!(s.code(), Some(3), "run {i}"),
+            None => {
+                hangs += 1;
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+    assert_eq!(hangs, 0, "{hangs} of {runs} runs hung");
+}
