@@ -600,3 +600,66 @@ fn exit_status_is_collected_every_time() {
     }
     assert_eq!(hangs, 0, "{hangs} of {runs} runs hung");
 }
+
+/// CVE-2019-5736: the parked init of a created container is our binary. Another
+/// container that sees it keeps a handle on /proc/PID/exe and, once no process runs the
+/// binary any more (so "text file busy" no longer protects it), reopens it for writing.
+/// That must fail: the runtime runs from a private read-only mount of itself.
+#[test]
+fn a_container_cannot_write_the_runtime_binary() {
+    use sha2::Digest;
+    let rt = Rt::new();
+    // A copy that only this test runs, so other tests' processes do not keep it busy.
+    let binary = rt.dir.path().join("nodectl-copy");
+    fs::copy(env!("CARGO_BIN_EXE_nodectl"), &binary).unwrap();
+    let before = sha2::Sha256::digest(fs::read(&binary).unwrap());
+    let a = rt.bundle("parked", |s| s["process"]["args"] = json!(["true"]));
+    let status = Command::new(&binary)
+        .args(["--root", rt.root().to_str().unwrap(), "runtime", "--cgroup-parent", &rt.cgroup_parent, "create", "--bundle", a.to_str().unwrap(), "parked"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid = rt.state("parked")["pid"].as_i64().unwrap();
+    // It runs from a private read-only bind of the binary, which shows as "/".
+    assert_ne!(fs::read_link(format!("/proc/{pid}/exe")).unwrap(), binary);
+
+    let shared = rt.dir.path().join("shared");
+    fs::create_dir(&shared).unwrap();
+    let script = format!(
+        "exec 3< /proc/{pid}/exe || exit 1; echo ready > /shared/ready
+         while [ ! -e /shared/go ]; do sleep 0.05; done
+         (echo pwned >> /proc/self/fd/3) 2> /shared/err; echo $? > /shared/rc"
+    );
+    let b = rt.bundle("attacker", |s| {
+        s["process"]["args"] = json!(["sh", "-c", script]);
+        // No pid namespace of its own: the parked init is in its /proc.
+        s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "pid");
+        s["process"]["capabilities"] = json!({"bounding": ["CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE"], "effective": ["CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE"], "permitted": ["CAP_SYS_PTRACE", "CAP_DAC_OVERRIDE"]});
+        s["mounts"].as_array_mut().unwrap().push(json!({"destination": "/shared", "type": "bind", "source": shared, "options": ["rbind", "rw"]}));
+    });
+    rt.create(&b, "attacker");
+    rt.ok(&["start", "attacker"]);
+    let wait_for = |p: &Path| {
+        let end = Instant::now() + Duration::from_secs(20);
+        while !p.exists() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(p.exists(), "{} never appeared: {}", p.display(), rt.container_out("attacker"));
+    };
+    wait_for(&shared.join("ready"));
+    // The parked init execs `true` and exits: nothing runs the binary any more.
+    rt.ok(&["start", "parked"]);
+    rt.wait_status("parked", "stopped");
+    fs::write(shared.join("go"), "").unwrap();
+    wait_for(&shared.join("rc"));
+    std::thread::sleep(Duration::from_millis(50));
+    let err = fs::read_to_string(shared.join("err")).unwrap();
+    assert!(err.contains("Read-only file system"), "{err}");
+    assert_eq!(fs::read_to_string(shared.join("rc")).unwrap().trim(), "1");
+    assert_eq!(sha2::Sha256::digest(fs::read(&binary).unwrap()), before);
+    rt.ok(&["delete", "--force", "attacker"]);
+    rt.ok(&["delete", "parked"]);
+}

@@ -192,6 +192,10 @@ fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
 }
 
 fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
+    if matches!(verb, Verb::Create(_) | Verb::Run { .. }) {
+        // Before anything that enters a container (CVE-2019-5736).
+        crate::runtime::sys::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
+    }
     let rt = Runtime::new(root);
     match verb {
         Verb::Create(a) => {

@@ -4,7 +4,7 @@
 
 use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
@@ -216,4 +216,39 @@ pub fn new_mount(fstype: &str, source: Option<&str>, options: &str, attrs: u64) 
     let m = check(unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), libc::FSMOUNT_CLOEXEC, attrs) })?;
     // SAFETY: the kernel just returned this fd to us.
     Ok(unsafe { OwnedFd::from_raw_fd(m as RawFd) })
+}
+
+/// Whether the file we run from sits on a read-only mount.
+pub fn exe_is_sealed() -> io::Result<bool> {
+    let exe = std::fs::File::open("/proc/self/exe")?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: st is a valid out-pointer of the right type.
+    check(unsafe { libc::fstatvfs(exe.as_raw_fd(), st.as_mut_ptr()) } as libc::c_long)?;
+    // SAFETY: fstatvfs succeeded, so st is initialised.
+    Ok(unsafe { st.assume_init() }.f_flag & libc::ST_RDONLY != 0)
+}
+
+/// CVE-2019-5736: a process inside a container can reach our binary through
+/// /proc/PID/exe of any of our processes that joins it, and write it once we exit. So
+/// before we create or join a container we re-execute ourselves from a private,
+/// read-only bind mount of our own binary (a detached mount no one else can see or
+/// remount): /proc/PID/exe then leads to a file that cannot be opened for writing.
+/// Costs one execve, no copy. Returns only on error; does nothing if already sealed.
+pub fn reexec_sealed() -> io::Result<()> {
+    if exe_is_sealed()? {
+        return Ok(());
+    }
+    let tree = open_tree_clone(None, c"/proc/self/exe", false, false)?;
+    mount_setattr(tree.as_fd(), false, MountAttr { set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV, clear: 0, propagation: 0 })?;
+    use std::os::unix::ffi::OsStrExt;
+    let argv: Vec<std::ffi::CString> = std::env::args_os().map(|a| std::ffi::CString::new(a.as_bytes()).unwrap_or_default()).collect();
+    let envp: Vec<std::ffi::CString> = std::env::vars_os()
+        .map(|(k, v)| {
+            let mut kv = k.as_bytes().to_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            std::ffi::CString::new(kv).unwrap_or_default()
+        })
+        .collect();
+    Err(execveat_fd(tree.as_fd(), &argv, &envp))
 }
