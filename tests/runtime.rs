@@ -663,3 +663,82 @@ fn a_container_cannot_write_the_runtime_binary() {
     rt.ok(&["delete", "--force", "attacker"]);
     rt.ok(&["delete", "parked"]);
 }
+
+#[test]
+fn exec_runs_in_the_containers_namespaces_and_cgroup() {
+    let rt = Rt::new();
+    let b = rt.bundle("execd", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["hostname"] = "execbox".into();
+        s["process"]["env"] = json!(["PATH=/bin:/usr/bin", "FROM_SPEC=yes"]);
+    });
+    rt.create(&b, "execd");
+    rt.ok(&["start", "execd"]);
+    let out = rt.ok(&["exec", "--user", "1000:1000", "--env", "EXTRA=1", "execd", "sh", "-c", "echo $$; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u; echo $FROM_SPEC$EXTRA"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_ne!(lines[0], "1", "{out}");
+    assert_eq!(&lines[1..], ["execbox", "sleep 1000 ", "1000", "yes1"], "{out}");
+    let o = rt.out(&["exec", "execd", "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    assert!(rt.fails(&["exec", "execd", "no-such-program"]).contains("not found"));
+
+    let process = rt.dir.path().join("process.json");
+    fs::write(&process, serde_json::to_vec(&json!({"args": ["sh", "-c", "echo $FOO; readlink /proc/self/ns/cgroup"], "env": ["PATH=/bin", "FOO=bar"], "cwd": "/", "user": {"uid": 0, "gid": 0}})).unwrap()).unwrap();
+    let out = rt.ok(&["exec", "--process", process.to_str().unwrap(), "execd"]);
+    assert_eq!(out.lines().next(), Some("bar"));
+    let init = rt.state("execd")["pid"].as_i64().unwrap();
+    let ns = fs::read_link(format!("/proc/{init}/ns/cgroup")).unwrap();
+    assert_eq!(out.lines().nth(1), ns.to_str(), "{out}");
+
+    let pid_file = rt.dir.path().join("exec.pid");
+    // Not a pipe: the detached process keeps its stdio.
+    let status = rt.cmd(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), "execd", "sleep", "1000"]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    assert!(status.success());
+    let pid: i32 = fs::read_to_string(&pid_file).unwrap().parse().unwrap();
+    let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "execd"])).unwrap();
+    assert!(pids.contains(&pid), "{pids:?} {pid}");
+    rt.ok(&["kill", "execd", "KILL"]);
+    rt.wait_status("execd", "stopped");
+    assert!(rt.fails(&["exec", "execd", "true"]).contains("stopped"));
+    rt.ok(&["delete", "execd"]);
+}
+
+#[test]
+fn a_terminal_goes_to_the_console_socket() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixListener;
+    let rt = Rt::new();
+    let sock = rt.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let b = rt.bundle("tty", |s| {
+        s["process"]["terminal"] = true.into();
+        s["process"]["args"] = json!(["sh", "-c", "tty; test -t 0 && echo stdin-is-a-tty; stty size"]);
+        s["process"]["consoleSize"] = json!({"height": 33, "width": 101});
+    });
+    let mut child = rt.cmd(&["run", "--console-socket", sock.to_str().unwrap(), "--bundle", b.to_str().unwrap(), "tty"]).stderr(Stdio::piped()).spawn().unwrap();
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 256];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(std::os::fd::AsRawFd::as_raw_fd(&conn), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::empty()).unwrap();
+    let mut master = None;
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the fd just arrived with SCM_RIGHTS and is ours alone.
+            master = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    let mut master = fs::File::from(master.expect("a pty master fd"));
+    let mut out = Vec::new();
+    // Reading a pty master ends with EIO once the last slave fd is closed.
+    let _ = master.read_to_end(&mut out);
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{err}");
+    let text = String::from_utf8_lossy(&out).replace('\r', "");
+    assert_eq!(text.lines().collect::<Vec<_>>(), ["/dev/pts/0", "stdin-is-a-tty", "33 101"], "{text}");
+    // terminal without a socket is refused.
+    assert!(rt.fails(&["create", "--bundle", b.to_str().unwrap(), "tty2"]).contains("console-socket"));
+}

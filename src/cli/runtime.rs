@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::runtime::{CreateOptions, Runtime, spec};
+use crate::runtime::{CreateOptions, ExecOptions, Runtime, spec};
 
 /// `nodectl-runtime`'s own command line.
 #[derive(Parser)]
@@ -89,6 +89,9 @@ enum Verb {
         #[arg(short, long)]
         detach: bool,
     },
+    /// Run another process in a running container (--process FILE, or the command after
+    /// the id with the container's own process settings).
+    Exec(ExecArgs),
     /// List a container's processes (`ps` columns, or --format json for pids).
     Ps {
         #[arg(long, default_value = "table")]
@@ -122,6 +125,64 @@ enum Verb {
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct ExecArgs {
+    /// A process.json (the spec's "process" object).
+    #[arg(short, long)]
+    process: Option<PathBuf>,
+    #[arg(short, long)]
+    detach: bool,
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    #[arg(long)]
+    console_socket: Option<PathBuf>,
+    #[arg(long, default_value_t = 0)]
+    preserve_fds: i32,
+    /// Allocate a terminal (with --console-socket).
+    #[arg(short, long)]
+    tty: bool,
+    #[arg(long)]
+    cwd: Option<PathBuf>,
+    /// VAR=value, added to the container's environment.
+    #[arg(short, long)]
+    env: Vec<String>,
+    /// uid[:gid]
+    #[arg(short, long)]
+    user: Option<String>,
+    id: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+impl ExecArgs {
+    fn process(&self, rt: &Runtime) -> Result<spec::ProcessConfig> {
+        if let Some(path) = &self.process {
+            if !self.command.is_empty() {
+                bail!("give either --process or a command, not both");
+            }
+            return Ok(spec::load_process(path)?);
+        }
+        if self.command.is_empty() {
+            bail!("exec needs --process FILE or a command after the container id");
+        }
+        let (rec, _) = rt.load(&self.id)?;
+        let cfg = spec::load(&rec.bundle).with_context(|| format!("the container's bundle {}", rec.bundle.display()))?;
+        let mut p = cfg.process;
+        p.args = self.command.clone();
+        p.terminal = self.tty;
+        p.env.extend(self.env.iter().cloned());
+        if let Some(cwd) = &self.cwd {
+            p.cwd = cwd.clone();
+        }
+        if let Some(user) = &self.user {
+            let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
+            p.uid = uid.parse().with_context(|| format!("--user {user:?}: uid[:gid] as numbers"))?;
+            p.gid = gid.parse().with_context(|| format!("--user {user:?}: uid[:gid] as numbers"))?;
+        }
+        Ok(p)
+    }
 }
 
 #[derive(Args)]
@@ -192,7 +253,7 @@ fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
 }
 
 fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
-    if matches!(verb, Verb::Create(_) | Verb::Run { .. }) {
+    if matches!(verb, Verb::Create(_) | Verb::Run { .. } | Verb::Exec(_)) {
         // Before anything that enters a container (CVE-2019-5736).
         crate::runtime::sys::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
     }
@@ -206,6 +267,11 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
         Verb::Kill { all, id, signal } => rt.kill(&id, parse_signal(&signal)?, all)?,
         Verb::Delete { force, id } => rt.delete(&id, force)?,
         Verb::Run { create, detach } => return Ok(rt.run(&create.id, &create.options(global)?, detach)?),
+        Verb::Exec(a) => {
+            let process = a.process(&rt)?;
+            let opts = ExecOptions { detach: a.detach, pid_file: a.pid_file.clone(), console_socket: a.console_socket.clone(), preserve_fds: a.preserve_fds };
+            return Ok(rt.exec(&a.id, &process, &opts)?);
+        }
         Verb::Ps { format, id, ps_args } => ps(&rt, &id, &format, &ps_args)?,
         Verb::Pause { id } => rt.pause(&id, true)?,
         Verb::Resume { id } => rt.pause(&id, false)?,

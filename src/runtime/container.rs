@@ -15,8 +15,8 @@ use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::LinuxNamespaceType;
 
 use super::cgroups::{self, Cgroup, CgroupError, Resources};
-use super::init::{self, InitArgs};
-use super::spec::{self, Config, SpecError};
+use super::init::{self, ExecArgs, InitArgs};
+use super::spec::{self, Config, ProcessConfig, SpecError};
 use super::state::{self, HooksRecord, Record, StateError, StateRoot, Status};
 use super::sync::{self, Msg};
 use super::{hooks, namespaces, rootfs, sys};
@@ -213,6 +213,7 @@ impl Runtime {
             paused: false,
             hooks: HooksRecord::from_hooks(&cfg.hooks),
             own_pid_namespace: cfg.new_namespace(LinuxNamespaceType::Pid),
+            seccomp: cfg.seccomp.clone(),
         };
         let fail = |message: String| RuntimeError::Init { id: id.to_string(), message };
         chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
@@ -381,13 +382,7 @@ impl Runtime {
             self.start(id)?;
             return Ok(0);
         }
-        sys::set_child_subreaper().map_err(io("become a subreaper"))?;
-        let mut forwarded = SigSet::empty();
-        for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH, Signal::SIGCONT] {
-            forwarded.add(s);
-        }
-        // Blocked before fork, so no SIGCHLD can be lost; the init unblocks before exec.
-        forwarded.thread_block().map_err(|e| io("block signals")(e.into()))?;
+        let forwarded = prepare_to_wait()?;
         let rec = match self.create_from(id, &cfg, opts).and_then(|rec| self.start(id).map(|()| rec)) {
             Ok(rec) => rec,
             Err(e) => {
@@ -395,18 +390,132 @@ impl Runtime {
                 return Err(e);
             }
         };
-        let code = loop {
-            let sig = forwarded.wait().map_err(|e| io("wait for signals")(e.into()))?;
-            if sig != Signal::SIGCHLD {
-                let _ = nix::sys::signal::kill(Pid::from_raw(rec.pid), sig);
-                continue;
-            }
-            if let Some(code) = reap(rec.pid) {
-                break code;
-            }
-        };
+        let code = wait_forwarding(rec.pid, &forwarded)?;
         self.delete(id, true)?;
         Ok(code)
+    }
+
+    /// Runs another process in a running container: its namespaces and cgroup, the
+    /// container's seccomp profile, the process's own user, capabilities and limits.
+    /// Returns its exit status, or 0 at once with `detach`.
+    pub fn exec(&self, id: &str, process: &ProcessConfig, opts: &ExecOptions) -> Result<i32> {
+        let (rec, status) = self.load(id)?;
+        if status != Status::Running {
+            return Err(RuntimeError::Status { id: id.into(), status, verb: "exec", need: "running" });
+        }
+        if process.terminal != opts.console_socket.is_some() {
+            return Err(RuntimeError::Invalid("a terminal (process.terminal, --tty) and --console-socket go together".into()));
+        }
+        ensure_single_threaded()?;
+        let joins = init_namespaces(&rec)?;
+        let cg = cgroup_of(&rec)?;
+        let console = match &opts.console_socket {
+            Some(p) => Some(UnixStream::connect(p).map_err(io(format!("connect to console socket {}", p.display())))?),
+            None => None,
+        };
+        let forwarded = if opts.detach { None } else { Some(prepare_to_wait()?) };
+        let (chan, child_chan) = sync::pair().map_err(io("socketpair"))?;
+        // SAFETY: ensure_single_threaded checked that no other thread exists.
+        let child = match unsafe { nix::unistd::fork() }.map_err(|e| io("fork")(e.into()))? {
+            ForkResult::Child => {
+                drop(chan);
+                init::exec_child(ExecArgs { process, seccomp: rec.seccomp.as_ref(), chan: child_chan, console, preserve_fds: opts.preserve_fds, joins })
+            }
+            ForkResult::Parent { child } => child.as_raw(),
+        };
+        drop(child_chan);
+        drop(console);
+        drop(joins);
+        let fail = |message: String| {
+            let _ = nix::sys::signal::kill(Pid::from_raw(child), Signal::SIGKILL);
+            RuntimeError::Init { id: id.to_string(), message }
+        };
+        cg.add_process(child).map_err(|e| fail(e.to_string()))?;
+        chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
+        let mut pid = 0;
+        loop {
+            match chan.recv().map_err(|e| fail(format!("setup channel: {e}")))? {
+                Some(Msg::Pid { pid: p }) => pid = p,
+                Some(Msg::Ready) => break,
+                Some(Msg::Error(e)) => {
+                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    let _ = waitpid(Pid::from_raw(child), None);
+                    return Err(fail(e));
+                }
+                Some(other) => return Err(fail(format!("setup protocol: unexpected {other:?}"))),
+                None => return Err(fail("the exec'd process exited during setup".into())),
+            }
+        }
+        let _ = waitpid(Pid::from_raw(child), None);
+        if let Some(pid_file) = &opts.pid_file {
+            write_pid_file(pid_file, pid)?;
+        }
+        match forwarded {
+            None => Ok(0),
+            Some(set) => wait_forwarding(pid, &set),
+        }
+    }
+}
+
+/// How `exec` runs its process.
+#[derive(Clone, Debug, Default)]
+pub struct ExecOptions {
+    pub detach: bool,
+    pub pid_file: Option<PathBuf>,
+    pub console_socket: Option<PathBuf>,
+    pub preserve_fds: i32,
+}
+
+/// The init's namespaces that are not ours, opened (user first) while the init is
+/// checked to still be the process we recorded.
+fn init_namespaces(rec: &Record) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
+    let pidfd = sys::pidfd_open(rec.pid).map_err(io(format!("open pid {}", rec.pid)))?;
+    let mut out = Vec::new();
+    for kind in [LinuxNamespaceType::User, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts, LinuxNamespaceType::Network, LinuxNamespaceType::Pid, LinuxNamespaceType::Cgroup, LinuxNamespaceType::Time, LinuxNamespaceType::Mount] {
+        let path = PathBuf::from(format!("/proc/{}/ns/{}", rec.pid, namespaces::proc_name(kind)));
+        if !path.exists() || namespaces::same_as_ours(kind, &path) {
+            continue;
+        }
+        let f = fs::File::open(&path).map_err(io(format!("open {}", path.display())))?;
+        out.push((kind, OwnedFd::from(f)));
+    }
+    // Opened after the pidfd: if the init is still the recorded process now, these
+    // namespaces are its own and not a recycled pid's.
+    drop(pidfd);
+    if !state::alive(rec.pid, rec.pid_start_time) {
+        return Err(RuntimeError::Status { id: rec.id.clone(), status: Status::Stopped, verb: "exec", need: "running" });
+    }
+    Ok(out)
+}
+
+/// Becomes a subreaper and blocks the signals `wait_forwarding` handles: blocked before
+/// fork, no SIGCHLD can be lost (the child unblocks them before exec).
+fn prepare_to_wait() -> Result<SigSet> {
+    sys::set_child_subreaper().map_err(io("become a subreaper"))?;
+    let mut forwarded = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH, Signal::SIGCONT] {
+        forwarded.add(s);
+    }
+    forwarded.thread_block().map_err(|e| io("block signals")(e.into()))?;
+    Ok(forwarded)
+}
+
+/// Waits for `pid` to exit, passing on every other signal we get to it; its exit code,
+/// or 128+n if a signal ended it.
+fn wait_forwarding(pid: i32, set: &SigSet) -> Result<i32> {
+    // It may have exited before we got here: its SIGCHLD is pending then, not lost.
+    if let Some(code) = reap(pid) {
+        return Ok(code);
+    }
+    loop {
+        let sig = set.wait().map_err(|e| io("wait for signals")(e.into()))?;
+        if sig != Signal::SIGCHLD {
+            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+            continue;
+        }
+        if let Some(code) = reap(pid) {
+            return Ok(code);
+        }
     }
 }
 

@@ -120,15 +120,26 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     hooks::run_all(&hook_records(&cfg.hooks.create_container), &state_json)?;
     rootfs::pivot(cfg)?;
     if let Some(console) = &a.console {
-        setup_console(console, p)?;
+        setup_console(console, p, true)?;
     }
     rootfs::finish(cfg)?;
     set_names(cfg)?;
+    let before_exec = || -> Result<()> {
+        // startContainer hooks run in the container, after `start`, before the program.
+        hooks::run_all(&hook_records(&cfg.hooks.start_container), &state_json)
+    };
+    become_process(p, cfg.seccomp.as_ref(), &a.chan, a.fifo.as_ref(), a.preserve_fds, before_exec)
+}
+
+/// The last steps shared by a container's init and an exec'd process: limits, no_new_privs,
+/// seccomp, capabilities and user, cwd; Ready to the parent; wait for `start` if there is
+/// a fifo; execve.
+fn become_process(p: &ProcessConfig, seccomp_spec: Option<&oci_spec::runtime::LinuxSeccomp>, chan: &Channel, fifo: Option<&OwnedFd>, preserve_fds: i32, before_exec: impl FnOnce() -> Result<()>) -> Result<()> {
     process::set_rlimits(p)?;
     if p.no_new_privileges {
         sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     }
-    let filter = cfg.seccomp.as_ref().map(seccomp::build).transpose()?;
+    let filter = seccomp_spec.map(seccomp::build).transpose()?;
     if let (Some(f), false) = (&filter, p.no_new_privileges) {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
         // still have it.
@@ -139,18 +150,61 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     process::set_user_and_caps(p, setgroups)?;
     process::enter_cwd(p)?;
     let program = process::find_executable(p)?;
-    a.chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
+    chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
     // From here on no one is listening: the parent has gone (or is waiting on us).
     sys::set_parent_death_signal(0).map_err(|e| format!("clear parent death signal: {e}"))?;
-    if let Some(fifo) = &a.fifo {
+    if let Some(fifo) = fifo {
         wait_for_start(fifo)?;
     }
-    hooks::run_all(&hook_records(&cfg.hooks.start_container), &state_json)?;
+    before_exec()?;
     if let (Some(f), true) = (&filter, p.no_new_privileges) {
         // As late as possible, so the filter constrains the container and not us.
         seccomp::load(f)?;
     }
-    Err(process::exec(p, &program, a.preserve_fds))
+    Err(process::exec(p, &program, preserve_fds))
+}
+
+/// What the parent hands an exec'd process's child across fork.
+pub struct ExecArgs<'a> {
+    pub process: &'a ProcessConfig,
+    pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    pub chan: Channel,
+    pub console: Option<UnixStream>,
+    pub preserve_fds: i32,
+    /// The container init's namespaces that differ from ours, user first.
+    pub joins: Vec<(LinuxNamespaceType, OwnedFd)>,
+}
+
+/// `exec`'s child: join the container's namespaces, fork into its pid namespace, become
+/// the process. On failure reports and exits.
+pub fn exec_child(a: ExecArgs<'_>) -> ! {
+    let msg = match exec_stages(&a) {
+        Ok(()) => "exec returned without running the program".to_string(),
+        Err(e) => e,
+    };
+    let _ = a.chan.send(&Msg::Error(msg));
+    // SAFETY: see `child`.
+    unsafe { libc::_exit(1) }
+}
+
+fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
+    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
+    recv_expect(&a.chan, Msg::Go)?;
+    namespaces::join(&a.joins)?;
+    // SAFETY: single-threaded, as in stage_namespaces.
+    match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into the pid namespace: {e}"))? {
+        ForkResult::Parent { child } => {
+            a.chan.send(&Msg::Pid { pid: child.as_raw() }).map_err(|e| format!("setup channel: {e}"))?;
+            // SAFETY: see `child`.
+            unsafe { libc::_exit(0) }
+        }
+        ForkResult::Child => {}
+    }
+    if let Some(console) = &a.console {
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        setup_console(console, a.process, false)?;
+    }
+    become_process(a.process, a.seccomp, &a.chan, None, a.preserve_fds, || Ok(()))
 }
 
 fn cfg_hooks_empty(cfg: &Config) -> bool {
@@ -192,7 +246,7 @@ fn set_names(cfg: &Config) -> Result<()> {
 
 /// A pty made inside the container's devpts: the slave becomes our stdio and controlling
 /// terminal (and /dev/console), the master goes to whoever listens on --console-socket.
-fn setup_console(console: &UnixStream, p: &ProcessConfig) -> Result<()> {
+fn setup_console(console: &UnixStream, p: &ProcessConfig, as_dev_console: bool) -> Result<()> {
     use nix::fcntl::{OFlag, open};
     use nix::sys::stat::Mode;
     let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| format!("open /dev/ptmx: {e}"))?;
@@ -206,7 +260,7 @@ fn setup_console(console: &UnixStream, p: &ProcessConfig) -> Result<()> {
         unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
     }
     // /dev/console is the pty, as runc and crun make it.
-    if Path::new("/dev").is_dir() {
+    if as_dev_console && Path::new("/dev").is_dir() {
         let console_path = Path::new("/dev/console");
         if !console_path.exists() {
             let _ = fs::File::create(console_path);

@@ -19,4 +19,4 @@ pub mod state;
 mod sync;
 pub mod sys;
 
-pub use container::{CreateOptions, Runtime, RuntimeError};
+pub use container::{CreateOptions, ExecOptions, Runtime, RuntimeError};

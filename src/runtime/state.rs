@@ -79,6 +79,9 @@ pub struct Record {
     /// every process in it).
     #[serde(default)]
     pub own_pid_namespace: bool,
+    /// The profile exec'd processes get too.
+    #[serde(default)]
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 /// The hooks that run after `create` returns, kept for `start` and `delete`.
