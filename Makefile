@@ -1,7 +1,7 @@
 # nodectl. Two commands set up a fresh machine (see README.md):
 #   make        install what is needed, build, build the test images, run the default job
 #   make test   the whole test suite, as root, ending with the leak check
-# `make bench` measures against GNU tar (and later runc and crun); it is not a test.
+# `make bench` measures against GNU tar, crun and runc; it is not a test.
 
 CARGO      ?= cargo
 IMAGES     := target/images
@@ -33,6 +33,7 @@ test: build images
 
 bench: build images
 	$(CARGO) bench --locked --bench unpack
+	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench runtime
 
 clean:
 	$(CARGO) clean
