@@ -742,3 +742,30 @@ fn a_terminal_goes_to_the_console_socket() {
     // terminal without a socket is refused.
     assert!(rt.fails(&["create", "--bundle", b.to_str().unwrap(), "tty2"]).contains("console-socket"));
 }
+
+/// `run` with a terminal and no console socket serves the pty itself, as `runc run`
+/// does: here under script(1), which gives it a terminal to copy to and from.
+#[test]
+fn run_with_a_terminal_copies_between_the_pty_and_our_own() {
+    use std::io::Write;
+    let rt = Rt::new();
+    let b = rt.bundle("tty-run", |s| {
+        s["process"]["terminal"] = true.into();
+        s["process"]["args"] = json!(["sh"]);
+    });
+    let cmdline = format!(
+        "{} --root {} runtime --cgroup-parent {} run --bundle {} tty-run",
+        env!("CARGO_BIN_EXE_nodectl"),
+        rt.root().display(),
+        rt.cgroup_parent,
+        b.display()
+    );
+    let mut child = Command::new("script").args(["-qec", &cmdline, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(b"tty; echo sum-$((40+2)); exit 3\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+    assert!(text.lines().any(|l| l == "/dev/pts/0"), "{text}");
+    assert!(text.lines().any(|l| l == "sum-42"), "{text}");
+    assert!(!rt.root().join("tty-run").exists());
+}

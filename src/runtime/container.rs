@@ -19,7 +19,7 @@ use super::init::{self, ExecArgs, InitArgs};
 use super::spec::{self, Config, ProcessConfig, SpecError};
 use super::state::{self, HooksRecord, Record, StateError, StateRoot, Status};
 use super::sync::{self, Msg};
-use super::{hooks, namespaces, rootfs, sys};
+use super::{hooks, namespaces, rootfs, sys, tty};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -151,17 +151,14 @@ impl Runtime {
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Record> {
         state::validate_id(id)?;
         let cfg = spec::load(&opts.bundle)?;
-        self.create_from(id, &cfg, opts)
+        let console = console_for(&cfg, opts)?;
+        self.create_from(id, &cfg, opts, console)
     }
 
-    pub fn create_from(&self, id: &str, cfg: &Config, opts: &CreateOptions) -> Result<Record> {
-        if cfg.process.terminal && opts.console_socket.is_none() {
-            return Err(RuntimeError::Invalid("process.terminal is true: a --console-socket is required".into()));
-        }
-        if !cfg.process.terminal && opts.console_socket.is_some() {
-            return Err(RuntimeError::Invalid("--console-socket was given but process.terminal is false".into()));
-        }
+    /// `create` with a checked config and, for a terminal, the socket the pty master goes to.
+    pub fn create_from(&self, id: &str, cfg: &Config, opts: &CreateOptions, console: Option<UnixStream>) -> Result<Record> {
         ensure_single_threaded()?;
+        tracing::debug!("create {id}: spec loaded");
         let _lock = self.root.reserve(id)?;
         let mut guard = CreateGuard { root: &self.root, id: id.to_string(), cgroup: None, pids: Vec::new(), armed: true };
 
@@ -175,11 +172,8 @@ impl Runtime {
         cg.create()?;
         guard.cgroup = Some(cgroups::open(&cg_name, cg_parent.as_deref())?);
         cg.apply(&cfg.resources)?;
+        tracing::debug!("create {id}: cgroup made");
 
-        let console = match &opts.console_socket {
-            Some(p) => Some(UnixStream::connect(p).map_err(io(format!("connect to console socket {}", p.display())))?),
-            None => None,
-        };
         let joins = namespaces::open_joins(&cfg.namespaces).map_err(RuntimeError::Invalid)?;
         let (chan, child_chan) = sync::pair().map_err(io("socketpair"))?;
 
@@ -197,7 +191,9 @@ impl Runtime {
         drop(joins);
         drop(fifo);
         guard.pids.push(child);
+        tracing::debug!("create {id}: forked");
         cg.add_process(child)?;
+        tracing::debug!("create {id}: in cgroup");
 
         let mut rec = Record {
             oci_version: cfg.oci_version.clone(),
@@ -224,6 +220,7 @@ impl Runtime {
                     chan.send(&Msg::Mapped).map_err(|e| fail(format!("setup channel: {e}")))?;
                 }
                 Some(Msg::Pid { pid }) => {
+                    tracing::debug!("create {id}: init is {pid}");
                     rec.pid = pid;
                     rec.pid_start_time = state::start_time(pid).unwrap_or(0);
                     if pid != child {
@@ -243,7 +240,10 @@ impl Runtime {
                     hooks::run_all(&state::hook_records(&cfg.hooks.create_runtime), s.as_bytes()).map_err(fail)?;
                     chan.send(&Msg::HooksDone).map_err(|e| fail(format!("setup channel: {e}")))?;
                 }
-                Some(Msg::Ready) => break,
+                Some(Msg::Ready) => {
+                    tracing::debug!("create {id}: ready");
+                    break;
+                }
                 Some(Msg::Error(e)) => return Err(fail(e)),
                 Some(other) => return Err(fail(format!("setup protocol: unexpected {other:?}"))),
                 None => return Err(fail("the container's init exited during setup".into())),
@@ -378,19 +378,33 @@ impl Runtime {
         state::validate_id(id)?;
         let cfg = spec::load(&opts.bundle)?;
         if detach {
-            self.create_from(id, &cfg, opts)?;
+            let console = console_for(&cfg, opts)?;
+            self.create_from(id, &cfg, opts, console)?;
             self.start(id)?;
             return Ok(0);
         }
+        // A terminal and no console socket: the pty is ours to serve, as runc does.
+        let (console, our_end) = if cfg.process.terminal && opts.console_socket.is_none() {
+            let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+            (Some(theirs), Some(ours))
+        } else {
+            (console_for(&cfg, opts)?, None)
+        };
         let forwarded = prepare_to_wait()?;
-        let rec = match self.create_from(id, &cfg, opts).and_then(|rec| self.start(id).map(|()| rec)) {
+        let rec = match self.create_from(id, &cfg, opts, console).and_then(|rec| self.start(id).map(|()| rec)) {
             Ok(rec) => rec,
             Err(e) => {
                 let _ = self.delete(id, true);
                 return Err(e);
             }
         };
-        let code = wait_forwarding(rec.pid, &forwarded)?;
+        let code = match our_end {
+            Some(sock) => {
+                let master = tty::receive_master(&sock).map_err(io("receive the pty"))?;
+                tty::proxy_until_exit(rec.pid, &forwarded, master, reap).map_err(io("copy to and from the pty"))?
+            }
+            None => wait_forwarding(rec.pid, &forwarded)?,
+        };
         self.delete(id, true)?;
         Ok(code)
     }
@@ -454,6 +468,20 @@ impl Runtime {
             None => Ok(0),
             Some(set) => wait_forwarding(pid, &set),
         }
+    }
+}
+
+/// Checks that a terminal and a console socket go together; connects to the socket.
+fn console_for(cfg: &Config, opts: &CreateOptions) -> Result<Option<UnixStream>> {
+    if cfg.process.terminal && opts.console_socket.is_none() {
+        return Err(RuntimeError::Invalid("process.terminal is true: a --console-socket is required".into()));
+    }
+    if !cfg.process.terminal && opts.console_socket.is_some() {
+        return Err(RuntimeError::Invalid("--console-socket was given but process.terminal is false".into()));
+    }
+    match &opts.console_socket {
+        Some(p) => Ok(Some(UnixStream::connect(p).map_err(io(format!("connect to console socket {}", p.display())))?)),
+        None => Ok(None),
     }
 }
 

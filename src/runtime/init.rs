@@ -112,6 +112,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     if cfg.namespace(LinuxNamespaceType::Mount).is_some() {
         rootfs::prepare(cfg)?;
     }
+    tracing::debug!("init: mounts done");
     if !cfg_hooks_empty(cfg) {
         a.chan.send(&Msg::RunHooks).map_err(|e| format!("setup channel: {e}"))?;
         recv_expect(&a.chan, Msg::HooksDone)?;
@@ -122,7 +123,9 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     if let Some(console) = &a.console {
         setup_console(console, p, true)?;
     }
+    tracing::debug!("init: pivoted");
     rootfs::finish(cfg)?;
+    tracing::debug!("init: masked");
     set_names(cfg)?;
     let before_exec = || -> Result<()> {
         // startContainer hooks run in the container, after `start`, before the program.

@@ -18,5 +18,6 @@ pub mod spec;
 pub mod state;
 mod sync;
 pub mod sys;
+mod tty;
 
 pub use container::{CreateOptions, ExecOptions, Runtime, RuntimeError};

@@ -542,9 +542,8 @@ pub fn default_spec() -> serde_json::Value {
         r.set_path(PathBuf::from("rootfs"));
         r.set_readonly(Some(true));
     }
-    let mut v = serde_json::to_value(&spec).unwrap_or_default();
-    v["ociVersion"] = "1.2.0".into();
-    v
+    // oci-spec's version string (1.0.2-dev), which runc 1.1 and crun 1.8 accept too.
+    serde_json::to_value(&spec).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -26,8 +26,10 @@ struct Runtime {
 }
 
 fn cmd(rt: &Runtime, args: &[&str]) {
-    let out = Command::new(&rt.bin).arg("--root").arg(&rt.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
-    assert!(out.status.success(), "{} {args:?}: {}", rt.name, String::from_utf8_lossy(&out.stderr));
+    // stderr to a file, not a pipe: a created container keeps it open.
+    let log = rt.root.join("stderr");
+    let status = Command::new(&rt.bin).arg("--root").arg(&rt.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(fs::File::create(&log).unwrap()).status().unwrap();
+    assert!(status.success(), "{} {args:?}: {}", rt.name, fs::read_to_string(&log).unwrap_or_default());
 }
 
 fn create(rt: &Runtime, id: &str) -> i32 {
@@ -95,6 +97,12 @@ fn main() {
     let link = work.path().join("nodectl-runtime");
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodectl"), &link).unwrap();
     let parent = format!("nodectl-bench-{}", std::process::id());
+    // runc and crun get an absolute cgroupsPath below our own memory cgroup (the one
+    // controller here whose own cgroup is not the root); they create the directories on
+    // every hierarchy, so note which exist now, to remove only what they add.
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let base = own.lines().find(|l| l.contains(":memory:")).and_then(|l| l.splitn(3, ':').nth(2)).unwrap_or("/").trim_end_matches('/').to_string();
+    let created_dirs = CgroupDirs::before(&format!("{base}/{parent}"));
     // SAFETY: setting our own environment before any thread exists.
     unsafe { std::env::set_var("NODECTL_CGROUP_PARENT", &parent) };
     let mut runtimes = Vec::new();
@@ -103,8 +111,7 @@ fn main() {
             eprintln!("{name}: {} missing, skipped", bin.display());
             continue;
         }
-        // runc and crun take a relative cgroupsPath as below their own cgroup.
-        let cg = (name != "nodectl").then(|| format!("{parent}/{name}"));
+        let cg = (name != "nodectl").then(|| format!("{base}/{parent}/{name}"));
         let bundle = make_bundle(&work.path().join(format!("bundle-{name}")), cg.as_deref());
         let root = work.path().join(format!("root-{name}"));
         fs::create_dir_all(&root).unwrap();
@@ -145,4 +152,32 @@ fn main() {
         }
     }
     let _ = nodectl::runtime::cgroups::remove_parent(&parent);
+    created_dirs.remove();
+}
+
+/// The directories of one cgroup path on every v1 hierarchy that did not exist before.
+struct CgroupDirs(Vec<PathBuf>);
+
+impl CgroupDirs {
+    fn before(path: &str) -> CgroupDirs {
+        let mut missing = Vec::new();
+        for mount in fs::read_dir("/sys/fs/cgroup").unwrap().flatten().map(|e| e.path()) {
+            let mut p = mount.clone();
+            for part in path.trim_start_matches('/').split('/') {
+                p.push(part);
+                if !p.exists() {
+                    missing.push(p.clone());
+                }
+            }
+        }
+        CgroupDirs(missing)
+    }
+
+    /// Deepest first; each must be empty by now.
+    fn remove(mut self) {
+        self.0.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+        for p in self.0 {
+            let _ = fs::remove_dir(&p);
+        }
+    }
 }
