@@ -19,11 +19,11 @@ pub fn receive_master(sock: &UnixStream) -> io::Result<OwnedFd> {
     let mut iov = [io::IoSliceMut::new(&mut buf)];
     let msg = nix::sys::socket::recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC)?;
     for c in msg.cmsgs()? {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-            if let Some(&fd) = fds.first() {
-                // SAFETY: the fd arrived with SCM_RIGHTS just now and nothing else owns it.
-                return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
-            }
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
+            && let Some(&fd) = fds.first()
+        {
+            // SAFETY: the fd arrived with SCM_RIGHTS just now and nothing else owns it.
+            return Ok(unsafe { OwnedFd::from_raw_fd(fd) });
         }
     }
     Err(io::Error::other("the container sent no pty"))
@@ -77,10 +77,10 @@ pub fn proxy_until_exit(pid: i32, set: &SigSet, master: OwnedFd, reap: impl Fn(i
     let mut buf = vec![0u8; 32 * 1024];
     let mut exited: Option<i32> = reap(pid);
     loop {
-        if let Some(code) = exited {
-            if !master_open {
-                return Ok(code);
-            }
+        if let Some(code) = exited
+            && !master_open
+        {
+            return Ok(code);
         }
         let mut fds = vec![PollFd::new(sfd.as_fd(), PollFlags::POLLIN)];
         if master_open {
@@ -99,16 +99,16 @@ pub fn proxy_until_exit(pid: i32, set: &SigSet, master: OwnedFd, reap: impl Fn(i
         }
         let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
         drop(fds);
-        if ready[0] {
-            if let Ok(Some(info)) = sfd.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => exited = exited.or_else(|| reap(pid)),
-                    Ok(Signal::SIGWINCH) => copy_size(stdin.as_fd(), master.as_fd()),
-                    Ok(sig) => {
-                        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
-                    }
-                    Err(_) => {}
+        if ready[0]
+            && let Ok(Some(info)) = sfd.read_signal()
+        {
+            match Signal::try_from(info.ssi_signo as i32) {
+                Ok(Signal::SIGCHLD) => exited = exited.or_else(|| reap(pid)),
+                Ok(Signal::SIGWINCH) => copy_size(stdin.as_fd(), master.as_fd()),
+                Ok(sig) => {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
                 }
+                Err(_) => {}
             }
         }
         let mut i = 1;
