@@ -769,3 +769,19 @@ fn run_with_a_terminal_copies_between_the_pty_and_our_own() {
     assert!(text.lines().any(|l| l == "sum-42"), "{text}");
     assert!(!rt.root().join("tty-run").exists());
 }
+
+/// The default spec denies every device but the defaults; a rule may allow creating a
+/// node and still not opening it.
+#[test]
+fn device_rules_keep_other_devices_out() {
+    let rt = Rt::new();
+    let out = rt.sh("devices", "head -c 3 /dev/zero | wc -c; mknod /dev/disk b 7 0 && (head -c 1 /dev/disk 2>&1 || true); mknod /dev/mem c 1 1 2>&1 || true", |s| {
+        let caps = json!(["CAP_MKNOD", "CAP_DAC_OVERRIDE", "CAP_SYS_RAWIO"]);
+        s["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+        s["linux"]["resources"]["devices"] = json!([{"allow": false, "access": "rwm"}, {"allow": true, "type": "b", "major": 7, "minor": 0, "access": "m"}]);
+    });
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    assert_eq!(lines[0], "3", "{out}");
+    assert!(lines[1].contains("/dev/disk") && lines[1].contains("Operation not permitted"), "{out}");
+    assert!(lines[2].contains("/dev/mem") && lines[2].contains("Operation not permitted"), "{out}");
+}

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxCapabilities, LinuxNamespaceType, Process, Spec};
 
-use super::cgroups::Resources;
+use super::cgroups::{DeviceRule, Resources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -272,7 +272,16 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
         }
         sysctls.insert(k.clone(), v.clone());
     }
-    let resources = linux.resources().as_ref().map(resources).unwrap_or_default();
+    let mut resources = linux.resources().as_ref().map(resources).unwrap_or_default();
+    if !resources.devices.is_empty() {
+        resources.devices.extend(always_allowed_devices());
+        // The spec's own device nodes are usable too.
+        for d in &devices {
+            if d.kind != 'p' {
+                resources.devices.push(DeviceRule { allow: true, kind: d.kind, major: Some(d.major), minor: Some(d.minor), access: "rwm".into() });
+            }
+        }
+    }
     let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
     if let Some(p) = &cgroups_path {
         // systemd-style "slice:prefix:name" is accepted (as runc does with --systemd-cgroup)
@@ -494,7 +503,22 @@ fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
     if let Some(p) = r.pids() {
         out.pids_limit = Some(p.limit());
     }
+    for d in r.devices().iter().flatten() {
+        let kind = match d.typ().map(|t| t.as_str().to_string()).as_deref() {
+            None | Some("a") => 'a',
+            Some("b") => 'b',
+            _ => 'c',
+        };
+        out.devices.push(DeviceRule { allow: d.allow(), kind, major: d.major(), minor: d.minor(), access: d.access().clone().unwrap_or_default() });
+    }
     out
+}
+
+/// What every container may use whatever its device rules say, as runc allows them: the
+/// default nodes, /dev/console, ptmx and the pty slaves.
+fn always_allowed_devices() -> Vec<DeviceRule> {
+    let c = |major, minor: Option<i64>| DeviceRule { allow: true, kind: 'c', major: Some(major), minor, access: "rwm".into() };
+    vec![c(1, Some(3)), c(1, Some(5)), c(1, Some(7)), c(1, Some(8)), c(1, Some(9)), c(5, Some(0)), c(5, Some(1)), c(5, Some(2)), c(136, None)]
 }
 
 /// Reads a resources file as `update --resources` takes it (LinuxResources JSON).
@@ -541,6 +565,13 @@ pub fn default_spec() -> serde_json::Value {
     if let Some(r) = spec.root_mut() {
         r.set_path(PathBuf::from("rootfs"));
         r.set_readonly(Some(true));
+    }
+    // Deny every device but the defaults (always allowed), as runc's spec does.
+    if let Some(l) = spec.linux_mut() {
+        let mut res = l.resources().clone().unwrap_or_default();
+        let deny_all = oci_spec::runtime::LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().ok();
+        res.set_devices(deny_all.map(|d| vec![d]));
+        l.set_resources(Some(res));
     }
     // oci-spec's version string (1.0.2-dev), which runc 1.1 and crun 1.8 accept too.
     serde_json::to_value(&spec).unwrap_or_default()

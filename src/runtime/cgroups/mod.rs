@@ -52,6 +52,28 @@ pub struct Resources {
     pub memory_swap: Option<i64>,
     /// -1 (or 0) for none.
     pub pids_limit: Option<i64>,
+    /// Device access rules, applied in order (later rules win); empty leaves access as it is.
+    pub devices: Vec<DeviceRule>,
+}
+
+/// One device cgroup rule: `allow` or deny `access` (r, w, m) to devices of `kind`
+/// ('a' all, 'c', 'b') and numbers (None: any).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceRule {
+    pub allow: bool,
+    pub kind: char,
+    pub major: Option<i64>,
+    pub minor: Option<i64>,
+    pub access: String,
+}
+
+impl DeviceRule {
+    /// The v1 devices.allow / devices.deny line: `c 1:3 rwm`, `a *:* rwm`.
+    pub fn v1_line(&self) -> String {
+        let n = |v: Option<i64>| v.filter(|v| *v >= 0).map_or("*".to_string(), |v| v.to_string());
+        let access = if self.access.is_empty() { "rwm" } else { &self.access };
+        format!("{} {}:{} {access}", self.kind, n(self.major), n(self.minor))
+    }
 }
 
 /// What a container has used.

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::{Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir, write};
 
 /// The controllers this driver manages.
-const CONTROLLERS: [&str; 6] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer"];
+const CONTROLLERS: [&str; 7] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices"];
 
 pub struct V1 {
     rel: PathBuf,
@@ -126,6 +126,10 @@ impl Cgroup for V1 {
         }
         if let Some(p) = r.pids_limit {
             write(&self.file("pids", "pids.max")?, &if p > 0 { p.to_string() } else { "max".to_string() })?;
+        }
+        for rule in &r.devices {
+            let file = if rule.allow { "devices.allow" } else { "devices.deny" };
+            write(&self.file("devices", file)?, &rule.v1_line())?;
         }
         Ok(())
     }
