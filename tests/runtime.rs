@@ -372,6 +372,7 @@ fn cgroup_limits_apply_and_oom_kills_show_as_137() {
     });
     let (code, out, err) = rt.run(&b, "oom");
     assert_eq!(code, 137, "{out}{err}");
+    assert!(err.contains("killed by the OOM killer"), "{err}");
 
     let b = rt.bundle("limits", |s| {
         s["process"]["args"] = json!(["sleep", "1000"]);
@@ -383,6 +384,10 @@ fn cgroup_limits_apply_and_oom_kills_show_as_137() {
     assert_eq!(read("pids", "pids.max"), "10");
     assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
     assert_eq!(read("cpu", "cpu.shares"), "256");
+    let stats: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", "limits"])).unwrap();
+    assert_eq!(stats["data"]["pids"]["current"], 1, "{stats}");
+    assert_eq!(stats["data"]["memory"]["usage"]["limit"], 33554432, "{stats}");
+    assert_eq!(stats["data"]["memory"]["oom_kills"], 0, "{stats}");
     let res = rt.dir.path().join("res.json");
     fs::write(&res, r#"{"memory": {"limit": 67108864}, "pids": {"limit": 20}}"#).unwrap();
     rt.ok(&["update", "--resources", res.to_str().unwrap(), "limits"]);

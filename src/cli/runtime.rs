@@ -101,6 +101,13 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
+    /// Print a container's resource usage as JSON (runc's `events --stats`).
+    Events {
+        /// Print the stats once (the only mode).
+        #[arg(long)]
+        stats: bool,
+        id: String,
+    },
     /// Freeze every process of a container.
     Pause { id: String },
     /// Thaw a paused container.
@@ -273,6 +280,19 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
             return Ok(rt.exec(&a.id, &process, &opts)?);
         }
         Verb::Ps { format, id, ps_args } => ps(&rt, &id, &format, &ps_args)?,
+        Verb::Events { stats: _, id } => {
+            let s = rt.stats(&id)?;
+            let doc = serde_json::json!({
+                "type": "stats",
+                "id": id,
+                "data": {
+                    "cpu": {"usage": {"total": s.cpu_usage_ns}},
+                    "memory": {"usage": {"usage": s.memory_current, "max": s.memory_peak, "limit": s.memory_limit}, "oom_kills": s.oom_kills},
+                    "pids": {"current": s.pids_current}
+                }
+            });
+            println!("{doc}");
+        }
         Verb::Pause { id } => rt.pause(&id, true)?,
         Verb::Resume { id } => rt.pause(&id, false)?,
         Verb::Update { resources, id } => {

@@ -405,6 +405,12 @@ impl Runtime {
             }
             None => wait_forwarding(rec.pid, &forwarded)?,
         };
+        // Read before delete removes the cgroup: did the kernel's OOM killer end it?
+        if let Ok(stats) = cgroup_of(&rec).and_then(|cg| Ok(cg.stats()?))
+            && stats.oom_kills > 0
+        {
+            eprintln!("nodectl-runtime: container {id}: killed by the OOM killer ({} OOM kill(s) in its cgroup)", stats.oom_kills);
+        }
         self.delete(id, true)?;
         Ok(code)
     }
