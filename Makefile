@@ -7,7 +7,7 @@ CARGO      ?= cargo
 IMAGES     := target/images
 NODECTL    := target/release/nodectl
 
-.PHONY: all deps build images demo test bench clean
+.PHONY: all deps build images demo test vm-test bench clean
 
 all: demo
 
@@ -29,7 +29,12 @@ demo: build images
 test: build images
 	@bash tests/leaks.sh snapshot target/leaks.before
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) test --release --locked -- --test-threads=$$(nproc)
+	@bash tests/vm/run.sh target/vm
 	@bash tests/leaks.sh check target/leaks.before
+
+# The cgroup v2 driver, proven in a VM (Debian's kernel under qemu, pure cgroup2).
+vm-test: build
+	@bash tests/vm/run.sh target/vm
 
 bench: build images
 	$(CARGO) bench --locked --bench unpack

@@ -11,6 +11,7 @@ packages=(
   runc crun        # baselines for `make bench`
   iproute2 gcc
   libseccomp-dev pkg-config  # seccomp filters from the OCI spec (the libseccomp crate links it)
+  qemu-system-x86  # make vm-test: the cgroup v2 driver on a pure cgroup2 kernel
 )
 need=()
 for p in "${packages[@]}"; do
