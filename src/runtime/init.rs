@@ -157,6 +157,8 @@ fn become_process(p: &ProcessConfig, seccomp_spec: Option<&oci_spec::runtime::Li
     // From here on no one is listening: the parent has gone (or is waiting on us).
     sys::set_parent_death_signal(0).map_err(|e| format!("clear parent death signal: {e}"))?;
     if let Some(fifo) = fifo {
+        // Parked until `start`, possibly for long: hold as little memory as we can.
+        process::shed_clean_file_pages();
         wait_for_start(fifo)?;
     }
     before_exec()?;
