@@ -168,10 +168,10 @@ pub fn shed_clean_file_pages() {
             if let (Ok(s), Ok(e), true) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16), private_file) {
                 current = Some((s, e));
             }
-        } else if let Some(rest) = line.strip_prefix("Anonymous:") {
-            if rest.trim().trim_end_matches("kB").trim() != "0" {
-                modified = true;
-            }
+        } else if let Some(rest) = line.strip_prefix("Anonymous:")
+            && rest.trim().trim_end_matches("kB").trim() != "0"
+        {
+            modified = true;
         }
     }
     drop_current(current, modified);
