@@ -204,7 +204,10 @@ fn a_created_container_can_be_deleted_and_a_running_one_forced() {
     let b = rt.bundle("del", |s| s["process"]["args"] = json!(["sleep", "1000"]));
     rt.create(&b, "del");
     let pid = rt.state("del")["pid"].as_i64().unwrap();
-    rt.ok(&["delete", "del"]);
+    // Not stopped: an error that changes nothing, unless forced.
+    assert!(rt.fails(&["delete", "del"]).contains("is created"));
+    assert_eq!(rt.state("del")["status"], "created");
+    rt.ok(&["delete", "--force", "del"]);
     assert!(!Path::new(&format!("/proc/{pid}")).exists() || fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
 
     rt.create(&b, "del2");
@@ -393,7 +396,7 @@ fn cgroup_limits_apply_and_oom_kills_show_as_137() {
     rt.ok(&["update", "--resources", res.to_str().unwrap(), "limits"]);
     assert_eq!(read("memory", "memory.limit_in_bytes"), "67108864");
     assert_eq!(read("pids", "pids.max"), "20");
-    rt.ok(&["delete", "limits"]);
+    rt.ok(&["delete", "--force", "limits"]);
 
     let out = rt.sh("forkbomb", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>&1 | head -3; echo done", |s| {
         s["linux"]["resources"] = json!({"pids": {"limit": 4}});

@@ -318,11 +318,10 @@ impl Runtime {
             Err(e) => return Err(e.into()),
         };
         let status = self.root.status(&rec);
-        match status {
-            Status::Running | Status::Paused if !force => {
-                return Err(RuntimeError::Status { id: id.into(), status, verb: "delete", need: "stopped or created (or --force)" });
-            }
-            _ => {}
+        // The runtime spec: deleting a container that is not stopped is an error and
+        // changes nothing (runtime-tools checks it, for created ones too).
+        if status != Status::Stopped && !force {
+            return Err(RuntimeError::Status { id: id.into(), status, verb: "delete", need: "stopped (or --force)" });
         }
         let cg = cgroup_of(&rec)?;
         if status != Status::Stopped {
