@@ -337,7 +337,8 @@ fn process_identity_limits_and_capabilities() {
     let script = "id -u; id -g; id -G; umask; pwd; echo $GREETING; ulimit -n; grep -E '^(CapEff|CapBnd|CapInh|CapAmb|NoNewPrivs)' /proc/self/status; cat /proc/self/oom_score_adj";
     let out = rt.sh("ident", script, |s| {
         s["process"]["user"] = json!({"uid": 1000, "gid": 1001, "additionalGids": [1002, 1003], "umask": 63});
-        s["process"]["cwd"] = "/tmp".into();
+        // Missing in the image: made, as runc makes it.
+        s["process"]["cwd"] = "/work/here".into();
         s["process"]["env"] = json!(["PATH=/bin:/usr/bin", "GREETING=hi"]);
         s["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "hard": 512, "soft": 256}]);
         s["process"]["noNewPrivileges"] = true.into();
@@ -353,7 +354,7 @@ fn process_identity_limits_and_capabilities() {
     assert_eq!(lines[1], "1001");
     assert_eq!(lines[2], "1001 1002 1003");
     assert_eq!(lines[3], "0077");
-    assert_eq!(lines[4], "/tmp");
+    assert_eq!(lines[4], "/work/here");
     assert_eq!(lines[5], "hi");
     assert_eq!(lines[6], "256");
     let status: Vec<String> = lines[7..12].iter().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
@@ -480,7 +481,7 @@ fn bad_bundles_fail_create_and_leave_nothing() {
         ("badns", Box::new(|s| s["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "network", "path": "/nonexistent/ns"}])), "/nonexistent/ns"),
         ("badcap", Box::new(|s| s["process"]["capabilities"]["bounding"] = json!(["CAP_BOGUS"])), "process.capabilities.bounding"),
         ("badjson", Box::new(|s| s["process"]["user"]["uid"] = "root".into()), "process.user.uid"),
-        ("badcwd", Box::new(|s| s["process"]["cwd"] = "/no/such/dir".into()), "cwd"),
+        ("badcwd", Box::new(|s| s["process"]["cwd"] = "relative/dir".into()), "process.cwd"),
     ];
     for (id, edit, want) in cases {
         let b = rt.bundle(id, |s| edit(s));
@@ -792,4 +793,17 @@ fn device_rules_keep_other_devices_out() {
     assert_eq!(lines[0], "3", "{out}");
     assert!(lines[1].contains("/dev/disk") && lines[1].contains("Operation not permitted"), "{out}");
     assert!(lines[2].contains("/dev/mem") && lines[2].contains("Operation not permitted"), "{out}");
+}
+
+/// A seccomp profile older than close_range refuses it: fds are still marked
+/// close-on-exec one by one, and the container runs.
+#[test]
+fn a_profile_without_close_range_still_closes_fds() {
+    let rt = Rt::new();
+    let out = rt.sh("oldprofile", "ls /proc/self/fd | wc -l", |s| {
+        s["process"]["noNewPrivileges"] = false.into();
+        s["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["close_range"], "action": "SCMP_ACT_ERRNO"}]});
+    });
+    // 0, 1, 2 and the directory ls reads.
+    assert_eq!(out.trim(), "4");
 }

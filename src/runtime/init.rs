@@ -45,7 +45,10 @@ pub fn child(args: InitArgs<'_>) -> ! {
         Ok(()) => "container init returned without exec".to_string(),
         Err(e) => e,
     };
-    let _ = args.chan.send(&Msg::Error(msg));
+    // After Ready no one listens on the channel: say it on the container's stderr.
+    if args.chan.send(&Msg::Error(msg.clone())).is_err() {
+        eprintln!("nodectl-runtime: container init: {msg}");
+    }
     // SAFETY: _exit is always safe; it skips destructors and atexit handlers that belong
     // to the parent's copy of this process.
     unsafe { libc::_exit(1) }
@@ -187,7 +190,9 @@ pub fn exec_child(a: ExecArgs<'_>) -> ! {
         Ok(()) => "exec returned without running the program".to_string(),
         Err(e) => e,
     };
-    let _ = a.chan.send(&Msg::Error(msg));
+    if a.chan.send(&Msg::Error(msg.clone())).is_err() {
+        eprintln!("nodectl-runtime: exec: {msg}");
+    }
     // SAFETY: see `child`.
     unsafe { libc::_exit(1) }
 }

@@ -125,11 +125,8 @@ pub fn exec(p: &ProcessConfig, program: &Path, preserve_fds: i32) -> String {
     } else {
         nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     }
-    // Mark, not close: the fds still in use until execve (the exec fifo) go with it.
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
-    let rc = unsafe { libc::syscall(libc::SYS_close_range, 3 + preserve_fds as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) };
-    if rc != 0 {
-        return format!("close inherited fds: {}", std::io::Error::last_os_error());
+    if let Err(e) = mark_cloexec_from(3 + preserve_fds) {
+        return format!("close inherited fds: {e}");
     }
     let argv: Vec<CString> = p.args.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
     let envp: Vec<CString> = p.env.iter().map(|a| CString::new(a.as_bytes()).unwrap_or_default()).collect();
@@ -138,6 +135,24 @@ pub fn exec(p: &ProcessConfig, program: &Path, preserve_fds: i32) -> String {
         Err(e) => format!("exec {}: {e}", program.display()),
         Ok(never) => match never {},
     }
+}
+
+/// Marks every fd from `first` up close-on-exec. Mark, not close: the fds still in use
+/// until execve (the exec fifo) go with it. close_range does it in one call; a seccomp
+/// profile older than close_range refuses it, so then each fd in /proc/self/fd gets
+/// FD_CLOEXEC through fcntl, which every profile allows.
+fn mark_cloexec_from(first: i32) -> std::io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
+    if unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } == 0 {
+        return Ok(());
+    }
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).filter(|fd| *fd >= first).collect();
+    for fd in fds {
+        // SAFETY: fcntl on a descriptor number only changes its flags; one that closed
+        // meanwhile (the directory listing's own) just fails with EBADF.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+    Ok(())
 }
 
 /// Lets go of the file pages a parked init has mapped but does not need while it waits for

@@ -127,6 +127,8 @@ pub fn prepare(cfg: &Config) -> Result<()> {
     for d in &cfg.devices {
         make_device(cfg, root.as_fd(), d).map_err(|e| format!("linux.devices {}: {e}", d.path.display()))?;
     }
+    // A missing working directory is made, as runc makes it (inside the root, as root).
+    resolve_or_create(root.as_fd(), &cfg.process.cwd, Kind::Dir).map_err(|e| format!("process.cwd: {e}"))?;
     Ok(())
 }
 
