@@ -525,9 +525,12 @@ fn hooks_run_with_the_state_on_stdin() {
 #[test]
 fn sysctl_writes_refuse_a_fake_proc() {
     let rt = Rt::new();
-    let out = rt.sh("sysctl", "cat /proc/sys/net/ipv4/ip_forward", |s| s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"}));
-    assert_eq!(out.trim(), "1");
-    assert_eq!(fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim(), fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap().trim());
+    // Set in the container's own network namespace, so the host's value stays put.
+    let host_before = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let flipped = if host_before.trim() == "1" { "0" } else { "1" };
+    let out = rt.sh("sysctl", "cat /proc/sys/net/ipv4/ip_forward", |s| s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": flipped}));
+    assert_eq!(out.trim(), flipped);
+    assert_eq!(fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_before);
 
     // A mount namespace whose /proc is a tmpfs with look-alike files, held by a process.
     let mut holder = Command::new("unshare")

@@ -297,9 +297,9 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
         Verb::Resume { id } => rt.pause(&id, false)?,
         Verb::Update { resources, id } => {
             let r = if resources == Path::new("-") {
-                let tmp = tempfile::NamedTempFile::new()?;
-                std::io::copy(&mut std::io::stdin(), &mut tmp.as_file())?;
-                spec::load_resources(tmp.path())?
+                let mut text = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut text).context("read resources from stdin")?;
+                spec::parse_resources(Path::new("(stdin)"), &text)?
             } else {
                 spec::load_resources(&resources)?
             };

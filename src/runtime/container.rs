@@ -97,27 +97,11 @@ impl Drop for CreateGuard<'_> {
             let _ = waitpid(Pid::from_raw(pid), None);
         }
         if let Some(cg) = &self.cgroup {
-            if let Ok(pids) = cg.processes() {
-                for p in pids {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(p), Signal::SIGKILL);
-                }
-            }
-            let _ = wait_until(Duration::from_secs(5), || cg.processes().map(|p| p.is_empty()).unwrap_or(true));
+            kill_all_and_wait(cg.as_ref(), None);
             let _ = cg.destroy();
         }
         let _ = self.root.remove(&self.id);
     }
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    done()
 }
 
 /// Refuses to fork from a threaded process: after fork only async-signal-safe calls are
@@ -208,7 +192,6 @@ impl Runtime {
             cgroup_parent: cg_parent,
             paused: false,
             hooks: HooksRecord::from_hooks(&cfg.hooks),
-            own_pid_namespace: cfg.new_namespace(LinuxNamespaceType::Pid),
             seccomp: cfg.seccomp.clone(),
         };
         let fail = |message: String| RuntimeError::Init { id: id.to_string(), message };
@@ -236,8 +219,8 @@ impl Runtime {
                 }
                 Some(Msg::RunHooks) => {
                     let s = state_json(&rec, Status::Creating).to_string();
-                    hooks::run_all(&state::hook_records(&cfg.hooks.prestart), s.as_bytes()).map_err(fail)?;
-                    hooks::run_all(&state::hook_records(&cfg.hooks.create_runtime), s.as_bytes()).map_err(fail)?;
+                    hooks::run_all(&cfg.hooks.prestart, s.as_bytes()).map_err(fail)?;
+                    hooks::run_all(&cfg.hooks.create_runtime, s.as_bytes()).map_err(fail)?;
                     chan.send(&Msg::HooksDone).map_err(|e| fail(format!("setup channel: {e}")))?;
                 }
                 Some(Msg::Ready) => {
@@ -330,7 +313,7 @@ impl Runtime {
             }
             let _ = signal_init(&rec, libc::SIGKILL);
         }
-        kill_all_and_wait(&rec, cg.as_ref());
+        kill_all_and_wait(cg.as_ref(), Some(&rec));
         cg.destroy()?;
         let s = state_json(&rec, Status::Stopped).to_string();
         if let Err(e) = hooks::run_all(&rec.hooks.poststop, s.as_bytes()) {
@@ -576,9 +559,10 @@ fn signal_init(rec: &Record, signal: i32) -> Result<()> {
     sys::pidfd_send_signal(pidfd.as_fd(), signal).map_err(io(format!("signal {signal} to pid {}", rec.pid)))
 }
 
-/// SIGKILL to everything left in the container's cgroup, then wait until it is empty.
-fn kill_all_and_wait(rec: &Record, cg: &dyn Cgroup) {
-    let gone = || cg.processes().map(|p| p.is_empty()).unwrap_or(true) && !state::alive(rec.pid, rec.pid_start_time);
+/// SIGKILL to everything left in the container's cgroup, then wait until it is empty
+/// (and the recorded init, if any, gone).
+fn kill_all_and_wait(cg: &dyn Cgroup, rec: Option<&Record>) {
+    let gone = || cg.processes().map(|p| p.is_empty()).unwrap_or(true) && rec.is_none_or(|r| !state::alive(r.pid, r.pid_start_time));
     let end = Instant::now() + Duration::from_secs(10);
     while !gone() && Instant::now() < end {
         for pid in cg.processes().unwrap_or_default() {

@@ -6,9 +6,9 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::state::HookRecord;
+use super::spec::Hook;
 
-pub fn run(hook: &HookRecord, state_json: &[u8]) -> Result<(), String> {
+pub fn run(hook: &Hook, state_json: &[u8]) -> Result<(), String> {
     let mut cmd = Command::new(&hook.path);
     if let Some(arg0) = hook.args.first() {
         cmd.arg0(arg0);
@@ -50,7 +50,7 @@ pub fn run(hook: &HookRecord, state_json: &[u8]) -> Result<(), String> {
     Err(format!("hook {name}: {status}: {}", err.trim()))
 }
 
-pub fn run_all(hooks: &[HookRecord], state_json: &[u8]) -> Result<(), String> {
+pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<(), String> {
     for h in hooks {
         run(h, state_json)?;
     }

@@ -16,7 +16,6 @@ use nix::unistd::ForkResult;
 use oci_spec::runtime::LinuxNamespaceType;
 
 use super::spec::{Config, ProcessConfig};
-use super::state::hook_records;
 use super::sync::{Channel, Msg};
 use super::{hooks, namespaces, process, rootfs, seccomp, sys};
 
@@ -121,7 +120,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
         recv_expect(&a.chan, Msg::HooksDone)?;
     }
     // createContainer hooks run in the container's namespaces, before pivot_root.
-    hooks::run_all(&hook_records(&cfg.hooks.create_container), &state_json)?;
+    hooks::run_all(&cfg.hooks.create_container, &state_json)?;
     rootfs::pivot(cfg)?;
     if let Some(console) = &a.console {
         setup_console(console, p, true)?;
@@ -132,7 +131,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     set_names(cfg)?;
     let before_exec = || -> Result<()> {
         // startContainer hooks run in the container, after `start`, before the program.
-        hooks::run_all(&hook_records(&cfg.hooks.start_container), &state_json)
+        hooks::run_all(&cfg.hooks.start_container, &state_json)
     };
     become_process(p, cfg.seccomp.as_ref(), &a.chan, a.fifo.as_ref(), a.preserve_fds, before_exec)
 }

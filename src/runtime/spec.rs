@@ -105,7 +105,8 @@ pub struct ProcessConfig {
     pub console_size: Option<(u16, u16)>,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// One hook; also kept in the container's record for the hooks `start` and `delete` run.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Hook {
     pub path: PathBuf,
     pub args: Vec<String>,
@@ -524,7 +525,12 @@ fn always_allowed_devices() -> Vec<DeviceRule> {
 /// Reads a resources file as `update --resources` takes it (LinuxResources JSON).
 pub fn load_resources(path: &Path) -> Result<Resources, SpecError> {
     let text = fs::read(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
-    let r: oci_spec::runtime::LinuxResources = parse(path, &text)?;
+    parse_resources(path, &text)
+}
+
+/// LinuxResources JSON already read; `origin` names it in errors.
+pub fn parse_resources(origin: &Path, text: &[u8]) -> Result<Resources, SpecError> {
+    let r: oci_spec::runtime::LinuxResources = parse(origin, text)?;
     Ok(resources(&r))
 }
 

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::spec::Hooks;
+use super::spec::{Hook, Hooks};
 use crate::image::lock::FileLock;
 
 #[derive(Debug, thiserror::Error)]
@@ -75,38 +75,22 @@ pub struct Record {
     pub paused: bool,
     #[serde(default)]
     pub hooks: HooksRecord,
-    /// Whether the container has a pid namespace of its own (then killing its init ends
-    /// every process in it).
-    #[serde(default)]
-    pub own_pid_namespace: bool,
     /// The profile exec'd processes get too.
     #[serde(default)]
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
-/// The hooks that run after `create` returns, kept for `start` and `delete`.
+/// The hooks the runtime runs after `create` returns, kept for `start` and `delete`
+/// (startContainer hooks run in the init, from the config it already has).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct HooksRecord {
-    pub poststart: Vec<HookRecord>,
-    pub poststop: Vec<HookRecord>,
-    pub start_container: Vec<HookRecord>,
-}
-
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-pub struct HookRecord {
-    pub path: PathBuf,
-    pub args: Vec<String>,
-    pub env: Vec<String>,
-    pub timeout: Option<u64>,
-}
-
-pub fn hook_records(list: &[super::spec::Hook]) -> Vec<HookRecord> {
-    list.iter().map(|h| HookRecord { path: h.path.clone(), args: h.args.clone(), env: h.env.clone(), timeout: h.timeout }).collect()
+    pub poststart: Vec<Hook>,
+    pub poststop: Vec<Hook>,
 }
 
 impl HooksRecord {
     pub fn from_hooks(h: &Hooks) -> HooksRecord {
-        HooksRecord { poststart: hook_records(&h.poststart), poststop: hook_records(&h.poststop), start_container: hook_records(&h.start_container) }
+        HooksRecord { poststart: h.poststart.clone(), poststop: h.poststop.clone() }
     }
 }
 

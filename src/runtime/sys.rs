@@ -79,38 +79,30 @@ pub fn fs_type(fd: BorrowedFd<'_>) -> io::Result<i64> {
     Ok(unsafe { st.assume_init() }.f_type)
 }
 
+/// prctl(2) with one integer argument.
+fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
+    // SAFETY: prctl with integer arguments only.
+    check(unsafe { libc::prctl(option, arg, 0, 0, 0) } as libc::c_long)?;
+    Ok(())
+}
+
 /// Makes this process a subreaper, so orphaned descendants (a container's init after
 /// its intermediate parent exits) become our children and we can wait for them.
 pub fn set_child_subreaper() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } as libc::c_long)?;
-    Ok(())
+    prctl(libc::PR_SET_CHILD_SUBREAPER, 1)
 }
 
 /// Asks for `signal` when our parent dies (a container init whose `create` was killed).
 pub fn set_parent_death_signal(signal: i32) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong, 0, 0, 0) } as libc::c_long)?;
-    Ok(())
+    prctl(libc::PR_SET_PDEATHSIG, signal as libc::c_ulong)
 }
 
 pub fn set_no_new_privs() -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } as libc::c_long)?;
-    Ok(())
+    prctl(libc::PR_SET_NO_NEW_PRIVS, 1)
 }
 
 pub fn set_keep_caps(keep: bool) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong, 0, 0, 0) } as libc::c_long)?;
-    Ok(())
-}
-
-/// Whether /proc/self/exe may be opened by others (CVE-2019-5736 hardening).
-pub fn set_dumpable(dumpable: bool) -> io::Result<()> {
-    // SAFETY: prctl with integer arguments only.
-    check(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, dumpable as libc::c_ulong, 0, 0, 0) } as libc::c_long)?;
-    Ok(())
+    prctl(libc::PR_SET_KEEPCAPS, keep as libc::c_ulong)
 }
 
 /// Makes the terminal on `fd` our controlling terminal (after setsid).
@@ -146,25 +138,6 @@ pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[std::ffi::CString], envp: &[std::
     // outlive the call; on success the call does not return.
     unsafe { libc::syscall(libc::SYS_execveat, fd.as_raw_fd(), c"".as_ptr(), a.as_ptr(), e.as_ptr(), libc::AT_EMPTY_PATH) };
     io::Error::last_os_error()
-}
-
-/// Closes every fd from `first` up, except those in `keep` (close_range leaves none
-/// behind, however many were inherited).
-pub fn close_fds_from(first: RawFd, keep: &[RawFd]) -> io::Result<()> {
-    let mut keep: Vec<RawFd> = keep.iter().copied().filter(|&k| k >= first).collect();
-    keep.sort_unstable();
-    keep.dedup();
-    let mut lo = first as u32;
-    for k in keep {
-        if (k as u32) > lo {
-            // SAFETY: close_range only closes descriptors; none of ours below are in use by Rust objects we keep.
-            check(unsafe { libc::syscall(libc::SYS_close_range, lo, k as u32 - 1, 0) })?;
-        }
-        lo = k as u32 + 1;
-    }
-    // SAFETY: as above.
-    check(unsafe { libc::syscall(libc::SYS_close_range, lo, u32::MAX, 0) })?;
-    Ok(())
 }
 
 /// openat2(2): `path` beneath `dir` under the RESOLVE_* rules in `resolve`.

@@ -21,28 +21,7 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 }
 
 /// openat2 on `dir` with `how`; the fd it returns is owned by the caller.
-fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: libc::c_int, resolve: u64) -> io::Result<OwnedFd> {
-    // SAFETY: open_how is plain old data; all-zero is its "no options" value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (flags | libc::O_CLOEXEC) as u64;
-    how.resolve = resolve;
-    loop {
-        // SAFETY: `path` is NUL-terminated, `how` is a fully initialised open_how whose size
-        // we pass; the returned fd, if any, is owned by nobody else.
-        let fd = unsafe {
-            libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, size_of::<libc::open_how>())
-        };
-        if fd >= 0 {
-            // SAFETY: openat2 just returned this fd to us.
-            return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) });
-        }
-        let err = io::Error::last_os_error();
-        // EAGAIN: a concurrent rename raced the lookup (RESOLVE_IN_ROOT is conservative).
-        if err.raw_os_error() != Some(libc::EAGAIN) && err.raw_os_error() != Some(libc::EINTR) {
-            return Err(err);
-        }
-    }
-}
+use crate::runtime::sys::openat2;
 
 /// The directory tree every operation is confined to.
 pub struct Root {
