@@ -234,6 +234,46 @@ fn namespaces_hostname_and_pid_one() {
 }
 
 #[test]
+fn without_a_mount_namespace_the_root_is_chrooted_and_nothing_mounted() {
+    // The spec: a namespace left out is inherited. Like runc, the container then shares
+    // our mount namespace, is chrooted into its root, and nothing is mounted on the host.
+    let rt = Rt::new();
+    let host_mnt = fs::read_link("/proc/self/ns/mnt").unwrap();
+    let no_mount_ns = |s: &mut serde_json::Value| {
+        s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "mount");
+        s["root"]["readonly"] = false.into();
+        s["linux"].as_object_mut().unwrap().retain(|k, _| !["maskedPaths", "readonlyPaths", "devices"].contains(&k.as_str()));
+    };
+    let b = rt.bundle("nomnt", |s| {
+        no_mount_ns(s);
+        s["process"]["args"] = json!(["sh", "-c", "readlink /proc/self/ns/mnt 2>&1; cat /in-the-root"]);
+    });
+    fs::write(b.join("rootfs/in-the-root"), "bundle root\n").unwrap();
+    let (code, out, err) = rt.run(&b, "nomnt");
+    assert_eq!(code, 0, "{err}");
+    // The root is the bundle's, and bare: /proc was not mounted, so readlink fails.
+    assert!(out.ends_with("bundle root\n") && !out.contains("mnt:["), "{out}");
+    let pid_probe = rt.bundle("nomnt-ns", |s| {
+        no_mount_ns(s);
+        s["process"]["args"] = json!(["sleep", "1000"]);
+    });
+    rt.create(&pid_probe, "nomnt-ns");
+    let pid = rt.state("nomnt-ns")["pid"].as_i64().unwrap();
+    assert_eq!(fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap(), host_mnt);
+    assert_eq!(fs::read_link(format!("/proc/{pid}/root")).unwrap(), pid_probe.join("rootfs"));
+    rt.ok(&["delete", "--force", "nomnt-ns"]);
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let under = rt.dir.path().to_str().unwrap();
+    assert!(!mountinfo.contains(under), "something was mounted on the host under {under}:\n{mountinfo}");
+    // What would need a mount is refused, by name.
+    let b = rt.bundle("nomnt-masked", |s| {
+        s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "mount");
+    });
+    let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "nomnt-masked"]);
+    assert!(err.contains("linux.maskedPaths") && err.contains("mount namespace"), "{err}");
+}
+
+#[test]
 fn joins_another_containers_network_namespace_by_path() {
     let rt = Rt::new();
     let a = rt.bundle("holder", |s| s["process"]["args"] = json!(["sleep", "1000"]));
@@ -250,6 +290,18 @@ fn joins_another_containers_network_namespace_by_path() {
         }
     });
     assert_eq!(out.trim(), want.to_str().unwrap());
+    // A hostname is set in a uts namespace joined by path, where the holder sees it.
+    let uts = format!("/proc/{pid}/ns/uts");
+    rt.sh("uts-joiner", "true", |s| {
+        s["hostname"] = "joined".into();
+        for n in s["linux"]["namespaces"].as_array_mut().unwrap().iter_mut() {
+            if n["type"] == "uts" {
+                n["path"] = uts.clone().into();
+            }
+        }
+    });
+    let seen = Command::new("nsenter").arg(format!("--uts={uts}")).arg("hostname").output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&seen.stdout).trim(), "joined");
     rt.ok(&["delete", "--force", "holder"]);
 }
 
@@ -300,6 +352,18 @@ fn mounts_devices_masked_and_readonly_paths() {
     assert_eq!(lines, ["crw-rw-rw-", "hello", "hello", "tmp", "0", "0", "1"], "{out}");
     assert_eq!(fs::read_to_string(host_dir.join("from-container")).unwrap(), "written\n");
     assert!(!host_dir.join("nope").exists());
+}
+
+#[test]
+fn the_root_gets_the_propagation_asked_for() {
+    let rt = Rt::new();
+    let host_root = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for (prop, want, unwanted) in [("rshared", "shared:", "unbindable"), ("runbindable", "unbindable", "shared:"), ("rprivate", "", "shared:")] {
+        let out = rt.sh(&format!("prop-{prop}"), "awk '$5 == \"/\"' /proc/self/mountinfo", |s| s["linux"]["rootfsPropagation"] = prop.into());
+        assert!(out.contains(want) && !out.contains(unwanted), "{prop}: {out}");
+    }
+    // None of it reached the host's mounts.
+    assert_eq!(fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains("unbindable")).count(), host_root.lines().filter(|l| l.contains("unbindable")).count());
 }
 
 #[test]
@@ -406,6 +470,49 @@ fn cgroup_limits_apply_and_oom_kills_show_as_137() {
 }
 
 #[test]
+fn an_absolute_cgroups_path_is_taken_from_the_hierarchy_root() {
+    // The runtime spec: an absolute cgroupsPath is relative to the cgroup mount point, not
+    // to any parent of ours. To stay inside our own subtree in every hierarchy, the path
+    // starts at the deepest of our own cgroups (on a hybrid host, memory's), which every
+    // other controller's own cgroup must be an ancestor of.
+    let rt = Rt::new();
+    let own: Vec<(String, String)> = fs::read_to_string("/proc/self/cgroup")
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut p = l.splitn(3, ':');
+            let (_, cs, path) = (p.next(), p.next().unwrap(), p.next().unwrap());
+            (cs.to_string(), path.to_string())
+        })
+        .collect();
+    let deepest = own.iter().map(|(_, p)| p.as_str()).max_by_key(|p| p.len()).unwrap().trim_end_matches('/').to_string();
+    for (cs, p) in &own {
+        assert!(deepest.starts_with(p.trim_end_matches('/')), "{cs}'s own cgroup {p} is not an ancestor of {deepest}");
+    }
+    let path = format!("{deepest}/{}/abs", rt.cgroup_parent);
+    let b = rt.bundle("abs", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["linux"]["cgroupsPath"] = path.clone().into();
+        s["linux"]["resources"] = json!({"pids": {"limit": 7}});
+    });
+    rt.create(&b, "abs");
+    let pid = rt.state("abs")["pid"].as_i64().unwrap();
+    let theirs = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for controller in ["memory", "pids", "cpu"] {
+        let line = theirs.lines().find(|l| l.split(':').nth(1).unwrap().split(',').any(|c| c == controller)).unwrap();
+        assert!(line.ends_with(&format!(":{path}")), "{controller}: {line}");
+    }
+    assert_eq!(fs::read_to_string(format!("/sys/fs/cgroup/pids{path}/pids.max")).unwrap().trim(), "7");
+    rt.ok(&["delete", "--force", "abs"]);
+    for (cs, _) in &own {
+        let Some(c) = cs.split(',').next().filter(|c| !c.is_empty() && !c.starts_with("name=")) else { continue };
+        let dir = Path::new("/sys/fs/cgroup").join(cs).join(format!("{deepest}/{}", rt.cgroup_parent).trim_start_matches('/'));
+        assert!(!dir.join("abs").exists(), "{c}: delete left {}", dir.join("abs").display());
+        let _ = fs::remove_dir(&dir);
+    }
+}
+
+#[test]
 fn seccomp_profile_denies_with_the_errno_asked_for() {
     let rt = Rt::new();
     let out = rt.sh("seccomp", "mkdir /tmp/x 2>&1; echo rc=$?; kill -USR1 $$ 2>&1; echo rc=$?; kill -0 $$; echo rc=$?", |s| {
@@ -426,6 +533,18 @@ fn seccomp_profile_denies_with_the_errno_asked_for() {
     assert!(lines[2].contains("Operation not permitted"), "{out}");
     assert_eq!(lines[3], "rc=1");
     assert_eq!(lines[4], "rc=0");
+
+    // Without no_new_privileges the filter is loaded before we change user, so nothing
+    // we do after it may need what it refuses: here getcwd, which the cwd check uses.
+    let out = rt.sh("seccomp-early", "grep Seccomp: /proc/self/status", |s| {
+        s["process"]["noNewPrivileges"] = false.into();
+        s["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+        s["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "syscalls": [{"names": ["getcwd"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
+        });
+    });
+    assert_eq!(out.split_whitespace().collect::<Vec<_>>(), ["Seccomp:", "2"], "the filter is on: {out}");
 }
 
 #[test]

@@ -73,7 +73,9 @@ fn cgroup_name(cfg: &Config, id: &str) -> (String, Option<String>) {
             let parts: Vec<&str> = p.split(':').collect();
             (format!("{}-{}", parts[1], parts[2]), Some(parts[0].trim_start_matches('/').to_string()).filter(|s| !s.is_empty()))
         }
-        Some(p) => (p.trim_start_matches('/').to_string(), None),
+        // An absolute path is taken from the hierarchy's root, as the spec says, whatever
+        // the parent; `open` keeps the leading slash to know it.
+        Some(p) => (p.clone(), None),
         None => (id.to_string(), None),
     }
 }
@@ -151,7 +153,7 @@ impl Runtime {
         let fifo = OwnedFd::from(fs::OpenOptions::new().read(true).write(true).open(&fifo_path).map_err(io(format!("open {}", fifo_path.display())))?);
 
         let (cg_name, cg_parent) = cgroup_name(cfg, id);
-        let cg_parent = cg_parent.or_else(|| opts.cgroup_parent.clone());
+        let cg_parent = if cg_name.starts_with('/') { None } else { cg_parent.or_else(|| opts.cgroup_parent.clone()) };
         let cg = cgroups::open(&cg_name, cg_parent.as_deref())?;
         cg.create()?;
         guard.cgroup = Some(cgroups::open(&cg_name, cg_parent.as_deref())?);

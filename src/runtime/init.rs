@@ -111,7 +111,10 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
         Vec::new()
     };
     rootfs::sysctls(cfg)?;
-    if cfg.namespace(LinuxNamespaceType::Mount).is_some() {
+    // Without a mount namespace of its own the container shares ours: nothing is mounted
+    // (it would be mounted on the host) and the root is entered by chroot, as runc does.
+    let own_mounts = cfg.namespace(LinuxNamespaceType::Mount).is_some();
+    if own_mounts {
         rootfs::prepare(cfg)?;
     }
     tracing::debug!("init: mounts done");
@@ -121,12 +124,18 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     }
     // createContainer hooks run in the container's namespaces, before pivot_root.
     hooks::run_all(&cfg.hooks.create_container, &state_json)?;
-    rootfs::pivot(cfg)?;
+    if own_mounts {
+        rootfs::pivot(cfg)?;
+    } else {
+        rootfs::chroot(cfg)?;
+    }
     if let Some(console) = &a.console {
-        setup_console(console, p, true)?;
+        setup_console(console, p, own_mounts)?;
     }
     tracing::debug!("init: pivoted");
-    rootfs::finish(cfg)?;
+    if own_mounts {
+        rootfs::finish(cfg)?;
+    }
     tracing::debug!("init: masked");
     set_names(cfg)?;
     let before_exec = || -> Result<()> {
@@ -145,15 +154,18 @@ fn become_process(p: &ProcessConfig, seccomp_spec: Option<&oci_spec::runtime::Li
         sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     }
     let filter = seccomp_spec.map(seccomp::build).transpose()?;
+    let setgroups = fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
+    // The cwd check (getcwd) comes before an early filter, which may well refuse getcwd.
+    process::enter_cwd(p)?;
     if let (Some(f), false) = (&filter, p.no_new_privileges) {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
         // still have it.
         seccomp::load(f)?;
     }
     process::drop_bounding(p)?;
-    let setgroups = fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
     process::set_user_and_caps(p, setgroups)?;
-    process::enter_cwd(p)?;
+    // Again as the user, so that a cwd it may not enter is an error here, as with runc.
+    nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir to cwd {} as the process's user: {e}", p.cwd.display()))?;
     let program = process::find_executable(p)?;
     chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
     // From here on no one is listening: the parent has gone (or is waiting on us).
@@ -234,16 +246,18 @@ fn wait_for_start(fifo: &OwnedFd) -> Result<()> {
 }
 
 fn set_names(cfg: &Config) -> Result<()> {
-    let own_uts = cfg.new_namespace(LinuxNamespaceType::Uts);
+    // A uts namespace joined by path counts: the name is set there, as runc does. Only the
+    // runtime's own (inherited) one is refused.
+    let own_uts = cfg.namespace(LinuxNamespaceType::Uts).is_some();
     if let Some(h) = &cfg.hostname {
         if !own_uts {
-            return Err("hostname: setting it needs a new uts namespace in linux.namespaces".into());
+            return Err("hostname: setting it needs a uts namespace in linux.namespaces".into());
         }
         nix::unistd::sethostname(h).map_err(|e| format!("sethostname {h:?}: {e}"))?;
     }
     if let Some(d) = &cfg.domainname {
         if !own_uts {
-            return Err("domainname: setting it needs a new uts namespace in linux.namespaces".into());
+            return Err("domainname: setting it needs a uts namespace in linux.namespaces".into());
         }
         // SAFETY: d points to d.len() valid bytes.
         if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {

@@ -107,8 +107,11 @@ fn attrs_of(flags: MsFlags) -> u64 {
 
 /// Everything before pivot_root, run by the container's init in its new mount namespace.
 pub fn prepare(cfg: &Config) -> Result<()> {
-    // Nothing we mount may propagate back to the host.
-    mount(None::<&str>, "/", None::<&str>, cfg.rootfs_propagation, None::<&str>).map_err(|e| format!("set propagation of /: {e}"))?;
+    // Nothing we mount may propagate back to the host: while we set up, a shared root
+    // (whose peers may be the host's) is a slave, and an unbindable one could not be bound
+    // onto itself; `finish` gives the new root the propagation asked for.
+    let setup = if cfg.rootfs_propagation.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) { MsFlags::MS_SLAVE | MsFlags::MS_REC } else { cfg.rootfs_propagation };
+    mount(None::<&str>, "/", None::<&str>, setup, None::<&str>).map_err(|e| format!("set propagation of /: {e}"))?;
     make_parent_private(&cfg.rootfs)?;
     // pivot_root needs the new root to be a mount point.
     mount(Some(&cfg.rootfs), &cfg.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
@@ -307,6 +310,14 @@ pub fn pivot(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+/// Enters the root without a mount namespace of our own, where pivot_root would move
+/// the host's root: chroot, as runc does there.
+pub fn chroot(cfg: &Config) -> Result<()> {
+    nix::unistd::chroot(&cfg.rootfs).map_err(|e| format!("chroot {}: {e}", cfg.rootfs.display()))?;
+    nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
+    Ok(())
+}
+
 /// After pivot_root: masked and read-only paths, then a read-only root.
 pub fn finish(cfg: &Config) -> Result<()> {
     let root = open_root(Path::new("/"))?;
@@ -329,6 +340,12 @@ pub fn finish(cfg: &Config) -> Result<()> {
     }
     if cfg.readonly_root {
         sys::mount_setattr(root.as_fd(), false, MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 }).map_err(|e| format!("make / read-only: {e}"))?;
+    }
+    if cfg.rootfs_propagation.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
+        // Last, now that the root is the container's own: shared (with peers only later
+        // mounts of the container will have) or unbindable (which the masks above, bound
+        // from /dev/null, could not have been).
+        mount(None::<&str>, "/", None::<&str>, cfg.rootfs_propagation, None::<&str>).map_err(|e| format!("set propagation of the new root: {e}"))?;
     }
     Ok(())
 }

@@ -233,7 +233,22 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
         return Err(ck.err("linux.uidMappings", "id mappings need a new user namespace in linux.namespaces"));
     }
     if !namespaces.iter().any(|n| n.kind == LinuxNamespaceType::Mount) {
-        return Err(ck.err("linux.namespaces", "a mount namespace is required (nodectl always pivots into the root filesystem)"));
+        // The spec says a namespace left out is inherited. As runc does, the container
+        // then shares our mount namespace and is only chrooted into its root: anything
+        // that needs a mount would be made on the host, so it is refused, except the
+        // mounts list, which runc ignores there (generated specs always have one).
+        let needs_mounts = [
+            ("linux.maskedPaths", linux.masked_paths().as_ref().is_some_and(|v| !v.is_empty())),
+            ("linux.readonlyPaths", linux.readonly_paths().as_ref().is_some_and(|v| !v.is_empty())),
+            ("linux.devices", linux.devices().as_ref().is_some_and(|v| !v.is_empty())),
+            ("root.readonly", root.readonly().unwrap_or(false)),
+        ];
+        if let Some((field, _)) = needs_mounts.iter().find(|(_, set)| *set) {
+            return Err(ck.err(*field, "needs a mount namespace of its own (add {\"type\": \"mount\"} to linux.namespaces)"));
+        }
+        if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
+            tracing::warn!("no mount namespace: the mounts list is not applied (it would mount on the host)");
+        }
     }
 
     let mut mounts = Vec::new();

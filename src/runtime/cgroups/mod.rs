@@ -4,7 +4,9 @@
 //!
 //! A container's cgroup is `<parent>/<name>`, where the parent defaults to a `nodectl`
 //! directory beneath the cgroup this process itself is in (read from /proc/self/cgroup,
-//! per controller on v1), never a hierarchy's root.
+//! per controller on v1), never a hierarchy's root. Only an absolute name (a spec's
+//! absolute `cgroupsPath`, which the runtime spec takes from the mount point) is placed
+//! from the root.
 
 mod v1;
 mod v2;
@@ -165,13 +167,20 @@ pub fn validate_name(name: &str) -> Result<PathBuf> {
     if ok { Ok(PathBuf::from(trimmed)) } else { Err(CgroupError::BadName(name.to_string())) }
 }
 
-/// The container cgroup `name` (relative) beneath `parent` (relative to our own cgroup;
-/// default "nodectl"), for the host's hierarchy.
+/// The container cgroup `name` beneath `parent` (relative to our own cgroup; default
+/// "nodectl"), for the host's hierarchy; an absolute `name` ignores the parent and is
+/// taken from each hierarchy's root.
 pub fn open(name: &str, parent: Option<&str>) -> Result<Box<dyn Cgroup>> {
-    let rel = validate_name(parent.unwrap_or("nodectl"))?.join(validate_name(name)?);
+    let absolute = name.starts_with('/');
+    let (rel, own) = if absolute {
+        // No own cgroups: the drivers start from the root of each hierarchy.
+        (validate_name(name)?, Vec::new())
+    } else {
+        (validate_name(parent.unwrap_or("nodectl"))?.join(validate_name(name)?), own_cgroups()?)
+    };
     Ok(match detect()? {
-        Hierarchy::Unified { mount } => Box::new(V2::new(&mount, &own_cgroups()?, &rel)),
-        Hierarchy::Legacy { mounts } => Box::new(V1::new(&mounts, &own_cgroups()?, &rel)),
+        Hierarchy::Unified { mount } => Box::new(V2::new(&mount, &own, &rel, !absolute)),
+        Hierarchy::Legacy { mounts } => Box::new(V1::new(&mounts, &own, &rel)),
     })
 }
 
@@ -181,7 +190,7 @@ pub fn remove_parent(parent: &str) -> Result<()> {
     let rel = validate_name(parent)?;
     let own = own_cgroups()?;
     let dirs: Vec<PathBuf> = match detect()? {
-        Hierarchy::Unified { mount } => vec![V2::new(&mount, &own, &rel).dir().to_path_buf()],
+        Hierarchy::Unified { mount } => vec![V2::new(&mount, &own, &rel, true).dir().to_path_buf()],
         Hierarchy::Legacy { mounts } => V1::new(&mounts, &own, &rel).dirs().map(Path::to_path_buf).collect(),
     };
     for d in dirs {

@@ -16,13 +16,16 @@ pub struct V2 {
     rel: PathBuf,
     base: PathBuf,
     dir: PathBuf,
+    /// Whether processes on the way from `base` (our own cgroup) may be moved aside; not
+    /// when `rel` is taken from the root, where they are anyone's.
+    evacuate_base: bool,
 }
 
 impl V2 {
-    pub fn new(mount: &Path, own: &[(String, PathBuf)], rel: &Path) -> V2 {
+    pub fn new(mount: &Path, own: &[(String, PathBuf)], rel: &Path, evacuate_base: bool) -> V2 {
         let own_path = own.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p.clone()).unwrap_or_else(|| PathBuf::from("/"));
         let base = mount.join(own_path.strip_prefix("/").unwrap_or(&own_path));
-        V2 { rel: rel.to_path_buf(), dir: base.join(rel), base }
+        V2 { rel: rel.to_path_buf(), dir: base.join(rel), base, evacuate_base }
     }
 
     pub(super) fn dir(&self) -> &Path {
@@ -34,8 +37,8 @@ impl V2 {
     }
 
     /// Enables the controllers we use in `dir`'s subtree, evacuating `dir`'s own processes
-    /// to `dir/init` first if the kernel says it is busy with them.
-    fn enable_controllers(dir: &Path) -> Result<()> {
+    /// to `dir/init` first (if `evacuate`) when the kernel says it is busy with them.
+    fn enable_controllers(dir: &Path, evacuate: bool) -> Result<()> {
         let available = fs::read_to_string(dir.join("cgroup.controllers")).map_err(io_err("read", &dir.join("cgroup.controllers")))?;
         let wanted: Vec<String> = WANTED.iter().filter(|c| available.split_whitespace().any(|a| a == **c)).map(|c| format!("+{c}")).collect();
         if wanted.is_empty() {
@@ -44,7 +47,7 @@ impl V2 {
         let control = dir.join("cgroup.subtree_control");
         match fs::write(&control, wanted.join(" ")) {
             Ok(()) => Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && evacuate => {
                 let init = dir.join("init");
                 match fs::create_dir(&init) {
                     Ok(()) => {}
@@ -66,7 +69,7 @@ impl Cgroup for V2 {
     fn create(&self) -> Result<()> {
         let mut current = self.base.clone();
         for part in self.rel.components() {
-            Self::enable_controllers(&current)?;
+            Self::enable_controllers(&current, self.evacuate_base)?;
             current.push(part);
             match fs::create_dir(&current) {
                 Ok(()) => {}
