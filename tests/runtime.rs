@@ -444,7 +444,11 @@ fn cgroup_limits_apply_and_oom_kills_show_as_137() {
 
     let b = rt.bundle("limits", |s| {
         s["process"]["args"] = json!(["sleep", "1000"]);
-        s["linux"]["resources"] = json!({"memory": {"limit": 33554432}, "pids": {"limit": 10}, "cpu": {"quota": 20000, "period": 100000, "shares": 256}});
+        s["linux"]["resources"] = json!({
+            "memory": {"limit": 33554432, "reservation": 16777216, "swappiness": 7, "disableOOMKiller": true, "kernelTCP": 8388608},
+            "pids": {"limit": 10},
+            "cpu": {"quota": 20000, "period": 100000, "shares": 256}
+        });
     });
     rt.create(&b, "limits");
     let read = |c: &str, f: &str| fs::read_to_string(rt.cgroup_dir(c, "limits").join(f)).unwrap().trim().to_string();
@@ -452,6 +456,11 @@ fn cgroup_limits_apply_and_oom_kills_show_as_137() {
     assert_eq!(read("pids", "pids.max"), "10");
     assert_eq!(read("cpu", "cpu.cfs_quota_us"), "20000");
     assert_eq!(read("cpu", "cpu.shares"), "256");
+    // Docker's --memory-reservation, --memory-swappiness, --oom-kill-disable.
+    assert_eq!(read("memory", "memory.soft_limit_in_bytes"), "16777216");
+    assert_eq!(read("memory", "memory.swappiness"), "7");
+    assert!(read("memory", "memory.oom_control").contains("oom_kill_disable 1"));
+    assert_eq!(read("memory", "memory.kmem.tcp.limit_in_bytes"), "8388608");
     let stats: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", "limits"])).unwrap();
     assert_eq!(stats["data"]["pids"]["current"], 1, "{stats}");
     assert_eq!(stats["data"]["memory"]["usage"]["limit"], 33554432, "{stats}");

@@ -515,6 +515,11 @@ fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
     if let Some(mem) = r.memory() {
         out.memory_limit = mem.limit();
         out.memory_swap = mem.swap();
+        out.memory_reservation = mem.reservation();
+        out.memory_swappiness = mem.swappiness();
+        out.memory_disable_oom_killer = mem.disable_oom_killer();
+        out.memory_kernel = mem.kernel();
+        out.memory_kernel_tcp = mem.kernel_tcp();
     }
     if let Some(p) = r.pids() {
         out.pids_limit = Some(p.limit());

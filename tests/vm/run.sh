@@ -48,7 +48,7 @@ spec() { # NAME JQ-FILTER
 }
 spec mem '.process.args = ["sh", "-c", "a=$(yes | head -c 67108864); echo survived"] | .linux.resources.memory = {"limit": 20971520, "swap": 20971520}'
 spec pids '.process.args = ["sh", "-c", "for i in $(seq 20); do sleep 30 & done; echo started"] | .linux.resources.pids = {"limit": 10}'
-spec cpu '.process.args = ["sh", "-c", "while :; do :; done"] | .linux.resources.cpu = {"quota": 20000, "period": 100000}'
+spec cpu '.process.args = ["sh", "-c", "while :; do :; done"] | .linux.resources.cpu = {"quota": 20000, "period": 100000} | .linux.resources.memory = {"reservation": 8388608, "swappiness": 10}'
 
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initramfs.gz"
 
@@ -74,5 +74,6 @@ pct=$(( usage / (wall * 100000) ))
 echo "vm-test: busy loop under cpu.max 20000/100000 used ${pct}% of a cpu"
 [ "$pct" -ge 10 ] && [ "$pct" -le 30 ] || fail "cpu.max did not hold the loop near 20% (got ${pct}%)"
 grep -q '^VMTEST cpu_max 20000 100000' <<<"$r" || fail "cpu.max was not set"
+grep -q '^VMTEST memory_low 8388608' <<<"$r" || fail "memory.reservation did not become memory.low"
 grep -q '^VMTEST leftovers: 0 containers, 0 cgroups' <<<"$r" || fail "containers or cgroups left behind"
 echo "vm-test: passed"

@@ -52,6 +52,16 @@ pub struct Resources {
     pub memory_limit: Option<i64>,
     /// Memory plus swap, in bytes, as the OCI spec has it; -1 for no limit.
     pub memory_swap: Option<i64>,
+    /// The soft limit (v1) or protection (v2 memory.low), in bytes; -1 for none.
+    pub memory_reservation: Option<i64>,
+    /// v1 only (v2 has no per-cgroup swappiness): 0..100.
+    pub memory_swappiness: Option<u64>,
+    /// v1 only: the OOM killer leaves the cgroup's processes alone (they wait instead).
+    pub memory_disable_oom_killer: Option<bool>,
+    /// v1 kernel memory limit: read only to warn that it is ignored (Linux 5.16 dropped it).
+    pub memory_kernel: Option<i64>,
+    /// v1 kernel TCP buffer limit, in bytes.
+    pub memory_kernel_tcp: Option<i64>,
     /// -1 (or 0) for none.
     pub pids_limit: Option<i64>,
     /// Device access rules, applied in order (later rules win); empty leaves access as it is.

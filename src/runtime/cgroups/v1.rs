@@ -109,6 +109,25 @@ impl Cgroup for V1 {
                 write(&swap_file, &limit_value(s))?;
             }
         }
+        if let Some(v) = r.memory_reservation {
+            write(&self.file("memory", "memory.soft_limit_in_bytes")?, &limit_value(v))?;
+        }
+        if let Some(v) = r.memory_swappiness {
+            if v > 100 {
+                return Err(CgroupError::Unsupported(format!("memory.swappiness {v} is above 100")));
+            }
+            write(&self.file("memory", "memory.swappiness")?, &v.to_string())?;
+        }
+        if let Some(disable) = r.memory_disable_oom_killer {
+            write(&self.file("memory", "memory.oom_control")?, if disable { "1" } else { "0" })?;
+        }
+        if r.memory_kernel.is_some() {
+            // Linux 5.16 and later accept the write and ignore it; runc ignores it too.
+            tracing::warn!("linux.resources.memory.kernel is ignored: the kernel no longer limits kernel memory separately");
+        }
+        if let Some(v) = r.memory_kernel_tcp {
+            write(&self.file("memory", "memory.kmem.tcp.limit_in_bytes")?, &limit_value(v))?;
+        }
         if let Some(p) = r.cpu_period {
             write(&self.file("cpu", "cpu.cfs_period_us")?, &p.to_string())?;
         }

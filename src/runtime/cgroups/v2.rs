@@ -98,6 +98,15 @@ impl Cgroup for V2 {
             };
             write(&self.file("memory.swap.max"), &value)?;
         }
+        if let Some(v) = r.memory_reservation {
+            // -1 (none) is no protection, not "max".
+            write(&self.file("memory.low"), &v.max(0).to_string())?;
+        }
+        // v2 has none of these; runc and crun pass over them too, so a spec written for v1
+        // still runs.
+        if r.memory_swappiness.is_some() || r.memory_disable_oom_killer == Some(true) || r.memory_kernel.is_some() || r.memory_kernel_tcp.is_some() {
+            tracing::warn!("cgroup v2: memory swappiness, disableOOMKiller and kernel limits do not exist; ignored");
+        }
         if r.cpu_quota.is_some() || r.cpu_period.is_some() {
             let current = fs::read_to_string(self.file("cpu.max")).map_err(io_err("read", &self.file("cpu.max")))?;
             let mut parts = current.split_whitespace();
