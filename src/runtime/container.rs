@@ -163,23 +163,34 @@ impl Runtime {
         let joins = namespaces::open_joins(&cfg.namespaces).map_err(RuntimeError::Invalid)?;
         let (chan, child_chan) = sync::pair().map_err(io("socketpair"))?;
 
+        // Without a user namespace (which must come before the pid namespace it owns) we
+        // fork straight into the pid namespace, and the init needs no second fork.
+        let in_pid_ns = cfg.namespace(LinuxNamespaceType::Pid).is_some() && cfg.namespace(LinuxNamespaceType::User).is_none();
+        let pid_ns = if in_pid_ns {
+            let join = joins.iter().find(|(k, _)| *k == LinuxNamespaceType::Pid).map(|(_, fd)| fd);
+            Some(namespaces::pid_for_children(join).map_err(|message| RuntimeError::Init { id: id.to_string(), message })?)
+        } else {
+            None
+        };
         // SAFETY: ensure_single_threaded checked that no other thread exists, so the child
         // may do anything the parent could.
-        let child = match unsafe { nix::unistd::fork() }.map_err(|e| io("fork")(e.into()))? {
+        let forked = unsafe { nix::unistd::fork() };
+        let child = match forked.map_err(|e| io("fork")(e.into()))? {
             ForkResult::Child => {
                 drop(chan);
-                init::child(InitArgs { cfg, chan: child_chan, fifo: Some(fifo), console, preserve_fds: opts.preserve_fds, joins })
+                // Ours to restore, not the init's: it must keep its namespace.
+                std::mem::forget(pid_ns);
+                init::child(InitArgs { cfg, chan: child_chan, fifo: Some(fifo), console, preserve_fds: opts.preserve_fds, joins, in_pid_ns, cgroup: cg.as_ref() })
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
+        drop(pid_ns);
         drop(child_chan);
         drop(console);
         drop(joins);
         drop(fifo);
         guard.pids.push(child);
         tracing::debug!("create {id}: forked");
-        cg.add_process(child)?;
-        tracing::debug!("create {id}: in cgroup");
 
         let mut rec = Record {
             oci_version: cfg.oci_version.clone(),
@@ -205,6 +216,7 @@ impl Runtime {
                     chan.send(&Msg::Mapped).map_err(|e| fail(format!("setup channel: {e}")))?;
                 }
                 Some(Msg::Pid { pid }) => {
+                    let pid = if pid == 0 { child } else { pid };
                     tracing::debug!("create {id}: init is {pid}");
                     rec.pid = pid;
                     rec.pid_start_time = state::start_time(pid).unwrap_or(0);
@@ -423,7 +435,7 @@ impl Runtime {
         let child = match unsafe { nix::unistd::fork() }.map_err(|e| io("fork")(e.into()))? {
             ForkResult::Child => {
                 drop(chan);
-                init::exec_child(ExecArgs { process, seccomp: rec.seccomp.as_ref(), chan: child_chan, console, preserve_fds: opts.preserve_fds, joins })
+                init::exec_child(ExecArgs { process, seccomp: rec.seccomp.as_ref(), chan: child_chan, console, preserve_fds: opts.preserve_fds, joins, cgroup: cg.as_ref() })
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
@@ -434,7 +446,6 @@ impl Runtime {
             let _ = nix::sys::signal::kill(Pid::from_raw(child), Signal::SIGKILL);
             RuntimeError::Init { id: id.to_string(), message }
         };
-        cg.add_process(child).map_err(|e| fail(e.to_string()))?;
         chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
         let mut pid = 0;
         loop {

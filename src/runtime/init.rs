@@ -1,6 +1,7 @@
 //! The container's side of `create`, run in the forked child. It joins and creates the
 //! namespaces, forks once more when a pid namespace needs it (the child of an
-//! unshare(CLONE_NEWPID) is the namespace's PID 1), builds the root filesystem, becomes
+//! unshare(CLONE_NEWPID) is the namespace's PID 1) unless the runtime already forked it
+//! into that namespace (no user namespace to come first), builds the root filesystem, becomes
 //! the spec's process, reports Ready and waits on the exec fifo for `start`.
 //!
 //! This runs in a copy of a single-threaded process, so it may allocate; every failure
@@ -17,6 +18,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 
 use super::spec::{Config, ProcessConfig};
 use super::sync::{Channel, Msg};
+use super::cgroups::Cgroup;
 use super::{hooks, namespaces, process, rootfs, seccomp, sys};
 
 type Result<T> = std::result::Result<T, String>;
@@ -30,6 +32,11 @@ pub struct InitArgs<'a> {
     pub console: Option<UnixStream>,
     pub preserve_fds: i32,
     pub joins: Vec<(LinuxNamespaceType, OwnedFd)>,
+    /// Forked straight into the container's pid namespace: no pid namespace to join or
+    /// make, and no second fork.
+    pub in_pid_ns: bool,
+    /// The container's cgroup, which the child enters itself (cheaper than being moved).
+    pub cgroup: &'a dyn Cgroup,
 }
 
 /// Whether the init needs the state JSON (for hooks it runs itself).
@@ -67,7 +74,10 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
     // If `create` dies while we are setting up, so do we.
     sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
-    namespaces::join(&a.joins)?;
+    // First: joining a mount namespace may hide /sys/fs/cgroup.
+    a.cgroup.enter().map_err(|e| format!("enter the cgroup: {e}"))?;
+    let skip_pid = |k: &LinuxNamespaceType| a.in_pid_ns && *k == LinuxNamespaceType::Pid;
+    namespaces::join(a.joins.iter().filter(|(k, _)| !skip_pid(k)))?;
     if cfg.new_namespace(LinuxNamespaceType::User) {
         namespaces::unshare_user()?;
         a.chan.send(&Msg::MapUsers).map_err(|e| format!("setup channel: {e}"))?;
@@ -77,10 +87,11 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
         nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| format!("become root in the user namespace: {e}"))?;
         nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| format!("become root in the user namespace: {e}"))?;
     }
-    let new: Vec<LinuxNamespaceType> = cfg.namespaces.iter().filter(|n| n.path.is_none() && n.kind != LinuxNamespaceType::User).map(|n| n.kind).collect();
+    let new: Vec<LinuxNamespaceType> = cfg.namespaces.iter().filter(|n| n.path.is_none() && n.kind != LinuxNamespaceType::User && !skip_pid(&n.kind)).map(|n| n.kind).collect();
     namespaces::unshare_all(&new)?;
-    let needs_fork = cfg.namespace(LinuxNamespaceType::Pid).is_some();
-    if needs_fork {
+    if a.in_pid_ns {
+        a.chan.send(&Msg::Pid { pid: 0 }).map_err(|e| format!("setup channel: {e}"))?;
+    } else if cfg.namespace(LinuxNamespaceType::Pid).is_some() {
         // SAFETY: this process is single-threaded (a fork of a single-threaded parent).
         match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into the pid namespace: {e}"))? {
             ForkResult::Parent { child } => {
@@ -167,9 +178,12 @@ fn become_process(p: &ProcessConfig, seccomp_spec: Option<&oci_spec::runtime::Li
     // Again as the user, so that a cwd it may not enter is an error here, as with runc.
     nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir to cwd {} as the process's user: {e}", p.cwd.display()))?;
     let program = process::find_executable(p)?;
+    // Cleared before Ready, not after: once it has Ready the runtime may exit at once,
+    // and if it did before we cleared the signal, we would be killed as a created
+    // container. Should the runtime die before Ready, the send fails and we exit.
+    sys::set_parent_death_signal(0).map_err(|e| format!("clear parent death signal: {e}"))?;
     chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
     // From here on no one is listening: the parent has gone (or is waiting on us).
-    sys::set_parent_death_signal(0).map_err(|e| format!("clear parent death signal: {e}"))?;
     if let Some(fifo) = fifo {
         // Parked until `start`, possibly for long: hold as little memory as we can.
         process::shed_clean_file_pages();
@@ -192,6 +206,8 @@ pub struct ExecArgs<'a> {
     pub preserve_fds: i32,
     /// The container init's namespaces that differ from ours, user first.
     pub joins: Vec<(LinuxNamespaceType, OwnedFd)>,
+    /// The container's cgroup, entered before the namespaces.
+    pub cgroup: &'a dyn Cgroup,
 }
 
 /// `exec`'s child: join the container's namespaces, fork into its pid namespace, become
@@ -211,6 +227,7 @@ pub fn exec_child(a: ExecArgs<'_>) -> ! {
 fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
     sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
+    a.cgroup.enter().map_err(|e| format!("enter the container's cgroup: {e}"))?;
     namespaces::join(&a.joins)?;
     // SAFETY: single-threaded, as in stage_namespaces.
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork into the pid namespace: {e}"))? {

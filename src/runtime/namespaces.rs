@@ -44,7 +44,7 @@ pub fn open_joins(list: &[Namespace]) -> Result<Vec<(LinuxNamespaceType, OwnedFd
     Ok(out)
 }
 
-pub fn join(fds: &[(LinuxNamespaceType, OwnedFd)]) -> Result<(), String> {
+pub fn join<'a>(fds: impl IntoIterator<Item = &'a (LinuxNamespaceType, OwnedFd)>) -> Result<(), String> {
     for (kind, fd) in fds {
         setns(fd.as_fd(), clone_flag(*kind)).map_err(|e| format!("join {} namespace: {e}", proc_name(*kind)))?;
     }
@@ -62,6 +62,33 @@ pub fn unshare_all(kinds: &[LinuxNamespaceType]) -> Result<(), String> {
 
 pub fn unshare_user() -> Result<(), String> {
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| format!("unshare user namespace: {e}"))
+}
+
+/// Our pid namespace for children, put back on drop. While it lives, the processes we
+/// fork start in the container's pid namespace, which spares the init a fork of its own.
+pub struct PidForChildren {
+    own: OwnedFd,
+}
+
+/// Makes the children we fork from now on start in the pid namespace `join` (or a new one).
+/// Only the children are affected (pid_for_children); we stay where we are.
+pub fn pid_for_children(join: Option<&OwnedFd>) -> Result<PidForChildren, String> {
+    let own = OwnedFd::from(fs::File::open("/proc/self/ns/pid").map_err(|e| format!("open our pid namespace: {e}"))?);
+    match join {
+        Some(fd) => setns(fd.as_fd(), CloneFlags::CLONE_NEWPID).map_err(|e| format!("join pid namespace: {e}"))?,
+        None => unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("unshare pid namespace: {e}"))?,
+    }
+    Ok(PidForChildren { own })
+}
+
+impl Drop for PidForChildren {
+    fn drop(&mut self) {
+        // Our own namespace is always one we may go back to; hooks and later forks must
+        // not land in the container's.
+        if let Err(e) = setns(self.own.as_fd(), CloneFlags::CLONE_NEWPID) {
+            tracing::error!("restore our pid namespace for children: {e}");
+        }
+    }
 }
 
 /// Writes /proc/PID/{uid,gid}_map for a process that has just made a user namespace.

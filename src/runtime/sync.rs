@@ -17,7 +17,8 @@ pub enum Msg {
     /// Parent → init: the maps are written.
     Mapped,
     /// Init → parent: the container's init process is this pid (in the parent's pid
-    /// namespace), and whether it is PID 1 of a namespace of its own.
+    /// namespace); 0 when it is the process the parent forked, which, already PID 1 of
+    /// its namespace, cannot know its pid outside.
     Pid { pid: i32 },
     /// Parent → init: the state JSON hooks get on stdin, once the init's pid is known
     /// (sent only when the spec has createContainer or startContainer hooks).

@@ -104,7 +104,12 @@ pub trait Cgroup: Send + Sync {
     /// Creates the cgroup (and missing parents). Creating one that exists is not an error.
     fn create(&self) -> Result<()>;
     fn apply(&self, r: &Resources) -> Result<()>;
+    /// Moves another process in (slow on v1: the kernel takes a global lock and waits an
+    /// RCU grace period; a child about to exec should use `enter`).
     fn add_process(&self, pid: i32) -> Result<()>;
+    /// Moves the calling process, which must be single-threaded (a freshly forked
+    /// child), into the cgroup.
+    fn enter(&self) -> Result<()>;
     fn processes(&self) -> Result<Vec<i32>>;
     fn stats(&self) -> Result<Stats>;
     fn freeze(&self, frozen: bool) -> Result<()>;

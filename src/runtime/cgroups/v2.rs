@@ -134,6 +134,12 @@ impl Cgroup for V2 {
         write(&self.file("cgroup.procs"), &pid.to_string())
     }
 
+    fn enter(&self) -> Result<()> {
+        // v2 has no per-thread move for a domain cgroup (cgroup.threads is for threaded
+        // ones); clone3's CLONE_INTO_CGROUP would avoid the write altogether.
+        write(&self.file("cgroup.procs"), "0")
+    }
+
     fn processes(&self) -> Result<Vec<i32>> {
         read_pids(&self.file("cgroup.procs"))
     }
