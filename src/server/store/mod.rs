@@ -10,6 +10,7 @@ pub mod sqlite;
 mod watch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use watch::{Watcher, watch};
 
@@ -94,6 +95,32 @@ pub trait Backend: Send + Sync + 'static {
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>>;
     /// Drops superseded history at or below `revision`.
     fn compact(&self, revision: i64) -> Result<()>;
+}
+
+/// How a backend's compactor is paced: every backend drops old history by itself, so that
+/// the store stays bounded (DESIGN.md, decision 9).
+#[derive(Clone, Debug)]
+pub struct CompactionPolicy {
+    /// History kept: the newest this many revisions stay watchable.
+    pub retain: i64,
+    /// How often the compactor wakes.
+    pub interval: Duration,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        // kube-apiserver compacts every 5 minutes; 10,000 revisions cover a busy small cluster.
+        CompactionPolicy { retain: 10_000, interval: Duration::from_secs(60) }
+    }
+}
+
+/// Keys are non-empty printable ASCII, as Kubernetes names and our prefixes are; every
+/// backend refuses anything else, so that key order and [`prefix_end`] mean the same in each.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(StoreError::BadKey(key.to_string()));
+    }
+    Ok(())
 }
 
 /// The first key after every key that starts with `prefix` (for range scans). Keys are
