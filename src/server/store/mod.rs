@@ -4,8 +4,10 @@
 //! revision (DESIGN.md, decision 9).
 //!
 //! [`Backend`] is what a storage engine provides; [`watch`] builds watches on any backend
-//! from its log and its live feed. The embedded default is [`sqlite::Sqlite`].
+//! from its log and its live feed. The embedded default is [`sqlite::Sqlite`]; several
+//! control-plane machines share an [`etcd::Etcd`].
 
+pub mod etcd;
 pub mod sqlite;
 mod watch;
 
@@ -66,6 +68,11 @@ pub enum StoreError {
     FutureRevision { requested: i64, current: i64 },
     #[error("sqlite store {path}: {op}: {source}")]
     Sqlite { path: String, op: &'static str, source: rusqlite::Error },
+    #[error("etcd store {endpoints}: {op}: {source}")]
+    Etcd { endpoints: String, op: &'static str, source: etcd_client::Error },
+    /// No member answered in time; a write that ends so may or may not have been applied.
+    #[error("etcd store {endpoints}: {op}: no answer within {waited:?}")]
+    EtcdUnreachable { endpoints: String, op: &'static str, waited: Duration },
     #[error("key {0:?} is not printable ASCII")]
     BadKey(String),
     #[error("the store has shut down")]
