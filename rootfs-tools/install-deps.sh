@@ -12,6 +12,8 @@ packages=(
   iproute2 gcc
   libseccomp-dev pkg-config  # seccomp filters from the OCI spec (the libseccomp crate links it)
   qemu-system-x86  # make vm-test: the cgroup v2 driver on a pure cgroup2 kernel
+  protobuf-compiler libprotobuf-dev  # protoc and its well-known types (descriptor.proto): etcd-client compiles etcd's gRPC API at build time
+  etcd-server      # /usr/bin/etcd (3.4): the store's etcd backend is tested against real members
 )
 need=()
 for p in "${packages[@]}"; do

@@ -3,7 +3,8 @@
 #   tests/leaks.sh snapshot FILE   record what exists now
 #   tests/leaks.sh check FILE      fail, listing each leftover, if anything new exists
 # Compared: network devices, network namespaces, mounts, cgroups, and processes of ours
-# (nodectl, the test registry, container userlands run from busybox), by executable.
+# (nodectl, the test registry, etcd members, container userlands run from busybox), by
+# executable.
 set -u
 
 snapshot() {
@@ -17,7 +18,7 @@ snapshot() {
     # By executable, not command line: a compiler building the crate named nodectl is
     # not one of ours.
     case "$exe" in
-      *nodectl*|*docker-registry*|*/busybox*) echo "process ${p#/proc/} $cmd" ;;
+      *nodectl*|*docker-registry*|*/busybox*|*/etcd) echo "process ${p#/proc/} $cmd" ;;
     esac
   done
 }

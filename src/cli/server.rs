@@ -14,6 +14,10 @@ pub struct ServerArgs {
     /// Address and port to serve the API on.
     #[arg(long, env = "NODECTL_LISTEN", default_value = "0.0.0.0:6443")]
     listen: SocketAddr,
+    /// Keep the objects in etcd, at these members (comma-separated http://HOST:PORT),
+    /// instead of the embedded SQLite store in the data dir.
+    #[arg(long, env = "NODECTL_ETCD", value_delimiter = ',', value_name = "URLS")]
+    etcd: Vec<String>,
 }
 
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
@@ -21,7 +25,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the event loop")?;
     runtime.block_on(async {
         tokio::select! {
-            r = crate::server::run(crate::server::Config { data_dir, listen: args.listen }) => r.map(|_| 0).map_err(anyhow::Error::from),
+            r = crate::server::run(crate::server::Config { data_dir, listen: args.listen, etcd: args.etcd }) => r.map(|_| 0).map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(0),
             _ = async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler").recv().await } => Ok(0),
         }

@@ -1,5 +1,6 @@
 //! The control plane (`nodectl server`): the Kubernetes API over HTTPS, stored in the
-//! embedded SQLite store. Controllers, the scheduler and etcd come in later steps.
+//! embedded SQLite store, or in etcd with `--etcd`. Controllers and the scheduler come in
+//! later steps.
 
 pub mod api;
 pub mod pki;
@@ -14,7 +15,9 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 
-use store::sqlite::{CompactionPolicy, Sqlite};
+use store::etcd::Etcd;
+use store::sqlite::Sqlite;
+use store::{Backend, CompactionPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -26,11 +29,15 @@ pub enum ServerError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error("preparing the API: {0}")]
     Bootstrap(String),
+    #[error("opening the store: {0}")]
+    StoreTask(tokio::task::JoinError),
 }
 
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// etcd members (`http://host:port`); empty: the embedded SQLite store in the data dir.
+    pub etcd: Vec<String>,
 }
 
 /// Runs the API server until the process is stopped.
@@ -41,7 +48,17 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let shown = if bound.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), bound.port()) } else { bound };
     let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
-    let store = Arc::new(Sqlite::open(&config.data_dir.join("state.db"), CompactionPolicy::default())?);
+    let (etcd, db) = (config.etcd.clone(), config.data_dir.join("state.db"));
+    // Opening waits on disk or on the cluster: off the async workers.
+    let store: Arc<dyn Backend> = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Backend>, store::StoreError> {
+        Ok(if etcd.is_empty() {
+            Arc::new(Sqlite::open(&db, CompactionPolicy::default())?)
+        } else {
+            Arc::new(Etcd::connect(&etcd, CompactionPolicy::default())?)
+        })
+    })
+    .await
+    .map_err(ServerError::StoreTask)??;
     api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     let app = api::router(Arc::new(api::Api { store, auth: api::Auth { admin_token: pki.admin_token.clone() } }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());

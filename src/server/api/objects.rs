@@ -11,9 +11,9 @@ use serde_json::{Value, json};
 use super::resources::Resource;
 use super::status::ApiError;
 use crate::server::store::{Backend, KeyValue};
-use crate::server::store::sqlite::Sqlite;
 
-pub type Store = Arc<Sqlite>;
+/// The store behind the API: SQLite or etcd (`nodectl server --etcd`).
+pub type Store = Arc<dyn Backend>;
 
 /// Runs a blocking store call off the async workers.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {

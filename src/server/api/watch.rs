@@ -20,7 +20,6 @@ use super::resources::Resource;
 use super::selectors::Selectors;
 use super::status::ApiError;
 use crate::server::store::{self, Backend, EventKind, Watcher};
-use crate::server::store::sqlite::Sqlite;
 
 /// The API server's default: requests end after at most half an hour; clients re-watch.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -39,7 +38,7 @@ enum Phase {
 
 /// A watcher, the selectors its events pass through, and how objects are sent.
 struct Live {
-    watcher: Watcher<Sqlite>,
+    watcher: Watcher<dyn Backend>,
     selectors: Arc<Selectors>,
     /// Each object as a one-row Table (kubectl get -w), columns in the first only.
     table: Option<(&'static Resource, bool)>,
@@ -79,7 +78,10 @@ pub async fn watch(
         }
         Some(v) => (Vec::new(), v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
     };
-    let first = match store::watch(store.clone(), &prefix, Some(from)) {
+    let (s, p) = (store.clone(), prefix.clone());
+    // Starting a watch reads the store's revisions: off the async workers.
+    let started = tokio::task::spawn_blocking(move || store::watch(s, &p, Some(from))).await.map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
+    let first = match started {
         Ok(watcher) => Phase::Initial(initial.into_iter(), Live { watcher, selectors, table: as_table.then_some((r, false)) }),
         Err(e) => {
             // Sent as an event in a 200 response, as the API server does.

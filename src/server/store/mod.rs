@@ -4,12 +4,15 @@
 //! revision (DESIGN.md, decision 9).
 //!
 //! [`Backend`] is what a storage engine provides; [`watch`] builds watches on any backend
-//! from its log and its live feed. The embedded default is [`sqlite::Sqlite`].
+//! from its log and its live feed. The embedded default is [`sqlite::Sqlite`]; several
+//! control-plane machines share an [`etcd::Etcd`].
 
+pub mod etcd;
 pub mod sqlite;
 mod watch;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use watch::{Watcher, watch};
 
@@ -65,6 +68,11 @@ pub enum StoreError {
     FutureRevision { requested: i64, current: i64 },
     #[error("sqlite store {path}: {op}: {source}")]
     Sqlite { path: String, op: &'static str, source: rusqlite::Error },
+    #[error("etcd store {endpoints}: {op}: {source}")]
+    Etcd { endpoints: String, op: &'static str, source: etcd_client::Error },
+    /// No member answered in time; a write that ends so may or may not have been applied.
+    #[error("etcd store {endpoints}: {op}: no answer within {waited:?}")]
+    EtcdUnreachable { endpoints: String, op: &'static str, waited: Duration },
     #[error("key {0:?} is not printable ASCII")]
     BadKey(String),
     #[error("the store has shut down")]
@@ -94,6 +102,32 @@ pub trait Backend: Send + Sync + 'static {
     fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Event>>;
     /// Drops superseded history at or below `revision`.
     fn compact(&self, revision: i64) -> Result<()>;
+}
+
+/// How a backend's compactor is paced: every backend drops old history by itself, so that
+/// the store stays bounded (DESIGN.md, decision 9).
+#[derive(Clone, Debug)]
+pub struct CompactionPolicy {
+    /// History kept: the newest this many revisions stay watchable.
+    pub retain: i64,
+    /// How often the compactor wakes.
+    pub interval: Duration,
+}
+
+impl Default for CompactionPolicy {
+    fn default() -> Self {
+        // kube-apiserver compacts every 5 minutes; 10,000 revisions cover a busy small cluster.
+        CompactionPolicy { retain: 10_000, interval: Duration::from_secs(60) }
+    }
+}
+
+/// Keys are non-empty printable ASCII, as Kubernetes names and our prefixes are; every
+/// backend refuses anything else, so that key order and [`prefix_end`] mean the same in each.
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(StoreError::BadKey(key.to_string()));
+    }
+    Ok(())
 }
 
 /// The first key after every key that starts with `prefix` (for range scans). Keys are

@@ -19,7 +19,8 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use tokio::sync::broadcast;
 
-use super::{Backend, Event, EventKind, KeyValue, ListResult, Result, StoreError, prefix_end};
+pub use super::CompactionPolicy;
+use super::{Backend, Event, EventKind, KeyValue, ListResult, Result, StoreError, check_key, prefix_end};
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS log (
@@ -33,22 +34,6 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS log_key_revision ON log (key, revision);
     CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
-
-/// How compaction is paced.
-#[derive(Clone, Debug)]
-pub struct CompactionPolicy {
-    /// History kept: the newest this many revisions stay watchable.
-    pub retain: i64,
-    /// How often the compactor wakes.
-    pub interval: Duration,
-}
-
-impl Default for CompactionPolicy {
-    fn default() -> Self {
-        // kube-apiserver compacts every 5 minutes; 10,000 revisions cover a busy small cluster.
-        CompactionPolicy { retain: 10_000, interval: Duration::from_secs(60) }
-    }
-}
 
 struct Shared {
     path: PathBuf,
@@ -73,13 +58,6 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 
 fn kv_from(row: &Row<'_>) -> rusqlite::Result<KeyValue> {
     Ok(KeyValue { key: row.get("key")?, value: row.get("value")?, create_revision: row.get("create_revision")?, mod_revision: row.get("revision")? })
-}
-
-fn check_key(key: &str) -> Result<()> {
-    if key.is_empty() || !key.bytes().all(|b| (0x20..0x7f).contains(&b)) {
-        return Err(StoreError::BadKey(key.to_string()));
-    }
-    Ok(())
 }
 
 impl Shared {

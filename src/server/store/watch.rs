@@ -5,7 +5,11 @@
 //! missed; live events at or below the last revision already delivered are dropped. A
 //! watcher too slow for the live feed's buffer does not lose events: it goes back to the
 //! log from where it was, and only if compaction has passed that point does it end with
-//! [`StoreError::Compacted`] (the API answers 410 Gone, and clients list again).
+//! [`StoreError::Compacted`] (the API answers 410 Gone, and clients list again). A live
+//! feed that closes (the etcd store closes it when it lost events it cannot replay) is
+//! handled the same way: subscribe again, then read the log from where it was.
+//!
+//! Reads of the log run on tokio's blocking threads: a backend may wait on the network.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -58,8 +62,14 @@ impl<B: Backend + ?Sized> Watcher<B> {
                 return Ok(e);
             }
             if self.catching_up {
-                let batch = self.backend.events_since(&self.prefix, self.last, BATCH)?;
-                self.catching_up = batch.len() == BATCH;
+                let (backend, prefix, last) = (self.backend.clone(), self.prefix.clone(), self.last);
+                let batch = match tokio::task::spawn_blocking(move || backend.events_since(&prefix, last, BATCH)).await {
+                    Ok(batch) => batch?,
+                    Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                    Err(_) => return Err(StoreError::Closed),
+                };
+                // A full batch (etcd may add the rest of a revision's events) means more may follow.
+                self.catching_up = batch.len() >= BATCH;
                 self.pending.extend(batch);
                 continue;
             }
@@ -70,7 +80,11 @@ impl<B: Backend + ?Sized> Watcher<B> {
                     tracing::debug!(missed, prefix = %self.prefix, "watcher lagged; reading the log");
                     self.catching_up = true;
                 }
-                Err(RecvError::Closed) => return Err(StoreError::Closed),
+                Err(RecvError::Closed) => {
+                    tracing::debug!(prefix = %self.prefix, "live feed closed; subscribing again and reading the log");
+                    self.live = self.backend.subscribe();
+                    self.catching_up = true;
+                }
             }
         }
     }

@@ -1,0 +1,348 @@
+//! The control plane's etcd store, against real etcd members on loopback (Debian's
+//! etcd-server, /usr/bin/etcd): the checks every backend passes (tests/store_checks), the
+//! live feed resuming after its member is killed and restarted, a three-member cluster that
+//! loses its leader to SIGKILL, compaction by policy, and `nodectl server --etcd` driven by
+//! kubectl.
+
+mod store_checks;
+
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nodectl::server::store::etcd::Etcd;
+use nodectl::server::store::{Backend, CompactionPolicy, EventKind, StoreError, watch};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// One etcd member: its ports, data dir and process.
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// etcd members on loopback, each with its own data dir under a temp dir; all are killed
+/// when this is dropped, a failed test too.
+struct Cluster {
+    members: Vec<Member>,
+    initial: String,
+    _tmp: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(size: usize) -> Cluster {
+        let tmp = tempfile::tempdir().unwrap();
+        let members: Vec<Member> = (0..size)
+            .map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), dir: tmp.path().join(format!("m{i}")), child: None })
+            .collect();
+        let initial = members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
+        let mut c = Cluster { members, initial, _tmp: tmp };
+        for i in 0..size {
+            c.spawn(i);
+        }
+        for i in 0..size {
+            c.wait_listening(i);
+        }
+        c
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let m = &self.members[i];
+        std::fs::create_dir_all(&m.dir).unwrap();
+        let log = std::fs::File::create(m.dir.with_extension("log")).unwrap();
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
+        let mut etcd = Command::new("etcd");
+        // Should the test process die without unwinding, its members die with it.
+        // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
+        unsafe {
+            etcd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = etcd
+            .args(["--name", &m.name, "--data-dir"])
+            .arg(&m.dir)
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &self.initial, "--initial-cluster-token", &format!("t{}", self.members[0].peer)])
+            .args(["--logger", "zap", "--log-level", "warn"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is installed (rootfs-tools/install-deps.sh)");
+        self.members[i].child = Some(child);
+    }
+
+    fn wait_listening(&mut self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let m = &mut self.members[i];
+        while TcpStream::connect(("127.0.0.1", m.client)).is_err() {
+            if let Some(Ok(Some(status))) = m.child.as_mut().map(Child::try_wait) {
+                panic!("etcd {} exited: {status}\n{}", m.name, std::fs::read_to_string(m.dir.with_extension("log")).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "etcd {} did not come up", m.name);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect()
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].child.take() {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts a killed member again on its data dir and ports.
+    fn restart(&mut self, i: usize) {
+        self.spawn(i);
+        self.wait_listening(i);
+    }
+
+    /// The member that leads now, as the members say (asked with etcd-client directly, on
+    /// a thread of its own: the tests that ask run inside a runtime already).
+    fn leader(&self) -> usize {
+        let endpoints = self.endpoints();
+        let ask = move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    for (i, ep) in endpoints.iter().enumerate() {
+                        if let Ok(mut c) = etcd_client::Client::connect([ep], None).await
+                            && let Ok(s) = c.status().await
+                            && s.leader() != 0
+                            && s.header().is_some_and(|h| h.member_id() == s.leader())
+                        {
+                            return i;
+                        }
+                    }
+                    assert!(Instant::now() < deadline, "no leader elected");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        };
+        std::thread::spawn(ask).join().unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A compactor that never wakes during a test unless asked.
+fn manual() -> CompactionPolicy {
+    CompactionPolicy { retain: 1_000_000, interval: Duration::from_secs(3600) }
+}
+
+fn connect(c: &Cluster) -> Arc<Etcd> {
+    Arc::new(Etcd::connect(&c.endpoints(), manual()).unwrap())
+}
+
+// The checks every backend passes, on a one-member etcd each.
+
+#[test]
+fn writes_get_revisions_and_conflicts_are_refused() {
+    let c = Cluster::start(1);
+    store_checks::writes_get_revisions_and_conflicts_are_refused(&*connect(&c));
+}
+
+#[test]
+fn lists_page_and_read_the_past() {
+    let c = Cluster::start(1);
+    store_checks::lists_page_and_read_the_past(&*connect(&c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_see_every_write_once_in_order_under_concurrent_writers() {
+    let c = Cluster::start(1);
+    store_checks::watches_see_every_write_once_in_order_under_concurrent_writers(connect(&c)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_watcher_reads_the_log_and_loses_nothing() {
+    let c = Cluster::start(1);
+    store_checks::a_lagging_watcher_reads_the_log_and_loses_nothing(connect(&c)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_answers_compacted_and_keeps_the_present() {
+    let c = Cluster::start(1);
+    let reopen = |s: Arc<Etcd>| {
+        drop(s);
+        connect(&c)
+    };
+    store_checks::compaction_answers_compacted_and_keeps_the_present(connect(&c), reopen).await;
+}
+
+// What only etcd has to show.
+
+/// The live feed's watch breaks when its member dies; it resumes from the last revision it
+/// delivered, so a subscriber sees every write of before and after, once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_resumes_after_its_member_is_killed_and_restarted() {
+    let mut c = Cluster::start(1);
+    let s = connect(&c);
+    let mut feed = s.subscribe();
+    let mut written = Vec::new();
+    for i in 0..20 {
+        written.push(s.create(&format!("/k/before-{i}"), b"v").unwrap());
+    }
+    c.kill(0);
+    c.restart(0);
+    // The first of these waits, trying again, until the member answers.
+    for i in 0..20 {
+        written.push(s.create(&format!("/k/after-{i}"), b"v").unwrap());
+    }
+    let (d, _) = s.delete("/k/after-0", None).unwrap();
+    written.push(d);
+    let mut seen = Vec::new();
+    while seen.len() < written.len() {
+        let e = tokio::time::timeout(Duration::from_secs(30), feed.recv()).await.expect("the feed stalled").unwrap();
+        seen.push(e.revision);
+        if e.revision == d {
+            assert_eq!((e.kind, e.kv.key.as_str(), e.prev.as_ref().map(|p| p.value.as_slice())), (EventKind::Delete, "/k/after-0", Some(&b"v"[..])));
+        }
+    }
+    assert_eq!(seen, written);
+}
+
+/// Three members; the leader is killed with SIGKILL. The store, given all three, goes on
+/// answering through the other two: reads at once (tried again through the election),
+/// writes once a new leader is elected, and a watch started before misses nothing. A write
+/// in flight during the election may fail with its outcome unknown (etcd: "request timed
+/// out, possibly due to previous leader failure"); the store does not repeat such a write,
+/// so that test waits for the new leader before it writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_member_cluster_survives_the_loss_of_its_leader() {
+    let mut c = Cluster::start(3);
+    let s = connect(&c);
+    let first = s.create("/registry/configmaps/ns/before", b"0").unwrap();
+    let mut w = watch(s.clone(), "/registry/configmaps/", Some(first - 1)).unwrap();
+    let leader = c.leader();
+    c.kill(leader);
+
+    for _ in 0..10 {
+        assert_eq!(s.get("/registry/configmaps/ns/before").unwrap().unwrap().value, b"0");
+        assert_eq!(s.list("/registry/configmaps/", None, 0, None).unwrap().items.len(), 1);
+    }
+    assert_ne!(c.leader(), leader, "another member leads");
+
+    let mut written = vec![first];
+    for i in 0..30 {
+        let key = format!("/registry/configmaps/ns/cm{i}");
+        written.push(s.create(&key, b"1").unwrap());
+        let kv = s.get(&key).unwrap().expect("a write just acknowledged is read back");
+        written.push(s.update(&key, b"2", Some(kv.mod_revision)).unwrap());
+    }
+    let list = s.list("/registry/configmaps/ns/", None, 0, None).unwrap();
+    assert_eq!(list.items.len(), 31);
+    assert!(list.items.iter().filter(|kv| kv.key != "/registry/configmaps/ns/before").all(|kv| kv.value == b"2"));
+
+    for want in &written {
+        let e = tokio::time::timeout(Duration::from_secs(30), w.next()).await.expect("the watch stalled").unwrap();
+        assert_eq!(e.revision, *want);
+    }
+}
+
+/// The store keeps itself bounded by the policy, as the SQLite store does: history beyond the
+/// newest `retain` revisions is compacted away, and reading there answers Compacted.
+#[test]
+fn the_compactor_keeps_the_newest_revisions() {
+    let c = Cluster::start(1);
+    let s = Etcd::connect(&c.endpoints(), CompactionPolicy { retain: 20, interval: Duration::from_millis(200) }).unwrap();
+    let first = s.create("/k/a", b"0").unwrap();
+    for i in 0..100 {
+        s.update("/k/a", format!("{i}").as_bytes(), None).unwrap();
+    }
+    let current = s.current_revision().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.compacted_revision().unwrap() < current - 20 {
+        assert!(Instant::now() < deadline, "no compaction to {} in 30 s", current - 20);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(s.compacted_revision().unwrap() <= current - 20, "more history dropped than the policy says");
+    assert!(matches!(s.list("/k/", None, 0, Some(first)), Err(StoreError::Compacted { .. })));
+    assert_eq!(s.list("/k/", None, 0, Some(current - 20)).unwrap().items.len(), 1);
+    assert_eq!(s.get("/k/a").unwrap().unwrap().value, b"99");
+}
+
+/// `nodectl server --etcd` keeps its objects in etcd: kubectl creates and reads a configmap
+/// through it, the object is in etcd under its key, and no SQLite file is made.
+#[test]
+fn nodectl_server_with_etcd_serves_kubectl() {
+    let c = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let port = free_port();
+    let server = Server::start(&data, port, &c.endpoints().join(","));
+
+    let out = server.kubectl(&["create", "configmap", "cfg", "--from-literal=greeting=hello"]);
+    assert!(out.status.success(), "kubectl create: {}", String::from_utf8_lossy(&out.stderr));
+    let out = server.kubectl(&["get", "configmap", "cfg", "-o", "json"]);
+    assert!(out.status.success(), "kubectl get: {}", String::from_utf8_lossy(&out.stderr));
+    let cm: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(cm["data"]["greeting"], "hello");
+
+    let s = connect(&c);
+    let kv = s.get("/registry/core/configmaps/default/cfg").unwrap().expect("the configmap is in etcd");
+    assert_eq!(cm["metadata"]["resourceVersion"], kv.mod_revision.to_string(), "resourceVersion is etcd's revision");
+    assert!(!data.join("state.db").exists(), "the server made a SQLite store beside etcd");
+}
+
+struct Server {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Server {
+    fn start(dir: &Path, port: u16, etcd: &str) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+            .args(["server", "--data-dir"])
+            .arg(dir)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--etcd", etcd])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut s = Server { child, dir: dir.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() || !dir.join("admin.kubeconfig").exists() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("server exited: {status}");
+            }
+            assert!(Instant::now() < deadline, "server did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        s
+    }
+
+    fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl").arg("--kubeconfig").arg(self.dir.join("admin.kubeconfig")).args(args).output().expect("kubectl is installed")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
