@@ -636,7 +636,9 @@ fn hooks_run_with_the_state_on_stdin() {
     let hook = |name: &str| json!({"path": "/bin/sh", "args": ["sh", "-c", format!("echo {name} $(cat) >> {}", log.display())]});
     let b = rt.bundle("hooks", |s| {
         s["process"]["args"] = json!(["true"]);
-        s["hooks"] = json!({"prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")], "poststart": [hook("poststart")], "poststop": [hook("poststop")]});
+        // A failing poststart or poststop hook is only a warning: the next ones still run.
+        let fails = json!({"path": "/bin/false"});
+        s["hooks"] = json!({"prestart": [hook("prestart")], "createRuntime": [hook("createRuntime")], "poststart": [fails, hook("poststart")], "poststop": [fails, hook("poststop")]});
     });
     let (code, _, err) = rt.run(&b, "hooks");
     assert_eq!(code, 0, "{err}");

@@ -284,10 +284,8 @@ impl Runtime {
         fifo.write_all(b"0").map_err(io("signal the container to start"))?;
         fs::remove_file(&fifo_path).map_err(io(format!("remove {}", fifo_path.display())))?;
         let s = state_json(&rec, Status::Running).to_string();
-        if let Err(e) = hooks::run_all(&rec.hooks.poststart, s.as_bytes()) {
-            // The spec: a failing poststart hook is logged and the container keeps running.
-            tracing::warn!("container {id}: {e}");
-        }
+        // The spec: a failing poststart hook is logged, and the rest run as if it had not.
+        hooks::run_all_warning(&rec.hooks.poststart, s.as_bytes(), id);
         Ok(())
     }
 
@@ -330,9 +328,7 @@ impl Runtime {
         kill_all_and_wait(cg.as_ref(), Some(&rec));
         cg.destroy()?;
         let s = state_json(&rec, Status::Stopped).to_string();
-        if let Err(e) = hooks::run_all(&rec.hooks.poststop, s.as_bytes()) {
-            tracing::warn!("container {id}: {e}");
-        }
+        hooks::run_all_warning(&rec.hooks.poststop, s.as_bytes(), id);
         self.root.remove(id)?;
         Ok(())
     }

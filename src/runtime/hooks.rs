@@ -56,3 +56,13 @@ pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// Runs every hook even when some fail, each failure a warning: what the spec asks of
+/// poststart and poststop hooks, which come too late to undo anything.
+pub fn run_all_warning(hooks: &[Hook], state_json: &[u8], container: &str) {
+    for h in hooks {
+        if let Err(e) = run(h, state_json) {
+            tracing::warn!("container {container}: {e}");
+        }
+    }
+}
