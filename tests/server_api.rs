@@ -150,6 +150,12 @@ fn bad_requests_get_kubernetes_errors() {
     fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector: {}\n  template:\n    spec:\n      containers:\n      - name: c\n        imagee: typo\n").unwrap();
     let err = s.fails(&["create", "-f", bad.to_str().unwrap()]);
     assert!(err.contains("spec.template.spec.containers[0].imagee"), "{err}");
+    // --validate=warn: the object is created, and kubectl prints the server's warnings.
+    let out = s.kubectl(&["create", "--validate=warn", "-f", bad.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("Warning: unknown field \"spec.template.spec.containers[0].imagee\""), "{err}");
+    s.ok(&["get", "deployment", "d"]);
     let err = s.fails(&["get", "--raw", "/apis/nosuch.group/v1/things"]);
     assert!(err.contains("NotFound") || err.contains("could not find"), "{err}");
     let out = Command::new("kubectl")
@@ -209,6 +215,21 @@ fn watches_replay_from_a_resource_version_and_follow() {
     let out = s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps?watch=1&timeoutSeconds=1"]);
     let first: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
     assert_eq!((first["type"].as_str(), first["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("now")));
+
+    // Bookmarks: a watch on secrets, where nothing happened since rv0, ends (timeoutSeconds)
+    // with a BOOKMARK at the current revision, past every configmap write: a client resumes
+    // from there, not from rv0.
+    let list: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
+    let now: i64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    let out = s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/secrets?watch=1&resourceVersion={rv0}&timeoutSeconds=1&allowWatchBookmarks=true")]);
+    let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 1, "{out}");
+    assert_eq!((events[0]["type"].as_str(), events[0]["object"]["kind"].as_str()), (Some("BOOKMARK"), Some("Secret")), "{out}");
+    let mark: i64 = events[0]["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+    assert!(mark >= now, "bookmark at {mark}, writes up to {now}");
+    // Without allowWatchBookmarks, none.
+    let out = s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/secrets?watch=1&resourceVersion={rv0}&timeoutSeconds=1")]);
+    assert_eq!(out.trim(), "", "{out}");
 }
 
 const APP: &str = "

@@ -169,6 +169,24 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
         Some("Strict") => objects::FieldValidation::Strict,
         _ => objects::FieldValidation::Lenient,
     };
+    // fieldValidation=Warn: the object is stored as with Ignore, and each unknown field
+    // comes back as a Warning header, which kubectl prints.
+    let warnings: Vec<String> = match (query.get("fieldValidation").map(String::as_str), method, part) {
+        (Some("Warn"), &Method::POST | &Method::PUT, objects::Part::Main) => {
+            serde_json::from_slice::<Value>(&body).map(|obj| r.unknown_fields(&obj)).unwrap_or_default().into_iter().map(|f| format!("unknown field \"{f}\"")).collect()
+        }
+        _ => Vec::new(),
+    };
+    let with_warnings = |mut resp: Response| {
+        for w in &warnings {
+            // RFC 7234 warn-code 299, agent "-", the text quoted, as the API server sends it.
+            let quoted = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+            if let Ok(v) = header::HeaderValue::from_str(&quoted) {
+                resp.headers_mut().append(header::WARNING, v);
+            }
+        }
+        resp
+    };
     match (method, t.name) {
         (&Method::GET, Some(name)) if part == objects::Part::Scale => Ok(json_response(StatusCode::OK, &objects::scale_of(&objects::get(store, r, t.namespace, name).await?))),
         (&Method::GET, Some(name)) => {
@@ -181,7 +199,8 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
         (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
             let selectors = selectors(query, r)?;
-            watch::watch(store, r, t.namespace, query.get("resourceVersion").cloned(), timeout, selectors, req.as_table).await
+            let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
+            watch::watch(store, r, t.namespace, query.get("resourceVersion").cloned(), timeout, selectors, req.as_table, bookmarks).await
         }
         (&Method::GET, None) => {
             let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -206,12 +225,12 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
         }
         (&Method::POST, None) => {
             let (code, obj) = objects::create(store, r, t.namespace, &body, validation).await?;
-            Ok(json_response(code, &obj))
+            Ok(with_warnings(json_response(code, &obj)))
         }
-        (&Method::PUT, Some(name)) => Ok(json_response(StatusCode::OK, &{
+        (&Method::PUT, Some(name)) => Ok(with_warnings(json_response(StatusCode::OK, &{
             let obj = objects::update(store, r, t.namespace, name, part, &body, validation).await?;
             if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }
-        })),
+        }))),
         (&Method::PATCH, Some(name)) => {
             let kind = objects::PatchKind::from_content_type(content_type).ok_or_else(|| {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"))

@@ -83,8 +83,8 @@ fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-/// `fieldValidation`: Strict refuses unknown fields; Ignore and Warn (not yet sent back as
-/// warnings) accept them.
+/// `fieldValidation`: Strict refuses unknown fields; Ignore and Warn accept them (the API
+/// layer sends Warn's warnings).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum FieldValidation {
     Strict,

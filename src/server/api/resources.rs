@@ -50,48 +50,71 @@ impl Resource {
     /// With `strict`, a field the schema does not have is refused too: the typed value is
     /// serialised again and every field of the input it lost is unknown.
     pub fn check_schema(&self, obj: &Value, strict: bool) -> Result<(), (String, String)> {
-        use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
-        fn check<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value, strict: bool) -> Result<(), (String, String)> {
-            let typed: T = serde_path_to_error::deserialize(v).map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))?;
-            if strict {
-                let again = serde_json::to_value(&typed).unwrap_or(Value::Null);
-                if let Some(field) = first_unknown(v, &again, "") {
-                    return Err((field.clone(), format!("strict decoding error: unknown field \"{field}\"")));
-                }
+        let unknown = self.typed_check(obj)?;
+        match unknown.first() {
+            Some(first) if strict => {
+                // All of them in one message, as the API server words it.
+                let list: Vec<String> = unknown.iter().map(|f| format!("unknown field \"{f}\"")).collect();
+                Err((first.clone(), format!("strict decoding error: {}", list.join(", "))))
             }
-            Ok(())
+            _ => Ok(()),
+        }
+    }
+
+    /// The fields (dotted paths) of `obj` that the schema does not know, for
+    /// fieldValidation=Warn; none if the object does not even decode (its error comes
+    /// from `check_schema`).
+    pub fn unknown_fields(&self, obj: &Value) -> Vec<String> {
+        self.typed_check(obj).unwrap_or_default()
+    }
+
+    /// Decodes `obj` as its k8s-openapi type: a type error, or the unknown fields.
+    fn typed_check(&self, obj: &Value) -> Result<Vec<String>, (String, String)> {
+        use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+        fn check<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Vec<String>, (String, String)> {
+            let typed: T = serde_path_to_error::deserialize(v).map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))?;
+            let again = serde_json::to_value(&typed).unwrap_or(Value::Null);
+            let mut unknown = Vec::new();
+            unknown_in(v, &again, "", &mut unknown);
+            Ok(unknown)
         }
         match self.kind {
-            "Namespace" => check::<core::Namespace>(obj, strict),
-            "Pod" => check::<core::Pod>(obj, strict),
-            "Node" => check::<core::Node>(obj, strict),
-            "Service" => check::<core::Service>(obj, strict),
-            "Endpoints" => check::<core::Endpoints>(obj, strict),
-            "ConfigMap" => check::<core::ConfigMap>(obj, strict),
-            "Secret" => check::<core::Secret>(obj, strict),
-            "Event" => check::<core::Event>(obj, strict),
-            "Deployment" => check::<apps::Deployment>(obj, strict),
-            "ReplicaSet" => check::<apps::ReplicaSet>(obj, strict),
-            "Lease" => check::<coord::Lease>(obj, strict),
-            _ => Ok(()),
+            "Namespace" => check::<core::Namespace>(obj),
+            "Pod" => check::<core::Pod>(obj),
+            "Node" => check::<core::Node>(obj),
+            "Service" => check::<core::Service>(obj),
+            "Endpoints" => check::<core::Endpoints>(obj),
+            "ConfigMap" => check::<core::ConfigMap>(obj),
+            "Secret" => check::<core::Secret>(obj),
+            "Event" => check::<core::Event>(obj),
+            "Deployment" => check::<apps::Deployment>(obj),
+            "ReplicaSet" => check::<apps::ReplicaSet>(obj),
+            "Lease" => check::<coord::Lease>(obj),
+            _ => Ok(Vec::new()),
         }
     }
 }
 
-/// The first field (dotted path) of `input` that `typed` lacks: a field the schema does
-/// not know. Nulls are skipped (a typed None serialises to nothing).
-fn first_unknown(input: &Value, typed: &Value, path: &str) -> Option<String> {
+/// The fields (dotted paths) of `input` that `typed` lacks: fields the schema does not
+/// know. Nulls are skipped (a typed None serialises to nothing).
+fn unknown_in(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
     match (input, typed) {
-        (Value::Object(i), Value::Object(t)) => i.iter().find_map(|(k, v)| {
-            let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-            match t.get(k) {
-                None if !v.is_null() => Some(p),
-                None => None,
-                Some(tv) => first_unknown(v, tv, &p),
+        (Value::Object(i), Value::Object(t)) => {
+            for (k, v) in i {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                match t.get(k) {
+                    None if !v.is_null() => out.push(p),
+                    None => {}
+                    Some(tv) => unknown_in(v, tv, &p, out),
+                }
             }
-        }),
-        (Value::Array(i), Value::Array(t)) => i.iter().zip(t).enumerate().find_map(|(n, (a, b))| first_unknown(a, b, &format!("{path}[{n}]"))),
-        _ => None,
+        }
+        (Value::Array(i), Value::Array(t)) => {
+            for (n, (a, b)) in i.iter().zip(t).enumerate() {
+                unknown_in(a, b, &format!("{path}[{n}]"), out);
+            }
+        }
+        _ => {}
     }
 }
 

@@ -5,6 +5,11 @@
 //! there is now, then follows; with an exact one it replays what came after it. A
 //! compacted revision ends the stream with an ERROR event carrying a 410 Status, which is
 //! what the API server sends and what makes clients list again.
+//!
+//! With `allowWatchBookmarks=true`, a BOOKMARK (an object with only kind, apiVersion and
+//! metadata.resourceVersion) comes every minute and once more when the watch times out,
+//! carrying a revision up to which the client has seen everything, so that it resumes from
+//! there and not from an older one that compaction may have removed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +28,12 @@ use crate::server::store::{self, Backend, EventKind, Watcher};
 
 /// The API server's default: requests end after at most half an hour; clients re-watch.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How often a bookmark is sent, as the API server's watch cache does.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+fn bookmark(r: &Resource, revision: i64) -> Bytes {
+    line("BOOKMARK", json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": {"resourceVersion": revision.to_string()}}))
+}
 
 fn line(kind: &str, object: Value) -> Bytes {
     let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON serialises");
@@ -42,6 +53,10 @@ struct Live {
     selectors: Arc<Selectors>,
     /// Each object as a one-row Table (kubectl get -w), columns in the first only.
     table: Option<(&'static Resource, bool)>,
+    /// When the watch ends (timeoutSeconds).
+    deadline: tokio::time::Instant,
+    /// Where bookmarks go, if the client allows them: its resource, and the next one due.
+    bookmarks: Option<(&'static Resource, tokio::time::Instant)>,
 }
 
 impl Live {
@@ -65,6 +80,7 @@ pub async fn watch(
     timeout: Option<u64>,
     selectors: Selectors,
     as_table: bool,
+    allow_bookmarks: bool,
 ) -> Result<Response, ApiError> {
     let selectors = Arc::new(selectors);
     let prefix = r.key(ns.as_deref(), None);
@@ -81,8 +97,11 @@ pub async fn watch(
     let (s, p) = (store.clone(), prefix.clone());
     // Starting a watch reads the store's revisions: off the async workers.
     let started = tokio::task::spawn_blocking(move || store::watch(s, &p, Some(from))).await.map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
+    let now = tokio::time::Instant::now();
+    let deadline = now + timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
+    let bookmarks = (allow_bookmarks && !as_table).then_some((r, now + BOOKMARK_EVERY));
     let first = match started {
-        Ok(watcher) => Phase::Initial(initial.into_iter(), Live { watcher, selectors, table: as_table.then_some((r, false)) }),
+        Ok(watcher) => Phase::Initial(initial.into_iter(), Live { watcher, selectors, table: as_table.then_some((r, false)), deadline, bookmarks }),
         Err(e) => {
             // Sent as an event in a 200 response, as the API server does.
             let status = ApiError::from_store(e, r.plural, "").to_status();
@@ -100,8 +119,7 @@ pub async fn watch(
             Phase::Done => None,
         }
     });
-    let deadline = tokio::time::sleep(timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT));
-    let events = events.take_until(deadline).map(Ok::<_, std::convert::Infallible>);
+    let events = events.map(Ok::<_, std::convert::Infallible>);
     Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], Body::from_stream(events)).into_response())
 }
 
@@ -109,7 +127,23 @@ pub async fn watch(
 /// arrives as ADDED or DELETED, as the API server reports it to a filtered watch.
 async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
     loop {
-        let e = match live.watcher.next().await {
+        let bookmark_due = live.bookmarks.map(|(_, at)| at.min(live.deadline)).unwrap_or(live.deadline);
+        // Watcher::next is cancel-safe: a timer that wins loses no event.
+        let next = tokio::select! {
+            next = live.watcher.next() => next,
+            _ = tokio::time::sleep_until(bookmark_due) => {
+                let ended = tokio::time::Instant::now() >= live.deadline;
+                return match live.bookmarks {
+                    Some((r, _)) => {
+                        let mark = bookmark(r, live.watcher.progress());
+                        live.bookmarks = Some((r, tokio::time::Instant::now() + BOOKMARK_EVERY));
+                        Some((mark, if ended { Phase::Done } else { Phase::Live(live) }))
+                    }
+                    None => None,
+                };
+            }
+        };
+        let e = match next {
             Ok(e) => e,
             Err(err) => return Some((line("ERROR", ApiError::from_store(err, "", "").to_status()), Phase::Done)),
         };

@@ -26,6 +26,9 @@ pub struct Watcher<B: Backend + ?Sized> {
     prefix: String,
     /// The revision of the last event delivered (or the start).
     last: i64,
+    /// Every event under the prefix up to this revision has been delivered: `last`, or a
+    /// later revision of another prefix's write seen on the live feed with nothing pending.
+    progress: i64,
     pending: VecDeque<Event>,
     live: broadcast::Receiver<Arc<Event>>,
     /// Still reading history from the log.
@@ -50,7 +53,7 @@ pub fn watch<B: Backend + ?Sized>(backend: Arc<B>, prefix: &str, from: Option<i6
         }
         None => backend.current_revision()?,
     };
-    Ok(Watcher { backend, prefix: prefix.to_string(), last: start, pending: VecDeque::new(), live, catching_up: true })
+    Ok(Watcher { backend, prefix: prefix.to_string(), last: start, progress: start, pending: VecDeque::new(), live, catching_up: true })
 }
 
 impl<B: Backend + ?Sized> Watcher<B> {
@@ -59,23 +62,31 @@ impl<B: Backend + ?Sized> Watcher<B> {
         loop {
             if let Some(e) = self.pending.pop_front() {
                 self.last = e.revision;
+                self.progress = self.progress.max(e.revision);
                 return Ok(e);
             }
             if self.catching_up {
                 let (backend, prefix, last) = (self.backend.clone(), self.prefix.clone(), self.last);
-                let batch = match tokio::task::spawn_blocking(move || backend.events_since(&prefix, last, BATCH)).await {
-                    Ok(batch) => batch?,
+                // The revision is read first: every write up to it is in the log the read sees.
+                let read = tokio::task::spawn_blocking(move || Ok::<_, StoreError>((backend.current_revision()?, backend.events_since(&prefix, last, BATCH)?)));
+                let (covered, batch) = match read.await {
+                    Ok(result) => result?,
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(_) => return Err(StoreError::Closed),
                 };
                 // A full batch (etcd may add the rest of a revision's events) means more may follow.
                 self.catching_up = batch.len() >= BATCH;
+                if !self.catching_up {
+                    self.progress = self.progress.max(covered);
+                }
                 self.pending.extend(batch);
                 continue;
             }
             match self.live.recv().await {
                 Ok(e) if e.revision > self.last && e.kv.key.starts_with(&self.prefix) => self.pending.push_back((*e).clone()),
-                Ok(_) => {}
+                // The live feed is in revision order and nothing is pending: nothing of ours
+                // can come at or below this revision any more.
+                Ok(e) => self.progress = self.progress.max(e.revision),
                 Err(RecvError::Lagged(missed)) => {
                     tracing::debug!(missed, prefix = %self.prefix, "watcher lagged; reading the log");
                     self.catching_up = true;
@@ -92,5 +103,11 @@ impl<B: Backend + ?Sized> Watcher<B> {
     /// The revision of the last event delivered.
     pub fn revision(&self) -> i64 {
         self.last
+    }
+
+    /// A revision up to which every event under the prefix has been delivered (at least
+    /// `revision()`): what a bookmark may tell a client to resume from.
+    pub fn progress(&self) -> i64 {
+        self.progress
     }
 }
