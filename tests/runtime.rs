@@ -614,6 +614,10 @@ fn bad_bundles_fail_create_and_leave_nothing() {
         ("badcap", Box::new(|s| s["process"]["capabilities"]["bounding"] = json!(["CAP_BOGUS"])), "process.capabilities.bounding"),
         ("badjson", Box::new(|s| s["process"]["user"]["uid"] = "root".into()), "process.user.uid"),
         ("badcwd", Box::new(|s| s["process"]["cwd"] = "relative/dir".into()), "process.cwd"),
+        // Limits we cannot apply are refused, not silently dropped.
+        ("blkio", Box::new(|s| s["linux"]["resources"]["blockIO"] = json!({"weight": 500})), "linux.resources.blockIO"),
+        ("netcls", Box::new(|s| s["linux"]["resources"]["network"] = json!({"classID": 1})), "linux.resources.network"),
+        ("hugetlb", Box::new(|s| s["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 0}])), "linux.resources.hugepageLimits"),
     ];
     for (id, edit, want) in cases {
         let b = rt.bundle(id, |s| edit(s));
@@ -647,6 +651,7 @@ fn hooks_run_with_the_state_on_stdin() {
     assert_eq!(names, ["prestart", "createRuntime", "poststart", "poststop"], "{text}");
     let state: serde_json::Value = serde_json::from_str(text.lines().next().unwrap().split_once(' ').unwrap().1).unwrap();
     assert_eq!(state["id"], "hooks");
+    assert_eq!(state["status"], "created", "prestart hooks come after the environment is made");
     assert!(state["pid"].as_i64().unwrap() > 0);
 
     // A failing createRuntime hook fails create and leaves nothing.

@@ -232,7 +232,9 @@ impl Runtime {
                     }
                 }
                 Some(Msg::RunHooks) => {
-                    let s = state_json(&rec, Status::Creating).to_string();
+                    // "created": the spec's state is that after lifecycle step 2 (the
+                    // environment is made), which is where these hooks come; crun agrees.
+                    let s = state_json(&rec, Status::Created).to_string();
                     hooks::run_all(&cfg.hooks.prestart, s.as_bytes()).map_err(fail)?;
                     hooks::run_all(&cfg.hooks.create_runtime, s.as_bytes()).map_err(fail)?;
                     chan.send(&Msg::HooksDone).map_err(|e| fail(format!("setup channel: {e}")))?;

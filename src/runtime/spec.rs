@@ -288,7 +288,7 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
         }
         sysctls.insert(k.clone(), v.clone());
     }
-    let mut resources = linux.resources().as_ref().map(resources).unwrap_or_default();
+    let mut resources = linux.resources().as_ref().map(|r| resources(&ck, "linux.resources", r)).transpose()?.unwrap_or_default();
     if !resources.devices.is_empty() {
         resources.devices.extend(always_allowed_devices());
         // The spec's own device nodes are usable too.
@@ -503,7 +503,19 @@ fn mount_spec(ck: &Checker<'_>, i: usize, m: &oci_spec::runtime::Mount) -> Resul
     })
 }
 
-fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
+fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResources) -> Result<Resources, SpecError> {
+    // Limits we cannot apply are refused, not dropped: a container must not run believing
+    // it is limited (crun refuses them too, when the host lacks the files).
+    let unsupported = [
+        ("blockIO", r.block_io().as_ref().is_some_and(|b| b.weight().is_some() || b.leaf_weight().is_some() || b.weight_device().as_ref().is_some_and(|v| !v.is_empty()) || [b.throttle_read_bps_device(), b.throttle_write_bps_device(), b.throttle_read_iops_device(), b.throttle_write_iops_device()].iter().any(|t| t.as_ref().is_some_and(|v| !v.is_empty())))),
+        ("hugepageLimits", r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty())),
+        ("network", r.network().as_ref().is_some_and(|n| n.class_id().is_some() || n.priorities().as_ref().is_some_and(|v| !v.is_empty()))),
+        ("rdma", r.rdma().as_ref().is_some_and(|v| !v.is_empty())),
+        ("unified", r.unified().as_ref().is_some_and(|v| !v.is_empty())),
+    ];
+    if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
+        return Err(ck.err(format!("{field}.{name}"), "nodectl cannot apply these limits yet (block I/O, hugetlb, net_cls/net_prio, rdma and raw unified files are not implemented)"));
+    }
     let mut out = Resources::default();
     if let Some(cpu) = r.cpu() {
         out.cpu_quota = cpu.quota();
@@ -532,7 +544,7 @@ fn resources(r: &oci_spec::runtime::LinuxResources) -> Resources {
         };
         out.devices.push(DeviceRule { allow: d.allow(), kind, major: d.major(), minor: d.minor(), access: d.access().clone().unwrap_or_default() });
     }
-    out
+    Ok(out)
 }
 
 /// What every container may use whatever its device rules say, as runc allows them: the
@@ -551,7 +563,7 @@ pub fn load_resources(path: &Path) -> Result<Resources, SpecError> {
 /// LinuxResources JSON already read; `origin` names it in errors.
 pub fn parse_resources(origin: &Path, text: &[u8]) -> Result<Resources, SpecError> {
     let r: oci_spec::runtime::LinuxResources = parse(origin, text)?;
-    Ok(resources(&r))
+    resources(&Checker { path: origin }, "resources", &r)
 }
 
 fn hooks(h: &oci_spec::runtime::Hooks) -> Hooks {
