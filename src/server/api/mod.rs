@@ -199,8 +199,9 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
         (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
             let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
             let selectors = selectors(query, r)?;
-            let bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
-            watch::watch(store, r, t.namespace, query.get("resourceVersion").cloned(), timeout, selectors, req.as_table, bookmarks).await
+            let allow_bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
+            let opts = watch::WatchOptions { resource_version: query.get("resourceVersion").cloned(), timeout, selectors, as_table: req.as_table, allow_bookmarks };
+            watch::watch(store, r, t.namespace, opts).await
         }
         (&Method::GET, None) => {
             let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);

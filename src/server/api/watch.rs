@@ -72,16 +72,18 @@ impl Live {
     }
 }
 
-pub async fn watch(
-    store: Store,
-    r: &'static Resource,
-    ns: Option<String>,
-    resource_version: Option<String>,
-    timeout: Option<u64>,
-    selectors: Selectors,
-    as_table: bool,
-    allow_bookmarks: bool,
-) -> Result<Response, ApiError> {
+/// What a watch request asks for, from its query.
+pub struct WatchOptions {
+    pub resource_version: Option<String>,
+    pub timeout: Option<u64>,
+    pub selectors: Selectors,
+    /// As Table rows (kubectl get -w).
+    pub as_table: bool,
+    pub allow_bookmarks: bool,
+}
+
+pub async fn watch(store: Store, r: &'static Resource, ns: Option<String>, opts: WatchOptions) -> Result<Response, ApiError> {
+    let WatchOptions { resource_version, timeout, selectors, as_table, allow_bookmarks } = opts;
     let selectors = Arc::new(selectors);
     let prefix = r.key(ns.as_deref(), None);
     let (initial, from) = match resource_version.as_deref() {
