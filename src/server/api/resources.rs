@@ -72,11 +72,7 @@ impl Resource {
     fn typed_check(&self, obj: &Value) -> Result<Vec<String>, (String, String)> {
         use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
         fn check<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Vec<String>, (String, String)> {
-            let typed: T = serde_path_to_error::deserialize(v).map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))?;
-            let again = serde_json::to_value(&typed).unwrap_or(Value::Null);
-            let mut unknown = Vec::new();
-            unknown_in(v, &again, "", &mut unknown);
-            Ok(unknown)
+            crate::api::schema::decode::<T>(v).map(|(_, unknown)| unknown)
         }
         match self.kind {
             "Namespace" => check::<core::Namespace>(obj),
@@ -92,29 +88,6 @@ impl Resource {
             "Lease" => check::<coord::Lease>(obj),
             _ => Ok(Vec::new()),
         }
-    }
-}
-
-/// The fields (dotted paths) of `input` that `typed` lacks: fields the schema does not
-/// know. Nulls are skipped (a typed None serialises to nothing).
-fn unknown_in(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
-    match (input, typed) {
-        (Value::Object(i), Value::Object(t)) => {
-            for (k, v) in i {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                match t.get(k) {
-                    None if !v.is_null() => out.push(p),
-                    None => {}
-                    Some(tv) => unknown_in(v, tv, &p, out),
-                }
-            }
-        }
-        (Value::Array(i), Value::Array(t)) => {
-            for (n, (a, b)) in i.iter().zip(t).enumerate() {
-                unknown_in(a, b, &format!("{path}[{n}]"), out);
-            }
-        }
-        _ => {}
     }
 }
 
