@@ -81,7 +81,7 @@ pub fn parse(origin: &str, text: &str) -> Result<Manifest, ManifestError> {
         }
         match kind.as_str() {
             "Pod" => {
-                let value = quantities_as_strings(value);
+                let value = as_kubectl_reads_it(value);
                 pods.push((decode::<Pod>(&value, &invalid)?, value))
             }
             "ConfigMap" => {
@@ -107,8 +107,8 @@ pub fn parse(origin: &str, text: &str) -> Result<Manifest, ManifestError> {
 }
 
 /// A quantity may be written as a bare number (`cpu: 1`), which the API server accepts;
-/// k8s-openapi's Quantity is a string.
-fn quantities_as_strings(mut pod: Value) -> Value {
+/// k8s-openapi's Quantity is a string. File modes may be written in octal.
+fn as_kubectl_reads_it(mut pod: Value) -> Value {
     fn fix(v: Option<&mut Value>) {
         if let Some(v) = v
             && v.is_number()
@@ -125,8 +125,25 @@ fn quantities_as_strings(mut pod: Value) -> Value {
             }
         }
     }
+    // kubectl's YAML is YAML 1.1, where `defaultMode: 0400` is octal; ours reads 1.2, where
+    // it is the string "0400". Read file modes as kubectl does.
+    fn octal(v: Option<&mut Value>) {
+        if let Some(v) = v
+            && let Some(text) = v.as_str()
+            && let Some(digits) = text.strip_prefix("0o").or_else(|| text.strip_prefix('0')).filter(|d| !d.is_empty())
+            && let Ok(mode) = i64::from_str_radix(digits, 8)
+        {
+            *v = Value::from(mode);
+        }
+    }
     for v in pod.pointer_mut("/spec/volumes").and_then(Value::as_array_mut).into_iter().flatten() {
         fix(v.pointer_mut("/emptyDir/sizeLimit"));
+        for source in ["configMap", "secret"] {
+            octal(v.pointer_mut(&format!("/{source}/defaultMode")));
+            for item in v.pointer_mut(&format!("/{source}/items")).and_then(Value::as_array_mut).into_iter().flatten() {
+                octal(item.get_mut("mode"));
+            }
+        }
     }
     pod
 }
@@ -534,9 +551,30 @@ spec:
     }
 
     #[test]
+    fn every_example_in_manifests_parses_without_warnings() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("manifests");
+        let mut files = vec![dir.join("hello.yaml")];
+        files.extend(std::fs::read_dir(dir.join("pods")).unwrap().map(|e| e.unwrap().path()));
+        assert!(files.len() >= 8, "{files:?}");
+        for f in files {
+            let m = load(&f).unwrap_or_else(|e| panic!("{e}"));
+            assert!(m.warnings.is_empty(), "{}: {:?}", f.display(), m.warnings);
+        }
+    }
+
+    #[test]
     fn json_is_read_too() {
         let m = parse("pod.json", r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "j"}, "spec": {"containers": [{"name": "c", "image": "busybox"}]}}"#).unwrap();
         assert_eq!(m.pod.spec.unwrap().containers[0].image.as_deref(), Some("busybox"));
+    }
+
+    #[test]
+    fn file_modes_are_octal_as_kubectl_reads_them() {
+        let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  volumes: [{name: v, secret: {secretName: s, defaultMode: 0400, items: [{key: k, path: k, mode: 0o644}]}}]\n  containers: [{name: c, image: busybox}]\n";
+        let m = parse("modes.yaml", text).unwrap();
+        let secret = m.pod.spec.unwrap().volumes.unwrap()[0].secret.clone().unwrap();
+        assert_eq!(secret.default_mode, Some(0o400));
+        assert_eq!(secret.items.unwrap()[0].mode, Some(0o644));
     }
 
     /// (what is wrong, the manifest, the field or text the error must name)
