@@ -2,72 +2,12 @@
 //! create/get/list/replace/delete over HTTPS with a bearer token, Status errors, optimistic
 //! concurrency, schema checks, and a restart that keeps data and certificates.
 
+mod common;
+
 use std::fs;
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
 
-struct Server {
-    child: Child,
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Server {
-    fn start(dir: &Path, port: u16) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-            .args(["server", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut s = Server { child, dir: dir.to_path_buf(), port };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() || !dir.join("admin.kubeconfig").exists() {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("server exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl").arg("--kubeconfig").arg(self.dir.join("admin.kubeconfig")).args(args).output().expect("kubectl is installed")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.kubectl(args);
-        assert!(!out.status.success(), "kubectl {args:?} should fail: {}", String::from_utf8_lossy(&out.stdout));
-        String::from_utf8(out.stderr).unwrap()
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+use common::server::{Server, free_port};
 
 const MANIFEST: &str = "
 apiVersion: v1
@@ -87,7 +27,7 @@ data:
 #[test]
 fn kubectl_creates_reads_replaces_and_deletes() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     for f in ["ca.crt", "ca.key", "server.crt", "server.key", "admin-token", "node-token", "admin.kubeconfig", "state.db"] {
         assert!(s.dir.join(f).exists(), "{f} was not written");
     }
@@ -132,7 +72,7 @@ fn kubectl_creates_reads_replaces_and_deletes() {
 #[test]
 fn bad_requests_get_kubernetes_errors() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let bad = tmp.path().join("bad.yaml");
     fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: three\n").unwrap();
     let err = s.fails(&["create", "--validate=false", "-f", bad.to_str().unwrap()]);
@@ -174,14 +114,14 @@ fn a_restart_keeps_objects_and_credentials() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let port = free_port();
-    let s = Server::start(&dir, port);
+    let s = Server::start(&dir, port, &[]);
     let file = tmp.path().join("m.yaml");
     fs::write(&file, MANIFEST).unwrap();
     s.ok(&["create", "--validate=false", "-f", file.to_str().unwrap()]);
     let ca = fs::read(dir.join("ca.crt")).unwrap();
     let token = fs::read(dir.join("admin-token")).unwrap();
     s.stop();
-    let s = Server::start(&dir, port);
+    let s = Server::start(&dir, port, &[]);
     assert_eq!(fs::read(dir.join("ca.crt")).unwrap(), ca, "the CA was made again");
     assert_eq!(fs::read(dir.join("admin-token")).unwrap(), token);
     assert!(s.ok(&["-n", "demo", "get", "cm", "cfg", "-o", "jsonpath={.data.greeting}"]).contains("hello"));
@@ -190,7 +130,7 @@ fn a_restart_keeps_objects_and_credentials() {
 #[test]
 fn watches_replay_from_a_resource_version_and_follow() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let list: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
     let rv0 = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
 
@@ -281,7 +221,7 @@ spec:
 #[test]
 fn kubectl_apply_label_annotate_edit() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let file = tmp.path().join("app.yaml");
     fs::write(&file, APP).unwrap();
     let out = s.ok(&["apply", "-f", file.to_str().unwrap()]);
@@ -322,7 +262,7 @@ fn kubectl_apply_label_annotate_edit() {
 #[test]
 fn label_and_field_selectors_filter_lists_and_watches() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let file = tmp.path().join("cms.yaml");
     let cm = |name: &str, tier: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{tier: \"{tier}\"}}\n---\n");
     fs::write(&file, [cm("a", "x"), cm("b", "y"), cm("c", "z")].concat()).unwrap();
@@ -359,7 +299,7 @@ fn label_and_field_selectors_filter_lists_and_watches() {
 #[test]
 fn kubectl_get_prints_the_columns_users_know() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let file = tmp.path().join("app.yaml");
     fs::write(&file, APP).unwrap();
     s.ok(&["apply", "-f", file.to_str().unwrap()]);
@@ -387,7 +327,7 @@ fn kubectl_get_prints_the_columns_users_know() {
 fn kubectl_create_namespace_configmap_and_secret() {
     // These generators send protobuf bodies.
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     assert!(s.ok(&["create", "namespace", "team"]).contains("namespace/team created"));
     assert!(s.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=level=3"]).contains("created"));
     assert!(s.ok(&["-n", "team", "create", "secret", "generic", "creds", "--from-literal=password=s3cr3t"]).contains("created"));
@@ -411,7 +351,7 @@ fn kubectl_create_namespace_configmap_and_secret() {
 #[test]
 fn scale_status_and_deletecollection() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let file = tmp.path().join("app.yaml");
     fs::write(&file, APP).unwrap();
     s.ok(&["apply", "-f", file.to_str().unwrap()]);
@@ -449,7 +389,7 @@ fn scale_status_and_deletecollection() {
 #[test]
 fn finalizers_and_graceful_pod_deletion() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port());
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let file = tmp.path().join("objs.yaml");
     fs::write(
         &file,

@@ -4,21 +4,19 @@
 //! loses its leader to SIGKILL, compaction by policy, and `nodectl server --etcd` driven by
 //! kubectl.
 
+mod common;
 mod store_checks;
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::server::{Server, free_port};
 use nodectl::server::store::etcd::Etcd;
 use nodectl::server::store::{Backend, CompactionPolicy, EventKind, StoreError, watch};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// One etcd member: its ports, data dir and process.
 struct Member {
@@ -293,7 +291,7 @@ fn nodectl_server_with_etcd_serves_kubectl() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let port = free_port();
-    let server = Server::start(&data, port, &c.endpoints().join(","));
+    let server = Server::start(&data, port, &["--etcd", &c.endpoints().join(",")]);
 
     let out = server.kubectl(&["create", "configmap", "cfg", "--from-literal=greeting=hello"]);
     assert!(out.status.success(), "kubectl create: {}", String::from_utf8_lossy(&out.stderr));
@@ -306,43 +304,4 @@ fn nodectl_server_with_etcd_serves_kubectl() {
     let kv = s.get("/registry/core/configmaps/default/cfg").unwrap().expect("the configmap is in etcd");
     assert_eq!(cm["metadata"]["resourceVersion"], kv.mod_revision.to_string(), "resourceVersion is etcd's revision");
     assert!(!data.join("state.db").exists(), "the server made a SQLite store beside etcd");
-}
-
-struct Server {
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Server {
-    fn start(dir: &Path, port: u16, etcd: &str) -> Server {
-        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-            .args(["server", "--data-dir"])
-            .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--etcd", etcd])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut s = Server { child, dir: dir.to_path_buf() };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() || !dir.join("admin.kubeconfig").exists() {
-            if let Ok(Some(status)) = s.child.try_wait() {
-                panic!("server exited: {status}");
-            }
-            assert!(Instant::now() < deadline, "server did not come up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        s
-    }
-
-    fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl").arg("--kubeconfig").arg(self.dir.join("admin.kubeconfig")).args(args).output().expect("kubectl is installed")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

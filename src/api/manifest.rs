@@ -39,16 +39,6 @@ pub enum ManifestError {
     Content { origin: String, message: String },
 }
 
-impl ManifestError {
-    /// The field an Invalid error names (tests and callers that point at it).
-    pub fn field(&self) -> Option<&str> {
-        match self {
-            ManifestError::Invalid { field, .. } => Some(field),
-            _ => None,
-        }
-    }
-}
-
 /// Reads and checks a manifest file.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
     let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
