@@ -503,6 +503,21 @@ fn an_absolute_cgroups_path_is_taken_from_the_hierarchy_root() {
         assert!(deepest.starts_with(p.trim_end_matches('/')), "{cs}'s own cgroup {p} is not an ancestor of {deepest}");
     }
     let path = format!("{deepest}/{}/abs", rt.cgroup_parent);
+    // In hierarchies where our own cgroup is higher up (cpu, pids, … on a hybrid host),
+    // the runtime makes the directories down to `deepest` too; they are ours to remove.
+    let mut made = Vec::new();
+    for (cs, _) in &own {
+        if cs.is_empty() || cs.starts_with("name=") {
+            continue;
+        }
+        let mut dir = Path::new("/sys/fs/cgroup").join(cs);
+        for part in format!("{deepest}/{}", rt.cgroup_parent).split('/').filter(|p| !p.is_empty()) {
+            dir.push(part);
+            if !dir.exists() {
+                made.push(dir.clone());
+            }
+        }
+    }
     let b = rt.bundle("abs", |s| {
         s["process"]["args"] = json!(["sleep", "1000"]);
         s["linux"]["cgroupsPath"] = path.clone().into();
@@ -521,7 +536,11 @@ fn an_absolute_cgroups_path_is_taken_from_the_hierarchy_root() {
         let Some(c) = cs.split(',').next().filter(|c| !c.is_empty() && !c.starts_with("name=")) else { continue };
         let dir = Path::new("/sys/fs/cgroup").join(cs).join(format!("{deepest}/{}", rt.cgroup_parent).trim_start_matches('/'));
         assert!(!dir.join("abs").exists(), "{c}: delete left {}", dir.join("abs").display());
-        let _ = fs::remove_dir(&dir);
+    }
+    // Deepest first, so each directory is empty when its turn comes.
+    made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
+    for dir in made.iter().filter(|d| d.exists()) {
+        fs::remove_dir(dir).unwrap_or_else(|e| panic!("removing {}: {e}", dir.display()));
     }
 }
 
