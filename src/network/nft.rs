@@ -1,0 +1,357 @@
+//! nf_tables over netlink, in-process: just the messages and expressions hostPorts
+//! need (tables, nat chains, rules with meta/payload/cmp/bitwise/fib/ct/immediate/
+//! nat/masq, rule dumps and deletes by handle), sent as one atomic batch per change.
+//!
+//! Why our own encoder rather than a crate or Debian's `nft`:
+//! - `rustables` is GPL-3.0 (it would put the whole binary under the GPL) and has no
+//!   `fib` expression, which `fib daddr type local` (the addrtype match CNI portmap
+//!   uses) needs;
+//! - `nftnl` binds the C library libnftnl and also lacks `fib`;
+//! - `netlink-packet-netfilter` (same family as netlink-packet-route) has tables,
+//!   chains and rules but none of nat, masq, fib or ct;
+//! - the `nft` CLI costs 5-10 ms per call (a process and a full cache load), more than
+//!   the whole set-up of a pod's network is allowed to take.
+//! The wire format is small and stable (include/uapi/linux/netfilter/nf_tables.h):
+//! u32 attributes are big-endian, register data is raw bytes as the kernel compares
+//! them (packet fields in network order, meta/ct/fib results in host order).
+
+use std::io;
+use std::net::Ipv4Addr;
+
+use super::netlink::{
+    Attrs, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, Socket, attrs,
+};
+
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
+const NFNL_MSG_BATCH_END: u16 = 0x11;
+
+pub(crate) const NFPROTO_IPV4: u8 = 2;
+
+const NFT_MSG_NEWTABLE: u16 = 0;
+const NFT_MSG_DELTABLE: u16 = 2;
+const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
+const NFT_MSG_DELRULE: u16 = 8;
+
+const NFTA_TABLE_NAME: u16 = 1;
+const NFTA_CHAIN_TABLE: u16 = 1;
+const NFTA_CHAIN_NAME: u16 = 3;
+const NFTA_CHAIN_HOOK: u16 = 4;
+const NFTA_CHAIN_POLICY: u16 = 5;
+const NFTA_CHAIN_TYPE: u16 = 7;
+const NFTA_HOOK_HOOKNUM: u16 = 1;
+const NFTA_HOOK_PRIORITY: u16 = 2;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_HANDLE: u16 = 3;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFTA_LIST_ELEM: u16 = 1;
+const NFTA_EXPR_NAME: u16 = 1;
+const NFTA_EXPR_DATA: u16 = 2;
+const NFTA_DATA_VALUE: u16 = 1;
+
+// nftnl's user-data TLV type for a rule comment: `nft list` shows it as `comment "…"`.
+const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
+
+pub(crate) const NF_INET_PRE_ROUTING: u32 = 0;
+pub(crate) const NF_INET_LOCAL_OUT: u32 = 3;
+pub(crate) const NF_INET_POST_ROUTING: u32 = 4;
+const NF_ACCEPT: u32 = 1;
+
+// Registers: the verdict register is 0, the four 16-byte data registers 1..4.
+pub(crate) const REG1: u32 = 1;
+pub(crate) const REG2: u32 = 2;
+
+fn msg_type(m: u16) -> u16 {
+    (NFNL_SUBSYS_NFTABLES << 8) | m
+}
+
+fn nfgenmsg(family: u8, res_id: u16) -> [u8; 4] {
+    let r = res_id.to_be_bytes();
+    [family, 0, r[0], r[1]]
+}
+
+/// A set of changes the kernel applies all or nothing.
+pub(crate) struct Batch {
+    out: Vec<u8>,
+    acks: Vec<u32>,
+}
+
+impl Batch {
+    pub fn new(sock: &mut Socket) -> Batch {
+        let mut out = Vec::with_capacity(1024);
+        sock.push(&mut out, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, &nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
+        Batch { out, acks: Vec::new() }
+    }
+
+    fn add(&mut self, sock: &mut Socket, msg: u16, flags: u16, a: &Attrs) {
+        let mut payload = Vec::with_capacity(4 + a.buf.len());
+        payload.extend_from_slice(&nfgenmsg(NFPROTO_IPV4, 0));
+        payload.extend_from_slice(&a.buf);
+        let seq = sock.push(&mut self.out, msg_type(msg), NLM_F_REQUEST | NLM_F_ACK | flags, &payload);
+        self.acks.push(seq);
+    }
+
+    /// `exclusive`: fail with EEXIST if the table exists, which makes creating a
+    /// table with its chains and fixed rules a race-free, one-time step.
+    pub fn new_table(&mut self, sock: &mut Socket, name: &str, exclusive: bool) {
+        let mut a = Attrs::new();
+        a.str(NFTA_TABLE_NAME, name);
+        let excl = if exclusive { NLM_F_EXCL } else { 0 };
+        self.add(sock, NFT_MSG_NEWTABLE, NLM_F_CREATE | excl, &a);
+    }
+
+    pub fn del_table(&mut self, sock: &mut Socket, name: &str) {
+        let mut a = Attrs::new();
+        a.str(NFTA_TABLE_NAME, name);
+        self.add(sock, NFT_MSG_DELTABLE, 0, &a);
+    }
+
+    /// A base chain of type nat on `hook` at `priority`, policy accept.
+    pub fn new_nat_chain(&mut self, sock: &mut Socket, table: &str, name: &str, hook: u32, priority: i32) {
+        let mut h = Attrs::new();
+        h.be32(NFTA_HOOK_HOOKNUM, hook).be32(NFTA_HOOK_PRIORITY, priority as u32);
+        let mut a = Attrs::new();
+        a.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, name).nested(NFTA_CHAIN_HOOK, h);
+        a.be32(NFTA_CHAIN_POLICY, NF_ACCEPT).str(NFTA_CHAIN_TYPE, "nat");
+        self.add(sock, NFT_MSG_NEWCHAIN, NLM_F_CREATE, &a);
+    }
+
+    /// Appends a rule to `chain`, tagged with `comment`.
+    pub fn add_rule(&mut self, sock: &mut Socket, table: &str, chain: &str, rule: &Rule, comment: &str) {
+        let mut list = Attrs::new();
+        for (name, data) in &rule.exprs {
+            let mut e = Attrs::new();
+            e.str(NFTA_EXPR_NAME, name);
+            if !data.buf.is_empty() {
+                e.bytes(NFTA_EXPR_DATA | super::netlink::NLA_F_NESTED, &data.buf);
+            }
+            list.nested(NFTA_LIST_ELEM, e);
+        }
+        let mut a = Attrs::new();
+        a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain).nested(NFTA_RULE_EXPRESSIONS, list);
+        a.bytes(NFTA_RULE_USERDATA, &comment_udata(comment));
+        self.add(sock, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &a);
+    }
+
+    pub fn del_rule(&mut self, sock: &mut Socket, table: &str, chain: &str, handle: u64) {
+        let mut a = Attrs::new();
+        a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain).be64(NFTA_RULE_HANDLE, handle);
+        self.add(sock, NFT_MSG_DELRULE, 0, &a);
+    }
+
+    pub fn commit(mut self, sock: &mut Socket) -> io::Result<()> {
+        if self.acks.is_empty() {
+            return Ok(());
+        }
+        sock.push(&mut self.out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, &nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
+        sock.send_and_wait(&self.out, &self.acks)
+    }
+}
+
+fn comment_udata(comment: &str) -> Vec<u8> {
+    // The TLV length is one byte and nft caps comments at 128 bytes with the NUL.
+    let mut end = comment.len().min(127);
+    while !comment.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut v = vec![NFTNL_UDATA_RULE_COMMENT, (end + 1) as u8];
+    v.extend_from_slice(&comment.as_bytes()[..end]);
+    v.push(0);
+    v
+}
+
+fn comment_of(udata: &[u8]) -> Option<String> {
+    let mut rest = udata;
+    while rest.len() >= 2 {
+        let (ty, len) = (rest[0], rest[1] as usize);
+        let value = rest.get(2..2 + len)?;
+        if ty == NFTNL_UDATA_RULE_COMMENT {
+            let s = value.split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(s).into_owned());
+        }
+        rest = &rest[2 + len..];
+    }
+    None
+}
+
+/// A rule found in a dump.
+pub(crate) struct RuleInfo {
+    pub chain: String,
+    pub handle: u64,
+    pub comment: Option<String>,
+}
+
+/// The rules of `table`; an empty list if the table does not exist.
+pub(crate) fn list_rules(sock: &mut Socket, table: &str) -> io::Result<Vec<RuleInfo>> {
+    let mut a = Attrs::new();
+    a.str(NFTA_RULE_TABLE, table);
+    let mut payload = nfgenmsg(NFPROTO_IPV4, 0).to_vec();
+    payload.extend_from_slice(&a.buf);
+    let replies = match sock.dump(msg_type(NFT_MSG_GETRULE), &payload) {
+        Ok(r) => r,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut rules = Vec::new();
+    for r in replies {
+        if r.ty != msg_type(NFT_MSG_NEWRULE) || r.payload.len() < 4 {
+            continue;
+        }
+        let (mut tbl, mut chain, mut handle, mut comment) = (None, None, None, None);
+        for (ty, v) in attrs(&r.payload[4..]) {
+            match ty {
+                NFTA_RULE_TABLE => tbl = Some(cstr(v)),
+                NFTA_RULE_CHAIN => chain = Some(cstr(v)),
+                NFTA_RULE_HANDLE => handle = v.try_into().ok().map(u64::from_be_bytes),
+                NFTA_RULE_USERDATA => comment = comment_of(v),
+                _ => {}
+            }
+        }
+        // Without strict checking an old kernel dumps every table's rules.
+        if tbl.as_deref() != Some(table) {
+            continue;
+        }
+        if let (Some(chain), Some(handle)) = (chain, handle) {
+            rules.push(RuleInfo { chain, handle, comment });
+        }
+    }
+    Ok(rules)
+}
+
+fn cstr(v: &[u8]) -> String {
+    String::from_utf8_lossy(v.split(|b| *b == 0).next().unwrap_or_default()).into_owned()
+}
+
+/// A rule as a list of expressions, built in the order the kernel runs them.
+#[derive(Default)]
+pub(crate) struct Rule {
+    exprs: Vec<(&'static str, Attrs)>,
+}
+
+pub(crate) const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
+pub(crate) const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFT_META_OIFNAME: u32 = 7;
+const NFT_META_L4PROTO: u32 = 16;
+const NFT_CT_STATUS: u32 = 2;
+pub(crate) const IPS_DST_NAT: u32 = 0x20;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+const RTN_LOCAL: u32 = 2;
+const NFT_CMP_EQ: u32 = 0;
+const NFT_CMP_NEQ: u32 = 1;
+const NFT_NAT_DNAT: u32 = 1;
+
+fn data(bytes: &[u8]) -> Attrs {
+    let mut d = Attrs::new();
+    d.bytes(NFTA_DATA_VALUE, bytes);
+    d
+}
+
+impl Rule {
+    fn push(&mut self, name: &'static str, a: Attrs) -> &mut Self {
+        self.exprs.push((name, a));
+        self
+    }
+
+    fn cmp(&mut self, op: u32, value: &[u8]) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, REG1).be32(2, op).nested(3, data(value));
+        self.push("cmp", a)
+    }
+
+    fn payload(&mut self, base: u32, offset: u32, len: u32) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, REG1).be32(2, base).be32(3, offset).be32(4, len);
+        self.push("payload", a)
+    }
+
+    fn meta(&mut self, key: u32) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, REG1).be32(2, key);
+        self.push("meta", a)
+    }
+
+    fn bitwise(&mut self, mask: &[u8], xor: &[u8]) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, REG1).be32(2, REG1).be32(3, mask.len() as u32);
+        a.nested(4, data(mask)).nested(5, data(xor));
+        self.push("bitwise", a)
+    }
+
+    /// `fib daddr type local`: the destination is one of this host's addresses.
+    pub fn daddr_is_local(&mut self) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, REG1).be32(2, NFT_FIB_RESULT_ADDRTYPE).be32(3, NFTA_FIB_F_DADDR);
+        self.push("fib", a);
+        self.cmp(NFT_CMP_EQ, &RTN_LOCAL.to_ne_bytes())
+    }
+
+    pub fn daddr_is(&mut self, ip: Ipv4Addr) -> &mut Self {
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4).cmp(NFT_CMP_EQ, &ip.octets())
+    }
+
+    /// `ip saddr NET/PREFIX`
+    pub fn saddr_in(&mut self, net: Ipv4Addr, prefix: u8) -> &mut Self {
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+        self.bitwise(&mask.to_be_bytes(), &[0; 4]);
+        self.cmp(NFT_CMP_EQ, &(u32::from(net) & mask).to_be_bytes())
+    }
+
+    pub fn oifname_is(&mut self, name: &str) -> &mut Self {
+        let mut v = [0u8; 16];
+        let n = name.len().min(15);
+        v[..n].copy_from_slice(&name.as_bytes()[..n]);
+        self.meta(NFT_META_OIFNAME).cmp(NFT_CMP_EQ, &v)
+    }
+
+    /// `meta l4proto P th dport PORT` (the destination port is at offset 2 in TCP,
+    /// UDP and SCTP alike).
+    pub fn l4_dport(&mut self, proto: u8, port: u16) -> &mut Self {
+        self.meta(NFT_META_L4PROTO).cmp(NFT_CMP_EQ, &[proto]);
+        self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).cmp(NFT_CMP_EQ, &port.to_be_bytes())
+    }
+
+    /// `ct status dnat`
+    pub fn ct_dnat(&mut self) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, REG1).be32(2, NFT_CT_STATUS);
+        self.push("ct", a);
+        self.bitwise(&IPS_DST_NAT.to_ne_bytes(), &[0; 4]).cmp(NFT_CMP_NEQ, &[0; 4])
+    }
+
+    /// `dnat ip to IP:PORT`
+    pub fn dnat(&mut self, ip: Ipv4Addr, port: u16) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, REG1).nested(2, data(&ip.octets()));
+        self.push("immediate", a);
+        let mut a = Attrs::new();
+        a.be32(1, REG2).nested(2, data(&port.to_be_bytes()));
+        self.push("immediate", a);
+        let mut a = Attrs::new();
+        a.be32(1, NFT_NAT_DNAT).be32(2, u32::from(NFPROTO_IPV4)).be32(3, REG1).be32(5, REG2);
+        self.push("nat", a)
+    }
+
+    pub fn masquerade(&mut self) -> &mut Self {
+        self.push("masq", Attrs::new())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comments_round_trip_and_are_capped() {
+        assert_eq!(comment_of(&comment_udata("nd1234 pod-a")).as_deref(), Some("nd1234 pod-a"));
+        let long = "é".repeat(100);
+        let c = comment_of(&comment_udata(&long)).unwrap();
+        assert!(c.len() <= 127 && long.starts_with(&c));
+        assert_eq!(comment_of(&[0, 40, 1]), None);
+    }
+}
