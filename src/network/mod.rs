@@ -190,6 +190,7 @@ fn nl_open_err(what: &str, source: std::io::Error) -> Error {
 /// the pod is left with nothing.
 pub fn setup(cfg: &NetConfig, pod_key: &str, netns: &Path, ports: &[PortMapping]) -> Result<Attachment> {
     check_ports(ports)?;
+    let ns = netns::open(netns)?;
     let host_veth = veth::host_name(&cfg.bridge, pod_key);
     let pool = ipam::Pool::new(&cfg.state_dir, &cfg.bridge, cfg.cidr);
     let (ip, existed) = {
@@ -200,7 +201,7 @@ pub fn setup(cfg: &NetConfig, pod_key: &str, netns: &Path, ports: &[PortMapping]
         (ip, existed)
     };
     let att = Attachment { ip, prefix: cfg.cidr.prefix_len(), gateway: ipam::gateway(cfg.cidr), host_veth };
-    match attach(cfg, pod_key, netns, ports, &att, existed) {
+    match attach(cfg, pod_key, (&ns, netns), ports, &att, existed) {
         Ok(()) => Ok(att),
         Err(e) => {
             if let Err(undo) = teardown(cfg, pod_key) {
@@ -211,8 +212,14 @@ pub fn setup(cfg: &NetConfig, pod_key: &str, netns: &Path, ports: &[PortMapping]
     }
 }
 
-fn attach(cfg: &NetConfig, key: &str, ns_path: &Path, ports: &[PortMapping], att: &Attachment, existed: bool) -> Result<()> {
-    let ns = netns::open(ns_path)?;
+fn attach(
+    cfg: &NetConfig,
+    key: &str,
+    (ns, ns_path): (&std::fs::File, &Path),
+    ports: &[PortMapping],
+    att: &Attachment,
+    existed: bool,
+) -> Result<()> {
     let mut sock = rtnl::open().map_err(|e| nl_open_err("links", e))?;
     let bridge_index = bridge::ensure(&mut sock, cfg)?;
     if existed {
@@ -221,8 +228,8 @@ fn attach(cfg: &NetConfig, key: &str, ns_path: &Path, ports: &[PortMapping], att
         let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
         portmap::remove(&mut nft, &cfg.bridge, &att.host_veth)?;
     }
-    veth::create(&mut sock, &att.host_veth, bridge_index, &ns, ns_path)?;
-    veth::configure_pod_side(&ns, ns_path, att.ip, att.prefix, att.gateway)?;
+    veth::create(&mut sock, &att.host_veth, bridge_index, ns, ns_path)?;
+    veth::configure_pod_side(ns, ns_path, att.ip, att.prefix, att.gateway)?;
     if !ports.is_empty() {
         let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
         portmap::add(&mut nft, cfg, &att.host_veth, key, att.ip, ports)?;
@@ -253,6 +260,18 @@ fn detach(cfg: &NetConfig, host_veth: &str, has_rules: bool) -> Result<()> {
     let mut sock = rtnl::open().map_err(|e| nl_open_err("links", e))?;
     veth::delete(&mut sock, host_veth)?;
     Ok(())
+}
+
+/// The pods that have an address on this bridge, by key.
+pub fn allocations(cfg: &NetConfig) -> Result<Vec<(String, Ipv4Addr)>> {
+    let pool = ipam::Pool::new(&cfg.state_dir, &cfg.bridge, cfg.cidr);
+    let l = pool.lock()?;
+    Ok(l.pods().iter().map(|(k, a)| (k.clone(), a.ip)).collect())
+}
+
+/// The name `setup` gives the host end of the pod's veth.
+pub fn host_veth_name(cfg: &NetConfig, pod_key: &str) -> String {
+    veth::host_name(&cfg.bridge, pod_key)
 }
 
 /// Removes what pods that are gone left behind (for `nodectl gc` after a SIGKILL):

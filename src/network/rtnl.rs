@@ -102,8 +102,10 @@ pub(crate) fn create_bridge(sock: &mut Socket, name: &str) -> io::Result<()> {
 }
 
 /// Creates a veth pair in one request: `host` up and enslaved to `master`, its peer
-/// created directly inside the namespace `netns` as `peer`, also up. One request means
-/// there is never a half-made pair, nor a peer left in our namespace.
+/// created directly inside the namespace `netns` as `peer`. One request means there is
+/// never a half-made pair, nor a peer left in our namespace. The peer stays down: on
+/// Linux 6.18 asking for it up in the same request fails with ENOTCONN (so does
+/// `ip link add … type veth peer name eth0 up netns NS`).
 pub(crate) fn create_veth(
     sock: &mut Socket,
     host: &str,
@@ -112,7 +114,6 @@ pub(crate) fn create_veth(
     netns: RawFd,
 ) -> io::Result<()> {
     let mut p = by_name(peer);
-    up(&mut p);
     p.attributes.push(LinkAttribute::NetNsFd(netns));
     let mut m = by_name(host);
     up(&mut m);

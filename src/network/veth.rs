@@ -37,7 +37,7 @@ pub(crate) fn create(sock: &mut Socket, host: &str, bridge: u32, ns: &File, ns_p
     rtnl::set_hairpin(sock, host).map_err(|e| nl_err("setting hairpin mode on", host, e))
 }
 
-/// Inside the pod's namespace: the address on eth0, lo up, the default route.
+/// Inside the pod's namespace: the address on eth0, eth0 and lo up, the default route.
 pub(crate) fn configure_pod_side(ns: &File, ns_path: &Path, ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
     let what = |s: &str| format!("{s} in {}", ns_path.display());
     let mut sock = netns::run_in(ns, ns_path, rtnl::open)?
@@ -49,6 +49,7 @@ pub(crate) fn configure_pod_side(ns: &File, ns_path: &Path, ip: Ipv4Addr, prefix
         .index;
     rtnl::add_address(&mut sock, eth0, ip, prefix)
         .map_err(|e| nl_err("adding address", &what(&format!("{ip}/{prefix} on {POD_IFNAME}")), e))?;
+    rtnl::set_up(&mut sock, eth0).map_err(|e| nl_err("bringing up", &what(POD_IFNAME), e))?;
     rtnl::set_up(&mut sock, LOOPBACK_IFINDEX).map_err(|e| nl_err("bringing up", &what("lo"), e))?;
     rtnl::add_default_route(&mut sock, eth0, gateway)
         .map_err(|e| nl_err("adding the default route", &what(&format!("via {gateway}")), e))
