@@ -10,6 +10,7 @@ packages=(
   docker-registry apache2-utils  # a real registry on loopback for pull tests; htpasswd
   runc crun        # baselines for `make bench`
   iproute2 gcc
+  nftables         # nft: the network tests read our hostPort table with it (nodectl itself speaks netlink)
   libseccomp-dev pkg-config  # seccomp filters from the OCI spec (the libseccomp crate links it)
   qemu-system-x86  # make vm-test: the cgroup v2 driver on a pure cgroup2 kernel
   protobuf-compiler libprotobuf-dev  # protoc and its well-known types (descriptor.proto): etcd-client compiles etcd's gRPC API at build time

@@ -2,7 +2,7 @@
 # The suite's last check: nothing the tests made may outlive them.
 #   tests/leaks.sh snapshot FILE   record what exists now
 #   tests/leaks.sh check FILE      fail, listing each leftover, if anything new exists
-# Compared: network devices, network namespaces, mounts, cgroups, and processes of ours
+# Compared: network devices, network namespaces, nftables tables, mounts, cgroups, and processes of ours
 # (nodectl, the test registry, etcd members, container userlands run from busybox), by
 # executable.
 set -u
@@ -10,6 +10,7 @@ set -u
 snapshot() {
   ip -o link 2>/dev/null | awk -F': ' '{print "netdev " $2}' | cut -d@ -f1
   ip netns list 2>/dev/null | awk '{print "netns " $1}'
+  nft list tables 2>/dev/null | sed 's/^table /nftables /'
   awk '{print "mount " $5}' /proc/self/mountinfo
   find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null | sed 's/^/cgroup /'
   for p in /proc/[0-9]*; do

@@ -239,6 +239,14 @@ fn host_ports_reach_the_pod_from_loopback_the_bridge_address_and_other_pods() {
     assert_eq!(&buf[..n], b"web-udp dgram");
 
     assert_eq!(w.pod_rules().unwrap().len(), 6, "two rules (prerouting, output) per mapping");
+
+    // Another pod cannot take a host port that is mapped already.
+    let ns_c = w.netns("thief");
+    let err = network::setup(&w.cfg, "thief", &ns_c, &[tcp(hp, 9999)]).unwrap_err();
+    assert!(matches!(err, network::Error::PortInUse { .. }), "{err:?}");
+    assert!(err.to_string().contains("\"web\""), "{err}");
+    assert!(!link_exists(&network::host_veth_name(&w.cfg, "thief")));
+    assert_eq!(network::allocations(&w.cfg).unwrap().len(), 2);
 }
 
 #[test]
@@ -260,6 +268,11 @@ fn teardown_leaves_no_veth_rule_or_address() {
     network::teardown(&w.cfg, "never").unwrap();
     network::teardown(&w.cfg, "stays").unwrap();
     assert!(!link_exists(&b.host_veth));
+    // The pod runner may remove the namespace first.
+    let (ns, c) = w.pod("ns-first", &[]);
+    network::remove_netns(&ns).unwrap();
+    network::teardown(&w.cfg, "ns-first").unwrap();
+    assert!(!link_exists(&c.host_veth));
     assert_eq!(w.pod_rules().unwrap(), Vec::<String>::new());
     assert!(network::allocations(&w.cfg).unwrap().is_empty());
 }

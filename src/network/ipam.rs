@@ -127,8 +127,17 @@ impl Locked {
         &self.file.pods
     }
 
-    /// Gives `key` an address: the one it already has, or the next free one.
+    /// Gives `key` an address: the one it already has, or the next free one. Refuses
+    /// host ports another pod on this bridge maps: its DNAT rule would come first and
+    /// take the traffic without a word.
     pub fn allocate(&mut self, key: &str, veth: &str, ports: &[PortMapping]) -> Result<Ipv4Addr> {
+        for (other, a) in self.file.pods.iter().filter(|(k, _)| k.as_str() != key) {
+            for p in ports {
+                if a.ports.iter().any(|q| clash(p, q)) {
+                    return Err(Error::PortInUse { mapping: p.to_string(), pod: other.clone() });
+                }
+            }
+        }
         if let Some(a) = self.file.pods.get_mut(key) {
             a.veth = veth.to_string();
             a.ports = ports.to_vec();
@@ -182,6 +191,12 @@ impl Locked {
     }
 }
 
+fn clash(a: &PortMapping, b: &PortMapping) -> bool {
+    a.host_port == b.host_port
+        && a.protocol == b.protocol
+        && (a.host_ip.is_none() || b.host_ip.is_none() || a.host_ip == b.host_ip)
+}
+
 /// The addresses pods may get: not the network address, not the gateway (the first
 /// host address, on the bridge), not the broadcast address.
 pub(crate) fn host_range(cidr: Ipv4Net) -> (Ipv4Addr, Ipv4Addr) {
@@ -233,6 +248,20 @@ mod tests {
         let mut l = p.lock().unwrap();
         assert_eq!(l.get("b").unwrap().ip, Ipv4Addr::new(10, 1, 2, 3));
         assert_eq!(l.allocate("c", "v", &[]).unwrap(), Ipv4Addr::new(10, 1, 2, 4));
+    }
+
+    #[test]
+    fn a_host_port_of_another_pod_is_refused() {
+        use super::super::Protocol;
+        let d = tempfile::tempdir().unwrap();
+        let mut l = pool(d.path(), "10.1.2.0/29").lock().unwrap();
+        let m = |port, protocol, host_ip| PortMapping { host_port: port, container_port: 80, protocol, host_ip };
+        l.allocate("a", "v", &[m(80, Protocol::Tcp, Some(Ipv4Addr::LOCALHOST))]).unwrap();
+        let err = l.allocate("b", "v", &[m(80, Protocol::Tcp, None)]).unwrap_err().to_string();
+        assert!(err.contains("80") && err.contains("\"a\""), "{err}");
+        l.allocate("b", "v", &[m(80, Protocol::Udp, None), m(80, Protocol::Tcp, Some(Ipv4Addr::new(10, 0, 0, 1)))]).unwrap();
+        // The pod itself may map it again (a second set-up).
+        l.allocate("a", "v", &[m(80, Protocol::Tcp, Some(Ipv4Addr::LOCALHOST))]).unwrap();
     }
 
     #[test]

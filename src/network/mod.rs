@@ -37,6 +37,8 @@ pub enum Error {
     InvalidCidr { cidr: String, reason: String },
     #[error("invalid port mapping {mapping}: {reason}")]
     InvalidPort { mapping: String, reason: &'static str },
+    #[error("host port {mapping} is already mapped by pod {pod:?}")]
+    PortInUse { mapping: String, pod: String },
     #[error("the address pool {cidr} of bridge {bridge} is full ({allocated} pods have addresses)")]
     PoolFull { bridge: String, cidr: Ipv4Net, allocated: usize },
     #[error("bridge {bridge} has addresses from {old} for {pods} pods, but its CIDR is now {new}; remove those pods first")]
