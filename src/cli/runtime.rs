@@ -223,6 +223,7 @@ impl CreateArgs {
             console_socket: self.console_socket.clone(),
             preserve_fds: self.preserve_fds,
             cgroup_parent: Some(global.cgroup_parent.clone()),
+            stdio: None,
         })
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -55,6 +55,9 @@ pub struct CreateOptions {
     pub preserve_fds: i32,
     /// Parent cgroup (below our own) when the spec has no cgroupsPath; default "nodectl".
     pub cgroup_parent: Option<String>,
+    /// The process's stdin, stdout and stderr, if not ours (the caller keeps them open
+    /// until `create` returns).
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 pub struct Runtime {
@@ -180,7 +183,7 @@ impl Runtime {
                 drop(chan);
                 // Ours to restore, not the init's: it must keep its namespace.
                 std::mem::forget(pid_ns);
-                init::child(InitArgs { cfg, chan: child_chan, fifo: Some(fifo), console, preserve_fds: opts.preserve_fds, joins, in_pid_ns, cgroup: cg.as_ref() })
+                init::child(InitArgs { cfg, chan: child_chan, fifo: Some(fifo), console, preserve_fds: opts.preserve_fds, joins, in_pid_ns, cgroup: cg.as_ref(), stdio: opts.stdio })
             }
             ForkResult::Parent { child } => child.as_raw(),
         };

@@ -9,7 +9,7 @@
 
 use std::fs;
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
@@ -37,6 +37,8 @@ pub struct InitArgs<'a> {
     pub in_pid_ns: bool,
     /// The container's cgroup, which the child enters itself (cheaper than being moved).
     pub cgroup: &'a dyn Cgroup,
+    /// Descriptors to become the process's stdin, stdout and stderr instead of ours.
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 /// Whether the init needs the state JSON (for hooks it runs itself).
@@ -46,7 +48,7 @@ pub fn wants_state(cfg: &Config) -> bool {
 
 /// Runs the child to the container's execve; on failure reports and exits.
 pub fn child(args: InitArgs<'_>) -> ! {
-    let result = stage_namespaces(&args);
+    let result = take_stdio(args.stdio).and_then(|()| stage_namespaces(&args));
     let msg = match result {
         Ok(()) => "container init returned without exec".to_string(),
         Err(e) => e,
@@ -58,6 +60,22 @@ pub fn child(args: InitArgs<'_>) -> ! {
     // SAFETY: _exit is always safe; it skips destructors and atexit handlers that belong
     // to the parent's copy of this process.
     unsafe { libc::_exit(1) }
+}
+
+/// Puts the caller's descriptors in place of stdio first, so every error after this point
+/// reaches the container's stderr as well.
+fn take_stdio(stdio: Option<[RawFd; 3]>) -> Result<()> {
+    for (target, fd) in stdio.into_iter().flat_map(|s| s.into_iter().enumerate()) {
+        if fd as usize == target {
+            continue;
+        }
+        // SAFETY: dup2 onto 0..2 replaces our stdio; no Rust object owns those fds, and the
+        // source stays open in the parent, which owns it.
+        if unsafe { libc::dup2(fd, target as RawFd) } < 0 {
+            return Err(format!("dup2 stdio {target}: {}", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
 }
 
 fn recv_expect(chan: &Channel, want: Msg) -> Result<()> {

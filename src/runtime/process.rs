@@ -100,6 +100,11 @@ pub fn find_executable(p: &ProcessConfig) -> Result<PathBuf> {
 /// chdir to the spec's cwd and check that it is inside the container: a leaked host
 /// directory fd used as cwd (CVE-2024-21626) shows up as an "(unreachable)" path.
 pub fn enter_cwd(p: &ProcessConfig) -> Result<()> {
+    // A cwd the image lacks is made, as runc does (a pod's workingDir often names one);
+    // we are inside the container's root by now, so the path cannot lead out of it.
+    if let Err(nix::errno::Errno::ENOENT) = nix::unistd::chdir(&p.cwd) {
+        std::fs::create_dir_all(&p.cwd).map_err(|e| format!("create cwd {}: {e}", p.cwd.display()))?;
+    }
     nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir to cwd {}: {e}", p.cwd.display()))?;
     let here = nix::unistd::getcwd().map_err(|e| format!("getcwd: {e}"))?;
     if !here.is_absolute() || here.starts_with("(unreachable)") {
