@@ -1,7 +1,7 @@
 # nodectl. Two commands set up a fresh machine (see README.md):
 #   make        install what is needed, build, build the test images, run the default job
 #   make test   the whole test suite, as root, ending with the leak check
-# `make bench` measures against GNU tar, crun and runc; it is not a test.
+# `make bench` measures against GNU tar, crun and runc, and pod start-up; it is not a test.
 
 CARGO      ?= cargo
 IMAGES     := target/images
@@ -20,11 +20,11 @@ build: deps
 images: deps
 	@bash rootfs-tools/build-images.sh $(IMAGES)
 
-# The default job: put the busybox image into the store and show it.
+# The default job: put the busybox image into the store and run the hello pod from it.
 demo: build images
 	$(NODECTL) image import $(IMAGES)/busybox --name busybox:latest
 	$(NODECTL) image ls
-	$(NODECTL) image inspect busybox
+	$(NODECTL) run manifests/hello.yaml
 
 test: build images
 	@bash tests/leaks.sh snapshot target/leaks.before
@@ -39,6 +39,7 @@ vm-test: build
 bench: build images
 	$(CARGO) bench --locked --bench unpack
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench runtime
+	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench pods
 
 clean:
 	$(CARGO) clean

@@ -5,6 +5,7 @@ pub mod api;
 pub mod cli;
 pub mod image;
 pub mod network;
+pub mod node;
 pub mod runtime;
 pub mod server;
 pub mod timefmt;

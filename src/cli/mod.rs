@@ -2,6 +2,7 @@
 //! dispatch only; each verb's work lives in its part.
 
 mod image;
+mod run;
 mod runtime;
 mod server;
 
@@ -33,6 +34,10 @@ enum Command {
     Server(server::ServerArgs),
     /// The OCI runtime CLI (runc-compatible), state under ROOT/runtime.
     Runtime(runtime::RuntimeArgs),
+    /// Run a Pod manifest in the foreground; the exit code is the pod's.
+    Run(run::RunArgs),
+    /// Remove what pods whose `nodectl run` was killed left behind.
+    Gc,
 }
 
 pub fn main() -> i32 {
@@ -50,6 +55,8 @@ pub fn main() -> i32 {
         Command::Image(cmd) => image::run(&cli.root, cmd),
         Command::Server(args) => server::run(&cli.root, args),
         Command::Runtime(args) => runtime::run(&cli.root, args),
+        Command::Run(args) => run::run(&cli.root, args),
+        Command::Gc => run::gc(&cli.root),
     };
     match result {
         Ok(code) => code,

@@ -23,6 +23,16 @@ impl FileLock {
         Self::take(path, FlockArg::LockExclusive)
     }
 
+    /// The exclusive lock if no one holds the file locked, else None (without waiting).
+    pub fn try_exclusive(path: &Path) -> io::Result<Option<FileLock>> {
+        let file = open(path)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(Some(FileLock { _lock: lock })),
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+            Err((_, e)) => Err(io::Error::from(e)),
+        }
+    }
+
     fn take(path: &Path, arg: FlockArg) -> io::Result<FileLock> {
         let file = open(path)?;
         // flock(2) blocks until granted; EINTR is retried by the caller's next attempt.

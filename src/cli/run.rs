@@ -1,0 +1,93 @@
+//! `nodectl run FILE` and `nodectl gc`.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+
+use crate::node::pod::{self, RunOptions};
+use crate::node::sandbox;
+
+/// Where pods get their network: flags win over the environment, the environment over the
+/// config file (DESIGN.md, "The command contract").
+#[derive(Args, Clone, Debug)]
+pub struct NetArgs {
+    /// The bridge pods are attached to (default nodectl0).
+    #[arg(long, env = "NODECTL_BRIDGE", value_name = "NAME")]
+    bridge: Option<String>,
+    /// The range pod addresses come from (default 10.88.0.0/16).
+    #[arg(long = "pod-cidr", env = "NODECTL_POD_CIDR", value_name = "CIDR")]
+    pod_cidr: Option<String>,
+    /// A YAML or JSON file with `bridge:` and `podCIDR:` (default ROOT/config.yaml, if there).
+    #[arg(long, env = "NODECTL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The Pod manifest (YAML or JSON; it may also carry the ConfigMaps and Secrets the Pod uses).
+    file: PathBuf,
+    /// Hand the pod to the node daemon instead of running it in the foreground.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    /// The delay before a container's first restart, in seconds; it doubles up to 300.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    restart_backoff: f64,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ConfigFile {
+    bridge: Option<String>,
+    #[serde(rename = "podCIDR")]
+    pod_cidr: Option<String>,
+}
+
+impl NetArgs {
+    pub fn config(&self, root: &Path) -> Result<crate::network::NetConfig> {
+        let (path, explicit) = match &self.config {
+            Some(p) => (p.clone(), true),
+            None => (root.join("config.yaml"), false),
+        };
+        let file: ConfigFile = match std::fs::read_to_string(&path) {
+            Ok(text) => serde_yaml_ng::from_str(&text).with_context(|| format!("config file {}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => ConfigFile::default(),
+            Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
+        };
+        let bridge = self.bridge.clone().or(file.bridge);
+        let cidr = self.pod_cidr.clone().or(file.pod_cidr);
+        Ok(crate::network::NetConfig::from_env_and_flags(root, bridge, cidr)?)
+    }
+}
+
+pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
+    if args.detach {
+        bail!("--detach hands the pod to the node daemon (`nodectl daemon`), which this version does not have yet; run it in the foreground without --detach");
+    }
+    if !(args.restart_backoff.is_finite() && args.restart_backoff >= 0.0) {
+        bail!("--restart-backoff: {} is not a number of seconds", args.restart_backoff);
+    }
+    let manifest = crate::api::manifest::load(&args.file)?;
+    let opts = RunOptions {
+        root: root.to_path_buf(),
+        network: args.net.config(root)?,
+        restart_backoff: Duration::from_secs_f64(args.restart_backoff),
+        pull: crate::image::pull::PullOptions::from_environment(root),
+    };
+    let name = manifest.pod.metadata.name.clone().unwrap_or_default();
+    pod::run(&opts, &manifest).with_context(|| format!("pod \"{name}\""))
+}
+
+pub fn gc(root: &Path) -> Result<i32> {
+    let report = sandbox::gc(root);
+    for key in &report.pods {
+        println!("removed pod {key}");
+    }
+    for e in &report.errors {
+        eprintln!("nodectl: gc: {e}");
+    }
+    Ok(if report.errors.is_empty() { 0 } else { 1 })
+}

@@ -1,0 +1,567 @@
+//! `nodectl run`: Pod manifests run for real, as root, from the busybox test image, each
+//! test with its own state root, bridge and pod CIDR, each checking that the pod left
+//! nothing behind.
+
+mod common;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A state root with the busybox image, and a bridge and CIDR of the test's own.
+struct PodEnv {
+    dir: tempfile::TempDir,
+    bridge: String,
+    cidr: String,
+}
+
+struct Ran {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl PodEnv {
+    fn new() -> PodEnv {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let dir = tempfile::tempdir().unwrap();
+        common::ok(dir.path(), &["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "busybox:latest"]);
+        PodEnv { dir, bridge: format!("ndp{}x{n}", pid % 100_000), cidr: format!("10.{}.{}.0/24", 100 + pid % 100, 10 + n) }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn file(&self, yaml: &str) -> PathBuf {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let p = self.root().join(format!("pod-{n}.yaml"));
+        fs::write(&p, yaml).unwrap();
+        p
+    }
+
+    fn command(&self, yaml: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
+        c.arg("--root").arg(self.root()).args(["run", "--restart-backoff", "0.1"]).arg(self.file(yaml));
+        c.env("NODECTL_BRIDGE", &self.bridge).env("NODECTL_POD_CIDR", &self.cidr);
+        c
+    }
+
+    /// Runs a pod to its end and checks it left nothing.
+    fn run(&self, yaml: &str) -> Ran {
+        let ran = self.run_beside(yaml);
+        self.assert_clean();
+        ran
+    }
+
+    /// Runs a pod to its end while others of the env still run.
+    fn run_beside(&self, yaml: &str) -> Ran {
+        let out = self.command(yaml).stdin(Stdio::null()).output().unwrap();
+        Ran { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+    }
+
+    fn spawn(&self, yaml: &str) -> Running {
+        Running(self.command(yaml).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+    }
+
+    /// What a pod may leave when it is gone: nothing under pods/, no mount below the
+    /// root, no veth on the bridge (cgroups are counted by the suite's leak check).
+    fn assert_clean(&self) {
+        let pods: Vec<_> = fs::read_dir(self.root().join("pods")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(pods.is_empty(), "pods left: {pods:?}");
+        let root = self.root().to_string_lossy().into_owned();
+        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&root)).map(String::from).collect();
+        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+        let pool = self.root().join("network").join(&self.bridge).join("ipam.json");
+        if let Ok(text) = fs::read_to_string(&pool) {
+            let pods = &serde_json::from_str::<serde_json::Value>(&text).unwrap()["pods"];
+            assert!(pods.as_object().is_none_or(|p| p.is_empty()), "addresses still allocated: {pods}");
+        }
+        let rules = Command::new("nft").args(["list", "table", "ip", &format!("nodectl_{}", self.bridge)]).output().unwrap();
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        assert!(!rules.contains(" dnat to "), "hostPort rules left: {rules}");
+        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
+        let links = String::from_utf8_lossy(&links.stdout);
+        assert!(links.trim().is_empty(), "veths left on {}: {links}", self.bridge);
+    }
+}
+
+/// A `nodectl run` in the background; killed if the test ends (or fails) with it running,
+/// and the PodEnv's gc then removes what it left.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+impl Drop for PodEnv {
+    fn drop(&mut self) {
+        let _ = common::nodectl(self.root(), &["gc"]);
+        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.root().join("network")) {
+            let _ = nodectl::network::remove_bridge(&cfg);
+        }
+    }
+}
+
+fn pod(name: &str, body: &str) -> String {
+    format!("apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\nspec:\n{body}")
+}
+
+#[test]
+fn a_pod_runs_init_containers_in_order_then_its_containers_and_gives_their_output() {
+    let env = PodEnv::new();
+    let r = env.run(&pod(
+        "order",
+        r#"  restartPolicy: Never
+  initContainers:
+  - {name: first, image: busybox, imagePullPolicy: Never, command: [sh, -c, "echo first > /shared/log"], volumeMounts: [{name: s, mountPath: /shared}]}
+  - {name: second, image: busybox, imagePullPolicy: Never, command: [sh, -c, "echo second >> /shared/log"], volumeMounts: [{name: s, mountPath: /shared}]}
+  containers:
+  - {name: main, image: busybox, imagePullPolicy: Never, command: [sh, -c, "cat /shared/log; printf 'no newline'"], volumeMounts: [{name: s, mountPath: /shared}]}
+  volumes: [{name: s, emptyDir: {}}]
+"#,
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "[main] first\n[main] second\n[main] no newline\n", "{}", r.stderr);
+}
+
+#[test]
+fn the_exit_code_is_the_first_failing_containers() {
+    let env = PodEnv::new();
+    let r = env.run(&pod(
+        "codes",
+        "  restartPolicy: Never\n  containers:\n  - {name: ok, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'sleep 0.5; exit 0']}\n  - {name: bad, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'echo oops >&2; exit 7']}\n",
+    ));
+    assert_eq!(r.code, 7, "{}", r.stderr);
+    assert!(r.stderr.contains("[bad] oops"), "{}", r.stderr);
+    assert!(r.stderr.contains("container bad exited with code 7"), "{}", r.stderr);
+
+    // A single container: its output as it is, no prefix.
+    let r = env.run(&pod("single", "  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [echo, plain]}\n"));
+    assert_eq!((r.code, r.stdout.as_str()), (0, "plain\n"), "{}", r.stderr);
+}
+
+#[test]
+fn on_failure_restarts_with_backoff_until_the_container_succeeds() {
+    let env = PodEnv::new();
+    let r = env.run(&pod(
+        "retry",
+        r#"  restartPolicy: OnFailure
+  containers:
+  - name: flaky
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'n=$(cat /v/n 2>/dev/null || echo 0); echo $((n+1)) > /v/n; echo attempt $n; [ $n -ge 2 ]']
+    volumeMounts: [{name: v, mountPath: /v}]
+  volumes: [{name: v, emptyDir: {}}]
+"#,
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.stdout, "attempt 0\nattempt 1\nattempt 2\n");
+    assert!(r.stderr.contains("restarting container flaky in 100ms (restart 1"), "{}", r.stderr);
+    assert!(r.stderr.contains("restarting container flaky in 200ms (restart 2"), "{}", r.stderr);
+}
+
+#[test]
+fn env_comes_from_configmaps_secrets_and_the_pods_own_fields() {
+    let env = PodEnv::new();
+    let r = env.run(&format!(
+        "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: conf}}\ndata: {{mode: fast, level: \"3\"}}\n---\napiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\ndata: {{password: aHVudGVyMg==}}\n",
+        pod(
+            "envpod",
+            r#"  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'echo "$MODE $PASS $POD $NS $IP_OK $CFG_level $COMBINED $UNDEF"']
+    env:
+    - {name: MODE, valueFrom: {configMapKeyRef: {name: conf, key: mode}}}
+    - {name: PASS, valueFrom: {secretKeyRef: {name: creds, key: password}}}
+    - {name: POD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+    - {name: NS, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+    - {name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+    - {name: IP_OK, value: "ip=$(IP)"}
+    - {name: COMBINED, value: "$(MODE)/$(POD)"}
+    - {name: UNDEF, value: "$(MISSING)"}
+    envFrom: [{configMapRef: {name: conf}, prefix: CFG_}]
+"#,
+        )
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let words: Vec<&str> = r.stdout.split_whitespace().collect();
+    assert_eq!(words[..4], ["fast", "hunter2", "envpod", "default"], "{}", r.stdout);
+    let ip: Ipv4Addr = words[4].strip_prefix("ip=").unwrap().parse().unwrap();
+    let net: Ipv4Addr = env.cidr.split('/').next().unwrap().parse().unwrap();
+    assert_eq!(ip.octets()[..3], net.octets()[..3], "the pod's address is in the pod CIDR");
+    assert_eq!(words[5..], ["3", "fast/envpod", "$(MISSING)"]);
+}
+
+#[test]
+fn volumes_have_their_contents_modes_and_options() {
+    let env = PodEnv::new();
+    let host_dir = env.root().join("host-data");
+    fs::create_dir(&host_dir).unwrap();
+    fs::write(host_dir.join("from-host"), "hello host\n").unwrap();
+    let r = env.run(&format!(
+        r#"{}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cm}}
+data: {{app.conf: "key=value\n", other: x}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: sec}}
+stringData: {{token: s3cret, cert: c}}
+"#,
+        pod(
+            "vols",
+            &format!(
+                r#"  restartPolicy: Never
+  volumes:
+  - {{name: conf, configMap: {{name: cm}}}}
+  - {{name: conf-items, configMap: {{name: cm, items: [{{key: app.conf, path: sub/app.conf, mode: 0600}}]}}}}
+  - {{name: secret, secret: {{secretName: sec}}}}
+  - {{name: secret-mode, secret: {{secretName: sec, defaultMode: 0440}}}}
+  - {{name: mem, emptyDir: {{medium: Memory, sizeLimit: 4Mi}}}}
+  - {{name: disk, emptyDir: {{}}}}
+  - {{name: host, hostPath: {{path: {host}, type: Directory}}}}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command:
+    - sh
+    - -c
+    - |
+      stat -c '%a %n' /conf/app.conf /conf/other /items/sub/app.conf /secret/token /secret-mode/token
+      cat /conf/app.conf /items/sub/app.conf /secret/token; echo
+      grep ' /mem ' /proc/mounts | cut -d' ' -f3,4 | grep -o 'tmpfs.*size=4096k'
+      echo data > /disk/sub/file && echo disk ok
+      cat /host/from-host
+      touch /host/x 2>/dev/null && echo host writable || echo host read-only
+      ls /sub-only
+    volumeMounts:
+    - {{name: conf, mountPath: /conf}}
+    - {{name: conf-items, mountPath: /items}}
+    - {{name: secret, mountPath: /secret}}
+    - {{name: secret-mode, mountPath: /secret-mode}}
+    - {{name: mem, mountPath: /mem}}
+    - {{name: disk, mountPath: /disk}}
+    - {{name: host, mountPath: /host, readOnly: true}}
+    - {{name: disk, mountPath: /sub-only, subPath: sub}}
+"#,
+                host = host_dir.display()
+            )
+        )
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout,
+        "644 /conf/app.conf\n644 /conf/other\n600 /items/sub/app.conf\n400 /secret/token\n440 /secret-mode/token\n\
+         key=value\nkey=value\ns3cret\ntmpfs rw,nosuid,nodev,relatime,size=4096k\ndisk ok\nhello host\nhost read-only\nfile\n"
+    );
+    assert!(!host_dir.join("x").exists());
+}
+
+#[test]
+fn a_sub_path_symlink_cannot_lead_out_of_its_volume() {
+    // CVE-2017-1002101: an init container plants a symlink to / where a later container's
+    // subPath points; the mount must stay inside the volume.
+    let env = PodEnv::new();
+    let r = env.run(&pod(
+        "subpath",
+        r#"  restartPolicy: Never
+  volumes: [{name: v, emptyDir: {}}]
+  initContainers:
+  - {name: plant, image: busybox, imagePullPolicy: Never, command: [ln, -s, /, /v/escape], volumeMounts: [{name: v, mountPath: /v}]}
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'ls /mnt/etc/hostname 2>&1; ls -a /mnt | head -3'], volumeMounts: [{name: v, mountPath: /mnt, subPath: escape}]}
+"#,
+    ));
+    // The symlink resolves inside the volume: / of the volume, where only `escape` is.
+    assert!(!r.stdout.contains("/mnt/etc/hostname\n") || r.stdout.contains("No such file"), "{}", r.stdout);
+    assert!(r.stdout.contains("escape"), "{}\n{}", r.stdout, r.stderr);
+}
+
+#[test]
+fn security_context_sets_user_read_only_root_and_capabilities() {
+    let env = PodEnv::new();
+    let r = env.run(&pod(
+        "sec",
+        r#"  restartPolicy: Never
+  securityContext: {runAsUser: 1234, runAsGroup: 5678}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'id -u; id -g; touch /x 2>&1 | grep -o "Read-only file system"; grep NoNewPrivs /proc/self/status']
+    securityContext: {readOnlyRootFilesystem: true, allowPrivilegeEscalation: false}
+  - name: caps
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'grep CapBnd /proc/self/status']
+    securityContext: {capabilities: {drop: [ALL], add: [NET_ADMIN]}}
+"#,
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let of_c: Vec<&str> = r.stdout.lines().filter(|l| l.starts_with("[c] ")).collect();
+    assert_eq!(of_c, ["[c] 1234", "[c] 5678", "[c] Read-only file system", "[c] NoNewPrivs:\t1"], "{}", r.stdout);
+    // CAP_NET_ADMIN alone is bit 12.
+    assert!(r.stdout.contains("[caps] CapBnd:\t0000000000001000"), "{}", r.stdout);
+
+    let r = env.run(&pod("nonroot", "  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [id], securityContext: {runAsNonRoot: true}}\n"));
+    assert_eq!(r.code, 128, "{}", r.stderr);
+    assert!(r.stderr.contains("container has runAsNonRoot and image will run as root"), "{}", r.stderr);
+}
+
+#[test]
+fn a_memory_limit_ends_in_oom_killed_and_137() {
+    let env = PodEnv::new();
+    let r = env.run(&pod(
+        "oom",
+        "  restartPolicy: Never\n  containers:\n  - name: hog\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, 'a=$(yes | head -c 67108864); echo survived']\n    resources: {limits: {memory: 16Mi}}\n",
+    ));
+    assert_eq!(r.code, 137, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stderr.contains("container hog was killed by the OOM killer (OOMKilled)"), "{}", r.stderr);
+    assert!(!r.stdout.contains("survived"));
+}
+
+#[test]
+fn a_cpu_limit_of_200m_holds_a_busy_loop_near_a_fifth_of_a_core() {
+    let env = PodEnv::new();
+    // The loop runs 3 s of wall time; its CPU time reaches the shell as cutime + cstime
+    // (fields 16 and 17 of /proc/PID/stat, in ticks of 1/100 s).
+    let r = env.run(&pod(
+        "cpu",
+        "  restartPolicy: Never\n  containers:\n  - name: spin\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, 'timeout 3 sh -c \"while :; do :; done\"; cut -d\" \" -f16,17 /proc/$$$$/stat']\n    resources: {limits: {cpu: 200m}, requests: {cpu: 100m}}\n",
+    ));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let ticks: u64 = r.stdout.split_whitespace().map(|t| t.parse::<u64>().unwrap()).sum();
+    // 20% of 300 ticks is 60; unlimited it would be near 300.
+    assert!((30..=90).contains(&ticks), "the loop used {ticks} ticks of 300");
+}
+
+#[test]
+fn two_containers_of_a_pod_talk_over_localhost_and_share_uts_and_ipc() {
+    let env = PodEnv::new();
+    let r = env.run(&pod(
+        "pair",
+        r#"  restartPolicy: Never
+  hostname: shared-name
+  containers:
+  - {name: server, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'echo hello-from-server > /tmp/msg; timeout 10 nc -l -p 7070 < /tmp/msg; hostname']}
+  - {name: client, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'for i in $(seq 50); do nc 127.0.0.1 7070 2>/dev/null && break; sleep 0.1; done; hostname; grep shared-name /etc/hosts | wc -l']}
+"#,
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("[client] hello-from-server\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("[server] shared-name\n") && r.stdout.contains("[client] shared-name\n"), "{}", r.stdout);
+    assert!(r.stdout.contains("[client] 1\n"), "/etc/hosts maps the hostname: {}", r.stdout);
+}
+
+/// Reads the child's stdout until a line satisfies `want`; returns that line.
+fn wait_line(child: &mut Running, want: impl Fn(&str) -> bool) -> String {
+    let out = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(out);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            let mut err = String::new();
+            let _ = child.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("the pod ended before printing the line: {err}");
+        }
+        if want(&line) {
+            // Keep draining in the background so the pod never blocks on a full pipe.
+            std::thread::spawn(move || std::io::copy(&mut reader, &mut std::io::sink()));
+            return line.trim().to_string();
+        }
+    }
+}
+
+fn stop(child: &mut Running, sig: i32) -> (i32, String) {
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe { libc::kill(child.id() as i32, sig) };
+    let status = child.wait().unwrap();
+    let mut err = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        let _ = e.read_to_string(&mut err);
+    }
+    (status.code().unwrap_or(-1), err)
+}
+
+#[test]
+fn two_pods_reach_each_other_by_ip_over_the_bridge() {
+    let env = PodEnv::new();
+    let mut server = env.spawn(&pod(
+        "server",
+        r#"  restartPolicy: Never
+  containers:
+  - name: s
+    image: busybox
+    imagePullPolicy: Never
+    env: [{name: IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+    command: [sh, -c, 'trap "exit 0" TERM; echo "ip $IP"; while :; do echo pong | nc -l -p 8080; done & wait']
+"#,
+    ));
+    let line = wait_line(&mut server, |l| l.starts_with("ip "));
+    let ip = line.strip_prefix("ip ").unwrap().to_string();
+    let r = env.run_beside(&pod("client", &format!("  restartPolicy: Never\n  containers:\n  - {{name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'for i in $(seq 50); do nc -w 2 {ip} 8080 </dev/null 2>/dev/null && exit 0; sleep 0.1; done; exit 1']}}\n")));
+    let (code, err) = stop(&mut server, libc::SIGTERM);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout, "pong\n");
+    assert_eq!(code, 0, "{err}");
+    env.assert_clean();
+}
+
+#[test]
+fn a_host_port_is_reached_from_127_0_0_1_and_from_the_hosts_addresses() {
+    let env = PodEnv::new();
+    let port = common::server::free_port();
+    let mut p = env.spawn(&pod(
+        "web",
+        &format!(
+            r#"  restartPolicy: Never
+  containers:
+  - name: web
+    image: busybox
+    imagePullPolicy: Never
+    ports: [{{containerPort: 80, hostPort: {port}}}]
+    command: [sh, -c, 'mkdir /www; echo served > /www/index.html; echo ready; exec httpd -f -p 80 -h /www']
+"#
+        ),
+    ));
+    wait_line(&mut p, |l| l.contains("ready"));
+    let get = |addr: Ipv4Addr| -> String {
+        let end = Instant::now() + Duration::from_secs(10);
+        loop {
+            let attempt = (|| -> std::io::Result<String> {
+                let mut s = TcpStream::connect_timeout(&(addr, port).into(), Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(5)))?;
+                s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")?;
+                let mut body = String::new();
+                s.read_to_string(&mut body)?;
+                Ok(body)
+            })();
+            match attempt {
+                Ok(b) if b.contains("served") => return b,
+                _ if Instant::now() > end => panic!("{addr}:{port} never answered: {attempt:?}"),
+                _ => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    };
+    get(Ipv4Addr::LOCALHOST);
+    // The bridge's own address is one of the host's.
+    let gateway: Ipv4Addr = {
+        let net: Ipv4Addr = env.cidr.split('/').next().unwrap().parse().unwrap();
+        Ipv4Addr::from(u32::from(net) + 1)
+    };
+    get(gateway);
+    let (code, err) = stop(&mut p, libc::SIGTERM);
+    // httpd as PID 1 has no SIGTERM handler, so the kernel ignores it: killed after the grace.
+    assert!(code == 0 || code == 137 || code == 143, "{code}: {err}");
+    env.assert_clean();
+    assert!(TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_millis(500)).is_err(), "the port still answers after the pod");
+}
+
+#[test]
+fn sigterm_stops_the_pod_gracefully_whether_handled_or_ignored() {
+    let env = PodEnv::new();
+    let mut handled = env.spawn(&pod(
+        "handled",
+        "  restartPolicy: Always\n  terminationGracePeriodSeconds: 30\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'trap \"echo got TERM; exit 0\" TERM; echo up; while :; do sleep 0.1; done']}\n",
+    ));
+    wait_line(&mut handled, |l| l.contains("up"));
+    let (code, err) = stop(&mut handled, libc::SIGTERM);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("SIGTERM: stopping the pod"), "{err}");
+    env.assert_clean();
+
+    let mut ignored = env.spawn(&pod(
+        "ignored",
+        "  restartPolicy: Always\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'trap \"\" TERM; echo up; while :; do sleep 0.1; done']}\n",
+    ));
+    wait_line(&mut ignored, |l| l.contains("up"));
+    let (code, err) = stop(&mut ignored, libc::SIGINT);
+    assert_eq!(code, 137, "killed after the grace period: {err}");
+    env.assert_clean();
+}
+
+#[test]
+fn a_sigkilled_nodectl_run_is_cleaned_up_by_gc() {
+    let env = PodEnv::new();
+    let mut p = env.spawn(&pod(
+        "victim",
+        "  restartPolicy: Always\n  volumes: [{name: m, emptyDir: {medium: Memory}}]\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'echo up; sleep 1000'], volumeMounts: [{name: m, mountPath: /m}], ports: [{containerPort: 80, hostPort: 0}]}\n",
+    ));
+    wait_line(&mut p, |l| l.contains("up"));
+    p.0.kill().unwrap();
+    p.0.wait().unwrap();
+    assert_eq!(fs::read_dir(env.root().join("pods")).unwrap().count(), 1, "the pod's remains are there");
+    let out = common::ok(env.root(), &["gc"]);
+    assert!(out.starts_with("removed pod victim-"), "{out}");
+    env.assert_clean();
+    // The container itself is gone too.
+    let ps = Command::new("pgrep").args(["-f", "sleep 1000"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&ps.stdout).trim().is_empty());
+}
+
+#[test]
+fn bad_manifests_and_missing_parts_are_clear_errors_that_leave_nothing() {
+    let env = PodEnv::new();
+    let c = "  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [\"true\"]}\n";
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("not yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n".into(), "document 1"),
+        ("no kind", "apiVersion: v1\nmetadata: {name: x}\n".into(), "kind: Required value"),
+        ("a Deployment", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n".into(), "apiVersion: Unsupported value"),
+        ("unknown field", pod("x", &format!("  bogus: 1\n{c}")), "unknown field \"spec.bogus\""),
+        ("bad name", pod("Bad_Name", c), "metadata.name"),
+        ("no containers", pod("x", "  restartPolicy: Never\n"), "spec.containers: Required value"),
+        ("bad restartPolicy", pod("x", &format!("  restartPolicy: Sometimes\n{c}")), "spec.restartPolicy: Unsupported value: \"Sometimes\""),
+        ("bad memory", pod("x", "  containers:\n  - {name: c, image: busybox, resources: {limits: {memory: lots}}}\n"), "resources.limits"),
+        ("duplicate container", pod("x", "  containers:\n  - {name: c, image: busybox}\n  - {name: c, image: busybox}\n"), "Duplicate value: \"c\""),
+        ("unsupported volume", pod("x", &format!("  volumes: [{{name: v, nfs: {{server: s, path: /}}}}]\n{c}")), "spec.volumes[0].nfs"),
+        ("missing volume", pod("x", "  containers:\n  - {name: c, image: busybox, volumeMounts: [{name: nope, mountPath: /x}]}\n"), "volumeMounts[0].name: Not found: \"nope\""),
+        ("bad port", pod("x", "  containers:\n  - {name: c, image: busybox, ports: [{containerPort: 70000}]}\n"), "containerPort"),
+        ("relative hostPath", pod("x", &format!("  volumes: [{{name: v, hostPath: {{path: rel}}}}]\n{c}")), "hostPath.path"),
+        ("missing configmap", pod("x", "  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [\"true\"], env: [{name: A, valueFrom: {configMapKeyRef: {name: nope, key: k}}}]}\n"), "ConfigMap \"nope\" is not in the file"),
+        ("image not in store", pod("x", "  containers:\n  - {name: c, image: not-here:v1, imagePullPolicy: Never}\n"), "image \"not-here:v1\" is not in the store and imagePullPolicy is Never"),
+        ("unreachable registry", pod("x", "  containers:\n  - {name: c, image: 127.0.0.1:1/nothing:v1}\n"), "is not in the store, and pulling it failed"),
+        ("hostPath type", pod("x", &format!("  volumes: [{{name: v, hostPath: {{path: /nonexistent-nodectl, type: Directory}}}}]\n{c}")), "hostPath type check failed"),
+        ("two pods", format!("{}---\n{}", pod("a", c), pod("b", c)), "2 Pods in one file"),
+    ];
+    assert!(cases.len() >= 15);
+    for (what, yaml, want) in &cases {
+        let r = env.run(yaml);
+        assert_ne!(r.code, 0, "{what}: should fail");
+        assert!(r.stderr.contains(want), "{what}: want {want:?} in:\n{}", r.stderr);
+        assert!(!r.stderr.contains("panicked"), "{what}: {}", r.stderr);
+    }
+}
