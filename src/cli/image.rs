@@ -46,6 +46,9 @@ pub enum ImageCommand {
 }
 
 pub fn run(root: &Path, cmd: ImageCommand) -> Result<i32> {
+    // Pods of a SIGKILLed `nodectl run` keep root filesystems mounted (and so their layers
+    // in use): any command that touches the store removes them first.
+    super::run::clean_abandoned(root);
     let store = Store::open(root).with_context(|| format!("opening the image store under {}", root.display()))?;
     match cmd {
         ImageCommand::Import { path, name } => {

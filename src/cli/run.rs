@@ -81,6 +81,17 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     pod::run(&opts, &manifest).with_context(|| format!("pod \"{name}\""))
 }
 
+/// Removes pods whose `nodectl run` was killed, saying so on stderr.
+pub fn clean_abandoned(root: &Path) {
+    let report = sandbox::gc(root);
+    for key in &report.pods {
+        eprintln!("nodectl: removed the remains of pod {key}, whose nodectl run was killed");
+    }
+    for e in &report.errors {
+        eprintln!("nodectl: warning: cleaning up: {e}");
+    }
+}
+
 pub fn gc(root: &Path) -> Result<i32> {
     let report = sandbox::gc(root);
     for key in &report.pods {
