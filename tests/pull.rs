@@ -383,3 +383,29 @@ fn a_lying_registry_changes_nothing() {
         assert_eq!(tree(root.path()), before, "a failed pull changed the store");
     }
 }
+
+#[test]
+fn nodectl_run_pulls_an_image_the_store_lacks_when_the_policy_allows() {
+    let reg = Registry::start(None);
+    let name = reg.push("busybox", "test/runme:v1", false);
+    let root = tempfile::tempdir().unwrap();
+    let manifest = root.path().join("pod.yaml");
+    let run = |policy: &str| {
+        fs::write(
+            &manifest,
+            format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: pulled}}\nspec:\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: \"{name}\", imagePullPolicy: {policy}, command: [echo, ran]}}\n"),
+        )
+        .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_nodectl")).arg("--root").arg(root.path()).arg("run").arg(&manifest).env("NODECTL_INSECURE_REGISTRIES", reg.host()).output().unwrap()
+    };
+    // Never: the store does not have it, and nothing is fetched.
+    let out = run("Never");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is not in the store and imagePullPolicy is Never"), "{}", stderr(&out));
+    assert!(!ok(root.path(), &["image", "ls"]).contains(&name));
+    // IfNotPresent: pulled from the registry, then run.
+    let out = run("IfNotPresent");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    assert!(ok(root.path(), &["image", "ls"]).contains(&name));
+}
