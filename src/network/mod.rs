@@ -7,6 +7,11 @@
 //! whatever a crash leaves behind is found by `gc` from the pool file: a record whose
 //! pod is gone, a veth on our bridge with no record, or rules tagged with a veth that
 //! has no record.
+//!
+//! Every call blocks (netlink round trips, a file lock, and ~25 ms of the kernel's
+//! RCU waits when a veth is deleted): from async code, call it on a blocking thread.
+//! Helper threads are spawned and joined inside the calls that enter a namespace, so
+//! the caller is as single-threaded afterwards as it was before.
 
 mod bridge;
 mod ipam;
@@ -317,8 +322,9 @@ fn attach(
 /// twice. The address is released last, so a crash midway leaves a record for `gc`.
 pub fn teardown(cfg: &NetConfig, pod_key: &str) -> Result<()> {
     let pool = ipam::Pool::new(&cfg.state_dir, &cfg.bridge, cfg.cidr);
-    let mut l = pool.lock()?;
-    let rec = l.get(pod_key).cloned();
+    // Not locked while detaching: deleting a veth waits out the kernel's RCU grace
+    // periods (~25 ms here), and other pods' set-ups need the lock meanwhile.
+    let rec = pool.lock()?.get(pod_key).cloned();
     let host_veth = rec
         .as_ref()
         .map_or_else(|| veth::host_name(&cfg.bridge, pod_key), |r| r.veth.clone());
@@ -327,6 +333,7 @@ pub fn teardown(cfg: &NetConfig, pod_key: &str) -> Result<()> {
         &host_veth,
         rec.as_ref().is_none_or(|r| !r.ports.is_empty()),
     )?;
+    let mut l = pool.lock()?;
     if l.release(pod_key).is_some() {
         l.commit()?;
     }
