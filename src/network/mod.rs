@@ -40,6 +40,8 @@ pub enum Error {
     InvalidBridge { name: String, reason: &'static str },
     #[error("invalid pod CIDR {cidr:?}: {reason}")]
     InvalidCidr { cidr: String, reason: String },
+    #[error("a pod key must not be empty")]
+    EmptyPodKey,
     #[error("invalid port mapping {mapping}: {reason}")]
     InvalidPort {
         mapping: String,
@@ -131,6 +133,16 @@ impl NetConfig {
             .or_else(|| env("NODECTL_POD_CIDR"))
             .unwrap_or_else(|| DEFAULT_POD_CIDR.into());
         NetConfig::new(&bridge, &cidr, root.join("network"))
+    }
+}
+
+impl NetConfig {
+    /// The fields are public, so a config may not have come through `new`; the bridge
+    /// name ends up in paths and the CIDR in address arithmetic, so check again.
+    fn check(&self) -> Result<()> {
+        check_bridge(&self.bridge)?;
+        parse_cidr(&self.cidr.to_string())?;
+        Ok(())
     }
 }
 
@@ -264,6 +276,10 @@ pub fn setup(
     netns: &Path,
     ports: &[PortMapping],
 ) -> Result<Attachment> {
+    cfg.check()?;
+    if pod_key.is_empty() {
+        return Err(Error::EmptyPodKey);
+    }
     check_ports(ports)?;
     let ns = netns::open(netns)?;
     let host_veth = veth::host_name(&cfg.bridge, pod_key);
@@ -321,6 +337,7 @@ fn attach(
 /// its address. Whatever is already gone is skipped, so this may run after a crash or
 /// twice. The address is released last, so a crash midway leaves a record for `gc`.
 pub fn teardown(cfg: &NetConfig, pod_key: &str) -> Result<()> {
+    cfg.check()?;
     let pool = ipam::Pool::new(&cfg.state_dir, &cfg.bridge, cfg.cidr);
     // Not locked while detaching: deleting a veth waits out the kernel's RCU grace
     // periods (~25 ms here), and other pods' set-ups need the lock meanwhile.
@@ -352,6 +369,7 @@ fn detach(cfg: &NetConfig, host_veth: &str, has_rules: bool) -> Result<()> {
 
 /// The pods that have an address on this bridge, by key.
 pub fn allocations(cfg: &NetConfig) -> Result<Vec<(String, Ipv4Addr)>> {
+    cfg.check()?;
     let pool = ipam::Pool::new(&cfg.state_dir, &cfg.bridge, cfg.cidr);
     let l = pool.lock()?;
     Ok(l.pods().iter().map(|(k, a)| (k.clone(), a.ip)).collect())
@@ -367,6 +385,7 @@ pub fn host_veth_name(cfg: &NetConfig, pod_key: &str) -> String {
 /// veths on the bridge and rules in its table that belong to no pod in the pool. The
 /// bridge stays (see `remove_bridge`).
 pub fn gc(cfg: &NetConfig, alive: impl Fn(&str) -> bool) -> Result<GcReport> {
+    cfg.check()?;
     let pool = ipam::Pool::new(&cfg.state_dir, &cfg.bridge, cfg.cidr);
     // The lock is held throughout: a set-up records its veth under this lock before it
     // creates it, so no veth of a pod being set up can look like a stray here.
@@ -418,6 +437,7 @@ pub fn gc(cfg: &NetConfig, alive: impl Fn(&str) -> bool) -> Result<GcReport> {
 /// Deletes the bridge, its nftables table and its address pool. Refused while any pod
 /// has an address (run `teardown` or `gc` first). For tests and uninstalling.
 pub fn remove_bridge(cfg: &NetConfig) -> Result<()> {
+    cfg.check()?;
     let pool = ipam::Pool::new(&cfg.state_dir, &cfg.bridge, cfg.cidr);
     let l = pool.lock()?;
     if !l.pods().is_empty() {
@@ -496,6 +516,33 @@ mod tests {
         assert_eq!(
             (c.bridge.as_str(), c.cidr.to_string()),
             (DEFAULT_BRIDGE, DEFAULT_POD_CIDR.into())
+        );
+    }
+
+    #[test]
+    fn a_hand_made_config_is_checked_before_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let ns = dir.path().join("ns");
+        for (bridge, cidr) in [
+            ("../etc", "10.0.0.0/24"),
+            ("br", "10.0.0.0/32"),
+            ("br", "10.0.0.9/24"),
+        ] {
+            let cfg = NetConfig {
+                bridge: bridge.into(),
+                cidr: cidr.parse().unwrap(),
+                state_dir: dir.path().into(),
+            };
+            assert!(setup(&cfg, "k", &ns, &[]).is_err());
+            assert!(teardown(&cfg, "k").is_err());
+            assert!(gc(&cfg, |_| true).is_err());
+        }
+        let cfg = NetConfig::new("br", "10.0.0.0/24", dir.path().into()).unwrap();
+        assert!(matches!(setup(&cfg, "", &ns, &[]), Err(Error::EmptyPodKey)));
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            0,
+            "nothing written"
         );
     }
 

@@ -46,6 +46,11 @@ impl Socket {
         // Without the kernel's strict checking a dump ignores filter attributes,
         // which is harmless for us (we filter again), so a failure is not fatal.
         let _ = sock.set_netlink_get_strict_chk(true);
+        // The kernel answers at once; a reply that never comes (a bug of ours in a
+        // batch) must end in an error, not hang a pod's start.
+        let timeout = nix::sys::time::TimeVal::new(10, 0);
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+            .map_err(io::Error::from)?;
         Ok(Socket {
             sock,
             seq: 1,
@@ -109,11 +114,16 @@ impl Socket {
                 if reply.ty != NLMSG_ERROR {
                     continue;
                 }
+                let code = error_code(&reply.payload)?;
                 let Some(pos) = pending.iter().position(|s| *s == reply.seq) else {
+                    // An error about a message that asked for no acknowledgement (a
+                    // batch's begin or end): the rest will not be answered.
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
                     continue;
                 };
                 pending.swap_remove(pos);
-                let code = error_code(&reply.payload)?;
                 if code != 0 && first_err.is_none() {
                     first_err = Some(io::Error::from_raw_os_error(-code));
                 }
