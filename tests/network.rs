@@ -354,6 +354,19 @@ fn setting_up_a_pod_again_keeps_its_address_and_replaces_its_rules() {
         talk(connect(Ipv4Addr::LOCALHOST, hp), "x").unwrap(),
         "again x"
     );
+    // Its record lost (a crash before the pool was written): the leftover veth, named
+    // after the pod, is replaced rather than refused.
+    let pool = w.cfg.state_dir.join(&w.cfg.bridge).join("ipam.json");
+    std::fs::write(&pool, br#"{"cidr": "0.0.0.0/0"}"#).unwrap();
+    assert!(link_exists(&a.host_veth));
+    let a3 = network::setup(&w.cfg, "again", &ns, &[]).unwrap();
+    assert_eq!(a3.host_veth, a.host_veth);
+    assert_eq!(
+        w.pod_rules().unwrap(),
+        Vec::<String>::new(),
+        "its old rules go too"
+    );
+    assert_eq!(talk(connect(a3.ip, 80), "y").unwrap(), "again y");
 }
 
 #[test]
@@ -469,6 +482,15 @@ fn a_failed_set_up_leaves_nothing_behind() {
         assert!(!link_exists(&name), "{name} left behind");
     }
     assert!(w.pod_rules().unwrap_or_default().is_empty());
+    // A namespace that has an eth0 already (another pod's) is refused, and the other
+    // pod keeps its veth.
+    let (ns_w, wa) = w.pod("w", &[]);
+    let err = network::setup(&w.cfg, "v", &ns_w, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("eth0") && err.contains("File exists"), "{err}");
+    assert!(link_exists(&wa.host_veth));
+    network::teardown(&w.cfg, "w").unwrap();
     // A good set-up afterwards works, and is the only pod with an address.
     let (_ns, a) = w.pod("z", &[]);
     assert_eq!(

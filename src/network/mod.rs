@@ -324,7 +324,11 @@ fn attach(
         let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
         portmap::remove(&mut nft, &cfg.bridge, &att.host_veth)?;
     }
-    veth::create(&mut sock, &att.host_veth, bridge_index, ns, ns_path)?;
+    if veth::create(&mut sock, &att.host_veth, bridge_index, ns, ns_path)? && !existed {
+        // A leftover of this pod without a record may have left rules too.
+        let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
+        portmap::remove(&mut nft, &cfg.bridge, &att.host_veth)?;
+    }
     veth::configure_pod_side(ns, ns_path, att.ip, att.prefix, att.gateway)?;
     if !ports.is_empty() {
         let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;

@@ -33,22 +33,35 @@ fn nl_err(op: &'static str, what: &str, source: std::io::Error) -> Error {
     }
 }
 
-/// Creates the pair, the host end up on the bridge with hairpin on.
+/// Creates the pair, the host end up on the bridge with hairpin on. Returns true if it
+/// replaced a leftover host end of the same pod.
 pub(crate) fn create(
     sock: &mut Socket,
     host: &str,
     bridge: u32,
     ns: &File,
     ns_path: &Path,
-) -> Result<()> {
-    rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd()).map_err(|e| {
+) -> Result<bool> {
+    let mut replaced = false;
+    let mut made = rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd());
+    if made.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::EEXIST))
+        // The name is the pod's own, so a link by that name is a leftover of this pod
+        // (a crash before its record was written). EEXIST can also mean the
+        // namespace has an eth0 already; then nothing is deleted and the error stands.
+        && rtnl::delete_link(sock, host).unwrap_or(false)
+    {
+        replaced = true;
+        made = rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd());
+    }
+    made.map_err(|e| {
         nl_err(
             "creating veth pair",
             &format!("{host} / {POD_IFNAME} in {}", ns_path.display()),
             e,
         )
     })?;
-    rtnl::set_hairpin(sock, host).map_err(|e| nl_err("setting hairpin mode on", host, e))
+    rtnl::set_hairpin(sock, host).map_err(|e| nl_err("setting hairpin mode on", host, e))?;
+    Ok(replaced)
 }
 
 /// Inside the pod's namespace: the address on eth0, eth0 and lo up, the default route.
