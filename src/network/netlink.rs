@@ -46,7 +46,16 @@ impl Socket {
         // Without the kernel's strict checking a dump ignores filter attributes,
         // which is harmless for us (we filter again), so a failure is not fatal.
         let _ = sock.set_netlink_get_strict_chk(true);
-        Ok(Socket { sock, seq: 1, buf: Vec::with_capacity(RECV_BUF) })
+        // The kernel answers at once; a reply that never comes (a bug of ours in a
+        // batch) must end in an error, not hang a pod's start.
+        let timeout = nix::sys::time::TimeVal::new(10, 0);
+        nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
+            .map_err(io::Error::from)?;
+        Ok(Socket {
+            sock,
+            seq: 1,
+            buf: Vec::with_capacity(RECV_BUF),
+        })
     }
 
     pub fn next_seq(&mut self) -> u32 {
@@ -82,7 +91,11 @@ impl Socket {
                 }
                 if reply.ty == NLMSG_ERROR {
                     let code = error_code(&reply.payload)?;
-                    return if code == 0 { Ok(replies) } else { Err(io::Error::from_raw_os_error(-code)) };
+                    return if code == 0 {
+                        Ok(replies)
+                    } else {
+                        Err(io::Error::from_raw_os_error(-code))
+                    };
                 }
                 replies.push(reply);
             }
@@ -101,9 +114,16 @@ impl Socket {
                 if reply.ty != NLMSG_ERROR {
                     continue;
                 }
-                let Some(pos) = pending.iter().position(|s| *s == reply.seq) else { continue };
-                pending.swap_remove(pos);
                 let code = error_code(&reply.payload)?;
+                let Some(pos) = pending.iter().position(|s| *s == reply.seq) else {
+                    // An error about a message that asked for no acknowledgement (a
+                    // batch's begin or end): the rest will not be answered.
+                    if code != 0 {
+                        return Err(io::Error::from_raw_os_error(-code));
+                    }
+                    continue;
+                };
+                pending.swap_remove(pos);
                 if code != 0 && first_err.is_none() {
                     first_err = Some(io::Error::from_raw_os_error(-code));
                 }
@@ -162,13 +182,16 @@ pub(crate) fn push_msg(out: &mut Vec<u8>, ty: u16, flags: u16, seq: u32, payload
 }
 
 pub(crate) fn align(out: &mut Vec<u8>) {
-    while out.len() % 4 != 0 {
+    while !out.len().is_multiple_of(4) {
         out.push(0);
     }
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("malformed netlink reply: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("malformed netlink reply: {what}"),
+    )
 }
 
 fn parse(mut data: &[u8]) -> io::Result<Vec<Reply>> {
@@ -180,7 +203,11 @@ fn parse(mut data: &[u8]) -> io::Result<Vec<Reply>> {
         }
         let ty = u16::from_ne_bytes([data[4], data[5]]);
         let seq = u32::from_ne_bytes(data[8..12].try_into().map_err(|_| bad("header"))?);
-        out.push(Reply { ty, seq, payload: data[HDR_LEN..len].to_vec() });
+        out.push(Reply {
+            ty,
+            seq,
+            payload: data[HDR_LEN..len].to_vec(),
+        });
         let next = (len + 3) & !3;
         data = &data[next.min(data.len())..];
     }
@@ -188,7 +215,10 @@ fn parse(mut data: &[u8]) -> io::Result<Vec<Reply>> {
 }
 
 fn error_code(payload: &[u8]) -> io::Result<i32> {
-    let b: [u8; 4] = payload.get(0..4).and_then(|b| b.try_into().ok()).ok_or_else(|| bad("error"))?;
+    let b: [u8; 4] = payload
+        .get(0..4)
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| bad("error"))?;
     Ok(i32::from_ne_bytes(b))
 }
 
@@ -202,7 +232,9 @@ pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 
 impl Attrs {
     pub fn new() -> Attrs {
-        Attrs { buf: Vec::with_capacity(256) }
+        Attrs {
+            buf: Vec::with_capacity(256),
+        }
     }
     pub fn bytes(&mut self, ty: u16, value: &[u8]) -> &mut Self {
         let len = (4 + value.len()) as u16;

@@ -16,7 +16,11 @@ use nix::sched::{CloneFlags, setns, unshare};
 use super::{Error, Result};
 
 fn io_err(op: &'static str, path: &Path, source: io::Error) -> Error {
-    Error::Io { op, path: path.to_path_buf(), source }
+    Error::Io {
+        op,
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Creates a new network namespace held by a bind mount at `path`. The file must not
@@ -82,7 +86,13 @@ pub(crate) fn run_in<T: Send>(ns: &File, path: &Path, f: impl FnOnce() -> T + Se
             Ok(f())
         })
         .join()
-        .unwrap_or_else(|_| Err(io_err("running in the network namespace", path, io::Error::other("thread panicked"))))
+        .unwrap_or_else(|_| {
+            Err(io_err(
+                "running in the network namespace",
+                path,
+                io::Error::other("thread panicked"),
+            ))
+        })
     })
 }
 

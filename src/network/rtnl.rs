@@ -36,10 +36,12 @@ fn send(sock: &mut Socket, msg: RouteNetlinkMessage, flags: u16) -> io::Result<(
 fn parse_links(replies: Vec<super::netlink::Reply>) -> Vec<LinkMessage> {
     replies
         .into_iter()
-        .filter_map(|r| match RouteNetlinkMessage::parse_with_param(&r.payload[..], r.ty) {
-            Ok(RouteNetlinkMessage::NewLink(m)) => Some(m),
-            _ => None,
-        })
+        .filter_map(
+            |r| match RouteNetlinkMessage::parse_with_param(&r.payload[..], r.ty) {
+                Ok(RouteNetlinkMessage::NewLink(m)) => Some(m),
+                _ => None,
+            },
+        )
         .collect()
 }
 
@@ -97,8 +99,15 @@ fn up(m: &mut LinkMessage) {
 pub(crate) fn create_bridge(sock: &mut Socket, name: &str) -> io::Result<()> {
     let mut m = by_name(name);
     up(&mut m);
-    m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
-    send(sock, RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    m.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
+            InfoKind::Bridge,
+        )]));
+    send(
+        sock,
+        RouteNetlinkMessage::NewLink(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
 }
 
 /// Creates a veth pair in one request: `host` up and enslaved to `master`, its peer
@@ -122,7 +131,11 @@ pub(crate) fn create_veth(
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
     ]));
-    send(sock, RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
+    send(
+        sock,
+        RouteNetlinkMessage::NewLink(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
 }
 
 /// Lets the bridge send a frame back out of the port it came in on: a pod reaching
@@ -132,7 +145,9 @@ pub(crate) fn set_hairpin(sock: &mut Socket, name: &str) -> io::Result<()> {
     let mut m = by_name(name);
     m.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::PortKind(InfoPortKind::Bridge),
-        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
+        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
+            true,
+        )])),
     ]));
     send(sock, RouteNetlinkMessage::NewLink(m), 0)
 }
@@ -154,27 +169,50 @@ pub(crate) fn delete_link(sock: &mut Socket, name: &str) -> io::Result<bool> {
 }
 
 /// Adds `ip/prefix` to the link; EEXIST if it has it.
-pub(crate) fn add_address(sock: &mut Socket, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
+pub(crate) fn add_address(
+    sock: &mut Socket,
+    index: u32,
+    ip: Ipv4Addr,
+    prefix: u8,
+) -> io::Result<()> {
     let mut m = AddressMessage::default();
     m.header.family = AddressFamily::Inet;
     m.header.prefix_len = prefix;
     m.header.scope = AddressScope::Universe;
     m.header.index = index;
-    let bcast = if prefix < 31 { u32::from(ip) | (u32::MAX >> prefix) } else { u32::from(ip) };
+    let bcast = if prefix < 31 {
+        u32::from(ip) | (u32::MAX >> prefix)
+    } else {
+        u32::from(ip)
+    };
     m.attributes.push(AddressAttribute::Local(ip.into()));
     m.attributes.push(AddressAttribute::Address(ip.into()));
-    m.attributes.push(AddressAttribute::Broadcast(Ipv4Addr::from(bcast)));
-    send(sock, RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL)
+    m.attributes
+        .push(AddressAttribute::Broadcast(Ipv4Addr::from(bcast)));
+    send(
+        sock,
+        RouteNetlinkMessage::NewAddress(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
 }
 
-pub(crate) fn add_default_route(sock: &mut Socket, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
+pub(crate) fn add_default_route(
+    sock: &mut Socket,
+    index: u32,
+    gateway: Ipv4Addr,
+) -> io::Result<()> {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet;
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::Boot;
     m.header.scope = RouteScope::Universe;
     m.header.kind = RouteType::Unicast;
-    m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    m.attributes
+        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
     m.attributes.push(RouteAttribute::Oif(index));
-    send(sock, RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
+    send(
+        sock,
+        RouteNetlinkMessage::NewRoute(m),
+        NLM_F_CREATE | NLM_F_EXCL,
+    )
 }
