@@ -161,11 +161,13 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
     let host_network = spec.host_network == Some(true);
     let hostname: String = spec.hostname.clone().unwrap_or_else(|| name.clone()).chars().take(63).collect();
     let ports = port_mappings(manifest);
+    tracing::debug!("images resolved");
     let sb = sandbox::create(
         &opts.root,
         &SandboxSpec { name: &name, namespace: &namespace, hostname: &hostname, network: (!host_network).then_some(&opts.network), ports: &ports, shm_size: SHM_SIZE },
     )?;
     let result = (|| {
+        tracing::debug!(key = %sb.record.key, "sandbox made");
         let vols = volumes::prepare(&sb.dir.join("volumes"), pod, &manifest.config_maps, &manifest.secrets)?;
         let several = containers.len() > 1;
         let mut slots = Vec::new();
@@ -288,6 +290,7 @@ impl Supervisor<'_, '_> {
         let _ = self.rt.delete(&slot.id, true);
         crate::image::rootfs::remove(self.store, &slot.id).map_err(|e| PlanError::Host(format!("remove old root filesystem: {e}")))?;
         let rootfs = crate::image::rootfs::prepare(self.store, &slot.image.record, &slot.id).map_err(|e| PlanError::Host(format!("root filesystem: {e}")))?;
+        tracing::debug!(container = %slot.spec.name, "root filesystem mounted");
         let sources = EnvSources { pod: &self.manifest.pod, config_maps: &self.manifest.config_maps, secrets: &self.manifest.secrets, pod_ip: self.sb.ip };
         let image_env = slot.image.config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
         let env = env::build(&sources, slot.spec, &slot.field, &image_env)?;
@@ -306,6 +309,7 @@ impl Supervisor<'_, '_> {
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| PlanError::Host(e.to_string()))?;
         fs::write(bundle.join("config.json"), json).map_err(host(format!("write {}", bundle.join("config.json").display())))?;
         let cfg = crate::runtime::spec::load(&bundle).map_err(|e| PlanError::Host(e.to_string()))?;
+        tracing::debug!(container = %slot.spec.name, "spec written and loaded");
         let null = fs::File::open("/dev/null").map_err(host("open /dev/null".into()))?;
         let create = CreateOptions {
             bundle: bundle.clone(),
@@ -315,6 +319,7 @@ impl Supervisor<'_, '_> {
         };
         let rec = self.rt.create_from(&slot.id, &cfg, &create, None).map_err(|e| PlanError::Host(e.to_string()))?;
         self.rt.start(&slot.id).map_err(|e| PlanError::Host(e.to_string()))?;
+        tracing::debug!(container = %slot.spec.name, pid = rec.pid, "started");
         Ok(rec.pid)
     }
 

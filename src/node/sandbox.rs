@@ -161,6 +161,7 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
         flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
     }
     namespaces::hold(flags, &targets, spec.network.map(|_| spec.hostname)).map_err(PlanError::Host)?;
+    tracing::debug!("namespaces held");
     nix::mount::mount(Some("shm"), &sb.shm, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC, Some(format!("mode=1777,size={}", spec.shm_size).as_str()))
         .map_err(|e| PlanError::Host(format!("mount tmpfs on {}: {e}", sb.shm.display())))?;
 
@@ -170,6 +171,7 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
             sb.utsns = Some(uts);
             let attachment = network::setup(cfg, &sb.record.key, &net, spec.ports).map_err(|e| PlanError::Host(format!("pod network: {e}")))?;
             namespaces::wait_single_threaded();
+            tracing::debug!(ip = %attachment.ip, "network set up");
             sb.ip = Some(attachment.ip);
             pod_hosts(spec.hostname, attachment.ip)
         }

@@ -95,7 +95,9 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
     // First: joining a mount namespace may hide /sys/fs/cgroup.
     a.cgroup.enter().map_err(|e| format!("enter the cgroup: {e}"))?;
     let skip_pid = |k: &LinuxNamespaceType| a.in_pid_ns && *k == LinuxNamespaceType::Pid;
+    tracing::debug!("init: in its cgroup");
     namespaces::join(a.joins.iter().filter(|(k, _)| !skip_pid(k)))?;
+    tracing::debug!("init: joined namespaces");
     if cfg.new_namespace(LinuxNamespaceType::User) {
         namespaces::unshare_user()?;
         a.chan.send(&Msg::MapUsers).map_err(|e| format!("setup channel: {e}"))?;
@@ -107,6 +109,7 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
     }
     let new: Vec<LinuxNamespaceType> = cfg.namespaces.iter().filter(|n| n.path.is_none() && n.kind != LinuxNamespaceType::User && !skip_pid(&n.kind)).map(|n| n.kind).collect();
     namespaces::unshare_all(&new)?;
+    tracing::debug!("init: new namespaces");
     if a.in_pid_ns {
         a.chan.send(&Msg::Pid { pid: 0 }).map_err(|e| format!("setup channel: {e}"))?;
     } else if cfg.namespace(LinuxNamespaceType::Pid).is_some() {
