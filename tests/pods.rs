@@ -360,12 +360,14 @@ fn a_cpu_limit_of_200m_holds_a_busy_loop_near_a_fifth_of_a_core() {
     // (fields 16 and 17 of /proc/PID/stat, in ticks of 1/100 s).
     let r = env.run(&pod(
         "cpu",
-        "  restartPolicy: Never\n  containers:\n  - name: spin\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, 'timeout 3 sh -c \"while :; do :; done\"; cut -d\" \" -f16,17 /proc/$$$$/stat']\n    resources: {limits: {cpu: 200m}, requests: {cpu: 100m}}\n",
+        "  restartPolicy: Never\n  containers:\n  - name: spin\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, 'timeout 3 sh -c \"while :; do :; done\"; cut -d\" \" -f16,17 /proc/$$$$/stat']\n    resources: {limits: {cpu: 200m}, requests: {cpu: 200m}}\n",
     ));
     assert_eq!(r.code, 0, "{}", r.stderr);
     let ticks: u64 = r.stdout.split_whitespace().map(|t| t.parse::<u64>().unwrap()).sum();
-    // 20% of 300 ticks is 60; unlimited it would be near 300.
-    assert!((30..=90).contains(&ticks), "the loop used {ticks} ticks of 300");
+    // 20% of 300 ticks is 60; unlimited it would be near 300. The quota caps it from
+    // above; from below only other tests' load on the two cores can push it, so that
+    // bound is loose.
+    assert!((20..=75).contains(&ticks), "the loop used {ticks} ticks of 300");
 }
 
 #[test]
