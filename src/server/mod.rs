@@ -1,8 +1,9 @@
 //! The control plane (`nodectl server`): the Kubernetes API over HTTPS, stored in the
-//! embedded SQLite store, or in etcd with `--etcd`. Controllers and the scheduler come in
-//! later steps.
+//! embedded SQLite store, or in etcd with `--etcd`; the garbage collector and namespace
+//! finalization run beside it ([`controllers`]). The scheduler comes in a later step.
 
 pub mod api;
+pub mod controllers;
 pub mod pki;
 pub mod store;
 
@@ -59,11 +60,13 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     })
     .await
     .map_err(ServerError::StoreTask)??;
+    let controller_store = store.clone();
     api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     let app = api::router(Arc::new(api::Api { store, auth: api::Auth { admin_token: pki.admin_token.clone() } }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());
+    controllers::start(controller_store);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
