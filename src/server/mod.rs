@@ -48,7 +48,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let shown = if bound.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), bound.port()) } else { bound };
-    let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
     let (etcd, db) = (config.etcd.clone(), config.data_dir.join("state.db"));
     // Opening waits on disk or on the cluster: off the async workers.
     let store: Arc<dyn Backend> = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Backend>, store::StoreError> {
@@ -61,6 +60,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     .await
     .map_err(ServerError::StoreTask)??;
     let controller_store = store.clone();
+    // Written once the store is open: a kubeconfig on disk tells scripts the server is ready.
+    let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
     api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     let app = api::router(Arc::new(api::Api { store, auth: api::Auth { admin_token: pki.admin_token.clone() } }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
