@@ -1,7 +1,6 @@
 //! The HTTP API: discovery, then objects under `/api/v1/…` and `/apis/GROUP/VERSION/…`,
 //! behind bearer-token authentication.
 
-pub mod deletion;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -11,6 +10,7 @@ pub mod selectors;
 pub mod status;
 pub mod table;
 pub mod watch;
+pub mod deletion;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -364,9 +364,7 @@ impl DeleteOptions {
 
 /// Deletes an object. One with finalizers, or a pod on a node with a grace period, is only
 /// marked (deletionTimestamp) and goes later: when its finalizers are removed, or when its
-/// kubelet deletes it with grace 0. A propagation policy other than Background adds the
-/// finalizer that has the garbage collector handle the dependents first. Answers the object
-/// as it now stands.
+/// kubelet deletes it with grace 0. Answers the object as it now stands.
 pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String, opts: DeleteOptions) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
@@ -386,6 +384,8 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
             };
             let marked = obj["metadata"]["deletionTimestamp"].is_string();
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            // Foreground and Orphan add the finalizer that has the garbage collector deal
+            // with the dependents first.
             let policy_changed = super::deletion::apply_policy(&mut obj, opts.propagation);
             if has_finalizers(&obj) || awaits_kubelet(r, &obj) {
                 if marked && opts.grace_period.is_none() && !policy_changed {
