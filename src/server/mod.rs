@@ -78,6 +78,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 continue;
             }
         };
+        // Watch events are small writes in a row: with Nagle's algorithm each waits for the
+        // client's delayed ACK (40 ms on Linux) whenever the one before is unacknowledged.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, %err, "TCP_NODELAY refused");
+        }
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {
