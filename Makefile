@@ -1,7 +1,8 @@
 # nodectl. Two commands set up a fresh machine (see README.md):
 #   make        install what is needed, build, build the test images, run the default job
 #   make test   the whole test suite, as root, ending with the leak check
-# `make bench` measures against GNU tar, crun and runc, and pod start-up; it is not a test.
+# `make bench` measures against GNU tar, crun and runc, pod start-up, and the API server on
+# SQLite and etcd; it is not a test.
 
 CARGO      ?= cargo
 IMAGES     := target/images
@@ -40,6 +41,7 @@ bench: build images
 	$(CARGO) bench --locked --bench unpack
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench runtime
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench pods
+	$(CARGO) bench --locked --bench api
 
 clean:
 	$(CARGO) clean

@@ -1,8 +1,9 @@
 //! The control plane (`nodectl server`): the Kubernetes API over HTTPS, stored in the
-//! embedded SQLite store, or in etcd with `--etcd`. Controllers and the scheduler come in
-//! later steps.
+//! embedded SQLite store, or in etcd with `--etcd`; the garbage collector and namespace
+//! finalization run beside it ([`controllers`]). The scheduler comes in a later step.
 
 pub mod api;
+pub mod controllers;
 pub mod pki;
 pub mod store;
 
@@ -47,7 +48,6 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let shown = if bound.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), bound.port()) } else { bound };
-    let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
     let (etcd, db) = (config.etcd.clone(), config.data_dir.join("state.db"));
     // Opening waits on disk or on the cluster: off the async workers.
     let store: Arc<dyn Backend> = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Backend>, store::StoreError> {
@@ -59,11 +59,15 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     })
     .await
     .map_err(ServerError::StoreTask)??;
+    let controller_store = store.clone();
+    // Written once the store is open: a kubeconfig on disk tells scripts the server is ready.
+    let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
     api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     let app = api::router(Arc::new(api::Api { store, auth: api::Auth { admin_token: pki.admin_token.clone() } }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());
+    controllers::start(controller_store);
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -74,6 +78,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 continue;
             }
         };
+        // Watch events are small writes in a row: with Nagle's algorithm each waits for the
+        // client's delayed ACK (40 ms on Linux) whenever the one before is unacknowledged.
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(%peer, %err, "TCP_NODELAY refused");
+        }
         let acceptor = acceptor.clone();
         let app = app.clone();
         tokio::spawn(async move {

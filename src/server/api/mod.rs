@@ -10,6 +10,7 @@ pub mod selectors;
 pub mod status;
 pub mod table;
 pub mod watch;
+pub mod deletion;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -160,6 +161,7 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
         None => objects::Part::Main,
         Some("status") if r.has_status() => objects::Part::Status,
         Some("scale") if r.has_scale() => objects::Part::Scale,
+        Some("finalize") if r.kind == "Namespace" && *method == Method::PUT => objects::Part::Finalize,
         Some(other) => return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("{} has no subresource {other:?} here", r.plural))),
     };
     if part != objects::Part::Main && !matches!(*method, Method::GET | Method::PUT | Method::PATCH) {

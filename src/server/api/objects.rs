@@ -29,7 +29,7 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-fn encode(obj: &Value) -> Vec<u8> {
+pub fn encode(obj: &Value) -> Vec<u8> {
     let mut stored = obj.clone();
     if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -141,6 +141,7 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
     fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
     let ns_key = ns.as_ref().map(|n| super::resources::find("", "v1", "namespaces").expect("namespaces").key(None, Some(n)));
+    let admission_key = ns_key.clone();
     let value = encode(&obj);
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());
     let revision = blocking(move || {
@@ -148,6 +149,11 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
             && store.get(&k).map_err(|e| ApiError::internal(e.to_string()))?.is_none() {
                 return Err(ApiError::not_found("namespaces", ns2.as_deref().unwrap_or_default()));
             }
+        if let Some(k) = admission_key
+            && let Some(kv) = store.get(&k).map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
+        {
+            super::deletion::admit_create(&decode(&kv)?, r, &n2)?;
+        }
         store.create(&key, &value).map_err(|e| ApiError::from_store(e, plural, &n2))
     })
     .await?;
@@ -195,6 +201,8 @@ pub enum Part {
     Status,
     /// `/scale`: only spec.replicas changes (the body is an autoscaling/v1 Scale).
     Scale,
+    /// A namespace's `/finalize`: only spec.finalizers changes.
+    Finalize,
 }
 
 /// The autoscaling/v1 Scale of a Deployment or ReplicaSet.
@@ -246,8 +254,10 @@ async fn read_modify_write(
                             }
                         }
                     }
+                    super::deletion::keep_spec_finalizers(r, &old, &mut o);
                     o
                 }
+                Part::Finalize => super::deletion::finalized(&old, &candidate),
                 Part::Status => {
                     let mut o = old.clone();
                     o["status"] = candidate.get("status").cloned().unwrap_or(Value::Null);
@@ -316,7 +326,7 @@ pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name
 }
 
 fn has_finalizers(obj: &Value) -> bool {
-    obj.pointer("/metadata/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty())
+    super::deletion::held(obj)
 }
 
 /// A pod on a node with grace left is deleted by its kubelet, once its containers stopped.
@@ -332,6 +342,7 @@ pub struct DeleteOptions {
     pub grace_period: Option<i64>,
     pub precondition_rv: Option<i64>,
     pub precondition_uid: Option<String>,
+    pub propagation: Option<super::deletion::Propagation>,
 }
 
 impl DeleteOptions {
@@ -342,6 +353,7 @@ impl DeleteOptions {
             o.grace_period = v["gracePeriodSeconds"].as_i64();
             o.precondition_rv = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
             o.precondition_uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
+            o.propagation = super::deletion::Propagation::from_options(&v)?;
         }
         if let Some(g) = query_grace {
             o.grace_period = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
@@ -364,6 +376,7 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
             {
                 return Err(ApiError::conflict(r.plural, &name));
             }
+            super::deletion::refuse(r, &name)?;
             let grace = if r.kind == "Pod" {
                 opts.grace_period.or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30).max(0)
             } else {
@@ -371,12 +384,16 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
             };
             let marked = obj["metadata"]["deletionTimestamp"].is_string();
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
+            // Foreground and Orphan add the finalizer that has the garbage collector deal
+            // with the dependents first.
+            let policy_changed = super::deletion::apply_policy(&mut obj, opts.propagation);
             if has_finalizers(&obj) || awaits_kubelet(r, &obj) {
-                if marked && opts.grace_period.is_none() {
+                if marked && opts.grace_period.is_none() && !policy_changed {
                     return Ok(obj);
                 }
                 if !marked {
                     obj["metadata"]["deletionTimestamp"] = json!(crate::timefmt::format_rfc3339(crate::timefmt::now_secs() + grace));
+                    super::deletion::mark(r, &mut obj);
                 }
                 match store.update(&key, &encode(&obj), Some(current.mod_revision)) {
                     Ok(rev) => {

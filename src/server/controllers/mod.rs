@@ -1,0 +1,165 @@
+//! The control plane's controllers, inside `nodectl server`: the garbage collector
+//! ([`gc`]) and namespace finalization ([`namespace`]).
+//!
+//! One informer feeds both: it lists every stored object, then follows the store's watch
+//! from the list's revision, keeping the ownership [`graph`] current and queueing the
+//! objects and namespaces that an event may have given work. Everything the controllers
+//! act on (owner references, finalizers, deletion timestamps) is in the store, so a server
+//! that restarts lists again and carries on where the last one stopped.
+
+pub mod gc;
+pub mod graph;
+pub mod namespace;
+pub mod queue;
+pub mod writes;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::server::api::deletion::{FOREGROUND, ORPHAN};
+use crate::server::api::objects::Store;
+use crate::server::store::{self, Event, EventKind, StoreError};
+use graph::{Graph, Location, Node};
+use queue::Queue;
+
+/// Every object's key starts with this.
+const PREFIX: &str = "/registry/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error(transparent)]
+    Write(#[from] writes::WriteError),
+    #[error("{what}: {source}")]
+    Store { what: &'static str, source: StoreError },
+    #[error("store task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
+/// Starts the informer and the controllers on the current runtime; they run as long as it.
+pub fn start(store: Store) {
+    let graph = Arc::new(Mutex::new(Graph::default()));
+    let queues = Queues { gc: Queue::new(), namespaces: Queue::new() };
+    tokio::spawn(gc::Collector { store: store.clone(), graph: graph.clone(), queue: queues.gc.clone() }.run());
+    tokio::spawn(namespace::Finalizer { store: store.clone(), queue: queues.namespaces.clone() }.run());
+    tokio::spawn(inform(store, graph, queues));
+}
+
+struct Queues {
+    /// Object uids for the garbage collector.
+    gc: Arc<Queue<String>>,
+    /// Namespace names for their finalization.
+    namespaces: Arc<Queue<String>>,
+}
+
+async fn inform(store: Store, graph: Arc<Mutex<Graph>>, queues: Queues) {
+    loop {
+        let err = follow(&store, &graph, &queues).await;
+        match err {
+            // History is gone: list again at once.
+            ControllerError::Store { source: StoreError::Compacted { .. }, .. } => tracing::debug!(%err, "controllers list again"),
+            _ => {
+                tracing::warn!(%err, "the controllers' watch ended; listing again shortly");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Lists, then follows the watch until it fails; answers why it stopped.
+async fn follow(store: &Store, graph: &Mutex<Graph>, queues: &Queues) -> ControllerError {
+    let s = store.clone();
+    let listed = tokio::task::spawn_blocking(move || {
+        let list = s.list(PREFIX, None, 0, None)?;
+        let watcher = store::watch(s, PREFIX, Some(list.revision))?;
+        Ok::<_, StoreError>((list, watcher))
+    })
+    .await;
+    let (list, mut watcher) = match listed {
+        Ok(Ok(l)) => l,
+        Ok(Err(source)) => return ControllerError::Store { what: "listing every object", source },
+        Err(e) => return ControllerError::Task(e),
+    };
+    {
+        let mut g = graph.lock().expect("graph lock");
+        *g = Graph::default();
+        for kv in &list.items {
+            if let Some(node) = node_of(&kv.key, &kv.value) {
+                g.put(node);
+            }
+        }
+        // Whatever a previous run (or another server) left half done is taken up again.
+        for node in g.nodes() {
+            if !node.owners.is_empty() || gc_finalizing(node) {
+                queues.gc.push(node.uid.clone());
+            }
+            if node.at.resource.kind == "Namespace" && node.deleting {
+                queues.namespaces.push(node.at.name.clone());
+            }
+        }
+    }
+    loop {
+        match watcher.next().await {
+            Ok(e) => observe(&mut graph.lock().expect("graph lock"), queues, &e),
+            Err(source) => return ControllerError::Store { what: "watching every object", source },
+        }
+    }
+}
+
+fn node_of(key: &str, value: &[u8]) -> Option<Node> {
+    let at = Location::parse(key)?;
+    let obj: serde_json::Value = serde_json::from_slice(value).ok()?;
+    Node::from_object(at, &obj)
+}
+
+fn gc_finalizing(node: &Node) -> bool {
+    node.deleting && (node.has_finalizer(FOREGROUND) || node.has_finalizer(ORPHAN))
+}
+
+/// Updates the graph with one write and queues what it may have given work.
+fn observe(g: &mut Graph, queues: &Queues, e: &Event) {
+    let gone = match e.kind {
+        EventKind::Put => {
+            let Some(node) = node_of(&e.kv.key, &e.kv.value) else { return };
+            if !node.owners.is_empty() || gc_finalizing(&node) {
+                queues.gc.push(node.uid.clone());
+            }
+            if node.at.resource.kind == "Namespace" && node.deleting {
+                queues.namespaces.push(node.at.name.clone());
+            }
+            let ns = node.at.namespace.clone();
+            let old = g.put(node.clone());
+            if let Some(ns) = ns {
+                queue_if_terminating(g, queues, &ns);
+            }
+            match old {
+                // The same object: owners it no longer names may be waiting for it to go.
+                Some(old) if old.uid == node.uid => {
+                    for o in old.owners.iter().filter(|o| !node.owners.iter().any(|n| n.uid == o.uid)) {
+                        queues.gc.push(o.uid.clone());
+                    }
+                    return;
+                }
+                // Another incarnation under the same name: the old one is gone.
+                other => other,
+            }
+        }
+        EventKind::Delete => g.remove(&e.kv.key),
+    };
+    let Some(old) = gone else { return };
+    for d in g.dependents(&old.uid) {
+        queues.gc.push(d.uid.clone());
+    }
+    for o in &old.owners {
+        queues.gc.push(o.uid.clone());
+    }
+    if let Some(ns) = &old.at.namespace {
+        queue_if_terminating(g, queues, ns);
+    }
+}
+
+fn queue_if_terminating(g: &Graph, queues: &Queues, namespace: &str) {
+    let namespaces = crate::server::api::resources::RESOURCES.iter().find(|r| r.kind == "Namespace").expect("namespaces are served");
+    if g.by_key(&namespaces.key(None, Some(namespace))).is_some_and(|n| n.deleting) {
+        queues.namespaces.push(namespace.to_string());
+    }
+}

@@ -1,0 +1,99 @@
+//! Namespace finalization: a namespace marked for deletion is emptied of every namespaced
+//! object the API serves, then its `kubernetes` finalizer is removed through `/finalize`
+//! and the store lets it go, as kube-controller-manager's namespace controller does.
+//!
+//! An object that does not go at once (finalizers of its own, a pod waiting for its
+//! kubelet) keeps the namespace; its deletion, seen by the informer, brings the namespace
+//! back here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::ControllerError;
+use super::graph::Location;
+use super::queue::Queue;
+use super::writes;
+use crate::server::api::deletion::{NAMESPACE_FINALIZER, Propagation};
+use crate::server::api::objects::{Part, Store, decode};
+use crate::server::api::resources::{RESOURCES, Resource};
+
+const RETRY: Duration = Duration::from_secs(1);
+
+pub struct Finalizer {
+    pub store: Store,
+    /// Names of namespaces to look at.
+    pub queue: Arc<Queue<String>>,
+}
+
+impl Finalizer {
+    pub async fn run(self) {
+        loop {
+            let name = self.queue.pop().await;
+            if let Err(err) = self.process(&name).await {
+                tracing::warn!(%err, namespace = %name, "finalizing the namespace failed; will retry");
+                self.queue.push_after(name, RETRY);
+            }
+        }
+    }
+
+    async fn process(&self, name: &str) -> Result<(), ControllerError> {
+        let namespaces = RESOURCES.iter().find(|r| r.kind == "Namespace").expect("namespaces are served");
+        let at = Location { resource: namespaces, namespace: None, name: name.to_string() };
+        let ns = match crate::server::api::objects::get(self.store.clone(), namespaces, None, name.to_string()).await {
+            Ok(ns) => ns,
+            Err(e) if e.reason == "NotFound" => return Ok(()),
+            Err(e) => return Err(writes::WriteError { action: "reading", object: at.to_string(), message: e.message }.into()),
+        };
+        let uid = ns.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
+        let ours = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| f.iter().any(|f| f == NAMESPACE_FINALIZER));
+        if !ns.pointer("/metadata/deletionTimestamp").is_some_and(Value::is_string) || !ours {
+            return Ok(());
+        }
+        let mut left = 0;
+        for r in RESOURCES.iter().filter(|r| r.namespaced) {
+            for (obj_at, obj) in self.contents(r, name).await? {
+                if obj.pointer("/metadata/deletionTimestamp").is_some_and(Value::is_string) {
+                    left += 1;
+                    continue;
+                }
+                let obj_uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default();
+                writes::delete(&self.store, &obj_at, obj_uid, Propagation::Background).await?;
+            }
+        }
+        if left == 0 {
+            // What the deletes could not remove at once is still there.
+            for r in RESOURCES.iter().filter(|r| r.namespaced) {
+                left += self.contents(r, name).await?.len();
+            }
+        }
+        if left > 0 {
+            tracing::debug!(namespace = %name, left, "namespace waits for objects being deleted");
+            return Ok(());
+        }
+        tracing::debug!(namespace = %name, "namespace is empty; finalizing");
+        Ok(writes::modify(&self.store, &at, &uid, Part::Finalize, |obj| {
+            let Some(list) = obj.pointer_mut("/spec/finalizers").and_then(Value::as_array_mut) else { return false };
+            let before = list.len();
+            list.retain(|f| f != NAMESPACE_FINALIZER);
+            list.len() != before
+        })
+        .await?)
+    }
+
+    /// The objects of `r` in the namespace, as stored now.
+    async fn contents(&self, r: &'static Resource, namespace: &str) -> Result<Vec<(Location, Value)>, ControllerError> {
+        let (store, prefix) = (self.store.clone(), r.key(Some(namespace), None));
+        let list = tokio::task::spawn_blocking(move || store.list(&prefix, None, 0, None))
+            .await
+            .map_err(ControllerError::Task)?
+            .map_err(|source| ControllerError::Store { what: "listing a namespace's objects", source })?;
+        let mut out = Vec::new();
+        for kv in &list.items {
+            let (Some(at), Ok(obj)) = (Location::parse(&kv.key), decode(kv)) else { continue };
+            out.push((at, obj));
+        }
+        Ok(out)
+    }
+}
