@@ -145,7 +145,7 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());
     let revision = blocking(move || {
         if let Some(k) = ns_key
-            && store.get(&k).map_err(|e| ApiError::internal(e.to_string()))?.is_none() {
+            && store.get(&k).map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?.is_none() {
                 return Err(ApiError::not_found("namespaces", ns2.as_deref().unwrap_or_default()));
             }
         store.create(&key, &value).map_err(|e| ApiError::from_store(e, plural, &n2))
@@ -157,7 +157,8 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
 
 pub async fn get(store: Store, r: &'static Resource, ns: Option<String>, name: String) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
-    let kv = blocking(move || store.get(&key).map_err(|e| ApiError::internal(e.to_string()))).await?;
+    let name2 = name.clone();
+    let kv = blocking(move || store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name2))).await?;
     decode(&kv.ok_or_else(|| ApiError::not_found(r.plural, &name))?)
 }
 
@@ -226,7 +227,7 @@ async fn read_modify_write(
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
-            let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let old = decode(&current)?;
             let candidate = change(&old)?;
             if let Some(v) = candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
@@ -357,7 +358,7 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
-            let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let mut obj = decode(&current)?;
             if opts.precondition_rv.is_some_and(|rv| rv != current.mod_revision)
                 || opts.precondition_uid.as_ref().is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u.as_str()))
