@@ -57,6 +57,38 @@ impl Server {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin-token")).unwrap().trim().to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// An HTTPS client that trusts this server's CA.
+    pub fn http_client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.dir.join("ca.crt")).unwrap()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+    }
+
+    /// One request with `token` as bearer (None: no Authorization header): the status
+    /// code and the body, read to its end.
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, &[u8])>) -> (u16, String) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut req = self.http_client().request(method.parse().unwrap(), self.url(path));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some((content_type, bytes)) = body {
+                req = req.header("Content-Type", content_type).body(bytes.to_vec());
+            }
+            let resp = req.send().await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.text().await.unwrap())
+        })
+    }
+
     /// Kills the server now (as dropping it does), e.g. to start another on the same data.
     pub fn stop(self) {}
 }

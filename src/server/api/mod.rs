@@ -212,11 +212,32 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
                 }
                 None => (None, None),
             };
-            if resource_version.is_none() {
-                resource_version = query.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0").and_then(|v| v.parse().ok());
-            }
+            let continued = resource_version.is_some();
+            // resourceVersion alone means "not older than" (the present will do); only
+            // resourceVersionMatch=Exact asks for the past, which compaction may have removed.
+            let not_older_than = match (query.get("resourceVersion").map(String::as_str), query.get("resourceVersionMatch").map(String::as_str)) {
+                (None | Some("") | Some("0"), _) => None,
+                (Some(v), m) => {
+                    let rv = v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?;
+                    match m {
+                        Some("Exact") if !continued => resource_version = Some(rv),
+                        None | Some("") | Some("NotOlderThan") | Some("Exact") => {}
+                        Some(other) => return Err(ApiError::bad_request(format!("unsupported resourceVersionMatch {other:?}"))),
+                    }
+                    (resource_version.is_none()).then_some(rv)
+                }
+            };
             let selectors = selectors(query, r)?;
-            let list = objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version, selectors }).await?;
+            let list = match objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version, selectors }).await {
+                Err(e) if continued && e.code == StatusCode::GONE => return Err(ApiError::continue_expired()),
+                other => other?,
+            };
+            if let Some(rv) = not_older_than {
+                let at: i64 = list["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+                if at < rv {
+                    return Err(ApiError::from_store(crate::server::store::StoreError::FutureRevision { requested: rv, current: at }, r.plural, ""));
+                }
+            }
             if req.as_table {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 let t = table::table(r, &items, list["metadata"]["resourceVersion"].as_str(), list["metadata"]["continue"].as_str(), true);
