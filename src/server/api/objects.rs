@@ -17,6 +17,10 @@ use crate::server::store::{Backend, KeyValue};
 /// The store behind the API: SQLite or etcd (`nodectl server --etcd`).
 pub type Store = Arc<dyn Backend>;
 
+/// A condition a write must meet on the stored object it replaces (an authorization that
+/// depends on it, such as "this pod is bound to the calling node").
+pub type Guard = Arc<dyn Fn(&Value) -> Result<(), ApiError> + Send + Sync>;
+
 /// Runs a blocking store call off the async workers.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
@@ -29,7 +33,7 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     Ok(obj)
 }
 
-fn encode(obj: &Value) -> Vec<u8> {
+pub fn encode(obj: &Value) -> Vec<u8> {
     let mut stored = obj.clone();
     if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
         meta.remove("resourceVersion");
@@ -221,7 +225,7 @@ async fn read_modify_write(
     ns: Option<String>,
     name: String,
     part: Part,
-    validation: FieldValidation,
+    (validation, guard): (FieldValidation, Option<Guard>),
     change: impl Fn(&Value) -> Result<Value, ApiError> + Send + 'static,
 ) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
@@ -229,6 +233,9 @@ async fn read_modify_write(
         for _ in 0..5 {
             let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let old = decode(&current)?;
+            if let Some(g) = &guard {
+                g(&old)?;
+            }
             let candidate = change(&old)?;
             if let Some(v) = candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
                 && v != current.mod_revision.to_string() {
@@ -304,7 +311,15 @@ async fn read_modify_write(
     .await
 }
 
-pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name: String, part: Part, body: &[u8], validation: FieldValidation) -> Result<Value, ApiError> {
+pub async fn update(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    name: String,
+    part: Part,
+    body: &[u8],
+    checks: (FieldValidation, Option<Guard>),
+) -> Result<Value, ApiError> {
     let obj = if part == Part::Scale {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
     } else {
@@ -313,7 +328,7 @@ pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name
     if obj["metadata"].get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
     }
-    read_modify_write(store, r, ns, name, part, validation, move |_| Ok(obj.clone())).await
+    read_modify_write(store, r, ns, name, part, checks, move |_| Ok(obj.clone())).await
 }
 
 fn has_finalizers(obj: &Value) -> bool {
@@ -354,12 +369,15 @@ impl DeleteOptions {
 /// Deletes an object. One with finalizers, or a pod on a node with a grace period, is only
 /// marked (deletionTimestamp) and goes later: when its finalizers are removed, or when its
 /// kubelet deletes it with grace 0. Answers the object as it now stands.
-pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String, opts: DeleteOptions) -> Result<Value, ApiError> {
+pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String, opts: DeleteOptions, guard: Option<Guard>) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
             let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let mut obj = decode(&current)?;
+            if let Some(g) = &guard {
+                g(&obj)?;
+            }
             if opts.precondition_rv.is_some_and(|rv| rv != current.mod_revision)
                 || opts.precondition_uid.as_ref().is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u.as_str()))
             {
@@ -450,11 +468,11 @@ pub async fn patch(
     name: String,
     part: Part,
     (kind, body): (PatchKind, &[u8]),
-    validation: FieldValidation,
+    checks: (FieldValidation, Option<Guard>),
 ) -> Result<Value, ApiError> {
     let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     let n = name.clone();
-    read_modify_write(store, r, ns, name, part, validation, move |old| {
+    read_modify_write(store, r, ns, name, part, checks, move |old| {
         // A scale patch applies to the Scale, not to the object.
         let mut target = if part == Part::Scale { scale_of(old) } else { old.clone() };
         let applied = match kind {
