@@ -160,7 +160,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
     let t = parse_target(group, version, rest, path)?;
     let store = api.store.clone();
     let r = t.resource;
-    let watching = query.get("watch").is_some_and(|w| w == "true" || w == "1");
+    let watching = flag(query, "watch")?;
     let verb = match (method, t.name.is_some()) {
         (&Method::GET, true) => "get",
         (&Method::GET, false) if watching => "watch",
@@ -241,7 +241,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         (&Method::GET, None) if watching => {
             let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
             let selectors = selectors(query, r)?;
-            let allow_bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
+            let allow_bookmarks = flag(query, "allowWatchBookmarks")?;
             let opts = watch::WatchOptions { resource_version: query.get("resourceVersion").cloned(), timeout, selectors, as_table: req.as_table, allow_bookmarks };
             watch::watch(store, r, t.namespace, opts).await
         }
@@ -311,6 +311,17 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name, opts, guard).await?))
         }
         _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
+    }
+}
+
+/// A boolean query parameter, read as the API server reads it (Go's strconv.ParseBool):
+/// the Python client sends `watch=True`.
+fn flag(query: &BTreeMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match query.get(name).map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!("invalid value {other:?} for the query parameter {name}: want true or false"))),
     }
 }
 

@@ -407,7 +407,7 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
                 }
             }
             match store.delete(&key, Some(current.mod_revision)) {
-                Ok((_, old)) => return decode(&old),
+                Ok((_, old)) => return deleted(r, decode(&old)?),
                 Err(crate::server::store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
             }
@@ -415,6 +415,19 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
         Err(ApiError::conflict(r.plural, &name))
     })
     .await
+}
+
+/// What an immediate delete answers, as the API server's registries do: the object for
+/// pods and services (their registries return it), a Success Status naming it otherwise.
+fn deleted(r: &Resource, obj: Value) -> Result<Value, ApiError> {
+    if matches!(r.kind, "Pod" | "Service") {
+        return Ok(obj);
+    }
+    let mut details = json!({"name": obj["metadata"]["name"], "kind": r.plural, "uid": obj["metadata"]["uid"]});
+    if !r.group.is_empty() {
+        details["group"] = json!(r.group);
+    }
+    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}))
 }
 
 /// deletecollection: every object of the collection that the selectors pick, deleted one
