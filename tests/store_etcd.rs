@@ -376,3 +376,12 @@ fn the_api_answers_503_or_504_while_etcd_is_down_and_recovers() {
     let (code, body) = server.request("GET", "/api/v1/namespaces/default/configmaps", Some(token), None);
     assert_eq!(code, 200, "{body}");
 }
+
+/// `kill -9` of `nodectl server --etcd` (not of etcd) under a steady write load over HTTPS:
+/// started again on the same etcd, it has every acknowledged write at its revision.
+#[test]
+fn kill_9_of_the_server_under_load_loses_no_acknowledged_write() {
+    let c = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    common::server::kill_9_under_load_loses_no_acknowledged_write(&tmp.path().join("data"), &["--etcd", &c.endpoints().join(",")]);
+}
