@@ -173,7 +173,11 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
 
     // Its own Node: create, label (a patch), status. Any other: no.
     n1.may(&["create", "-f", &write(tmp.path(), "n1.yaml", "apiVersion: v1\nkind: Node\nmetadata:\n  name: n1\n")]);
-    n1.may(&["label", "node", "n1", "disk=ssd"]);
+    n1.may(&["label", "node", "n1", "disk=ssd", "kubernetes.io/hostname=n1"]);
+    // Not the labels placement trusts (NodeRestriction's rule).
+    let err = n1.may_not(&["label", "node", "n1", "node-restriction.kubernetes.io/secure=true"]);
+    assert!(err.contains("nodes \"n1\" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/secure"), "{err}");
+    n1.may_not(&["label", "node", "n1", "node-role.kubernetes.io/control-plane="]);
     n1.may(&["patch", "node", "n1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#]);
     let node: Value = serde_json::from_str(&s.ok(&["get", "node", "n1", "-o", "json"])).unwrap();
     assert_eq!((node["metadata"]["labels"]["disk"].as_str(), node["status"]["conditions"][0]["type"].as_str()), (Some("ssd"), Some("Ready")), "{node}");

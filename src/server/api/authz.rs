@@ -84,7 +84,7 @@ pub async fn authorize(store: &Store, user: &User, a: &Attributes<'_>, query: &B
     match (a.resource.kind, a.subresource) {
         ("Pod" | "Service" | "Endpoints" | "Node" | "Namespace", None | Some("status")) if read => Ok(None),
         ("Node", None | Some("status")) if matches!(a.verb, "create" | "update" | "patch") => {
-            if own_name { Ok(None) } else { deny(Some(&format!("node \"{node}\" may only modify its own Node"))) }
+            if own_name { Ok(Some(own_labels(node))) } else { deny(Some(&format!("node \"{node}\" may only modify its own Node"))) }
         }
         ("Lease", None) if matches!(a.verb, "get" | "create" | "update" | "patch") => {
             if own_name && a.namespace == Some("kube-node-lease") {
@@ -127,8 +127,8 @@ fn single_name(selector: &str) -> Option<String> {
 fn bound_to(user: &User, a: &Attributes<'_>, node: &str) -> Guard {
     let e = forbidden(user, a, Some(&format!("the pod is not bound to node \"{node}\"")));
     let (node, message, details) = (node.to_string(), e.message, e.details);
-    Arc::new(move |pod: &Value| {
-        if pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node.as_str()) {
+    Arc::new(move |stored: Option<&Value>, _: Option<&Value>| {
+        if stored.and_then(|pod| pod.pointer("/spec/nodeName")).and_then(Value::as_str) == Some(node.as_str()) {
             Ok(())
         } else {
             let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message.clone());
@@ -136,6 +136,43 @@ fn bound_to(user: &User, a: &Attributes<'_>, node: &str) -> Guard {
             Err(e)
         }
     })
+}
+
+/// The guard of a node's writes to its own Node, as NodeRestriction has it: labels in the
+/// kubernetes.io and k8s.io namespaces, which the cluster's placement decisions trust
+/// (node-restriction.kubernetes.io/ above all), stay as they are, but for the ones a
+/// kubelet sets about itself.
+fn own_labels(node: &str) -> Guard {
+    let node = node.to_string();
+    Arc::new(move |stored: Option<&Value>, new: Option<&Value>| {
+        let labels = |o: Option<&Value>| o.and_then(|o| o.pointer("/metadata/labels")).and_then(Value::as_object).cloned().unwrap_or_default();
+        let (before, after) = (labels(stored), labels(new));
+        let mut changed: Vec<&String> = before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k) && protected_label(k)).collect();
+        changed.sort();
+        changed.dedup();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
+        let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("nodes \"{node}\" is forbidden: is not allowed to modify labels: {}", list.join(", ")));
+        e.details = Some(json!({"name": node, "kind": "nodes"}));
+        Err(e)
+    })
+}
+
+/// A label a node may not set on itself (NodeRestriction's isProtectedLabel).
+fn protected_label(key: &str) -> bool {
+    const KUBELET_LABELS: &[&str] = &[
+        "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os", "beta.kubernetes.io/arch", "beta.kubernetes.io/os",
+        "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type", "failure-domain.beta.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone", "topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+    ];
+    let Some((prefix, _)) = key.split_once('/') else { return false };
+    let within = |ns: &str| prefix == ns || prefix.ends_with(&format!(".{ns}"));
+    if KUBELET_LABELS.contains(&key) || within("kubelet.kubernetes.io") || within("node.kubernetes.io") {
+        return false;
+    }
+    within("kubernetes.io") || within("k8s.io")
 }
 
 /// Whether a pod bound to `node` in `ns` refers to the Secret or ConfigMap (`kind`) `name`.
@@ -208,6 +245,23 @@ mod tests {
         }
         assert!(!refers_to(&pod, "Secret", "other"));
         assert!(!refers_to(&json!({}), "Secret", "vol"));
+    }
+
+    #[test]
+    fn a_node_may_set_only_the_labels_a_kubelet_sets_about_itself() {
+        for free in ["disk", "example.com/rack", "kubernetes.io/hostname", "topology.kubernetes.io/zone", "node.kubernetes.io/exclude-from-external-load-balancers", "kubelet.kubernetes.io/x"] {
+            assert!(!protected_label(free), "{free}");
+        }
+        for protected in ["node-restriction.kubernetes.io/secure", "node-role.kubernetes.io/control-plane", "kubernetes.io/other", "k8s.io/x", "x.k8s.io/y"] {
+            assert!(protected_label(protected), "{protected}");
+        }
+        let guard = own_labels("n1");
+        let node = |labels: Value| json!({"metadata": {"name": "n1", "labels": labels}});
+        let stored = node(json!({"node-role.kubernetes.io/worker": "", "disk": "hdd"}));
+        assert!(guard(Some(&stored), Some(&node(json!({"node-role.kubernetes.io/worker": "", "disk": "ssd"})))).is_ok());
+        let e = guard(Some(&stored), Some(&node(json!({"disk": "hdd"})))).unwrap_err();
+        assert!(e.message.contains("node-role.kubernetes.io/worker"), "{}", e.message);
+        assert!(guard(None, Some(&node(json!({"node-restriction.kubernetes.io/secure": "true"})))).is_err());
     }
 
     #[test]

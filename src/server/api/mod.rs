@@ -288,7 +288,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {
-            let (code, obj) = objects::create(store, r, t.namespace, &body, validation).await?;
+            let (code, obj) = objects::create(store, r, t.namespace, &body, (validation, guard)).await?;
             Ok(with_warnings(json_response(code, &obj)))
         }
         (&Method::PUT, Some(name)) => Ok(with_warnings(json_response(StatusCode::OK, &{
@@ -341,7 +341,7 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
     let r = resources::find("", "v1", "namespaces").expect("namespaces are served");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).expect("serialises");
-        match objects::create(store.clone(), r, None, &body, objects::FieldValidation::Strict).await {
+        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None)).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e),

@@ -17,9 +17,10 @@ use crate::server::store::{Backend, KeyValue};
 /// The store behind the API: SQLite or etcd (`nodectl server --etcd`).
 pub type Store = Arc<dyn Backend>;
 
-/// A condition a write must meet on the stored object it replaces (an authorization that
-/// depends on it, such as "this pod is bound to the calling node").
-pub type Guard = Arc<dyn Fn(&Value) -> Result<(), ApiError> + Send + Sync>;
+/// A condition a write must meet, given the stored object it replaces (None for a create)
+/// and the object it writes (None for a delete): an authorization that depends on them,
+/// such as "this pod is bound to the calling node".
+pub type Guard = Arc<dyn Fn(Option<&Value>, Option<&Value>) -> Result<(), ApiError> + Send + Sync>;
 
 /// Runs a blocking store call off the async workers.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
@@ -102,7 +103,13 @@ fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> 
     })
 }
 
-pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body: &[u8], validation: FieldValidation) -> Result<(StatusCode, Value), ApiError> {
+pub async fn create(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    body: &[u8],
+    (validation, guard): (FieldValidation, Option<Guard>),
+) -> Result<(StatusCode, Value), ApiError> {
     let mut obj = parse_body(r, body)?;
     let meta = &mut obj["metadata"];
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
@@ -140,6 +147,9 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
         "Pod" if obj.pointer("/status/phase").is_none() => obj["status"]["phase"] = json!("Pending"),
         "Secret" if obj.get("type").is_none_or(|t| t.as_str() == Some("")) => obj["type"] = json!("Opaque"),
         _ => {}
+    }
+    if let Some(g) = &guard {
+        g(None, Some(&obj))?;
     }
     check(r, &obj, &name, validation)?;
     fold_string_data(r, &mut obj);
@@ -233,9 +243,6 @@ async fn read_modify_write(
         for _ in 0..5 {
             let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let old = decode(&current)?;
-            if let Some(g) = &guard {
-                g(&old)?;
-            }
             let candidate = change(&old)?;
             if let Some(v) = candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
                 && v != current.mod_revision.to_string() {
@@ -286,6 +293,9 @@ async fn read_modify_write(
             }
             obj["apiVersion"] = json!(r.api_version());
             obj["kind"] = json!(r.kind);
+            if let Some(g) = &guard {
+                g(Some(&old), Some(&obj))?;
+            }
             check(r, &obj, &name, validation)?;
             fold_string_data(r, &mut obj);
             if old.get("spec") != obj.get("spec") {
@@ -376,7 +386,7 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
             let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let mut obj = decode(&current)?;
             if let Some(g) = &guard {
-                g(&obj)?;
+                g(Some(&obj), None)?;
             }
             if opts.precondition_rv.is_some_and(|rv| rv != current.mod_revision)
                 || opts.precondition_uid.as_ref().is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u.as_str()))
