@@ -238,8 +238,21 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     let (dir, port) = (s.dir.clone(), s.port);
     s.stop();
     let s = Server::start(&dir, port, &[]);
-    let out = kubectl_as(&s, again["token"].as_str().unwrap(), &["get", "pods", "-o", "name"]);
+    let token = again["token"].as_str().unwrap();
+    let out = kubectl_as(&s, token, &["get", "pods", "-o", "name"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // The admin revokes them: the token is void, and the name registers anew with any
+    // password. Neither the node nor the join token may revoke.
+    let out = kubectl_as(&s, token, &["delete", "--raw", "/v1-nodectl/register/n1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Forbidden"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = kubectl_as(&s, &join, &["delete", "--raw", "/v1-nodectl/register/n1"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Forbidden"), "{}", String::from_utf8_lossy(&out.stderr));
+    s.ok(&["delete", "--raw", "/v1-nodectl/register/n1"]);
+    assert!(s.fails(&["delete", "--raw", "/v1-nodectl/register/n1"]).contains("NotFound"));
+    let out = kubectl_as(&s, token, &["get", "pods"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&out.stderr));
+    register(&s, tmp.path(), &join, "n1", "a-new-password").unwrap();
 }
 
 #[test]

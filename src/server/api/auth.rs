@@ -12,6 +12,8 @@
 //! SHA-256 of its token's secret, and a salted SHA-256 of the password it registered with.
 //! Registering a name again rotates its token only with the same password, so the join
 //! token alone cannot take over a registered node (k3s keeps a node password for this).
+//! The admin revokes a node's credentials (a lost machine; a name to be given to another)
+//! with `DELETE /v1-nodectl/register/NAME`; the name may then register with any password.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +28,7 @@ use super::status::ApiError;
 use crate::server::store::StoreError;
 
 /// The registration endpoint (not a Kubernetes resource: no get, list or watch).
+/// `DELETE REGISTER_PATH/NAME` (admin only) revokes a node's credentials.
 pub const REGISTER_PATH: &str = "/v1-nodectl/register";
 const CREDENTIALS_PREFIX: &str = "/registry/nodectl.io/nodecredentials/";
 /// How long a verified node token is trusted without reading the store again. A token
@@ -134,6 +137,23 @@ impl Auth {
         }
         cache.insert(fingerprint, (node.to_string(), Instant::now()));
         Ok(User::Node(node.to_string()))
+    }
+
+    /// `DELETE /v1-nodectl/register/NAME`: the node's token stops working (here at once, on
+    /// other servers sharing the store within [`VERIFIED_FOR`]) and its name is free.
+    pub async fn revoke(&self, node: &str) -> Result<Value, ApiError> {
+        let (store, key, n) = (self.store.clone(), credentials_key(node), node.to_string());
+        if crate::api::names::name_problem(node, false).is_some() {
+            return Err(ApiError::not_found("noderegistrations", node));
+        }
+        blocking(move || match store.delete(&key, None) {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound { .. }) => Err(ApiError::not_found("noderegistrations", &n)),
+            Err(e) => Err(ApiError::from_store(e, "noderegistrations", &n)),
+        })
+        .await?;
+        self.verified.lock().expect("token cache").retain(|_, (name, _)| name != node);
+        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": node, "kind": "noderegistrations"}}))
     }
 
     /// `POST /v1-nodectl/register` with `{"nodeName": N, "password": P}`: a new token for

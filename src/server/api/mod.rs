@@ -65,6 +65,16 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
             (m, _) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} is not supported on {}", auth::REGISTER_PATH)).into_response(),
         };
     }
+    if let Some(node) = parts.uri.path().strip_prefix(auth::REGISTER_PATH).and_then(|rest| rest.strip_prefix('/')) {
+        return match (&parts.method, &user) {
+            (&Method::DELETE, auth::User::Admin) => match api.auth.revoke(node).await {
+                Ok(status) => json_response(StatusCode::OK, &status),
+                Err(e) => e.into_response(),
+            },
+            (&Method::DELETE, _) => authz::forbidden_path(&user, "delete", parts.uri.path()).into_response(),
+            (m, _) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} is not supported on {}", parts.uri.path())).into_response(),
+        };
+    }
     if user == auth::User::Joining {
         let verb = parts.method.as_str().to_ascii_lowercase();
         return authz::forbidden_path(&user, &verb, parts.uri.path()).into_response();
