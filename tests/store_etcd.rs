@@ -385,3 +385,28 @@ fn kill_9_of_the_server_under_load_loses_no_acknowledged_write() {
     let tmp = tempfile::tempdir().unwrap();
     common::server::kill_9_under_load_loses_no_acknowledged_write(&tmp.path().join("data"), &["--etcd", &c.endpoints().join(",")]);
 }
+
+/// Node credentials live in the store: a node registered through one server is known to
+/// another sharing its etcd (each with a CA of its own), and revoked through either.
+#[test]
+fn servers_sharing_an_etcd_share_node_credentials() {
+    let c = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let etcd = c.endpoints().join(",");
+    let a = Server::start(&tmp.path().join("a"), free_port(), &["--etcd", &etcd]);
+    let b = Server::start(&tmp.path().join("b"), free_port(), &["--etcd", &etcd]);
+    let join = std::fs::read_to_string(a.dir.join("node-token")).unwrap().trim().to_string();
+    let body = serde_json::json!({"nodeName": "n1", "password": "pw"}).to_string();
+    let (code, creds) = a.request("POST", "/v1-nodectl/register", Some(&join), Some(("application/json", body.as_bytes())));
+    assert_eq!(code, 201, "{creds}");
+    let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
+    let token = creds["token"].as_str().unwrap();
+    let (code, body) = b.request("GET", "/api/v1/nodes", Some(token), None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = b.request("GET", "/api/v1/namespaces/default/configmaps", Some(token), None);
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = b.request("DELETE", "/v1-nodectl/register/n1", Some(&b.admin_token()), None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = b.request("GET", "/api/v1/nodes", Some(token), None);
+    assert_eq!(code, 401, "{body}");
+}
