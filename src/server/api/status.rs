@@ -116,7 +116,8 @@ impl ApiError {
         }
     }
 
-    /// 503: the store cannot be reached now; the request did nothing and may be sent again.
+    /// 503: the store cannot be reached, or has no leader. Usually nothing was done; a
+    /// write whose connection broke in flight may have been applied, as with kube-apiserver.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", format!("the store is unavailable: {}", message.into()))
     }
@@ -134,9 +135,9 @@ enum Failure {
     Other,
 }
 
-/// How etcd failed, in the API's terms: no member reachable or no leader (Unavailable,
-/// nothing applied), no answer in time (etcd's own "request timed out" is Unavailable on
-/// the wire but leaves the outcome unknown), or anything else.
+/// How etcd failed, in the API's terms: no member reachable, no leader or a broken
+/// connection (Unavailable), no answer in time (etcd's own "request timed out" is
+/// Unavailable on the wire, but it is a timeout), or anything else.
 fn etcd_failure(e: &etcd_client::Error) -> Failure {
     match e {
         etcd_client::Error::GRpcStatus(s) => match s.code() {
