@@ -147,6 +147,10 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     fs::write(&kubeconfig, creds["kubeconfig"].as_str().unwrap()).unwrap();
     let n1 = Node { kubeconfig };
 
+    let whoami = n1.may(&["auth", "whoami"]);
+    assert!(whoami.contains("system:node:n1") && whoami.contains("system:nodes"), "{whoami}");
+    assert!(s.ok(&["auth", "whoami"]).contains("system:masters"));
+
     // Reads a node needs.
     for p in ["p1", "p2", "p3"] {
         assert!(n1.may(&["get", "pods", "-A"]).contains(p));

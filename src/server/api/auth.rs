@@ -56,6 +56,26 @@ impl User {
     }
 }
 
+impl User {
+    /// The groups Kubernetes puts such a user in.
+    pub fn groups(&self) -> Vec<&'static str> {
+        match self {
+            User::Admin => vec!["system:masters", "system:authenticated"],
+            User::Joining => vec!["system:bootstrappers", "system:authenticated"],
+            User::Node(_) => vec!["system:nodes", "system:authenticated"],
+        }
+    }
+}
+
+/// The answer to a SelfSubjectReview (`kubectl auth whoami`).
+pub fn self_subject_review(user: &User) -> Value {
+    json!({
+        "kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": crate::timefmt::now_rfc3339()},
+        "status": {"userInfo": {"username": user.name(), "groups": user.groups()}},
+    })
+}
+
 pub struct Auth {
     admin_token: String,
     join_token: String,

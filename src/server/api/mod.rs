@@ -79,6 +79,11 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
         let verb = parts.method.as_str().to_ascii_lowercase();
         return authz::forbidden_path(&user, &verb, parts.uri.path()).into_response();
     }
+    // `kubectl auth whoami`: who the token is. Answered before the body is decoded: the
+    // request's body (an empty SelfSubjectReview, in protobuf) says nothing.
+    if parts.method == Method::POST && parts.uri.path() == "/apis/authentication.k8s.io/v1/selfsubjectreviews" {
+        return json_response(StatusCode::CREATED, &auth::self_subject_review(&user));
+    }
     let mut content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
     let body = if content_type == "application/vnd.kubernetes.protobuf" {
         match protobuf::decode(&body) {
