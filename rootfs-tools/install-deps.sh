@@ -28,6 +28,19 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
+# The official Python client, a real client of the control plane's tests
+# (tests/server_python.rs); 32.x is the client of Kubernetes 1.32, as our kubectl is.
+python_client=32.0.1
+if ! python3 -c "import kubernetes, sys; sys.exit(kubernetes.__version__ != '$python_client')" 2>/dev/null; then
+  echo "installing: python kubernetes==$python_client (pip)"
+  if ! python3 -m pip --version >/dev/null 2>&1; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-pip >/dev/null
+  fi
+  # Debian's own python3 is "externally managed" (PEP 668): pip needs to be told.
+  python3 -m pip install -q "kubernetes==$python_client" 2>/dev/null ||
+    python3 -m pip install -q --break-system-packages "kubernetes==$python_client"
+fi
+
 if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install a Rust toolchain (rustup) first" >&2
   exit 1

@@ -417,3 +417,70 @@ fn finalizers_and_graceful_pod_deletion() {
     s.ok(&["delete", "pod", "unbound", "--wait=false"]);
     assert!(s.fails(&["get", "pod", "unbound"]).contains("not found"));
 }
+
+/// After compaction, the past is gone as the API server says it: a watch from a compacted
+/// resourceVersion is answered 200 with one ERROR event carrying a 410 Expired Status (what
+/// client-go reads as "list again"), an Exact list there and a continue token from before
+/// are 410, while a list "not older than" it and a watch from the present still work.
+#[test]
+fn a_compacted_resource_version_answers_410_gone() {
+    use nodectl::server::store::sqlite::Sqlite;
+    use nodectl::server::store::{Backend, CompactionPolicy};
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let token = s.admin_token();
+    let get = |path: &str| {
+        let (code, body) = s.request("GET", path, Some(&token), None);
+        (code, serde_json::from_str::<serde_json::Value>(&body).unwrap_or_else(|e| panic!("{path}: {e}: {body}")))
+    };
+    let list_rv = |v: &serde_json::Value| v["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap();
+    let (_, list) = get("/api/v1/namespaces/default/configmaps");
+    let rv0 = list_rv(&list);
+    for name in ["a", "b", "c"] {
+        s.ok(&["create", "configmap", name, "--from-literal=v=0"]);
+    }
+    let (code, page) = get("/api/v1/namespaces/default/configmaps?limit=1");
+    assert_eq!(code, 200);
+    let token_before = page["metadata"]["continue"].as_str().expect("a continue token").to_string();
+    for i in 1..=5 {
+        s.ok(&["patch", "configmap", "a", "--type=merge", "-p", &format!("{{\"data\":{{\"v\":\"{i}\"}}}}")]);
+    }
+
+    // Another process compacts the server's store (SQLite allows it; the server reads the
+    // horizon from the file on every read), as the server's own compactor would.
+    let store = Sqlite::open(&s.dir.join("state.db"), CompactionPolicy { retain: 1_000_000, interval: std::time::Duration::from_secs(3600) }).unwrap();
+    let horizon = store.current_revision().unwrap();
+    store.compact(horizon).unwrap();
+    drop(store);
+
+    let (code, body) = s.request("GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}"), Some(&token), None);
+    assert_eq!(code, 200, "{body}");
+    let events: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 1, "{body}");
+    let status = &events[0]["object"];
+    assert_eq!(events[0]["type"], "ERROR", "{body}");
+    assert_eq!((status["kind"].as_str(), status["code"].as_i64(), status["reason"].as_str()), (Some("Status"), Some(410), Some("Expired")), "{body}");
+    assert_eq!(status["message"], format!("too old resource version: {rv0} ({horizon})"));
+
+    let (code, status) = get(&format!("/api/v1/namespaces/default/configmaps?resourceVersion={rv0}&resourceVersionMatch=Exact"));
+    assert_eq!((code, status["reason"].as_str()), (410, Some("Expired")), "{status}");
+    let (code, status) = get(&format!("/api/v1/namespaces/default/configmaps?limit=1&continue={token_before}"));
+    assert_eq!((code, status["reason"].as_str()), (410, Some("Expired")), "{status}");
+    assert!(status["message"].as_str().unwrap().contains("continue parameter is too old"), "{status}");
+    // Not older than rv0: the present will do.
+    let (code, list) = get(&format!("/api/v1/namespaces/default/configmaps?resourceVersion={rv0}"));
+    assert_eq!(code, 200, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 3);
+    assert!(list_rv(&list) >= horizon);
+    // A resourceVersion the store has not reached yet: 504 Timeout, as the API server says.
+    let (code, status) = get(&format!("/api/v1/namespaces/default/configmaps?resourceVersion={}", horizon + 1000));
+    assert_eq!((code, status["reason"].as_str()), (504, Some("Timeout")), "{status}");
+
+    // From the horizon on, watches work: the next write arrives.
+    s.ok(&["create", "configmap", "d"]);
+    let (code, body) = s.request("GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={horizon}&timeoutSeconds=1"), Some(&token), None);
+    assert_eq!(code, 200);
+    let events: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(events.len(), 1, "{body}");
+    assert_eq!((events[0]["type"].as_str(), events[0]["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("d")), "{body}");
+}

@@ -105,6 +105,12 @@ impl Cluster {
         }
     }
 
+    /// Sends `signal` to a running member (SIGSTOP: it hangs, connections stay open).
+    fn signal(&self, i: usize, signal: nix::sys::signal::Signal) {
+        let child = self.members[i].child.as_ref().expect("the member runs");
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+    }
+
     /// Starts a killed member again on its data dir and ports.
     fn restart(&mut self, i: usize) {
         self.spawn(i);
@@ -141,6 +147,10 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for i in 0..self.members.len() {
+            // A stopped member dies of SIGKILL all the same; continued, it leaves no zombie state.
+            if self.members[i].child.is_some() {
+                self.signal(i, nix::sys::signal::Signal::SIGCONT);
+            }
             self.kill(i);
         }
     }
@@ -304,4 +314,99 @@ fn nodectl_server_with_etcd_serves_kubectl() {
     let kv = s.get("/registry/core/configmaps/default/cfg").unwrap().expect("the configmap is in etcd");
     assert_eq!(cm["metadata"]["resourceVersion"], kv.mod_revision.to_string(), "resourceVersion is etcd's revision");
     assert!(!data.join("state.db").exists(), "the server made a SQLite store beside etcd");
+}
+
+/// With etcd gone, the API answers as kube-apiserver does, with a Status and a 5xx that
+/// says "try again" rather than a 500: killed (connections refused), reads and writes are
+/// 503 ServiceUnavailable once the store's retry window is over; hung (SIGSTOP: connections
+/// open, no answers), 504 Timeout, or 503 if the client's keepalive gave up on the
+/// connection first. Brought back, the same server answers again.
+#[test]
+fn the_api_answers_503_or_504_while_etcd_is_down_and_recovers() {
+    let mut c = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("data"), free_port(), &["--etcd", &c.endpoints().join(",")]);
+    let token = server.admin_token();
+    let cm = |name: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}).to_string();
+    let (code, body) = server.request("POST", "/api/v1/namespaces/default/configmaps", Some(&token), Some(("application/json", cm("before").as_bytes())));
+    assert_eq!(code, 201, "{body}");
+
+    // A read and a write at once, each waiting out the store's retry window.
+    let (server, token) = (&server, token.as_str());
+    let read_and_write = |name: &str| {
+        std::thread::scope(|scope| {
+            let read = scope.spawn(move || server.request("GET", "/api/v1/namespaces/default/configmaps/before", Some(token), None));
+            let body = cm(name);
+            let write = scope.spawn(move || server.request("POST", "/api/v1/namespaces/default/configmaps", Some(token), Some(("application/json", body.as_bytes()))));
+            [read.join().unwrap(), write.join().unwrap()]
+        })
+    };
+    let status = |body: &str| -> serde_json::Value { serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status ({e}): {body}")) };
+    let back = |what: &str| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (code, body) = server.request("GET", "/api/v1/namespaces/default/configmaps/before", Some(token), None);
+            if code == 200 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "the API did not recover after {what}: {code} {body}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+
+    c.kill(0);
+    for (code, body) in read_and_write("while-killed") {
+        let s = status(&body);
+        assert_eq!((code, s["kind"].as_str(), s["code"].as_i64(), s["reason"].as_str()), (503, Some("Status"), Some(503), Some("ServiceUnavailable")), "{body}");
+    }
+    c.restart(0);
+    back("a restart of etcd");
+    let (code, body) = server.request("POST", "/api/v1/namespaces/default/configmaps", Some(token), Some(("application/json", cm("after-restart").as_bytes())));
+    assert_eq!(code, 201, "{body}");
+
+    c.signal(0, nix::sys::signal::Signal::SIGSTOP);
+    for (code, body) in read_and_write("while-stopped") {
+        let s = status(&body);
+        let reason = s["reason"].as_str();
+        assert!(matches!((code, reason), (504, Some("Timeout")) | (503, Some("ServiceUnavailable"))), "{code} {body}");
+        assert_eq!(s["code"].as_i64(), Some(code as i64), "{body}");
+    }
+    c.signal(0, nix::sys::signal::Signal::SIGCONT);
+    back("SIGCONT");
+    let (code, body) = server.request("GET", "/api/v1/namespaces/default/configmaps", Some(token), None);
+    assert_eq!(code, 200, "{body}");
+}
+
+/// `kill -9` of `nodectl server --etcd` (not of etcd) under a steady write load over HTTPS:
+/// started again on the same etcd, it has every acknowledged write at its revision.
+#[test]
+fn kill_9_of_the_server_under_load_loses_no_acknowledged_write() {
+    let c = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    common::server::kill_9_under_load_loses_no_acknowledged_write(&tmp.path().join("data"), &["--etcd", &c.endpoints().join(",")]);
+}
+
+/// Node credentials live in the store: a node registered through one server is known to
+/// another sharing its etcd (each with a CA of its own), and revoked through either.
+#[test]
+fn servers_sharing_an_etcd_share_node_credentials() {
+    let c = Cluster::start(1);
+    let tmp = tempfile::tempdir().unwrap();
+    let etcd = c.endpoints().join(",");
+    let a = Server::start(&tmp.path().join("a"), free_port(), &["--etcd", &etcd]);
+    let b = Server::start(&tmp.path().join("b"), free_port(), &["--etcd", &etcd]);
+    let join = std::fs::read_to_string(a.dir.join("node-token")).unwrap().trim().to_string();
+    let body = serde_json::json!({"nodeName": "n1", "password": "pw"}).to_string();
+    let (code, creds) = a.request("POST", "/v1-nodectl/register", Some(&join), Some(("application/json", body.as_bytes())));
+    assert_eq!(code, 201, "{creds}");
+    let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
+    let token = creds["token"].as_str().unwrap();
+    let (code, body) = b.request("GET", "/api/v1/nodes", Some(token), None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = b.request("GET", "/api/v1/namespaces/default/configmaps", Some(token), None);
+    assert_eq!(code, 403, "{body}");
+    let (code, body) = b.request("DELETE", "/v1-nodectl/register/n1", Some(&b.admin_token()), None);
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = b.request("GET", "/api/v1/nodes", Some(token), None);
+    assert_eq!(code, 401, "{body}");
 }

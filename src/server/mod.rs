@@ -63,7 +63,8 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     // Written once the store is open: a kubeconfig on disk tells scripts the server is ready.
     let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
     api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
-    let app = api::router(Arc::new(api::Api { store, auth: api::Auth { admin_token: pki.admin_token.clone() } }));
+    let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone());
+    let app = api::router(Arc::new(api::Api { store, auth }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());

@@ -119,17 +119,21 @@ fn token_file(path: &Path) -> Result<String> {
     }
 }
 
-/// Writes `admin.kubeconfig` for `server` (an https URL) with the CA inline.
-pub fn write_kubeconfig(dir: &Path, server: &str, pki: &Pki) -> Result<PathBuf> {
+/// A kubeconfig for `server` (an https URL) with the CA inline, as `user` with `token`.
+pub fn kubeconfig(server: &str, ca_pem: &str, user: &str, token: &str, namespace: &str) -> String {
     use base64::Engine as _;
-    let ca = base64::engine::general_purpose::STANDARD.encode(&pki.ca_pem);
-    let config = format!(
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    // Quoted: node tokens hold colons, user names too.
+    format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: nodectl\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\n\
-         users:\n- name: admin\n  user:\n    token: {}\ncontexts:\n- name: nodectl\n  context:\n    cluster: nodectl\n    user: admin\n    namespace: default\n\
-         current-context: nodectl\n",
-        pki.admin_token
-    );
+         users:\n- name: \"{user}\"\n  user:\n    token: \"{token}\"\ncontexts:\n- name: nodectl\n  context:\n    cluster: nodectl\n    user: \"{user}\"\n    namespace: {namespace}\n\
+         current-context: nodectl\n"
+    )
+}
+
+/// Writes `admin.kubeconfig` for `server` (an https URL).
+pub fn write_kubeconfig(dir: &Path, server: &str, pki: &Pki) -> Result<PathBuf> {
     let path = dir.join("admin.kubeconfig");
-    write_secret(&path, config.as_bytes())?;
+    write_secret(&path, kubeconfig(server, &pki.ca_pem, "admin", &pki.admin_token, "default").as_bytes())?;
     Ok(path)
 }

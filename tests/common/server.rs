@@ -57,6 +57,38 @@ impl Server {
         String::from_utf8(out.stderr).unwrap()
     }
 
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin-token")).unwrap().trim().to_string()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// An HTTPS client that trusts this server's CA.
+    pub fn http_client(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&std::fs::read(self.dir.join("ca.crt")).unwrap()).unwrap();
+        reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+    }
+
+    /// One request with `token` as bearer (None: no Authorization header): the status
+    /// code and the body, read to its end.
+    pub fn request(&self, method: &str, path: &str, token: Option<&str>, body: Option<(&str, &[u8])>) -> (u16, String) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut req = self.http_client().request(method.parse().unwrap(), self.url(path));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            if let Some((content_type, bytes)) = body {
+                req = req.header("Content-Type", content_type).body(bytes.to_vec());
+            }
+            let resp = req.send().await.unwrap();
+            let code = resp.status().as_u16();
+            (code, resp.text().await.unwrap())
+        })
+    }
+
     /// Kills the server now (as dropping it does), e.g. to start another on the same data.
     pub fn stop(self) {}
 }
@@ -66,4 +98,133 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// What a writer was told: an acknowledged write.
+enum Ack {
+    /// configmap NAME created at revision.
+    Created(String, i64),
+    /// the counter configmap NAME set to n at revision.
+    Counted(String, u64, i64),
+}
+
+/// The server on `dir` (with `extra` flags, e.g. `--etcd URL`) is SIGKILLed in the middle of
+/// a steady write load over HTTP: four writers create configmaps and, every fourth write,
+/// bump a counter configmap of their own, each recording what was acknowledged. Started
+/// again on the same data, the server has every acknowledged write: each created object at
+/// the resourceVersion its create answered, each counter at least at its last acknowledged
+/// value (a bump in flight at the kill may or may not have been applied), and exactly at
+/// its revision if no later bump was applied.
+pub fn kill_9_under_load_loses_no_acknowledged_write(dir: &Path, extra: &[&str]) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const WRITERS: usize = 4;
+    const KILL_AFTER: usize = 400;
+    let port = free_port();
+    let server = Server::start(dir, port, extra);
+    let (token, client) = (server.admin_token(), server.http_client());
+    let base = server.url("/api/v1/namespaces/default/configmaps");
+    let killed = Arc::new(AtomicBool::new(false));
+    let mut running = Some(server);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let acks: Vec<Ack> = rt.block_on(async {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut writers = Vec::new();
+        for w in 0..WRITERS {
+            let body = serde_json::json!({"metadata": {"name": format!("counter-{w}")}, "data": {"n": "0"}});
+            let resp = client.post(&base).bearer_auth(&token).json(&body).send().await.unwrap();
+            assert_eq!(resp.status().as_u16(), 201);
+        }
+        for w in 0..WRITERS {
+            let (client, token, base, tx, killed) = (client.clone(), token.clone(), base.clone(), tx.clone(), killed.clone());
+            writers.push(tokio::spawn(async move {
+                let counter = format!("counter-{w}");
+                for i in 1u64.. {
+                    let (req, ack): (_, Box<dyn Fn(i64) -> Ack + Send>) = if i % 4 == 0 {
+                        let patch = serde_json::json!({"data": {"n": i.to_string()}}).to_string();
+                        let req = client.patch(format!("{base}/{counter}")).header("Content-Type", "application/merge-patch+json").body(patch);
+                        let name = counter.clone();
+                        (req, Box::new(move |rv| Ack::Counted(name.clone(), i, rv)))
+                    } else {
+                        let name = format!("w{w}-{i:06}");
+                        let req = client.post(&base).json(&serde_json::json!({"metadata": {"name": name}, "data": {"i": i.to_string()}}));
+                        (req, Box::new(move |rv| Ack::Created(name.clone(), rv)))
+                    };
+                    let answer = match req.bearer_auth(&token).send().await {
+                        Ok(resp) => {
+                            let code = resp.status().as_u16();
+                            resp.json::<serde_json::Value>().await.map(|v| (code, v))
+                        }
+                        Err(e) => Err(e),
+                    };
+                    match answer {
+                        Ok((200 | 201, obj)) => {
+                            let rv = obj["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
+                            if tx.send(ack(rv)).is_err() {
+                                return;
+                            }
+                        }
+                        // After the kill every request fails; before it, none may.
+                        _ if killed.load(Ordering::SeqCst) => return,
+                        other => panic!("write {i} of writer {w} failed before the kill: {other:?}"),
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut acks = Vec::new();
+        while let Some(a) = rx.recv().await {
+            acks.push(a);
+            if acks.len() == KILL_AFTER {
+                killed.store(true, Ordering::SeqCst);
+                // Dropping the server SIGKILLs it (and reaps it).
+                drop(running.take());
+            }
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        acks
+    });
+    assert!(running.is_none() && acks.len() >= KILL_AFTER, "the writers stopped after {} writes", acks.len());
+
+    let server = Server::start(dir, port, extra);
+    let token = server.admin_token();
+    let list = server.request("GET", "/api/v1/namespaces/default/configmaps", Some(&token), None);
+    assert_eq!(list.0, 200, "{}", list.1);
+    let list: serde_json::Value = serde_json::from_str(&list.1).unwrap();
+    let stored: std::collections::HashMap<String, (i64, serde_json::Value)> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), (o["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap(), o["data"].clone())))
+        .collect();
+    let mut last_count: std::collections::HashMap<String, (u64, i64)> = Default::default();
+    for a in &acks {
+        match a {
+            Ack::Created(name, rv) => {
+                let (at, _) = stored.get(name).unwrap_or_else(|| panic!("acknowledged create of {name} (revision {rv}) was lost"));
+                assert_eq!(at, rv, "{name} was created at {rv}, and is stored at {at}");
+            }
+            Ack::Counted(name, n, rv) => {
+                let e = last_count.entry(name.clone()).or_insert((0, 0));
+                if *n > e.0 {
+                    *e = (*n, *rv);
+                }
+            }
+        }
+    }
+    for (name, (n, rv)) in &last_count {
+        let (at, data) = &stored[name];
+        let stored_n: u64 = data["n"].as_str().unwrap().parse().unwrap();
+        assert!(stored_n >= *n, "{name}: acknowledged {n} at {rv}, stored {stored_n} at {at}");
+        if stored_n == *n {
+            assert_eq!(at, rv, "{name}: the acknowledged value {n} is stored at another revision");
+        }
+    }
+    let revisions: Vec<i64> = acks.iter().map(|a| match a {
+        Ack::Created(_, rv) | Ack::Counted(_, _, rv) => *rv,
+    }).collect();
+    let distinct: std::collections::HashSet<_> = revisions.iter().collect();
+    assert_eq!(distinct.len(), revisions.len(), "two acknowledged writes share a revision");
 }

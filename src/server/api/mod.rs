@@ -1,23 +1,27 @@
 //! The HTTP API: discovery, then objects under `/api/v1/…` and `/apis/GROUP/VERSION/…`,
-//! behind bearer-token authentication.
+//! behind bearer-token authentication ([`auth`]) and authorization ([`authz`]); node
+//! registration at [`auth::REGISTER_PATH`].
 
+pub mod auth;
+pub mod authz;
+pub mod deletion;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
+pub mod pods;
 pub mod protobuf;
 pub mod resources;
 pub mod selectors;
 pub mod status;
 pub mod table;
 pub mod watch;
-pub mod deletion;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -25,47 +29,62 @@ use objects::{ListOptions, Store};
 use resources::Resource;
 use status::ApiError;
 
-/// Who may call: tokens compared in constant time.
-pub struct Auth {
-    pub admin_token: String,
-}
-
 pub struct Api {
     pub store: Store,
-    pub auth: Auth,
+    pub auth: auth::Auth,
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
     (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).expect("JSON serialises")).into_response()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authenticate(api: &Api, headers: &HeaderMap) -> Result<(), ApiError> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or_else(ApiError::unauthorized)?;
-    if constant_time_eq(token.trim().as_bytes(), api.auth.admin_token.as_bytes()) {
-        Ok(())
-    } else {
-        Err(ApiError::unauthorized())
-    }
+/// The authority the client asked for (HTTP/2's :authority, HTTP/1's Host), if it is a
+/// plain host[:port]: registration writes it into the node's kubeconfig.
+fn requested_host(parts: &axum::http::request::Parts) -> Option<String> {
+    let host = parts.uri.authority().map(|a| a.as_str().to_string()).or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(String::from))?;
+    host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)).then_some(host)
 }
 
 /// Every request: authenticate, then route by path.
 pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
-    if let Err(e) = authenticate(&api, &parts.headers) {
-        return e.into_response();
-    }
+    let user = match api.auth.authenticate(&parts.headers).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
     let body = match axum::body::to_bytes(body, 64 << 20).await {
         Ok(b) => b,
         Err(_) => return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", "the request body is over 64 MiB").into_response(),
     };
+    if parts.uri.path() == auth::REGISTER_PATH {
+        return match (&parts.method, &user) {
+            (&Method::POST, auth::User::Admin | auth::User::Joining) => match api.auth.register(&body, requested_host(&parts).as_deref()).await {
+                Ok((code, answer)) => json_response(code, &answer),
+                Err(e) => e.into_response(),
+            },
+            (&Method::POST, _) => authz::forbidden_path(&user, "create", auth::REGISTER_PATH).into_response(),
+            (m, _) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} is not supported on {}", auth::REGISTER_PATH)).into_response(),
+        };
+    }
+    if let Some(node) = parts.uri.path().strip_prefix(auth::REGISTER_PATH).and_then(|rest| rest.strip_prefix('/')) {
+        return match (&parts.method, &user) {
+            (&Method::DELETE, auth::User::Admin) => match api.auth.revoke(node).await {
+                Ok(status) => json_response(StatusCode::OK, &status),
+                Err(e) => e.into_response(),
+            },
+            (&Method::DELETE, _) => authz::forbidden_path(&user, "delete", parts.uri.path()).into_response(),
+            (m, _) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} is not supported on {}", parts.uri.path())).into_response(),
+        };
+    }
+    if user == auth::User::Joining {
+        let verb = parts.method.as_str().to_ascii_lowercase();
+        return authz::forbidden_path(&user, &verb, parts.uri.path()).into_response();
+    }
+    // `kubectl auth whoami`: who the token is. Answered before the body is decoded: the
+    // request's body (an empty SelfSubjectReview, in protobuf) says nothing.
+    if parts.method == Method::POST && parts.uri.path() == "/apis/authentication.k8s.io/v1/selfsubjectreviews" {
+        return json_response(StatusCode::CREATED, &auth::self_subject_review(&user));
+    }
     let mut content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
     let body = if content_type == "application/vnd.kubernetes.protobuf" {
         match protobuf::decode(&body) {
@@ -88,7 +107,7 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
     };
     let as_table = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(table::wanted);
     let request = Request { method: &parts.method, path: parts.uri.path(), query: &query, content_type: &content_type, as_table };
-    match route(&api, &request, body).await {
+    match route(&api, &user, &request, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
     }
@@ -134,7 +153,7 @@ fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result
     Ok(Target { resource: r, namespace: None, name: owned(rest.get(1)), subresource: owned(rest.get(2)) })
 }
 
-async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, ApiError> {
+async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> Result<Response, ApiError> {
     let (method, path, query, content_type) = (req.method, req.path, req.query, req.content_type);
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
@@ -157,6 +176,44 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
     let t = parse_target(group, version, rest, path)?;
     let store = api.store.clone();
     let r = t.resource;
+    let watching = flag(query, "watch")?;
+    let verb = match (method, t.name.is_some()) {
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) if watching => "watch",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
+    };
+    // A create names its object in the body.
+    let body_name = (verb == "create" && t.name.is_none())
+        .then(|| serde_json::from_slice::<Value>(&body).ok())
+        .flatten()
+        .and_then(|b| b.pointer("/metadata/name").and_then(Value::as_str).map(String::from));
+    let attributes = authz::Attributes {
+        verb,
+        resource: r,
+        subresource: t.subresource.as_deref(),
+        namespace: t.namespace.as_deref(),
+        name: t.name.as_deref().or(body_name.as_deref()),
+    };
+    let guard = authz::authorize(&api.store, user, &attributes, query).await?;
+    if let (true, Some(sub), Some(ns), Some(name)) = (r.kind == "Pod", t.subresource.as_deref(), t.namespace.clone(), t.name.clone()) {
+        match (sub, method) {
+            ("binding", &Method::POST) => {
+                let (code, status) = pods::bind(store, r, ns, name, &body).await?;
+                return Ok(json_response(code, &status));
+            }
+            ("binding", _) => return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
+            ("log" | "exec" | "attach" | "portforward", &Method::GET | &Method::POST) => {
+                return Err(pods::on_node(store, r, ns, name, sub, query.get("container").map(String::as_str)).await);
+            }
+            _ => {}
+        }
+    }
     let part = match t.subresource.as_deref() {
         None => objects::Part::Main,
         Some("status") if r.has_status() => objects::Part::Status,
@@ -198,10 +255,10 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
-        (&Method::GET, None) if query.get("watch").is_some_and(|w| w == "true" || w == "1") => {
+        (&Method::GET, None) if watching => {
             let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
             let selectors = selectors(query, r)?;
-            let allow_bookmarks = query.get("allowWatchBookmarks").is_some_and(|b| b == "true" || b == "1");
+            let allow_bookmarks = flag(query, "allowWatchBookmarks")?;
             let opts = watch::WatchOptions { resource_version: query.get("resourceVersion").cloned(), timeout, selectors, as_table: req.as_table, allow_bookmarks };
             watch::watch(store, r, t.namespace, opts).await
         }
@@ -214,11 +271,32 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
                 }
                 None => (None, None),
             };
-            if resource_version.is_none() {
-                resource_version = query.get("resourceVersion").filter(|v| !v.is_empty() && *v != "0").and_then(|v| v.parse().ok());
-            }
+            let continued = resource_version.is_some();
+            // resourceVersion alone means "not older than" (the present will do); only
+            // resourceVersionMatch=Exact asks for the past, which compaction may have removed.
+            let not_older_than = match (query.get("resourceVersion").map(String::as_str), query.get("resourceVersionMatch").map(String::as_str)) {
+                (None | Some("") | Some("0"), _) => None,
+                (Some(v), m) => {
+                    let rv = v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?;
+                    match m {
+                        Some("Exact") if !continued => resource_version = Some(rv),
+                        None | Some("") | Some("NotOlderThan") | Some("Exact") => {}
+                        Some(other) => return Err(ApiError::bad_request(format!("unsupported resourceVersionMatch {other:?}"))),
+                    }
+                    (resource_version.is_none()).then_some(rv)
+                }
+            };
             let selectors = selectors(query, r)?;
-            let list = objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version, selectors }).await?;
+            let list = match objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version, selectors }).await {
+                Err(e) if continued && e.code == StatusCode::GONE => return Err(ApiError::continue_expired()),
+                other => other?,
+            };
+            if let Some(rv) = not_older_than {
+                let at: i64 = list["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+                if at < rv {
+                    return Err(ApiError::from_store(crate::server::store::StoreError::FutureRevision { requested: rv, current: at }, r.plural, ""));
+                }
+            }
             if req.as_table {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
                 let t = table::table(r, &items, list["metadata"]["resourceVersion"].as_str(), list["metadata"]["continue"].as_str(), true);
@@ -227,18 +305,18 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {
-            let (code, obj) = objects::create(store, r, t.namespace, &body, validation).await?;
+            let (code, obj) = objects::create(store, r, t.namespace, &body, (validation, guard)).await?;
             Ok(with_warnings(json_response(code, &obj)))
         }
         (&Method::PUT, Some(name)) => Ok(with_warnings(json_response(StatusCode::OK, &{
-            let obj = objects::update(store, r, t.namespace, name, part, &body, validation).await?;
+            let obj = objects::update(store, r, t.namespace, name, part, &body, (validation, guard)).await?;
             if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }
         }))),
         (&Method::PATCH, Some(name)) => {
             let kind = objects::PatchKind::from_content_type(content_type).ok_or_else(|| {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"))
             })?;
-            let obj = objects::patch(store, r, t.namespace, name, part, (kind, &body), validation).await?;
+            let obj = objects::patch(store, r, t.namespace, name, part, (kind, &body), (validation, guard)).await?;
             Ok(json_response(StatusCode::OK, &if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }))
         }
         (&Method::DELETE, None) => {
@@ -247,9 +325,20 @@ async fn route(api: &Api, req: &Request<'_>, body: Bytes) -> Result<Response, Ap
         }
         (&Method::DELETE, Some(name)) => {
             let opts = objects::DeleteOptions::parse(&body, query.get("gracePeriodSeconds"))?;
-            Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name, opts).await?))
+            Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name, opts, guard).await?))
         }
         _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
+    }
+}
+
+/// A boolean query parameter, read as the API server reads it (Go's strconv.ParseBool):
+/// the Python client sends `watch=True`.
+fn flag(query: &BTreeMap<String, String>, name: &str) -> Result<bool, ApiError> {
+    match query.get(name).map(String::as_str) {
+        None | Some("") => Ok(false),
+        Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
+        Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
+        Some(other) => Err(ApiError::bad_request(format!("invalid value {other:?} for the query parameter {name}: want true or false"))),
     }
 }
 
@@ -269,7 +358,7 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
     let r = resources::find("", "v1", "namespaces").expect("namespaces are served");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).expect("serialises");
-        match objects::create(store.clone(), r, None, &body, objects::FieldValidation::Strict).await {
+        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None)).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e),

@@ -17,6 +17,11 @@ use crate::server::store::{Backend, KeyValue};
 /// The store behind the API: SQLite or etcd (`nodectl server --etcd`).
 pub type Store = Arc<dyn Backend>;
 
+/// A condition a write must meet, given the stored object it replaces (None for a create)
+/// and the object it writes (None for a delete): an authorization that depends on them,
+/// such as "this pod is bound to the calling node".
+pub type Guard = Arc<dyn Fn(Option<&Value>, Option<&Value>) -> Result<(), ApiError> + Send + Sync>;
+
 /// Runs a blocking store call off the async workers.
 pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
@@ -98,7 +103,13 @@ fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> 
     })
 }
 
-pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body: &[u8], validation: FieldValidation) -> Result<(StatusCode, Value), ApiError> {
+pub async fn create(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    body: &[u8],
+    (validation, guard): (FieldValidation, Option<Guard>),
+) -> Result<(StatusCode, Value), ApiError> {
     let mut obj = parse_body(r, body)?;
     let meta = &mut obj["metadata"];
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
@@ -137,6 +148,9 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
         "Secret" if obj.get("type").is_none_or(|t| t.as_str() == Some("")) => obj["type"] = json!("Opaque"),
         _ => {}
     }
+    if let Some(g) = &guard {
+        g(None, Some(&obj))?;
+    }
     check(r, &obj, &name, validation)?;
     fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
@@ -146,7 +160,7 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());
     let revision = blocking(move || {
         if let Some(k) = ns_key
-            && store.get(&k).map_err(|e| ApiError::internal(e.to_string()))?.is_none() {
+            && store.get(&k).map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?.is_none() {
                 return Err(ApiError::not_found("namespaces", ns2.as_deref().unwrap_or_default()));
             }
         if let Some(k) = admission_key
@@ -163,7 +177,8 @@ pub async fn create(store: Store, r: &'static Resource, ns: Option<String>, body
 
 pub async fn get(store: Store, r: &'static Resource, ns: Option<String>, name: String) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
-    let kv = blocking(move || store.get(&key).map_err(|e| ApiError::internal(e.to_string()))).await?;
+    let name2 = name.clone();
+    let kv = blocking(move || store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name2))).await?;
     decode(&kv.ok_or_else(|| ApiError::not_found(r.plural, &name))?)
 }
 
@@ -228,13 +243,13 @@ async fn read_modify_write(
     ns: Option<String>,
     name: String,
     part: Part,
-    validation: FieldValidation,
+    (validation, guard): (FieldValidation, Option<Guard>),
     change: impl Fn(&Value) -> Result<Value, ApiError> + Send + 'static,
 ) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
-            let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let old = decode(&current)?;
             let candidate = change(&old)?;
             if let Some(v) = candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
@@ -288,6 +303,9 @@ async fn read_modify_write(
             }
             obj["apiVersion"] = json!(r.api_version());
             obj["kind"] = json!(r.kind);
+            if let Some(g) = &guard {
+                g(Some(&old), Some(&obj))?;
+            }
             check(r, &obj, &name, validation)?;
             fold_string_data(r, &mut obj);
             if old.get("spec") != obj.get("spec") {
@@ -313,7 +331,15 @@ async fn read_modify_write(
     .await
 }
 
-pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name: String, part: Part, body: &[u8], validation: FieldValidation) -> Result<Value, ApiError> {
+pub async fn update(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    name: String,
+    part: Part,
+    body: &[u8],
+    checks: (FieldValidation, Option<Guard>),
+) -> Result<Value, ApiError> {
     let obj = if part == Part::Scale {
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
     } else {
@@ -322,7 +348,7 @@ pub async fn update(store: Store, r: &'static Resource, ns: Option<String>, name
     if obj["metadata"].get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
         return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
     }
-    read_modify_write(store, r, ns, name, part, validation, move |_| Ok(obj.clone())).await
+    read_modify_write(store, r, ns, name, part, checks, move |_| Ok(obj.clone())).await
 }
 
 fn has_finalizers(obj: &Value) -> bool {
@@ -365,12 +391,15 @@ impl DeleteOptions {
 /// Deletes an object. One with finalizers, or a pod on a node with a grace period, is only
 /// marked (deletionTimestamp) and goes later: when its finalizers are removed, or when its
 /// kubelet deletes it with grace 0. Answers the object as it now stands.
-pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String, opts: DeleteOptions) -> Result<Value, ApiError> {
+pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String, opts: DeleteOptions, guard: Option<Guard>) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
-            let current = store.get(&key).map_err(|e| ApiError::internal(e.to_string()))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let mut obj = decode(&current)?;
+            if let Some(g) = &guard {
+                g(Some(&obj), None)?;
+            }
             if opts.precondition_rv.is_some_and(|rv| rv != current.mod_revision)
                 || opts.precondition_uid.as_ref().is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u.as_str()))
             {
@@ -405,7 +434,7 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
                 }
             }
             match store.delete(&key, Some(current.mod_revision)) {
-                Ok((_, old)) => return decode(&old),
+                Ok((_, old)) => return deleted(r, decode(&old)?),
                 Err(crate::server::store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
             }
@@ -413,6 +442,19 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
         Err(ApiError::conflict(r.plural, &name))
     })
     .await
+}
+
+/// What an immediate delete answers, as the API server's registries do: the object for
+/// pods and services (their registries return it), a Success Status naming it otherwise.
+fn deleted(r: &Resource, obj: Value) -> Result<Value, ApiError> {
+    if matches!(r.kind, "Pod" | "Service") {
+        return Ok(obj);
+    }
+    let mut details = json!({"name": obj["metadata"]["name"], "kind": r.plural, "uid": obj["metadata"]["uid"]});
+    if !r.group.is_empty() {
+        details["group"] = json!(r.group);
+    }
+    Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details}))
 }
 
 /// deletecollection: every object of the collection that the selectors pick, deleted one
@@ -466,11 +508,11 @@ pub async fn patch(
     name: String,
     part: Part,
     (kind, body): (PatchKind, &[u8]),
-    validation: FieldValidation,
+    checks: (FieldValidation, Option<Guard>),
 ) -> Result<Value, ApiError> {
     let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     let n = name.clone();
-    read_modify_write(store, r, ns, name, part, validation, move |old| {
+    read_modify_write(store, r, ns, name, part, checks, move |old| {
         // A scale patch applies to the Scale, not to the object.
         let mut target = if part == Part::Scale { scale_of(old) } else { old.clone() };
         let applied = match kind {

@@ -124,15 +124,31 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         return None;
     }
     let api_version = rs[0].api_version();
-    let resources: Vec<Value> = rs
-        .iter()
-        .map(|r| {
-            json!({
-                "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-                "verbs": VERBS, "shortNames": r.short_names,
-            })
-        })
-        .collect();
+    let mut resources: Vec<Value> = Vec::new();
+    for r in &rs {
+        resources.push(json!({
+            "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
+            "verbs": VERBS, "shortNames": r.short_names,
+        }));
+        // Subresources, listed as the API server lists them (kubectl api-resources hides them).
+        let sub = |name: &str, kind: &str, verbs: &[&str]| json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
+        if r.has_status() {
+            resources.push(sub("status", r.kind, &["get", "patch", "update"]));
+        }
+        if r.has_scale() {
+            let mut scale = sub("scale", "Scale", &["get", "patch", "update"]);
+            scale["group"] = json!("autoscaling");
+            scale["version"] = json!("v1");
+            resources.push(scale);
+        }
+        if r.kind == "Pod" {
+            resources.push(sub("binding", "Binding", &["create"]));
+            resources.push(sub("log", "Pod", &["get"]));
+            for (name, kind) in [("exec", "PodExecOptions"), ("attach", "PodAttachOptions"), ("portforward", "PodPortForwardOptions")] {
+                resources.push(sub(name, kind, &["create", "get"]));
+            }
+        }
+    }
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": api_version, "resources": resources}))
 }
 

@@ -58,6 +58,15 @@ impl ApiError {
         e
     }
 
+    /// A continue token whose revision compaction has removed, as the API server words it.
+    pub fn continue_expired() -> ApiError {
+        Self::new(
+            StatusCode::GONE,
+            "Expired",
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        )
+    }
+
     pub fn unauthorized() -> ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized")
     }
@@ -91,8 +100,54 @@ impl ApiError {
             StoreError::FutureRevision { requested, current } => {
                 Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", format!("Too large resource version: {requested}, current: {current}"))
             }
+            e @ StoreError::Closed => Self::unavailable(e.to_string()),
+            e @ StoreError::EtcdUnreachable { .. } => Self::timeout(e.to_string()),
+            StoreError::Etcd { ref source, .. } => match etcd_failure(source) {
+                Failure::Unavailable => Self::unavailable(e.to_string()),
+                Failure::Timeout => Self::timeout(e.to_string()),
+                Failure::Other => Self::internal(e.to_string()),
+            },
+            StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(ref f, _), .. }
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
+            {
+                Self::timeout(e.to_string())
+            }
             other => Self::internal(other.to_string()),
         }
+    }
+
+    /// 503: the store cannot be reached, or has no leader. Usually nothing was done; a
+    /// write whose connection broke in flight may have been applied, as with kube-apiserver.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", format!("the store is unavailable: {}", message.into()))
+    }
+
+    /// 504: the store did not answer in time; a write may or may not have been applied, as
+    /// with kube-apiserver's "request did not complete within the allotted timeout".
+    pub fn timeout(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", format!("Timeout: the store did not answer in time: {}", message.into()))
+    }
+}
+
+enum Failure {
+    Unavailable,
+    Timeout,
+    Other,
+}
+
+/// How etcd failed, in the API's terms: no member reachable, no leader or a broken
+/// connection (Unavailable), no answer in time (etcd's own "request timed out" is
+/// Unavailable on the wire, but it is a timeout), or anything else.
+fn etcd_failure(e: &etcd_client::Error) -> Failure {
+    match e {
+        etcd_client::Error::GRpcStatus(s) => match s.code() {
+            tonic::Code::DeadlineExceeded => Failure::Timeout,
+            tonic::Code::Unavailable if s.message().contains("timed out") => Failure::Timeout,
+            tonic::Code::Unavailable | tonic::Code::Cancelled => Failure::Unavailable,
+            _ => Failure::Other,
+        },
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => Failure::Unavailable,
+        _ => Failure::Other,
     }
 }
 

@@ -45,7 +45,7 @@ pub async fn modify(store: &Store, at: &Location, uid: &str, part: Part, change:
         }
         // The read's resourceVersion stays in the body: the write is refused if anyone wrote since.
         let body = serde_json::to_vec(&obj).expect("JSON values serialise");
-        match objects::update(store.clone(), at.resource, at.namespace.clone(), at.name.clone(), part, &body, FieldValidation::Lenient).await {
+        match objects::update(store.clone(), at.resource, at.namespace.clone(), at.name.clone(), part, &body, (FieldValidation::Lenient, None)).await {
             Ok(_) => return Ok(()),
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) if e.reason == "NotFound" => return Ok(()),
@@ -69,7 +69,7 @@ pub async fn remove_finalizer(store: &Store, at: &Location, uid: &str, finalizer
 /// Deletes the object `uid` at `at`, as a client's DELETE with this propagation policy.
 pub async fn delete(store: &Store, at: &Location, uid: &str, propagation: Propagation) -> Result<(), WriteError> {
     let opts = DeleteOptions { precondition_uid: Some(uid.to_string()), propagation: Some(propagation), ..DeleteOptions::default() };
-    match objects::delete(store.clone(), at.resource, at.namespace.clone(), at.name.clone(), opts).await {
+    match objects::delete(store.clone(), at.resource, at.namespace.clone(), at.name.clone(), opts, None).await {
         Ok(_) => Ok(()),
         // Gone already, or another incarnation now: nothing of ours to delete.
         Err(e) if e.reason == "NotFound" || e.reason == "Conflict" => Ok(()),

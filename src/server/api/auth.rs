@@ -1,0 +1,253 @@
+//! Who is calling: bearer tokens, and node registration.
+//!
+//! Three kinds of token, as k3s has them:
+//! - the admin token (`DATA_DIR/admin-token`, in `admin.kubeconfig`): may do anything;
+//! - the join token (`DATA_DIR/node-token`): may only register a node
+//!   (`POST /v1-nodectl/register`), which answers a token of the node's own;
+//! - a node's token, `node:NAME:SECRET`: the user `system:node:NAME`, whose rights
+//!   [`super::authz`] decides.
+//!
+//! A node's credentials live in the store (so every server sharing an etcd knows them)
+//! under `/registry/nodectl.io/nodecredentials/NAME`, which no API path reaches: the
+//! SHA-256 of its token's secret, and a salted SHA-256 of the password it registered with.
+//! Registering a name again rotates its token only with the same password, so the join
+//! token alone cannot take over a registered node (k3s keeps a node password for this).
+//! The admin revokes a node's credentials (a lost machine; a name to be given to another)
+//! with `DELETE /v1-nodectl/register/NAME`; the name may then register with any password.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use super::objects::{Store, blocking};
+use super::status::ApiError;
+use crate::server::store::StoreError;
+
+/// The registration endpoint (not a Kubernetes resource: no get, list or watch).
+/// `DELETE REGISTER_PATH/NAME` (admin only) revokes a node's credentials.
+pub const REGISTER_PATH: &str = "/v1-nodectl/register";
+const CREDENTIALS_PREFIX: &str = "/registry/nodectl.io/nodecredentials/";
+/// How long a verified node token is trusted without reading the store again. A token
+/// rotated through another server keeps working here for at most this long.
+const VERIFIED_FOR: Duration = Duration::from_secs(10);
+const TOKEN_PREFIX: &str = "node:";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum User {
+    Admin,
+    /// Holds the join token.
+    Joining,
+    /// `system:node:NAME`.
+    Node(String),
+}
+
+impl User {
+    /// The user name Kubernetes would report.
+    pub fn name(&self) -> String {
+        match self {
+            User::Admin => "system:admin".into(),
+            User::Joining => "system:bootstrap:nodectl-join".into(),
+            User::Node(n) => format!("system:node:{n}"),
+        }
+    }
+}
+
+impl User {
+    /// The groups Kubernetes puts such a user in.
+    pub fn groups(&self) -> Vec<&'static str> {
+        match self {
+            User::Admin => vec!["system:masters", "system:authenticated"],
+            User::Joining => vec!["system:bootstrappers", "system:authenticated"],
+            User::Node(_) => vec!["system:nodes", "system:authenticated"],
+        }
+    }
+}
+
+/// The answer to a SelfSubjectReview (`kubectl auth whoami`).
+pub fn self_subject_review(user: &User) -> Value {
+    json!({
+        "kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
+        "metadata": {"creationTimestamp": crate::timefmt::now_rfc3339()},
+        "status": {"userInfo": {"username": user.name(), "groups": user.groups()}},
+    })
+}
+
+pub struct Auth {
+    admin_token: String,
+    join_token: String,
+    ca_pem: String,
+    store: Store,
+    /// SHA-256 of a node token checked lately, its node, and when it was checked.
+    verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn sha256(parts: &[&[u8]]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(p);
+    }
+    h.finalize().into()
+}
+
+fn credentials_key(node: &str) -> String {
+    format!("{CREDENTIALS_PREFIX}{node}")
+}
+
+/// A node's stored credentials.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Credentials {
+    /// hex SHA-256 of the token's secret part.
+    token_hash: String,
+    password_salt: String,
+    /// hex SHA-256 of salt and password.
+    password_hash: String,
+    registered: String,
+}
+
+impl Auth {
+    pub fn new(admin_token: String, join_token: String, ca_pem: String, store: Store) -> Auth {
+        Auth { admin_token, join_token, ca_pem, store, verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// The caller, from its bearer token; 401 for none or an unknown one.
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<User, ApiError> {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .ok_or_else(ApiError::unauthorized)?;
+        if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
+            return Ok(User::Admin);
+        }
+        if constant_time_eq(token.as_bytes(), self.join_token.as_bytes()) {
+            return Ok(User::Joining);
+        }
+        let (node, secret) = token
+            .strip_prefix(TOKEN_PREFIX)
+            .and_then(|rest| rest.rsplit_once(':'))
+            .filter(|(n, s)| !n.is_empty() && !s.is_empty())
+            .ok_or_else(ApiError::unauthorized)?;
+        let fingerprint = sha256(&[token.as_bytes()]);
+        if let Some((name, at)) = self.verified.lock().expect("token cache").get(&fingerprint)
+            && at.elapsed() < VERIFIED_FOR
+        {
+            return Ok(User::Node(name.clone()));
+        }
+        let (store, key) = (self.store.clone(), credentials_key(node));
+        let stored = blocking(move || store.get(&key).map_err(|e| ApiError::from_store(e, "nodecredentials", ""))).await?;
+        let Some(kv) = stored else { return Err(ApiError::unauthorized()) };
+        let creds: Credentials = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("the stored credentials of node {node} are corrupt: {e}")))?;
+        if !constant_time_eq(hex::encode(sha256(&[secret.as_bytes()])).as_bytes(), creds.token_hash.as_bytes()) {
+            return Err(ApiError::unauthorized());
+        }
+        let mut cache = self.verified.lock().expect("token cache");
+        // Bounded: stale entries go whenever the cache grows large.
+        if cache.len() > 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
+        }
+        cache.insert(fingerprint, (node.to_string(), Instant::now()));
+        Ok(User::Node(node.to_string()))
+    }
+
+    /// `DELETE /v1-nodectl/register/NAME`: the node's token stops working (here at once, on
+    /// other servers sharing the store within [`VERIFIED_FOR`]) and its name is free.
+    pub async fn revoke(&self, node: &str) -> Result<Value, ApiError> {
+        let (store, key, n) = (self.store.clone(), credentials_key(node), node.to_string());
+        if crate::api::names::name_problem(node, false).is_some() {
+            return Err(ApiError::not_found("noderegistrations", node));
+        }
+        blocking(move || match store.delete(&key, None) {
+            Ok(_) => Ok(()),
+            Err(StoreError::NotFound { .. }) => Err(ApiError::not_found("noderegistrations", &n)),
+            Err(e) => Err(ApiError::from_store(e, "noderegistrations", &n)),
+        })
+        .await?;
+        self.verified.lock().expect("token cache").retain(|_, (name, _)| name != node);
+        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": node, "kind": "noderegistrations"}}))
+    }
+
+    /// `POST /v1-nodectl/register` with `{"nodeName": N, "password": P}`: a new token for
+    /// node N (201 the first time, 200 when a registered node rotates its token with its
+    /// password), the CA, and a kubeconfig for `https://HOST` as the request named it.
+    pub async fn register(&self, body: &[u8], host: Option<&str>) -> Result<(StatusCode, Value), ApiError> {
+        let req: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        let node = req.get("nodeName").and_then(Value::as_str).unwrap_or_default().to_string();
+        let password = req.get("password").and_then(Value::as_str).unwrap_or_default().to_string();
+        let mut causes = Vec::new();
+        if node.is_empty() {
+            causes.push(("nodeName".to_string(), "Required value".to_string()));
+        } else if let Some(problem) = crate::api::names::name_problem(&node, false) {
+            causes.push(("nodeName".to_string(), problem));
+        }
+        if password.is_empty() {
+            causes.push(("password".to_string(), "Required value: a secret the node keeps, to register again later".to_string()));
+        } else if password.len() > 1024 {
+            causes.push(("password".to_string(), "Too long: may not be more than 1024 bytes".to_string()));
+        }
+        if !causes.is_empty() {
+            return Err(ApiError::invalid("NodeRegistration", &node, causes));
+        }
+        let secret = crate::server::pki::random_token();
+        let token = format!("{TOKEN_PREFIX}{node}:{secret}");
+        let (store, key, n) = (self.store.clone(), credentials_key(&node), node.clone());
+        let created = blocking(move || {
+            for _ in 0..5 {
+                let salt = crate::server::pki::random_token();
+                let creds = Credentials {
+                    token_hash: hex::encode(sha256(&[secret.as_bytes()])),
+                    password_hash: hex::encode(sha256(&[salt.as_bytes(), password.as_bytes()])),
+                    password_salt: salt,
+                    registered: crate::timefmt::now_rfc3339(),
+                };
+                let value = serde_json::to_vec(&creds).expect("serialises");
+                let err = |e| ApiError::from_store(e, "nodecredentials", &n);
+                let Some(current) = store.get(&key).map_err(err)? else {
+                    match store.create(&key, &value) {
+                        Ok(_) => return Ok(true),
+                        Err(StoreError::AlreadyExists { .. }) => continue,
+                        Err(e) => return Err(err(e)),
+                    }
+                };
+                let old: Credentials = serde_json::from_slice(&current.value)
+                    .map_err(|e| ApiError::internal(format!("the stored credentials of node {n} are corrupt: {e}")))?;
+                let given = hex::encode(sha256(&[old.password_salt.as_bytes(), password.as_bytes()]));
+                if !constant_time_eq(given.as_bytes(), old.password_hash.as_bytes()) {
+                    let mut e = ApiError::new(
+                        StatusCode::FORBIDDEN,
+                        "Forbidden",
+                        format!("node {n:?} is already registered with another password; its credentials are not given out again"),
+                    );
+                    e.details = Some(json!({"name": n, "kind": "noderegistrations"}));
+                    return Err(e);
+                }
+                match store.update(&key, &value, Some(current.mod_revision)) {
+                    Ok(_) => return Ok(false),
+                    Err(StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(err(e)),
+                }
+            }
+            Err(ApiError::conflict("noderegistrations", &n))
+        })
+        .await?;
+        // The old token stops working here at once (other servers: within VERIFIED_FOR).
+        self.verified.lock().expect("token cache").retain(|_, (name, _)| *name != node);
+        let server = format!("https://{}", host.unwrap_or("127.0.0.1:6443"));
+        let kubeconfig = super::super::pki::kubeconfig(&server, &self.ca_pem, &format!("system:node:{node}"), &token, "default");
+        let answer = json!({
+            "kind": "NodeCredentials", "apiVersion": "nodectl.io/v1",
+            "nodeName": node, "user": format!("system:node:{node}"),
+            "token": token, "caCert": self.ca_pem, "kubeconfig": kubeconfig,
+        });
+        Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, answer))
+    }
+}

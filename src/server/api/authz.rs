@@ -1,0 +1,276 @@
+//! What a caller may do, in the spirit of kube-apiserver's Node authorizer with the
+//! NodeRestriction admission plugin.
+//!
+//! The admin may do anything. The join token may only register (see [`super::auth`]).
+//! `system:node:NAME` may:
+//! - read (get, list, watch) pods, services, endpoints, nodes and namespaces;
+//! - get a Secret or ConfigMap only when a pod bound to it refers to it (volumes,
+//!   projected volumes, env, envFrom, imagePullSecrets), and list or watch one only so
+//!   named (`fieldSelector=metadata.name=X` in its namespace), as the kubelet does;
+//! - create, update and patch its own Node (and its status), its own Lease in
+//!   `kube-node-lease`, and events;
+//! - update and patch the status of pods bound to it, and delete them (the kubelet ends a
+//!   graceful deletion once the containers stopped);
+//!
+//! and nothing else: 403 Forbidden, worded as kube-apiserver words it. Checks that depend
+//! on the stored object (is this pod bound here?) are [`Guard`]s, run on the very version
+//! the write replaces, so a pod cannot change hands between the check and the write.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+
+use super::auth::User;
+use super::objects::{Guard, Store, blocking, decode};
+use super::resources::{self, Resource};
+use super::status::ApiError;
+
+/// What a request does, in RBAC's terms.
+pub struct Attributes<'a> {
+    /// get, list, watch, create, update, patch, delete or deletecollection.
+    pub verb: &'static str,
+    pub resource: &'static Resource,
+    pub subresource: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    /// From the path; for a create, from the body.
+    pub name: Option<&'a str>,
+}
+
+/// 403 as the API server words it, e.g. `nodes "x" is forbidden: User "system:node:y"
+/// cannot update resource "nodes" in API group "" at the cluster scope`, and `: why`.
+pub fn forbidden(user: &User, a: &Attributes<'_>, why: Option<&str>) -> ApiError {
+    let r = a.resource;
+    let qualified = if r.group.is_empty() { r.plural.to_string() } else { format!("{}.{}", r.plural, r.group) };
+    let object = match a.name {
+        Some(n) => format!("{qualified} \"{n}\""),
+        None => qualified,
+    };
+    let resource = match a.subresource {
+        Some(s) => format!("{}/{s}", r.plural),
+        None => r.plural.to_string(),
+    };
+    let scope = match a.namespace {
+        Some(ns) if r.namespaced => format!("in the namespace \"{ns}\""),
+        _ => "at the cluster scope".to_string(),
+    };
+    let mut message = format!("{object} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}", user.name(), a.verb, r.group);
+    if let Some(why) = why {
+        message.push_str(": ");
+        message.push_str(why);
+    }
+    let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message);
+    e.details = Some(json!({"name": a.name.unwrap_or_default(), "group": r.group, "kind": r.plural}));
+    e
+}
+
+/// 403 for a path that is not a resource (discovery and the like).
+pub fn forbidden_path(user: &User, verb: &str, path: &str) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("forbidden: User \"{}\" cannot {verb} path \"{path}\"", user.name()))
+}
+
+/// Whether `user` may do `a`: Ok(None) yes, Ok(Some(guard)) yes if the guard passes on
+/// the stored object, Err(403) no.
+pub async fn authorize(store: &Store, user: &User, a: &Attributes<'_>, query: &BTreeMap<String, String>) -> Result<Option<Guard>, ApiError> {
+    let node = match user {
+        User::Admin => return Ok(None),
+        User::Joining => return Err(forbidden(user, a, Some("the join token may only register a node"))),
+        User::Node(n) => n.as_str(),
+    };
+    let read = matches!(a.verb, "get" | "list" | "watch");
+    let own_name = a.name == Some(node);
+    let deny = |why: Option<&str>| Err(forbidden(user, a, why));
+    match (a.resource.kind, a.subresource) {
+        ("Pod" | "Service" | "Endpoints" | "Node" | "Namespace", None | Some("status")) if read => Ok(None),
+        ("Node", None | Some("status")) if matches!(a.verb, "create" | "update" | "patch") => {
+            if own_name { Ok(Some(own_labels(node))) } else { deny(Some(&format!("node \"{node}\" may only modify its own Node"))) }
+        }
+        ("Lease", None) if matches!(a.verb, "get" | "create" | "update" | "patch") => {
+            if own_name && a.namespace == Some("kube-node-lease") {
+                Ok(None)
+            } else {
+                deny(Some(&format!("node \"{node}\" may only use its own Lease, {node:?} in the namespace \"kube-node-lease\"")))
+            }
+        }
+        ("Event", None) if matches!(a.verb, "create" | "update" | "patch") => Ok(None),
+        ("Pod", Some("status")) if matches!(a.verb, "update" | "patch") => Ok(Some(bound_to(user, a, node))),
+        ("Pod", None) if a.verb == "delete" => Ok(Some(bound_to(user, a, node))),
+        ("Secret" | "ConfigMap", None) if read => {
+            let name = match (a.verb, a.name) {
+                ("get", Some(n)) => Some(n.to_string()),
+                // The kubelet watches one object at a time, through a name field selector.
+                ("list" | "watch", None) => query.get("fieldSelector").and_then(|f| single_name(f)),
+                _ => None,
+            };
+            let (Some(name), Some(ns)) = (name, a.namespace) else {
+                return deny(Some(&format!("node \"{node}\" may read {} only one at a time, by name", a.resource.plural)));
+            };
+            if referenced(store, node, a.resource.kind, ns, &name).await? {
+                Ok(None)
+            } else {
+                let what = format!("no relationship found between node '{node}' and this object");
+                Err(forbidden(user, &Attributes { name: Some(&name), ..*a }, Some(&what)))
+            }
+        }
+        _ => deny(None),
+    }
+}
+
+/// `metadata.name=X` (or `==`), and nothing else: X.
+fn single_name(selector: &str) -> Option<String> {
+    let (field, value) = selector.split_once("==").or_else(|| selector.split_once('='))?;
+    (field.trim() == "metadata.name" && !value.is_empty() && !value.contains(',')).then(|| value.trim().to_string())
+}
+
+/// The guard of a write to a pod: it must be bound to `node`.
+fn bound_to(user: &User, a: &Attributes<'_>, node: &str) -> Guard {
+    let e = forbidden(user, a, Some(&format!("the pod is not bound to node \"{node}\"")));
+    let (node, message, details) = (node.to_string(), e.message, e.details);
+    Arc::new(move |stored: Option<&Value>, _: Option<&Value>| {
+        if stored.and_then(|pod| pod.pointer("/spec/nodeName")).and_then(Value::as_str) == Some(node.as_str()) {
+            Ok(())
+        } else {
+            let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message.clone());
+            e.details = details.clone();
+            Err(e)
+        }
+    })
+}
+
+/// The guard of a node's writes to its own Node, as NodeRestriction has it: labels in the
+/// kubernetes.io and k8s.io namespaces, which the cluster's placement decisions trust
+/// (node-restriction.kubernetes.io/ above all), stay as they are, but for the ones a
+/// kubelet sets about itself.
+fn own_labels(node: &str) -> Guard {
+    let node = node.to_string();
+    Arc::new(move |stored: Option<&Value>, new: Option<&Value>| {
+        let labels = |o: Option<&Value>| o.and_then(|o| o.pointer("/metadata/labels")).and_then(Value::as_object).cloned().unwrap_or_default();
+        let (before, after) = (labels(stored), labels(new));
+        let mut changed: Vec<&String> = before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k) && protected_label(k)).collect();
+        changed.sort();
+        changed.dedup();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let list: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
+        let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("nodes \"{node}\" is forbidden: is not allowed to modify labels: {}", list.join(", ")));
+        e.details = Some(json!({"name": node, "kind": "nodes"}));
+        Err(e)
+    })
+}
+
+/// A label a node may not set on itself (NodeRestriction's isProtectedLabel).
+fn protected_label(key: &str) -> bool {
+    const KUBELET_LABELS: &[&str] = &[
+        "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os", "beta.kubernetes.io/arch", "beta.kubernetes.io/os",
+        "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type", "failure-domain.beta.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone", "topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+    ];
+    let Some((prefix, _)) = key.split_once('/') else { return false };
+    let within = |ns: &str| prefix == ns || prefix.ends_with(&format!(".{ns}"));
+    if KUBELET_LABELS.contains(&key) || within("kubelet.kubernetes.io") || within("node.kubernetes.io") {
+        return false;
+    }
+    within("kubernetes.io") || within("k8s.io")
+}
+
+/// Whether a pod bound to `node` in `ns` refers to the Secret or ConfigMap (`kind`) `name`.
+async fn referenced(store: &Store, node: &str, kind: &'static str, ns: &str, name: &str) -> Result<bool, ApiError> {
+    let pods = resources::find("", "v1", "pods").expect("pods are served");
+    let (store, prefix) = (store.clone(), pods.key(Some(ns), None));
+    let list = blocking(move || store.list(&prefix, None, 0, None).map_err(|e| ApiError::from_store(e, "pods", ""))).await?;
+    for kv in &list.items {
+        let pod = decode(kv)?;
+        if pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && refers_to(&pod, kind, name) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Whether `pod` uses the Secret or ConfigMap (`kind`) `name`.
+pub fn refers_to(pod: &Value, kind: &str, name: &str) -> bool {
+    let spec = &pod["spec"];
+    let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
+    let (volume_key, source_name, key_ref, env_from) =
+        if kind == "Secret" { ("secret", "secretName", "secretKeyRef", "secretRef") } else { ("configMap", "name", "configMapKeyRef", "configMapRef") };
+    let array = |v: &Value| v.as_array().cloned().unwrap_or_default();
+    for volume in array(&spec["volumes"]) {
+        if is(volume[volume_key].get(source_name)) {
+            return true;
+        }
+        if array(&volume["projected"]["sources"]).iter().any(|s| is(s[volume_key].get("name"))) {
+            return true;
+        }
+    }
+    if kind == "Secret" && array(&spec["imagePullSecrets"]).iter().any(|s| is(s.get("name"))) {
+        return true;
+    }
+    for list in ["containers", "initContainers", "ephemeralContainers"] {
+        for c in array(&spec[list]) {
+            if array(&c["env"]).iter().any(|e| is(e["valueFrom"][key_ref].get("name"))) {
+                return true;
+            }
+            if array(&c["envFrom"]).iter().any(|e| is(e[env_from].get("name"))) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn references_are_found_wherever_a_pod_names_them() {
+        let pod = json!({"spec": {
+            "volumes": [{"name": "a", "secret": {"secretName": "vol"}}, {"name": "b", "configMap": {"name": "cm-vol"}},
+                        {"name": "p", "projected": {"sources": [{"secret": {"name": "proj"}}, {"configMap": {"name": "cm-proj"}}]}}],
+            "imagePullSecrets": [{"name": "pull"}],
+            "initContainers": [{"name": "i", "envFrom": [{"secretRef": {"name": "init-from"}}]}],
+            "containers": [{"name": "c", "env": [{"name": "X", "valueFrom": {"secretKeyRef": {"name": "env", "key": "k"}}},
+                                                  {"name": "Y", "valueFrom": {"configMapKeyRef": {"name": "cm-env", "key": "k"}}}],
+                            "envFrom": [{"configMapRef": {"name": "cm-from"}}]}],
+        }});
+        for s in ["vol", "proj", "pull", "init-from", "env"] {
+            assert!(refers_to(&pod, "Secret", s), "{s}");
+            assert!(!refers_to(&pod, "ConfigMap", s), "{s}");
+        }
+        for c in ["cm-vol", "cm-proj", "cm-env", "cm-from"] {
+            assert!(refers_to(&pod, "ConfigMap", c), "{c}");
+            assert!(!refers_to(&pod, "Secret", c), "{c}");
+        }
+        assert!(!refers_to(&pod, "Secret", "other"));
+        assert!(!refers_to(&json!({}), "Secret", "vol"));
+    }
+
+    #[test]
+    fn a_node_may_set_only_the_labels_a_kubelet_sets_about_itself() {
+        for free in ["disk", "example.com/rack", "kubernetes.io/hostname", "topology.kubernetes.io/zone", "node.kubernetes.io/exclude-from-external-load-balancers", "kubelet.kubernetes.io/x"] {
+            assert!(!protected_label(free), "{free}");
+        }
+        for protected in ["node-restriction.kubernetes.io/secure", "node-role.kubernetes.io/control-plane", "kubernetes.io/other", "k8s.io/x", "x.k8s.io/y"] {
+            assert!(protected_label(protected), "{protected}");
+        }
+        let guard = own_labels("n1");
+        let node = |labels: Value| json!({"metadata": {"name": "n1", "labels": labels}});
+        let stored = node(json!({"node-role.kubernetes.io/worker": "", "disk": "hdd"}));
+        assert!(guard(Some(&stored), Some(&node(json!({"node-role.kubernetes.io/worker": "", "disk": "ssd"})))).is_ok());
+        let e = guard(Some(&stored), Some(&node(json!({"disk": "hdd"})))).unwrap_err();
+        assert!(e.message.contains("node-role.kubernetes.io/worker"), "{}", e.message);
+        assert!(guard(None, Some(&node(json!({"node-restriction.kubernetes.io/secure": "true"})))).is_err());
+    }
+
+    #[test]
+    fn only_a_single_name_selector_names_one_object() {
+        assert_eq!(single_name("metadata.name=cfg").as_deref(), Some("cfg"));
+        assert_eq!(single_name("metadata.name==cfg").as_deref(), Some("cfg"));
+        assert_eq!(single_name("metadata.name!=cfg"), None);
+        assert_eq!(single_name("metadata.name=a,metadata.namespace=b"), None);
+        assert_eq!(single_name("metadata.namespace=cfg"), None);
+        assert_eq!(single_name("metadata.name="), None);
+    }
+}
