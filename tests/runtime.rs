@@ -476,7 +476,9 @@ fn cgroup_limits_apply_and_oom_kills_show_as_137() {
     assert_eq!(read("pids", "pids.max"), "20");
     rt.ok(&["delete", "--force", "limits"]);
 
-    let out = rt.sh("forkbomb", "for i in 1 2 3 4 5 6 7 8; do sleep 5 & done 2>&1 | head -3; echo done", |s| {
+    // The forks happen in a subshell, whose failure ends only it: a pipeline here would
+    // race the outer shell's own forks against the loop's and could end the script.
+    let out = rt.sh("forkbomb", "(for i in 1 2 3 4 5 6 7 8; do sleep 5 & done) 2>&1; echo done", |s| {
         s["linux"]["resources"] = json!({"pids": {"limit": 4}});
     });
     assert!(out.contains("can't fork") || out.contains("Resource temporarily unavailable"), "{out}");
