@@ -892,6 +892,33 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup() {
 }
 
 #[test]
+fn exec_of_a_process_that_exits_at_once_is_waited_for_every_time() {
+    // The exec'd process can run, say Ready and exit before its intermediate parent has
+    // sent its pid; exec must still learn the pid and its exit code (CI once hung here).
+    let rt = Rt::new();
+    let b = rt.bundle("fast-exec", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "fast-exec");
+    rt.ok(&["start", "fast-exec"]);
+    for i in 0..200 {
+        let mut child = rt.cmd(&["exec", "fast-exec", "sh", "-c", "exit 5"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        // A hang is what this looks for: give up on one exec after a minute, whatever the load.
+        let end = Instant::now() + Duration::from_secs(60);
+        let status = loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                break st;
+            }
+            if Instant::now() > end {
+                let _ = child.kill();
+                panic!("exec {i} never returned");
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        };
+        assert_eq!(status.code(), Some(5), "exec {i}");
+    }
+    rt.ok(&["delete", "--force", "fast-exec"]);
+}
+
+#[test]
 fn a_terminal_goes_to_the_console_socket() {
     use std::io::Read;
     use std::os::fd::{FromRawFd, OwnedFd};

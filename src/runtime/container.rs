@@ -212,6 +212,7 @@ impl Runtime {
         };
         let fail = |message: String| RuntimeError::Init { id: id.to_string(), message };
         chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
+        let mut ready_early = false;
         loop {
             match chan.recv().map_err(|e| fail(format!("setup channel: {e}")))? {
                 Some(Msg::MapUsers) => {
@@ -233,6 +234,10 @@ impl Runtime {
                         let s = state_json(&rec, Status::Created).to_string();
                         chan.send(&Msg::State(s)).map_err(|e| fail(format!("setup channel: {e}")))?;
                     }
+                    if ready_early {
+                        tracing::debug!("create {id}: ready");
+                        break;
+                    }
                 }
                 Some(Msg::RunHooks) => {
                     // "created": the spec's state is that after lifecycle step 2 (the
@@ -242,10 +247,12 @@ impl Runtime {
                     hooks::run_all(&cfg.hooks.create_runtime, s.as_bytes()).map_err(fail)?;
                     chan.send(&Msg::HooksDone).map_err(|e| fail(format!("setup channel: {e}")))?;
                 }
-                Some(Msg::Ready) => {
+                // With an intermediate process, its Pid may come after the init's Ready.
+                Some(Msg::Ready) if rec.pid != 0 => {
                     tracing::debug!("create {id}: ready");
                     break;
                 }
+                Some(Msg::Ready) => ready_early = true,
                 Some(Msg::Error(e)) => return Err(fail(e)),
                 Some(other) => return Err(fail(format!("setup protocol: unexpected {other:?}"))),
                 None => return Err(fail("the container's init exited during setup".into())),
@@ -449,10 +456,13 @@ impl Runtime {
         };
         chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
         let mut pid = 0;
-        loop {
+        let mut ready = false;
+        // The intermediate sends Pid after its fork returns, and the process may run and
+        // send Ready before that: both must have come (a fast `exit 5` once hung here).
+        while pid == 0 || !ready {
             match chan.recv().map_err(|e| fail(format!("setup channel: {e}")))? {
                 Some(Msg::Pid { pid: p }) => pid = p,
-                Some(Msg::Ready) => break,
+                Some(Msg::Ready) => ready = true,
                 Some(Msg::Error(e)) => {
                     let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
                     let _ = waitpid(Pid::from_raw(child), None);
@@ -533,6 +543,10 @@ fn prepare_to_wait() -> Result<SigSet> {
 /// Waits for `pid` to exit, passing on every other signal we get to it; its exit code,
 /// or 128+n if a signal ended it.
 fn wait_forwarding(pid: i32, set: &SigSet) -> Result<i32> {
+    // kill(0 or less, …) would signal our own process group, which then signals us back.
+    if pid <= 0 {
+        return Err(RuntimeError::Invalid(format!("no process to wait for (pid {pid})")));
+    }
     // It may have exited before we got here: its SIGCHLD is pending then, not lost.
     if let Some(code) = reap(pid) {
         return Ok(code);
