@@ -71,6 +71,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
         bail!("--restart-backoff: {} is not a number of seconds", args.restart_backoff);
     }
     let manifest = crate::api::manifest::load(&args.file)?;
+    clean_abandoned(root);
     let opts = RunOptions {
         root: root.to_path_buf(),
         network: args.net.config(root)?,

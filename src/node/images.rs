@@ -41,7 +41,10 @@ pub fn resolve(store: &Store, image: &str, policy: Option<&str>, field: &str, pu
         }
         (_, local) => {
             let reference: Reference = image.parse().map_err(|e| PlanError::Image(format!("{field}.image: {image:?}: {e}")))?;
-            match pull::pull(store, &reference, pull_opts) {
+            let pulled = pull::pull(store, &reference, pull_opts);
+            // The pull's event loop had threads; the runtime forks only when they are gone.
+            super::namespaces::wait_single_threaded();
+            match pulled {
                 Ok(r) => r,
                 // Always, with a copy at hand and the registry out of reach: a machine
                 // without a network still runs what it has, and says so.
@@ -53,7 +56,6 @@ pub fn resolve(store: &Store, image: &str, policy: Option<&str>, field: &str, pu
             }
         }
     };
-    super::namespaces::wait_single_threaded();
     let bytes = store.read_blob(&record.config).map_err(|e| PlanError::Image(format!("{field}.image: {image}: config: {e}")))?;
     let parsed: ImageConfiguration = serde_json::from_slice(&bytes).map_err(|e| PlanError::Image(format!("{field}.image: {image}: config {}: {e}", record.config)))?;
     Ok(Resolved { config: parsed.config().clone(), record })

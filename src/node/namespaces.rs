@@ -46,7 +46,8 @@ pub fn hold(flags: CloneFlags, targets: &[(&str, &Path)], hostname: Option<&str>
     drop(ready_r);
     if result.is_err() {
         for (_, path) in targets {
-            let _ = release(path);
+            // Any namespace file, not only a network one: unmount and unlink.
+            let _ = crate::network::remove_netns(path);
         }
     }
     result
@@ -59,19 +60,6 @@ fn bind_all(child: Pid, targets: &[(&str, &Path)]) -> Result<(), String> {
         nix::mount::mount(Some(source.as_str()), *path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| format!("bind {source} onto {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// Unmounts and removes a namespace file; a path that is not there (or not mounted) is fine.
-pub fn release(path: &Path) -> Result<(), String> {
-    match nix::mount::umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(format!("unmount {}: {e}", path.display())),
-    }
-    match fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(format!("remove {}: {e}", path.display())),
-    }
 }
 
 /// Waits for threads that have been joined to leave /proc/self/task: the runtime refuses

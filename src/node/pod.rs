@@ -105,20 +105,12 @@ fn port_mappings(manifest: &Manifest) -> Vec<PortMapping> {
     out
 }
 
-/// Runs the pod to its end; returns the exit code for `nodectl run`.
+/// Runs the pod to its end; returns the exit code for `nodectl run`. Pods a killed run
+/// left behind are the caller's to clean first ([`sandbox::gc`]).
 pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
     for w in &manifest.warnings {
         say(&format!("warning: {w}"));
     }
-    // A pod whose `nodectl run` was killed left its parts behind: clean them first.
-    let report = sandbox::gc(&opts.root);
-    for key in &report.pods {
-        say(&format!("removed the remains of pod {key}, whose nodectl was killed"));
-    }
-    for e in &report.errors {
-        say(&format!("warning: cleaning up: {e}"));
-    }
-
     // Blocked before anything exists, so a Ctrl-C during set-up waits in the signalfd
     // and stops the pod the moment it runs, with nothing half-made left behind.
     let mut mask = SigSet::empty();

@@ -241,10 +241,8 @@ pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
         note(net.config().and_then(|cfg| network::teardown(&cfg, &record.key).map_err(|e| PlanError::Host(format!("pod network: {e}")))));
     }
     let dir = pods_dir(root).join(&record.key);
+    // The namespace files, /dev/shm and volumes are all mounts below the pod's directory.
     note(namespaces::unmount_below(&dir).map_err(PlanError::Host));
-    for ns in ["net", "uts", "ipc"] {
-        note(namespaces::release(&dir.join("ns").join(ns)).map_err(PlanError::Host));
-    }
     note(crate::runtime::cgroups::remove_parent(&record.cgroup_parent).map_err(|e| PlanError::Host(format!("remove cgroup {}: {e}", record.cgroup_parent))));
     match fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => note(Err(PlanError::Host(format!("remove {}: {e}", dir.display())))),
