@@ -40,7 +40,13 @@ pub fn format_rfc3339(secs: i64) -> String {
 /// Parses `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`; None if it is not that.
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !matches!(b[10], b'T' | b't' | b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -100,7 +106,11 @@ mod tests {
 
     #[test]
     fn formats_and_parses_dates() {
-        for (secs, text) in [(0, "1970-01-01T00:00:00Z"), (951_782_400, "2000-02-29T00:00:00Z"), (1_795_305_600, "2026-11-22T00:00:00Z")] {
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+            (1_795_305_600, "2026-11-22T00:00:00Z"),
+        ] {
             assert_eq!(format_rfc3339(secs), text);
             assert_eq!(parse_rfc3339(text), Some(secs));
         }
@@ -110,7 +120,16 @@ mod tests {
 
     #[test]
     fn ages_read_like_kubectl() {
-        for (secs, text) in [(5, "5s"), (119, "119s"), (150, "2m30s"), (600, "10m"), (3 * 3600 + 60, "3h1m"), (30 * 3600, "30h"), (3 * 86400 + 3600, "3d1h"), (40 * 86400, "40d")] {
+        for (secs, text) in [
+            (5, "5s"),
+            (119, "119s"),
+            (150, "2m30s"),
+            (600, "10m"),
+            (3 * 3600 + 60, "3h1m"),
+            (30 * 3600, "30h"),
+            (3 * 86400 + 3600, "3d1h"),
+            (40 * 86400, "40d"),
+        ] {
             assert_eq!(human_duration(secs), text, "{secs}");
         }
     }

@@ -68,7 +68,10 @@ fn a_memory_limit_ends_in_an_oom_kill_that_is_counted() {
 fn a_pids_limit_stops_forks() {
     let t = TestCgroup::new();
     t.cg.apply(&Resources { pids_limit: Some(4), ..Default::default() }).unwrap();
-    let out = t.run("n=0; for i in 1 2 3 4 5 6 7 8; do (sleep 1) 2>/dev/null & done; wait; echo done").wait_with_output().unwrap();
+    let out = t
+        .run("n=0; for i in 1 2 3 4 5 6 7 8; do (sleep 1) 2>/dev/null & done; wait; echo done")
+        .wait_with_output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.to_lowercase().contains("fork"), "forks past the limit did not fail: {err}");
 }

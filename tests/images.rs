@@ -39,12 +39,18 @@ fn umoci_unpacks_them_as_we_expect() {
     let img = images();
     let tmp = tempfile::tempdir().unwrap();
     let bundle = tmp.path().join("multi");
-    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", img.join("multilayer").display())).arg(&bundle));
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", img.join("multilayer").display()))
+        .arg(&bundle));
     let checker = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rootfs-tools/check_tree.py");
     run(Command::new("python3").arg(&checker).arg(img.join("multilayer.expected.json")).arg(bundle.join("rootfs")));
 
     let bundle = tmp.path().join("busybox");
-    run(Command::new("umoci").args(["unpack", "--image"]).arg(format!("{}:latest", img.join("busybox").display())).arg(&bundle));
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:latest", img.join("busybox").display()))
+        .arg(&bundle));
     let sh = bundle.join("rootfs/bin/sh");
     assert!(sh.exists(), "busybox applets are linked");
     let passwd = std::fs::read_to_string(bundle.join("rootfs/etc/passwd")).unwrap();

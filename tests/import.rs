@@ -20,13 +20,22 @@ fn layer_count(root: &Path) -> usize {
 #[test]
 fn every_archive_form_imports_to_a_working_image() {
     let img = images();
-    for form in ["busybox", "busybox.oci.tar", "busybox.docker.tar", "busybox.docker-legacy.tar", "busybox.docker25.tar", "busybox-zstd", "busybox-index"] {
+    for form in [
+        "busybox",
+        "busybox.oci.tar",
+        "busybox.docker.tar",
+        "busybox.docker-legacy.tar",
+        "busybox.docker25.tar",
+        "busybox-zstd",
+        "busybox-index",
+    ] {
         let root = tempfile::tempdir().unwrap();
         let out = ok(root.path(), &["image", "import", img.join(form).to_str().unwrap(), "--name", "busybox"]);
         assert!(out.starts_with(BUSYBOX), "{form}: {out}");
         let ls = ok(root.path(), &["image", "ls"]);
         assert!(ls.contains(BUSYBOX), "{form}: ls shows {ls}");
-        let config: serde_json::Value = serde_json::from_str(&ok(root.path(), &["image", "inspect", "busybox"])).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&ok(root.path(), &["image", "inspect", "busybox"])).unwrap();
         assert_eq!(config["config"]["Cmd"][0], "sh", "{form}: {config}");
         assert_eq!(config["architecture"], "amd64", "{form}");
         let echoed = run_in_image(root.path(), "busybox", &["/bin/sh", "-c", "echo hello from $(id -un)"]);
@@ -50,7 +59,9 @@ fn one_layer_is_unpacked_once_for_every_image_that_shares_it() {
     let root = tempfile::tempdir().unwrap();
     // The OCI layout and its archive are the same image; the docker forms carry the same
     // layer uncompressed, so the same diff_id and ChainID.
-    for (form, name) in [("busybox", "a:1"), ("busybox.oci.tar", "b:1"), ("busybox.docker.tar", "c:1"), ("busybox.docker25.tar", "d:1")] {
+    for (form, name) in
+        [("busybox", "a:1"), ("busybox.oci.tar", "b:1"), ("busybox.docker.tar", "c:1"), ("busybox.docker25.tar", "d:1")]
+    {
         ok(root.path(), &["image", "import", img.join(form).to_str().unwrap(), "--name", name]);
     }
     assert_eq!(layer_count(root.path()), 1);
@@ -189,7 +200,8 @@ fn a_layer_whose_content_disagrees_with_the_config_is_refused() {
     let blobs = layout.join("blobs/sha256");
     let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
     let manifest_hex = index["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-    let mut manifest: serde_json::Value = serde_json::from_slice(&fs::read(blobs.join(&manifest_hex)).unwrap()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blobs.join(&manifest_hex)).unwrap()).unwrap();
     let config_hex = manifest["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
     let mut config: serde_json::Value = serde_json::from_slice(&fs::read(blobs.join(&config_hex)).unwrap()).unwrap();
     config["rootfs"]["diff_ids"][0] = serde_json::Value::String(format!("sha256:{}", "0".repeat(64)));
@@ -218,7 +230,8 @@ fn not_an_image_is_a_clear_error() {
     assert!(err.contains("junk.tar"), "{err}");
     let err = fails(root.path(), &["image", "import", "/nonexistent/image"]);
     assert!(err.contains("/nonexistent/image"), "{err}");
-    let err = fails(root.path(), &["image", "import", images().join("busybox").to_str().unwrap(), "--name", "Bad Name"]);
+    let err =
+        fails(root.path(), &["image", "import", images().join("busybox").to_str().unwrap(), "--name", "Bad Name"]);
     assert!(err.contains("invalid"), "{err}");
     let err = fails(root.path(), &["image", "inspect", "nothing-here"]);
     assert!(err.contains("no image matches"), "{err}");
@@ -247,7 +260,11 @@ fn two_processes_import_at_once() {
         }
         assert_eq!(layer_count(root.path()), 1, "round {round}");
         assert_eq!(ok(root.path(), &["image", "ls", "-q"]).lines().count(), 2, "round {round}");
-        assert_eq!(fs::read_dir(root.path().join("images/tmp")).unwrap().count(), 0, "round {round}: staging left behind");
+        assert_eq!(
+            fs::read_dir(root.path().join("images/tmp")).unwrap().count(),
+            0,
+            "round {round}: staging left behind"
+        );
         run_in_image(root.path(), "b", &["/bin/true"]);
         let _ = nodectl(root.path(), &["image", "rm", "a", "b"]);
     }

@@ -39,12 +39,7 @@ impl World {
         let dir = tempfile::tempdir().unwrap();
         let cfg = NetConfig::new(&bridge, &cidr, dir.path().join("network")).unwrap();
         let port_base = 40000 + ((pid % 400) * 50 + (n % 10) * 5) as u16;
-        World {
-            cfg,
-            dir,
-            netns: Vec::new(),
-            port_base,
-        }
+        World { cfg, dir, netns: Vec::new(), port_base }
     }
 
     fn netns(&mut self, name: &str) -> PathBuf {
@@ -70,20 +65,12 @@ impl World {
 
     /// The comments of the pod rules in our table (None: no table).
     fn pod_rules(&self) -> Option<Vec<String>> {
-        let out = std::process::Command::new("nft")
-            .args(["list", "table", "ip", &self.table()])
-            .output()
-            .unwrap();
+        let out = std::process::Command::new("nft").args(["list", "table", "ip", &self.table()]).output().unwrap();
         if !out.status.success() {
             return None;
         }
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        Some(
-            text.lines()
-                .filter(|l| l.contains("comment \"pod "))
-                .map(|l| l.trim().to_string())
-                .collect(),
-        )
+        Some(text.lines().filter(|l| l.contains("comment \"pod ")).map(|l| l.trim().to_string()).collect())
     }
 }
 
@@ -108,12 +95,7 @@ fn link_exists(name: &str) -> bool {
 }
 
 fn tcp(host_port: u16, container_port: u16) -> PortMapping {
-    PortMapping {
-        host_port,
-        container_port,
-        protocol: Protocol::Tcp,
-        host_ip: None,
-    }
+    PortMapping { host_port, container_port, protocol: Protocol::Tcp, host_ip: None }
 }
 
 /// A TCP server in a namespace that answers each line with "NAME LINE"; stops and
@@ -125,9 +107,7 @@ struct Echo {
 
 impl Echo {
     fn tcp(ns: &Path, port: u16, name: &str) -> Echo {
-        let l = network::run_in_netns(ns, || TcpListener::bind(("0.0.0.0", port)))
-            .unwrap()
-            .unwrap();
+        let l = network::run_in_netns(ns, || TcpListener::bind(("0.0.0.0", port))).unwrap().unwrap();
         l.set_nonblocking(true).unwrap();
         let (stop, name) = (Arc::new(AtomicBool::new(false)), name.to_string());
         let s = stop.clone();
@@ -142,23 +122,16 @@ impl Echo {
                             let _ = (&c).write_all(format!("{name} {line}").as_bytes());
                         }
                     }
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                        std::thread::sleep(Duration::from_millis(2))
-                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(2)),
                     Err(e) => panic!("accept: {e}"),
                 }
             }
         });
-        Echo {
-            stop,
-            thread: Some(thread),
-        }
+        Echo { stop, thread: Some(thread) }
     }
 
     fn udp(ns: &Path, port: u16, name: &str) -> Echo {
-        let u = network::run_in_netns(ns, || UdpSocket::bind(("0.0.0.0", port)))
-            .unwrap()
-            .unwrap();
+        let u = network::run_in_netns(ns, || UdpSocket::bind(("0.0.0.0", port))).unwrap().unwrap();
         u.set_read_timeout(Some(Duration::from_millis(20))).unwrap();
         let (stop, name) = (Arc::new(AtomicBool::new(false)), name.to_string());
         let s = stop.clone();
@@ -171,10 +144,7 @@ impl Echo {
                 }
             }
         });
-        Echo {
-            stop,
-            thread: Some(thread),
-        }
+        Echo { stop, thread: Some(thread) }
     }
 }
 
@@ -197,10 +167,7 @@ fn talk(stream: std::io::Result<TcpStream>, msg: &str) -> std::io::Result<String
 }
 
 fn connect(ip: Ipv4Addr, port: u16) -> std::io::Result<TcpStream> {
-    TcpStream::connect_timeout(
-        &SocketAddr::new(IpAddr::V4(ip), port),
-        Duration::from_secs(5),
-    )
+    TcpStream::connect_timeout(&SocketAddr::new(IpAddr::V4(ip), port), Duration::from_secs(5))
 }
 
 /// Talks to ip:port from inside the namespace `ns`.
@@ -216,19 +183,12 @@ fn two_pods_reach_each_other_and_the_host() {
     let (ns_b, b) = w.pod("pod-b", &[]);
     assert_ne!(a.ip, b.ip);
     for att in [&a, &b] {
-        assert!(
-            w.cfg.cidr.contains(&att.ip) && att.ip != w.gateway(),
-            "{att:?}"
-        );
+        assert!(w.cfg.cidr.contains(&att.ip) && att.ip != w.gateway(), "{att:?}");
         assert_eq!((att.prefix, att.gateway), (24, w.gateway()));
         assert!(link_exists(&att.host_veth));
-        let master =
-            std::fs::read_link(format!("/sys/class/net/{}/master", att.host_veth)).unwrap();
+        let master = std::fs::read_link(format!("/sys/class/net/{}/master", att.host_veth)).unwrap();
         assert!(master.ends_with(&w.cfg.bridge), "{master:?}");
-        let hairpin = std::fs::read_to_string(format!(
-            "/sys/class/net/{}/brport/hairpin_mode",
-            att.host_veth
-        ));
+        let hairpin = std::fs::read_to_string(format!("/sys/class/net/{}/brport/hairpin_mode", att.host_veth));
         assert_eq!(hairpin.unwrap().trim(), "1");
     }
     // br_netfilter is built into this kernel, so bridged pod-to-pod traffic passes
@@ -239,16 +199,11 @@ fn two_pods_reach_each_other_and_the_host() {
     assert_eq!(talk_from(&ns_a, b.ip, 7000, "hi").unwrap(), "b hi");
     assert_eq!(talk_from(&ns_b, a.ip, 7000, "ho").unwrap(), "a ho");
     // The pod's own loopback is up.
-    assert_eq!(
-        talk_from(&ns_a, Ipv4Addr::LOCALHOST, 7000, "lo").unwrap(),
-        "a lo"
-    );
+    assert_eq!(talk_from(&ns_a, Ipv4Addr::LOCALHOST, 7000, "lo").unwrap(), "a lo");
     // The default route leads to the host through the bridge's address.
     let host = TcpListener::bind((w.gateway(), 0)).unwrap();
     let port = host.local_addr().unwrap().port();
-    let stream = network::run_in_netns(&ns_a, || connect(w.gateway(), port))
-        .unwrap()
-        .unwrap();
+    let stream = network::run_in_netns(&ns_a, || connect(w.gateway(), port)).unwrap().unwrap();
     let (_, peer) = host.accept().unwrap();
     assert_eq!(peer.ip(), IpAddr::V4(a.ip));
     drop(stream);
@@ -258,14 +213,8 @@ fn two_pods_reach_each_other_and_the_host() {
 fn host_ports_reach_the_pod_from_loopback_the_bridge_address_and_other_pods() {
     let mut w = World::new();
     let (hp, hp_lo, hp_udp) = (w.port_base, w.port_base + 1, w.port_base + 2);
-    let only_lo = PortMapping {
-        host_ip: Some(Ipv4Addr::LOCALHOST),
-        ..tcp(hp_lo, 8081)
-    };
-    let udp = PortMapping {
-        protocol: Protocol::Udp,
-        ..tcp(hp_udp, 8082)
-    };
+    let only_lo = PortMapping { host_ip: Some(Ipv4Addr::LOCALHOST), ..tcp(hp_lo, 8081) };
+    let udp = PortMapping { protocol: Protocol::Udp, ..tcp(hp_udp, 8082) };
     let (ns_a, _a) = w.pod("web", &[tcp(hp, 8080), only_lo, udp]);
     let (ns_b, _b) = w.pod("client", &[]);
     let _e = Echo::tcp(&ns_a, 8080, "web");
@@ -273,22 +222,13 @@ fn host_ports_reach_the_pod_from_loopback_the_bridge_address_and_other_pods() {
     let _e3 = Echo::udp(&ns_a, 8082, "web-udp");
     let gw = w.gateway();
 
-    assert_eq!(
-        talk(connect(Ipv4Addr::LOCALHOST, hp), "from lo").unwrap(),
-        "web from lo"
-    );
+    assert_eq!(talk(connect(Ipv4Addr::LOCALHOST, hp), "from lo").unwrap(), "web from lo");
     assert_eq!(talk(connect(gw, hp), "from host").unwrap(), "web from host");
     // Hairpin: another pod, and the pod itself, through the host port.
     assert_eq!(talk_from(&ns_b, gw, hp, "from b").unwrap(), "web from b");
-    assert_eq!(
-        talk_from(&ns_a, gw, hp, "from self").unwrap(),
-        "web from self"
-    );
+    assert_eq!(talk_from(&ns_a, gw, hp, "from self").unwrap(), "web from self");
     // A mapping bound to 127.0.0.1 answers there only.
-    assert_eq!(
-        talk(connect(Ipv4Addr::LOCALHOST, hp_lo), "lo only").unwrap(),
-        "web-lo lo only"
-    );
+    assert_eq!(talk(connect(Ipv4Addr::LOCALHOST, hp_lo), "lo only").unwrap(), "web-lo lo only");
     assert!(talk(connect(gw, hp_lo), "not here").is_err());
     // UDP.
     let u = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
@@ -298,11 +238,7 @@ fn host_ports_reach_the_pod_from_loopback_the_bridge_address_and_other_pods() {
     let (n, _) = u.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"web-udp dgram");
 
-    assert_eq!(
-        w.pod_rules().unwrap().len(),
-        6,
-        "two rules (prerouting, output) per mapping"
-    );
+    assert_eq!(w.pod_rules().unwrap().len(), 6, "two rules (prerouting, output) per mapping");
 
     // Another pod cannot take a host port that is mapped already.
     let ns_c = w.netns("thief");
@@ -350,10 +286,7 @@ fn setting_up_a_pod_again_keeps_its_address_and_replaces_its_rules() {
     assert_eq!(a, a2);
     assert_eq!(w.pod_rules().unwrap().len(), 2);
     let _e = Echo::tcp(&ns, 80, "again");
-    assert_eq!(
-        talk(connect(Ipv4Addr::LOCALHOST, hp), "x").unwrap(),
-        "again x"
-    );
+    assert_eq!(talk(connect(Ipv4Addr::LOCALHOST, hp), "x").unwrap(), "again x");
     // Its record lost (a crash before the pool was written): the leftover veth, named
     // after the pod, is replaced rather than refused.
     let pool = w.cfg.state_dir.join(&w.cfg.bridge).join("ipam.json");
@@ -361,11 +294,7 @@ fn setting_up_a_pod_again_keeps_its_address_and_replaces_its_rules() {
     assert!(link_exists(&a.host_veth));
     let a3 = network::setup(&w.cfg, "again", &ns, &[]).unwrap();
     assert_eq!(a3.host_veth, a.host_veth);
-    assert_eq!(
-        w.pod_rules().unwrap(),
-        Vec::<String>::new(),
-        "its old rules go too"
-    );
+    assert_eq!(w.pod_rules().unwrap(), Vec::<String>::new(), "its old rules go too");
     assert_eq!(talk(connect(a3.ip, 80), "y").unwrap(), "again y");
 }
 
@@ -380,19 +309,12 @@ fn concurrent_set_ups_get_distinct_addresses() {
                 let nss = &nss;
                 s.spawn(move || {
                     (0..4)
-                        .map(|i| {
-                            network::setup(cfg, &format!("p{}", t * 4 + i), &nss[t * 4 + i], &[])
-                                .unwrap()
-                                .ip
-                        })
+                        .map(|i| network::setup(cfg, &format!("p{}", t * 4 + i), &nss[t * 4 + i], &[]).unwrap().ip)
                         .collect::<Vec<_>>()
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
     });
     let distinct: std::collections::BTreeSet<_> = ips.iter().collect();
     assert_eq!(distinct.len(), 16, "{ips:?}");
@@ -440,22 +362,13 @@ fn gc_after_a_crash_removes_what_dead_pods_left() {
     assert_eq!(removed, want);
     assert_eq!(report.rules_removed, 4);
     assert!(!link_exists(&dead.host_veth) && !link_exists(&lost.host_veth));
-    assert_eq!(
-        network::allocations(&w.cfg).unwrap(),
-        vec![("live".to_string(), live.ip)]
-    );
+    assert_eq!(network::allocations(&w.cfg).unwrap(), vec![("live".to_string(), live.ip)]);
     // The live pod is untouched and still reachable through its host port.
     let _e = Echo::tcp(&ns_live, 80, "live");
-    assert_eq!(
-        talk(connect(Ipv4Addr::LOCALHOST, hp + 1), "x").unwrap(),
-        "live x"
-    );
+    assert_eq!(talk(connect(Ipv4Addr::LOCALHOST, hp + 1), "x").unwrap(), "live x");
     assert_eq!(w.pod_rules().unwrap().len(), 2);
     // Nothing more to do the second time.
-    assert_eq!(
-        network::gc(&w.cfg, |k| k == "live").unwrap(),
-        network::GcReport::default()
-    );
+    assert_eq!(network::gc(&w.cfg, |k| k == "live").unwrap(), network::GcReport::default());
 }
 
 #[test]
@@ -464,17 +377,13 @@ fn a_failed_set_up_leaves_nothing_behind() {
     let hp = w.port_base;
     // No namespace at all.
     let missing = w.dir.path().join("no-such-ns");
-    let err = network::setup(&w.cfg, "x", &missing, &[tcp(hp, 80)])
-        .unwrap_err()
-        .to_string();
+    let err = network::setup(&w.cfg, "x", &missing, &[tcp(hp, 80)]).unwrap_err().to_string();
     assert!(err.contains("no-such-ns"), "{err}");
     // A file that is not a namespace: fails when the veth is made, after the address
     // was allocated and the bridge made.
     let not_ns = w.dir.path().join("plain-file");
     std::fs::write(&not_ns, b"").unwrap();
-    let err = network::setup(&w.cfg, "y", &not_ns, &[tcp(hp, 80)])
-        .unwrap_err()
-        .to_string();
+    let err = network::setup(&w.cfg, "y", &not_ns, &[tcp(hp, 80)]).unwrap_err().to_string();
     assert!(err.contains("plain-file") && err.contains("veth"), "{err}");
     assert!(network::allocations(&w.cfg).unwrap().is_empty());
     for key in ["x", "y"] {
@@ -485,18 +394,13 @@ fn a_failed_set_up_leaves_nothing_behind() {
     // A namespace that has an eth0 already (another pod's) is refused, and the other
     // pod keeps its veth.
     let (ns_w, wa) = w.pod("w", &[]);
-    let err = network::setup(&w.cfg, "v", &ns_w, &[])
-        .unwrap_err()
-        .to_string();
+    let err = network::setup(&w.cfg, "v", &ns_w, &[]).unwrap_err().to_string();
     assert!(err.contains("eth0") && err.contains("File exists"), "{err}");
     assert!(link_exists(&wa.host_veth));
     network::teardown(&w.cfg, "w").unwrap();
     // A good set-up afterwards works, and is the only pod with an address.
     let (_ns, a) = w.pod("z", &[]);
-    assert_eq!(
-        network::allocations(&w.cfg).unwrap(),
-        vec![("z".to_string(), a.ip)]
-    );
+    assert_eq!(network::allocations(&w.cfg).unwrap(), vec![("z".to_string(), a.ip)]);
 }
 
 /// The host veth of a pod on this world's bridge: whatever setup would name it, found
@@ -511,10 +415,7 @@ fn namespaces_are_held_by_bind_mounts() {
     let p = dir.path().join("ns");
     network::create_netns(&p).unwrap();
     let mine = std::fs::read_link("/proc/self/ns/net").unwrap();
-    let theirs = network::run_in_netns(&p, || {
-        std::fs::read_link("/proc/thread-self/ns/net").unwrap()
-    })
-    .unwrap();
+    let theirs = network::run_in_netns(&p, || std::fs::read_link("/proc/thread-self/ns/net").unwrap()).unwrap();
     assert_ne!(mine, theirs);
     // A second namespace at the same path is refused, naming the path.
     let err = network::create_netns(&p).unwrap_err().to_string();
@@ -535,11 +436,7 @@ fn setup_time() {
     network::teardown(&w.cfg, "warm").unwrap();
     let (mut setups, mut teardowns) = (Vec::new(), Vec::new());
     for i in 0..100 {
-        let ports = if i % 2 == 0 {
-            vec![]
-        } else {
-            vec![tcp(w.port_base, 80)]
-        };
+        let ports = if i % 2 == 0 { vec![] } else { vec![tcp(w.port_base, 80)] };
         let t = std::time::Instant::now();
         network::setup(&w.cfg, "timed", &ns, &ports).unwrap();
         setups.push((t.elapsed(), !ports.is_empty()));

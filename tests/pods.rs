@@ -32,8 +32,15 @@ impl PodEnv {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id();
         let dir = tempfile::tempdir().unwrap();
-        common::ok(dir.path(), &["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "busybox:latest"]);
-        PodEnv { dir, bridge: format!("ndp{}x{n}", pid % 100_000), cidr: format!("10.{}.{}.0/24", 100 + pid % 100, 10 + n) }
+        common::ok(
+            dir.path(),
+            &["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "busybox:latest"],
+        );
+        PodEnv {
+            dir,
+            bridge: format!("ndp{}x{n}", pid % 100_000),
+            cidr: format!("10.{}.{}.0/24", 100 + pid % 100, 10 + n),
+        }
     }
 
     fn root(&self) -> &Path {
@@ -64,7 +71,11 @@ impl PodEnv {
     /// Runs a pod to its end while others of the env still run.
     fn run_beside(&self, yaml: &str) -> Ran {
         let out = self.command(yaml).stdin(Stdio::null()).output().unwrap();
-        Ran { code: out.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
+        Ran {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 
     fn spawn(&self, yaml: &str) -> Running {
@@ -74,17 +85,25 @@ impl PodEnv {
     /// What a pod may leave when it is gone: nothing under pods/, no mount below the
     /// root, no veth on the bridge (cgroups are counted by the suite's leak check).
     fn assert_clean(&self) {
-        let pods: Vec<_> = fs::read_dir(self.root().join("pods")).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
         assert!(pods.is_empty(), "pods left: {pods:?}");
         let root = self.root().to_string_lossy().into_owned();
-        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo").unwrap().lines().filter(|l| l.contains(&root)).map(String::from).collect();
+        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&root))
+            .map(String::from)
+            .collect();
         assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
         let pool = self.root().join("network").join(&self.bridge).join("ipam.json");
         if let Ok(text) = fs::read_to_string(&pool) {
             let pods = &serde_json::from_str::<serde_json::Value>(&text).unwrap()["pods"];
             assert!(pods.as_object().is_none_or(|p| p.is_empty()), "addresses still allocated: {pods}");
         }
-        let rules = Command::new("nft").args(["list", "table", "ip", &format!("nodectl_{}", self.bridge)]).output().unwrap();
+        let rules =
+            Command::new("nft").args(["list", "table", "ip", &format!("nodectl_{}", self.bridge)]).output().unwrap();
         let rules = String::from_utf8_lossy(&rules.stdout);
         assert!(!rules.contains(" dnat to "), "hostPort rules left: {rules}");
         let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
@@ -490,7 +509,10 @@ fn a_host_port_is_reached_from_127_0_0_1_and_from_the_hosts_addresses() {
     // httpd as PID 1 has no SIGTERM handler, so the kernel ignores it: killed after the grace.
     assert!(code == 0 || code == 137 || code == 143, "{code}: {err}");
     env.assert_clean();
-    assert!(TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_millis(500)).is_err(), "the port still answers after the pod");
+    assert!(
+        TcpStream::connect_timeout(&(Ipv4Addr::LOCALHOST, port).into(), Duration::from_millis(500)).is_err(),
+        "the port still answers after the pod"
+    );
 }
 
 #[test]
@@ -542,21 +564,75 @@ fn bad_manifests_and_missing_parts_are_clear_errors_that_leave_nothing() {
     let cases: Vec<(&str, String, &str)> = vec![
         ("not yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: x\n".into(), "document 1"),
         ("no kind", "apiVersion: v1\nmetadata: {name: x}\n".into(), "kind: Required value"),
-        ("a Deployment", "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n".into(), "apiVersion: Unsupported value"),
+        (
+            "a Deployment",
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: x}\n".into(),
+            "apiVersion: Unsupported value",
+        ),
         ("unknown field", pod("x", &format!("  bogus: 1\n{c}")), "unknown field \"spec.bogus\""),
         ("bad name", pod("Bad_Name", c), "metadata.name"),
         ("no containers", pod("x", "  restartPolicy: Never\n"), "spec.containers: Required value"),
-        ("bad restartPolicy", pod("x", &format!("  restartPolicy: Sometimes\n{c}")), "spec.restartPolicy: Unsupported value: \"Sometimes\""),
-        ("bad memory", pod("x", "  containers:\n  - {name: c, image: busybox, resources: {limits: {memory: lots}}}\n"), "resources.limits"),
-        ("duplicate container", pod("x", "  containers:\n  - {name: c, image: busybox}\n  - {name: c, image: busybox}\n"), "Duplicate value: \"c\""),
-        ("unsupported volume", pod("x", &format!("  volumes: [{{name: v, nfs: {{server: s, path: /}}}}]\n{c}")), "spec.volumes[0].nfs"),
-        ("missing volume", pod("x", "  containers:\n  - {name: c, image: busybox, volumeMounts: [{name: nope, mountPath: /x}]}\n"), "volumeMounts[0].name: Not found: \"nope\""),
-        ("bad port", pod("x", "  containers:\n  - {name: c, image: busybox, ports: [{containerPort: 70000}]}\n"), "containerPort"),
-        ("relative hostPath", pod("x", &format!("  volumes: [{{name: v, hostPath: {{path: rel}}}}]\n{c}")), "hostPath.path"),
-        ("missing configmap", pod("x", "  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [\"true\"], env: [{name: A, valueFrom: {configMapKeyRef: {name: nope, key: k}}}]}\n"), "ConfigMap \"nope\" is not in the file"),
-        ("image not in store", pod("x", "  containers:\n  - {name: c, image: not-here:v1, imagePullPolicy: Never}\n"), "image \"not-here:v1\" is not in the store and imagePullPolicy is Never"),
-        ("unreachable registry", pod("x", "  containers:\n  - {name: c, image: 127.0.0.1:1/nothing:v1}\n"), "is not in the store, and pulling it failed"),
-        ("hostPath type", pod("x", &format!("  volumes: [{{name: v, hostPath: {{path: /nonexistent-nodectl, type: Directory}}}}]\n{c}")), "hostPath type check failed"),
+        (
+            "bad restartPolicy",
+            pod("x", &format!("  restartPolicy: Sometimes\n{c}")),
+            "spec.restartPolicy: Unsupported value: \"Sometimes\"",
+        ),
+        (
+            "bad memory",
+            pod("x", "  containers:\n  - {name: c, image: busybox, resources: {limits: {memory: lots}}}\n"),
+            "resources.limits",
+        ),
+        (
+            "duplicate container",
+            pod("x", "  containers:\n  - {name: c, image: busybox}\n  - {name: c, image: busybox}\n"),
+            "Duplicate value: \"c\"",
+        ),
+        (
+            "unsupported volume",
+            pod("x", &format!("  volumes: [{{name: v, nfs: {{server: s, path: /}}}}]\n{c}")),
+            "spec.volumes[0].nfs",
+        ),
+        (
+            "missing volume",
+            pod("x", "  containers:\n  - {name: c, image: busybox, volumeMounts: [{name: nope, mountPath: /x}]}\n"),
+            "volumeMounts[0].name: Not found: \"nope\"",
+        ),
+        (
+            "bad port",
+            pod("x", "  containers:\n  - {name: c, image: busybox, ports: [{containerPort: 70000}]}\n"),
+            "containerPort",
+        ),
+        (
+            "relative hostPath",
+            pod("x", &format!("  volumes: [{{name: v, hostPath: {{path: rel}}}}]\n{c}")),
+            "hostPath.path",
+        ),
+        (
+            "missing configmap",
+            pod(
+                "x",
+                "  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [\"true\"], env: [{name: A, valueFrom: {configMapKeyRef: {name: nope, key: k}}}]}\n",
+            ),
+            "ConfigMap \"nope\" is not in the file",
+        ),
+        (
+            "image not in store",
+            pod("x", "  containers:\n  - {name: c, image: not-here:v1, imagePullPolicy: Never}\n"),
+            "image \"not-here:v1\" is not in the store and imagePullPolicy is Never",
+        ),
+        (
+            "unreachable registry",
+            pod("x", "  containers:\n  - {name: c, image: 127.0.0.1:1/nothing:v1}\n"),
+            "is not in the store, and pulling it failed",
+        ),
+        (
+            "hostPath type",
+            pod(
+                "x",
+                &format!("  volumes: [{{name: v, hostPath: {{path: /nonexistent-nodectl, type: Directory}}}}]\n{c}"),
+            ),
+            "hostPath type check failed",
+        ),
         ("two pods", format!("{}---\n{}", pod("a", c), pod("b", c)), "2 Pods in one file"),
     ];
     assert!(cases.len() >= 15);

@@ -49,9 +49,15 @@ impl Registry {
             dir.path().join("data").display()
         );
         if let Some((user, pass)) = creds {
-            let out = Command::new("htpasswd").args(["-Bbn", user, pass]).output().expect("htpasswd (apache2-utils) is needed");
+            let out = Command::new("htpasswd")
+                .args(["-Bbn", user, pass])
+                .output()
+                .expect("htpasswd (apache2-utils) is needed");
             fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
-            config += &format!("auth:\n  htpasswd:\n    realm: nodectl-test\n    path: {}\n", dir.path().join("htpasswd").display());
+            config += &format!(
+                "auth:\n  htpasswd:\n    realm: nodectl-test\n    path: {}\n",
+                dir.path().join("htpasswd").display()
+            );
         }
         fs::write(dir.path().join("config.yml"), config).unwrap();
         let mut child = Command::new("docker-registry")
@@ -134,7 +140,11 @@ fn pull_by_digest_and_through_an_index() {
     assert_eq!(config["architecture"], "amd64", "the index's amd64 entry, not the arm64 one listed first");
 
     // The index's digest, as `skopeo inspect --raw` gives its bytes.
-    let raw = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{name}")).output().unwrap();
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{name}"))
+        .output()
+        .unwrap();
     assert!(raw.status.success());
     let digest = nodectl::image::digest::Digest::of_bytes(&raw.stdout);
     let by_digest = format!("{}/test/multi@{digest}", reg.host());
@@ -210,7 +220,14 @@ fn pull_and_import_at_once() {
     for _ in 0..3 {
         let root = tempfile::tempdir().unwrap();
         let spawn = |args: &[&str]| {
-            Command::new(env!("CARGO_BIN_EXE_nodectl")).arg("--root").arg(root.path()).args(args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+            Command::new(env!("CARGO_BIN_EXE_nodectl"))
+                .arg("--root")
+                .arg(root.path())
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
         };
         let a = spawn(&["image", "pull", "--insecure", &name]);
         let b = spawn(&["image", "import", images().join("busybox.oci.tar").to_str().unwrap(), "--name", "local"]);
@@ -312,18 +329,34 @@ fn serve(stream: TcpStream, layout: &Path, port: u16, lie: Lie) -> std::io::Resu
         if auth != good || !path.contains("scope=repository%3Atest%2Fbusybox%3Apull") {
             return respond(&stream, "401 Unauthorized", &[], br#"{"details":"bad credentials"}"#);
         }
-        return respond(&stream, "200 OK", &[("Content-Type", "application/json".into())], format!(r#"{{"token":"{TOKEN}"}}"#).as_bytes());
+        return respond(
+            &stream,
+            "200 OK",
+            &[("Content-Type", "application/json".into())],
+            format!(r#"{{"token":"{TOKEN}"}}"#).as_bytes(),
+        );
     }
     if auth != format!("Bearer {TOKEN}") {
-        let challenge = format!(r#"Bearer realm="http://127.0.0.1:{port}/token",service="fake",scope="repository:test/busybox:pull""#);
-        return respond(&stream, "401 Unauthorized", &[("WWW-Authenticate", challenge)], br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#);
+        let challenge = format!(
+            r#"Bearer realm="http://127.0.0.1:{port}/token",service="fake",scope="repository:test/busybox:pull""#
+        );
+        return respond(
+            &stream,
+            "401 Unauthorized",
+            &[("WWW-Authenticate", challenge)],
+            br#"{"errors":[{"code":"UNAUTHORIZED"}]}"#,
+        );
     }
     let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json"))?)?;
     let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
     let blob = |hex: &str| fs::read(layout.join("blobs/sha256").join(hex));
     if path == "/v2/test/busybox/manifests/v1" {
         let body = blob(&manifest_digest[7..])?;
-        let stated = if lie == Lie::WrongManifestDigest { format!("sha256:{}", "1".repeat(64)) } else { manifest_digest.clone() };
+        let stated = if lie == Lie::WrongManifestDigest {
+            format!("sha256:{}", "1".repeat(64))
+        } else {
+            manifest_digest.clone()
+        };
         return respond(
             &stream,
             "200 OK",
@@ -333,7 +366,11 @@ fn serve(stream: TcpStream, layout: &Path, port: u16, lie: Lie) -> std::io::Resu
     }
     if let Some(digest) = path.strip_prefix("/v2/test/busybox/blobs/sha256:") {
         let manifest: serde_json::Value = serde_json::from_slice(&blob(&manifest_digest[7..])?)?;
-        let is_layer = manifest["layers"].as_array().unwrap().iter().any(|l| l["digest"].as_str() == Some(&format!("sha256:{digest}")));
+        let is_layer = manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["digest"].as_str() == Some(&format!("sha256:{digest}")));
         let Ok(mut body) = blob(digest) else {
             return respond(&stream, "404 Not Found", &[], br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#);
         };
@@ -352,7 +389,11 @@ fn serve(stream: TcpStream, layout: &Path, port: u16, lie: Lie) -> std::io::Resu
 }
 
 fn auth_file(root: &Path, host: &str) {
-    fs::write(root.join("auth.json"), format!(r#"{{"auths":{{"{host}":{{"username":"alice","password":"s3cr3t"}}}}}}"#)).unwrap();
+    fs::write(
+        root.join("auth.json"),
+        format!(r#"{{"auths":{{"{host}":{{"username":"alice","password":"s3cr3t"}}}}}}"#),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -371,7 +412,11 @@ fn bearer_token_auth() {
 
 #[test]
 fn a_lying_registry_changes_nothing() {
-    for (lie, needle) in [(Lie::CorruptLayer, "hashes to"), (Lie::WrongManifestDigest, "Docker-Content-Digest"), (Lie::LongLayer, "expected")] {
+    for (lie, needle) in [
+        (Lie::CorruptLayer, "hashes to"),
+        (Lie::WrongManifestDigest, "Docker-Content-Digest"),
+        (Lie::LongLayer, "expected"),
+    ] {
         let reg = FakeRegistry::start(lie);
         let host = format!("127.0.0.1:{}", reg.port);
         let root = tempfile::tempdir().unwrap();
@@ -396,7 +441,14 @@ fn nodectl_run_pulls_an_image_the_store_lacks_when_the_policy_allows() {
             format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: pulled}}\nspec:\n  hostNetwork: true\n  restartPolicy: Never\n  containers:\n  - {{name: c, image: \"{name}\", imagePullPolicy: {policy}, command: [echo, ran]}}\n"),
         )
         .unwrap();
-        Command::new(env!("CARGO_BIN_EXE_nodectl")).arg("--root").arg(root.path()).arg("run").arg(&manifest).env("NODECTL_INSECURE_REGISTRIES", reg.host()).output().unwrap()
+        Command::new(env!("CARGO_BIN_EXE_nodectl"))
+            .arg("--root")
+            .arg(root.path())
+            .arg("run")
+            .arg(&manifest)
+            .env("NODECTL_INSECURE_REGISTRIES", reg.host())
+            .output()
+            .unwrap()
     };
     // Never: the store does not have it, and nothing is fetched.
     let out = run("Never");

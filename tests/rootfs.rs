@@ -56,7 +56,10 @@ fn check_union(api: MountApi, layers: usize) {
     assert_eq!(fs::read_to_string(merged.join("top")).unwrap(), (layers - 1).to_string(), "the top layer wins");
     // Writes land in the container's upper directory, never in a shared layer.
     fs::write(merged.join("top"), "changed").unwrap();
-    assert_eq!(fs::read_to_string(store.layer_path(image.chain.last().unwrap()).join("top")).unwrap(), (layers - 1).to_string());
+    assert_eq!(
+        fs::read_to_string(store.layer_path(image.chain.last().unwrap()).join("top")).unwrap(),
+        (layers - 1).to_string()
+    );
     assert_eq!(fs::read_to_string(rootfs::dir(&store, "c1").join("upper/top")).unwrap(), "changed");
     rootfs::remove(&store, "c1").unwrap();
     assert!(!is_mounted(&merged));

@@ -61,7 +61,11 @@ impl Rt {
     /// `run` in the foreground: (exit code, stdout, stderr).
     fn run(&self, bundle: &Path, id: &str) -> (i32, String, String) {
         let o = self.out(&["run", "--bundle", bundle.to_str().unwrap(), id]);
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stdout).into_owned(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 
     /// Runs `script` with sh in a bundle made by `edit`; insists on exit 0; stdout.
@@ -81,7 +85,8 @@ impl Rt {
         let log = fs::File::create(self.dir.path().join(format!("{id}.out"))).unwrap();
         let err_path = self.dir.path().join(format!("{id}.err"));
         let err = fs::File::create(&err_path).unwrap();
-        let status = self.cmd(&["create", "--bundle", bundle.to_str().unwrap(), id]).stdout(log).stderr(err).status().unwrap();
+        let status =
+            self.cmd(&["create", "--bundle", bundle.to_str().unwrap(), id]).stdout(log).stderr(err).status().unwrap();
         assert!(status.success(), "create {id}: {}", fs::read_to_string(&err_path).unwrap());
     }
 
@@ -111,7 +116,11 @@ impl Rt {
             let mut parts = line.splitn(3, ':');
             let (_, cs, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
             if cs.split(',').any(|c| c == controller) {
-                return Path::new("/sys/fs/cgroup").join(controller).join(path.trim_start_matches('/')).join(&self.cgroup_parent).join(id);
+                return Path::new("/sys/fs/cgroup")
+                    .join(controller)
+                    .join(path.trim_start_matches('/'))
+                    .join(&self.cgroup_parent)
+                    .join(id);
             }
         }
         panic!("no {controller} controller");
@@ -208,7 +217,10 @@ fn a_created_container_can_be_deleted_and_a_running_one_forced() {
     assert!(rt.fails(&["delete", "del"]).contains("is created"));
     assert_eq!(rt.state("del")["status"], "created");
     rt.ok(&["delete", "--force", "del"]);
-    assert!(!Path::new(&format!("/proc/{pid}")).exists() || fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z"));
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z")
+    );
 
     rt.create(&b, "del2");
     rt.ok(&["start", "del2"]);
@@ -220,7 +232,8 @@ fn a_created_container_can_be_deleted_and_a_running_one_forced() {
 #[test]
 fn namespaces_hostname_and_pid_one() {
     let rt = Rt::new();
-    let out = rt.sh("ns", "hostname; echo pid=$$; ls /sys/class/net; cat /proc/self/uid_map", |s| s["hostname"] = "box".into());
+    let out = rt
+        .sh("ns", "hostname; echo pid=$$; ls /sys/class/net; cat /proc/self/uid_map", |s| s["hostname"] = "box".into());
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "box");
     assert_eq!(lines[1], "pid=1");
@@ -242,7 +255,10 @@ fn without_a_mount_namespace_the_root_is_chrooted_and_nothing_mounted() {
     let no_mount_ns = |s: &mut serde_json::Value| {
         s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "mount");
         s["root"]["readonly"] = false.into();
-        s["linux"].as_object_mut().unwrap().retain(|k, _| !["maskedPaths", "readonlyPaths", "devices"].contains(&k.as_str()));
+        s["linux"]
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| !["maskedPaths", "readonlyPaths", "devices"].contains(&k.as_str()));
     };
     let b = rt.bundle("nomnt", |s| {
         no_mount_ns(s);
@@ -346,7 +362,9 @@ fn mounts_devices_masked_and_readonly_paths() {
         let m = s["mounts"].as_array_mut().unwrap();
         m.push(json!({"destination": "/mnt/rw", "type": "bind", "source": host_dir, "options": ["rbind", "rw"]}));
         m.push(json!({"destination": "/mnt/ro", "type": "bind", "source": host_dir, "options": ["rbind", "ro"]}));
-        m.push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]}));
+        m.push(
+            json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "size=1m"]}),
+        );
     });
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines, ["crw-rw-rw-", "hello", "hello", "tmp", "0", "0", "1"], "{out}");
@@ -358,8 +376,12 @@ fn mounts_devices_masked_and_readonly_paths() {
 fn the_root_gets_the_propagation_asked_for() {
     let rt = Rt::new();
     let host_root = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    for (prop, want, unwanted) in [("rshared", "shared:", "unbindable"), ("runbindable", "unbindable", "shared:"), ("rprivate", "", "shared:")] {
-        let out = rt.sh(&format!("prop-{prop}"), "awk '$5 == \"/\"' /proc/self/mountinfo", |s| s["linux"]["rootfsPropagation"] = prop.into());
+    for (prop, want, unwanted) in
+        [("rshared", "shared:", "unbindable"), ("runbindable", "unbindable", "shared:"), ("rprivate", "", "shared:")]
+    {
+        let out = rt.sh(&format!("prop-{prop}"), "awk '$5 == \"/\"' /proc/self/mountinfo", |s| {
+            s["linux"]["rootfsPropagation"] = prop.into()
+        });
         assert!(out.contains(want) && !out.contains(unwanted), "{prop}: {out}");
     }
     // None of it reached the host's mounts: no mount of the containers' (a shared root
@@ -367,7 +389,10 @@ fn the_root_gets_the_propagation_asked_for() {
     let after = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let under = rt.dir.path().to_str().unwrap();
     assert!(!after.contains(under), "container mounts reached the host:\n{after}");
-    assert_eq!(after.lines().filter(|l| l.contains("unbindable")).count(), host_root.lines().filter(|l| l.contains("unbindable")).count());
+    assert_eq!(
+        after.lines().filter(|l| l.contains("unbindable")).count(),
+        host_root.lines().filter(|l| l.contains("unbindable")).count()
+    );
 }
 
 #[test]
@@ -376,8 +401,15 @@ fn a_symlinked_mount_target_stays_inside_the_root() {
     let outside = rt.dir.path().join("outside");
     fs::create_dir(&outside).unwrap();
     let b = rt.bundle("symlink", |s| {
-        s["process"]["args"] = json!(["sh", "-c", "grep -c ' /escape/sub ' /proc/self/mounts || true; grep -c tmpfs /proc/self/mountinfo"]);
-        s["mounts"].as_array_mut().unwrap().push(json!({"destination": "/escape/sub", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
+        s["process"]["args"] = json!([
+            "sh",
+            "-c",
+            "grep -c ' /escape/sub ' /proc/self/mounts || true; grep -c tmpfs /proc/self/mountinfo"
+        ]);
+        s["mounts"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"destination": "/escape/sub", "type": "tmpfs", "source": "tmpfs", "options": ["size=1m"]}));
     });
     // An absolute symlink in the image, aimed at a host directory.
     std::os::unix::fs::symlink(&outside, b.join("rootfs/escape")).unwrap();
@@ -427,7 +459,17 @@ fn process_identity_limits_and_capabilities() {
     assert_eq!(lines[6], "256");
     let status: Vec<String> = lines[7..12].iter().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
     // CAP_KILL is bit 5, CAP_NET_BIND_SERVICE bit 10.
-    assert_eq!(status, ["CapInh: 0000000000000000", "CapEff: 0000000000000000", "CapBnd: 0000000000000420", "CapAmb: 0000000000000000", "NoNewPrivs: 1"], "{out}");
+    assert_eq!(
+        status,
+        [
+            "CapInh: 0000000000000000",
+            "CapEff: 0000000000000000",
+            "CapBnd: 0000000000000420",
+            "CapAmb: 0000000000000000",
+            "NoNewPrivs: 1"
+        ],
+        "{out}"
+    );
     assert_eq!(lines[12], "123");
 
     // As root with the spec's sets, effective holds exactly them.
@@ -500,7 +542,8 @@ fn an_absolute_cgroups_path_is_taken_from_the_hierarchy_root() {
             (cs.to_string(), path.to_string())
         })
         .collect();
-    let deepest = own.iter().map(|(_, p)| p.as_str()).max_by_key(|p| p.len()).unwrap().trim_end_matches('/').to_string();
+    let deepest =
+        own.iter().map(|(_, p)| p.as_str()).max_by_key(|p| p.len()).unwrap().trim_end_matches('/').to_string();
     for (cs, p) in &own {
         assert!(deepest.starts_with(p.trim_end_matches('/')), "{cs}'s own cgroup {p} is not an ancestor of {deepest}");
     }
@@ -536,7 +579,9 @@ fn an_absolute_cgroups_path_is_taken_from_the_hierarchy_root() {
     rt.ok(&["delete", "--force", "abs"]);
     for (cs, _) in &own {
         let Some(c) = cs.split(',').next().filter(|c| !c.is_empty() && !c.starts_with("name=")) else { continue };
-        let dir = Path::new("/sys/fs/cgroup").join(cs).join(format!("{deepest}/{}", rt.cgroup_parent).trim_start_matches('/'));
+        let dir = Path::new("/sys/fs/cgroup")
+            .join(cs)
+            .join(format!("{deepest}/{}", rt.cgroup_parent).trim_start_matches('/'));
         assert!(!dir.join("abs").exists(), "{c}: delete left {}", dir.join("abs").display());
     }
     // Deepest first, so each directory is empty when its turn comes.
@@ -585,7 +630,8 @@ fn seccomp_profile_denies_with_the_errno_asked_for() {
 fn inherited_fds_are_closed_and_preserved_ones_kept() {
     use std::os::fd::AsRawFd;
     let rt = Rt::new();
-    let b = rt.bundle("fds", |s| s["process"]["args"] = json!(["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"]));
+    let b =
+        rt.bundle("fds", |s| s["process"]["args"] = json!(["sh", "-c", "ls /proc/self/fd | sort -n | tr '\\n' ' '"]));
     // An fd without CLOEXEC, as a careless caller would leak it.
     let leaked = fs::File::open("/etc/hostname").unwrap();
     let fd = leaked.as_raw_fd();
@@ -605,7 +651,9 @@ fn inherited_fds_are_closed_and_preserved_ones_kept() {
     // 0 1 2 and the fd ls itself opens for the directory.
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0 1 2 3", "{}", String::from_utf8_lossy(&out.stderr));
     let listing = {
-        let b2 = rt.bundle("fds2", |s| s["process"]["args"] = json!(["sh", "-c", "readlink /proc/self/fd/3; ls /proc/self/fd | wc -l"]));
+        let b2 = rt.bundle("fds2", |s| {
+            s["process"]["args"] = json!(["sh", "-c", "readlink /proc/self/fd/3; ls /proc/self/fd | wc -l"])
+        });
         let mut c = rt.cmd(&["run", "--preserve-fds", "1", "--bundle", b2.to_str().unwrap(), "fds2"]);
         // SAFETY: as above.
         unsafe {
@@ -619,7 +667,11 @@ fn inherited_fds_are_closed_and_preserved_ones_kept() {
         c.output().unwrap()
     };
     let text = String::from_utf8_lossy(&listing.stdout);
-    assert!(text.starts_with("/etc/hostname") || text.contains("hostname"), "{text} {}", String::from_utf8_lossy(&listing.stderr));
+    assert!(
+        text.starts_with("/etc/hostname") || text.contains("hostname"),
+        "{text} {}",
+        String::from_utf8_lossy(&listing.stderr)
+    );
     drop(leaked);
 }
 
@@ -631,14 +683,28 @@ fn bad_bundles_fail_create_and_leave_nothing() {
         ("noargs", Box::new(|s| s["process"]["args"] = json!([])), "process.args"),
         ("badmount", Box::new(|s| s["mounts"][0]["destination"] = "proc".into()), "mounts[0].destination"),
         ("nocmd", Box::new(|s| s["process"]["args"] = json!(["no-such-program"])), "executable file not found"),
-        ("badns", Box::new(|s| s["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "network", "path": "/nonexistent/ns"}])), "/nonexistent/ns"),
-        ("badcap", Box::new(|s| s["process"]["capabilities"]["bounding"] = json!(["CAP_BOGUS"])), "process.capabilities.bounding"),
+        (
+            "badns",
+            Box::new(|s| {
+                s["linux"]["namespaces"] = json!([{"type": "mount"}, {"type": "network", "path": "/nonexistent/ns"}])
+            }),
+            "/nonexistent/ns",
+        ),
+        (
+            "badcap",
+            Box::new(|s| s["process"]["capabilities"]["bounding"] = json!(["CAP_BOGUS"])),
+            "process.capabilities.bounding",
+        ),
         ("badjson", Box::new(|s| s["process"]["user"]["uid"] = "root".into()), "process.user.uid"),
         ("badcwd", Box::new(|s| s["process"]["cwd"] = "relative/dir".into()), "process.cwd"),
         // Limits we cannot apply are refused, not silently dropped.
         ("blkio", Box::new(|s| s["linux"]["resources"]["blockIO"] = json!({"weight": 500})), "linux.resources.blockIO"),
         ("netcls", Box::new(|s| s["linux"]["resources"]["network"] = json!({"classID": 1})), "linux.resources.network"),
-        ("hugetlb", Box::new(|s| s["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 0}])), "linux.resources.hugepageLimits"),
+        (
+            "hugetlb",
+            Box::new(|s| s["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 0}])),
+            "linux.resources.hugepageLimits",
+        ),
     ];
     for (id, edit, want) in cases {
         let b = rt.bundle(id, |s| edit(s));
@@ -670,7 +736,8 @@ fn hooks_run_with_the_state_on_stdin() {
     let text = fs::read_to_string(&log).unwrap();
     let names: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
     assert_eq!(names, ["prestart", "createRuntime", "poststart", "poststop"], "{text}");
-    let state: serde_json::Value = serde_json::from_str(text.lines().next().unwrap().split_once(' ').unwrap().1).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(text.lines().next().unwrap().split_once(' ').unwrap().1).unwrap();
     assert_eq!(state["id"], "hooks");
     assert_eq!(state["status"], "created", "prestart hooks come after the environment is made");
     assert!(state["pid"].as_i64().unwrap() > 0);
@@ -688,7 +755,9 @@ fn sysctl_writes_refuse_a_fake_proc() {
     // Set in the container's own network namespace, so the host's value stays put.
     let host_before = fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let flipped = if host_before.trim() == "1" { "0" } else { "1" };
-    let out = rt.sh("sysctl", "cat /proc/sys/net/ipv4/ip_forward", |s| s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": flipped}));
+    let out = rt.sh("sysctl", "cat /proc/sys/net/ipv4/ip_forward", |s| {
+        s["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": flipped})
+    });
     assert_eq!(out.trim(), flipped);
     assert_eq!(fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_before);
 
@@ -724,7 +793,17 @@ fn the_runtime_cli_answers_as_nodectl_runtime_too() {
     let b = rt.bundle("argv0", |s| s["process"]["args"] = json!(["sh", "-c", "echo via-link"]));
     let log = rt.dir.path().join("log.json");
     let o = Command::new(&link)
-        .args(["--root", rt.root().to_str().unwrap(), "--log", log.to_str().unwrap(), "--log-format", "json", "--systemd-cgroup", "--cgroup-parent", &rt.cgroup_parent])
+        .args([
+            "--root",
+            rt.root().to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "--systemd-cgroup",
+            "--cgroup-parent",
+            &rt.cgroup_parent,
+        ])
         .args(["run", "--bundle", b.to_str().unwrap(), "argv0"])
         .output()
         .unwrap();
@@ -732,12 +811,26 @@ fn the_runtime_cli_answers_as_nodectl_runtime_too() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "via-link\n");
     let v = Command::new(&link).arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&v.stdout).contains("spec: 1.2.0"));
-    let f: serde_json::Value = serde_json::from_slice(&Command::new(&link).arg("features").output().unwrap().stdout).unwrap();
+    let f: serde_json::Value =
+        serde_json::from_slice(&Command::new(&link).arg("features").output().unwrap().stdout).unwrap();
     assert!(f["linux"]["namespaces"].as_array().unwrap().contains(&json!("user")));
     // Errors go to the log as logrus-style JSON lines.
-    let o = Command::new(&link).args(["--root", rt.root().to_str().unwrap(), "--log", log.to_str().unwrap(), "--log-format", "json", "state", "nope"]).output().unwrap();
+    let o = Command::new(&link)
+        .args([
+            "--root",
+            rt.root().to_str().unwrap(),
+            "--log",
+            log.to_str().unwrap(),
+            "--log-format",
+            "json",
+            "state",
+            "nope",
+        ])
+        .output()
+        .unwrap();
     assert!(!o.status.success());
-    let line: serde_json::Value = serde_json::from_str(fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
+    let line: serde_json::Value =
+        serde_json::from_str(fs::read_to_string(&log).unwrap().lines().last().unwrap()).unwrap();
     assert_eq!(line["level"], "error");
     assert!(line["msg"].as_str().unwrap().contains("does not exist"));
 }
@@ -766,7 +859,12 @@ fn exit_status_is_collected_every_time() {
     let mut hangs = 0;
     for i in 0..runs {
         let id = format!("many{i}");
-        let mut child = rt.cmd(&["run", "--bundle", b.to_str().unwrap(), &id]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = rt
+            .cmd(&["run", "--bundle", b.to_str().unwrap(), &id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         let end = Instant::now() + Duration::from_secs(30);
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -803,7 +901,17 @@ fn a_container_cannot_write_the_runtime_binary() {
     let before = sha2::Sha256::digest(fs::read(&binary).unwrap());
     let a = rt.bundle("parked", |s| s["process"]["args"] = json!(["true"]));
     let status = Command::new(&binary)
-        .args(["--root", rt.root().to_str().unwrap(), "runtime", "--cgroup-parent", &rt.cgroup_parent, "create", "--bundle", a.to_str().unwrap(), "parked"])
+        .args([
+            "--root",
+            rt.root().to_str().unwrap(),
+            "runtime",
+            "--cgroup-parent",
+            &rt.cgroup_parent,
+            "create",
+            "--bundle",
+            a.to_str().unwrap(),
+            "parked",
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -862,7 +970,17 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup() {
     });
     rt.create(&b, "execd");
     rt.ok(&["start", "execd"]);
-    let out = rt.ok(&["exec", "--user", "1000:1000", "--env", "EXTRA=1", "execd", "sh", "-c", "echo $$; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u; echo $FROM_SPEC$EXTRA"]);
+    let out = rt.ok(&[
+        "exec",
+        "--user",
+        "1000:1000",
+        "--env",
+        "EXTRA=1",
+        "execd",
+        "sh",
+        "-c",
+        "echo $$; hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; id -u; echo $FROM_SPEC$EXTRA",
+    ]);
     let lines: Vec<&str> = out.lines().collect();
     assert_ne!(lines[0], "1", "{out}");
     assert_eq!(&lines[1..], ["execbox", "sleep 1000 ", "1000", "yes1"], "{out}");
@@ -880,7 +998,12 @@ fn exec_runs_in_the_containers_namespaces_and_cgroup() {
 
     let pid_file = rt.dir.path().join("exec.pid");
     // Not a pipe: the detached process keeps its stdio.
-    let status = rt.cmd(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), "execd", "sleep", "1000"]).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+    let status = rt
+        .cmd(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), "execd", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
     assert!(status.success());
     let pid: i32 = fs::read_to_string(&pid_file).unwrap().parse().unwrap();
     let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "execd"])).unwrap();
@@ -900,7 +1023,12 @@ fn exec_of_a_process_that_exits_at_once_is_waited_for_every_time() {
     rt.create(&b, "fast-exec");
     rt.ok(&["start", "fast-exec"]);
     for i in 0..200 {
-        let mut child = rt.cmd(&["exec", "fast-exec", "sh", "-c", "exit 5"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = rt
+            .cmd(&["exec", "fast-exec", "sh", "-c", "exit 5"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         // A hang is what this looks for: give up on one exec after a minute, whatever the load.
         let end = Instant::now() + Duration::from_secs(60);
         let status = loop {
@@ -931,12 +1059,22 @@ fn a_terminal_goes_to_the_console_socket() {
         s["process"]["args"] = json!(["sh", "-c", "tty; test -t 0 && echo stdin-is-a-tty; stty size"]);
         s["process"]["consoleSize"] = json!({"height": 33, "width": 101});
     });
-    let mut child = rt.cmd(&["run", "--console-socket", sock.to_str().unwrap(), "--bundle", b.to_str().unwrap(), "tty"]).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = rt
+        .cmd(&["run", "--console-socket", sock.to_str().unwrap(), "--bundle", b.to_str().unwrap(), "tty"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let (conn, _) = listener.accept().unwrap();
     let mut buf = [0u8; 256];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(std::os::fd::AsRawFd::as_raw_fd(&conn), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::empty()).unwrap();
+    let msg = nix::sys::socket::recvmsg::<()>(
+        std::os::fd::AsRawFd::as_raw_fd(&conn),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
     let mut master = None;
     for c in msg.cmsgs().unwrap() {
         if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
@@ -975,7 +1113,12 @@ fn run_with_a_terminal_copies_between_the_pty_and_our_own() {
         rt.cgroup_parent,
         b.display()
     );
-    let mut child = Command::new("script").args(["-qec", &cmdline, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new("script")
+        .args(["-qec", &cmdline, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     child.stdin.take().unwrap().write_all(b"tty; echo sum-$((40+2)); exit 3\n").unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");

@@ -28,7 +28,9 @@ data:
 fn kubectl_creates_reads_replaces_and_deletes() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
-    for f in ["ca.crt", "ca.key", "server.crt", "server.key", "admin-token", "node-token", "admin.kubeconfig", "state.db"] {
+    for f in
+        ["ca.crt", "ca.key", "server.crt", "server.key", "admin-token", "node-token", "admin.kubeconfig", "state.db"]
+    {
         assert!(s.dir.join(f).exists(), "{f} was not written");
     }
     let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(s.dir.join("ca.key")).unwrap().permissions());
@@ -45,7 +47,8 @@ fn kubectl_creates_reads_replaces_and_deletes() {
     assert!(out.contains("namespace/demo created") && out.contains("configmap/cfg created"), "{out}");
     assert!(s.fails(&["create", "--validate=false", "-f", file.to_str().unwrap()]).contains("AlreadyExists"));
 
-    let cm: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "demo", "get", "configmap", "cfg", "-o", "json"])).unwrap();
+    let cm: serde_json::Value =
+        serde_json::from_str(&s.ok(&["-n", "demo", "get", "configmap", "cfg", "-o", "json"])).unwrap();
     assert_eq!(cm["data"]["greeting"], "hello");
     assert!(cm["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
     let rv: i64 = cm["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
@@ -59,7 +62,8 @@ fn kubectl_creates_reads_replaces_and_deletes() {
     s.ok(&["replace", "--validate=false", "-f", edited_file.to_str().unwrap()]);
     let err = s.fails(&["replace", "--validate=false", "-f", edited_file.to_str().unwrap()]);
     assert!(err.contains("the object has been modified"), "{err}");
-    let now: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "demo", "get", "cm", "cfg", "-o", "json"])).unwrap();
+    let now: serde_json::Value =
+        serde_json::from_str(&s.ok(&["-n", "demo", "get", "cm", "cfg", "-o", "json"])).unwrap();
     assert_eq!(now["data"]["greeting"], "bonjour");
     assert!(now["metadata"]["resourceVersion"].as_str().unwrap().parse::<i64>().unwrap() > rv);
     assert_eq!(now["metadata"]["uid"], cm["metadata"]["uid"], "the server keeps the uid");
@@ -74,7 +78,8 @@ fn bad_requests_get_kubernetes_errors() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let bad = tmp.path().join("bad.yaml");
-    fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: three\n").unwrap();
+    fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\nspec:\n  replicas: three\n")
+        .unwrap();
     let err = s.fails(&["create", "--validate=false", "-f", bad.to_str().unwrap()]);
     assert!(err.contains("is invalid") && err.contains("replicas"), "{err}");
     fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Name\n").unwrap();
@@ -131,7 +136,8 @@ fn a_restart_keeps_objects_and_credentials() {
 fn watches_replay_from_a_resource_version_and_follow() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
-    let list: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
     let rv0 = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
 
     let file = tmp.path().join("cm.yaml");
@@ -141,12 +147,17 @@ fn watches_replay_from_a_resource_version_and_follow() {
     s.ok(&["replace", "--validate=false", "-f", file.to_str().unwrap()]);
     s.ok(&["delete", "configmap", "w"]);
 
-    let out = s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}&timeoutSeconds=1")]);
+    let out = s.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}&timeoutSeconds=1"),
+    ]);
     let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["ADDED", "MODIFIED", "DELETED"], "{out}");
     assert_eq!(events[1]["object"]["data"]["v"], "two");
-    let rvs: Vec<i64> = events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
+    let rvs: Vec<i64> =
+        events.iter().map(|e| e["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap()).collect();
     assert!(rvs.windows(2).all(|w| w[0] < w[1]) && rvs[0] > rv0.parse::<i64>().unwrap(), "{rvs:?}");
 
     // No resourceVersion: what exists now arrives as ADDED first.
@@ -159,16 +170,31 @@ fn watches_replay_from_a_resource_version_and_follow() {
     // Bookmarks: a watch on secrets, where nothing happened since rv0, ends (timeoutSeconds)
     // with a BOOKMARK at the current revision, past every configmap write: a client resumes
     // from there, not from rv0.
-    let list: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
     let now: i64 = list["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
-    let out = s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/secrets?watch=1&resourceVersion={rv0}&timeoutSeconds=1&allowWatchBookmarks=true")]);
+    let out = s.ok(&[
+        "get",
+        "--raw",
+        &format!(
+            "/api/v1/namespaces/default/secrets?watch=1&resourceVersion={rv0}&timeoutSeconds=1&allowWatchBookmarks=true"
+        ),
+    ]);
     let events: Vec<serde_json::Value> = out.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.len(), 1, "{out}");
-    assert_eq!((events[0]["type"].as_str(), events[0]["object"]["kind"].as_str()), (Some("BOOKMARK"), Some("Secret")), "{out}");
+    assert_eq!(
+        (events[0]["type"].as_str(), events[0]["object"]["kind"].as_str()),
+        (Some("BOOKMARK"), Some("Secret")),
+        "{out}"
+    );
     let mark: i64 = events[0]["object"]["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap();
     assert!(mark >= now, "bookmark at {mark}, writes up to {now}");
     // Without allowWatchBookmarks, none.
-    let out = s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/secrets?watch=1&resourceVersion={rv0}&timeoutSeconds=1")]);
+    let out = s.ok(&[
+        "get",
+        "--raw",
+        &format!("/api/v1/namespaces/default/secrets?watch=1&resourceVersion={rv0}&timeoutSeconds=1"),
+    ]);
     assert_eq!(out.trim(), "", "{out}");
 }
 
@@ -235,7 +261,10 @@ fn kubectl_apply_label_annotate_edit() {
     let d: serde_json::Value = serde_json::from_str(&s.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
     assert_eq!(d["spec"]["replicas"], 3);
     assert_eq!(d["metadata"]["generation"], 2, "a spec change bumps the generation");
-    assert_eq!(d["spec"]["template"]["spec"]["containers"][0]["env"], serde_json::json!([{"name": "A", "value": "2"}, {"name": "B", "value": "keep"}]));
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["env"],
+        serde_json::json!([{"name": "A", "value": "2"}, {"name": "B", "value": "keep"}])
+    );
 
     s.ok(&["label", "configmap", "cfg", "tier=cache"]);
     s.ok(&["annotate", "configmap", "cfg", "note=hello"]);
@@ -264,7 +293,9 @@ fn label_and_field_selectors_filter_lists_and_watches() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let file = tmp.path().join("cms.yaml");
-    let cm = |name: &str, tier: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{tier: \"{tier}\"}}\n---\n");
+    let cm = |name: &str, tier: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{tier: \"{tier}\"}}\n---\n")
+    };
     fs::write(&file, [cm("a", "x"), cm("b", "y"), cm("c", "z")].concat()).unwrap();
     s.ok(&["create", "-f", file.to_str().unwrap()]);
     let names = |args: &[&str]| -> Vec<String> {
@@ -283,15 +314,24 @@ fn label_and_field_selectors_filter_lists_and_watches() {
     assert!(err.contains("unable to parse requirement") || err.contains("unable to parse"), "{err}");
 
     // A watch with a selector: b leaving the selection is DELETED to it.
-    let list: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
     let rv = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
     s.ok(&["label", "--overwrite", "configmap", "b", "tier=gone"]);
     s.ok(&["label", "--overwrite", "configmap", "c", "tier=y"]);
-    let out = s.ok(&["get", "--raw", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1&labelSelector=tier%3Dy")]);
+    let out = s.ok(&[
+        "get",
+        "--raw",
+        &format!(
+            "/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv}&timeoutSeconds=1&labelSelector=tier%3Dy"
+        ),
+    ]);
     let events: Vec<(String, String)> = out
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .map(|e| (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string()))
+        .map(|e| {
+            (e["type"].as_str().unwrap().to_string(), e["object"]["metadata"]["name"].as_str().unwrap().to_string())
+        })
         .collect();
     assert_eq!(events, [("DELETED".to_string(), "b".to_string()), ("ADDED".to_string(), "c".to_string())], "{out}");
 }
@@ -303,7 +343,9 @@ fn kubectl_get_prints_the_columns_users_know() {
     let file = tmp.path().join("app.yaml");
     fs::write(&file, APP).unwrap();
     s.ok(&["apply", "-f", file.to_str().unwrap()]);
-    let header = |args: &[&str]| s.ok(args).lines().next().unwrap_or_default().split_whitespace().map(String::from).collect::<Vec<_>>();
+    let header = |args: &[&str]| {
+        s.ok(args).lines().next().unwrap_or_default().split_whitespace().map(String::from).collect::<Vec<_>>()
+    };
     assert_eq!(header(&["get", "namespaces"]), ["NAME", "STATUS", "AGE"]);
     assert_eq!(header(&["get", "pods"]), ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
     assert_eq!(header(&["get", "pods", "-o", "wide"]), ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]);
@@ -329,21 +371,35 @@ fn kubectl_create_namespace_configmap_and_secret() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     assert!(s.ok(&["create", "namespace", "team"]).contains("namespace/team created"));
-    assert!(s.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=level=3"]).contains("created"));
-    assert!(s.ok(&["-n", "team", "create", "secret", "generic", "creds", "--from-literal=password=s3cr3t"]).contains("created"));
-    let cm: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "team", "get", "configmap", "settings", "-o", "json"])).unwrap();
+    assert!(
+        s.ok(&["-n", "team", "create", "configmap", "settings", "--from-literal=mode=fast", "--from-literal=level=3"])
+            .contains("created")
+    );
+    assert!(
+        s.ok(&["-n", "team", "create", "secret", "generic", "creds", "--from-literal=password=s3cr3t"])
+            .contains("created")
+    );
+    let cm: serde_json::Value =
+        serde_json::from_str(&s.ok(&["-n", "team", "get", "configmap", "settings", "-o", "json"])).unwrap();
     assert_eq!(cm["data"], serde_json::json!({"mode": "fast", "level": "3"}));
-    let secret: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "team", "get", "secret", "creds", "-o", "json"])).unwrap();
+    let secret: serde_json::Value =
+        serde_json::from_str(&s.ok(&["-n", "team", "get", "secret", "creds", "-o", "json"])).unwrap();
     assert_eq!(secret["type"], "Opaque");
     use base64::Engine as _;
     assert_eq!(secret["data"]["password"], base64::engine::general_purpose::STANDARD.encode("s3cr3t"));
-    let header: Vec<String> = s.ok(&["-n", "team", "get", "secrets"]).lines().next().unwrap().split_whitespace().map(String::from).collect();
+    let header: Vec<String> =
+        s.ok(&["-n", "team", "get", "secrets"]).lines().next().unwrap().split_whitespace().map(String::from).collect();
     assert_eq!(header, ["NAME", "TYPE", "DATA", "AGE"]);
     // stringData is folded into data, as the API server does.
     let file = tmp.path().join("s.yaml");
-    fs::write(&file, "apiVersion: v1\nkind: Secret\nmetadata:\n  name: plain\n  namespace: team\nstringData:\n  token: abc\n").unwrap();
+    fs::write(
+        &file,
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: plain\n  namespace: team\nstringData:\n  token: abc\n",
+    )
+    .unwrap();
     s.ok(&["apply", "-f", file.to_str().unwrap()]);
-    let plain: serde_json::Value = serde_json::from_str(&s.ok(&["-n", "team", "get", "secret", "plain", "-o", "json"])).unwrap();
+    let plain: serde_json::Value =
+        serde_json::from_str(&s.ok(&["-n", "team", "get", "secret", "plain", "-o", "json"])).unwrap();
     assert_eq!(plain["data"]["token"], base64::engine::general_purpose::STANDARD.encode("abc"));
     assert!(plain.get("stringData").is_none());
 }
@@ -356,13 +412,26 @@ fn scale_status_and_deletecollection() {
     fs::write(&file, APP).unwrap();
     s.ok(&["apply", "-f", file.to_str().unwrap()]);
     assert!(s.ok(&["scale", "deployment", "web", "--replicas=5"]).contains("scaled"));
-    let scale: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web/scale"])).unwrap();
-    assert_eq!((scale["kind"].as_str(), scale["spec"]["replicas"].as_i64(), scale["status"]["selector"].as_str()), (Some("Scale"), Some(5), Some("app=web")));
+    let scale: serde_json::Value =
+        serde_json::from_str(&s.ok(&["get", "--raw", "/apis/apps/v1/namespaces/default/deployments/web/scale"]))
+            .unwrap();
+    assert_eq!(
+        (scale["kind"].as_str(), scale["spec"]["replicas"].as_i64(), scale["status"]["selector"].as_str()),
+        (Some("Scale"), Some(5), Some("app=web"))
+    );
     let err = s.fails(&["scale", "deployment", "web", "--replicas=-1"]);
     assert!(err.contains("replicas"), "{err}");
 
     // Status goes through /status only; through the object it is ignored.
-    s.ok(&["patch", "deployment", "web", "--subresource=status", "--type=merge", "-p", r#"{"status":{"replicas":5,"readyReplicas":3}}"#]);
+    s.ok(&[
+        "patch",
+        "deployment",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"replicas":5,"readyReplicas":3}}"#,
+    ]);
     s.ok(&["patch", "deployment", "web", "--type=merge", "-p", r#"{"status":{"readyReplicas":0}}"#]);
     let d: serde_json::Value = serde_json::from_str(&s.ok(&["get", "deployment", "web", "-o", "json"])).unwrap();
     assert_eq!((d["status"]["readyReplicas"].as_i64(), d["spec"]["replicas"].as_i64()), (Some(3), Some(5)));
@@ -372,7 +441,9 @@ fn scale_status_and_deletecollection() {
 
     // deletecollection with a selector.
     let cms = tmp.path().join("cms.yaml");
-    let cm = |name: &str, team: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{team: {team}}}\n---\n");
+    let cm = |name: &str, team: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{team: {team}}}\n---\n")
+    };
     fs::write(&cms, [cm("a1", "red"), cm("a2", "red"), cm("b1", "blue")].concat()).unwrap();
     s.ok(&["apply", "-f", cms.to_str().unwrap()]);
     let out = Command::new("kubectl")
@@ -448,21 +519,35 @@ fn a_compacted_resource_version_answers_410_gone() {
 
     // Another process compacts the server's store (SQLite allows it; the server reads the
     // horizon from the file on every read), as the server's own compactor would.
-    let store = Sqlite::open(&s.dir.join("state.db"), CompactionPolicy { retain: 1_000_000, interval: std::time::Duration::from_secs(3600) }).unwrap();
+    let store = Sqlite::open(
+        &s.dir.join("state.db"),
+        CompactionPolicy { retain: 1_000_000, interval: std::time::Duration::from_secs(3600) },
+    )
+    .unwrap();
     let horizon = store.current_revision().unwrap();
     store.compact(horizon).unwrap();
     drop(store);
 
-    let (code, body) = s.request("GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}"), Some(&token), None);
+    let (code, body) = s.request(
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={rv0}"),
+        Some(&token),
+        None,
+    );
     assert_eq!(code, 200, "{body}");
     let events: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.len(), 1, "{body}");
     let status = &events[0]["object"];
     assert_eq!(events[0]["type"], "ERROR", "{body}");
-    assert_eq!((status["kind"].as_str(), status["code"].as_i64(), status["reason"].as_str()), (Some("Status"), Some(410), Some("Expired")), "{body}");
+    assert_eq!(
+        (status["kind"].as_str(), status["code"].as_i64(), status["reason"].as_str()),
+        (Some("Status"), Some(410), Some("Expired")),
+        "{body}"
+    );
     assert_eq!(status["message"], format!("too old resource version: {rv0} ({horizon})"));
 
-    let (code, status) = get(&format!("/api/v1/namespaces/default/configmaps?resourceVersion={rv0}&resourceVersionMatch=Exact"));
+    let (code, status) =
+        get(&format!("/api/v1/namespaces/default/configmaps?resourceVersion={rv0}&resourceVersionMatch=Exact"));
     assert_eq!((code, status["reason"].as_str()), (410, Some("Expired")), "{status}");
     let (code, status) = get(&format!("/api/v1/namespaces/default/configmaps?limit=1&continue={token_before}"));
     assert_eq!((code, status["reason"].as_str()), (410, Some("Expired")), "{status}");
@@ -478,9 +563,18 @@ fn a_compacted_resource_version_answers_410_gone() {
 
     // From the horizon on, watches work: the next write arrives.
     s.ok(&["create", "configmap", "d"]);
-    let (code, body) = s.request("GET", &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={horizon}&timeoutSeconds=1"), Some(&token), None);
+    let (code, body) = s.request(
+        "GET",
+        &format!("/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={horizon}&timeoutSeconds=1"),
+        Some(&token),
+        None,
+    );
     assert_eq!(code, 200);
     let events: Vec<serde_json::Value> = body.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(events.len(), 1, "{body}");
-    assert_eq!((events[0]["type"].as_str(), events[0]["object"]["metadata"]["name"].as_str()), (Some("ADDED"), Some("d")), "{body}");
+    assert_eq!(
+        (events[0]["type"].as_str(), events[0]["object"]["metadata"]["name"].as_str()),
+        (Some("ADDED"), Some("d")),
+        "{body}"
+    );
 }

@@ -62,7 +62,11 @@ fn background_deletes_the_owner_at_once_and_collects_its_dependents() {
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let uid = replicaset(&s, tmp.path());
     apply(&s, tmp.path(), &[pod("web-a", &uid, true, ""), pod("web-b", &uid, false, "")].concat());
-    apply(&s, tmp.path(), "apiVersion: v1\nkind: Pod\nmetadata: {name: solo}\nspec:\n  containers: [{name: c, image: busybox}]\n");
+    apply(
+        &s,
+        tmp.path(),
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: solo}\nspec:\n  containers: [{name: c, image: busybox}]\n",
+    );
 
     // kubectl's default cascade is background.
     assert!(s.ok(&["delete", "rs", "web"]).contains("replicaset.apps \"web\" deleted"));
@@ -77,7 +81,11 @@ fn foreground_deletes_dependents_first_and_blocking_ones_hold_the_owner() {
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let uid = replicaset(&s, tmp.path());
     let held = "  finalizers: [example.com/hold]\n";
-    apply(&s, tmp.path(), &[pod("web-a", &uid, true, held), pod("web-b", &uid, true, ""), pod("web-c", &uid, false, "")].concat());
+    apply(
+        &s,
+        tmp.path(),
+        &[pod("web-a", &uid, true, held), pod("web-b", &uid, true, ""), pod("web-c", &uid, false, "")].concat(),
+    );
 
     s.ok(&["delete", "rs", "web", "--cascade=foreground", "--wait=false"]);
     // The dependents go; the owner stays, marked, while web-a (blocking, held by its own
@@ -123,7 +131,8 @@ fn orphan_keeps_the_dependents_and_drops_their_owner_references() {
     let a = json(&s, &["get", "pod", "web-a"]);
     assert!(a["metadata"].get("ownerReferences").is_none(), "{a}");
     let b = json(&s, &["get", "pod", "web-b"]);
-    let refs: Vec<&str> = b["metadata"]["ownerReferences"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
+    let refs: Vec<&str> =
+        b["metadata"]["ownerReferences"].as_array().unwrap().iter().map(|r| r["name"].as_str().unwrap()).collect();
     assert_eq!(refs, ["keeper"]);
 
     // The orphans are nobody's now: deleting the ConfigMap takes web-b only.

@@ -35,7 +35,10 @@ fn apply(s: &Server, dir: &Path, yaml: &str) {
 }
 
 fn names(s: &Server, ns: &str) -> Vec<String> {
-    s.ok(&["-n", ns, "get", KINDS, "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name} {end}"]).split_whitespace().map(String::from).collect()
+    s.ok(&["-n", ns, "get", KINDS, "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name} {end}"])
+        .split_whitespace()
+        .map(String::from)
+        .collect()
 }
 
 #[test]
@@ -64,7 +67,11 @@ fn a_terminating_namespace_refuses_new_objects_until_it_is_gone() {
     s.ok(&["create", "namespace", "demo"]);
     apply(&s, tmp.path(), &contents("demo"));
     // An object held by a finalizer of its own keeps the namespace terminating.
-    apply(&s, tmp.path(), "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: demo, finalizers: [example.com/hold]}\n");
+    apply(
+        &s,
+        tmp.path(),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: held, namespace: demo, finalizers: [example.com/hold]}\n",
+    );
 
     s.ok(&["delete", "namespace", "demo", "--wait=false"]);
     let ns: Value = serde_json::from_str(&s.ok(&["get", "namespace", "demo", "-o", "json"])).unwrap();
@@ -74,7 +81,18 @@ fn a_terminating_namespace_refuses_new_objects_until_it_is_gone() {
     assert!(s.ok(&["get", "namespace", "demo"]).contains("Terminating"));
 
     // Everything else goes; the held object is marked and stays.
-    s.ok(&["-n", "demo", "wait", "--for=delete", "configmap/cfg", "secret/creds", "pod/solo", "deployment/web", "lease/lock", "--timeout=60s"]);
+    s.ok(&[
+        "-n",
+        "demo",
+        "wait",
+        "--for=delete",
+        "configmap/cfg",
+        "secret/creds",
+        "pod/solo",
+        "deployment/web",
+        "lease/lock",
+        "--timeout=60s",
+    ]);
     assert_eq!(names(&s, "demo"), ["ConfigMap/held"]);
     let held: Value = serde_json::from_str(&s.ok(&["-n", "demo", "get", "cm", "held", "-o", "json"])).unwrap();
     assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");

@@ -99,12 +99,21 @@ struct Node {
 
 impl Node {
     fn run(&self, args: &[&str]) -> Output {
-        Command::new("kubectl").arg("--kubeconfig").arg(&self.kubeconfig).args(args).output().expect("kubectl is installed")
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl is installed")
     }
 
     fn may(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "the node should be allowed: kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "the node should be allowed: kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     }
 
@@ -112,7 +121,11 @@ impl Node {
     fn may_not(&self, args: &[&str]) -> String {
         let out = self.run(args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(!out.status.success(), "the node should be refused: kubectl {args:?}: {}", String::from_utf8_lossy(&out.stdout));
+        assert!(
+            !out.status.success(),
+            "the node should be refused: kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
         assert!(err.contains("Forbidden") || err.contains("is forbidden"), "kubectl {args:?}: not a 403: {err}");
         err
     }
@@ -138,7 +151,11 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     let out = kubectl_as(&s, &join, &["get", "pods"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("Forbidden") && err.contains("system:bootstrap"), "{err}");
-    let out = kubectl_as(&s, "not-a-token", &["create", "--raw", "/v1-nodectl/register", "-f", tmp.path().join("register-n1.json").to_str().unwrap()]);
+    let out = kubectl_as(
+        &s,
+        "not-a-token",
+        &["create", "--raw", "/v1-nodectl/register", "-f", tmp.path().join("register-n1.json").to_str().unwrap()],
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&out.stderr));
     let err = register(&s, tmp.path(), &join, "Not_A_Name", "pw").unwrap_err();
     assert!(err.contains("Invalid") && err.contains("nodeName"), "{err}");
@@ -162,7 +179,12 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     n1.may(&["get", "--raw", "/api/v1/pods?watch=1&timeoutSeconds=1"]);
     assert!(n1.may(&["get", "secret", "s-used", "-o", "jsonpath={.data.k}"]).contains("dg=="));
     n1.may(&["get", "configmap", "cm-used"]);
-    let one: Value = serde_json::from_str(&n1.may(&["get", "--raw", "/api/v1/namespaces/default/secrets?fieldSelector=metadata.name%3Ds-used"])).unwrap();
+    let one: Value = serde_json::from_str(&n1.may(&[
+        "get",
+        "--raw",
+        "/api/v1/namespaces/default/secrets?fieldSelector=metadata.name%3Ds-used",
+    ]))
+    .unwrap();
     assert_eq!(one["items"].as_array().unwrap().len(), 1, "{one}");
     // Secrets and configmaps of pods elsewhere, or of no pod, or all at once: no.
     let err = n1.may_not(&["get", "secret", "s-other"]);
@@ -180,36 +202,106 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     n1.may(&["label", "node", "n1", "disk=ssd", "kubernetes.io/hostname=n1"]);
     // Not the labels placement trusts (NodeRestriction's rule).
     let err = n1.may_not(&["label", "node", "n1", "node-restriction.kubernetes.io/secure=true"]);
-    assert!(err.contains("nodes \"n1\" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/secure"), "{err}");
+    assert!(
+        err.contains(
+            "nodes \"n1\" is forbidden: is not allowed to modify labels: node-restriction.kubernetes.io/secure"
+        ),
+        "{err}"
+    );
     n1.may_not(&["label", "node", "n1", "node-role.kubernetes.io/control-plane="]);
-    n1.may(&["patch", "node", "n1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#]);
+    n1.may(&[
+        "patch",
+        "node",
+        "n1",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True"}]}}"#,
+    ]);
     let node: Value = serde_json::from_str(&s.ok(&["get", "node", "n1", "-o", "json"])).unwrap();
-    assert_eq!((node["metadata"]["labels"]["disk"].as_str(), node["status"]["conditions"][0]["type"].as_str()), (Some("ssd"), Some("Ready")), "{node}");
+    assert_eq!(
+        (node["metadata"]["labels"]["disk"].as_str(), node["status"]["conditions"][0]["type"].as_str()),
+        (Some("ssd"), Some("Ready")),
+        "{node}"
+    );
     let err = n1.may_not(&["label", "node", "n2", "disk=ssd"]);
     assert!(err.contains("nodes \"n2\" is forbidden: User \"system:node:n1\" cannot patch resource \"nodes\" in API group \"\" at the cluster scope"), "{err}");
-    n1.may_not(&["patch", "node", "n2", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    n1.may_not(&[
+        "patch",
+        "node",
+        "n2",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
     n1.may_not(&["create", "-f", &write(tmp.path(), "n3.yaml", "apiVersion: v1\nkind: Node\nmetadata:\n  name: n3\n")]);
     n1.may_not(&["delete", "node", "n1"]);
 
     // Its own Lease in kube-node-lease; no other.
     let lease = "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: NAME\n  namespace: NS\nspec:\n  holderIdentity: n1\n  leaseDurationSeconds: 40\n";
-    n1.may(&["create", "-f", &write(tmp.path(), "lease.yaml", &lease.replace("NAME", "n1").replace("NS", "kube-node-lease"))]);
-    n1.may(&["-n", "kube-node-lease", "patch", "lease", "n1", "--type=merge", "-p", r#"{"spec":{"renewTime":"2025-01-01T00:00:00.000000Z"}}"#]);
+    n1.may(&[
+        "create",
+        "-f",
+        &write(tmp.path(), "lease.yaml", &lease.replace("NAME", "n1").replace("NS", "kube-node-lease")),
+    ]);
+    n1.may(&[
+        "-n",
+        "kube-node-lease",
+        "patch",
+        "lease",
+        "n1",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"renewTime":"2025-01-01T00:00:00.000000Z"}}"#,
+    ]);
     n1.may(&["-n", "kube-node-lease", "get", "lease", "n1"]);
-    let err = n1.may_not(&["create", "-f", &write(tmp.path(), "lease2.yaml", &lease.replace("NAME", "n2").replace("NS", "kube-node-lease"))]);
+    let err = n1.may_not(&[
+        "create",
+        "-f",
+        &write(tmp.path(), "lease2.yaml", &lease.replace("NAME", "n2").replace("NS", "kube-node-lease")),
+    ]);
     assert!(err.contains("leases.coordination.k8s.io \"n2\" is forbidden"), "{err}");
-    n1.may_not(&["create", "-f", &write(tmp.path(), "lease3.yaml", &lease.replace("NAME", "n1").replace("NS", "default"))]);
+    n1.may_not(&[
+        "create",
+        "-f",
+        &write(tmp.path(), "lease3.yaml", &lease.replace("NAME", "n1").replace("NS", "default")),
+    ]);
     n1.may_not(&["-n", "kube-node-lease", "get", "leases"]);
 
     // The status of pods bound to it; not their spec, not other pods.
     n1.may(&["patch", "pod", "p1", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
     assert_eq!(s.ok(&["get", "pod", "p1", "-o", "jsonpath={.status.phase}"]), "Running");
-    let err = n1.may_not(&["patch", "pod", "p2", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
-    assert!(err.contains("pods \"p2\" is forbidden: User \"system:node:n1\" cannot patch resource \"pods/status\"") && err.contains("not bound to node \"n1\""), "{err}");
-    n1.may_not(&["patch", "pod", "p3", "--subresource=status", "--type=merge", "-p", r#"{"status":{"phase":"Running"}}"#]);
+    let err = n1.may_not(&[
+        "patch",
+        "pod",
+        "p2",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    assert!(
+        err.contains("pods \"p2\" is forbidden: User \"system:node:n1\" cannot patch resource \"pods/status\"")
+            && err.contains("not bound to node \"n1\""),
+        "{err}"
+    );
+    n1.may_not(&[
+        "patch",
+        "pod",
+        "p3",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
     n1.may_not(&["label", "pod", "p1", "a=b"]);
     n1.may_not(&["create", "-f", &write(tmp.path(), "pod.yaml", "apiVersion: v1\nkind: Pod\nmetadata:\n  name: mine\nspec:\n  nodeName: n1\n  containers:\n  - {name: c, image: busybox}\n")]);
-    let binding = write(tmp.path(), "binding.json", r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p3"},"target":{"kind":"Node","name":"n1"}}"#);
+    let binding = write(
+        tmp.path(),
+        "binding.json",
+        r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p3"},"target":{"kind":"Node","name":"n1"}}"#,
+    );
     n1.may_not(&["create", "--raw", "/api/v1/namespaces/default/pods/p3/binding", "-f", &binding]);
 
     // Events; nothing else of the cluster's.
@@ -219,7 +311,13 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     n1.may_not(&["delete", "configmap", "cm-used"]);
     n1.may_not(&["label", "namespace", "default", "a=b"]);
     n1.may_not(&["scale", "deployment", "web", "--replicas=0"]);
-    let err = n1.may_not(&["create", "--raw", "/v1-nodectl/register", "-f", tmp.path().join("register-n1.json").to_str().unwrap()]);
+    let err = n1.may_not(&[
+        "create",
+        "--raw",
+        "/v1-nodectl/register",
+        "-f",
+        tmp.path().join("register-n1.json").to_str().unwrap(),
+    ]);
     assert!(err.contains("system:node:n1"), "{err}");
 
     // A graceful deletion of a pod bound to it is finished by the node; of others, no.
@@ -235,9 +333,17 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     let again = register(&s, tmp.path(), &join, "n1", "n1-password").unwrap();
     assert_ne!(again["token"], creds["token"]);
     let out = n1.run(&["get", "nodes"]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "the old token still works: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("Unauthorized"),
+        "the old token still works: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let out = kubectl_as(&s, again["token"].as_str().unwrap(), &["get", "nodes", "-o", "name"]);
-    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("node/n1"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("node/n1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A restart keeps the credentials (they live in the store).
     let (dir, port) = (s.dir.clone(), s.port);
     s.stop();
@@ -278,15 +384,27 @@ fn binding_puts_a_pod_on_a_node_once_and_log_and_exec_name_the_node() {
     let out = bind("n1", "Node");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let status: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((status["kind"].as_str(), status["status"].as_str(), status["code"].as_i64()), (Some("Status"), Some("Success"), Some(201)), "{status}");
+    assert_eq!(
+        (status["kind"].as_str(), status["status"].as_str(), status["code"].as_i64()),
+        (Some("Status"), Some("Success"), Some(201)),
+        "{status}"
+    );
     let pod: Value = serde_json::from_str(&s.ok(&["get", "pod", "p", "-o", "json"])).unwrap();
     assert_eq!(pod["spec"]["nodeName"], "n1");
     assert_eq!(pod["metadata"]["annotations"]["scheduled-by"], "test");
-    let scheduled = pod["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PodScheduled").expect("a PodScheduled condition");
+    let scheduled = pod["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PodScheduled")
+        .expect("a PodScheduled condition");
     assert_eq!(scheduled["status"], "True");
     let out = bind("n2", "Node");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("Conflict") && err.contains("pod p is already assigned to node \"n1\""), "{err}");
+    assert!(
+        !out.status.success() && err.contains("Conflict") && err.contains("pod p is already assigned to node \"n1\""),
+        "{err}"
+    );
     assert_eq!(s.ok(&["get", "pod", "p", "-o", "jsonpath={.spec.nodeName}"]), "n1");
 
     // log and exec are the node's: 503, naming it (not a 404 that says no such path).
@@ -294,7 +412,8 @@ fn binding_puts_a_pod_on_a_node_once_and_log_and_exec_name_the_node() {
     assert!(err.contains("ServiceUnavailable") && err.contains("node \"n1\""), "{err}");
     let err = s.fails(&["exec", "p", "-c", "b", "--", "true"]);
     assert!(err.contains("ServiceUnavailable") && err.contains("node \"n1\""), "{err}");
-    let (code, body) = s.request("GET", "/api/v1/namespaces/default/pods/p/log?container=nope", Some(&s.admin_token()), None);
+    let (code, body) =
+        s.request("GET", "/api/v1/namespaces/default/pods/p/log?container=nope", Some(&s.admin_token()), None);
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("container nope is not valid for pod p"), "{body}");
     let (code, body) = s.request("GET", "/api/v1/namespaces/default/pods/p/log", Some(&s.admin_token()), None);

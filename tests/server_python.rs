@@ -13,8 +13,15 @@ fn the_python_client_lists_creates_patches_watches_and_deletes() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python/client.py");
-    let out = Command::new("python3").arg(script).arg(s.dir.join("admin.kubeconfig")).output().expect("python3 is installed");
+    let out =
+        Command::new("python3").arg(script).arg(s.dir.join("admin.kubeconfig")).output().expect("python3 is installed");
     let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(!stderr.contains("No module named 'kubernetes'"), "the Python client is missing: run rootfs-tools/install-deps.sh");
-    assert!(out.status.success() && stdout.trim_end().ends_with("OK"), "client.py failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}");
+    assert!(
+        !stderr.contains("No module named 'kubernetes'"),
+        "the Python client is missing: run rootfs-tools/install-deps.sh"
+    );
+    assert!(
+        out.status.success() && stdout.trim_end().ends_with("OK"),
+        "client.py failed\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
 }

@@ -39,9 +39,16 @@ impl Cluster {
     fn start(size: usize) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (0..size)
-            .map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), dir: tmp.path().join(format!("m{i}")), child: None })
+            .map(|i| Member {
+                name: format!("m{i}"),
+                client: free_port(),
+                peer: free_port(),
+                dir: tmp.path().join(format!("m{i}")),
+                child: None,
+            })
             .collect();
-        let initial = members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
+        let initial =
+            members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
         let mut c = Cluster { members, initial, _tmp: tmp };
         for i in 0..size {
             c.spawn(i);
@@ -72,7 +79,12 @@ impl Cluster {
             .arg(&m.dir)
             .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
             .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-            .args(["--initial-cluster", &self.initial, "--initial-cluster-token", &format!("t{}", self.members[0].peer)])
+            .args([
+                "--initial-cluster",
+                &self.initial,
+                "--initial-cluster-token",
+                &format!("t{}", self.members[0].peer),
+            ])
             .args(["--logger", "zap", "--log-level", "warn"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -87,7 +99,11 @@ impl Cluster {
         let m = &mut self.members[i];
         while TcpStream::connect(("127.0.0.1", m.client)).is_err() {
             if let Some(Ok(Some(status))) = m.child.as_mut().map(Child::try_wait) {
-                panic!("etcd {} exited: {status}\n{}", m.name, std::fs::read_to_string(m.dir.with_extension("log")).unwrap_or_default());
+                panic!(
+                    "etcd {} exited: {status}\n{}",
+                    m.name,
+                    std::fs::read_to_string(m.dir.with_extension("log")).unwrap_or_default()
+                );
             }
             assert!(Instant::now() < deadline, "etcd {} did not come up", m.name);
             std::thread::sleep(Duration::from_millis(20));
@@ -100,7 +116,8 @@ impl Cluster {
 
     fn kill(&mut self, i: usize) {
         if let Some(mut child) = self.members[i].child.take() {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGKILL)
+                .unwrap();
             child.wait().unwrap();
         }
     }
@@ -227,7 +244,10 @@ async fn the_live_feed_resumes_after_its_member_is_killed_and_restarted() {
         let e = tokio::time::timeout(Duration::from_secs(30), feed.recv()).await.expect("the feed stalled").unwrap();
         seen.push(e.revision);
         if e.revision == d {
-            assert_eq!((e.kind, e.kv.key.as_str(), e.prev.as_ref().map(|p| p.value.as_slice())), (EventKind::Delete, "/k/after-0", Some(&b"v"[..])));
+            assert_eq!(
+                (e.kind, e.kv.key.as_str(), e.prev.as_ref().map(|p| p.value.as_slice())),
+                (EventKind::Delete, "/k/after-0", Some(&b"v"[..]))
+            );
         }
     }
     assert_eq!(seen, written);
@@ -276,7 +296,8 @@ async fn a_three_member_cluster_survives_the_loss_of_its_leader() {
 #[test]
 fn the_compactor_keeps_the_newest_revisions() {
     let c = Cluster::start(1);
-    let s = Etcd::connect(&c.endpoints(), CompactionPolicy { retain: 20, interval: Duration::from_millis(200) }).unwrap();
+    let s =
+        Etcd::connect(&c.endpoints(), CompactionPolicy { retain: 20, interval: Duration::from_millis(200) }).unwrap();
     let first = s.create("/k/a", b"0").unwrap();
     for i in 0..100 {
         s.update("/k/a", format!("{i}").as_bytes(), None).unwrap();
@@ -327,21 +348,39 @@ fn the_api_answers_503_or_504_while_etcd_is_down_and_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let server = Server::start(&tmp.path().join("data"), free_port(), &["--etcd", &c.endpoints().join(",")]);
     let token = server.admin_token();
-    let cm = |name: &str| serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}).to_string();
-    let (code, body) = server.request("POST", "/api/v1/namespaces/default/configmaps", Some(&token), Some(("application/json", cm("before").as_bytes())));
+    let cm = |name: &str| {
+        serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}).to_string()
+    };
+    let (code, body) = server.request(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(&token),
+        Some(("application/json", cm("before").as_bytes())),
+    );
     assert_eq!(code, 201, "{body}");
 
     // A read and a write at once, each waiting out the store's retry window.
     let (server, token) = (&server, token.as_str());
     let read_and_write = |name: &str| {
         std::thread::scope(|scope| {
-            let read = scope.spawn(move || server.request("GET", "/api/v1/namespaces/default/configmaps/before", Some(token), None));
+            let read = scope.spawn(move || {
+                server.request("GET", "/api/v1/namespaces/default/configmaps/before", Some(token), None)
+            });
             let body = cm(name);
-            let write = scope.spawn(move || server.request("POST", "/api/v1/namespaces/default/configmaps", Some(token), Some(("application/json", body.as_bytes()))));
+            let write = scope.spawn(move || {
+                server.request(
+                    "POST",
+                    "/api/v1/namespaces/default/configmaps",
+                    Some(token),
+                    Some(("application/json", body.as_bytes())),
+                )
+            });
             [read.join().unwrap(), write.join().unwrap()]
         })
     };
-    let status = |body: &str| -> serde_json::Value { serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status ({e}): {body}")) };
+    let status = |body: &str| -> serde_json::Value {
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("not a Status ({e}): {body}"))
+    };
     let back = |what: &str| {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -357,11 +396,20 @@ fn the_api_answers_503_or_504_while_etcd_is_down_and_recovers() {
     c.kill(0);
     for (code, body) in read_and_write("while-killed") {
         let s = status(&body);
-        assert_eq!((code, s["kind"].as_str(), s["code"].as_i64(), s["reason"].as_str()), (503, Some("Status"), Some(503), Some("ServiceUnavailable")), "{body}");
+        assert_eq!(
+            (code, s["kind"].as_str(), s["code"].as_i64(), s["reason"].as_str()),
+            (503, Some("Status"), Some(503), Some("ServiceUnavailable")),
+            "{body}"
+        );
     }
     c.restart(0);
     back("a restart of etcd");
-    let (code, body) = server.request("POST", "/api/v1/namespaces/default/configmaps", Some(token), Some(("application/json", cm("after-restart").as_bytes())));
+    let (code, body) = server.request(
+        "POST",
+        "/api/v1/namespaces/default/configmaps",
+        Some(token),
+        Some(("application/json", cm("after-restart").as_bytes())),
+    );
     assert_eq!(code, 201, "{body}");
 
     c.signal(0, nix::sys::signal::Signal::SIGSTOP);
@@ -383,7 +431,10 @@ fn the_api_answers_503_or_504_while_etcd_is_down_and_recovers() {
 fn kill_9_of_the_server_under_load_loses_no_acknowledged_write() {
     let c = Cluster::start(1);
     let tmp = tempfile::tempdir().unwrap();
-    common::server::kill_9_under_load_loses_no_acknowledged_write(&tmp.path().join("data"), &["--etcd", &c.endpoints().join(",")]);
+    common::server::kill_9_under_load_loses_no_acknowledged_write(
+        &tmp.path().join("data"),
+        &["--etcd", &c.endpoints().join(",")],
+    );
 }
 
 /// Node credentials live in the store: a node registered through one server is known to
@@ -397,7 +448,8 @@ fn servers_sharing_an_etcd_share_node_credentials() {
     let b = Server::start(&tmp.path().join("b"), free_port(), &["--etcd", &etcd]);
     let join = std::fs::read_to_string(a.dir.join("node-token")).unwrap().trim().to_string();
     let body = serde_json::json!({"nodeName": "n1", "password": "pw"}).to_string();
-    let (code, creds) = a.request("POST", "/v1-nodectl/register", Some(&join), Some(("application/json", body.as_bytes())));
+    let (code, creds) =
+        a.request("POST", "/v1-nodectl/register", Some(&join), Some(("application/json", body.as_bytes())));
     assert_eq!(code, 201, "{creds}");
     let creds: serde_json::Value = serde_json::from_str(&creds).unwrap();
     let token = creds["token"].as_str().unwrap();

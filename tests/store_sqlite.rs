@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nodectl::server::store::sqlite::{CompactionPolicy, Sqlite};
 use nodectl::server::store::Backend;
+use nodectl::server::store::sqlite::{CompactionPolicy, Sqlite};
 
 /// A compactor that never wakes during a test unless asked.
 fn manual() -> CompactionPolicy {
@@ -63,7 +63,11 @@ async fn compaction_answers_compacted_and_keeps_the_present() {
 #[test]
 fn the_file_stays_bounded_under_steady_updates() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Sqlite::open(&dir.path().join("state.db"), CompactionPolicy { retain: 500, interval: Duration::from_secs(3600) }).unwrap();
+    let s = Sqlite::open(
+        &dir.path().join("state.db"),
+        CompactionPolicy { retain: 500, interval: Duration::from_secs(3600) },
+    )
+    .unwrap();
     let value = vec![b'x'; 2000];
     let mut peak = 0;
     for round in 0..20 {
@@ -118,7 +122,9 @@ fn kill_9_loses_no_acknowledged_write() {
     while acked.len() < 300 {
         let line = lines.next().expect("the child stopped writing").unwrap();
         let mut parts = line.split_whitespace();
-        if let (Some(i), Some(rev)) = (parts.next().and_then(|p| p.parse::<u64>().ok()), parts.next().and_then(|p| p.parse::<i64>().ok())) {
+        if let (Some(i), Some(rev)) =
+            (parts.next().and_then(|p| p.parse::<u64>().ok()), parts.next().and_then(|p| p.parse::<i64>().ok()))
+        {
             acked.push((i, rev));
         }
     }
@@ -127,13 +133,18 @@ fn kill_9_loses_no_acknowledged_write() {
     // Lines the child printed before it died count too.
     for line in lines.map_while(Result::ok) {
         let mut parts = line.split_whitespace();
-        if let (Some(i), Some(rev)) = (parts.next().and_then(|p| p.parse::<u64>().ok()), parts.next().and_then(|p| p.parse::<i64>().ok())) {
+        if let (Some(i), Some(rev)) =
+            (parts.next().and_then(|p| p.parse::<u64>().ok()), parts.next().and_then(|p| p.parse::<i64>().ok()))
+        {
             acked.push((i, rev));
         }
     }
     let s = open(dir.path());
     for (i, rev) in &acked {
-        let kv = s.get(&format!("/crash/{i:08}")).unwrap().unwrap_or_else(|| panic!("acknowledged write {i} (revision {rev}) was lost"));
+        let kv = s
+            .get(&format!("/crash/{i:08}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("acknowledged write {i} (revision {rev}) was lost"));
         assert_eq!(kv.mod_revision, *rev);
     }
     assert!(s.current_revision().unwrap() >= acked.last().unwrap().1);

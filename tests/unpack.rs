@@ -160,7 +160,8 @@ impl Sandbox {
         assert_eq!(fs::read_to_string(self.host.join("canary")).unwrap(), "untouched");
         assert_eq!(fs::metadata(self.host.join("canary")).unwrap().nlink(), 1, "the canary was hard-linked");
         let parent = self.target.parent().unwrap();
-        let mut top: Vec<_> = fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut top: Vec<_> =
+            fs::read_dir(parent).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         top.sort();
         assert_eq!(top, ["host", "target"], "something was written next to the target");
     }
@@ -198,7 +199,11 @@ fn every_kind_of_entry_with_its_metadata() {
             pax: vec![("SCHILY.xattr.security.capability", cap.clone()), ("SCHILY.xattr.user.note", b"hello".to_vec())],
             ..e("bin/ping", Kind::File)
         })
-        .add(E { data: b"big ids", pax: vec![("uid", b"3000000".to_vec()), ("gid", b"3000001".to_vec())], ..e("big", Kind::File) })
+        .add(E {
+            data: b"big ids",
+            pax: vec![("uid", b"3000000".to_vec()), ("gid", b"3000001".to_vec())],
+            ..e("big", Kind::File)
+        })
         .symlink("bin/sh-abs", "/bin/suid")
         .symlink("bin/sh-rel", "suid")
         .hardlink("bin/suid-link", "bin/suid")
@@ -223,7 +228,11 @@ fn every_kind_of_entry_with_its_metadata() {
     let m = fs::metadata(t.join("big")).unwrap();
     assert_eq!((m.uid(), m.gid()), (3_000_000, 3_000_001), "PAX ids win over the header");
 
-    assert_eq!(fs::read_link(t.join("bin/sh-abs")).unwrap(), Path::new("/bin/suid"), "absolute targets kept as written");
+    assert_eq!(
+        fs::read_link(t.join("bin/sh-abs")).unwrap(),
+        Path::new("/bin/suid"),
+        "absolute targets kept as written"
+    );
     assert_eq!(fs::read_link(t.join("bin/sh-rel")).unwrap(), Path::new("suid"));
     assert_eq!(fs::metadata(t.join("bin/suid-link")).unwrap().ino(), fs::metadata(t.join("bin/suid")).unwrap().ino());
 
@@ -261,7 +270,8 @@ fn later_entries_replace_earlier_ones() {
 #[test]
 fn overlay_whiteouts_are_written_in_overlayfs_format() {
     let sb = Sandbox::new();
-    let layer = Layer::default().file(".wh.gone", b"").dir("opq/").file("opq/kept", b"k").file("opq/.wh..wh..opq", b"").bytes();
+    let layer =
+        Layer::default().file(".wh.gone", b"").dir("opq/").file("opq/kept", b"k").file("opq/.wh..wh..opq", b"").bytes();
     apply(layer, &sb.target, Whiteouts::Overlay).unwrap();
     let m = fs::symlink_metadata(sb.target.join("gone")).unwrap();
     assert!(m.file_type().is_char_device() && m.rdev() == 0, "whiteout is a 0/0 char device");
@@ -305,7 +315,8 @@ fn check_merged(root: &Path) {
     assert_eq!(fs::read(root.join("etc/keep")).unwrap(), b"keep");
     assert!(!root.join("etc/gone").exists(), "whited-out file is gone");
     assert!(!root.join("olddir").exists(), "whited-out directory is gone");
-    let mut opq: Vec<_> = fs::read_dir(root.join("opq")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    let mut opq: Vec<_> =
+        fs::read_dir(root.join("opq")).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
     opq.sort();
     assert_eq!(opq, ["new", "shared"], "opaque directory shows only the upper layer");
     assert_eq!(fs::read(root.join("opq/shared")).unwrap(), b"upper");
@@ -324,14 +335,22 @@ fn check_merged(root: &Path) {
 #[test]
 fn overlay_layers_merge_as_the_image_spec_says() {
     let tmp = tempfile::tempdir().unwrap();
-    let dirs: Vec<PathBuf> = ["lower", "upper", "cupper", "work", "merged"].iter().map(|d| tmp.path().join(d)).collect();
+    let dirs: Vec<PathBuf> =
+        ["lower", "upper", "cupper", "work", "merged"].iter().map(|d| tmp.path().join(d)).collect();
     for d in &dirs {
         fs::create_dir(d).unwrap();
     }
     apply(lower_layer(), &dirs[0], Whiteouts::Overlay).unwrap();
     apply(upper_layer(), &dirs[1], Whiteouts::Overlay).unwrap();
-    let opts = format!("lowerdir={}:{},upperdir={},workdir={}", dirs[1].display(), dirs[0].display(), dirs[2].display(), dirs[3].display());
-    nix::mount::mount(Some("overlay"), &dirs[4], Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str())).unwrap();
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        dirs[1].display(),
+        dirs[0].display(),
+        dirs[2].display(),
+        dirs[3].display()
+    );
+    nix::mount::mount(Some("overlay"), &dirs[4], Some("overlay"), nix::mount::MsFlags::empty(), Some(opts.as_str()))
+        .unwrap();
     let _m = Mount(dirs[4].clone());
     check_merged(&dirs[4]);
 }
@@ -347,7 +366,11 @@ fn applied_layers_merge_as_the_image_spec_says() {
 #[test]
 fn dot_dot_stays_inside() {
     let sb = Sandbox::new();
-    let layer = Layer::default().file("../host/canary", b"pwned").file("../../../../escaped", b"x").file("a/../../b", b"b").bytes();
+    let layer = Layer::default()
+        .file("../host/canary", b"pwned")
+        .file("../../../../escaped", b"x")
+        .file("a/../../b", b"b")
+        .bytes();
     apply(layer, &sb.target, Whiteouts::Overlay).unwrap();
     sb.assert_host_untouched();
     assert_eq!(fs::read(sb.target.join("host/canary")).unwrap(), b"pwned", "climbing stops at the target's root");
@@ -468,7 +491,9 @@ fn bad_input_is_an_error_not_a_panic() {
     assert!(apply(garbage, &sb.target, Whiteouts::Overlay).is_err());
     let err = apply(Layer::default().file(".wh.", b"").bytes(), &sb.target, Whiteouts::Overlay).unwrap_err();
     assert!(err.to_string().contains("whiteout names no file"), "{err}");
-    let err = apply(Layer::default().file("plain", b"").file("plain/child", b"").bytes(), &sb.target, Whiteouts::Overlay).unwrap_err();
+    let err =
+        apply(Layer::default().file("plain", b"").file("plain/child", b"").bytes(), &sb.target, Whiteouts::Overlay)
+            .unwrap_err();
     assert!(err.to_string().contains("not a directory"), "{err}");
     sb.assert_host_untouched();
 }
@@ -476,7 +501,8 @@ fn bad_input_is_an_error_not_a_panic() {
 #[test]
 fn the_root_entry_sets_the_roots_metadata() {
     let sb = Sandbox::new();
-    apply(Layer::default().add(E { mode: 0o750, ..e("./", Kind::Dir) }).bytes(), &sb.target, Whiteouts::Overlay).unwrap();
+    apply(Layer::default().add(E { mode: 0o750, ..e("./", Kind::Dir) }).bytes(), &sb.target, Whiteouts::Overlay)
+        .unwrap();
     assert_eq!(fs::metadata(&sb.target).unwrap().permissions().mode() & 0o777, 0o750);
     let err = apply(Layer::default().file("./", b"x").bytes(), &sb.target, Whiteouts::Overlay).unwrap_err();
     assert!(err.to_string().contains("root"), "{err}");

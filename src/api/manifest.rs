@@ -41,7 +41,8 @@ pub enum ManifestError {
 
 /// Reads and checks a manifest file.
 pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ManifestError::Read { path: path.display().to_string(), source })?;
     parse(&path.display().to_string(), &text)
 }
 
@@ -59,15 +60,30 @@ pub fn parse(origin: &str, text: &str) -> Result<Manifest, ManifestError> {
         if value.is_null() {
             continue; // an empty document, as after a trailing `---`
         }
-        let kind = value.get("kind").and_then(Value::as_str).ok_or_else(|| syntax("kind: Required value".into()))?.to_string();
-        let api_version = value.get("apiVersion").and_then(Value::as_str).ok_or_else(|| syntax("apiVersion: Required value".into()))?;
+        let kind =
+            value.get("kind").and_then(Value::as_str).ok_or_else(|| syntax("kind: Required value".into()))?.to_string();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| syntax("apiVersion: Required value".into()))?;
         if api_version != "v1" {
-            return Err(syntax(format!("apiVersion: Unsupported value: \"{api_version}\": supported values: \"v1\" (kind {kind})")));
+            return Err(syntax(format!(
+                "apiVersion: Unsupported value: \"{api_version}\": supported values: \"v1\" (kind {kind})"
+            )));
         }
         let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
-        let invalid = |field: String, message: String| ManifestError::Invalid { origin: origin.to_string(), kind: kind.clone(), name: name.clone(), field, message };
+        let invalid = |field: String, message: String| ManifestError::Invalid {
+            origin: origin.to_string(),
+            kind: kind.clone(),
+            name: name.clone(),
+            field,
+            message,
+        };
         if let Some(problem) = name_problem(&name, false) {
-            return Err(invalid("metadata.name".into(), if name.is_empty() { "Required value: name is required".into() } else { problem }));
+            return Err(invalid(
+                "metadata.name".into(),
+                if name.is_empty() { "Required value: name is required".into() } else { problem },
+            ));
         }
         match kind.as_str() {
             "Pod" => {
@@ -80,7 +96,11 @@ pub fn parse(origin: &str, text: &str) -> Result<Manifest, ManifestError> {
             "Secret" => {
                 secrets.insert(name.clone(), decode::<Secret>(&value, &invalid)?);
             }
-            other => return Err(syntax(format!("kind {other} is not something `nodectl run` runs or uses (Pod, ConfigMap, Secret)"))),
+            other => {
+                return Err(syntax(format!(
+                    "kind {other} is not something `nodectl run` runs or uses (Pod, ConfigMap, Secret)"
+                )));
+            }
         }
     }
     let (pod, raw) = match pods.len() {
@@ -89,9 +109,16 @@ pub fn parse(origin: &str, text: &str) -> Result<Manifest, ManifestError> {
         n => return Err(content(format!("{n} Pods in one file; `nodectl run` runs one"))),
     };
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let invalid = |field: String, message: String| ManifestError::Invalid { origin: origin.to_string(), kind: "Pod".into(), name: name.clone(), field, message };
+    let invalid = |field: String, message: String| ManifestError::Invalid {
+        origin: origin.to_string(),
+        kind: "Pod".into(),
+        name: name.clone(),
+        field,
+        message,
+    };
     let mut warnings = Vec::new();
-    check_fields(&raw, "", &mut warnings).map_err(|field| invalid(field, "Forbidden: not supported by nodectl run".into()))?;
+    check_fields(&raw, "", &mut warnings)
+        .map_err(|field| invalid(field, "Forbidden: not supported by nodectl run".into()))?;
     validate(&pod, &config_maps, &secrets).map_err(|(field, message)| invalid(field, message))?;
     Ok(Manifest { pod, config_maps, secrets, warnings })
 }
@@ -109,7 +136,12 @@ fn as_kubectl_reads_it(mut pod: Value) -> Value {
     for list in ["containers", "initContainers"] {
         for c in pod.pointer_mut(&format!("/spec/{list}")).and_then(Value::as_array_mut).into_iter().flatten() {
             for which in ["limits", "requests"] {
-                for q in c.pointer_mut(&format!("/resources/{which}")).and_then(Value::as_object_mut).into_iter().flat_map(|m| m.values_mut()) {
+                for q in c
+                    .pointer_mut(&format!("/resources/{which}"))
+                    .and_then(Value::as_object_mut)
+                    .into_iter()
+                    .flat_map(|m| m.values_mut())
+                {
                     fix(Some(q));
                 }
             }
@@ -138,7 +170,10 @@ fn as_kubectl_reads_it(mut pod: Value) -> Value {
     pod
 }
 
-fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(value: &Value, invalid: &dyn Fn(String, String) -> ManifestError) -> Result<T, ManifestError> {
+fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: &Value,
+    invalid: &dyn Fn(String, String) -> ManifestError,
+) -> Result<T, ManifestError> {
     let (typed, unknown) = schema::decode::<T>(value).map_err(|(field, message)| invalid(field, message))?;
     match unknown.first() {
         Some(field) => Err(invalid(field.clone(), format!("unknown field \"{field}\""))),
@@ -273,7 +308,8 @@ fn supported(norm: &str) -> bool {
 
 /// Whether some supported field lies below `norm`.
 fn leads_to_supported(norm: &str) -> bool {
-    let below = |p: &str| p.len() > norm.len() && p.starts_with(norm) && matches!(p.as_bytes()[norm.len()], b'.' | b'[');
+    let below =
+        |p: &str| p.len() > norm.len() && p.starts_with(norm) && matches!(p.as_bytes()[norm.len()], b'.' | b'[');
     SUPPORTED.iter().any(|p| below(p)) || CONTAINER.iter().any(|c| below(&format!("spec.containers[].{c}")))
 }
 
@@ -314,7 +350,11 @@ fn check_fields(value: &Value, path: &str, warnings: &mut Vec<String>) -> Result
 type Problem = (String, String);
 
 /// The API server's rules for the fields we honour, in its words.
-fn validate(pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTreeMap<String, Secret>) -> Result<(), Problem> {
+fn validate(
+    pod: &Pod,
+    config_maps: &BTreeMap<String, ConfigMap>,
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<(), Problem> {
     let p = |f: &str, m: String| Err((f.to_string(), m));
     if let Some(ns) = &pod.metadata.namespace
         && let Some(problem) = name_problem(ns, true)
@@ -327,12 +367,20 @@ fn validate(pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTre
     }
     match spec.restart_policy.as_deref() {
         None | Some("Always" | "OnFailure" | "Never") => {}
-        Some(other) => return p("spec.restartPolicy", format!("Unsupported value: \"{other}\": supported values: \"Always\", \"OnFailure\", \"Never\"")),
+        Some(other) => {
+            return p(
+                "spec.restartPolicy",
+                format!("Unsupported value: \"{other}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
+            );
+        }
     }
     if let Some(g) = spec.termination_grace_period_seconds
         && g < 0
     {
-        return p("spec.terminationGracePeriodSeconds", format!("Invalid value: {g}: must be greater than or equal to 0"));
+        return p(
+            "spec.terminationGracePeriodSeconds",
+            format!("Invalid value: {g}: must be greater than or equal to 0"),
+        );
     }
     if let Some(h) = &spec.hostname
         && let Some(problem) = name_problem(h, true)
@@ -348,13 +396,19 @@ fn validate(pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTre
         if !volumes.insert(v.name.as_str()) {
             return Err((format!("{f}.name"), format!("Duplicate value: \"{}\"", v.name)));
         }
-        let kinds = [v.empty_dir.is_some(), v.host_path.is_some(), v.config_map.is_some(), v.secret.is_some()].iter().filter(|k| **k).count();
+        let kinds = [v.empty_dir.is_some(), v.host_path.is_some(), v.config_map.is_some(), v.secret.is_some()]
+            .iter()
+            .filter(|k| **k)
+            .count();
         if kinds != 1 {
             return Err((f, "must specify exactly one of: emptyDir, hostPath, configMap, secret (the volume types nodectl run supports)".into()));
         }
         if let Some(e) = &v.empty_dir {
             if let Some(m) = e.medium.as_deref().filter(|m| !m.is_empty() && *m != "Memory") {
-                return Err((format!("{f}.emptyDir.medium"), format!("Unsupported value: \"{m}\": supported values: \"\", \"Memory\"")));
+                return Err((
+                    format!("{f}.emptyDir.medium"),
+                    format!("Unsupported value: \"{m}\": supported values: \"\", \"Memory\""),
+                ));
             }
             if let Some(size) = &e.size_limit {
                 quantity::memory_bytes(&size.0).map_err(|m| (format!("{f}.emptyDir.sizeLimit"), m))?;
@@ -363,23 +417,37 @@ fn validate(pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTre
         if let Some(h) = &v.host_path
             && !h.path.starts_with('/')
         {
-            return Err((format!("{f}.hostPath.path"), format!("Invalid value: \"{}\": must be an absolute path", h.path)));
+            return Err((
+                format!("{f}.hostPath.path"),
+                format!("Invalid value: \"{}\": must be an absolute path", h.path),
+            ));
         }
         if let Some(c) = &v.config_map
             && !config_maps.contains_key(&c.name)
             && c.optional != Some(true)
         {
-            return Err((format!("{f}.configMap.name"), format!("Not found: ConfigMap \"{}\" is not in the file", c.name)));
+            return Err((
+                format!("{f}.configMap.name"),
+                format!("Not found: ConfigMap \"{}\" is not in the file", c.name),
+            ));
         }
         if let Some(s) = &v.secret {
             let name = s.secret_name.as_deref().unwrap_or_default();
             if !secrets.contains_key(name) && s.optional != Some(true) {
-                return Err((format!("{f}.secret.secretName"), format!("Not found: Secret \"{name}\" is not in the file")));
+                return Err((
+                    format!("{f}.secret.secretName"),
+                    format!("Not found: Secret \"{name}\" is not in the file"),
+                ));
             }
         }
     }
     let mut names = BTreeSet::new();
-    let all = spec.init_containers.iter().flatten().map(|c| ("spec.initContainers", c)).chain(spec.containers.iter().map(|c| ("spec.containers", c)));
+    let all = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .map(|c| ("spec.initContainers", c))
+        .chain(spec.containers.iter().map(|c| ("spec.containers", c)));
     let mut index: BTreeMap<&str, usize> = BTreeMap::new();
     for (list, c) in all {
         let n = index.entry(list).or_default();
@@ -396,7 +464,14 @@ fn validate(pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTre
         }
         match c.image_pull_policy.as_deref() {
             None | Some("Always" | "IfNotPresent" | "Never") => {}
-            Some(other) => return Err((format!("{f}.imagePullPolicy"), format!("Unsupported value: \"{other}\": supported values: \"Always\", \"IfNotPresent\", \"Never\""))),
+            Some(other) => {
+                return Err((
+                    format!("{f}.imagePullPolicy"),
+                    format!(
+                        "Unsupported value: \"{other}\": supported values: \"Always\", \"IfNotPresent\", \"Never\""
+                    ),
+                ));
+            }
         }
         if let Some(w) = &c.working_dir
             && !w.starts_with('/')
@@ -408,40 +483,72 @@ fn validate(pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTre
                 return Err((format!("{f}.env[{j}].name"), "Required value".into()));
             }
             if let Some(from) = &e.value_from {
-                let set = [from.config_map_key_ref.is_some(), from.secret_key_ref.is_some(), from.field_ref.is_some()].iter().filter(|k| **k).count();
+                let set = [from.config_map_key_ref.is_some(), from.secret_key_ref.is_some(), from.field_ref.is_some()]
+                    .iter()
+                    .filter(|k| **k)
+                    .count();
                 if set != 1 || from.resource_field_ref.is_some() {
-                    return Err((format!("{f}.env[{j}].valueFrom"), "must specify exactly one of: configMapKeyRef, secretKeyRef, fieldRef".into()));
+                    return Err((
+                        format!("{f}.env[{j}].valueFrom"),
+                        "must specify exactly one of: configMapKeyRef, secretKeyRef, fieldRef".into(),
+                    ));
                 }
                 if let Some(r) = &from.field_ref
                     && !matches!(r.field_path.as_str(), "metadata.name" | "metadata.namespace" | "status.podIP")
                 {
-                    return Err((format!("{f}.env[{j}].valueFrom.fieldRef.fieldPath"), format!("Unsupported value: \"{}\": supported values: \"metadata.name\", \"metadata.namespace\", \"status.podIP\"", r.field_path)));
+                    return Err((
+                        format!("{f}.env[{j}].valueFrom.fieldRef.fieldPath"),
+                        format!(
+                            "Unsupported value: \"{}\": supported values: \"metadata.name\", \"metadata.namespace\", \"status.podIP\"",
+                            r.field_path
+                        ),
+                    ));
                 }
                 if let Some(r) = &from.config_map_key_ref
                     && r.optional != Some(true)
-                    && !config_maps.get(&r.name).is_some_and(|cm| cm.data.as_ref().is_some_and(|d| d.contains_key(&r.key)))
+                    && !config_maps
+                        .get(&r.name)
+                        .is_some_and(|cm| cm.data.as_ref().is_some_and(|d| d.contains_key(&r.key)))
                 {
-                    return Err((format!("{f}.env[{j}].valueFrom.configMapKeyRef"), format!("Not found: key \"{}\" of ConfigMap \"{}\" is not in the file", r.key, r.name)));
+                    return Err((
+                        format!("{f}.env[{j}].valueFrom.configMapKeyRef"),
+                        format!("Not found: key \"{}\" of ConfigMap \"{}\" is not in the file", r.key, r.name),
+                    ));
                 }
                 if let Some(r) = &from.secret_key_ref
                     && r.optional != Some(true)
-                    && !secrets.get(&r.name).is_some_and(|s| s.data.as_ref().is_some_and(|d| d.contains_key(&r.key)) || s.string_data.as_ref().is_some_and(|d| d.contains_key(&r.key)))
+                    && !secrets.get(&r.name).is_some_and(|s| {
+                        s.data.as_ref().is_some_and(|d| d.contains_key(&r.key))
+                            || s.string_data.as_ref().is_some_and(|d| d.contains_key(&r.key))
+                    })
                 {
-                    return Err((format!("{f}.env[{j}].valueFrom.secretKeyRef"), format!("Not found: key \"{}\" of Secret \"{}\" is not in the file", r.key, r.name)));
+                    return Err((
+                        format!("{f}.env[{j}].valueFrom.secretKeyRef"),
+                        format!("Not found: key \"{}\" of Secret \"{}\" is not in the file", r.key, r.name),
+                    ));
                 }
             }
         }
         for (j, port) in c.ports.iter().flatten().enumerate() {
             if !(1..=65535).contains(&port.container_port) {
-                return Err((format!("{f}.ports[{j}].containerPort"), format!("Invalid value: {}: must be between 1 and 65535, inclusive", port.container_port)));
+                return Err((
+                    format!("{f}.ports[{j}].containerPort"),
+                    format!("Invalid value: {}: must be between 1 and 65535, inclusive", port.container_port),
+                ));
             }
             if let Some(h) = port.host_port
                 && !(0..=65535).contains(&h)
             {
-                return Err((format!("{f}.ports[{j}].hostPort"), format!("Invalid value: {h}: must be between 1 and 65535, inclusive")));
+                return Err((
+                    format!("{f}.ports[{j}].hostPort"),
+                    format!("Invalid value: {h}: must be between 1 and 65535, inclusive"),
+                ));
             }
             if let Some(proto) = port.protocol.as_deref().filter(|p| !matches!(*p, "TCP" | "UDP")) {
-                return Err((format!("{f}.ports[{j}].protocol"), format!("Unsupported value: \"{proto}\": supported values: \"TCP\", \"UDP\"")));
+                return Err((
+                    format!("{f}.ports[{j}].protocol"),
+                    format!("Unsupported value: \"{proto}\": supported values: \"TCP\", \"UDP\""),
+                ));
             }
         }
         if let Some(r) = &c.resources {
@@ -451,14 +558,27 @@ fn validate(pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTre
                     match k.as_str() {
                         "cpu" => quantity::cpu_millis(&q.0).map(|_| ()).map_err(|m| (field.clone(), m))?,
                         "memory" => quantity::memory_bytes(&q.0).map(|_| ()).map_err(|m| (field.clone(), m))?,
-                        other => return Err((field, format!("Unsupported value: \"{other}\": nodectl run limits cpu and memory"))),
+                        other => {
+                            return Err((
+                                field,
+                                format!("Unsupported value: \"{other}\": nodectl run limits cpu and memory"),
+                            ));
+                        }
                     }
                 }
             }
-            if let (Some(limit), Some(request)) = (r.limits.as_ref().and_then(|l| l.get("memory")), r.requests.as_ref().and_then(|l| l.get("memory")))
-                && quantity::memory_bytes(&request.0).unwrap_or(0) > quantity::memory_bytes(&limit.0).unwrap_or(i64::MAX)
+            if let (Some(limit), Some(request)) =
+                (r.limits.as_ref().and_then(|l| l.get("memory")), r.requests.as_ref().and_then(|l| l.get("memory")))
+                && quantity::memory_bytes(&request.0).unwrap_or(0)
+                    > quantity::memory_bytes(&limit.0).unwrap_or(i64::MAX)
             {
-                return Err((format!("{f}.resources.requests[memory]"), format!("Invalid value: \"{}\": must be less than or equal to memory limit of {}", request.0, limit.0)));
+                return Err((
+                    format!("{f}.resources.requests[memory]"),
+                    format!(
+                        "Invalid value: \"{}\": must be less than or equal to memory limit of {}",
+                        request.0, limit.0
+                    ),
+                ));
             }
         }
         for (j, m) in c.volume_mounts.iter().flatten().enumerate() {
@@ -466,12 +586,18 @@ fn validate(pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTre
                 return Err((format!("{f}.volumeMounts[{j}].name"), format!("Not found: \"{}\"", m.name)));
             }
             if !m.mount_path.starts_with('/') {
-                return Err((format!("{f}.volumeMounts[{j}].mountPath"), format!("Invalid value: \"{}\": must be an absolute path", m.mount_path)));
+                return Err((
+                    format!("{f}.volumeMounts[{j}].mountPath"),
+                    format!("Invalid value: \"{}\": must be an absolute path", m.mount_path),
+                ));
             }
             if let Some(sub) = m.sub_path.as_deref()
                 && (sub.starts_with('/') || sub.split('/').any(|part| part == ".."))
             {
-                return Err((format!("{f}.volumeMounts[{j}].subPath"), format!("Invalid value: \"{sub}\": must be a relative path without '..'")));
+                return Err((
+                    format!("{f}.volumeMounts[{j}].subPath"),
+                    format!("Invalid value: \"{sub}\": must be a relative path without '..'"),
+                ));
             }
         }
     }
@@ -535,7 +661,13 @@ spec:
         assert_eq!(m.pod.metadata.name.as_deref(), Some("web"));
         assert_eq!(m.config_maps.len(), 1);
         assert_eq!(m.secrets.len(), 1);
-        assert_eq!(m.warnings, ["spec.containers[0].readinessProbe is ignored by nodectl run", "spec.nodeSelector is ignored by nodectl run"]);
+        assert_eq!(
+            m.warnings,
+            [
+                "spec.containers[0].readinessProbe is ignored by nodectl run",
+                "spec.nodeSelector is ignored by nodectl run"
+            ]
+        );
         let json = serde_json::to_string(&serde_yaml_ng::from_str::<Value>("kind: x").unwrap()).unwrap();
         assert_eq!(json, r#"{"kind":"x"}"#);
     }
@@ -574,32 +706,104 @@ spec:
         vec![
             ("not YAML", "kind: Pod\n  bad: [".into(), "document 1"),
             ("no kind", "apiVersion: v1\nmetadata: {name: p}\n".into(), "kind: Required value"),
-            ("wrong apiVersion", "apiVersion: v2\nkind: Pod\nmetadata: {name: p}\n".into(), "apiVersion: Unsupported value"),
+            (
+                "wrong apiVersion",
+                "apiVersion: v2\nkind: Pod\nmetadata: {name: p}\n".into(),
+                "apiVersion: Unsupported value",
+            ),
             ("other kind", "apiVersion: v1\nkind: Service\nmetadata: {name: s}\n".into(), "kind Service"),
             ("no pod", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n".into(), "no Pod"),
             ("two pods", format!("{}---\n{}", pod(c), pod(c)), "2 Pods"),
-            ("bad name", "apiVersion: v1\nkind: Pod\nmetadata: {name: Web_1}\nspec:\n  containers: []\n".into(), "metadata.name"),
+            (
+                "bad name",
+                "apiVersion: v1\nkind: Pod\nmetadata: {name: Web_1}\nspec:\n  containers: []\n".into(),
+                "metadata.name",
+            ),
             ("unknown field", pod(&format!("{c}    imagee: typo\n")), "spec.containers[0].imagee"),
-            ("wrong type", pod("  containers:\n  - name: c\n    image: busybox\n    ports: [{containerPort: eighty}]\n"), "spec.containers[0].ports[0].containerPort"),
+            (
+                "wrong type",
+                pod("  containers:\n  - name: c\n    image: busybox\n    ports: [{containerPort: eighty}]\n"),
+                "spec.containers[0].ports[0].containerPort",
+            ),
             ("no containers", pod("  containers: []\n"), "spec.containers"),
             ("no image", pod("  containers:\n  - name: c\n"), "spec.containers[0].image"),
-            ("duplicate container", pod("  containers:\n  - {name: c, image: busybox}\n  - {name: c, image: busybox}\n"), "spec.containers[1].name"),
+            (
+                "duplicate container",
+                pod("  containers:\n  - {name: c, image: busybox}\n  - {name: c, image: busybox}\n"),
+                "spec.containers[1].name",
+            ),
             ("bad restartPolicy", pod(&format!("  restartPolicy: Sometimes\n{c}")), "spec.restartPolicy"),
-            ("unsupported volume", pod(&format!("  volumes:\n  - name: v\n    nfs: {{server: x, path: /}}\n{c}")), "spec.volumes[0].nfs"),
-            ("lifecycle hooks", pod(&format!("{c}    lifecycle: {{preStop: {{exec: {{command: [x]}}}}}}\n")), "spec.containers[0].lifecycle"),
+            (
+                "unsupported volume",
+                pod(&format!("  volumes:\n  - name: v\n    nfs: {{server: x, path: /}}\n{c}")),
+                "spec.volumes[0].nfs",
+            ),
+            (
+                "lifecycle hooks",
+                pod(&format!("{c}    lifecycle: {{preStop: {{exec: {{command: [x]}}}}}}\n")),
+                "spec.containers[0].lifecycle",
+            ),
             ("hostPID", pod(&format!("  hostPID: true\n{c}")), "spec.hostPID"),
-            ("seccomp profile", pod(&format!("{c}    securityContext: {{seccompProfile: {{type: RuntimeDefault}}}}\n")), "spec.containers[0].securityContext.seccompProfile"),
-            ("bad quantity", pod(&format!("{c}    resources: {{limits: {{memory: lots}}}}\n")), "spec.containers[0].resources.limits[memory]"),
-            ("gpu limit", pod(&format!("{c}    resources: {{limits: {{nvidia.com/gpu: 1}}}}\n")), "resources.limits[nvidia.com/gpu]"),
-            ("request above limit", pod(&format!("{c}    resources: {{limits: {{memory: 1Mi}}, requests: {{memory: 2Mi}}}}\n")), "resources.requests[memory]"),
-            ("missing volume", pod(&format!("{c}    volumeMounts: [{{name: nope, mountPath: /x}}]\n")), "spec.containers[0].volumeMounts[0].name"),
-            ("relative mountPath", pod("  volumes: [{name: v, emptyDir: {}}]\n  containers:\n  - name: c\n    image: busybox\n    volumeMounts: [{name: v, mountPath: x}]\n"), "volumeMounts[0].mountPath"),
-            ("escaping subPath", pod("  volumes: [{name: v, emptyDir: {}}]\n  containers:\n  - name: c\n    image: busybox\n    volumeMounts: [{name: v, mountPath: /x, subPath: ../../etc}]\n"), "volumeMounts[0].subPath"),
-            ("missing configMap", pod(&format!("{c}    env: [{{name: A, valueFrom: {{configMapKeyRef: {{name: nope, key: k}}}}}}]\n")), "env[0].valueFrom.configMapKeyRef"),
-            ("unsupported fieldRef", pod(&format!("{c}    env: [{{name: A, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}]\n")), "fieldRef.fieldPath"),
-            ("port out of range", pod(&format!("{c}    ports: [{{containerPort: 70000}}]\n")), "ports[0].containerPort"),
+            (
+                "seccomp profile",
+                pod(&format!("{c}    securityContext: {{seccompProfile: {{type: RuntimeDefault}}}}\n")),
+                "spec.containers[0].securityContext.seccompProfile",
+            ),
+            (
+                "bad quantity",
+                pod(&format!("{c}    resources: {{limits: {{memory: lots}}}}\n")),
+                "spec.containers[0].resources.limits[memory]",
+            ),
+            (
+                "gpu limit",
+                pod(&format!("{c}    resources: {{limits: {{nvidia.com/gpu: 1}}}}\n")),
+                "resources.limits[nvidia.com/gpu]",
+            ),
+            (
+                "request above limit",
+                pod(&format!("{c}    resources: {{limits: {{memory: 1Mi}}, requests: {{memory: 2Mi}}}}\n")),
+                "resources.requests[memory]",
+            ),
+            (
+                "missing volume",
+                pod(&format!("{c}    volumeMounts: [{{name: nope, mountPath: /x}}]\n")),
+                "spec.containers[0].volumeMounts[0].name",
+            ),
+            (
+                "relative mountPath",
+                pod(
+                    "  volumes: [{name: v, emptyDir: {}}]\n  containers:\n  - name: c\n    image: busybox\n    volumeMounts: [{name: v, mountPath: x}]\n",
+                ),
+                "volumeMounts[0].mountPath",
+            ),
+            (
+                "escaping subPath",
+                pod(
+                    "  volumes: [{name: v, emptyDir: {}}]\n  containers:\n  - name: c\n    image: busybox\n    volumeMounts: [{name: v, mountPath: /x, subPath: ../../etc}]\n",
+                ),
+                "volumeMounts[0].subPath",
+            ),
+            (
+                "missing configMap",
+                pod(&format!("{c}    env: [{{name: A, valueFrom: {{configMapKeyRef: {{name: nope, key: k}}}}}}]\n")),
+                "env[0].valueFrom.configMapKeyRef",
+            ),
+            (
+                "unsupported fieldRef",
+                pod(&format!("{c}    env: [{{name: A, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}]\n")),
+                "fieldRef.fieldPath",
+            ),
+            (
+                "port out of range",
+                pod(&format!("{c}    ports: [{{containerPort: 70000}}]\n")),
+                "ports[0].containerPort",
+            ),
             ("SCTP", pod(&format!("{c}    ports: [{{containerPort: 80, protocol: SCTP}}]\n")), "ports[0].protocol"),
-            ("relative hostPath", pod(&format!("  volumes: [{{name: v, hostPath: {{path: data}}}}]\n{c}")), "spec.volumes[0].hostPath.path"),
+            (
+                "relative hostPath",
+                pod(&format!("  volumes: [{{name: v, hostPath: {{path: data}}}}]\n{c}")),
+                "spec.volumes[0].hostPath.path",
+            ),
         ]
     }
 

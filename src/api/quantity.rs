@@ -4,7 +4,11 @@
 /// The value of `text` in thousandths of its unit, rounded up (so "1m" cpu is 1 millicore
 /// and "1.5Ki" memory is 1536000 milli-bytes), or why it is not a quantity.
 pub fn parse_milli(text: &str) -> Result<i128, String> {
-    let bad = || format!("quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (got {text:?})");
+    let bad = || {
+        format!(
+            "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$' (got {text:?})"
+        )
+    };
     let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(text.len());
     let (number, suffix) = text.split_at(split);
     if number.is_empty() || number.matches('.').count() > 1 || number[1..].contains(['+', '-']) {

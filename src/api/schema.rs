@@ -6,8 +6,11 @@ use serde_json::Value;
 
 /// Decodes `v` as `T`: the typed value and the unknown fields (dotted paths), or the path
 /// of the first field that does not fit and the error.
-pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<(T, Vec<String>), (String, String)> {
-    let typed: T = serde_path_to_error::deserialize(v).map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))?;
+pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
+    v: &Value,
+) -> Result<(T, Vec<String>), (String, String)> {
+    let typed: T = serde_path_to_error::deserialize(v)
+        .map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))?;
     let again = serde_json::to_value(&typed).unwrap_or(Value::Null);
     let mut unknown = Vec::new();
     unknown_in(v, &again, "", &mut unknown);

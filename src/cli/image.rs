@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Subcommand;
 
-use crate::image::{import, pull, Reference, Store};
+use crate::image::{Reference, Store, import, pull};
 
 #[derive(Subcommand)]
 pub enum ImageCommand {

@@ -65,7 +65,9 @@ impl NetArgs {
 
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     if args.detach {
-        bail!("--detach hands the pod to the node daemon (`nodectl daemon`), which this version does not have yet; run it in the foreground without --detach");
+        bail!(
+            "--detach hands the pod to the node daemon (`nodectl daemon`), which this version does not have yet; run it in the foreground without --detach"
+        );
     }
     if !(args.restart_backoff.is_finite() && args.restart_backoff >= 0.0) {
         bail!("--restart-backoff: {} is not a number of seconds", args.restart_backoff);

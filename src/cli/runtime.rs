@@ -175,7 +175,8 @@ impl ExecArgs {
             bail!("exec needs --process FILE or a command after the container id");
         }
         let (rec, _) = rt.load(&self.id)?;
-        let cfg = spec::load(&rec.bundle).with_context(|| format!("the container's bundle {}", rec.bundle.display()))?;
+        let cfg =
+            spec::load(&rec.bundle).with_context(|| format!("the container's bundle {}", rec.bundle.display()))?;
         let mut p = cfg.process;
         p.args = self.command.clone();
         p.terminal = self.tty;
@@ -216,7 +217,9 @@ struct CreateArgs {
 
 impl CreateArgs {
     fn options(&self, global: &GlobalArgs) -> Result<CreateOptions> {
-        let abs = |p: &Path| -> Result<PathBuf> { Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) }) };
+        let abs = |p: &Path| -> Result<PathBuf> {
+            Ok(if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir()?.join(p) })
+        };
         Ok(CreateOptions {
             bundle: abs(&self.bundle)?,
             pid_file: self.pid_file.as_deref().map(abs).transpose()?,
@@ -247,7 +250,10 @@ fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
             let msg = format!("{err:#}");
             if let Some(log) = &global.log {
                 let line = match global.log_format {
-                    LogFormat::Json => serde_json::json!({"level": "error", "msg": msg, "time": crate::timefmt::now_rfc3339()}).to_string(),
+                    LogFormat::Json => {
+                        serde_json::json!({"level": "error", "msg": msg, "time": crate::timefmt::now_rfc3339()})
+                            .to_string()
+                    }
                     LogFormat::Text => format!("time=\"{}\" level=error msg={:?}", crate::timefmt::now_rfc3339(), msg),
                 };
                 if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
@@ -277,7 +283,12 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
         Verb::Run { create, detach } => return Ok(rt.run(&create.id, &create.options(global)?, detach)?),
         Verb::Exec(a) => {
             let process = a.process(&rt)?;
-            let opts = ExecOptions { detach: a.detach, pid_file: a.pid_file.clone(), console_socket: a.console_socket.clone(), preserve_fds: a.preserve_fds };
+            let opts = ExecOptions {
+                detach: a.detach,
+                pid_file: a.pid_file.clone(),
+                console_socket: a.console_socket.clone(),
+                preserve_fds: a.preserve_fds,
+            };
             return Ok(rt.exec(&a.id, &process, &opts)?);
         }
         Verb::Ps { format, id, ps_args } => ps(&rt, &id, &format, &ps_args)?,
@@ -313,7 +324,8 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
             if path.exists() {
                 bail!("{} exists; remove it first", path.display());
             }
-            std::fs::write(&path, serde_json::to_string_pretty(&spec::default_spec())? + "\n").with_context(|| format!("write {}", path.display()))?;
+            std::fs::write(&path, serde_json::to_string_pretty(&spec::default_spec())? + "\n")
+                .with_context(|| format!("write {}", path.display()))?;
         }
     }
     Ok(0)
@@ -348,7 +360,12 @@ fn ps(rt: &Runtime, id: &str, format: &str, args: &[String]) -> Result<()> {
             let col = header.split_whitespace().position(|c| c == "PID").context("ps output has no PID column")?;
             println!("{header}");
             for line in lines {
-                if line.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()).is_some_and(|p| pids.contains(&p)) {
+                if line
+                    .split_whitespace()
+                    .nth(col)
+                    .and_then(|p| p.parse::<i32>().ok())
+                    .is_some_and(|p| pids.contains(&p))
+                {
                     println!("{line}");
                 }
             }

@@ -22,7 +22,8 @@ pub struct ServerArgs {
 
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
     let data_dir = args.data_dir.unwrap_or_else(|| root.join("server"));
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the event loop")?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the event loop")?;
     runtime.block_on(async {
         tokio::select! {
             r = crate::server::run(crate::server::Config { data_dir, listen: args.listen, etcd: args.etcd }) => r.map(|_| 0).map_err(anyhow::Error::from),

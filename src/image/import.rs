@@ -21,7 +21,9 @@ use super::store::{ImageRecord, Staged, StagedBlob, Store, StoreError, read_docu
 pub enum ImportError {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: io::Error },
-    #[error("{path}: not an OCI layout (no oci-layout and index.json), an OCI archive or a docker-archive (no manifest.json)")]
+    #[error(
+        "{path}: not an OCI layout (no oci-layout and index.json), an OCI archive or a docker-archive (no manifest.json)"
+    )]
     UnknownFormat { path: PathBuf },
     #[error("{path}: reading the archive failed at entry {entry:?}: {source} (is the archive truncated?)")]
     Archive { path: PathBuf, entry: String, source: io::Error },
@@ -56,7 +58,13 @@ trait Source {
     /// The content of a small file (JSON), if present.
     fn small(&mut self, name: &str) -> Result<Option<Vec<u8>>>;
     /// Stages file `name`, checked against `expected` if given; returns its digest and size.
-    fn stage(&mut self, store: &Store, name: &str, expected: Option<&Digest>, staged: &mut Staged) -> Result<(Digest, u64)>;
+    fn stage(
+        &mut self,
+        store: &Store,
+        name: &str,
+        expected: Option<&Digest>,
+        staged: &mut Staged,
+    ) -> Result<(Digest, u64)>;
     fn path(&self) -> &Path;
 }
 
@@ -75,7 +83,13 @@ impl Source for Dir {
         }
     }
 
-    fn stage(&mut self, store: &Store, name: &str, expected: Option<&Digest>, staged: &mut Staged) -> Result<(Digest, u64)> {
+    fn stage(
+        &mut self,
+        store: &Store,
+        name: &str,
+        expected: Option<&Digest>,
+        staged: &mut Staged,
+    ) -> Result<(Digest, u64)> {
         let p = self.path.join(name);
         let mut f = File::open(&p).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => ImportError::Missing { path: self.path.clone(), file: name.to_string() },
@@ -140,7 +154,11 @@ impl Archive {
         let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, file));
         let mut files = BTreeMap::new();
         let mut links = BTreeMap::new();
-        let fail = |entry: &str, source: io::Error| ImportError::Archive { path: path.to_path_buf(), entry: entry.to_string(), source };
+        let fail = |entry: &str, source: io::Error| ImportError::Archive {
+            path: path.to_path_buf(),
+            entry: entry.to_string(),
+            source,
+        };
         let entries = archive.entries().map_err(|e| fail("(start)", e))?;
         let mut last = String::from("(start)");
         for entry in entries {
@@ -154,7 +172,10 @@ impl Archive {
                     io::copy(&mut entry, &mut w).map_err(|e| fail(&name, e))?;
                     let expected = entry.header().size().map_err(|e| fail(&name, e))?;
                     if w.written() != expected {
-                        return Err(fail(&name, io::Error::new(io::ErrorKind::UnexpectedEof, "entry is shorter than its header says")));
+                        return Err(fail(
+                            &name,
+                            io::Error::new(io::ErrorKind::UnexpectedEof, "entry is shorter than its header says"),
+                        ));
                     }
                     files.insert(name, w.finish_any()?);
                 }
@@ -197,7 +218,13 @@ impl Source for Archive {
         read_document(&p).map(Some).map_err(|source| ImportError::Io { path: self.path.join(name), source })
     }
 
-    fn stage(&mut self, _store: &Store, name: &str, expected: Option<&Digest>, staged: &mut Staged) -> Result<(Digest, u64)> {
+    fn stage(
+        &mut self,
+        _store: &Store,
+        name: &str,
+        expected: Option<&Digest>,
+        staged: &mut Staged,
+    ) -> Result<(Digest, u64)> {
         let real = self.resolve(name).ok_or_else(|| {
             if self.links.contains_key(name) {
                 ImportError::BadLink { path: self.path.clone(), file: name.to_string() }
@@ -223,7 +250,11 @@ impl Source for Archive {
 }
 
 fn parse_json<T: for<'de> Deserialize<'de>>(path: &Path, file: &str, data: &[u8]) -> Result<T> {
-    serde_json::from_slice(data).map_err(|source| ImportError::BadJson { path: path.to_path_buf(), file: file.to_string(), source })
+    serde_json::from_slice(data).map_err(|source| ImportError::BadJson {
+        path: path.to_path_buf(),
+        file: file.to_string(),
+        source,
+    })
 }
 
 fn blob_name(d: &Digest) -> String {
@@ -242,9 +273,10 @@ pub fn import(store: &Store, path: &Path, name: Option<&str>) -> Result<ImageRec
     let mut source: Box<dyn Source> =
         if meta.is_dir() { Box::new(Dir { path: path.to_path_buf() }) } else { Box::new(Archive::read(store, path)?) };
     if source.small("oci-layout")?.is_some()
-        && let Some(index) = source.small("index.json")? {
-            return import_oci(store, source.as_mut(), &index, name);
-        }
+        && let Some(index) = source.small("index.json")?
+    {
+        return import_oci(store, source.as_mut(), &index, name);
+    }
     if let Some(manifest) = source.small("manifest.json")? {
         return import_docker(store, source.as_mut(), &manifest, name);
     }
@@ -270,13 +302,15 @@ fn import_oci(store: &Store, src: &mut dyn Source, index_json: &[u8], name: Opti
         a.get(CONTAINERD_NAME).or_else(|| a.get(REF_NAME)).cloned()
     };
     let matches = |d: &Descriptor, want: &Reference| {
-        annotated(d).is_some_and(|n| n.parse::<Reference>().ok().as_ref() == Some(want) || Some(&n) == want.tag.as_ref())
+        annotated(d)
+            .is_some_and(|n| n.parse::<Reference>().ok().as_ref() == Some(want) || Some(&n) == want.tag.as_ref())
     };
     let by_name: Vec<&Descriptor> = match &name {
         Some(want) => index.manifests().iter().filter(|d| matches(d, want)).collect(),
         None => Vec::new(),
     };
-    let candidates: Vec<&Descriptor> = if by_name.is_empty() { index.manifests().iter().collect() } else { by_name.clone() };
+    let candidates: Vec<&Descriptor> =
+        if by_name.is_empty() { index.manifests().iter().collect() } else { by_name.clone() };
     let platforms: Vec<&Descriptor> = candidates.iter().copied().filter(|d| is_amd64_linux(d)).collect();
     let top = match platforms.as_slice() {
         [] => {
@@ -307,7 +341,8 @@ fn import_oci(store: &Store, src: &mut dyn Source, index_json: &[u8], name: Opti
     let mut staged = Staged::default();
     let manifest_digest = resolve_manifest(store, src, top, &mut staged)?;
     let manifest: ImageManifest = {
-        let data = read_document(&store.staged_path(&staged, &manifest_digest)).map_err(|source| ImportError::Io { path: path.clone(), source })?;
+        let data = read_document(&store.staged_path(&staged, &manifest_digest))
+            .map_err(|source| ImportError::Io { path: path.clone(), source })?;
         parse_json(&path, &blob_name(&manifest_digest), &data)?
     };
     let config = descriptor_digest(manifest.config())?;
@@ -331,13 +366,21 @@ fn image_base_name(path: &Path) -> String {
     if trimmed.is_empty() { "image".to_string() } else { trimmed.to_string() }
 }
 
-fn stage_missing(store: &Store, src: &mut dyn Source, staged: &mut Staged, d: &Digest, size: Option<u64>) -> Result<()> {
+fn stage_missing(
+    store: &Store,
+    src: &mut dyn Source,
+    staged: &mut Staged,
+    d: &Digest,
+    size: Option<u64>,
+) -> Result<()> {
     if staged.contains(d) || store.has_blob(d) {
         return Ok(());
     }
     let (_, actual) = src.stage(store, &blob_name(d), Some(d), staged)?;
     match size {
-        Some(size) if size != actual => Err(StoreError::SizeMismatch { digest: d.clone(), expected: size, actual }.into()),
+        Some(size) if size != actual => {
+            Err(StoreError::SizeMismatch { digest: d.clone(), expected: size, actual }.into())
+        }
         _ => Ok(()),
     }
 }
@@ -348,7 +391,8 @@ fn resolve_manifest(store: &Store, src: &mut dyn Source, desc: &Descriptor, stag
     for _ in 0..8 {
         let d = descriptor_digest(&desc)?;
         stage_missing(store, src, staged, &d, Some(desc.size()))?;
-        let data = read_document(&store.staged_path(staged, &d)).map_err(|source| ImportError::Io { path: src.path().to_path_buf(), source })?;
+        let data = read_document(&store.staged_path(staged, &d))
+            .map_err(|source| ImportError::Io { path: src.path().to_path_buf(), source })?;
         let probe: serde_json::Value = parse_json(src.path(), &blob_name(&d), &data)?;
         if probe.get("manifests").is_none() {
             return Ok(d);
@@ -379,7 +423,12 @@ struct DockerManifestEntry {
     layers: Vec<String>,
 }
 
-fn import_docker(store: &Store, src: &mut dyn Source, manifest_json: &[u8], name: Option<Reference>) -> Result<ImageRecord> {
+fn import_docker(
+    store: &Store,
+    src: &mut dyn Source,
+    manifest_json: &[u8],
+    name: Option<Reference>,
+) -> Result<ImageRecord> {
     let path = src.path().to_path_buf();
     let entries: Vec<DockerManifestEntry> = parse_json(&path, "manifest.json", manifest_json)?;
     let entry = match (entries.len(), &name) {

@@ -55,7 +55,9 @@ impl FromStr for Reference {
             return Err(invalid(s, "it is empty"));
         }
         let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|_| invalid(s, "the part after @ is not a sha256 digest"))?)),
+            Some((r, d)) => {
+                (r, Some(d.parse::<Digest>().map_err(|_| invalid(s, "the part after @ is not a sha256 digest"))?))
+            }
             None => (s, None),
         };
         // A tag is the part after the last ':' that is not followed by a '/' (a port is).
@@ -64,9 +66,10 @@ impl FromStr for Reference {
             _ => (rest, None),
         };
         if let Some(t) = &tag
-            && !valid_tag(t) {
-                return Err(invalid(s, "the tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with . or -"));
-            }
+            && !valid_tag(t)
+        {
+            return Err(invalid(s, "the tag must be 1 to 128 of [A-Za-z0-9_.-], not starting with . or -"));
+        }
         let (registry, repository) = match name.split_once('/') {
             Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
                 (first.to_string(), path.to_string())

@@ -32,7 +32,9 @@ pub enum RootfsError {
     MissingLayer(Digest),
     #[error("mounting overlayfs at {path}: {step}: {source}")]
     Mount { path: PathBuf, step: &'static str, source: io::Error },
-    #[error("image has {layers} layers; their overlay mount options need {needed} bytes, over the kernel's {limit}, and this kernel lacks fsconfig lowerdir+ (Linux 6.8)")]
+    #[error(
+        "image has {layers} layers; their overlay mount options need {needed} bytes, over the kernel's {limit}, and this kernel lacks fsconfig lowerdir+ (Linux 6.8)"
+    )]
     TooManyLayers { layers: usize, needed: usize, limit: usize },
     #[error(transparent)]
     Store(#[from] super::store::StoreError),
@@ -134,7 +136,9 @@ fn mount_overlay(store: &Store, lowers: &[PathBuf], upper: &Path, work: &Path, t
     match mount_with_fsconfig(lowers, upper, work, target) {
         Ok(()) => Ok(()),
         // EINVAL: no "lowerdir+" before 6.8; ENOSYS: no new mount API at all.
-        Err(RootfsError::Mount { source, .. }) if matches!(source.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+        Err(RootfsError::Mount { source, .. })
+            if matches!(source.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) =>
+        {
             mount_legacy(store, lowers, upper, work, target)
         }
         Err(e) => Err(e),
@@ -150,7 +154,9 @@ const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
 fn fsconfig_string(fs: &OwnedFd, key: &str, value: &CString) -> io::Result<()> {
     let key = CString::new(key).expect("static keys");
     // SAFETY: fs is an fsopen fd; key and value are NUL-terminated and outlive the call.
-    let rc = unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0) };
+    let rc = unsafe {
+        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0)
+    };
     if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
 }
 
@@ -184,7 +190,14 @@ fn mount_with_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, target: &P
     let to = cstr(target);
     // SAFETY: mnt is a detached mount fd, "" with F_EMPTY_PATH names it; `to` is a valid path.
     let rc = unsafe {
-        libc::syscall(libc::SYS_move_mount, mnt.as_raw_fd(), empty.as_ptr(), libc::AT_FDCWD, to.as_ptr(), MOVE_MOUNT_F_EMPTY_PATH)
+        libc::syscall(
+            libc::SYS_move_mount,
+            mnt.as_raw_fd(),
+            empty.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            MOVE_MOUNT_F_EMPTY_PATH,
+        )
     };
     if rc < 0 {
         return Err(fail("move_mount")(io::Error::last_os_error()));

@@ -41,7 +41,9 @@ pub enum StoreError {
     MissingBlob(Digest),
     #[error("{what} {digest} is not valid JSON of its kind: {source}")]
     BadJson { what: &'static str, digest: Digest, source: serde_json::Error },
-    #[error("layer {index} ({digest}): uncompressed content hashes to {actual}, but the image config lists diff_id {expected}")]
+    #[error(
+        "layer {index} ({digest}): uncompressed content hashes to {actual}, but the image config lists diff_id {expected}"
+    )]
     DiffIdMismatch { index: usize, digest: Digest, expected: Digest, actual: Digest },
     #[error("image config lists {diff_ids} diff_ids but the manifest has {layers} layers")]
     LayerCount { layers: usize, diff_ids: usize },
@@ -127,11 +129,13 @@ impl BlobWriter {
             return Err(StoreError::DigestMismatch { expected: expected.clone(), actual });
         }
         if let Some(size) = size
-            && size != count {
-                return Err(StoreError::SizeMismatch { digest: expected.clone(), expected: size, actual: count });
-            }
+            && size != count
+        {
+            return Err(StoreError::SizeMismatch { digest: expected.clone(), expected: size, actual: count });
+        }
         let path = self.tmp.path().to_path_buf();
-        let file = buf.into_inner().map_err(|e| StoreError::Io { op: "write", path: path.clone(), source: e.into_error() })?;
+        let file =
+            buf.into_inner().map_err(|e| StoreError::Io { op: "write", path: path.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io_err("fsync", &path))?;
         Ok(StagedBlob { digest: expected.clone(), size: count, tmp: self.tmp.into_temp_path() })
     }
@@ -141,7 +145,8 @@ impl BlobWriter {
     pub fn finish_any(self) -> Result<StagedBlob> {
         let (buf, actual, count) = self.hashing.finish();
         let path = self.tmp.path().to_path_buf();
-        let file = buf.into_inner().map_err(|e| StoreError::Io { op: "write", path: path.clone(), source: e.into_error() })?;
+        let file =
+            buf.into_inner().map_err(|e| StoreError::Io { op: "write", path: path.clone(), source: e.into_error() })?;
         file.sync_all().map_err(io_err("fsync", &path))?;
         Ok(StagedBlob { digest: actual, size: count, tmp: self.tmp.into_temp_path() })
     }
@@ -266,12 +271,20 @@ impl Store {
 
     fn manifest_in(&self, staged: &Staged, d: &Digest) -> Result<ImageManifest> {
         let data = self.read_blob_from(&self.blob_source(staged, d), d)?;
-        serde_json::from_slice(&data).map_err(|source| StoreError::BadJson { what: "manifest", digest: d.clone(), source })
+        serde_json::from_slice(&data).map_err(|source| StoreError::BadJson {
+            what: "manifest",
+            digest: d.clone(),
+            source,
+        })
     }
 
     fn config_in(&self, staged: &Staged, d: &Digest) -> Result<ImageConfiguration> {
         let data = self.read_blob_from(&self.blob_source(staged, d), d)?;
-        serde_json::from_slice(&data).map_err(|source| StoreError::BadJson { what: "image config", digest: d.clone(), source })
+        serde_json::from_slice(&data).map_err(|source| StoreError::BadJson {
+            what: "image config",
+            digest: d.clone(),
+            source,
+        })
     }
 
     /// Records the image `manifest_digest` under `name`: every blob it needs must be staged
@@ -283,12 +296,7 @@ impl Store {
         let manifest = self.manifest_in(&staged, manifest_digest)?;
         let config_digest: Digest = manifest.config().digest().to_string().parse()?;
         let config = self.config_in(&staged, &config_digest)?;
-        let diff_ids = config
-            .rootfs()
-            .diff_ids()
-            .iter()
-            .map(|d| d.parse::<Digest>())
-            .collect::<Result<Vec<_>, _>>()?;
+        let diff_ids = config.rootfs().diff_ids().iter().map(|d| d.parse::<Digest>()).collect::<Result<Vec<_>, _>>()?;
         let layers = manifest
             .layers()
             .iter()
@@ -339,7 +347,9 @@ impl Store {
             .tempdir_in(self.tmp_dir())
             .map_err(io_err("create directory in", self.tmp_dir()))?;
         let actual = unpack_blob(src, staging.path()).map_err(|e| match e {
-            LayerError::Open(source) if source.kind() == io::ErrorKind::NotFound => StoreError::MissingBlob(blob.clone()),
+            LayerError::Open(source) if source.kind() == io::ErrorKind::NotFound => {
+                StoreError::MissingBlob(blob.clone())
+            }
             LayerError::Open(source) => io_err("open", src)(source),
             LayerError::Read(source) => StoreError::LayerRead { digest: blob.clone(), source },
             LayerError::Unpack(source) => StoreError::Unpack { digest: blob.clone(), source },
@@ -396,7 +406,8 @@ impl Store {
         let out = change(&mut index);
         let data = serde_json::to_vec_pretty(&index).expect("index serialises");
         let path = self.index_path();
-        let mut tmp = tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(io_err("create file in", self.tmp_dir()))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(self.tmp_dir()).map_err(io_err("create file in", self.tmp_dir()))?;
         tmp.write_all(&data).map_err(io_err("write", tmp.path().to_path_buf()))?;
         tmp.as_file().sync_all().map_err(io_err("fsync", tmp.path().to_path_buf()))?;
         tmp.persist(&path).map_err(|e| StoreError::Io { op: "rename", path: path.clone(), source: e.error })?;
@@ -411,9 +422,10 @@ impl Store {
     pub fn resolve(&self, query: &str) -> Result<ImageRecord> {
         let index = self.read_index()?;
         if let Ok(reference) = query.parse::<Reference>()
-            && let Some(rec) = index.images.get(&reference.to_string()) {
-                return Ok(rec.clone());
-            }
+            && let Some(rec) = index.images.get(&reference.to_string())
+        {
+            return Ok(rec.clone());
+        }
         let id = query.strip_prefix("sha256:").unwrap_or(query);
         if id.len() >= 4 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
             let found: BTreeMap<&Digest, &ImageRecord> =
@@ -454,9 +466,10 @@ impl Store {
             let entry = entry.map_err(io_err("read directory", &dir))?;
             let record = entry.path().join("layers.json");
             if let Ok(data) = fs::read(&record)
-                && let Ok(chain) = serde_json::from_slice::<Vec<Digest>>(&data) {
-                    used.extend(chain);
-                }
+                && let Ok(chain) = serde_json::from_slice::<Vec<Digest>>(&data)
+            {
+                used.extend(chain);
+            }
         }
         Ok(used)
     }
@@ -524,7 +537,8 @@ pub fn unpack_blob(src: &Path, target: &Path) -> std::result::Result<Digest, Lay
     let file = File::open(src).map_err(LayerError::Open)?;
     let (_, reader) = compression::decompress(file).map_err(LayerError::Read)?;
     let mut hashing = Hashing::new(Pipelined::new(reader));
-    unpack::unpack(&mut hashing, target, &UnpackOptions { whiteouts: Whiteouts::Overlay }).map_err(LayerError::Unpack)?;
+    unpack::unpack(&mut hashing, target, &UnpackOptions { whiteouts: Whiteouts::Overlay })
+        .map_err(LayerError::Unpack)?;
     io::copy(&mut hashing, &mut io::sink()).map_err(LayerError::Read)?;
     Ok(hashing.finish().1)
 }
@@ -539,7 +553,10 @@ pub fn read_document(path: &Path) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     file.take(MAX_DOCUMENT + 1).read_to_end(&mut data)?;
     if data.len() as u64 > MAX_DOCUMENT {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("larger than the {} MiB limit for an image's JSON documents", MAX_DOCUMENT >> 20)));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("larger than the {} MiB limit for an image's JSON documents", MAX_DOCUMENT >> 20),
+        ));
     }
     Ok(data)
 }

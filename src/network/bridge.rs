@@ -8,11 +8,7 @@ use super::{Error, NetConfig, Result, ipam, rtnl};
 use netlink_packet_route::link::InfoKind;
 
 fn nl_err(op: &'static str, what: &str, source: std::io::Error) -> Error {
-    Error::Netlink {
-        op,
-        what: what.to_string(),
-        source,
-    }
+    Error::Netlink { op, what: what.to_string(), source }
 }
 
 /// Makes sure the bridge exists, is up and has the gateway address; returns its index.
@@ -29,33 +25,20 @@ pub(crate) fn ensure(sock: &mut Socket, cfg: &NetConfig) -> Result<u32> {
         }
         link = rtnl::link(sock, name).map_err(|e| nl_err("looking up bridge", name, e))?;
     }
-    let link = link.ok_or_else(|| {
-        nl_err(
-            "looking up bridge",
-            name,
-            std::io::Error::from_raw_os_error(libc::ENODEV),
-        )
-    })?;
+    let link =
+        link.ok_or_else(|| nl_err("looking up bridge", name, std::io::Error::from_raw_os_error(libc::ENODEV)))?;
     if rtnl::kind(&link) != Some(&InfoKind::Bridge) {
-        return Err(Error::NotABridge {
-            name: name.to_string(),
-        });
+        return Err(Error::NotABridge { name: name.to_string() });
     }
     let index = link.header.index;
-    if !link
-        .header
-        .flags
-        .contains(netlink_packet_route::link::LinkFlags::Up)
-    {
+    if !link.header.flags.contains(netlink_packet_route::link::LinkFlags::Up) {
         rtnl::set_up(sock, index).map_err(|e| nl_err("bringing up bridge", name, e))?;
     }
     let gw = ipam::gateway(cfg.cidr);
     match rtnl::add_address(sock, index, gw, cfg.cidr.prefix_len()) {
-        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => Err(nl_err(
-            "adding the gateway address to bridge",
-            &format!("{name} ({gw}/{})", cfg.cidr.prefix_len()),
-            e,
-        )),
+        Err(e) if e.raw_os_error() != Some(libc::EEXIST) => {
+            Err(nl_err("adding the gateway address to bridge", &format!("{name} ({gw}/{})", cfg.cidr.prefix_len()), e))
+        }
         _ => Ok(index),
     }
 }

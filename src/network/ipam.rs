@@ -60,20 +60,12 @@ pub(crate) struct Locked {
 }
 
 fn io_err(op: &'static str, path: &Path, source: io::Error) -> Error {
-    Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    Error::Io { op, path: path.to_path_buf(), source }
 }
 
 impl Pool {
     pub fn new(state_dir: &Path, bridge: &str, cidr: Ipv4Net) -> Pool {
-        Pool {
-            dir: state_dir.join(bridge),
-            bridge: bridge.to_string(),
-            cidr,
-        }
+        Pool { dir: state_dir.join(bridge), bridge: bridge.to_string(), cidr }
     }
 
     pub fn dir(&self) -> &Path {
@@ -81,8 +73,7 @@ impl Pool {
     }
 
     pub fn lock(&self) -> Result<Locked> {
-        std::fs::create_dir_all(&self.dir)
-            .map_err(|e| io_err("creating the address pool directory", &self.dir, e))?;
+        std::fs::create_dir_all(&self.dir).map_err(|e| io_err("creating the address pool directory", &self.dir, e))?;
         let lock_path = self.dir.join("ipam.lock");
         let f = OpenOptions::new()
             .create(true)
@@ -94,10 +85,8 @@ impl Pool {
             .map_err(|(_, e)| io_err("locking the address pool", &lock_path, e.into()))?;
         let path = self.dir.join("ipam.json");
         let mut file = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<PoolFile>(&bytes).map_err(|e| Error::State {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?,
+            Ok(bytes) => serde_json::from_slice::<PoolFile>(&bytes)
+                .map_err(|e| Error::State { path: path.clone(), reason: e.to_string() })?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => PoolFile::default(),
             Err(e) => return Err(io_err("reading the address pool", &path, e)),
         };
@@ -142,10 +131,7 @@ impl Locked {
         for (other, a) in self.file.pods.iter().filter(|(k, _)| k.as_str() != key) {
             for p in ports {
                 if a.ports.iter().any(|q| clash(p, q)) {
-                    return Err(Error::PortInUse {
-                        mapping: p.to_string(),
-                        pod: other.clone(),
-                    });
+                    return Err(Error::PortInUse { mapping: p.to_string(), pod: other.clone() });
                 }
             }
         }
@@ -166,24 +152,15 @@ impl Locked {
         for i in 0..span {
             let ip = Ipv4Addr::from(first + (start - first + i) % span);
             if !used.contains(&ip) {
-                self.file.pods.insert(
-                    key.to_string(),
-                    Allocation {
-                        ip,
-                        veth: veth.to_string(),
-                        ports: ports.to_vec(),
-                    },
-                );
+                self.file
+                    .pods
+                    .insert(key.to_string(), Allocation { ip, veth: veth.to_string(), ports: ports.to_vec() });
                 self.file.last = Some(ip);
                 self.dirty = true;
                 return Ok(ip);
             }
         }
-        Err(Error::PoolFull {
-            bridge: self.bridge.clone(),
-            cidr: self.cidr,
-            allocated: used.len(),
-        })
+        Err(Error::PoolFull { bridge: self.bridge.clone(), cidr: self.cidr, allocated: used.len() })
     }
 
     pub fn release(&mut self, key: &str) -> Option<Allocation> {
@@ -196,16 +173,12 @@ impl Locked {
         if !self.dirty {
             return Ok(());
         }
-        let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)
-            .map_err(|e| io_err("writing the address pool", &self.dir, e))?;
-        let bytes = serde_json::to_vec_pretty(&self.file).map_err(|e| Error::State {
-            path: self.path.clone(),
-            reason: e.to_string(),
-        })?;
-        tmp.write_all(&bytes)
-            .map_err(|e| io_err("writing the address pool", tmp.path(), e))?;
-        tmp.persist(&self.path)
-            .map_err(|e| io_err("replacing the address pool", &self.path, e.error))?;
+        let mut tmp =
+            tempfile::NamedTempFile::new_in(&self.dir).map_err(|e| io_err("writing the address pool", &self.dir, e))?;
+        let bytes = serde_json::to_vec_pretty(&self.file)
+            .map_err(|e| Error::State { path: self.path.clone(), reason: e.to_string() })?;
+        tmp.write_all(&bytes).map_err(|e| io_err("writing the address pool", tmp.path(), e))?;
+        tmp.persist(&self.path).map_err(|e| io_err("replacing the address pool", &self.path, e.error))?;
         self.dirty = false;
         Ok(())
     }
@@ -246,19 +219,11 @@ mod tests {
         for i in 0..5 {
             got.push(l.allocate(&format!("pod{i}"), "v", &[]).unwrap());
         }
-        assert_eq!(
-            got,
-            (2..=6)
-                .map(|i| Ipv4Addr::new(10, 1, 2, i))
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(got, (2..=6).map(|i| Ipv4Addr::new(10, 1, 2, i)).collect::<Vec<_>>());
         let err = l.allocate("pod5", "v", &[]).unwrap_err().to_string();
         assert!(err.contains("10.1.2.0/29"), "{err}");
         // The same key gets the same address again.
-        assert_eq!(
-            l.allocate("pod2", "v", &[]).unwrap(),
-            Ipv4Addr::new(10, 1, 2, 4)
-        );
+        assert_eq!(l.allocate("pod2", "v", &[]).unwrap(), Ipv4Addr::new(10, 1, 2, 4));
         l.commit().unwrap();
     }
 
@@ -275,10 +240,7 @@ mod tests {
         }
         let mut l = p.lock().unwrap();
         assert_eq!(l.get("b").unwrap().ip, Ipv4Addr::new(10, 1, 2, 3));
-        assert_eq!(
-            l.allocate("c", "v", &[]).unwrap(),
-            Ipv4Addr::new(10, 1, 2, 4)
-        );
+        assert_eq!(l.allocate("c", "v", &[]).unwrap(), Ipv4Addr::new(10, 1, 2, 4));
     }
 
     #[test]
@@ -286,31 +248,14 @@ mod tests {
         use super::super::Protocol;
         let d = tempfile::tempdir().unwrap();
         let mut l = pool(d.path(), "10.1.2.0/29").lock().unwrap();
-        let m = |port, protocol, host_ip| PortMapping {
-            host_port: port,
-            container_port: 80,
-            protocol,
-            host_ip,
-        };
-        l.allocate("a", "v", &[m(80, Protocol::Tcp, Some(Ipv4Addr::LOCALHOST))])
-            .unwrap();
-        let err = l
-            .allocate("b", "v", &[m(80, Protocol::Tcp, None)])
-            .unwrap_err()
-            .to_string();
+        let m = |port, protocol, host_ip| PortMapping { host_port: port, container_port: 80, protocol, host_ip };
+        l.allocate("a", "v", &[m(80, Protocol::Tcp, Some(Ipv4Addr::LOCALHOST))]).unwrap();
+        let err = l.allocate("b", "v", &[m(80, Protocol::Tcp, None)]).unwrap_err().to_string();
         assert!(err.contains("80") && err.contains("\"a\""), "{err}");
-        l.allocate(
-            "b",
-            "v",
-            &[
-                m(80, Protocol::Udp, None),
-                m(80, Protocol::Tcp, Some(Ipv4Addr::new(10, 0, 0, 1))),
-            ],
-        )
-        .unwrap();
-        // The pod itself may map it again (a second set-up).
-        l.allocate("a", "v", &[m(80, Protocol::Tcp, Some(Ipv4Addr::LOCALHOST))])
+        l.allocate("b", "v", &[m(80, Protocol::Udp, None), m(80, Protocol::Tcp, Some(Ipv4Addr::new(10, 0, 0, 1)))])
             .unwrap();
+        // The pod itself may map it again (a second set-up).
+        l.allocate("a", "v", &[m(80, Protocol::Tcp, Some(Ipv4Addr::LOCALHOST))]).unwrap();
     }
 
     #[test]
@@ -321,15 +266,8 @@ mod tests {
             l.allocate("a", "v", &[]).unwrap();
             l.commit().unwrap();
         }
-        let err = pool(d.path(), "10.9.0.0/24")
-            .lock()
-            .err()
-            .unwrap()
-            .to_string();
-        assert!(
-            err.contains("10.1.2.0/29") && err.contains("10.9.0.0/24"),
-            "{err}"
-        );
+        let err = pool(d.path(), "10.9.0.0/24").lock().err().unwrap().to_string();
+        assert!(err.contains("10.1.2.0/29") && err.contains("10.9.0.0/24"), "{err}");
     }
 
     #[test]
@@ -337,11 +275,7 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(d.path().join("br")).unwrap();
         std::fs::write(d.path().join("br/ipam.json"), b"{not json").unwrap();
-        let err = pool(d.path(), "10.1.2.0/29")
-            .lock()
-            .err()
-            .unwrap()
-            .to_string();
+        let err = pool(d.path(), "10.1.2.0/29").lock().err().unwrap().to_string();
         assert!(err.contains("ipam.json"), "{err}");
     }
 }

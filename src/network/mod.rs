@@ -43,48 +43,25 @@ pub enum Error {
     #[error("a pod key must not be empty")]
     EmptyPodKey,
     #[error("invalid port mapping {mapping}: {reason}")]
-    InvalidPort {
-        mapping: String,
-        reason: &'static str,
-    },
+    InvalidPort { mapping: String, reason: &'static str },
     #[error("host port {mapping} is already mapped by pod {pod:?}")]
     PortInUse { mapping: String, pod: String },
     #[error("the address pool {cidr} of bridge {bridge} is full ({allocated} pods have addresses)")]
-    PoolFull {
-        bridge: String,
-        cidr: Ipv4Net,
-        allocated: usize,
-    },
+    PoolFull { bridge: String, cidr: Ipv4Net, allocated: usize },
     #[error(
         "bridge {bridge} has addresses from {old} for {pods} pods, but its CIDR is now {new}; remove those pods first"
     )]
-    CidrChanged {
-        bridge: String,
-        old: String,
-        new: String,
-        pods: usize,
-    },
+    CidrChanged { bridge: String, old: String, new: String, pods: usize },
     #[error("{name} exists and is not a bridge")]
     NotABridge { name: String },
     #[error("bridge {bridge} still has {pods} pods with addresses")]
     BridgeInUse { bridge: String, pods: usize },
     #[error("{op} {what}: {source}")]
-    Netlink {
-        op: &'static str,
-        what: String,
-        source: std::io::Error,
-    },
+    Netlink { op: &'static str, what: String, source: std::io::Error },
     #[error("nftables: {what}: {source}")]
-    Nft {
-        what: String,
-        source: std::io::Error,
-    },
+    Nft { what: String, source: std::io::Error },
     #[error("{op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { op: &'static str, path: PathBuf, source: std::io::Error },
     #[error("state file {}: {reason}", path.display())]
     State { path: PathBuf, reason: String },
 }
@@ -102,20 +79,12 @@ pub struct NetConfig {
 
 impl NetConfig {
     pub fn new(bridge: &str, cidr: &str, state_dir: PathBuf) -> Result<NetConfig> {
-        Ok(NetConfig {
-            bridge: check_bridge(bridge)?,
-            cidr: parse_cidr(cidr)?,
-            state_dir,
-        })
+        Ok(NetConfig { bridge: check_bridge(bridge)?, cidr: parse_cidr(cidr)?, state_dir })
     }
 
     /// `--bridge` and `--pod-cidr` win over NODECTL_BRIDGE and NODECTL_POD_CIDR, which
     /// win over the defaults; the pool lives in `root/network`.
-    pub fn from_env_and_flags(
-        root: &Path,
-        bridge: Option<String>,
-        cidr: Option<String>,
-    ) -> Result<NetConfig> {
+    pub fn from_env_and_flags(root: &Path, bridge: Option<String>, cidr: Option<String>) -> Result<NetConfig> {
         NetConfig::resolve(root, bridge, cidr, |k| std::env::var(k).ok())
     }
 
@@ -126,12 +95,8 @@ impl NetConfig {
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<NetConfig> {
         let env = |k: &str| env(k).filter(|v| !v.is_empty());
-        let bridge = bridge
-            .or_else(|| env("NODECTL_BRIDGE"))
-            .unwrap_or_else(|| DEFAULT_BRIDGE.into());
-        let cidr = cidr
-            .or_else(|| env("NODECTL_POD_CIDR"))
-            .unwrap_or_else(|| DEFAULT_POD_CIDR.into());
+        let bridge = bridge.or_else(|| env("NODECTL_BRIDGE")).unwrap_or_else(|| DEFAULT_BRIDGE.into());
+        let cidr = cidr.or_else(|| env("NODECTL_POD_CIDR")).unwrap_or_else(|| DEFAULT_POD_CIDR.into());
         NetConfig::new(&bridge, &cidr, root.join("network"))
     }
 }
@@ -147,12 +112,7 @@ impl NetConfig {
 }
 
 fn check_bridge(name: &str) -> Result<String> {
-    let bad = |reason| {
-        Err(Error::InvalidBridge {
-            name: name.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason| Err(Error::InvalidBridge { name: name.to_string(), reason });
     if name.is_empty() || name.len() > 15 {
         return bad("must be 1 to 15 characters (IFNAMSIZ)");
     }
@@ -160,22 +120,14 @@ fn check_bridge(name: &str) -> Result<String> {
         return bad("is not a usable interface name");
     }
     // Also a directory name under the state dir and part of the nftables table name.
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    {
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.') {
         return bad("may hold only letters, digits, '-', '_' and '.'");
     }
     Ok(name.to_string())
 }
 
 fn parse_cidr(s: &str) -> Result<Ipv4Net> {
-    let bad = |reason: String| {
-        Err(Error::InvalidCidr {
-            cidr: s.to_string(),
-            reason,
-        })
-    };
+    let bad = |reason: String| Err(Error::InvalidCidr { cidr: s.to_string(), reason });
     let net: Ipv4Net = match s.trim().parse() {
         Ok(n) => n,
         Err(_) => return bad("not an IPv4 network like 10.88.0.0/16".into()),
@@ -210,23 +162,14 @@ impl std::fmt::Display for PortMapping {
         if let Some(ip) = self.host_ip {
             write!(f, "{ip}:")?;
         }
-        write!(
-            f,
-            "{}->{}/{:?}",
-            self.host_port, self.container_port, self.protocol
-        )
+        write!(f, "{}->{}/{:?}", self.host_port, self.container_port, self.protocol)
     }
 }
 
 fn check_ports(ports: &[PortMapping]) -> Result<()> {
     let mut seen = BTreeSet::new();
     for p in ports {
-        let bad = |reason| {
-            Err(Error::InvalidPort {
-                mapping: p.to_string(),
-                reason,
-            })
-        };
+        let bad = |reason| Err(Error::InvalidPort { mapping: p.to_string(), reason });
         if p.host_port == 0 || p.container_port == 0 {
             return bad("ports must be 1-65535");
         }
@@ -257,11 +200,7 @@ pub struct GcReport {
 }
 
 fn nl_open_err(what: &str, source: std::io::Error) -> Error {
-    Error::Netlink {
-        op: "opening a netlink socket for",
-        what: what.to_string(),
-        source,
-    }
+    Error::Netlink { op: "opening a netlink socket for", what: what.to_string(), source }
 }
 
 /// Attaches the pod `pod_key` (unique per pod, e.g. namespace/name/uid) whose network
@@ -270,12 +209,7 @@ fn nl_open_err(what: &str, source: std::io::Error) -> Error {
 /// gateway, and adds hostPort rules. Calling it again for the same key replaces the
 /// pod's veth and rules and keeps its address. On failure it undoes what it did, and
 /// the pod is left with nothing.
-pub fn setup(
-    cfg: &NetConfig,
-    pod_key: &str,
-    netns: &Path,
-    ports: &[PortMapping],
-) -> Result<Attachment> {
+pub fn setup(cfg: &NetConfig, pod_key: &str, netns: &Path, ports: &[PortMapping]) -> Result<Attachment> {
     cfg.check()?;
     if pod_key.is_empty() {
         return Err(Error::EmptyPodKey);
@@ -291,12 +225,7 @@ pub fn setup(
         l.commit()?;
         (ip, existed)
     };
-    let att = Attachment {
-        ip,
-        prefix: cfg.cidr.prefix_len(),
-        gateway: ipam::gateway(cfg.cidr),
-        host_veth,
-    };
+    let att = Attachment { ip, prefix: cfg.cidr.prefix_len(), gateway: ipam::gateway(cfg.cidr), host_veth };
     match attach(cfg, pod_key, (&ns, netns), ports, &att, existed) {
         Ok(()) => Ok(att),
         Err(e) => {
@@ -346,14 +275,8 @@ pub fn teardown(cfg: &NetConfig, pod_key: &str) -> Result<()> {
     // Not locked while detaching: deleting a veth waits out the kernel's RCU grace
     // periods (~25 ms here), and other pods' set-ups need the lock meanwhile.
     let rec = pool.lock()?.get(pod_key).cloned();
-    let host_veth = rec
-        .as_ref()
-        .map_or_else(|| veth::host_name(&cfg.bridge, pod_key), |r| r.veth.clone());
-    detach(
-        cfg,
-        &host_veth,
-        rec.as_ref().is_none_or(|r| !r.ports.is_empty()),
-    )?;
+    let host_veth = rec.as_ref().map_or_else(|| veth::host_name(&cfg.bridge, pod_key), |r| r.veth.clone());
+    detach(cfg, &host_veth, rec.as_ref().is_none_or(|r| !r.ports.is_empty()))?;
     let mut l = pool.lock()?;
     if l.release(pod_key).is_some() {
         l.commit()?;
@@ -395,12 +318,8 @@ pub fn gc(cfg: &NetConfig, alive: impl Fn(&str) -> bool) -> Result<GcReport> {
     // creates it, so no veth of a pod being set up can look like a stray here.
     let mut l = pool.lock()?;
     let mut report = GcReport::default();
-    let dead: Vec<(String, ipam::Allocation)> = l
-        .pods()
-        .iter()
-        .filter(|(k, _)| !alive(k))
-        .map(|(k, a)| (k.clone(), a.clone()))
-        .collect();
+    let dead: Vec<(String, ipam::Allocation)> =
+        l.pods().iter().filter(|(k, _)| !alive(k)).map(|(k, a)| (k.clone(), a.clone())).collect();
     let mut sock = rtnl::open().map_err(|e| nl_open_err("links", e))?;
     for (key, a) in &dead {
         if veth::delete(&mut sock, &a.veth)? {
@@ -445,10 +364,7 @@ pub fn remove_bridge(cfg: &NetConfig) -> Result<()> {
     let pool = ipam::Pool::new(&cfg.state_dir, &cfg.bridge, cfg.cidr);
     let l = pool.lock()?;
     if !l.pods().is_empty() {
-        return Err(Error::BridgeInUse {
-            bridge: cfg.bridge.clone(),
-            pods: l.pods().len(),
-        });
+        return Err(Error::BridgeInUse { bridge: cfg.bridge.clone(), pods: l.pods().len() });
     }
     let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
     portmap::delete_table(&mut nft, &cfg.bridge)?;
@@ -461,11 +377,9 @@ pub fn remove_bridge(cfg: &NetConfig) -> Result<()> {
     let dir = pool.dir().to_path_buf();
     drop(l);
     match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::Io {
-            op: "removing the address pool",
-            path: dir,
-            source: e,
-        }),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(Error::Io { op: "removing the address pool", path: dir, source: e })
+        }
         _ => Ok(()),
     }
 }
@@ -479,11 +393,7 @@ mod tests {
         let d = PathBuf::from("/tmp/x");
         assert!(NetConfig::new("nodectl0", "10.88.0.0/16", d.clone()).is_ok());
         for (br, cidr, needle) in [
-            (
-                "a-very-long-bridge-name",
-                "10.88.0.0/16",
-                "a-very-long-bridge-name",
-            ),
+            ("a-very-long-bridge-name", "10.88.0.0/16", "a-very-long-bridge-name"),
             ("bad/name", "10.88.0.0/16", "bad/name"),
             ("", "10.88.0.0/16", "bridge name"),
             ("br", "10.88.0.1/16", "10.88.0.0/16"),
@@ -505,66 +415,34 @@ mod tests {
             _ => None,
         };
         let c = NetConfig::resolve(root, None, None, env).unwrap();
-        assert_eq!(
-            (c.bridge.as_str(), c.cidr.to_string()),
-            ("envbr", "10.5.0.0/24".into())
-        );
-        let c = NetConfig::resolve(root, Some("flagbr".into()), Some("10.6.0.0/24".into()), env)
-            .unwrap();
-        assert_eq!(
-            (c.bridge.as_str(), c.cidr.to_string()),
-            ("flagbr", "10.6.0.0/24".into())
-        );
+        assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("envbr", "10.5.0.0/24".into()));
+        let c = NetConfig::resolve(root, Some("flagbr".into()), Some("10.6.0.0/24".into()), env).unwrap();
+        assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("flagbr", "10.6.0.0/24".into()));
         assert_eq!(c.state_dir, PathBuf::from("/r/network"));
         let c = NetConfig::resolve(root, None, None, |_| Some(String::new())).unwrap();
-        assert_eq!(
-            (c.bridge.as_str(), c.cidr.to_string()),
-            (DEFAULT_BRIDGE, DEFAULT_POD_CIDR.into())
-        );
+        assert_eq!((c.bridge.as_str(), c.cidr.to_string()), (DEFAULT_BRIDGE, DEFAULT_POD_CIDR.into()));
     }
 
     #[test]
     fn a_hand_made_config_is_checked_before_use() {
         let dir = tempfile::tempdir().unwrap();
         let ns = dir.path().join("ns");
-        for (bridge, cidr) in [
-            ("../etc", "10.0.0.0/24"),
-            ("br", "10.0.0.0/32"),
-            ("br", "10.0.0.9/24"),
-        ] {
-            let cfg = NetConfig {
-                bridge: bridge.into(),
-                cidr: cidr.parse().unwrap(),
-                state_dir: dir.path().into(),
-            };
+        for (bridge, cidr) in [("../etc", "10.0.0.0/24"), ("br", "10.0.0.0/32"), ("br", "10.0.0.9/24")] {
+            let cfg = NetConfig { bridge: bridge.into(), cidr: cidr.parse().unwrap(), state_dir: dir.path().into() };
             assert!(setup(&cfg, "k", &ns, &[]).is_err());
             assert!(teardown(&cfg, "k").is_err());
             assert!(gc(&cfg, |_| true).is_err());
         }
         let cfg = NetConfig::new("br", "10.0.0.0/24", dir.path().into()).unwrap();
         assert!(matches!(setup(&cfg, "", &ns, &[]), Err(Error::EmptyPodKey)));
-        assert_eq!(
-            std::fs::read_dir(dir.path()).unwrap().count(),
-            0,
-            "nothing written"
-        );
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing written");
     }
 
     #[test]
     fn duplicate_or_zero_ports_are_refused() {
-        let p = |hp, cp| PortMapping {
-            host_port: hp,
-            container_port: cp,
-            protocol: Protocol::Tcp,
-            host_ip: None,
-        };
+        let p = |hp, cp| PortMapping { host_port: hp, container_port: cp, protocol: Protocol::Tcp, host_ip: None };
         assert!(check_ports(&[p(80, 8080), p(81, 8080)]).is_ok());
-        assert!(
-            check_ports(&[p(80, 8080), p(80, 9090)])
-                .unwrap_err()
-                .to_string()
-                .contains("80->9090")
-        );
+        assert!(check_ports(&[p(80, 8080), p(80, 9090)]).unwrap_err().to_string().contains("80->9090"));
         assert!(check_ports(&[p(0, 1)]).is_err());
     }
 }

@@ -51,11 +51,7 @@ impl Socket {
         let timeout = nix::sys::time::TimeVal::new(10, 0);
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .map_err(io::Error::from)?;
-        Ok(Socket {
-            sock,
-            seq: 1,
-            buf: Vec::with_capacity(RECV_BUF),
-        })
+        Ok(Socket { sock, seq: 1, buf: Vec::with_capacity(RECV_BUF) })
     }
 
     pub fn next_seq(&mut self) -> u32 {
@@ -91,11 +87,7 @@ impl Socket {
                 }
                 if reply.ty == NLMSG_ERROR {
                     let code = error_code(&reply.payload)?;
-                    return if code == 0 {
-                        Ok(replies)
-                    } else {
-                        Err(io::Error::from_raw_os_error(-code))
-                    };
+                    return if code == 0 { Ok(replies) } else { Err(io::Error::from_raw_os_error(-code)) };
                 }
                 replies.push(reply);
             }
@@ -188,10 +180,7 @@ pub(crate) fn align(out: &mut Vec<u8>) {
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("malformed netlink reply: {what}"),
-    )
+    io::Error::new(io::ErrorKind::InvalidData, format!("malformed netlink reply: {what}"))
 }
 
 fn parse(mut data: &[u8]) -> io::Result<Vec<Reply>> {
@@ -203,11 +192,7 @@ fn parse(mut data: &[u8]) -> io::Result<Vec<Reply>> {
         }
         let ty = u16::from_ne_bytes([data[4], data[5]]);
         let seq = u32::from_ne_bytes(data[8..12].try_into().map_err(|_| bad("header"))?);
-        out.push(Reply {
-            ty,
-            seq,
-            payload: data[HDR_LEN..len].to_vec(),
-        });
+        out.push(Reply { ty, seq, payload: data[HDR_LEN..len].to_vec() });
         let next = (len + 3) & !3;
         data = &data[next.min(data.len())..];
     }
@@ -215,10 +200,7 @@ fn parse(mut data: &[u8]) -> io::Result<Vec<Reply>> {
 }
 
 fn error_code(payload: &[u8]) -> io::Result<i32> {
-    let b: [u8; 4] = payload
-        .get(0..4)
-        .and_then(|b| b.try_into().ok())
-        .ok_or_else(|| bad("error"))?;
+    let b: [u8; 4] = payload.get(0..4).and_then(|b| b.try_into().ok()).ok_or_else(|| bad("error"))?;
     Ok(i32::from_ne_bytes(b))
 }
 
@@ -232,9 +214,7 @@ pub(crate) const NLA_F_NESTED: u16 = 0x8000;
 
 impl Attrs {
     pub fn new() -> Attrs {
-        Attrs {
-            buf: Vec::with_capacity(256),
-        }
+        Attrs { buf: Vec::with_capacity(256) }
     }
     pub fn bytes(&mut self, ty: u16, value: &[u8]) -> &mut Self {
         let len = (4 + value.len()) as u16;

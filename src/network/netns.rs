@@ -16,11 +16,7 @@ use nix::sched::{CloneFlags, setns, unshare};
 use super::{Error, Result};
 
 fn io_err(op: &'static str, path: &Path, source: io::Error) -> Error {
-    Error::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
+    Error::Io { op, path: path.to_path_buf(), source }
 }
 
 /// Creates a new network namespace held by a bind mount at `path`. The file must not
@@ -35,13 +31,7 @@ pub fn create_netns(path: &Path) -> Result<()> {
         s.spawn(|| -> io::Result<()> {
             unshare(CloneFlags::CLONE_NEWNET)?;
             // The thread's own namespace; /proc/self would name the main thread's.
-            mount(
-                Some("/proc/thread-self/ns/net"),
-                path,
-                None::<&str>,
-                MsFlags::MS_BIND,
-                None::<&str>,
-            )?;
+            mount(Some("/proc/thread-self/ns/net"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
             Ok(())
         })
         .join()
@@ -86,13 +76,7 @@ pub(crate) fn run_in<T: Send>(ns: &File, path: &Path, f: impl FnOnce() -> T + Se
             Ok(f())
         })
         .join()
-        .unwrap_or_else(|_| {
-            Err(io_err(
-                "running in the network namespace",
-                path,
-                io::Error::other("thread panicked"),
-            ))
-        })
+        .unwrap_or_else(|_| Err(io_err("running in the network namespace", path, io::Error::other("thread panicked"))))
     })
 }
 

@@ -19,9 +19,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 
-use super::netlink::{
-    Attrs, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, Socket, attrs,
-};
+use super::netlink::{Attrs, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REQUEST, Socket, attrs};
 
 const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NFNL_MSG_BATCH_BEGIN: u16 = 0x10;
@@ -84,28 +82,15 @@ pub(crate) struct Batch {
 impl Batch {
     pub fn new(sock: &mut Socket) -> Batch {
         let mut out = Vec::with_capacity(1024);
-        sock.push(
-            &mut out,
-            NFNL_MSG_BATCH_BEGIN,
-            NLM_F_REQUEST,
-            &nfgenmsg(0, NFNL_SUBSYS_NFTABLES),
-        );
-        Batch {
-            out,
-            acks: Vec::new(),
-        }
+        sock.push(&mut out, NFNL_MSG_BATCH_BEGIN, NLM_F_REQUEST, &nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
+        Batch { out, acks: Vec::new() }
     }
 
     fn add(&mut self, sock: &mut Socket, msg: u16, flags: u16, a: &Attrs) {
         let mut payload = Vec::with_capacity(4 + a.buf.len());
         payload.extend_from_slice(&nfgenmsg(NFPROTO_IPV4, 0));
         payload.extend_from_slice(&a.buf);
-        let seq = sock.push(
-            &mut self.out,
-            msg_type(msg),
-            NLM_F_REQUEST | NLM_F_ACK | flags,
-            &payload,
-        );
+        let seq = sock.push(&mut self.out, msg_type(msg), NLM_F_REQUEST | NLM_F_ACK | flags, &payload);
         self.acks.push(seq);
     }
 
@@ -125,35 +110,17 @@ impl Batch {
     }
 
     /// A base chain of type nat on `hook` at `priority`, policy accept.
-    pub fn new_nat_chain(
-        &mut self,
-        sock: &mut Socket,
-        table: &str,
-        name: &str,
-        hook: u32,
-        priority: i32,
-    ) {
+    pub fn new_nat_chain(&mut self, sock: &mut Socket, table: &str, name: &str, hook: u32, priority: i32) {
         let mut h = Attrs::new();
-        h.be32(NFTA_HOOK_HOOKNUM, hook)
-            .be32(NFTA_HOOK_PRIORITY, priority as u32);
+        h.be32(NFTA_HOOK_HOOKNUM, hook).be32(NFTA_HOOK_PRIORITY, priority as u32);
         let mut a = Attrs::new();
-        a.str(NFTA_CHAIN_TABLE, table)
-            .str(NFTA_CHAIN_NAME, name)
-            .nested(NFTA_CHAIN_HOOK, h);
-        a.be32(NFTA_CHAIN_POLICY, NF_ACCEPT)
-            .str(NFTA_CHAIN_TYPE, "nat");
+        a.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, name).nested(NFTA_CHAIN_HOOK, h);
+        a.be32(NFTA_CHAIN_POLICY, NF_ACCEPT).str(NFTA_CHAIN_TYPE, "nat");
         self.add(sock, NFT_MSG_NEWCHAIN, NLM_F_CREATE, &a);
     }
 
     /// Appends a rule to `chain`, tagged with `comment`.
-    pub fn add_rule(
-        &mut self,
-        sock: &mut Socket,
-        table: &str,
-        chain: &str,
-        rule: &Rule,
-        comment: &str,
-    ) {
+    pub fn add_rule(&mut self, sock: &mut Socket, table: &str, chain: &str, rule: &Rule, comment: &str) {
         let mut list = Attrs::new();
         for (name, data) in &rule.exprs {
             let mut e = Attrs::new();
@@ -164,18 +131,14 @@ impl Batch {
             list.nested(NFTA_LIST_ELEM, e);
         }
         let mut a = Attrs::new();
-        a.str(NFTA_RULE_TABLE, table)
-            .str(NFTA_RULE_CHAIN, chain)
-            .nested(NFTA_RULE_EXPRESSIONS, list);
+        a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain).nested(NFTA_RULE_EXPRESSIONS, list);
         a.bytes(NFTA_RULE_USERDATA, &comment_udata(comment));
         self.add(sock, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &a);
     }
 
     pub fn del_rule(&mut self, sock: &mut Socket, table: &str, chain: &str, handle: u64) {
         let mut a = Attrs::new();
-        a.str(NFTA_RULE_TABLE, table)
-            .str(NFTA_RULE_CHAIN, chain)
-            .be64(NFTA_RULE_HANDLE, handle);
+        a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain).be64(NFTA_RULE_HANDLE, handle);
         self.add(sock, NFT_MSG_DELRULE, 0, &a);
     }
 
@@ -183,12 +146,7 @@ impl Batch {
         if self.acks.is_empty() {
             return Ok(());
         }
-        sock.push(
-            &mut self.out,
-            NFNL_MSG_BATCH_END,
-            NLM_F_REQUEST,
-            &nfgenmsg(0, NFNL_SUBSYS_NFTABLES),
-        );
+        sock.push(&mut self.out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, &nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
         sock.send_and_wait(&self.out, &self.acks)
     }
 }
@@ -257,11 +215,7 @@ pub(crate) fn list_rules(sock: &mut Socket, table: &str) -> io::Result<Vec<RuleI
             continue;
         }
         if let (Some(chain), Some(handle)) = (chain, handle) {
-            rules.push(RuleInfo {
-                chain,
-                handle,
-                comment,
-            });
+            rules.push(RuleInfo { chain, handle, comment });
         }
     }
     Ok(rules)
@@ -330,25 +284,18 @@ impl Rule {
     /// `fib daddr type local`: the destination is one of this host's addresses.
     pub fn daddr_is_local(&mut self) -> &mut Self {
         let mut a = Attrs::new();
-        a.be32(1, REG1)
-            .be32(2, NFT_FIB_RESULT_ADDRTYPE)
-            .be32(3, NFTA_FIB_F_DADDR);
+        a.be32(1, REG1).be32(2, NFT_FIB_RESULT_ADDRTYPE).be32(3, NFTA_FIB_F_DADDR);
         self.push("fib", a);
         self.cmp(NFT_CMP_EQ, &RTN_LOCAL.to_ne_bytes())
     }
 
     pub fn daddr_is(&mut self, ip: Ipv4Addr) -> &mut Self {
-        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4)
-            .cmp(NFT_CMP_EQ, &ip.octets())
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4).cmp(NFT_CMP_EQ, &ip.octets())
     }
 
     /// `ip saddr NET/PREFIX`
     pub fn saddr_in(&mut self, net: Ipv4Addr, prefix: u8) -> &mut Self {
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(prefix.min(32)))
-        };
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
         self.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
         self.bitwise(&mask.to_be_bytes(), &[0; 4]);
         self.cmp(NFT_CMP_EQ, &(u32::from(net) & mask).to_be_bytes())
@@ -365,8 +312,7 @@ impl Rule {
     /// UDP and SCTP alike).
     pub fn l4_dport(&mut self, proto: u8, port: u16) -> &mut Self {
         self.meta(NFT_META_L4PROTO).cmp(NFT_CMP_EQ, &[proto]);
-        self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2)
-            .cmp(NFT_CMP_EQ, &port.to_be_bytes())
+        self.payload(NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2).cmp(NFT_CMP_EQ, &port.to_be_bytes())
     }
 
     /// `ct status dnat`
@@ -374,8 +320,7 @@ impl Rule {
         let mut a = Attrs::new();
         a.be32(1, REG1).be32(2, NFT_CT_STATUS);
         self.push("ct", a);
-        self.bitwise(&IPS_DST_NAT.to_ne_bytes(), &[0; 4])
-            .cmp(NFT_CMP_NEQ, &[0; 4])
+        self.bitwise(&IPS_DST_NAT.to_ne_bytes(), &[0; 4]).cmp(NFT_CMP_NEQ, &[0; 4])
     }
 
     /// `dnat ip to IP:PORT`
@@ -387,10 +332,7 @@ impl Rule {
         a.be32(1, REG2).nested(2, data(&port.to_be_bytes()));
         self.push("immediate", a);
         let mut a = Attrs::new();
-        a.be32(1, NFT_NAT_DNAT)
-            .be32(2, u32::from(NFPROTO_IPV4))
-            .be32(3, REG1)
-            .be32(5, REG2);
+        a.be32(1, NFT_NAT_DNAT).be32(2, u32::from(NFPROTO_IPV4)).be32(3, REG1).be32(5, REG2);
         self.push("nat", a)
     }
 
@@ -405,10 +347,7 @@ mod tests {
 
     #[test]
     fn comments_round_trip_and_are_capped() {
-        assert_eq!(
-            comment_of(&comment_udata("nd1234 pod-a")).as_deref(),
-            Some("nd1234 pod-a")
-        );
+        assert_eq!(comment_of(&comment_udata("nd1234 pod-a")).as_deref(), Some("nd1234 pod-a"));
         let long = "é".repeat(100);
         let c = comment_of(&comment_udata(&long)).unwrap();
         assert!(c.len() <= 127 && long.starts_with(&c));

@@ -61,15 +61,10 @@ fn create_table(sock: &mut Socket, cfg: &NetConfig) -> Result<()> {
     b.new_nat_chain(sock, &table, OUTPUT, NF_INET_LOCAL_OUT, -100);
     b.new_nat_chain(sock, &table, POSTROUTING, NF_INET_POST_ROUTING, 100);
     let mut r = Rule::default();
-    r.oifname_is(&cfg.bridge)
-        .saddr_in(Ipv4Addr::new(127, 0, 0, 0), 8)
-        .masquerade();
+    r.oifname_is(&cfg.bridge).saddr_in(Ipv4Addr::new(127, 0, 0, 0), 8).masquerade();
     b.add_rule(sock, &table, POSTROUTING, &r, "bridge: loopback to pods");
     let mut r = Rule::default();
-    r.oifname_is(&cfg.bridge)
-        .ct_dnat()
-        .saddr_in(cfg.cidr.network(), cfg.cidr.prefix_len())
-        .masquerade();
+    r.oifname_is(&cfg.bridge).ct_dnat().saddr_in(cfg.cidr.network(), cfg.cidr.prefix_len()).masquerade();
     b.add_rule(sock, &table, POSTROUTING, &r, "bridge: hairpin");
     match b.commit(sock) {
         Ok(()) => Ok(()),
@@ -86,13 +81,7 @@ fn proto_number(p: super::Protocol) -> u8 {
     }
 }
 
-fn pod_batch(
-    sock: &mut Socket,
-    table: &str,
-    comment: &str,
-    ip: Ipv4Addr,
-    ports: &[PortMapping],
-) -> Batch {
+fn pod_batch(sock: &mut Socket, table: &str, comment: &str, ip: Ipv4Addr, ports: &[PortMapping]) -> Batch {
     let mut b = Batch::new(sock);
     for p in ports {
         let mut r = Rule::default();
@@ -100,8 +89,7 @@ fn pod_batch(
         if let Some(h) = p.host_ip {
             r.daddr_is(h);
         }
-        r.l4_dport(proto_number(p.protocol), p.host_port)
-            .dnat(ip, p.container_port);
+        r.l4_dport(proto_number(p.protocol), p.host_port).dnat(ip, p.container_port);
         b.add_rule(sock, table, PREROUTING, &r, comment);
         b.add_rule(sock, table, OUTPUT, &r, comment);
     }
@@ -137,14 +125,10 @@ pub(crate) fn add(
 }
 
 /// Deletes the rules of pods for which `doomed(veth)` is true; returns how many.
-pub(crate) fn remove_where(
-    sock: &mut Socket,
-    bridge: &str,
-    doomed: impl Fn(&str) -> bool,
-) -> Result<usize> {
+pub(crate) fn remove_where(sock: &mut Socket, bridge: &str, doomed: impl Fn(&str) -> bool) -> Result<usize> {
     let table = table_name(bridge);
-    let rules = nft::list_rules(sock, &table)
-        .map_err(|e| nft_err(format!("listing the rules of table ip {table}"), e))?;
+    let rules =
+        nft::list_rules(sock, &table).map_err(|e| nft_err(format!("listing the rules of table ip {table}"), e))?;
     let mut b = Batch::new(sock);
     let mut n = 0;
     for r in &rules {
@@ -157,10 +141,7 @@ pub(crate) fn remove_where(
         Ok(()) => Ok(n),
         // Someone else (a concurrent teardown or gc) removed them first.
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(0),
-        Err(e) => Err(nft_err(
-            format!("deleting hostPort rules from table ip {table}"),
-            e,
-        )),
+        Err(e) => Err(nft_err(format!("deleting hostPort rules from table ip {table}"), e)),
     }
 }
 
@@ -184,18 +165,11 @@ pub(crate) fn delete_table(sock: &mut Socket, bridge: &str) -> Result<()> {
 /// ip_forward lets traffic from other hosts, and hairpin traffic when br_netfilter is
 /// absent, be forwarded to pods. ip_forward is host-wide and stays on, as with CNI.
 fn enable_sysctls(bridge: &str) -> Result<()> {
-    for path in [
-        format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"),
-        "/proc/sys/net/ipv4/ip_forward".into(),
-    ] {
+    for path in [format!("/proc/sys/net/ipv4/conf/{bridge}/route_localnet"), "/proc/sys/net/ipv4/ip_forward".into()] {
         if std::fs::read(&path).is_ok_and(|v| v.first() == Some(&b'1')) {
             continue;
         }
-        std::fs::write(&path, b"1").map_err(|e| Error::Io {
-            op: "enabling",
-            path: path.into(),
-            source: e,
-        })?;
+        std::fs::write(&path, b"1").map_err(|e| Error::Io { op: "enabling", path: path.into(), source: e })?;
     }
     Ok(())
 }
@@ -206,10 +180,7 @@ mod tests {
 
     #[test]
     fn rule_comments_name_their_pod() {
-        assert_eq!(
-            pod_of(Some(&pod_comment("nd0123", "ns/name"))),
-            Some("nd0123")
-        );
+        assert_eq!(pod_of(Some(&pod_comment("nd0123", "ns/name"))), Some("nd0123"));
         assert_eq!(pod_of(Some("bridge: hairpin")), None);
         assert_eq!(pod_of(None), None);
     }

@@ -8,8 +8,8 @@ use std::os::fd::RawFd;
 use netlink_packet_core::{NetlinkSerializable, ParseableParametrized};
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute,
-    LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoPortData, InfoPortKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -36,12 +36,10 @@ fn send(sock: &mut Socket, msg: RouteNetlinkMessage, flags: u16) -> io::Result<(
 fn parse_links(replies: Vec<super::netlink::Reply>) -> Vec<LinkMessage> {
     replies
         .into_iter()
-        .filter_map(
-            |r| match RouteNetlinkMessage::parse_with_param(&r.payload[..], r.ty) {
-                Ok(RouteNetlinkMessage::NewLink(m)) => Some(m),
-                _ => None,
-            },
-        )
+        .filter_map(|r| match RouteNetlinkMessage::parse_with_param(&r.payload[..], r.ty) {
+            Ok(RouteNetlinkMessage::NewLink(m)) => Some(m),
+            _ => None,
+        })
         .collect()
 }
 
@@ -99,15 +97,8 @@ fn up(m: &mut LinkMessage) {
 pub(crate) fn create_bridge(sock: &mut Socket, name: &str) -> io::Result<()> {
     let mut m = by_name(name);
     up(&mut m);
-    m.attributes
-        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(
-            InfoKind::Bridge,
-        )]));
-    send(
-        sock,
-        RouteNetlinkMessage::NewLink(m),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
+    m.attributes.push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Bridge)]));
+    send(sock, RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
 }
 
 /// Creates a veth pair in one request: `host` up and enslaved to `master`, its peer
@@ -115,13 +106,7 @@ pub(crate) fn create_bridge(sock: &mut Socket, name: &str) -> io::Result<()> {
 /// never a half-made pair, nor a peer left in our namespace. The peer stays down: on
 /// Linux 6.18 asking for it up in the same request fails with ENOTCONN (so does
 /// `ip link add … type veth peer name eth0 up netns NS`).
-pub(crate) fn create_veth(
-    sock: &mut Socket,
-    host: &str,
-    master: u32,
-    peer: &str,
-    netns: RawFd,
-) -> io::Result<()> {
+pub(crate) fn create_veth(sock: &mut Socket, host: &str, master: u32, peer: &str, netns: RawFd) -> io::Result<()> {
     let mut p = by_name(peer);
     p.attributes.push(LinkAttribute::NetNsFd(netns));
     let mut m = by_name(host);
@@ -131,11 +116,7 @@ pub(crate) fn create_veth(
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(p))),
     ]));
-    send(
-        sock,
-        RouteNetlinkMessage::NewLink(m),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
+    send(sock, RouteNetlinkMessage::NewLink(m), NLM_F_CREATE | NLM_F_EXCL)
 }
 
 /// Lets the bridge send a frame back out of the port it came in on: a pod reaching
@@ -145,9 +126,7 @@ pub(crate) fn set_hairpin(sock: &mut Socket, name: &str) -> io::Result<()> {
     let mut m = by_name(name);
     m.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::PortKind(InfoPortKind::Bridge),
-        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(
-            true,
-        )])),
+        LinkInfo::PortData(InfoPortData::BridgePort(vec![InfoBridgePort::HairpinMode(true)])),
     ]));
     send(sock, RouteNetlinkMessage::NewLink(m), 0)
 }
@@ -169,50 +148,27 @@ pub(crate) fn delete_link(sock: &mut Socket, name: &str) -> io::Result<bool> {
 }
 
 /// Adds `ip/prefix` to the link; EEXIST if it has it.
-pub(crate) fn add_address(
-    sock: &mut Socket,
-    index: u32,
-    ip: Ipv4Addr,
-    prefix: u8,
-) -> io::Result<()> {
+pub(crate) fn add_address(sock: &mut Socket, index: u32, ip: Ipv4Addr, prefix: u8) -> io::Result<()> {
     let mut m = AddressMessage::default();
     m.header.family = AddressFamily::Inet;
     m.header.prefix_len = prefix;
     m.header.scope = AddressScope::Universe;
     m.header.index = index;
-    let bcast = if prefix < 31 {
-        u32::from(ip) | (u32::MAX >> prefix)
-    } else {
-        u32::from(ip)
-    };
+    let bcast = if prefix < 31 { u32::from(ip) | (u32::MAX >> prefix) } else { u32::from(ip) };
     m.attributes.push(AddressAttribute::Local(ip.into()));
     m.attributes.push(AddressAttribute::Address(ip.into()));
-    m.attributes
-        .push(AddressAttribute::Broadcast(Ipv4Addr::from(bcast)));
-    send(
-        sock,
-        RouteNetlinkMessage::NewAddress(m),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
+    m.attributes.push(AddressAttribute::Broadcast(Ipv4Addr::from(bcast)));
+    send(sock, RouteNetlinkMessage::NewAddress(m), NLM_F_CREATE | NLM_F_EXCL)
 }
 
-pub(crate) fn add_default_route(
-    sock: &mut Socket,
-    index: u32,
-    gateway: Ipv4Addr,
-) -> io::Result<()> {
+pub(crate) fn add_default_route(sock: &mut Socket, index: u32, gateway: Ipv4Addr) -> io::Result<()> {
     let mut m = RouteMessage::default();
     m.header.address_family = AddressFamily::Inet;
     m.header.table = RouteHeader::RT_TABLE_MAIN;
     m.header.protocol = RouteProtocol::Boot;
     m.header.scope = RouteScope::Universe;
     m.header.kind = RouteType::Unicast;
-    m.attributes
-        .push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
+    m.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gateway)));
     m.attributes.push(RouteAttribute::Oif(index));
-    send(
-        sock,
-        RouteNetlinkMessage::NewRoute(m),
-        NLM_F_CREATE | NLM_F_EXCL,
-    )
+    send(sock, RouteNetlinkMessage::NewRoute(m), NLM_F_CREATE | NLM_F_EXCL)
 }

@@ -26,22 +26,12 @@ pub(crate) fn host_name(bridge: &str, pod_key: &str) -> String {
 }
 
 fn nl_err(op: &'static str, what: &str, source: std::io::Error) -> Error {
-    Error::Netlink {
-        op,
-        what: what.to_string(),
-        source,
-    }
+    Error::Netlink { op, what: what.to_string(), source }
 }
 
 /// Creates the pair, the host end up on the bridge with hairpin on. Returns true if it
 /// replaced a leftover host end of the same pod.
-pub(crate) fn create(
-    sock: &mut Socket,
-    host: &str,
-    bridge: u32,
-    ns: &File,
-    ns_path: &Path,
-) -> Result<bool> {
+pub(crate) fn create(sock: &mut Socket, host: &str, bridge: u32, ns: &File, ns_path: &Path) -> Result<bool> {
     let mut replaced = false;
     let mut made = rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd());
     if made.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::EEXIST))
@@ -53,55 +43,27 @@ pub(crate) fn create(
         replaced = true;
         made = rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd());
     }
-    made.map_err(|e| {
-        nl_err(
-            "creating veth pair",
-            &format!("{host} / {POD_IFNAME} in {}", ns_path.display()),
-            e,
-        )
-    })?;
+    made.map_err(|e| nl_err("creating veth pair", &format!("{host} / {POD_IFNAME} in {}", ns_path.display()), e))?;
     rtnl::set_hairpin(sock, host).map_err(|e| nl_err("setting hairpin mode on", host, e))?;
     Ok(replaced)
 }
 
 /// Inside the pod's namespace: the address on eth0, eth0 and lo up, the default route.
-pub(crate) fn configure_pod_side(
-    ns: &File,
-    ns_path: &Path,
-    ip: Ipv4Addr,
-    prefix: u8,
-    gateway: Ipv4Addr,
-) -> Result<()> {
+pub(crate) fn configure_pod_side(ns: &File, ns_path: &Path, ip: Ipv4Addr, prefix: u8, gateway: Ipv4Addr) -> Result<()> {
     let what = |s: &str| format!("{s} in {}", ns_path.display());
     let mut sock = netns::run_in(ns, ns_path, rtnl::open)?
         .map_err(|e| nl_err("opening a netlink socket", &what("the namespace"), e))?;
     let eth0 = rtnl::link(&mut sock, POD_IFNAME)
         .map_err(|e| nl_err("looking up", &what(POD_IFNAME), e))?
-        .ok_or_else(|| {
-            nl_err(
-                "looking up",
-                &what(POD_IFNAME),
-                std::io::Error::from_raw_os_error(libc::ENODEV),
-            )
-        })?
+        .ok_or_else(|| nl_err("looking up", &what(POD_IFNAME), std::io::Error::from_raw_os_error(libc::ENODEV)))?
         .header
         .index;
-    rtnl::add_address(&mut sock, eth0, ip, prefix).map_err(|e| {
-        nl_err(
-            "adding address",
-            &what(&format!("{ip}/{prefix} on {POD_IFNAME}")),
-            e,
-        )
-    })?;
+    rtnl::add_address(&mut sock, eth0, ip, prefix)
+        .map_err(|e| nl_err("adding address", &what(&format!("{ip}/{prefix} on {POD_IFNAME}")), e))?;
     rtnl::set_up(&mut sock, eth0).map_err(|e| nl_err("bringing up", &what(POD_IFNAME), e))?;
     rtnl::set_up(&mut sock, LOOPBACK_IFINDEX).map_err(|e| nl_err("bringing up", &what("lo"), e))?;
-    rtnl::add_default_route(&mut sock, eth0, gateway).map_err(|e| {
-        nl_err(
-            "adding the default route",
-            &what(&format!("via {gateway}")),
-            e,
-        )
-    })
+    rtnl::add_default_route(&mut sock, eth0, gateway)
+        .map_err(|e| nl_err("adding the default route", &what(&format!("via {gateway}")), e))
 }
 
 pub(crate) fn delete(sock: &mut Socket, host: &str) -> Result<bool> {

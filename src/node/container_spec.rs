@@ -59,7 +59,6 @@ pub struct Input<'a> {
     pub volumes: &'a Volumes,
 }
 
-
 fn invalid(field: String, message: String) -> PlanError {
     PlanError::invalid(field, message)
 }
@@ -76,7 +75,10 @@ fn argv(c: &Container, image: Option<&ImageConfig>, env: &Env, field: &str) -> R
         (None, None) => entrypoint.into_iter().chain(cmd).collect(),
     };
     if out.is_empty() {
-        return Err(invalid(format!("{field}.command"), "Required value: neither the container nor its image names a command".into()));
+        return Err(invalid(
+            format!("{field}.command"),
+            "Required value: neither the container nor its image names a command".into(),
+        ));
     }
     Ok(out)
 }
@@ -86,7 +88,13 @@ fn argv(c: &Container, image: Option<&ImageConfig>, env: &Env, field: &str) -> R
 fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
     let root = fs::File::open(rootfs).ok()?;
     let c = CString::new(rel).ok()?;
-    let fd = sys::openat2(root.as_fd(), &c, libc::O_RDONLY | libc::O_NONBLOCK, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS).ok()?;
+    let fd = sys::openat2(
+        root.as_fd(),
+        &c,
+        libc::O_RDONLY | libc::O_NONBLOCK,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+    .ok()?;
     let mut f = fs::File::from(fd);
     if !f.metadata().ok()?.is_file() {
         return None;
@@ -125,7 +133,9 @@ fn image_user(rootfs: &Path, user: &str, field: &str) -> Result<(u32, u32, bool)
     let (uid, primary, numeric) = match u.parse::<u32>() {
         Ok(uid) => (uid, primary_gid(rootfs, uid), true),
         Err(_) => {
-            let (uid, gid) = lookup(rootfs, "etc/passwd", u).ok_or_else(|| invalid(format!("{field}.image"), format!("the image's user {u:?} is not in its /etc/passwd")))?;
+            let (uid, gid) = lookup(rootfs, "etc/passwd", u).ok_or_else(|| {
+                invalid(format!("{field}.image"), format!("the image's user {u:?} is not in its /etc/passwd"))
+            })?;
             (uid, gid, false)
         }
     };
@@ -133,7 +143,9 @@ fn image_user(rootfs: &Path, user: &str, field: &str) -> Result<(u32, u32, bool)
         None => primary.unwrap_or(0),
         Some(g) => match g.parse::<u32>() {
             Ok(gid) => gid,
-            Err(_) => lookup(rootfs, "etc/group", g).map(|(gid, _)| gid).ok_or_else(|| invalid(format!("{field}.image"), format!("the image's group {g:?} is not in its /etc/group")))?,
+            Err(_) => lookup(rootfs, "etc/group", g).map(|(gid, _)| gid).ok_or_else(|| {
+                invalid(format!("{field}.image"), format!("the image's group {g:?} is not in its /etc/group"))
+            })?,
         },
     };
     Ok((uid, gid, numeric))
@@ -165,27 +177,44 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
     let run_as_user = sc.and_then(|s| s.run_as_user).or(pod_sc.and_then(|s| s.run_as_user));
     let run_as_group = sc.and_then(|s| s.run_as_group).or(pod_sc.and_then(|s| s.run_as_group));
     if let Some(u) = run_as_user {
-        uid = u32::try_from(u).map_err(|_| invalid(format!("{field}.securityContext.runAsUser"), format!("Invalid value: {u}: must be between 0 and 2147483647, inclusive")))?;
+        uid = u32::try_from(u).map_err(|_| {
+            invalid(
+                format!("{field}.securityContext.runAsUser"),
+                format!("Invalid value: {u}: must be between 0 and 2147483647, inclusive"),
+            )
+        })?;
         if run_as_group.is_none() {
             gid = primary_gid(rootfs, uid).unwrap_or(0);
         }
     }
     if let Some(g) = run_as_group {
-        gid = u32::try_from(g).map_err(|_| invalid(format!("{field}.securityContext.runAsGroup"), format!("Invalid value: {g}: must be between 0 and 2147483647, inclusive")))?;
+        gid = u32::try_from(g).map_err(|_| {
+            invalid(
+                format!("{field}.securityContext.runAsGroup"),
+                format!("Invalid value: {g}: must be between 0 and 2147483647, inclusive"),
+            )
+        })?;
     }
     let non_root = sc.and_then(|s| s.run_as_non_root).or(pod_sc.and_then(|s| s.run_as_non_root)) == Some(true);
     if non_root {
         if run_as_user.is_none() && !numeric {
-            return Err(invalid(format!("{field}.securityContext.runAsNonRoot"), format!("image has non-numeric user ({image_user_text}), cannot verify user is non-root")));
+            return Err(invalid(
+                format!("{field}.securityContext.runAsNonRoot"),
+                format!("image has non-numeric user ({image_user_text}), cannot verify user is non-root"),
+            ));
         }
         if uid == 0 {
-            return Err(invalid(format!("{field}.securityContext.runAsNonRoot"), "container has runAsNonRoot and image will run as root".into()));
+            return Err(invalid(
+                format!("{field}.securityContext.runAsNonRoot"),
+                "container has runAsNonRoot and image will run as root".into(),
+            ));
         }
     }
 
     // Capabilities: containerd's defaults, or all for a privileged container; then the
     // security context's add and drop ("ALL" in either).
-    let mut caps: Vec<String> = if privileged { all_caps() } else { DEFAULT_CAPS.iter().map(|s| s.to_string()).collect() };
+    let mut caps: Vec<String> =
+        if privileged { all_caps() } else { DEFAULT_CAPS.iter().map(|s| s.to_string()).collect() };
     // As containerd: "ALL" in drop empties the set before the adds; single drops go last.
     if let Some(cs) = sc.and_then(|s| s.capabilities.as_ref()) {
         let drops: Vec<&String> = cs.drop.iter().flatten().collect();
@@ -199,7 +228,10 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
             }
             let name = cap_name(add);
             if name.parse::<caps::Capability>().is_err() {
-                return Err(invalid(format!("{field}.securityContext.capabilities.add[{j}]"), format!("Unsupported value: \"{add}\": not a Linux capability")));
+                return Err(invalid(
+                    format!("{field}.securityContext.capabilities.add[{j}]"),
+                    format!("Unsupported value: \"{add}\": not a Linux capability"),
+                ));
             }
             if !caps.contains(&name) {
                 caps.push(name);
@@ -210,9 +242,17 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
             caps.retain(|c| *c != name);
         }
     }
-    let cwd = c.working_dir.clone().filter(|w| !w.is_empty()).or_else(|| image.and_then(|i| i.working_dir().clone()).filter(|w| !w.is_empty())).unwrap_or_else(|| "/".into());
+    let cwd = c
+        .working_dir
+        .clone()
+        .filter(|w| !w.is_empty())
+        .or_else(|| image.and_then(|i| i.working_dir().clone()).filter(|w| !w.is_empty()))
+        .unwrap_or_else(|| "/".into());
     if !cwd.starts_with('/') {
-        return Err(invalid(format!("{field}.workingDir"), format!("Invalid value: \"{cwd}\": must be an absolute path")));
+        return Err(invalid(
+            format!("{field}.workingDir"),
+            format!("Invalid value: \"{cwd}\": must be an absolute path"),
+        ));
     }
     let mut env_lines = env.lines();
     if !env.vars.iter().any(|(k, _)| k == "PATH") {
@@ -234,7 +274,8 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
     spec["root"] = json!({"path": rootfs, "readonly": sc.and_then(|s| s.read_only_root_filesystem) == Some(true)});
 
     // Namespaces: the pod's network, UTS and IPC by path; pid and mount of its own.
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "mount"}), json!({"type": "ipc", "path": sandbox.ipcns})];
+    let mut namespaces =
+        vec![json!({"type": "pid"}), json!({"type": "mount"}), json!({"type": "ipc", "path": sandbox.ipcns})];
     if let Some(net) = &sandbox.netns {
         namespaces.push(json!({"type": "network", "path": net}));
     }
@@ -264,13 +305,18 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
     mounts.push(bind(&sandbox.resolv_conf, "/etc/resolv.conf", false));
     for (j, vm) in c.volume_mounts.iter().flatten().enumerate() {
         let f = format!("{field}.volumeMounts[{j}]");
-        let base = volumes.paths.get(&vm.name).ok_or_else(|| invalid(format!("{f}.name"), format!("Not found: \"{}\"", vm.name)))?;
+        let base = volumes
+            .paths
+            .get(&vm.name)
+            .ok_or_else(|| invalid(format!("{f}.name"), format!("Not found: \"{}\"", vm.name)))?;
         let ro = vm.read_only == Some(true);
         match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             None => mounts.push(bind(base, &vm.mount_path, ro)),
             Some(sub) => {
-                let fd = open_sub_path(base, sub).map_err(|e| PlanError::Host(format!("{f}.subPath {sub:?} in volume {}: {e}", vm.name)))?;
-                let staged = stage_sub_path(&sandbox.dir.join("subpaths").join(&c.name).join(j.to_string()), &fd).map_err(|e| PlanError::Host(format!("{f}.subPath {sub:?} in volume {}: {e}", vm.name)))?;
+                let fd = open_sub_path(base, sub)
+                    .map_err(|e| PlanError::Host(format!("{f}.subPath {sub:?} in volume {}: {e}", vm.name)))?;
+                let staged = stage_sub_path(&sandbox.dir.join("subpaths").join(&c.name).join(j.to_string()), &fd)
+                    .map_err(|e| PlanError::Host(format!("{f}.subPath {sub:?} in volume {}: {e}", vm.name)))?;
                 mounts.push(bind(&staged, &vm.mount_path, ro));
             }
         }
@@ -295,7 +341,10 @@ fn resources(c: &Container, field: &str) -> Result<Value, PlanError> {
     let mut res = crate::runtime::spec::default_spec()["linux"]["resources"].clone();
     let cpu_request = requests.get("cpu").or_else(|| limits.get("cpu"));
     let shares = match cpu_request {
-        Some(q) => (quantity::cpu_millis(&q.0).map_err(|m| invalid(format!("{field}.resources.requests.cpu"), m))? * 1024 / 1000).max(2),
+        Some(q) => (quantity::cpu_millis(&q.0).map_err(|m| invalid(format!("{field}.resources.requests.cpu"), m))?
+            * 1024
+            / 1000)
+            .max(2),
         None => 2,
     };
     res["cpu"] = json!({"shares": shares});
@@ -351,11 +400,18 @@ fn open_sub_path(base: &Path, sub: &str) -> std::io::Result<OwnedFd> {
             let mut done = PathBuf::new();
             for part in rel.components() {
                 done.push(part);
-                let parent_c = CString::new(done.parent().unwrap_or(Path::new("")).as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-                let parent_c = if parent_c.as_bytes().is_empty() { CString::new(".").expect("no NUL") } else { parent_c };
+                let parent_c = CString::new(done.parent().unwrap_or(Path::new("")).as_os_str().as_bytes())
+                    .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+                let parent_c =
+                    if parent_c.as_bytes().is_empty() { CString::new(".").expect("no NUL") } else { parent_c };
                 let parent = sys::openat2(root.as_fd(), &parent_c, libc::O_PATH | libc::O_DIRECTORY, resolve)?;
-                let name = CString::new(part.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-                match nix::sys::stat::mkdirat(parent.as_fd(), name.as_c_str(), nix::sys::stat::Mode::from_bits_truncate(0o755)) {
+                let name = CString::new(part.as_os_str().as_bytes())
+                    .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+                match nix::sys::stat::mkdirat(
+                    parent.as_fd(),
+                    name.as_c_str(),
+                    nix::sys::stat::Mode::from_bits_truncate(0o755),
+                ) {
                     Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
                     Err(e) => return Err(e.into()),
                 }

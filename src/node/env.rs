@@ -47,7 +47,11 @@ fn config_map_value(src: &EnvSources<'_>, name: &str, key: &str) -> Option<Strin
 fn secret_value(src: &EnvSources<'_>, name: &str, key: &str) -> Option<String> {
     let s = src.secrets.get(name)?;
     // stringData is write-only in the API and merged into data; in a file both may appear.
-    s.string_data.as_ref().and_then(|d| d.get(key)).cloned().or_else(|| s.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).into_owned()))
+    s.string_data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .cloned()
+        .or_else(|| s.data.as_ref().and_then(|d| d.get(key)).map(|b| String::from_utf8_lossy(&b.0).into_owned()))
 }
 
 fn secret_keys(s: &Secret) -> Vec<(String, String)> {
@@ -65,10 +69,11 @@ fn secret_keys(s: &Secret) -> Vec<(String, String)> {
 /// `spec.containers[0]`).
 pub fn build(src: &EnvSources<'_>, c: &Container, field: &str, image_env: &[String]) -> Result<Env, PlanError> {
     let mut vars: Vec<(String, String)> = Vec::new();
-    let set = |vars: &mut Vec<(String, String)>, k: String, v: String| match vars.iter_mut().find(|(name, _)| *name == k) {
-        Some(slot) => slot.1 = v,
-        None => vars.push((k, v)),
-    };
+    let set =
+        |vars: &mut Vec<(String, String)>, k: String, v: String| match vars.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => vars.push((k, v)),
+        };
     for line in image_env {
         let (k, v) = line.split_once('=').unwrap_or((line, ""));
         set(&mut vars, k.to_string(), v.to_string());
@@ -86,13 +91,23 @@ pub fn build(src: &EnvSources<'_>, c: &Container, field: &str, image_env: &[Stri
                     kv.into_iter().collect()
                 }
                 None if r.optional == Some(true) => Vec::new(),
-                None => return Err(PlanError::missing(format!("{field}.envFrom[{i}].configMapRef"), format!("configmap \"{}\" not found in the manifest", r.name))),
+                None => {
+                    return Err(PlanError::missing(
+                        format!("{field}.envFrom[{i}].configMapRef"),
+                        format!("configmap \"{}\" not found in the manifest", r.name),
+                    ));
+                }
             }
         } else if let Some(r) = &from.secret_ref {
             match src.secrets.get(&r.name) {
                 Some(s) => secret_keys(s),
                 None if r.optional == Some(true) => Vec::new(),
-                None => return Err(PlanError::missing(format!("{field}.envFrom[{i}].secretRef"), format!("secret \"{}\" not found in the manifest", r.name))),
+                None => {
+                    return Err(PlanError::missing(
+                        format!("{field}.envFrom[{i}].secretRef"),
+                        format!("secret \"{}\" not found in the manifest", r.name),
+                    ));
+                }
             }
         } else {
             Vec::new()
@@ -110,20 +125,35 @@ pub fn build(src: &EnvSources<'_>, c: &Container, field: &str, image_env: &[Stri
                 match config_map_value(src, &r.name, &r.key) {
                     Some(v) => v,
                     None if r.optional == Some(true) => continue,
-                    None => return Err(PlanError::missing(format!("{f}.valueFrom.configMapKeyRef"), format!("key \"{}\" of configmap \"{}\" not found in the manifest", r.key, r.name))),
+                    None => {
+                        return Err(PlanError::missing(
+                            format!("{f}.valueFrom.configMapKeyRef"),
+                            format!("key \"{}\" of configmap \"{}\" not found in the manifest", r.key, r.name),
+                        ));
+                    }
                 }
             } else if let Some(r) = &from.secret_key_ref {
                 match secret_value(src, &r.name, &r.key) {
                     Some(v) => v,
                     None if r.optional == Some(true) => continue,
-                    None => return Err(PlanError::missing(format!("{f}.valueFrom.secretKeyRef"), format!("key \"{}\" of secret \"{}\" not found in the manifest", r.key, r.name))),
+                    None => {
+                        return Err(PlanError::missing(
+                            format!("{f}.valueFrom.secretKeyRef"),
+                            format!("key \"{}\" of secret \"{}\" not found in the manifest", r.key, r.name),
+                        ));
+                    }
                 }
             } else if let Some(r) = &from.field_ref {
                 match r.field_path.as_str() {
                     "metadata.name" => src.pod.metadata.name.clone().unwrap_or_default(),
                     "metadata.namespace" => src.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
                     "status.podIP" => src.pod_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-                    other => return Err(PlanError::missing(format!("{f}.valueFrom.fieldRef.fieldPath"), format!("unsupported field {other:?}"))),
+                    other => {
+                        return Err(PlanError::missing(
+                            format!("{f}.valueFrom.fieldRef.fieldPath"),
+                            format!("unsupported field {other:?}"),
+                        ));
+                    }
                 }
             } else {
                 String::new()

@@ -27,7 +27,14 @@ fn default_policy(image: &str) -> &'static str {
 }
 
 /// Finds (or pulls) `image` for the container at `field`. `warn` gets messages to print.
-pub fn resolve(store: &Store, image: &str, policy: Option<&str>, field: &str, pull_opts: &PullOptions, warn: &mut dyn FnMut(String)) -> Result<Resolved, PlanError> {
+pub fn resolve(
+    store: &Store,
+    image: &str,
+    policy: Option<&str>,
+    field: &str,
+    pull_opts: &PullOptions,
+    warn: &mut dyn FnMut(String),
+) -> Result<Resolved, PlanError> {
     let policy = policy.unwrap_or_else(|| default_policy(image));
     let local = match store.resolve(image) {
         Ok(r) => Some(r),
@@ -37,10 +44,13 @@ pub fn resolve(store: &Store, image: &str, policy: Option<&str>, field: &str, pu
     let record = match (policy, local) {
         ("Never", Some(r)) | ("IfNotPresent", Some(r)) => r,
         ("Never", None) => {
-            return Err(PlanError::Image(format!("{field}.image: image \"{image}\" is not in the store and imagePullPolicy is Never (put it there with `nodectl image import` or `nodectl image pull`)")));
+            return Err(PlanError::Image(format!(
+                "{field}.image: image \"{image}\" is not in the store and imagePullPolicy is Never (put it there with `nodectl image import` or `nodectl image pull`)"
+            )));
         }
         (_, local) => {
-            let reference: Reference = image.parse().map_err(|e| PlanError::Image(format!("{field}.image: {image:?}: {e}")))?;
+            let reference: Reference =
+                image.parse().map_err(|e| PlanError::Image(format!("{field}.image: {image:?}: {e}")))?;
             let pulled = pull::pull(store, &reference, pull_opts);
             // The pull's event loop had threads; the runtime forks only when they are gone.
             super::namespaces::wait_single_threaded();
@@ -49,14 +59,23 @@ pub fn resolve(store: &Store, image: &str, policy: Option<&str>, field: &str, pu
                 // Always, with a copy at hand and the registry out of reach: a machine
                 // without a network still runs what it has, and says so.
                 Err(e) if local.is_some() => {
-                    warn(format!("{field}.image: pulling {image} (imagePullPolicy {policy}) failed, using the copy in the store: {e}"));
+                    warn(format!(
+                        "{field}.image: pulling {image} (imagePullPolicy {policy}) failed, using the copy in the store: {e}"
+                    ));
                     local.expect("checked")
                 }
-                Err(e) => return Err(PlanError::Image(format!("{field}.image: image \"{image}\" is not in the store, and pulling it failed: {e}"))),
+                Err(e) => {
+                    return Err(PlanError::Image(format!(
+                        "{field}.image: image \"{image}\" is not in the store, and pulling it failed: {e}"
+                    )));
+                }
             }
         }
     };
-    let bytes = store.read_blob(&record.config).map_err(|e| PlanError::Image(format!("{field}.image: {image}: config: {e}")))?;
-    let parsed: ImageConfiguration = serde_json::from_slice(&bytes).map_err(|e| PlanError::Image(format!("{field}.image: {image}: config {}: {e}", record.config)))?;
+    let bytes = store
+        .read_blob(&record.config)
+        .map_err(|e| PlanError::Image(format!("{field}.image: {image}: config: {e}")))?;
+    let parsed: ImageConfiguration = serde_json::from_slice(&bytes)
+        .map_err(|e| PlanError::Image(format!("{field}.image: {image}: config {}: {e}", record.config)))?;
     Ok(Resolved { config: parsed.config().clone(), record })
 }

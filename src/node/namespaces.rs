@@ -57,7 +57,8 @@ fn bind_all(child: Pid, targets: &[(&str, &Path)]) -> Result<(), String> {
     for (kind, path) in targets {
         fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
         let source = format!("/proc/{child}/ns/{kind}");
-        nix::mount::mount(Some(source.as_str()), *path, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(|e| format!("bind {source} onto {}: {e}", path.display()))?;
+        nix::mount::mount(Some(source.as_str()), *path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| format!("bind {source} onto {}: {e}", path.display()))?;
     }
     Ok(())
 }

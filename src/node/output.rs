@@ -26,7 +26,13 @@ impl Stream {
         let flags = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETFL)?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(flags))?;
-        Ok(Stream { read, write, prefix: prefix.map(|p| format!("[{p}] ")).unwrap_or_default(), to_stderr, partial: Vec::new() })
+        Ok(Stream {
+            read,
+            write,
+            prefix: prefix.map(|p| format!("[{p}] ")).unwrap_or_default(),
+            to_stderr,
+            partial: Vec::new(),
+        })
     }
 
     pub fn read_fd(&self) -> BorrowedFd<'_> {
@@ -74,6 +80,10 @@ impl Stream {
             }
         }
         // A closed stdout (a pipe to `head`) must not stop the pod.
-        let _ = if self.to_stderr { io::stderr().lock().write_all(&out) } else { io::stdout().lock().write_all(&out).and_then(|()| io::stdout().flush()) };
+        let _ = if self.to_stderr {
+            io::stderr().lock().write_all(&out)
+        } else {
+            io::stdout().lock().write_all(&out).and_then(|()| io::stdout().flush())
+        };
     }
 }

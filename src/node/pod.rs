@@ -59,7 +59,10 @@ enum State {
     Waiting,
     /// To be started (again) at this instant.
     Pending(Instant),
-    Running { pid: i32, since: Instant },
+    Running {
+        pid: i32,
+        since: Instant,
+    },
     Done,
 }
 
@@ -118,11 +121,13 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
         mask.add(s);
     }
     mask.thread_block().map_err(|e| PlanError::Host(format!("block signals: {e}")))?;
-    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC).map_err(|e| PlanError::Host(format!("signalfd: {e}")))?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(|e| PlanError::Host(format!("signalfd: {e}")))?;
 
     let pod = &manifest.pod;
     let spec = pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
-    let store = Store::open(&opts.root).map_err(|e| PlanError::Image(format!("opening the image store under {}: {e}", opts.root.display())))?;
+    let store = Store::open(&opts.root)
+        .map_err(|e| PlanError::Image(format!("opening the image store under {}: {e}", opts.root.display())))?;
     let containers: Vec<(&Container, String, bool)> = spec
         .init_containers
         .iter()
@@ -135,12 +140,20 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
     let mut by_name: Vec<(String, Option<String>, std::rc::Rc<Resolved>)> = Vec::new();
     let mut resolved = Vec::new();
     for (c, field, _) in &containers {
-        let image = c.image.as_deref().ok_or_else(|| PlanError::invalid(format!("{field}.image"), "Required value".into()))?;
+        let image =
+            c.image.as_deref().ok_or_else(|| PlanError::invalid(format!("{field}.image"), "Required value".into()))?;
         let known = by_name.iter().find(|(n, p, _)| n == image && *p == c.image_pull_policy).map(|(_, _, r)| r.clone());
         let r = match known {
             Some(r) => r,
             None => {
-                let r = std::rc::Rc::new(images::resolve(&store, image, c.image_pull_policy.as_deref(), field, &opts.pull, &mut |w| say(&format!("warning: {w}")))?);
+                let r = std::rc::Rc::new(images::resolve(
+                    &store,
+                    image,
+                    c.image_pull_policy.as_deref(),
+                    field,
+                    &opts.pull,
+                    &mut |w| say(&format!("warning: {w}")),
+                )?);
                 by_name.push((image.to_string(), c.image_pull_policy.clone(), r.clone()));
                 r
             }
@@ -156,7 +169,14 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
     tracing::debug!("images resolved");
     let sb = sandbox::create(
         &opts.root,
-        &SandboxSpec { name: &name, namespace: &namespace, hostname: &hostname, network: (!host_network).then_some(&opts.network), ports: &ports, shm_size: SHM_SIZE },
+        &SandboxSpec {
+            name: &name,
+            namespace: &namespace,
+            hostname: &hostname,
+            network: (!host_network).then_some(&opts.network),
+            ports: &ports,
+            shm_size: SHM_SIZE,
+        },
     )?;
     let result = (|| {
         tracing::debug!(key = %sb.record.key, "sandbox made");
@@ -178,7 +198,18 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
                 backoff: opts.restart_backoff,
             });
         }
-        let mut sup = Supervisor { opts, manifest, store: &store, rt: Runtime::new(&opts.root.join("runtime")), sb: &sb, vols: &vols, slots, signals: &signals, failure: None, stopping: None };
+        let mut sup = Supervisor {
+            opts,
+            manifest,
+            store: &store,
+            rt: Runtime::new(&opts.root.join("runtime")),
+            sb: &sb,
+            vols: &vols,
+            slots,
+            signals: &signals,
+            failure: None,
+            stopping: None,
+        };
         sup.drive()
     })();
     let down = sandbox::teardown(&opts.root, &sb.record);
@@ -209,7 +240,8 @@ impl Supervisor<'_, '_> {
     }
 
     fn grace(&self) -> Duration {
-        let secs = self.manifest.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(DEFAULT_GRACE);
+        let secs =
+            self.manifest.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(DEFAULT_GRACE);
         Duration::from_secs(secs.max(0) as u64)
     }
 
@@ -280,10 +312,17 @@ impl Supervisor<'_, '_> {
         let slot = &self.slots[i];
         // What a previous run of this container left (a restart makes a fresh one).
         let _ = self.rt.delete(&slot.id, true);
-        crate::image::rootfs::remove(self.store, &slot.id).map_err(|e| PlanError::Host(format!("remove old root filesystem: {e}")))?;
-        let rootfs = crate::image::rootfs::prepare(self.store, &slot.image.record, &slot.id).map_err(|e| PlanError::Host(format!("root filesystem: {e}")))?;
+        crate::image::rootfs::remove(self.store, &slot.id)
+            .map_err(|e| PlanError::Host(format!("remove old root filesystem: {e}")))?;
+        let rootfs = crate::image::rootfs::prepare(self.store, &slot.image.record, &slot.id)
+            .map_err(|e| PlanError::Host(format!("root filesystem: {e}")))?;
         tracing::debug!(container = %slot.spec.name, "root filesystem mounted");
-        let sources = EnvSources { pod: &self.manifest.pod, config_maps: &self.manifest.config_maps, secrets: &self.manifest.secrets, pod_ip: self.sb.ip };
+        let sources = EnvSources {
+            pod: &self.manifest.pod,
+            config_maps: &self.manifest.config_maps,
+            secrets: &self.manifest.secrets,
+            pod_ip: self.sb.ip,
+        };
         let image_env = slot.image.config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
         let env = env::build(&sources, slot.spec, &slot.field, &image_env)?;
         let spec = container_spec::build(&container_spec::Input {
@@ -299,7 +338,8 @@ impl Supervisor<'_, '_> {
         let bundle = self.sb.dir.join("bundles").join(&slot.spec.name);
         fs::create_dir_all(&bundle).map_err(host(format!("create {}", bundle.display())))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| PlanError::Host(e.to_string()))?;
-        fs::write(bundle.join("config.json"), json).map_err(host(format!("write {}", bundle.join("config.json").display())))?;
+        fs::write(bundle.join("config.json"), json)
+            .map_err(host(format!("write {}", bundle.join("config.json").display())))?;
         let cfg = crate::runtime::spec::load(&bundle).map_err(|e| PlanError::Host(e.to_string()))?;
         tracing::debug!(container = %slot.spec.name, "spec written and loaded");
         let null = fs::File::open("/dev/null").map_err(host("open /dev/null".into()))?;
@@ -325,7 +365,8 @@ impl Supervisor<'_, '_> {
             }
         }
         let timeout = match next {
-            Some(at) => PollTimeout::try_from(at.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1).unwrap_or(PollTimeout::MAX),
+            Some(at) => PollTimeout::try_from(at.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1)
+                .unwrap_or(PollTimeout::MAX),
             None => PollTimeout::NONE,
         };
         let ready: Vec<bool> = {
@@ -373,7 +414,10 @@ impl Supervisor<'_, '_> {
                 Ok(WaitStatus::StillAlive) | Err(_) => return,
                 Ok(_) => continue,
             };
-            let Some(i) = self.slots.iter().position(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid)) else { continue };
+            let Some(i) = self.slots.iter().position(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid))
+            else {
+                continue;
+            };
             let State::Running { since, .. } = self.slots[i].state else { continue };
             let slot = &mut self.slots[i];
             slot.out.flush();
@@ -417,7 +461,10 @@ impl Supervisor<'_, '_> {
             let delay = slot.backoff;
             slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
             slot.restarts += 1;
-            say(&format!("restarting container {name} in {:?} (restart {}, restartPolicy {policy})", delay, slot.restarts));
+            say(&format!(
+                "restarting container {name} in {:?} (restart {}, restartPolicy {policy})",
+                delay, slot.restarts
+            ));
             slot.state = State::Pending(Instant::now() + delay);
             return;
         }

@@ -46,7 +46,8 @@ impl NetRecord {
     }
 
     fn config(&self) -> Result<NetConfig, PlanError> {
-        NetConfig::new(&self.bridge, &self.cidr, self.state_dir.clone()).map_err(|e| PlanError::Host(format!("pod network in the record: {e}")))
+        NetConfig::new(&self.bridge, &self.cidr, self.state_dir.clone())
+            .map_err(|e| PlanError::Host(format!("pod network in the record: {e}")))
     }
 }
 
@@ -119,8 +120,12 @@ pub fn create(root: &Path, spec: &SandboxSpec<'_>) -> Result<Sandbox, PlanError>
             return Err(PlanError::Host(format!("lock {}: {e}", tmp.join("lock").display())));
         }
     };
-    let written = serde_json::to_vec_pretty(&record).map_err(|e| PlanError::Host(e.to_string())).and_then(|json| fs::write(tmp.join("pod.json"), json).map_err(host(format!("write {}", tmp.join("pod.json").display()))));
-    if let Err(e) = written.and_then(|()| fs::rename(&tmp, &dir).map_err(host(format!("rename {} to {}", tmp.display(), dir.display())))) {
+    let written = serde_json::to_vec_pretty(&record).map_err(|e| PlanError::Host(e.to_string())).and_then(|json| {
+        fs::write(tmp.join("pod.json"), json).map_err(host(format!("write {}", tmp.join("pod.json").display())))
+    });
+    if let Err(e) = written
+        .and_then(|()| fs::rename(&tmp, &dir).map_err(host(format!("rename {} to {}", tmp.display(), dir.display()))))
+    {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
@@ -162,14 +167,21 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
     }
     namespaces::hold(flags, &targets, spec.network.map(|_| spec.hostname)).map_err(PlanError::Host)?;
     tracing::debug!("namespaces held");
-    nix::mount::mount(Some("shm"), &sb.shm, Some("tmpfs"), nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC, Some(format!("mode=1777,size={}", spec.shm_size).as_str()))
-        .map_err(|e| PlanError::Host(format!("mount tmpfs on {}: {e}", sb.shm.display())))?;
+    nix::mount::mount(
+        Some("shm"),
+        &sb.shm,
+        Some("tmpfs"),
+        nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,size={}", spec.shm_size).as_str()),
+    )
+    .map_err(|e| PlanError::Host(format!("mount tmpfs on {}: {e}", sb.shm.display())))?;
 
     let hosts_text = match spec.network {
         Some(cfg) => {
             sb.netns = Some(net.clone());
             sb.utsns = Some(uts);
-            let attachment = network::setup(cfg, &sb.record.key, &net, spec.ports).map_err(|e| PlanError::Host(format!("pod network: {e}")))?;
+            let attachment = network::setup(cfg, &sb.record.key, &net, spec.ports)
+                .map_err(|e| PlanError::Host(format!("pod network: {e}")))?;
             namespaces::wait_single_threaded();
             tracing::debug!(ip = %attachment.ip, "network set up");
             sb.ip = Some(attachment.ip);
@@ -178,8 +190,13 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
         None => fs::read_to_string("/etc/hosts").unwrap_or_else(|_| pod_hosts("localhost", Ipv4Addr::LOCALHOST)),
     };
     fs::write(&sb.hosts, hosts_text).map_err(host(format!("write {}", sb.hosts.display())))?;
-    let hostname = if spec.network.is_some() { spec.hostname.to_string() } else { nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default() };
-    fs::write(&sb.hostname_file, format!("{hostname}\n")).map_err(host(format!("write {}", sb.hostname_file.display())))?;
+    let hostname = if spec.network.is_some() {
+        spec.hostname.to_string()
+    } else {
+        nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
+    };
+    fs::write(&sb.hostname_file, format!("{hostname}\n"))
+        .map_err(host(format!("write {}", sb.hostname_file.display())))?;
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv = if spec.network.is_some() { pod_resolv_conf(&host_resolv) } else { host_resolv };
     fs::write(&sb.resolv_conf, resolv).map_err(host(format!("write {}", sb.resolv_conf.display())))?;
@@ -233,19 +250,29 @@ pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
         for entry in fs::read_dir(&rootfs_dir).into_iter().flatten().flatten() {
             let id = entry.file_name().to_string_lossy().into_owned();
             if id.starts_with(&prefix) {
-                note(crate::image::rootfs::remove(&store, &id).map_err(|e| PlanError::Host(format!("remove root filesystem {id}: {e}"))));
+                note(
+                    crate::image::rootfs::remove(&store, &id)
+                        .map_err(|e| PlanError::Host(format!("remove root filesystem {id}: {e}"))),
+                );
             }
         }
     }
     if let Some(net) = &record.network {
-        note(net.config().and_then(|cfg| network::teardown(&cfg, &record.key).map_err(|e| PlanError::Host(format!("pod network: {e}")))));
+        note(net.config().and_then(|cfg| {
+            network::teardown(&cfg, &record.key).map_err(|e| PlanError::Host(format!("pod network: {e}")))
+        }));
     }
     let dir = pods_dir(root).join(&record.key);
     // The namespace files, /dev/shm and volumes are all mounts below the pod's directory.
     note(namespaces::unmount_below(&dir).map_err(PlanError::Host));
-    note(crate::runtime::cgroups::remove_parent(&record.cgroup_parent).map_err(|e| PlanError::Host(format!("remove cgroup {}: {e}", record.cgroup_parent))));
+    note(
+        crate::runtime::cgroups::remove_parent(&record.cgroup_parent)
+            .map_err(|e| PlanError::Host(format!("remove cgroup {}: {e}", record.cgroup_parent))),
+    );
     match fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => note(Err(PlanError::Host(format!("remove {}: {e}", dir.display())))),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            note(Err(PlanError::Host(format!("remove {}: {e}", dir.display()))))
+        }
         _ => {}
     }
     first.map_or(Ok(()), Err)
@@ -280,7 +307,8 @@ pub fn gc(root: &Path) -> GcReport {
             let _ = fs::remove_dir_all(&dir);
             continue;
         }
-        let record: Option<PodRecord> = fs::read(dir.join("pod.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let record: Option<PodRecord> =
+            fs::read(dir.join("pod.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
         match record {
             Some(rec) => match teardown(root, &rec) {
                 Ok(()) => report.pods.push(rec.key),

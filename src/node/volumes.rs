@@ -31,7 +31,12 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
 }
 
 /// Makes every volume of `pod` below `dir` (the pod's `volumes/` directory).
-pub fn prepare(dir: &Path, pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTreeMap<String, Secret>) -> Result<Volumes, PlanError> {
+pub fn prepare(
+    dir: &Path,
+    pod: &Pod,
+    config_maps: &BTreeMap<String, ConfigMap>,
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<Volumes, PlanError> {
     let mut out = Volumes::default();
     let Some(spec) = &pod.spec else { return Ok(out) };
     fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
@@ -43,20 +48,28 @@ pub fn prepare(dir: &Path, pod: &Pod, config_maps: &BTreeMap<String, ConfigMap>,
     Ok(out)
 }
 
-fn prepare_one(dir: &Path, v: &Volume, field: &str, config_maps: &BTreeMap<String, ConfigMap>, secrets: &BTreeMap<String, Secret>) -> Result<PathBuf, PlanError> {
+fn prepare_one(
+    dir: &Path,
+    v: &Volume,
+    field: &str,
+    config_maps: &BTreeMap<String, ConfigMap>,
+    secrets: &BTreeMap<String, Secret>,
+) -> Result<PathBuf, PlanError> {
     let own = dir.join(&v.name);
     if let Some(e) = &v.empty_dir {
         fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
         if e.medium.as_deref() == Some("Memory") {
             let mut data = "mode=0777".to_string();
             if let Some(size) = &e.size_limit {
-                let bytes = quantity::memory_bytes(&size.0).map_err(|m| PlanError::invalid(format!("{field}.emptyDir.sizeLimit"), m))?;
+                let bytes = quantity::memory_bytes(&size.0)
+                    .map_err(|m| PlanError::invalid(format!("{field}.emptyDir.sizeLimit"), m))?;
                 data.push_str(&format!(",size={bytes}"));
             }
             mount_tmpfs(&own, &data)?;
         } else {
             // The kubelet makes emptyDir world-writable, so any user in the pod may use it.
-            fs::set_permissions(&own, fs::Permissions::from_mode(0o777)).map_err(io(format!("chmod {}", own.display())))?;
+            fs::set_permissions(&own, fs::Permissions::from_mode(0o777))
+                .map_err(io(format!("chmod {}", own.display())))?;
         }
         return Ok(own);
     }
@@ -72,14 +85,28 @@ fn prepare_one(dir: &Path, v: &Volume, field: &str, config_maps: &BTreeMap<Strin
         let f = format!("{field}.configMap");
         match config_maps.get(&c.name) {
             Some(cm) => {
-                let mut data: BTreeMap<String, Vec<u8>> = cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+                let mut data: BTreeMap<String, Vec<u8>> =
+                    cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
                 for (k, b) in cm.binary_data.iter().flatten() {
                     data.insert(k.clone(), b.0.clone());
                 }
-                write_keys(&own, &data, c.items.as_deref(), mode, c.optional == Some(true), &f, &format!("configmap \"{}\"", c.name))?;
+                write_keys(
+                    &own,
+                    &data,
+                    c.items.as_deref(),
+                    mode,
+                    c.optional == Some(true),
+                    &f,
+                    &format!("configmap \"{}\"", c.name),
+                )?;
             }
             None if c.optional == Some(true) => {}
-            None => return Err(PlanError::missing(format!("{f}.name"), format!("configmap \"{}\" not found in the manifest", c.name))),
+            None => {
+                return Err(PlanError::missing(
+                    format!("{f}.name"),
+                    format!("configmap \"{}\" not found in the manifest", c.name),
+                ));
+            }
         }
         return Ok(own);
     }
@@ -91,18 +118,35 @@ fn prepare_one(dir: &Path, v: &Volume, field: &str, config_maps: &BTreeMap<Strin
         let f = format!("{field}.secret");
         match secrets.get(&name) {
             Some(secret) => {
-                let mut data: BTreeMap<String, Vec<u8>> = secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+                let mut data: BTreeMap<String, Vec<u8>> =
+                    secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
                 for (k, v) in secret.string_data.iter().flatten() {
                     data.insert(k.clone(), v.clone().into_bytes());
                 }
-                write_keys(&own, &data, s.items.as_deref(), mode, s.optional == Some(true), &f, &format!("secret \"{name}\""))?;
+                write_keys(
+                    &own,
+                    &data,
+                    s.items.as_deref(),
+                    mode,
+                    s.optional == Some(true),
+                    &f,
+                    &format!("secret \"{name}\""),
+                )?;
             }
             None if s.optional == Some(true) => {}
-            None => return Err(PlanError::missing(format!("{f}.secretName"), format!("secret \"{name}\" not found in the manifest"))),
+            None => {
+                return Err(PlanError::missing(
+                    format!("{f}.secretName"),
+                    format!("secret \"{name}\" not found in the manifest"),
+                ));
+            }
         }
         return Ok(own);
     }
-    Err(PlanError::invalid(field.to_string(), "must specify exactly one of: emptyDir, hostPath, configMap, secret".into()))
+    Err(PlanError::invalid(
+        field.to_string(),
+        "must specify exactly one of: emptyDir, hostPath, configMap, secret".into(),
+    ))
 }
 
 fn mount_tmpfs(target: &Path, data: &str) -> Result<(), PlanError> {
@@ -113,7 +157,12 @@ fn mount_tmpfs(target: &Path, data: &str) -> Result<(), PlanError> {
 /// The hostPath types' checks, in the kubelet's words.
 fn check_host_path(path: &Path, kind: &str, field: &str) -> Result<(), PlanError> {
     let meta = fs::metadata(path);
-    let bad = |what: &str| Err(PlanError::invalid(format!("{field}.path"), format!("hostPath type check failed: {} is not {what}", path.display())));
+    let bad = |what: &str| {
+        Err(PlanError::invalid(
+            format!("{field}.path"),
+            format!("hostPath type check failed: {} is not {what}", path.display()),
+        ))
+    };
     match kind {
         "" => Ok(()),
         "DirectoryOrCreate" => match meta {
@@ -121,23 +170,65 @@ fn check_host_path(path: &Path, kind: &str, field: &str) -> Result<(), PlanError
             Ok(_) => bad("a directory"),
             Err(_) => {
                 fs::create_dir_all(path).map_err(io(format!("create {}", path.display())))?;
-                fs::set_permissions(path, fs::Permissions::from_mode(0o755)).map_err(io(format!("chmod {}", path.display())))
+                fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+                    .map_err(io(format!("chmod {}", path.display())))
             }
         },
         "FileOrCreate" => match meta {
             Ok(m) if m.is_file() => Ok(()),
             Ok(_) => bad("a file"),
             Err(_) => {
-                fs::OpenOptions::new().write(true).create(true).truncate(false).mode(0o644).open(path).map_err(io(format!("create {}", path.display())))?;
+                fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .mode(0o644)
+                    .open(path)
+                    .map_err(io(format!("create {}", path.display())))?;
                 Ok(())
             }
         },
-        "Directory" => if meta.is_ok_and(|m| m.is_dir()) { Ok(()) } else { bad("a directory") },
-        "File" => if meta.is_ok_and(|m| m.is_file()) { Ok(()) } else { bad("a file") },
-        "Socket" => if meta.is_ok_and(|m| m.file_type().is_socket()) { Ok(()) } else { bad("a socket file") },
-        "CharDevice" => if meta.is_ok_and(|m| m.file_type().is_char_device()) { Ok(()) } else { bad("a character device") },
-        "BlockDevice" => if meta.is_ok_and(|m| m.file_type().is_block_device()) { Ok(()) } else { bad("a block device") },
-        other => Err(PlanError::invalid(format!("{field}.type"), format!("Unsupported value: \"{other}\": supported values: \"\", \"DirectoryOrCreate\", \"Directory\", \"FileOrCreate\", \"File\", \"Socket\", \"CharDevice\", \"BlockDevice\""))),
+        "Directory" => {
+            if meta.is_ok_and(|m| m.is_dir()) {
+                Ok(())
+            } else {
+                bad("a directory")
+            }
+        }
+        "File" => {
+            if meta.is_ok_and(|m| m.is_file()) {
+                Ok(())
+            } else {
+                bad("a file")
+            }
+        }
+        "Socket" => {
+            if meta.is_ok_and(|m| m.file_type().is_socket()) {
+                Ok(())
+            } else {
+                bad("a socket file")
+            }
+        }
+        "CharDevice" => {
+            if meta.is_ok_and(|m| m.file_type().is_char_device()) {
+                Ok(())
+            } else {
+                bad("a character device")
+            }
+        }
+        "BlockDevice" => {
+            if meta.is_ok_and(|m| m.file_type().is_block_device()) {
+                Ok(())
+            } else {
+                bad("a block device")
+            }
+        }
+        other => Err(PlanError::invalid(
+            format!("{field}.type"),
+            format!(
+                "Unsupported value: \"{other}\": supported values: \"\", \"DirectoryOrCreate\", \"Directory\", \"FileOrCreate\", \"File\", \"Socket\", \"CharDevice\", \"BlockDevice\""
+            ),
+        )),
     }
 }
 
@@ -147,19 +238,35 @@ fn safe_relative(p: &str) -> bool {
     !p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-fn write_keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&[KeyToPath]>, mode: u32, optional: bool, field: &str, what: &str) -> Result<(), PlanError> {
+fn write_keys(
+    dir: &Path,
+    data: &BTreeMap<String, Vec<u8>>,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    optional: bool,
+    field: &str,
+    what: &str,
+) -> Result<(), PlanError> {
     let files: Vec<(String, &[u8], u32)> = match items {
         None => data.iter().map(|(k, v)| (k.clone(), v.as_slice(), mode)).collect(),
         Some(items) => {
             let mut out = Vec::new();
             for (j, item) in items.iter().enumerate() {
                 if !safe_relative(&item.path) {
-                    return Err(PlanError::invalid(format!("{field}.items[{j}].path"), format!("Invalid value: \"{}\": must be a relative path without '..'", item.path)));
+                    return Err(PlanError::invalid(
+                        format!("{field}.items[{j}].path"),
+                        format!("Invalid value: \"{}\": must be a relative path without '..'", item.path),
+                    ));
                 }
                 match data.get(&item.key) {
                     Some(v) => out.push((item.path.clone(), v.as_slice(), item.mode.map(|m| m as u32).unwrap_or(mode))),
                     None if optional => {}
-                    None => return Err(PlanError::missing(format!("{field}.items[{j}].key"), format!("key \"{}\" not found in {what}", item.key))),
+                    None => {
+                        return Err(PlanError::missing(
+                            format!("{field}.items[{j}].key"),
+                            format!("key \"{}\" not found in {what}", item.key),
+                        ));
+                    }
                 }
             }
             out
@@ -167,7 +274,10 @@ fn write_keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&[KeyT
     };
     for (rel, bytes, mode) in files {
         if !safe_relative(&rel) {
-            return Err(PlanError::invalid(field.to_string(), format!("key {rel:?} of {what} is not a valid file name")));
+            return Err(PlanError::invalid(
+                field.to_string(),
+                format!("key {rel:?} of {what} is not a valid file name"),
+            ));
         }
         let path = dir.join(&rel);
         if let Some(parent) = path.parent() {
@@ -175,7 +285,12 @@ fn write_keys(dir: &Path, data: &BTreeMap<String, Vec<u8>>, items: Option<&[KeyT
         }
         // Written with the final mode from the start, so no moment exists where a secret is
         // readable by more than the manifest allows.
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode & 0o777).open(&path).map_err(io(format!("create {}", path.display())))?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode & 0o777)
+            .open(&path)
+            .map_err(io(format!("create {}", path.display())))?;
         f.set_permissions(fs::Permissions::from_mode(mode & 0o777)).map_err(io(format!("chmod {}", path.display())))?;
         f.write_all(bytes).map_err(io(format!("write {}", path.display())))?;
     }

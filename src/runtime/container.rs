@@ -74,7 +74,10 @@ fn cgroup_name(cfg: &Config, id: &str) -> (String, Option<String>) {
         // systemd's slice:prefix:name becomes slice/prefix-name below our own cgroup.
         Some(p) if p.contains(':') => {
             let parts: Vec<&str> = p.split(':').collect();
-            (format!("{}-{}", parts[1], parts[2]), Some(parts[0].trim_start_matches('/').to_string()).filter(|s| !s.is_empty()))
+            (
+                format!("{}-{}", parts[1], parts[2]),
+                Some(parts[0].trim_start_matches('/').to_string()).filter(|s| !s.is_empty()),
+            )
         }
         // An absolute path is taken from the hierarchy's root, as the spec says, whatever
         // the parent; `open` keeps the leading slash to know it.
@@ -114,7 +117,9 @@ impl Drop for CreateGuard<'_> {
 fn ensure_single_threaded() -> Result<()> {
     let threads = fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
     if threads > 1 {
-        return Err(RuntimeError::Invalid(format!("refusing to fork a container from a process with {threads} threads")));
+        return Err(RuntimeError::Invalid(format!(
+            "refusing to fork a container from a process with {threads} threads"
+        )));
     }
     Ok(())
 }
@@ -145,15 +150,29 @@ impl Runtime {
     }
 
     /// `create` with a checked config and, for a terminal, the socket the pty master goes to.
-    pub fn create_from(&self, id: &str, cfg: &Config, opts: &CreateOptions, console: Option<UnixStream>) -> Result<Record> {
+    pub fn create_from(
+        &self,
+        id: &str,
+        cfg: &Config,
+        opts: &CreateOptions,
+        console: Option<UnixStream>,
+    ) -> Result<Record> {
         ensure_single_threaded()?;
         tracing::debug!("create {id}: spec loaded");
         let _lock = self.root.reserve(id)?;
-        let mut guard = CreateGuard { root: &self.root, id: id.to_string(), cgroup: None, pids: Vec::new(), armed: true };
+        let mut guard =
+            CreateGuard { root: &self.root, id: id.to_string(), cgroup: None, pids: Vec::new(), armed: true };
 
         let fifo_path = self.root.fifo_path(id);
-        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| io(format!("mkfifo {}", fifo_path.display()))(e.into()))?;
-        let fifo = OwnedFd::from(fs::OpenOptions::new().read(true).write(true).open(&fifo_path).map_err(io(format!("open {}", fifo_path.display())))?);
+        nix::unistd::mkfifo(&fifo_path, nix::sys::stat::Mode::from_bits_truncate(0o600))
+            .map_err(|e| io(format!("mkfifo {}", fifo_path.display()))(e.into()))?;
+        let fifo = OwnedFd::from(
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&fifo_path)
+                .map_err(io(format!("open {}", fifo_path.display())))?,
+        );
 
         let (cg_name, cg_parent) = cgroup_name(cfg, id);
         let cg_parent = if cg_name.starts_with('/') { None } else { cg_parent.or_else(|| opts.cgroup_parent.clone()) };
@@ -168,10 +187,14 @@ impl Runtime {
 
         // Without a user namespace (which must come before the pid namespace it owns) we
         // fork straight into the pid namespace, and the init needs no second fork.
-        let in_pid_ns = cfg.namespace(LinuxNamespaceType::Pid).is_some() && cfg.namespace(LinuxNamespaceType::User).is_none();
+        let in_pid_ns =
+            cfg.namespace(LinuxNamespaceType::Pid).is_some() && cfg.namespace(LinuxNamespaceType::User).is_none();
         let pid_ns = if in_pid_ns {
             let join = joins.iter().find(|(k, _)| *k == LinuxNamespaceType::Pid).map(|(_, fd)| fd);
-            Some(namespaces::pid_for_children(join).map_err(|message| RuntimeError::Init { id: id.to_string(), message })?)
+            Some(
+                namespaces::pid_for_children(join)
+                    .map_err(|message| RuntimeError::Init { id: id.to_string(), message })?,
+            )
         } else {
             None
         };
@@ -183,7 +206,17 @@ impl Runtime {
                 drop(chan);
                 // Ours to restore, not the init's: it must keep its namespace.
                 std::mem::forget(pid_ns);
-                init::child(InitArgs { cfg, chan: child_chan, fifo: Some(fifo), console, preserve_fds: opts.preserve_fds, joins, in_pid_ns, cgroup: cg.as_ref(), stdio: opts.stdio })
+                init::child(InitArgs {
+                    cfg,
+                    chan: child_chan,
+                    fifo: Some(fifo),
+                    console,
+                    preserve_fds: opts.preserve_fds,
+                    joins,
+                    in_pid_ns,
+                    cgroup: cg.as_ref(),
+                    stdio: opts.stdio,
+                })
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
@@ -304,7 +337,12 @@ impl Runtime {
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
         let (rec, status) = self.load(id)?;
         if status == Status::Stopped {
-            return Err(RuntimeError::Status { id: id.into(), status, verb: "kill", need: "created, running or paused" });
+            return Err(RuntimeError::Status {
+                id: id.into(),
+                status,
+                verb: "kill",
+                need: "created, running or paused",
+            });
         }
         if all {
             let cg = cgroup_of(&rec)?;
@@ -348,9 +386,15 @@ impl Runtime {
     pub fn pause(&self, id: &str, paused: bool) -> Result<()> {
         let _lock = self.root.lock(id)?;
         let (mut rec, status) = self.load(id)?;
-        let (ok, need) = if paused { (status == Status::Running, "running") } else { (status == Status::Paused, "paused") };
+        let (ok, need) =
+            if paused { (status == Status::Running, "running") } else { (status == Status::Paused, "paused") };
         if !ok {
-            return Err(RuntimeError::Status { id: id.into(), status, verb: if paused { "pause" } else { "resume" }, need });
+            return Err(RuntimeError::Status {
+                id: id.into(),
+                status,
+                verb: if paused { "pause" } else { "resume" },
+                need,
+            });
         }
         cgroup_of(&rec)?.freeze(paused)?;
         rec.paused = paused;
@@ -361,7 +405,12 @@ impl Runtime {
     pub fn update(&self, id: &str, resources: &Resources) -> Result<()> {
         let (rec, status) = self.load(id)?;
         if status == Status::Stopped {
-            return Err(RuntimeError::Status { id: id.into(), status, verb: "update", need: "created, running or paused" });
+            return Err(RuntimeError::Status {
+                id: id.into(),
+                status,
+                verb: "update",
+                need: "created, running or paused",
+            });
         }
         Ok(cgroup_of(&rec)?.apply(resources)?)
     }
@@ -413,7 +462,10 @@ impl Runtime {
         if let Ok(stats) = cgroup_of(&rec).and_then(|cg| Ok(cg.stats()?))
             && stats.oom_kills > 0
         {
-            eprintln!("nodectl-runtime: container {id}: killed by the OOM killer ({} OOM kill(s) in its cgroup)", stats.oom_kills);
+            eprintln!(
+                "nodectl-runtime: container {id}: killed by the OOM killer ({} OOM kill(s) in its cgroup)",
+                stats.oom_kills
+            );
         }
         self.delete(id, true)?;
         Ok(code)
@@ -428,7 +480,9 @@ impl Runtime {
             return Err(RuntimeError::Status { id: id.into(), status, verb: "exec", need: "running" });
         }
         if process.terminal != opts.console_socket.is_some() {
-            return Err(RuntimeError::Invalid("a terminal (process.terminal, --tty) and --console-socket go together".into()));
+            return Err(RuntimeError::Invalid(
+                "a terminal (process.terminal, --tty) and --console-socket go together".into(),
+            ));
         }
         ensure_single_threaded()?;
         let joins = init_namespaces(&rec)?;
@@ -443,7 +497,15 @@ impl Runtime {
         let child = match unsafe { nix::unistd::fork() }.map_err(|e| io("fork")(e.into()))? {
             ForkResult::Child => {
                 drop(chan);
-                init::exec_child(ExecArgs { process, seccomp: rec.seccomp.as_ref(), chan: child_chan, console, preserve_fds: opts.preserve_fds, joins, cgroup: cg.as_ref() })
+                init::exec_child(ExecArgs {
+                    process,
+                    seccomp: rec.seccomp.as_ref(),
+                    chan: child_chan,
+                    console,
+                    preserve_fds: opts.preserve_fds,
+                    joins,
+                    cgroup: cg.as_ref(),
+                })
             }
             ForkResult::Parent { child } => child.as_raw(),
         };
@@ -511,7 +573,16 @@ pub struct ExecOptions {
 fn init_namespaces(rec: &Record) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
     let pidfd = sys::pidfd_open(rec.pid).map_err(io(format!("open pid {}", rec.pid)))?;
     let mut out = Vec::new();
-    for kind in [LinuxNamespaceType::User, LinuxNamespaceType::Ipc, LinuxNamespaceType::Uts, LinuxNamespaceType::Network, LinuxNamespaceType::Pid, LinuxNamespaceType::Cgroup, LinuxNamespaceType::Time, LinuxNamespaceType::Mount] {
+    for kind in [
+        LinuxNamespaceType::User,
+        LinuxNamespaceType::Ipc,
+        LinuxNamespaceType::Uts,
+        LinuxNamespaceType::Network,
+        LinuxNamespaceType::Pid,
+        LinuxNamespaceType::Cgroup,
+        LinuxNamespaceType::Time,
+        LinuxNamespaceType::Mount,
+    ] {
         let path = PathBuf::from(format!("/proc/{}/ns/{}", rec.pid, namespaces::proc_name(kind)));
         if !path.exists() || namespaces::same_as_ours(kind, &path) {
             continue;
@@ -523,7 +594,12 @@ fn init_namespaces(rec: &Record) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
     // namespaces are its own and not a recycled pid's.
     drop(pidfd);
     if !state::alive(rec.pid, rec.pid_start_time) {
-        return Err(RuntimeError::Status { id: rec.id.clone(), status: Status::Stopped, verb: "exec", need: "running" });
+        return Err(RuntimeError::Status {
+            id: rec.id.clone(),
+            status: Status::Stopped,
+            verb: "exec",
+            need: "running",
+        });
     }
     Ok(out)
 }
@@ -533,7 +609,17 @@ fn init_namespaces(rec: &Record) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
 fn prepare_to_wait() -> Result<SigSet> {
     sys::set_child_subreaper().map_err(io("become a subreaper"))?;
     let mut forwarded = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT, Signal::SIGUSR1, Signal::SIGUSR2, Signal::SIGWINCH, Signal::SIGCONT] {
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+        Signal::SIGQUIT,
+        Signal::SIGUSR1,
+        Signal::SIGUSR2,
+        Signal::SIGWINCH,
+        Signal::SIGCONT,
+    ] {
         forwarded.add(s);
     }
     forwarded.thread_block().map_err(|e| io("block signals")(e.into()))?;
@@ -582,7 +668,12 @@ fn reap(init: i32) -> Option<i32> {
 fn signal_init(rec: &Record, signal: i32) -> Result<()> {
     let pidfd = sys::pidfd_open(rec.pid).map_err(io(format!("open pid {}", rec.pid)))?;
     if !state::alive(rec.pid, rec.pid_start_time) {
-        return Err(RuntimeError::Status { id: rec.id.clone(), status: Status::Stopped, verb: "kill", need: "running" });
+        return Err(RuntimeError::Status {
+            id: rec.id.clone(),
+            status: Status::Stopped,
+            verb: "kill",
+            need: "running",
+        });
     }
     sys::pidfd_send_signal(pidfd.as_fd(), signal).map_err(io(format!("signal {signal} to pid {}", rec.pid)))
 }
@@ -590,7 +681,10 @@ fn signal_init(rec: &Record, signal: i32) -> Result<()> {
 /// SIGKILL to everything left in the container's cgroup, then wait until it is empty
 /// (and the recorded init, if any, gone).
 fn kill_all_and_wait(cg: &dyn Cgroup, rec: Option<&Record>) {
-    let gone = || cg.processes().map(|p| p.is_empty()).unwrap_or(true) && rec.is_none_or(|r| !state::alive(r.pid, r.pid_start_time));
+    let gone = || {
+        cg.processes().map(|p| p.is_empty()).unwrap_or(true)
+            && rec.is_none_or(|r| !state::alive(r.pid, r.pid_start_time))
+    };
     let end = Instant::now() + Duration::from_secs(10);
     while !gone() && Instant::now() < end {
         for pid in cg.processes().unwrap_or_default() {

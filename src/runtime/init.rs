@@ -16,9 +16,9 @@ use std::path::Path;
 use nix::unistd::ForkResult;
 use oci_spec::runtime::LinuxNamespaceType;
 
+use super::cgroups::Cgroup;
 use super::spec::{Config, ProcessConfig};
 use super::sync::{Channel, Msg};
-use super::cgroups::Cgroup;
 use super::{hooks, namespaces, process, rootfs, seccomp, sys};
 
 type Result<T> = std::result::Result<T, String>;
@@ -104,10 +104,17 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
         recv_expect(&a.chan, Msg::Mapped)?;
         let root_uid = nix::unistd::Uid::from_raw(0);
         let root_gid = nix::unistd::Gid::from_raw(0);
-        nix::unistd::setresgid(root_gid, root_gid, root_gid).map_err(|e| format!("become root in the user namespace: {e}"))?;
-        nix::unistd::setresuid(root_uid, root_uid, root_uid).map_err(|e| format!("become root in the user namespace: {e}"))?;
+        nix::unistd::setresgid(root_gid, root_gid, root_gid)
+            .map_err(|e| format!("become root in the user namespace: {e}"))?;
+        nix::unistd::setresuid(root_uid, root_uid, root_uid)
+            .map_err(|e| format!("become root in the user namespace: {e}"))?;
     }
-    let new: Vec<LinuxNamespaceType> = cfg.namespaces.iter().filter(|n| n.path.is_none() && n.kind != LinuxNamespaceType::User && !skip_pid(&n.kind)).map(|n| n.kind).collect();
+    let new: Vec<LinuxNamespaceType> = cfg
+        .namespaces
+        .iter()
+        .filter(|n| n.path.is_none() && n.kind != LinuxNamespaceType::User && !skip_pid(&n.kind))
+        .map(|n| n.kind)
+        .collect();
     namespaces::unshare_all(&new)?;
     tracing::debug!("init: new namespaces");
     if a.in_pid_ns {
@@ -180,7 +187,14 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
 /// The last steps shared by a container's init and an exec'd process: limits, no_new_privs,
 /// seccomp, capabilities and user, cwd; Ready to the parent; wait for `start` if there is
 /// a fifo; execve.
-fn become_process(p: &ProcessConfig, seccomp_spec: Option<&oci_spec::runtime::LinuxSeccomp>, chan: &Channel, fifo: Option<&OwnedFd>, preserve_fds: i32, before_exec: impl FnOnce() -> Result<()>) -> Result<()> {
+fn become_process(
+    p: &ProcessConfig,
+    seccomp_spec: Option<&oci_spec::runtime::LinuxSeccomp>,
+    chan: &Channel,
+    fifo: Option<&OwnedFd>,
+    preserve_fds: i32,
+    before_exec: impl FnOnce() -> Result<()>,
+) -> Result<()> {
     process::set_rlimits(p)?;
     if p.no_new_privileges {
         sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
@@ -310,11 +324,13 @@ fn set_names(cfg: &Config) -> Result<()> {
 fn setup_console(console: &UnixStream, p: &ProcessConfig, as_dev_console: bool) -> Result<()> {
     use nix::fcntl::{OFlag, open};
     use nix::sys::stat::Mode;
-    let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| format!("open /dev/ptmx: {e}"))?;
+    let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("open /dev/ptmx: {e}"))?;
     sys::unlock_pty(master.as_fd()).map_err(|e| format!("unlock pty: {e}"))?;
     let n = sys::pty_number(master.as_fd()).map_err(|e| format!("pty number: {e}"))?;
     let slave_path = format!("/dev/pts/{n}");
-    let slave = open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty()).map_err(|e| format!("open {slave_path}: {e}"))?;
+    let slave = open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .map_err(|e| format!("open {slave_path}: {e}"))?;
     if let Some((rows, cols)) = p.console_size {
         let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ reads one winsize struct from the pointer we pass.
@@ -326,12 +342,19 @@ fn setup_console(console: &UnixStream, p: &ProcessConfig, as_dev_console: bool) 
         if !console_path.exists() {
             let _ = fs::File::create(console_path);
         }
-        let _ = nix::mount::mount(Some(slave_path.as_str()), console_path, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>);
+        let _ = nix::mount::mount(
+            Some(slave_path.as_str()),
+            console_path,
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        );
     }
     let iov = [std::io::IoSlice::new(slave_path.as_bytes())];
     let fds = [master.as_raw_fd()];
     let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
-    nix::sys::socket::sendmsg::<()>(console.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None).map_err(|e| format!("send pty to the console socket: {e}"))?;
+    nix::sys::socket::sendmsg::<()>(console.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+        .map_err(|e| format!("send pty to the console socket: {e}"))?;
     drop(master);
     for target in 0..3 {
         // SAFETY: dup2 onto 0..2 replaces our stdio; no Rust object owns those fds.

@@ -35,7 +35,8 @@ pub fn open_joins(list: &[Namespace]) -> Result<Vec<(LinuxNamespaceType, OwnedFd
     let mut out = Vec::new();
     for ns in list {
         if let Some(path) = &ns.path {
-            let f = fs::File::open(path).map_err(|e| format!("open {} namespace {}: {e}", proc_name(ns.kind), path.display()))?;
+            let f = fs::File::open(path)
+                .map_err(|e| format!("open {} namespace {}: {e}", proc_name(ns.kind), path.display()))?;
             out.push((ns.kind, OwnedFd::from(f)));
         }
     }
@@ -57,7 +58,8 @@ pub fn unshare_all(kinds: &[LinuxNamespaceType]) -> Result<(), String> {
     if flags.is_empty() {
         return Ok(());
     }
-    unshare(flags).map_err(|e| format!("unshare namespaces {:?}: {e}", kinds.iter().map(|k| proc_name(*k)).collect::<Vec<_>>()))
+    unshare(flags)
+        .map_err(|e| format!("unshare namespaces {:?}: {e}", kinds.iter().map(|k| proc_name(*k)).collect::<Vec<_>>()))
 }
 
 pub fn unshare_user() -> Result<(), String> {
@@ -93,7 +95,8 @@ impl Drop for PidForChildren {
 
 /// Writes /proc/PID/{uid,gid}_map for a process that has just made a user namespace.
 pub fn write_id_maps(pid: i32, uids: &[IdMap], gids: &[IdMap]) -> Result<(), String> {
-    let fmt = |maps: &[IdMap]| maps.iter().map(|m| format!("{} {} {}\n", m.container, m.host, m.size)).collect::<String>();
+    let fmt =
+        |maps: &[IdMap]| maps.iter().map(|m| format!("{} {} {}\n", m.container, m.host, m.size)).collect::<String>();
     for (file, maps) in [("uid_map", uids), ("gid_map", gids)] {
         let path = format!("/proc/{pid}/{file}");
         fs::write(&path, fmt(maps)).map_err(|e| format!("write {path}: {e}"))?;

@@ -71,7 +71,9 @@ pub fn set_user_and_caps(p: &ProcessConfig, setgroups_allowed: bool) -> Result<(
 }
 
 fn env_path(env: &[String]) -> &str {
-    env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+    env.iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 }
 
 /// Finds args[0] as execvp would, in the process's PATH, so a missing program fails
@@ -86,7 +88,11 @@ pub fn find_executable(p: &ProcessConfig) -> Result<PathBuf> {
     };
     if prog.contains('/') {
         let path = if Path::new(prog).is_absolute() { PathBuf::from(prog) } else { p.cwd.join(prog) };
-        return if is_exec(&path) { Ok(path) } else { Err(format!("exec {prog}: no such executable file in the container")) };
+        return if is_exec(&path) {
+            Ok(path)
+        } else {
+            Err(format!("exec {prog}: no such executable file in the container"))
+        };
     }
     for dir in env_path(&p.env).split(':').filter(|d| !d.is_empty()) {
         let candidate = Path::new(dir).join(prog);
@@ -151,7 +157,11 @@ fn mark_cloexec_from(first: i32) -> std::io::Result<()> {
     if unsafe { libc::syscall(libc::SYS_close_range, first as u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) } == 0 {
         return Ok(());
     }
-    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?.flatten().filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok())).filter(|fd| *fd >= first).collect();
+    let fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")?
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse().ok()))
+        .filter(|fd| *fd >= first)
+        .collect();
     for fd in fds {
         // SAFETY: fcntl on a descriptor number only changes its flags; one that closed
         // meanwhile (the directory listing's own) just fails with EBADF.
@@ -184,7 +194,8 @@ pub fn shed_clean_file_pages() {
             drop_current(current.take(), modified);
             modified = false;
             let fields: Vec<&str> = line.split_whitespace().collect();
-            let private_file = fields.get(1).is_some_and(|p| p.ends_with('p')) && fields.get(4).is_some_and(|inode| *inode != "0");
+            let private_file =
+                fields.get(1).is_some_and(|p| p.ends_with('p')) && fields.get(4).is_some_and(|inode| *inode != "0");
             if let (Ok(s), Ok(e), true) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16), private_file) {
                 current = Some((s, e));
             }

@@ -110,7 +110,11 @@ pub fn prepare(cfg: &Config) -> Result<()> {
     // Nothing we mount may propagate back to the host: while we set up, a shared root
     // (whose peers may be the host's) is a slave, and an unbindable one could not be bound
     // onto itself; `finish` gives the new root the propagation asked for.
-    let setup = if cfg.rootfs_propagation.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) { MsFlags::MS_SLAVE | MsFlags::MS_REC } else { cfg.rootfs_propagation };
+    let setup = if cfg.rootfs_propagation.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
+        MsFlags::MS_SLAVE | MsFlags::MS_REC
+    } else {
+        cfg.rootfs_propagation
+    };
     mount(None::<&str>, "/", None::<&str>, setup, None::<&str>).map_err(|e| format!("set propagation of /: {e}"))?;
     make_parent_private(&cfg.rootfs)?;
     // pivot_root needs the new root to be a mount point.
@@ -148,7 +152,8 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
         }
     }
     if let Some((mp, true)) = best {
-        mount(None::<&str>, mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>).map_err(|e| format!("make {mp} private: {e}"))?;
+        mount(None::<&str>, mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+            .map_err(|e| format!("make {mp} private: {e}"))?;
     }
     Ok(())
 }
@@ -161,15 +166,20 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
         let src = m.source.as_deref().unwrap_or(Path::new(""));
         let src = if src.is_absolute() { src.to_path_buf() } else { cfg.bundle.join(src) };
         let meta = fs::metadata(&src).map_err(|e| format!("bind source {}: {e}", src.display()))?;
-        let tree = sys::open_tree_clone(None, &cstr(&src)?, m.flags.contains(MsFlags::MS_REC), false).map_err(|e| format!("clone {}: {e}", src.display()))?;
+        let tree = sys::open_tree_clone(None, &cstr(&src)?, m.flags.contains(MsFlags::MS_REC), false)
+            .map_err(|e| format!("clone {}: {e}", src.display()))?;
         let attrs = attrs_of(m.flags);
         if attrs != 0 {
             let mut clear = attrs;
             if attrs & (libc::MOUNT_ATTR_NOATIME | libc::MOUNT_ATTR_STRICTATIME) != 0 {
                 clear |= libc::MOUNT_ATTR__ATIME;
             }
-            sys::mount_setattr(tree.as_fd(), m.recursive_readonly, MountAttr { set: attrs, clear: clear & libc::MOUNT_ATTR__ATIME, propagation: 0 })
-                .map_err(|e| format!("set mount flags: {e}"))?;
+            sys::mount_setattr(
+                tree.as_fd(),
+                m.recursive_readonly,
+                MountAttr { set: attrs, clear: clear & libc::MOUNT_ATTR__ATIME, propagation: 0 },
+            )
+            .map_err(|e| format!("set mount flags: {e}"))?;
         }
         let target = resolve_or_create(root, &m.destination, if meta.is_dir() { Kind::Dir } else { Kind::File })?;
         sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
@@ -182,7 +192,8 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
                 options = if options.is_empty() { name.to_string() } else { format!("{options},{name}") };
             }
         }
-        let tree = sys::new_mount(&m.fstype, Some(&source), &options, attrs_of(m.flags)).map_err(|e| format!("mount {}: {e}", m.fstype))?;
+        let tree = sys::new_mount(&m.fstype, Some(&source), &options, attrs_of(m.flags))
+            .map_err(|e| format!("mount {}: {e}", m.fstype))?;
         let target = resolve_or_create(root, &m.destination, Kind::Dir)?;
         sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         tree
@@ -190,7 +201,8 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
     for p in &m.propagation {
         let recursive = p.contains(MsFlags::MS_REC);
         let kind = (*p - MsFlags::MS_REC).bits();
-        sys::mount_setattr(tree.as_fd(), recursive, MountAttr { set: 0, clear: 0, propagation: kind }).map_err(|e| format!("set propagation: {e}"))?;
+        sys::mount_setattr(tree.as_fd(), recursive, MountAttr { set: 0, clear: 0, propagation: kind })
+            .map_err(|e| format!("set propagation: {e}"))?;
     }
     Ok(())
 }
@@ -205,11 +217,13 @@ fn mount_cgroups(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
     let target = resolve_or_create(root, &m.destination, Kind::Dir)?;
     match hierarchy {
         Hierarchy::Unified { .. } => {
-            let tree = sys::new_mount("cgroup2", Some("cgroup2"), "", attrs).map_err(|e| format!("mount cgroup2: {e}"))?;
+            let tree =
+                sys::new_mount("cgroup2", Some("cgroup2"), "", attrs).map_err(|e| format!("mount cgroup2: {e}"))?;
             sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         }
         Hierarchy::Legacy { mounts } => {
-            let tmpfs = sys::new_mount("tmpfs", Some("tmpfs"), "mode=755", attrs & !libc::MOUNT_ATTR_RDONLY).map_err(|e| format!("mount tmpfs: {e}"))?;
+            let tmpfs = sys::new_mount("tmpfs", Some("tmpfs"), "mode=755", attrs & !libc::MOUNT_ATTR_RDONLY)
+                .map_err(|e| format!("mount tmpfs: {e}"))?;
             sys::move_mount_to_fd(tmpfs.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
             let mut by_dir: Vec<(PathBuf, Vec<String>)> = Vec::new();
             for (controller, dir) in mounts {
@@ -221,18 +235,25 @@ fn mount_cgroups(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
             for (dir, controllers) in by_dir {
                 let name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
                 let sub = resolve_or_create(root, &m.destination.join(&name), Kind::Dir)?;
-                let tree = sys::new_mount("cgroup", Some("cgroup"), &controllers.join(","), attrs).map_err(|e| format!("mount cgroup {}: {e}", controllers.join(",")))?;
+                let tree = sys::new_mount("cgroup", Some("cgroup"), &controllers.join(","), attrs)
+                    .map_err(|e| format!("mount cgroup {}: {e}", controllers.join(",")))?;
                 sys::move_mount_to_fd(tree.as_fd(), sub.as_fd()).map_err(|e| format!("attach: {e}"))?;
             }
             if m.flags.contains(MsFlags::MS_RDONLY) {
-                sys::mount_setattr(tmpfs.as_fd(), false, MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 }).map_err(|e| format!("make read-only: {e}"))?;
+                sys::mount_setattr(
+                    tmpfs.as_fd(),
+                    false,
+                    MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 },
+                )
+                .map_err(|e| format!("make read-only: {e}"))?;
             }
         }
     }
     Ok(())
 }
 
-const DEFAULT_DEVICES: [(&str, i64, i64); 6] = [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
+const DEFAULT_DEVICES: [(&str, i64, i64); 6] =
+    [("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8), ("urandom", 1, 9), ("tty", 5, 0)];
 
 fn default_devices(cfg: &Config, root: BorrowedFd<'_>) -> Result<()> {
     for (name, major, minor) in DEFAULT_DEVICES {
@@ -244,7 +265,13 @@ fn default_devices(cfg: &Config, root: BorrowedFd<'_>) -> Result<()> {
         make_device(cfg, root, &d).map_err(|e| format!("device /dev/{name}: {e}"))?;
     }
     let dev = resolve_or_create(root, Path::new("/dev"), Kind::Dir)?;
-    for (target, name) in [("/proc/self/fd", "fd"), ("/proc/self/fd/0", "stdin"), ("/proc/self/fd/1", "stdout"), ("/proc/self/fd/2", "stderr"), ("pts/ptmx", "ptmx")] {
+    for (target, name) in [
+        ("/proc/self/fd", "fd"),
+        ("/proc/self/fd/0", "stdin"),
+        ("/proc/self/fd/1", "stdout"),
+        ("/proc/self/fd/2", "stderr"),
+        ("pts/ptmx", "ptmx"),
+    ] {
         let (t, n) = (CString::new(target).unwrap_or_default(), CString::new(name).unwrap_or_default());
         // SAFETY: both strings are NUL-terminated; dev is an open directory fd.
         let rc = unsafe { libc::symlinkat(t.as_ptr(), dev.as_raw_fd(), n.as_ptr()) };
@@ -271,12 +298,14 @@ fn make_device(cfg: &Config, root: BorrowedFd<'_>, d: &Device) -> Result<()> {
     let name = d.path.file_name().ok_or("no file name")?;
     let parent = resolve_or_create(root, parent_path, Kind::Dir)?;
     // O_PATH fds cannot be used with mknodat; reopen the directory for real.
-    let dir = sys::openat2(parent.as_fd(), c".", libc::O_DIRECTORY | libc::O_RDONLY, libc::RESOLVE_BENEATH).map_err(|e| e.to_string())?;
+    let dir = sys::openat2(parent.as_fd(), c".", libc::O_DIRECTORY | libc::O_RDONLY, libc::RESOLVE_BENEATH)
+        .map_err(|e| e.to_string())?;
     let cname = CString::new(name.as_bytes()).map_err(|_| "NUL in name")?;
     if cfg.new_namespace(oci_spec::runtime::LinuxNamespaceType::User) {
         // A user namespace cannot make device nodes: bind the host's.
         let target = resolve_or_create(root, &d.path, Kind::File)?;
-        let tree = sys::open_tree_clone(None, &cstr(&d.path)?, false, false).map_err(|e| format!("clone host {}: {e}", d.path.display()))?;
+        let tree = sys::open_tree_clone(None, &cstr(&d.path)?, false, false)
+            .map_err(|e| format!("clone host {}: {e}", d.path.display()))?;
         return sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"));
     }
     let kind = match d.kind {
@@ -287,9 +316,23 @@ fn make_device(cfg: &Config, root: BorrowedFd<'_>, d: &Device) -> Result<()> {
     // SAFETY: cname is NUL-terminated; dir is an open directory fd.
     unsafe { libc::unlinkat(dir.as_raw_fd(), cname.as_ptr(), 0) };
     let dev = nix::sys::stat::makedev(d.major as u64, d.minor as u64);
-    nix::sys::stat::mknodat(dir.as_fd(), cname.as_c_str(), kind, Mode::from_bits_truncate(d.mode & 0o7777), dev).map_err(|e| format!("mknod: {e}"))?;
-    nix::unistd::fchownat(dir.as_fd(), cname.as_c_str(), Some(d.uid.into()), Some(d.gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).map_err(|e| format!("chown: {e}"))?;
-    nix::sys::stat::fchmodat(dir.as_fd(), cname.as_c_str(), Mode::from_bits_truncate(d.mode & 0o7777), nix::sys::stat::FchmodatFlags::FollowSymlink).map_err(|e| format!("chmod: {e}"))?;
+    nix::sys::stat::mknodat(dir.as_fd(), cname.as_c_str(), kind, Mode::from_bits_truncate(d.mode & 0o7777), dev)
+        .map_err(|e| format!("mknod: {e}"))?;
+    nix::unistd::fchownat(
+        dir.as_fd(),
+        cname.as_c_str(),
+        Some(d.uid.into()),
+        Some(d.gid.into()),
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("chown: {e}"))?;
+    nix::sys::stat::fchmodat(
+        dir.as_fd(),
+        cname.as_c_str(),
+        Mode::from_bits_truncate(d.mode & 0o7777),
+        nix::sys::stat::FchmodatFlags::FollowSymlink,
+    )
+    .map_err(|e| format!("chmod: {e}"))?;
     Ok(())
 }
 
@@ -300,7 +343,8 @@ pub fn pivot(cfg: &Config) -> Result<()> {
     nix::unistd::fchdir(new_root.as_fd()).map_err(|e| format!("chdir to root: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root {}: {e}", cfg.rootfs.display()))?;
     // The old root is stacked on "."; keep its unmount from reaching the host.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>).map_err(|e| format!("make old root a slave: {e}"))?;
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| format!("make old root a slave: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detach old root: {e}"))?;
     nix::unistd::chdir("/").map_err(|e| format!("chdir /: {e}"))?;
     Ok(())
@@ -319,29 +363,46 @@ pub fn finish(cfg: &Config) -> Result<()> {
     let root = open_root(Path::new("/"))?;
     for p in &cfg.masked_paths {
         let Ok(target) = resolve(root.as_fd(), Path::new(p)) else { continue };
-        let is_dir = nix::sys::stat::fstat(target.as_fd()).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(false);
+        let is_dir =
+            nix::sys::stat::fstat(target.as_fd()).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(false);
         let tree = if is_dir {
-            sys::new_mount("tmpfs", Some("tmpfs"), "size=0", libc::MOUNT_ATTR_RDONLY).map_err(|e| format!("mask {p}: {e}"))?
+            sys::new_mount("tmpfs", Some("tmpfs"), "size=0", libc::MOUNT_ATTR_RDONLY)
+                .map_err(|e| format!("mask {p}: {e}"))?
         } else {
-            sys::open_tree_clone(None, c"/dev/null", false, false).map_err(|e| format!("mask {p} with /dev/null: {e}"))?
+            sys::open_tree_clone(None, c"/dev/null", false, false)
+                .map_err(|e| format!("mask {p} with /dev/null: {e}"))?
         };
         sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("mask {p}: {e}"))?;
     }
     for p in &cfg.readonly_paths {
         let Ok(target) = resolve(root.as_fd(), Path::new(p)) else { continue };
-        let tree = sys::open_tree_clone(Some(target.as_fd()), c"", true, true).map_err(|e| format!("read-only {p}: {e}"))?;
-        sys::mount_setattr(tree.as_fd(), true, MountAttr { set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC, clear: 0, propagation: 0 })
-            .map_err(|e| format!("read-only {p}: {e}"))?;
+        let tree =
+            sys::open_tree_clone(Some(target.as_fd()), c"", true, true).map_err(|e| format!("read-only {p}: {e}"))?;
+        sys::mount_setattr(
+            tree.as_fd(),
+            true,
+            MountAttr {
+                set: libc::MOUNT_ATTR_RDONLY
+                    | libc::MOUNT_ATTR_NOSUID
+                    | libc::MOUNT_ATTR_NODEV
+                    | libc::MOUNT_ATTR_NOEXEC,
+                clear: 0,
+                propagation: 0,
+            },
+        )
+        .map_err(|e| format!("read-only {p}: {e}"))?;
         sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("read-only {p}: {e}"))?;
     }
     if cfg.readonly_root {
-        sys::mount_setattr(root.as_fd(), false, MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 }).map_err(|e| format!("make / read-only: {e}"))?;
+        sys::mount_setattr(root.as_fd(), false, MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 })
+            .map_err(|e| format!("make / read-only: {e}"))?;
     }
     if cfg.rootfs_propagation.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
         // Last, now that the root is the container's own: shared (with peers only later
         // mounts of the container will have) or unbindable (which the masks above, bound
         // from /dev/null, could not have been).
-        mount(None::<&str>, "/", None::<&str>, cfg.rootfs_propagation, None::<&str>).map_err(|e| format!("set propagation of the new root: {e}"))?;
+        mount(None::<&str>, "/", None::<&str>, cfg.rootfs_propagation, None::<&str>)
+            .map_err(|e| format!("set propagation of the new root: {e}"))?;
     }
     Ok(())
 }
@@ -354,8 +415,13 @@ pub fn write_proc(rel: &str, value: &str) -> Result<()> {
         return Err(format!("/proc is not procfs: refusing to write /proc/{rel}"));
     }
     let c = CString::new(rel).map_err(|_| "NUL in path")?;
-    let fd = sys::openat2(proc.as_fd(), &c, libc::O_WRONLY, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV)
-        .map_err(|e| format!("open /proc/{rel}: {e}"))?;
+    let fd = sys::openat2(
+        proc.as_fd(),
+        &c,
+        libc::O_WRONLY,
+        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV,
+    )
+    .map_err(|e| format!("open /proc/{rel}: {e}"))?;
     if sys::fs_type(fd.as_fd()).ok() != Some(PROC_SUPER_MAGIC) {
         return Err(format!("/proc/{rel} is not on procfs: refusing to write it"));
     }

@@ -50,7 +50,9 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     for (i, rule) in s.syscalls().iter().flatten().enumerate() {
         let act = action(rule.action(), rule.errno_ret());
         if matches!(act, ScmpAction::Notify) {
-            return Err(format!("linux.seccomp.syscalls[{i}]: SCMP_ACT_NOTIFY needs a listener, which nodectl does not provide"));
+            return Err(format!(
+                "linux.seccomp.syscalls[{i}]: SCMP_ACT_NOTIFY needs a listener, which nodectl does not provide"
+            ));
         }
         if act == default {
             continue;

@@ -175,7 +175,11 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &[u8]) -> Result<T, 
     let de = &mut serde_json::Deserializer::from_slice(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        SpecError::Parse { path: path.to_path_buf(), field: if field == "." { "(document)".into() } else { field }, message: e.into_inner().to_string() }
+        SpecError::Parse {
+            path: path.to_path_buf(),
+            field: if field == "." { "(document)".into() } else { field },
+            message: e.into_inner().to_string(),
+        }
     })
 }
 
@@ -221,7 +225,10 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
         namespaces.push(Namespace { kind: ns.typ(), path: ns.path().clone() });
     }
     let maps = |list: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| -> Vec<IdMap> {
-        list.iter().flatten().map(|m| IdMap { container: m.container_id(), host: m.host_id(), size: m.size() }).collect()
+        list.iter()
+            .flatten()
+            .map(|m| IdMap { container: m.container_id(), host: m.host_id(), size: m.size() })
+            .collect()
     };
     let uid_maps = maps(linux.uid_mappings());
     let gid_maps = maps(linux.gid_mappings());
@@ -244,7 +251,9 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
             ("root.readonly", root.readonly().unwrap_or(false)),
         ];
         if let Some((field, _)) = needs_mounts.iter().find(|(_, set)| *set) {
-            return Err(ck.err(*field, "needs a mount namespace of its own (add {\"type\": \"mount\"} to linux.namespaces)"));
+            return Err(
+                ck.err(*field, "needs a mount namespace of its own (add {\"type\": \"mount\"} to linux.namespaces)")
+            );
         }
         if spec.mounts().as_ref().is_some_and(|m| !m.is_empty()) {
             tracing::warn!("no mount namespace: the mounts list is not applied (it would mount on the host)");
@@ -279,7 +288,12 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
     }
     let rootfs_propagation = match linux.rootfs_propagation().as_deref() {
         None | Some("") => MsFlags::MS_SLAVE | MsFlags::MS_REC,
-        Some(p) => propagation_flag(p).ok_or_else(|| ck.err("linux.rootfsPropagation", format!("{p:?} is not a propagation (shared, slave, private, unbindable, with an optional r)")))?,
+        Some(p) => propagation_flag(p).ok_or_else(|| {
+            ck.err(
+                "linux.rootfsPropagation",
+                format!("{p:?} is not a propagation (shared, slave, private, unbindable, with an optional r)"),
+            )
+        })?,
     };
     let mut sysctls = BTreeMap::new();
     for (k, v) in linux.sysctl().iter().flatten() {
@@ -288,13 +302,20 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
         }
         sysctls.insert(k.clone(), v.clone());
     }
-    let mut resources = linux.resources().as_ref().map(|r| resources(&ck, "linux.resources", r)).transpose()?.unwrap_or_default();
+    let mut resources =
+        linux.resources().as_ref().map(|r| resources(&ck, "linux.resources", r)).transpose()?.unwrap_or_default();
     if !resources.devices.is_empty() {
         resources.devices.extend(always_allowed_devices());
         // The spec's own device nodes are usable too.
         for d in &devices {
             if d.kind != 'p' {
-                resources.devices.push(DeviceRule { allow: true, kind: d.kind, major: Some(d.major), minor: Some(d.minor), access: "rwm".into() });
+                resources.devices.push(DeviceRule {
+                    allow: true,
+                    kind: d.kind,
+                    major: Some(d.major),
+                    minor: Some(d.minor),
+                    access: "rwm".into(),
+                });
             }
         }
     }
@@ -343,7 +364,8 @@ fn process_config(ck: &Checker<'_>, p: &Process, prefix: &str) -> Result<Process
     let mut rlimits: Vec<Rlimit> = Vec::new();
     for (i, r) in p.rlimits().iter().flatten().enumerate() {
         let name = r.typ().to_string();
-        let resource = rlimit_resource(&name).ok_or_else(|| ck.err(format!("{prefix}rlimits[{i}].type"), format!("{name} is not a resource limit")))?;
+        let resource = rlimit_resource(&name)
+            .ok_or_else(|| ck.err(format!("{prefix}rlimits[{i}].type"), format!("{name} is not a resource limit")))?;
         if rlimits.iter().any(|x| x.resource == resource) {
             return Err(ck.err(format!("{prefix}rlimits[{i}].type"), format!("{name} is listed twice")));
         }
@@ -369,16 +391,25 @@ fn process_config(ck: &Checker<'_>, p: &Process, prefix: &str) -> Result<Process
         no_new_privileges: p.no_new_privileges().unwrap_or(false),
         oom_score_adj: p.oom_score_adj(),
         terminal: p.terminal().unwrap_or(false),
-        console_size: p.console_size().map(|b| (b.height().min(u16::MAX as u64) as u16, b.width().min(u16::MAX as u64) as u16)),
+        console_size: p
+            .console_size()
+            .map(|b| (b.height().min(u16::MAX as u64) as u16, b.width().min(u16::MAX as u64) as u16)),
     })
 }
 
 fn cap_sets(ck: &Checker<'_>, c: &LinuxCapabilities, prefix: &str) -> Result<CapSets, SpecError> {
-    let conv = |set: &Option<oci_spec::runtime::Capabilities>, name: &str| -> Result<Vec<caps::Capability>, SpecError> {
+    let conv = |set: &Option<oci_spec::runtime::Capabilities>,
+                name: &str|
+     -> Result<Vec<caps::Capability>, SpecError> {
         let mut out: Vec<caps::Capability> = Vec::new();
         for cap in set.iter().flatten() {
             let text = serde_json::to_value(cap).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
-            let parsed: caps::Capability = text.parse().map_err(|_| ck.err(format!("{prefix}capabilities.{name}"), format!("{text} is not a capability this kernel interface knows")))?;
+            let parsed: caps::Capability = text.parse().map_err(|_| {
+                ck.err(
+                    format!("{prefix}capabilities.{name}"),
+                    format!("{text} is not a capability this kernel interface knows"),
+                )
+            })?;
             out.push(parsed);
         }
         out.sort_by_key(|c| c.index());
@@ -432,7 +463,9 @@ pub fn propagation_flag(p: &str) -> Option<MsFlags> {
 fn mount_spec(ck: &Checker<'_>, i: usize, m: &oci_spec::runtime::Mount) -> Result<MountSpec, SpecError> {
     let field = format!("mounts[{i}]");
     if !m.destination().is_absolute() {
-        return Err(ck.err(format!("{field}.destination"), format!("{} is not an absolute path", m.destination().display())));
+        return Err(
+            ck.err(format!("{field}.destination"), format!("{} is not an absolute path", m.destination().display()))
+        );
     }
     let mut flags = MsFlags::empty();
     let mut propagation = Vec::new();
@@ -507,9 +540,29 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
     // Limits we cannot apply are refused, not dropped: a container must not run believing
     // it is limited (crun refuses them too, when the host lacks the files).
     let unsupported = [
-        ("blockIO", r.block_io().as_ref().is_some_and(|b| b.weight().is_some() || b.leaf_weight().is_some() || b.weight_device().as_ref().is_some_and(|v| !v.is_empty()) || [b.throttle_read_bps_device(), b.throttle_write_bps_device(), b.throttle_read_iops_device(), b.throttle_write_iops_device()].iter().any(|t| t.as_ref().is_some_and(|v| !v.is_empty())))),
+        (
+            "blockIO",
+            r.block_io().as_ref().is_some_and(|b| {
+                b.weight().is_some()
+                    || b.leaf_weight().is_some()
+                    || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
+                    || [
+                        b.throttle_read_bps_device(),
+                        b.throttle_write_bps_device(),
+                        b.throttle_read_iops_device(),
+                        b.throttle_write_iops_device(),
+                    ]
+                    .iter()
+                    .any(|t| t.as_ref().is_some_and(|v| !v.is_empty()))
+            }),
+        ),
         ("hugepageLimits", r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty())),
-        ("network", r.network().as_ref().is_some_and(|n| n.class_id().is_some() || n.priorities().as_ref().is_some_and(|v| !v.is_empty()))),
+        (
+            "network",
+            r.network()
+                .as_ref()
+                .is_some_and(|n| n.class_id().is_some() || n.priorities().as_ref().is_some_and(|v| !v.is_empty())),
+        ),
         ("rdma", r.rdma().as_ref().is_some_and(|v| !v.is_empty())),
         ("unified", r.unified().as_ref().is_some_and(|v| !v.is_empty())),
     ];
@@ -542,7 +595,13 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
             Some("b") => 'b',
             _ => 'c',
         };
-        out.devices.push(DeviceRule { allow: d.allow(), kind, major: d.major(), minor: d.minor(), access: d.access().clone().unwrap_or_default() });
+        out.devices.push(DeviceRule {
+            allow: d.allow(),
+            kind,
+            major: d.major(),
+            minor: d.minor(),
+            access: d.access().clone().unwrap_or_default(),
+        });
     }
     Ok(out)
 }
@@ -550,8 +609,24 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
 /// What every container may use whatever its device rules say, as runc allows them: the
 /// default nodes, /dev/console, ptmx and the pty slaves.
 fn always_allowed_devices() -> Vec<DeviceRule> {
-    let c = |major, minor: Option<i64>| DeviceRule { allow: true, kind: 'c', major: Some(major), minor, access: "rwm".into() };
-    vec![c(1, Some(3)), c(1, Some(5)), c(1, Some(7)), c(1, Some(8)), c(1, Some(9)), c(5, Some(0)), c(5, Some(1)), c(5, Some(2)), c(136, None)]
+    let c = |major, minor: Option<i64>| DeviceRule {
+        allow: true,
+        kind: 'c',
+        major: Some(major),
+        minor,
+        access: "rwm".into(),
+    };
+    vec![
+        c(1, Some(3)),
+        c(1, Some(5)),
+        c(1, Some(7)),
+        c(1, Some(8)),
+        c(1, Some(9)),
+        c(5, Some(0)),
+        c(5, Some(1)),
+        c(5, Some(2)),
+        c(136, None),
+    ]
 }
 
 /// Reads a resources file as `update --resources` takes it (LinuxResources JSON).

@@ -187,7 +187,11 @@ impl StateRoot {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(io_err("read", &self.dir)(e)),
         };
-        let mut ids: Vec<String> = entries.flatten().filter(|e| e.path().join("state.json").exists()).filter_map(|e| e.file_name().into_string().ok()).collect();
+        let mut ids: Vec<String> = entries
+            .flatten()
+            .filter(|e| e.path().join("state.json").exists())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
         ids.sort();
         Ok(ids)
     }

@@ -39,14 +39,16 @@ pub struct Channel {
 }
 
 pub fn pair() -> io::Result<(Channel, Channel)> {
-    let (a, b) = socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
+    let (a, b) =
+        socketpair(AddressFamily::Unix, SockType::SeqPacket, None, SockFlag::SOCK_CLOEXEC).map_err(io::Error::from)?;
     Ok((Channel { fd: a }, Channel { fd: b }))
 }
 
 impl Channel {
     pub fn send(&self, msg: &Msg) -> io::Result<()> {
         let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
-        nix::sys::socket::send(self.fd.as_raw_fd(), &bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)?;
+        nix::sys::socket::send(self.fd.as_raw_fd(), &bytes, nix::sys::socket::MsgFlags::MSG_NOSIGNAL)
+            .map_err(io::Error::from)?;
         Ok(())
     }
 

@@ -12,7 +12,12 @@ fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
 
 /// A detached copy of the mount tree at `path` (OPEN_TREE_CLONE), recursively if
 /// `recursive`: a bind mount that is not yet attached anywhere.
-pub fn open_tree_clone(dir: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool, empty_path: bool) -> io::Result<OwnedFd> {
+pub fn open_tree_clone(
+    dir: Option<BorrowedFd<'_>>,
+    path: &CStr,
+    recursive: bool,
+    empty_path: bool,
+) -> io::Result<OwnedFd> {
     let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
     if recursive {
         flags |= libc::AT_RECURSIVE as u32;
@@ -31,7 +36,9 @@ pub fn open_tree_clone(dir: Option<BorrowedFd<'_>>, path: &CStr, recursive: bool
 pub fn move_mount_to_fd(tree: BorrowedFd<'_>, target: BorrowedFd<'_>) -> io::Result<()> {
     let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
     // SAFETY: both paths are the empty string literal; the fds are borrowed and stay open.
-    check(unsafe { libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), c"".as_ptr(), target.as_raw_fd(), c"".as_ptr(), flags) })?;
+    check(unsafe {
+        libc::syscall(libc::SYS_move_mount, tree.as_raw_fd(), c"".as_ptr(), target.as_raw_fd(), c"".as_ptr(), flags)
+    })?;
     Ok(())
 }
 
@@ -44,14 +51,22 @@ pub struct MountAttr {
 }
 
 pub fn mount_setattr(mount: BorrowedFd<'_>, recursive: bool, attr: MountAttr) -> io::Result<()> {
-    let mut a: libc::mount_attr = libc::mount_attr { attr_set: attr.set, attr_clr: attr.clear, propagation: attr.propagation, userns_fd: 0 };
+    let mut a: libc::mount_attr =
+        libc::mount_attr { attr_set: attr.set, attr_clr: attr.clear, propagation: attr.propagation, userns_fd: 0 };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
     }
     // SAFETY: `a` is a valid mount_attr whose size we pass; the path is an empty literal.
     check(unsafe {
-        libc::syscall(libc::SYS_mount_setattr, mount.as_raw_fd(), c"".as_ptr(), flags, &mut a as *mut libc::mount_attr, std::mem::size_of::<libc::mount_attr>())
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &mut a as *mut libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
     })?;
     Ok(())
 }
@@ -66,7 +81,9 @@ pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
 
 pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
     // SAFETY: a null siginfo is allowed and means "as kill(2) would send it".
-    check(unsafe { libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0) })?;
+    check(unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd.as_raw_fd(), signal, std::ptr::null::<libc::siginfo_t>(), 0)
+    })?;
     Ok(())
 }
 
@@ -136,7 +153,9 @@ pub fn execveat_fd(fd: BorrowedFd<'_>, argv: &[std::ffi::CString], envp: &[std::
     e.push(std::ptr::null());
     // SAFETY: argv and envp are NULL-terminated arrays of pointers into CStrings that
     // outlive the call; on success the call does not return.
-    unsafe { libc::syscall(libc::SYS_execveat, fd.as_raw_fd(), c"".as_ptr(), a.as_ptr(), e.as_ptr(), libc::AT_EMPTY_PATH) };
+    unsafe {
+        libc::syscall(libc::SYS_execveat, fd.as_raw_fd(), c"".as_ptr(), a.as_ptr(), e.as_ptr(), libc::AT_EMPTY_PATH)
+    };
     io::Error::last_os_error()
 }
 
@@ -148,7 +167,15 @@ pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: i32, resolve: u64) -> io
     how.resolve = resolve;
     loop {
         // SAFETY: `how` is a valid open_how whose size we pass; path is NUL-terminated.
-        let rc = unsafe { libc::syscall(libc::SYS_openat2, dir.as_raw_fd(), path.as_ptr(), &how as *const libc::open_how, std::mem::size_of::<libc::open_how>()) };
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                dir.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const libc::open_how,
+                std::mem::size_of::<libc::open_how>(),
+            )
+        };
         match check(rc) {
             // SAFETY: the kernel just returned this fd to us.
             Ok(fd) => return Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) }),
@@ -212,9 +239,18 @@ pub fn reexec_sealed() -> io::Result<()> {
         return Ok(());
     }
     let tree = open_tree_clone(None, c"/proc/self/exe", false, false)?;
-    mount_setattr(tree.as_fd(), false, MountAttr { set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV, clear: 0, propagation: 0 })?;
+    mount_setattr(
+        tree.as_fd(),
+        false,
+        MountAttr {
+            set: libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV,
+            clear: 0,
+            propagation: 0,
+        },
+    )?;
     use std::os::unix::ffi::OsStrExt;
-    let argv: Vec<std::ffi::CString> = std::env::args_os().map(|a| std::ffi::CString::new(a.as_bytes()).unwrap_or_default()).collect();
+    let argv: Vec<std::ffi::CString> =
+        std::env::args_os().map(|a| std::ffi::CString::new(a.as_bytes()).unwrap_or_default()).collect();
     let envp: Vec<std::ffi::CString> = std::env::vars_os()
         .map(|(k, v)| {
             let mut kv = k.as_bytes().to_vec();

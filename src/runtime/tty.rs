@@ -17,7 +17,12 @@ pub fn receive_master(sock: &UnixStream) -> io::Result<OwnedFd> {
     let mut buf = [0u8; 256];
     let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
     let mut iov = [io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(sock.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC)?;
+    let msg = nix::sys::socket::recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::MSG_CMSG_CLOEXEC,
+    )?;
     for c in msg.cmsgs()? {
         if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c
             && let Some(&fd) = fds.first()

@@ -45,20 +45,22 @@ pub struct Config {
 pub async fn run(config: Config) -> Result<(), ServerError> {
     let hosts = vec![config.listen.ip().to_string()];
     let pki = pki::ensure(&config.data_dir, &hosts)?;
-    let listener = TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let shown = if bound.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), bound.port()) } else { bound };
     let (etcd, db) = (config.etcd.clone(), config.data_dir.join("state.db"));
     // Opening waits on disk or on the cluster: off the async workers.
-    let store: Arc<dyn Backend> = tokio::task::spawn_blocking(move || -> Result<Arc<dyn Backend>, store::StoreError> {
-        Ok(if etcd.is_empty() {
-            Arc::new(Sqlite::open(&db, CompactionPolicy::default())?)
-        } else {
-            Arc::new(Etcd::connect(&etcd, CompactionPolicy::default())?)
+    let store: Arc<dyn Backend> =
+        tokio::task::spawn_blocking(move || -> Result<Arc<dyn Backend>, store::StoreError> {
+            Ok(if etcd.is_empty() {
+                Arc::new(Sqlite::open(&db, CompactionPolicy::default())?)
+            } else {
+                Arc::new(Etcd::connect(&etcd, CompactionPolicy::default())?)
+            })
         })
-    })
-    .await
-    .map_err(ServerError::StoreTask)??;
+        .await
+        .map_err(ServerError::StoreTask)??;
     let controller_store = store.clone();
     // Written once the store is open: a kubeconfig on disk tells scripts the server is ready.
     let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
@@ -95,7 +97,10 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
                 }
             };
             let service = TowerToHyperService::new(app);
-            if let Err(err) = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+            if let Err(err) = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(tls), service)
+                .await
+            {
                 tracing::debug!(%peer, %err, "connection ended with an error");
             }
         });

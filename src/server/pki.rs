@@ -9,7 +9,9 @@ use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -36,7 +38,8 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Pki
 pub fn write_secret(path: &Path, data: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err("create", &tmp))?;
+    let mut f =
+        fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err("create", &tmp))?;
     io::Write::write_all(&mut f, data).map_err(io_err("write", &tmp))?;
     f.sync_all().map_err(io_err("fsync", &tmp))?;
     fs::rename(&tmp, path).map_err(io_err("rename", path))
@@ -66,7 +69,8 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Pki> {
         let mut params = CertificateParams::new(Vec::<String>::new())?;
         params.distinguished_name.push(DnType::CommonName, "nodectl-ca");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
@@ -77,9 +81,17 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Pki> {
     let (srv_crt, srv_key) = (dir.join("server.crt"), dir.join("server.key"));
     if !srv_crt.exists() || !srv_key.exists() {
         let ca_key_pem = fs::read_to_string(&ca_key).map_err(io_err("read", &ca_key))?;
-        let signer = KeyPair::from_pem(&ca_key_pem).map_err(|_| PkiError::Pem { path: ca_key.clone(), what: "private key" })?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, signer).map_err(|_| PkiError::Pem { path: ca_crt.clone(), what: "CA certificate" })?;
-        let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into(), "kubernetes".into(), "kubernetes.default".into()];
+        let signer =
+            KeyPair::from_pem(&ca_key_pem).map_err(|_| PkiError::Pem { path: ca_key.clone(), what: "private key" })?;
+        let issuer = Issuer::from_ca_cert_pem(&ca_pem, signer)
+            .map_err(|_| PkiError::Pem { path: ca_crt.clone(), what: "CA certificate" })?;
+        let mut names: Vec<String> = vec![
+            "localhost".into(),
+            "127.0.0.1".into(),
+            "::1".into(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+        ];
         names.extend(hosts.iter().filter(|h| !h.is_empty() && h.as_str() != "0.0.0.0" && h.as_str() != "::").cloned());
         names.dedup();
         let mut params = CertificateParams::new(names)?;
@@ -98,11 +110,22 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Pki> {
         .map_err(|_| PkiError::Pem { path: srv_crt.clone(), what: "certificate" })?
         .collect::<std::result::Result<_, _>>()
         .map_err(|_| PkiError::Pem { path: srv_crt.clone(), what: "certificate" })?;
-    let key = PrivateKeyDer::from_pem_file(&srv_key).map_err(|_| PkiError::Pem { path: srv_key.clone(), what: "private key" })?;
+    let key = PrivateKeyDer::from_pem_file(&srv_key)
+        .map_err(|_| PkiError::Pem { path: srv_key.clone(), what: "private key" })?;
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert([certs, vec![CertificateDer::from_pem_slice(ca_pem.as_bytes()).map_err(|_| PkiError::Pem { path: ca_crt.clone(), what: "CA certificate" })?]].concat(), key)?;
+        .with_single_cert(
+            [
+                certs,
+                vec![
+                    CertificateDer::from_pem_slice(ca_pem.as_bytes())
+                        .map_err(|_| PkiError::Pem { path: ca_crt.clone(), what: "CA certificate" })?,
+                ],
+            ]
+            .concat(),
+            key,
+        )?;
     // kubectl speaks HTTP/2 when offered; both work.
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Pki { ca_pem, admin_token, node_token, tls: Arc::new(tls) })

@@ -128,22 +128,41 @@ impl Api {
 
     async fn create(&self, ns: &str, name: &str) {
         let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
-        self.send(reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/configmaps"), Some(body)).await.bytes().await.unwrap();
+        self.send(reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/configmaps"), Some(body))
+            .await
+            .bytes()
+            .await
+            .unwrap();
     }
 
     async fn namespace(&self, ns: &str) {
-        self.send(reqwest::Method::POST, "/api/v1/namespaces", Some(json!({"metadata": {"name": ns}}))).await.bytes().await.unwrap();
+        self.send(reqwest::Method::POST, "/api/v1/namespaces", Some(json!({"metadata": {"name": ns}})))
+            .await
+            .bytes()
+            .await
+            .unwrap();
     }
 
     async fn revision(&self, ns: &str) -> String {
-        let list: Value = self.send(reqwest::Method::GET, &format!("/api/v1/namespaces/{ns}/configmaps?limit=1"), None).await.json().await.unwrap();
+        let list: Value = self
+            .send(reqwest::Method::GET, &format!("/api/v1/namespaces/{ns}/configmaps?limit=1"), None)
+            .await
+            .json()
+            .await
+            .unwrap();
         list["metadata"]["resourceVersion"].as_str().unwrap().to_string()
     }
 
     /// Opens a watch on the namespace's configmaps from `rv`; each event's object name is
     /// passed to `seen` with the moment its line arrived, until `seen` says stop.
     async fn watch(&self, ns: &str, rv: &str, opened: impl FnOnce(), mut seen: impl FnMut(&str, Instant) -> bool) {
-        let mut resp = self.send(reqwest::Method::GET, &format!("/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={rv}"), None).await;
+        let mut resp = self
+            .send(
+                reqwest::Method::GET,
+                &format!("/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={rv}"),
+                None,
+            )
+            .await;
         opened();
         let mut buf = Vec::new();
         while let Ok(Some(chunk)) = resp.chunk().await {
@@ -221,13 +240,18 @@ async fn levels(api: &Api, backend: &str, rows: &mut Vec<String>) {
         let watcher = {
             let (api, ns, arrived) = (api.clone(), ns.clone(), arrived.clone());
             tokio::spawn(async move {
-                api.watch(&ns, &rv, move || {
-                    let _ = ready_tx.send(());
-                }, |name, at| {
-                    let mut a = arrived.lock().unwrap();
-                    a.push((name.to_string(), at));
-                    a.len() < CREATES
-                })
+                api.watch(
+                    &ns,
+                    &rv,
+                    move || {
+                        let _ = ready_tx.send(());
+                    },
+                    |name, at| {
+                        let mut a = arrived.lock().unwrap();
+                        a.push((name.to_string(), at));
+                        a.len() < CREATES
+                    },
+                )
                 .await
             })
         };
@@ -247,7 +271,12 @@ async fn levels(api: &Api, backend: &str, rows: &mut Vec<String>) {
         let _ = tokio::time::timeout(EVENT_WAIT, watcher).await;
         let watch = {
             let sent = sent.lock().unwrap();
-            let latencies = arrived.lock().unwrap().iter().filter_map(|(n, at)| sent.get(n).map(|t| at.saturating_duration_since(*t))).collect();
+            let latencies = arrived
+                .lock()
+                .unwrap()
+                .iter()
+                .filter_map(|(n, at)| sent.get(n).map(|t| at.saturating_duration_since(*t)))
+                .collect();
             Phase { latencies, wall: create.wall }
         };
         let get = {
@@ -255,7 +284,15 @@ async fn levels(api: &Api, backend: &str, rows: &mut Vec<String>) {
             run(clients, GETS, move |i| {
                 let (api, ns) = (api.clone(), ns.clone());
                 async move {
-                    api.send(reqwest::Method::GET, &format!("/api/v1/namespaces/{ns}/configmaps/cm-{}", i % CREATES), None).await.bytes().await.unwrap();
+                    api.send(
+                        reqwest::Method::GET,
+                        &format!("/api/v1/namespaces/{ns}/configmaps/cm-{}", i % CREATES),
+                        None,
+                    )
+                    .await
+                    .bytes()
+                    .await
+                    .unwrap();
                 }
             })
             .await
@@ -265,7 +302,11 @@ async fn levels(api: &Api, backend: &str, rows: &mut Vec<String>) {
             run(clients, LISTS, move |_| {
                 let api = api.clone();
                 async move {
-                    api.send(reqwest::Method::GET, "/api/v1/namespaces/listed/configmaps", None).await.bytes().await.unwrap();
+                    api.send(reqwest::Method::GET, "/api/v1/namespaces/listed/configmaps", None)
+                        .await
+                        .bytes()
+                        .await
+                        .unwrap();
                 }
             })
             .await
@@ -320,16 +361,23 @@ async fn fan_out(api: &Api) -> (Vec<Duration>, usize) {
             // the handshakes.
             let permit = gate.acquire_owned().await.unwrap();
             let mut arrivals = Vec::new();
-            api.watch("fan", &rv, || {
-                drop(permit);
-                opened.fetch_add(1, Ordering::SeqCst);
-            }, |name, at| {
-                if let Some(k) = name.strip_prefix("fan-").and_then(|k| k.parse::<usize>().ok()).filter(|k| *k < FAN_WRITES) {
-                    arrivals.push((k, at));
-                    got[k].fetch_add(1, Ordering::SeqCst);
-                }
-                arrivals.len() < FAN_WRITES
-            })
+            api.watch(
+                "fan",
+                &rv,
+                || {
+                    drop(permit);
+                    opened.fetch_add(1, Ordering::SeqCst);
+                },
+                |name, at| {
+                    if let Some(k) =
+                        name.strip_prefix("fan-").and_then(|k| k.parse::<usize>().ok()).filter(|k| *k < FAN_WRITES)
+                    {
+                        arrivals.push((k, at));
+                        got[k].fetch_add(1, Ordering::SeqCst);
+                    }
+                    arrivals.len() < FAN_WRITES
+                },
+            )
             .await;
             arrivals
         }));
@@ -411,9 +459,13 @@ fn main() {
     for r in &rows {
         println!("{r}");
     }
-    println!("(watch: from sending a create to its event on a watch open meanwhile; list{LISTED}: a namespace of {LISTED} ConfigMaps)");
+    println!(
+        "(watch: from sending a create to its event on a watch open meanwhile; list{LISTED}: a namespace of {LISTED} ConfigMaps)"
+    );
     for n in &notes {
         println!("{n}");
     }
-    println!("aim (issue 5): p99 under 10 ms at 1,000 writes/s on SQLite (the 'sqlite paced create' row); Kubernetes' SLO is 1 s p99 per write");
+    println!(
+        "aim (issue 5): p99 under 10 ms at 1,000 writes/s on SQLite (the 'sqlite paced create' row); Kubernetes' SLO is 1 s p99 per write"
+    );
 }

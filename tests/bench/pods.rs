@@ -31,13 +31,22 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let images = std::env::var_os("NODECTL_TEST_IMAGES").map(std::path::PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/images"));
+    let images = std::env::var_os("NODECTL_TEST_IMAGES")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/images"));
     let work = tempfile::tempdir().unwrap();
     let root = work.path().join("root");
     let bin = env!("CARGO_BIN_EXE_nodectl");
     let bridge = format!("ndbench{}", std::process::id() % 10_000);
     let cidr = "10.199.0.0/16";
-    let ok = Command::new(bin).arg("--root").arg(&root).args(["image", "import"]).arg(images.join("busybox")).args(["--name", "busybox:latest"]).output().unwrap();
+    let ok = Command::new(bin)
+        .arg("--root")
+        .arg(&root)
+        .args(["image", "import"])
+        .arg(images.join("busybox"))
+        .args(["--name", "busybox:latest"])
+        .output()
+        .unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let manifest = work.path().join("pod.yaml");
     fs::write(
@@ -89,12 +98,28 @@ fn main() {
     let crun = crun_run_times(work.path(), &images);
 
     println!("nodectl run, {PODS} pods one after another (busybox, own network each):");
-    println!("  until the container's process runs   p50 {:7.2} ms   p99 {:7.2} ms   (aim: p50 under 30 ms)", ms(pct(&mut starts, 0.5)), ms(pct(&mut starts, 0.99)));
-    println!("  whole run, teardown included         p50 {:7.2} ms   p99 {:7.2} ms", ms(pct(&mut totals, 0.5)), ms(pct(&mut totals, 0.99)));
-    println!("one pod's network set-up (address, veth, routes)  p50 {:7.3} ms   p99 {:7.3} ms   (aim: under 3 ms)", ms(pct(&mut nets, 0.5)), ms(pct(&mut nets, 0.99)));
+    println!(
+        "  until the container's process runs   p50 {:7.2} ms   p99 {:7.2} ms   (aim: p50 under 30 ms)",
+        ms(pct(&mut starts, 0.5)),
+        ms(pct(&mut starts, 0.99))
+    );
+    println!(
+        "  whole run, teardown included         p50 {:7.2} ms   p99 {:7.2} ms",
+        ms(pct(&mut totals, 0.5)),
+        ms(pct(&mut totals, 0.99))
+    );
+    println!(
+        "one pod's network set-up (address, veth, routes)  p50 {:7.3} ms   p99 {:7.3} ms   (aim: under 3 ms)",
+        ms(pct(&mut nets, 0.5)),
+        ms(pct(&mut nets, 0.99))
+    );
     if let Some(mut c) = crun {
         let (p50, run50) = (pct(&mut c, 0.5), pct(&mut totals, 0.5));
-        println!("crun run of one container, no pod network, for scale: p50 {:7.2} ms; nodectl run's whole pod / crun run = {:.2}", ms(p50), run50.as_secs_f64() / p50.as_secs_f64());
+        println!(
+            "crun run of one container, no pod network, for scale: p50 {:7.2} ms; nodectl run's whole pod / crun run = {:.2}",
+            ms(p50),
+            run50.as_secs_f64() / p50.as_secs_f64()
+        );
     }
 }
 
@@ -111,12 +136,22 @@ fn crun_run_times(work: &Path, images: &Path) -> Option<Vec<Duration>> {
     let index = read(img.join("index.json"));
     let manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
     fs::create_dir_all(bundle.join("rootfs")).unwrap();
-    nodectl::image::store::unpack_blob(&blob(manifest["layers"][0]["digest"].as_str().unwrap()), &bundle.join("rootfs")).unwrap();
+    nodectl::image::store::unpack_blob(
+        &blob(manifest["layers"][0]["digest"].as_str().unwrap()),
+        &bundle.join("rootfs"),
+    )
+    .unwrap();
     let mut spec = nodectl::runtime::spec::default_spec();
     spec["process"]["terminal"] = false.into();
     spec["process"]["args"] = serde_json::json!(["echo", "running"]);
     let own = fs::read_to_string("/proc/self/cgroup").unwrap();
-    let base = own.lines().find(|l| l.contains(":memory:")).and_then(|l| l.splitn(3, ':').nth(2)).unwrap_or("/").trim_end_matches('/').to_string();
+    let base = own
+        .lines()
+        .find(|l| l.contains(":memory:"))
+        .and_then(|l| l.splitn(3, ':').nth(2))
+        .unwrap_or("/")
+        .trim_end_matches('/')
+        .to_string();
     let cg = format!("{base}/nodectl-bench-crun-{}", std::process::id());
     spec["linux"]["cgroupsPath"] = cg.clone().into();
     fs::write(bundle.join("config.json"), serde_json::to_vec(&spec).unwrap()).unwrap();
@@ -147,5 +182,11 @@ fn crun_run_times(work: &Path, images: &Path) -> Option<Vec<Duration>> {
         eprintln!("crun run failed: {}", String::from_utf8_lossy(&out.stderr));
         return None;
     }
-    Some(String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.trim().parse::<u64>().ok()).map(Duration::from_nanos).collect())
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u64>().ok())
+            .map(Duration::from_nanos)
+            .collect(),
+    )
 }

@@ -28,7 +28,15 @@ struct Runtime {
 fn cmd(rt: &Runtime, args: &[&str]) {
     // stderr to a file, not a pipe: a created container keeps it open.
     let log = rt.root.join("stderr");
-    let status = Command::new(&rt.bin).arg("--root").arg(&rt.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(fs::File::create(&log).unwrap()).status().unwrap();
+    let status = Command::new(&rt.bin)
+        .arg("--root")
+        .arg(&rt.root)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&log).unwrap())
+        .status()
+        .unwrap();
     assert!(status.success(), "{} {args:?}: {}", rt.name, fs::read_to_string(&log).unwrap_or_default());
 }
 
@@ -53,7 +61,12 @@ fn cycle(rt: &Runtime, id: &str) -> Duration {
 
 fn rss_kb(pid: i32) -> u64 {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -63,7 +76,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 /// The busybox image's layer unpacked as a bundle's rootfs, with `true` as the process.
 fn make_bundle(dir: &Path, cgroups_path: Option<&str>) -> PathBuf {
-    let images = std::env::var_os("NODECTL_TEST_IMAGES").map(PathBuf::from).unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/images"));
+    let images = std::env::var_os("NODECTL_TEST_IMAGES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/images"));
     let img = images.join("busybox");
     let read = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&fs::read(p).unwrap()).unwrap() };
     let blob = |d: &str| img.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
@@ -89,7 +104,13 @@ fn main() {
     // SAFETY: plain syscalls on our own process, before any thread exists.
     unsafe {
         assert_eq!(libc::unshare(libc::CLONE_NEWNS), 0, "unshare: {}", std::io::Error::last_os_error());
-        libc::mount(c"none".as_ptr(), c"/".as_ptr(), std::ptr::null(), libc::MS_REC | libc::MS_PRIVATE, std::ptr::null());
+        libc::mount(
+            c"none".as_ptr(),
+            c"/".as_ptr(),
+            std::ptr::null(),
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
         libc::umount2(c"/sys/fs/cgroup/unified".as_ptr(), libc::MNT_DETACH);
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
     }
@@ -101,12 +122,20 @@ fn main() {
     // controller here whose own cgroup is not the root); they create the directories on
     // every hierarchy, so note which exist now, to remove only what they add.
     let own = fs::read_to_string("/proc/self/cgroup").unwrap();
-    let base = own.lines().find(|l| l.contains(":memory:")).and_then(|l| l.splitn(3, ':').nth(2)).unwrap_or("/").trim_end_matches('/').to_string();
+    let base = own
+        .lines()
+        .find(|l| l.contains(":memory:"))
+        .and_then(|l| l.splitn(3, ':').nth(2))
+        .unwrap_or("/")
+        .trim_end_matches('/')
+        .to_string();
     let created_dirs = CgroupDirs::before(&format!("{base}/{parent}"));
     // SAFETY: setting our own environment before any thread exists.
     unsafe { std::env::set_var("NODECTL_CGROUP_PARENT", &parent) };
     let mut runtimes = Vec::new();
-    for (name, bin) in [("nodectl", link.clone()), ("crun", PathBuf::from("/usr/bin/crun")), ("runc", PathBuf::from("/usr/sbin/runc"))] {
+    for (name, bin) in
+        [("nodectl", link.clone()), ("crun", PathBuf::from("/usr/bin/crun")), ("runc", PathBuf::from("/usr/sbin/runc"))]
+    {
         if !bin.exists() {
             eprintln!("{name}: {} missing, skipped", bin.display());
             continue;
@@ -139,7 +168,12 @@ fn main() {
     let medians: Vec<Duration> = times.into_iter().map(median).collect();
     println!("create + start + wait + delete of `true` ({ROUNDS} rounds, alternating), median:");
     for (i, rt) in runtimes.iter().enumerate() {
-        println!("  {:<8} {:>8.1} ms   parked in `created`: {:>6.1} MB resident", rt.name, medians[i].as_secs_f64() * 1000.0, rss[i] as f64 / 1024.0);
+        println!(
+            "  {:<8} {:>8.1} ms   parked in `created`: {:>6.1} MB resident",
+            rt.name,
+            medians[i].as_secs_f64() * 1000.0,
+            rss[i] as f64 / 1024.0
+        );
     }
     if runtimes[0].name == "nodectl" {
         for (i, rt) in runtimes.iter().enumerate().skip(1) {

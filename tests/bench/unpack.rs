@@ -46,20 +46,29 @@ fn make_layer(path: &Path) {
         h.set_cksum();
         h
     };
-    let text: Vec<u8> = (0..6000u32).flat_map(|i| format!("line {i} of a configuration or source file\n").into_bytes()).collect();
+    let text: Vec<u8> =
+        (0..6000u32).flat_map(|i| format!("line {i} of a configuration or source file\n").into_bytes()).collect();
     for d in 0..400 {
         let dir = format!("usr/share/pkg{d:03}");
         tar.append(&header(&dir, 0, 0o755, tar::EntryType::Directory), &[][..]).unwrap();
         for f in 0..50 {
             let len = 512 + (d * 50 + f) * 37 % 8192;
-            tar.append(&header(&format!("{dir}/file{f:02}.txt"), len as u64, 0o644, tar::EntryType::Regular), &text[..len]).unwrap();
+            tar.append(
+                &header(&format!("{dir}/file{f:02}.txt"), len as u64, 0o644, tar::EntryType::Regular),
+                &text[..len],
+            )
+            .unwrap();
         }
     }
     tar.append(&header("usr/lib/", 0, 0o755, tar::EntryType::Directory), &[][..]).unwrap();
     let mut blob = vec![0u8; 1_600_000];
     for i in 0..140 {
         noise.fill(&mut blob);
-        tar.append(&header(&format!("usr/lib/lib{i:03}.so"), blob.len() as u64, 0o755, tar::EntryType::Regular), &blob[..]).unwrap();
+        tar.append(
+            &header(&format!("usr/lib/lib{i:03}.so"), blob.len() as u64, 0o755, tar::EntryType::Regular),
+            &blob[..],
+        )
+        .unwrap();
     }
     let gz = tar.into_inner().unwrap();
     gz.finish().unwrap().flush().unwrap();
@@ -116,5 +125,10 @@ fn main() {
     let _ = fs::remove_dir_all(base.join("out-nodectl"));
     let _ = fs::remove_dir_all(base.join("out-tar"));
     let (a, b) = (median(ours), median(tars));
-    println!("unpack, median of {ROUNDS}: nodectl {:.3} s, GNU tar -xzf {:.3} s, ratio nodectl/tar {:.2}", a.as_secs_f64(), b.as_secs_f64(), a.as_secs_f64() / b.as_secs_f64());
+    println!(
+        "unpack, median of {ROUNDS}: nodectl {:.3} s, GNU tar -xzf {:.3} s, ratio nodectl/tar {:.2}",
+        a.as_secs_f64(),
+        b.as_secs_f64(),
+        a.as_secs_f64() / b.as_secs_f64()
+    );
 }

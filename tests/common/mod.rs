@@ -23,30 +23,24 @@ pub fn images() -> PathBuf {
 }
 
 pub fn nodectl(root: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_nodectl"))
-        .arg("--root")
-        .arg(root)
-        .args(args)
-        .output()
-        .expect("running nodectl")
+    Command::new(env!("CARGO_BIN_EXE_nodectl")).arg("--root").arg(root).args(args).output().expect("running nodectl")
 }
 
 /// Runs nodectl and insists it succeeds; returns stdout.
 pub fn ok(root: &Path, args: &[&str]) -> String {
     let out = nodectl(root, args);
-    assert!(
-        out.status.success(),
-        "nodectl {args:?} failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "nodectl {args:?} failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
 
 /// Runs nodectl and insists it fails; returns stderr.
 pub fn fails(root: &Path, args: &[&str]) -> String {
     let out = nodectl(root, args);
-    assert!(!out.status.success(), "nodectl {args:?} should have failed but printed:\n{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "nodectl {args:?} should have failed but printed:\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8(out.stderr).unwrap()
 }
 
@@ -108,7 +102,8 @@ pub fn bundle(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf 
     let img = images().join("busybox");
     let index: serde_json::Value = serde_json::from_slice(&fs::read(img.join("index.json")).unwrap()).unwrap();
     let blob = |d: &str| img.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let manifest: serde_json::Value = serde_json::from_slice(&fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&fs::read(blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap()).unwrap();
     let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
     let bundle = dir.to_path_buf();
     fs::create_dir_all(&bundle).unwrap();

@@ -42,7 +42,12 @@ impl Server {
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        Command::new("kubectl").arg("--kubeconfig").arg(self.dir.join("admin.kubeconfig")).args(args).output().expect("kubectl is installed")
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(self.dir.join("admin.kubeconfig"))
+            .args(args)
+            .output()
+            .expect("kubectl is installed")
     }
 
     pub fn ok(&self, args: &[&str]) -> String {
@@ -136,18 +141,24 @@ pub fn kill_9_under_load_loses_no_acknowledged_write(dir: &Path, extra: &[&str])
             assert_eq!(resp.status().as_u16(), 201);
         }
         for w in 0..WRITERS {
-            let (client, token, base, tx, killed) = (client.clone(), token.clone(), base.clone(), tx.clone(), killed.clone());
+            let (client, token, base, tx, killed) =
+                (client.clone(), token.clone(), base.clone(), tx.clone(), killed.clone());
             writers.push(tokio::spawn(async move {
                 let counter = format!("counter-{w}");
                 for i in 1u64.. {
                     let (req, ack): (_, Box<dyn Fn(i64) -> Ack + Send>) = if i % 4 == 0 {
                         let patch = serde_json::json!({"data": {"n": i.to_string()}}).to_string();
-                        let req = client.patch(format!("{base}/{counter}")).header("Content-Type", "application/merge-patch+json").body(patch);
+                        let req = client
+                            .patch(format!("{base}/{counter}"))
+                            .header("Content-Type", "application/merge-patch+json")
+                            .body(patch);
                         let name = counter.clone();
                         (req, Box::new(move |rv| Ack::Counted(name.clone(), i, rv)))
                     } else {
                         let name = format!("w{w}-{i:06}");
-                        let req = client.post(&base).json(&serde_json::json!({"metadata": {"name": name}, "data": {"i": i.to_string()}}));
+                        let req = client
+                            .post(&base)
+                            .json(&serde_json::json!({"metadata": {"name": name}, "data": {"i": i.to_string()}}));
                         (req, Box::new(move |rv| Ack::Created(name.clone(), rv)))
                     };
                     let answer = match req.bearer_auth(&token).send().await {
@@ -197,13 +208,20 @@ pub fn kill_9_under_load_loses_no_acknowledged_write(dir: &Path, extra: &[&str])
         .as_array()
         .unwrap()
         .iter()
-        .map(|o| (o["metadata"]["name"].as_str().unwrap().to_string(), (o["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap(), o["data"].clone())))
+        .map(|o| {
+            (
+                o["metadata"]["name"].as_str().unwrap().to_string(),
+                (o["metadata"]["resourceVersion"].as_str().unwrap().parse().unwrap(), o["data"].clone()),
+            )
+        })
         .collect();
     let mut last_count: std::collections::HashMap<String, (u64, i64)> = Default::default();
     for a in &acks {
         match a {
             Ack::Created(name, rv) => {
-                let (at, _) = stored.get(name).unwrap_or_else(|| panic!("acknowledged create of {name} (revision {rv}) was lost"));
+                let (at, _) = stored
+                    .get(name)
+                    .unwrap_or_else(|| panic!("acknowledged create of {name} (revision {rv}) was lost"));
                 assert_eq!(at, rv, "{name} was created at {rv}, and is stored at {at}");
             }
             Ack::Counted(name, n, rv) => {
@@ -222,9 +240,12 @@ pub fn kill_9_under_load_loses_no_acknowledged_write(dir: &Path, extra: &[&str])
             assert_eq!(at, rv, "{name}: the acknowledged value {n} is stored at another revision");
         }
     }
-    let revisions: Vec<i64> = acks.iter().map(|a| match a {
-        Ack::Created(_, rv) | Ack::Counted(_, _, rv) => *rv,
-    }).collect();
+    let revisions: Vec<i64> = acks
+        .iter()
+        .map(|a| match a {
+            Ack::Created(_, rv) | Ack::Counted(_, _, rv) => *rv,
+        })
+        .collect();
     let distinct: std::collections::HashSet<_> = revisions.iter().collect();
     assert_eq!(distinct.len(), revisions.len(), "two acknowledged writes share a revision");
 }

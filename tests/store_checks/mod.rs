@@ -120,7 +120,10 @@ pub async fn watches_see_every_write_once_in_order_under_concurrent_writers<B: B
     assert_eq!((e.revision, e.kind), (r, EventKind::Put), "the other watch saw only its prefix");
     let (d, _) = s.delete("/registry/services/ns/svc", None).unwrap();
     let e = others.next().await.unwrap();
-    assert_eq!((e.revision, e.kind, e.kv.value.clone(), e.prev.unwrap().value), (d, EventKind::Delete, b"s".to_vec(), b"s".to_vec()));
+    assert_eq!(
+        (e.revision, e.kind, e.kv.value.clone(), e.prev.unwrap().value),
+        (d, EventKind::Delete, b"s".to_vec(), b"s".to_vec())
+    );
 }
 
 pub async fn a_lagging_watcher_reads_the_log_and_loses_nothing<B: Backend>(s: Arc<B>) {
@@ -135,7 +138,10 @@ pub async fn a_lagging_watcher_reads_the_log_and_loses_nothing<B: Backend>(s: Ar
 }
 
 /// `reopen` drops the store it is given and opens it again on the same data.
-pub async fn compaction_answers_compacted_and_keeps_the_present<B: Backend>(s: Arc<B>, reopen: impl FnOnce(Arc<B>) -> Arc<B>) {
+pub async fn compaction_answers_compacted_and_keeps_the_present<B: Backend>(
+    s: Arc<B>,
+    reopen: impl FnOnce(Arc<B>) -> Arc<B>,
+) {
     let first = s.create("/k/a", b"1").unwrap();
     for i in 0..50 {
         s.update("/k/a", format!("{i}").as_bytes(), None).unwrap();
@@ -151,11 +157,21 @@ pub async fn compaction_answers_compacted_and_keeps_the_present<B: Backend>(s: A
 
     assert!(matches!(watch(s.clone(), "/k/", Some(first)), Err(StoreError::Compacted { .. })));
     let err = s.list("/k/", None, 0, Some(first)).unwrap_err();
-    assert!(matches!(err, StoreError::Compacted { requested, compacted } if requested == first && compacted == horizon), "{err}");
+    assert!(
+        matches!(err, StoreError::Compacted { requested, compacted } if requested == first && compacted == horizon),
+        "{err}"
+    );
     let err = s.events_since("/k/", horizon - 1, 10).unwrap_err();
-    assert!(matches!(err, StoreError::Compacted { requested, compacted } if requested == horizon - 1 && compacted == horizon), "{err}");
+    assert!(
+        matches!(err, StoreError::Compacted { requested, compacted } if requested == horizon - 1 && compacted == horizon),
+        "{err}"
+    );
     let after = s.events_since("/k/", horizon, 10).unwrap();
-    assert_eq!(after.iter().map(|e| e.kv.key.as_str()).collect::<Vec<_>>(), ["/k/b"], "the log after the horizon is whole");
+    assert_eq!(
+        after.iter().map(|e| e.kv.key.as_str()).collect::<Vec<_>>(),
+        ["/k/b"],
+        "the log after the horizon is whole"
+    );
     let now = s.list("/k/", None, 0, None).unwrap();
     let keys: Vec<_> = now.items.iter().map(|kv| kv.key.as_str()).collect();
     assert_eq!(keys, ["/k/a", "/k/b"], "a deleted key stays deleted after compaction");

@@ -129,7 +129,11 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
         }
         params.insert(key, value);
     }
-    Some(Challenge::Bearer { realm: params.remove("realm")?, service: params.remove("service"), scope: params.remove("scope") })
+    Some(Challenge::Bearer {
+        realm: params.remove("realm")?,
+        service: params.remove("service"),
+        scope: params.remove("scope"),
+    })
 }
 
 #[cfg(test)]
@@ -140,7 +144,9 @@ mod tests {
     fn parses_challenges() {
         assert_eq!(parse_challenge(r#"Basic realm="Registry Realm""#), Some(Challenge::Basic));
         assert_eq!(
-            parse_challenge(r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#),
+            parse_challenge(
+                r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push""#
+            ),
             Some(Challenge::Bearer {
                 realm: "https://auth.example/token".into(),
                 service: Some("registry.example".into()),
@@ -159,7 +165,10 @@ mod tests {
         std::fs::write(&a, r#"{"auths":{"other:5000":{"auth":"eDp5"}}}"#).unwrap();
         std::fs::write(&b, r#"{"auths":{"https://127.0.0.1:5000/v1/":{"auth":"YWxpY2U6czNjcjN0"}}}"#).unwrap();
         let files = [dir.path().join("missing.json"), a.clone(), b];
-        assert_eq!(lookup(&files, "127.0.0.1:5000"), Some(Credentials { username: "alice".into(), password: "s3cr3t".into() }));
+        assert_eq!(
+            lookup(&files, "127.0.0.1:5000"),
+            Some(Credentials { username: "alice".into(), password: "s3cr3t".into() })
+        );
         assert_eq!(lookup(&files, "other:5000"), Some(Credentials { username: "x".into(), password: "y".into() }));
         assert_eq!(lookup(&files, "nowhere"), None);
     }

@@ -34,7 +34,12 @@ async fn error_body(resp: Response) -> String {
 }
 
 impl Client {
-    pub fn new(registry: &str, repository: &str, insecure: bool, credentials: Option<Credentials>) -> Result<Client, PullError> {
+    pub fn new(
+        registry: &str,
+        repository: &str,
+        insecure: bool,
+        credentials: Option<Credentials>,
+    ) -> Result<Client, PullError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("nodectl/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -42,7 +47,8 @@ impl Client {
             .map_err(|source| super::http_error(registry, source))?;
         let scheme = if insecure { "http" } else { "https" };
         // Docker Hub's API lives on another host than its name.
-        let host = if registry == super::super::reference::DEFAULT_REGISTRY { "registry-1.docker.io" } else { registry };
+        let host =
+            if registry == super::super::reference::DEFAULT_REGISTRY { "registry-1.docker.io" } else { registry };
         Ok(Client {
             http,
             base: format!("{scheme}://{host}"),
@@ -89,7 +95,10 @@ impl Client {
                 detail: if self.credentials.is_some() {
                     format!("the registry refused our credentials: {status} {body}")
                 } else {
-                    format!("{status} {body}; no credentials for {} were found (see `nodectl image pull --help`)", self.registry)
+                    format!(
+                        "{status} {body}; no credentials for {} were found (see `nodectl image pull --help`)",
+                        self.registry
+                    )
                 },
             },
             _ => PullError::Status { url: url.to_string(), status: status.as_u16(), body },
@@ -129,7 +138,10 @@ impl Client {
                     return Err(denied(format!("token service {realm} answered {status} {}", error_body(resp).await)));
                 }
                 let token: TokenResponse = resp.json().await.map_err(|source| super::http_error(&realm, source))?;
-                let token = token.token.or(token.access_token).ok_or_else(|| denied(format!("token service {realm} sent no token")))?;
+                let token = token
+                    .token
+                    .or(token.access_token)
+                    .ok_or_else(|| denied(format!("token service {realm} sent no token")))?;
                 format!("Bearer {token}")
             }
         };

@@ -74,7 +74,12 @@ impl PullOptions {
                 Err(err) => tracing::warn!(file = %conf.display(), %err, "ignoring malformed registries.json"),
             }
         }
-        PullOptions { insecure: false, insecure_registries, auth_files: auth::default_files(state_root), progress_bars: false }
+        PullOptions {
+            insecure: false,
+            insecure_registries,
+            auth_files: auth::default_files(state_root),
+            progress_bars: false,
+        }
     }
 }
 
@@ -151,18 +156,20 @@ async fn fetch(store: &Store, reference: &Reference, opts: &PullOptions) -> Resu
     // Follow an index (or Docker manifest list) to its linux/amd64 manifest.
     for _ in 0..4 {
         let url = client.url("manifests", &digest.to_string());
-        let probe: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| PullError::BadManifest { url: url.clone(), reason: e.to_string() })?;
+        let probe: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| PullError::BadManifest { url: url.clone(), reason: e.to_string() })?;
         if probe.get("manifests").is_none() {
             break;
         }
-        let index: ImageIndex = serde_json::from_slice(&body).map_err(|e| PullError::BadManifest { url: url.clone(), reason: e.to_string() })?;
+        let index: ImageIndex = serde_json::from_slice(&body)
+            .map_err(|e| PullError::BadManifest { url: url.clone(), reason: e.to_string() })?;
         let chosen = pick_platform(&index).ok_or_else(|| PullError::NoPlatform { url, found: platforms(&index) })?;
         let want: Digest = chosen.digest().to_string().parse()?;
         (body, digest) = fetch_manifest(&client, &want.to_string(), Some(&want)).await?;
     }
     let url = client.url("manifests", &digest.to_string());
-    let manifest: ImageManifest = serde_json::from_slice(&body).map_err(|e| PullError::BadManifest { url: url.clone(), reason: e.to_string() })?;
+    let manifest: ImageManifest = serde_json::from_slice(&body)
+        .map_err(|e| PullError::BadManifest { url: url.clone(), reason: e.to_string() })?;
     if manifest.layers().iter().any(|l| l.urls().as_ref().is_some_and(|u| !u.is_empty())) {
         tracing::warn!(%url, "layer URLs (foreign layers) are ignored; layers come from the registry");
     }
@@ -186,7 +193,9 @@ async fn fetch(store: &Store, reference: &Reference, opts: &PullOptions) -> Resu
         let client = client.clone();
         let bar = progress.bar(&digest, size);
         async move {
-            let blob = download(store, &client, &digest, size, &bar).await.map_err(|e| PullError::Blob { digest: digest.clone(), source: Box::new(e) });
+            let blob = download(store, &client, &digest, size, &bar)
+                .await
+                .map_err(|e| PullError::Blob { digest: digest.clone(), source: Box::new(e) });
             bar.finish(blob.is_ok());
             blob
         }
@@ -201,10 +210,18 @@ async fn fetch(store: &Store, reference: &Reference, opts: &PullOptions) -> Resu
 
 /// Fetches a manifest and checks it: against `expected` when pulling by digest, else
 /// against the Docker-Content-Digest the registry sent, if it sent one.
-async fn fetch_manifest(client: &Client, reference: &str, expected: Option<&Digest>) -> Result<(Vec<u8>, Digest), PullError> {
+async fn fetch_manifest(
+    client: &Client,
+    reference: &str,
+    expected: Option<&Digest>,
+) -> Result<(Vec<u8>, Digest), PullError> {
     let url = client.url("manifests", reference);
     let resp = client.get(&url, &MANIFEST_TYPES).await?;
-    let stated = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<Digest>().ok());
+    let stated = resp
+        .headers()
+        .get("docker-content-digest")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<Digest>().ok());
     if resp.content_length().is_some_and(|n| n as usize > MAX_MANIFEST) {
         return Err(PullError::BadManifest { url, reason: format!("larger than {MAX_MANIFEST} bytes") });
     }
@@ -236,13 +253,24 @@ fn platforms(index: &ImageIndex) -> String {
     let found: Vec<String> = index
         .manifests()
         .iter()
-        .map(|d| d.platform().as_ref().map(|p| format!("{}/{}", p.os(), p.architecture())).unwrap_or_else(|| "unknown".into()))
+        .map(|d| {
+            d.platform()
+                .as_ref()
+                .map(|p| format!("{}/{}", p.os(), p.architecture()))
+                .unwrap_or_else(|| "unknown".into())
+        })
         .collect();
     found.join(", ")
 }
 
 /// Streams one blob to a file under the store's tmp/, never holding it whole in memory.
-async fn download(store: &Store, client: &Client, digest: &Digest, size: u64, bar: &progress::Bar) -> Result<super::store::StagedBlob, PullError> {
+async fn download(
+    store: &Store,
+    client: &Client,
+    digest: &Digest,
+    size: u64,
+    bar: &progress::Bar,
+) -> Result<super::store::StagedBlob, PullError> {
     let url = client.url("blobs", &digest.to_string());
     let resp = client.get(&url, &[]).await?;
     let mut writer = store.blob_writer()?;

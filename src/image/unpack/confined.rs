@@ -166,7 +166,8 @@ impl Dir<'_> {
     pub fn names(&self) -> io::Result<Vec<CString>> {
         let dot = cstring(b".")?;
         // SAFETY: "." is NUL-terminated; the new fd is owned by the DIR stream below.
-        let fd = unsafe { libc::openat(self.raw(), dot.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC) };
+        let fd =
+            unsafe { libc::openat(self.raw(), dot.as_ptr(), libc::O_DIRECTORY | libc::O_RDONLY | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }

@@ -80,7 +80,14 @@ fn is_exists(e: &io::Error) -> bool {
 
 impl<'r> Unpacker<'r> {
     pub fn new(root: &'r Root, mode: Whiteouts) -> Self {
-        Unpacker { root, mode, cache: None, created: Created::default(), dir_times: Vec::new(), buf: vec![0; 256 * 1024] }
+        Unpacker {
+            root,
+            mode,
+            cache: None,
+            created: Created::default(),
+            dir_times: Vec::new(),
+            buf: vec![0; 256 * 1024],
+        }
     }
 
     /// Resolves (creating if missing, as docker does, 0755 root) the parent directory.
@@ -90,7 +97,9 @@ impl<'r> Unpacker<'r> {
             let fd = match self.root.open_dir(parent) {
                 Ok(fd) => fd,
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => self.make_parents(entry, parent)?,
-                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(invalid(entry, "a parent is not a directory")),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    return Err(invalid(entry, "a parent is not a directory"));
+                }
                 Err(e) => return Err(err(entry, "resolve parent directory")(e)),
             };
             self.cache = Some((parent.to_vec(), fd));
@@ -111,12 +120,16 @@ impl<'r> Unpacker<'r> {
                     match Dir(fd.as_fd()).mkdir(&name, 0o755) {
                         Ok(()) => {}
                         // A dangling symlink in the way: refuse rather than guess.
-                        Err(e) if is_exists(&e) => return Err(invalid(entry, "a parent directory is a dangling symlink")),
+                        Err(e) if is_exists(&e) => {
+                            return Err(invalid(entry, "a parent directory is a dangling symlink"));
+                        }
                         Err(e) => return Err(err(entry, "create parent directory")(e)),
                     }
                     fd = self.root.open_dir(prefix).map_err(err(entry, "open created parent"))?;
                 }
-                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => return Err(invalid(entry, "a parent is not a directory")),
+                Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    return Err(invalid(entry, "a parent is not a directory"));
+                }
                 Err(e) => return Err(err(entry, "resolve parent directory")(e)),
             }
         }
@@ -228,7 +241,13 @@ impl<'r> Unpacker<'r> {
 
     /// Runs `make` in the parent; if the name is taken, removes what is there (as a later
     /// layer's entry replaces an earlier one) and runs it again.
-    fn create(&mut self, path: &[u8], parent: &[u8], name: &CString, make: impl Fn(&Dir<'_>) -> io::Result<()>) -> Result<(), UnpackError> {
+    fn create(
+        &mut self,
+        path: &[u8],
+        parent: &[u8],
+        name: &CString,
+        make: impl Fn(&Dir<'_>) -> io::Result<()>,
+    ) -> Result<(), UnpackError> {
         let fd = self.parent(path, parent)?;
         let dir = Dir(fd);
         match make(&dir) {
@@ -274,7 +293,14 @@ impl<'r> Unpacker<'r> {
         Ok(())
     }
 
-    fn make_file<R: Read>(&mut self, e: &mut tar::Entry<'_, R>, path: &[u8], parent: &[u8], name: &CString, meta: &Meta) -> Result<u64, UnpackError> {
+    fn make_file<R: Read>(
+        &mut self,
+        e: &mut tar::Entry<'_, R>,
+        path: &[u8],
+        parent: &[u8],
+        name: &CString,
+        meta: &Meta,
+    ) -> Result<u64, UnpackError> {
         let fd = self.parent(path, parent)?;
         let mut file = match Dir(fd).create_file(name, 0o600) {
             Ok(f) => f,
@@ -314,7 +340,14 @@ impl<'r> Unpacker<'r> {
     }
 
     /// Owner, mode (not for symlinks), xattrs and time of a node made by name.
-    fn finish_node(&mut self, path: &[u8], parent: &[u8], name: &CString, meta: &Meta, chmod: bool) -> Result<(), UnpackError> {
+    fn finish_node(
+        &mut self,
+        path: &[u8],
+        parent: &[u8],
+        name: &CString,
+        meta: &Meta,
+        chmod: bool,
+    ) -> Result<(), UnpackError> {
         let fd = self.parent(path, parent)?;
         let dir = Dir(fd);
         dir.chown(name, meta.uid, meta.gid).map_err(err(path, "set owner"))?;
@@ -322,7 +355,10 @@ impl<'r> Unpacker<'r> {
             // The node was just made by us in a tree nothing else writes to; mknod's mode
             // went through the umask, so set it again, now that the owner is right.
             // SAFETY: name is NUL-terminated; the dirfd is valid for the call.
-            if unsafe { libc::fchmodat(std::os::fd::AsRawFd::as_raw_fd(&dir.0), name.as_ptr(), meta.mode as libc::mode_t, 0) } != 0 {
+            if unsafe {
+                libc::fchmodat(std::os::fd::AsRawFd::as_raw_fd(&dir.0), name.as_ptr(), meta.mode as libc::mode_t, 0)
+            } != 0
+            {
                 return Err(err(path, "set mode")(io::Error::last_os_error()));
             }
         }
@@ -351,11 +387,7 @@ impl<'r> Unpacker<'r> {
         })?;
         let src_name = cstring(src_name).map_err(err(path, "hardlink target"))?;
         Dir(src_fd.as_fd()).lstat(&src_name).map_err(|e| {
-            if e.raw_os_error() == Some(libc::ENOENT) {
-                not_here()
-            } else {
-                err(path, "stat hardlink target")(e)
-            }
+            if e.raw_os_error() == Some(libc::ENOENT) { not_here() } else { err(path, "stat hardlink target")(e) }
         })?;
         let src = Dir(src_fd.as_fd());
         self.create(path, parent, name, |d| d.link_from(&src, &src_name, name))
@@ -368,7 +400,8 @@ impl<'r> Unpacker<'r> {
             Whiteouts::Overlay => {
                 let dot = cstring(b".").expect("static");
                 let dir = Dir(fd).open_subdir(&dot).map_err(err(path, "open opaque directory"))?;
-                fset_xattr(dir.as_fd(), &cstring(b"trusted.overlay.opaque").expect("static"), b"y").map_err(err(path, "mark directory opaque"))?;
+                fset_xattr(dir.as_fd(), &cstring(b"trusted.overlay.opaque").expect("static"), b"y")
+                    .map_err(err(path, "mark directory opaque"))?;
             }
             Whiteouts::Apply => {
                 let created = &self.created;
@@ -412,7 +445,9 @@ impl<'r> Unpacker<'r> {
     pub fn finish(mut self) -> Result<(), UnpackError> {
         self.cache = None;
         let mut times = std::mem::take(&mut self.dir_times);
-        times.sort_by_key(|(p, _)| std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty())));
+        times.sort_by_key(|(p, _)| {
+            std::cmp::Reverse(p.iter().filter(|&&b| b == b'/').count() + usize::from(!p.is_empty()))
+        });
         for (path, mtime) in times {
             let (parent, name) = split(&path);
             let fd = match self.root.open_dir(parent) {
@@ -421,7 +456,11 @@ impl<'r> Unpacker<'r> {
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
                 Err(e) => return Err(err(&path, "resolve directory")(e)),
             };
-            let name = if name.is_empty() { cstring(b".").expect("static") } else { cstring(name).map_err(err(&path, "name"))? };
+            let name = if name.is_empty() {
+                cstring(b".").expect("static")
+            } else {
+                cstring(name).map_err(err(&path, "name"))?
+            };
             match Dir(fd.as_fd()).set_times(&name, mtime) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}

@@ -56,7 +56,8 @@ pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub const OPAQUE: &[u8] = b".wh..wh..opq";
 
 pub fn unpack<R: Read>(tar: R, target: &Path, opts: &UnpackOptions) -> Result<UnpackStats, UnpackError> {
-    let root = Root::open(target).map_err(|source| UnpackError::Target { path: target.display().to_string(), source })?;
+    let root =
+        Root::open(target).map_err(|source| UnpackError::Target { path: target.display().to_string(), source })?;
     let mut state = entry::Unpacker::new(&root, opts.whiteouts);
     let mut archive = tar::Archive::new(tar);
     let mut stats = UnpackStats::default();

@@ -144,7 +144,10 @@ pub fn detect() -> Result<Hierarchy> {
             "cgroup2" => unified = unified.or(Some(PathBuf::from(mount))),
             "cgroup" => {
                 for opt in options.split(',') {
-                    if matches!(opt, "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "freezer" | "devices" | "blkio" | "hugetlb") {
+                    if matches!(
+                        opt,
+                        "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "freezer" | "devices" | "blkio" | "hugetlb"
+                    ) {
                         legacy.push((opt.to_string(), PathBuf::from(mount)));
                     }
                 }
@@ -178,7 +181,12 @@ pub fn own_cgroups() -> Result<Vec<(String, PathBuf)>> {
 pub fn validate_name(name: &str) -> Result<PathBuf> {
     let trimmed = name.trim_start_matches('/');
     let ok = !trimmed.is_empty()
-        && trimmed.split('/').all(|c| !c.is_empty() && c != "." && c != ".." && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b)));
+        && trimmed.split('/').all(|c| {
+            !c.is_empty()
+                && c != "."
+                && c != ".."
+                && c.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.:-".contains(&b))
+        });
     if ok { Ok(PathBuf::from(trimmed)) } else { Err(CgroupError::BadName(name.to_string())) }
 }
 
@@ -239,7 +247,8 @@ pub(crate) fn read_u64(path: &Path) -> Result<u64> {
 /// A `key value` line from files such as memory.events or memory.oom_control.
 pub(crate) fn read_keyed(path: &Path, key: &str) -> Result<Option<u64>> {
     let s = fs::read_to_string(path).map_err(io_err("read", path))?;
-    Ok(s.lines().find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())))
+    Ok(s.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())))
 }
 
 pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>> {
@@ -253,7 +262,9 @@ pub(crate) fn remove_dir(path: &Path) -> Result<()> {
         match fs::remove_dir(path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) && attempt < 49 => {
+                std::thread::sleep(std::time::Duration::from_millis(10))
+            }
             Err(e) => return Err(io_err("remove", path)(e)),
         }
     }

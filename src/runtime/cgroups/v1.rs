@@ -4,7 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir, write};
+use super::{
+    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir, write,
+};
 
 /// The controllers this driver manages.
 const CONTROLLERS: [&str; 7] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices"];
@@ -23,7 +25,8 @@ impl V1 {
         let mut bases = Vec::new();
         for c in CONTROLLERS {
             let Some((_, mount)) = mounts.iter().find(|(m, _)| m == c) else { continue };
-            let own_path = own.iter().find(|(o, _)| o == c).map(|(_, p)| p.clone()).unwrap_or_else(|| PathBuf::from("/"));
+            let own_path =
+                own.iter().find(|(o, _)| o == c).map(|(_, p)| p.clone()).unwrap_or_else(|| PathBuf::from("/"));
             let base = mount.join(own_path.strip_prefix("/").unwrap_or(&own_path));
             dirs.push((c, base.join(rel)));
             bases.push((c, base));
@@ -123,7 +126,9 @@ impl Cgroup for V1 {
         }
         if r.memory_kernel.is_some() {
             // Linux 5.16 and later accept the write and ignore it; runc ignores it too.
-            tracing::warn!("linux.resources.memory.kernel is ignored: the kernel no longer limits kernel memory separately");
+            tracing::warn!(
+                "linux.resources.memory.kernel is ignored: the kernel no longer limits kernel memory separately"
+            );
         }
         if let Some(v) = r.memory_kernel_tcp {
             write(&self.file("memory", "memory.kmem.tcp.limit_in_bytes")?, &limit_value(v))?;

@@ -8,7 +8,10 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use super::{Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir, shares_to_weight, write};
+use super::{
+    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir,
+    shares_to_weight, write,
+};
 
 const WANTED: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
 
@@ -23,7 +26,8 @@ pub struct V2 {
 
 impl V2 {
     pub fn new(mount: &Path, own: &[(String, PathBuf)], rel: &Path, evacuate_base: bool) -> V2 {
-        let own_path = own.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p.clone()).unwrap_or_else(|| PathBuf::from("/"));
+        let own_path =
+            own.iter().find(|(c, _)| c.is_empty()).map(|(_, p)| p.clone()).unwrap_or_else(|| PathBuf::from("/"));
         let base = mount.join(own_path.strip_prefix("/").unwrap_or(&own_path));
         V2 { rel: rel.to_path_buf(), dir: base.join(rel), base, evacuate_base }
     }
@@ -39,8 +43,10 @@ impl V2 {
     /// Enables the controllers we use in `dir`'s subtree, evacuating `dir`'s own processes
     /// to `dir/init` first (if `evacuate`) when the kernel says it is busy with them.
     fn enable_controllers(dir: &Path, evacuate: bool) -> Result<()> {
-        let available = fs::read_to_string(dir.join("cgroup.controllers")).map_err(io_err("read", &dir.join("cgroup.controllers")))?;
-        let wanted: Vec<String> = WANTED.iter().filter(|c| available.split_whitespace().any(|a| a == **c)).map(|c| format!("+{c}")).collect();
+        let available = fs::read_to_string(dir.join("cgroup.controllers"))
+            .map_err(io_err("read", &dir.join("cgroup.controllers")))?;
+        let wanted: Vec<String> =
+            WANTED.iter().filter(|c| available.split_whitespace().any(|a| a == **c)).map(|c| format!("+{c}")).collect();
         if wanted.is_empty() {
             return Ok(());
         }
@@ -104,13 +110,18 @@ impl Cgroup for V2 {
         }
         // v2 has none of these; runc and crun pass over them too, so a spec written for v1
         // still runs.
-        if r.memory_swappiness.is_some() || r.memory_disable_oom_killer == Some(true) || r.memory_kernel.is_some() || r.memory_kernel_tcp.is_some() {
+        if r.memory_swappiness.is_some()
+            || r.memory_disable_oom_killer == Some(true)
+            || r.memory_kernel.is_some()
+            || r.memory_kernel_tcp.is_some()
+        {
             tracing::warn!("cgroup v2: memory swappiness, disableOOMKiller and kernel limits do not exist; ignored");
         }
         if r.cpu_quota.is_some() || r.cpu_period.is_some() {
             let current = fs::read_to_string(self.file("cpu.max")).map_err(io_err("read", &self.file("cpu.max")))?;
             let mut parts = current.split_whitespace();
-            let (old_quota, old_period) = (parts.next().unwrap_or("max").to_string(), parts.next().unwrap_or("100000").to_string());
+            let (old_quota, old_period) =
+                (parts.next().unwrap_or("max").to_string(), parts.next().unwrap_or("100000").to_string());
             let quota = r.cpu_quota.map(max).unwrap_or(old_quota);
             let period = r.cpu_period.map(|p| p.to_string()).unwrap_or(old_period);
             write(&self.file("cpu.max"), &format!("{quota} {period}"))?;

@@ -144,9 +144,11 @@ impl Auth {
             return Ok(User::Node(name.clone()));
         }
         let (store, key) = (self.store.clone(), credentials_key(node));
-        let stored = blocking(move || store.get(&key).map_err(|e| ApiError::from_store(e, "nodecredentials", ""))).await?;
+        let stored =
+            blocking(move || store.get(&key).map_err(|e| ApiError::from_store(e, "nodecredentials", ""))).await?;
         let Some(kv) = stored else { return Err(ApiError::unauthorized()) };
-        let creds: Credentials = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("the stored credentials of node {node} are corrupt: {e}")))?;
+        let creds: Credentials = serde_json::from_slice(&kv.value)
+            .map_err(|e| ApiError::internal(format!("the stored credentials of node {node} are corrupt: {e}")))?;
         if !constant_time_eq(hex::encode(sha256(&[secret.as_bytes()])).as_bytes(), creds.token_hash.as_bytes()) {
             return Err(ApiError::unauthorized());
         }
@@ -173,14 +175,17 @@ impl Auth {
         })
         .await?;
         self.verified.lock().expect("token cache").retain(|_, (name, _)| name != node);
-        Ok(json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": node, "kind": "noderegistrations"}}))
+        Ok(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": node, "kind": "noderegistrations"}}),
+        )
     }
 
     /// `POST /v1-nodectl/register` with `{"nodeName": N, "password": P}`: a new token for
     /// node N (201 the first time, 200 when a registered node rotates its token with its
     /// password), the CA, and a kubeconfig for `https://HOST` as the request named it.
     pub async fn register(&self, body: &[u8], host: Option<&str>) -> Result<(StatusCode, Value), ApiError> {
-        let req: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        let req: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
         let node = req.get("nodeName").and_then(Value::as_str).unwrap_or_default().to_string();
         let password = req.get("password").and_then(Value::as_str).unwrap_or_default().to_string();
         let mut causes = Vec::new();
@@ -190,7 +195,10 @@ impl Auth {
             causes.push(("nodeName".to_string(), problem));
         }
         if password.is_empty() {
-            causes.push(("password".to_string(), "Required value: a secret the node keeps, to register again later".to_string()));
+            causes.push((
+                "password".to_string(),
+                "Required value: a secret the node keeps, to register again later".to_string(),
+            ));
         } else if password.len() > 1024 {
             causes.push(("password".to_string(), "Too long: may not be more than 1024 bytes".to_string()));
         }
@@ -242,7 +250,8 @@ impl Auth {
         // The old token stops working here at once (other servers: within VERIFIED_FOR).
         self.verified.lock().expect("token cache").retain(|_, (name, _)| *name != node);
         let server = format!("https://{}", host.unwrap_or("127.0.0.1:6443"));
-        let kubeconfig = super::super::pki::kubeconfig(&server, &self.ca_pem, &format!("system:node:{node}"), &token, "default");
+        let kubeconfig =
+            super::super::pki::kubeconfig(&server, &self.ca_pem, &format!("system:node:{node}"), &token, "default");
         let answer = json!({
             "kind": "NodeCredentials", "apiVersion": "nodectl.io/v1",
             "nodeName": node, "user": format!("system:node:{node}"),

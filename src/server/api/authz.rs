@@ -55,7 +55,12 @@ pub fn forbidden(user: &User, a: &Attributes<'_>, why: Option<&str>) -> ApiError
         Some(ns) if r.namespaced => format!("in the namespace \"{ns}\""),
         _ => "at the cluster scope".to_string(),
     };
-    let mut message = format!("{object} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}", user.name(), a.verb, r.group);
+    let mut message = format!(
+        "{object} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+        user.name(),
+        a.verb,
+        r.group
+    );
     if let Some(why) = why {
         message.push_str(": ");
         message.push_str(why);
@@ -67,12 +72,21 @@ pub fn forbidden(user: &User, a: &Attributes<'_>, why: Option<&str>) -> ApiError
 
 /// 403 for a path that is not a resource (discovery and the like).
 pub fn forbidden_path(user: &User, verb: &str, path: &str) -> ApiError {
-    ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("forbidden: User \"{}\" cannot {verb} path \"{path}\"", user.name()))
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!("forbidden: User \"{}\" cannot {verb} path \"{path}\"", user.name()),
+    )
 }
 
 /// Whether `user` may do `a`: Ok(None) yes, Ok(Some(guard)) yes if the guard passes on
 /// the stored object, Err(403) no.
-pub async fn authorize(store: &Store, user: &User, a: &Attributes<'_>, query: &BTreeMap<String, String>) -> Result<Option<Guard>, ApiError> {
+pub async fn authorize(
+    store: &Store,
+    user: &User,
+    a: &Attributes<'_>,
+    query: &BTreeMap<String, String>,
+) -> Result<Option<Guard>, ApiError> {
     let node = match user {
         User::Admin => return Ok(None),
         User::Joining => return Err(forbidden(user, a, Some("the join token may only register a node"))),
@@ -84,13 +98,19 @@ pub async fn authorize(store: &Store, user: &User, a: &Attributes<'_>, query: &B
     match (a.resource.kind, a.subresource) {
         ("Pod" | "Service" | "Endpoints" | "Node" | "Namespace", None | Some("status")) if read => Ok(None),
         ("Node", None | Some("status")) if matches!(a.verb, "create" | "update" | "patch") => {
-            if own_name { Ok(Some(own_labels(node))) } else { deny(Some(&format!("node \"{node}\" may only modify its own Node"))) }
+            if own_name {
+                Ok(Some(own_labels(node)))
+            } else {
+                deny(Some(&format!("node \"{node}\" may only modify its own Node")))
+            }
         }
         ("Lease", None) if matches!(a.verb, "get" | "create" | "update" | "patch") => {
             if own_name && a.namespace == Some("kube-node-lease") {
                 Ok(None)
             } else {
-                deny(Some(&format!("node \"{node}\" may only use its own Lease, {node:?} in the namespace \"kube-node-lease\"")))
+                deny(Some(&format!(
+                    "node \"{node}\" may only use its own Lease, {node:?} in the namespace \"kube-node-lease\""
+                )))
             }
         }
         ("Event", None) if matches!(a.verb, "create" | "update" | "patch") => Ok(None),
@@ -104,7 +124,10 @@ pub async fn authorize(store: &Store, user: &User, a: &Attributes<'_>, query: &B
                 _ => None,
             };
             let (Some(name), Some(ns)) = (name, a.namespace) else {
-                return deny(Some(&format!("node \"{node}\" may read {} only one at a time, by name", a.resource.plural)));
+                return deny(Some(&format!(
+                    "node \"{node}\" may read {} only one at a time, by name",
+                    a.resource.plural
+                )));
             };
             if referenced(store, node, a.resource.kind, ns, &name).await? {
                 Ok(None)
@@ -145,16 +168,26 @@ fn bound_to(user: &User, a: &Attributes<'_>, node: &str) -> Guard {
 fn own_labels(node: &str) -> Guard {
     let node = node.to_string();
     Arc::new(move |stored: Option<&Value>, new: Option<&Value>| {
-        let labels = |o: Option<&Value>| o.and_then(|o| o.pointer("/metadata/labels")).and_then(Value::as_object).cloned().unwrap_or_default();
+        let labels = |o: Option<&Value>| {
+            o.and_then(|o| o.pointer("/metadata/labels")).and_then(Value::as_object).cloned().unwrap_or_default()
+        };
         let (before, after) = (labels(stored), labels(new));
-        let mut changed: Vec<&String> = before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k) && protected_label(k)).collect();
+        let mut changed: Vec<&String> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|k| before.get(*k) != after.get(*k) && protected_label(k))
+            .collect();
         changed.sort();
         changed.dedup();
         if changed.is_empty() {
             return Ok(());
         }
         let list: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
-        let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("nodes \"{node}\" is forbidden: is not allowed to modify labels: {}", list.join(", ")));
+        let mut e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("nodes \"{node}\" is forbidden: is not allowed to modify labels: {}", list.join(", ")),
+        );
         e.details = Some(json!({"name": node, "kind": "nodes"}));
         Err(e)
     })
@@ -163,9 +196,17 @@ fn own_labels(node: &str) -> Guard {
 /// A label a node may not set on itself (NodeRestriction's isProtectedLabel).
 fn protected_label(key: &str) -> bool {
     const KUBELET_LABELS: &[&str] = &[
-        "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os", "beta.kubernetes.io/arch", "beta.kubernetes.io/os",
-        "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type", "failure-domain.beta.kubernetes.io/region",
-        "failure-domain.beta.kubernetes.io/zone", "topology.kubernetes.io/region", "topology.kubernetes.io/zone",
+        "kubernetes.io/hostname",
+        "kubernetes.io/arch",
+        "kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/instance-type",
+        "node.kubernetes.io/instance-type",
+        "failure-domain.beta.kubernetes.io/region",
+        "failure-domain.beta.kubernetes.io/zone",
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
     ];
     let Some((prefix, _)) = key.split_once('/') else { return false };
     let within = |ns: &str| prefix == ns || prefix.ends_with(&format!(".{ns}"));
@@ -179,7 +220,8 @@ fn protected_label(key: &str) -> bool {
 async fn referenced(store: &Store, node: &str, kind: &'static str, ns: &str, name: &str) -> Result<bool, ApiError> {
     let pods = resources::find("", "v1", "pods").expect("pods are served");
     let (store, prefix) = (store.clone(), pods.key(Some(ns), None));
-    let list = blocking(move || store.list(&prefix, None, 0, None).map_err(|e| ApiError::from_store(e, "pods", ""))).await?;
+    let list =
+        blocking(move || store.list(&prefix, None, 0, None).map_err(|e| ApiError::from_store(e, "pods", ""))).await?;
     for kv in &list.items {
         let pod = decode(kv)?;
         if pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node) && refers_to(&pod, kind, name) {
@@ -193,8 +235,11 @@ async fn referenced(store: &Store, node: &str, kind: &'static str, ns: &str, nam
 pub fn refers_to(pod: &Value, kind: &str, name: &str) -> bool {
     let spec = &pod["spec"];
     let is = |v: Option<&Value>| v.and_then(Value::as_str) == Some(name);
-    let (volume_key, source_name, key_ref, env_from) =
-        if kind == "Secret" { ("secret", "secretName", "secretKeyRef", "secretRef") } else { ("configMap", "name", "configMapKeyRef", "configMapRef") };
+    let (volume_key, source_name, key_ref, env_from) = if kind == "Secret" {
+        ("secret", "secretName", "secretKeyRef", "secretRef")
+    } else {
+        ("configMap", "name", "configMapKeyRef", "configMapRef")
+    };
     let array = |v: &Value| v.as_array().cloned().unwrap_or_default();
     for volume in array(&spec["volumes"]) {
         if is(volume[volume_key].get(source_name)) {
@@ -249,16 +294,31 @@ mod tests {
 
     #[test]
     fn a_node_may_set_only_the_labels_a_kubelet_sets_about_itself() {
-        for free in ["disk", "example.com/rack", "kubernetes.io/hostname", "topology.kubernetes.io/zone", "node.kubernetes.io/exclude-from-external-load-balancers", "kubelet.kubernetes.io/x"] {
+        for free in [
+            "disk",
+            "example.com/rack",
+            "kubernetes.io/hostname",
+            "topology.kubernetes.io/zone",
+            "node.kubernetes.io/exclude-from-external-load-balancers",
+            "kubelet.kubernetes.io/x",
+        ] {
             assert!(!protected_label(free), "{free}");
         }
-        for protected in ["node-restriction.kubernetes.io/secure", "node-role.kubernetes.io/control-plane", "kubernetes.io/other", "k8s.io/x", "x.k8s.io/y"] {
+        for protected in [
+            "node-restriction.kubernetes.io/secure",
+            "node-role.kubernetes.io/control-plane",
+            "kubernetes.io/other",
+            "k8s.io/x",
+            "x.k8s.io/y",
+        ] {
             assert!(protected_label(protected), "{protected}");
         }
         let guard = own_labels("n1");
         let node = |labels: Value| json!({"metadata": {"name": "n1", "labels": labels}});
         let stored = node(json!({"node-role.kubernetes.io/worker": "", "disk": "hdd"}));
-        assert!(guard(Some(&stored), Some(&node(json!({"node-role.kubernetes.io/worker": "", "disk": "ssd"})))).is_ok());
+        assert!(
+            guard(Some(&stored), Some(&node(json!({"node-role.kubernetes.io/worker": "", "disk": "ssd"})))).is_ok()
+        );
         let e = guard(Some(&stored), Some(&node(json!({"disk": "hdd"})))).unwrap_err();
         assert!(e.message.contains("node-role.kubernetes.io/worker"), "{}", e.message);
         assert!(guard(None, Some(&node(json!({"node-restriction.kubernetes.io/secure": "true"})))).is_err());

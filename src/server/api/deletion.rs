@@ -43,7 +43,12 @@ impl Propagation {
                 return Err(ApiError::invalid(
                     "DeleteOptions",
                     "",
-                    vec![("propagationPolicy".into(), format!("Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""))],
+                    vec![(
+                        "propagationPolicy".into(),
+                        format!(
+                            "Unsupported value: \"{other}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                        ),
+                    )],
                 ));
             }
         };
@@ -51,7 +56,10 @@ impl Propagation {
             (Some(_), Some(_)) => Err(ApiError::invalid(
                 "DeleteOptions",
                 "",
-                vec![("propagationPolicy".into(), "Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set".into())],
+                vec![(
+                    "propagationPolicy".into(),
+                    "Invalid value: \"null\": orphanDependents and deletionPropagation cannot be both set".into(),
+                )],
             )),
             (Some(true), None) => Ok(Some(Propagation::Orphan)),
             (Some(false), None) => Ok(Some(Propagation::Background)),
@@ -61,7 +69,10 @@ impl Propagation {
 }
 
 fn finalizers(obj: &Value) -> Vec<String> {
-    obj.pointer("/metadata/finalizers").and_then(Value::as_array).map(|f| f.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
+    obj.pointer("/metadata/finalizers")
+        .and_then(Value::as_array)
+        .map(|f| f.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+        .unwrap_or_default()
 }
 
 pub fn has_finalizer(obj: &Value, name: &str) -> bool {
@@ -95,14 +106,19 @@ pub fn apply_policy(obj: &mut Value, policy: Option<Propagation>) -> bool {
 /// Whether finalizers still hold an object marked for deletion: its own, or for a
 /// namespace those in `spec.finalizers` too.
 pub fn held(obj: &Value) -> bool {
-    let spec = obj["kind"] == "Namespace" && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
+    let spec = obj["kind"] == "Namespace"
+        && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
     spec || !finalizers(obj).is_empty()
 }
 
 /// A delete that is refused outright.
 pub fn refuse(r: &Resource, name: &str) -> Result<(), ApiError> {
     if r.kind == "Namespace" && PROTECTED.contains(&name) {
-        let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"));
+        let mut e = ApiError::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
+        );
         e.details = Some(json!({"name": name, "kind": "namespaces"}));
         return Err(e);
     }
@@ -149,7 +165,10 @@ pub fn admit_create(namespace: &Value, r: &Resource, name: &str) -> Result<(), A
     let mut e = ApiError::new(
         StatusCode::FORBIDDEN,
         "Forbidden",
-        format!("{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated", r.plural),
+        format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            r.plural
+        ),
     );
     e.details = Some(json!({
         "name": name, "kind": r.plural,
@@ -178,7 +197,10 @@ mod tests {
 
     #[test]
     fn options_are_read_as_the_api_server_reads_them() {
-        assert_eq!(Propagation::from_options(&json!({"propagationPolicy": "Orphan"})).unwrap(), Some(Propagation::Orphan));
+        assert_eq!(
+            Propagation::from_options(&json!({"propagationPolicy": "Orphan"})).unwrap(),
+            Some(Propagation::Orphan)
+        );
         assert_eq!(Propagation::from_options(&json!({"orphanDependents": true})).unwrap(), Some(Propagation::Orphan));
         assert_eq!(Propagation::from_options(&json!({})).unwrap(), None);
         assert!(Propagation::from_options(&json!({"propagationPolicy": "Sideways"})).is_err());

@@ -35,13 +35,18 @@ pub struct Api {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).expect("JSON serialises")).into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).expect("JSON serialises"))
+        .into_response()
 }
 
 /// The authority the client asked for (HTTP/2's :authority, HTTP/1's Host), if it is a
 /// plain host[:port]: registration writes it into the node's kubeconfig.
 fn requested_host(parts: &axum::http::request::Parts) -> Option<String> {
-    let host = parts.uri.authority().map(|a| a.as_str().to_string()).or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(String::from))?;
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).map(String::from))?;
     host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)).then_some(host)
 }
 
@@ -54,16 +59,30 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
     };
     let body = match axum::body::to_bytes(body, 64 << 20).await {
         Ok(b) => b,
-        Err(_) => return ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", "the request body is over 64 MiB").into_response(),
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "RequestEntityTooLarge",
+                "the request body is over 64 MiB",
+            )
+            .into_response();
+        }
     };
     if parts.uri.path() == auth::REGISTER_PATH {
         return match (&parts.method, &user) {
-            (&Method::POST, auth::User::Admin | auth::User::Joining) => match api.auth.register(&body, requested_host(&parts).as_deref()).await {
-                Ok((code, answer)) => json_response(code, &answer),
-                Err(e) => e.into_response(),
-            },
+            (&Method::POST, auth::User::Admin | auth::User::Joining) => {
+                match api.auth.register(&body, requested_host(&parts).as_deref()).await {
+                    Ok((code, answer)) => json_response(code, &answer),
+                    Err(e) => e.into_response(),
+                }
+            }
             (&Method::POST, _) => authz::forbidden_path(&user, "create", auth::REGISTER_PATH).into_response(),
-            (m, _) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} is not supported on {}", auth::REGISTER_PATH)).into_response(),
+            (m, _) => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{m} is not supported on {}", auth::REGISTER_PATH),
+            )
+            .into_response(),
         };
     }
     if let Some(node) = parts.uri.path().strip_prefix(auth::REGISTER_PATH).and_then(|rest| rest.strip_prefix('/')) {
@@ -73,7 +92,12 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
                 Err(e) => e.into_response(),
             },
             (&Method::DELETE, _) => authz::forbidden_path(&user, "delete", parts.uri.path()).into_response(),
-            (m, _) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{m} is not supported on {}", parts.uri.path())).into_response(),
+            (m, _) => ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{m} is not supported on {}", parts.uri.path()),
+            )
+            .into_response(),
         };
     }
     if user == auth::User::Joining {
@@ -85,14 +109,30 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
     if parts.method == Method::POST && parts.uri.path() == "/apis/authentication.k8s.io/v1/selfsubjectreviews" {
         return json_response(StatusCode::CREATED, &auth::self_subject_review(&user));
     }
-    let mut content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").split(';').next().unwrap_or("").trim().to_string();
+    let mut content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     let body = if content_type == "application/vnd.kubernetes.protobuf" {
         match protobuf::decode(&body) {
             Ok(obj) => {
                 content_type = "application/json".into();
                 Bytes::from(serde_json::to_vec(&obj).expect("JSON serialises"))
             }
-            Err(e) => return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("protobuf body: {e}")).into_response(),
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "UnsupportedMediaType",
+                    format!("protobuf body: {e}"),
+                )
+                .into_response();
+            }
         }
     } else if !content_type.is_empty() && !content_type.ends_with("json") {
         // YAML bodies and server-side apply (application/apply-patch+yaml) are not served yet.
@@ -101,12 +141,14 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
     } else {
         body
     };
-    let query: BTreeMap<String, String> = match serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or("")) {
-        Ok(pairs) => pairs.into_iter().collect(),
-        Err(e) => return ApiError::bad_request(format!("malformed query string: {e}")).into_response(),
-    };
+    let query: BTreeMap<String, String> =
+        match serde_urlencoded::from_str::<Vec<(String, String)>>(parts.uri.query().unwrap_or("")) {
+            Ok(pairs) => pairs.into_iter().collect(),
+            Err(e) => return ApiError::bad_request(format!("malformed query string: {e}")).into_response(),
+        };
     let as_table = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(table::wanted);
-    let request = Request { method: &parts.method, path: parts.uri.path(), query: &query, content_type: &content_type, as_table };
+    let request =
+        Request { method: &parts.method, path: parts.uri.path(), query: &query, content_type: &content_type, as_table };
     match route(&api, &user, &request, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -132,7 +174,11 @@ struct Target {
 }
 
 fn not_found_path(path: &str) -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("the server could not find the requested resource ({path})"))
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "NotFound",
+        format!("the server could not find the requested resource ({path})"),
+    )
 }
 
 fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result<Target, ApiError> {
@@ -140,12 +186,23 @@ fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result
     let owned = |s: Option<&&str>| s.map(|s| s.to_string());
     if rest.first() == Some(&"namespaces") && rest.len() >= 3 {
         if let Some(r) = resources::find(group, version, rest[2])
-            && r.namespaced {
-                return Ok(Target { resource: r, namespace: Some(rest[1].to_string()), name: owned(rest.get(3)), subresource: owned(rest.get(4)) });
-            }
+            && r.namespaced
+        {
+            return Ok(Target {
+                resource: r,
+                namespace: Some(rest[1].to_string()),
+                name: owned(rest.get(3)),
+                subresource: owned(rest.get(4)),
+            });
+        }
         if group.is_empty() && rest.len() == 3 {
             // /api/v1/namespaces/NAME/status and the like.
-            return Ok(Target { resource: find("namespaces")?, namespace: None, name: Some(rest[1].to_string()), subresource: Some(rest[2].to_string()) });
+            return Ok(Target {
+                resource: find("namespaces")?,
+                namespace: None,
+                name: Some(rest[1].to_string()),
+                subresource: Some(rest[2].to_string()),
+            });
         }
         return Err(not_found_path(path));
     }
@@ -159,19 +216,26 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return Ok(json_response(StatusCode::OK, &version_info())),
         ["api"] => {
-            return Ok(json_response(StatusCode::OK, &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]})));
+            return Ok(json_response(
+                StatusCode::OK,
+                &json!({"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": ""}]}),
+            ));
         }
         ["apis"] => return Ok(json_response(StatusCode::OK, &resources::group_list())),
         ["openapi", "v3"] => return Ok(json_response(StatusCode::OK, &openapi::root())),
         ["openapi", "v3", gv @ ..] => {
-            return openapi::document(&gv.join("/")).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(|| not_found_path(path));
+            return openapi::document(&gv.join("/"))
+                .map(|d| json_response(StatusCode::OK, &d))
+                .ok_or_else(|| not_found_path(path));
         }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),
         _ => return Err(not_found_path(path)),
     };
     if rest.is_empty() {
-        return resources::resource_list(group, version).map(|l| json_response(StatusCode::OK, &l)).ok_or_else(|| not_found_path(path));
+        return resources::resource_list(group, version)
+            .map(|l| json_response(StatusCode::OK, &l))
+            .ok_or_else(|| not_found_path(path));
     }
     let t = parse_target(group, version, rest, path)?;
     let store = api.store.clone();
@@ -186,7 +250,13 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         (&Method::PATCH, _) => "patch",
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
-        _ => return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
+        _ => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not supported on {path}"),
+            ));
+        }
     };
     // A create names its object in the body.
     let body_name = (verb == "create" && t.name.is_none())
@@ -201,13 +271,21 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         name: t.name.as_deref().or(body_name.as_deref()),
     };
     let guard = authz::authorize(&api.store, user, &attributes, query).await?;
-    if let (true, Some(sub), Some(ns), Some(name)) = (r.kind == "Pod", t.subresource.as_deref(), t.namespace.clone(), t.name.clone()) {
+    if let (true, Some(sub), Some(ns), Some(name)) =
+        (r.kind == "Pod", t.subresource.as_deref(), t.namespace.clone(), t.name.clone())
+    {
         match (sub, method) {
             ("binding", &Method::POST) => {
                 let (code, status) = pods::bind(store, r, ns, name, &body).await?;
                 return Ok(json_response(code, &status));
             }
-            ("binding", _) => return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
+            ("binding", _) => {
+                return Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "MethodNotAllowed",
+                    format!("{method} is not supported on {path}"),
+                ));
+            }
             ("log" | "exec" | "attach" | "portforward", &Method::GET | &Method::POST) => {
                 return Err(pods::on_node(store, r, ns, name, sub, query.get("container").map(String::as_str)).await);
             }
@@ -219,10 +297,20 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         Some("status") if r.has_status() => objects::Part::Status,
         Some("scale") if r.has_scale() => objects::Part::Scale,
         Some("finalize") if r.kind == "Namespace" && *method == Method::PUT => objects::Part::Finalize,
-        Some(other) => return Err(ApiError::new(StatusCode::NOT_FOUND, "NotFound", format!("{} has no subresource {other:?} here", r.plural))),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "NotFound",
+                format!("{} has no subresource {other:?} here", r.plural),
+            ));
+        }
     };
     if part != objects::Part::Main && !matches!(*method, Method::GET | Method::PUT | Method::PATCH) {
-        return Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}")));
+        return Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not supported on {path}"),
+        ));
     }
     let validation = match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => objects::FieldValidation::Strict,
@@ -231,9 +319,12 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
     // fieldValidation=Warn: the object is stored as with Ignore, and each unknown field
     // comes back as a Warning header, which kubectl prints.
     let warnings: Vec<String> = match (query.get("fieldValidation").map(String::as_str), method, part) {
-        (Some("Warn"), &Method::POST | &Method::PUT, objects::Part::Main) => {
-            serde_json::from_slice::<Value>(&body).map(|obj| r.unknown_fields(&obj)).unwrap_or_default().into_iter().map(|f| format!("unknown field \"{f}\"")).collect()
-        }
+        (Some("Warn"), &Method::POST | &Method::PUT, objects::Part::Main) => serde_json::from_slice::<Value>(&body)
+            .map(|obj| r.unknown_fields(&obj))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| format!("unknown field \"{f}\""))
+            .collect(),
         _ => Vec::new(),
     };
     let with_warnings = |mut resp: Response| {
@@ -247,11 +338,16 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         resp
     };
     match (method, t.name) {
-        (&Method::GET, Some(name)) if part == objects::Part::Scale => Ok(json_response(StatusCode::OK, &objects::scale_of(&objects::get(store, r, t.namespace, name).await?))),
+        (&Method::GET, Some(name)) if part == objects::Part::Scale => {
+            Ok(json_response(StatusCode::OK, &objects::scale_of(&objects::get(store, r, t.namespace, name).await?)))
+        }
         (&Method::GET, Some(name)) => {
             let obj = objects::get(store, r, t.namespace, name).await?;
             if req.as_table {
-                return Ok(json_response(StatusCode::OK, &table::table(r, std::slice::from_ref(&obj), None, None, true)));
+                return Ok(json_response(
+                    StatusCode::OK,
+                    &table::table(r, std::slice::from_ref(&obj), None, None, true),
+                ));
             }
             Ok(json_response(StatusCode::OK, &obj))
         }
@@ -259,47 +355,81 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
             let selectors = selectors(query, r)?;
             let allow_bookmarks = flag(query, "allowWatchBookmarks")?;
-            let opts = watch::WatchOptions { resource_version: query.get("resourceVersion").cloned(), timeout, selectors, as_table: req.as_table, allow_bookmarks };
+            let opts = watch::WatchOptions {
+                resource_version: query.get("resourceVersion").cloned(),
+                timeout,
+                selectors,
+                as_table: req.as_table,
+                allow_bookmarks,
+            };
             watch::watch(store, r, t.namespace, opts).await
         }
         (&Method::GET, None) => {
             let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
             let (mut resource_version, continue_after) = match query.get("continue").filter(|c| !c.is_empty()) {
                 Some(c) => {
-                    let (rev, after) = c.split_once(':').ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
-                    (Some(rev.parse::<i64>().map_err(|_| ApiError::bad_request("invalid continue token"))?), Some(after.to_string()))
+                    let (rev, after) =
+                        c.split_once(':').ok_or_else(|| ApiError::bad_request("invalid continue token"))?;
+                    (
+                        Some(rev.parse::<i64>().map_err(|_| ApiError::bad_request("invalid continue token"))?),
+                        Some(after.to_string()),
+                    )
                 }
                 None => (None, None),
             };
             let continued = resource_version.is_some();
             // resourceVersion alone means "not older than" (the present will do); only
             // resourceVersionMatch=Exact asks for the past, which compaction may have removed.
-            let not_older_than = match (query.get("resourceVersion").map(String::as_str), query.get("resourceVersionMatch").map(String::as_str)) {
+            let not_older_than = match (
+                query.get("resourceVersion").map(String::as_str),
+                query.get("resourceVersionMatch").map(String::as_str),
+            ) {
                 (None | Some("") | Some("0"), _) => None,
                 (Some(v), m) => {
-                    let rv = v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?;
+                    let rv = v
+                        .parse::<i64>()
+                        .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?;
                     match m {
                         Some("Exact") if !continued => resource_version = Some(rv),
                         None | Some("") | Some("NotOlderThan") | Some("Exact") => {}
-                        Some(other) => return Err(ApiError::bad_request(format!("unsupported resourceVersionMatch {other:?}"))),
+                        Some(other) => {
+                            return Err(ApiError::bad_request(format!("unsupported resourceVersionMatch {other:?}")));
+                        }
                     }
                     (resource_version.is_none()).then_some(rv)
                 }
             };
             let selectors = selectors(query, r)?;
-            let list = match objects::list(store, r, t.namespace, ListOptions { limit, continue_after, resource_version, selectors }).await {
+            let list = match objects::list(
+                store,
+                r,
+                t.namespace,
+                ListOptions { limit, continue_after, resource_version, selectors },
+            )
+            .await
+            {
                 Err(e) if continued && e.code == StatusCode::GONE => return Err(ApiError::continue_expired()),
                 other => other?,
             };
             if let Some(rv) = not_older_than {
                 let at: i64 = list["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
                 if at < rv {
-                    return Err(ApiError::from_store(crate::server::store::StoreError::FutureRevision { requested: rv, current: at }, r.plural, ""));
+                    return Err(ApiError::from_store(
+                        crate::server::store::StoreError::FutureRevision { requested: rv, current: at },
+                        r.plural,
+                        "",
+                    ));
                 }
             }
             if req.as_table {
                 let items = list["items"].as_array().cloned().unwrap_or_default();
-                let t = table::table(r, &items, list["metadata"]["resourceVersion"].as_str(), list["metadata"]["continue"].as_str(), true);
+                let t = table::table(
+                    r,
+                    &items,
+                    list["metadata"]["resourceVersion"].as_str(),
+                    list["metadata"]["continue"].as_str(),
+                    true,
+                );
                 return Ok(json_response(StatusCode::OK, &t));
             }
             Ok(json_response(StatusCode::OK, &list))
@@ -327,7 +457,11 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             let opts = objects::DeleteOptions::parse(&body, query.get("gracePeriodSeconds"))?;
             Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name, opts, guard).await?))
         }
-        _ => Err(ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", format!("{method} is not supported on {path}"))),
+        _ => Err(ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            format!("{method} is not supported on {path}"),
+        )),
     }
 }
 
@@ -338,12 +472,19 @@ fn flag(query: &BTreeMap<String, String>, name: &str) -> Result<bool, ApiError> 
         None | Some("") => Ok(false),
         Some("1" | "t" | "T" | "true" | "TRUE" | "True") => Ok(true),
         Some("0" | "f" | "F" | "false" | "FALSE" | "False") => Ok(false),
-        Some(other) => Err(ApiError::bad_request(format!("invalid value {other:?} for the query parameter {name}: want true or false"))),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "invalid value {other:?} for the query parameter {name}: want true or false"
+        ))),
     }
 }
 
 fn selectors(query: &BTreeMap<String, String>, r: &Resource) -> Result<selectors::Selectors, ApiError> {
-    selectors::Selectors::parse(query.get("labelSelector").map(String::as_str), query.get("fieldSelector").map(String::as_str), r.kind).map_err(ApiError::bad_request)
+    selectors::Selectors::parse(
+        query.get("labelSelector").map(String::as_str),
+        query.get("fieldSelector").map(String::as_str),
+        r.kind,
+    )
+    .map_err(ApiError::bad_request)
 }
 
 fn version_info() -> Value {

@@ -23,13 +23,16 @@ pub type Store = Arc<dyn Backend>;
 pub type Guard = Arc<dyn Fn(Option<&Value>, Option<&Value>) -> Result<(), ApiError> + Send + Sync>;
 
 /// Runs a blocking store call off the async workers.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, ApiError> + Send + 'static) -> Result<T, ApiError> {
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
 }
 
 /// The object stored in `kv`, with its resourceVersion.
 pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_slice(&kv.value).map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+    let mut obj: Value = serde_json::from_slice(&kv.value)
+        .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
     obj["metadata"]["resourceVersion"] = Value::String(kv.mod_revision.to_string());
     Ok(obj)
 }
@@ -49,7 +52,8 @@ fn now() -> String {
 
 /// Parses a request body and checks it is an object of `r`'s kind.
 fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, ApiError> {
-    let mut obj: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    let mut obj: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     if !obj.is_object() {
         return Err(ApiError::bad_request("the request body must be a JSON object"));
     }
@@ -57,12 +61,21 @@ fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, ApiError> {
     match obj.get("apiVersion").and_then(Value::as_str) {
         None => obj["apiVersion"] = json!(api_version),
         Some(v) if v == api_version => {}
-        Some(v) => return Err(ApiError::bad_request(format!("the API version in the data ({v}) does not match the expected API version ({api_version})"))),
+        Some(v) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
     }
     match obj.get("kind").and_then(Value::as_str) {
         None => obj["kind"] = json!(r.kind),
         Some(k) if k == r.kind => {}
-        Some(k) => return Err(ApiError::bad_request(format!("the kind in the data ({k}) does not match the expected kind ({})", r.kind))),
+        Some(k) => {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                r.kind
+            )));
+        }
     }
     if !obj.get("metadata").is_some_and(Value::is_object) {
         obj["metadata"] = json!({});
@@ -115,19 +128,34 @@ pub async fn create(
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
         (Some(n), _) if !n.is_empty() => n.to_string(),
         (_, Some(prefix)) => {
-            let suffix: String = uuid::Uuid::new_v4().simple().to_string().chars().filter(|c| c.is_ascii_alphanumeric()).take(5).collect();
+            let suffix: String = uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .take(5)
+                .collect();
             format!("{prefix}{suffix}")
         }
-        _ => return Err(ApiError::invalid(r.kind, "", vec![("metadata.name".into(), "Required value: name or generateName is required".into())])),
+        _ => {
+            return Err(ApiError::invalid(
+                r.kind,
+                "",
+                vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
+            ));
+        }
     };
     if let Some(problem) = name_problem(&name, r.kind == "Namespace") {
         return Err(ApiError::invalid(r.kind, &name, vec![("metadata.name".into(), problem)]));
     }
     if r.namespaced {
-        let ns = ns.clone().ok_or_else(|| ApiError::bad_request(format!("{} must be created in a namespace", r.plural)))?;
+        let ns =
+            ns.clone().ok_or_else(|| ApiError::bad_request(format!("{} must be created in a namespace", r.plural)))?;
         match meta.get("namespace").and_then(Value::as_str) {
             Some(given) if given != ns => {
-                return Err(ApiError::bad_request("the namespace of the provided object does not match the namespace sent on the request"));
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
             }
             _ => meta["namespace"] = json!(ns),
         }
@@ -154,17 +182,23 @@ pub async fn create(
     check(r, &obj, &name, validation)?;
     fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
-    let ns_key = ns.as_ref().map(|n| super::resources::find("", "v1", "namespaces").expect("namespaces").key(None, Some(n)));
+    let ns_key =
+        ns.as_ref().map(|n| super::resources::find("", "v1", "namespaces").expect("namespaces").key(None, Some(n)));
     let admission_key = ns_key.clone();
     let value = encode(&obj);
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());
     let revision = blocking(move || {
         if let Some(k) = ns_key
-            && store.get(&k).map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?.is_none() {
-                return Err(ApiError::not_found("namespaces", ns2.as_deref().unwrap_or_default()));
-            }
+            && store
+                .get(&k)
+                .map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
+                .is_none()
+        {
+            return Err(ApiError::not_found("namespaces", ns2.as_deref().unwrap_or_default()));
+        }
         if let Some(k) = admission_key
-            && let Some(kv) = store.get(&k).map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
+            && let Some(kv) =
+                store.get(&k).map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
         {
             super::deletion::admit_create(&decode(&kv)?, r, &n2)?;
         }
@@ -189,12 +223,22 @@ pub struct ListOptions {
     pub selectors: super::selectors::Selectors,
 }
 
-pub async fn list(store: Store, r: &'static Resource, ns: Option<String>, opts: ListOptions) -> Result<Value, ApiError> {
+pub async fn list(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    opts: ListOptions,
+) -> Result<Value, ApiError> {
     let prefix = r.key(ns.as_deref(), None);
     let after = opts.continue_after.map(|c| format!("{prefix}{c}"));
     let p = prefix.clone();
     // A continue token pins the revision of the first page, as the API server's does.
-    let result = blocking(move || store.list(&p, after.as_deref(), opts.limit, opts.resource_version).map_err(|e| ApiError::from_store(e, r.plural, ""))).await?;
+    let result = blocking(move || {
+        store
+            .list(&p, after.as_deref(), opts.limit, opts.resource_version)
+            .map_err(|e| ApiError::from_store(e, r.plural, ""))
+    })
+    .await?;
     let mut items = result.items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
     // Pages are cut before filtering, as the API server cuts them: a page may come back
     // short, and the continue token still leads on.
@@ -249,13 +293,18 @@ async fn read_modify_write(
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
-            let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let current = store
+                .get(&key)
+                .map_err(|e| ApiError::from_store(e, r.plural, &name))?
+                .ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let old = decode(&current)?;
             let candidate = change(&old)?;
-            if let Some(v) = candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
-                && v != current.mod_revision.to_string() {
-                    return Err(ApiError::conflict(r.plural, &name));
-                }
+            if let Some(v) =
+                candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
+                && v != current.mod_revision.to_string()
+            {
+                return Err(ApiError::conflict(r.plural, &name));
+            }
             let mut obj = match part {
                 Part::Main => {
                     let mut o = candidate;
@@ -283,7 +332,14 @@ async fn read_modify_write(
                         ApiError::invalid("Scale", &name, vec![("spec.replicas".into(), "Required value".into())])
                     })?;
                     if replicas < 0 {
-                        return Err(ApiError::invalid("Scale", &name, vec![("spec.replicas".into(), format!("Invalid value: {replicas}: must be greater than or equal to 0"))]));
+                        return Err(ApiError::invalid(
+                            "Scale",
+                            &name,
+                            vec![(
+                                "spec.replicas".into(),
+                                format!("Invalid value: {replicas}: must be greater than or equal to 0"),
+                            )],
+                        ));
                     }
                     let mut o = old.clone();
                     o["spec"]["replicas"] = json!(replicas);
@@ -291,7 +347,15 @@ async fn read_modify_write(
                 }
             };
             // Identity and what the server owns come from the stored object.
-            for field in ["name", "namespace", "uid", "creationTimestamp", "generation", "deletionTimestamp", "deletionGracePeriodSeconds"] {
+            for field in [
+                "name",
+                "namespace",
+                "uid",
+                "creationTimestamp",
+                "generation",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+            ] {
                 match old["metadata"].get(field) {
                     Some(v) => obj["metadata"][field] = v.clone(),
                     None => {
@@ -312,7 +376,10 @@ async fn read_modify_write(
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
             // An object being deleted goes when its last finalizer does.
-            let result = if obj["metadata"]["deletionTimestamp"].is_string() && !has_finalizers(&obj) && !awaits_kubelet(r, &obj) {
+            let result = if obj["metadata"]["deletionTimestamp"].is_string()
+                && !has_finalizers(&obj)
+                && !awaits_kubelet(r, &obj)
+            {
                 store.delete(&key, Some(current.mod_revision)).map(|(rev, _)| rev)
             } else {
                 store.update(&key, &encode(&obj), Some(current.mod_revision))
@@ -341,7 +408,8 @@ pub async fn update(
     checks: (FieldValidation, Option<Guard>),
 ) -> Result<Value, ApiError> {
     let obj = if part == Part::Scale {
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
     } else {
         parse_body(r, body)?
     };
@@ -375,14 +443,17 @@ impl DeleteOptions {
     pub fn parse(body: &[u8], query_grace: Option<&String>) -> Result<DeleteOptions, ApiError> {
         let mut o = DeleteOptions::default();
         if !body.is_empty() {
-            let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?;
+            let v: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?;
             o.grace_period = v["gracePeriodSeconds"].as_i64();
-            o.precondition_rv = v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
+            o.precondition_rv =
+                v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
             o.precondition_uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
             o.propagation = super::deletion::Propagation::from_options(&v)?;
         }
         if let Some(g) = query_grace {
-            o.grace_period = Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
+            o.grace_period =
+                Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
         }
         Ok(o)
     }
@@ -391,11 +462,21 @@ impl DeleteOptions {
 /// Deletes an object. One with finalizers, or a pod on a node with a grace period, is only
 /// marked (deletionTimestamp) and goes later: when its finalizers are removed, or when its
 /// kubelet deletes it with grace 0. Answers the object as it now stands.
-pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name: String, opts: DeleteOptions, guard: Option<Guard>) -> Result<Value, ApiError> {
+pub async fn delete(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    name: String,
+    opts: DeleteOptions,
+    guard: Option<Guard>,
+) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
-            let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+            let current = store
+                .get(&key)
+                .map_err(|e| ApiError::from_store(e, r.plural, &name))?
+                .ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let mut obj = decode(&current)?;
             if let Some(g) = &guard {
                 g(Some(&obj), None)?;
@@ -407,7 +488,10 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
             }
             super::deletion::refuse(r, &name)?;
             let grace = if r.kind == "Pod" {
-                opts.grace_period.or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64)).unwrap_or(30).max(0)
+                opts.grace_period
+                    .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+                    .unwrap_or(30)
+                    .max(0)
             } else {
                 0
             };
@@ -421,7 +505,8 @@ pub async fn delete(store: Store, r: &'static Resource, ns: Option<String>, name
                     return Ok(obj);
                 }
                 if !marked {
-                    obj["metadata"]["deletionTimestamp"] = json!(crate::timefmt::format_rfc3339(crate::timefmt::now_secs() + grace));
+                    obj["metadata"]["deletionTimestamp"] =
+                        json!(crate::timefmt::format_rfc3339(crate::timefmt::now_secs() + grace));
                     super::deletion::mark(r, &mut obj);
                 }
                 match store.update(&key, &encode(&obj), Some(current.mod_revision)) {
@@ -459,7 +544,12 @@ fn deleted(r: &Resource, obj: Value) -> Result<Value, ApiError> {
 
 /// deletecollection: every object of the collection that the selectors pick, deleted one
 /// by one; answers the list of what went.
-pub async fn delete_collection(store: Store, r: &'static Resource, ns: Option<String>, selectors: super::selectors::Selectors) -> Result<Value, ApiError> {
+pub async fn delete_collection(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    selectors: super::selectors::Selectors,
+) -> Result<Value, ApiError> {
     let prefix = r.key(ns.as_deref(), None);
     let items = blocking(move || {
         let list = store.list(&prefix, None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))?;
@@ -510,7 +600,8 @@ pub async fn patch(
     (kind, body): (PatchKind, &[u8]),
     checks: (FieldValidation, Option<Guard>),
 ) -> Result<Value, ApiError> {
-    let patch: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    let patch: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     let n = name.clone();
     read_modify_write(store, r, ns, name, part, checks, move |old| {
         // A scale patch applies to the Scale, not to the object.
@@ -526,9 +617,10 @@ pub async fn patch(
         applied.map_err(|e| ApiError::invalid(r.kind, &n, vec![("patch".into(), e.0)]))?;
         // The patched copy carries the read's resourceVersion, unless the patch set one.
         if patch.pointer("/metadata/resourceVersion").is_none()
-            && let Some(m) = target["metadata"].as_object_mut() {
-                m.remove("resourceVersion");
-            }
+            && let Some(m) = target["metadata"].as_object_mut()
+        {
+            m.remove("resourceVersion");
+        }
         Ok(target)
     })
     .await

@@ -16,7 +16,10 @@ pub fn root() -> Value {
     for r in RESOURCES {
         let gv = gv_path(r);
         // The hash lets clients cache; ours changes only with the binary.
-        paths.insert(gv.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={}", env!("CARGO_PKG_VERSION"))}));
+        paths.insert(
+            gv.clone(),
+            json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={}", env!("CARGO_PKG_VERSION"))}),
+        );
     }
     json!({"paths": paths})
 }
@@ -36,13 +39,15 @@ pub fn document(gv: &str) -> Option<Value> {
             format!("/{gv}/{}/{{name}}", r.plural)
         };
         let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let op = |verb: &str| json!({
-            "operationId": format!("{verb}{}", r.kind),
-            "parameters": [param.clone()],
-            "x-kubernetes-action": verb,
-            "x-kubernetes-group-version-kind": gvk.clone(),
-            "responses": {"200": {"description": "OK"}},
-        });
+        let op = |verb: &str| {
+            json!({
+                "operationId": format!("{verb}{}", r.kind),
+                "parameters": [param.clone()],
+                "x-kubernetes-action": verb,
+                "x-kubernetes-group-version-kind": gvk.clone(),
+                "responses": {"200": {"description": "OK"}},
+            })
+        };
         paths.insert(item, json!({"patch": op("patch"), "put": op("put")}));
     }
     Some(json!({

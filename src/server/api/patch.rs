@@ -38,7 +38,9 @@ fn unescape(token: &str) -> String {
 }
 
 fn pointer_parent<'a>(doc: &'a mut Value, path: &str) -> Result<(&'a mut Value, String)> {
-    let Some(rest) = path.strip_prefix('/') else { return Err(PatchError(format!("path {path:?} does not start with /"))) };
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err(PatchError(format!("path {path:?} does not start with /")));
+    };
     let mut tokens: Vec<String> = rest.split('/').map(unescape).collect();
     let last = tokens.pop().expect("split yields one");
     let mut cur = doc;
@@ -69,7 +71,11 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<()> {
             Ok(())
         }
         Value::Array(a) => {
-            let i = if key == "-" { a.len() } else { key.parse::<usize>().map_err(|_| PatchError(format!("bad array index in {path:?}")))? };
+            let i = if key == "-" {
+                a.len()
+            } else {
+                key.parse::<usize>().map_err(|_| PatchError(format!("bad array index in {path:?}")))?
+            };
             if i > a.len() {
                 return Err(PatchError(format!("index out of range in {path:?}")));
             }
@@ -97,16 +103,24 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<()> {
     let ops = patch.as_array().ok_or_else(|| PatchError("a JSON patch is a list of operations".into()))?;
     let mut doc = target.clone();
     for op in ops {
-        let field = |name: &str| op.get(name).and_then(Value::as_str).ok_or_else(|| PatchError(format!("operation without {name:?}: {op}")));
+        let field = |name: &str| {
+            op.get(name).and_then(Value::as_str).ok_or_else(|| PatchError(format!("operation without {name:?}: {op}")))
+        };
         let path = field("path")?;
         match field("op")? {
-            "add" => add_at(&mut doc, path, op.get("value").cloned().ok_or_else(|| PatchError("add without value".into()))?)?,
+            "add" => {
+                add_at(&mut doc, path, op.get("value").cloned().ok_or_else(|| PatchError("add without value".into()))?)?
+            }
             "remove" => {
                 remove_at(&mut doc, path)?;
             }
             "replace" => {
                 remove_at(&mut doc, path)?;
-                add_at(&mut doc, path, op.get("value").cloned().ok_or_else(|| PatchError("replace without value".into()))?)?;
+                add_at(
+                    &mut doc,
+                    path,
+                    op.get("value").cloned().ok_or_else(|| PatchError("replace without value".into()))?,
+                )?;
             }
             "move" => {
                 let v = remove_at(&mut doc, field("from")?)?;
@@ -306,7 +320,10 @@ mod tests {
         json_patch(&mut t, &json!([{"op": "add", "path": "/a/-", "value": 3}, {"op": "replace", "path": "/b/c", "value": 2}, {"op": "move", "from": "/b", "path": "/d"}])).unwrap();
         assert_eq!(t, json!({"a": [1, 2, 3], "d": {"c": 2}}));
         let before = t.clone();
-        assert!(json_patch(&mut t, &json!([{"op": "remove", "path": "/a/0"}, {"op": "test", "path": "/d/c", "value": 9}])).is_err());
+        assert!(
+            json_patch(&mut t, &json!([{"op": "remove", "path": "/a/0"}, {"op": "test", "path": "/d/c", "value": 9}]))
+                .is_err()
+        );
         assert_eq!(t, before);
     }
 
@@ -315,17 +332,25 @@ mod tests {
         let mut pod = json!({"spec": {"containers": [
             {"name": "a", "image": "busybox", "env": [{"name": "X", "value": "1"}, {"name": "Y", "value": "2"}]},
             {"name": "b", "image": "busybox"}]}, "metadata": {"finalizers": ["f1"], "labels": {"k": "v", "old": "x"}}});
-        strategic_merge_patch(&mut pod, &json!({
+        strategic_merge_patch(
+            &mut pod,
+            &json!({
             "metadata": {"finalizers": ["f2"], "labels": {"old": null, "new": "y"}},
             "spec": {"containers": [
                 {"name": "a", "env": [{"name": "Y", "$patch": "delete"}, {"name": "Z", "value": "3"}]},
                 {"name": "c", "image": "nginx"}],
-                "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}, {"name": "b"}]}})).unwrap();
+                "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}, {"name": "b"}]}}),
+        )
+        .unwrap();
         assert_eq!(pod["metadata"]["labels"], json!({"k": "v", "new": "y"}));
         assert_eq!(pod["metadata"]["finalizers"], json!(["f1", "f2"]));
-        let names: Vec<&str> = pod["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> =
+            pod["spec"]["containers"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["c", "a", "b"]);
-        assert_eq!(pod["spec"]["containers"][1]["env"], json!([{"name": "X", "value": "1"}, {"name": "Z", "value": "3"}]));
+        assert_eq!(
+            pod["spec"]["containers"][1]["env"],
+            json!([{"name": "X", "value": "1"}, {"name": "Z", "value": "3"}])
+        );
         assert_eq!(pod["spec"]["containers"][1]["image"], "busybox", "fields not in the patch stay");
     }
 
@@ -336,7 +361,11 @@ mod tests {
         assert_eq!(d["spec"]["strategy"], json!({"type": "Recreate"}));
         assert_eq!(d["spec"]["template"]["spec"]["volumes"], json!([{"name": "v3"}]));
         let mut m = json!({"data": {"a": "1"}});
-        strategic_merge_patch(&mut m, &json!({"$deleteFromPrimitiveList/x": [1], "data": {"$patch": "replace", "b": "2"}})).unwrap();
+        strategic_merge_patch(
+            &mut m,
+            &json!({"$deleteFromPrimitiveList/x": [1], "data": {"$patch": "replace", "b": "2"}}),
+        )
+        .unwrap();
         assert_eq!(m, json!({"data": {"b": "2"}}));
     }
 }

@@ -17,9 +17,17 @@ use crate::server::store::StoreError;
 /// `POST …/pods/NAME/binding` with a v1 Binding: sets spec.nodeName to the target node,
 /// copies the Binding's annotations, and marks the pod PodScheduled, as the API server
 /// does. A pod already bound is 409 Conflict. Answers a Success Status (201).
-pub async fn bind(store: Store, r: &'static Resource, ns: String, name: String, body: &[u8]) -> Result<(StatusCode, Value), ApiError> {
-    let binding: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    crate::api::schema::decode::<k8s_openapi::api::core::v1::Binding>(&binding).map_err(|(field, message)| ApiError::invalid("Binding", &name, vec![(field, message)]))?;
+pub async fn bind(
+    store: Store,
+    r: &'static Resource,
+    ns: String,
+    name: String,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    let binding: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    crate::api::schema::decode::<k8s_openapi::api::core::v1::Binding>(&binding)
+        .map_err(|(field, message)| ApiError::invalid("Binding", &name, vec![(field, message)]))?;
     if binding.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
         return Err(ApiError::bad_request("the name of the Binding does not match the name of the pod on the URL"));
     }
@@ -27,7 +35,10 @@ pub async fn bind(store: Store, r: &'static Resource, ns: String, name: String, 
     let target_kind = binding.pointer("/target/kind").and_then(Value::as_str).unwrap_or_default();
     let mut causes = Vec::new();
     if !target_kind.is_empty() && target_kind != "Node" {
-        causes.push(("target.kind".to_string(), format!("Unsupported value: {target_kind:?}: supported values: \"Node\"")));
+        causes.push((
+            "target.kind".to_string(),
+            format!("Unsupported value: {target_kind:?}: supported values: \"Node\""),
+        ));
     }
     if node.is_empty() {
         causes.push(("target.name".to_string(), "Required value".to_string()));
@@ -80,7 +91,14 @@ pub async fn bind(store: Store, r: &'static Resource, ns: String, name: String, 
 
 /// `log`, `exec`, `attach`, `portforward`: the checks the API server makes before it
 /// reaches the node, then 503 naming the node: always an error, for now.
-pub async fn on_node(store: Store, r: &'static Resource, ns: String, name: String, sub: &str, container: Option<&str>) -> ApiError {
+pub async fn on_node(
+    store: Store,
+    r: &'static Resource,
+    ns: String,
+    name: String,
+    sub: &str,
+    container: Option<&str>,
+) -> ApiError {
     let pod = match super::objects::get(store, r, Some(ns), name.clone()).await {
         Ok(p) => p,
         Err(e) => return e,
@@ -95,10 +113,20 @@ pub async fn on_node(store: Store, r: &'static Resource, ns: String, name: Strin
             .filter_map(|c| c["name"].as_str())
             .collect();
         match container.filter(|c| !c.is_empty()) {
-            Some(c) if !names.contains(&c) => return ApiError::bad_request(format!("container {c} is not valid for pod {name}")),
+            Some(c) if !names.contains(&c) => {
+                return ApiError::bad_request(format!("container {c} is not valid for pod {name}"));
+            }
             None if pod["spec"]["containers"].as_array().is_some_and(|c| c.len() > 1) => {
-                let main: Vec<&str> = pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
-                return ApiError::bad_request(format!("a container name must be specified for pod {name}, choose one of: [{}]", main.join(" ")));
+                let main: Vec<&str> = pod["spec"]["containers"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c["name"].as_str())
+                    .collect();
+                return ApiError::bad_request(format!(
+                    "a container name must be specified for pod {name}, choose one of: [{}]",
+                    main.join(" ")
+                ));
             }
             _ => {}
         }
@@ -106,7 +134,9 @@ pub async fn on_node(store: Store, r: &'static Resource, ns: String, name: Strin
     let mut e = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "ServiceUnavailable",
-        format!("pods/{sub} of pod {name} is served by its node \"{node}\", which this server cannot reach: nodes do not serve pods/{sub} to the control plane yet"),
+        format!(
+            "pods/{sub} of pod {name} is served by its node \"{node}\", which this server cannot reach: nodes do not serve pods/{sub} to the control plane yet"
+        ),
     );
     e.details = Some(json!({"name": name, "kind": "pods"}));
     e

@@ -37,8 +37,12 @@ const OBJECT_META: &[(u64, Field)] = &[
 const NAMESPACE_SPEC: &[(u64, Field)] = &[(1, Field::StrList("finalizers"))];
 
 const NAMESPACE: &[(u64, Field)] = &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("spec", NAMESPACE_SPEC))];
-const CONFIG_MAP: &[(u64, Field)] =
-    &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::StrMap("data")), (3, Field::BytesMap("binaryData")), (4, Field::Bool("immutable"))];
+const CONFIG_MAP: &[(u64, Field)] = &[
+    (1, Field::Msg("metadata", OBJECT_META)),
+    (2, Field::StrMap("data")),
+    (3, Field::BytesMap("binaryData")),
+    (4, Field::Bool("immutable")),
+];
 const SECRET: &[(u64, Field)] = &[
     (1, Field::Msg("metadata", OBJECT_META)),
     (2, Field::BytesMap("data")),
@@ -152,7 +156,8 @@ fn message(b: &[u8], fields: &[(u64, Field)]) -> Result<Value, String> {
             }
             (Field::BytesMap(name), Wire::Bytes(x)) => {
                 let (k, v) = entry(x)?;
-                out.entry(name).or_insert_with(|| json!({}))[k] = json!(base64::engine::general_purpose::STANDARD.encode(v));
+                out.entry(name).or_insert_with(|| json!({}))[k] =
+                    json!(base64::engine::general_purpose::STANDARD.encode(v));
             }
             (Field::StrList(name), Wire::Bytes(x)) => {
                 if let Value::Array(a) = out.entry(name).or_insert_with(|| json!([])) {
@@ -197,7 +202,9 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
             _ => {}
         }
     }
-    let fields = schema(&kind).ok_or_else(|| format!("protobuf bodies are accepted for Namespace, ConfigMap and Secret, not {kind:?}; send JSON"))?;
+    let fields = schema(&kind).ok_or_else(|| {
+        format!("protobuf bodies are accepted for Namespace, ConfigMap and Secret, not {kind:?}; send JSON")
+    })?;
     let mut obj = message(raw, fields)?;
     obj["apiVersion"] = json!(api_version);
     obj["kind"] = json!(kind);
@@ -212,9 +219,9 @@ mod tests {
     fn decodes_what_kubectl_create_secret_sends() {
         // Captured from `kubectl create secret generic s --from-literal=a=b -v=9`.
         let body: &[u8] = &[
-            0x6b, 0x38, 0x73, 0x00, 0x0a, 0x0c, 0x0a, 0x02, 0x76, 0x31, 0x12, 0x06, 0x53, 0x65, 0x63, 0x72, 0x65, 0x74, 0x12, 0x1d, 0x0a, 0x11,
-            0x0a, 0x01, 0x73, 0x12, 0x00, 0x1a, 0x00, 0x22, 0x00, 0x2a, 0x00, 0x32, 0x00, 0x38, 0x00, 0x42, 0x00, 0x12, 0x06, 0x0a, 0x01, 0x61,
-            0x12, 0x01, 0x62, 0x1a, 0x00, 0x1a, 0x00, 0x22, 0x00,
+            0x6b, 0x38, 0x73, 0x00, 0x0a, 0x0c, 0x0a, 0x02, 0x76, 0x31, 0x12, 0x06, 0x53, 0x65, 0x63, 0x72, 0x65, 0x74,
+            0x12, 0x1d, 0x0a, 0x11, 0x0a, 0x01, 0x73, 0x12, 0x00, 0x1a, 0x00, 0x22, 0x00, 0x2a, 0x00, 0x32, 0x00, 0x38,
+            0x00, 0x42, 0x00, 0x12, 0x06, 0x0a, 0x01, 0x61, 0x12, 0x01, 0x62, 0x1a, 0x00, 0x1a, 0x00, 0x22, 0x00,
         ];
         let obj = decode(body).unwrap();
         assert_eq!(obj["kind"], "Secret");

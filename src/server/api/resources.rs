@@ -34,10 +34,11 @@ impl Resource {
     pub fn key(&self, ns: Option<&str>, name: Option<&str>) -> String {
         let mut k = format!("/registry/{}/{}/", if self.group.is_empty() { "core" } else { self.group }, self.plural);
         if self.namespaced
-            && let Some(ns) = ns {
-                k.push_str(ns);
-                k.push('/');
-            }
+            && let Some(ns) = ns
+        {
+            k.push_str(ns);
+            k.push('/');
+        }
         if let Some(n) = name {
             k.push_str(n);
         }
@@ -71,7 +72,9 @@ impl Resource {
     /// Decodes `obj` as its k8s-openapi type: a type error, or the unknown fields.
     fn typed_check(&self, obj: &Value) -> Result<Vec<String>, (String, String)> {
         use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
-        fn check<T: serde::de::DeserializeOwned + serde::Serialize>(v: &Value) -> Result<Vec<String>, (String, String)> {
+        fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
+            v: &Value,
+        ) -> Result<Vec<String>, (String, String)> {
             crate::api::schema::decode::<T>(v).map(|(_, unknown)| unknown)
         }
         match self.kind {
@@ -144,7 +147,9 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         if r.kind == "Pod" {
             resources.push(sub("binding", "Binding", &["create"]));
             resources.push(sub("log", "Pod", &["get"]));
-            for (name, kind) in [("exec", "PodExecOptions"), ("attach", "PodAttachOptions"), ("portforward", "PodPortForwardOptions")] {
+            for (name, kind) in
+                [("exec", "PodExecOptions"), ("attach", "PodAttachOptions"), ("portforward", "PodPortForwardOptions")]
+            {
                 resources.push(sub(name, kind, &["create", "get"]));
             }
         }

@@ -43,7 +43,11 @@ fn valid_value(v: &str) -> bool {
 }
 
 fn set_values(rest: &str, whole: &str) -> Result<Vec<String>, String> {
-    let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(|| format!("unable to parse requirement: {whole:?}: expected a parenthesised set"))?;
+    let inner = rest
+        .trim()
+        .strip_prefix('(')
+        .and_then(|r| r.strip_suffix(')'))
+        .ok_or_else(|| format!("unable to parse requirement: {whole:?}: expected a parenthesised set"))?;
     let values: Vec<String> = inner.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
     if values.is_empty() || !values.iter().all(|v| valid_value(v)) {
         return Err(format!("unable to parse requirement: {whole:?}: invalid set of values"));
@@ -72,9 +76,10 @@ impl LabelSelector {
                 return Err(format!("unable to parse requirement: {part:?}: invalid label key"));
             }
             if let Op::Eq(v) | Op::NotEq(v) = &req.1
-                && !valid_value(v) {
-                    return Err(format!("unable to parse requirement: {part:?}: invalid label value"));
-                }
+                && !valid_value(v)
+            {
+                return Err(format!("unable to parse requirement: {part:?}: invalid label value"));
+            }
             reqs.push(req);
         }
         Ok(LabelSelector(reqs))
@@ -103,8 +108,20 @@ pub struct FieldSelector(Vec<(String, bool, String)>);
 fn field_allowed(kind: &str, field: &str) -> bool {
     matches!(field, "metadata.name" | "metadata.namespace")
         || match kind {
-            "Pod" => matches!(field, "spec.nodeName" | "spec.restartPolicy" | "spec.schedulerName" | "spec.serviceAccountName" | "status.phase" | "status.podIP" | "status.nominatedNodeName"),
-            "Event" => field.starts_with("involvedObject.") || matches!(field, "reason" | "reportingComponent" | "source" | "type"),
+            "Pod" => matches!(
+                field,
+                "spec.nodeName"
+                    | "spec.restartPolicy"
+                    | "spec.schedulerName"
+                    | "spec.serviceAccountName"
+                    | "status.phase"
+                    | "status.podIP"
+                    | "status.nominatedNodeName"
+            ),
+            "Event" => {
+                field.starts_with("involvedObject.")
+                    || matches!(field, "reason" | "reportingComponent" | "source" | "type")
+            }
             "Node" => field == "spec.unschedulable",
             "Secret" => field == "type",
             "Namespace" => field == "status.phase",
@@ -156,7 +173,10 @@ pub struct Selectors {
 
 impl Selectors {
     pub fn parse(labels: Option<&str>, fields: Option<&str>, kind: &str) -> Result<Selectors, String> {
-        Ok(Selectors { labels: LabelSelector::parse(labels.unwrap_or(""))?, fields: FieldSelector::parse(fields.unwrap_or(""), kind)? })
+        Ok(Selectors {
+            labels: LabelSelector::parse(labels.unwrap_or(""))?,
+            fields: FieldSelector::parse(fields.unwrap_or(""), kind)?,
+        })
     }
 
     pub fn matches(&self, obj: &Value) -> bool {

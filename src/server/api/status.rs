@@ -40,7 +40,9 @@ impl ApiError {
         let mut e = Self::new(
             StatusCode::CONFLICT,
             "Conflict",
-            format!("Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+            format!(
+                "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
+            ),
         );
         e.details = Some(json!({"name": name, "kind": resource}));
         e
@@ -52,7 +54,10 @@ impl ApiError {
             "{kind} \"{name}\" is invalid: {}",
             causes.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join(", ")
         );
-        let causes: Vec<Value> = causes.into_iter().map(|(field, message)| json!({"reason": "FieldValueInvalid", "field": field, "message": message})).collect();
+        let causes: Vec<Value> = causes
+            .into_iter()
+            .map(|(field, message)| json!({"reason": "FieldValueInvalid", "field": field, "message": message}))
+            .collect();
         let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
         e.details = Some(json!({"name": name, "kind": kind, "causes": causes}));
         e
@@ -92,14 +97,14 @@ impl ApiError {
             StoreError::NotFound { .. } => Self::not_found(resource, name),
             StoreError::AlreadyExists { .. } => Self::already_exists(resource, name),
             StoreError::Conflict { .. } => Self::conflict(resource, name),
-            StoreError::Compacted { requested, compacted } => Self::new(
-                StatusCode::GONE,
-                "Expired",
-                format!("too old resource version: {requested} ({compacted})"),
-            ),
-            StoreError::FutureRevision { requested, current } => {
-                Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", format!("Too large resource version: {requested}, current: {current}"))
+            StoreError::Compacted { requested, compacted } => {
+                Self::new(StatusCode::GONE, "Expired", format!("too old resource version: {requested} ({compacted})"))
             }
+            StoreError::FutureRevision { requested, current } => Self::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "Timeout",
+                format!("Too large resource version: {requested}, current: {current}"),
+            ),
             e @ StoreError::Closed => Self::unavailable(e.to_string()),
             e @ StoreError::EtcdUnreachable { .. } => Self::timeout(e.to_string()),
             StoreError::Etcd { ref source, .. } => match etcd_failure(source) {
@@ -119,13 +124,21 @@ impl ApiError {
     /// 503: the store cannot be reached, or has no leader. Usually nothing was done; a
     /// write whose connection broke in flight may have been applied, as with kube-apiserver.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", format!("the store is unavailable: {}", message.into()))
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            format!("the store is unavailable: {}", message.into()),
+        )
     }
 
     /// 504: the store did not answer in time; a write may or may not have been applied, as
     /// with kube-apiserver's "request did not complete within the allotted timeout".
     pub fn timeout(message: impl Into<String>) -> ApiError {
-        Self::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", format!("Timeout: the store did not answer in time: {}", message.into()))
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "Timeout",
+            format!("Timeout: the store did not answer in time: {}", message.into()),
+        )
     }
 }
 

@@ -17,7 +17,12 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, i32)> {
         "Namespace" => vec![("Status", "string", 0)],
         "Pod" => vec![("Ready", "string", 0), ("Status", "string", 0), ("Restarts", "string", 0)],
         "Node" => vec![("Status", "string", 0), ("Roles", "string", 0)],
-        "Service" => vec![("Type", "string", 0), ("Cluster-IP", "string", 0), ("External-IP", "string", 0), ("Port(s)", "string", 0)],
+        "Service" => vec![
+            ("Type", "string", 0),
+            ("Cluster-IP", "string", 0),
+            ("External-IP", "string", 0),
+            ("Port(s)", "string", 0),
+        ],
         "Endpoints" => vec![("Endpoints", "string", 0)],
         "ConfigMap" => vec![("Data", "integer", 0)],
         "Secret" => vec![("Type", "string", 0), ("Data", "integer", 0)],
@@ -58,7 +63,10 @@ fn count(v: &Value) -> i64 {
 }
 
 fn age(o: &Value, now: i64) -> String {
-    o.pointer("/metadata/creationTimestamp").and_then(Value::as_str).and_then(parse_rfc3339).map_or("<unknown>".into(), |t| human_duration(now - t))
+    o.pointer("/metadata/creationTimestamp")
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339)
+        .map_or("<unknown>".into(), |t| human_duration(now - t))
 }
 
 fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
@@ -70,17 +78,28 @@ fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
             let total = o["spec"]["containers"].as_array().map_or(0, Vec::len);
             let ready = statuses.iter().filter(|s| s["ready"].as_bool() == Some(true)).count();
             let restarts: i64 = statuses.iter().map(|s| int(&s["restartCount"])).sum();
-            let status = if o["metadata"]["deletionTimestamp"].is_string() { "Terminating" } else { str_or(&o["status"]["reason"], str_or(&o["status"]["phase"], "Pending")) };
+            let status = if o["metadata"]["deletionTimestamp"].is_string() {
+                "Terminating"
+            } else {
+                str_or(&o["status"]["reason"], str_or(&o["status"]["phase"], "Pending"))
+            };
             c.extend([json!(format!("{ready}/{total}")), json!(status), json!(restarts.to_string())]);
         }
         "Node" => {
-            let ready = o["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == "Ready")).map(|c| c["status"].as_str().unwrap_or(""));
+            let ready = o["status"]["conditions"]
+                .as_array()
+                .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+                .map(|c| c["status"].as_str().unwrap_or(""));
             let status = match ready {
                 Some("True") => "Ready",
                 Some("False") => "NotReady",
                 _ => "Unknown",
             };
-            let status = if o["spec"]["unschedulable"].as_bool() == Some(true) { format!("{status},SchedulingDisabled") } else { status.to_string() };
+            let status = if o["spec"]["unschedulable"].as_bool() == Some(true) {
+                format!("{status},SchedulingDisabled")
+            } else {
+                status.to_string()
+            };
             let roles: Vec<&str> = o["metadata"]["labels"]
                 .as_object()
                 .map(|l| l.keys().filter_map(|k| k.strip_prefix("node-role.kubernetes.io/")).collect())
@@ -124,14 +143,20 @@ fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
             json!(int(&o["status"]["updatedReplicas"])),
             json!(int(&o["status"]["availableReplicas"])),
         ]),
-        "ReplicaSet" => c.extend([json!(o["spec"]["replicas"].as_i64().unwrap_or(1)), json!(int(&o["status"]["replicas"])), json!(int(&o["status"]["readyReplicas"]))]),
+        "ReplicaSet" => c.extend([
+            json!(o["spec"]["replicas"].as_i64().unwrap_or(1)),
+            json!(int(&o["status"]["replicas"])),
+            json!(int(&o["status"]["readyReplicas"])),
+        ]),
         "Lease" => c.push(json!(str_or(&o["spec"]["holderIdentity"], "<none>"))),
         _ => {}
     }
     c.push(json!(age(o, now)));
     match kind {
         "Node" => c.push(json!(str_or(&o["status"]["nodeInfo"]["kubeletVersion"], ""))),
-        "Pod" => c.extend([json!(str_or(&o["status"]["podIP"], "<none>")), json!(str_or(&o["spec"]["nodeName"], "<none>"))]),
+        "Pod" => {
+            c.extend([json!(str_or(&o["status"]["podIP"], "<none>")), json!(str_or(&o["spec"]["nodeName"], "<none>"))])
+        }
         _ => {}
     }
     c
@@ -144,7 +169,13 @@ fn row(kind: &str, o: &Value, now: i64) -> Value {
 }
 
 /// A Table of `objects`; `columns` false for the later events of a watch.
-pub fn table(r: &Resource, objects: &[Value], resource_version: Option<&str>, continue_token: Option<&str>, with_columns: bool) -> Value {
+pub fn table(
+    r: &Resource,
+    objects: &[Value],
+    resource_version: Option<&str>,
+    continue_token: Option<&str>,
+    with_columns: bool,
+) -> Value {
     let now = now_secs();
     let mut meta = json!({});
     if let Some(rv) = resource_version {
@@ -167,7 +198,9 @@ mod tests {
 
     #[test]
     fn recognises_kubectl_accept_headers() {
-        assert!(wanted("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"));
+        assert!(wanted(
+            "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
+        ));
         assert!(!wanted("application/json"));
     }
 
@@ -177,7 +210,10 @@ mod tests {
             "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
             "status": {"phase": "Running", "podIP": "10.1.0.5", "containerStatuses": [{"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1}]}});
         let c = cells("Pod", &pod, now_secs());
-        assert_eq!(c, vec![json!("p"), json!("1/2"), json!("Running"), json!("3"), json!("5m"), json!("10.1.0.5"), json!("n1")]);
+        assert_eq!(
+            c,
+            vec![json!("p"), json!("1/2"), json!("Running"), json!("3"), json!("5m"), json!("10.1.0.5"), json!("n1")]
+        );
         assert_eq!(columns("Pod").len(), c.len());
     }
 }

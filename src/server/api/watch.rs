@@ -32,7 +32,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
 fn bookmark(r: &Resource, revision: i64) -> Bytes {
-    line("BOOKMARK", json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": {"resourceVersion": revision.to_string()}}))
+    line(
+        "BOOKMARK",
+        json!({"kind": r.kind, "apiVersion": r.api_version(), "metadata": {"resourceVersion": revision.to_string()}}),
+    )
 }
 
 fn line(kind: &str, object: Value) -> Bytes {
@@ -64,7 +67,13 @@ impl Live {
         match &mut self.table {
             None => line(kind, obj),
             Some((r, columns_sent)) => {
-                let t = super::table::table(r, std::slice::from_ref(&obj), obj["metadata"]["resourceVersion"].as_str(), None, !*columns_sent);
+                let t = super::table::table(
+                    r,
+                    std::slice::from_ref(&obj),
+                    obj["metadata"]["resourceVersion"].as_str(),
+                    None,
+                    !*columns_sent,
+                );
                 *columns_sent = true;
                 line(kind, t)
             }
@@ -82,28 +91,41 @@ pub struct WatchOptions {
     pub allow_bookmarks: bool,
 }
 
-pub async fn watch(store: Store, r: &'static Resource, ns: Option<String>, opts: WatchOptions) -> Result<Response, ApiError> {
+pub async fn watch(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    opts: WatchOptions,
+) -> Result<Response, ApiError> {
     let WatchOptions { resource_version, timeout, selectors, as_table, allow_bookmarks } = opts;
     let selectors = Arc::new(selectors);
     let prefix = r.key(ns.as_deref(), None);
     let (initial, from) = match resource_version.as_deref() {
         None | Some("") | Some("0") => {
             let (s, p) = (store.clone(), prefix.clone());
-            let list = blocking(move || s.list(&p, None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))).await?;
+            let list =
+                blocking(move || s.list(&p, None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))).await?;
             let mut items = list.items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
             items.retain(|o| selectors.matches(o));
             (items, list.revision)
         }
-        Some(v) => (Vec::new(), v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?),
+        Some(v) => {
+            (Vec::new(), v.parse::<i64>().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {v:?}")))?)
+        }
     };
     let (s, p) = (store.clone(), prefix.clone());
     // Starting a watch reads the store's revisions: off the async workers.
-    let started = tokio::task::spawn_blocking(move || store::watch(s, &p, Some(from))).await.map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
+    let started = tokio::task::spawn_blocking(move || store::watch(s, &p, Some(from)))
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
     let now = tokio::time::Instant::now();
     let deadline = now + timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
     let bookmarks = (allow_bookmarks && !as_table).then_some((r, now + BOOKMARK_EVERY));
     let first = match started {
-        Ok(watcher) => Phase::Initial(initial.into_iter(), Live { watcher, selectors, table: as_table.then_some((r, false)), deadline, bookmarks }),
+        Ok(watcher) => Phase::Initial(
+            initial.into_iter(),
+            Live { watcher, selectors, table: as_table.then_some((r, false)), deadline, bookmarks },
+        ),
         Err(e) => {
             // Sent as an event in a 200 response, as the API server does.
             let status = ApiError::from_store(e, r.plural, "").to_status();

@@ -28,13 +28,26 @@ pub enum Action {
     Nothing,
     /// The owner is deleted with Orphan: its dependents lose their references to it, then
     /// it loses the finalizer.
-    Orphan { owner: Node, dependents: Vec<Node> },
+    Orphan {
+        owner: Node,
+        dependents: Vec<Node>,
+    },
     /// The owner is deleted with Foreground: its dependents are deleted; it loses the
     /// finalizer once no dependent with blockOwnerDeletion is left.
-    Foreground { owner: Node, undeleted: Vec<String>, blocked: bool },
+    Foreground {
+        owner: Node,
+        undeleted: Vec<String>,
+        blocked: bool,
+    },
     /// A dependent with owners that are gone (as far as the graph knows) or being deleted
     /// in the foreground.
-    Dependent { node: Node, missing: Vec<Owner>, waiting: Vec<Owner>, solid: Vec<Owner>, has_dependents: bool },
+    Dependent {
+        node: Node,
+        missing: Vec<Owner>,
+        waiting: Vec<Owner>,
+        solid: Vec<Owner>,
+        has_dependents: bool,
+    },
 }
 
 pub fn decide(graph: &Graph, uid: &str) -> Action {
@@ -94,7 +107,10 @@ impl Collector {
             Action::Nothing => Ok(()),
             Action::Orphan { owner, dependents } => {
                 for d in &dependents {
-                    writes::modify(&self.store, &d.at, &d.uid, Part::Main, |obj| drop_owner_refs(obj, &[owner.uid.as_str()])).await?;
+                    writes::modify(&self.store, &d.at, &d.uid, Part::Main, |obj| {
+                        drop_owner_refs(obj, &[owner.uid.as_str()])
+                    })
+                    .await?;
                 }
                 tracing::debug!(owner = %owner.at, orphaned = dependents.len(), "orphaned dependents");
                 Ok(writes::remove_finalizer(&self.store, &owner.at, &owner.uid, ORPHAN).await?)
@@ -125,7 +141,10 @@ impl Collector {
                 if !solid.is_empty() {
                     // Another owner keeps it: only the references to the others go.
                     let gone: Vec<&str> = dangling.iter().chain(&waiting).map(|o| o.uid.as_str()).collect();
-                    return Ok(writes::modify(&self.store, &node.at, &node.uid, Part::Main, |obj| drop_owner_refs(obj, &gone)).await?);
+                    return Ok(writes::modify(&self.store, &node.at, &node.uid, Part::Main, |obj| {
+                        drop_owner_refs(obj, &gone)
+                    })
+                    .await?);
                 }
                 // An owner waiting for its dependents waits for theirs too.
                 let policy = if !waiting.is_empty() && has_dependents {
@@ -147,7 +166,11 @@ impl Collector {
     /// incarnation. A kind the API does not serve cannot exist.
     async fn exists(&self, dependent: &Location, o: &Owner) -> Result<bool, ControllerError> {
         let Some(resource) = o.resource() else { return Ok(false) };
-        let at = Location { resource, namespace: if resource.namespaced { dependent.namespace.clone() } else { None }, name: o.name.clone() };
+        let at = Location {
+            resource,
+            namespace: if resource.namespaced { dependent.namespace.clone() } else { None },
+            name: o.name.clone(),
+        };
         Ok(writes::get(&self.store, &at, &o.uid).await?.is_some())
     }
 }
@@ -186,23 +209,37 @@ mod tests {
         put(&mut g, "/registry/core/pods/default/a", json!({"uid": "a", "ownerReferences": owned_by("rs1", true)}));
         put(&mut g, "/registry/core/pods/default/b", json!({"uid": "b", "ownerReferences": owned_by("gone", true)}));
         assert!(matches!(decide(&g, "a"), Action::Nothing));
-        assert!(matches!(decide(&g, "b"), Action::Dependent { ref missing, ref solid, .. } if missing.len() == 1 && solid.is_empty()));
+        assert!(
+            matches!(decide(&g, "b"), Action::Dependent { ref missing, ref solid, .. } if missing.len() == 1 && solid.is_empty())
+        );
         assert!(matches!(decide(&g, "rs1"), Action::Nothing));
     }
 
     #[test]
     fn a_foreground_owner_is_blocked_only_by_blocking_dependents() {
         let mut g = Graph::default();
-        put(&mut g, "/registry/apps/replicasets/default/rs", json!({"uid": "rs1", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["foregroundDeletion"]}));
+        put(
+            &mut g,
+            "/registry/apps/replicasets/default/rs",
+            json!({"uid": "rs1", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["foregroundDeletion"]}),
+        );
         put(&mut g, "/registry/core/pods/default/a", json!({"uid": "a", "ownerReferences": owned_by("rs1", false)}));
         match decide(&g, "rs1") {
-            Action::Foreground { undeleted, blocked, .. } => assert_eq!((undeleted, blocked), (vec!["a".to_string()], false)),
+            Action::Foreground { undeleted, blocked, .. } => {
+                assert_eq!((undeleted, blocked), (vec!["a".to_string()], false))
+            }
             other => panic!("{other:?}"),
         }
         assert!(matches!(decide(&g, "a"), Action::Dependent { ref waiting, .. } if waiting.len() == 1));
-        put(&mut g, "/registry/core/pods/default/b", json!({"uid": "b", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x/hold"], "ownerReferences": owned_by("rs1", true)}));
+        put(
+            &mut g,
+            "/registry/core/pods/default/b",
+            json!({"uid": "b", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["x/hold"], "ownerReferences": owned_by("rs1", true)}),
+        );
         match decide(&g, "rs1") {
-            Action::Foreground { undeleted, blocked, .. } => assert_eq!((undeleted, blocked), (vec!["a".to_string()], true)),
+            Action::Foreground { undeleted, blocked, .. } => {
+                assert_eq!((undeleted, blocked), (vec!["a".to_string()], true))
+            }
             other => panic!("{other:?}"),
         }
         // Being deleted already, b is left to its own finalizer.
@@ -212,7 +249,11 @@ mod tests {
     #[test]
     fn an_orphaning_owner_lists_its_dependents() {
         let mut g = Graph::default();
-        put(&mut g, "/registry/apps/replicasets/default/rs", json!({"uid": "rs1", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["orphan"]}));
+        put(
+            &mut g,
+            "/registry/apps/replicasets/default/rs",
+            json!({"uid": "rs1", "deletionTimestamp": "2026-01-01T00:00:00Z", "finalizers": ["orphan"]}),
+        );
         put(&mut g, "/registry/core/pods/default/a", json!({"uid": "a", "ownerReferences": owned_by("rs1", true)}));
         assert!(matches!(decide(&g, "rs1"), Action::Orphan { ref dependents, .. } if dependents.len() == 1));
         // An orphaning owner still exists: it holds its dependents until it is gone.

@@ -96,8 +96,18 @@ impl Node {
                     .collect()
             })
             .unwrap_or_default();
-        let finalizers = meta.get("finalizers").and_then(Value::as_array).map(|f| f.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
-        Some(Node { at, uid, owners, finalizers, deleting: meta.get("deletionTimestamp").is_some_and(Value::is_string) })
+        let finalizers = meta
+            .get("finalizers")
+            .and_then(Value::as_array)
+            .map(|f| f.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+            .unwrap_or_default();
+        Some(Node {
+            at,
+            uid,
+            owners,
+            finalizers,
+            deleting: meta.get("deletionTimestamp").is_some_and(Value::is_string),
+        })
     }
 
     pub fn has_finalizer(&self, name: &str) -> bool {
@@ -170,8 +180,12 @@ mod tests {
     use serde_json::json;
 
     fn node(key: &str, uid: &str, owners: &[&str]) -> Node {
-        let refs: Vec<Value> = owners.iter().map(|o| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": o})).collect();
-        Node::from_object(Location::parse(key).unwrap(), &json!({"metadata": {"uid": uid, "ownerReferences": refs}})).unwrap()
+        let refs: Vec<Value> = owners
+            .iter()
+            .map(|o| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": o}))
+            .collect();
+        Node::from_object(Location::parse(key).unwrap(), &json!({"metadata": {"uid": uid, "ownerReferences": refs}}))
+            .unwrap()
     }
 
     #[test]

@@ -56,7 +56,9 @@ async fn inform(store: Store, graph: Arc<Mutex<Graph>>, queues: Queues) {
         let err = follow(&store, &graph, &queues).await;
         match err {
             // History is gone: list again at once.
-            ControllerError::Store { source: StoreError::Compacted { .. }, .. } => tracing::debug!(%err, "controllers list again"),
+            ControllerError::Store { source: StoreError::Compacted { .. }, .. } => {
+                tracing::debug!(%err, "controllers list again")
+            }
             _ => {
                 tracing::warn!(%err, "the controllers' watch ended; listing again shortly");
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -158,7 +160,8 @@ fn observe(g: &mut Graph, queues: &Queues, e: &Event) {
 }
 
 fn queue_if_terminating(g: &Graph, queues: &Queues, namespace: &str) {
-    let namespaces = crate::server::api::resources::RESOURCES.iter().find(|r| r.kind == "Namespace").expect("namespaces are served");
+    let namespaces =
+        crate::server::api::resources::RESOURCES.iter().find(|r| r.kind == "Namespace").expect("namespaces are served");
     if g.by_key(&namespaces.key(None, Some(namespace))).is_some_and(|n| n.deleting) {
         queues.namespaces.push(namespace.to_string());
     }

@@ -44,10 +44,15 @@ impl Finalizer {
         let ns = match crate::server::api::objects::get(self.store.clone(), namespaces, None, name.to_string()).await {
             Ok(ns) => ns,
             Err(e) if e.reason == "NotFound" => return Ok(()),
-            Err(e) => return Err(writes::WriteError { action: "reading", object: at.to_string(), message: e.message }.into()),
+            Err(e) => {
+                return Err(writes::WriteError { action: "reading", object: at.to_string(), message: e.message }.into());
+            }
         };
         let uid = ns.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
-        let ours = ns.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| f.iter().any(|f| f == NAMESPACE_FINALIZER));
+        let ours = ns
+            .pointer("/spec/finalizers")
+            .and_then(Value::as_array)
+            .is_some_and(|f| f.iter().any(|f| f == NAMESPACE_FINALIZER));
         if !ns.pointer("/metadata/deletionTimestamp").is_some_and(Value::is_string) || !ours {
             return Ok(());
         }

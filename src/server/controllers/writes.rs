@@ -37,7 +37,13 @@ pub async fn get(store: &Store, at: &Location, uid: &str) -> Result<Option<Value
 
 /// Changes the object `uid` at `at` with `change` (which says whether it changed
 /// anything), written through `part`; a concurrent write makes it read and change again.
-pub async fn modify(store: &Store, at: &Location, uid: &str, part: Part, change: impl Fn(&mut Value) -> bool) -> Result<(), WriteError> {
+pub async fn modify(
+    store: &Store,
+    at: &Location,
+    uid: &str,
+    part: Part,
+    change: impl Fn(&mut Value) -> bool,
+) -> Result<(), WriteError> {
     for _ in 0..ATTEMPTS {
         let Some(mut obj) = get(store, at, uid).await? else { return Ok(()) };
         if !change(&mut obj) {
@@ -45,14 +51,28 @@ pub async fn modify(store: &Store, at: &Location, uid: &str, part: Part, change:
         }
         // The read's resourceVersion stays in the body: the write is refused if anyone wrote since.
         let body = serde_json::to_vec(&obj).expect("JSON values serialise");
-        match objects::update(store.clone(), at.resource, at.namespace.clone(), at.name.clone(), part, &body, (FieldValidation::Lenient, None)).await {
+        match objects::update(
+            store.clone(),
+            at.resource,
+            at.namespace.clone(),
+            at.name.clone(),
+            part,
+            &body,
+            (FieldValidation::Lenient, None),
+        )
+        .await
+        {
             Ok(_) => return Ok(()),
             Err(e) if e.reason == "Conflict" => continue,
             Err(e) if e.reason == "NotFound" => return Ok(()),
             Err(e) => return Err(failed("updating", at)(e)),
         }
     }
-    Err(WriteError { action: "updating", object: at.to_string(), message: format!("still conflicting after {ATTEMPTS} attempts") })
+    Err(WriteError {
+        action: "updating",
+        object: at.to_string(),
+        message: format!("still conflicting after {ATTEMPTS} attempts"),
+    })
 }
 
 /// Removes a finalizer from metadata.finalizers; the object goes if it was the last.
@@ -68,7 +88,11 @@ pub async fn remove_finalizer(store: &Store, at: &Location, uid: &str, finalizer
 
 /// Deletes the object `uid` at `at`, as a client's DELETE with this propagation policy.
 pub async fn delete(store: &Store, at: &Location, uid: &str, propagation: Propagation) -> Result<(), WriteError> {
-    let opts = DeleteOptions { precondition_uid: Some(uid.to_string()), propagation: Some(propagation), ..DeleteOptions::default() };
+    let opts = DeleteOptions {
+        precondition_uid: Some(uid.to_string()),
+        propagation: Some(propagation),
+        ..DeleteOptions::default()
+    };
     match objects::delete(store.clone(), at.resource, at.namespace.clone(), at.name.clone(), opts, None).await {
         Ok(_) => Ok(()),
         // Gone already, or another incarnation now: nothing of ours to delete.

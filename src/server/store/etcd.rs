@@ -20,12 +20,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient, TxnOp, TxnOpResponse, WatchClient,
-    WatchOptions,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient, TxnOp, TxnOpResponse,
+    WatchClient, WatchOptions,
 };
 use tokio::sync::broadcast;
 
-use super::{Backend, CompactionPolicy, Event, EventKind, KeyValue, ListResult, Result, StoreError, check_key, prefix_end};
+use super::{
+    Backend, CompactionPolicy, Event, EventKind, KeyValue, ListResult, Result, StoreError, check_key, prefix_end,
+};
 
 /// How long one request may take before the member is taken for gone.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,7 +117,11 @@ impl Etcd {
         let eps = endpoints.to_vec();
         let err_names = names.clone();
         let client = wait(&runtime, async move {
-            Client::connect(eps, Some(options)).await.map_err(|source| StoreError::Etcd { endpoints: err_names, op: "connect", source })
+            Client::connect(eps, Some(options)).await.map_err(|source| StoreError::Etcd {
+                endpoints: err_names,
+                op: "connect",
+                source,
+            })
         })?;
         let (feed, _) = broadcast::channel(FEED_BUFFER);
         let clients = Clients {
@@ -143,7 +149,10 @@ impl Etcd {
 
 /// Runs `fut` on `runtime` and waits for it on a plain channel: unlike `block_on`, this
 /// works from any thread, inside another runtime too.
-fn wait<T: Send + 'static>(runtime: &tokio::runtime::Runtime, fut: impl Future<Output = Result<T>> + Send + 'static) -> Result<T> {
+fn wait<T: Send + 'static>(
+    runtime: &tokio::runtime::Runtime,
+    fut: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     runtime.spawn(async move {
         let _ = tx.send(fut.await);
@@ -151,7 +160,6 @@ fn wait<T: Send + 'static>(runtime: &tokio::runtime::Runtime, fut: impl Future<O
     // The sender is gone without an answer only if the runtime shut down.
     rx.recv().unwrap_or(Err(StoreError::Closed))
 }
-
 
 /// Safe to send again: etcd cannot have applied it.
 fn never_applied(e: &etcd_client::Error) -> bool {
@@ -185,9 +193,19 @@ fn transient(e: &etcd_client::Error) -> bool {
     use tonic::Code;
     match e {
         etcd_client::Error::GRpcStatus(s) => {
-            matches!(s.code(), Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled | Code::DeadlineExceeded | Code::Aborted)
+            matches!(
+                s.code(),
+                Code::Unavailable
+                    | Code::Unknown
+                    | Code::Internal
+                    | Code::Cancelled
+                    | Code::DeadlineExceeded
+                    | Code::Aborted
+            )
         }
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) | etcd_client::Error::WatchError(_) => true,
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) | etcd_client::Error::WatchError(_) => {
+            true
+        }
         _ => false,
     }
 }
@@ -203,7 +221,12 @@ fn key_of(kv: &etcd_client::KeyValue) -> Option<String> {
 }
 
 fn convert(kv: &etcd_client::KeyValue) -> Option<KeyValue> {
-    Some(KeyValue { key: key_of(kv)?, value: kv.value().to_vec(), create_revision: kv.create_revision(), mod_revision: kv.mod_revision() })
+    Some(KeyValue {
+        key: key_of(kv)?,
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+    })
 }
 
 /// An etcd watch event as ours: a delete carries the value deleted, as the log's does.
@@ -214,8 +237,14 @@ fn event_of(e: &etcd_client::Event) -> Option<Event> {
     match e.event_type() {
         EventType::Put => Some(Event { kind: EventKind::Put, revision, kv: convert(kv)?, prev }),
         EventType::Delete => {
-            let (value, create_revision) = prev.as_ref().map_or((Vec::new(), 0), |p| (p.value.clone(), p.create_revision));
-            Some(Event { kind: EventKind::Delete, revision, kv: KeyValue { key: key_of(kv)?, value, create_revision, mod_revision: revision }, prev })
+            let (value, create_revision) =
+                prev.as_ref().map_or((Vec::new(), 0), |p| (p.value.clone(), p.create_revision));
+            Some(Event {
+                kind: EventKind::Delete,
+                revision,
+                kv: KeyValue { key: key_of(kv)?, value, create_revision, mod_revision: revision },
+                prev,
+            })
         }
     }
 }
@@ -250,7 +279,11 @@ impl Shared {
                 Err(_) => kind == Kind::Idempotent && start.elapsed() + pause <= RETRY_WINDOW,
             };
             if !again {
-                return Err(StoreError::EtcdUnreachable { endpoints: self.endpoints.clone(), op, waited: start.elapsed() });
+                return Err(StoreError::EtcdUnreachable {
+                    endpoints: self.endpoints.clone(),
+                    op,
+                    waited: start.elapsed(),
+                });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).clamp(Duration::from_millis(20), Duration::from_secs(1));
@@ -365,7 +398,9 @@ impl Shared {
                         if rev > until || (full && out.last().is_some_and(|l| l.revision != rev)) {
                             return Ok(Ok(out));
                         }
-                        if let Some(e) = event_of(ev).filter(|e| e.revision > after && e.kv.key >= prefix && e.kv.key < end) {
+                        if let Some(e) =
+                            event_of(ev).filter(|e| e.revision > after && e.kv.key >= prefix && e.kv.key < end)
+                        {
                             out.push(e);
                         }
                     }
@@ -406,7 +441,11 @@ async fn follow(shared: Arc<Shared>, mut next: i64) {
                 match stream.message().await {
                     Ok(Some(resp)) if resp.canceled() && resp.compact_revision() > 0 => {
                         // The events between are gone: subscribers must hear it.
-                        tracing::warn!(from = next, compacted = resp.compact_revision(), "the etcd feed missed compacted events");
+                        tracing::warn!(
+                            from = next,
+                            compacted = resp.compact_revision(),
+                            "the etcd feed missed compacted events"
+                        );
                         *shared.feed.lock().expect("feed") = broadcast::channel(FEED_BUFFER).0;
                         next = resp.compact_revision();
                         break "compacted".to_string();
@@ -457,7 +496,8 @@ async fn compactor(shared: Arc<Shared>, policy: CompactionPolicy) {
 }
 
 async fn compact(shared: &Shared, revision: i64) -> Result<()> {
-    let done = shared.call("compact", Kind::Idempotent, |mut c| async move { c.kv.compact(revision, None).await.map(|_| ()) });
+    let done =
+        shared.call("compact", Kind::Idempotent, |mut c| async move { c.kv.compact(revision, None).await.map(|_| ()) });
     match done.await {
         Ok(()) => Ok(()),
         // Already compacted there or beyond.
@@ -499,7 +539,10 @@ impl Backend for Etcd {
                 }
                 return Ok(ListResult { items: Vec::new(), revision: at, more: false });
             }
-            let options = GetOptions::new().with_range(end.as_bytes()).with_limit(limit as i64).with_revision(revision.unwrap_or(0));
+            let options = GetOptions::new()
+                .with_range(end.as_bytes())
+                .with_limit(limit as i64)
+                .with_revision(revision.unwrap_or(0));
             let r = s.call("list", Kind::Idempotent, |mut c| {
                 let (lower, options) = (lower.clone(), options.clone());
                 async move { c.kv.get(lower, Some(options)).await }
@@ -509,7 +552,11 @@ impl Backend for Etcd {
                 Err(e) => return Err(s.explain(e, revision.unwrap_or(0)).await),
             };
             let items = r.kvs().iter().filter_map(convert).collect();
-            Ok(ListResult { items, revision: revision.unwrap_or_else(|| r.header().map_or(0, |h| h.revision())), more: r.more() })
+            Ok(ListResult {
+                items,
+                revision: revision.unwrap_or_else(|| r.header().map_or(0, |h| h.revision())),
+                more: r.more(),
+            })
         })
     }
 

@@ -57,7 +57,12 @@ fn open_connection(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 fn kv_from(row: &Row<'_>) -> rusqlite::Result<KeyValue> {
-    Ok(KeyValue { key: row.get("key")?, value: row.get("value")?, create_revision: row.get("create_revision")?, mod_revision: row.get("revision")? })
+    Ok(KeyValue {
+        key: row.get("key")?,
+        value: row.get("value")?,
+        create_revision: row.get("create_revision")?,
+        mod_revision: row.get("revision")?,
+    })
 }
 
 impl Shared {
@@ -103,7 +108,8 @@ impl Shared {
         check_key(key)?;
         let mut conn = self.writer.lock().expect("writer");
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(self.err("begin"))?;
-        let prev = Self::latest(&tx, key).map_err(self.err("read key"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv));
+        let prev =
+            Self::latest(&tx, key).map_err(self.err("read key"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv));
         let new_value = decide(prev.as_ref())?;
         let deleted = new_value.is_none();
         let value = new_value.unwrap_or_else(|| prev.as_ref().map(|p| p.value.clone()).unwrap_or_default());
@@ -116,7 +122,8 @@ impl Shared {
         let revision = tx.last_insert_rowid();
         if prev.is_none() {
             // A new incarnation is created by its own first write.
-            tx.execute("UPDATE log SET create_revision = ?1 WHERE revision = ?1", [revision]).map_err(self.err("append"))?;
+            tx.execute("UPDATE log SET create_revision = ?1 WHERE revision = ?1", [revision])
+                .map_err(self.err("append"))?;
         }
         tx.commit().map_err(self.err("commit"))?;
         let kv = KeyValue {
@@ -227,10 +234,12 @@ fn compact(shared: &Shared, horizon: i64) -> Result<()> {
         WHERE old.revision <= ?1 AND EXISTS (
             SELECT 1 FROM log AS newer WHERE newer.key = old.key AND newer.revision > old.revision AND newer.revision <= ?1)
         LIMIT 1000)";
-    const MARKERS: &str = "DELETE FROM log WHERE revision IN (SELECT revision FROM log WHERE revision <= ?1 AND deleted = 1 LIMIT 1000)";
+    const MARKERS: &str =
+        "DELETE FROM log WHERE revision IN (SELECT revision FROM log WHERE revision <= ?1 AND deleted = 1 LIMIT 1000)";
     for statement in [SUPERSEDED, MARKERS] {
         loop {
-            let removed = shared.writer.lock().expect("writer").execute(statement, [horizon]).map_err(shared.err("compact"))?;
+            let removed =
+                shared.writer.lock().expect("writer").execute(statement, [horizon]).map_err(shared.err("compact"))?;
             if removed == 0 {
                 break;
             }
@@ -298,7 +307,9 @@ impl Backend for Sqlite {
     fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64> {
         let e = self.shared.write(key, |prev| match (prev, expected) {
             (None, _) => Err(StoreError::NotFound { key: key.to_string() }),
-            (Some(p), Some(want)) if p.mod_revision != want => Err(StoreError::Conflict { key: key.to_string(), expected: want, actual: p.mod_revision }),
+            (Some(p), Some(want)) if p.mod_revision != want => {
+                Err(StoreError::Conflict { key: key.to_string(), expected: want, actual: p.mod_revision })
+            }
             _ => Ok(Some(value.to_vec())),
         })?;
         Ok(e.revision)
@@ -307,7 +318,9 @@ impl Backend for Sqlite {
     fn delete(&self, key: &str, expected: Option<i64>) -> Result<(i64, KeyValue)> {
         let e = self.shared.write(key, |prev| match (prev, expected) {
             (None, _) => Err(StoreError::NotFound { key: key.to_string() }),
-            (Some(p), Some(want)) if p.mod_revision != want => Err(StoreError::Conflict { key: key.to_string(), expected: want, actual: p.mod_revision }),
+            (Some(p), Some(want)) if p.mod_revision != want => {
+                Err(StoreError::Conflict { key: key.to_string(), expected: want, actual: p.mod_revision })
+            }
             _ => Ok(None),
         })?;
         Ok((e.revision, e.prev.expect("a delete has a previous value")))
@@ -341,15 +354,28 @@ impl Backend for Sqlite {
                 )
                 .map_err(s.err("read log"))?;
             let rows = stmt
-                .query_map(params![after, prefix, prefix_end(prefix), if limit == 0 { -1 } else { limit as i64 }], |r| {
-                    let kv = kv_from(r)?;
-                    let deleted: bool = r.get("deleted")?;
-                    let prev = match r.get::<_, Option<i64>>("p_revision")? {
-                        Some(rev) => Some(KeyValue { key: kv.key.clone(), value: r.get("p_value")?, create_revision: r.get("p_create")?, mod_revision: rev }),
-                        None => None,
-                    };
-                    Ok(Event { kind: if deleted { EventKind::Delete } else { EventKind::Put }, revision: kv.mod_revision, kv, prev })
-                })
+                .query_map(
+                    params![after, prefix, prefix_end(prefix), if limit == 0 { -1 } else { limit as i64 }],
+                    |r| {
+                        let kv = kv_from(r)?;
+                        let deleted: bool = r.get("deleted")?;
+                        let prev = match r.get::<_, Option<i64>>("p_revision")? {
+                            Some(rev) => Some(KeyValue {
+                                key: kv.key.clone(),
+                                value: r.get("p_value")?,
+                                create_revision: r.get("p_create")?,
+                                mod_revision: rev,
+                            }),
+                            None => None,
+                        };
+                        Ok(Event {
+                            kind: if deleted { EventKind::Delete } else { EventKind::Put },
+                            revision: kv.mod_revision,
+                            kv,
+                            prev,
+                        })
+                    },
+                )
                 .map_err(s.err("read log"))?;
             rows.collect::<rusqlite::Result<Vec<_>>>().map_err(s.err("read log"))
         })

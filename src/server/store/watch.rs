@@ -53,7 +53,15 @@ pub fn watch<B: Backend + ?Sized>(backend: Arc<B>, prefix: &str, from: Option<i6
         }
         None => backend.current_revision()?,
     };
-    Ok(Watcher { backend, prefix: prefix.to_string(), last: start, progress: start, pending: VecDeque::new(), live, catching_up: true })
+    Ok(Watcher {
+        backend,
+        prefix: prefix.to_string(),
+        last: start,
+        progress: start,
+        pending: VecDeque::new(),
+        live,
+        catching_up: true,
+    })
 }
 
 impl<B: Backend + ?Sized> Watcher<B> {
@@ -68,7 +76,9 @@ impl<B: Backend + ?Sized> Watcher<B> {
             if self.catching_up {
                 let (backend, prefix, last) = (self.backend.clone(), self.prefix.clone(), self.last);
                 // The revision is read first: every write up to it is in the log the read sees.
-                let read = tokio::task::spawn_blocking(move || Ok::<_, StoreError>((backend.current_revision()?, backend.events_since(&prefix, last, BATCH)?)));
+                let read = tokio::task::spawn_blocking(move || {
+                    Ok::<_, StoreError>((backend.current_revision()?, backend.events_since(&prefix, last, BATCH)?))
+                });
                 let (covered, batch) = match read.await {
                     Ok(result) => result?,
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
@@ -83,7 +93,9 @@ impl<B: Backend + ?Sized> Watcher<B> {
                 continue;
             }
             match self.live.recv().await {
-                Ok(e) if e.revision > self.last && e.kv.key.starts_with(&self.prefix) => self.pending.push_back((*e).clone()),
+                Ok(e) if e.revision > self.last && e.kv.key.starts_with(&self.prefix) => {
+                    self.pending.push_back((*e).clone())
+                }
                 // The live feed is in revision order and nothing is pending: nothing of ours
                 // can come at or below this revision any more.
                 Ok(e) => self.progress = self.progress.max(e.revision),
