@@ -72,7 +72,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     if !(args.restart_backoff.is_finite() && args.restart_backoff >= 0.0) {
         bail!("--restart-backoff: {} is not a number of seconds", args.restart_backoff);
     }
-    let manifest = crate::api::manifest::load(&args.file)?;
+    let manifest = crate::model::manifest::load(&args.file)?;
     clean_abandoned(root);
     let opts = RunOptions {
         root: root.to_path_buf(),

@@ -251,10 +251,9 @@ fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
             if let Some(log) = &global.log {
                 let line = match global.log_format {
                     LogFormat::Json => {
-                        serde_json::json!({"level": "error", "msg": msg, "time": crate::timefmt::now_rfc3339()})
-                            .to_string()
+                        serde_json::json!({"level": "error", "msg": msg, "time": log_time()}).to_string()
                     }
-                    LogFormat::Text => format!("time=\"{}\" level=error msg={:?}", crate::timefmt::now_rfc3339(), msg),
+                    LogFormat::Text => format!("time=\"{}\" level=error msg={:?}", log_time(), msg),
                 };
                 if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
                     let _ = writeln!(f, "{line}");
@@ -269,7 +268,7 @@ fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
 fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
     if matches!(verb, Verb::Create(_) | Verb::Run { .. } | Verb::Exec(_)) {
         // Before anything that enters a container (CVE-2019-5736).
-        crate::runtime::sys::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
+        crate::sys::exe::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
     }
     let rt = Runtime::new(root);
     match verb {
@@ -443,4 +442,10 @@ mod tests {
         assert!(parse_signal("BOGUS").is_err());
         assert!(parse_signal("0").is_err());
     }
+}
+
+/// Now, as runc's logrus writes log times (RFC 3339, whole seconds, UTC).
+fn log_time() -> String {
+    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

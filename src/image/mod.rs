@@ -4,7 +4,6 @@
 pub mod compression;
 pub mod digest;
 pub mod import;
-pub mod lock;
 pub mod pull;
 pub mod reference;
 pub mod rootfs;

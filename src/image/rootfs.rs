@@ -13,12 +13,13 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::digest::Digest;
 use super::store::{ImageRecord, Store, remove_tree};
+use crate::sys::mount::{FsContext, move_mount_to_path};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
@@ -121,10 +122,7 @@ pub fn remove(store: &Store, id: &str) -> Result<()> {
         return Ok(());
     }
     let merged = base.join("merged");
-    match nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-        Err(e) => return Err(io_err("unmount", &merged)(e.into())),
-    }
+    crate::sys::mount::unmount_detach(&merged).map_err(io_err("unmount", &merged))?;
     remove_tree(&base).map_err(io_err("remove", &base))
 }
 
@@ -145,64 +143,17 @@ fn mount_overlay(store: &Store, lowers: &[PathBuf], upper: &Path, work: &Path, t
     }
 }
 
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
-
-fn fsconfig_string(fs: &OwnedFd, key: &str, value: &CString) -> io::Result<()> {
-    let key = CString::new(key).expect("static keys");
-    // SAFETY: fs is an fsopen fd; key and value are NUL-terminated and outlive the call.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0)
-    };
-    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
-}
-
 fn mount_with_fsconfig(lowers: &[PathBuf], upper: &Path, work: &Path, target: &Path) -> Result<()> {
     let fail = |step| move |source| RootfsError::Mount { path: target.to_path_buf(), step, source };
-    let name = CString::new("overlay").expect("static");
-    // SAFETY: fsopen takes a NUL-terminated name and flags; the returned fd is owned below.
-    let fd = unsafe { libc::syscall(libc::SYS_fsopen, name.as_ptr(), FSOPEN_CLOEXEC) };
-    if fd < 0 {
-        return Err(fail("fsopen")(io::Error::last_os_error()));
-    }
-    // SAFETY: fd was just returned by fsopen and nothing else owns it.
-    let fs = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fs = FsContext::open("overlay").map_err(fail("fsopen"))?;
     for lower in lowers {
-        fsconfig_string(&fs, "lowerdir+", &cstr(lower)).map_err(fail("lowerdir+"))?;
+        fs.set_string("lowerdir+", &cstr(lower)).map_err(fail("lowerdir+"))?;
     }
-    fsconfig_string(&fs, "upperdir", &cstr(upper)).map_err(fail("upperdir"))?;
-    fsconfig_string(&fs, "workdir", &cstr(work)).map_err(fail("workdir"))?;
-    // SAFETY: fs is a valid fs-context fd; the other arguments are unused for CMD_CREATE.
-    if unsafe { libc::syscall(libc::SYS_fsconfig, fs.as_raw_fd(), FSCONFIG_CMD_CREATE, 0usize, 0usize, 0) } < 0 {
-        return Err(fail("create")(io::Error::last_os_error()));
-    }
-    // SAFETY: fs is a created fs context; fsmount returns a new mount fd owned below.
-    let mfd = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
-    if mfd < 0 {
-        return Err(fail("fsmount")(io::Error::last_os_error()));
-    }
-    // SAFETY: mfd was just returned by fsmount and nothing else owns it.
-    let mnt = unsafe { OwnedFd::from_raw_fd(mfd as i32) };
-    let empty = CString::new("").expect("static");
-    let to = cstr(target);
-    // SAFETY: mnt is a detached mount fd, "" with F_EMPTY_PATH names it; `to` is a valid path.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_move_mount,
-            mnt.as_raw_fd(),
-            empty.as_ptr(),
-            libc::AT_FDCWD,
-            to.as_ptr(),
-            MOVE_MOUNT_F_EMPTY_PATH,
-        )
-    };
-    if rc < 0 {
-        return Err(fail("move_mount")(io::Error::last_os_error()));
-    }
-    Ok(())
+    fs.set_string("upperdir", &cstr(upper)).map_err(fail("upperdir"))?;
+    fs.set_string("workdir", &cstr(work)).map_err(fail("workdir"))?;
+    fs.create().map_err(fail("create"))?;
+    let mnt = fs.mount(0).map_err(fail("fsmount"))?;
+    move_mount_to_path(mnt.as_fd(), &cstr(target)).map_err(fail("move_mount"))
 }
 
 /// Short names under `l/` for each layer, so that the options fit in a page.

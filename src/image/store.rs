@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use super::compression::{self, Pipelined};
 use super::digest::{self, Digest, Hashing};
-use super::lock::FileLock;
 use super::reference::Reference;
 use super::unpack::{self, UnpackOptions, Whiteouts};
+use crate::sys::lock::FileLock;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -12,16 +12,15 @@
 //! may still point at the old pod) is not reused at once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
-use nix::fcntl::{Flock, FlockArg};
 use serde::{Deserialize, Serialize};
 
 use super::{Error, PortMapping, Result};
+use crate::sys::lock::FileLock;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Allocation {
@@ -50,7 +49,7 @@ pub(crate) struct Pool {
 /// The pool, read under its lock; changes are written by `commit`, and the lock is
 /// released when this is dropped.
 pub(crate) struct Locked {
-    _lock: Flock<File>,
+    _lock: FileLock,
     path: PathBuf,
     dir: PathBuf,
     bridge: String,
@@ -75,14 +74,7 @@ impl Pool {
     pub fn lock(&self) -> Result<Locked> {
         std::fs::create_dir_all(&self.dir).map_err(|e| io_err("creating the address pool directory", &self.dir, e))?;
         let lock_path = self.dir.join("ipam.lock");
-        let f = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| io_err("opening the address pool lock", &lock_path, e))?;
-        let lock = Flock::lock(f, FlockArg::LockExclusive)
-            .map_err(|(_, e)| io_err("locking the address pool", &lock_path, e.into()))?;
+        let lock = FileLock::exclusive(&lock_path).map_err(|e| io_err("locking the address pool", &lock_path, e))?;
         let path = self.dir.join("ipam.json");
         let mut file = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<PoolFile>(&bytes)

@@ -22,8 +22,8 @@ use super::PlanError;
 use super::env::Env;
 use super::sandbox::Sandbox;
 use super::volumes::Volumes;
-use crate::api::quantity;
-use crate::runtime::sys;
+use crate::model::quantity;
+use crate::sys;
 
 /// containerd's default capability set, which Kubernetes users expect in a container.
 const DEFAULT_CAPS: &[&str] = &[
@@ -88,7 +88,7 @@ fn argv(c: &Container, image: Option<&ImageConfig>, env: &Env, field: &str) -> R
 fn read_in_root(rootfs: &Path, rel: &str) -> Option<String> {
     let root = fs::File::open(rootfs).ok()?;
     let c = CString::new(rel).ok()?;
-    let fd = sys::openat2(
+    let fd = sys::resolve::openat2(
         root.as_fd(),
         &c,
         libc::O_RDONLY | libc::O_NONBLOCK,
@@ -394,7 +394,7 @@ fn open_sub_path(base: &Path, sub: &str) -> std::io::Result<OwnedFd> {
     }
     let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
     let resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    match sys::openat2(root.as_fd(), &c, libc::O_PATH, resolve) {
+    match sys::resolve::openat2(root.as_fd(), &c, libc::O_PATH, resolve) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             // Made one component at a time, each resolved beneath the volume again.
             let mut done = PathBuf::new();
@@ -404,7 +404,7 @@ fn open_sub_path(base: &Path, sub: &str) -> std::io::Result<OwnedFd> {
                     .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
                 let parent_c =
                     if parent_c.as_bytes().is_empty() { CString::new(".").expect("no NUL") } else { parent_c };
-                let parent = sys::openat2(root.as_fd(), &parent_c, libc::O_PATH | libc::O_DIRECTORY, resolve)?;
+                let parent = sys::resolve::openat2(root.as_fd(), &parent_c, libc::O_PATH | libc::O_DIRECTORY, resolve)?;
                 let name = CString::new(part.as_os_str().as_bytes())
                     .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
                 match nix::sys::stat::mkdirat(
@@ -416,7 +416,7 @@ fn open_sub_path(base: &Path, sub: &str) -> std::io::Result<OwnedFd> {
                     Err(e) => return Err(e.into()),
                 }
             }
-            sys::openat2(root.as_fd(), &c, libc::O_PATH, resolve)
+            sys::resolve::openat2(root.as_fd(), &c, libc::O_PATH, resolve)
         }
         other => other,
     }

@@ -53,7 +53,7 @@ pub fn resolve(
                 image.parse().map_err(|e| PlanError::Image(format!("{field}.image: {image:?}: {e}")))?;
             let pulled = pull::pull(store, &reference, pull_opts);
             // The pull's event loop had threads; the runtime forks only when they are gone.
-            super::namespaces::wait_single_threaded();
+            crate::sys::process::wait_single_threaded();
             match pulled {
                 Ok(r) => r,
                 // Always, with a copy at hand and the registry out of reach: a machine

@@ -1,6 +1,6 @@
 //! The node part: pods on this machine. `nodectl run` drives one pod in the foreground
 //! ([`pod`]); the daemon (a later part) will keep many. Data flows one way: a checked
-//! manifest (`crate::api::manifest`) → a sandbox (namespaces, network, /etc files,
+//! manifest (`crate::model::manifest`) → a sandbox (namespaces, network, /etc files,
 //! volumes) → one OCI spec per container → the runtime.
 
 pub mod container_spec;

@@ -6,7 +6,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 use nix::sched::CloneFlags;
 use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::waitpid;
@@ -61,53 +61,4 @@ fn bind_all(child: Pid, targets: &[(&str, &Path)]) -> Result<(), String> {
             .map_err(|e| format!("bind {source} onto {}: {e}", path.display()))?;
     }
     Ok(())
-}
-
-/// Waits for threads that have been joined to leave /proc/self/task: the runtime refuses
-/// to fork while it sees more than one, and a joined thread's task may linger a moment.
-pub fn wait_single_threaded() {
-    for _ in 0..1000 {
-        if fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1) <= 1 {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_micros(200));
-    }
-}
-
-/// Unmounts everything mounted at or below `dir` (deepest first), so the directory can be
-/// removed. Used for a pod's volumes and namespace files, also after a crash.
-pub fn unmount_below(dir: &Path) -> Result<(), String> {
-    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
-    let mut points: Vec<String> = info
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape)
-        .filter(|p| Path::new(p).starts_with(dir))
-        .collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    points.dedup();
-    for p in points {
-        match nix::mount::umount2(Path::new(&p), MntFlags::MNT_DETACH) {
-            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
-            Err(e) => return Err(format!("unmount {p}: {e}")),
-        }
-    }
-    Ok(())
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

@@ -17,7 +17,6 @@ use k8s_openapi::api::core::v1::Container;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 
 use super::env::{self, EnvSources};
 use super::images::{self, Resolved};
@@ -25,9 +24,9 @@ use super::output::Stream;
 use super::sandbox::{self, Sandbox, SandboxSpec};
 use super::volumes::{self, Volumes};
 use super::{PlanError, container_spec};
-use crate::api::manifest::Manifest;
 use crate::image::pull::PullOptions;
 use crate::image::store::Store;
+use crate::model::manifest::Manifest;
 use crate::network::{NetConfig, PortMapping, Protocol};
 use crate::runtime::{CreateOptions, Runtime};
 
@@ -407,13 +406,7 @@ impl Supervisor<'_, '_> {
     }
 
     fn reap(&mut self) {
-        loop {
-            let (pid, code) = match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => (pid.as_raw(), code),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid.as_raw(), 128 + sig as i32),
-                Ok(WaitStatus::StillAlive) | Err(_) => return,
-                Ok(_) => continue,
-            };
+        for crate::sys::process::Reaped { pid, code } in crate::sys::process::reap_exited() {
             let Some(i) = self.slots.iter().position(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid))
             else {
                 continue;

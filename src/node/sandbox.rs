@@ -15,10 +15,10 @@ use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
 use super::{PlanError, namespaces};
-use crate::image::lock::FileLock;
 use crate::image::store::Store;
 use crate::network::{self, NetConfig, PortMapping};
 use crate::runtime::Runtime;
+use crate::sys::lock::FileLock;
 
 /// What teardown needs to know of a pod, written before any of it exists.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -182,7 +182,7 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
             sb.utsns = Some(uts);
             let attachment = network::setup(cfg, &sb.record.key, &net, spec.ports)
                 .map_err(|e| PlanError::Host(format!("pod network: {e}")))?;
-            namespaces::wait_single_threaded();
+            crate::sys::process::wait_single_threaded();
             tracing::debug!(ip = %attachment.ip, "network set up");
             sb.ip = Some(attachment.ip);
             pod_hosts(spec.hostname, attachment.ip)
@@ -264,7 +264,7 @@ pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
     }
     let dir = pods_dir(root).join(&record.key);
     // The namespace files, /dev/shm and volumes are all mounts below the pod's directory.
-    note(namespaces::unmount_below(&dir).map_err(PlanError::Host));
+    note(crate::sys::mount::unmount_below(&dir).map_err(|e| PlanError::Host(e.to_string())));
     note(
         crate::runtime::cgroups::remove_parent(&record.cgroup_parent)
             .map_err(|e| PlanError::Host(format!("remove cgroup {}: {e}", record.cgroup_parent))),

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
 use nix::mount::MsFlags;
 
 use super::PlanError;
-use crate::api::quantity;
+use crate::model::quantity;
 
 /// The default for secret files (the kubelet's is 0644): only their owner reads
 /// them unless the manifest says otherwise.

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{SigSet, Signal};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::sys::wait::waitpid;
 use nix::unistd::{ForkResult, Pid};
 use oci_spec::runtime::LinuxNamespaceType;
 
@@ -19,7 +19,8 @@ use super::init::{self, ExecArgs, InitArgs};
 use super::spec::{self, Config, ProcessConfig, SpecError};
 use super::state::{self, HooksRecord, Record, StateError, StateRoot, Status};
 use super::sync::{self, Msg};
-use super::{hooks, namespaces, rootfs, sys, tty};
+use super::{hooks, namespaces, rootfs, tty};
+use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -115,7 +116,7 @@ impl Drop for CreateGuard<'_> {
 /// Refuses to fork from a threaded process: after fork only async-signal-safe calls are
 /// allowed there, and the init does far more (DESIGN.md, decision 2).
 fn ensure_single_threaded() -> Result<()> {
-    let threads = fs::read_dir("/proc/self/task").map(|d| d.count()).unwrap_or(1);
+    let threads = sys::process::thread_count();
     if threads > 1 {
         return Err(RuntimeError::Invalid(format!(
             "refusing to fork a container from a process with {threads} threads"
@@ -235,7 +236,9 @@ impl Runtime {
             pid_start_time: 0,
             bundle: cfg.bundle.clone(),
             rootfs: cfg.rootfs.clone(),
-            created: crate::timefmt::now_rfc3339(),
+            // RFC3339Nano in UTC, as runc records it.
+            created: chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
             annotations: cfg.annotations.clone(),
             cgroup: cg_name,
             cgroup_parent: cg_parent,
@@ -256,7 +259,7 @@ impl Runtime {
                     let pid = if pid == 0 { child } else { pid };
                     tracing::debug!("create {id}: init is {pid}");
                     rec.pid = pid;
-                    rec.pid_start_time = state::start_time(pid).unwrap_or(0);
+                    rec.pid_start_time = sys::process::start_time(pid).unwrap_or(0);
                     if pid != child {
                         guard.pids.push(pid);
                     }
@@ -571,7 +574,7 @@ pub struct ExecOptions {
 /// The init's namespaces that are not ours, opened (user first) while the init is
 /// checked to still be the process we recorded.
 fn init_namespaces(rec: &Record) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
-    let pidfd = sys::pidfd_open(rec.pid).map_err(io(format!("open pid {}", rec.pid)))?;
+    let pidfd = sys::process::pidfd_open(rec.pid).map_err(io(format!("open pid {}", rec.pid)))?;
     let mut out = Vec::new();
     for kind in [
         LinuxNamespaceType::User,
@@ -593,7 +596,7 @@ fn init_namespaces(rec: &Record) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
     // Opened after the pidfd: if the init is still the recorded process now, these
     // namespaces are its own and not a recycled pid's.
     drop(pidfd);
-    if !state::alive(rec.pid, rec.pid_start_time) {
+    if !sys::process::alive(rec.pid, rec.pid_start_time) {
         return Err(RuntimeError::Status {
             id: rec.id.clone(),
             status: Status::Stopped,
@@ -607,7 +610,7 @@ fn init_namespaces(rec: &Record) -> Result<Vec<(LinuxNamespaceType, OwnedFd)>> {
 /// Becomes a subreaper and blocks the signals `wait_forwarding` handles: blocked before
 /// fork, no SIGCHLD can be lost (the child unblocks them before exec).
 fn prepare_to_wait() -> Result<SigSet> {
-    sys::set_child_subreaper().map_err(io("become a subreaper"))?;
+    sys::process::set_child_subreaper().map_err(io("become a subreaper"))?;
     let mut forwarded = SigSet::empty();
     for s in [
         Signal::SIGCHLD,
@@ -652,22 +655,14 @@ fn wait_forwarding(pid: i32, set: &SigSet) -> Result<i32> {
 /// Reaps every exited child (we are a subreaper: orphans come to us); the exit code of
 /// `init` once it is among them.
 fn reap(init: i32) -> Option<i32> {
-    let mut code = None;
-    loop {
-        match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, c)) if pid.as_raw() == init => code = Some(c),
-            Ok(WaitStatus::Signaled(pid, s, _)) if pid.as_raw() == init => code = Some(128 + s as i32),
-            Ok(WaitStatus::StillAlive) | Err(_) => return code,
-            Ok(_) => {}
-        }
-    }
+    sys::process::reap_exited().fold(None, |code, r| if r.pid == init { Some(r.code) } else { code })
 }
 
 /// Signals the init through a pidfd checked against the recorded start time, so a
 /// recycled pid is never hit.
 fn signal_init(rec: &Record, signal: i32) -> Result<()> {
-    let pidfd = sys::pidfd_open(rec.pid).map_err(io(format!("open pid {}", rec.pid)))?;
-    if !state::alive(rec.pid, rec.pid_start_time) {
+    let pidfd = sys::process::pidfd_open(rec.pid).map_err(io(format!("open pid {}", rec.pid)))?;
+    if !sys::process::alive(rec.pid, rec.pid_start_time) {
         return Err(RuntimeError::Status {
             id: rec.id.clone(),
             status: Status::Stopped,
@@ -675,7 +670,7 @@ fn signal_init(rec: &Record, signal: i32) -> Result<()> {
             need: "running",
         });
     }
-    sys::pidfd_send_signal(pidfd.as_fd(), signal).map_err(io(format!("signal {signal} to pid {}", rec.pid)))
+    sys::process::pidfd_send_signal(pidfd.as_fd(), signal).map_err(io(format!("signal {signal} to pid {}", rec.pid)))
 }
 
 /// SIGKILL to everything left in the container's cgroup, then wait until it is empty
@@ -683,7 +678,7 @@ fn signal_init(rec: &Record, signal: i32) -> Result<()> {
 fn kill_all_and_wait(cg: &dyn Cgroup, rec: Option<&Record>) {
     let gone = || {
         cg.processes().map(|p| p.is_empty()).unwrap_or(true)
-            && rec.is_none_or(|r| !state::alive(r.pid, r.pid_start_time))
+            && rec.is_none_or(|r| !sys::process::alive(r.pid, r.pid_start_time))
     };
     let end = Instant::now() + Duration::from_secs(10);
     while !gone() && Instant::now() < end {

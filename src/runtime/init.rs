@@ -19,7 +19,8 @@ use oci_spec::runtime::LinuxNamespaceType;
 use super::cgroups::Cgroup;
 use super::spec::{Config, ProcessConfig};
 use super::sync::{Channel, Msg};
-use super::{hooks, namespaces, process, rootfs, seccomp, sys};
+use super::{hooks, namespaces, process, rootfs, seccomp};
+use crate::sys;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -90,7 +91,7 @@ fn recv_expect(chan: &Channel, want: Msg) -> Result<()> {
 fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
     let cfg = a.cfg;
     // If `create` dies while we are setting up, so do we.
-    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
+    sys::process::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
     // First: joining a mount namespace may hide /sys/fs/cgroup.
     a.cgroup.enter().map_err(|e| format!("enter the cgroup: {e}"))?;
@@ -197,7 +198,7 @@ fn become_process(
 ) -> Result<()> {
     process::set_rlimits(p)?;
     if p.no_new_privileges {
-        sys::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
+        sys::process::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     }
     let filter = seccomp_spec.map(seccomp::build).transpose()?;
     let setgroups = fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
@@ -216,7 +217,7 @@ fn become_process(
     // Cleared before Ready, not after: once it has Ready the runtime may exit at once,
     // and if it did before we cleared the signal, we would be killed as a created
     // container. Should the runtime die before Ready, the send fails and we exit.
-    sys::set_parent_death_signal(0).map_err(|e| format!("clear parent death signal: {e}"))?;
+    sys::process::set_parent_death_signal(0).map_err(|e| format!("clear parent death signal: {e}"))?;
     chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
     // From here on no one is listening: the parent has gone (or is waiting on us).
     if let Some(fifo) = fifo {
@@ -260,7 +261,7 @@ pub fn exec_child(a: ExecArgs<'_>) -> ! {
 }
 
 fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
-    sys::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
+    sys::process::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
     a.cgroup.enter().map_err(|e| format!("enter the container's cgroup: {e}"))?;
     namespaces::join(&a.joins)?;
@@ -326,8 +327,8 @@ fn setup_console(console: &UnixStream, p: &ProcessConfig, as_dev_console: bool) 
     use nix::sys::stat::Mode;
     let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("open /dev/ptmx: {e}"))?;
-    sys::unlock_pty(master.as_fd()).map_err(|e| format!("unlock pty: {e}"))?;
-    let n = sys::pty_number(master.as_fd()).map_err(|e| format!("pty number: {e}"))?;
+    sys::tty::unlock_pty(master.as_fd()).map_err(|e| format!("unlock pty: {e}"))?;
+    let n = sys::tty::pty_number(master.as_fd()).map_err(|e| format!("pty number: {e}"))?;
     let slave_path = format!("/dev/pts/{n}");
     let slave = open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("open {slave_path}: {e}"))?;
@@ -362,6 +363,6 @@ fn setup_console(console: &UnixStream, p: &ProcessConfig, as_dev_console: bool) 
             return Err(format!("dup2 pty: {}", std::io::Error::last_os_error()));
         }
     }
-    sys::set_controlling_tty(0).map_err(|e| format!("make the pty our controlling terminal: {e}"))?;
+    sys::tty::set_controlling_tty(0).map_err(|e| format!("make the pty our controlling terminal: {e}"))?;
     Ok(())
 }

@@ -3,8 +3,8 @@
 //!
 //! Data flows one way: `spec` checks the bundle into a `Config`; `container` (the
 //! runtime's side) forks, and `init` (the container's side) uses `namespaces`, `rootfs`,
-//! `process` and `seccomp` to become the container; `state` records it on disk; `sys`
-//! holds the raw syscalls.
+//! `process` and `seccomp` to become the container; `state` records it on disk. System calls come from
+//! the crate's bottom layer, `crate::sys`.
 
 pub mod cgroups;
 pub mod container;
@@ -17,7 +17,6 @@ mod seccomp;
 pub mod spec;
 pub mod state;
 mod sync;
-pub mod sys;
 mod tty;
 
 pub use container::{CreateOptions, ExecOptions, Runtime, RuntimeError};

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use caps::{CapSet, Capability};
 
 use super::spec::ProcessConfig;
-use super::sys;
+use crate::sys;
 
 type Result<T> = std::result::Result<T, String>;
 
@@ -43,12 +43,12 @@ pub fn set_user_and_caps(p: &ProcessConfig, setgroups_allowed: bool) -> Result<(
         let groups: Vec<nix::unistd::Gid> = p.additional_gids.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect();
         nix::unistd::setgroups(&groups).map_err(|e| format!("setgroups {:?}: {e}", p.additional_gids))?;
     }
-    sys::set_keep_caps(true).map_err(|e| format!("keep capabilities: {e}"))?;
+    sys::process::set_keep_caps(true).map_err(|e| format!("keep capabilities: {e}"))?;
     let gid = nix::unistd::Gid::from_raw(p.gid);
     nix::unistd::setresgid(gid, gid, gid).map_err(|e| format!("setgid {}: {e}", p.gid))?;
     let uid = nix::unistd::Uid::from_raw(p.uid);
     nix::unistd::setresuid(uid, uid, uid).map_err(|e| format!("setuid {}: {e}", p.uid))?;
-    sys::set_keep_caps(false).map_err(|e| format!("keep capabilities: {e}"))?;
+    sys::process::set_keep_caps(false).map_err(|e| format!("keep capabilities: {e}"))?;
     let Some(c) = &p.caps else { return Ok(()) };
     let set = |which: CapSet, list: &[Capability], name: &str| -> Result<()> {
         let s: caps::CapsHashSet = list.iter().copied().collect();

@@ -17,7 +17,7 @@ use nix::sys::stat::{Mode, SFlag};
 
 use super::cgroups::{self, Hierarchy};
 use super::spec::{Config, Device, MountSpec};
-use super::sys::{self, MountAttr};
+use crate::sys::{self, mount::MountAttr};
 
 const PROC_SUPER_MAGIC: i64 = 0x9fa0;
 
@@ -42,7 +42,7 @@ fn resolve(root: BorrowedFd<'_>, path: &Path) -> std::io::Result<OwnedFd> {
     let rel = relative(path);
     let rel = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel };
     let c = CString::new(rel.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    sys::openat2(root, &c, libc::O_PATH, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)
+    sys::resolve::openat2(root, &c, libc::O_PATH, libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -141,19 +141,20 @@ pub fn prepare(cfg: &Config) -> Result<()> {
 
 /// pivot_root needs the parent mount of the new root not to be shared.
 fn make_parent_private(rootfs: &Path) -> Result<()> {
-    let info = fs::read_to_string("/proc/self/mountinfo").map_err(|e| format!("read /proc/self/mountinfo: {e}"))?;
-    let mut best: Option<(&str, bool)> = None;
-    for line in info.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        let Some(mp) = fields.get(4) else { continue };
-        let shared = fields.iter().skip(6).take_while(|f| **f != "-").any(|f| f.starts_with("shared:"));
-        if rootfs.starts_with(mp) && best.is_none_or(|(b, _)| mp.len() >= b.len()) {
-            best = Some((mp, shared));
+    let mounts = sys::mountinfo::read().map_err(|e| e.to_string())?;
+    // The last, longest mount point holding the root is the mount it is on.
+    let mut best: Option<&sys::mountinfo::Mount> = None;
+    for m in &mounts {
+        if rootfs.starts_with(&m.mount_point)
+            && best.is_none_or(|b| m.mount_point.as_os_str().len() >= b.mount_point.as_os_str().len())
+        {
+            best = Some(m);
         }
     }
-    if let Some((mp, true)) = best {
+    if let Some(m) = best.filter(|m| m.is_shared()) {
+        let mp = &m.mount_point;
         mount(None::<&str>, mp, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-            .map_err(|e| format!("make {mp} private: {e}"))?;
+            .map_err(|e| format!("make {} private: {e}", mp.display()))?;
     }
     Ok(())
 }
@@ -166,7 +167,7 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
         let src = m.source.as_deref().unwrap_or(Path::new(""));
         let src = if src.is_absolute() { src.to_path_buf() } else { cfg.bundle.join(src) };
         let meta = fs::metadata(&src).map_err(|e| format!("bind source {}: {e}", src.display()))?;
-        let tree = sys::open_tree_clone(None, &cstr(&src)?, m.flags.contains(MsFlags::MS_REC), false)
+        let tree = sys::mount::open_tree_clone(None, &cstr(&src)?, m.flags.contains(MsFlags::MS_REC), false)
             .map_err(|e| format!("clone {}: {e}", src.display()))?;
         let attrs = attrs_of(m.flags);
         if attrs != 0 {
@@ -174,7 +175,7 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
             if attrs & (libc::MOUNT_ATTR_NOATIME | libc::MOUNT_ATTR_STRICTATIME) != 0 {
                 clear |= libc::MOUNT_ATTR__ATIME;
             }
-            sys::mount_setattr(
+            sys::mount::mount_setattr(
                 tree.as_fd(),
                 m.recursive_readonly,
                 MountAttr { set: attrs, clear: clear & libc::MOUNT_ATTR__ATIME, propagation: 0 },
@@ -182,7 +183,7 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
             .map_err(|e| format!("set mount flags: {e}"))?;
         }
         let target = resolve_or_create(root, &m.destination, if meta.is_dir() { Kind::Dir } else { Kind::File })?;
-        sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
+        sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         tree
     } else {
         let source = m.source.as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| m.fstype.clone());
@@ -192,16 +193,16 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
                 options = if options.is_empty() { name.to_string() } else { format!("{options},{name}") };
             }
         }
-        let tree = sys::new_mount(&m.fstype, Some(&source), &options, attrs_of(m.flags))
+        let tree = sys::mount::new_mount(&m.fstype, Some(&source), &options, attrs_of(m.flags))
             .map_err(|e| format!("mount {}: {e}", m.fstype))?;
         let target = resolve_or_create(root, &m.destination, Kind::Dir)?;
-        sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
+        sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         tree
     };
     for p in &m.propagation {
         let recursive = p.contains(MsFlags::MS_REC);
         let kind = (*p - MsFlags::MS_REC).bits();
-        sys::mount_setattr(tree.as_fd(), recursive, MountAttr { set: 0, clear: 0, propagation: kind })
+        sys::mount::mount_setattr(tree.as_fd(), recursive, MountAttr { set: 0, clear: 0, propagation: kind })
             .map_err(|e| format!("set propagation: {e}"))?;
     }
     Ok(())
@@ -217,14 +218,14 @@ fn mount_cgroups(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
     let target = resolve_or_create(root, &m.destination, Kind::Dir)?;
     match hierarchy {
         Hierarchy::Unified { .. } => {
-            let tree =
-                sys::new_mount("cgroup2", Some("cgroup2"), "", attrs).map_err(|e| format!("mount cgroup2: {e}"))?;
-            sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
+            let tree = sys::mount::new_mount("cgroup2", Some("cgroup2"), "", attrs)
+                .map_err(|e| format!("mount cgroup2: {e}"))?;
+            sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         }
         Hierarchy::Legacy { mounts } => {
-            let tmpfs = sys::new_mount("tmpfs", Some("tmpfs"), "mode=755", attrs & !libc::MOUNT_ATTR_RDONLY)
+            let tmpfs = sys::mount::new_mount("tmpfs", Some("tmpfs"), "mode=755", attrs & !libc::MOUNT_ATTR_RDONLY)
                 .map_err(|e| format!("mount tmpfs: {e}"))?;
-            sys::move_mount_to_fd(tmpfs.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
+            sys::mount::move_mount_to_fd(tmpfs.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
             let mut by_dir: Vec<(PathBuf, Vec<String>)> = Vec::new();
             for (controller, dir) in mounts {
                 match by_dir.iter_mut().find(|(d, _)| *d == dir) {
@@ -235,12 +236,12 @@ fn mount_cgroups(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
             for (dir, controllers) in by_dir {
                 let name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
                 let sub = resolve_or_create(root, &m.destination.join(&name), Kind::Dir)?;
-                let tree = sys::new_mount("cgroup", Some("cgroup"), &controllers.join(","), attrs)
+                let tree = sys::mount::new_mount("cgroup", Some("cgroup"), &controllers.join(","), attrs)
                     .map_err(|e| format!("mount cgroup {}: {e}", controllers.join(",")))?;
-                sys::move_mount_to_fd(tree.as_fd(), sub.as_fd()).map_err(|e| format!("attach: {e}"))?;
+                sys::mount::move_mount_to_fd(tree.as_fd(), sub.as_fd()).map_err(|e| format!("attach: {e}"))?;
             }
             if m.flags.contains(MsFlags::MS_RDONLY) {
-                sys::mount_setattr(
+                sys::mount::mount_setattr(
                     tmpfs.as_fd(),
                     false,
                     MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 },
@@ -298,15 +299,15 @@ fn make_device(cfg: &Config, root: BorrowedFd<'_>, d: &Device) -> Result<()> {
     let name = d.path.file_name().ok_or("no file name")?;
     let parent = resolve_or_create(root, parent_path, Kind::Dir)?;
     // O_PATH fds cannot be used with mknodat; reopen the directory for real.
-    let dir = sys::openat2(parent.as_fd(), c".", libc::O_DIRECTORY | libc::O_RDONLY, libc::RESOLVE_BENEATH)
+    let dir = sys::resolve::openat2(parent.as_fd(), c".", libc::O_DIRECTORY | libc::O_RDONLY, libc::RESOLVE_BENEATH)
         .map_err(|e| e.to_string())?;
     let cname = CString::new(name.as_bytes()).map_err(|_| "NUL in name")?;
     if cfg.new_namespace(oci_spec::runtime::LinuxNamespaceType::User) {
         // A user namespace cannot make device nodes: bind the host's.
         let target = resolve_or_create(root, &d.path, Kind::File)?;
-        let tree = sys::open_tree_clone(None, &cstr(&d.path)?, false, false)
+        let tree = sys::mount::open_tree_clone(None, &cstr(&d.path)?, false, false)
             .map_err(|e| format!("clone host {}: {e}", d.path.display()))?;
-        return sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"));
+        return sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"));
     }
     let kind = match d.kind {
         'b' => SFlag::S_IFBLK,
@@ -366,19 +367,19 @@ pub fn finish(cfg: &Config) -> Result<()> {
         let is_dir =
             nix::sys::stat::fstat(target.as_fd()).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).unwrap_or(false);
         let tree = if is_dir {
-            sys::new_mount("tmpfs", Some("tmpfs"), "size=0", libc::MOUNT_ATTR_RDONLY)
+            sys::mount::new_mount("tmpfs", Some("tmpfs"), "size=0", libc::MOUNT_ATTR_RDONLY)
                 .map_err(|e| format!("mask {p}: {e}"))?
         } else {
-            sys::open_tree_clone(None, c"/dev/null", false, false)
+            sys::mount::open_tree_clone(None, c"/dev/null", false, false)
                 .map_err(|e| format!("mask {p} with /dev/null: {e}"))?
         };
-        sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("mask {p}: {e}"))?;
+        sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("mask {p}: {e}"))?;
     }
     for p in &cfg.readonly_paths {
         let Ok(target) = resolve(root.as_fd(), Path::new(p)) else { continue };
-        let tree =
-            sys::open_tree_clone(Some(target.as_fd()), c"", true, true).map_err(|e| format!("read-only {p}: {e}"))?;
-        sys::mount_setattr(
+        let tree = sys::mount::open_tree_clone(Some(target.as_fd()), c"", true, true)
+            .map_err(|e| format!("read-only {p}: {e}"))?;
+        sys::mount::mount_setattr(
             tree.as_fd(),
             true,
             MountAttr {
@@ -391,11 +392,15 @@ pub fn finish(cfg: &Config) -> Result<()> {
             },
         )
         .map_err(|e| format!("read-only {p}: {e}"))?;
-        sys::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("read-only {p}: {e}"))?;
+        sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("read-only {p}: {e}"))?;
     }
     if cfg.readonly_root {
-        sys::mount_setattr(root.as_fd(), false, MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 })
-            .map_err(|e| format!("make / read-only: {e}"))?;
+        sys::mount::mount_setattr(
+            root.as_fd(),
+            false,
+            MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 },
+        )
+        .map_err(|e| format!("make / read-only: {e}"))?;
     }
     if cfg.rootfs_propagation.intersects(MsFlags::MS_SHARED | MsFlags::MS_UNBINDABLE) {
         // Last, now that the root is the container's own: shared (with peers only later
@@ -411,18 +416,18 @@ pub fn finish(cfg: &Config) -> Result<()> {
 /// reached without symlinks or mount crossings (a fake /proc cannot take the write).
 pub fn write_proc(rel: &str, value: &str) -> Result<()> {
     let proc = fs::File::open("/proc").map_err(|e| format!("open /proc: {e}"))?;
-    if sys::fs_type(proc.as_fd()).ok() != Some(PROC_SUPER_MAGIC) {
+    if sys::mount::fs_type(proc.as_fd()).ok() != Some(PROC_SUPER_MAGIC) {
         return Err(format!("/proc is not procfs: refusing to write /proc/{rel}"));
     }
     let c = CString::new(rel).map_err(|_| "NUL in path")?;
-    let fd = sys::openat2(
+    let fd = sys::resolve::openat2(
         proc.as_fd(),
         &c,
         libc::O_WRONLY,
         libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS | libc::RESOLVE_NO_XDEV,
     )
     .map_err(|e| format!("open /proc/{rel}: {e}"))?;
-    if sys::fs_type(fd.as_fd()).ok() != Some(PROC_SUPER_MAGIC) {
+    if sys::mount::fs_type(fd.as_fd()).ok() != Some(PROC_SUPER_MAGIC) {
         return Err(format!("/proc/{rel} is not on procfs: refusing to write it"));
     }
     nix::unistd::write(&fd, value.as_bytes()).map_err(|e| format!("write /proc/{rel}: {e}"))?;

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::spec::{Hook, Hooks};
-use crate::image::lock::FileLock;
+use crate::sys::lock::FileLock;
+use crate::sys::process;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
@@ -197,7 +198,7 @@ impl StateRoot {
     }
 
     pub fn status(&self, rec: &Record) -> Status {
-        if rec.pid <= 0 || !alive(rec.pid, rec.pid_start_time) {
+        if rec.pid <= 0 || !process::alive(rec.pid, rec.pid_start_time) {
             return Status::Stopped;
         }
         if self.fifo_path(&rec.id).exists() {
@@ -208,26 +209,6 @@ impl StateRoot {
             Status::Running
         }
     }
-}
-
-/// Field 22 (starttime) and field 3 (state) of /proc/PID/stat.
-pub fn stat_of(pid: i32) -> Option<(u64, char)> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may hold spaces: split after it.
-    let rest = &text[text.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split(' ').collect();
-    let state = fields.first()?.chars().next()?;
-    let start = fields.get(19)?.parse().ok()?;
-    Some((start, state))
-}
-
-pub fn start_time(pid: i32) -> Option<u64> {
-    stat_of(pid).map(|(s, _)| s)
-}
-
-/// Whether `pid` is still the process that started at `start` (and not a zombie).
-pub fn alive(pid: i32, start: u64) -> bool {
-    matches!(stat_of(pid), Some((s, state)) if s == start && state != 'Z' && state != 'X')
 }
 
 #[cfg(test)]
@@ -242,14 +223,5 @@ mod tests {
         for bad in ["", ".", "..", "-x", "a/b", "a b", ".hidden"] {
             assert!(validate_id(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn our_own_process_is_alive_and_a_wrong_start_time_is_not() {
-        let me = std::process::id() as i32;
-        let start = start_time(me).unwrap();
-        assert!(alive(me, start));
-        assert!(!alive(me, start + 1));
-        assert!(!alive(i32::MAX, 0));
     }
 }

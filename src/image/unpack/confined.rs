@@ -21,7 +21,7 @@ fn check(rc: libc::c_int) -> io::Result<()> {
 }
 
 /// openat2 on `dir` with `how`; the fd it returns is owned by the caller.
-use crate::runtime::sys::openat2;
+use crate::sys::resolve::openat2;
 
 /// The directory tree every operation is confined to.
 pub struct Root {

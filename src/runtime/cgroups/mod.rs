@@ -130,20 +130,15 @@ pub enum Hierarchy {
 
 /// Reads /proc/self/mountinfo: v1 if cpu, memory or pids is on a v1 mount, else v2.
 pub fn detect() -> Result<Hierarchy> {
-    let info = fs::read_to_string("/proc/self/mountinfo").map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
+    let mounts = crate::sys::mountinfo::read().map_err(io_err("read", Path::new("/proc/self/mountinfo")))?;
     let mut unified = None;
     let mut legacy = Vec::new();
-    for line in info.lines() {
-        // ... mount-point ... - fstype source super-options
-        let Some((left, right)) = line.split_once(" - ") else { continue };
-        let mount = left.split(' ').nth(4).unwrap_or_default();
-        let mut r = right.split(' ');
-        let fstype = r.next().unwrap_or_default();
-        let options = r.nth(1).unwrap_or_default();
-        match fstype {
-            "cgroup2" => unified = unified.or(Some(PathBuf::from(mount))),
+    for m in mounts {
+        let mount = &m.mount_point;
+        match m.fstype.as_str() {
+            "cgroup2" => unified = unified.or(Some(mount.clone())),
             "cgroup" => {
-                for opt in options.split(',') {
+                for opt in m.super_options.split(',') {
                     if matches!(
                         opt,
                         "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "freezer" | "devices" | "blkio" | "hugetlb"

@@ -71,7 +71,7 @@ impl User {
 pub fn self_subject_review(user: &User) -> Value {
     json!({
         "kind": "SelfSubjectReview", "apiVersion": "authentication.k8s.io/v1",
-        "metadata": {"creationTimestamp": crate::timefmt::now_rfc3339()},
+        "metadata": {"creationTimestamp": crate::model::time::now_rfc3339()},
         "status": {"userInfo": {"username": user.name(), "groups": user.groups()}},
     })
 }
@@ -165,7 +165,7 @@ impl Auth {
     /// other servers sharing the store within [`VERIFIED_FOR`]) and its name is free.
     pub async fn revoke(&self, node: &str) -> Result<Value, ApiError> {
         let (store, key, n) = (self.store.clone(), credentials_key(node), node.to_string());
-        if crate::api::names::name_problem(node, false).is_some() {
+        if crate::model::names::name_problem(node, false).is_some() {
             return Err(ApiError::not_found("noderegistrations", node));
         }
         blocking(move || match store.delete(&key, None) {
@@ -191,7 +191,7 @@ impl Auth {
         let mut causes = Vec::new();
         if node.is_empty() {
             causes.push(("nodeName".to_string(), "Required value".to_string()));
-        } else if let Some(problem) = crate::api::names::name_problem(&node, false) {
+        } else if let Some(problem) = crate::model::names::name_problem(&node, false) {
             causes.push(("nodeName".to_string(), problem));
         }
         if password.is_empty() {
@@ -215,7 +215,7 @@ impl Auth {
                     token_hash: hex::encode(sha256(&[secret.as_bytes()])),
                     password_hash: hex::encode(sha256(&[salt.as_bytes(), password.as_bytes()])),
                     password_salt: salt,
-                    registered: crate::timefmt::now_rfc3339(),
+                    registered: crate::model::time::now_rfc3339(),
                 };
                 let value = serde_json::to_vec(&creds).expect("serialises");
                 let err = |e| ApiError::from_store(e, "nodecredentials", &n);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::api::names::name_problem;
+use crate::model::names::name_problem;
 
 use super::resources::Resource;
 use super::status::ApiError;
@@ -47,7 +47,7 @@ pub fn encode(obj: &Value) -> Vec<u8> {
 }
 
 fn now() -> String {
-    crate::timefmt::now_rfc3339()
+    crate::model::time::now_rfc3339()
 }
 
 /// Parses a request body and checks it is an object of `r`'s kind.
@@ -506,7 +506,7 @@ pub async fn delete(
                 }
                 if !marked {
                     obj["metadata"]["deletionTimestamp"] =
-                        json!(crate::timefmt::format_rfc3339(crate::timefmt::now_secs() + grace));
+                        json!(crate::model::time::format_rfc3339(crate::model::time::now_secs() + grace));
                     super::deletion::mark(r, &mut obj);
                 }
                 match store.update(&key, &encode(&obj), Some(current.mod_revision)) {

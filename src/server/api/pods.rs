@@ -26,7 +26,7 @@ pub async fn bind(
 ) -> Result<(StatusCode, Value), ApiError> {
     let binding: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
-    crate::api::schema::decode::<k8s_openapi::api::core::v1::Binding>(&binding)
+    crate::model::schema::decode::<k8s_openapi::api::core::v1::Binding>(&binding)
         .map_err(|(field, message)| ApiError::invalid("Binding", &name, vec![(field, message)]))?;
     if binding.pointer("/metadata/name").and_then(Value::as_str).is_some_and(|n| n != name) {
         return Err(ApiError::bad_request("the name of the Binding does not match the name of the pod on the URL"));
@@ -42,7 +42,7 @@ pub async fn bind(
     }
     if node.is_empty() {
         causes.push(("target.name".to_string(), "Required value".to_string()));
-    } else if let Some(problem) = crate::api::names::name_problem(&node, false) {
+    } else if let Some(problem) = crate::model::names::name_problem(&node, false) {
         causes.push(("target.name".to_string(), problem));
     }
     if !causes.is_empty() {
@@ -73,7 +73,7 @@ pub async fn bind(
             for (k, v) in &annotations {
                 pod["metadata"]["annotations"][k] = v.clone();
             }
-            let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::timefmt::now_rfc3339()});
+            let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::model::time::now_rfc3339()});
             let mut conditions: Vec<Value> = pod.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
             conditions.retain(|c| c["type"] != "PodScheduled");
             conditions.push(scheduled);

@@ -171,7 +171,7 @@ fn message(b: &[u8], fields: &[(u64, Field)]) -> Result<Value, String> {
                 let mut t = Reader { buf: x };
                 while let Some((n, w)) = t.next()? {
                     if let (1, Wire::Varint(secs)) = (n, w) {
-                        out.insert(name.into(), json!(crate::timefmt::format_rfc3339(secs as i64)));
+                        out.insert(name.into(), json!(crate::model::time::format_rfc3339(secs as i64)));
                     }
                 }
             }

@@ -75,7 +75,7 @@ impl Resource {
         fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
             v: &Value,
         ) -> Result<Vec<String>, (String, String)> {
-            crate::api::schema::decode::<T>(v).map(|(_, unknown)| unknown)
+            crate::model::schema::decode::<T>(v).map(|(_, unknown)| unknown)
         }
         match self.kind {
             "Namespace" => check::<core::Namespace>(obj),

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::resources::Resource;
-use crate::timefmt::{human_duration, now_secs, parse_rfc3339};
+use crate::model::time::{human_duration, now_secs, parse_rfc3339};
 
 /// Whether the Accept header asks for a Table.
 pub fn wanted(accept: &str) -> bool {
@@ -206,7 +206,7 @@ mod tests {
 
     #[test]
     fn pod_rows_show_readiness_and_restarts() {
-        let pod = json!({"metadata": {"name": "p", "creationTimestamp": crate::timefmt::format_rfc3339(now_secs() - 300)},
+        let pod = json!({"metadata": {"name": "p", "creationTimestamp": crate::model::time::format_rfc3339(now_secs() - 300)},
             "spec": {"containers": [{"name": "a"}, {"name": "b"}], "nodeName": "n1"},
             "status": {"phase": "Running", "podIP": "10.1.0.5", "containerStatuses": [{"ready": true, "restartCount": 2}, {"ready": false, "restartCount": 1}]}});
         let c = cells("Pod", &pod, now_secs());

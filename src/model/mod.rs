@@ -5,3 +5,4 @@ pub mod manifest;
 pub mod names;
 pub mod quantity;
 pub mod schema;
+pub mod time;

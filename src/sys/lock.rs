@@ -1,4 +1,5 @@
-//! Advisory file locks between nodectl processes that share a state root.
+//! Advisory file locks (flock(2)) between processes that share a directory: the image
+//! store, the runtime's state, the pod records and the address pool all use these.
 
 use std::fs::{File, OpenOptions};
 use std::io;
