@@ -1,6 +1,6 @@
 # nodectl. Two commands set up a fresh machine (see README.md):
 #   make        install what is needed, build, build the test images, run the default job
-#   make test   the whole test suite, as root, ending with the leak check
+#   make test   formatting, lints, the whole test suite as root, ending with the leak check
 # `make bench` measures against GNU tar, crun and runc, pod start-up, and the API server on
 # SQLite and etcd; it is not a test.
 
@@ -8,7 +8,7 @@ CARGO      ?= cargo
 IMAGES     := target/images
 NODECTL    := target/release/nodectl
 
-.PHONY: all deps build images demo test vm-test bench clean
+.PHONY: all deps build images demo lint test vm-test bench clean
 
 all: demo
 
@@ -27,7 +27,12 @@ demo: build images
 	$(NODECTL) image ls
 	$(NODECTL) run manifests/hello.yaml
 
-test: build images
+# Formatting and lints (clippy.toml, [lints] in Cargo.toml) are part of the tests.
+lint: deps
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+test: lint build images
 	@bash tests/leaks.sh snapshot target/leaks.before
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) test --release --locked -- --test-threads=$$(nproc)
 	@bash tests/vm/run.sh target/vm

@@ -45,3 +45,11 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "cargo is missing: install a Rust toolchain (rustup) first" >&2
   exit 1
 fi
+
+# make test checks formatting and lints: rustfmt and clippy come with rustup's default
+# profile; a minimal toolchain gets them here.
+if command -v rustup >/dev/null 2>&1; then
+  for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+  done
+fi

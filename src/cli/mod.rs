@@ -1,7 +1,8 @@
-//! The command line: one multi-call binary (DESIGN.md, decision 1). Argument structs and
+//! The command line: one multi-call binary (docs/architecture.md, decision 1). Argument structs and
 //! dispatch only; each verb's work lives in its part.
 
 mod image;
+pub mod report;
 mod run;
 mod runtime;
 mod server;
@@ -61,7 +62,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("nodectl: {err:#}");
+            eprintln!("nodectl: {}", report::one_line(&err));
             1
         }
     }

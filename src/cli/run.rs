@@ -10,7 +10,7 @@ use crate::node::pod::{self, RunOptions};
 use crate::node::sandbox;
 
 /// Where pods get their network: flags win over the environment, the environment over the
-/// config file (DESIGN.md, "The command contract").
+/// config file (docs/architecture.md, decision 10).
 #[derive(Args, Clone, Debug)]
 pub struct NetArgs {
     /// The bridge pods are attached to (default nodectl0).

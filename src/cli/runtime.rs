@@ -247,7 +247,7 @@ fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            let msg = format!("{err:#}");
+            let msg = super::report::one_line(&err);
             if let Some(log) = &global.log {
                 let line = match global.log_format {
                     LogFormat::Json => {
@@ -429,6 +429,12 @@ fn features() -> serde_json::Value {
     })
 }
 
+/// Now, as runc's logrus writes log times (RFC 3339, whole seconds, UTC).
+fn log_time() -> String {
+    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,10 +448,4 @@ mod tests {
         assert!(parse_signal("BOGUS").is_err());
         assert!(parse_signal("0").is_err());
     }
-}
-
-/// Now, as runc's logrus writes log times (RFC 3339, whole seconds, UTC).
-fn log_time() -> String {
-    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -103,10 +103,10 @@ pub fn parse(origin: &str, text: &str) -> Result<Manifest, ManifestError> {
             }
         }
     }
-    let (pod, raw) = match pods.len() {
-        1 => pods.pop().expect("one"),
-        0 => return Err(content("no Pod in the file".into())),
-        n => return Err(content(format!("{n} Pods in one file; `nodectl run` runs one"))),
+    let (pod, raw) = match (pods.pop(), pods.len()) {
+        (Some(one), 0) => one,
+        (None, _) => return Err(content("no Pod in the file".into())),
+        (Some(_), n) => return Err(content(format!("{} Pods in one file; `nodectl run` runs one", n + 1))),
     };
     let name = pod.metadata.name.clone().unwrap_or_default();
     let invalid = |field: String, message: String| ManifestError::Invalid {

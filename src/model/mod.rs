@@ -1,5 +1,8 @@
-//! The Kubernetes object model as nodectl reads it (DESIGN.md, decision 8): names, strict
+//! The Kubernetes object model as nodectl reads it (docs/architecture.md, decision 8): names, strict
 //! decoding into k8s-openapi types, and Pod manifests for `nodectl run`.
+
+// Manifests come from users and requests: a bad one is an error, never a panic.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod manifest;
 pub mod names;

@@ -1,6 +1,6 @@
 //! Pod networking: a network namespace per pod held by a bind mount, a veth pair into
 //! a bridge, an address from a persisted pool, and hostPort rules in an nftables table
-//! of our own — all in-process over netlink (DESIGN.md, decision 6), the jobs CNI's
+//! of our own — all in-process over netlink (docs/architecture.md, decision 6), the jobs CNI's
 //! bridge, host-local and portmap plugins do.
 //!
 //! `setup` allocates first and records the pod's veth name with its address, so that

@@ -5,7 +5,7 @@
 //! once on a second signal). The exit code is the first failing container's, or 0.
 //!
 //! This process stays single-threaded: it forks the containers' inits itself (through the
-//! runtime, DESIGN.md decision 2), and waits for everything on one poll: a signalfd for
+//! runtime, docs/architecture.md decision 2), and waits for everything on one poll: a signalfd for
 //! SIGCHLD and the stop signals, the containers' output pipes, and the next timer.
 
 use std::fs;

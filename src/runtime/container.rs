@@ -1,6 +1,6 @@
 //! The runtime's side of each verb: create (fork the init and drive its setup), start,
 //! kill, delete, state, run, pause, resume, update. Runs in a single-threaded process:
-//! the only place a container is forked from (DESIGN.md, decision 2).
+//! the only place a container is forked from (docs/architecture.md, decision 2).
 
 use std::fs;
 use std::io::{self, Write};
@@ -114,7 +114,7 @@ impl Drop for CreateGuard<'_> {
 }
 
 /// Refuses to fork from a threaded process: after fork only async-signal-safe calls are
-/// allowed there, and the init does far more (DESIGN.md, decision 2).
+/// allowed there, and the init does far more (docs/architecture.md, decision 2).
 fn ensure_single_threaded() -> Result<()> {
     let threads = sys::process::thread_count();
     if threads > 1 {

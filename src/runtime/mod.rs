@@ -1,4 +1,4 @@
-//! The container runtime (DESIGN.md, the runtime part): a bundle's config.json becomes a
+//! The container runtime (docs/architecture.md): a bundle's config.json becomes a
 //! process in its own namespaces, root filesystem and cgroup.
 //!
 //! Data flows one way: `spec` checks the bundle into a `Config`; `container` (the

@@ -68,10 +68,11 @@ fn resolve_or_create(root: BorrowedFd<'_>, path: &Path, last: Kind) -> Result<Ow
         }
         let name = CString::new(part.as_os_str().as_bytes()).map_err(|_| "NUL in path".to_string())?;
         let is_last = i + 1 == parts.len();
-        // SAFETY: name is NUL-terminated; parent is an open directory fd.
         let rc = if is_last && last == Kind::File {
+            // SAFETY: name is NUL-terminated; parent is an open directory fd.
             unsafe { libc::mknodat(parent.as_raw_fd(), name.as_ptr(), libc::S_IFREG | 0o644, 0) }
         } else {
+            // SAFETY: as above.
             unsafe { libc::mkdirat(parent.as_raw_fd(), name.as_ptr(), 0o755) }
         };
         if rc != 0 {

@@ -124,7 +124,7 @@ fn main() {
 }
 
 /// `crun run` of `echo` from the busybox layer, 20 times, in a private mount namespace
-/// without the cgroup2 mount (crun refuses hybrid hosts, DESIGN.md). None without crun.
+/// without the cgroup2 mount (crun 1.8 refuses hybrid cgroup hosts). None without crun.
 fn crun_run_times(work: &Path, images: &Path) -> Option<Vec<Duration>> {
     if !Path::new("/usr/bin/crun").exists() {
         return None;

@@ -7,7 +7,7 @@
 //! `start ID`, `delete ID`). We wait as a subreaper: the container's init becomes our child
 //! when its `create` exits, so waitpid sees it end, whatever the runtime. The whole
 //! benchmark runs in a private mount namespace without the (empty) cgroup2 mount, as crun
-//! refuses hybrid cgroups (DESIGN.md); cgroups go below our own.
+//! refuses hybrid cgroups; cgroups go below our own.
 //!
 //! Not a test: it asserts nothing about time.
 

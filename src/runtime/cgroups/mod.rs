@@ -1,4 +1,4 @@
-//! Cgroups behind one trait (DESIGN.md, decision 5): a v2 driver for a pure cgroup2 host
+//! Cgroups behind one trait (docs/architecture.md, decision 5): a v2 driver for a pure cgroup2 host
 //! and a v1 driver for hosts whose cpu, memory and pids controllers live on v1 (this
 //! build machine is hybrid: v2 is mounted but holds only hugetlb).
 //!

@@ -1,4 +1,4 @@
-//! The store on an etcd cluster, for several control-plane machines (DESIGN.md, decision 9).
+//! The store on an etcd cluster, for several control-plane machines (docs/architecture.md, decision 9).
 //!
 //! etcd keeps the same revision log the SQLite store keeps, so its revisions are ours:
 //! mod_revision and create_revision of a key, the header revision of a write. Conditional

@@ -1,7 +1,7 @@
 //! The control plane's store: keys such as `/registry/pods/default/web-1` with JSON values,
 //! where every write gets a global revision (the Kubernetes resourceVersion) and every
 //! change is kept in a log until compaction, so that a watch can resume from an exact
-//! revision (DESIGN.md, decision 9).
+//! revision (docs/architecture.md, decision 9).
 //!
 //! [`Backend`] is what a storage engine provides; [`watch`] builds watches on any backend
 //! from its log and its live feed. The embedded default is [`sqlite::Sqlite`]; several
@@ -105,7 +105,7 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// How a backend's compactor is paced: every backend drops old history by itself, so that
-/// the store stays bounded (DESIGN.md, decision 9).
+/// the store stays bounded (docs/architecture.md, decision 9).
 #[derive(Clone, Debug)]
 pub struct CompactionPolicy {
     /// History kept: the newest this many revisions stay watchable.
