@@ -6,22 +6,30 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use crate::node::config;
 use crate::node::pod::{self, RunOptions};
 use crate::node::sandbox;
 
-/// Where pods get their network: flags win over the environment, the environment over the
-/// config file (docs/architecture.md, decision 10).
+/// Where pods get their network. Flags win over the environment, the environment over the
+/// config file: `node::config` decides, clap only reads the flags.
 #[derive(Args, Clone, Debug)]
 pub struct NetArgs {
-    /// The bridge pods are attached to (default nodectl0).
-    #[arg(long, env = "NODECTL_BRIDGE", value_name = "NAME")]
+    /// The bridge pods are attached to (default nodectl0; also NODECTL_BRIDGE).
+    #[arg(long, value_name = "NAME")]
     bridge: Option<String>,
-    /// The range pod addresses come from (default 10.88.0.0/16).
-    #[arg(long = "pod-cidr", env = "NODECTL_POD_CIDR", value_name = "CIDR")]
+    /// The range pod addresses come from (default 10.88.0.0/16; also NODECTL_POD_CIDR).
+    #[arg(long = "pod-cidr", value_name = "CIDR")]
     pod_cidr: Option<String>,
-    /// A YAML or JSON file with `bridge:` and `podCIDR:` (default ROOT/config.yaml, if there).
-    #[arg(long, env = "NODECTL_CONFIG", value_name = "FILE")]
+    /// A YAML or JSON file with `bridge:` and `podCIDR:` (also NODECTL_CONFIG; default
+    /// ROOT/config.yaml, if there).
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+impl NetArgs {
+    fn flags(&self) -> config::Flags {
+        config::Flags { bridge: self.bridge.clone(), pod_cidr: self.pod_cidr.clone(), config: self.config.clone() }
+    }
 }
 
 #[derive(Args)]
@@ -38,31 +46,6 @@ pub struct RunArgs {
     net: NetArgs,
 }
 
-#[derive(serde::Deserialize, Default)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ConfigFile {
-    bridge: Option<String>,
-    #[serde(rename = "podCIDR")]
-    pod_cidr: Option<String>,
-}
-
-impl NetArgs {
-    pub fn config(&self, root: &Path) -> Result<crate::network::NetConfig> {
-        let (path, explicit) = match &self.config {
-            Some(p) => (p.clone(), true),
-            None => (root.join("config.yaml"), false),
-        };
-        let file: ConfigFile = match std::fs::read_to_string(&path) {
-            Ok(text) => serde_yaml_ng::from_str(&text).with_context(|| format!("config file {}", path.display()))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => ConfigFile::default(),
-            Err(e) => return Err(e).with_context(|| format!("reading config file {}", path.display())),
-        };
-        let bridge = self.bridge.clone().or(file.bridge);
-        let cidr = self.pod_cidr.clone().or(file.pod_cidr);
-        Ok(crate::network::NetConfig::from_env_and_flags(root, bridge, cidr)?)
-    }
-}
-
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     if args.detach {
         bail!(
@@ -76,7 +59,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     clean_abandoned(root);
     let opts = RunOptions {
         root: root.to_path_buf(),
-        network: args.net.config(root)?,
+        network: config::net_config(root, &args.net.flags())?,
         restart_backoff: Duration::from_secs_f64(args.restart_backoff),
         pull: crate::image::pull::PullOptions::from_environment(root),
     };

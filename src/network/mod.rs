@@ -81,24 +81,6 @@ impl NetConfig {
     pub fn new(bridge: &str, cidr: &str, state_dir: PathBuf) -> Result<NetConfig> {
         Ok(NetConfig { bridge: check_bridge(bridge)?, cidr: parse_cidr(cidr)?, state_dir })
     }
-
-    /// `--bridge` and `--pod-cidr` win over NODECTL_BRIDGE and NODECTL_POD_CIDR, which
-    /// win over the defaults; the pool lives in `root/network`.
-    pub fn from_env_and_flags(root: &Path, bridge: Option<String>, cidr: Option<String>) -> Result<NetConfig> {
-        NetConfig::resolve(root, bridge, cidr, |k| std::env::var(k).ok())
-    }
-
-    fn resolve(
-        root: &Path,
-        bridge: Option<String>,
-        cidr: Option<String>,
-        env: impl Fn(&str) -> Option<String>,
-    ) -> Result<NetConfig> {
-        let env = |k: &str| env(k).filter(|v| !v.is_empty());
-        let bridge = bridge.or_else(|| env("NODECTL_BRIDGE")).unwrap_or_else(|| DEFAULT_BRIDGE.into());
-        let cidr = cidr.or_else(|| env("NODECTL_POD_CIDR")).unwrap_or_else(|| DEFAULT_POD_CIDR.into());
-        NetConfig::new(&bridge, &cidr, root.join("network"))
-    }
 }
 
 impl NetConfig {
@@ -404,23 +386,6 @@ mod tests {
             let e = NetConfig::new(br, cidr, d.clone()).unwrap_err().to_string();
             assert!(e.contains(needle), "{e}");
         }
-    }
-
-    #[test]
-    fn flags_win_over_the_environment_which_wins_over_defaults() {
-        let root = Path::new("/r");
-        let env = |k: &str| match k {
-            "NODECTL_BRIDGE" => Some("envbr".to_string()),
-            "NODECTL_POD_CIDR" => Some("10.5.0.0/24".to_string()),
-            _ => None,
-        };
-        let c = NetConfig::resolve(root, None, None, env).unwrap();
-        assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("envbr", "10.5.0.0/24".into()));
-        let c = NetConfig::resolve(root, Some("flagbr".into()), Some("10.6.0.0/24".into()), env).unwrap();
-        assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("flagbr", "10.6.0.0/24".into()));
-        assert_eq!(c.state_dir, PathBuf::from("/r/network"));
-        let c = NetConfig::resolve(root, None, None, |_| Some(String::new())).unwrap();
-        assert_eq!((c.bridge.as_str(), c.cidr.to_string()), (DEFAULT_BRIDGE, DEFAULT_POD_CIDR.into()));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! manifest (`crate::model::manifest`) → a sandbox (namespaces, network, /etc files,
 //! volumes) → one OCI spec per container → the runtime.
 
+pub mod config;
 pub mod container_spec;
 pub mod env;
 pub mod images;
