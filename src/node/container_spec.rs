@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Container, Pod};
+use k8s_openapi::api::core::v1::{Capabilities, Container, Pod};
 use oci_spec::image::Config as ImageConfig;
 use serde_json::{Value, json};
 
@@ -160,6 +160,40 @@ fn all_caps() -> Vec<String> {
     caps::all().into_iter().map(|c| c.to_string()).collect()
 }
 
+/// The capability set: containerd's defaults, or all for a privileged container; then the
+/// security context's add and drop ("ALL" in either). As containerd: "ALL" in drop empties
+/// the set before the adds; single drops go last.
+fn capabilities(privileged: bool, cs: Option<&Capabilities>, field: &str) -> Result<Vec<String>, PlanError> {
+    let mut caps: Vec<String> =
+        if privileged { all_caps() } else { DEFAULT_CAPS.iter().map(|s| s.to_string()).collect() };
+    let Some(cs) = cs else { return Ok(caps) };
+    let drops: Vec<&String> = cs.drop.iter().flatten().collect();
+    if drops.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
+        caps.clear();
+    }
+    for (j, add) in cs.add.iter().flatten().enumerate() {
+        if add.eq_ignore_ascii_case("ALL") {
+            caps = all_caps();
+            continue;
+        }
+        let name = cap_name(add);
+        if name.parse::<caps::Capability>().is_err() {
+            return Err(invalid(
+                format!("{field}.securityContext.capabilities.add[{j}]"),
+                format!("Unsupported value: \"{add}\": not a Linux capability"),
+            ));
+        }
+        if !caps.contains(&name) {
+            caps.push(name);
+        }
+    }
+    for drop in drops.iter().filter(|d| !d.eq_ignore_ascii_case("ALL")) {
+        let name = cap_name(drop);
+        caps.retain(|c| *c != name);
+    }
+    Ok(caps)
+}
+
 /// Builds the spec (see the module comment).
 pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
     let Input { pod, container: c, field, image, rootfs, env, sandbox, volumes } = *input;
@@ -211,37 +245,7 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
         }
     }
 
-    // Capabilities: containerd's defaults, or all for a privileged container; then the
-    // security context's add and drop ("ALL" in either).
-    let mut caps: Vec<String> =
-        if privileged { all_caps() } else { DEFAULT_CAPS.iter().map(|s| s.to_string()).collect() };
-    // As containerd: "ALL" in drop empties the set before the adds; single drops go last.
-    if let Some(cs) = sc.and_then(|s| s.capabilities.as_ref()) {
-        let drops: Vec<&String> = cs.drop.iter().flatten().collect();
-        if drops.iter().any(|d| d.eq_ignore_ascii_case("ALL")) {
-            caps.clear();
-        }
-        for (j, add) in cs.add.iter().flatten().enumerate() {
-            if add.eq_ignore_ascii_case("ALL") {
-                caps = all_caps();
-                continue;
-            }
-            let name = cap_name(add);
-            if name.parse::<caps::Capability>().is_err() {
-                return Err(invalid(
-                    format!("{field}.securityContext.capabilities.add[{j}]"),
-                    format!("Unsupported value: \"{add}\": not a Linux capability"),
-                ));
-            }
-            if !caps.contains(&name) {
-                caps.push(name);
-            }
-        }
-        for drop in drops.iter().filter(|d| !d.eq_ignore_ascii_case("ALL")) {
-            let name = cap_name(drop);
-            caps.retain(|c| *c != name);
-        }
-    }
+    let caps = capabilities(privileged, sc.and_then(|s| s.capabilities.as_ref()), field)?;
     let cwd = c
         .working_dir
         .clone()
@@ -313,10 +317,10 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
         match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             None => mounts.push(bind(base, &vm.mount_path, ro)),
             Some(sub) => {
-                let fd = open_sub_path(base, sub)
-                    .map_err(|e| PlanError::Host(format!("{f}.subPath {sub:?} in volume {}: {e}", vm.name)))?;
+                let what = || format!("{f}.subPath {sub:?} in volume {}", vm.name);
+                let fd = open_sub_path(base, sub).map_err(PlanError::io(what()))?;
                 let staged = stage_sub_path(&sandbox.dir.join("subpaths").join(&c.name).join(j.to_string()), &fd)
-                    .map_err(|e| PlanError::Host(format!("{f}.subPath {sub:?} in volume {}: {e}", vm.name)))?;
+                    .map_err(PlanError::io(what()))?;
                 mounts.push(bind(&staged, &vm.mount_path, ro));
             }
         }
@@ -419,5 +423,113 @@ fn open_sub_path(base: &Path, sub: &str) -> std::io::Result<OwnedFd> {
             sys::resolve::openat2(root.as_fd(), &c, libc::O_PATH, resolve)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+
+    use super::*;
+
+    fn caps_of(add: &[&str], drop: &[&str]) -> Capabilities {
+        let v = |l: &[&str]| Some(l.iter().map(|s| s.to_string()).collect());
+        Capabilities { add: v(add), drop: v(drop) }
+    }
+
+    #[test]
+    fn a_default_container_gets_containerds_capabilities() {
+        let caps = capabilities(false, None, "c").unwrap();
+        assert_eq!(caps, DEFAULT_CAPS);
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_ADMIN"));
+    }
+
+    #[test]
+    fn drop_all_then_add_leaves_only_the_additions() {
+        let caps = capabilities(false, Some(&caps_of(&["net_admin", "CAP_KILL"], &["ALL"])), "c").unwrap();
+        assert_eq!(caps, ["CAP_NET_ADMIN", "CAP_KILL"]);
+    }
+
+    #[test]
+    fn single_drops_go_after_the_adds() {
+        let caps = capabilities(false, Some(&caps_of(&["SYS_TIME"], &["SYS_TIME", "chown"])), "c").unwrap();
+        assert!(!caps.iter().any(|c| c == "CAP_SYS_TIME" || c == "CAP_CHOWN"), "{caps:?}");
+        assert!(caps.iter().any(|c| c == "CAP_KILL"));
+    }
+
+    #[test]
+    fn a_privileged_container_gets_every_capability() {
+        let caps = capabilities(true, None, "c").unwrap();
+        assert!(caps.iter().any(|c| c == "CAP_SYS_ADMIN") && caps.len() > DEFAULT_CAPS.len());
+    }
+
+    #[test]
+    fn an_unknown_capability_is_refused_naming_its_field() {
+        let e = capabilities(false, Some(&caps_of(&["KILL", "FLY"], &[])), "spec.containers[0]").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.containers[0].securityContext.capabilities.add[1]: Unsupported value: \"FLY\": not a Linux capability"
+        );
+    }
+
+    fn with_resources(requests: &[(&str, &str)], limits: &[(&str, &str)]) -> Container {
+        let m = |l: &[(&str, &str)]| {
+            Some(l.iter().map(|(k, v)| (k.to_string(), Quantity(v.to_string()))).collect::<BTreeMap<_, _>>())
+        };
+        Container {
+            name: "c".into(),
+            resources: Some(k8s_openapi::api::core::v1::ResourceRequirements {
+                requests: m(requests),
+                limits: m(limits),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cpu_and_memory_become_shares_a_quota_and_a_limit_as_the_kubelet_sets_them() {
+        let r = resources(&with_resources(&[("cpu", "250m")], &[("cpu", "500m"), ("memory", "64Mi")]), "c").unwrap();
+        assert_eq!(r["cpu"]["shares"], 256);
+        assert_eq!((r["cpu"]["quota"].as_i64(), r["cpu"]["period"].as_i64()), (Some(50_000), Some(100_000)));
+        assert_eq!(r["memory"]["limit"], 64 * 1024 * 1024);
+        // A limit without a request is also the request; no cpu at all is the minimum.
+        assert_eq!(resources(&with_resources(&[], &[("cpu", "1")]), "c").unwrap()["cpu"]["shares"], 1024);
+        assert_eq!(resources(&with_resources(&[], &[]), "c").unwrap()["cpu"]["shares"], 2);
+        // The kernel's floor for a quota is 1 ms.
+        assert_eq!(resources(&with_resources(&[], &[("cpu", "1m")]), "c").unwrap()["cpu"]["quota"], 1000);
+    }
+
+    #[test]
+    fn a_bad_quantity_names_its_field() {
+        let e = resources(&with_resources(&[], &[("memory", "lots")]), "spec.containers[2]").unwrap_err();
+        assert!(e.to_string().starts_with("spec.containers[2].resources.limits.memory: "), "{e}");
+    }
+
+    fn image(entrypoint: &[&str], cmd: &[&str]) -> ImageConfig {
+        let mut c = ImageConfig::default();
+        c.set_entrypoint(Some(entrypoint.iter().map(|s| s.to_string()).collect()));
+        c.set_cmd(Some(cmd.iter().map(|s| s.to_string()).collect()));
+        c
+    }
+
+    #[test]
+    fn command_and_args_combine_with_the_image_as_the_kubelet_does() {
+        let env = Env::default();
+        let img = image(&["/entry"], &["default"]);
+        let c = |command: Option<&[&str]>, args: Option<&[&str]>| Container {
+            name: "c".into(),
+            command: command.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            args: args.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        };
+        assert_eq!(argv(&c(None, None), Some(&img), &env, "c").unwrap(), ["/entry", "default"]);
+        assert_eq!(argv(&c(None, Some(&["x"])), Some(&img), &env, "c").unwrap(), ["/entry", "x"]);
+        assert_eq!(argv(&c(Some(&["/bin/sh"]), None), Some(&img), &env, "c").unwrap(), ["/bin/sh"]);
+        assert_eq!(argv(&c(Some(&["/bin/sh"]), Some(&["-c"])), Some(&img), &env, "c").unwrap(), ["/bin/sh", "-c"]);
+        let e = argv(&c(None, None), None, &env, "spec.containers[0]").unwrap_err().to_string();
+        assert!(e.starts_with("spec.containers[0].command: Required value"), "{e}");
     }
 }

@@ -20,6 +20,7 @@ pub struct EnvSources<'a> {
 
 /// The environment the kubelet gives the container, in the order variables were defined,
 /// and the map `$(NAME)` references in command and args expand from.
+#[derive(Debug, Default)]
 pub struct Env {
     pub vars: Vec<(String, String)>,
     defined: BTreeMap<String, String>,

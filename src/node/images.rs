@@ -26,6 +26,25 @@ fn default_policy(image: &str) -> &'static str {
     }
 }
 
+/// Why a container's image could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error(
+        "image \"{image}\" is not in the store and imagePullPolicy is Never (put it there with `nodectl image import` or `nodectl image pull`)"
+    )]
+    NeverPulled { image: String },
+    #[error("{image}: {source}")]
+    Store { image: String, source: StoreError },
+    #[error("{image:?}: {source}")]
+    Reference { image: String, source: crate::image::reference::ReferenceError },
+    #[error("image \"{image}\" is not in the store, and pulling it failed: {source}")]
+    Pull { image: String, source: crate::image::pull::PullError },
+    #[error("{image}: config: {source}")]
+    ConfigBlob { image: String, source: StoreError },
+    #[error("{image}: config {digest}: {source}")]
+    Config { image: String, digest: String, source: serde_json::Error },
+}
+
 /// Finds (or pulls) `image` for the container at `field`. `warn` gets messages to print.
 pub fn resolve(
     store: &Store,
@@ -35,22 +54,21 @@ pub fn resolve(
     pull_opts: &PullOptions,
     warn: &mut dyn FnMut(String),
 ) -> Result<Resolved, PlanError> {
+    let fail = |source| PlanError::Image { field: field.to_string(), source: Box::new(source) };
     let policy = policy.unwrap_or_else(|| default_policy(image));
     let local = match store.resolve(image) {
         Ok(r) => Some(r),
         Err(StoreError::NotFound(_)) => None,
-        Err(e) => return Err(PlanError::Image(format!("{field}.image: {image}: {e}"))),
+        Err(source) => return Err(fail(ImageError::Store { image: image.into(), source })),
     };
     let record = match (policy, local) {
         ("Never", Some(r)) | ("IfNotPresent", Some(r)) => r,
         ("Never", None) => {
-            return Err(PlanError::Image(format!(
-                "{field}.image: image \"{image}\" is not in the store and imagePullPolicy is Never (put it there with `nodectl image import` or `nodectl image pull`)"
-            )));
+            return Err(fail(ImageError::NeverPulled { image: image.into() }));
         }
         (_, local) => {
             let reference: Reference =
-                image.parse().map_err(|e| PlanError::Image(format!("{field}.image: {image:?}: {e}")))?;
+                image.parse().map_err(|source| fail(ImageError::Reference { image: image.into(), source }))?;
             let pulled = pull::pull(store, &reference, pull_opts);
             // The pull's event loop had threads; the runtime forks only when they are gone.
             crate::sys::process::wait_single_threaded();
@@ -58,24 +76,21 @@ pub fn resolve(
                 Ok(r) => r,
                 // Always, with a copy at hand and the registry out of reach: a machine
                 // without a network still runs what it has, and says so.
-                Err(e) if local.is_some() => {
+                Err(e) if let Some(warned) = local => {
                     warn(format!(
                         "{field}.image: pulling {image} (imagePullPolicy {policy}) failed, using the copy in the store: {e}"
                     ));
-                    local.expect("checked")
+                    warned
                 }
-                Err(e) => {
-                    return Err(PlanError::Image(format!(
-                        "{field}.image: image \"{image}\" is not in the store, and pulling it failed: {e}"
-                    )));
-                }
+                Err(source) => return Err(fail(ImageError::Pull { image: image.into(), source })),
             }
         }
     };
     let bytes = store
         .read_blob(&record.config)
-        .map_err(|e| PlanError::Image(format!("{field}.image: {image}: config: {e}")))?;
-    let parsed: ImageConfiguration = serde_json::from_slice(&bytes)
-        .map_err(|e| PlanError::Image(format!("{field}.image: {image}: config {}: {e}", record.config)))?;
+        .map_err(|source| fail(ImageError::ConfigBlob { image: image.into(), source }))?;
+    let parsed: ImageConfiguration = serde_json::from_slice(&bytes).map_err(|source| {
+        fail(ImageError::Config { image: image.into(), digest: record.config.to_string(), source })
+    })?;
     Ok(Resolved { config: parsed.config().clone(), record })
 }

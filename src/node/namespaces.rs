@@ -3,7 +3,7 @@
 //! containers join the UTS, IPC and network namespaces by path.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::path::Path;
 
 use nix::mount::MsFlags;
@@ -18,11 +18,11 @@ use nix::unistd::{ForkResult, Pid};
 ///
 /// A short-lived child makes them: we are single-threaded (the runtime will fork
 /// containers from this process), and unsharing ourselves would move us too.
-pub fn hold(flags: CloneFlags, targets: &[(&str, &Path)], hostname: Option<&str>) -> Result<(), String> {
-    let (mut ready_r, mut ready_w) = std::os::unix::net::UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+pub fn hold(flags: CloneFlags, targets: &[(&str, &Path)], hostname: Option<&str>) -> io::Result<()> {
+    let (mut ready_r, mut ready_w) = std::os::unix::net::UnixStream::pair().map_err(context("socketpair"))?;
     // SAFETY: the caller is single-threaded (the pod runner never starts threads), so the
     // child may run ordinary Rust until it _exits.
-    let child = match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
+    let child = match unsafe { nix::unistd::fork() }.map_err(|e| context("fork")(e.into()))? {
         ForkResult::Child => {
             drop(ready_r);
             let ok = nix::sched::unshare(flags).is_ok() && hostname.is_none_or(|h| nix::unistd::sethostname(h).is_ok());
@@ -39,7 +39,7 @@ pub fn hold(flags: CloneFlags, targets: &[(&str, &Path)], hostname: Option<&str>
     let mut b = [0u8; 1];
     let result = match ready_r.read(&mut b) {
         Ok(1) if b[0] == b'1' => bind_all(child, targets),
-        _ => Err(format!("unshare({flags:?}) in a helper process failed")),
+        _ => Err(io::Error::other(format!("unshare({flags:?}) in a helper process failed"))),
     };
     let _ = kill(child, Signal::SIGKILL);
     let _ = waitpid(child, None);
@@ -53,12 +53,17 @@ pub fn hold(flags: CloneFlags, targets: &[(&str, &Path)], hostname: Option<&str>
     result
 }
 
-fn bind_all(child: Pid, targets: &[(&str, &Path)]) -> Result<(), String> {
+fn bind_all(child: Pid, targets: &[(&str, &Path)]) -> io::Result<()> {
     for (kind, path) in targets {
-        fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
+        fs::File::create(path).map_err(context(&format!("create {}", path.display())))?;
         let source = format!("/proc/{child}/ns/{kind}");
         nix::mount::mount(Some(source.as_str()), *path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| format!("bind {source} onto {}: {e}", path.display()))?;
+            .map_err(|e| context(&format!("bind {source} onto {}", path.display()))(e.into()))?;
     }
     Ok(())
+}
+
+/// An io::Error that says what was being done, keeping the kind of the one it wraps.
+fn context(what: &str) -> impl FnOnce(io::Error) -> io::Error + '_ {
+    move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }

@@ -37,6 +37,26 @@ const BACKOFF_RESET: Duration = Duration::from_secs(600);
 const DEFAULT_GRACE: i64 = 30;
 const SHM_SIZE: u64 = 64 << 20;
 
+/// Whether a container that exited with `code` runs again, as the kubelet decides it: an
+/// init container that fails is tried again unless the pod never restarts; a regular
+/// container follows restartPolicy.
+pub fn should_restart(init: bool, policy: &str, code: i32) -> bool {
+    match (init, policy) {
+        (true, "Never") => false,
+        (true, _) => code != 0,
+        (false, "Always") => true,
+        (false, "OnFailure") => code != 0,
+        _ => false,
+    }
+}
+
+/// The delay before the next restart and the backoff after it: doubling from `initial`
+/// up to MAX_BACKOFF, back to `initial` once the container ran for BACKOFF_RESET.
+pub fn backoff(current: Duration, initial: Duration, ran: Duration) -> (Duration, Duration) {
+    let delay = if ran >= BACKOFF_RESET { initial } else { current };
+    (delay, (delay * 2).min(MAX_BACKOFF))
+}
+
 pub struct RunOptions {
     /// The state root (images, runtime, pods).
     pub root: PathBuf,
@@ -79,7 +99,7 @@ struct Slot<'m> {
 }
 
 fn host(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
-    move |e| PlanError::Host(format!("{what}: {e}"))
+    PlanError::io(what)
 }
 
 fn say(msg: &str) {
@@ -119,14 +139,16 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
     for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         mask.add(s);
     }
-    mask.thread_block().map_err(|e| PlanError::Host(format!("block signals: {e}")))?;
+    mask.thread_block().map_err(PlanError::errno("block signals"))?;
     let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .map_err(|e| PlanError::Host(format!("signalfd: {e}")))?;
+        .map_err(PlanError::errno("signalfd"))?;
 
     let pod = &manifest.pod;
     let spec = pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
-    let store = Store::open(&opts.root)
-        .map_err(|e| PlanError::Image(format!("opening the image store under {}: {e}", opts.root.display())))?;
+    let store = Store::open(&opts.root).map_err(|source| PlanError::Store {
+        what: format!("opening the image store under {}", opts.root.display()),
+        source,
+    })?;
     let containers: Vec<(&Container, String, bool)> = spec
         .init_containers
         .iter()
@@ -311,10 +333,9 @@ impl Supervisor<'_, '_> {
         let slot = &self.slots[i];
         // What a previous run of this container left (a restart makes a fresh one).
         let _ = self.rt.delete(&slot.id, true);
-        crate::image::rootfs::remove(self.store, &slot.id)
-            .map_err(|e| PlanError::Host(format!("remove old root filesystem: {e}")))?;
+        crate::image::rootfs::remove(self.store, &slot.id).map_err(PlanError::rootfs("remove old root filesystem"))?;
         let rootfs = crate::image::rootfs::prepare(self.store, &slot.image.record, &slot.id)
-            .map_err(|e| PlanError::Host(format!("root filesystem: {e}")))?;
+            .map_err(PlanError::rootfs("root filesystem"))?;
         tracing::debug!(container = %slot.spec.name, "root filesystem mounted");
         let sources = EnvSources {
             pod: &self.manifest.pod,
@@ -336,10 +357,11 @@ impl Supervisor<'_, '_> {
         })?;
         let bundle = self.sb.dir.join("bundles").join(&slot.spec.name);
         fs::create_dir_all(&bundle).map_err(host(format!("create {}", bundle.display())))?;
-        let json = serde_json::to_vec_pretty(&spec).map_err(|e| PlanError::Host(e.to_string()))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| PlanError::io("encode config.json")(e.into()))?;
         fs::write(bundle.join("config.json"), json)
             .map_err(host(format!("write {}", bundle.join("config.json").display())))?;
-        let cfg = crate::runtime::spec::load(&bundle).map_err(|e| PlanError::Host(e.to_string()))?;
+        let cfg = crate::runtime::spec::load(&bundle)
+            .map_err(|source| PlanError::Spec { what: format!("container {}", slot.spec.name), source })?;
         tracing::debug!(container = %slot.spec.name, "spec written and loaded");
         let null = fs::File::open("/dev/null").map_err(host("open /dev/null".into()))?;
         let create = CreateOptions {
@@ -348,8 +370,11 @@ impl Supervisor<'_, '_> {
             stdio: Some([null.as_raw_fd(), slot.out.write.as_raw_fd(), slot.err.write.as_raw_fd()]),
             ..Default::default()
         };
-        let rec = self.rt.create_from(&slot.id, &cfg, &create, None).map_err(|e| PlanError::Host(e.to_string()))?;
-        self.rt.start(&slot.id).map_err(|e| PlanError::Host(e.to_string()))?;
+        let rec = self
+            .rt
+            .create_from(&slot.id, &cfg, &create, None)
+            .map_err(PlanError::runtime(format!("create container {}", slot.spec.name)))?;
+        self.rt.start(&slot.id).map_err(PlanError::runtime(format!("start container {}", slot.spec.name)))?;
         tracing::debug!(container = %slot.spec.name, pid = rec.pid, "started");
         Ok(rec.pid)
     }
@@ -376,7 +401,7 @@ impl Supervisor<'_, '_> {
             }
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(PlanError::Host(format!("poll: {e}"))),
+                Err(e) => return Err(PlanError::errno("poll")(e)),
             }
             fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
         };
@@ -438,21 +463,9 @@ impl Supervisor<'_, '_> {
         } else if exit.code != 0 || several {
             say(&format!("container {name} exited with code {}", exit.code));
         }
-        let restart = self.stopping.is_none()
-            && match (slot.init, policy.as_str()) {
-                // An init container that fails is tried again unless the pod never restarts.
-                (true, "Never") => false,
-                (true, _) => exit.code != 0,
-                (false, "Always") => true,
-                (false, "OnFailure") => exit.code != 0,
-                _ => false,
-            };
-        if restart {
-            if ran >= BACKOFF_RESET {
-                slot.backoff = self.opts.restart_backoff;
-            }
-            let delay = slot.backoff;
-            slot.backoff = (slot.backoff * 2).min(MAX_BACKOFF);
+        if self.stopping.is_none() && should_restart(slot.init, &policy, exit.code) {
+            let (delay, next) = backoff(slot.backoff, self.opts.restart_backoff, ran);
+            slot.backoff = next;
             slot.restarts += 1;
             say(&format!(
                 "restarting container {name} in {:?} (restart {}, restartPolicy {policy})",
@@ -496,5 +509,41 @@ impl Supervisor<'_, '_> {
         }
         // Nothing left to wait for but the exits: no further deadline.
         self.stopping = Some(Instant::now() + Duration::from_secs(3600));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restart_policies_decide_as_the_kubelet_does() {
+        for (init, policy, code, restart) in [
+            (false, "Always", 0, true),
+            (false, "Always", 1, true),
+            (false, "OnFailure", 0, false),
+            (false, "OnFailure", 2, true),
+            (false, "Never", 1, false),
+            (true, "Always", 0, false),
+            (true, "Always", 1, true),
+            (true, "OnFailure", 1, true),
+            (true, "Never", 1, false),
+        ] {
+            assert_eq!(should_restart(init, policy, code), restart, "init {init}, {policy}, exit {code}");
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_and_resets_after_ten_minutes_running() {
+        let s = Duration::from_secs;
+        let mut current = s(10);
+        let mut delays = Vec::new();
+        for _ in 0..7 {
+            let (delay, next) = backoff(current, s(10), s(1));
+            delays.push(delay.as_secs());
+            current = next;
+        }
+        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(backoff(s(300), s(10), s(600)), (s(10), s(20)));
     }
 }

@@ -47,7 +47,7 @@ impl NetRecord {
 
     fn config(&self) -> Result<NetConfig, PlanError> {
         NetConfig::new(&self.bridge, &self.cidr, self.state_dir.clone())
-            .map_err(|e| PlanError::Host(format!("pod network in the record: {e}")))
+            .map_err(PlanError::network("pod network in the record"))
     }
 }
 
@@ -81,7 +81,7 @@ pub fn new_key(name: &str) -> String {
 }
 
 fn host(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
-    move |e| PlanError::Host(format!("{what}: {e}"))
+    PlanError::io(what)
 }
 
 /// What the sandbox is asked to be.
@@ -117,12 +117,13 @@ pub fn create(root: &Path, spec: &SandboxSpec<'_>) -> Result<Sandbox, PlanError>
         Ok(l) => l,
         Err(e) => {
             let _ = fs::remove_dir_all(&tmp);
-            return Err(PlanError::Host(format!("lock {}: {e}", tmp.join("lock").display())));
+            return Err(PlanError::io(format!("lock {}", tmp.join("lock").display()))(e));
         }
     };
-    let written = serde_json::to_vec_pretty(&record).map_err(|e| PlanError::Host(e.to_string())).and_then(|json| {
-        fs::write(tmp.join("pod.json"), json).map_err(host(format!("write {}", tmp.join("pod.json").display())))
-    });
+    let written =
+        serde_json::to_vec_pretty(&record).map_err(|e| PlanError::io("encode pod.json")(e.into())).and_then(|json| {
+            fs::write(tmp.join("pod.json"), json).map_err(host(format!("write {}", tmp.join("pod.json").display())))
+        });
     if let Err(e) = written
         .and_then(|()| fs::rename(&tmp, &dir).map_err(host(format!("rename {} to {}", tmp.display(), dir.display()))))
     {
@@ -165,7 +166,8 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
         targets.push(("uts", &uts));
         flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
     }
-    namespaces::hold(flags, &targets, spec.network.map(|_| spec.hostname)).map_err(PlanError::Host)?;
+    namespaces::hold(flags, &targets, spec.network.map(|_| spec.hostname))
+        .map_err(PlanError::io("hold the pod's namespaces"))?;
     tracing::debug!("namespaces held");
     nix::mount::mount(
         Some("shm"),
@@ -174,14 +176,14 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
         nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
         Some(format!("mode=1777,size={}", spec.shm_size).as_str()),
     )
-    .map_err(|e| PlanError::Host(format!("mount tmpfs on {}: {e}", sb.shm.display())))?;
+    .map_err(PlanError::errno(format!("mount tmpfs on {}", sb.shm.display())))?;
 
     let hosts_text = match spec.network {
         Some(cfg) => {
             sb.netns = Some(net.clone());
             sb.utsns = Some(uts);
-            let attachment = network::setup(cfg, &sb.record.key, &net, spec.ports)
-                .map_err(|e| PlanError::Host(format!("pod network: {e}")))?;
+            let attachment =
+                network::setup(cfg, &sb.record.key, &net, spec.ports).map_err(PlanError::network("pod network"))?;
             crate::sys::process::wait_single_threaded();
             tracing::debug!(ip = %attachment.ip, "network set up");
             sb.ip = Some(attachment.ip);
@@ -230,20 +232,18 @@ pub fn pod_resolv_conf(host: &str) -> String {
 
 /// Removes everything a pod's record says it may have: its containers (killed), their root
 /// filesystems, its network attachment, mounts, directory and cgroup parent. Parts already
-/// gone are fine; every part is tried, and the first failure is returned.
+/// gone are fine; every part is tried, and every failure is reported (as netavark does).
 pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
-    let mut first: Option<PlanError> = None;
+    let mut failed: Vec<PlanError> = Vec::new();
     let mut note = |r: Result<(), PlanError>| {
-        if let Err(e) = r
-            && first.is_none()
-        {
-            first = Some(e);
+        if let Err(e) = r {
+            failed.push(e);
         }
     };
     let prefix = format!("{}.", record.key);
     let rt = Runtime::new(&root.join("runtime"));
     for id in rt.root.list().unwrap_or_default().into_iter().filter(|id| id.starts_with(&prefix)) {
-        note(rt.delete(&id, true).map_err(|e| PlanError::Host(format!("delete container {id}: {e}"))));
+        note(rt.delete(&id, true).map_err(PlanError::runtime(format!("delete container {id}"))));
     }
     if let Ok(store) = Store::open(root) {
         let rootfs_dir = store.root().join("rootfs");
@@ -252,30 +252,35 @@ pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
             if id.starts_with(&prefix) {
                 note(
                     crate::image::rootfs::remove(&store, &id)
-                        .map_err(|e| PlanError::Host(format!("remove root filesystem {id}: {e}"))),
+                        .map_err(PlanError::rootfs(format!("remove root filesystem {id}"))),
                 );
             }
         }
     }
     if let Some(net) = &record.network {
-        note(net.config().and_then(|cfg| {
-            network::teardown(&cfg, &record.key).map_err(|e| PlanError::Host(format!("pod network: {e}")))
-        }));
+        note(
+            net.config()
+                .and_then(|cfg| network::teardown(&cfg, &record.key).map_err(PlanError::network("pod network"))),
+        );
     }
     let dir = pods_dir(root).join(&record.key);
     // The namespace files, /dev/shm and volumes are all mounts below the pod's directory.
-    note(crate::sys::mount::unmount_below(&dir).map_err(|e| PlanError::Host(e.to_string())));
+    note(crate::sys::mount::unmount_below(&dir).map_err(PlanError::io(format!("unmount below {}", dir.display()))));
     note(
         crate::runtime::cgroups::remove_parent(&record.cgroup_parent)
-            .map_err(|e| PlanError::Host(format!("remove cgroup {}: {e}", record.cgroup_parent))),
+            .map_err(|source| PlanError::Cgroup { what: format!("remove cgroup {}", record.cgroup_parent), source }),
     );
     match fs::remove_dir_all(&dir) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            note(Err(PlanError::Host(format!("remove {}: {e}", dir.display()))))
+            note(Err(PlanError::io(format!("remove {}", dir.display()))(e)))
         }
         _ => {}
     }
-    first.map_or(Ok(()), Err)
+    match failed.len() {
+        0 => Ok(()),
+        1 => Err(failed.remove(0)),
+        _ => Err(PlanError::Teardown(failed)),
+    }
 }
 
 /// What [`gc`] removed.

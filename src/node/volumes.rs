@@ -27,7 +27,7 @@ pub struct Volumes {
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
-    move |e| PlanError::Host(format!("{what}: {e}"))
+    PlanError::io(what)
 }
 
 /// Makes every volume of `pod` below `dir` (the pod's `volumes/` directory).
@@ -151,7 +151,7 @@ fn prepare_one(
 
 fn mount_tmpfs(target: &Path, data: &str) -> Result<(), PlanError> {
     nix::mount::mount(Some("tmpfs"), target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(data))
-        .map_err(|e| PlanError::Host(format!("mount tmpfs ({data}) on {}: {e}", target.display())))
+        .map_err(PlanError::errno(format!("mount tmpfs ({data}) on {}", target.display())))
 }
 
 /// The hostPath types' checks, in the kubelet's words.
