@@ -307,3 +307,64 @@ fn an_oversized_json_document_is_refused_by_its_limit() {
     fs::write(layout.join("index.json"), index).unwrap();
     refused_and_store_unchanged(&layout, "16 MiB limit");
 }
+
+/// An unpacked docker-archive directory, beside a directory `outside` of the test's.
+fn docker_dir(tmp: &Path) -> std::path::PathBuf {
+    let dir = tmp.join("docker");
+    fs::create_dir(&dir).unwrap();
+    let st = Command::new("tar").arg("xf").arg(images().join("busybox.docker.tar")).arg("-C").arg(&dir).status();
+    assert!(st.unwrap().success());
+    dir
+}
+
+fn manifest_with(dir: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut m: serde_json::Value = serde_json::from_slice(&fs::read(&path).unwrap()).unwrap();
+    edit(&mut m[0]);
+    fs::write(&path, serde_json::to_vec(&m).unwrap()).unwrap();
+}
+
+#[test]
+fn a_docker_archive_directory_cannot_name_files_outside_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = docker_dir(tmp.path());
+    // The real config and layer, moved out of the directory: were names followed out of
+    // it, the import would succeed.
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("manifest.json")).unwrap()).unwrap();
+    let (config, layer) =
+        (m[0]["Config"].as_str().unwrap().to_string(), m[0]["Layers"][0].as_str().unwrap().to_string());
+    fs::rename(dir.join(&config), outside.join(&config)).unwrap();
+    fs::copy(dir.join(&layer), outside.join(&layer)).unwrap();
+
+    let absolute = outside.join(&config).to_str().unwrap().to_string();
+    manifest_with(&dir, |e| e["Config"] = absolute.clone().into());
+    refused_and_store_unchanged(&dir, "missing");
+
+    manifest_with(&dir, |e| e["Config"] = format!("../outside/{config}").into());
+    refused_and_store_unchanged(&dir, "missing");
+
+    // A symlink inside the directory that points out of it is resolved inside it too.
+    std::os::unix::fs::symlink(outside.join(&config), dir.join("link.json")).unwrap();
+    manifest_with(&dir, |e| e["Config"] = "link.json".into());
+    refused_and_store_unchanged(&dir, "missing");
+}
+
+#[test]
+fn a_layout_blob_that_is_a_device_or_a_fifo_is_refused_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (i, make) in ["zero", "fifo"].into_iter().enumerate() {
+        let layout = tmp.path().join(format!("layout-{i}"));
+        copy_dir(&images().join("busybox"), &layout);
+        let layer = blobs_by_size(&layout)[0].clone();
+        fs::remove_file(&layer).unwrap();
+        match make {
+            // Followed, /dev/zero would fill the disk; inside the root it is not there.
+            "zero" => std::os::unix::fs::symlink("/dev/zero", &layer).unwrap(),
+            // Opened for reading, a FIFO would wait for a writer for ever.
+            _ => nix::unistd::mkfifo(&layer, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap(),
+        }
+        refused_and_store_unchanged(&layout, if make == "fifo" { "not a regular file" } else { "missing" });
+    }
+}

@@ -208,22 +208,26 @@ fn lifecycle_create_start_state_kill_delete() {
 }
 
 #[test]
-fn a_created_container_can_be_deleted_and_a_running_one_forced() {
+fn a_created_container_is_deleted_as_runc_deletes_it_and_a_running_one_needs_force() {
     let rt = Rt::new();
     let b = rt.bundle("del", |s| s["process"]["args"] = json!(["sleep", "1000"]));
     rt.create(&b, "del");
     let pid = rt.state("del")["pid"].as_i64().unwrap();
-    // Not stopped: an error that changes nothing, unless forced.
-    assert!(rt.fails(&["delete", "del"]).contains("is created"));
-    assert_eq!(rt.state("del")["status"], "created");
-    rt.ok(&["delete", "--force", "del"]);
+    // Created: killed and deleted without --force, as runc does (containerd's shim relies
+    // on it).
+    rt.ok(&["delete", "del"]);
     assert!(
         !Path::new(&format!("/proc/{pid}")).exists()
             || fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z")
     );
+    assert!(!rt.root().join("del").exists());
+    assert!(!rt.cgroup_dir("pids", "del").exists());
 
+    // Running: an error that changes nothing, unless forced.
     rt.create(&b, "del2");
     rt.ok(&["start", "del2"]);
+    assert!(rt.fails(&["delete", "del2"]).contains("is running"));
+    assert_eq!(rt.state("del2")["status"], "running");
     rt.ok(&["delete", "--force", "del2"]);
     assert!(!rt.root().join("del2").exists());
     assert!(!rt.cgroup_dir("pids", "del2").exists());
@@ -747,6 +751,12 @@ fn hooks_run_with_the_state_on_stdin() {
     let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "badhook"]);
     assert!(err.contains("hook /bin/false"), "{err}");
     assert!(!rt.root().join("badhook").exists());
+    // The hook's failure is what is said, and nothing before it.
+    let b = rt.bundle("badprestart", |s| s["hooks"] = json!({"prestart": [{"path": "/bin/false"}]}));
+    let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "badprestart"]);
+    assert!(err.trim_start().starts_with("nodectl-runtime:") && err.contains("hook /bin/false"), "{err}");
+    assert!(!err.contains("went away"), "{err}");
+    assert!(!rt.root().join("badprestart").exists());
 }
 
 #[test]

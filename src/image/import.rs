@@ -6,8 +6,10 @@
 //! whole image checks out is anything published (see [`Store::commit_image`]).
 
 use std::collections::BTreeMap;
+use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
@@ -15,7 +17,8 @@ use serde::Deserialize;
 
 use super::digest::{Digest, DigestError};
 use super::reference::{Reference, ReferenceError};
-use super::store::{ImageRecord, Staged, StagedBlob, Store, StoreError, read_document};
+use super::store::{ImageRecord, Staged, StagedBlob, Store, StoreError, read_bounded, read_document};
+use crate::sys::resolve::{RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -68,15 +71,47 @@ trait Source {
     fn path(&self) -> &Path;
 }
 
-/// An OCI layout directory: files are read in place.
+/// An OCI layout or docker-archive directory: files are read in place, each resolved
+/// inside the directory (openat2 RESOLVE_IN_ROOT: an absolute name, `..` or a symlink
+/// cannot lead out of it) and read only if it is a regular file (a FIFO would hang the
+/// import, `/dev/zero` fill the disk).
 struct Dir {
     path: PathBuf,
+    root: OwnedFd,
+}
+
+impl Dir {
+    fn open(path: &Path) -> Result<Dir> {
+        let root = File::open(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
+        Ok(Dir { path: path.to_path_buf(), root: root.into() })
+    }
+
+    fn open_file(&self, name: &str) -> io::Result<File> {
+        let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a file name"))?;
+        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
+        let fd = openat2(
+            self.root.as_fd(),
+            &c,
+            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
+            RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+        )?;
+        let file = File::from(fd);
+        let kind = file.metadata()?.file_type();
+        if !kind.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("not a regular file ({})", if kind.is_dir() { "a directory" } else { "a special file" }),
+            ));
+        }
+        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))?;
+        Ok(file)
+    }
 }
 
 impl Source for Dir {
     fn small(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
         let p = self.path.join(name);
-        match read_document(&p) {
+        match self.open_file(name).and_then(read_bounded) {
             Ok(d) => Ok(Some(d)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(ImportError::Io { path: p, source }),
@@ -91,7 +126,7 @@ impl Source for Dir {
         staged: &mut Staged,
     ) -> Result<(Digest, u64)> {
         let p = self.path.join(name);
-        let mut f = File::open(&p).map_err(|source| match source.kind() {
+        let mut f = self.open_file(name).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => ImportError::Missing { path: self.path.clone(), file: name.to_string() },
             _ => ImportError::Io { path: p.clone(), source },
         })?;
@@ -271,7 +306,7 @@ pub fn import(store: &Store, path: &Path, name: Option<&str>) -> Result<ImageRec
     let meta = fs::metadata(path).map_err(|source| ImportError::Io { path: path.to_path_buf(), source })?;
     let _guard = store.shared_lock()?;
     let mut source: Box<dyn Source> =
-        if meta.is_dir() { Box::new(Dir { path: path.to_path_buf() }) } else { Box::new(Archive::read(store, path)?) };
+        if meta.is_dir() { Box::new(Dir::open(path)?) } else { Box::new(Archive::read(store, path)?) };
     if source.small("oci-layout")?.is_some()
         && let Some(index) = source.small("index.json")?
     {

@@ -549,7 +549,11 @@ pub const MAX_DOCUMENT: u64 = 16 << 20;
 
 /// Reads a JSON document, refusing one over [`MAX_DOCUMENT`].
 pub fn read_document(path: &Path) -> io::Result<Vec<u8>> {
-    let file = File::open(path)?;
+    read_bounded(File::open(path)?)
+}
+
+/// Reads an open JSON document, refusing one over [`MAX_DOCUMENT`].
+pub fn read_bounded(file: File) -> io::Result<Vec<u8>> {
     let mut data = Vec::new();
     file.take(MAX_DOCUMENT + 1).read_to_end(&mut data)?;
     if data.len() as u64 > MAX_DOCUMENT {

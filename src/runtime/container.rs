@@ -366,9 +366,11 @@ impl Runtime {
             Err(e) => return Err(e.into()),
         };
         let status = self.root.status(&rec);
-        // The runtime spec: deleting a container that is not stopped is an error and
-        // changes nothing (runtime-tools checks it, for created ones too).
-        if status != Status::Stopped && !force {
+        // A running or paused container needs --force. A created one is killed and deleted,
+        // as runc does: containerd's shim and podman delete created containers that way.
+        // (The runtime spec says delete must fail for it, and runtime-tools' `delete`
+        // checks that; runc fails that check as we do. See docs/conformance.md.)
+        if !force && !matches!(status, Status::Stopped | Status::Created) {
             return Err(RuntimeError::Status { id: id.into(), status, verb: "delete", need: "stopped (or --force)" });
         }
         let cg = cgroup_of(&rec)?;

@@ -55,7 +55,7 @@ pub fn child(args: InitArgs<'_>) -> ! {
         Err(e) => e,
     };
     // After Ready no one listens on the channel: say it on the container's stderr.
-    if args.chan.send(&Msg::Error(msg.clone())).is_err() {
+    if args.chan.send(&Msg::Error(msg.clone())).is_err() && msg != RUNTIME_GONE {
         eprintln!("nodectl-runtime: container init: {msg}");
     }
     // SAFETY: _exit is always safe; it skips destructors and atexit handlers that belong
@@ -79,11 +79,15 @@ fn take_stdio(stdio: Option<[RawFd; 3]>) -> Result<()> {
     Ok(())
 }
 
+/// The runtime ended the setup (a failed hook, a failed step of its own, a signal): it
+/// reports why, so the init says nothing that would come before the real cause.
+const RUNTIME_GONE: &str = "the runtime went away during setup";
+
 fn recv_expect(chan: &Channel, want: Msg) -> Result<()> {
     match chan.recv() {
         Ok(Some(m)) if m == want => Ok(()),
         Ok(Some(m)) => Err(format!("setup protocol: expected {want:?}, got {m:?}")),
-        Ok(None) => Err("the runtime went away during setup".into()),
+        Ok(None) => Err(RUNTIME_GONE.into()),
         Err(e) => Err(format!("setup channel: {e}")),
     }
 }
@@ -253,7 +257,7 @@ pub fn exec_child(a: ExecArgs<'_>) -> ! {
         Ok(()) => "exec returned without running the program".to_string(),
         Err(e) => e,
     };
-    if a.chan.send(&Msg::Error(msg.clone())).is_err() {
+    if a.chan.send(&Msg::Error(msg.clone())).is_err() && msg != RUNTIME_GONE {
         eprintln!("nodectl-runtime: exec: {msg}");
     }
     // SAFETY: see `child`.
