@@ -368,3 +368,20 @@ fn a_layout_blob_that_is_a_device_or_a_fifo_is_refused_at_once() {
         refused_and_store_unchanged(&layout, if make == "fifo" { "not a regular file" } else { "missing" });
     }
 }
+
+#[test]
+fn a_layer_over_the_configured_size_limit_is_refused_and_the_store_kept() {
+    let root = tempfile::tempdir().unwrap();
+    ok(root.path(), &["image", "import", images().join("multilayer").to_str().unwrap(), "--name", "keep"]);
+    let before = tree(root.path());
+    let out = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+        .arg("--root")
+        .arg(root.path())
+        .args(["image", "import", images().join("busybox").to_str().unwrap(), "--name", "big"])
+        .env("NODECTL_MAX_LAYER_SIZE", "64Ki")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("65536 bytes, the limit"), "{err}");
+    assert_eq!(tree(root.path()), before, "a refused layer changed the store");
+}

@@ -9,7 +9,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use nodectl::image::unpack::{UnpackError, UnpackOptions, Whiteouts, unpack};
+use nodectl::image::unpack::{DEFAULT_MAX_LAYER_BYTES, UnpackError, UnpackOptions, Whiteouts, unpack};
 
 /// A tar stream written header by header.
 #[derive(Default)]
@@ -131,7 +131,72 @@ impl Layer {
 }
 
 fn apply(layer: Vec<u8>, target: &Path, whiteouts: Whiteouts) -> Result<(), UnpackError> {
-    unpack(&layer[..], target, &UnpackOptions { whiteouts }).map(|_| ())
+    unpack(&layer[..], target, &UnpackOptions { whiteouts, max_bytes: DEFAULT_MAX_LAYER_BYTES }).map(|_| ())
+}
+
+/// A GNU sparse entry (type 'S') of `real_size` bytes whose only data is `data` at
+/// `offset`: a few KiB of layer that describe a file of any size.
+fn gnu_sparse(name: &str, real_size: u64, offset: u64, data: &[u8]) -> Vec<u8> {
+    let mut h = tar::Header::new_gnu();
+    h.set_path(name).unwrap();
+    h.set_mode(0o644);
+    h.set_mtime(1_600_000_000);
+    h.set_entry_type(tar::EntryType::GNUSparse);
+    h.set_size(data.len() as u64);
+    {
+        let g = h.as_gnu_mut().unwrap();
+        g.set_real_size(real_size);
+        g.sparse[0].set_offset(offset);
+        g.sparse[0].set_length(data.len() as u64);
+        // The map must reach the end of the file: an empty extent there.
+        g.sparse[1].set_offset(real_size);
+        g.sparse[1].set_length(0);
+    }
+    h.set_cksum();
+    let mut out = h.as_bytes().to_vec();
+    out.extend_from_slice(data);
+    out.extend(std::iter::repeat_n(0u8, (512 - data.len() % 512) % 512));
+    out.extend(std::iter::repeat_n(0u8, 1024));
+    out
+}
+
+#[test]
+fn a_sparse_entry_is_written_as_a_sparse_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = 8u64 << 30;
+    let layer = gnu_sparse("big", real, real - 4096, &[b'x'; 4096]);
+    assert!(layer.len() < 10 * 1024);
+    unpack(
+        &layer[..],
+        tmp.path(),
+        &UnpackOptions { whiteouts: Whiteouts::Overlay, max_bytes: DEFAULT_MAX_LAYER_BYTES },
+    )
+    .unwrap();
+    let meta = fs::metadata(tmp.path().join("big")).unwrap();
+    assert_eq!(meta.len(), real);
+    // 8 GiB described, a few blocks on disk.
+    assert!(meta.blocks() * 512 < 1 << 20, "{} bytes allocated", meta.blocks() * 512);
+    let mut f = fs::File::open(tmp.path().join("big")).unwrap();
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(real - 4097)).unwrap();
+    let mut tail = Vec::new();
+    f.read_to_end(&mut tail).unwrap();
+    assert_eq!(tail[0], 0);
+    assert!(tail[1..].iter().all(|&b| b == b'x') && tail.len() == 4097);
+}
+
+#[test]
+fn a_layer_over_the_size_limit_is_refused_before_it_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let layer = gnu_sparse("huge", 1 << 40, 0, b"data");
+    let opts = UnpackOptions { whiteouts: Whiteouts::Overlay, max_bytes: 1 << 30 };
+    let err = unpack(&layer[..], tmp.path(), &opts).unwrap_err();
+    assert!(matches!(err, UnpackError::TooLarge { limit, .. } if limit == 1 << 30), "{err}");
+    assert!(!tmp.path().join("huge").exists());
+    // Plain files count too.
+    let layer = Layer::default().file("a", &[1; 600]).file("b", &[2; 600]).bytes();
+    let err = unpack(&layer[..], tmp.path(), &UnpackOptions { max_bytes: 1000, ..opts }).unwrap_err();
+    assert!(err.to_string().contains("\"b\"") && err.to_string().contains("1000"), "{err}");
 }
 
 /// A test's sandbox: `target/` to unpack into, and `host/` beside it standing for the

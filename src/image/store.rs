@@ -537,10 +537,24 @@ pub fn unpack_blob(src: &Path, target: &Path) -> std::result::Result<Digest, Lay
     let file = File::open(src).map_err(LayerError::Open)?;
     let (_, reader) = compression::decompress(file).map_err(LayerError::Read)?;
     let mut hashing = Hashing::new(Pipelined::new(reader));
-    unpack::unpack(&mut hashing, target, &UnpackOptions { whiteouts: Whiteouts::Overlay })
-        .map_err(LayerError::Unpack)?;
+    let opts = UnpackOptions { whiteouts: Whiteouts::Overlay, max_bytes: max_layer_bytes() };
+    unpack::unpack(&mut hashing, target, &opts).map_err(LayerError::Unpack)?;
     io::copy(&mut hashing, &mut io::sink()).map_err(LayerError::Read)?;
     Ok(hashing.finish().1)
+}
+
+/// The most one layer may unpack to: NODECTL_MAX_LAYER_SIZE (bytes, or a quantity such as
+/// `64Gi`), else the default. A value that does not parse is ignored with a warning.
+pub fn max_layer_bytes() -> u64 {
+    match std::env::var("NODECTL_MAX_LAYER_SIZE") {
+        Ok(v) if !v.is_empty() => {
+            crate::model::quantity::memory_bytes(&v).ok().and_then(|b| u64::try_from(b).ok()).unwrap_or_else(|| {
+                tracing::warn!(value = %v, "NODECTL_MAX_LAYER_SIZE is not a size; using the default");
+                unpack::DEFAULT_MAX_LAYER_BYTES
+            })
+        }
+        _ => unpack::DEFAULT_MAX_LAYER_BYTES,
+    }
 }
 
 /// JSON documents of an image (index, manifest, config) are read whole; this bounds them, so

@@ -1,7 +1,7 @@
 //! Writes one tar entry at a time, confined to the root (see `confined`).
 
 use std::ffi::CString;
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use super::confined::{Dir, Root, cstring, fchown_fchmod, fset_xattr};
@@ -312,7 +312,11 @@ impl<'r> Unpacker<'r> {
             }
             Err(e) => return Err(err(path, "create file")(e)),
         };
+        // Runs of zeros become holes (as GNU tar's --sparse and Go's archive/tar for
+        // containerd write them): a layer of a few KiB with a GNU sparse entry may describe
+        // gigabytes of zeros, which must not take gigabytes of disk.
         let mut written = 0u64;
+        let mut hole_at_end = false;
         loop {
             let n = match e.read(&mut self.buf) {
                 Ok(0) => break,
@@ -320,8 +324,19 @@ impl<'r> Unpacker<'r> {
                 Err(x) if x.kind() == io::ErrorKind::Interrupted => continue,
                 Err(x) => return Err(UnpackError::Read(x)),
             };
-            file.write_all(&self.buf[..n]).map_err(err(path, "write file"))?;
+            let chunk = &self.buf[..n];
+            if chunk.iter().all(|&b| b == 0) {
+                file.seek(SeekFrom::Current(n as i64)).map_err(err(path, "seek over a hole"))?;
+                hole_at_end = true;
+            } else {
+                file.write_all(chunk).map_err(err(path, "write file"))?;
+                hole_at_end = false;
+            }
             written += n as u64;
+        }
+        if hole_at_end {
+            // A seek past the end makes no bytes: the file's length is set instead.
+            file.set_len(written).map_err(err(path, "extend file"))?;
         }
         let expected = e.header().entry_size().unwrap_or(written);
         if written < expected && e.header().entry_type() != tar::EntryType::GNUSparse {

@@ -31,7 +31,13 @@ pub enum Whiteouts {
 #[derive(Clone, Debug)]
 pub struct UnpackOptions {
     pub whiteouts: Whiteouts,
+    /// The most a layer may unpack to: the sum of its files' sizes, holes included.
+    pub max_bytes: u64,
 }
+
+/// The default for [`UnpackOptions::max_bytes`]; `NODECTL_MAX_LAYER_SIZE` (bytes, or with
+/// a suffix such as `64Gi`) sets another.
+pub const DEFAULT_MAX_LAYER_BYTES: u64 = 64 << 30;
 
 #[derive(Debug, Default, Clone)]
 pub struct UnpackStats {
@@ -50,6 +56,10 @@ pub enum UnpackError {
     Entry { path: String, op: &'static str, source: io::Error },
     #[error("entry {path:?}: {reason}")]
     Invalid { path: String, reason: &'static str },
+    #[error(
+        "entry {path:?}: the layer unpacks to more than {limit} bytes, the limit (NODECTL_MAX_LAYER_SIZE sets another)"
+    )]
+    TooLarge { path: String, limit: u64 },
 }
 
 pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
@@ -63,7 +73,25 @@ pub fn unpack<R: Read>(tar: R, target: &Path, opts: &UnpackOptions) -> Result<Un
     let mut stats = UnpackStats::default();
     for item in archive.entries().map_err(UnpackError::Read)? {
         let mut item = item.map_err(UnpackError::Read)?;
+        // Checked before a byte is written: what the header declares (a GNU sparse entry's
+        // real size, not its stored data), then what was written.
+        let header = item.header();
+        let declared = match header.entry_type() {
+            tar::EntryType::GNUSparse => header.as_gnu().and_then(|g| g.real_size().ok()),
+            tar::EntryType::Regular | tar::EntryType::Continuous => header.entry_size().ok(),
+            _ => None,
+        };
+        let too_large = |item: &tar::Entry<'_, _>| UnpackError::TooLarge {
+            path: String::from_utf8_lossy(&item.path_bytes()).into_owned(),
+            limit: opts.max_bytes,
+        };
+        if stats.bytes.saturating_add(declared.unwrap_or(0)) > opts.max_bytes {
+            return Err(too_large(&item));
+        }
         stats.bytes += state.apply(&mut item)?;
+        if stats.bytes > opts.max_bytes {
+            return Err(too_large(&item));
+        }
         stats.entries += 1;
     }
     state.finish()?;
