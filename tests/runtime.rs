@@ -771,6 +771,15 @@ fn sysctl_writes_refuse_a_fake_proc() {
     assert_eq!(out.trim(), flipped);
     assert_eq!(fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), host_before);
 
+    // A sysctl of no namespace of the container's is the host's: refused, host unchanged.
+    let printk = fs::read_to_string("/proc/sys/kernel/printk_ratelimit").unwrap();
+    let other = if printk.trim() == "7" { "8" } else { "7" };
+    let b = rt.bundle("hostsysctl", |s| s["linux"]["sysctl"] = json!({"kernel.printk_ratelimit": other}));
+    let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "hostsysctl"]);
+    assert!(err.contains("linux.sysctl.kernel.printk_ratelimit"), "{err}");
+    assert_eq!(fs::read_to_string("/proc/sys/kernel/printk_ratelimit").unwrap(), printk);
+    assert!(!rt.root().join("hostsysctl").exists());
+
     // A mount namespace whose /proc is a tmpfs with look-alike files, held by a process.
     let mut holder = Command::new("unshare")
         .args(["-m", "--propagation", "private", "sh", "-c", "mount -t tmpfs fake /proc && mkdir -p /proc/sys/net/ipv4 && echo 0 > /proc/sys/net/ipv4/ip_forward && echo ready && exec sleep 1000"])

@@ -300,6 +300,20 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
         if k.is_empty() || k.contains("..") || k.starts_with('/') {
             return Err(ck.err(format!("linux.sysctl.{k}"), "is not a sysctl name"));
         }
+        // A sysctl outside the container's own namespaces would change the host for
+        // everyone (kernel.printk_ratelimit did): refused, as runc refuses it.
+        let own = sysctl_namespace(k).filter(|kind| {
+            namespaces.iter().any(|n| {
+                n.kind == *kind && n.path.as_deref().is_none_or(|p| !super::namespaces::same_as_ours(*kind, p))
+            })
+        });
+        if own.is_none() {
+            let why = match sysctl_namespace(k) {
+                Some(kind) => format!("needs a {kind} namespace of the container's own (not the host's)"),
+                None => "is not in a separate kernel namespace: it would change the host".to_string(),
+            };
+            return Err(ck.err(format!("linux.sysctl.{k}"), why));
+        }
         sysctls.insert(k.clone(), v.clone());
     }
     let mut resources =
@@ -690,6 +704,30 @@ pub fn default_spec() -> serde_json::Value {
     serde_json::to_value(&spec).unwrap_or_default()
 }
 
+/// The namespace a sysctl belongs to, if any: the IPC ones, `fs.mqueue.*`, `net.*` and the
+/// UTS names (runc's list); every other sysctl is the host's.
+pub fn sysctl_namespace(key: &str) -> Option<LinuxNamespaceType> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    if IPC.contains(&key) || key.starts_with("fs.mqueue.") {
+        Some(LinuxNamespaceType::Ipc)
+    } else if key.starts_with("net.") {
+        Some(LinuxNamespaceType::Network)
+    } else if key == "kernel.hostname" || key == "kernel.domainname" {
+        Some(LinuxNamespaceType::Uts)
+    } else {
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -699,6 +737,30 @@ mod tests {
         fs::create_dir(dir.path().join("rootfs")).unwrap();
         fs::write(dir.path().join("config.json"), serde_json::to_vec(&json).unwrap()).unwrap();
         load(dir.path())
+    }
+
+    #[test]
+    fn sysctls_belong_to_the_namespaces_runc_names() {
+        assert_eq!(sysctl_namespace("kernel.shmmax"), Some(LinuxNamespaceType::Ipc));
+        assert_eq!(sysctl_namespace("fs.mqueue.msg_max"), Some(LinuxNamespaceType::Ipc));
+        assert_eq!(sysctl_namespace("net.ipv4.ip_forward"), Some(LinuxNamespaceType::Network));
+        assert_eq!(sysctl_namespace("kernel.domainname"), Some(LinuxNamespaceType::Uts));
+        assert_eq!(sysctl_namespace("kernel.printk_ratelimit"), None);
+        assert_eq!(sysctl_namespace("vm.overcommit_memory"), None);
+    }
+
+    #[test]
+    fn a_host_wide_sysctl_is_refused_naming_it() {
+        let mut s = default_spec();
+        s["linux"]["sysctl"] = serde_json::json!({"kernel.printk_ratelimit": "9"});
+        let e = config(s).unwrap_err().to_string();
+        assert!(e.contains("linux.sysctl.kernel.printk_ratelimit") && e.contains("change the host"), "{e}");
+        let mut s = default_spec();
+        let ns = s["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "network");
+        s["linux"]["sysctl"] = serde_json::json!({"net.ipv4.ip_forward": "1"});
+        let e = config(s).unwrap_err().to_string();
+        assert!(e.contains("needs a network namespace"), "{e}");
     }
 
     #[test]
