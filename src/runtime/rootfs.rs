@@ -162,7 +162,7 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
 
 fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
     if m.fstype == "cgroup" || m.fstype == "cgroup2" {
-        return mount_cgroups(root, m);
+        return mount_cgroups(cfg, root, m);
     }
     let tree = if m.is_bind() {
         let src = m.source.as_deref().unwrap_or(Path::new(""));
@@ -213,14 +213,52 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
 /// v1 hierarchy, as runc lays it out. A hybrid host's cgroup2 mount (`unified`) is left
 /// out, as runc leaves it: it holds no controller the container could use, and mounting
 /// cgroup2 costs 5 to 20 ms here, a third of a pod's start.
-fn mount_cgroups(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
+///
+/// Without a cgroup namespace, a fresh cgroup mount would show the host's whole hierarchy
+/// (every other tenant's cgroups, and limits that read unlimited at the root): the
+/// container's own cgroup directory is bind-mounted instead, as runc does, so it sees its
+/// own limits and nothing else. With a cgroup namespace a fresh mount shows its own root.
+fn mount_cgroups(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
+    let own_ns = cfg.namespace(oci_spec::runtime::LinuxNamespaceType::Cgroup).is_some();
+    let own = if own_ns { Vec::new() } else { cgroups::own_cgroups().map_err(|e| e.to_string())? };
+    let mounts = if own_ns { Vec::new() } else { sys::mountinfo::read().map_err(|e| e.to_string())? };
+    // The container's own cgroup below the host's mount of the hierarchy at `dir`.
+    let own_dir = |dir: &Path, controller: &str| -> Option<PathBuf> {
+        let path = own.iter().find(|(c, _)| c == controller)?.1.clone();
+        let mount_root = mounts.iter().rfind(|mi| mi.mount_point == dir).map(|mi| mi.root.clone())?;
+        let rel = path.strip_prefix(&mount_root).ok()?;
+        Some(dir.join(rel))
+    };
+    let bind_or_mount = |dir: &Path, controller: &str, fresh: &dyn Fn() -> Result<OwnedFd>| -> Result<OwnedFd> {
+        match own_dir(dir, controller) {
+            Some(src) => sys::mount::open_tree_clone(None, &cstr(&src)?, false, false)
+                .and_then(|tree| {
+                    sys::mount::mount_setattr(
+                        tree.as_fd(),
+                        false,
+                        MountAttr {
+                            set: attrs_of(m.flags)
+                                | libc::MOUNT_ATTR_NOSUID
+                                | libc::MOUNT_ATTR_NODEV
+                                | libc::MOUNT_ATTR_NOEXEC,
+                            clear: 0,
+                            propagation: 0,
+                        },
+                    )
+                    .map(|()| tree)
+                })
+                .map_err(|e| format!("bind {}: {e}", src.display())),
+            None => fresh(),
+        }
+    };
     let attrs = attrs_of(m.flags) | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
     let hierarchy = cgroups::detect().map_err(|e| e.to_string())?;
     let target = resolve_or_create(root, &m.destination, Kind::Dir)?;
     match hierarchy {
-        Hierarchy::Unified { .. } => {
-            let tree = sys::mount::new_mount("cgroup2", Some("cgroup2"), "", attrs)
-                .map_err(|e| format!("mount cgroup2: {e}"))?;
+        Hierarchy::Unified { mount } => {
+            let tree = bind_or_mount(&mount, "", &|| {
+                sys::mount::new_mount("cgroup2", Some("cgroup2"), "", attrs).map_err(|e| format!("mount cgroup2: {e}"))
+            })?;
             sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         }
         Hierarchy::Legacy { mounts } => {
@@ -237,8 +275,10 @@ fn mount_cgroups(root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
             for (dir, controllers) in by_dir {
                 let name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
                 let sub = resolve_or_create(root, &m.destination.join(&name), Kind::Dir)?;
-                let tree = sys::mount::new_mount("cgroup", Some("cgroup"), &controllers.join(","), attrs)
-                    .map_err(|e| format!("mount cgroup {}: {e}", controllers.join(",")))?;
+                let tree = bind_or_mount(&dir, &controllers[0], &|| {
+                    sys::mount::new_mount("cgroup", Some("cgroup"), &controllers.join(","), attrs)
+                        .map_err(|e| format!("mount cgroup {}: {e}", controllers.join(",")))
+                })?;
                 sys::mount::move_mount_to_fd(tree.as_fd(), sub.as_fd()).map_err(|e| format!("attach: {e}"))?;
             }
             if m.flags.contains(MsFlags::MS_RDONLY) {
