@@ -55,7 +55,12 @@ impl PodEnv {
     }
 
     fn command(&self, yaml: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
+        self.command_with(Path::new(env!("CARGO_BIN_EXE_nodectl")), yaml)
+    }
+
+    /// `nodectl run` of the pod with the binary at `bin`.
+    fn command_with(&self, bin: &Path, yaml: &str) -> Command {
+        let mut c = Command::new(bin);
         c.arg("--root").arg(self.root()).args(["run", "--restart-backoff", "0.1"]).arg(self.file(yaml));
         c.env("NODECTL_BRIDGE", &self.bridge).env("NODECTL_POD_CIDR", &self.cidr);
         c
@@ -642,4 +647,95 @@ fn bad_manifests_and_missing_parts_are_clear_errors_that_leave_nothing() {
         assert!(r.stderr.contains(want), "{what}: want {want:?} in:\n{}", r.stderr);
         assert!(!r.stderr.contains("panicked"), "{what}: {}", r.stderr);
     }
+}
+
+/// CVE-2019-5736. A container whose command is /proc/self/exe runs the binary its init was
+/// forked from, as its PID 1, with arguments the pod chose: before the fix that was the
+/// host's nodectl. (It needs glibc in the container: an image with glibc would bring it;
+/// here the host's libraries are mounted read-only.) Its `runtime delete` of a record the
+/// pod wrote runs the record's poststop hook as nodectl's child, which tries to chmod,
+/// chown, truncate and append to /proc/PID/exe of every process it can see, nodectl's
+/// among them, and its own /proc/self/exe. The pod is run by a copy of the binary, so
+/// that a failure damages nothing else.
+#[test]
+fn a_pod_cannot_chmod_chown_or_write_the_host_binary_through_proc_exe() {
+    use sha2::Digest;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = PodEnv::new();
+    let bin = env.root().join("bin/nodectl");
+    fs::create_dir(bin.parent().unwrap()).unwrap();
+    fs::copy(env!("CARGO_BIN_EXE_nodectl"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let snapshot = || {
+        let m = fs::metadata(&bin).unwrap();
+        (sha2::Sha256::digest(fs::read(&bin).unwrap()), m.mode(), m.uid(), m.gid())
+    };
+    let before = snapshot();
+
+    let work = env.root().join("attack");
+    fs::create_dir_all(work.join("root/runtime/x")).unwrap();
+    let record = serde_json::json!({
+        "ociVersion": "1.2.0", "id": "x", "pid": 0, "pidStartTime": 0, "bundle": "/", "rootfs": "/",
+        "created": "", "annotations": {}, "cgroup": "x", "cgroupParent": null,
+        "hooks": {"poststart": [], "poststop": [
+            {"path": "/bin/sh", "args": ["sh", "/work/attack.sh"], "env": ["PATH=/bin:/sbin:/usr/bin:/usr/sbin"], "timeout": 30}
+        ]}
+    });
+    fs::write(work.join("root/runtime/x/state.json"), record.to_string()).unwrap();
+    fs::write(
+        work.join("attack.sh"),
+        r#"exec >> /work/report 2>&1
+echo "hook of $PPID: $(readlink /proc/$PPID/exe)"
+for t in /proc/self/exe /proc/[0-9]*/exe; do
+  [ -e "$t" ] || continue
+  echo "target $t"
+  # Each in a subshell: a failed redirection ends a non-interactive shell.
+  (chmod 777 "$t"); (chown 65534:65534 "$t"); (truncate -s 0 "$t"); (: > "$t"); (echo pwned >> "$t")
+done
+echo finished
+"#,
+    )
+    .unwrap();
+    let yaml = pod(
+        "exe",
+        &format!(
+            r#"  restartPolicy: Never
+  volumes:
+  - {{name: work, hostPath: {{path: {work}, type: Directory}}}}
+  - {{name: lib64, hostPath: {{path: {lib64}, type: Directory}}}}
+  - {{name: libs, hostPath: {{path: {libs}, type: Directory}}}}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [/proc/self/exe, --root, /work/root, runtime, delete, x]
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: lib64, mountPath: /lib64, readOnly: true}}
+    - {{name: libs, mountPath: /lib/x86_64-linux-gnu, readOnly: true}}
+"#,
+            work = work.display(),
+            // Their real paths: /lib and /lib64 are symlinks into /usr on merged-/usr hosts.
+            lib64 = fs::canonicalize("/lib64").unwrap().display(),
+            libs = fs::canonicalize("/lib/x86_64-linux-gnu").unwrap().display(),
+        ),
+    );
+    let out = env.command_with(&bin, &yaml).stdin(Stdio::null()).output().unwrap();
+    let report = fs::read_to_string(work.join("report")).unwrap_or_default();
+    let after = snapshot();
+    let ctx = format!(
+        "exit {:?}\nstdout: {}\nstderr: {}\nreport:\n{report}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The attack ran, from a child of nodectl (PID 1 of the container), to its end.
+    assert!(report.contains("hook of 1: ") && report.contains("target /proc/1/exe\n"), "{ctx}");
+    assert!(report.contains("finished"), "{ctx}");
+    assert_eq!(after.1, before.1, "mode changed: {:o}\n{ctx}", after.1);
+    assert_eq!((after.2, after.3), (before.2, before.3), "owner changed\n{ctx}");
+    assert!(after.0 == before.0, "contents changed\n{ctx}");
+    // Refused by the read-only mount the binary runs from, not by luck.
+    assert!(report.contains("Read-only file system"), "{ctx}");
+    env.assert_clean();
 }

@@ -64,6 +64,9 @@ impl NetArgs {
 }
 
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
+    // First, before anything else runs: every container init is a fork of this process,
+    // so the runtime refuses to create one from a writable binary (CVE-2019-5736).
+    crate::runtime::sys::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
     if args.detach {
         bail!(
             "--detach hands the pod to the node daemon (`nodectl daemon`), which this version does not have yet; run it in the foreground without --detach"
