@@ -739,3 +739,199 @@ echo finished
     assert!(report.contains("Read-only file system"), "{ctx}");
     env.assert_clean();
 }
+
+/// The bridge's MAC address, as the host sees it.
+fn mac_of(path: &Path) -> [u8; 6] {
+    let text = fs::read_to_string(path).unwrap();
+    let mut mac = [0u8; 6];
+    for (i, b) in text.trim().split(':').enumerate() {
+        mac[i] = u8::from_str_radix(b, 16).unwrap();
+    }
+    mac
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet frame holding a TCP SYN from `src` to `dst`.
+fn syn_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&src.1.to_be_bytes());
+    tcp.extend_from_slice(&dst.1.to_be_bytes());
+    tcp.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // seq
+    tcp.extend_from_slice(&0u32.to_be_bytes()); // ack
+    tcp.extend_from_slice(&[5 << 4, 0x02]); // 20-byte header; SYN
+    tcp.extend_from_slice(&65535u16.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.0.octets());
+    pseudo.extend_from_slice(&dst.0.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, tcp.len() as u8]);
+    pseudo.extend_from_slice(&tcp);
+    let c = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, (20 + tcp.len()) as u8, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.0.octets());
+    ip.extend_from_slice(&dst.0.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&dst_mac);
+    frame.extend_from_slice(&src_mac);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&tcp);
+    frame
+}
+
+/// From inside the network namespace `netns` (on a thread of its own), sends SYNs out of
+/// eth0 to each of `targets` (by way of the MAC `gw_mac`) and reports, for each, whether
+/// any TCP segment came back from it.
+fn raw_syns_answered(netns: &Path, gw_mac: [u8; 6], src: Ipv4Addr, targets: Vec<(Ipv4Addr, u16)>) -> Vec<bool> {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || {
+        let ns = fs::File::open(&netns).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let src_mac = {
+            // SAFETY: a plain socket(2) call; the fd is closed below.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+            // SAFETY: ifreq is plain data; all-zero is valid.
+            let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+            for (i, b) in b"eth0".iter().enumerate() {
+                ifr.ifr_name[i] = *b as libc::c_char;
+            }
+            // SAFETY: SIOCGIFHWADDR fills the ifreq we pass.
+            assert_eq!(unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr) }, 0);
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            // SAFETY: SIOCGIFHWADDR set the hwaddr member of the union.
+            let data = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_data };
+            let mut m = [0u8; 6];
+            for i in 0..6 {
+                m[i] = data[i] as u8;
+            }
+            m
+        };
+        // SAFETY: a plain socket(2) call; the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: a NUL-terminated name.
+        sll.sll_ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) } as i32;
+        assert!(sll.sll_ifindex > 0);
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: sll is a valid sockaddr_ll of the length we pass.
+        assert_eq!(unsafe { libc::bind(fd, &sll as *const _ as *const libc::sockaddr, len) }, 0);
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+        // SAFETY: SO_RCVTIMEO reads one timeval.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        let mut answered = vec![false; targets.len()];
+        for round in 0..10u16 {
+            if answered.iter().all(|a| *a) {
+                break;
+            }
+            for (i, t) in targets.iter().enumerate() {
+                let frame = syn_frame(gw_mac, src_mac, (src, 40000 + i as u16 * 100 + round), *t);
+                // SAFETY: frame is a valid buffer; sll says where it goes.
+                unsafe {
+                    libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        &sll as *const _ as *const libc::sockaddr,
+                        len,
+                    )
+                };
+            }
+            let end = Instant::now() + Duration::from_millis(300);
+            let mut buf = [0u8; 2048];
+            while Instant::now() < end {
+                // SAFETY: buf is a valid, writable buffer of its length.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 34 + 20 || buf[12..14] != [0x08, 0x00] || buf[23] != 6 {
+                    continue;
+                }
+                let ihl = usize::from(buf[14] & 0x0f) * 4;
+                let l4 = 14 + ihl;
+                let from = Ipv4Addr::new(buf[26], buf[27], buf[28], buf[29]);
+                let sport = u16::from_be_bytes([buf[l4], buf[l4 + 1]]);
+                let dport = u16::from_be_bytes([buf[l4 + 2], buf[l4 + 3]]);
+                for (i, t) in targets.iter().enumerate() {
+                    if (from, sport) == *t && (40000 + i as u16 * 100..40000 + i as u16 * 100 + 10).contains(&dport) {
+                        answered[i] = true;
+                    }
+                }
+            }
+        }
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd) };
+        answered
+    })
+    .join()
+    .unwrap()
+}
+
+/// CVE-2020-8558: route_localnet, which hostPorts from 127.0.0.1 need on the bridge, let a
+/// pod with CAP_NET_RAW reach services the host binds to 127.0.0.1 alone. Raw SYNs from
+/// the pod's eth0, sent to the bridge's MAC: the one to the host's own address on the
+/// bridge is answered (a reset, as nothing listens there), which shows the path works; the
+/// one to 127.0.0.1, where the test listens, must not be.
+#[test]
+fn a_pod_cannot_reach_what_the_host_serves_on_127_0_0_1_only() {
+    let env = PodEnv::new();
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host_port = common::server::free_port();
+    let mut p = env.spawn(&pod(
+        "raw",
+        &format!(
+            r#"  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    env: [{{name: IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
+    ports: [{{containerPort: 80, hostPort: {host_port}}}]
+    command: [sh, -c, 'trap "exit 0" TERM; echo "ip $IP"; sleep 1000 & wait']
+"#
+        ),
+    ));
+    let line = wait_line(&mut p, |l| l.starts_with("ip "));
+    let ip: Ipv4Addr = line.strip_prefix("ip ").unwrap().parse().unwrap();
+    let localnet = fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{}/route_localnet", env.bridge)).unwrap();
+    assert_eq!(localnet.trim(), "1", "the hostPort turns route_localnet on: the case this test is about");
+    let gateway: Ipv4Addr = {
+        let net: Ipv4Addr = env.cidr.split('/').next().unwrap().parse().unwrap();
+        Ipv4Addr::from(u32::from(net) + 1)
+    };
+    let key = fs::read_dir(env.root().join("pods")).unwrap().next().unwrap().unwrap().path();
+    let gw_mac = mac_of(&PathBuf::from(format!("/sys/class/net/{}/address", env.bridge)));
+    let answered =
+        raw_syns_answered(&key.join("ns/net"), gw_mac, ip, vec![(gateway, port), (Ipv4Addr::LOCALHOST, port)]);
+    let (code, err) = stop(&mut p, libc::SIGTERM);
+    assert!(answered[0], "the host's address on the bridge never answered: the raw path does not work");
+    assert!(!answered[1], "127.0.0.1:{port}, a loopback-only service of the host, answered a pod");
+    assert_eq!(code, 0, "{err}");
+    env.assert_clean();
+    drop(listener);
+}
