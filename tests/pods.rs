@@ -935,3 +935,41 @@ fn a_pod_cannot_reach_what_the_host_serves_on_127_0_0_1_only() {
     env.assert_clean();
     drop(listener);
 }
+
+/// `nodectl run pod.yaml 2>&1 | head -1`: once the reader is gone, writes to stdout and
+/// stderr fail; the pod must still be supervised to its end and cleaned up.
+#[test]
+fn a_closed_stdout_and_stderr_stop_neither_supervision_nor_clean_up() {
+    let env = PodEnv::new();
+    // Close-on-exec: no child (ours or another test's) may keep the read end open.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut child = env
+        .command(&pod(
+            "talker",
+            "  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'for i in $(seq 60); do echo out $i; echo err $i >&2; sleep 0.02; done; exit 3']}\n",
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write.try_clone().unwrap()))
+        .stderr(Stdio::from(write))
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(fs::File::from(read)).read_line(&mut first).unwrap();
+    // The reader is gone now: what `head -1` does.
+    assert!(!first.is_empty());
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("nodectl run did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), None, "nodectl run was killed by a signal: {status:?}");
+    assert_eq!(status.code(), Some(3), "the pod's exit code");
+    env.assert_clean();
+}

@@ -1,5 +1,6 @@
 //! `nodectl run FILE` and `nodectl gc`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -90,21 +91,23 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
 /// Removes pods whose `nodectl run` was killed, saying so on stderr.
 pub fn clean_abandoned(root: &Path) {
     let report = sandbox::gc(root);
+    // Written without eprintln!, which panics (and aborts) if stderr is a closed pipe.
+    let mut err = std::io::stderr();
     for key in &report.pods {
-        eprintln!("nodectl: removed the remains of pod {key}, whose nodectl run was killed");
+        let _ = writeln!(err, "nodectl: removed the remains of pod {key}, whose nodectl run was killed");
     }
     for e in &report.errors {
-        eprintln!("nodectl: warning: cleaning up: {e}");
+        let _ = writeln!(err, "nodectl: warning: cleaning up: {e}");
     }
 }
 
 pub fn gc(root: &Path) -> Result<i32> {
     let report = sandbox::gc(root);
     for key in &report.pods {
-        println!("removed pod {key}");
+        let _ = writeln!(std::io::stdout(), "removed pod {key}");
     }
     for e in &report.errors {
-        eprintln!("nodectl: gc: {e}");
+        let _ = writeln!(std::io::stderr(), "nodectl: gc: {e}");
     }
     Ok(if report.errors.is_empty() { 0 } else { 1 })
 }
