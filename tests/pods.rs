@@ -973,3 +973,74 @@ fn a_closed_stdout_and_stderr_stop_neither_supervision_nor_clean_up() {
     assert_eq!(status.code(), Some(3), "the pod's exit code");
     env.assert_clean();
 }
+
+/// /etc/hostname is bind-mounted writable into the containers. One fills it with 128 MiB
+/// and fails; its restart must get the hostname we wrote (not what is in the file), and
+/// nodectl run must not have read the file into its memory.
+#[test]
+fn what_a_container_writes_to_its_etc_hostname_is_never_read_back() {
+    let env = PodEnv::new();
+    let mut child = env
+        .command(&pod(
+            "named",
+            r#"  restartPolicy: OnFailure
+  volumes: [{name: v, emptyDir: {}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: v, mountPath: /v}]
+    command: [sh, -c, 'if [ ! -e /v/once ]; then touch /v/once; yes evil | head -c 134217728 > /etc/hostname; exit 1; fi; echo "HOSTNAME=$HOSTNAME"; hostname; sleep 1']
+"#,
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    // The peak resident size of nodectl run's own memory (VmHWM: getrusage's maxrss would
+    // count the test process, whose memory the child shared until its execve).
+    let status_file = format!("/proc/{}/status", child.id());
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut stopped = false;
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = fs::read_to_string(&status_file)
+            && let Some(kib) = text.lines().find_map(|l| l.strip_prefix("VmHWM:"))
+        {
+            peak_kib = peak_kib.max(kib.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end && !stopped {
+            // A graceful stop, so that the pod is removed even when the test fails.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            stopped = true;
+        }
+        if Instant::now() > end + Duration::from_secs(15) {
+            // Before the fix, nodectl run could hang in the create of a container whose
+            // hostname was the file's 128 MiB.
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert_eq!(status.code(), Some(0), "{out}\n{err}");
+    assert_eq!(out, "HOSTNAME=named\nnamed\n", "{err}");
+    assert!(peak_kib > 0 && peak_kib < 64 << 10, "nodectl run grew to {} MiB", peak_kib >> 10);
+    env.assert_clean();
+}
