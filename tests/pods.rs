@@ -912,7 +912,8 @@ fn a_pod_cannot_reach_what_the_host_serves_on_127_0_0_1_only() {
     imagePullPolicy: Never
     env: [{{name: IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
     ports: [{{containerPort: 80, hostPort: {host_port}}}]
-    command: [sh, -c, 'trap "exit 0" TERM; echo "ip $IP"; sleep 1000 & wait']
+    # Not `sleep 1000`: a_sigkilled_nodectl_run_is_cleaned_up_by_gc looks for that one machine-wide.
+    command: [sh, -c, 'trap "exit 0" TERM; echo "ip $IP"; sleep 900 & wait']
 "#
         ),
     ));
