@@ -55,7 +55,12 @@ impl PodEnv {
     }
 
     fn command(&self, yaml: &str) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
+        self.command_with(Path::new(env!("CARGO_BIN_EXE_nodectl")), yaml)
+    }
+
+    /// `nodectl run` of the pod with the binary at `bin`.
+    fn command_with(&self, bin: &Path, yaml: &str) -> Command {
+        let mut c = Command::new(bin);
         c.arg("--root").arg(self.root()).args(["run", "--restart-backoff", "0.1"]).arg(self.file(yaml));
         c.env("NODECTL_BRIDGE", &self.bridge).env("NODECTL_POD_CIDR", &self.cidr);
         c
@@ -642,4 +647,401 @@ fn bad_manifests_and_missing_parts_are_clear_errors_that_leave_nothing() {
         assert!(r.stderr.contains(want), "{what}: want {want:?} in:\n{}", r.stderr);
         assert!(!r.stderr.contains("panicked"), "{what}: {}", r.stderr);
     }
+}
+
+/// CVE-2019-5736. A container whose command is /proc/self/exe runs the binary its init was
+/// forked from, as its PID 1, with arguments the pod chose: before the fix that was the
+/// host's nodectl. (It needs glibc in the container: an image with glibc would bring it;
+/// here the host's libraries are mounted read-only.) Its `runtime delete` of a record the
+/// pod wrote runs the record's poststop hook as nodectl's child, which tries to chmod,
+/// chown, truncate and append to /proc/PID/exe of every process it can see, nodectl's
+/// among them, and its own /proc/self/exe. The pod is run by a copy of the binary, so
+/// that a failure damages nothing else.
+#[test]
+fn a_pod_cannot_chmod_chown_or_write_the_host_binary_through_proc_exe() {
+    use sha2::Digest;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let env = PodEnv::new();
+    let bin = env.root().join("bin/nodectl");
+    fs::create_dir(bin.parent().unwrap()).unwrap();
+    fs::copy(env!("CARGO_BIN_EXE_nodectl"), &bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    let snapshot = || {
+        let m = fs::metadata(&bin).unwrap();
+        (sha2::Sha256::digest(fs::read(&bin).unwrap()), m.mode(), m.uid(), m.gid())
+    };
+    let before = snapshot();
+
+    let work = env.root().join("attack");
+    fs::create_dir_all(work.join("root/runtime/x")).unwrap();
+    let record = serde_json::json!({
+        "ociVersion": "1.2.0", "id": "x", "pid": 0, "pidStartTime": 0, "bundle": "/", "rootfs": "/",
+        "created": "", "annotations": {}, "cgroup": "x", "cgroupParent": null,
+        "hooks": {"poststart": [], "poststop": [
+            {"path": "/bin/sh", "args": ["sh", "/work/attack.sh"], "env": ["PATH=/bin:/sbin:/usr/bin:/usr/sbin"], "timeout": 30}
+        ]}
+    });
+    fs::write(work.join("root/runtime/x/state.json"), record.to_string()).unwrap();
+    fs::write(
+        work.join("attack.sh"),
+        r#"exec >> /work/report 2>&1
+echo "hook of $PPID: $(readlink /proc/$PPID/exe)"
+for t in /proc/self/exe /proc/[0-9]*/exe; do
+  [ -e "$t" ] || continue
+  echo "target $t"
+  # Each in a subshell: a failed redirection ends a non-interactive shell.
+  (chmod 777 "$t"); (chown 65534:65534 "$t"); (truncate -s 0 "$t"); (: > "$t"); (echo pwned >> "$t")
+done
+echo finished
+"#,
+    )
+    .unwrap();
+    let yaml = pod(
+        "exe",
+        &format!(
+            r#"  restartPolicy: Never
+  volumes:
+  - {{name: work, hostPath: {{path: {work}, type: Directory}}}}
+  - {{name: lib64, hostPath: {{path: {lib64}, type: Directory}}}}
+  - {{name: libs, hostPath: {{path: {libs}, type: Directory}}}}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [/proc/self/exe, --root, /work/root, runtime, delete, x]
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: lib64, mountPath: /lib64, readOnly: true}}
+    - {{name: libs, mountPath: /lib/x86_64-linux-gnu, readOnly: true}}
+"#,
+            work = work.display(),
+            // Their real paths: /lib and /lib64 are symlinks into /usr on merged-/usr hosts.
+            lib64 = fs::canonicalize("/lib64").unwrap().display(),
+            libs = fs::canonicalize("/lib/x86_64-linux-gnu").unwrap().display(),
+        ),
+    );
+    let out = env.command_with(&bin, &yaml).stdin(Stdio::null()).output().unwrap();
+    let report = fs::read_to_string(work.join("report")).unwrap_or_default();
+    let after = snapshot();
+    let ctx = format!(
+        "exit {:?}\nstdout: {}\nstderr: {}\nreport:\n{report}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The attack ran, from a child of nodectl (PID 1 of the container), to its end.
+    assert!(report.contains("hook of 1: ") && report.contains("target /proc/1/exe\n"), "{ctx}");
+    assert!(report.contains("finished"), "{ctx}");
+    assert_eq!(after.1, before.1, "mode changed: {:o}\n{ctx}", after.1);
+    assert_eq!((after.2, after.3), (before.2, before.3), "owner changed\n{ctx}");
+    assert!(after.0 == before.0, "contents changed\n{ctx}");
+    // Refused by the read-only mount the binary runs from, not by luck.
+    assert!(report.contains("Read-only file system"), "{ctx}");
+    env.assert_clean();
+}
+
+/// The bridge's MAC address, as the host sees it.
+fn mac_of(path: &Path) -> [u8; 6] {
+    let text = fs::read_to_string(path).unwrap();
+    let mut mac = [0u8; 6];
+    for (i, b) in text.trim().split(':').enumerate() {
+        mac[i] = u8::from_str_radix(b, 16).unwrap();
+    }
+    mac
+}
+
+fn checksum(data: &[u8]) -> u16 {
+    let mut sum: u32 = 0;
+    for c in data.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An Ethernet frame holding a TCP SYN from `src` to `dst`.
+fn syn_frame(dst_mac: [u8; 6], src_mac: [u8; 6], src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> Vec<u8> {
+    let mut tcp = Vec::with_capacity(20);
+    tcp.extend_from_slice(&src.1.to_be_bytes());
+    tcp.extend_from_slice(&dst.1.to_be_bytes());
+    tcp.extend_from_slice(&0x1234_5678u32.to_be_bytes()); // seq
+    tcp.extend_from_slice(&0u32.to_be_bytes()); // ack
+    tcp.extend_from_slice(&[5 << 4, 0x02]); // 20-byte header; SYN
+    tcp.extend_from_slice(&65535u16.to_be_bytes());
+    tcp.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent pointer
+    let mut pseudo = Vec::new();
+    pseudo.extend_from_slice(&src.0.octets());
+    pseudo.extend_from_slice(&dst.0.octets());
+    pseudo.extend_from_slice(&[0, 6, 0, tcp.len() as u8]);
+    pseudo.extend_from_slice(&tcp);
+    let c = checksum(&pseudo);
+    tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    let mut ip = vec![0x45, 0, 0, (20 + tcp.len()) as u8, 0x12, 0x34, 0x40, 0, 64, 6, 0, 0];
+    ip.extend_from_slice(&src.0.octets());
+    ip.extend_from_slice(&dst.0.octets());
+    let c = checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&dst_mac);
+    frame.extend_from_slice(&src_mac);
+    frame.extend_from_slice(&[0x08, 0x00]);
+    frame.extend_from_slice(&ip);
+    frame.extend_from_slice(&tcp);
+    frame
+}
+
+/// From inside the network namespace `netns` (on a thread of its own), sends SYNs out of
+/// eth0 to each of `targets` (by way of the MAC `gw_mac`) and reports, for each, whether
+/// any TCP segment came back from it.
+fn raw_syns_answered(netns: &Path, gw_mac: [u8; 6], src: Ipv4Addr, targets: Vec<(Ipv4Addr, u16)>) -> Vec<bool> {
+    let netns = netns.to_path_buf();
+    std::thread::spawn(move || {
+        let ns = fs::File::open(&netns).unwrap();
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let src_mac = {
+            // SAFETY: a plain socket(2) call; the fd is closed below.
+            let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
+            // SAFETY: ifreq is plain data; all-zero is valid.
+            let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+            for (i, b) in b"eth0".iter().enumerate() {
+                ifr.ifr_name[i] = *b as libc::c_char;
+            }
+            // SAFETY: SIOCGIFHWADDR fills the ifreq we pass.
+            assert_eq!(unsafe { libc::ioctl(fd, libc::SIOCGIFHWADDR, &mut ifr) }, 0);
+            // SAFETY: our own fd.
+            unsafe { libc::close(fd) };
+            // SAFETY: SIOCGIFHWADDR set the hwaddr member of the union.
+            let data = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_data };
+            let mut m = [0u8; 6];
+            for i in 0..6 {
+                m[i] = data[i] as u8;
+            }
+            m
+        };
+        // SAFETY: a plain socket(2) call; the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, (libc::ETH_P_ALL as u16).to_be() as i32) };
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        // SAFETY: sockaddr_ll is plain data; all-zero is valid.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: a NUL-terminated name.
+        sll.sll_ifindex = unsafe { libc::if_nametoindex(c"eth0".as_ptr()) } as i32;
+        assert!(sll.sll_ifindex > 0);
+        let len = std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;
+        // SAFETY: sll is a valid sockaddr_ll of the length we pass.
+        assert_eq!(unsafe { libc::bind(fd, &sll as *const _ as *const libc::sockaddr, len) }, 0);
+        let tv = libc::timeval { tv_sec: 0, tv_usec: 100_000 };
+        // SAFETY: SO_RCVTIMEO reads one timeval.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                &tv as *const _ as *const libc::c_void,
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        let mut answered = vec![false; targets.len()];
+        for round in 0..10u16 {
+            if answered.iter().all(|a| *a) {
+                break;
+            }
+            for (i, t) in targets.iter().enumerate() {
+                let frame = syn_frame(gw_mac, src_mac, (src, 40000 + i as u16 * 100 + round), *t);
+                // SAFETY: frame is a valid buffer; sll says where it goes.
+                unsafe {
+                    libc::sendto(
+                        fd,
+                        frame.as_ptr().cast(),
+                        frame.len(),
+                        0,
+                        &sll as *const _ as *const libc::sockaddr,
+                        len,
+                    )
+                };
+            }
+            let end = Instant::now() + Duration::from_millis(300);
+            let mut buf = [0u8; 2048];
+            while Instant::now() < end {
+                // SAFETY: buf is a valid, writable buffer of its length.
+                let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+                if n < 34 + 20 || buf[12..14] != [0x08, 0x00] || buf[23] != 6 {
+                    continue;
+                }
+                let ihl = usize::from(buf[14] & 0x0f) * 4;
+                let l4 = 14 + ihl;
+                let from = Ipv4Addr::new(buf[26], buf[27], buf[28], buf[29]);
+                let sport = u16::from_be_bytes([buf[l4], buf[l4 + 1]]);
+                let dport = u16::from_be_bytes([buf[l4 + 2], buf[l4 + 3]]);
+                for (i, t) in targets.iter().enumerate() {
+                    if (from, sport) == *t && (40000 + i as u16 * 100..40000 + i as u16 * 100 + 10).contains(&dport) {
+                        answered[i] = true;
+                    }
+                }
+            }
+        }
+        // SAFETY: our own fd.
+        unsafe { libc::close(fd) };
+        answered
+    })
+    .join()
+    .unwrap()
+}
+
+/// CVE-2020-8558: route_localnet, which hostPorts from 127.0.0.1 need on the bridge, let a
+/// pod with CAP_NET_RAW reach services the host binds to 127.0.0.1 alone. Raw SYNs from
+/// the pod's eth0, sent to the bridge's MAC: the one to the host's own address on the
+/// bridge is answered (a reset, as nothing listens there), which shows the path works; the
+/// one to 127.0.0.1, where the test listens, must not be.
+#[test]
+fn a_pod_cannot_reach_what_the_host_serves_on_127_0_0_1_only() {
+    let env = PodEnv::new();
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let host_port = common::server::free_port();
+    let mut p = env.spawn(&pod(
+        "raw",
+        &format!(
+            r#"  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    env: [{{name: IP, valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}}}]
+    ports: [{{containerPort: 80, hostPort: {host_port}}}]
+    # Not `sleep 1000`: a_sigkilled_nodectl_run_is_cleaned_up_by_gc looks for that one machine-wide.
+    command: [sh, -c, 'trap "exit 0" TERM; echo "ip $IP"; sleep 900 & wait']
+"#
+        ),
+    ));
+    let line = wait_line(&mut p, |l| l.starts_with("ip "));
+    let ip: Ipv4Addr = line.strip_prefix("ip ").unwrap().parse().unwrap();
+    let localnet = fs::read_to_string(format!("/proc/sys/net/ipv4/conf/{}/route_localnet", env.bridge)).unwrap();
+    assert_eq!(localnet.trim(), "1", "the hostPort turns route_localnet on: the case this test is about");
+    let gateway: Ipv4Addr = {
+        let net: Ipv4Addr = env.cidr.split('/').next().unwrap().parse().unwrap();
+        Ipv4Addr::from(u32::from(net) + 1)
+    };
+    let key = fs::read_dir(env.root().join("pods")).unwrap().next().unwrap().unwrap().path();
+    let gw_mac = mac_of(&PathBuf::from(format!("/sys/class/net/{}/address", env.bridge)));
+    let answered =
+        raw_syns_answered(&key.join("ns/net"), gw_mac, ip, vec![(gateway, port), (Ipv4Addr::LOCALHOST, port)]);
+    let (code, err) = stop(&mut p, libc::SIGTERM);
+    assert!(answered[0], "the host's address on the bridge never answered: the raw path does not work");
+    assert!(!answered[1], "127.0.0.1:{port}, a loopback-only service of the host, answered a pod");
+    assert_eq!(code, 0, "{err}");
+    env.assert_clean();
+    drop(listener);
+}
+
+/// `nodectl run pod.yaml 2>&1 | head -1`: once the reader is gone, writes to stdout and
+/// stderr fail; the pod must still be supervised to its end and cleaned up.
+#[test]
+fn a_closed_stdout_and_stderr_stop_neither_supervision_nor_clean_up() {
+    let env = PodEnv::new();
+    // Close-on-exec: no child (ours or another test's) may keep the read end open.
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+    let mut child = env
+        .command(&pod(
+            "talker",
+            "  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'for i in $(seq 60); do echo out $i; echo err $i >&2; sleep 0.02; done; exit 3']}\n",
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(write.try_clone().unwrap()))
+        .stderr(Stdio::from(write))
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(fs::File::from(read)).read_line(&mut first).unwrap();
+    // The reader is gone now: what `head -1` does.
+    assert!(!first.is_empty());
+    let end = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("nodectl run did not end");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(status.signal(), None, "nodectl run was killed by a signal: {status:?}");
+    assert_eq!(status.code(), Some(3), "the pod's exit code");
+    env.assert_clean();
+}
+
+/// /etc/hostname is bind-mounted writable into the containers. One fills it with 128 MiB
+/// and fails; its restart must get the hostname we wrote (not what is in the file), and
+/// nodectl run must not have read the file into its memory.
+#[test]
+fn what_a_container_writes_to_its_etc_hostname_is_never_read_back() {
+    let env = PodEnv::new();
+    let mut child = env
+        .command(&pod(
+            "named",
+            r#"  restartPolicy: OnFailure
+  volumes: [{name: v, emptyDir: {}}]
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    volumeMounts: [{name: v, mountPath: /v}]
+    command: [sh, -c, 'if [ ! -e /v/once ]; then touch /v/once; yes evil | head -c 134217728 > /etc/hostname; exit 1; fi; echo "HOSTNAME=$HOSTNAME"; hostname; sleep 1']
+"#,
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    // The peak resident size of nodectl run's own memory (VmHWM: getrusage's maxrss would
+    // count the test process, whose memory the child shared until its execve).
+    let status_file = format!("/proc/{}/status", child.id());
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut stopped = false;
+    let mut peak_kib = 0u64;
+    let status = loop {
+        if let Ok(text) = fs::read_to_string(&status_file)
+            && let Some(kib) = text.lines().find_map(|l| l.strip_prefix("VmHWM:"))
+        {
+            peak_kib = peak_kib.max(kib.trim().trim_end_matches("kB").trim().parse().unwrap_or(0));
+        }
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end && !stopped {
+            // A graceful stop, so that the pod is removed even when the test fails.
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            stopped = true;
+        }
+        if Instant::now() > end + Duration::from_secs(15) {
+            // Before the fix, nodectl run could hang in the create of a container whose
+            // hostname was the file's 128 MiB.
+            let _ = child.kill();
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert_eq!(status.code(), Some(0), "{out}\n{err}");
+    assert_eq!(out, "HOSTNAME=named\nnamed\n", "{err}");
+    assert!(peak_kib > 0 && peak_kib < 64 << 10, "nodectl run grew to {} MiB", peak_kib >> 10);
+    env.assert_clean();
 }

@@ -51,6 +51,8 @@ pub fn main() -> i32 {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "warn".into()))
         .with_writer(std::io::stderr)
+        // Its own report of a failed write is an eprintln!, which panics on a closed stderr.
+        .log_internal_errors(false)
         .init();
     let result = match cli.command {
         Command::Image(cmd) => image::run(&cli.root, cmd),
@@ -62,7 +64,9 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("nodectl: {}", report::one_line(&err));
+            // Not eprintln!: a closed stderr must not turn exit code 1 into an abort.
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "nodectl: {}", report::one_line(&err));
             1
         }
     }

@@ -1,5 +1,6 @@
 //! `nodectl run FILE` and `nodectl gc`.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,6 +48,9 @@ pub struct RunArgs {
 }
 
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
+    // First, before anything else runs: every container init is a fork of this process,
+    // so the runtime refuses to create one from a writable binary (CVE-2019-5736).
+    crate::sys::exe::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
     if args.detach {
         bail!(
             "--detach hands the pod to the node daemon (`nodectl daemon`), which this version does not have yet; run it in the foreground without --detach"
@@ -70,21 +74,23 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
 /// Removes pods whose `nodectl run` was killed, saying so on stderr.
 pub fn clean_abandoned(root: &Path) {
     let report = sandbox::gc(root);
+    // Written without eprintln!, which panics (and aborts) if stderr is a closed pipe.
+    let mut err = std::io::stderr();
     for key in &report.pods {
-        eprintln!("nodectl: removed the remains of pod {key}, whose nodectl run was killed");
+        let _ = writeln!(err, "nodectl: removed the remains of pod {key}, whose nodectl run was killed");
     }
     for e in &report.errors {
-        eprintln!("nodectl: warning: cleaning up: {e}");
+        let _ = writeln!(err, "nodectl: warning: cleaning up: {e}");
     }
 }
 
 pub fn gc(root: &Path) -> Result<i32> {
     let report = sandbox::gc(root);
     for key in &report.pods {
-        println!("removed pod {key}");
+        let _ = writeln!(std::io::stdout(), "removed pod {key}");
     }
     for e in &report.errors {
-        eprintln!("nodectl: gc: {e}");
+        let _ = writeln!(std::io::stderr(), "nodectl: gc: {e}");
     }
     Ok(if report.errors.is_empty() { 0 } else { 1 })
 }

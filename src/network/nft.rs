@@ -58,6 +58,7 @@ const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
 pub(crate) const NF_INET_PRE_ROUTING: u32 = 0;
 pub(crate) const NF_INET_LOCAL_OUT: u32 = 3;
 pub(crate) const NF_INET_POST_ROUTING: u32 = 4;
+const NF_DROP: u32 = 0;
 const NF_ACCEPT: u32 = 1;
 
 // Registers: the verdict register is 0, the four 16-byte data registers 1..4.
@@ -111,11 +112,20 @@ impl Batch {
 
     /// A base chain of type nat on `hook` at `priority`, policy accept.
     pub fn new_nat_chain(&mut self, sock: &mut Socket, table: &str, name: &str, hook: u32, priority: i32) {
+        self.new_base_chain(sock, table, name, hook, priority, "nat");
+    }
+
+    /// A base chain of type filter on `hook` at `priority`, policy accept.
+    pub fn new_filter_chain(&mut self, sock: &mut Socket, table: &str, name: &str, hook: u32, priority: i32) {
+        self.new_base_chain(sock, table, name, hook, priority, "filter");
+    }
+
+    fn new_base_chain(&mut self, sock: &mut Socket, table: &str, name: &str, hook: u32, priority: i32, kind: &str) {
         let mut h = Attrs::new();
         h.be32(NFTA_HOOK_HOOKNUM, hook).be32(NFTA_HOOK_PRIORITY, priority as u32);
         let mut a = Attrs::new();
         a.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, name).nested(NFTA_CHAIN_HOOK, h);
-        a.be32(NFTA_CHAIN_POLICY, NF_ACCEPT).str(NFTA_CHAIN_TYPE, "nat");
+        a.be32(NFTA_CHAIN_POLICY, NF_ACCEPT).str(NFTA_CHAIN_TYPE, kind);
         self.add(sock, NFT_MSG_NEWCHAIN, NLM_F_CREATE, &a);
     }
 
@@ -233,9 +243,11 @@ pub(crate) struct Rule {
 
 pub(crate) const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 pub(crate) const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
+const NFT_META_IIFNAME: u32 = 6;
 const NFT_META_OIFNAME: u32 = 7;
 const NFT_META_L4PROTO: u32 = 16;
 const NFT_CT_STATUS: u32 = 2;
+pub(crate) const IPS_SRC_NAT: u32 = 0x10;
 pub(crate) const IPS_DST_NAT: u32 = 0x20;
 const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
 const NFTA_FIB_F_DADDR: u32 = 1 << 1;
@@ -243,6 +255,9 @@ const RTN_LOCAL: u32 = 2;
 const NFT_CMP_EQ: u32 = 0;
 const NFT_CMP_NEQ: u32 = 1;
 const NFT_NAT_DNAT: u32 = 1;
+const NFT_REG_VERDICT: u32 = 0;
+const NFTA_DATA_VERDICT: u16 = 2;
+const NFTA_VERDICT_CODE: u16 = 1;
 
 fn data(bytes: &[u8]) -> Attrs {
     let mut d = Attrs::new();
@@ -301,11 +316,21 @@ impl Rule {
         self.cmp(NFT_CMP_EQ, &(u32::from(net) & mask).to_be_bytes())
     }
 
+    /// `ip daddr NET/PREFIX`
+    pub fn daddr_in(&mut self, net: Ipv4Addr, prefix: u8) -> &mut Self {
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+        self.bitwise(&mask.to_be_bytes(), &[0; 4]);
+        self.cmp(NFT_CMP_EQ, &(u32::from(net) & mask).to_be_bytes())
+    }
+
     pub fn oifname_is(&mut self, name: &str) -> &mut Self {
-        let mut v = [0u8; 16];
-        let n = name.len().min(15);
-        v[..n].copy_from_slice(&name.as_bytes()[..n]);
-        self.meta(NFT_META_OIFNAME).cmp(NFT_CMP_EQ, &v)
+        self.meta(NFT_META_OIFNAME).cmp(NFT_CMP_EQ, &ifname(name))
+    }
+
+    /// `iifname != NAME`
+    pub fn iifname_is_not(&mut self, name: &str) -> &mut Self {
+        self.meta(NFT_META_IIFNAME).cmp(NFT_CMP_NEQ, &ifname(name))
     }
 
     /// `meta l4proto P th dport PORT` (the destination port is at offset 2 in TCP,
@@ -317,10 +342,39 @@ impl Rule {
 
     /// `ct status dnat`
     pub fn ct_dnat(&mut self) -> &mut Self {
+        self.ct_status_any(IPS_DST_NAT)
+    }
+
+    /// `ct status & (snat | dnat) != 0`: a connection we NATed (either way).
+    pub fn ct_natted(&mut self) -> &mut Self {
+        self.ct_status_any(IPS_SRC_NAT | IPS_DST_NAT)
+    }
+
+    /// Any of the IPS_* bits in `bits` is set. A packet without conntrack (untracked,
+    /// invalid) does not match.
+    fn ct_status_any(&mut self, bits: u32) -> &mut Self {
         let mut a = Attrs::new();
         a.be32(1, REG1).be32(2, NFT_CT_STATUS);
         self.push("ct", a);
-        self.bitwise(&IPS_DST_NAT.to_ne_bytes(), &[0; 4]).cmp(NFT_CMP_NEQ, &[0; 4])
+        self.bitwise(&bits.to_ne_bytes(), &[0; 4]).cmp(NFT_CMP_NEQ, &[0; 4])
+    }
+
+    pub fn accept(&mut self) -> &mut Self {
+        self.verdict(NF_ACCEPT)
+    }
+
+    pub fn drop_packet(&mut self) -> &mut Self {
+        self.verdict(NF_DROP)
+    }
+
+    fn verdict(&mut self, code: u32) -> &mut Self {
+        let mut v = Attrs::new();
+        v.be32(NFTA_VERDICT_CODE, code);
+        let mut d = Attrs::new();
+        d.nested(NFTA_DATA_VERDICT, v);
+        let mut a = Attrs::new();
+        a.be32(1, NFT_REG_VERDICT).nested(2, d);
+        self.push("immediate", a)
     }
 
     /// `dnat ip to IP:PORT`
@@ -339,6 +393,14 @@ impl Rule {
     pub fn masquerade(&mut self) -> &mut Self {
         self.push("masq", Attrs::new())
     }
+}
+
+/// An interface name as meta iifname/oifname yield it: IFNAMSIZ bytes, NUL-padded.
+fn ifname(name: &str) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    let n = name.len().min(15);
+    v[..n].copy_from_slice(&name.as_bytes()[..n]);
+    v
 }
 
 #[cfg(test)]

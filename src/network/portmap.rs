@@ -8,6 +8,9 @@
 //! chain postrouting { type nat hook postrouting priority srcnat;
 //!     oifname BR ip saddr 127.0.0.0/8 masquerade                    # a pod cannot answer 127.0.0.1
 //!     oifname BR ct status dnat ip saddr CIDR masquerade }          # hairpin: pod -> hostPort -> pod
+//! chain localnet    { type filter hook prerouting priority filter;  # CVE-2020-8558, see below
+//!     ct status & (snat | dnat) != 0 accept
+//!     iifname != "lo" ip daddr 127.0.0.0/8 drop }
 //! # per mapping, in prerouting and output, tagged `comment "pod VETH KEY"`:
 //!     fib daddr type local [ip daddr HOST_IP] meta l4proto tcp th dport HP dnat ip to POD:CP
 //! ```
@@ -16,6 +19,16 @@
 //! the table is never flushed or reloaded, so other pods' rules are never touched.
 //! The masquerade rules match only traffic that was DNATed or comes from loopback, so
 //! pod-to-pod traffic that br_netfilter passes through these hooks keeps its source.
+//!
+//! `localnet` is kubelet's KUBE-FIREWALL rule in nftables (CVE-2020-8558): route_localnet
+//! on the bridge, which hostPorts from 127.0.0.1 need, also lets the kernel accept packets
+//! *to* 127.0.0.0/8 arriving on the bridge, so a pod with CAP_NET_RAW could reach the
+//! host's loopback-only services. Only replies of connections we NATed (a hostPort reached
+//! from 127.0.0.1: DNATed, and masqueraded out of the bridge) may arrive for 127.0.0.0/8
+//! from outside loopback; everything else is dropped before routing, after our DNAT (at
+//! the filter priority). Unlike kubelet's rule, a forged loopback source does not exempt a
+//! packet (route_localnet lets one through too), and a packet conntrack does not track
+//! (invalid, untracked) is dropped as well.
 
 use std::io;
 use std::net::Ipv4Addr;
@@ -27,6 +40,10 @@ use super::{Error, NetConfig, PortMapping, Result};
 const PREROUTING: &str = "prerouting";
 const OUTPUT: &str = "output";
 const POSTROUTING: &str = "postrouting";
+const LOCALNET: &str = "localnet";
+/// NF_IP_PRI_FILTER: after the DNAT of prerouting (-100), so a DNATed packet is no longer
+/// addressed to 127.0.0.0/8 and its conntrack entry says DNAT.
+const FILTER_PRIORITY: i32 = 0;
 
 pub(crate) fn table_name(bridge: &str) -> String {
     format!("nodectl_{bridge}")
@@ -66,6 +83,14 @@ fn create_table(sock: &mut Socket, cfg: &NetConfig) -> Result<()> {
     let mut r = Rule::default();
     r.oifname_is(&cfg.bridge).ct_dnat().saddr_in(cfg.cidr.network(), cfg.cidr.prefix_len()).masquerade();
     b.add_rule(sock, &table, POSTROUTING, &r, "bridge: hairpin");
+    // In the same batch as the table: route_localnet is never on without this drop.
+    b.new_filter_chain(sock, &table, LOCALNET, NF_INET_PRE_ROUTING, FILTER_PRIORITY);
+    let mut r = Rule::default();
+    r.ct_natted().accept();
+    b.add_rule(sock, &table, LOCALNET, &r, "bridge: replies of what we NATed");
+    let mut r = Rule::default();
+    r.iifname_is_not("lo").daddr_in(Ipv4Addr::new(127, 0, 0, 0), 8).drop_packet();
+    b.add_rule(sock, &table, LOCALNET, &r, "bridge: no 127.0.0.0/8 from outside loopback (CVE-2020-8558)");
     match b.commit(sock) {
         Ok(()) => Ok(()),
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
@@ -108,20 +133,20 @@ pub(crate) fn add(
     if ports.is_empty() {
         return Ok(());
     }
-    enable_sysctls(&cfg.bridge)?;
     let table = table_name(&cfg.bridge);
     let comment = pod_comment(veth, key);
     // Most calls find the table there; only the first pod with hostPorts makes it.
     match pod_batch(sock, &table, &comment, ip, ports).commit(sock) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-        r => {
-            return r.map_err(|e| nft_err(format!("adding hostPort rules to table ip {table}"), e));
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+            create_table(sock, cfg)?;
+            pod_batch(sock, &table, &comment, ip, ports)
+                .commit(sock)
+                .map_err(|e| nft_err(format!("adding hostPort rules to table ip {table}"), e))?;
         }
+        r => r.map_err(|e| nft_err(format!("adding hostPort rules to table ip {table}"), e))?,
     }
-    create_table(sock, cfg)?;
-    pod_batch(sock, &table, &comment, ip, ports)
-        .commit(sock)
-        .map_err(|e| nft_err(format!("adding hostPort rules to table ip {table}"), e))
+    // Only now that the table, with its localnet drop, exists (CVE-2020-8558).
+    enable_sysctls(&cfg.bridge)
 }
 
 /// Deletes the rules of pods for which `doomed(veth)` is true; returns how many.

@@ -263,8 +263,7 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
         env_lines.insert(0, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     if !env.vars.iter().any(|(k, _)| k == "HOSTNAME") {
-        let h = fs::read_to_string(&sandbox.hostname_file).unwrap_or_default();
-        env_lines.push(format!("HOSTNAME={}", h.trim()));
+        env_lines.push(format!("HOSTNAME={}", sandbox.hostname));
     }
     spec["process"] = json!({
         "terminal": false,
@@ -286,7 +285,7 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
     match &sandbox.utsns {
         Some(uts) => {
             namespaces.push(json!({"type": "uts", "path": uts}));
-            spec["hostname"] = fs::read_to_string(&sandbox.hostname_file).unwrap_or_default().trim().into();
+            spec["hostname"] = sandbox.hostname.as_str().into();
         }
         None => {
             spec.as_object_mut().expect("spec is an object").remove("hostname");

@@ -102,8 +102,12 @@ fn host(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
     PlanError::io(what)
 }
 
+/// A message on our stderr. Not eprintln!: it panics when stderr is a closed pipe
+/// (`nodectl run pod.yaml 2>&1 | head -1`), and a panic aborts this process, leaving the
+/// pod's containers running with no one to supervise or remove them.
 fn say(msg: &str) {
-    eprintln!("nodectl: {msg}");
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "nodectl: {msg}");
 }
 
 fn port_mappings(manifest: &Manifest) -> Vec<PortMapping> {

@@ -61,6 +61,10 @@ pub struct Sandbox {
     pub ipcns: PathBuf,
     pub hosts: PathBuf,
     pub hostname_file: PathBuf,
+    /// What we wrote to `hostname_file`. Kept here because the file is bind-mounted
+    /// writable into every container: reading it back would let a container feed us
+    /// anything, of any size (a 64 MiB container once made `nodectl run` grow to 7 GB).
+    pub hostname: String,
     pub resolv_conf: PathBuf,
     pub shm: PathBuf,
     pub ip: Option<Ipv4Addr>,
@@ -137,6 +141,7 @@ pub fn create(root: &Path, spec: &SandboxSpec<'_>) -> Result<Sandbox, PlanError>
         ipcns: dir.join("ns/ipc"),
         hosts: dir.join("etc/hosts"),
         hostname_file: dir.join("etc/hostname"),
+        hostname: String::new(),
         resolv_conf: dir.join("etc/resolv.conf"),
         shm: dir.join("shm"),
         ip: None,
@@ -199,6 +204,7 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
     };
     fs::write(&sb.hostname_file, format!("{hostname}\n"))
         .map_err(host(format!("write {}", sb.hostname_file.display())))?;
+    sb.hostname = hostname;
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let resolv = if spec.network.is_some() { pod_resolv_conf(&host_resolv) } else { host_resolv };
     fs::write(&sb.resolv_conf, resolv).map_err(host(format!("write {}", sb.resolv_conf.display())))?;

@@ -36,6 +36,10 @@ pub enum RuntimeError {
     Init { id: String, message: String },
     #[error("container {id} is {status}; {verb} needs it {need}")]
     Status { id: String, status: Status, verb: &'static str, need: &'static str },
+    #[error(
+        "refusing to {verb}: this process runs from a writable binary (/proc/self/exe is not on a read-only mount), which a process in the container could change (CVE-2019-5736); re-execute from a sealed copy first (runtime::sys::reexec_sealed)"
+    )]
+    NotSealed { verb: &'static str },
     #[error("{0}")]
     Invalid(String),
 }
@@ -125,6 +129,19 @@ fn ensure_single_threaded() -> Result<()> {
     Ok(())
 }
 
+/// CVE-2019-5736: everything that forks a process into a container must run from a sealed
+/// (read-only, private) copy of our binary, or the container reaches the host's binary
+/// through /proc/PID/exe of the fork (before its execve, or after an execve of
+/// /proc/self/exe) and can chmod, chown or rewrite what root runs next. Checked here, where
+/// containers are made, so that no caller (CLI verb, `nodectl run`, a daemon) can forget.
+fn ensure_sealed(verb: &'static str) -> Result<()> {
+    match sys::exe::exe_is_sealed() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(RuntimeError::NotSealed { verb }),
+        Err(e) => Err(io("check that /proc/self/exe is sealed")(e)),
+    }
+}
+
 pub fn state_json(rec: &Record, status: Status) -> serde_json::Value {
     serde_json::json!({
         "ociVersion": rec.oci_version,
@@ -144,6 +161,7 @@ impl Runtime {
     }
 
     pub fn create(&self, id: &str, opts: &CreateOptions) -> Result<Record> {
+        ensure_sealed("create a container")?;
         state::validate_id(id)?;
         let cfg = spec::load(&opts.bundle)?;
         let console = console_for(&cfg, opts)?;
@@ -158,6 +176,7 @@ impl Runtime {
         opts: &CreateOptions,
         console: Option<UnixStream>,
     ) -> Result<Record> {
+        ensure_sealed("create a container")?;
         ensure_single_threaded()?;
         tracing::debug!("create {id}: spec loaded");
         let _lock = self.root.reserve(id)?;
@@ -480,6 +499,7 @@ impl Runtime {
     /// container's seccomp profile, the process's own user, capabilities and limits.
     /// Returns its exit status, or 0 at once with `detach`.
     pub fn exec(&self, id: &str, process: &ProcessConfig, opts: &ExecOptions) -> Result<i32> {
+        ensure_sealed("exec into a container")?;
         let (rec, status) = self.load(id)?;
         if status != Status::Running {
             return Err(RuntimeError::Status { id: id.into(), status, verb: "exec", need: "running" });
@@ -698,3 +718,38 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<()> {
 }
 
 use std::os::unix::fs::OpenOptionsExt;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_runtime_running_from_a_writable_binary_refuses_to_create_or_exec() {
+        // The test binary is an ordinary file in target/: not sealed.
+        assert!(!sys::exe::exe_is_sealed().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let rt = Runtime::new(dir.path());
+        let create = rt.create("c", &CreateOptions { bundle: dir.path().to_path_buf(), ..Default::default() });
+        assert!(matches!(create, Err(RuntimeError::NotSealed { .. })), "{:?}", create.err());
+        let process = ProcessConfig {
+            args: vec!["true".into()],
+            env: Vec::new(),
+            cwd: "/".into(),
+            uid: 0,
+            gid: 0,
+            additional_gids: Vec::new(),
+            umask: None,
+            rlimits: Vec::new(),
+            caps: None,
+            no_new_privileges: false,
+            oom_score_adj: None,
+            terminal: false,
+            console_size: None,
+        };
+        let exec = rt.exec("c", &process, &ExecOptions::default());
+        assert!(matches!(exec, Err(RuntimeError::NotSealed { .. })), "{:?}", exec.err());
+        assert!(exec.unwrap_err().to_string().contains("CVE-2019-5736"));
+        // Nothing was made.
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+    }
+}

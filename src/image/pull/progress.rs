@@ -1,6 +1,8 @@
 //! Download progress: bars on a terminal, one plain line per finished blob otherwise (logs
 //! and CI output stay readable).
 
+use std::io::Write;
+
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use crate::image::digest::Digest;
@@ -47,8 +49,13 @@ impl Bar {
         match &self.bar {
             Some(b) if ok => b.finish(),
             Some(b) => b.abandon(),
-            None if ok => eprintln!("pulled {} ({:.1} MB)", self.label, self.size as f64 / 1e6),
-            None => eprintln!("failed {}", self.label),
+            // Not eprintln!, which panics on a closed stderr (`nodectl run … 2>&1 | head`).
+            None if ok => {
+                let _ = writeln!(std::io::stderr(), "pulled {} ({:.1} MB)", self.label, self.size as f64 / 1e6);
+            }
+            None => {
+                let _ = writeln!(std::io::stderr(), "failed {}", self.label);
+            }
         }
     }
 }
