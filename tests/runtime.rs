@@ -1175,3 +1175,24 @@ fn a_profile_without_close_range_still_closes_fds() {
     // 0, 1, 2 and the directory ls reads.
     assert_eq!(out.trim(), "4");
 }
+
+#[test]
+fn a_container_sees_its_own_cgroup_and_not_the_hosts() {
+    let rt = Rt::new();
+    // A sibling cgroup beside the container's: another tenant's, which it must not see.
+    let sibling = rt.cgroup_dir("memory", "neighbour-of-view");
+    fs::create_dir_all(&sibling).unwrap();
+    let out = rt.sh(
+        "view",
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes; ls /sys/fs/cgroup/memory | grep -c neighbour-of-view; \
+         grep -c . /sys/fs/cgroup/pids/cgroup.procs",
+        |s| s["linux"]["resources"] = json!({"memory": {"limit": 67108864}}),
+    );
+    fs::remove_dir(&sibling).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    // Its own limit, not the root's "unlimited"; no sibling; only its own processes.
+    assert_eq!(lines[0], "67108864", "{out}");
+    assert_eq!(lines[1], "0", "{out}");
+    let procs: u32 = lines[2].parse().unwrap();
+    assert!((1..10).contains(&procs), "{out}");
+}
