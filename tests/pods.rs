@@ -284,13 +284,16 @@ stringData: {{token: s3cret, cert: c}}
     - sh
     - -c
     - |
-      stat -c '%a %n' /conf/app.conf /conf/other /items/sub/app.conf /secret/token /secret-mode/token
+      stat -L -c '%a %n' /conf/app.conf /conf/other /items/sub/app.conf /secret/token /secret-mode/token
       cat /conf/app.conf /items/sub/app.conf /secret/token; echo
       grep ' /mem ' /proc/mounts | cut -d' ' -f3,4 | grep -o 'tmpfs.*size=4096k'
       echo data > /disk/sub/file && echo disk ok
       cat /host/from-host
       touch /host/x 2>/dev/null && echo host writable || echo host read-only
       ls /sub-only
+      touch /conf/new 2>/dev/null && echo conf writable || echo conf read-only
+      echo s > /secret/token 2>/dev/null && echo secret writable || echo secret read-only
+      readlink /conf/app.conf; readlink /conf/..data | cut -c1-4
     volumeMounts:
     - {{name: conf, mountPath: /conf}}
     - {{name: conf-items, mountPath: /items}}
@@ -308,8 +311,9 @@ stringData: {{token: s3cret, cert: c}}
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     assert_eq!(
         r.stdout,
-        "644 /conf/app.conf\n644 /conf/other\n600 /items/sub/app.conf\n400 /secret/token\n440 /secret-mode/token\n\
-         key=value\nkey=value\ns3cret\ntmpfs rw,nosuid,nodev,relatime,size=4096k\ndisk ok\nhello host\nhost read-only\nfile\n"
+        "644 /conf/app.conf\n644 /conf/other\n600 /items/sub/app.conf\n644 /secret/token\n440 /secret-mode/token\n\
+         key=value\nkey=value\ns3cret\ntmpfs rw,nosuid,nodev,relatime,size=4096k\ndisk ok\nhello host\nhost read-only\nfile\n\
+         conf read-only\nsecret read-only\n..data/app.conf\n..20\n"
     );
     assert!(!host_dir.join("x").exists());
 }
@@ -619,6 +623,19 @@ fn bad_manifests_and_missing_parts_are_clear_errors_that_leave_nothing() {
                 "  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [\"true\"], env: [{name: A, valueFrom: {configMapKeyRef: {name: nope, key: k}}}]}\n",
             ),
             "ConfigMap \"nope\" is not in the file",
+        ),
+        (
+            "env name with =",
+            pod("x", "  containers:\n  - {name: c, image: busybox, env: [{name: \"A=B\", value: v}]}\n"),
+            "env[0].name: Invalid value: \"A=B\": a valid environment variable name",
+        ),
+        (
+            "configmap key with /",
+            format!(
+                "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm}}\ndata: {{\"a/b\": x}}\n",
+                pod("x", c)
+            ),
+            "ConfigMap \"cm\": data[a/b]: Invalid value: \"a/b\": a valid config key",
         ),
         (
             "image not in store",

@@ -361,6 +361,21 @@ fn validate(
     {
         return p("metadata.namespace", problem);
     }
+    // ConfigMap and Secret keys become file names and variable names: the API server's
+    // rule keeps '/' and '..' out of them.
+    let config_keys = config_maps.iter().flat_map(|(n, c)| {
+        let keys = c.data.iter().flatten().map(|(k, _)| k).chain(c.binary_data.iter().flatten().map(|(k, _)| k));
+        keys.map(move |k| (format!("ConfigMap \"{n}\""), "data", k))
+    });
+    let secret_keys = secrets.iter().flat_map(|(n, s)| {
+        let keys = s.data.iter().flatten().map(|(k, _)| k).chain(s.string_data.iter().flatten().map(|(k, _)| k));
+        keys.map(move |k| (format!("Secret \"{n}\""), "data", k))
+    });
+    for (object, field, key) in config_keys.chain(secret_keys) {
+        if let Some(problem) = super::names::config_key_problem(key) {
+            return Err((format!("{object}: {field}[{key}]"), problem));
+        }
+    }
     let spec = pod.spec.as_ref().ok_or_else(|| ("spec".to_string(), "Required value".to_string()))?;
     if spec.containers.is_empty() {
         return p("spec.containers", "Required value".into());
@@ -481,6 +496,9 @@ fn validate(
         for (j, e) in c.env.iter().flatten().enumerate() {
             if e.name.is_empty() {
                 return Err((format!("{f}.env[{j}].name"), "Required value".into()));
+            }
+            if let Some(problem) = super::names::env_name_problem(&e.name) {
+                return Err((format!("{f}.env[{j}].name"), problem));
             }
             if let Some(from) = &e.value_from {
                 let set = [from.config_map_key_ref.is_some(), from.secret_key_ref.is_some(), from.field_ref.is_some()]

@@ -20,3 +20,52 @@ pub fn name_problem(name: &str, label: bool) -> Option<String> {
         }
     })
 }
+
+/// Kubernetes' IsConfigMapKey (ConfigMap and Secret keys): what is wrong with `key`, in the
+/// API server's words, or None.
+pub fn config_key_problem(key: &str) -> Option<String> {
+    let ok = !key.is_empty()
+        && key.len() <= 253
+        && key.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && key != "."
+        && key != ".."
+        && !key.starts_with("..");
+    (!ok).then(|| {
+        format!(
+            "Invalid value: \"{key}\": a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"
+        )
+    })
+}
+
+/// Kubernetes' IsEnvVarName: what is wrong with `name`, in the API server's words, or None.
+pub fn env_name_problem(name: &str) -> Option<String> {
+    let ok = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    (!ok).then(|| {
+        format!(
+            "Invalid value: \"{name}\": a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')"
+        )
+    })
+}
+
+#[cfg(test)]
+mod key_tests {
+    use super::*;
+
+    #[test]
+    fn config_keys_and_env_names_follow_the_api_servers_rules() {
+        for good in ["a", "key.name", "KEY_NAME", "key-name", ".hidden"] {
+            assert_eq!(config_key_problem(good), None, "{good}");
+        }
+        for bad in ["", "a/b", "..", "..data", "a b", "é"] {
+            assert!(config_key_problem(bad).is_some(), "{bad}");
+        }
+        for good in ["A", "my.env-name", "_x", "MyEnvName1"] {
+            assert_eq!(env_name_problem(good), None, "{good}");
+        }
+        for bad in ["", "1A", "A=B", "A B"] {
+            assert!(env_name_problem(bad).unwrap().contains("valid environment variable name"), "{bad}");
+        }
+    }
+}

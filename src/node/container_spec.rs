@@ -312,7 +312,8 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
             .paths
             .get(&vm.name)
             .ok_or_else(|| invalid(format!("{f}.name"), format!("Not found: \"{}\"", vm.name)))?;
-        let ro = vm.read_only == Some(true);
+        // configMap and secret volumes are read-only, as the kubelet mounts them.
+        let ro = vm.read_only == Some(true) || volumes.read_only.contains(&vm.name);
         match vm.sub_path.as_deref().filter(|s| !s.is_empty()) {
             None => mounts.push(bind(base, &vm.mount_path, ro)),
             Some(sub) => {

@@ -3,7 +3,7 @@
 //! its type), configMap and secret (their keys written as files; secrets on a tmpfs so they
 //! never reach the disk, as the kubelet keeps them). Containers bind-mount what is here.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
@@ -15,15 +15,17 @@ use nix::mount::MsFlags;
 use super::PlanError;
 use crate::model::quantity;
 
-/// The default for secret files (the kubelet's is 0644): only their owner reads
-/// them unless the manifest says otherwise.
-const SECRET_DEFAULT_MODE: u32 = 0o400;
+/// The kubelet's default for secret files: 0644, so images that run as a non-root user can
+/// read them (the directory, a tmpfs, is the pod's alone).
+const SECRET_DEFAULT_MODE: u32 = 0o644;
 const CONFIG_MAP_DEFAULT_MODE: u32 = 0o644;
 
 /// Where each volume of the pod is on the host.
 #[derive(Debug, Default)]
 pub struct Volumes {
     pub paths: BTreeMap<String, PathBuf>,
+    /// Volumes the kubelet mounts read-only whatever the container asks (configMap, secret).
+    pub read_only: BTreeSet<String>,
 }
 
 fn io(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
@@ -44,6 +46,9 @@ pub fn prepare(
         let field = format!("spec.volumes[{i}]");
         let path = prepare_one(dir, v, &field, config_maps, secrets)?;
         out.paths.insert(v.name.clone(), path);
+        if v.config_map.is_some() || v.secret.is_some() {
+            out.read_only.insert(v.name.clone());
+        }
     }
     Ok(out)
 }
@@ -272,14 +277,27 @@ fn write_keys(
             out
         }
     };
+    // The kubelet's atomic layout: the files in a directory named for this write, `..data`
+    // a symlink to it, and each top-level name a symlink through `..data`; an update
+    // writes a new directory and swaps `..data` in one rename, so a reader never sees half
+    // of one version and half of another.
+    let stamp = format!(
+        "..{}",
+        chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).format("%Y_%m_%d_%H_%M_%S.%9f")
+    );
+    let version = dir.join(&stamp);
+    fs::create_dir(&version).map_err(io(format!("create {}", version.display())))?;
+    fs::set_permissions(&version, fs::Permissions::from_mode(0o755))
+        .map_err(io(format!("chmod {}", version.display())))?;
+    let mut top: BTreeSet<String> = BTreeSet::new();
     for (rel, bytes, mode) in files {
-        if !safe_relative(&rel) {
+        if !safe_relative(&rel) || rel.starts_with("..") {
             return Err(PlanError::invalid(
                 field.to_string(),
                 format!("key {rel:?} of {what} is not a valid file name"),
             ));
         }
-        let path = dir.join(&rel);
+        let path = version.join(&rel);
         if let Some(parent) = path.parent() {
             fs::create_dir_all(parent).map_err(io(format!("create {}", parent.display())))?;
         }
@@ -293,6 +311,17 @@ fn write_keys(
             .map_err(io(format!("create {}", path.display())))?;
         f.set_permissions(fs::Permissions::from_mode(mode & 0o777)).map_err(io(format!("chmod {}", path.display())))?;
         f.write_all(bytes).map_err(io(format!("write {}", path.display())))?;
+        if let Some(first) = Path::new(&rel).components().next() {
+            top.insert(first.as_os_str().to_string_lossy().into_owned());
+        }
+    }
+    let tmp_link = dir.join("..data_tmp");
+    std::os::unix::fs::symlink(&stamp, &tmp_link).map_err(io(format!("link {}", tmp_link.display())))?;
+    fs::rename(&tmp_link, dir.join("..data")).map_err(io(format!("rename {}", tmp_link.display())))?;
+    for name in top {
+        let link = dir.join(&name);
+        std::os::unix::fs::symlink(Path::new("..data").join(&name), &link)
+            .map_err(io(format!("link {}", link.display())))?;
     }
     Ok(())
 }
