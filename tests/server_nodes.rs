@@ -224,6 +224,42 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
         (Some("ssd"), Some("Ready")),
         "{node}"
     );
+    // Its taints and ownerReferences are the cluster's to set, not its own.
+    s.ok(&["taint", "node", "n1", "dedicated=db:NoSchedule"]);
+    let err = n1.may_not(&["taint", "node", "n1", "dedicated-"]);
+    assert!(err.contains("node \"n1\" is not allowed to modify taints"), "{err}");
+    let owner =
+        r#"{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"Namespace","name":"default","uid":"u"}]}}"#;
+    let err = n1.may_not(&["patch", "node", "n1", "--type=merge", "-p", owner]);
+    assert!(err.contains("node \"n1\" is not allowed to modify ownerReferences"), "{err}");
+    let node: Value = serde_json::from_str(&s.ok(&["get", "node", "n1", "-o", "json"])).unwrap();
+    assert_eq!(node["spec"]["taints"][0]["key"], "dedicated", "{node}");
+
+    // Pods: only mirror pods of its own static pods, bound to itself, reading nothing.
+    let mirror = |name: &str, node: &str, extra: &str| {
+        let yaml = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  annotations: {{kubernetes.io/config.mirror: x}}\nspec:\n  nodeName: {node}\n  containers: [{{name: c, image: busybox{extra}}}]\n"
+        );
+        write(tmp.path(), &format!("{name}.yaml"), &yaml)
+    };
+    let plain = write(
+        tmp.path(),
+        "plain.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  nodeName: n1\n  containers: [{name: c, image: busybox}]\n",
+    );
+    let err = n1.may_not(&["create", "-f", &plain]);
+    assert!(err.contains("node \"n1\" can only create mirror pods"), "{err}");
+    n1.may(&["create", "-f", &mirror("static-n1", "n1", "")]);
+    let err = n1.may_not(&["create", "-f", &mirror("static-elsewhere", "n2", "")]);
+    assert!(err.contains("can only create pods with spec.nodeName set to itself"), "{err}");
+    let err = n1.may_not(&[
+        "create",
+        "-f",
+        &mirror("static-secret", "n1", ", env: [{name: A, valueFrom: {secretKeyRef: {name: s-other, key: k}}}]"),
+    ]);
+    assert!(err.contains("can not create pods that reference secrets"), "{err}");
+    s.ok(&["delete", "pod", "static-n1", "--grace-period=0", "--force"]);
+
     let err = n1.may_not(&["label", "node", "n2", "disk=ssd"]);
     assert!(err.contains("nodes \"n2\" is forbidden: User \"system:node:n1\" cannot patch resource \"nodes\" in API group \"\" at the cluster scope"), "{err}");
     n1.may_not(&[

@@ -99,7 +99,7 @@ pub async fn authorize(
         ("Pod" | "Service" | "Endpoints" | "Node" | "Namespace", None | Some("status")) if read => Ok(None),
         ("Node", None | Some("status")) if matches!(a.verb, "create" | "update" | "patch") => {
             if own_name {
-                Ok(Some(own_labels(node)))
+                Ok(Some(own_node(node)))
             } else {
                 deny(Some(&format!("node \"{node}\" may only modify its own Node")))
             }
@@ -115,6 +115,8 @@ pub async fn authorize(
         }
         ("Event", None) if matches!(a.verb, "create" | "update" | "patch") => Ok(None),
         ("Pod", Some("status")) if matches!(a.verb, "update" | "patch") => Ok(Some(bound_to(user, a, node))),
+        // The kubelet creates only mirror pods of its static pods.
+        ("Pod", None) if a.verb == "create" => Ok(Some(mirror_pod(node))),
         ("Pod", None) if a.verb == "delete" => Ok(Some(bound_to(user, a, node))),
         ("Secret" | "ConfigMap", None) if read => {
             let name = match (a.verb, a.name) {
@@ -161,10 +163,112 @@ fn bound_to(user: &User, a: &Attributes<'_>, node: &str) -> Guard {
     })
 }
 
-/// The guard of a node's writes to its own Node, as NodeRestriction has it: labels in the
-/// kubernetes.io and k8s.io namespaces, which the cluster's placement decisions trust
-/// (node-restriction.kubernetes.io/ above all), stay as they are, but for the ones a
-/// kubelet sets about itself.
+/// A 403 about `node`'s own Node, in NodeRestriction's words.
+fn node_forbidden(node: &str, why: String) -> ApiError {
+    let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("nodes \"{node}\" is forbidden: {why}"));
+    e.details = Some(json!({"name": node, "kind": "nodes"}));
+    e
+}
+
+/// The guard of a node's writes to its own Node, as NodeRestriction has it: its taints and
+/// ownerReferences stay as they are (a node that could lift its taints or hand itself an
+/// owner would steer workloads to itself), and so do the labels of [`own_labels`].
+fn own_node(node: &str) -> Guard {
+    let labels = own_labels(node);
+    let node = node.to_string();
+    Arc::new(move |stored: Option<&Value>, new: Option<&Value>| {
+        let at = |o: Option<&Value>, p: &str| o.and_then(|o| o.pointer(p)).filter(|v| !v.is_null()).cloned();
+        if let Some(new) = new {
+            // A create may register taints (the kubelet's --register-with-taints); an update
+            // may not change them.
+            if stored.is_some() && at(stored, "/spec/taints") != at(Some(new), "/spec/taints") {
+                return Err(node_forbidden(&node, format!("node \"{node}\" is not allowed to modify taints")));
+            }
+            let empty = |v: Option<Value>| v.is_none_or(|v| v.as_array().is_some_and(Vec::is_empty));
+            let (before, after) = (at(stored, "/metadata/ownerReferences"), at(Some(new), "/metadata/ownerReferences"));
+            if before != after && !(empty(before.clone()) && empty(after.clone())) {
+                return Err(node_forbidden(&node, format!("node \"{node}\" is not allowed to modify ownerReferences")));
+            }
+        }
+        labels(stored, new)
+    })
+}
+
+/// The guard of a pod a node creates: only a mirror pod of one of its static pods, bound
+/// to itself, owned by nothing but its own Node, and referring to no Secret, ConfigMap,
+/// PersistentVolumeClaim or ServiceAccount (which would let it read them), as
+/// NodeRestriction has it.
+fn mirror_pod(node: &str) -> Guard {
+    let node = node.to_string();
+    Arc::new(move |_: Option<&Value>, new: Option<&Value>| {
+        let Some(pod) = new else { return Ok(()) };
+        let deny = |why: String| {
+            let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let mut e =
+                ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("pods \"{name}\" is forbidden: {why}"));
+            e.details = Some(json!({"name": name, "kind": "pods"}));
+            Err(e)
+        };
+        if pod.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_none() {
+            return deny(format!(
+                "pod does not have \"kubernetes.io/config.mirror\" annotation, node \"{node}\" can only create mirror pods"
+            ));
+        }
+        if pod.pointer("/spec/nodeName").and_then(Value::as_str) != Some(node.as_str()) {
+            return deny(format!("node \"{node}\" can only create pods with spec.nodeName set to itself"));
+        }
+        let owners = pod.pointer("/metadata/ownerReferences").and_then(Value::as_array).cloned().unwrap_or_default();
+        let own = |o: &Value| {
+            o.get("kind").and_then(Value::as_str) == Some("Node")
+                && o.get("name").and_then(Value::as_str) == Some(node.as_str())
+                && o.get("apiVersion").and_then(Value::as_str) == Some("v1")
+        };
+        if owners.len() > 1 || owners.first().is_some_and(|o| !own(o)) {
+            return deny(format!("node \"{node}\" can only create pods with an owner reference set to itself"));
+        }
+        if pod.pointer("/spec/serviceAccountName").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            return deny(format!("node \"{node}\" can not create pods that reference serviceaccounts"));
+        }
+        let volumes = pod.pointer("/spec/volumes").and_then(Value::as_array).cloned().unwrap_or_default();
+        if volumes.iter().any(|v| v.get("persistentVolumeClaim").is_some()) {
+            return deny(format!("node \"{node}\" can not create pods that reference persistentvolumeclaims"));
+        }
+        for (kind, plural) in [("Secret", "secrets"), ("ConfigMap", "configmaps")] {
+            if mentions_any(pod, kind) {
+                return deny(format!("node \"{node}\" can not create pods that reference {plural}"));
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Whether a pod refers to any object of `kind` (Secret or ConfigMap) anywhere a kubelet
+/// would read one.
+fn mentions_any(pod: &Value, kind: &str) -> bool {
+    let (volume_key, env_key, from_key) = match kind {
+        "Secret" => ("secret", "secretKeyRef", "secretRef"),
+        _ => ("configMap", "configMapKeyRef", "configMapRef"),
+    };
+    let spec = pod.get("spec").cloned().unwrap_or_default();
+    let list = |v: &Value, k: &str| v.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+    let volumes = list(&spec, "volumes");
+    let in_volumes = volumes.iter().any(|v| {
+        v.get(volume_key).is_some()
+            || list(v.get("projected").unwrap_or(&Value::Null), "sources").iter().any(|s| s.get(volume_key).is_some())
+    });
+    let containers: Vec<Value> =
+        ["containers", "initContainers", "ephemeralContainers"].iter().flat_map(|k| list(&spec, k)).collect();
+    let in_env = containers.iter().any(|c| {
+        list(c, "env").iter().any(|e| e.pointer(&format!("/valueFrom/{env_key}")).is_some())
+            || list(c, "envFrom").iter().any(|e| e.get(from_key).is_some())
+    });
+    let pull = kind == "Secret" && !list(&spec, "imagePullSecrets").is_empty();
+    in_volumes || in_env || pull
+}
+
+/// Labels in the kubernetes.io and k8s.io namespaces, which the cluster's placement
+/// decisions trust (node-restriction.kubernetes.io/ above all), stay as they are, but for
+/// the ones a kubelet sets about itself.
 fn own_labels(node: &str) -> Guard {
     let node = node.to_string();
     Arc::new(move |stored: Option<&Value>, new: Option<&Value>| {
