@@ -9,3 +9,4 @@ pub mod node;
 pub mod runtime;
 pub mod server;
 pub mod timefmt;
+pub mod unwind;
