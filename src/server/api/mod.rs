@@ -320,6 +320,18 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             format!("{method} is not supported on {path}"),
         ));
     }
+    // dryRun=All runs a write through everything (defaulting, validation, admission,
+    // conflicts) and stores nothing; kubectl apply/delete --dry-run=server and kubectl diff
+    // rely on it leaving the live object as it is.
+    let dry_run = match query.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+            )));
+        }
+    };
     let validation = match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => objects::FieldValidation::Strict,
         _ => objects::FieldValidation::Lenient,
@@ -449,26 +461,31 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {
-            let (code, obj) = objects::create(store, r, t.namespace, &body, (validation, guard)).await?;
+            let (code, obj) = objects::create(store, r, t.namespace, &body, (validation, guard, dry_run)).await?;
             Ok(with_warnings(json_response(code, &obj)))
         }
         (&Method::PUT, Some(name)) => Ok(with_warnings(json_response(StatusCode::OK, &{
-            let obj = objects::update(store, r, t.namespace, name, part, &body, (validation, guard)).await?;
+            let obj = objects::update(store, r, t.namespace, name, part, &body, (validation, guard, dry_run)).await?;
             if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }
         }))),
         (&Method::PATCH, Some(name)) => {
             let kind = objects::PatchKind::from_content_type(content_type).ok_or_else(|| {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"))
             })?;
-            let obj = objects::patch(store, r, t.namespace, name, part, (kind, &body), (validation, guard)).await?;
+            let obj =
+                objects::patch(store, r, t.namespace, name, part, (kind, &body), (validation, guard, dry_run)).await?;
             Ok(json_response(StatusCode::OK, &if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }))
+        }
+        (&Method::DELETE, None) if dry_run => {
+            Err(ApiError::bad_request("dryRun is not supported for deletecollection here yet"))
         }
         (&Method::DELETE, None) => {
             let selectors = selectors(query, r)?;
             Ok(json_response(StatusCode::OK, &objects::delete_collection(store, r, t.namespace, selectors).await?))
         }
         (&Method::DELETE, Some(name)) => {
-            let opts = objects::DeleteOptions::parse(&body, query.get("gracePeriodSeconds"))?;
+            let mut opts = objects::DeleteOptions::parse(&body, query.get("gracePeriodSeconds"))?;
+            opts.dry_run |= dry_run;
             Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name, opts, guard).await?))
         }
         _ => Err(ApiError::new(
@@ -529,7 +546,7 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
     let r = resources::find("", "v1", "namespaces").expect("namespaces are served");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).expect("serialises");
-        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None)).await {
+        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None, false)).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e),

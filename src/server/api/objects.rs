@@ -189,7 +189,7 @@ pub async fn create(
     r: &'static Resource,
     ns: Option<String>,
     body: &[u8],
-    (validation, guard): (FieldValidation, Option<Guard>),
+    (validation, guard, dry_run): (FieldValidation, Option<Guard>, bool),
 ) -> Result<(StatusCode, Value), ApiError> {
     let mut obj = parse_body(r, body)?;
     let meta = &mut obj["metadata"];
@@ -270,10 +270,20 @@ pub async fn create(
         {
             super::deletion::admit_create(&decode(&kv)?, r, &n2)?;
         }
-        store.create(&key, &value).map_err(|e| ApiError::from_store(e, plural, &n2))
+        // dryRun=All: everything above ran (defaulting, validation, admission); nothing is
+        // stored, and the answer has no resourceVersion, as the API server's.
+        if dry_run {
+            return match store.get(&key).map_err(|e| ApiError::from_store(e, plural, &n2))? {
+                Some(_) => Err(ApiError::already_exists(plural, &n2)),
+                None => Ok(None),
+            };
+        }
+        store.create(&key, &value).map(Some).map_err(|e| ApiError::from_store(e, plural, &n2))
     })
     .await?;
-    obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+    if let Some(revision) = revision {
+        obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+    }
     Ok((StatusCode::CREATED, obj))
 }
 
@@ -448,7 +458,7 @@ async fn read_modify_write(
     ns: Option<String>,
     name: String,
     part: Part,
-    (validation, guard): (FieldValidation, Option<Guard>),
+    (validation, guard, dry_run): (FieldValidation, Option<Guard>, bool),
     change: impl Fn(&Value) -> Result<Value, ApiError> + Send + 'static,
 ) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
@@ -541,6 +551,10 @@ async fn read_modify_write(
             if old.get("spec") != obj.get("spec") {
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
+            if dry_run {
+                obj["metadata"]["resourceVersion"] = json!(current.mod_revision.to_string());
+                return Ok(obj);
+            }
             // An object being deleted goes when its last finalizer does.
             let result = if obj["metadata"]["deletionTimestamp"].is_string()
                 && !has_finalizers(&obj)
@@ -571,7 +585,7 @@ pub async fn update(
     name: String,
     part: Part,
     body: &[u8],
-    checks: (FieldValidation, Option<Guard>),
+    checks: (FieldValidation, Option<Guard>, bool),
 ) -> Result<Value, ApiError> {
     let obj = if part == Part::Scale {
         serde_json::from_slice(body)
@@ -603,6 +617,8 @@ pub struct DeleteOptions {
     pub precondition_rv: Option<i64>,
     pub precondition_uid: Option<String>,
     pub propagation: Option<super::deletion::Propagation>,
+    /// dryRun=All: answer what the delete would do, change nothing.
+    pub dry_run: bool,
 }
 
 impl DeleteOptions {
@@ -616,6 +632,16 @@ impl DeleteOptions {
                 v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
             o.precondition_uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
             o.propagation = super::deletion::Propagation::from_options(&v)?;
+            // kubectl delete --dry-run=server sends it here rather than in the query.
+            match v.get("dryRun") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(a)) if a.iter().all(|x| x == "All") => o.dry_run = !a.is_empty(),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "dryRun: Unsupported value: {other}: supported values: \"All\""
+                    )));
+                }
+            }
         }
         if let Some(g) = query_grace {
             o.grace_period =
@@ -676,6 +702,10 @@ pub async fn delete(
                         json!(crate::timefmt::format_rfc3339(crate::timefmt::now_secs().saturating_add(grace)));
                     super::deletion::mark(r, &mut obj);
                 }
+                if opts.dry_run {
+                    obj["metadata"]["resourceVersion"] = json!(current.mod_revision.to_string());
+                    return Ok(obj);
+                }
                 match store.update(&key, &encode(&obj), Some(current.mod_revision)) {
                     Ok(rev) => {
                         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
@@ -684,6 +714,9 @@ pub async fn delete(
                     Err(crate::server::store::StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
                 }
+            }
+            if opts.dry_run {
+                return deleted(r, decode(&current)?);
             }
             match store.delete(&key, Some(current.mod_revision)) {
                 Ok((_, old)) => return deleted(r, decode(&old)?),
@@ -765,7 +798,7 @@ pub async fn patch(
     name: String,
     part: Part,
     (kind, body): (PatchKind, &[u8]),
-    checks: (FieldValidation, Option<Guard>),
+    checks: (FieldValidation, Option<Guard>, bool),
 ) -> Result<Value, ApiError> {
     let patch: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
