@@ -42,6 +42,8 @@ enum Command {
 }
 
 pub fn main() -> i32 {
+    // Before anything else runs: a panic aborts unless it is in an API request handler.
+    crate::sys::unwind::install();
     // Called through a link named nodectl-runtime: the OCI runtime CLI at top level.
     let argv0 = std::env::args_os().next().unwrap_or_default();
     if std::path::Path::new(&argv0).file_name().is_some_and(|n| n == "nodectl-runtime") {

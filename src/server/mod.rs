@@ -3,6 +3,7 @@
 //! finalization run beside it ([`controllers`]). The scheduler comes in a later step.
 
 pub mod api;
+pub mod conn;
 pub mod controllers;
 pub mod pki;
 pub mod store;
@@ -11,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
@@ -41,8 +42,24 @@ pub struct Config {
     pub etcd: Vec<String>,
 }
 
+/// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
+/// the task, not the server: see `crate::sys::unwind`.
+#[derive(Clone, Copy)]
+struct GuardedExecutor;
+
+impl<F> hyper::rt::Executor<F> for GuardedExecutor
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::spawn(crate::sys::unwind::Unwinding(fut));
+    }
+}
+
 /// Runs the API server until the process is stopped.
 pub async fn run(config: Config) -> Result<(), ServerError> {
+    conn::raise_nofile_limit();
     let hosts = vec![config.listen.ip().to_string()];
     let pki = pki::ensure(&config.data_dir, &hosts)?;
     let listener =
@@ -71,6 +88,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());
     controllers::start(controller_store);
+    let pending = Arc::new(conn::Pending::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -87,22 +105,38 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
             tracing::debug!(%peer, %err, "TCP_NODELAY refused");
         }
         let acceptor = acceptor.clone();
-        let app = app.clone();
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(err) => {
-                    tracing::debug!(%peer, %err, "TLS handshake failed");
-                    return;
+        let connection = pending.admit();
+        // Each request carries its connection, so that authenticating frees it from the limits.
+        let app = app.clone().layer(axum::Extension(connection.clone()));
+        tokio::spawn(crate::sys::unwind::Unwinding(async move {
+            let serve = async {
+                let tls = match tokio::time::timeout(conn::HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(t)) => t,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let service = TowerToHyperService::new(app);
+                let mut builder = auto::Builder::new(GuardedExecutor);
+                builder.http1().timer(TokioTimer::new()).header_read_timeout(conn::HEADER_TIMEOUT);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(conn::KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(conn::KEEPALIVE_INTERVAL);
+                if let Err(err) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
+                    tracing::debug!(%peer, %err, "connection ended with an error");
                 }
             };
-            let service = TowerToHyperService::new(app);
-            if let Err(err) = auto::Builder::new(TokioExecutor::new())
-                .serve_connection_with_upgrades(TokioIo::new(tls), service)
-                .await
-            {
-                tracing::debug!(%peer, %err, "connection ended with an error");
+            tokio::select! {
+                _ = serve => {}
+                _ = connection.unauthenticated_end() => tracing::debug!(%peer, "closed a connection that did not authenticate"),
             }
-        });
+        }));
     }
 }

@@ -10,6 +10,7 @@ pub mod mountinfo;
 pub mod process;
 pub mod resolve;
 pub mod tty;
+pub mod unwind;
 
 use std::io;
 

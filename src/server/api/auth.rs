@@ -138,7 +138,8 @@ impl Auth {
             .filter(|(n, s)| !n.is_empty() && !s.is_empty())
             .ok_or_else(ApiError::unauthorized)?;
         let fingerprint = sha256(&[token.as_bytes()]);
-        if let Some((name, at)) = self.verified.lock().expect("token cache").get(&fingerprint)
+        if let Some((name, at)) =
+            self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&fingerprint)
             && at.elapsed() < VERIFIED_FOR
         {
             return Ok(User::Node(name.clone()));
@@ -152,7 +153,7 @@ impl Auth {
         if !constant_time_eq(hex::encode(sha256(&[secret.as_bytes()])).as_bytes(), creds.token_hash.as_bytes()) {
             return Err(ApiError::unauthorized());
         }
-        let mut cache = self.verified.lock().expect("token cache");
+        let mut cache = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Bounded: stale entries go whenever the cache grows large.
         if cache.len() > 10_000 {
             cache.retain(|_, (_, at)| at.elapsed() < VERIFIED_FOR);
@@ -174,7 +175,7 @@ impl Auth {
             Err(e) => Err(ApiError::from_store(e, "noderegistrations", &n)),
         })
         .await?;
-        self.verified.lock().expect("token cache").retain(|_, (name, _)| name != node);
+        self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, (name, _)| name != node);
         Ok(
             json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": {"name": node, "kind": "noderegistrations"}}),
         )
@@ -248,7 +249,7 @@ impl Auth {
         })
         .await?;
         // The old token stops working here at once (other servers: within VERIFIED_FOR).
-        self.verified.lock().expect("token cache").retain(|_, (name, _)| *name != node);
+        self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|_, (name, _)| *name != node);
         let server = format!("https://{}", host.unwrap_or("127.0.0.1:6443"));
         let kubeconfig =
             super::super::pki::kubeconfig(&server, &self.ca_pem, &format!("system:node:{node}"), &token, "default");

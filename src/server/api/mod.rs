@@ -5,6 +5,8 @@
 pub mod auth;
 pub mod authz;
 pub mod deletion;
+#[cfg(test)]
+mod fuzz;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -50,6 +52,9 @@ fn requested_host(parts: &axum::http::request::Parts) -> Option<String> {
     host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b)).then_some(host)
 }
 
+/// The largest request body, as kube-apiserver's (3 MiB): a body is held whole in memory.
+pub const MAX_BODY: usize = 3 << 20;
+
 /// Every request: authenticate, then route by path.
 pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -57,13 +62,16 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
-    let body = match axum::body::to_bytes(body, 64 << 20).await {
+    if let Some(connection) = parts.extensions.get::<Arc<crate::server::conn::Connection>>() {
+        connection.authenticated();
+    }
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "RequestEntityTooLarge",
-                "the request body is over 64 MiB",
+                format!("Request entity too large: limit is {MAX_BODY}"),
             )
             .into_response();
         }
@@ -312,6 +320,18 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             format!("{method} is not supported on {path}"),
         ));
     }
+    // dryRun=All runs a write through everything (defaulting, validation, admission,
+    // conflicts) and stores nothing; kubectl apply/delete --dry-run=server and kubectl diff
+    // rely on it leaving the live object as it is.
+    let dry_run = match query.get("dryRun").map(String::as_str) {
+        None | Some("") => false,
+        Some("All") => true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+            )));
+        }
+    };
     let validation = match query.get("fieldValidation").map(String::as_str) {
         Some("Strict") => objects::FieldValidation::Strict,
         _ => objects::FieldValidation::Lenient,
@@ -352,7 +372,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             Ok(json_response(StatusCode::OK, &obj))
         }
         (&Method::GET, None) if watching => {
-            let timeout = query.get("timeoutSeconds").and_then(|t| t.parse().ok());
+            let timeout = number(query, "timeoutSeconds")?;
             let selectors = selectors(query, r)?;
             let allow_bookmarks = flag(query, "allowWatchBookmarks")?;
             let opts = watch::WatchOptions {
@@ -365,7 +385,9 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             watch::watch(store, r, t.namespace, opts).await
         }
         (&Method::GET, None) => {
-            let limit = query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+            // A page no larger than MAX_PAGE, whatever the client asks: the server may cut a
+            // page short, and the continue token leads on.
+            let limit = number(query, "limit")?.map_or(0, |l| l.min(MAX_PAGE)) as usize;
             let (mut resource_version, continue_after) = match query.get("continue").filter(|c| !c.is_empty()) {
                 Some(c) => {
                     let (rev, after) =
@@ -400,6 +422,10 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
                 }
             };
             let selectors = selectors(query, r)?;
+            if limit == 0 && !continued && !req.as_table {
+                return objects::list_streamed(store, r, t.namespace, resource_version, not_older_than, selectors)
+                    .await;
+            }
             let list = match objects::list(
                 store,
                 r,
@@ -435,26 +461,31 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {
-            let (code, obj) = objects::create(store, r, t.namespace, &body, (validation, guard)).await?;
+            let (code, obj) = objects::create(store, r, t.namespace, &body, (validation, guard, dry_run)).await?;
             Ok(with_warnings(json_response(code, &obj)))
         }
         (&Method::PUT, Some(name)) => Ok(with_warnings(json_response(StatusCode::OK, &{
-            let obj = objects::update(store, r, t.namespace, name, part, &body, (validation, guard)).await?;
+            let obj = objects::update(store, r, t.namespace, name, part, &body, (validation, guard, dry_run)).await?;
             if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }
         }))),
         (&Method::PATCH, Some(name)) => {
             let kind = objects::PatchKind::from_content_type(content_type).ok_or_else(|| {
                 ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"))
             })?;
-            let obj = objects::patch(store, r, t.namespace, name, part, (kind, &body), (validation, guard)).await?;
+            let obj =
+                objects::patch(store, r, t.namespace, name, part, (kind, &body), (validation, guard, dry_run)).await?;
             Ok(json_response(StatusCode::OK, &if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }))
+        }
+        (&Method::DELETE, None) if dry_run => {
+            Err(ApiError::bad_request("dryRun is not supported for deletecollection here yet"))
         }
         (&Method::DELETE, None) => {
             let selectors = selectors(query, r)?;
             Ok(json_response(StatusCode::OK, &objects::delete_collection(store, r, t.namespace, selectors).await?))
         }
         (&Method::DELETE, Some(name)) => {
-            let opts = objects::DeleteOptions::parse(&body, query.get("gracePeriodSeconds"))?;
+            let mut opts = objects::DeleteOptions::parse(&body, query.get("gracePeriodSeconds"))?;
+            opts.dry_run |= dry_run;
             Ok(json_response(StatusCode::OK, &objects::delete(store, r, t.namespace, name, opts, guard).await?))
         }
         _ => Err(ApiError::new(
@@ -462,6 +493,22 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             "MethodNotAllowed",
             format!("{method} is not supported on {path}"),
         )),
+    }
+}
+
+/// The most objects one list page holds.
+const MAX_PAGE: u64 = 10_000;
+
+/// A non-negative integer query parameter (`limit`, `timeoutSeconds`); the API server
+/// answers 400 to one that is not a number.
+fn number(query: &BTreeMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    match query.get(name).map(String::as_str) {
+        None | Some("") => Ok(None),
+        // The API server takes int64s; a negative one asks for nothing (no limit, no timeout).
+        Some(v) if v.starts_with('-') && v[1..].bytes().all(|b| b.is_ascii_digit()) && v.len() > 1 => Ok(None),
+        Some(v) => v.parse::<u64>().map(Some).map_err(|_| {
+            ApiError::bad_request(format!("invalid value {v:?} for the query parameter {name}: want an integer"))
+        }),
     }
 }
 
@@ -499,7 +546,7 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
     let r = resources::find("", "v1", "namespaces").expect("namespaces are served");
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
         let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).expect("serialises");
-        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None)).await {
+        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None, false)).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}
             Err(e) => return Err(e),
@@ -509,5 +556,78 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
 }
 
 pub fn router(api: Arc<Api>) -> axum::Router {
-    axum::Router::new().fallback(dispatch).with_state(api)
+    axum::Router::new().fallback(guarded).with_state(api)
+}
+
+/// [`dispatch`], with a panic in it ending this request with a 500 Status and not the
+/// server: see `crate::sys::unwind`.
+async fn guarded(state: State<Arc<Api>>, req: axum::extract::Request) -> Response {
+    catch_panic(dispatch(state, req)).await
+}
+
+/// A request's answer, or a 500 Status if computing it panicked, as kube-apiserver's panic
+/// recovery answers.
+async fn catch_panic(handler: impl std::future::Future<Output = Response>) -> Response {
+    use futures_util::FutureExt as _;
+    // AssertUnwindSafe: what requests share (the store, the token cache) is behind locks
+    // that a panic poisons and transactions that it rolls back; the token cache tolerates
+    // poisoning.
+    match crate::sys::unwind::Unwinding(std::panic::AssertUnwindSafe(handler)).catch_unwind().await {
+        Ok(response) => response,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "a request handler panicked");
+            ApiError::internal("an error on the server (\"unknown\") has prevented the request from succeeding")
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// In a forked child with the process's panic hook installed, as `nodectl server` has it.
+    fn in_child(body: fn() -> i32) -> nix::sys::wait::WaitStatus {
+        // SAFETY: the child runs `body` and _exits; the test's other threads are not touched.
+        match unsafe { nix::unistd::fork() }.expect("fork") {
+            nix::unistd::ForkResult::Child => {
+                std::panic::set_hook(Box::new(|_| {}));
+                crate::sys::unwind::install();
+                let code = body();
+                // SAFETY: _exit skips the test harness's destructors, which are the parent's.
+                unsafe { libc::_exit(code) }
+            }
+            nix::unistd::ForkResult::Parent { child } => nix::sys::wait::waitpid(child, None).expect("waitpid"),
+        }
+    }
+
+    #[test]
+    fn a_panicking_handler_ends_its_request_with_a_500_and_the_server_answers_the_next() {
+        let status = in_child(|| {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+            rt.block_on(async {
+                let async_panic = catch_panic(async { panic!("in the handler") }).await;
+                // The same in a store call, run on a blocking thread.
+                let blocking_panic = catch_panic(async {
+                    objects::blocking(|| -> Result<(), ApiError> { panic!("in the store call") })
+                        .await
+                        .unwrap_err()
+                        .into_response()
+                })
+                .await;
+                let next = catch_panic(async { json_response(StatusCode::OK, &json!({})) }).await;
+                if async_panic.status() == 500 && blocking_panic.status() == 500 && next.status() == 200 {
+                    9
+                } else {
+                    1
+                }
+            })
+        });
+        assert!(matches!(status, nix::sys::wait::WaitStatus::Exited(_, 9)), "{status:?}");
+    }
 }

@@ -26,15 +26,44 @@ pub type Guard = Arc<dyn Fn(Option<&Value>, Option<&Value>) -> Result<(), ApiErr
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+    // A panic in `f` unwinds to the JoinError (a 500), as in the request's own task.
+    tokio::task::spawn_blocking(move || crate::sys::unwind::unwinding(f))
+        .await
+        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
 }
 
 /// The object stored in `kv`, with its resourceVersion.
 pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
         .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+    // What etcd holds may have been written by anyone: the assignment below would panic on
+    // a value that is not an object, or whose metadata is not one.
+    if !obj.is_object() || !matches!(obj["metadata"], Value::Object(_) | Value::Null) {
+        return Err(ApiError::internal(format!("stored object {} is not a Kubernetes object", kv.key)));
+    }
     obj["metadata"]["resourceVersion"] = Value::String(kv.mod_revision.to_string());
     Ok(obj)
+}
+
+/// The largest object stored, as etcd's default request limit (1.5 MiB), whichever store
+/// holds it: a node stored five 60 MiB Events, and one list answered 360 MiB.
+pub const MAX_OBJECT: usize = 3 << 19;
+
+/// [`encode`], refused with 413 over [`MAX_OBJECT`], as kube-apiserver answers etcd's
+/// "request is too large".
+pub fn encode_limited(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    let value = encode(obj);
+    if value.len() > MAX_OBJECT {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!(
+                "Request entity too large: etcdserver: request is too large ({} bytes; the limit is {MAX_OBJECT})",
+                value.len()
+            ),
+        ));
+    }
+    Ok(value)
 }
 
 pub fn encode(obj: &Value) -> Vec<u8> {
@@ -50,12 +79,51 @@ fn now() -> String {
     crate::model::time::now_rfc3339()
 }
 
+/// The fields the server writes into (`obj["metadata"]["uid"] = …`, `obj["status"]["phase"]
+/// = …`, `obj["data"][key] = …`): each must be an object, null or absent, because
+/// serde_json's `IndexMut` panics on any other value. Checked on every body and on every
+/// patch's result before the server touches them; the schema check comes later.
+fn shape_problem(obj: &Value) -> Option<String> {
+    let Value::Object(o) = obj else {
+        return Some(format!("the object must be a JSON object, not {}", type_name(obj)));
+    };
+    let nested = o.get("metadata").and_then(Value::as_object);
+    let fields = ["metadata", "spec", "status", "data"].into_iter().map(|f| (f.to_string(), o.get(f)));
+    let meta = ["labels", "annotations"].into_iter().map(|f| (format!("metadata.{f}"), nested.and_then(|m| m.get(f))));
+    fields.chain(meta).find_map(|(field, v)| match v {
+        None | Some(Value::Null | Value::Object(_)) => None,
+        Some(other) => Some(format!("{field} must be an object, not {}", type_name(other))),
+    })
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A body that cannot be handled as `r`'s kind, as the API server words its decoding error.
+fn undecodable(r: &Resource, problem: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{} in version \"{}\" cannot be handled as a {}: {problem}",
+        r.kind, r.version, r.kind
+    ))
+}
+
 /// Parses a request body and checks it is an object of `r`'s kind.
 fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, ApiError> {
     let mut obj: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     if !obj.is_object() {
         return Err(ApiError::bad_request("the request body must be a JSON object"));
+    }
+    if let Some(problem) = shape_problem(&obj) {
+        return Err(undecodable(r, &problem));
     }
     let api_version = r.api_version();
     match obj.get("apiVersion").and_then(Value::as_str) {
@@ -121,7 +189,7 @@ pub async fn create(
     r: &'static Resource,
     ns: Option<String>,
     body: &[u8],
-    (validation, guard): (FieldValidation, Option<Guard>),
+    (validation, guard, dry_run): (FieldValidation, Option<Guard>, bool),
 ) -> Result<(StatusCode, Value), ApiError> {
     let mut obj = parse_body(r, body)?;
     let meta = &mut obj["metadata"];
@@ -185,7 +253,7 @@ pub async fn create(
     let ns_key =
         ns.as_ref().map(|n| super::resources::find("", "v1", "namespaces").expect("namespaces").key(None, Some(n)));
     let admission_key = ns_key.clone();
-    let value = encode(&obj);
+    let value = encode_limited(&obj)?;
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());
     let revision = blocking(move || {
         if let Some(k) = ns_key
@@ -202,10 +270,20 @@ pub async fn create(
         {
             super::deletion::admit_create(&decode(&kv)?, r, &n2)?;
         }
-        store.create(&key, &value).map_err(|e| ApiError::from_store(e, plural, &n2))
+        // dryRun=All: everything above ran (defaulting, validation, admission); nothing is
+        // stored, and the answer has no resourceVersion, as the API server's.
+        if dry_run {
+            return match store.get(&key).map_err(|e| ApiError::from_store(e, plural, &n2))? {
+                Some(_) => Err(ApiError::already_exists(plural, &n2)),
+                None => Ok(None),
+            };
+        }
+        store.create(&key, &value).map(Some).map_err(|e| ApiError::from_store(e, plural, &n2))
     })
     .await?;
-    obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+    if let Some(revision) = revision {
+        obj["metadata"]["resourceVersion"] = json!(revision.to_string());
+    }
     Ok((StatusCode::CREATED, obj))
 }
 
@@ -251,6 +329,99 @@ pub async fn list(
     Ok(json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta, "items": items}))
 }
 
+/// How many objects a streamed list reads from the store at a time: with objects of at
+/// most [`MAX_OBJECT`], what one list holds in memory stays under 50 MiB, however long.
+const STREAM_PAGE: usize = 32;
+
+/// A whole list (no `limit`), streamed: read from the store page by page at the revision
+/// of the first page and written out as it is read, so that memory stays bounded however
+/// large the collection (one list used to answer 360 MiB, built whole in memory).
+/// `at_least`: the client's resourceVersion, which the first page's revision must reach.
+/// An error after the first page (the revision compacted meanwhile) ends the body early,
+/// which the client sees as a broken response and lists again.
+pub async fn list_streamed(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    resource_version: Option<i64>,
+    at_least: Option<i64>,
+    selectors: super::selectors::Selectors,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::body::{Body, Bytes};
+    use axum::response::IntoResponse;
+    let prefix = r.key(ns.as_deref(), None);
+    let page = move |store: Store, prefix: String, after: Option<String>, revision: Option<i64>| {
+        blocking(move || {
+            store
+                .list(&prefix, after.as_deref(), STREAM_PAGE, revision)
+                .map_err(|e| ApiError::from_store(e, r.plural, ""))
+        })
+    };
+    let first = page(store.clone(), prefix.clone(), None, resource_version).await?;
+    if let Some(rv) = at_least
+        && first.revision < rv
+    {
+        return Err(ApiError::from_store(
+            crate::server::store::StoreError::FutureRevision { requested: rv, current: first.revision },
+            r.plural,
+            "",
+        ));
+    }
+    let revision = first.revision;
+    let selectors = Arc::new(selectors);
+    // The items of one page, each after a comma unless it is the list's first.
+    let render = move |items: &[KeyValue], selectors: &super::selectors::Selectors, started: &mut bool| {
+        let mut out = Vec::new();
+        for kv in items {
+            let obj = decode(kv)?;
+            if !selectors.matches(&obj) {
+                continue;
+            }
+            if std::mem::replace(started, true) {
+                out.push(b',');
+            }
+            serde_json::to_writer(&mut out, &obj).map_err(|e| ApiError::internal(e.to_string()))?;
+        }
+        Ok::<_, ApiError>(out)
+    };
+    let mut started = false;
+    let mut head = serde_json::to_vec(&json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
+        "metadata": {"resourceVersion": revision.to_string()}}))
+    .map_err(|e| ApiError::internal(e.to_string()))?;
+    head.pop(); // the closing brace: the items follow
+    head.extend_from_slice(b",\"items\":[");
+    head.extend(render(&first.items, &selectors, &mut started)?);
+    let next = first.more.then(|| first.items.last().map(|kv| kv.key[prefix.len()..].to_string())).flatten();
+    let state = (next, started, false);
+    let rest = futures_util::stream::unfold(state, move |(after, mut started, ended)| {
+        let (store, prefix, selectors) = (store.clone(), prefix.clone(), selectors.clone());
+        async move {
+            if ended {
+                return None;
+            }
+            let Some(after) = after else {
+                return Some((Ok(Bytes::from_static(b"]}")), (None, started, true)));
+            };
+            let result = page(store, prefix.clone(), Some(format!("{prefix}{after}")), Some(revision)).await;
+            let page = match result {
+                Ok(p) => p,
+                Err(e) => return Some((Err(std::io::Error::other(e.message)), (None, started, true))),
+            };
+            let next = page.more.then(|| page.items.last().map(|kv| kv.key[prefix.len()..].to_string())).flatten();
+            match render(&page.items, &selectors, &mut started) {
+                Ok(bytes) => Some((Ok(Bytes::from(bytes)), (next, started, false))),
+                Err(e) => Some((Err(std::io::Error::other(e.message)), (None, started, true))),
+            }
+        }
+    });
+    let body = futures_util::StreamExt::chain(
+        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }),
+        rest,
+    );
+    Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], Body::from_stream(body))
+        .into_response())
+}
+
 /// Which part of an object a write may change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Part {
@@ -287,7 +458,7 @@ async fn read_modify_write(
     ns: Option<String>,
     name: String,
     part: Part,
-    (validation, guard): (FieldValidation, Option<Guard>),
+    (validation, guard, dry_run): (FieldValidation, Option<Guard>, bool),
     change: impl Fn(&Value) -> Result<Value, ApiError> + Send + 'static,
 ) -> Result<Value, ApiError> {
     let key = r.key(ns.as_deref(), Some(&name));
@@ -299,6 +470,11 @@ async fn read_modify_write(
                 .ok_or_else(|| ApiError::not_found(r.plural, &name))?;
             let old = decode(&current)?;
             let candidate = change(&old)?;
+            // A patch may turn the object (or its metadata) into anything: refused before
+            // anything below writes into it.
+            if let Some(problem) = shape_problem(&candidate) {
+                return Err(ApiError::invalid(r.kind, &name, vec![("patch".into(), problem)]));
+            }
             if let Some(v) =
                 candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
                 && v != current.mod_revision.to_string()
@@ -375,6 +551,10 @@ async fn read_modify_write(
             if old.get("spec") != obj.get("spec") {
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
+            if dry_run {
+                obj["metadata"]["resourceVersion"] = json!(current.mod_revision.to_string());
+                return Ok(obj);
+            }
             // An object being deleted goes when its last finalizer does.
             let result = if obj["metadata"]["deletionTimestamp"].is_string()
                 && !has_finalizers(&obj)
@@ -382,7 +562,7 @@ async fn read_modify_write(
             {
                 store.delete(&key, Some(current.mod_revision)).map(|(rev, _)| rev)
             } else {
-                store.update(&key, &encode(&obj), Some(current.mod_revision))
+                store.update(&key, &encode_limited(&obj)?, Some(current.mod_revision))
             };
             match result {
                 Ok(revision) => {
@@ -405,7 +585,7 @@ pub async fn update(
     name: String,
     part: Part,
     body: &[u8],
-    checks: (FieldValidation, Option<Guard>),
+    checks: (FieldValidation, Option<Guard>, bool),
 ) -> Result<Value, ApiError> {
     let obj = if part == Part::Scale {
         serde_json::from_slice(body)
@@ -437,6 +617,8 @@ pub struct DeleteOptions {
     pub precondition_rv: Option<i64>,
     pub precondition_uid: Option<String>,
     pub propagation: Option<super::deletion::Propagation>,
+    /// dryRun=All: answer what the delete would do, change nothing.
+    pub dry_run: bool,
 }
 
 impl DeleteOptions {
@@ -450,6 +632,16 @@ impl DeleteOptions {
                 v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
             o.precondition_uid = v.pointer("/preconditions/uid").and_then(Value::as_str).map(String::from);
             o.propagation = super::deletion::Propagation::from_options(&v)?;
+            // kubectl delete --dry-run=server sends it here rather than in the query.
+            match v.get("dryRun") {
+                None | Some(Value::Null) => {}
+                Some(Value::Array(a)) if a.iter().all(|x| x == "All") => o.dry_run = !a.is_empty(),
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "dryRun: Unsupported value: {other}: supported values: \"All\""
+                    )));
+                }
+            }
         }
         if let Some(g) = query_grace {
             o.grace_period =
@@ -506,8 +698,13 @@ pub async fn delete(
                 }
                 if !marked {
                     obj["metadata"]["deletionTimestamp"] =
-                        json!(crate::model::time::format_rfc3339(crate::model::time::now_secs() + grace));
+                        // Saturating: the grace period is the client's number.
+                        json!(crate::model::time::format_rfc3339(crate::model::time::now_secs().saturating_add(grace)));
                     super::deletion::mark(r, &mut obj);
+                }
+                if opts.dry_run {
+                    obj["metadata"]["resourceVersion"] = json!(current.mod_revision.to_string());
+                    return Ok(obj);
                 }
                 match store.update(&key, &encode(&obj), Some(current.mod_revision)) {
                     Ok(rev) => {
@@ -517,6 +714,9 @@ pub async fn delete(
                     Err(crate::server::store::StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
                 }
+            }
+            if opts.dry_run {
+                return deleted(r, decode(&current)?);
             }
             match store.delete(&key, Some(current.mod_revision)) {
                 Ok((_, old)) => return deleted(r, decode(&old)?),
@@ -598,10 +798,27 @@ pub async fn patch(
     name: String,
     part: Part,
     (kind, body): (PatchKind, &[u8]),
-    checks: (FieldValidation, Option<Guard>),
+    checks: (FieldValidation, Option<Guard>, bool),
 ) -> Result<Value, ApiError> {
     let patch: Value =
         serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+    // As the API server refuses them: a merge patch that is not an object would replace the
+    // whole object, and a JSON patch is a list of operations.
+    match (kind, &patch) {
+        (PatchKind::Merge | PatchKind::Strategic, Value::Object(_)) | (PatchKind::Json, Value::Array(_)) => {}
+        (PatchKind::Json, other) => {
+            return Err(ApiError::bad_request(format!(
+                "the JSON patch must be a list of operations, not {}",
+                type_name(other)
+            )));
+        }
+        (_, other) => {
+            return Err(ApiError::bad_request(format!(
+                "the merge patch must be a JSON object, not {}",
+                type_name(other)
+            )));
+        }
+    }
     let n = name.clone();
     read_modify_write(store, r, ns, name, part, checks, move |old| {
         // A scale patch applies to the Scale, not to the object.
@@ -617,7 +834,7 @@ pub async fn patch(
         applied.map_err(|e| ApiError::invalid(r.kind, &n, vec![("patch".into(), e.0)]))?;
         // The patched copy carries the read's resourceVersion, unless the patch set one.
         if patch.pointer("/metadata/resourceVersion").is_none()
-            && let Some(m) = target["metadata"].as_object_mut()
+            && let Some(m) = target.get_mut("metadata").and_then(Value::as_object_mut)
         {
             m.remove("resourceVersion");
         }

@@ -87,6 +87,9 @@ fn add_at(doc: &mut Value, path: &str, value: Value) -> Result<()> {
 }
 
 fn remove_at(doc: &mut Value, path: &str) -> Result<Value> {
+    if path.is_empty() {
+        return Err(PatchError("the whole document cannot be removed".into()));
+    }
     let (parent, key) = pointer_parent(doc, path)?;
     match parent {
         Value::Object(m) => m.remove(&key).ok_or_else(|| PatchError(format!("path {path:?} does not exist"))),
@@ -113,6 +116,10 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<()> {
             }
             "remove" => {
                 remove_at(&mut doc, path)?;
+            }
+            // RFC 6902 allows "" (the whole document); the caller checks what it becomes.
+            "replace" if path.is_empty() => {
+                doc = op.get("value").cloned().ok_or_else(|| PatchError("replace without value".into()))?;
             }
             "replace" => {
                 remove_at(&mut doc, path)?;

@@ -9,7 +9,7 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::objects::{Store, blocking, decode, encode};
+use super::objects::{Store, blocking, decode, encode_limited};
 use super::resources::Resource;
 use super::status::ApiError;
 use crate::server::store::StoreError;
@@ -78,7 +78,7 @@ pub async fn bind(
             conditions.retain(|c| c["type"] != "PodScheduled");
             conditions.push(scheduled);
             pod["status"]["conditions"] = json!(conditions);
-            match store.update(&key, &encode(&pod), Some(current.mod_revision)) {
+            match store.update(&key, &encode_limited(&pod)?, Some(current.mod_revision)) {
                 Ok(_) => return Ok((StatusCode::CREATED, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))),
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),

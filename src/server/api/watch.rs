@@ -28,6 +28,9 @@ use crate::server::store::{self, Backend, EventKind, Watcher};
 
 /// The API server's default: requests end after at most half an hour; clients re-watch.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
+/// The longest watch a client may ask for (`timeoutSeconds` is the client's number: near
+/// u64::MAX it overflowed the deadline's Instant, and a panic ended the server).
+pub const MAX_TIMEOUT_SECONDS: u64 = 24 * 3600;
 /// How often a bookmark is sent, as the API server's watch cache does.
 const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
 
@@ -115,11 +118,13 @@ pub async fn watch(
     };
     let (s, p) = (store.clone(), prefix.clone());
     // Starting a watch reads the store's revisions: off the async workers.
-    let started = tokio::task::spawn_blocking(move || store::watch(s, &p, Some(from)))
-        .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
+    let started =
+        tokio::task::spawn_blocking(move || crate::sys::unwind::unwinding(|| store::watch(s, &p, Some(from))))
+            .await
+            .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?;
     let now = tokio::time::Instant::now();
-    let deadline = now + timeout.map(Duration::from_secs).unwrap_or(DEFAULT_TIMEOUT);
+    let wanted = timeout.map(|t| Duration::from_secs(t.min(MAX_TIMEOUT_SECONDS))).unwrap_or(DEFAULT_TIMEOUT);
+    let deadline = now.checked_add(wanted).unwrap_or(now + DEFAULT_TIMEOUT);
     let bookmarks = (allow_bookmarks && !as_table).then_some((r, now + BOOKMARK_EVERY));
     let first = match started {
         Ok(watcher) => Phase::Initial(

@@ -58,7 +58,7 @@ pub async fn modify(
             at.name.clone(),
             part,
             &body,
-            (FieldValidation::Lenient, None),
+            (FieldValidation::Lenient, None, false),
         )
         .await
         {
