@@ -309,6 +309,9 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
         });
         if own.is_none() {
             let why = match sysctl_namespace(k) {
+                Some(LinuxNamespaceType::Network) => {
+                    "needs a network namespace of the container's own (not the host's)".to_string()
+                }
                 Some(kind) => format!("needs a {kind} namespace of the container's own (not the host's)"),
                 None => "is not in a separate kernel namespace: it would change the host".to_string(),
             };
