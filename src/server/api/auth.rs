@@ -218,7 +218,8 @@ impl Auth {
                     password_salt: salt,
                     registered: crate::model::time::now_rfc3339(),
                 };
-                let value = serde_json::to_vec(&creds).expect("serialises");
+                let value = serde_json::to_vec(&creds)
+                    .map_err(|e| ApiError::internal(format!("encoding node credentials: {e}")))?;
                 let err = |e| ApiError::from_store(e, "nodecredentials", &n);
                 let Some(current) = store.get(&key).map_err(err)? else {
                     match store.create(&key, &value) {

@@ -322,7 +322,7 @@ fn protected_label(key: &str) -> bool {
 
 /// Whether a pod bound to `node` in `ns` refers to the Secret or ConfigMap (`kind`) `name`.
 async fn referenced(store: &Store, node: &str, kind: &'static str, ns: &str, name: &str) -> Result<bool, ApiError> {
-    let pods = resources::find("", "v1", "pods").expect("pods are served");
+    let pods = resources::find("", "v1", "pods").ok_or_else(|| ApiError::internal("pods are not served"))?;
     let (store, prefix) = (store.clone(), pods.key(Some(ns), None));
     let list =
         blocking(move || store.list(&prefix, None, 0, None).map_err(|e| ApiError::from_store(e, "pods", ""))).await?;

@@ -2,6 +2,9 @@
 //! behind bearer-token authentication ([`auth`]) and authorization ([`authz`]); node
 //! registration at [`auth::REGISTER_PATH`].
 
+// Requests come from clients: a bad one is an error answer, never a panic.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod auth;
 pub mod authz;
 pub mod deletion;
@@ -37,8 +40,7 @@ pub struct Api {
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
-    (code, [(header::CONTENT_TYPE, "application/json")], serde_json::to_vec(v).expect("JSON serialises"))
-        .into_response()
+    (code, [(header::CONTENT_TYPE, "application/json")], v.to_string()).into_response()
 }
 
 /// The authority the client asked for (HTTP/2's :authority, HTTP/1's Host), if it is a
@@ -131,7 +133,7 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
         match protobuf::decode(&body) {
             Ok(obj) => {
                 content_type = "application/json".into();
-                Bytes::from(serde_json::to_vec(&obj).expect("JSON serialises"))
+                Bytes::from(obj.to_string())
             }
             Err(e) => {
                 return ApiError::new(
@@ -543,9 +545,9 @@ fn version_info() -> Value {
 
 /// The namespaces every cluster has.
 pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
-    let r = resources::find("", "v1", "namespaces").expect("namespaces are served");
+    let r = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces are not served"))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let body = serde_json::to_vec(&json!({"metadata": {"name": ns}})).expect("serialises");
+        let body = json!({"metadata": {"name": ns}}).to_string().into_bytes();
         match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None, false)).await {
             Ok(_) => {}
             Err(e) if e.reason == "AlreadyExists" => {}

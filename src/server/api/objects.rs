@@ -72,7 +72,7 @@ pub fn encode(obj: &Value) -> Vec<u8> {
         meta.remove("resourceVersion");
         meta.remove("selfLink");
     }
-    serde_json::to_vec(&stored).expect("JSON values serialise")
+    stored.to_string().into_bytes()
 }
 
 fn now() -> String {
@@ -250,8 +250,9 @@ pub async fn create(
     check(r, &obj, &name, validation)?;
     fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
-    let ns_key =
-        ns.as_ref().map(|n| super::resources::find("", "v1", "namespaces").expect("namespaces").key(None, Some(n)));
+    let namespaces = super::resources::find("", "v1", "namespaces")
+        .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
+    let ns_key = ns.as_ref().map(|n| namespaces.key(None, Some(n)));
     let admission_key = ns_key.clone();
     let value = encode_limited(&obj)?;
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());

@@ -14,13 +14,21 @@ pub struct PatchError(pub String);
 
 type Result<T> = std::result::Result<T, PatchError>;
 
+/// `v` as an object, made one (empty) first if it is anything else.
+fn object_mut(v: &mut Value) -> &mut Map<String, Value> {
+    if !v.is_object() {
+        *v = Value::Object(Map::new());
+    }
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("made an object just above"),
+    }
+}
+
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     match patch {
         Value::Object(p) => {
-            if !target.is_object() {
-                *target = Value::Object(Map::new());
-            }
-            let t = target.as_object_mut().expect("made an object");
+            let t = object_mut(target);
             for (k, v) in p {
                 if v.is_null() {
                     t.remove(k);
@@ -42,7 +50,7 @@ fn pointer_parent<'a>(doc: &'a mut Value, path: &str) -> Result<(&'a mut Value, 
         return Err(PatchError(format!("path {path:?} does not start with /")));
     };
     let mut tokens: Vec<String> = rest.split('/').map(unescape).collect();
-    let last = tokens.pop().expect("split yields one");
+    let Some(last) = tokens.pop() else { return Err(PatchError(format!("path {path:?} names nothing"))) };
     let mut cur = doc;
     for t in tokens {
         cur = match cur {
@@ -201,10 +209,7 @@ fn smp_object(target: &mut Value, patch: &Value) -> Result<()> {
         Some("merge") | None => {}
         Some(other) => return Err(PatchError(format!("unknown $patch directive {other:?}"))),
     }
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    let t = target.as_object_mut().expect("made an object");
+    let t = object_mut(target);
     if let Some(keep) = p.get(RETAIN_KEYS).and_then(Value::as_array) {
         let keep: Vec<&str> = keep.iter().filter_map(Value::as_str).collect();
         t.retain(|k, _| keep.contains(&k.as_str()));
@@ -266,7 +271,7 @@ fn merge_list(current: &mut Value, items: &[Value], key: &str) -> Result<()> {
     if !current.is_array() {
         *current = Value::Array(Vec::new());
     }
-    let list = current.as_array_mut().expect("made an array");
+    let Some(list) = current.as_array_mut() else { return Err(PatchError("not a list".into())) };
     for item in items {
         let directive = item.get(DIRECTIVE).and_then(Value::as_str);
         let id = item.get(key).cloned();

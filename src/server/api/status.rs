@@ -166,7 +166,7 @@ fn etcd_failure(e: &etcd_client::Error) -> Failure {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = serde_json::to_vec(&self.to_status()).expect("status serialises");
+        let body = self.to_status().to_string();
         (self.code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
     }
 }

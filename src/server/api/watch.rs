@@ -42,7 +42,7 @@ fn bookmark(r: &Resource, revision: i64) -> Bytes {
 }
 
 fn line(kind: &str, object: Value) -> Bytes {
-    let mut v = serde_json::to_vec(&json!({"type": kind, "object": object})).expect("JSON serialises");
+    let mut v = json!({"type": kind, "object": object}).to_string().into_bytes();
     v.push(b'\n');
     Bytes::from(v)
 }
