@@ -578,3 +578,21 @@ fn a_compacted_resource_version_answers_410_gone() {
         "{body}"
     );
 }
+
+#[test]
+fn health_endpoints_answer_anyone_as_kube_apiserver_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    // No token: health is public, the API is not.
+    assert_eq!(s.request("GET", "/livez", None, None), (200, "ok".to_string()));
+    assert_eq!(s.request("GET", "/healthz", None, None), (200, "ok".to_string()));
+    assert_eq!(s.request("GET", "/readyz/store", None, None), (200, "ok".to_string()));
+    assert_eq!(
+        s.request("GET", "/readyz?verbose", None, None),
+        (200, "[+]ping ok\n[+]store ok\nreadyz check passed\n".to_string())
+    );
+    assert_eq!(s.request("GET", "/readyz/nope", None, None).0, 404);
+    assert_eq!(s.request("GET", "/api/v1/namespaces", None, None).0, 401);
+    // kubectl reads them the same way.
+    assert_eq!(s.ok(&["get", "--raw", "/livez?verbose"]), "[+]ping ok\nlivez check passed\n");
+}

@@ -10,6 +10,7 @@ pub mod authz;
 pub mod deletion;
 #[cfg(test)]
 mod fuzz;
+pub mod health;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -60,6 +61,12 @@ pub const MAX_BODY: usize = 3 << 20;
 /// Every request: authenticate, then route by path.
 pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
+    // Health is open to anyone, as kube-apiserver's system:public-info-viewer allows.
+    if parts.method == Method::GET && health::is_health_path(parts.uri.path()) {
+        let verbose =
+            parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose=")));
+        return health::answer(&api.store, parts.uri.path(), verbose).await;
+    }
     let user = match api.auth.authenticate(&parts.headers).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
