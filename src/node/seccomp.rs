@@ -75,6 +75,13 @@ fn from_field(p: &SeccompProfile, field: &str) -> Result<Profile, PlanError> {
     }
 }
 
+/// The profile of a seccompProfile field at `f`, with the field that names it.
+fn with_field(p: &SeccompProfile, f: String) -> Result<Choice, PlanError> {
+    let profile = from_field(p, &f)?;
+    let named = if matches!(profile, Profile::Localhost(_)) { format!("{f}.localhostProfile") } else { f };
+    Ok((profile, Some(named)))
+}
+
 /// The annotations' spelling: `runtime/default` (and the older `docker/default`),
 /// `unconfined`, `localhost/NAME`.
 fn from_annotation(value: &str, field: &str) -> Result<Profile, PlanError> {
@@ -96,8 +103,7 @@ fn from_annotation(value: &str, field: &str) -> Result<Profile, PlanError> {
 pub fn choose(pod: &Pod, c: &Container, field: &str) -> Result<Choice, PlanError> {
     let annotations = pod.metadata.annotations.as_ref();
     if let Some(p) = c.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()) {
-        let f = format!("{field}.securityContext.seccompProfile");
-        return Ok((from_field(p, &f)?, Some(f)));
+        return with_field(p, format!("{field}.securityContext.seccompProfile"));
     }
     let key = format!("{CONTAINER_ANNOTATION_PREFIX}{}", c.name);
     if let Some(v) = annotations.and_then(|a| a.get(&key)) {
@@ -106,8 +112,7 @@ pub fn choose(pod: &Pod, c: &Container, field: &str) -> Result<Choice, PlanError
     }
     let pod_sc = pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     if let Some(p) = pod_sc.and_then(|s| s.seccomp_profile.as_ref()) {
-        let f = "spec.securityContext.seccompProfile".to_string();
-        return Ok((from_field(p, &f)?, Some(f)));
+        return with_field(p, "spec.securityContext.seccompProfile".to_string());
     }
     if let Some(v) = annotations.and_then(|a| a.get(POD_ANNOTATION)) {
         let f = format!("metadata.annotations[{POD_ANNOTATION}]");
