@@ -1062,3 +1062,136 @@ fn what_a_container_writes_to_its_etc_hostname_is_never_read_back() {
     assert!(peak_kib > 0 && peak_kib < 64 << 10, "nodectl run grew to {} MiB", peak_kib >> 10);
     env.assert_clean();
 }
+
+/// Tries system calls busybox cannot make, one per argument, and prints `NAME ok` or
+/// `NAME errno=N`. Each call is one that succeeds or fails with another errno when no
+/// filter stands in the way (without CAP_SYS_ADMIN, mount of a missing target is ENOENT,
+/// an unknown bpf command EINVAL), so EPERM means seccomp refused it.
+const PROBE_C: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/ptrace.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static void report(const char *what, long r) {
+    if (r < 0) printf("%s errno=%d\n", what, errno); else printf("%s ok\n", what);
+}
+
+int main(int argc, char **argv) {
+    for (int i = 1; i < argc; i++) {
+        const char *w = argv[i];
+        errno = 0;
+        if (!strcmp(w, "keyctl")) report(w, syscall(SYS_keyctl, 0 /* KEYCTL_GET_KEYRING_ID */, -3 /* session */, 0));
+        else if (!strcmp(w, "add_key")) report(w, syscall(SYS_add_key, "user", "nodectl-test", "x", 1, -3));
+        else if (!strcmp(w, "bpf")) report(w, syscall(SYS_bpf, 9999, NULL, 0));
+        else if (!strcmp(w, "mount")) report(w, mount("none", "/nonexistent-target", "tmpfs", 0, NULL));
+        else if (!strcmp(w, "ptrace")) report(w, ptrace(PTRACE_TRACEME, 0, NULL, NULL));
+        else printf("%s unknown\n", w);
+    }
+    return 0;
+}
+"#;
+
+/// Builds the probe (static, so it runs in busybox) into a fresh directory to mount.
+fn build_probe(env: &PodEnv) -> PathBuf {
+    let dir = env.root().join("probe");
+    fs::create_dir_all(&dir).unwrap();
+    fs::write(dir.join("probe.c"), PROBE_C).unwrap();
+    let out = Command::new("gcc")
+        .args(["-static", "-O", "-o"])
+        .arg(dir.join("probe"))
+        .arg(dir.join("probe.c"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "gcc: {}", String::from_utf8_lossy(&out.stderr));
+    dir
+}
+
+/// The lines a container printed, without its `[name] ` prefix.
+fn lines_of(out: &str, container: &str) -> Vec<String> {
+    let prefix = format!("[{container}] ");
+    out.lines().filter_map(|l| l.strip_prefix(&prefix)).map(String::from).collect()
+}
+
+#[test]
+fn a_default_pod_cannot_keyctl_unshare_mount_ptrace_or_bpf_under_seccomp_but_an_unconfined_one_can() {
+    let env = PodEnv::new();
+    let probe = build_probe(&env);
+    let script = "/probe/probe keyctl add_key bpf mount ptrace; unshare -U true 2>/dev/null; echo unshare=$?; grep Seccomp: /proc/self/status";
+    let container = |name: &str, sc: &str| {
+        format!(
+            "  - name: {name}\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, '{script}']\n    volumeMounts: [{{name: probe, mountPath: /probe, readOnly: true}}]\n{sc}"
+        )
+    };
+    let yaml = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: seccomp\n  annotations: {{container.seccomp.security.alpha.kubernetes.io/annotated: unconfined}}\nspec:\n  restartPolicy: Never\n  volumes:\n  - {{name: probe, hostPath: {{path: {}, type: Directory}}}}\n  containers:\n{}{}{}{}",
+        probe.display(),
+        container("default", ""),
+        container("nnp", "    securityContext: {allowPrivilegeEscalation: false}\n"),
+        container("unconfined", "    securityContext: {seccompProfile: {type: Unconfined}}\n"),
+        container("annotated", ""),
+    );
+    let r = env.run(&yaml);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let refused = [
+        "keyctl errno=1",
+        "add_key errno=1",
+        "bpf errno=1",
+        "mount errno=1",
+        "ptrace errno=1",
+        "unshare=1",
+        "Seccomp:\t2",
+    ];
+    // With no_new_privs the filter is loaded at the last moment; without it, early: both hold.
+    assert_eq!(lines_of(&r.stdout, "default"), refused, "{}", r.stdout);
+    assert_eq!(lines_of(&r.stdout, "nnp"), refused, "{}", r.stdout);
+    let free = ["keyctl ok", "add_key ok", "bpf errno=22", "mount errno=2", "ptrace ok", "unshare=0", "Seccomp:\t0"];
+    assert_eq!(lines_of(&r.stdout, "unconfined"), free, "{}", r.stdout);
+    assert_eq!(lines_of(&r.stdout, "annotated"), free, "{}", r.stdout);
+}
+
+#[test]
+fn a_localhost_seccomp_profile_is_applied_and_a_missing_one_is_refused_naming_the_field() {
+    let env = PodEnv::new();
+    fs::create_dir_all(env.root().join("seccomp/team")).unwrap();
+    fs::write(
+        env.root().join("seccomp/team/no-mkdir.json"),
+        r#"{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]}"#,
+    )
+    .unwrap();
+    let c = "  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, 'mkdir /tmp/x 2>&1; echo rc=$?; grep Seccomp: /proc/self/status']\n";
+    let r = env.run(&pod(
+        "localhost",
+        &format!("  restartPolicy: Never\n  securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: team/no-mkdir.json}}}}\n{c}"),
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    // One container: its lines come without a prefix.
+    assert_eq!(
+        r.stdout.lines().collect::<Vec<_>>(),
+        ["mkdir: can't create directory '/tmp/x': Permission denied", "rc=1", "Seccomp:\t2"],
+        "{}",
+        r.stdout
+    );
+
+    // The old annotation names the same file.
+    let r = env.run(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: annotated\n  annotations: {{seccomp.security.alpha.kubernetes.io/pod: localhost/team/no-mkdir.json}}\nspec:\n  restartPolicy: Never\n{c}"
+    ));
+    assert!(r.stdout.contains("Permission denied"), "{}\n{}", r.stdout, r.stderr);
+
+    let r = env.run(&pod(
+        "missing",
+        &format!("  restartPolicy: Never\n{c}    securityContext: {{seccompProfile: {{type: Localhost, localhostProfile: nope.json}}}}\n"),
+    ));
+    assert_eq!(r.code, 128, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("spec.containers[0].securityContext.seccompProfile.localhostProfile: Not found: seccomp profile \"nope.json\""),
+        "{}",
+        r.stderr
+    );
+    assert!(!r.stdout.contains("rc="), "the container ran: {}", r.stdout);
+}

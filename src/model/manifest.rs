@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, SeccompProfile, Secret};
 use serde_json::Value;
 
 use super::names::name_problem;
@@ -210,6 +210,8 @@ const SUPPORTED: &[&str] = &[
     "spec.securityContext.runAsUser",
     "spec.securityContext.runAsGroup",
     "spec.securityContext.runAsNonRoot",
+    "spec.securityContext.seccompProfile.type",
+    "spec.securityContext.seccompProfile.localhostProfile",
 ];
 
 /// Container fields (below `spec.containers[]` and `spec.initContainers[]`).
@@ -243,6 +245,8 @@ const CONTAINER: &[&str] = &[
     "securityContext.allowPrivilegeEscalation",
     "securityContext.capabilities.add",
     "securityContext.capabilities.drop",
+    "securityContext.seccompProfile.type",
+    "securityContext.seccompProfile.localhostProfile",
     "volumeMounts[].name",
     "volumeMounts[].mountPath",
     "volumeMounts[].readOnly",
@@ -349,6 +353,27 @@ fn check_fields(value: &Value, path: &str, warnings: &mut Vec<String>) -> Result
 
 type Problem = (String, String);
 
+/// A seccompProfile as the API server checks it: a known type, and a profile name exactly
+/// when the type is Localhost.
+fn validate_seccomp(p: &SeccompProfile, f: &str) -> Result<(), Problem> {
+    match (p.type_.as_str(), p.localhost_profile.as_deref()) {
+        ("Localhost", None | Some("")) => {
+            Err((format!("{f}.localhostProfile"), "Required value: must be set when seccomp type is Localhost".into()))
+        }
+        ("RuntimeDefault" | "Unconfined", Some(name)) => Err((
+            format!("{f}.localhostProfile"),
+            format!("Invalid value: \"{name}\": can only be set when seccomp type is Localhost"),
+        )),
+        ("Localhost" | "RuntimeDefault" | "Unconfined", _) => Ok(()),
+        (other, _) => Err((
+            format!("{f}.type"),
+            format!(
+                "Unsupported value: \"{other}\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\""
+            ),
+        )),
+    }
+}
+
 /// The API server's rules for the fields we honour, in its words.
 fn validate(
     pod: &Pod,
@@ -401,6 +426,9 @@ fn validate(
         && let Some(problem) = name_problem(h, true)
     {
         return p("spec.hostname", problem);
+    }
+    if let Some(sp) = spec.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()) {
+        validate_seccomp(sp, "spec.securityContext.seccompProfile")?;
     }
     let mut volumes = BTreeSet::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
@@ -487,6 +515,9 @@ fn validate(
                     ),
                 ));
             }
+        }
+        if let Some(sp) = c.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()) {
+            validate_seccomp(sp, &format!("{f}.securityContext.seccompProfile"))?;
         }
         if let Some(w) = &c.working_dir
             && !w.starts_with('/')
@@ -763,9 +794,21 @@ spec:
             ),
             ("hostPID", pod(&format!("  hostPID: true\n{c}")), "spec.hostPID"),
             (
-                "seccomp profile",
-                pod(&format!("{c}    securityContext: {{seccompProfile: {{type: RuntimeDefault}}}}\n")),
-                "spec.containers[0].securityContext.seccompProfile",
+                "unknown seccomp profile type",
+                pod(&format!("{c}    securityContext: {{seccompProfile: {{type: Strict}}}}\n")),
+                "spec.containers[0].securityContext.seccompProfile.type",
+            ),
+            (
+                "Localhost seccomp profile without a name",
+                pod(&format!("  securityContext: {{seccompProfile: {{type: Localhost}}}}\n{c}")),
+                "spec.securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "a seccomp profile name with RuntimeDefault",
+                pod(&format!(
+                    "{c}    securityContext: {{seccompProfile: {{type: RuntimeDefault, localhostProfile: x.json}}}}\n"
+                )),
+                "spec.containers[0].securityContext.seccompProfile.localhostProfile",
             ),
             (
                 "bad quantity",

@@ -2,7 +2,7 @@
 //! builds it for the kubelet: the image's entrypoint, command, environment, working
 //! directory and user under the Pod's overrides; the pod's shared namespaces joined by
 //! path; its /etc files, /dev/shm and volumes bind-mounted; limits as cgroup resources;
-//! the security context as user, capabilities and no_new_privileges.
+//! the security context as user, capabilities, no_new_privileges and a seccomp profile.
 //!
 //! The result goes through the runtime's own spec loader, so everything the runtime
 //! checks is checked here too.
@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::PlanError;
 use super::env::Env;
 use super::sandbox::Sandbox;
+use super::seccomp;
 use super::volumes::Volumes;
 use crate::model::quantity;
 use crate::sys;
@@ -57,6 +58,8 @@ pub struct Input<'a> {
     pub env: &'a Env,
     pub sandbox: &'a Sandbox,
     pub volumes: &'a Volumes,
+    /// Where Localhost seccomp profiles live (`ROOT/seccomp`).
+    pub seccomp_dir: &'a Path,
 }
 
 fn invalid(field: String, message: String) -> PlanError {
@@ -196,7 +199,7 @@ fn capabilities(privileged: bool, cs: Option<&Capabilities>, field: &str) -> Res
 
 /// Builds the spec (see the module comment).
 pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
-    let Input { pod, container: c, field, image, rootfs, env, sandbox, volumes } = *input;
+    let Input { pod, container: c, field, image, rootfs, env, sandbox, volumes, seccomp_dir } = *input;
     let pod_spec = pod.spec.as_ref().ok_or_else(|| invalid("spec".into(), "Required value".into()))?;
     let pod_sc = pod_spec.security_context.as_ref();
     let sc = c.security_context.as_ref();
@@ -246,6 +249,10 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
     }
 
     let caps = capabilities(privileged, sc.and_then(|s| s.capabilities.as_ref()), field)?;
+    let seccomp_choice = seccomp::choose(pod, c, field)?;
+    if let Some(profile) = seccomp::linux_seccomp(&seccomp_choice, privileged, &caps, seccomp_dir)? {
+        spec["linux"]["seccomp"] = profile;
+    }
     let cwd = c
         .working_dir
         .clone()

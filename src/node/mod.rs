@@ -11,6 +11,8 @@ pub mod namespaces;
 pub mod output;
 pub mod pod;
 pub mod sandbox;
+pub mod seccomp;
+pub mod seccomp_default;
 pub mod volumes;
 
 /// Why a pod could not be set up or run. Errors about the manifest name its field; errors

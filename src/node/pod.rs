@@ -358,6 +358,7 @@ impl Supervisor<'_, '_> {
             env: &env,
             sandbox: self.sb,
             volumes: self.vols,
+            seccomp_dir: &self.opts.root.join("seccomp"),
         })?;
         let bundle = self.sb.dir.join("bundles").join(&slot.spec.name);
         fs::create_dir_all(&bundle).map_err(host(format!("create {}", bundle.display())))?;
