@@ -596,3 +596,26 @@ fn health_endpoints_answer_anyone_as_kube_apiserver_does() {
     // kubectl reads them the same way.
     assert_eq!(s.ok(&["get", "--raw", "/livez?verbose"]), "[+]ping ok\nlivez check passed\n");
 }
+
+#[test]
+fn kubectl_get_all_lists_the_kinds_of_the_all_category() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let file = tmp.path().join("all.yaml");
+    fs::write(
+        &file,
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  containers: [{name: c, image: busybox}]\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  ports: [{port: 80}]\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  \
+         template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: c, image: busybox}]\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: web}\ndata: {a: b}\n",
+    )
+    .unwrap();
+    s.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let all = s.ok(&["get", "all"]);
+    for name in ["pod/web", "service/web", "deployment.apps/web"] {
+        assert!(all.contains(name), "{name} missing from:\n{all}");
+    }
+    // A ConfigMap is not in the category, as with kube-apiserver.
+    assert!(!all.contains("configmap"), "{all}");
+}

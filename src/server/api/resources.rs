@@ -19,6 +19,15 @@ impl Resource {
         if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
+    /// Discovery categories: `all` for the kinds kube-apiserver puts in it, so that
+    /// `kubectl get all` lists them.
+    pub fn categories(&self) -> &'static [&'static str] {
+        match self.kind {
+            "Pod" | "Service" | "Deployment" | "ReplicaSet" => &["all"],
+            _ => &[],
+        }
+    }
+
     /// Kinds whose status is written only through `/status`.
     pub fn has_status(&self) -> bool {
         matches!(self.kind, "Pod" | "Node" | "Service" | "Namespace" | "Deployment" | "ReplicaSet")
@@ -131,7 +140,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     for r in &rs {
         resources.push(json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
-            "verbs": VERBS, "shortNames": r.short_names,
+            "verbs": VERBS, "shortNames": r.short_names, "categories": r.categories(),
         }));
         // Subresources, listed as the API server lists them (kubectl api-resources hides them).
         let sub = |name: &str, kind: &str, verbs: &[&str]| json!({"name": format!("{}/{name}", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": kind, "verbs": verbs});
