@@ -295,7 +295,9 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
             spec["hostname"] = sandbox.hostname.as_str().into();
         }
         None => {
-            spec.as_object_mut().expect("spec is an object").remove("hostname");
+            if let Some(spec) = spec.as_object_mut() {
+                spec.remove("hostname");
+            }
         }
     }
     spec["linux"]["namespaces"] = Value::Array(namespaces);
@@ -413,8 +415,7 @@ fn open_sub_path(base: &Path, sub: &str) -> std::io::Result<OwnedFd> {
                 done.push(part);
                 let parent_c = CString::new(done.parent().unwrap_or(Path::new("")).as_os_str().as_bytes())
                     .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-                let parent_c =
-                    if parent_c.as_bytes().is_empty() { CString::new(".").expect("no NUL") } else { parent_c };
+                let parent_c = if parent_c.as_bytes().is_empty() { c".".to_owned() } else { parent_c };
                 let parent = sys::resolve::openat2(root.as_fd(), &parent_c, libc::O_PATH | libc::O_DIRECTORY, resolve)?;
                 let name = CString::new(part.as_os_str().as_bytes())
                     .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;

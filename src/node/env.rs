@@ -194,7 +194,7 @@ pub fn expand(text: &str, defined: &BTreeMap<String, String>) -> String {
                 continue;
             }
         }
-        let ch = text[i..].chars().next().expect("in bounds");
+        let Some(ch) = text[i..].chars().next() else { break };
         out.push(ch);
         i += ch.len_utf8();
     }

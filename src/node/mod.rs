@@ -3,6 +3,9 @@
 //! manifest (`crate::model::manifest`) → a sandbox (namespaces, network, /etc files,
 //! volumes) → one OCI spec per container → the runtime.
 
+// The node turns manifests into containers: a bad one is an error, never a panic.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod config;
 pub mod container_spec;
 pub mod env;
