@@ -618,4 +618,16 @@ fn kubectl_get_all_lists_the_kinds_of_the_all_category() {
     }
     // A ConfigMap is not in the category, as with kube-apiserver.
     assert!(!all.contains("configmap"), "{all}");
+
+    // -o wide adds the columns kube-apiserver's printers add.
+    let deploy = s.ok(&["get", "deploy", "web", "-o", "wide"]);
+    let header: Vec<&str> = deploy.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE", "CONTAINERS", "IMAGES", "SELECTOR"]);
+    let row: Vec<&str> = deploy.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[5..], ["c", "busybox", "app=web"], "{deploy}");
+    let pod = s.ok(&["get", "pod", "web", "-o", "wide"]);
+    assert!(pod.lines().next().unwrap().contains("NOMINATED NODE   READINESS GATES"), "{pod}");
+    let svc = s.ok(&["get", "svc", "web", "-o", "wide"]);
+    assert!(svc.lines().next().unwrap().trim_end().ends_with("SELECTOR"), "{svc}");
+    assert!(svc.lines().nth(1).unwrap().trim_end().ends_with("<none>"), "{svc}");
 }

@@ -32,12 +32,60 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, i32)> {
         _ => vec![],
     });
     c.push(("Age", "string", 0));
+    // Priority 1: the columns `-o wide` adds, as kube-apiserver's printers have them.
     match kind {
-        "Node" => c.push(("Version", "string", 0)),
-        "Pod" => c.extend([("IP", "string", 1), ("Node", "string", 1)]),
+        "Node" => c.extend([
+            ("Version", "string", 0),
+            ("Internal-IP", "string", 1),
+            ("External-IP", "string", 1),
+            ("OS-Image", "string", 1),
+            ("Kernel-Version", "string", 1),
+            ("Container-Runtime", "string", 1),
+        ]),
+        "Pod" => c.extend([
+            ("IP", "string", 1),
+            ("Node", "string", 1),
+            ("Nominated Node", "string", 1),
+            ("Readiness Gates", "string", 1),
+        ]),
+        "Service" => c.push(("Selector", "string", 1)),
+        "Deployment" | "ReplicaSet" => {
+            c.extend([("Containers", "string", 1), ("Images", "string", 1), ("Selector", "string", 1)])
+        }
         _ => {}
     }
     c
+}
+
+/// A label selector as kubectl prints it (`app=web,tier in (a,b)`), or `<none>`.
+fn selector(sel: &Value) -> String {
+    let mut parts: Vec<String> =
+        sel["matchLabels"].as_object().into_iter().flatten().map(|(k, v)| format!("{k}={}", str_or(v, ""))).collect();
+    for e in sel["matchExpressions"].as_array().into_iter().flatten() {
+        let key = str_or(&e["key"], "");
+        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        parts.push(match str_or(&e["operator"], "") {
+            "In" => format!("{key} in ({})", values.join(",")),
+            "NotIn" => format!("{key} notin ({})", values.join(",")),
+            "Exists" => key.to_string(),
+            "DoesNotExist" => format!("!{key}"),
+            other => format!("{key} {other}"),
+        });
+    }
+    if parts.is_empty() { "<none>".into() } else { parts.join(",") }
+}
+
+/// A Service's selector (a plain map), as kubectl prints it.
+fn map_selector(sel: &Value) -> String {
+    selector(&json!({"matchLabels": sel}))
+}
+
+/// The containers' names and images of a pod template, comma-separated.
+fn containers_and_images(template: &Value) -> (String, String) {
+    let cs = template["spec"]["containers"].as_array().cloned().unwrap_or_default();
+    let names: Vec<&str> = cs.iter().map(|c| str_or(&c["name"], "")).collect();
+    let images: Vec<&str> = cs.iter().map(|c| str_or(&c["image"], "")).collect();
+    (names.join(","), images.join(","))
 }
 
 fn definitions(kind: &str) -> Vec<Value> {
@@ -153,9 +201,48 @@ fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
     }
     c.push(json!(age(o, now)));
     match kind {
-        "Node" => c.push(json!(str_or(&o["status"]["nodeInfo"]["kubeletVersion"], ""))),
+        "Node" => {
+            let info = &o["status"]["nodeInfo"];
+            let address = |t: &str| {
+                o["status"]["addresses"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|a| a["type"] == t))
+                    .map_or("<none>".to_string(), |a| str_or(&a["address"], "<none>").to_string())
+            };
+            c.extend([
+                json!(str_or(&info["kubeletVersion"], "")),
+                json!(address("InternalIP")),
+                json!(address("ExternalIP")),
+                json!(str_or(&info["osImage"], "<unknown>")),
+                json!(str_or(&info["kernelVersion"], "<unknown>")),
+                json!(str_or(&info["containerRuntimeVersion"], "<unknown>")),
+            ]);
+        }
         "Pod" => {
-            c.extend([json!(str_or(&o["status"]["podIP"], "<none>")), json!(str_or(&o["spec"]["nodeName"], "<none>"))])
+            let gates = o["spec"]["readinessGates"].as_array().map_or(0, Vec::len);
+            let ready_gates = o["spec"]["readinessGates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|g| {
+                    o["status"]["conditions"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .any(|c| c["type"] == g["conditionType"] && c["status"] == "True")
+                })
+                .count();
+            c.extend([
+                json!(str_or(&o["status"]["podIP"], "<none>")),
+                json!(str_or(&o["spec"]["nodeName"], "<none>")),
+                json!(str_or(&o["status"]["nominatedNodeName"], "<none>")),
+                json!(if gates == 0 { "<none>".to_string() } else { format!("{ready_gates}/{gates}") }),
+            ]);
+        }
+        "Service" => c.push(json!(map_selector(&o["spec"]["selector"]))),
+        "Deployment" | "ReplicaSet" => {
+            let (names, images) = containers_and_images(&o["spec"]["template"]);
+            c.extend([json!(names), json!(images), json!(selector(&o["spec"]["selector"]))]);
         }
         _ => {}
     }
@@ -197,6 +284,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_kind_has_a_cell_for_each_column_wide_ones_included() {
+        let o = json!({"metadata": {"name": "x", "creationTimestamp": "2026-01-01T00:00:00Z"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
+                     "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}, {"name": "d", "image": "nginx"}]}}}});
+        for r in super::super::resources::RESOURCES {
+            assert_eq!(cells(r.kind, &o, 0).len(), columns(r.kind).len(), "{}", r.kind);
+        }
+        let wide = cells("Deployment", &o, 0);
+        assert_eq!(&wide[wide.len() - 3..], [json!("c,d"), json!("busybox,nginx"), json!("app=web,tier in (a,b)")]);
+        assert_eq!(map_selector(&json!(null)), "<none>");
+    }
+
+    #[test]
     fn recognises_kubectl_accept_headers() {
         assert!(wanted(
             "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json"
@@ -212,7 +312,17 @@ mod tests {
         let c = cells("Pod", &pod, now_secs());
         assert_eq!(
             c,
-            vec![json!("p"), json!("1/2"), json!("Running"), json!("3"), json!("5m"), json!("10.1.0.5"), json!("n1")]
+            vec![
+                json!("p"),
+                json!("1/2"),
+                json!("Running"),
+                json!("3"),
+                json!("5m"),
+                json!("10.1.0.5"),
+                json!("n1"),
+                json!("<none>"),
+                json!("<none>")
+            ]
         );
         assert_eq!(columns("Pod").len(), c.len());
     }
