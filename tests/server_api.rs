@@ -348,7 +348,10 @@ fn kubectl_get_prints_the_columns_users_know() {
     };
     assert_eq!(header(&["get", "namespaces"]), ["NAME", "STATUS", "AGE"]);
     assert_eq!(header(&["get", "pods"]), ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
-    assert_eq!(header(&["get", "pods", "-o", "wide"]), ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE"]);
+    assert_eq!(
+        header(&["get", "pods", "-o", "wide"]),
+        ["NAME", "READY", "STATUS", "RESTARTS", "AGE", "IP", "NODE", "NOMINATED", "NODE", "READINESS", "GATES"]
+    );
     assert_eq!(header(&["get", "deployments"]), ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]);
     assert_eq!(header(&["get", "services"]), ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
     assert_eq!(header(&["get", "configmaps"]), ["NAME", "DATA", "AGE"]);
