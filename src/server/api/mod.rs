@@ -58,6 +58,38 @@ fn requested_host(parts: &axum::http::request::Parts) -> Option<String> {
 /// The largest request body, as kube-apiserver's (3 MiB): a body is held whole in memory.
 pub const MAX_BODY: usize = 3 << 20;
 
+/// How much of a body over [`MAX_BODY`] is read and dropped before the 413, so that a
+/// client still writing gets the answer rather than a broken pipe (Go's net/http drains a
+/// little the same way); past it the connection is closed on the client.
+const DRAIN_BEYOND: usize = 16 << 20;
+
+/// The request body, whole, if it is at most [`MAX_BODY`]; a 413 if it is larger.
+async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
+    use futures_util::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut kept: Vec<u8> = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(StatusCode::BAD_REQUEST, "BadRequest", format!("reading the request body: {e}"))
+        })?;
+        seen = seen.saturating_add(chunk.len());
+        if seen <= MAX_BODY {
+            kept.extend_from_slice(&chunk);
+        } else if seen > MAX_BODY.saturating_add(DRAIN_BEYOND) {
+            break;
+        }
+    }
+    if seen > MAX_BODY {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "RequestEntityTooLarge",
+            format!("Request entity too large: limit is {MAX_BODY}"),
+        ));
+    }
+    Ok(Bytes::from(kept))
+}
+
 /// Every request: authenticate, then route by path.
 pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Response {
     let (parts, body) = req.into_parts();
@@ -74,16 +106,9 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
     if let Some(connection) = parts.extensions.get::<Arc<crate::server::conn::Connection>>() {
         connection.authenticated();
     }
-    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+    let body = match read_body(body).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                format!("Request entity too large: limit is {MAX_BODY}"),
-            )
-            .into_response();
-        }
+        Err(e) => return e.into_response(),
     };
     if parts.uri.path() == auth::REGISTER_PATH {
         return match (&parts.method, &user) {
