@@ -6,7 +6,6 @@
 //! whole image checks out is anything published (see [`Store::commit_image`]).
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -18,7 +17,7 @@ use serde::Deserialize;
 use super::digest::{Digest, DigestError};
 use super::reference::{Reference, ReferenceError};
 use super::store::{ImageRecord, Staged, StagedBlob, Store, StoreError, read_bounded, read_document};
-use crate::sys::resolve::{RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, openat2};
+use crate::sys::resolve::{RESOLVE_IN_ROOT, RESOLVE_NO_MAGICLINKS, open_regular};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {
@@ -87,24 +86,7 @@ impl Dir {
     }
 
     fn open_file(&self, name: &str) -> io::Result<File> {
-        let c = CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a file name"))?;
-        // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused below.
-        let fd = openat2(
-            self.root.as_fd(),
-            &c,
-            libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY,
-            RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
-        )?;
-        let file = File::from(fd);
-        let kind = file.metadata()?.file_type();
-        if !kind.is_file() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("not a regular file ({})", if kind.is_dir() { "a directory" } else { "a special file" }),
-            ));
-        }
-        nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))?;
-        Ok(file)
+        open_regular(self.root.as_fd(), name, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)
     }
 }
 

@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
 
-use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, setns, unshare};
 
 use super::{Error, Result};
@@ -49,10 +49,7 @@ pub fn create_netns(path: &Path) -> Result<()> {
 pub fn remove_netns(path: &Path) -> Result<()> {
     // MNT_DETACH: a process that still has the file open (a dying pod's helper)
     // must not make the removal fail; the namespace goes with its last user.
-    match umount2(path, MntFlags::MNT_DETACH) {
-        Ok(()) | Err(nix::Error::EINVAL) | Err(nix::Error::ENOENT) => {}
-        Err(e) => return Err(io_err("unmounting the network namespace", path, e.into())),
-    }
+    crate::sys::mount::unmount_detach(path).map_err(|e| io_err("unmounting the network namespace", path, e))?;
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),

@@ -380,7 +380,7 @@ fn resources(c: &Container, field: &str) -> Result<Value, PlanError> {
 fn stage_sub_path(at: &Path, fd: &OwnedFd) -> std::io::Result<PathBuf> {
     // A restart finds the previous run's staging mount here.
     if at.exists() {
-        let _ = nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH);
+        let _ = sys::mount::unmount_detach(at);
         if at.is_dir() { fs::remove_dir(at)? } else { fs::remove_file(at)? }
     }
     if let Some(parent) = at.parent() {

@@ -9,7 +9,6 @@
 //! filter, as with the kubelet. Localhost profiles are files under `ROOT/seccomp/`, looked
 //! up beneath it and never outside.
 
-use std::ffi::CString;
 use std::fs;
 use std::io::Read;
 use std::os::fd::AsFd;
@@ -128,19 +127,16 @@ fn read_localhost(dir: &Path, name: &str, field: &str) -> Result<Value, PlanErro
     let not_found =
         |e: std::io::Error| invalid(format!("Not found: seccomp profile \"{name}\" in {}: {e}", dir.display()));
     let root = fs::File::open(dir).map_err(not_found)?;
-    let c = CString::new(name).map_err(|_| invalid(format!("Invalid value: \"{name}\": contains NUL")))?;
-    let fd = sys::resolve::openat2(
-        root.as_fd(),
-        &c,
-        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_CLOEXEC,
-        libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS,
-    )
-    .map_err(not_found)?;
-    let mut f = fs::File::from(fd);
-    let meta = f.metadata().map_err(not_found)?;
-    if !meta.is_file() {
-        return Err(invalid(format!("Invalid value: \"{name}\": the seccomp profile is not a regular file")));
+    if name.contains('\0') {
+        return Err(invalid(format!("Invalid value: \"{name}\": contains NUL")));
     }
+    let mut f = sys::resolve::open_regular(root.as_fd(), name, libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS)
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                invalid(format!("Invalid value: \"{name}\": the seccomp profile is not a regular file"))
+            }
+            _ => not_found(e),
+        })?;
     let mut text = String::new();
     f.by_ref().take(MAX_PROFILE + 1).read_to_string(&mut text).map_err(not_found)?;
     if text.len() as u64 > MAX_PROFILE {

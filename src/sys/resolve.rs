@@ -35,3 +35,22 @@ pub fn openat2(dir: BorrowedFd<'_>, path: &CStr, flags: i32, resolve: u64) -> io
         }
     }
 }
+
+/// Opens `name` beneath `dir` for reading under the RESOLVE_* rules in `resolve`, and only
+/// if it is a regular file: a FIFO would block a reader for ever and a device such as
+/// /dev/zero never ends. The open itself does not block (O_NONBLOCK, cleared after the
+/// check). Anything else is an InvalidData error saying what it is.
+pub fn open_regular(dir: BorrowedFd<'_>, name: &str, resolve: u64) -> io::Result<std::fs::File> {
+    let c =
+        std::ffi::CString::new(name).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in a file name"))?;
+    let file = std::fs::File::from(openat2(dir, &c, libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY, resolve)?);
+    let kind = file.metadata()?.file_type();
+    if !kind.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not a regular file ({})", if kind.is_dir() { "a directory" } else { "a special file" }),
+        ));
+    }
+    nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()))?;
+    Ok(file)
+}
