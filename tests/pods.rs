@@ -1195,3 +1195,105 @@ fn a_localhost_seccomp_profile_is_applied_and_a_missing_one_is_refused_naming_th
     );
     assert!(!r.stdout.contains("rc="), "the container ran: {}", r.stdout);
 }
+
+/// The pod's directory under ROOT/pods (its UID): the only one there.
+fn only_pod_dir(env: &PodEnv) -> PathBuf {
+    let dirs: Vec<PathBuf> = fs::read_dir(env.root().join("pods")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    dirs.into_iter().next().unwrap()
+}
+
+fn stat_field(pid: i32, n: usize) -> i32 {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    after.split(' ').nth(n - 3).unwrap().parse().unwrap()
+}
+
+/// The monitor is the containers' parent, in a session of its own; it records each run of
+/// a container and writes its output to CRI log files, N.log for restart N.
+#[test]
+fn a_pods_monitor_parents_its_containers_and_writes_records_and_cri_logs() {
+    let env = PodEnv::new();
+    let mut p = env.spawn(&pod(
+        "watched",
+        "  restartPolicy: Always\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'echo out line; echo err line >&2; if [ -e /dev/shm/again ]; then echo up; sleep 1000; fi; touch /dev/shm/again; exit 4']}\n",
+    ));
+    wait_line(&mut p, |l| l.contains("up"));
+    let dir = only_pod_dir(&env);
+    let uid = dir.file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(uid.len(), 36, "the directory is the pod's UID: {uid}");
+
+    let monitor: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("monitor.json")).unwrap()).unwrap();
+    let monitor_pid = monitor["pid"].as_i64().unwrap() as i32;
+    assert_eq!(stat_field(monitor_pid, 4), p.id() as i32, "nodectl run started the monitor");
+    assert_eq!(stat_field(monitor_pid, 6), monitor_pid, "the monitor leads its own session");
+
+    let record: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("containers/c.json")).unwrap()).unwrap();
+    let pid = record["pid"].as_i64().unwrap() as i32;
+    assert!(record["terminated"].is_null(), "{record}");
+    assert_eq!(stat_field(pid, 4), monitor_pid, "the monitor is the container's parent");
+
+    // Run 0 failed with 4 and was recorded; run 1 is up. Both logs are in the CRI format.
+    let first = fs::read_to_string(dir.join("logs/c/0.log")).unwrap();
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 2, "{first}");
+    for (line, stream, text) in [(lines[0], "stdout", "out line"), (lines[1], "stderr", "err line")] {
+        let (time, rest) = line.split_once(' ').unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok() && time.ends_with('Z'), "{line}");
+        assert!(time.split('.').nth(1).is_some_and(|f| f.len() == 10), "nanoseconds: {line}");
+        // stdout and stderr are read apart: their order between the two is not kept.
+        assert!(first.contains(&format!(" {stream} F {text}\n")), "{first}");
+        assert!(rest.ends_with(" line"), "{line}");
+    }
+    let second = fs::read_to_string(dir.join("logs/c/1.log")).unwrap();
+    assert!(second.contains(" stdout F up\n"), "{second}");
+
+    let (code, err) = stop(&mut p, libc::SIGTERM);
+    assert_eq!(code, 137, "the container's sh ignores SIGTERM: killed after the grace period: {err}");
+    env.assert_clean();
+    assert!(!Path::new(&format!("/proc/{monitor_pid}")).exists(), "the monitor is gone");
+}
+
+/// Logs rotate by size and keep the number of files asked for.
+#[test]
+fn container_logs_rotate_at_the_size_and_count_given() {
+    let env = PodEnv::new();
+    let mut c = env.command(&pod(
+        "chatty",
+        "  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'for i in $(seq 400); do echo line $i of a chatty container; done; echo done; sleep 1000']}\n",
+    ));
+    c.args(["--container-log-max-size", "2Ki", "--container-log-max-files", "3"]);
+    let mut p = Running(c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap());
+    wait_line(&mut p, |l| l == "done\n");
+    let logs = only_pod_dir(&env).join("logs/c");
+    // The monitor writes "done" to the log before echoing it: all is there.
+    let mut names: Vec<String> =
+        fs::read_dir(&logs).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["0.log", "0.log.1", "0.log.2"]);
+    for n in &names {
+        let len = fs::metadata(logs.join(n)).unwrap().len();
+        assert!(len <= 2048 && len > 0, "{n}: {len} bytes");
+    }
+    assert!(fs::read_to_string(logs.join("0.log")).unwrap().ends_with(" stdout F done\n"));
+    stop(&mut p, libc::SIGKILL);
+    common::ok(env.root(), &["gc"]);
+    env.assert_clean();
+}
+
+#[test]
+fn bad_log_rotation_flags_are_refused_naming_the_flag() {
+    let env = PodEnv::new();
+    let c = "  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never}\n";
+    for (args, want) in [
+        (["--container-log-max-size", "lots"], "--container-log-max-size"),
+        (["--container-log-max-size", "10"], "less than 1Ki"),
+        (["--container-log-max-files", "0"], "--container-log-max-files: 0"),
+    ] {
+        let out = env.command(&pod("x", c)).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    }
+    env.assert_clean();
+}

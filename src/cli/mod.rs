@@ -39,6 +39,9 @@ enum Command {
     Run(run::RunArgs),
     /// Remove what pods whose `nodectl run` was killed left behind.
     Gc,
+    /// A pod's monitor (started by nodectl itself, not by hand).
+    #[command(hide = true)]
+    Monitor(run::MonitorArgs),
 }
 
 pub fn main() -> i32 {
@@ -62,6 +65,7 @@ pub fn main() -> i32 {
         Command::Runtime(args) => runtime::run(&cli.root, args),
         Command::Run(args) => run::run(&cli.root, args),
         Command::Gc => run::gc(&cli.root),
+        Command::Monitor(args) => run::monitor(&cli.root, args),
     };
     match result {
         Ok(code) => code,

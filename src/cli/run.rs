@@ -8,8 +8,10 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::node::config;
+use crate::node::crilog::{self, Rotation};
 use crate::node::pod::{self, RunOptions};
-use crate::node::sandbox;
+use crate::node::{pod_state, sandbox};
+use std::os::fd::FromRawFd;
 
 /// Where pods get their network. Flags win over the environment, the environment over the
 /// config file: `node::config` decides, clap only reads the flags.
@@ -44,7 +46,82 @@ pub struct RunArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     restart_backoff: f64,
     #[command(flatten)]
+    logs: LogArgs,
+    #[command(flatten)]
     net: NetArgs,
+}
+
+/// Where containers' logs rotate (ROOT/pods/UID/logs/CONTAINER/RESTART.log), as the
+/// kubelet's containerLogMaxSize and containerLogMaxFiles say.
+#[derive(Args, Clone, Debug)]
+pub struct LogArgs {
+    /// The size a container's log file grows to before it is rotated (a quantity: 10Mi).
+    #[arg(long = "container-log-max-size", value_name = "SIZE", default_value = "10Mi")]
+    max_size: String,
+    /// How many log files of a container are kept, the current one included (at least 1).
+    #[arg(long = "container-log-max-files", value_name = "N", default_value_t = 5)]
+    max_files: u32,
+}
+
+impl LogArgs {
+    fn rotation(&self) -> Result<Rotation> {
+        let size = crate::model::quantity::memory_bytes(&self.max_size)
+            .map_err(|e| anyhow::anyhow!("--container-log-max-size: {e}"))?;
+        if size < 1024 {
+            bail!("--container-log-max-size: {} is less than 1Ki", self.max_size);
+        }
+        if self.max_files == 0 {
+            bail!("--container-log-max-files: 0: at least the current file is kept");
+        }
+        Ok(Rotation { max_size: size as u64, max_files: self.max_files })
+    }
+}
+
+/// `nodectl monitor UID`: how the owner of a pod starts its monitor.
+#[derive(Args)]
+pub struct MonitorArgs {
+    uid: String,
+    /// Die with this process, our parent (the foreground `nodectl run`).
+    #[arg(long, value_name = "PID")]
+    owner: Option<i32>,
+    #[arg(long, value_name = "BYTES", default_value_t = crilog::DEFAULT_MAX_SIZE)]
+    log_max_size: u64,
+    #[arg(long, value_name = "N", default_value_t = crilog::DEFAULT_MAX_FILES)]
+    log_max_files: u32,
+}
+
+/// The control connection a new monitor gets from its owner, on fd 3.
+const CONTROL_FD: i32 = 3;
+
+pub fn monitor(root: &Path, args: MonitorArgs) -> Result<i32> {
+    // The monitor forks the containers' inits (CVE-2019-5736: only from a sealed binary).
+    crate::sys::exe::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
+    if !pod_state::uid_is_valid(&args.uid) {
+        bail!("{:?} is not a pod UID", args.uid);
+    }
+    let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: st is a valid out-pointer; a descriptor that is not open gives EBADF.
+    let stat_ok = unsafe { libc::fstat(CONTROL_FD, st.as_mut_ptr()) } == 0;
+    // SAFETY: read only when fstat succeeded and so filled it in.
+    let is_socket = stat_ok && unsafe { st.assume_init() }.st_mode & libc::S_IFMT == libc::S_IFSOCK;
+    let control = match is_socket {
+        true => {
+            // SAFETY: fd 3 is open (fstat succeeded), a socket our spawner put there for us,
+            // and nothing else in this process owns it.
+            let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(CONTROL_FD) };
+            // Never inherited by a container.
+            nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+            Some(fd)
+        }
+        false => None,
+    };
+    Ok(crate::node::monitor::main(crate::node::monitor::Options {
+        root: root.to_path_buf(),
+        uid: args.uid,
+        control,
+        owner: args.owner,
+        rotation: Rotation { max_size: args.log_max_size.max(1024), max_files: args.log_max_files.max(1) },
+    }))
 }
 
 pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
@@ -66,6 +143,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
         network: config::net_config(root, &args.net.flags())?,
         restart_backoff: Duration::from_secs_f64(args.restart_backoff),
         pull: crate::image::pull::PullOptions::from_environment(root),
+        log_rotation: args.logs.rotation()?,
     };
     let name = manifest.pod.metadata.name.clone().unwrap_or_default();
     pod::run(&opts, &manifest).with_context(|| format!("pod \"{name}\""))

@@ -1,18 +1,24 @@
-//! The node part: pods on this machine. `nodectl run` drives one pod in the foreground
-//! ([`pod`]); the daemon (a later part) will keep many. Data flows one way: a checked
-//! manifest (`crate::model::manifest`) → a sandbox (namespaces, network, /etc files,
-//! volumes) → one OCI spec per container → the runtime.
+//! The node part: pods on this machine. `nodectl run` owns one pod in the foreground
+//! ([`pod`]); the daemon (a later part) will own many, the same way. Data flows one way: a
+//! checked manifest (`crate::model::manifest`) → the pod's directory and record
+//! ([`pod_state`]) → its monitor ([`monitor`]), which makes the sandbox (namespaces,
+//! network, /etc files) → one OCI spec per container, prepared by the owner as
+//! [`reconcile`] decides → the runtime, called by the monitor.
 
 // The node turns manifests into containers: a bad one is an error, never a panic.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod config;
 pub mod container_spec;
+pub mod crilog;
 pub mod env;
 pub mod images;
+pub mod monitor;
 pub mod namespaces;
 pub mod output;
 pub mod pod;
+pub mod pod_state;
+pub mod reconcile;
 pub mod sandbox;
 pub mod seccomp;
 pub mod seccomp_default;
@@ -42,6 +48,9 @@ pub enum PlanError {
     Rootfs { what: String, source: crate::image::rootfs::RootfsError },
     #[error("{what}: {source}")]
     Network { what: String, source: crate::network::Error },
+    /// What the pod's monitor reported, or that it is gone.
+    #[error("{0}")]
+    Monitor(String),
     /// Every part of a teardown that failed; the rest was still done.
     #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Teardown(Vec<PlanError>),

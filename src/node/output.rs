@@ -1,53 +1,49 @@
-//! Containers' output on our stdout and stderr: each container writes into pipes of ours,
-//! read without blocking; whole lines are passed on, prefixed by the container's name when
-//! the pod has several, so lines of different containers never interleave mid-line.
+//! A container's output stream (its stdout or its stderr): a pipe the container writes into
+//! and the monitor reads without blocking, cut into lines (pieces of at most MAX_LINE), so
+//! that lines of different containers are never mixed mid-line wherever they go.
 
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
-/// Lines longer than this are passed on in pieces rather than held without bound.
-const MAX_LINE: usize = 64 * 1024;
+/// Lines longer than this are passed on in pieces rather than held without bound (the
+/// kubelet's CRI logs split at 16 KiB).
+pub const MAX_LINE: usize = 16 * 1024;
 
-/// One pipe from a container (its stdout or its stderr) to ours.
+/// One pipe from a container to its monitor.
 pub struct Stream {
     read: OwnedFd,
     /// Kept open for the container's life, across restarts, so a restarted container writes
     /// into the same pipe and we never see end-of-file while the pod lives.
     pub write: OwnedFd,
-    prefix: String,
-    to_stderr: bool,
     partial: Vec<u8>,
 }
 
+/// A piece of output: a whole line without its newline (`complete`), or a part of one.
+pub type Sink<'a> = dyn FnMut(&[u8], bool) + 'a;
+
 impl Stream {
-    pub fn new(prefix: Option<&str>, to_stderr: bool) -> io::Result<Stream> {
+    pub fn new() -> io::Result<Stream> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
         // Only our end is non-blocking: a container writing into a full pipe waits for us.
         let flags = nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_GETFL)?;
         let flags = nix::fcntl::OFlag::from_bits_truncate(flags) - nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&write, nix::fcntl::FcntlArg::F_SETFL(flags))?;
-        Ok(Stream {
-            read,
-            write,
-            prefix: prefix.map(|p| format!("[{p}] ")).unwrap_or_default(),
-            to_stderr,
-            partial: Vec::new(),
-        })
+        Ok(Stream { read, write, partial: Vec::new() })
     }
 
     pub fn read_fd(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
     }
 
-    /// Reads what is there and passes complete lines on.
-    pub fn pump(&mut self) {
+    /// Reads what is there and passes complete lines (and over-long pieces) on.
+    pub fn pump(&mut self, sink: &mut Sink<'_>) {
         let mut buf = [0u8; 16 * 1024];
         loop {
             match nix::unistd::read(&self.read, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     self.partial.extend_from_slice(&buf[..n]);
-                    self.emit(false);
+                    self.emit(false, sink);
                 }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(_) => break,
@@ -55,35 +51,54 @@ impl Stream {
         }
     }
 
-    /// Passes on what is left of an unfinished line (the container exited mid-line).
-    pub fn flush(&mut self) {
-        self.pump();
-        self.emit(true);
+    /// Passes on what is left of an unfinished line too (the container exited mid-line).
+    pub fn flush(&mut self, sink: &mut Sink<'_>) {
+        self.pump(sink);
+        self.emit(true, sink);
     }
 
-    fn emit(&mut self, all: bool) {
-        let end = match self.partial.iter().rposition(|&b| b == b'\n') {
-            Some(i) => i + 1,
-            None if all || self.partial.len() >= MAX_LINE => self.partial.len(),
-            None => return,
-        };
-        if end == 0 {
-            return;
-        }
-        let chunk: Vec<u8> = self.partial.drain(..end).collect();
-        let mut out = Vec::with_capacity(chunk.len() + 16);
-        for line in chunk.split_inclusive(|&b| b == b'\n') {
-            out.extend_from_slice(self.prefix.as_bytes());
-            out.extend_from_slice(line);
-            if line.last() != Some(&b'\n') {
-                out.push(b'\n');
+    fn emit(&mut self, all: bool, sink: &mut Sink<'_>) {
+        let mut start = 0;
+        while start < self.partial.len() {
+            let rest = &self.partial[start..];
+            match rest.iter().position(|&b| b == b'\n') {
+                Some(i) if i <= MAX_LINE => {
+                    sink(&rest[..i], true);
+                    start += i + 1;
+                }
+                _ if rest.len() >= MAX_LINE => {
+                    sink(&rest[..MAX_LINE], false);
+                    start += MAX_LINE;
+                }
+                _ if all => {
+                    sink(rest, true);
+                    start = self.partial.len();
+                }
+                _ => break,
             }
         }
-        // A closed stdout (a pipe to `head`) must not stop the pod.
-        let _ = if self.to_stderr {
-            io::stderr().lock().write_all(&out)
-        } else {
-            io::stdout().lock().write_all(&out).and_then(|()| io::stdout().flush())
-        };
+        self.partial.drain(..start);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_cut_into_lines_and_long_lines_into_pieces() {
+        let mut s = Stream::new().unwrap();
+        let long = vec![b'x'; MAX_LINE + 10];
+        let mut input = b"one\ntw".to_vec();
+        nix::unistd::write(&s.write, &input).unwrap();
+        let mut got: Vec<(Vec<u8>, bool)> = Vec::new();
+        s.pump(&mut |l, c| got.push((l.to_vec(), c)));
+        assert_eq!(got, [(b"one".to_vec(), true)]);
+        input = b"o\n".to_vec();
+        input.extend_from_slice(&long);
+        nix::unistd::write(&s.write, &input).unwrap();
+        got.clear();
+        s.flush(&mut |l, c| got.push((l.to_vec(), c)));
+        assert_eq!(got, [(b"two".to_vec(), true), (vec![b'x'; MAX_LINE], false), (vec![b'x'; 10], true)]);
     }
 }

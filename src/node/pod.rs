@@ -4,58 +4,40 @@
 //! stops the pod gracefully (SIGTERM to each container, SIGKILL after the grace period, at
 //! once on a second signal). The exit code is the first failing container's, or 0.
 //!
-//! This process stays single-threaded: it forks the containers' inits itself (through the
-//! runtime, docs/architecture.md decision 2), and waits for everything on one poll: a signalfd for
-//! SIGCHLD and the stop signals, the containers' output pipes, and the next timer.
+//! Pods run one way, here and in the daemon: this process is the pod's owner. It starts the
+//! pod's monitor ([`super::monitor`]), which makes the sandbox and is the parent of the
+//! containers; it decides with [`super::reconcile`] and carries the decisions out, preparing
+//! each container's bundle and asking the monitor to start or signal it. It waits on one
+//! poll: a signalfd for the stop signals, the monitor's socket, and the next timer.
 
 use std::fs;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::rc::Rc;
+use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::Container;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
+use super::crilog::Rotation;
 use super::env::{self, EnvSources};
 use super::images::{self, Resolved};
-use super::output::Stream;
-use super::sandbox::{self, Sandbox, SandboxSpec};
+use super::monitor::client::{self, Monitor};
+use super::monitor::protocol::{Message, Request};
+use super::pod_state;
+use super::reconcile::{self, Action, ContainerStatus, Desired, RestartPolicy, State, Terminated};
+use super::sandbox::{self, NetRecord, PodRecord, Sandbox};
 use super::volumes::{self, Volumes};
 use super::{PlanError, container_spec};
 use crate::image::pull::PullOptions;
 use crate::image::store::Store;
 use crate::model::manifest::Manifest;
 use crate::network::{NetConfig, PortMapping, Protocol};
-use crate::runtime::{CreateOptions, Runtime};
 
-/// The kubelet's container restart backoff: doubling from the initial delay up to 5
-/// minutes, back to the start after 10 minutes of running.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
-const BACKOFF_RESET: Duration = Duration::from_secs(600);
 const DEFAULT_GRACE: i64 = 30;
 const SHM_SIZE: u64 = 64 << 20;
-
-/// Whether a container that exited with `code` runs again, as the kubelet decides it: an
-/// init container that fails is tried again unless the pod never restarts; a regular
-/// container follows restartPolicy.
-pub fn should_restart(init: bool, policy: &str, code: i32) -> bool {
-    match (init, policy) {
-        (true, "Never") => false,
-        (true, _) => code != 0,
-        (false, "Always") => true,
-        (false, "OnFailure") => code != 0,
-        _ => false,
-    }
-}
-
-/// The delay before the next restart and the backoff after it: doubling from `initial`
-/// up to MAX_BACKOFF, back to `initial` once the container ran for BACKOFF_RESET.
-pub fn backoff(current: Duration, initial: Duration, ran: Duration) -> (Duration, Duration) {
-    let delay = if ran >= BACKOFF_RESET { initial } else { current };
-    (delay, (delay * 2).min(MAX_BACKOFF))
-}
 
 pub struct RunOptions {
     /// The state root (images, runtime, pods).
@@ -64,42 +46,7 @@ pub struct RunOptions {
     /// The first restart's delay (the kubelet's is 10 s).
     pub restart_backoff: Duration,
     pub pull: PullOptions,
-}
-
-/// Why a container stopped.
-#[derive(Clone, Copy, Debug)]
-struct Exit {
-    code: i32,
-    oom: bool,
-}
-
-enum State {
-    /// Not started yet (a container waiting for the init containers).
-    Waiting,
-    /// To be started (again) at this instant.
-    Pending(Instant),
-    Running {
-        pid: i32,
-        since: Instant,
-    },
-    Done,
-}
-
-struct Slot<'m> {
-    spec: &'m Container,
-    field: String,
-    init: bool,
-    image: std::rc::Rc<Resolved>,
-    id: String,
-    out: Stream,
-    err: Stream,
-    state: State,
-    restarts: u32,
-    backoff: Duration,
-}
-
-fn host(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
-    PlanError::io(what)
+    pub log_rotation: Rotation,
 }
 
 /// A message on our stderr. Not eprintln!: it panics when stderr is a closed pipe
@@ -131,6 +78,14 @@ fn port_mappings(manifest: &Manifest) -> Vec<PortMapping> {
     out
 }
 
+/// One container of the pod, as the owner prepares it.
+struct Part<'m> {
+    spec: &'m Container,
+    field: String,
+    image: Rc<Resolved>,
+    id: String,
+}
+
 /// Runs the pod to its end; returns the exit code for `nodectl run`. Pods a killed run
 /// left behind are the caller's to clean first ([`sandbox::gc`]).
 pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
@@ -140,7 +95,7 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
     // Blocked before anything exists, so a Ctrl-C during set-up waits in the signalfd
     // and stops the pod the moment it runs, with nothing half-made left behind.
     let mut mask = SigSet::empty();
-    for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+    for s in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
         mask.add(s);
     }
     mask.thread_block().map_err(PlanError::errno("block signals"))?;
@@ -162,7 +117,7 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
         .chain(spec.containers.iter().enumerate().map(|(i, c)| (c, format!("spec.containers[{i}]"), false)))
         .collect();
     // Each image once, however many containers use it.
-    let mut by_name: Vec<(String, Option<String>, std::rc::Rc<Resolved>)> = Vec::new();
+    let mut by_name: Vec<(String, Option<String>, Rc<Resolved>)> = Vec::new();
     let mut resolved = Vec::new();
     for (c, field, _) in &containers {
         let image =
@@ -171,7 +126,7 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
         let r = match known {
             Some(r) => r,
             None => {
-                let r = std::rc::Rc::new(images::resolve(
+                let r = Rc::new(images::resolve(
                     &store,
                     image,
                     c.image_pull_policy.as_deref(),
@@ -187,368 +142,310 @@ pub fn run(opts: &RunOptions, manifest: &Manifest) -> Result<i32, PlanError> {
     }
 
     let name = pod.metadata.name.clone().unwrap_or_default();
-    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let uid = pod.metadata.uid.clone().filter(|u| pod_state::uid_is_valid(u)).unwrap_or_else(pod_state::new_uid);
+    let key = pod_state::key_for(&name, &uid);
     let host_network = spec.host_network == Some(true);
-    let hostname: String = spec.hostname.clone().unwrap_or_else(|| name.clone()).chars().take(63).collect();
-    let ports = port_mappings(manifest);
+    let record = PodRecord {
+        cgroup_parent: format!("nodectl-pod-{key}"),
+        key,
+        uid,
+        name: name.clone(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        network: (!host_network).then(|| NetRecord::of(&opts.network)),
+        hostname: spec.hostname.clone().unwrap_or_else(|| name.clone()).chars().take(63).collect(),
+        ports: port_mappings(manifest),
+        shm_size: SHM_SIZE,
+    };
     tracing::debug!("images resolved");
-    let sb = sandbox::create(
-        &opts.root,
-        &SandboxSpec {
-            name: &name,
-            namespace: &namespace,
-            hostname: &hostname,
-            network: (!host_network).then_some(&opts.network),
-            ports: &ports,
-            shm_size: SHM_SIZE,
-        },
-    )?;
+    let saved = serde_json::json!({"pod": pod, "configMaps": manifest.config_maps, "secrets": manifest.secrets});
+    let saved = serde_json::to_vec(&saved).map_err(|e| PlanError::io("encode the pod")(e.into()))?;
+    let lock = sandbox::create_dir(&opts.root, &record, &saved)?;
+    let parts: Vec<Part<'_>> = containers
+        .iter()
+        .zip(resolved)
+        .map(|((c, field, _), image)| Part {
+            spec: c,
+            field: field.clone(),
+            image,
+            id: format!("{}.{}", record.key, c.name),
+        })
+        .collect();
+    let statuses =
+        containers.iter().map(|(c, _, init)| ContainerStatus::new(&c.name, *init, opts.restart_backoff)).collect();
+
+    let mut monitor = None;
     let result = (|| {
-        tracing::debug!(key = %sb.record.key, "sandbox made");
+        let (m, ready) = client::spawn(&opts.root, &record.uid, true, opts.log_rotation)?;
+        let mon = monitor.insert(m);
+        tracing::debug!(key = %record.key, "sandbox made");
+        let sb = Sandbox::at(&opts.root, &record, ready.ip, &ready.hostname);
         let vols = volumes::prepare(&sb.dir.join("volumes"), pod, &manifest.config_maps, &manifest.secrets)?;
-        let several = containers.len() > 1;
-        let mut slots = Vec::new();
-        for ((c, field, init), image) in containers.iter().zip(resolved) {
-            let prefix = several.then_some(c.name.as_str());
-            slots.push(Slot {
-                spec: c,
-                field: field.clone(),
-                init: *init,
-                image,
-                id: format!("{}.{}", sb.record.key, c.name),
-                out: Stream::new(prefix, false).map_err(host("pipe".into()))?,
-                err: Stream::new(prefix, true).map_err(host("pipe".into()))?,
-                state: State::Waiting,
-                restarts: 0,
-                backoff: opts.restart_backoff,
-            });
-        }
-        let mut sup = Supervisor {
+        let grace = spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE);
+        let mut owner = Owner {
             opts,
             manifest,
             store: &store,
-            rt: Runtime::new(&opts.root.join("runtime")),
             sb: &sb,
             vols: &vols,
-            slots,
+            mon,
             signals: &signals,
-            failure: None,
-            stopping: None,
+            several: parts.len() > 1,
+            parts,
+            statuses,
+            desired: Desired {
+                restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
+                initial_backoff: opts.restart_backoff,
+                stop_deadline: None,
+            },
+            grace: Duration::from_secs(grace.max(0) as u64),
         };
-        sup.drive()
+        owner.drive()
     })();
-    let down = sandbox::teardown(&opts.root, &sb.record);
-    drop(sb);
+    // The monitor kills what runs and removes the sandbox; if it cannot (it is gone, or
+    // never made it), we remove what the record says.
+    let down = match monitor.as_mut().map(|m| (m.request(&Request::Teardown), m)) {
+        Some((Ok(Message::Done { error: None }), m)) => {
+            m.wait();
+            Ok(())
+        }
+        Some((reply, m)) => {
+            m.wait();
+            if let Ok(Message::Done { error: Some(e) }) = reply {
+                say(&format!("warning: the pod's monitor: removing the pod: {e}"));
+            }
+            sandbox::teardown(&opts.root, &record)
+        }
+        None => sandbox::teardown(&opts.root, &record),
+    };
+    drop(lock);
     let code = result?;
     down?;
     Ok(code)
 }
 
-struct Supervisor<'a, 'm> {
+struct Owner<'a, 'm> {
     opts: &'a RunOptions,
     manifest: &'m Manifest,
     store: &'a Store,
-    rt: Runtime,
     sb: &'a Sandbox,
     vols: &'a Volumes,
-    slots: Vec<Slot<'m>>,
+    mon: &'a mut Monitor,
     signals: &'a SignalFd,
-    /// The first container that failed for good: its name and exit code.
-    failure: Option<(String, i32)>,
-    /// Set once the pod is stopping: when SIGKILL follows.
-    stopping: Option<Instant>,
+    parts: Vec<Part<'m>>,
+    statuses: Vec<ContainerStatus>,
+    desired: Desired,
+    grace: Duration,
+    several: bool,
 }
 
-impl Supervisor<'_, '_> {
-    fn restart_policy(&self) -> &str {
-        self.manifest.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always")
-    }
-
-    fn grace(&self) -> Duration {
-        let secs =
-            self.manifest.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(DEFAULT_GRACE);
-        Duration::from_secs(secs.max(0) as u64)
-    }
-
+impl Owner<'_, '_> {
     fn drive(&mut self) -> Result<i32, PlanError> {
-        self.advance();
         loop {
-            if self.finished() {
-                break;
+            let plan = reconcile::reconcile(&self.desired, &self.statuses, SystemTime::now());
+            let acted = !plan.actions.is_empty();
+            for action in plan.actions {
+                self.apply(action)?;
             }
-            self.wait_once()?;
-            self.advance();
+            if let Some(outcome) = plan.over {
+                return Ok(outcome.exit_code());
+            }
+            if !acted {
+                self.wait(plan.wake_at)?;
+            }
         }
-        for s in &mut self.slots {
-            s.out.flush();
-            s.err.flush();
-        }
-        Ok(match &self.failure {
-            Some((_, code)) => *code,
-            None => 0,
-        })
     }
 
-    /// The pod is over: nothing runs, nothing waits for a restart, and no container is
-    /// left to start (after a failure for good or a stop, none is).
-    fn finished(&self) -> bool {
-        let starts_over = self.stopping.is_some() || self.failure.is_some();
-        self.slots.iter().all(|s| match s.state {
-            State::Done => true,
-            State::Waiting => starts_over,
-            _ => false,
-        })
+    fn apply(&mut self, action: Action) -> Result<(), PlanError> {
+        match action {
+            Action::Start(i) => return self.start(i),
+            Action::Signal(i, sig) => {
+                let name = self.statuses[i].name.clone();
+                if let State::Running { signalled, .. } = &mut self.statuses[i].state {
+                    *signalled = Some(sig);
+                }
+                match self.mon.request(&Request::Signal { name, signal: sig })? {
+                    Message::Done { .. } => {}
+                    other => tracing::debug!("signal: {other:?}"),
+                }
+            }
+            Action::Restart { index, at, delay, backoff } => {
+                let c = &mut self.statuses[index];
+                let State::Exited(t) = std::mem::replace(&mut c.state, State::BackOff { until: at }) else {
+                    return Ok(());
+                };
+                c.last = Some(t);
+                c.backoff = backoff;
+                c.restart_count += 1;
+                say(&format!(
+                    "restarting container {} in {delay:?} (restart {}, restartPolicy {})",
+                    c.name,
+                    c.restart_count,
+                    self.desired.restart_policy.as_str()
+                ));
+            }
+            Action::Finish(i) => {
+                let c = &mut self.statuses[i];
+                if let State::Exited(t) = &c.state {
+                    c.state = State::Done(t.clone());
+                }
+            }
+        }
+        Ok(())
     }
 
-    /// Starts what is due: the next init container once those before it succeeded, every
-    /// container once all init containers did, restarts whose delay is over.
-    fn advance(&mut self) {
-        if self.stopping.is_some() {
-            return;
-        }
-        let now = Instant::now();
-        let next_init = self.slots.iter().position(|s| s.init && !matches!(s.state, State::Done));
-        for i in 0..self.slots.len() {
-            let due = match self.slots[i].state {
-                State::Pending(at) => at <= now,
-                State::Waiting => self.failure.is_none() && next_init.map_or(!self.slots[i].init, |j| j == i),
-                _ => false,
+    fn start(&mut self, i: usize) -> Result<(), PlanError> {
+        let started = self.prepare(i).and_then(|bundle| {
+            let part = &self.parts[i];
+            let req = Request::Start {
+                name: part.spec.name.clone(),
+                id: part.id.clone(),
+                bundle,
+                restart: self.statuses[i].restart_count,
+                echo: Some(if self.several { format!("[{}] ", part.spec.name) } else { String::new() }),
             };
-            if due {
-                self.start(i);
+            match self.mon.request(&req)? {
+                Message::Started { pid, started_at, .. } => Ok((pid, started_at)),
+                Message::Error { error } => Err(PlanError::Monitor(error)),
+                other => Err(PlanError::Monitor(format!("unexpected answer {other:?}"))),
             }
-        }
-    }
-
-    fn start(&mut self, i: usize) {
-        match self.create_and_start(i) {
-            Ok(pid) => self.slots[i].state = State::Running { pid, since: Instant::now() },
+        });
+        match started {
+            Ok((pid, started_at)) => {
+                self.statuses[i].state = State::Running { pid, started_at, signalled: None };
+                Ok(())
+            }
+            // The monitor is gone: nothing more can run.
+            Err(e @ PlanError::Monitor(_)) if !self.mon_alive() => Err(e),
             Err(e) => {
-                say(&format!("container {}: could not start: {e}", self.slots[i].spec.name));
-                let _ = self.rt.delete(&self.slots[i].id, true);
-                let _ = crate::image::rootfs::remove(self.store, &self.slots[i].id);
-                // containerd's StartError code: the process never ran.
-                self.exited(i, Exit { code: 128, oom: false }, Duration::ZERO);
+                let name = &self.parts[i].spec.name;
+                say(&format!("container {name}: could not start: {e}"));
+                let _ = crate::image::rootfs::remove(self.store, &self.parts[i].id);
+                self.exited(
+                    i,
+                    Terminated {
+                        exit_code: reconcile::START_ERROR_CODE,
+                        signal: None,
+                        oom_killed: false,
+                        message: Some(e.to_string()),
+                        started_at: None,
+                        finished_at: SystemTime::now(),
+                    },
+                );
+                Ok(())
             }
         }
     }
 
-    fn create_and_start(&mut self, i: usize) -> Result<i32, PlanError> {
-        let slot = &self.slots[i];
+    fn mon_alive(&mut self) -> bool {
+        match self.mon.events() {
+            Ok(events) => {
+                self.heard(events);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The container's root filesystem, environment and OCI spec, in its bundle.
+    fn prepare(&mut self, i: usize) -> Result<PathBuf, PlanError> {
+        let part = &self.parts[i];
         // What a previous run of this container left (a restart makes a fresh one).
-        let _ = self.rt.delete(&slot.id, true);
-        crate::image::rootfs::remove(self.store, &slot.id).map_err(PlanError::rootfs("remove old root filesystem"))?;
-        let rootfs = crate::image::rootfs::prepare(self.store, &slot.image.record, &slot.id)
+        crate::image::rootfs::remove(self.store, &part.id).map_err(PlanError::rootfs("remove old root filesystem"))?;
+        let rootfs = crate::image::rootfs::prepare(self.store, &part.image.record, &part.id)
             .map_err(PlanError::rootfs("root filesystem"))?;
-        tracing::debug!(container = %slot.spec.name, "root filesystem mounted");
+        tracing::debug!(container = %part.spec.name, "root filesystem mounted");
         let sources = EnvSources {
             pod: &self.manifest.pod,
             config_maps: &self.manifest.config_maps,
             secrets: &self.manifest.secrets,
             pod_ip: self.sb.ip,
         };
-        let image_env = slot.image.config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
-        let env = env::build(&sources, slot.spec, &slot.field, &image_env)?;
+        let image_env = part.image.config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
+        let env = env::build(&sources, part.spec, &part.field, &image_env)?;
         let spec = container_spec::build(&container_spec::Input {
             pod: &self.manifest.pod,
-            container: slot.spec,
-            field: &slot.field,
-            image: slot.image.config.as_ref(),
+            container: part.spec,
+            field: &part.field,
+            image: part.image.config.as_ref(),
             rootfs: &rootfs,
             env: &env,
             sandbox: self.sb,
             volumes: self.vols,
             seccomp_dir: &self.opts.root.join("seccomp"),
         })?;
-        let bundle = self.sb.dir.join("bundles").join(&slot.spec.name);
-        fs::create_dir_all(&bundle).map_err(host(format!("create {}", bundle.display())))?;
+        let bundle = self.sb.dir.join("bundles").join(&part.spec.name);
+        fs::create_dir_all(&bundle).map_err(PlanError::io(format!("create {}", bundle.display())))?;
         let json = serde_json::to_vec_pretty(&spec).map_err(|e| PlanError::io("encode config.json")(e.into()))?;
         fs::write(bundle.join("config.json"), json)
-            .map_err(host(format!("write {}", bundle.join("config.json").display())))?;
-        let cfg = crate::runtime::spec::load(&bundle)
-            .map_err(|source| PlanError::Spec { what: format!("container {}", slot.spec.name), source })?;
-        tracing::debug!(container = %slot.spec.name, "spec written and loaded");
-        let null = fs::File::open("/dev/null").map_err(host("open /dev/null".into()))?;
-        let create = CreateOptions {
-            bundle: bundle.clone(),
-            cgroup_parent: Some(self.sb.record.cgroup_parent.clone()),
-            stdio: Some([null.as_raw_fd(), slot.out.write.as_raw_fd(), slot.err.write.as_raw_fd()]),
-            ..Default::default()
-        };
-        let rec = self
-            .rt
-            .create_from(&slot.id, &cfg, &create, None)
-            .map_err(PlanError::runtime(format!("create container {}", slot.spec.name)))?;
-        self.rt.start(&slot.id).map_err(PlanError::runtime(format!("start container {}", slot.spec.name)))?;
-        tracing::debug!(container = %slot.spec.name, pid = rec.pid, "started");
-        Ok(rec.pid)
+            .map_err(PlanError::io(format!("write {}", bundle.join("config.json").display())))?;
+        tracing::debug!(container = %part.spec.name, "spec written");
+        Ok(bundle)
     }
 
-    /// Waits for a signal, output or the next timer, and handles what came.
-    fn wait_once(&mut self) -> Result<(), PlanError> {
-        let now = Instant::now();
-        let mut next: Option<Instant> = self.stopping;
-        for s in &self.slots {
-            if let State::Pending(at) = s.state {
-                next = Some(next.map_or(at, |n| n.min(at)));
+    /// Waits for a signal, the monitor or the next timer, and takes in what came.
+    fn wait(&mut self, until: Option<SystemTime>) -> Result<(), PlanError> {
+        let timeout = match until {
+            Some(at) => {
+                let ms = at.duration_since(SystemTime::now()).unwrap_or_default().as_millis().min(60_000) as i32 + 1;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             }
-        }
-        let timeout = match next {
-            Some(at) => PollTimeout::try_from(at.saturating_duration_since(now).as_millis().min(60_000) as i32 + 1)
-                .unwrap_or(PollTimeout::MAX),
             None => PollTimeout::NONE,
         };
-        let ready: Vec<bool> = {
-            let mut fds = vec![PollFd::new(self.signals.as_fd(), PollFlags::POLLIN)];
-            for s in &self.slots {
-                fds.push(PollFd::new(s.out.read_fd(), PollFlags::POLLIN));
-                fds.push(PollFd::new(s.err.read_fd(), PollFlags::POLLIN));
-            }
+        let (sig_ready, mon_ready) = {
+            let mut fds =
+                [PollFd::new(self.signals.as_fd(), PollFlags::POLLIN), PollFd::new(self.mon.fd(), PollFlags::POLLIN)];
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(PlanError::errno("poll")(e)),
             }
-            fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()
+            let r = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            (r(&fds[0]), r(&fds[1]))
         };
-        for (i, s) in self.slots.iter_mut().enumerate() {
-            if ready[1 + 2 * i] {
-                s.out.pump();
-            }
-            if ready[2 + 2 * i] {
-                s.err.pump();
-            }
-        }
-        if ready[0] {
+        if sig_ready {
             while let Ok(Some(info)) = self.signals.read_signal() {
-                match Signal::try_from(info.ssi_signo as i32) {
-                    Ok(Signal::SIGCHLD) => self.reap(),
-                    Ok(sig) => self.stop(sig),
-                    Err(_) => {}
+                if let Ok(sig) = Signal::try_from(info.ssi_signo as i32) {
+                    self.stop(sig);
                 }
             }
         }
-        if let Some(deadline) = self.stopping
-            && Instant::now() >= deadline
-        {
-            self.kill_all();
+        if mon_ready {
+            let events = self.mon.events()?;
+            self.heard(events);
         }
         Ok(())
     }
 
-    fn reap(&mut self) {
-        for crate::sys::process::Reaped { pid, code } in crate::sys::process::reap_exited() {
-            let Some(i) = self.slots.iter().position(|s| matches!(s.state, State::Running { pid: p, .. } if p == pid))
-            else {
-                continue;
-            };
-            let State::Running { since, .. } = self.slots[i].state else { continue };
-            let slot = &mut self.slots[i];
-            slot.out.flush();
-            slot.err.flush();
-            // Read before delete removes the cgroup: did the kernel's OOM killer end it?
-            let oom = self.rt.stats(&slot.id).is_ok_and(|s| s.oom_kills > 0);
-            if let Err(e) = self.rt.delete(&slot.id, true) {
-                say(&format!("warning: container {}: delete: {e}", slot.spec.name));
+    fn heard(&mut self, events: Vec<Message>) {
+        for m in events {
+            if let Message::Exited { name, terminated } = m
+                && let Some(i) = self.statuses.iter().position(|c| c.name == name)
+                && matches!(self.statuses[i].state, State::Running { .. })
+            {
+                self.exited(i, terminated);
             }
-            if let Err(e) = crate::image::rootfs::remove(self.store, &slot.id) {
-                say(&format!("warning: container {}: remove root filesystem: {e}", slot.spec.name));
-            }
-            self.exited(i, Exit { code, oom }, since.elapsed());
         }
     }
 
-    /// A container ended: report it and decide what comes next for it.
-    fn exited(&mut self, i: usize, exit: Exit, ran: Duration) {
-        let policy = self.restart_policy().to_string();
-        let several = self.slots.len() > 1;
-        let slot = &mut self.slots[i];
-        let name = slot.spec.name.clone();
-        if exit.oom {
-            say(&format!("container {name} was killed by the OOM killer (OOMKilled), exit code {}", exit.code));
-        } else if exit.code != 0 || several {
-            say(&format!("container {name} exited with code {}", exit.code));
+    /// A container ended: report it; the next step decides what comes next for it.
+    fn exited(&mut self, i: usize, t: Terminated) {
+        let name = &self.statuses[i].name;
+        if t.oom_killed {
+            say(&format!("container {name} was killed by the OOM killer (OOMKilled), exit code {}", t.exit_code));
+        } else if t.exit_code != 0 || self.several {
+            say(&format!("container {name} exited with code {}", t.exit_code));
         }
-        if self.stopping.is_none() && should_restart(slot.init, &policy, exit.code) {
-            let (delay, next) = backoff(slot.backoff, self.opts.restart_backoff, ran);
-            slot.backoff = next;
-            slot.restarts += 1;
-            say(&format!(
-                "restarting container {name} in {:?} (restart {}, restartPolicy {policy})",
-                delay, slot.restarts
-            ));
-            slot.state = State::Pending(Instant::now() + delay);
-            return;
-        }
-        slot.state = State::Done;
-        if exit.code != 0 && self.failure.is_none() {
-            self.failure = Some((name, if exit.oom { 137 } else { exit.code }));
-        }
+        self.statuses[i].state = State::Exited(t);
     }
 
     /// SIGINT, SIGTERM or SIGHUP: the first stops the pod gracefully, another kills it.
     fn stop(&mut self, sig: Signal) {
-        if self.stopping.is_some() {
+        let now = SystemTime::now();
+        if self.desired.stop_deadline.is_some() {
             say(&format!("{sig} again: killing the pod's containers"));
-            self.kill_all();
+            self.desired.stop_deadline = Some(now);
             return;
         }
-        let grace = self.grace();
-        say(&format!("{sig}: stopping the pod (SIGTERM, then SIGKILL after {}s)", grace.as_secs()));
-        self.stopping = Some(Instant::now() + grace);
-        for s in &mut self.slots {
-            match s.state {
-                State::Running { .. } => {
-                    let _ = self.rt.kill(&s.id, libc::SIGTERM, false);
-                }
-                State::Pending(_) => s.state = State::Done,
-                _ => {}
-            }
-        }
-    }
-
-    fn kill_all(&mut self) {
-        for s in &self.slots {
-            if let State::Running { .. } = s.state {
-                let _ = self.rt.kill(&s.id, libc::SIGKILL, true);
-            }
-        }
-        // Nothing left to wait for but the exits: no further deadline.
-        self.stopping = Some(Instant::now() + Duration::from_secs(3600));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn restart_policies_decide_as_the_kubelet_does() {
-        for (init, policy, code, restart) in [
-            (false, "Always", 0, true),
-            (false, "Always", 1, true),
-            (false, "OnFailure", 0, false),
-            (false, "OnFailure", 2, true),
-            (false, "Never", 1, false),
-            (true, "Always", 0, false),
-            (true, "Always", 1, true),
-            (true, "OnFailure", 1, true),
-            (true, "Never", 1, false),
-        ] {
-            assert_eq!(should_restart(init, policy, code), restart, "init {init}, {policy}, exit {code}");
-        }
-    }
-
-    #[test]
-    fn backoff_doubles_to_five_minutes_and_resets_after_ten_minutes_running() {
-        let s = Duration::from_secs;
-        let mut current = s(10);
-        let mut delays = Vec::new();
-        for _ in 0..7 {
-            let (delay, next) = backoff(current, s(10), s(1));
-            delays.push(delay.as_secs());
-            current = next;
-        }
-        assert_eq!(delays, [10, 20, 40, 80, 160, 300, 300]);
-        assert_eq!(backoff(s(300), s(10), s(600)), (s(10), s(20)));
+        say(&format!("{sig}: stopping the pod (SIGTERM, then SIGKILL after {}s)", self.grace.as_secs()));
+        self.desired.stop_deadline = Some(now + self.grace);
     }
 }

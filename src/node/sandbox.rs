@@ -1,11 +1,13 @@
-//! A pod's sandbox on the host: its directory under `ROOT/pods/KEY`, the namespaces its
-//! containers share (network, UTS, IPC, each held by a bind mount), its network attachment,
-//! its /etc/hosts, /etc/hostname and /etc/resolv.conf, a shared /dev/shm, its volumes, and
-//! its cgroup parent. Everything it makes is recorded in `pod.json` before it is made, so
-//! [`teardown`] can undo it from the record alone, also after the owner was SIGKILLed.
+//! A pod's sandbox on the host: the namespaces its containers share (network, UTS, IPC, each
+//! held by a bind mount), its network attachment, its /etc/hosts, /etc/hostname and
+//! /etc/resolv.conf, a shared /dev/shm, its volumes, and its cgroup parent, all below
+//! `ROOT/pods/UID` ([`super::pod_state`]). Everything it makes is recorded in `pod.json`
+//! before it is made, so [`teardown`] can undo it from the record alone, also after every
+//! process of the pod was SIGKILLed.
 //!
-//! The owner holds an exclusive flock on `ROOT/pods/KEY/lock` for the pod's life: a pod
-//! whose lock is free has no owner, and [`gc`] removes it.
+//! The pod's owner (`nodectl run`) holds an exclusive flock on `ROOT/pods/UID/lock` for the
+//! pod's life: a pod whose lock is free has no owner, and [`gc`] removes it. The pod's
+//! monitor makes the sandbox ([`create`]) and is the parent of its containers.
 
 use std::fs;
 use std::net::Ipv4Addr;
@@ -14,26 +16,41 @@ use std::path::{Path, PathBuf};
 use nix::sched::CloneFlags;
 use serde::{Deserialize, Serialize};
 
+use super::pod_state::{self, MonitorRecord};
 use super::{PlanError, namespaces};
 use crate::image::store::Store;
 use crate::network::{self, NetConfig, PortMapping};
 use crate::runtime::Runtime;
 use crate::sys::lock::FileLock;
 
-/// What teardown needs to know of a pod, written before any of it exists.
+pub use super::pod_state::pods_dir;
+
+/// What the sandbox is to be, and what teardown needs to know of it; written before any of
+/// it exists.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PodRecord {
+    /// Short, unique among the pods of this root: container ids and veth names are made
+    /// from it ([`pod_state::key_for`]).
     pub key: String,
+    pub uid: String,
     pub name: String,
     pub namespace: String,
     /// Beneath our own cgroup; every container's cgroup is inside it.
     pub cgroup_parent: String,
     /// The bridge and pool the pod's address came from (none with hostNetwork).
     pub network: Option<NetRecord>,
+    /// Set in the pod's UTS namespace and its /etc/hosts (with its own network).
+    pub hostname: String,
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
+    /// Size of /dev/shm, in bytes.
+    pub shm_size: u64,
 }
 
 /// A [`NetConfig`] as the record keeps it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NetRecord {
     pub bridge: String,
     pub cidr: String,
@@ -41,7 +58,7 @@ pub struct NetRecord {
 }
 
 impl NetRecord {
-    fn of(cfg: &NetConfig) -> NetRecord {
+    pub fn of(cfg: &NetConfig) -> NetRecord {
         NetRecord { bridge: cfg.bridge.clone(), cidr: cfg.cidr.to_string(), state_dir: cfg.state_dir.clone() }
     }
 
@@ -51,7 +68,8 @@ impl NetRecord {
     }
 }
 
-/// A pod's sandbox while its owner runs.
+/// A pod's sandbox: where its parts are.
+#[derive(Clone, Debug)]
 pub struct Sandbox {
     pub record: PodRecord,
     pub dir: PathBuf,
@@ -68,54 +86,42 @@ pub struct Sandbox {
     pub resolv_conf: PathBuf,
     pub shm: PathBuf,
     pub ip: Option<Ipv4Addr>,
-    /// Held for the pod's life; see the module comment.
-    _lock: FileLock,
 }
 
-pub fn pods_dir(root: &Path) -> PathBuf {
-    root.join("pods")
-}
-
-/// A key unique to this run of the pod: a prefix of its name and 8 random hex digits (short,
-/// so container ids and veth names derived from it stay within their limits).
-pub fn new_key(name: &str) -> String {
-    let prefix: String = name.chars().take(40).collect();
-    let prefix = prefix.trim_end_matches(['-', '.']);
-    format!("{prefix}-{:08x}", rand::random::<u32>())
+impl Sandbox {
+    /// The sandbox of `record`, made by its monitor, which gave its address and hostname.
+    pub fn at(root: &Path, record: &PodRecord, ip: Option<Ipv4Addr>, hostname: &str) -> Sandbox {
+        let dir = pod_state::pod_dir(root, &record.uid);
+        let own_network = record.network.is_some();
+        Sandbox {
+            record: record.clone(),
+            netns: own_network.then(|| dir.join("ns/net")),
+            utsns: own_network.then(|| dir.join("ns/uts")),
+            ipcns: dir.join("ns/ipc"),
+            hosts: dir.join("etc/hosts"),
+            hostname_file: dir.join("etc/hostname"),
+            hostname: hostname.to_string(),
+            resolv_conf: dir.join("etc/resolv.conf"),
+            shm: dir.join("shm"),
+            ip,
+            dir,
+        }
+    }
 }
 
 fn host(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
     PlanError::io(what)
 }
 
-/// What the sandbox is asked to be.
-pub struct SandboxSpec<'a> {
-    pub name: &'a str,
-    pub namespace: &'a str,
-    pub hostname: &'a str,
-    /// None: the host's network, UTS and /etc files (hostNetwork).
-    pub network: Option<&'a NetConfig>,
-    pub ports: &'a [PortMapping],
-    /// Size of /dev/shm, in bytes.
-    pub shm_size: u64,
-}
-
-/// Makes the sandbox; on failure removes whatever part of it was made.
-pub fn create(root: &Path, spec: &SandboxSpec<'_>) -> Result<Sandbox, PlanError> {
+/// Makes the pod's directory with its record and `manifest` (the Pod it is made from, as
+/// JSON) and locks it for the caller, its owner. Made under a dot-name with the lock held
+/// and the record written, then renamed: gc never sees a pod directory without its record
+/// and lock.
+pub fn create_dir(root: &Path, record: &PodRecord, manifest: &[u8]) -> Result<FileLock, PlanError> {
     let pods = pods_dir(root);
     fs::create_dir_all(&pods).map_err(host(format!("create {}", pods.display())))?;
-    let key = new_key(spec.name);
-    let record = PodRecord {
-        key: key.clone(),
-        name: spec.name.to_string(),
-        namespace: spec.namespace.to_string(),
-        cgroup_parent: format!("nodectl-pod-{key}"),
-        network: spec.network.map(NetRecord::of),
-    };
-    // Made under a dot-name with the lock held and the record written, then renamed: gc
-    // never sees a pod directory without its record and lock.
-    let tmp = pods.join(format!(".new-{key}"));
-    let dir = pods.join(&key);
+    let tmp = pods.join(format!(".new-{}", record.uid));
+    let dir = pod_state::pod_dir(root, &record.uid);
     fs::create_dir(&tmp).map_err(host(format!("create {}", tmp.display())))?;
     let lock = match FileLock::exclusive(&tmp.join("lock")) {
         Ok(l) => l,
@@ -124,40 +130,28 @@ pub fn create(root: &Path, spec: &SandboxSpec<'_>) -> Result<Sandbox, PlanError>
             return Err(PlanError::io(format!("lock {}", tmp.join("lock").display()))(e));
         }
     };
-    let written =
-        serde_json::to_vec_pretty(&record).map_err(|e| PlanError::io("encode pod.json")(e.into())).and_then(|json| {
-            fs::write(tmp.join("pod.json"), json).map_err(host(format!("write {}", tmp.join("pod.json").display())))
-        });
-    if let Err(e) = written
-        .and_then(|()| fs::rename(&tmp, &dir).map_err(host(format!("rename {} to {}", tmp.display(), dir.display()))))
-    {
+    let written = pod_state::write_json(&tmp.join("pod.json"), record)
+        .and_then(|()| pod_state::write_atomic(&tmp.join("manifest.json"), manifest))
+        .and_then(|()| fs::create_dir(tmp.join("containers")))
+        .map_err(host(format!("write the record of pod {} in {}", record.name, tmp.display())))
+        .and_then(|()| fs::rename(&tmp, &dir).map_err(host(format!("rename {} to {}", tmp.display(), dir.display()))));
+    if let Err(e) = written {
         let _ = fs::remove_dir_all(&tmp);
         return Err(e);
     }
-    let mut sb = Sandbox {
-        record,
-        netns: None,
-        utsns: None,
-        ipcns: dir.join("ns/ipc"),
-        hosts: dir.join("etc/hosts"),
-        hostname_file: dir.join("etc/hostname"),
-        hostname: String::new(),
-        resolv_conf: dir.join("etc/resolv.conf"),
-        shm: dir.join("shm"),
-        ip: None,
-        dir,
-        _lock: lock,
-    };
-    match fill(&mut sb, spec) {
-        Ok(()) => Ok(sb),
-        Err(e) => {
-            let _ = teardown(root, &sb.record);
-            Err(e)
-        }
-    }
+    Ok(lock)
 }
 
-fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
+/// Makes the sandbox of a pod whose directory exists ([`create_dir`]). On failure, what
+/// was made stays recorded for the owner's [`teardown`].
+pub fn create(root: &Path, record: &PodRecord) -> Result<Sandbox, PlanError> {
+    let network = record.network.as_ref().map(NetRecord::config).transpose()?;
+    let mut sb = Sandbox::at(root, record, None, &record.hostname);
+    fill(&mut sb, network.as_ref())?;
+    Ok(sb)
+}
+
+fn fill(sb: &mut Sandbox, network: Option<&NetConfig>) -> Result<(), PlanError> {
     let ns = sb.dir.join("ns");
     let etc = sb.dir.join("etc");
     for d in [&ns, &etc, &sb.shm] {
@@ -166,12 +160,12 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
     let (net, uts) = (ns.join("net"), ns.join("uts"));
     let mut targets: Vec<(&str, &Path)> = vec![("ipc", &sb.ipcns)];
     let mut flags = CloneFlags::CLONE_NEWIPC;
-    if spec.network.is_some() {
+    if network.is_some() {
         targets.push(("net", &net));
         targets.push(("uts", &uts));
         flags |= CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWUTS;
     }
-    namespaces::hold(flags, &targets, spec.network.map(|_| spec.hostname))
+    namespaces::hold(flags, &targets, network.map(|_| sb.record.hostname.as_str()))
         .map_err(PlanError::io("hold the pod's namespaces"))?;
     tracing::debug!("namespaces held");
     nix::mount::mount(
@@ -179,26 +173,24 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
         &sb.shm,
         Some("tmpfs"),
         nix::mount::MsFlags::MS_NOSUID | nix::mount::MsFlags::MS_NODEV | nix::mount::MsFlags::MS_NOEXEC,
-        Some(format!("mode=1777,size={}", spec.shm_size).as_str()),
+        Some(format!("mode=1777,size={}", sb.record.shm_size).as_str()),
     )
     .map_err(PlanError::errno(format!("mount tmpfs on {}", sb.shm.display())))?;
 
-    let hosts_text = match spec.network {
+    let hosts_text = match network {
         Some(cfg) => {
-            sb.netns = Some(net.clone());
-            sb.utsns = Some(uts);
-            let attachment =
-                network::setup(cfg, &sb.record.key, &net, spec.ports).map_err(PlanError::network("pod network"))?;
+            let attachment = network::setup(cfg, &sb.record.key, &net, &sb.record.ports)
+                .map_err(PlanError::network("pod network"))?;
             crate::sys::process::wait_single_threaded();
             tracing::debug!(ip = %attachment.ip, "network set up");
             sb.ip = Some(attachment.ip);
-            pod_hosts(spec.hostname, attachment.ip)
+            pod_hosts(&sb.record.hostname, attachment.ip)
         }
         None => fs::read_to_string("/etc/hosts").unwrap_or_else(|_| pod_hosts("localhost", Ipv4Addr::LOCALHOST)),
     };
     fs::write(&sb.hosts, hosts_text).map_err(host(format!("write {}", sb.hosts.display())))?;
-    let hostname = if spec.network.is_some() {
-        spec.hostname.to_string()
+    let hostname = if network.is_some() {
+        sb.record.hostname.clone()
     } else {
         nix::unistd::gethostname().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default()
     };
@@ -206,7 +198,7 @@ fn fill(sb: &mut Sandbox, spec: &SandboxSpec<'_>) -> Result<(), PlanError> {
         .map_err(host(format!("write {}", sb.hostname_file.display())))?;
     sb.hostname = hostname;
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = if spec.network.is_some() { pod_resolv_conf(&host_resolv) } else { host_resolv };
+    let resolv = if network.is_some() { pod_resolv_conf(&host_resolv) } else { host_resolv };
     fs::write(&sb.resolv_conf, resolv).map_err(host(format!("write {}", sb.resolv_conf.display())))?;
     Ok(())
 }
@@ -236,9 +228,10 @@ pub fn pod_resolv_conf(host: &str) -> String {
     out
 }
 
-/// Removes everything a pod's record says it may have: its containers (killed), their root
-/// filesystems, its network attachment, mounts, directory and cgroup parent. Parts already
-/// gone are fine; every part is tried, and every failure is reported (as netavark does).
+/// Removes everything a pod's record says it may have: its monitor and containers
+/// (killed), their root filesystems, its network attachment, mounts, directory and cgroup
+/// parent. Parts already gone are fine; every part is tried, and every failure is reported
+/// (as netavark does).
 pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
     let mut failed: Vec<PlanError> = Vec::new();
     let mut note = |r: Result<(), PlanError>| {
@@ -246,6 +239,14 @@ pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
             failed.push(e);
         }
     };
+    let dir = pod_state::pod_dir(root, &record.uid);
+    // A monitor still there (its owner was killed) would restart what we remove.
+    if let Ok(Some(m)) = pod_state::read_json::<MonitorRecord>(&MonitorRecord::path(&dir))
+        && m.pid != std::process::id() as i32
+        && m.alive()
+    {
+        kill_and_wait(m.pid);
+    }
     let prefix = format!("{}.", record.key);
     let rt = Runtime::new(&root.join("runtime"));
     for id in rt.root.list().unwrap_or_default().into_iter().filter(|id| id.starts_with(&prefix)) {
@@ -269,7 +270,6 @@ pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
                 .and_then(|cfg| network::teardown(&cfg, &record.key).map_err(PlanError::network("pod network"))),
         );
     }
-    let dir = pods_dir(root).join(&record.key);
     // The namespace files, /dev/shm and volumes are all mounts below the pod's directory.
     note(crate::sys::mount::unmount_below(&dir).map_err(PlanError::io(format!("unmount below {}", dir.display()))));
     note(
@@ -287,6 +287,17 @@ pub fn teardown(root: &Path, record: &PodRecord) -> Result<(), PlanError> {
         1 => Err(failed.remove(0)),
         _ => Err(PlanError::Teardown(failed)),
     }
+}
+
+/// SIGKILLs a process that is not our child and waits (up to a few seconds) until it is gone.
+fn kill_and_wait(pid: i32) {
+    use std::os::fd::AsFd;
+    let Ok(fd) = crate::sys::process::pidfd_open(pid) else { return };
+    if crate::sys::process::pidfd_send_signal(fd.as_fd(), libc::SIGKILL).is_err() {
+        return;
+    }
+    let mut fds = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+    let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(5000u16));
 }
 
 /// What [`gc`] removed.
@@ -339,12 +350,5 @@ mod tests {
     fn loopback_nameservers_are_dropped() {
         let host = "# generated\nnameserver 127.0.0.53\nnameserver ::1\nnameserver 10.0.0.2\nsearch example.org\noptions edns0\n";
         assert_eq!(pod_resolv_conf(host), "# generated\nnameserver 10.0.0.2\nsearch example.org\noptions edns0\n");
-    }
-
-    #[test]
-    fn keys_fit_the_limits_of_what_is_named_after_them() {
-        let k = new_key(&"a".repeat(253));
-        assert!(k.len() <= 49, "{k}");
-        assert!(new_key("web-").starts_with("web-"));
     }
 }

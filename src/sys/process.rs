@@ -94,6 +94,8 @@ pub fn wait_single_threaded() {
 pub struct Reaped {
     pub pid: i32,
     pub code: i32,
+    /// The signal that ended it, if one did (`code` is then 128 + it).
+    pub signal: Option<i32>,
 }
 
 /// Reaps every child that has ended, without blocking (a subreaper gets orphans too).
@@ -102,8 +104,10 @@ pub fn reap_exited() -> impl Iterator<Item = Reaped> {
     std::iter::from_fn(|| {
         loop {
             return match waitpid(None::<Pid>, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(pid, code)) => Some(Reaped { pid: pid.as_raw(), code }),
-                Ok(WaitStatus::Signaled(pid, sig, _)) => Some(Reaped { pid: pid.as_raw(), code: 128 + sig as i32 }),
+                Ok(WaitStatus::Exited(pid, code)) => Some(Reaped { pid: pid.as_raw(), code, signal: None }),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => {
+                    Some(Reaped { pid: pid.as_raw(), code: 128 + sig as i32, signal: Some(sig as i32) })
+                }
                 Ok(WaitStatus::StillAlive) | Err(_) => None,
                 Ok(_) => continue,
             };

@@ -1,0 +1,450 @@
+//! A pod's monitor: the small process that is the parent of the pod's containers, as
+//! conmon and containerd's shim are. It makes the pod's sandbox, creates and starts each
+//! container when its owner asks, reaps them and records each exit in
+//! `containers/NAME.json` (written atomically), and writes their output to CRI log files,
+//! so a slow or dead owner never blocks a container and never loses an exit.
+//!
+//! It is single-threaded (the runtime forks the containers' inits from it), runs from our
+//! sealed binary (CVE-2019-5736), lives in a session of its own, and is a child subreaper.
+//! Started by `nodectl run`, it dies with it (the next run's gc removes the pod); started
+//! by the daemon, it outlives it. It makes no decision: restarts, probes and stops are the
+//! owner's ([`super::reconcile`]).
+
+pub mod client;
+pub mod protocol;
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use self::protocol::{Message, Request};
+use super::crilog::{self, Rotation};
+use super::output::Stream;
+use super::pod_state::{self, ContainerRecord, MonitorRecord};
+use super::reconcile::Terminated;
+use super::sandbox::{self, PodRecord};
+use crate::image::store::Store;
+use crate::runtime::{CreateOptions, Runtime};
+
+/// How the monitor is started (`nodectl monitor`).
+pub struct Options {
+    pub root: PathBuf,
+    pub uid: String,
+    /// The owner's end of the control connection, if it made one (fd 3 of a new monitor).
+    pub control: Option<OwnedFd>,
+    /// Die with this process (the foreground `nodectl run` that started us).
+    pub owner: Option<i32>,
+    pub rotation: Rotation,
+}
+
+struct Slot {
+    name: String,
+    id: String,
+    pid: Option<i32>,
+    started_at: SystemTime,
+    out: Stream,
+    err: Stream,
+    log: Option<crilog::Writer>,
+    echo: Option<String>,
+}
+
+struct Client {
+    sock: UnixStream,
+    buf: Vec<u8>,
+    gone: bool,
+}
+
+struct Monitor {
+    root: PathBuf,
+    dir: PathBuf,
+    record: PodRecord,
+    rt: Runtime,
+    store: Option<Store>,
+    rotation: Rotation,
+    slots: Vec<Slot>,
+    clients: Vec<Client>,
+    listener: Option<UnixListener>,
+    /// Set once a Teardown was done: reply, then exit.
+    finished: bool,
+}
+
+/// Runs the monitor to its end; the process's exit code.
+pub fn main(opts: Options) -> i32 {
+    match run(opts) {
+        Ok(()) => 0,
+        Err(e) => {
+            let _ = writeln!(io::stderr(), "nodectl monitor: {e}");
+            1
+        }
+    }
+}
+
+fn run(opts: Options) -> io::Result<()> {
+    if let Some(owner) = opts.owner {
+        crate::sys::process::set_parent_death_signal(libc::SIGKILL)?;
+        // The owner may have died before the line above: then no signal comes.
+        if nix::unistd::getppid().as_raw() != owner {
+            return Err(io::Error::other("the owner exited before the monitor started"));
+        }
+    }
+    // Not in the owner's process group: a Ctrl-C at the terminal is for the owner, which
+    // stops the pod gracefully.
+    let _ = nix::unistd::setsid();
+    crate::sys::process::set_child_subreaper()?;
+    let mut mask = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        mask.add(s);
+    }
+    mask.thread_block().map_err(io::Error::from)?;
+    let signals = SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+
+    let dir = pod_state::pod_dir(&opts.root, &opts.uid);
+    let me = std::process::id() as i32;
+    let start_time = crate::sys::process::start_time(me).unwrap_or_default();
+    pod_state::write_json(&MonitorRecord::path(&dir), &MonitorRecord { pid: me, start_time })?;
+    let record: PodRecord = pod_state::read_json(&dir.join("pod.json"))?
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{}: no pod.json", dir.display())))?;
+
+    let mut m = Monitor {
+        rt: Runtime::new(&opts.root.join("runtime")),
+        store: Store::open(&opts.root).ok(),
+        root: opts.root,
+        dir,
+        record,
+        rotation: opts.rotation,
+        slots: Vec::new(),
+        clients: Vec::new(),
+        listener: None,
+        finished: false,
+    };
+    if let Some(fd) = opts.control {
+        let sock = UnixStream::from(fd);
+        sock.set_nonblocking(true)?;
+        m.clients.push(Client { sock, buf: Vec::new(), gone: false });
+    }
+    let first = match sandbox::create(&m.root, &m.record) {
+        Ok(sb) => Message::Ready { ip: sb.ip, hostname: sb.hostname },
+        Err(e) => {
+            m.broadcast(&Message::Failed { error: e.to_string() });
+            return Ok(());
+        }
+    };
+    m.listener = listen(&m.dir.join("monitor.sock"));
+    m.broadcast(&first);
+    m.serve(&signals)
+}
+
+/// The socket later clients (a restarted daemon) connect to; without it (a state root so
+/// deep that the path passes the 108-byte limit of unix socket addresses) only the owner's
+/// connection is served.
+fn listen(path: &Path) -> Option<UnixListener> {
+    let _ = fs::remove_file(path);
+    let l = UnixListener::bind(path).ok()?;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).ok()?;
+    l.set_nonblocking(true).ok()?;
+    Some(l)
+}
+
+impl Monitor {
+    fn serve(&mut self, signals: &SignalFd) -> io::Result<()> {
+        while !self.finished {
+            let (ready, listener_ready, clients_ready): (Vec<(bool, bool)>, bool, Vec<bool>) = {
+                let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
+                for s in &self.slots {
+                    fds.push(PollFd::new(s.out.read_fd(), PollFlags::POLLIN));
+                    fds.push(PollFd::new(s.err.read_fd(), PollFlags::POLLIN));
+                }
+                if let Some(l) = &self.listener {
+                    fds.push(PollFd::new(l.as_fd(), PollFlags::POLLIN));
+                }
+                for c in &self.clients {
+                    fds.push(PollFd::new(c.sock.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                let r: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+                let n = self.slots.len();
+                let slots = (0..n).map(|i| (r[1 + 2 * i], r[2 + 2 * i])).collect();
+                let mut at = 1 + 2 * n;
+                let l = self.listener.is_some() && r[at];
+                if self.listener.is_some() {
+                    at += 1;
+                }
+                (slots, l, r[at..].to_vec())
+            };
+            for (i, (out, err)) in ready.into_iter().enumerate() {
+                if out || err {
+                    self.pump(i, false);
+                }
+            }
+            if listener_ready && let Some(l) = &self.listener {
+                while let Ok((sock, _)) = l.accept() {
+                    if sock.set_nonblocking(true).is_ok() {
+                        self.clients.push(Client { sock, buf: Vec::new(), gone: false });
+                    }
+                }
+            }
+            if signals.read_signal().ok().flatten().is_some() {
+                while signals.read_signal().ok().flatten().is_some() {}
+                self.reap();
+            }
+            for (i, ready) in clients_ready.into_iter().enumerate() {
+                if ready {
+                    self.read_client(i);
+                }
+            }
+            self.clients.retain(|c| !c.gone);
+        }
+        Ok(())
+    }
+
+    fn read_client(&mut self, i: usize) {
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.clients[i].sock.read(&mut buf) {
+                Ok(0) => {
+                    self.clients[i].gone = true;
+                    break;
+                }
+                Ok(n) => self.clients[i].buf.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.clients[i].gone = true;
+                    break;
+                }
+            }
+        }
+        let lines = protocol::take_lines(&mut self.clients[i].buf);
+        if self.clients[i].buf.len() > protocol::MAX_LINE {
+            self.clients[i].gone = true;
+            return;
+        }
+        for line in lines {
+            let reply = match serde_json::from_slice::<Request>(&line) {
+                Ok(req) => self.handle(req),
+                Err(e) => Message::Error { error: format!("not a request: {e}") },
+            };
+            send(&mut self.clients[i], &reply);
+            if self.finished {
+                return;
+            }
+        }
+    }
+
+    fn handle(&mut self, req: Request) -> Message {
+        match req {
+            Request::Start { name, id, bundle, restart, echo } => {
+                match self.start(&name, &id, &bundle, restart, echo) {
+                    Ok((pid, started_at)) => Message::Started { name, pid, started_at },
+                    Err(error) => Message::Error { error },
+                }
+            }
+            Request::Signal { name, signal } => {
+                let Some(slot) = self.slots.iter().find(|s| s.name == name && s.pid.is_some()) else {
+                    return Message::Done { error: Some(format!("container {name} is not running")) };
+                };
+                let error = self.rt.kill(&slot.id, signal, signal == libc::SIGKILL).err().map(|e| e.to_string());
+                Message::Done { error }
+            }
+            Request::Teardown => {
+                let error = self.teardown().err().map(|e| e.to_string());
+                self.finished = true;
+                Message::Done { error }
+            }
+        }
+    }
+
+    fn start(
+        &mut self,
+        name: &str,
+        id: &str,
+        bundle: &Path,
+        restart: u32,
+        echo: Option<String>,
+    ) -> Result<(i32, SystemTime), String> {
+        let i = match self.slots.iter().position(|s| s.name == name) {
+            Some(i) => i,
+            None => {
+                let pipe = |e: io::Error| format!("pipe: {e}");
+                self.slots.push(Slot {
+                    name: name.to_string(),
+                    id: id.to_string(),
+                    pid: None,
+                    started_at: SystemTime::now(),
+                    out: Stream::new().map_err(pipe)?,
+                    err: Stream::new().map_err(pipe)?,
+                    log: None,
+                    echo: None,
+                });
+                self.slots.len() - 1
+            }
+        };
+        if self.slots[i].pid.is_some() {
+            return Err(format!("container {name} is running"));
+        }
+        let log_dir = pod_state::log_dir(&self.dir, name);
+        let log = crilog::Writer::open(&log_dir, restart, self.rotation)
+            .map_err(|e| format!("open the log of container {name} in {}: {e}", log_dir.display()))?;
+        let slot = &mut self.slots[i];
+        slot.id = id.to_string();
+        slot.log = Some(log);
+        slot.echo = echo;
+        let cfg = crate::runtime::spec::load(bundle).map_err(|e| format!("container {name}: {e}"))?;
+        let null = fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+        let create = CreateOptions {
+            bundle: bundle.to_path_buf(),
+            cgroup_parent: Some(self.record.cgroup_parent.clone()),
+            stdio: Some([null.as_raw_fd(), slot.out.write.as_raw_fd(), slot.err.write.as_raw_fd()]),
+            ..Default::default()
+        };
+        // What a previous run of this container left (a restart makes a fresh one).
+        let _ = self.rt.delete(id, true);
+        let started =
+            self.rt.create_from(id, &cfg, &create, None).map_err(|e| format!("create container {name}: {e}")).and_then(
+                |rec| self.rt.start(id).map(|()| rec.pid).map_err(|e| format!("start container {name}: {e}")),
+            );
+        let pid = match started {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = self.rt.delete(id, true);
+                return Err(e);
+            }
+        };
+        let started_at = SystemTime::now();
+        slot.pid = Some(pid);
+        slot.started_at = started_at;
+        let record = ContainerRecord { id: id.to_string(), pid, started_at, terminated: None };
+        if let Err(e) = pod_state::write_json(&ContainerRecord::path(&self.dir, name), &record) {
+            tracing::warn!("container {name}: writing its record: {e}");
+        }
+        Ok((pid, started_at))
+    }
+
+    /// Passes a container's output on: to its log, and to our stdout or stderr if echoed.
+    fn pump(&mut self, i: usize, flush: bool) {
+        let slot = &mut self.slots[i];
+        for (stream, which) in [(&mut slot.out, crilog::Stream::Stdout), (&mut slot.err, crilog::Stream::Stderr)] {
+            let log = &mut slot.log;
+            let echo = slot.echo.as_deref();
+            let mut sink = |line: &[u8], complete: bool| {
+                if let Some(l) = log.as_mut() {
+                    let _ = l.write(which, line, !complete);
+                }
+                if let Some(prefix) = echo {
+                    echo_line(which, prefix, line);
+                }
+            };
+            if flush { stream.flush(&mut sink) } else { stream.pump(&mut sink) }
+        }
+    }
+
+    fn reap(&mut self) {
+        for crate::sys::process::Reaped { pid, code, signal } in crate::sys::process::reap_exited() {
+            if let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) {
+                self.ended(i, code, signal);
+            }
+        }
+    }
+
+    /// A container's init was reaped: record how it ended and remove what is left of it.
+    fn ended(&mut self, i: usize, code: i32, signal: Option<i32>) {
+        self.pump(i, true);
+        let slot = &mut self.slots[i];
+        slot.pid = None;
+        slot.log = None;
+        let (name, id) = (slot.name.clone(), slot.id.clone());
+        // Read before delete removes the cgroup: did the kernel's OOM killer end it?
+        let oom = self.rt.stats(&id).is_ok_and(|s| s.oom_kills > 0);
+        if let Err(e) = self.rt.delete(&id, true) {
+            tracing::warn!("container {name}: delete: {e}");
+        }
+        if let Some(store) = &self.store
+            && let Err(e) = crate::image::rootfs::remove(store, &id)
+        {
+            tracing::warn!("container {name}: remove root filesystem: {e}");
+        }
+        let terminated = Terminated {
+            exit_code: code,
+            signal,
+            oom_killed: oom,
+            message: None,
+            started_at: Some(slot.started_at),
+            finished_at: SystemTime::now(),
+        };
+        let record = ContainerRecord { id, pid: 0, started_at: slot.started_at, terminated: Some(terminated.clone()) };
+        if let Err(e) = pod_state::write_json(&ContainerRecord::path(&self.dir, &name), &record) {
+            tracing::warn!("container {name}: writing its record: {e}");
+        }
+        self.broadcast(&Message::Exited { name, terminated });
+    }
+
+    /// Kills every container, waits for each, and removes the sandbox and the directory.
+    fn teardown(&mut self) -> Result<(), super::PlanError> {
+        for s in &self.slots {
+            if s.pid.is_some() {
+                let _ = self.rt.kill(&s.id, libc::SIGKILL, true);
+            }
+        }
+        for i in 0..self.slots.len() {
+            if let Some(pid) = self.slots[i].pid {
+                let (code, signal) = match nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid), None) {
+                    Ok(nix::sys::wait::WaitStatus::Exited(_, c)) => (c, None),
+                    Ok(nix::sys::wait::WaitStatus::Signaled(_, s, _)) => (128 + s as i32, Some(s as i32)),
+                    _ => (137, Some(libc::SIGKILL)),
+                };
+                self.ended(i, code, signal);
+            }
+        }
+        sandbox::teardown(&self.root, &self.record)
+    }
+
+    fn broadcast(&mut self, msg: &Message) {
+        for c in &mut self.clients {
+            send(c, msg);
+        }
+    }
+}
+
+/// Sends one message; a client that cannot take it now (its buffer is full: it does not
+/// read) is dropped rather than waited for. It can read the records and connect again.
+fn send(c: &mut Client, msg: &Message) {
+    if c.gone {
+        return;
+    }
+    let line = protocol::encode(msg);
+    let mut at = 0;
+    while at < line.len() {
+        match c.sock.write(&line[at..]) {
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                c.gone = true;
+                return;
+            }
+        }
+    }
+}
+
+/// A line of output on our stdout or stderr (the foreground `nodectl run` shares them).
+/// Write errors are ignored: a closed stdout (a pipe to `head`) must not stop the pod.
+fn echo_line(stream: crilog::Stream, prefix: &str, line: &[u8]) {
+    let mut out = Vec::with_capacity(prefix.len() + line.len() + 1);
+    out.extend_from_slice(prefix.as_bytes());
+    out.extend_from_slice(line);
+    out.push(b'\n');
+    let _ = match stream {
+        crilog::Stream::Stderr => io::stderr().lock().write_all(&out),
+        crilog::Stream::Stdout => io::stdout().lock().write_all(&out).and_then(|()| io::stdout().flush()),
+    };
+}

@@ -1,0 +1,108 @@
+//! What a pod's owner and its monitor say to each other: one JSON object per line over a
+//! unix stream socket. The owner sends [`Request`]s and gets one reply each, in order;
+//! [`Message::Exited`] comes whenever a container ends, between replies.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+use crate::node::reconcile::Terminated;
+
+/// The longest line either side accepts: a request or message is small; more is garbage.
+pub const MAX_LINE: usize = 64 * 1024;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "camelCase")]
+pub enum Request {
+    /// Create and start a container from the bundle its owner prepared (config.json and a
+    /// mounted root filesystem), as run number `restart`. With `echo`, its output is also
+    /// passed to the monitor's stdout and stderr, each line prefixed by it.
+    #[serde(rename_all = "camelCase")]
+    Start { name: String, id: String, bundle: PathBuf, restart: u32, echo: Option<String> },
+    /// Send a signal to a container's processes (all of them with SIGKILL).
+    Signal { name: String, signal: i32 },
+    /// Kill every container, remove the sandbox and the pod's directory, and exit.
+    Teardown,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Message {
+    /// The sandbox is made: the first message of a new monitor.
+    #[serde(rename_all = "camelCase")]
+    Ready { ip: Option<Ipv4Addr>, hostname: String },
+    /// The sandbox could not be made (the first message; the monitor then exits).
+    Failed { error: String },
+    /// Reply to Start.
+    #[serde(rename_all = "camelCase")]
+    Started { name: String, pid: i32, started_at: SystemTime },
+    /// Reply to Signal, and to Teardown (with what could not be removed, if anything).
+    Done { error: Option<String> },
+    /// Reply to a request that failed.
+    Error { error: String },
+    /// A container ended (not a reply).
+    Exited { name: String, terminated: Terminated },
+}
+
+impl Message {
+    pub fn is_reply(&self) -> bool {
+        !matches!(self, Message::Exited { .. })
+    }
+}
+
+/// One line of JSON, with its newline.
+pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut v = serde_json::to_vec(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    v.push(b'\n');
+    v
+}
+
+/// Cuts whole lines off the front of `buf`.
+pub fn take_lines(buf: &mut Vec<u8>) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    while let Some(i) = buf.iter().position(|&b| b == b'\n') {
+        let line: Vec<u8> = buf.drain(..=i).collect();
+        out.push(line[..line.len() - 1].to_vec());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_messages_are_single_lines_of_json_that_read_back() {
+        let r = Request::Start {
+            name: "c".into(),
+            id: "p-1.c".into(),
+            bundle: "/b".into(),
+            restart: 2,
+            echo: Some("[c] ".into()),
+        };
+        let line = encode(&r);
+        assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+        let mut buf = line.clone();
+        buf.extend_from_slice(b"{\"op\":\"teardown\"}\n{\"op\"");
+        let lines = take_lines(&mut buf);
+        assert_eq!(serde_json::from_slice::<Request>(&lines[0]).unwrap(), r);
+        assert_eq!(serde_json::from_slice::<Request>(&lines[1]).unwrap(), Request::Teardown);
+        assert_eq!(buf, b"{\"op\"");
+        assert!(
+            !Message::Exited {
+                name: "c".into(),
+                terminated: Terminated {
+                    exit_code: 0,
+                    signal: None,
+                    oom_killed: false,
+                    message: None,
+                    started_at: None,
+                    finished_at: SystemTime::UNIX_EPOCH
+                }
+            }
+            .is_reply()
+        );
+    }
+}
