@@ -1,7 +1,10 @@
 //! The command line: one multi-call binary (docs/architecture.md, decision 1). Argument structs and
 //! dispatch only; each verb's work lives in its part.
 
+mod daemon;
 mod image;
+mod local;
+mod pods;
 pub mod report;
 mod run;
 mod runtime;
@@ -39,6 +42,16 @@ enum Command {
     Run(run::RunArgs),
     /// Remove what pods whose `nodectl run` was killed left behind.
     Gc,
+    /// The node daemon: keeps the pods it is given (`run --detach`, `apply`) running.
+    Daemon(daemon::DaemonArgs),
+    /// Create or replace a pod on the node daemon.
+    Apply(pods::ApplyArgs),
+    /// List pods of the node daemon, or show one.
+    Get(pods::GetArgs),
+    /// Delete a pod of the node daemon (SIGTERM, then SIGKILL after its grace period).
+    Delete(pods::DeleteArgs),
+    /// Print a container's log.
+    Logs(pods::LogsArgs),
     /// A pod's monitor (started by nodectl itself, not by hand).
     #[command(hide = true)]
     Monitor(run::MonitorArgs),
@@ -53,12 +66,16 @@ pub fn main() -> i32 {
         return runtime::main_as_runtime();
     }
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "warn".into()))
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| "warn".into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         // Its own report of a failed write is an eprintln!, which panics on a closed stderr.
-        .log_internal_errors(false)
-        .init();
+        .log_internal_errors(false);
+    match &cli.command {
+        Command::Daemon(a) if a.log_format == daemon::LogFormat::Json => logs.json().init(),
+        _ => logs.init(),
+    }
     let result = match cli.command {
         Command::Image(cmd) => image::run(&cli.root, cmd),
         Command::Server(args) => server::run(&cli.root, args),
@@ -66,6 +83,11 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(&cli.root, args),
         Command::Gc => run::gc(&cli.root),
         Command::Monitor(args) => run::monitor(&cli.root, args),
+        Command::Daemon(args) => daemon::run(&cli.root, args),
+        Command::Apply(args) => pods::send(&cli.root, &args.socket, &args.filename, true),
+        Command::Get(args) => pods::get(&cli.root, args),
+        Command::Delete(args) => pods::delete(&cli.root, args),
+        Command::Logs(args) => pods::logs(&cli.root, args),
     };
     match result {
         Ok(code) => code,

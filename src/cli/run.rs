@@ -30,7 +30,7 @@ pub struct NetArgs {
 }
 
 impl NetArgs {
-    fn flags(&self) -> config::Flags {
+    pub fn flags(&self) -> config::Flags {
         config::Flags { bridge: self.bridge.clone(), pod_cidr: self.pod_cidr.clone(), config: self.config.clone() }
     }
 }
@@ -49,6 +49,8 @@ pub struct RunArgs {
     logs: LogArgs,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    socket: super::local::SocketArgs,
 }
 
 /// Where containers' logs rotate (ROOT/pods/UID/logs/CONTAINER/RESTART.log), as the
@@ -64,7 +66,7 @@ pub struct LogArgs {
 }
 
 impl LogArgs {
-    fn rotation(&self) -> Result<Rotation> {
+    pub fn rotation(&self) -> Result<Rotation> {
         let size = crate::model::quantity::memory_bytes(&self.max_size)
             .map_err(|e| anyhow::anyhow!("--container-log-max-size: {e}"))?;
         if size < 1024 {
@@ -129,9 +131,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     // so the runtime refuses to create one from a writable binary (CVE-2019-5736).
     crate::sys::exe::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
     if args.detach {
-        bail!(
-            "--detach hands the pod to the node daemon (`nodectl daemon`), which this version does not have yet; run it in the foreground without --detach"
-        );
+        return super::pods::send(root, &args.socket, &args.file, false);
     }
     if !(args.restart_backoff.is_finite() && args.restart_backoff >= 0.0) {
         bail!("--restart-backoff: {} is not a number of seconds", args.restart_backoff);
@@ -146,7 +146,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
         log_rotation: args.logs.rotation()?,
     };
     let name = manifest.pod.metadata.name.clone().unwrap_or_default();
-    pod::run(&opts, &manifest).with_context(|| format!("pod \"{name}\""))
+    pod::run(&opts, manifest).with_context(|| format!("pod \"{name}\""))
 }
 
 /// Removes pods whose `nodectl run` was killed, saying so on stderr.

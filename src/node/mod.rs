@@ -11,11 +11,13 @@
 pub mod config;
 pub mod container_spec;
 pub mod crilog;
+pub mod daemon;
 pub mod env;
 pub mod images;
 pub mod monitor;
 pub mod namespaces;
 pub mod output;
+pub mod owner;
 pub mod pod;
 pub mod pod_state;
 pub mod reconcile;

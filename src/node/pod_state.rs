@@ -94,6 +94,21 @@ impl MonitorRecord {
     }
 }
 
+/// What the sandbox became, written by the monitor that made it: a monitor started again
+/// (the first died) finds the sandbox made and adopts it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SandboxReady {
+    pub ip: Option<std::net::Ipv4Addr>,
+    pub hostname: String,
+}
+
+impl SandboxReady {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("sandbox.json")
+    }
+}
+
 /// The monitor's record of a container's current run: written when it starts and again
 /// when it ends.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -94,13 +94,19 @@ pub struct Terminated {
     pub message: Option<String>,
     pub started_at: Option<SystemTime>,
     pub finished_at: SystemTime,
+    /// Its end was not seen: its monitor died, and it was killed when found
+    /// (the kubelet's ContainerStatusUnknown).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unknown: bool,
 }
 
 impl Terminated {
     /// The kubelet's reason: OOMKilled, Completed or Error (ContainerCannotRun when it
-    /// never started).
+    /// never started, ContainerStatusUnknown when its end was not seen).
     pub fn reason(&self) -> &'static str {
-        if self.oom_killed {
+        if self.unknown {
+            "ContainerStatusUnknown"
+        } else if self.oom_killed {
             "OOMKilled"
         } else if self.message.is_some() {
             "ContainerCannotRun"
@@ -333,6 +339,7 @@ mod tests {
             message: None,
             started_at: Some(started),
             finished_at: finished,
+            unknown: false,
         }
     }
 

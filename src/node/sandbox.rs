@@ -46,6 +46,9 @@ pub struct PodRecord {
     pub ports: Vec<PortMapping>,
     /// Size of /dev/shm, in bytes.
     pub shm_size: u64,
+    /// Kept by the node daemon, which outlives its own restarts: gc leaves it alone.
+    #[serde(default)]
+    pub daemon: bool,
 }
 
 /// A [`NetConfig`] as the record keeps it.
@@ -332,6 +335,7 @@ pub fn gc(root: &Path) -> GcReport {
         let record: Option<PodRecord> =
             fs::read(dir.join("pod.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
         match record {
+            Some(rec) if rec.daemon => {}
             Some(rec) => match teardown(root, &rec) {
                 Ok(()) => report.pods.push(rec.key),
                 Err(e) => report.errors.push(format!("pod {}: {e}", rec.key)),

@@ -53,6 +53,23 @@ pub fn prepare(
     Ok(out)
 }
 
+/// The volumes [`prepare`] made for `pod` below `dir`, found again (a daemon that restarted
+/// resumes its pods without making their volumes again: an emptyDir keeps its contents).
+pub fn existing(dir: &Path, pod: &Pod) -> Volumes {
+    let mut out = Volumes::default();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let path = match &v.host_path {
+            Some(h) => PathBuf::from(&h.path),
+            None => dir.join(&v.name),
+        };
+        out.paths.insert(v.name.clone(), path);
+        if v.config_map.is_some() || v.secret.is_some() {
+            out.read_only.insert(v.name.clone());
+        }
+    }
+    out
+}
+
 fn prepare_one(
     dir: &Path,
     v: &Volume,

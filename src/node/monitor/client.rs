@@ -75,6 +75,12 @@ pub fn spawn(root: &Path, uid: &str, owner: bool, rotation: Rotation) -> Result<
     }
 }
 
+/// Connects to the running monitor of a pod (a daemon that restarted finds its pods' monitors).
+pub fn connect(socket: &Path) -> Result<Monitor, PlanError> {
+    let conn = UnixStream::connect(socket).map_err(lost("connect to the pod's monitor"))?;
+    Ok(Monitor { conn, buf: Vec::new(), events: VecDeque::new(), child: None })
+}
+
 impl Monitor {
     /// The socket to poll for messages.
     pub fn fd(&self) -> BorrowedFd<'_> {

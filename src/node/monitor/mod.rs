@@ -27,7 +27,7 @@ use nix::sys::signalfd::{SfdFlags, SignalFd};
 use self::protocol::{Message, Request};
 use super::crilog::{self, Rotation};
 use super::output::Stream;
-use super::pod_state::{self, ContainerRecord, MonitorRecord};
+use super::pod_state::{self, ContainerRecord, MonitorRecord, SandboxReady};
 use super::reconcile::Terminated;
 use super::sandbox::{self, PodRecord};
 use crate::image::store::Store;
@@ -129,12 +129,24 @@ fn run(opts: Options) -> io::Result<()> {
         sock.set_nonblocking(true)?;
         m.clients.push(Client { sock, buf: Vec::new(), gone: false });
     }
-    let first = match sandbox::create(&m.root, &m.record) {
-        Ok(sb) => Message::Ready { ip: sb.ip, hostname: sb.hostname },
-        Err(e) => {
-            m.broadcast(&Message::Failed { error: e.to_string() });
-            return Ok(());
+    let ready_path = SandboxReady::path(&m.dir);
+    let first = match pod_state::read_json::<SandboxReady>(&ready_path) {
+        // The monitor before us made the sandbox and died: what it ran is unknown now.
+        Ok(Some(ready)) => {
+            m.adopt();
+            Message::Ready { ip: ready.ip, hostname: ready.hostname }
         }
+        _ => match sandbox::create(&m.root, &m.record) {
+            Ok(sb) => {
+                let ready = SandboxReady { ip: sb.ip, hostname: sb.hostname };
+                pod_state::write_json(&ready_path, &ready)?;
+                Message::Ready { ip: ready.ip, hostname: ready.hostname }
+            }
+            Err(e) => {
+                m.broadcast(&Message::Failed { error: e.to_string() });
+                return Ok(());
+            }
+        },
     };
     m.listener = listen(&m.dir.join("monitor.sock"));
     m.broadcast(&first);
@@ -381,12 +393,43 @@ impl Monitor {
             message: None,
             started_at: Some(slot.started_at),
             finished_at: SystemTime::now(),
+            unknown: false,
         };
         let record = ContainerRecord { id, pid: 0, started_at: slot.started_at, terminated: Some(terminated.clone()) };
         if let Err(e) = pod_state::write_json(&ContainerRecord::path(&self.dir, &name), &record) {
             tracing::warn!("container {name}: writing its record: {e}");
         }
         self.broadcast(&Message::Exited { name, terminated });
+    }
+
+    /// Containers the monitor before us started and no one saw end: killed and removed,
+    /// each recorded as ended with its status unknown, as the kubelet records them.
+    fn adopt(&mut self) {
+        let prefix = format!("{}.", self.record.key);
+        for id in self.rt.root.list().unwrap_or_default() {
+            let Some(name) = id.strip_prefix(&prefix).map(String::from) else { continue };
+            if let Err(e) = self.rt.delete(&id, true) {
+                tracing::warn!("container {name}: delete: {e}");
+            }
+            if let Some(store) = &self.store {
+                let _ = crate::image::rootfs::remove(store, &id);
+            }
+            let path = ContainerRecord::path(&self.dir, &name);
+            if let Ok(Some(mut rec)) = pod_state::read_json::<ContainerRecord>(&path)
+                && rec.terminated.is_none()
+            {
+                rec.terminated = Some(Terminated {
+                    exit_code: 137,
+                    signal: Some(libc::SIGKILL),
+                    oom_killed: false,
+                    message: Some("its monitor died: the container was killed when found".into()),
+                    started_at: Some(rec.started_at),
+                    finished_at: SystemTime::now(),
+                    unknown: true,
+                });
+                let _ = pod_state::write_json(&path, &rec);
+            }
+        }
     }
 
     /// Kills every container, waits for each, and removes the sandbox and the directory.

@@ -99,7 +99,8 @@ mod tests {
                     oom_killed: false,
                     message: None,
                     started_at: None,
-                    finished_at: SystemTime::UNIX_EPOCH
+                    finished_at: SystemTime::UNIX_EPOCH,
+                    unknown: false,
                 }
             }
             .is_reply()

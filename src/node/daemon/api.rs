@@ -1,0 +1,246 @@
+//! The daemon's local API: HTTP over a unix socket (mode 0600) under the state root, paths
+//! and objects as the Kubernetes API has them (a Pod is a real `v1.Pod` with its status),
+//! errors as `v1.Status`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::{AdmitError, Daemon, DaemonError, Entry, logs};
+use crate::node::pod_state;
+
+type Shared = State<Arc<Daemon>>;
+
+/// What an apply did: created, configured (replaced) or unchanged, as kubectl says it.
+pub const APPLIED: &str = "x-nodectl-applied";
+
+/// A `v1.Status` failure, as kube-apiserver answers.
+fn status(code: StatusCode, reason: &str, message: impl Into<String>) -> Response {
+    let body = serde_json::json!({
+        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message.into(), "reason": reason, "code": code.as_u16(),
+    });
+    (code, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+}
+
+fn not_found(ns: &str, name: &str) -> Response {
+    let _ = ns;
+    status(StatusCode::NOT_FOUND, "NotFound", format!("pods \"{name}\" not found"))
+}
+
+fn json<T: serde::Serialize>(code: StatusCode, value: &T) -> Response {
+    match serde_json::to_string(value) {
+        Ok(s) => (code, [(header::CONTENT_TYPE, "application/json")], s).into_response(),
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+    }
+}
+
+pub fn router(daemon: Arc<Daemon>) -> Router {
+    Router::new()
+        .route("/api/v1/pods", get(list).post(create))
+        .route("/api/v1/namespaces/{ns}/pods/{name}", get(read).delete(delete))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(log))
+        .route("/api/v1/namespaces/{ns}/pods/{name}/events", get(events))
+        .with_state(daemon)
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(
+    daemon: Arc<Daemon>,
+    socket: &Path,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir).map_err(super::io(format!("create {}", dir.display())))?;
+    }
+    // A socket left by a daemon that was killed: we hold the daemon lock, so it is stale.
+    let _ = std::fs::remove_file(socket);
+    let listener =
+        tokio::net::UnixListener::bind(socket).map_err(super::io(format!("listen on {}", socket.display())))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(super::io(format!("chmod {}", socket.display())))?;
+    axum::serve(listener, router(daemon))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(super::io(format!("serve on {}", socket.display())))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct CreateQuery {
+    /// Create or replace (`nodectl apply`): a changed spec replaces the pod.
+    #[serde(default)]
+    apply: bool,
+}
+
+fn pod_list(entries: &[Arc<Entry>]) -> serde_json::Value {
+    let items: Vec<_> = entries.iter().map(|e| e.pod_with_status()).collect();
+    serde_json::json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": items})
+}
+
+async fn list(State(d): Shared) -> Response {
+    json(StatusCode::OK, &pod_list(&d.list()))
+}
+
+async fn read(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {
+    match d.get(&ns, &name) {
+        Some(e) => json(StatusCode::OK, &e.pod_with_status()),
+        None => not_found(&ns, &name),
+    }
+}
+
+async fn create(State(d): Shared, Query(q): Query<CreateQuery>, body: Bytes) -> Response {
+    let Ok(text) = std::str::from_utf8(&body) else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "the manifest is not UTF-8");
+    };
+    let manifest = match crate::model::manifest::parse("the manifest", text) {
+        Ok(m) => m,
+        Err(e) => return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", e.to_string()),
+    };
+    let ns = manifest.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = manifest.pod.metadata.name.clone().unwrap_or_default();
+    let mut code = StatusCode::CREATED;
+    if q.apply
+        && let Some(old) = d.get(&ns, &name)
+    {
+        if old.pod.spec == manifest.pod.spec && !old.deleting() {
+            let mut r = json(StatusCode::OK, &old.pod_with_status());
+            r.headers_mut().insert(APPLIED, header::HeaderValue::from_static("unchanged"));
+            return r;
+        }
+        // A pod's spec cannot change in place: the old one goes, then the new one comes.
+        old.delete(None);
+        let grace = old.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        let until = tokio::time::Instant::now() + Duration::from_secs(grace.max(0) as u64 + 30);
+        while d.get(&ns, &name).is_some_and(|e| e.uid == old.uid) {
+            if tokio::time::Instant::now() > until {
+                return status(StatusCode::CONFLICT, "Conflict", format!("pods \"{name}\" is still being deleted"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        code = StatusCode::OK;
+    }
+    match d.admit(manifest) {
+        Ok(e) => {
+            let mut r = json(code, &e.pod_with_status());
+            let how = if code == StatusCode::CREATED { "created" } else { "configured" };
+            r.headers_mut().insert(APPLIED, header::HeaderValue::from_static(how));
+            r
+        }
+        Err(e @ AdmitError::Exists(_)) => status(StatusCode::CONFLICT, "AlreadyExists", e.to_string()),
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct DeleteQuery {
+    grace_period_seconds: Option<i64>,
+}
+
+async fn delete(
+    State(d): Shared,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    Query(q): Query<DeleteQuery>,
+) -> Response {
+    let Some(e) = d.get(&ns, &name) else { return not_found(&ns, &name) };
+    e.delete(q.grace_period_seconds.map(|s| Duration::from_secs(s.max(0) as u64)));
+    json(StatusCode::OK, &e.pod_with_status())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct LogQuery {
+    container: Option<String>,
+    #[serde(default)]
+    previous: bool,
+    tail_lines: Option<usize>,
+    #[serde(default)]
+    timestamps: bool,
+}
+
+async fn log(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>, Query(q): Query<LogQuery>) -> Response {
+    let Some(e) = d.get(&ns, &name) else { return not_found(&ns, &name) };
+    let view = e.view().clone();
+    let names: Vec<&str> = view.statuses.iter().filter(|c| !c.init).map(|c| c.name.as_str()).collect();
+    let container = match q.container.as_deref() {
+        Some(c) => c.to_string(),
+        None if names.len() == 1 => names[0].to_string(),
+        None => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("a container name must be specified for pod {name}, choose one of: [{}]", names.join(" ")),
+            );
+        }
+    };
+    let Some(c) = view.statuses.iter().find(|c| c.name == container) else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("container {container} is not valid for pod {name}"),
+        );
+    };
+    // The latest run: the one running or ended, or, while waiting to restart, the one before.
+    let latest = match c.state {
+        crate::node::reconcile::State::BackOff { .. } | crate::node::reconcile::State::Waiting => {
+            c.restart_count.saturating_sub(1)
+        }
+        _ => c.restart_count,
+    };
+    let restart = if q.previous {
+        match latest.checked_sub(1) {
+            Some(r) => r,
+            None => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    format!("previous terminated container \"{container}\" in pod \"{name}\" not found"),
+                );
+            }
+        }
+    } else {
+        latest
+    };
+    let dir = pod_state::log_dir(&pod_state::pod_dir(&d.opts.root, &e.uid), &container);
+    let query = logs::Query { tail: q.tail_lines, timestamps: q.timestamps };
+    match tokio::task::spawn_blocking(move || logs::read(&dir, restart, &query)).await {
+        Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "text/plain")], bytes).into_response(),
+        Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            format!("container \"{container}\" in pod \"{name}\" is waiting to start: no log yet"),
+        ),
+        Ok(Err(err)) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", err.to_string()),
+        Err(err) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", err.to_string()),
+    }
+}
+
+async fn events(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {
+    let Some(e) = d.get(&ns, &name) else { return not_found(&ns, &name) };
+    let time = |t: std::time::SystemTime| {
+        chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let items: Vec<serde_json::Value> = e
+        .view()
+        .events
+        .iter()
+        .map(|ev| {
+            serde_json::json!({
+                "type": ev.kind, "reason": ev.reason, "message": ev.message, "count": ev.count,
+                "firstTimestamp": time(ev.first), "lastTimestamp": time(ev.last),
+                "involvedObject": {"kind": "Pod", "namespace": ns, "name": name, "uid": e.uid},
+            })
+        })
+        .collect();
+    json(StatusCode::OK, &serde_json::json!({"apiVersion": "v1", "kind": "EventList", "items": items}))
+}

@@ -1,0 +1,474 @@
+//! `nodectl daemon`: keeps every pod it is given in its desired state, what kubelet,
+//! containerd and conmon are together, in one small process. Each pod has an owner
+//! ([`crate::node::owner`], the same code `nodectl run` uses) driven on a thread of its own
+//! (its work is blocking: mounts, files, the monitor's socket); the local API
+//! ([`api`]) is served by tokio on a unix socket under the state root. Pods' monitors are
+//! not the daemon's children in any way that matters: they live in sessions of their own
+//! and outlive it.
+
+pub mod api;
+pub mod logs;
+pub mod status;
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Pod;
+
+use self::status::Facts;
+use super::PlanError;
+use super::owner::{self, Command, Control, Event, PodOptions, Reporter};
+use super::reconcile::ContainerStatus;
+use crate::model::manifest::Manifest;
+use crate::sys::lock::FileLock;
+
+/// How many events a pod keeps (the oldest go first).
+const MAX_EVENTS: usize = 100;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("another nodectl daemon holds {0} (one daemon per state root)")]
+    Busy(PathBuf),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DaemonError {
+    let what = what.into();
+    move |source| DaemonError::Io { what, source }
+}
+
+/// One event of a pod, as `kubectl describe` shows them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodEvent {
+    /// Normal or Warning.
+    pub kind: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+    pub count: u32,
+    pub first: SystemTime,
+    pub last: SystemTime,
+}
+
+/// What is known of a pod now.
+#[derive(Clone, Debug, Default)]
+pub struct View {
+    /// The pod's short key (container ids are KEY.NAME).
+    pub key: String,
+    pub statuses: Vec<ContainerStatus>,
+    pub facts: Facts,
+    pub events: Vec<PodEvent>,
+    /// Nothing runs or will run again; the pod waits to be deleted.
+    pub over: bool,
+}
+
+/// A pod the daemon keeps.
+pub struct Entry {
+    pub uid: String,
+    /// The pod as given, with its uid, namespace and creation time set.
+    pub pod: Pod,
+    view: Mutex<View>,
+    control: Mutex<Option<Waker>>,
+    /// Set by a delete: the owner removes the pod once it has stopped.
+    deleting: Mutex<bool>,
+}
+
+impl Entry {
+    pub fn view(&self) -> MutexGuard<'_, View> {
+        self.view.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn name(&self) -> &str {
+        self.pod.metadata.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn namespace(&self) -> &str {
+        self.pod.metadata.namespace.as_deref().unwrap_or("default")
+    }
+
+    /// The pod with its status now.
+    pub fn pod_with_status(&self) -> Pod {
+        let view = self.view();
+        let mut pod = self.pod.clone();
+        let mut facts = view.facts.clone();
+        facts.terminating = self.deleting();
+        pod.status = Some(status::pod_status(&pod, &view.key, &view.statuses, &facts));
+        if facts.terminating {
+            pod.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                chrono::DateTime::<chrono::Utc>::from(SystemTime::now()),
+            ));
+        }
+        pod
+    }
+
+    fn event(&self, kind: &'static str, reason: &'static str, message: String) {
+        let now = SystemTime::now();
+        let mut view = self.view();
+        if let Some(e) = view.events.iter_mut().find(|e| e.reason == reason && e.message == message) {
+            e.count += 1;
+            e.last = now;
+            return;
+        }
+        if view.events.len() >= MAX_EVENTS {
+            view.events.remove(0);
+        }
+        view.events.push(PodEvent { kind, reason, message, count: 1, first: now, last: now });
+    }
+
+    pub fn deleting(&self) -> bool {
+        self.deleting.lock().map(|d| *d).unwrap_or(true)
+    }
+
+    /// Asks the pod's owner to stop it (SIGKILL after `grace`, the pod's own if None) and
+    /// remove it. A second delete may shorten the grace period, never lengthen it.
+    pub fn delete(&self, grace: Option<Duration>) {
+        if let Ok(mut d) = self.deleting.lock() {
+            *d = true;
+        }
+        if let Ok(w) = self.control.lock()
+            && let Some(w) = w.as_ref()
+        {
+            w.send(Command::Stop { grace });
+        }
+    }
+}
+
+/// Wakes a pod's owner thread with commands: a pipe it polls, and a queue.
+#[derive(Clone)]
+struct Waker {
+    write: Arc<OwnedFd>,
+    queue: Arc<Mutex<Vec<Command>>>,
+}
+
+impl Waker {
+    fn send(&self, c: Command) {
+        if let Ok(mut q) = self.queue.lock() {
+            q.push(c);
+        }
+        let _ = nix::unistd::write(self.write.as_fd(), b"!");
+    }
+}
+
+struct Wakeable {
+    read: OwnedFd,
+    queue: Arc<Mutex<Vec<Command>>>,
+}
+
+impl Control for Wakeable {
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.read.as_fd()
+    }
+
+    fn take(&mut self) -> Vec<Command> {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(&self.read, &mut buf), Ok(n) if n > 0) {}
+        self.queue.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
+    }
+}
+
+fn wake_pair() -> std::io::Result<(Waker, Wakeable)> {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+    let queue = Arc::new(Mutex::new(Vec::new()));
+    Ok((Waker { write: Arc::new(write), queue: queue.clone() }, Wakeable { read, queue }))
+}
+
+/// Turns the owner's events into the pod's events and view.
+struct EntryReporter(Arc<Entry>);
+
+impl Reporter for EntryReporter {
+    fn report(&mut self, event: Event) {
+        let e = &self.0;
+        match event {
+            Event::Warning(w) => e.event("Warning", "Warning", w),
+            Event::Started { name } => e.event("Normal", "Started", format!("Started container {name}")),
+            Event::CouldNotStart { name, error } => {
+                e.event("Warning", "Failed", format!("Error: container {name}: {error}"))
+            }
+            Event::Exited { name, terminated } => {
+                if terminated.oom_killed {
+                    e.event("Warning", "OOMKilling", format!("Container {name} was killed by the OOM killer"));
+                }
+            }
+            Event::Restarting { name, delay, .. } => {
+                e.event("Warning", "BackOff", format!("Back-off {delay:?} restarting failed container {name}"))
+            }
+        }
+    }
+
+    fn changed(&mut self, statuses: &[ContainerStatus]) {
+        self.0.view().statuses = statuses.to_vec();
+    }
+}
+
+/// The daemon: its pods, and how it makes new ones.
+pub struct Daemon {
+    pub opts: PodOptions,
+    pods: Mutex<BTreeMap<(String, String), Arc<Entry>>>,
+    _lock: FileLock,
+}
+
+/// Why a pod was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AdmitError {
+    #[error("pods \"{0}\" already exists")]
+    Exists(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Daemon {
+    /// Takes the state root for this daemon (one per root).
+    pub fn open(opts: PodOptions) -> Result<Arc<Daemon>, DaemonError> {
+        std::fs::create_dir_all(&opts.root).map_err(io(format!("create {}", opts.root.display())))?;
+        let path = opts.root.join("daemon.lock");
+        let lock = FileLock::try_exclusive(&path)
+            .map_err(io(format!("lock {}", path.display())))?
+            .ok_or_else(|| DaemonError::Busy(path.clone()))?;
+        Ok(Arc::new(Daemon { opts, pods: Mutex::new(BTreeMap::new()), _lock: lock }))
+    }
+
+    fn pods(&self) -> MutexGuard<'_, BTreeMap<(String, String), Arc<Entry>>> {
+        self.pods.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn list(&self) -> Vec<Arc<Entry>> {
+        self.pods().values().cloned().collect()
+    }
+
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<Entry>> {
+        self.pods().get(&(namespace.to_string(), name.to_string())).cloned()
+    }
+
+    /// Accepts a checked manifest: the pod is made and kept by a thread of its own.
+    pub fn admit(self: &Arc<Daemon>, mut manifest: Manifest) -> Result<Arc<Entry>, AdmitError> {
+        let name = manifest.pod.metadata.name.clone().unwrap_or_default();
+        let namespace = manifest.pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let uid = manifest
+            .pod
+            .metadata
+            .uid
+            .clone()
+            .filter(|u| super::pod_state::uid_is_valid(u))
+            .unwrap_or_else(super::pod_state::new_uid);
+        let meta = &mut manifest.pod.metadata;
+        meta.uid = Some(uid.clone());
+        meta.namespace = Some(namespace.clone());
+        meta.creation_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(chrono::DateTime::<chrono::Utc>::from(
+                SystemTime::now(),
+            )));
+        let (waker, control) = wake_pair().map_err(|e| AdmitError::Invalid(format!("pipe: {e}")))?;
+        let entry = Arc::new(Entry {
+            uid,
+            pod: manifest.pod.clone(),
+            view: Mutex::new(View {
+                facts: Facts { creating: true, start_time: Some(SystemTime::now()), ..Default::default() },
+                ..Default::default()
+            }),
+            control: Mutex::new(Some(waker)),
+            deleting: Mutex::new(false),
+        });
+        {
+            let mut pods = self.pods();
+            let k = (namespace, name.clone());
+            if pods.contains_key(&k) {
+                return Err(AdmitError::Exists(name));
+            }
+            pods.insert(k, entry.clone());
+        }
+        let daemon = self.clone();
+        let e = entry.clone();
+        let spawned =
+            std::thread::Builder::new().name(format!("pod {name}")).spawn(move || daemon.keep(e, manifest, control));
+        if let Err(err) = spawned {
+            self.forget(&entry);
+            return Err(AdmitError::Invalid(format!("start the pod's thread: {err}")));
+        }
+        Ok(entry)
+    }
+
+    fn forget(&self, entry: &Entry) {
+        let mut pods = self.pods();
+        let k = (entry.namespace().to_string(), entry.name().to_string());
+        if pods.get(&k).is_some_and(|e| e.uid == entry.uid) {
+            pods.remove(&k);
+        }
+    }
+
+    /// The pod's thread: make it, keep it until it is over and deleted, remove it.
+    fn keep(&self, entry: Arc<Entry>, manifest: Manifest, mut control: Wakeable) {
+        let mut reporter = EntryReporter(entry.clone());
+        let made = owner::create(&self.opts, manifest, false, &mut reporter);
+        let owner = match made {
+            Ok(o) => o,
+            Err(e) => {
+                self.failed(&entry, &e);
+                // Kept, with its reason, until deleted.
+                while !entry.deleting() {
+                    let _ = wait_readable(control.fd());
+                    control.take();
+                }
+                self.forget(&entry);
+                return;
+            }
+        };
+        self.keep_owner(entry, owner, control, reporter);
+    }
+
+    /// Keeps a made pod until it is over and deleted, then removes it.
+    fn keep_owner(
+        &self,
+        entry: Arc<Entry>,
+        mut owner: owner::Owner,
+        mut control: Wakeable,
+        mut reporter: EntryReporter,
+    ) {
+        {
+            let mut view = entry.view();
+            view.key = owner.record().key.clone();
+            view.facts.creating = false;
+            view.facts.pod_ip = owner.pod_ip();
+            view.statuses = owner.statuses().to_vec();
+        }
+        // A delete that came while the pod was being made is in the control's queue.
+        let result = owner.drive(&mut control, &mut reporter);
+        entry.view().over = true;
+        if let Err(e) = &result {
+            entry.event("Warning", "Failed", e.to_string());
+        }
+        // A pod that ended keeps its logs and status until it is deleted.
+        while !entry.deleting() {
+            let _ = wait_readable(control.fd());
+            control.take();
+        }
+        entry.event("Normal", "Killing", "Removing the pod".into());
+        if let Err(e) = owner.finish() {
+            tracing::warn!("pod {}: removing it: {e}", entry.name());
+        }
+        self.forget(&entry);
+    }
+
+    /// Takes over the pods a daemon before us left (it was killed, or restarted): each is
+    /// resumed where it was; one that was still being made is made again from its manifest.
+    pub fn recover(self: &Arc<Daemon>) -> Vec<String> {
+        let mut problems = Vec::new();
+        let pods = super::pod_state::pods_dir(&self.opts.root);
+        for dirent in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
+            let uid = dirent.file_name().to_string_lossy().into_owned();
+            if !super::pod_state::uid_is_valid(&uid) {
+                continue;
+            }
+            let dir = dirent.path();
+            let record: Option<super::sandbox::PodRecord> =
+                super::pod_state::read_json(&dir.join("pod.json")).ok().flatten();
+            let Some(record) = record.filter(|r| r.daemon) else { continue };
+            let mut reporter_entry = None;
+            let mut sink = Collect(Vec::new());
+            match owner::resume(&self.opts, &uid, &mut sink) {
+                Ok(owner) => {
+                    let mut pod = owner.manifest().pod.clone();
+                    pod.metadata.uid = Some(uid.clone());
+                    let stopping = owner.stopping();
+                    match self.adopt(pod, owner, stopping, sink.0) {
+                        Ok(e) => reporter_entry = Some(e),
+                        Err(e) => problems.push(format!("pod {}: {e}", record.name)),
+                    }
+                }
+                Err(e) => {
+                    // Undone, then made again from what was asked.
+                    let saved = std::fs::read(dir.join("manifest.json")).ok();
+                    if let Err(t) = super::sandbox::teardown(&self.opts.root, &record) {
+                        problems.push(format!("pod {}: removing what was half made: {t}", record.name));
+                        continue;
+                    }
+                    let manifest = saved.and_then(|b| manifest_from_saved(&b));
+                    match manifest {
+                        Some(m) => {
+                            if let Err(a) = self.admit(m) {
+                                problems.push(format!("pod {}: {a}", record.name));
+                            }
+                        }
+                        None => problems.push(format!("pod {}: {e}; its manifest is unreadable, removed", record.name)),
+                    }
+                }
+            }
+            let _ = reporter_entry;
+        }
+        problems
+    }
+
+    fn adopt(
+        self: &Arc<Daemon>,
+        pod: Pod,
+        owner: owner::Owner,
+        stopping: bool,
+        events: Vec<Event>,
+    ) -> Result<Arc<Entry>, AdmitError> {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let (waker, control) = wake_pair().map_err(|e| AdmitError::Invalid(format!("pipe: {e}")))?;
+        let entry = Arc::new(Entry {
+            uid: pod.metadata.uid.clone().unwrap_or_default(),
+            pod,
+            view: Mutex::new(View::default()),
+            control: Mutex::new(Some(waker)),
+            deleting: Mutex::new(stopping),
+        });
+        let mut reporter = EntryReporter(entry.clone());
+        for e in events {
+            reporter.report(e);
+        }
+        {
+            let mut pods = self.pods();
+            let k = (namespace, name.clone());
+            if pods.contains_key(&k) {
+                return Err(AdmitError::Exists(name));
+            }
+            pods.insert(k, entry.clone());
+        }
+        let daemon = self.clone();
+        let e = entry.clone();
+        std::thread::Builder::new()
+            .name(format!("pod {name}"))
+            .spawn(move || daemon.keep_owner(e, owner, control, reporter))
+            .map_err(|err| AdmitError::Invalid(format!("start the pod's thread: {err}")))?;
+        Ok(entry)
+    }
+
+    fn failed(&self, entry: &Entry, e: &PlanError) {
+        let mut view = entry.view();
+        view.facts.creating = false;
+        view.facts.failed = Some(e.to_string());
+        view.over = true;
+        drop(view);
+        entry.event("Warning", "Failed", e.to_string());
+    }
+}
+
+/// Events told before the pod's entry exists.
+struct Collect(Vec<Event>);
+
+impl Reporter for Collect {
+    fn report(&mut self, event: Event) {
+        self.0.push(event);
+    }
+}
+
+/// The manifest a pod was made from, as `manifest.json` keeps it.
+fn manifest_from_saved(bytes: &[u8]) -> Option<Manifest> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    Some(Manifest {
+        pod: serde_json::from_value(v.get("pod")?.clone()).ok()?,
+        config_maps: serde_json::from_value(v.get("configMaps").cloned().unwrap_or_default()).unwrap_or_default(),
+        secrets: serde_json::from_value(v.get("secrets").cloned().unwrap_or_default()).unwrap_or_default(),
+        warnings: Vec::new(),
+    })
+}
+
+fn wait_readable(fd: BorrowedFd<'_>) -> nix::Result<i32> {
+    let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)
+}

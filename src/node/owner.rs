@@ -1,0 +1,712 @@
+//! A pod's owner: the one way pods run, for the foreground `nodectl run` and the daemon.
+//! [`create`] resolves the images, makes the pod's directory and record, starts its
+//! monitor (which makes the sandbox) and prepares the volumes; [`Owner::drive`] asks
+//! [`super::reconcile`] what to do, does it (preparing each container's bundle and asking
+//! the monitor to start or signal it), and waits on one poll for the monitor, the owner's
+//! control (signals, a delete) and the next timer; [`Owner::finish`] has the monitor remove
+//! everything. What happens is told to a [`Reporter`]; nothing here prints.
+
+use std::fs;
+use std::os::fd::BorrowedFd;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use k8s_openapi::api::core::v1::Container;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use serde::{Deserialize, Serialize};
+
+use super::crilog::Rotation;
+use super::env::{self, EnvSources};
+use super::images::{self, Resolved};
+use super::monitor::client::{self, Monitor};
+use super::monitor::protocol::{Message, Request};
+use super::pod_state;
+use super::reconcile::{self, Action, ContainerStatus, Desired, RestartPolicy, State, Terminated};
+use super::sandbox::{self, NetRecord, PodRecord, Sandbox};
+use super::volumes::{self, Volumes};
+use super::{PlanError, container_spec};
+use crate::image::pull::PullOptions;
+use crate::image::store::Store;
+use crate::model::manifest::Manifest;
+use crate::network::{NetConfig, PortMapping, Protocol};
+use crate::sys::lock::FileLock;
+
+const DEFAULT_GRACE: i64 = 30;
+const SHM_SIZE: u64 = 64 << 20;
+
+/// What every pod of an owner shares.
+#[derive(Clone, Debug)]
+pub struct PodOptions {
+    /// The state root (images, runtime, pods).
+    pub root: PathBuf,
+    pub network: NetConfig,
+    /// The first restart's delay (the kubelet's is 10 s).
+    pub restart_backoff: Duration,
+    pub pull: PullOptions,
+    pub log_rotation: Rotation,
+}
+
+/// What happened, for the owner's user: printed by `nodectl run`, kept as the pod's events
+/// by the daemon.
+#[derive(Clone, Debug)]
+pub enum Event {
+    Warning(String),
+    Started { name: String },
+    CouldNotStart { name: String, error: String },
+    Exited { name: String, terminated: Terminated },
+    Restarting { name: String, delay: Duration, restart: u32, policy: RestartPolicy },
+}
+
+pub trait Reporter {
+    fn report(&mut self, event: Event);
+    /// The containers' statuses changed.
+    fn changed(&mut self, _statuses: &[ContainerStatus]) {}
+}
+
+/// Asked of the owner from outside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Stop the pod: SIGTERM now, SIGKILL after `grace` (the pod's own when None).
+    Stop { grace: Option<Duration> },
+}
+
+/// Where the owner's commands come from: a descriptor to poll, and what it brought.
+pub trait Control {
+    fn fd(&self) -> BorrowedFd<'_>;
+    fn take(&mut self) -> Vec<Command>;
+}
+
+/// What the owner keeps on disk (`status.json`) of its decisions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    pub containers: Vec<ContainerStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_deadline: Option<SystemTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<std::net::Ipv4Addr>,
+}
+
+impl Status {
+    pub fn path(dir: &std::path::Path) -> PathBuf {
+        dir.join("status.json")
+    }
+}
+
+fn port_mappings(manifest: &Manifest) -> Vec<PortMapping> {
+    let mut out = Vec::new();
+    for c in manifest.pod.spec.iter().flat_map(|s| &s.containers) {
+        for p in c.ports.iter().flatten() {
+            if let Some(host_port) = p.host_port.filter(|&h| h > 0) {
+                out.push(PortMapping {
+                    host_port: host_port as u16,
+                    container_port: p.container_port as u16,
+                    protocol: match p.protocol.as_deref() {
+                        Some("UDP") => Protocol::Udp,
+                        Some("SCTP") => Protocol::Sctp,
+                        _ => Protocol::Tcp,
+                    },
+                    host_ip: p.host_ip.as_deref().and_then(|ip| ip.parse().ok()),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// One container of the pod, as the owner prepares it.
+struct Part {
+    spec: Container,
+    field: String,
+    image: Arc<Resolved>,
+    id: String,
+}
+
+pub struct Owner {
+    opts: PodOptions,
+    manifest: Manifest,
+    store: Store,
+    record: PodRecord,
+    sb: Sandbox,
+    vols: Volumes,
+    mon: Monitor,
+    parts: Vec<Part>,
+    statuses: Vec<ContainerStatus>,
+    desired: Desired,
+    grace: Duration,
+    several: bool,
+    /// The monitor dies with us (`nodectl run`).
+    foreground: bool,
+    /// Held for the pod's life by its owner (docs/architecture.md, decision 11).
+    _lock: FileLock,
+}
+
+/// Makes the pod: images resolved, its directory and record, its monitor and sandbox, its
+/// volumes. With `foreground`, this process holds the pod's lock and the monitor dies with
+/// it. On failure, whatever was made is removed.
+pub fn create(
+    opts: &PodOptions,
+    manifest: Manifest,
+    foreground: bool,
+    reporter: &mut dyn Reporter,
+) -> Result<Owner, PlanError> {
+    for w in &manifest.warnings {
+        reporter.report(Event::Warning(w.clone()));
+    }
+    let pod = &manifest.pod;
+    let spec = pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
+    let store = Store::open(&opts.root).map_err(|source| PlanError::Store {
+        what: format!("opening the image store under {}", opts.root.display()),
+        source,
+    })?;
+    let containers = containers_of(spec);
+    let resolved = resolve_images(opts, &store, &containers, None, reporter)?;
+
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let uid = pod.metadata.uid.clone().filter(|u| pod_state::uid_is_valid(u)).unwrap_or_else(pod_state::new_uid);
+    let key = pod_state::key_for(&name, &uid);
+    let host_network = spec.host_network == Some(true);
+    let record = PodRecord {
+        cgroup_parent: format!("nodectl-pod-{key}"),
+        key,
+        uid,
+        name: name.clone(),
+        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        network: (!host_network).then(|| NetRecord::of(&opts.network)),
+        hostname: spec.hostname.clone().unwrap_or_else(|| name.clone()).chars().take(63).collect(),
+        ports: port_mappings(&manifest),
+        shm_size: SHM_SIZE,
+        daemon: !foreground,
+    };
+    tracing::debug!("images resolved");
+    let saved = serde_json::json!({"pod": pod, "configMaps": manifest.config_maps, "secrets": manifest.secrets});
+    let saved = serde_json::to_vec(&saved).map_err(|e| PlanError::io("encode the pod")(e.into()))?;
+    let lock = sandbox::create_dir(&opts.root, &record, &saved)?;
+    let parts: Vec<Part> = containers
+        .iter()
+        .zip(resolved)
+        .map(|((c, field, _), image)| Part {
+            spec: (*c).clone(),
+            field: field.clone(),
+            image,
+            id: format!("{}.{}", record.key, c.name),
+        })
+        .collect();
+    let statuses =
+        containers.iter().map(|(c, _, init)| ContainerStatus::new(&c.name, *init, opts.restart_backoff)).collect();
+    let desired = Desired {
+        restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
+        initial_backoff: opts.restart_backoff,
+        stop_deadline: None,
+    };
+    let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE).max(0) as u64);
+
+    let mut monitor = None;
+    let made = (|| {
+        let (m, ready) = client::spawn(&opts.root, &record.uid, foreground, opts.log_rotation)?;
+        monitor = Some(m);
+        tracing::debug!(key = %record.key, "sandbox made");
+        let sb = Sandbox::at(&opts.root, &record, ready.ip, &ready.hostname);
+        let vols = volumes::prepare(&sb.dir.join("volumes"), pod, &manifest.config_maps, &manifest.secrets)?;
+        Ok::<_, PlanError>((sb, vols))
+    })();
+    match (made, monitor) {
+        (Ok((sb, vols)), Some(mon)) => Ok(Owner {
+            opts: opts.clone(),
+            several: parts.len() > 1,
+            manifest,
+            store,
+            record,
+            sb,
+            vols,
+            mon,
+            parts,
+            statuses,
+            desired,
+            grace,
+            foreground,
+            _lock: lock,
+        }),
+        (made, monitor) => {
+            let e = made.err().unwrap_or_else(|| PlanError::Monitor("no monitor".into()));
+            let _ = remove(&opts.root, &record, monitor);
+            Err(e)
+        }
+    }
+}
+
+/// Each container's image from the store (pulled if its policy says so), each image once
+/// however many containers use it. `policy` overrides the containers' own.
+fn resolve_images(
+    opts: &PodOptions,
+    store: &Store,
+    containers: &[(&Container, String, bool)],
+    policy: Option<&str>,
+    reporter: &mut dyn Reporter,
+) -> Result<Vec<Arc<Resolved>>, PlanError> {
+    let mut by_name: Vec<(String, Option<String>, Arc<Resolved>)> = Vec::new();
+    let mut resolved = Vec::new();
+    for (c, field, _) in containers {
+        let image =
+            c.image.as_deref().ok_or_else(|| PlanError::invalid(format!("{field}.image"), "Required value".into()))?;
+        let known = by_name.iter().find(|(n, p, _)| n == image && *p == c.image_pull_policy).map(|(_, _, r)| r.clone());
+        let r = match known {
+            Some(r) => r,
+            None => {
+                let r = Arc::new(images::resolve(
+                    store,
+                    image,
+                    policy.or(c.image_pull_policy.as_deref()),
+                    field,
+                    &opts.pull,
+                    &mut |w| reporter.report(Event::Warning(w.to_string())),
+                )?);
+                by_name.push((image.to_string(), c.image_pull_policy.clone(), r.clone()));
+                r
+            }
+        };
+        resolved.push(r);
+    }
+    Ok(resolved)
+}
+
+/// The containers of a pod in the order they start: init containers, then the others; each
+/// with its field path.
+fn containers_of(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(&Container, String, bool)> {
+    spec.init_containers
+        .iter()
+        .flatten()
+        .enumerate()
+        .map(|(i, c)| (c, format!("spec.initContainers[{i}]"), true))
+        .chain(spec.containers.iter().enumerate().map(|(i, c)| (c, format!("spec.containers[{i}]"), false)))
+        .collect()
+}
+
+/// Takes over a pod a daemon made and then died (or was restarted) without removing:
+/// its record, manifest and status from disk, its monitor found again (or started again,
+/// adopting the sandbox, when it died too), each container as its monitor recorded it.
+pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Result<Owner, PlanError> {
+    let dir = pod_state::pod_dir(&opts.root, uid);
+    let bad = |what: &str, e: std::io::Error| PlanError::io(format!("{what} in {}", dir.display()))(e);
+    let record: PodRecord = pod_state::read_json(&dir.join("pod.json"))
+        .map_err(|e| bad("pod.json", e))?
+        .ok_or_else(|| PlanError::Monitor(format!("{}: no pod.json", dir.display())))?;
+    let lock = FileLock::try_exclusive(&dir.join("lock"))
+        .map_err(|e| bad("lock", e))?
+        .ok_or_else(|| PlanError::Monitor(format!("pod {}: another owner holds it", record.name)))?;
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Saved {
+        pod: k8s_openapi::api::core::v1::Pod,
+        #[serde(default)]
+        config_maps: std::collections::BTreeMap<String, k8s_openapi::api::core::v1::ConfigMap>,
+        #[serde(default)]
+        secrets: std::collections::BTreeMap<String, k8s_openapi::api::core::v1::Secret>,
+    }
+    let saved: Saved = pod_state::read_json(&dir.join("manifest.json"))
+        .map_err(|e| bad("manifest.json", e))?
+        .ok_or_else(|| PlanError::Monitor(format!("{}: no manifest.json", dir.display())))?;
+    let manifest =
+        Manifest { pod: saved.pod, config_maps: saved.config_maps, secrets: saved.secrets, warnings: Vec::new() };
+    let status: Status = pod_state::read_json(&Status::path(&dir))
+        .map_err(|e| bad("status.json", e))?
+        .ok_or_else(|| PlanError::Monitor(format!("pod {}: it was still being made", record.name)))?;
+    let store = Store::open(&opts.root).map_err(|source| PlanError::Store {
+        what: format!("opening the image store under {}", opts.root.display()),
+        source,
+    })?;
+    let spec = manifest.pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
+    let containers = containers_of(spec);
+    // Its images were in the store when it was made: no pull now.
+    let resolved = resolve_images(opts, &store, &containers, Some("IfNotPresent"), reporter)?;
+    let parts: Vec<Part> = containers
+        .iter()
+        .zip(resolved)
+        .map(|((c, field, _), image)| Part {
+            spec: (*c).clone(),
+            field: field.clone(),
+            image,
+            id: format!("{}.{}", record.key, c.name),
+        })
+        .collect();
+    let desired = Desired {
+        restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
+        initial_backoff: opts.restart_backoff,
+        stop_deadline: status.stop_deadline,
+    };
+    let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE).max(0) as u64);
+
+    // Its monitor: still there, or started again (then it kills what the dead one ran).
+    let alive = pod_state::read_json::<pod_state::MonitorRecord>(&pod_state::MonitorRecord::path(&dir))
+        .ok()
+        .flatten()
+        .filter(|m| m.alive());
+    let connected = alive.as_ref().and_then(|_| client::connect(&dir.join("monitor.sock")).ok());
+    let (mon, ip, hostname) = match connected {
+        Some(m) => {
+            let ready: Option<pod_state::SandboxReady> =
+                pod_state::read_json(&pod_state::SandboxReady::path(&dir)).ok().flatten();
+            let (ip, hostname) = ready.map_or((status.pod_ip, record.hostname.clone()), |r| (r.ip, r.hostname));
+            (m, ip, hostname)
+        }
+        None => {
+            if let Some(m) = alive {
+                // Alive but unreachable: it cannot be asked anything, so it goes.
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(m.pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            let (m, ready) = client::spawn(&opts.root, uid, false, opts.log_rotation)?;
+            (m, ready.ip, ready.hostname)
+        }
+    };
+    let sb = Sandbox::at(&opts.root, &record, ip, &hostname);
+    let vols = volumes::existing(&sb.dir.join("volumes"), &manifest.pod);
+    let mut statuses = status.containers;
+    // What the monitor saw while no one listened.
+    for c in &mut statuses {
+        let rec: Option<pod_state::ContainerRecord> =
+            pod_state::read_json(&pod_state::ContainerRecord::path(&dir, &c.name)).ok().flatten();
+        match (rec, &c.state) {
+            (Some(r), State::Running { started_at, .. }) if r.started_at >= *started_at => {
+                if let Some(t) = r.terminated {
+                    reporter.report(Event::Exited { name: c.name.clone(), terminated: t.clone() });
+                    c.state = State::Exited(t);
+                }
+            }
+            // Started by the monitor as the owner died, before the owner wrote it down.
+            (Some(r), State::Waiting | State::BackOff { .. }) if r.terminated.is_none() => {
+                c.state = State::Running { pid: r.pid, started_at: r.started_at, signalled: None };
+            }
+            _ => {}
+        }
+    }
+    Ok(Owner {
+        opts: opts.clone(),
+        several: parts.len() > 1,
+        manifest,
+        store,
+        record,
+        sb,
+        vols,
+        mon,
+        parts,
+        statuses,
+        desired,
+        grace,
+        foreground: false,
+        _lock: lock,
+    })
+}
+
+/// Has the monitor kill what runs and remove the sandbox; if it cannot (it is gone, or
+/// never made it), removes what the record says.
+fn remove(root: &std::path::Path, record: &PodRecord, monitor: Option<Monitor>) -> Result<(), PlanError> {
+    match monitor {
+        Some(mut m) => {
+            let reply = m.request(&Request::Teardown);
+            m.wait();
+            match reply {
+                Ok(Message::Done { error: None }) => Ok(()),
+                Ok(Message::Done { error: Some(e) }) => {
+                    tracing::warn!("the pod's monitor: removing the pod: {e}");
+                    sandbox::teardown(root, record)
+                }
+                _ => sandbox::teardown(root, record),
+            }
+        }
+        None => sandbox::teardown(root, record),
+    }
+}
+
+impl Owner {
+    pub fn record(&self) -> &PodRecord {
+        &self.record
+    }
+
+    pub fn statuses(&self) -> &[ContainerStatus] {
+        &self.statuses
+    }
+
+    pub fn pod_ip(&self) -> Option<std::net::Ipv4Addr> {
+        self.sb.ip
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// A stop was asked for (the pod was being deleted).
+    pub fn stopping(&self) -> bool {
+        self.desired.stop_deadline.is_some()
+    }
+
+    /// The pod's own grace period (terminationGracePeriodSeconds).
+    pub fn grace(&self) -> Duration {
+        self.grace
+    }
+
+    /// Keeps the pod as desired until it is over; returns its exit code.
+    pub fn drive(&mut self, control: &mut dyn Control, reporter: &mut dyn Reporter) -> Result<i32, PlanError> {
+        self.changed(reporter);
+        loop {
+            let plan = reconcile::reconcile(&self.desired, &self.statuses, SystemTime::now());
+            let acted = !plan.actions.is_empty();
+            for action in plan.actions {
+                self.apply(action, reporter)?;
+            }
+            if acted {
+                self.changed(reporter);
+            }
+            if let Some(outcome) = plan.over {
+                return Ok(outcome.exit_code());
+            }
+            if !acted {
+                self.wait(plan.wake_at, control, reporter)?;
+            }
+        }
+    }
+
+    /// Removes the pod: its containers, sandbox and directory.
+    pub fn finish(self) -> Result<(), PlanError> {
+        let Owner { opts, record, mon, _lock, .. } = self;
+        let r = remove(&opts.root, &record, Some(mon));
+        drop(_lock);
+        r
+    }
+
+    fn changed(&mut self, reporter: &mut dyn Reporter) {
+        let status =
+            Status { containers: self.statuses.clone(), stop_deadline: self.desired.stop_deadline, pod_ip: self.sb.ip };
+        if let Err(e) = pod_state::write_json(&Status::path(&self.sb.dir), &status) {
+            tracing::warn!("pod {}: writing its status: {e}", self.record.name);
+        }
+        reporter.changed(&self.statuses);
+    }
+
+    fn apply(&mut self, action: Action, reporter: &mut dyn Reporter) -> Result<(), PlanError> {
+        match action {
+            Action::Start(i) => return self.start(i, reporter),
+            Action::Signal(i, sig) => {
+                let name = self.statuses[i].name.clone();
+                if let State::Running { signalled, .. } = &mut self.statuses[i].state {
+                    *signalled = Some(sig);
+                }
+                match self.mon.request(&Request::Signal { name, signal: sig })? {
+                    Message::Done { .. } => {}
+                    other => tracing::debug!("signal: {other:?}"),
+                }
+            }
+            Action::Restart { index, at, delay, backoff } => {
+                let c = &mut self.statuses[index];
+                let State::Exited(t) = std::mem::replace(&mut c.state, State::BackOff { until: at }) else {
+                    return Ok(());
+                };
+                c.last = Some(t);
+                c.backoff = backoff;
+                c.restart_count += 1;
+                reporter.report(Event::Restarting {
+                    name: c.name.clone(),
+                    delay,
+                    restart: c.restart_count,
+                    policy: self.desired.restart_policy,
+                });
+            }
+            Action::Finish(i) => {
+                let c = &mut self.statuses[i];
+                if let State::Exited(t) = &c.state {
+                    c.state = State::Done(t.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn start(&mut self, i: usize, reporter: &mut dyn Reporter) -> Result<(), PlanError> {
+        let started = self.prepare(i).and_then(|bundle| {
+            let part = &self.parts[i];
+            let req = Request::Start {
+                name: part.spec.name.clone(),
+                id: part.id.clone(),
+                bundle,
+                restart: self.statuses[i].restart_count,
+                echo: Some(if self.several { format!("[{}] ", part.spec.name) } else { String::new() }),
+            };
+            match self.mon.request(&req)? {
+                Message::Started { pid, started_at, .. } => Ok((pid, started_at)),
+                Message::Error { error } => Err(PlanError::Monitor(error)),
+                other => Err(PlanError::Monitor(format!("unexpected answer {other:?}"))),
+            }
+        });
+        match started {
+            Ok((pid, started_at)) => {
+                self.statuses[i].state = State::Running { pid, started_at, signalled: None };
+                reporter.report(Event::Started { name: self.statuses[i].name.clone() });
+                Ok(())
+            }
+            // The monitor is gone: nothing more can run.
+            Err(e @ PlanError::Monitor(_)) if !self.mon_alive(reporter) => Err(e),
+            Err(e) => {
+                let name = self.parts[i].spec.name.clone();
+                reporter.report(Event::CouldNotStart { name, error: e.to_string() });
+                let _ = crate::image::rootfs::remove(&self.store, &self.parts[i].id);
+                self.exited(
+                    i,
+                    Terminated {
+                        exit_code: reconcile::START_ERROR_CODE,
+                        signal: None,
+                        oom_killed: false,
+                        message: Some(e.to_string()),
+                        started_at: None,
+                        finished_at: SystemTime::now(),
+                        unknown: false,
+                    },
+                    reporter,
+                );
+                Ok(())
+            }
+        }
+    }
+
+    fn mon_alive(&mut self, reporter: &mut dyn Reporter) -> bool {
+        match self.mon.events() {
+            Ok(events) => {
+                self.heard(events, reporter);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The container's root filesystem, environment and OCI spec, in its bundle.
+    fn prepare(&mut self, i: usize) -> Result<PathBuf, PlanError> {
+        let part = &self.parts[i];
+        // What a previous run of this container left (a restart makes a fresh one).
+        crate::image::rootfs::remove(&self.store, &part.id).map_err(PlanError::rootfs("remove old root filesystem"))?;
+        let rootfs = crate::image::rootfs::prepare(&self.store, &part.image.record, &part.id)
+            .map_err(PlanError::rootfs("root filesystem"))?;
+        tracing::debug!(container = %part.spec.name, "root filesystem mounted");
+        let sources = EnvSources {
+            pod: &self.manifest.pod,
+            config_maps: &self.manifest.config_maps,
+            secrets: &self.manifest.secrets,
+            pod_ip: self.sb.ip,
+        };
+        let image_env = part.image.config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
+        let env = env::build(&sources, &part.spec, &part.field, &image_env)?;
+        let spec = container_spec::build(&container_spec::Input {
+            pod: &self.manifest.pod,
+            container: &part.spec,
+            field: &part.field,
+            image: part.image.config.as_ref(),
+            rootfs: &rootfs,
+            env: &env,
+            sandbox: &self.sb,
+            volumes: &self.vols,
+            seccomp_dir: &self.opts.root.join("seccomp"),
+        })?;
+        let bundle = self.sb.dir.join("bundles").join(&part.spec.name);
+        fs::create_dir_all(&bundle).map_err(PlanError::io(format!("create {}", bundle.display())))?;
+        let json = serde_json::to_vec_pretty(&spec).map_err(|e| PlanError::io("encode config.json")(e.into()))?;
+        fs::write(bundle.join("config.json"), json)
+            .map_err(PlanError::io(format!("write {}", bundle.join("config.json").display())))?;
+        tracing::debug!(container = %part.spec.name, "spec written");
+        Ok(bundle)
+    }
+
+    /// Waits for the monitor, a command or the next timer, and takes in what came.
+    fn wait(
+        &mut self,
+        until: Option<SystemTime>,
+        control: &mut dyn Control,
+        reporter: &mut dyn Reporter,
+    ) -> Result<(), PlanError> {
+        let timeout = match until {
+            Some(at) => {
+                let ms = at.duration_since(SystemTime::now()).unwrap_or_default().as_millis().min(60_000) as i32 + 1;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+            None => PollTimeout::NONE,
+        };
+        let (control_ready, mon_ready) = {
+            let mut fds = [PollFd::new(control.fd(), PollFlags::POLLIN), PollFd::new(self.mon.fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(PlanError::errno("poll")(e)),
+            }
+            let r = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
+            (r(&fds[0]), r(&fds[1]))
+        };
+        if control_ready {
+            for Command::Stop { grace } in control.take() {
+                let deadline = SystemTime::now() + grace.unwrap_or(self.grace);
+                self.desired.stop_deadline = Some(self.desired.stop_deadline.map_or(deadline, |d| d.min(deadline)));
+                self.changed(reporter);
+            }
+        }
+        if mon_ready {
+            match self.mon.events() {
+                Ok(events) => self.heard(events, reporter),
+                Err(_) => self.replace_monitor(reporter)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// The monitor died: a new one adopts the sandbox and kills what the old one ran; each
+    /// container that was running ended with its status unknown, and the next step restarts
+    /// it as its policy says (the kubelet's ContainerStatusUnknown).
+    fn replace_monitor(&mut self, reporter: &mut dyn Reporter) -> Result<(), PlanError> {
+        self.mon.wait();
+        reporter.report(Event::Warning(format!("pod {}: its monitor died; starting another", self.record.name)));
+        let (m, _) = client::spawn(&self.opts.root, &self.record.uid, self.foreground, self.opts.log_rotation)?;
+        self.mon = m;
+        for i in 0..self.statuses.len() {
+            if !matches!(self.statuses[i].state, State::Running { .. }) {
+                continue;
+            }
+            let rec: Option<pod_state::ContainerRecord> =
+                pod_state::read_json(&pod_state::ContainerRecord::path(&self.sb.dir, &self.statuses[i].name))
+                    .ok()
+                    .flatten();
+            let t = rec.and_then(|r| r.terminated).unwrap_or(Terminated {
+                exit_code: 137,
+                signal: Some(libc::SIGKILL),
+                oom_killed: false,
+                message: Some("its monitor died".into()),
+                started_at: None,
+                finished_at: SystemTime::now(),
+                unknown: true,
+            });
+            self.exited(i, t, reporter);
+        }
+        self.changed(reporter);
+        Ok(())
+    }
+
+    fn heard(&mut self, events: Vec<Message>, reporter: &mut dyn Reporter) {
+        for m in events {
+            if let Message::Exited { name, terminated } = m
+                && let Some(i) = self.statuses.iter().position(|c| c.name == name)
+                && matches!(self.statuses[i].state, State::Running { .. })
+            {
+                self.exited(i, terminated, reporter);
+                self.changed(reporter);
+            }
+        }
+    }
+
+    /// A container ended; the next step decides what comes next for it.
+    fn exited(&mut self, i: usize, t: Terminated, reporter: &mut dyn Reporter) {
+        reporter.report(Event::Exited { name: self.statuses[i].name.clone(), terminated: t.clone() });
+        self.statuses[i].state = State::Exited(t);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_owner_can_move_to_the_thread_that_drives_it() {
+        fn is_send<T: Send>() {}
+        is_send::<super::Owner>();
+    }
+}

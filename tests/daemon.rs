@@ -1,0 +1,340 @@
+//! `nodectl daemon` and its local clients (`run --detach`, `apply`, `get pods`, `logs`,
+//! `delete pod`), for real, as root: each test with its own state root, socket, bridge and
+//! pod CIDR, each checking that what it made is gone.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A daemon on a state root of its own, with the busybox image.
+struct Node {
+    dir: tempfile::TempDir,
+    bridge: String,
+    cidr: String,
+    daemon: Option<Child>,
+}
+
+impl Node {
+    fn new() -> Node {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let dir = tempfile::tempdir().unwrap();
+        common::ok(
+            dir.path(),
+            &["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "busybox:latest"],
+        );
+        let mut node = Node {
+            dir,
+            bridge: format!("ndd{}x{n}", pid % 100_000),
+            cidr: format!("10.{}.{}.0/24", 150 + pid % 100, 10 + n),
+            daemon: None,
+        };
+        node.start();
+        node
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.root().join("nodectl.sock")
+    }
+
+    fn start(&mut self) {
+        let _ = fs::remove_file(self.socket());
+        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+            .arg("--root")
+            .arg(self.root())
+            .args(["daemon", "--restart-backoff", "0.2"])
+            .env("NODECTL_BRIDGE", &self.bridge)
+            .env("NODECTL_POD_CIDR", &self.cidr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        while !self.socket().exists() {
+            assert!(Instant::now() < end, "the daemon did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn nodectl(&self, args: &[&str]) -> Output {
+        common::nodectl(self.root(), args)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        common::ok(self.root(), args)
+    }
+
+    fn file(&self, yaml: &str) -> String {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let p = self.root().join(format!("pod-{n}.yaml"));
+        fs::write(&p, yaml).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    fn pod(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])).unwrap()
+    }
+
+    /// Waits until the pod satisfies `want`; returns it.
+    fn wait_for(&self, name: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = self.pod(name);
+            if want(&p) {
+                return p;
+            }
+            assert!(Instant::now() < end, "pod {name} never got there: {p:#}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Nothing of any pod left: directories, mounts, veths.
+    fn assert_clean(&self) {
+        let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(pods.is_empty(), "pods left: {pods:?}");
+        let root = self.root().to_string_lossy().into_owned();
+        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&root))
+            .map(String::from)
+            .collect();
+        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
+        assert!(String::from_utf8_lossy(&links.stdout).trim().is_empty(), "veths left");
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        // What a failed test left: removed from the records, as gc would.
+        for e in fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
+            if let Ok(b) = fs::read(e.path().join("pod.json"))
+                && let Ok(rec) = serde_json::from_slice::<nodectl::node::sandbox::PodRecord>(&b)
+            {
+                let _ = nodectl::node::sandbox::teardown(self.root(), &rec);
+            }
+        }
+        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.root().join("network")) {
+            let _ = nodectl::network::remove_bridge(&cfg);
+        }
+    }
+}
+
+const WEB: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'trap \"echo bye; exit 0\" TERM; echo hello; while :; do sleep 0.1; done']}\n";
+
+#[test]
+fn the_daemon_keeps_restarts_lists_logs_and_deletes_pods() {
+    let node = Node::new();
+    let socket = fs::metadata(node.socket()).unwrap();
+    assert_eq!(socket.permissions().mode() & 0o777, 0o600, "the socket is root's only");
+
+    assert_eq!(node.ok(&["run", "--detach", &node.file(WEB)]), "pod/web created\n");
+    let crash = "apiVersion: v1\nkind: Pod\nmetadata: {name: crash, namespace: team}\nspec:\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'echo run $(cat /proc/uptime); exit 2']}\n";
+    node.ok(&["run", "-d", &node.file(crash)]);
+    // Names are unique per namespace.
+    let again = node.nodectl(&["run", "--detach", &node.file(WEB)]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("pods \"web\" already exists"));
+
+    let web = node.wait_for("web", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    assert_eq!(web["kind"], "Pod");
+    assert_eq!(web["status"]["phase"], "Running");
+    assert!(web["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    let ip = web["status"]["podIP"].as_str().unwrap();
+    assert!(ip.starts_with(node.cidr.rsplit_once('.').unwrap().0), "{ip}");
+    assert!(web["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].is_string());
+    let conditions: Vec<(&str, &str)> = web["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["type"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        conditions,
+        [("PodScheduled", "True"), ("Initialized", "True"), ("ContainersReady", "True"), ("Ready", "True")]
+    );
+    assert_eq!(web["status"]["qosClass"], "BestEffort");
+
+    let crash = serde_json::from_str::<Value>(&node.ok(&["get", "pod", "crash", "-n", "team", "-o", "json"])).unwrap();
+    assert_eq!(crash["metadata"]["namespace"], "team");
+    let end = Instant::now() + Duration::from_secs(60);
+    let crash = loop {
+        let p: Value = serde_json::from_str(&node.ok(&["get", "pod", "crash", "-n", "team", "-o", "json"])).unwrap();
+        if p["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap_or(0) >= 2
+            && p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+        {
+            break p;
+        }
+        assert!(Instant::now() < end, "never crash-looping: {p:#}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let last = &crash["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!((last["exitCode"].as_i64(), last["reason"].as_str()), (Some(2), Some("Error")), "{crash:#}");
+
+    // kubectl's table, over every namespace.
+    let table = node.ok(&["get", "pods", "-A"]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("NAMESPACE   NAME    READY   STATUS"), "{table}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("default") && l.contains("web") && l.contains("1/1") && l.contains("Running")),
+        "{table}"
+    );
+    assert!(lines.iter().any(|l| l.starts_with("team") && l.contains("crash") && l.contains("0/1")), "{table}");
+    assert!(node.ok(&["get", "pods", "-o", "wide"]).contains(ip));
+
+    // Logs: the current run, the previous run, the tail, with times.
+    assert_eq!(node.ok(&["logs", "web"]), "hello\n");
+    let previous = node.ok(&["logs", "crash", "-n", "team", "--previous"]);
+    let current = node.ok(&["logs", "crash", "-n", "team"]);
+    assert!(previous.starts_with("run ") && current.starts_with("run ") && previous != current, "{previous} {current}");
+    let stamped = node.ok(&["logs", "web", "--timestamps", "--tail", "1"]);
+    assert!(stamped.ends_with("Z hello\n") && stamped.starts_with("20"), "{stamped}");
+
+    // apply: the same spec changes nothing; another replaces the pod.
+    let web_file = node.file(WEB);
+    assert_eq!(node.ok(&["apply", "-f", &web_file]), "pod/web unchanged\n");
+    let changed = node.file(&WEB.replace("echo hello", "echo hello again"));
+    assert_eq!(node.ok(&["apply", "-f", &changed]), "pod/web configured\n");
+    let replaced = node.wait_for("web", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    assert_ne!(replaced["metadata"]["uid"], web["metadata"]["uid"]);
+    assert_eq!(node.ok(&["logs", "web"]), "hello again\n");
+
+    // Delete: SIGTERM (the trap answers), the pod is gone when the command returns.
+    assert_eq!(node.ok(&["delete", "pod", "web"]), "pod \"web\" deleted\n");
+    node.ok(&["delete", "pod", "crash", "-n", "team", "--grace-period", "0"]);
+    let gone = node.nodectl(&["get", "pod", "web"]);
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("pods \"web\" not found"));
+    assert_eq!(
+        String::from_utf8_lossy(&node.nodectl(&["get", "pods"]).stderr),
+        "No resources found in default namespace.\n"
+    );
+    node.assert_clean();
+}
+
+#[test]
+fn a_bad_manifest_is_refused_naming_the_field_and_a_second_daemon_is_refused() {
+    let node = Node::new();
+    let bad = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containerz: []\n");
+    let out = node.nodectl(&["run", "--detach", &bad]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("containerz"));
+    // The daemon itself checks what it is sent, with the same errors.
+    let body = "apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  restartPolicy: Sometimes\n  containers: [{name: c, image: busybox}]\n";
+    let out = Command::new("curl")
+        .args(["-s", "--unix-socket", node.socket().to_str().unwrap(), "-X", "POST", "--data-binary", body])
+        .arg("http://nodectl/api/v1/pods")
+        .output()
+        .unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["code"], 422, "{status}");
+    assert!(
+        status["message"].as_str().unwrap().contains("spec.restartPolicy: Unsupported value: \"Sometimes\""),
+        "{status}"
+    );
+    assert!(node.ok(&["get", "pods", "-A", "-o", "name"]).is_empty());
+
+    let second = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+        .arg("--root")
+        .arg(node.root())
+        .args(["daemon", "--socket"])
+        .arg(node.root().join("other.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&second.stderr).contains("another nodectl daemon holds"), "{second:?}");
+
+    // A missing image ends as a pod status with a reason, not as a daemon error.
+    let missing = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: m}\nspec:\n  containers: [{name: c, image: 'not-here:v1', imagePullPolicy: Never}]\n");
+    node.ok(&["run", "--detach", &missing]);
+    let p = node.wait_for("m", |p| p["status"]["phase"] == "Failed");
+    assert!(p["status"]["message"].as_str().unwrap().contains("not-here:v1"), "{p:#}");
+    node.ok(&["delete", "pod", "m"]);
+    node.assert_clean();
+}
+
+fn pod_dir(node: &Node, uid: &str) -> PathBuf {
+    node.root().join("pods").join(uid)
+}
+
+fn json_file(p: &Path) -> Value {
+    serde_json::from_slice(&fs::read(p).unwrap()).unwrap()
+}
+
+fn alive(pid: i64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+/// kill -9 of the daemon touches no container; the next daemon takes every pod over where it
+/// was (same containers, restart counts kept) and goes on restarting. A pod's monitor that
+/// dies is replaced, and its containers restarted as their policy says.
+#[test]
+fn a_killed_daemon_touches_no_container_and_the_next_one_carries_on() {
+    let mut node = Node::new();
+    node.ok(&["run", "--detach", &node.file(WEB)]);
+    let flaky = "apiVersion: v1\nkind: Pod\nmetadata: {name: flaky}\nspec:\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'sleep 0.3; exit 1']}\n";
+    node.ok(&["run", "--detach", &node.file(flaky)]);
+    let web = node.wait_for("web", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    let uid = web["metadata"]["uid"].as_str().unwrap().to_string();
+    let record = json_file(&pod_dir(&node, &uid).join("containers/c.json"));
+    let pid = record["pid"].as_i64().unwrap();
+    let started = web["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    let before = node.wait_for("flaky", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2));
+    let restarts = before["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap();
+
+    let mut daemon = node.daemon.take().unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(alive(pid), "the container lives on without the daemon");
+
+    node.start();
+    let web = node.wait_for("web", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    assert_eq!(web["metadata"]["uid"], uid.as_str(), "the same pod");
+    assert_eq!(web["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started);
+    assert_eq!(web["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert!(alive(pid), "the same container");
+    node.wait_for("flaky", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() > Some(restarts + 1));
+    assert_eq!(node.ok(&["logs", "web"]), "hello\n");
+
+    // The monitor of web dies: its container is killed and started again (restartPolicy Always).
+    let monitor = json_file(&pod_dir(&node, &uid).join("monitor.json"))["pid"].as_i64().unwrap();
+    // SAFETY: kill(2) of a process of our test's own pod.
+    unsafe { libc::kill(monitor as i32, libc::SIGKILL) };
+    let web = node.wait_for("web", |p| {
+        let c = &p["status"]["containerStatuses"][0];
+        c["restartCount"] == 1 && c["ready"] == true
+    });
+    let last = &web["status"]["containerStatuses"][0]["lastState"]["terminated"];
+    assert_eq!(last["reason"], "ContainerStatusUnknown", "{web:#}");
+    assert!(!alive(pid), "the old container was killed");
+    assert_ne!(json_file(&pod_dir(&node, &uid).join("monitor.json"))["pid"].as_i64().unwrap(), monitor);
+
+    node.ok(&["delete", "pod", "web", "--grace-period", "0"]);
+    node.ok(&["delete", "pod", "flaky"]);
+    node.assert_clean();
+}
