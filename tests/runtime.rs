@@ -1196,3 +1196,40 @@ fn a_container_sees_its_own_cgroup_and_not_the_hosts() {
     let procs: u32 = lines[2].parse().unwrap();
     assert!((1..10).contains(&procs), "{out}");
 }
+
+/// runc's dev.bats "device cgroup deny": a node listed in linux.devices is made, but opening
+/// it is up to linux.resources.devices alone (every listed node once got an allow rule, so a
+/// container denied every device could write the host's /dev/kmsg). A spec without device
+/// rules gets runc's: every device but the standard nodes denied.
+#[test]
+fn a_device_listed_in_the_spec_but_denied_in_resources_cannot_be_opened() {
+    let rt = Rt::new();
+    let kmsg = json!([{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11}]);
+    let caps = json!(["CAP_SYSLOG"]);
+    let with_kmsg = |s: &mut serde_json::Value| {
+        s["linux"]["devices"] = kmsg.clone();
+        s["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+    };
+    let script = "ls -l /dev/kmsg | cut -c1; (echo nodectl-test > /dev/kmsg) 2>&1; head -n 1 /dev/kmsg 2>&1 >/dev/null; head -c 1 /dev/zero | wc -c";
+    for (name, rules) in [("kmsg-denied", Some(json!([{"allow": false, "access": "rwm"}]))), ("kmsg-no-rules", None)] {
+        let out = rt.sh(name, script, |s| {
+            with_kmsg(s);
+            match &rules {
+                Some(r) => s["linux"]["resources"]["devices"] = r.clone(),
+                None => s["linux"]["resources"].as_object_mut().unwrap().retain(|k, _| k != "devices"),
+            }
+        });
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(lines[0], "c", "{name}: the node is made: {out}");
+        assert!(lines[1].contains("/dev/kmsg") && lines[1].contains("Operation not permitted"), "{name}: {out}");
+        assert!(lines[2].contains("/dev/kmsg") && lines[2].contains("Operation not permitted"), "{name}: {out}");
+        assert_eq!(lines[3], "1", "{name}: the standard nodes stay usable: {out}");
+    }
+    // Allowed by a rule of its own, it opens (read-only here: nothing lands in the host's log).
+    let out = rt.sh("kmsg-allowed", "head -n 1 /dev/kmsg > /dev/null && echo read", |s| {
+        with_kmsg(s);
+        s["linux"]["resources"]["devices"] =
+            json!([{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "r"}]);
+    });
+    assert_eq!(out.trim(), "read");
+}

@@ -321,21 +321,24 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
     }
     let mut resources =
         linux.resources().as_ref().map(|r| resources(&ck, "linux.resources", r)).transpose()?.unwrap_or_default();
-    if !resources.devices.is_empty() {
-        resources.devices.extend(always_allowed_devices());
-        // The spec's own device nodes are usable too.
-        for d in &devices {
-            if d.kind != 'p' {
-                resources.devices.push(DeviceRule {
-                    allow: true,
-                    kind: d.kind,
-                    major: Some(d.major),
-                    minor: Some(d.minor),
-                    access: "rwm".into(),
-                });
-            }
-        }
-    }
+    // As runc's specconv builds them: every device denied, then the spec's own rules, then
+    // the standard nodes. A node in linux.devices gets no access of its own: opening it is
+    // up to linux.resources.devices alone (an rwm rule for each one let a container whose
+    // spec denied everything write the host's /dev/kmsg). The init makes the nodes inside
+    // its cgroup, so each may be made (`m`), which runc allows for every device.
+    let spec_rules = std::mem::take(&mut resources.devices);
+    let make_nodes = devices.iter().filter(|d| d.kind != 'p').map(|d| DeviceRule {
+        allow: true,
+        kind: d.kind,
+        major: Some(d.major),
+        minor: Some(d.minor),
+        access: "m".into(),
+    });
+    resources.devices = std::iter::once(deny_all_devices())
+        .chain(spec_rules)
+        .chain(always_allowed_devices())
+        .chain(make_nodes)
+        .collect();
     let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
     if let Some(p) = &cgroups_path {
         // systemd-style "slice:prefix:name" is accepted (as runc does with --systemd-cgroup)
@@ -623,8 +626,15 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
     Ok(out)
 }
 
+/// The rule a container's device rules start from, as runc's start: nothing is allowed.
+fn deny_all_devices() -> DeviceRule {
+    DeviceRule { allow: false, kind: 'a', major: None, minor: None, access: "rwm".into() }
+}
+
 /// What every container may use whatever its device rules say, as runc allows them: the
-/// default nodes, /dev/console, ptmx and the pty slaves.
+/// default nodes, /dev/console, ptmx and the pty slaves. (Unlike runc, no `c *:* m` and
+/// `b *:* m`: only the spec's own nodes may be made without a rule for them; and no
+/// /dev/net/tun, which runc 1.2 dropped as well.)
 fn always_allowed_devices() -> Vec<DeviceRule> {
     let c = |major, minor: Option<i64>| DeviceRule {
         allow: true,
