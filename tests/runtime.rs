@@ -1197,6 +1197,45 @@ fn a_container_sees_its_own_cgroup_and_not_the_hosts() {
     assert!((1..10).contains(&procs), "{out}");
 }
 
+/// Runs a runtime command with stdout and stderr to files, giving up (and failing the
+/// test) after `secs` seconds: what these tests look for is a hang. (exit code, stdout,
+/// stderr)
+fn within(rt: &Rt, args: &[&str], secs: u64) -> (i32, String, String) {
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let (out, err) = (rt.dir.path().join(format!("within-{n}.out")), rt.dir.path().join(format!("within-{n}.err")));
+    let mut child =
+        rt.cmd(args).stdout(fs::File::create(&out).unwrap()).stderr(fs::File::create(&err).unwrap()).spawn().unwrap();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runtime {args:?} still running after {secs}s: {}", fs::read_to_string(&err).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code().unwrap_or(-1), fs::read_to_string(&out).unwrap(), fs::read_to_string(&err).unwrap())
+}
+
+/// Thaws a v1 freezer cgroup when dropped (also when a test fails), so nothing stays
+/// stopped in it; removes it if `remove`.
+struct Thaw {
+    dir: PathBuf,
+    remove: bool,
+}
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("freezer.state"), "THAWED");
+        if self.remove {
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}
+
 /// runc's dev.bats "device cgroup deny": a node listed in linux.devices is made, but opening
 /// it is up to linux.resources.devices alone (every listed node once got an allow rule, so a
 /// container denied every device could write the host's /dev/kmsg). A spec without device
@@ -1232,4 +1271,91 @@ fn a_device_listed_in_the_spec_but_denied_in_resources_cannot_be_opened() {
             json!([{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "r"}]);
     });
     assert_eq!(out.trim(), "read");
+}
+
+/// runc's cgroups.bats "should refuse pre-existing frozen cgroup": a process moved into a
+/// frozen cgroup stops there (D state on v1), and `create` once waited for it for ever.
+/// Refused with runc's words, naming the cgroup, which is left as it was.
+#[test]
+fn create_refuses_a_frozen_cgroup_instead_of_hanging() {
+    let rt = Rt::new();
+    let b = rt.bundle("frozen", |s| s["process"]["args"] = json!(["true"]));
+    let dir = rt.cgroup_dir("freezer", "frozen");
+    fs::create_dir_all(&dir).unwrap();
+    let _thaw = Thaw { dir: dir.clone(), remove: true };
+    fs::write(dir.join("freezer.state"), "FROZEN").unwrap();
+    let (code, _, err) = within(&rt, &["create", "--bundle", b.to_str().unwrap(), "frozen"], 30);
+    assert_ne!(code, 0);
+    assert!(err.contains("container's cgroup unexpectedly frozen"), "{err}");
+    assert!(err.contains(dir.join("freezer.state").to_str().unwrap()), "{err}");
+    assert_eq!(fs::read_to_string(dir.join("freezer.state")).unwrap().trim(), "FROZEN", "left as it was");
+    assert!(!rt.root().join("frozen").exists());
+
+    // A new cgroup below a frozen parent is frozen too: refused as well, and removed.
+    let parent = dir.parent().unwrap().to_path_buf();
+    let _thaw_parent = Thaw { dir: parent.clone(), remove: false };
+    fs::write(parent.join("freezer.state"), "FROZEN").unwrap();
+    let (code, _, err) = within(&rt, &["create", "--bundle", b.to_str().unwrap(), "below-frozen"], 30);
+    assert_ne!(code, 0);
+    assert!(err.contains("container's cgroup unexpectedly frozen"), "{err}");
+    assert!(!parent.join("below-frozen").exists(), "the cgroup create made is gone");
+}
+
+/// runc's cgroups.bats "exec should refuse a paused container" and "exec --ignore-paused":
+/// the exec'd process would stop in the frozen cgroup, so exec refuses (255, runc's exit
+/// code for exec's own errors) whether we paused it or someone froze the cgroup; with
+/// --ignore-paused it waits and runs once the container is resumed.
+#[test]
+fn exec_into_a_paused_container_is_refused_unless_ignore_paused() {
+    let rt = Rt::new();
+    let b = rt.bundle("paused", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "paused");
+    rt.ok(&["start", "paused"]);
+    let _thaw = Thaw { dir: rt.cgroup_dir("freezer", "paused"), remove: false };
+    rt.ok(&["pause", "paused"]);
+    let (code, _, err) = within(&rt, &["exec", "paused", "echo", "ok"], 30);
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains("cannot exec in a paused container (use --ignore-paused to override)"), "{err}");
+
+    let resume = {
+        let cmd = rt.cmd(&["resume", "paused"]);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            let mut cmd = cmd;
+            cmd.status().unwrap()
+        })
+    };
+    let (code, out, err) = within(&rt, &["exec", "--ignore-paused", "paused", "echo", "ok"], 60);
+    assert!(resume.join().unwrap().success());
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+
+    // Frozen behind our back (not `pause`): refused just the same.
+    fs::write(rt.cgroup_dir("freezer", "paused").join("freezer.state"), "FROZEN").unwrap();
+    let (code, _, err) = within(&rt, &["exec", "paused", "echo", "ok"], 30);
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains("paused"), "{err}");
+    fs::write(rt.cgroup_dir("freezer", "paused").join("freezer.state"), "THAWED").unwrap();
+    rt.ok(&["delete", "--force", "paused"]);
+}
+
+/// runc's exec.bats: --env replaces the spec's variable of that name, --additional-gids adds
+/// groups, and exec's own failures exit 255 (the process's code is ours otherwise).
+#[test]
+fn exec_env_additional_gids_and_exit_codes_are_runcs() {
+    let rt = Rt::new();
+    let b = rt.bundle("exec-flags", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["process"]["env"] = json!(["PATH=/bin:/usr/bin", "X=from-spec"]);
+    });
+    rt.create(&b, "exec-flags");
+    rt.ok(&["start", "exec-flags"]);
+    let out = rt.ok(&["exec", "--env", "X=from-exec", "exec-flags", "sh", "-c", "echo $X; env | grep -c ^X="]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["from-exec", "1"], "{out}");
+    let out =
+        rt.ok(&["exec", "--user", "1000:1000", "--additional-gids", "100", "-g", "65534", "exec-flags", "id", "-G"]);
+    assert_eq!(out.trim(), "1000 100 65534");
+    assert_eq!(rt.out(&["exec", "exec-flags", "false"]).status.code(), Some(1));
+    assert_eq!(rt.out(&["exec", "exec-flags", "no-such-program"]).status.code(), Some(255));
+    assert_eq!(rt.out(&["exec", "no-such-container", "true"]).status.code(), Some(255));
+    rt.ok(&["delete", "--force", "exec-flags"]);
 }

@@ -152,9 +152,15 @@ struct ExecArgs {
     tty: bool,
     #[arg(long)]
     cwd: Option<PathBuf>,
-    /// VAR=value, added to the container's environment.
+    /// VAR=value, added to the container's environment (replacing the spec's VAR).
     #[arg(short, long)]
     env: Vec<String>,
+    /// A supplementary group id for the process, after the spec's (may be repeated).
+    #[arg(short = 'g', long)]
+    additional_gids: Vec<u32>,
+    /// Exec even into a paused container (the process waits until it is resumed).
+    #[arg(long)]
+    ignore_paused: bool,
     /// uid[:gid]
     #[arg(short, long)]
     user: Option<String>,
@@ -180,7 +186,13 @@ impl ExecArgs {
         let mut p = cfg.process;
         p.args = self.command.clone();
         p.terminal = self.tty;
-        p.env.extend(self.env.iter().cloned());
+        for e in &self.env {
+            // The last one of a name wins, as in runc: a program's getenv finds the first.
+            let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
+            p.env.retain(|old| old.split_once('=').map_or(old.as_str(), |(n, _)| n) != name);
+            p.env.push(e.clone());
+        }
+        p.additional_gids.extend(&self.additional_gids);
         if let Some(cwd) = &self.cwd {
             p.cwd = cwd.clone();
         }
@@ -234,16 +246,25 @@ impl CreateArgs {
 /// `nodectl-runtime …` (argv[0] dispatch).
 pub fn main_as_runtime() -> i32 {
     let cli = RuntimeCli::parse();
-    finish(&cli.global, run_verb(&cli.root, &cli.global, cli.verb))
+    let failed = failure_code(&cli.verb);
+    finish(&cli.global, run_verb(&cli.root, &cli.global, cli.verb), failed)
 }
 
 /// `nodectl runtime …`: state under ROOT/runtime.
 pub fn run(root: &Path, args: RuntimeArgs) -> Result<i32> {
-    let code = finish(&args.global, run_verb(&root.join("runtime"), &args.global, args.verb));
+    let failed = failure_code(&args.verb);
+    let code = finish(&args.global, run_verb(&root.join("runtime"), &args.global, args.verb), failed);
     Ok(code)
 }
 
-fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
+/// The exit code when the runtime itself fails: 255 for `exec`, as runc has it, so that
+/// callers can tell it from the exit code of the process (which is ours otherwise); 1 for
+/// the rest.
+fn failure_code(verb: &Verb) -> i32 {
+    if matches!(verb, Verb::Exec(_)) { 255 } else { 1 }
+}
+
+fn finish(global: &GlobalArgs, result: Result<i32>, failed: i32) -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -260,7 +281,7 @@ fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
                 }
             }
             eprintln!("nodectl-runtime: {msg}");
-            1
+            failed
         }
     }
 }
@@ -287,6 +308,7 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
                 pid_file: a.pid_file.clone(),
                 console_socket: a.console_socket.clone(),
                 preserve_fds: a.preserve_fds,
+                ignore_paused: a.ignore_paused,
             };
             return Ok(rt.exec(&a.id, &process, &opts)?);
         }

@@ -40,6 +40,17 @@ pub enum RuntimeError {
         "refusing to {verb}: this process runs from a writable binary (/proc/self/exe is not on a read-only mount), which a process in the container could change (CVE-2019-5736); re-execute from a sealed copy first (runtime::sys::reexec_sealed)"
     )]
     NotSealed { verb: &'static str },
+    /// runc's words, which its tests and callers look for.
+    #[error(
+        "container's cgroup unexpectedly frozen: {} says so, and a process put there would stop until it is thawed; thaw it or use another cgroup",
+        .0.display()
+    )]
+    Frozen(PathBuf),
+    #[error("cannot exec in a paused container (use --ignore-paused to override): container {id}, {}", .freezer.display())]
+    Paused { id: String, freezer: PathBuf },
+    /// runc's words for a signal to a stopped container.
+    #[error("container not running: container {id} has stopped")]
+    NotRunning { id: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -197,8 +208,18 @@ impl Runtime {
         let (cg_name, cg_parent) = cgroup_name(cfg, id);
         let cg_parent = if cg_name.starts_with('/') { None } else { cg_parent.or_else(|| opts.cgroup_parent.clone()) };
         let cg = cgroups::open(&cg_name, cg_parent.as_deref())?;
+        // A frozen cgroup would stop the init as it enters, and `create` would wait for it
+        // for ever (runc refuses too). Checked before anything is made, so that a cgroup
+        // someone else froze is left as it was...
+        if let Some(freezer) = cg.frozen()? {
+            return Err(RuntimeError::Frozen(freezer));
+        }
         cg.create()?;
         guard.cgroup = Some(cgroups::open(&cg_name, cg_parent.as_deref())?);
+        // ...and again once it exists: a new v1 cgroup below a frozen one is frozen too.
+        if let Some(freezer) = cg.frozen()? {
+            return Err(RuntimeError::Frozen(freezer));
+        }
         cg.apply(&cfg.resources)?;
         tracing::debug!("create {id}: cgroup made");
 
@@ -501,8 +522,16 @@ impl Runtime {
     pub fn exec(&self, id: &str, process: &ProcessConfig, opts: &ExecOptions) -> Result<i32> {
         ensure_sealed("exec into a container")?;
         let (rec, status) = self.load(id)?;
-        if status != Status::Running {
+        if !matches!(status, Status::Running | Status::Paused) {
             return Err(RuntimeError::Status { id: id.into(), status, verb: "exec", need: "running" });
+        }
+        let cg = cgroup_of(&rec)?;
+        // Joining a frozen cgroup stops the new process until it is thawed (paused by us
+        // or frozen by anyone): refused, as runc refuses, unless the caller means to wait.
+        if !opts.ignore_paused
+            && let Some(freezer) = cg.frozen()?
+        {
+            return Err(RuntimeError::Paused { id: id.into(), freezer });
         }
         if process.terminal != opts.console_socket.is_some() {
             return Err(RuntimeError::Invalid(
@@ -511,7 +540,6 @@ impl Runtime {
         }
         ensure_single_threaded()?;
         let joins = init_namespaces(&rec)?;
-        let cg = cgroup_of(&rec)?;
         let console = match &opts.console_socket {
             Some(p) => Some(UnixStream::connect(p).map_err(io(format!("connect to console socket {}", p.display())))?),
             None => None,
@@ -591,6 +619,8 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub preserve_fds: i32,
+    /// Exec into a paused (frozen) container: the process waits there until it is resumed.
+    pub ignore_paused: bool,
 }
 
 /// The init's namespaces that are not ours, opened (user first) while the init is

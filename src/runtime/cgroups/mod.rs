@@ -113,6 +113,10 @@ pub trait Cgroup: Send + Sync {
     fn processes(&self) -> Result<Vec<i32>>;
     fn stats(&self) -> Result<Stats>;
     fn freeze(&self, frozen: bool) -> Result<()>;
+    /// The freezer file that says the cgroup is frozen (or freezing, by itself or through
+    /// an ancestor), or None if it is thawed or does not exist. A process moved into a
+    /// frozen cgroup stops there (in D state on v1) until someone thaws it.
+    fn frozen(&self) -> Result<Option<PathBuf>>;
     /// Removes the cgroup; it must hold no process. Removing one that is gone is not an error.
     fn destroy(&self) -> Result<()>;
     /// The path, relative to each hierarchy's mount, shown to users and in state.

@@ -209,6 +209,18 @@ impl Cgroup for V1 {
         Err(CgroupError::Unsupported(format!("{} did not become {want}", state.display())))
     }
 
+    fn frozen(&self) -> Result<Option<PathBuf>> {
+        // No freezer hierarchy: nothing can be frozen.
+        let Ok(state) = self.file("freezer", "freezer.state") else { return Ok(None) };
+        match fs::read_to_string(&state) {
+            // freezer.state shows an ancestor's freeze too; FREEZING will become FROZEN.
+            Ok(s) if matches!(s.trim(), "FROZEN" | "FREEZING") => Ok(Some(state)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &state)(e)),
+        }
+    }
+
     fn destroy(&self) -> Result<()> {
         for (_, dir) in &self.dirs {
             remove_dir(dir)?;

@@ -180,6 +180,23 @@ impl Cgroup for V2 {
         Err(CgroupError::Unsupported(format!("{} did not reach frozen={want}", self.dir.display())))
     }
 
+    fn frozen(&self) -> Result<Option<PathBuf>> {
+        let (freeze, events) = (self.file("cgroup.freeze"), self.file("cgroup.events"));
+        if !self.dir.exists() {
+            return Ok(None);
+        }
+        // cgroup.freeze is this cgroup's own request (it may not have taken effect yet);
+        // cgroup.events' `frozen` is the effective state, an ancestor's freeze included.
+        let asked = freeze.exists() && read_u64(&freeze)? == 1;
+        if asked {
+            return Ok(Some(freeze));
+        }
+        if events.exists() && read_keyed(&events, "frozen")? == Some(1) {
+            return Ok(Some(events));
+        }
+        Ok(None)
+    }
+
     fn destroy(&self) -> Result<()> {
         remove_dir(&self.dir)
     }
