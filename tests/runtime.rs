@@ -1338,6 +1338,40 @@ fn exec_into_a_paused_container_is_refused_unless_ignore_paused() {
     rt.ok(&["delete", "--force", "paused"]);
 }
 
+/// runc's seccomp.bats "startContainer hook": runc loads the filter before the wait for
+/// `start` (with noNewPrivileges just before it; without, earlier still), so
+/// startContainer hooks run under it, as the program does. With noNewPrivileges the filter
+/// once came after the hooks, and a hook could do what the container may not.
+#[test]
+fn start_container_hooks_run_under_the_seccomp_filter_as_with_runc() {
+    let rt = Rt::new();
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    let hook = json!({"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "mkdir /dev/shm/from-hook"]}]});
+    for nnp in [true, false] {
+        let name = format!("hook-seccomp-{nnp}");
+        let b = rt.bundle(&name, |s| {
+            s["process"]["args"] = json!(["true"]);
+            s["process"]["noNewPrivileges"] = nnp.into();
+            s["linux"]["seccomp"] = profile.clone();
+            s["hooks"] = hook.clone();
+        });
+        let (code, out, err) = rt.run(&b, &name);
+        assert_ne!(code, 0, "noNewPrivileges {nnp}: the hook ran unfiltered: {out}");
+        assert!(err.contains("hook /bin/sh") && err.contains("Operation not permitted"), "{nnp}: {err}");
+    }
+    // Without the profile the same hook succeeds: it was the filter that stopped it.
+    let b = rt.bundle("hook-no-seccomp", |s| {
+        s["process"]["args"] = json!(["ls", "-d", "/dev/shm/from-hook"]);
+        s["hooks"] = hook.clone();
+    });
+    let (code, out, err) = rt.run(&b, "hook-no-seccomp");
+    assert_eq!((code, out.trim()), (0, "/dev/shm/from-hook"), "{err}");
+}
+
 /// runc's exec.bats: --env replaces the spec's variable of that name, --additional-gids adds
 /// groups, and exec's own failures exit 255 (the process's code is ours otherwise).
 #[test]
