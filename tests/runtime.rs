@@ -1372,6 +1372,25 @@ fn start_container_hooks_run_under_the_seccomp_filter_as_with_runc() {
     assert_eq!((code, out.trim()), (0, "/dev/shm/from-hook"), "{err}");
 }
 
+/// youki's contest: a hook run in the container without an `env` of its own gets the
+/// process's environment (Go's exec with a nil Env, as runc runs hooks); one with an `env`
+/// gets only that.
+#[test]
+fn start_container_hooks_without_env_get_the_process_environment() {
+    let rt = Rt::new();
+    let b = rt.bundle("hook-env", |s| {
+        s["process"]["args"] = json!(["cat", "/dev/shm/hook.log"]);
+        s["process"]["env"] = json!(["PATH=/bin", "FOO=from-process"]);
+        s["hooks"] = json!({"startContainer": [
+            {"path": "/bin/sh", "args": ["sh", "-c", "echo A=$FOO >> /dev/shm/hook.log"]},
+            {"path": "/bin/sh", "args": ["sh", "-c", "echo B=$FOO$BAR >> /dev/shm/hook.log"], "env": ["BAR=own"]}
+        ]});
+    });
+    let (code, out, err) = rt.run(&b, "hook-env");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["A=from-process", "B=own"], "{out}");
+}
+
 /// runc's exec.bats: --env replaces the spec's variable of that name, --additional-gids adds
 /// groups, and exec's own failures exit 255 (the process's code is ours otherwise).
 #[test]

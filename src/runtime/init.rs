@@ -167,7 +167,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
         recv_expect(&a.chan, Msg::HooksDone)?;
     }
     // createContainer hooks run in the container's namespaces, before pivot_root.
-    hooks::run_all(&cfg.hooks.create_container, &state_json)?;
+    hooks::run_all_inheriting(&cfg.hooks.create_container, &state_json, &p.env)?;
     if own_mounts {
         rootfs::pivot(cfg)?;
     } else {
@@ -184,7 +184,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     set_names(cfg)?;
     let before_exec = || -> Result<()> {
         // startContainer hooks run in the container, after `start`, before the program.
-        hooks::run_all(&cfg.hooks.start_container, &state_json)
+        hooks::run_all_inheriting(&cfg.hooks.start_container, &state_json, &p.env)
     };
     become_process(p, cfg.seccomp.as_ref(), &a.chan, a.fifo.as_ref(), a.preserve_fds, before_exec)
 }

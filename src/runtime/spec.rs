@@ -110,7 +110,9 @@ pub struct ProcessConfig {
 pub struct Hook {
     pub path: PathBuf,
     pub args: Vec<String>,
-    pub env: Vec<String>,
+    /// None when the spec gives no `env`: a hook run in the container then gets the
+    /// process's environment, as with runc (Go's exec with a nil Env).
+    pub env: Option<Vec<String>>,
     pub timeout: Option<u64>,
 }
 
@@ -675,7 +677,7 @@ fn hooks(h: &oci_spec::runtime::Hooks) -> Hooks {
             .map(|h| Hook {
                 path: h.path().clone(),
                 args: h.args().clone().unwrap_or_default(),
-                env: h.env().clone().unwrap_or_default(),
+                env: h.env().clone(),
                 timeout: h.timeout().filter(|t| *t > 0).map(|t| t as u64),
             })
             .collect()
