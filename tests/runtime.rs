@@ -1412,3 +1412,23 @@ fn exec_env_additional_gids_and_exit_codes_are_runcs() {
     assert_eq!(rt.out(&["exec", "no-such-container", "true"]).status.code(), Some(255));
     rt.ok(&["delete", "--force", "exec-flags"]);
 }
+
+/// runc's kill.bats and delete.bats: signal 0 checks the container is there; a stopped
+/// container refuses it ("container not running") except with -a; `delete --force` of a
+/// container that does not exist succeeds (callers clean up with it), without --force fails.
+#[test]
+fn kill_zero_and_delete_force_of_a_missing_container_behave_as_in_runc() {
+    let rt = Rt::new();
+    let b = rt.bundle("killzero", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "killzero");
+    rt.ok(&["start", "killzero"]);
+    rt.ok(&["kill", "killzero", "0"]);
+    rt.ok(&["kill", "-a", "killzero", "0"]);
+    rt.ok(&["kill", "killzero", "KILL"]);
+    rt.wait_status("killzero", "stopped");
+    assert!(rt.fails(&["kill", "killzero", "0"]).contains("container not running"));
+    rt.ok(&["kill", "-a", "killzero", "0"]);
+    rt.ok(&["delete", "killzero"]);
+    rt.ok(&["delete", "--force", "killzero"]);
+    assert!(rt.fails(&["delete", "killzero"]).contains("does not exist"));
+}

@@ -352,13 +352,13 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
     Ok(0)
 }
 
-/// TERM, SIGTERM, sigterm or 15.
+/// TERM, SIGTERM, sigterm or 15; 0 only checks that the process is there (kill(2)).
 fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
+        if (0..=64).contains(&n) {
             return Ok(n);
         }
-        bail!("signal {n} is out of range 1-64");
+        bail!("signal {n} is out of range 0-64");
     }
     let upper = s.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
@@ -468,6 +468,7 @@ mod tests {
         assert_eq!(parse_signal("SIGUSR1").unwrap(), libc::SIGUSR1);
         assert_eq!(parse_signal("9").unwrap(), 9);
         assert!(parse_signal("BOGUS").is_err());
-        assert!(parse_signal("0").is_err());
+        assert_eq!(parse_signal("0").unwrap(), 0);
+        assert!(parse_signal("65").is_err());
     }
 }

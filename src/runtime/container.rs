@@ -377,15 +377,16 @@ impl Runtime {
         Ok(())
     }
 
+    /// Sends `signal` (0: only check) to the init, or with `all` to every process in the
+    /// container's cgroup. As with runc, `all` on a stopped container is not an error
+    /// (there is no one left to signal).
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
         let (rec, status) = self.load(id)?;
+        if status == Status::Stopped && all {
+            return Ok(());
+        }
         if status == Status::Stopped {
-            return Err(RuntimeError::Status {
-                id: id.into(),
-                status,
-                verb: "kill",
-                need: "created, running or paused",
-            });
+            return Err(RuntimeError::NotRunning { id: id.into() });
         }
         if all {
             let cg = cgroup_of(&rec)?;
@@ -397,8 +398,13 @@ impl Runtime {
         signal_init(&rec, signal)
     }
 
+    /// Deletes a stopped or created container, or with `force` any; with `force`, one that
+    /// does not exist is not an error (runc's delete --force, which callers use to clean up).
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let _lock = self.root.lock(id)?;
+        let _lock = match self.root.lock(id) {
+            Err(StateError::NotFound(_)) if force => return Ok(()),
+            lock => lock?,
+        };
         let rec = match self.root.load(id) {
             Ok(r) => r,
             // A directory without a record is what a `create` killed midway leaves.
