@@ -31,6 +31,11 @@ impl Rt {
         self.dir.path().join("state")
     }
 
+    /// Where `nodectl --root ROOT runtime` keeps its containers: ROOT/runtime.
+    fn containers(&self) -> PathBuf {
+        self.root().join("runtime")
+    }
+
     fn bundle(&self, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
         common::bundle(&self.dir.path().join(name), edit)
     }
@@ -129,7 +134,7 @@ impl Rt {
 
 impl Drop for Rt {
     fn drop(&mut self) {
-        if let Ok(ids) = fs::read_dir(self.root()) {
+        if let Ok(ids) = fs::read_dir(self.containers()) {
             for id in ids.flatten() {
                 let _ = self.out(&["delete", "--force", &id.file_name().to_string_lossy()]);
             }
@@ -147,7 +152,7 @@ fn run_gives_the_exit_code_and_output() {
     assert_eq!(out, "out\n");
     assert!(err.contains("err"), "{err}");
     // run deletes what it made.
-    assert!(!rt.root().join("exit").exists());
+    assert!(!rt.containers().join("exit").exists());
     assert!(!rt.cgroup_dir("memory", "exit").exists());
 
     // Outside a pid namespace of its own (PID 1 of one ignores even SIGKILL sent from
@@ -202,7 +207,7 @@ fn lifecycle_create_start_state_kill_delete() {
     assert_eq!(rt.state("life")["pid"], 0);
     assert!(rt.fails(&["kill", "life", "TERM"]).contains("stopped"));
     rt.ok(&["delete", "life"]);
-    assert!(!rt.root().join("life").exists());
+    assert!(!rt.containers().join("life").exists());
     assert!(!rt.cgroup_dir("memory", "life").exists());
     assert!(!rt.cgroup_dir("pids", "life").exists());
 }
@@ -220,7 +225,7 @@ fn a_created_container_is_deleted_as_runc_deletes_it_and_a_running_one_needs_for
         !Path::new(&format!("/proc/{pid}")).exists()
             || fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z")
     );
-    assert!(!rt.root().join("del").exists());
+    assert!(!rt.containers().join("del").exists());
     assert!(!rt.cgroup_dir("pids", "del").exists());
 
     // Running: an error that changes nothing, unless forced.
@@ -229,7 +234,7 @@ fn a_created_container_is_deleted_as_runc_deletes_it_and_a_running_one_needs_for
     assert!(rt.fails(&["delete", "del2"]).contains("is running"));
     assert_eq!(rt.state("del2")["status"], "running");
     rt.ok(&["delete", "--force", "del2"]);
-    assert!(!rt.root().join("del2").exists());
+    assert!(!rt.containers().join("del2").exists());
     assert!(!rt.cgroup_dir("pids", "del2").exists());
 }
 
@@ -750,13 +755,13 @@ fn hooks_run_with_the_state_on_stdin() {
     let b = rt.bundle("badhook", |s| s["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]}));
     let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "badhook"]);
     assert!(err.contains("hook /bin/false"), "{err}");
-    assert!(!rt.root().join("badhook").exists());
+    assert!(!rt.containers().join("badhook").exists());
     // The hook's failure is what is said, and nothing before it.
     let b = rt.bundle("badprestart", |s| s["hooks"] = json!({"prestart": [{"path": "/bin/false"}]}));
     let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "badprestart"]);
     assert!(err.trim_start().starts_with("nodectl-runtime:") && err.contains("hook /bin/false"), "{err}");
     assert!(!err.contains("went away"), "{err}");
-    assert!(!rt.root().join("badprestart").exists());
+    assert!(!rt.containers().join("badprestart").exists());
 }
 
 #[test]
@@ -778,7 +783,7 @@ fn sysctl_writes_refuse_a_fake_proc() {
     let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "hostsysctl"]);
     assert!(err.contains("linux.sysctl.kernel.printk_ratelimit"), "{err}");
     assert_eq!(fs::read_to_string("/proc/sys/kernel/printk_ratelimit").unwrap(), printk);
-    assert!(!rt.root().join("hostsysctl").exists());
+    assert!(!rt.containers().join("hostsysctl").exists());
 
     // A mount namespace whose /proc is a tmpfs with look-alike files, held by a process.
     let mut holder = Command::new("unshare")
@@ -1144,7 +1149,7 @@ fn run_with_a_terminal_copies_between_the_pty_and_our_own() {
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(text.lines().any(|l| l == "/dev/pts/0"), "{text}");
     assert!(text.lines().any(|l| l == "sum-42"), "{text}");
-    assert!(!rt.root().join("tty-run").exists());
+    assert!(!rt.containers().join("tty-run").exists());
 }
 
 /// The default spec denies every device but the defaults; a rule may allow creating a
@@ -1289,7 +1294,7 @@ fn create_refuses_a_frozen_cgroup_instead_of_hanging() {
     assert!(err.contains("container's cgroup unexpectedly frozen"), "{err}");
     assert!(err.contains(dir.join("freezer.state").to_str().unwrap()), "{err}");
     assert_eq!(fs::read_to_string(dir.join("freezer.state")).unwrap().trim(), "FROZEN", "left as it was");
-    assert!(!rt.root().join("frozen").exists());
+    assert!(!rt.containers().join("frozen").exists());
 
     // A new cgroup below a frozen parent is frozen too: refused as well, and removed.
     let parent = dir.parent().unwrap().to_path_buf();
