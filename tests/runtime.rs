@@ -1437,3 +1437,41 @@ fn kill_zero_and_delete_force_of_a_missing_container_behave_as_in_runc() {
     rt.ok(&["delete", "--force", "killzero"]);
     assert!(rt.fails(&["delete", "killzero"]).contains("does not exist"));
 }
+
+/// Unmounts a host mount a test made when dropped (also when the test fails).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// youki's contest: runc's recursive mount options (rnoexec, rnosuid, rnodev, rnoatime, …)
+/// reach every mount below the one asked for, through mount_setattr with AT_RECURSIVE; all
+/// but `rro` were taken for filesystem data and silently ignored. A plain option stays the
+/// top mount's, as runc's bind remount leaves it.
+#[test]
+fn recursive_mount_options_reach_the_mounts_below() {
+    let rt = Rt::new();
+    let src = rt.dir.path().join("rsrc");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    // A mount below the source, on the host, in the test's own directory.
+    nix::mount::mount(Some("tmpfs"), &src.join("sub"), Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=64k"))
+        .unwrap();
+    let _unmount = Unmount(src.join("sub"));
+    let out = rt.sh("rmounts", "awk '$5 ~ /^\\/mnt\\/r/ {print $5, $6}' /proc/self/mountinfo", |s| {
+        let mounts = s["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/mnt/r", "type": "bind", "source": src, "options": ["rbind", "rnoexec", "rnosuid", "rnodev", "rnoatime", "ro"]}));
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for line in &lines {
+        let opts: Vec<&str> = line.split_once(' ').unwrap().1.split(',').collect();
+        for want in ["noexec", "nosuid", "nodev", "noatime"] {
+            assert!(opts.contains(&want), "{want} missing: {out}");
+        }
+    }
+    assert!(lines[0].starts_with("/mnt/r ro,"), "ro is the top mount's: {out}");
+    assert!(lines[1].starts_with("/mnt/r/sub rw,"), "{out}");
+}
