@@ -192,6 +192,11 @@ fn lifecycle_create_start_state_kill_delete() {
     assert_eq!(rt.container_out("life"), "started\n");
     let listed = rt.ok(&["list", "--format", "json"]);
     assert!(listed.contains("\"life\""), "{listed}");
+    // runc's keys in runc's order (list.bats matches the line as text), with the owner.
+    let at = |k: &str| listed.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("no {k}: {listed}"));
+    let order = ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"].map(at);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{listed}");
+    assert!(listed.contains("\"owner\":\"root\""), "{listed}");
     let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "life"])).unwrap();
     assert_eq!(pids, [pid as i32]);
     assert!(rt.fails(&["delete", "life"]).contains("running"));
@@ -1474,4 +1479,43 @@ fn recursive_mount_options_reach_the_mounts_below() {
     }
     assert!(lines[0].starts_with("/mnt/r ro,"), "ro is the top mount's: {out}");
     assert!(lines[1].starts_with("/mnt/r/sub rw,"), "{out}");
+}
+
+/// runc's run.bats "run --keep": the stopped container stays, its cgroup too, until
+/// `delete`; then runc's "container does not exist". ps.bats: `ps -f json`.
+#[test]
+fn run_keep_leaves_a_stopped_container_and_ps_takes_f_json() {
+    let rt = Rt::new();
+    let b = rt.bundle("keep", |s| s["process"]["args"] = json!(["sh", "-c", "exit 3"]));
+    let o = rt.out(&["run", "--keep", "--bundle", b.to_str().unwrap(), "keep"]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(rt.state("keep")["status"], "stopped");
+    assert!(rt.cgroup_dir("pids", "keep").is_dir());
+    rt.ok(&["delete", "keep"]);
+    assert!(rt.fails(&["state", "keep"]).contains("container does not exist"));
+    assert!(!rt.cgroup_dir("pids", "keep").exists());
+
+    let b = rt.bundle("psf", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "psf");
+    rt.ok(&["start", "psf"]);
+    let pids: Vec<i64> = serde_json::from_str(&rt.ok(&["ps", "-f", "json", "psf"])).unwrap();
+    assert_eq!(pids, [rt.state("psf")["pid"].as_i64().unwrap()]);
+    rt.ok(&["delete", "--force", "psf"]);
+}
+
+/// runc's create.bats "runc create exec": exec runs in a created container, which stays
+/// created until `start`.
+#[test]
+fn exec_runs_in_a_created_container_before_start() {
+    let rt = Rt::new();
+    let b = rt.bundle("created-exec", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["hostname"] = "made".into();
+    });
+    rt.create(&b, "created-exec");
+    assert_eq!(rt.ok(&["exec", "created-exec", "hostname"]).trim(), "made");
+    assert_eq!(rt.state("created-exec")["status"], "created");
+    rt.ok(&["start", "created-exec"]);
+    assert_eq!(rt.state("created-exec")["status"], "running");
+    rt.ok(&["delete", "--force", "created-exec"]);
 }

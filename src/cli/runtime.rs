@@ -88,13 +88,16 @@ enum Verb {
         /// Return once it started instead of waiting.
         #[arg(short, long)]
         detach: bool,
+        /// Keep the stopped container (and its cgroup) for `state` and `delete`.
+        #[arg(long)]
+        keep: bool,
     },
     /// Run another process in a running container (--process FILE, or the command after
     /// the id with the container's own process settings).
     Exec(ExecArgs),
     /// List a container's processes (`ps` columns, or --format json for pids).
     Ps {
-        #[arg(long, default_value = "table")]
+        #[arg(short, long, default_value = "table")]
         format: String,
         id: String,
         /// Options for ps(1) (default -ef).
@@ -300,7 +303,7 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
         Verb::State { id } => println!("{}", serde_json::to_string_pretty(&rt.state(&id)?)?),
         Verb::Kill { all, id, signal } => rt.kill(&id, parse_signal(&signal)?, all)?,
         Verb::Delete { force, id } => rt.delete(&id, force)?,
-        Verb::Run { create, detach } => return Ok(rt.run(&create.id, &create.options(global)?, detach)?),
+        Verb::Run { create, detach, keep } => return Ok(rt.run(&create.id, &create.options(global)?, detach, keep)?),
         Verb::Exec(a) => {
             let process = a.process(&rt)?;
             let opts = ExecOptions {
@@ -338,7 +341,7 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
             };
             rt.update(&id, &r)?
         }
-        Verb::List { format, quiet } => list(&rt, &format, quiet)?,
+        Verb::List { format, quiet } => list(&rt, root, &format, quiet)?,
         Verb::Features => println!("{}", serde_json::to_string_pretty(&features())?),
         Verb::Spec { bundle } => {
             let path = bundle.join("config.json");
@@ -396,31 +399,75 @@ fn ps(rt: &Runtime, id: &str, format: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<()> {
+/// One container as runc's `list --format json` prints it: its keys in runc's order (its
+/// tests match the line as text), annotations only when there are some, and the owner of
+/// the container's state.
+#[derive(serde::Serialize)]
+struct Listed {
+    #[serde(rename = "ociVersion")]
+    oci_version: serde_json::Value,
+    id: serde_json::Value,
+    pid: serde_json::Value,
+    status: serde_json::Value,
+    bundle: serde_json::Value,
+    rootfs: serde_json::Value,
+    created: serde_json::Value,
+    #[serde(skip_serializing_if = "no_annotations")]
+    annotations: serde_json::Value,
+    owner: String,
+}
+
+fn no_annotations(v: &serde_json::Value) -> bool {
+    v.as_object().is_none_or(|m| m.is_empty())
+}
+
+/// The user owning a container's state directory, by name where it has one (as runc shows it).
+fn owner_of(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else { return String::new() };
+    match nix::unistd::User::from_uid(meta.uid().into()) {
+        Ok(Some(u)) => u.name,
+        _ => meta.uid().to_string(),
+    }
+}
+
+fn list(rt: &Runtime, root: &Path, format: &str, quiet: bool) -> Result<()> {
     let mut states = Vec::new();
     for id in rt.root.list()? {
-        if let Ok(s) = rt.state(&id) {
-            states.push(s);
+        if let Ok(mut s) = rt.state(&id) {
+            let mut field = |k: &str| s.get_mut(k).map(serde_json::Value::take).unwrap_or_default();
+            states.push(Listed {
+                oci_version: field("ociVersion"),
+                id: field("id"),
+                pid: field("pid"),
+                status: field("status"),
+                bundle: field("bundle"),
+                rootfs: field("rootfs"),
+                created: field("created"),
+                annotations: field("annotations"),
+                owner: owner_of(&root.join(&id)),
+            });
         }
     }
     if quiet {
         for s in &states {
-            println!("{}", s["id"].as_str().unwrap_or_default());
+            println!("{}", s.id.as_str().unwrap_or_default());
         }
         return Ok(());
     }
     match format {
         "json" => println!("{}", serde_json::to_string(&states)?),
         "table" => {
-            println!("{:<24} {:<8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
+            println!("{:<24} {:<8} {:<10} {:<40} {:<36} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
             for s in &states {
                 println!(
-                    "{:<24} {:<8} {:<10} {:<40} {}",
-                    s["id"].as_str().unwrap_or_default(),
-                    s["pid"],
-                    s["status"].as_str().unwrap_or_default(),
-                    s["bundle"].as_str().unwrap_or_default(),
-                    s["created"].as_str().unwrap_or_default()
+                    "{:<24} {:<8} {:<10} {:<40} {:<36} {}",
+                    s.id.as_str().unwrap_or_default(),
+                    s.pid,
+                    s.status.as_str().unwrap_or_default(),
+                    s.bundle.as_str().unwrap_or_default(),
+                    s.created.as_str().unwrap_or_default(),
+                    s.owner
                 );
             }
         }

@@ -477,8 +477,9 @@ impl Runtime {
     }
 
     /// create, start, and wait in the foreground: signals we get go to the container's
-    /// init; its exit status becomes ours (128+n for a signal); then delete.
-    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<i32> {
+    /// init; its exit status becomes ours (128+n for a signal); then delete, unless `keep`
+    /// (runc's run --keep: the stopped container stays, cgroup and all, until `delete`).
+    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool, keep: bool) -> Result<i32> {
         state::validate_id(id)?;
         let cfg = spec::load(&opts.bundle)?;
         if detach {
@@ -518,18 +519,22 @@ impl Runtime {
                 stats.oom_kills
             );
         }
-        self.delete(id, true)?;
+        if !keep {
+            self.delete(id, true)?;
+        }
         Ok(code)
     }
 
-    /// Runs another process in a running container: its namespaces and cgroup, the
+    /// Runs another process in a created or running container: its namespaces and cgroup, the
     /// container's seccomp profile, the process's own user, capabilities and limits.
     /// Returns its exit status, or 0 at once with `detach`.
     pub fn exec(&self, id: &str, process: &ProcessConfig, opts: &ExecOptions) -> Result<i32> {
         ensure_sealed("exec into a container")?;
         let (rec, status) = self.load(id)?;
-        if !matches!(status, Status::Running | Status::Paused) {
-            return Err(RuntimeError::Status { id: id.into(), status, verb: "exec", need: "running" });
+        // A created container's init waits for `start` in its finished namespaces; runc
+        // execs into it too (create.bats "runc create exec").
+        if !matches!(status, Status::Created | Status::Running | Status::Paused) {
+            return Err(RuntimeError::Status { id: id.into(), status, verb: "exec", need: "created or running" });
         }
         let cg = cgroup_of(&rec)?;
         // Joining a frozen cgroup stops the new process until it is thawed (paused by us
