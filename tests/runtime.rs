@@ -1519,3 +1519,36 @@ fn exec_runs_in_a_created_container_before_start() {
     assert_eq!(rt.state("created-exec")["status"], "running");
     rt.ok(&["delete", "--force", "created-exec"]);
 }
+
+/// runc's delete.bats "delete --force in cgroupv1 with subcgroups": a container may make
+/// cgroups below its own and move processes there; `delete --force` removes the whole tree
+/// (rmdir of the container's cgroup failed with EBUSY and left the container half-deleted).
+#[test]
+fn delete_force_removes_the_sub_cgroups_a_container_made() {
+    let rt = Rt::new();
+    let b = rt.bundle("subcg", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "subcg");
+    rt.ok(&["start", "subcg"]);
+    let pid_file = rt.dir.path().join("subcg.pid");
+    let status = rt
+        .cmd(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), "subcg", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid = fs::read_to_string(&pid_file).unwrap();
+    // Made from the host here; in runc's test the container makes them through a writable
+    // cgroupfs, which comes to the same directories.
+    let subs: Vec<PathBuf> =
+        ["pids", "freezer", "memory"].iter().map(|c| rt.cgroup_dir(c, "subcg").join("foo")).collect();
+    for sub in &subs {
+        fs::create_dir(sub).unwrap();
+        fs::write(sub.join("cgroup.procs"), &pid).unwrap();
+    }
+    rt.ok(&["delete", "--force", "subcg"]);
+    for sub in &subs {
+        assert!(!sub.parent().unwrap().exists(), "{} is left", sub.display());
+    }
+    assert!(rt.fails(&["state", "subcg"]).contains("does not exist"));
+}

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir, write,
+    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids_tree, read_u64, remove_tree, write,
 };
 
 /// The controllers this driver manages.
@@ -178,7 +178,7 @@ impl Cgroup for V1 {
 
     fn processes(&self) -> Result<Vec<i32>> {
         let (_, dir) = self.dirs.first().ok_or_else(|| CgroupError::NoController("any".into()))?;
-        read_pids(&dir.join("cgroup.procs"))
+        read_pids_tree(dir)
     }
 
     fn stats(&self) -> Result<Stats> {
@@ -223,7 +223,7 @@ impl Cgroup for V1 {
 
     fn destroy(&self) -> Result<()> {
         for (_, dir) in &self.dirs {
-            remove_dir(dir)?;
+            remove_tree(dir)?;
         }
         Ok(())
     }

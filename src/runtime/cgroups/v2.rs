@@ -9,8 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir,
-    shares_to_weight, write,
+    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_pids_tree, read_u64,
+    remove_tree, shares_to_weight, write,
 };
 
 const WANTED: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
@@ -152,7 +152,7 @@ impl Cgroup for V2 {
     }
 
     fn processes(&self) -> Result<Vec<i32>> {
-        read_pids(&self.file("cgroup.procs"))
+        read_pids_tree(&self.dir)
     }
 
     fn stats(&self) -> Result<Stats> {
@@ -198,7 +198,7 @@ impl Cgroup for V2 {
     }
 
     fn destroy(&self) -> Result<()> {
-        remove_dir(&self.dir)
+        remove_tree(&self.dir)
     }
 
     fn path(&self) -> &Path {
