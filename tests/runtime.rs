@@ -31,6 +31,11 @@ impl Rt {
         self.dir.path().join("state")
     }
 
+    /// Where `nodectl --root ROOT runtime` keeps its containers: ROOT/runtime.
+    fn containers(&self) -> PathBuf {
+        self.root().join("runtime")
+    }
+
     fn bundle(&self, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
         common::bundle(&self.dir.path().join(name), edit)
     }
@@ -129,7 +134,7 @@ impl Rt {
 
 impl Drop for Rt {
     fn drop(&mut self) {
-        if let Ok(ids) = fs::read_dir(self.root()) {
+        if let Ok(ids) = fs::read_dir(self.containers()) {
             for id in ids.flatten() {
                 let _ = self.out(&["delete", "--force", &id.file_name().to_string_lossy()]);
             }
@@ -147,7 +152,7 @@ fn run_gives_the_exit_code_and_output() {
     assert_eq!(out, "out\n");
     assert!(err.contains("err"), "{err}");
     // run deletes what it made.
-    assert!(!rt.root().join("exit").exists());
+    assert!(!rt.containers().join("exit").exists());
     assert!(!rt.cgroup_dir("memory", "exit").exists());
 
     // Outside a pid namespace of its own (PID 1 of one ignores even SIGKILL sent from
@@ -187,6 +192,11 @@ fn lifecycle_create_start_state_kill_delete() {
     assert_eq!(rt.container_out("life"), "started\n");
     let listed = rt.ok(&["list", "--format", "json"]);
     assert!(listed.contains("\"life\""), "{listed}");
+    // runc's keys in runc's order (list.bats matches the line as text), with the owner.
+    let at = |k: &str| listed.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("no {k}: {listed}"));
+    let order = ["ociVersion", "id", "pid", "status", "bundle", "rootfs", "created", "owner"].map(at);
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{listed}");
+    assert!(listed.contains("\"owner\":\"root\""), "{listed}");
     let pids: Vec<i32> = serde_json::from_str(&rt.ok(&["ps", "--format", "json", "life"])).unwrap();
     assert_eq!(pids, [pid as i32]);
     assert!(rt.fails(&["delete", "life"]).contains("running"));
@@ -202,7 +212,7 @@ fn lifecycle_create_start_state_kill_delete() {
     assert_eq!(rt.state("life")["pid"], 0);
     assert!(rt.fails(&["kill", "life", "TERM"]).contains("stopped"));
     rt.ok(&["delete", "life"]);
-    assert!(!rt.root().join("life").exists());
+    assert!(!rt.containers().join("life").exists());
     assert!(!rt.cgroup_dir("memory", "life").exists());
     assert!(!rt.cgroup_dir("pids", "life").exists());
 }
@@ -220,7 +230,7 @@ fn a_created_container_is_deleted_as_runc_deletes_it_and_a_running_one_needs_for
         !Path::new(&format!("/proc/{pid}")).exists()
             || fs::read_to_string(format!("/proc/{pid}/stat")).unwrap().contains(") Z")
     );
-    assert!(!rt.root().join("del").exists());
+    assert!(!rt.containers().join("del").exists());
     assert!(!rt.cgroup_dir("pids", "del").exists());
 
     // Running: an error that changes nothing, unless forced.
@@ -229,7 +239,7 @@ fn a_created_container_is_deleted_as_runc_deletes_it_and_a_running_one_needs_for
     assert!(rt.fails(&["delete", "del2"]).contains("is running"));
     assert_eq!(rt.state("del2")["status"], "running");
     rt.ok(&["delete", "--force", "del2"]);
-    assert!(!rt.root().join("del2").exists());
+    assert!(!rt.containers().join("del2").exists());
     assert!(!rt.cgroup_dir("pids", "del2").exists());
 }
 
@@ -750,13 +760,13 @@ fn hooks_run_with_the_state_on_stdin() {
     let b = rt.bundle("badhook", |s| s["hooks"] = json!({"createRuntime": [{"path": "/bin/false"}]}));
     let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "badhook"]);
     assert!(err.contains("hook /bin/false"), "{err}");
-    assert!(!rt.root().join("badhook").exists());
+    assert!(!rt.containers().join("badhook").exists());
     // The hook's failure is what is said, and nothing before it.
     let b = rt.bundle("badprestart", |s| s["hooks"] = json!({"prestart": [{"path": "/bin/false"}]}));
     let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "badprestart"]);
     assert!(err.trim_start().starts_with("nodectl-runtime:") && err.contains("hook /bin/false"), "{err}");
     assert!(!err.contains("went away"), "{err}");
-    assert!(!rt.root().join("badprestart").exists());
+    assert!(!rt.containers().join("badprestart").exists());
 }
 
 #[test]
@@ -778,7 +788,7 @@ fn sysctl_writes_refuse_a_fake_proc() {
     let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), "hostsysctl"]);
     assert!(err.contains("linux.sysctl.kernel.printk_ratelimit"), "{err}");
     assert_eq!(fs::read_to_string("/proc/sys/kernel/printk_ratelimit").unwrap(), printk);
-    assert!(!rt.root().join("hostsysctl").exists());
+    assert!(!rt.containers().join("hostsysctl").exists());
 
     // A mount namespace whose /proc is a tmpfs with look-alike files, held by a process.
     let mut holder = Command::new("unshare")
@@ -1144,7 +1154,7 @@ fn run_with_a_terminal_copies_between_the_pty_and_our_own() {
     assert_eq!(out.status.code(), Some(3), "{text}");
     assert!(text.lines().any(|l| l == "/dev/pts/0"), "{text}");
     assert!(text.lines().any(|l| l == "sum-42"), "{text}");
-    assert!(!rt.root().join("tty-run").exists());
+    assert!(!rt.containers().join("tty-run").exists());
 }
 
 /// The default spec denies every device but the defaults; a rule may allow creating a
@@ -1195,4 +1205,350 @@ fn a_container_sees_its_own_cgroup_and_not_the_hosts() {
     assert_eq!(lines[1], "0", "{out}");
     let procs: u32 = lines[2].parse().unwrap();
     assert!((1..10).contains(&procs), "{out}");
+}
+
+/// Runs a runtime command with stdout and stderr to files, giving up (and failing the
+/// test) after `secs` seconds: what these tests look for is a hang. (exit code, stdout,
+/// stderr)
+fn within(rt: &Rt, args: &[&str], secs: u64) -> (i32, String, String) {
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let (out, err) = (rt.dir.path().join(format!("within-{n}.out")), rt.dir.path().join(format!("within-{n}.err")));
+    let mut child =
+        rt.cmd(args).stdout(fs::File::create(&out).unwrap()).stderr(fs::File::create(&err).unwrap()).spawn().unwrap();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("runtime {args:?} still running after {secs}s: {}", fs::read_to_string(&err).unwrap());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (status.code().unwrap_or(-1), fs::read_to_string(&out).unwrap(), fs::read_to_string(&err).unwrap())
+}
+
+/// Thaws a v1 freezer cgroup when dropped (also when a test fails), so nothing stays
+/// stopped in it; removes it if `remove`.
+struct Thaw {
+    dir: PathBuf,
+    remove: bool,
+}
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        let _ = fs::write(self.dir.join("freezer.state"), "THAWED");
+        if self.remove {
+            let _ = fs::remove_dir(&self.dir);
+        }
+    }
+}
+
+/// runc's dev.bats "device cgroup deny": a node listed in linux.devices is made, but opening
+/// it is up to linux.resources.devices alone (every listed node once got an allow rule, so a
+/// container denied every device could write the host's /dev/kmsg). A spec without device
+/// rules gets runc's: every device but the standard nodes denied.
+#[test]
+fn a_device_listed_in_the_spec_but_denied_in_resources_cannot_be_opened() {
+    let rt = Rt::new();
+    let kmsg = json!([{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11}]);
+    let caps = json!(["CAP_SYSLOG"]);
+    let with_kmsg = |s: &mut serde_json::Value| {
+        s["linux"]["devices"] = kmsg.clone();
+        s["process"]["capabilities"] = json!({"bounding": caps, "effective": caps, "permitted": caps});
+    };
+    let script = "ls -l /dev/kmsg | cut -c1; (echo nodectl-test > /dev/kmsg) 2>&1; head -n 1 /dev/kmsg 2>&1 >/dev/null; head -c 1 /dev/zero | wc -c";
+    for (name, rules) in [("kmsg-denied", Some(json!([{"allow": false, "access": "rwm"}]))), ("kmsg-no-rules", None)] {
+        let out = rt.sh(name, script, |s| {
+            with_kmsg(s);
+            match &rules {
+                Some(r) => s["linux"]["resources"]["devices"] = r.clone(),
+                None => s["linux"]["resources"].as_object_mut().unwrap().retain(|k, _| k != "devices"),
+            }
+        });
+        let lines: Vec<&str> = out.lines().map(str::trim).collect();
+        assert_eq!(lines[0], "c", "{name}: the node is made: {out}");
+        assert!(lines[1].contains("/dev/kmsg") && lines[1].contains("Operation not permitted"), "{name}: {out}");
+        assert!(lines[2].contains("/dev/kmsg") && lines[2].contains("Operation not permitted"), "{name}: {out}");
+        assert_eq!(lines[3], "1", "{name}: the standard nodes stay usable: {out}");
+    }
+    // Allowed by a rule of its own, it opens (read-only here: nothing lands in the host's log).
+    let out = rt.sh("kmsg-allowed", "head -n 1 /dev/kmsg > /dev/null && echo read", |s| {
+        with_kmsg(s);
+        s["linux"]["resources"]["devices"] =
+            json!([{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 1, "minor": 11, "access": "r"}]);
+    });
+    assert_eq!(out.trim(), "read");
+}
+
+/// runc's cgroups.bats "should refuse pre-existing frozen cgroup": a process moved into a
+/// frozen cgroup stops there (D state on v1), and `create` once waited for it for ever.
+/// Refused with runc's words, naming the cgroup, which is left as it was.
+#[test]
+fn create_refuses_a_frozen_cgroup_instead_of_hanging() {
+    let rt = Rt::new();
+    let b = rt.bundle("frozen", |s| s["process"]["args"] = json!(["true"]));
+    let dir = rt.cgroup_dir("freezer", "frozen");
+    fs::create_dir_all(&dir).unwrap();
+    let _thaw = Thaw { dir: dir.clone(), remove: true };
+    fs::write(dir.join("freezer.state"), "FROZEN").unwrap();
+    let (code, _, err) = within(&rt, &["create", "--bundle", b.to_str().unwrap(), "frozen"], 30);
+    assert_ne!(code, 0);
+    assert!(err.contains("container's cgroup unexpectedly frozen"), "{err}");
+    assert!(err.contains(dir.join("freezer.state").to_str().unwrap()), "{err}");
+    assert_eq!(fs::read_to_string(dir.join("freezer.state")).unwrap().trim(), "FROZEN", "left as it was");
+    assert!(!rt.containers().join("frozen").exists());
+
+    // A new cgroup below a frozen parent is frozen too: refused as well, and removed.
+    let parent = dir.parent().unwrap().to_path_buf();
+    let _thaw_parent = Thaw { dir: parent.clone(), remove: false };
+    fs::write(parent.join("freezer.state"), "FROZEN").unwrap();
+    let (code, _, err) = within(&rt, &["create", "--bundle", b.to_str().unwrap(), "below-frozen"], 30);
+    assert_ne!(code, 0);
+    assert!(err.contains("container's cgroup unexpectedly frozen"), "{err}");
+    assert!(!parent.join("below-frozen").exists(), "the cgroup create made is gone");
+}
+
+/// runc's cgroups.bats "exec should refuse a paused container" and "exec --ignore-paused":
+/// the exec'd process would stop in the frozen cgroup, so exec refuses (255, runc's exit
+/// code for exec's own errors) whether we paused it or someone froze the cgroup; with
+/// --ignore-paused it waits and runs once the container is resumed.
+#[test]
+fn exec_into_a_paused_container_is_refused_unless_ignore_paused() {
+    let rt = Rt::new();
+    let b = rt.bundle("paused", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "paused");
+    rt.ok(&["start", "paused"]);
+    let _thaw = Thaw { dir: rt.cgroup_dir("freezer", "paused"), remove: false };
+    rt.ok(&["pause", "paused"]);
+    let (code, _, err) = within(&rt, &["exec", "paused", "echo", "ok"], 30);
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains("cannot exec in a paused container (use --ignore-paused to override)"), "{err}");
+
+    let resume = {
+        let cmd = rt.cmd(&["resume", "paused"]);
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            let mut cmd = cmd;
+            cmd.status().unwrap()
+        })
+    };
+    let (code, out, err) = within(&rt, &["exec", "--ignore-paused", "paused", "echo", "ok"], 60);
+    assert!(resume.join().unwrap().success());
+    assert_eq!((code, out.trim()), (0, "ok"), "{err}");
+
+    // Frozen behind our back (not `pause`): refused just the same.
+    fs::write(rt.cgroup_dir("freezer", "paused").join("freezer.state"), "FROZEN").unwrap();
+    let (code, _, err) = within(&rt, &["exec", "paused", "echo", "ok"], 30);
+    assert_eq!(code, 255, "{err}");
+    assert!(err.contains("paused"), "{err}");
+    fs::write(rt.cgroup_dir("freezer", "paused").join("freezer.state"), "THAWED").unwrap();
+    rt.ok(&["delete", "--force", "paused"]);
+}
+
+/// runc's seccomp.bats "startContainer hook": runc loads the filter before the wait for
+/// `start` (with noNewPrivileges just before it; without, earlier still), so
+/// startContainer hooks run under it, as the program does. With noNewPrivileges the filter
+/// once came after the hooks, and a hook could do what the container may not.
+#[test]
+fn start_container_hooks_run_under_the_seccomp_filter_as_with_runc() {
+    let rt = Rt::new();
+    let profile = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]
+    });
+    let hook = json!({"startContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "mkdir /dev/shm/from-hook"]}]});
+    for nnp in [true, false] {
+        let name = format!("hook-seccomp-{nnp}");
+        let b = rt.bundle(&name, |s| {
+            s["process"]["args"] = json!(["true"]);
+            s["process"]["noNewPrivileges"] = nnp.into();
+            s["linux"]["seccomp"] = profile.clone();
+            s["hooks"] = hook.clone();
+        });
+        let (code, out, err) = rt.run(&b, &name);
+        assert_ne!(code, 0, "noNewPrivileges {nnp}: the hook ran unfiltered: {out}");
+        assert!(err.contains("hook /bin/sh") && err.contains("Operation not permitted"), "{nnp}: {err}");
+    }
+    // Without the profile the same hook succeeds: it was the filter that stopped it.
+    let b = rt.bundle("hook-no-seccomp", |s| {
+        s["process"]["args"] = json!(["ls", "-d", "/dev/shm/from-hook"]);
+        s["hooks"] = hook.clone();
+    });
+    let (code, out, err) = rt.run(&b, "hook-no-seccomp");
+    assert_eq!((code, out.trim()), (0, "/dev/shm/from-hook"), "{err}");
+}
+
+/// youki's contest: a hook run in the container without an `env` of its own gets the
+/// process's environment (Go's exec with a nil Env, as runc runs hooks); one with an `env`
+/// gets only that.
+#[test]
+fn start_container_hooks_without_env_get_the_process_environment() {
+    let rt = Rt::new();
+    let b = rt.bundle("hook-env", |s| {
+        s["process"]["args"] = json!(["cat", "/dev/shm/hook.log"]);
+        s["process"]["env"] = json!(["PATH=/bin", "FOO=from-process"]);
+        s["hooks"] = json!({"startContainer": [
+            {"path": "/bin/sh", "args": ["sh", "-c", "echo A=$FOO >> /dev/shm/hook.log"]},
+            {"path": "/bin/sh", "args": ["sh", "-c", "echo B=$FOO$BAR >> /dev/shm/hook.log"], "env": ["BAR=own"]}
+        ]});
+    });
+    let (code, out, err) = rt.run(&b, "hook-env");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["A=from-process", "B=own"], "{out}");
+}
+
+/// runc's exec.bats: --env replaces the spec's variable of that name, --additional-gids adds
+/// groups, and exec's own failures exit 255 (the process's code is ours otherwise).
+#[test]
+fn exec_env_additional_gids_and_exit_codes_are_runcs() {
+    let rt = Rt::new();
+    let b = rt.bundle("exec-flags", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["process"]["env"] = json!(["PATH=/bin:/usr/bin", "X=from-spec"]);
+    });
+    rt.create(&b, "exec-flags");
+    rt.ok(&["start", "exec-flags"]);
+    let out = rt.ok(&["exec", "--env", "X=from-exec", "exec-flags", "sh", "-c", "echo $X; env | grep -c ^X="]);
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["from-exec", "1"], "{out}");
+    let out =
+        rt.ok(&["exec", "--user", "1000:1000", "--additional-gids", "100", "-g", "65534", "exec-flags", "id", "-G"]);
+    assert_eq!(out.trim(), "1000 100 65534");
+    assert_eq!(rt.out(&["exec", "exec-flags", "false"]).status.code(), Some(1));
+    assert_eq!(rt.out(&["exec", "exec-flags", "no-such-program"]).status.code(), Some(255));
+    assert_eq!(rt.out(&["exec", "no-such-container", "true"]).status.code(), Some(255));
+    rt.ok(&["delete", "--force", "exec-flags"]);
+}
+
+/// runc's kill.bats and delete.bats: signal 0 checks the container is there; a stopped
+/// container refuses it ("container not running") except with -a; `delete --force` of a
+/// container that does not exist succeeds (callers clean up with it), without --force fails.
+#[test]
+fn kill_zero_and_delete_force_of_a_missing_container_behave_as_in_runc() {
+    let rt = Rt::new();
+    let b = rt.bundle("killzero", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "killzero");
+    rt.ok(&["start", "killzero"]);
+    rt.ok(&["kill", "killzero", "0"]);
+    rt.ok(&["kill", "-a", "killzero", "0"]);
+    rt.ok(&["kill", "killzero", "KILL"]);
+    rt.wait_status("killzero", "stopped");
+    assert!(rt.fails(&["kill", "killzero", "0"]).contains("container not running"));
+    rt.ok(&["kill", "-a", "killzero", "0"]);
+    rt.ok(&["delete", "killzero"]);
+    rt.ok(&["delete", "--force", "killzero"]);
+    assert!(rt.fails(&["delete", "killzero"]).contains("does not exist"));
+}
+
+/// Unmounts a host mount a test made when dropped (also when the test fails).
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// youki's contest: runc's recursive mount options (rnoexec, rnosuid, rnodev, rnoatime, …)
+/// reach every mount below the one asked for, through mount_setattr with AT_RECURSIVE; all
+/// but `rro` were taken for filesystem data and silently ignored. A plain option stays the
+/// top mount's, as runc's bind remount leaves it.
+#[test]
+fn recursive_mount_options_reach_the_mounts_below() {
+    let rt = Rt::new();
+    let src = rt.dir.path().join("rsrc");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    // A mount below the source, on the host, in the test's own directory.
+    nix::mount::mount(Some("tmpfs"), &src.join("sub"), Some("tmpfs"), nix::mount::MsFlags::empty(), Some("size=64k"))
+        .unwrap();
+    let _unmount = Unmount(src.join("sub"));
+    let out = rt.sh("rmounts", "awk '$5 ~ /^\\/mnt\\/r/ {print $5, $6}' /proc/self/mountinfo", |s| {
+        let mounts = s["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/mnt/r", "type": "bind", "source": src, "options": ["rbind", "rnoexec", "rnosuid", "rnodev", "rnoatime", "ro"]}));
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    for line in &lines {
+        let opts: Vec<&str> = line.split_once(' ').unwrap().1.split(',').collect();
+        for want in ["noexec", "nosuid", "nodev", "noatime"] {
+            assert!(opts.contains(&want), "{want} missing: {out}");
+        }
+    }
+    assert!(lines[0].starts_with("/mnt/r ro,"), "ro is the top mount's: {out}");
+    assert!(lines[1].starts_with("/mnt/r/sub rw,"), "{out}");
+}
+
+/// runc's run.bats "run --keep": the stopped container stays, its cgroup too, until
+/// `delete`; then runc's "container does not exist". ps.bats: `ps -f json`.
+#[test]
+fn run_keep_leaves_a_stopped_container_and_ps_takes_f_json() {
+    let rt = Rt::new();
+    let b = rt.bundle("keep", |s| s["process"]["args"] = json!(["sh", "-c", "exit 3"]));
+    let o = rt.out(&["run", "--keep", "--bundle", b.to_str().unwrap(), "keep"]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(rt.state("keep")["status"], "stopped");
+    assert!(rt.cgroup_dir("pids", "keep").is_dir());
+    rt.ok(&["delete", "keep"]);
+    assert!(rt.fails(&["state", "keep"]).contains("container does not exist"));
+    assert!(!rt.cgroup_dir("pids", "keep").exists());
+
+    let b = rt.bundle("psf", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "psf");
+    rt.ok(&["start", "psf"]);
+    let pids: Vec<i64> = serde_json::from_str(&rt.ok(&["ps", "-f", "json", "psf"])).unwrap();
+    assert_eq!(pids, [rt.state("psf")["pid"].as_i64().unwrap()]);
+    rt.ok(&["delete", "--force", "psf"]);
+}
+
+/// runc's create.bats "runc create exec": exec runs in a created container, which stays
+/// created until `start`.
+#[test]
+fn exec_runs_in_a_created_container_before_start() {
+    let rt = Rt::new();
+    let b = rt.bundle("created-exec", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["hostname"] = "made".into();
+    });
+    rt.create(&b, "created-exec");
+    assert_eq!(rt.ok(&["exec", "created-exec", "hostname"]).trim(), "made");
+    assert_eq!(rt.state("created-exec")["status"], "created");
+    rt.ok(&["start", "created-exec"]);
+    assert_eq!(rt.state("created-exec")["status"], "running");
+    rt.ok(&["delete", "--force", "created-exec"]);
+}
+
+/// runc's delete.bats "delete --force in cgroupv1 with subcgroups": a container may make
+/// cgroups below its own and move processes there; `delete --force` removes the whole tree
+/// (rmdir of the container's cgroup failed with EBUSY and left the container half-deleted).
+#[test]
+fn delete_force_removes_the_sub_cgroups_a_container_made() {
+    let rt = Rt::new();
+    let b = rt.bundle("subcg", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "subcg");
+    rt.ok(&["start", "subcg"]);
+    let pid_file = rt.dir.path().join("subcg.pid");
+    let status = rt
+        .cmd(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), "subcg", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let pid = fs::read_to_string(&pid_file).unwrap();
+    // Made from the host here; in runc's test the container makes them through a writable
+    // cgroupfs, which comes to the same directories.
+    let subs: Vec<PathBuf> =
+        ["pids", "freezer", "memory"].iter().map(|c| rt.cgroup_dir(c, "subcg").join("foo")).collect();
+    for sub in &subs {
+        fs::create_dir(sub).unwrap();
+        fs::write(sub.join("cgroup.procs"), &pid).unwrap();
+    }
+    rt.ok(&["delete", "--force", "subcg"]);
+    for sub in &subs {
+        assert!(!sub.parent().unwrap().exists(), "{} is left", sub.display());
+    }
+    assert!(rt.fails(&["state", "subcg"]).contains("does not exist"));
 }

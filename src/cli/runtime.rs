@@ -88,13 +88,16 @@ enum Verb {
         /// Return once it started instead of waiting.
         #[arg(short, long)]
         detach: bool,
+        /// Keep the stopped container (and its cgroup) for `state` and `delete`.
+        #[arg(long)]
+        keep: bool,
     },
     /// Run another process in a running container (--process FILE, or the command after
     /// the id with the container's own process settings).
     Exec(ExecArgs),
     /// List a container's processes (`ps` columns, or --format json for pids).
     Ps {
-        #[arg(long, default_value = "table")]
+        #[arg(short, long, default_value = "table")]
         format: String,
         id: String,
         /// Options for ps(1) (default -ef).
@@ -152,9 +155,15 @@ struct ExecArgs {
     tty: bool,
     #[arg(long)]
     cwd: Option<PathBuf>,
-    /// VAR=value, added to the container's environment.
+    /// VAR=value, added to the container's environment (replacing the spec's VAR).
     #[arg(short, long)]
     env: Vec<String>,
+    /// A supplementary group id for the process, after the spec's (may be repeated).
+    #[arg(short = 'g', long)]
+    additional_gids: Vec<u32>,
+    /// Exec even into a paused container (the process waits until it is resumed).
+    #[arg(long)]
+    ignore_paused: bool,
     /// uid[:gid]
     #[arg(short, long)]
     user: Option<String>,
@@ -180,7 +189,13 @@ impl ExecArgs {
         let mut p = cfg.process;
         p.args = self.command.clone();
         p.terminal = self.tty;
-        p.env.extend(self.env.iter().cloned());
+        for e in &self.env {
+            // The last one of a name wins, as in runc: a program's getenv finds the first.
+            let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
+            p.env.retain(|old| old.split_once('=').map_or(old.as_str(), |(n, _)| n) != name);
+            p.env.push(e.clone());
+        }
+        p.additional_gids.extend(&self.additional_gids);
         if let Some(cwd) = &self.cwd {
             p.cwd = cwd.clone();
         }
@@ -234,16 +249,25 @@ impl CreateArgs {
 /// `nodectl-runtime …` (argv[0] dispatch).
 pub fn main_as_runtime() -> i32 {
     let cli = RuntimeCli::parse();
-    finish(&cli.global, run_verb(&cli.root, &cli.global, cli.verb))
+    let failed = failure_code(&cli.verb);
+    finish(&cli.global, run_verb(&cli.root, &cli.global, cli.verb), failed)
 }
 
 /// `nodectl runtime …`: state under ROOT/runtime.
 pub fn run(root: &Path, args: RuntimeArgs) -> Result<i32> {
-    let code = finish(&args.global, run_verb(&root.join("runtime"), &args.global, args.verb));
+    let failed = failure_code(&args.verb);
+    let code = finish(&args.global, run_verb(&root.join("runtime"), &args.global, args.verb), failed);
     Ok(code)
 }
 
-fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
+/// The exit code when the runtime itself fails: 255 for `exec`, as runc has it, so that
+/// callers can tell it from the exit code of the process (which is ours otherwise); 1 for
+/// the rest.
+fn failure_code(verb: &Verb) -> i32 {
+    if matches!(verb, Verb::Exec(_)) { 255 } else { 1 }
+}
+
+fn finish(global: &GlobalArgs, result: Result<i32>, failed: i32) -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
@@ -260,7 +284,7 @@ fn finish(global: &GlobalArgs, result: Result<i32>) -> i32 {
                 }
             }
             eprintln!("nodectl-runtime: {msg}");
-            1
+            failed
         }
     }
 }
@@ -279,7 +303,7 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
         Verb::State { id } => println!("{}", serde_json::to_string_pretty(&rt.state(&id)?)?),
         Verb::Kill { all, id, signal } => rt.kill(&id, parse_signal(&signal)?, all)?,
         Verb::Delete { force, id } => rt.delete(&id, force)?,
-        Verb::Run { create, detach } => return Ok(rt.run(&create.id, &create.options(global)?, detach)?),
+        Verb::Run { create, detach, keep } => return Ok(rt.run(&create.id, &create.options(global)?, detach, keep)?),
         Verb::Exec(a) => {
             let process = a.process(&rt)?;
             let opts = ExecOptions {
@@ -287,6 +311,7 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
                 pid_file: a.pid_file.clone(),
                 console_socket: a.console_socket.clone(),
                 preserve_fds: a.preserve_fds,
+                ignore_paused: a.ignore_paused,
             };
             return Ok(rt.exec(&a.id, &process, &opts)?);
         }
@@ -316,7 +341,7 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
             };
             rt.update(&id, &r)?
         }
-        Verb::List { format, quiet } => list(&rt, &format, quiet)?,
+        Verb::List { format, quiet } => list(&rt, root, &format, quiet)?,
         Verb::Features => println!("{}", serde_json::to_string_pretty(&features())?),
         Verb::Spec { bundle } => {
             let path = bundle.join("config.json");
@@ -330,13 +355,13 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
     Ok(0)
 }
 
-/// TERM, SIGTERM, sigterm or 15.
+/// TERM, SIGTERM, sigterm or 15; 0 only checks that the process is there (kill(2)).
 fn parse_signal(s: &str) -> Result<i32> {
     if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
+        if (0..=64).contains(&n) {
             return Ok(n);
         }
-        bail!("signal {n} is out of range 1-64");
+        bail!("signal {n} is out of range 0-64");
     }
     let upper = s.to_ascii_uppercase();
     let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
@@ -374,31 +399,75 @@ fn ps(rt: &Runtime, id: &str, format: &str, args: &[String]) -> Result<()> {
     Ok(())
 }
 
-fn list(rt: &Runtime, format: &str, quiet: bool) -> Result<()> {
+/// One container as runc's `list --format json` prints it: its keys in runc's order (its
+/// tests match the line as text), annotations only when there are some, and the owner of
+/// the container's state.
+#[derive(serde::Serialize)]
+struct Listed {
+    #[serde(rename = "ociVersion")]
+    oci_version: serde_json::Value,
+    id: serde_json::Value,
+    pid: serde_json::Value,
+    status: serde_json::Value,
+    bundle: serde_json::Value,
+    rootfs: serde_json::Value,
+    created: serde_json::Value,
+    #[serde(skip_serializing_if = "no_annotations")]
+    annotations: serde_json::Value,
+    owner: String,
+}
+
+fn no_annotations(v: &serde_json::Value) -> bool {
+    v.as_object().is_none_or(|m| m.is_empty())
+}
+
+/// The user owning a container's state directory, by name where it has one (as runc shows it).
+fn owner_of(dir: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(dir) else { return String::new() };
+    match nix::unistd::User::from_uid(meta.uid().into()) {
+        Ok(Some(u)) => u.name,
+        _ => meta.uid().to_string(),
+    }
+}
+
+fn list(rt: &Runtime, root: &Path, format: &str, quiet: bool) -> Result<()> {
     let mut states = Vec::new();
     for id in rt.root.list()? {
-        if let Ok(s) = rt.state(&id) {
-            states.push(s);
+        if let Ok(mut s) = rt.state(&id) {
+            let mut field = |k: &str| s.get_mut(k).map(serde_json::Value::take).unwrap_or_default();
+            states.push(Listed {
+                oci_version: field("ociVersion"),
+                id: field("id"),
+                pid: field("pid"),
+                status: field("status"),
+                bundle: field("bundle"),
+                rootfs: field("rootfs"),
+                created: field("created"),
+                annotations: field("annotations"),
+                owner: owner_of(&root.join(&id)),
+            });
         }
     }
     if quiet {
         for s in &states {
-            println!("{}", s["id"].as_str().unwrap_or_default());
+            println!("{}", s.id.as_str().unwrap_or_default());
         }
         return Ok(());
     }
     match format {
         "json" => println!("{}", serde_json::to_string(&states)?),
         "table" => {
-            println!("{:<24} {:<8} {:<10} {:<40} CREATED", "ID", "PID", "STATUS", "BUNDLE");
+            println!("{:<24} {:<8} {:<10} {:<40} {:<36} OWNER", "ID", "PID", "STATUS", "BUNDLE", "CREATED");
             for s in &states {
                 println!(
-                    "{:<24} {:<8} {:<10} {:<40} {}",
-                    s["id"].as_str().unwrap_or_default(),
-                    s["pid"],
-                    s["status"].as_str().unwrap_or_default(),
-                    s["bundle"].as_str().unwrap_or_default(),
-                    s["created"].as_str().unwrap_or_default()
+                    "{:<24} {:<8} {:<10} {:<40} {:<36} {}",
+                    s.id.as_str().unwrap_or_default(),
+                    s.pid,
+                    s.status.as_str().unwrap_or_default(),
+                    s.bundle.as_str().unwrap_or_default(),
+                    s.created.as_str().unwrap_or_default(),
+                    s.owner
                 );
             }
         }
@@ -412,7 +481,7 @@ fn features() -> serde_json::Value {
         "ociVersionMin": "1.0.0",
         "ociVersionMax": "1.2.0",
         "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
-        "mountOptions": ["async", "atime", "bind", "dev", "diratime", "dirsync", "exec", "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "rro", "rrw", "rshared", "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"],
+        "mountOptions": ["async", "atime", "bind", "dev", "diratime", "dirsync", "exec", "mand", "noatime", "nodev", "nodiratime", "noexec", "nomand", "norelatime", "nostrictatime", "nosuid", "private", "rbind", "relatime", "remount", "ro", "rprivate", "ratime", "rdev", "rdiratime", "rexec", "rnoatime", "rnodev", "rnodiratime", "rnoexec", "rnorelatime", "rnostrictatime", "rnosuid", "rnosymfollow", "rrelatime", "rro", "rrw", "rshared", "rstrictatime", "rsuid", "rsymfollow", "rslave", "runbindable", "rw", "shared", "slave", "strictatime", "suid", "sync", "unbindable"],
         "linux": {
             "namespaces": ["cgroup", "ipc", "mount", "network", "pid", "user", "uts"],
             "capabilities": caps::all().iter().map(|c| c.to_string()).collect::<Vec<_>>(),
@@ -446,6 +515,7 @@ mod tests {
         assert_eq!(parse_signal("SIGUSR1").unwrap(), libc::SIGUSR1);
         assert_eq!(parse_signal("9").unwrap(), 9);
         assert!(parse_signal("BOGUS").is_err());
-        assert!(parse_signal("0").is_err());
+        assert_eq!(parse_signal("0").unwrap(), 0);
+        assert!(parse_signal("65").is_err());
     }
 }

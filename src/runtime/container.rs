@@ -40,6 +40,17 @@ pub enum RuntimeError {
         "refusing to {verb}: this process runs from a writable binary (/proc/self/exe is not on a read-only mount), which a process in the container could change (CVE-2019-5736); re-execute from a sealed copy first (runtime::sys::reexec_sealed)"
     )]
     NotSealed { verb: &'static str },
+    /// runc's words, which its tests and callers look for.
+    #[error(
+        "container's cgroup unexpectedly frozen: {} says so, and a process put there would stop until it is thawed; thaw it or use another cgroup",
+        .0.display()
+    )]
+    Frozen(PathBuf),
+    #[error("cannot exec in a paused container (use --ignore-paused to override): container {id}, {}", .freezer.display())]
+    Paused { id: String, freezer: PathBuf },
+    /// runc's words for a signal to a stopped container.
+    #[error("container not running: container {id} has stopped")]
+    NotRunning { id: String },
     #[error("{0}")]
     Invalid(String),
 }
@@ -197,8 +208,18 @@ impl Runtime {
         let (cg_name, cg_parent) = cgroup_name(cfg, id);
         let cg_parent = if cg_name.starts_with('/') { None } else { cg_parent.or_else(|| opts.cgroup_parent.clone()) };
         let cg = cgroups::open(&cg_name, cg_parent.as_deref())?;
+        // A frozen cgroup would stop the init as it enters, and `create` would wait for it
+        // for ever (runc refuses too). Checked before anything is made, so that a cgroup
+        // someone else froze is left as it was...
+        if let Some(freezer) = cg.frozen()? {
+            return Err(RuntimeError::Frozen(freezer));
+        }
         cg.create()?;
         guard.cgroup = Some(cgroups::open(&cg_name, cg_parent.as_deref())?);
+        // ...and again once it exists: a new v1 cgroup below a frozen one is frozen too.
+        if let Some(freezer) = cg.frozen()? {
+            return Err(RuntimeError::Frozen(freezer));
+        }
         cg.apply(&cfg.resources)?;
         tracing::debug!("create {id}: cgroup made");
 
@@ -356,15 +377,16 @@ impl Runtime {
         Ok(())
     }
 
+    /// Sends `signal` (0: only check) to the init, or with `all` to every process in the
+    /// container's cgroup. As with runc, `all` on a stopped container is not an error
+    /// (there is no one left to signal).
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<()> {
         let (rec, status) = self.load(id)?;
+        if status == Status::Stopped && all {
+            return Ok(());
+        }
         if status == Status::Stopped {
-            return Err(RuntimeError::Status {
-                id: id.into(),
-                status,
-                verb: "kill",
-                need: "created, running or paused",
-            });
+            return Err(RuntimeError::NotRunning { id: id.into() });
         }
         if all {
             let cg = cgroup_of(&rec)?;
@@ -376,8 +398,13 @@ impl Runtime {
         signal_init(&rec, signal)
     }
 
+    /// Deletes a stopped or created container, or with `force` any; with `force`, one that
+    /// does not exist is not an error (runc's delete --force, which callers use to clean up).
     pub fn delete(&self, id: &str, force: bool) -> Result<()> {
-        let _lock = self.root.lock(id)?;
+        let _lock = match self.root.lock(id) {
+            Err(StateError::NotFound(_)) if force => return Ok(()),
+            lock => lock?,
+        };
         let rec = match self.root.load(id) {
             Ok(r) => r,
             // A directory without a record is what a `create` killed midway leaves.
@@ -450,8 +477,9 @@ impl Runtime {
     }
 
     /// create, start, and wait in the foreground: signals we get go to the container's
-    /// init; its exit status becomes ours (128+n for a signal); then delete.
-    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool) -> Result<i32> {
+    /// init; its exit status becomes ours (128+n for a signal); then delete, unless `keep`
+    /// (runc's run --keep: the stopped container stays, cgroup and all, until `delete`).
+    pub fn run(&self, id: &str, opts: &CreateOptions, detach: bool, keep: bool) -> Result<i32> {
         state::validate_id(id)?;
         let cfg = spec::load(&opts.bundle)?;
         if detach {
@@ -491,18 +519,30 @@ impl Runtime {
                 stats.oom_kills
             );
         }
-        self.delete(id, true)?;
+        if !keep {
+            self.delete(id, true)?;
+        }
         Ok(code)
     }
 
-    /// Runs another process in a running container: its namespaces and cgroup, the
+    /// Runs another process in a created or running container: its namespaces and cgroup, the
     /// container's seccomp profile, the process's own user, capabilities and limits.
     /// Returns its exit status, or 0 at once with `detach`.
     pub fn exec(&self, id: &str, process: &ProcessConfig, opts: &ExecOptions) -> Result<i32> {
         ensure_sealed("exec into a container")?;
         let (rec, status) = self.load(id)?;
-        if status != Status::Running {
-            return Err(RuntimeError::Status { id: id.into(), status, verb: "exec", need: "running" });
+        // A created container's init waits for `start` in its finished namespaces; runc
+        // execs into it too (create.bats "runc create exec").
+        if !matches!(status, Status::Created | Status::Running | Status::Paused) {
+            return Err(RuntimeError::Status { id: id.into(), status, verb: "exec", need: "created or running" });
+        }
+        let cg = cgroup_of(&rec)?;
+        // Joining a frozen cgroup stops the new process until it is thawed (paused by us
+        // or frozen by anyone): refused, as runc refuses, unless the caller means to wait.
+        if !opts.ignore_paused
+            && let Some(freezer) = cg.frozen()?
+        {
+            return Err(RuntimeError::Paused { id: id.into(), freezer });
         }
         if process.terminal != opts.console_socket.is_some() {
             return Err(RuntimeError::Invalid(
@@ -511,7 +551,6 @@ impl Runtime {
         }
         ensure_single_threaded()?;
         let joins = init_namespaces(&rec)?;
-        let cg = cgroup_of(&rec)?;
         let console = match &opts.console_socket {
             Some(p) => Some(UnixStream::connect(p).map_err(io(format!("connect to console socket {}", p.display())))?),
             None => None,
@@ -591,6 +630,8 @@ pub struct ExecOptions {
     pub pid_file: Option<PathBuf>,
     pub console_socket: Option<PathBuf>,
     pub preserve_fds: i32,
+    /// Exec into a paused (frozen) container: the process waits there until it is resumed.
+    pub ignore_paused: bool,
 }
 
 /// The init's namespaces that are not ours, opened (user first) while the init is

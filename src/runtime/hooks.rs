@@ -8,13 +8,16 @@ use std::time::{Duration, Instant};
 
 use super::spec::Hook;
 
-pub fn run(hook: &Hook, state_json: &[u8]) -> Result<(), String> {
+/// Runs one hook; one without an `env` of its own gets `inherit` (the process's
+/// environment for hooks run in the container, none for the runtime's own: runc would pass
+/// on its own environment there, which is the caller's business, not the hook's).
+pub fn run(hook: &Hook, state_json: &[u8], inherit: &[String]) -> Result<(), String> {
     let mut cmd = Command::new(&hook.path);
     if let Some(arg0) = hook.args.first() {
         cmd.arg0(arg0);
     }
     cmd.args(hook.args.iter().skip(1)).env_clear().stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::piped());
-    for e in &hook.env {
+    for e in hook.env.as_deref().unwrap_or(inherit) {
         if let Some((k, v)) = e.split_once('=') {
             cmd.env(k, v);
         }
@@ -51,8 +54,13 @@ pub fn run(hook: &Hook, state_json: &[u8]) -> Result<(), String> {
 }
 
 pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<(), String> {
+    run_all_inheriting(hooks, state_json, &[])
+}
+
+/// `run_all` for hooks run in the container: those without an `env` get `process_env`.
+pub fn run_all_inheriting(hooks: &[Hook], state_json: &[u8], process_env: &[String]) -> Result<(), String> {
     for h in hooks {
-        run(h, state_json)?;
+        run(h, state_json, process_env)?;
     }
     Ok(())
 }
@@ -61,7 +69,7 @@ pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<(), String> {
 /// poststart and poststop hooks, which come too late to undo anything.
 pub fn run_all_warning(hooks: &[Hook], state_json: &[u8], container: &str) {
     for h in hooks {
-        if let Err(e) = run(h, state_json) {
+        if let Err(e) = run(h, state_json, &[]) {
             tracing::warn!("container {container}: {e}");
         }
     }

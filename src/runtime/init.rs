@@ -167,7 +167,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
         recv_expect(&a.chan, Msg::HooksDone)?;
     }
     // createContainer hooks run in the container's namespaces, before pivot_root.
-    hooks::run_all(&cfg.hooks.create_container, &state_json)?;
+    hooks::run_all_inheriting(&cfg.hooks.create_container, &state_json, &p.env)?;
     if own_mounts {
         rootfs::pivot(cfg)?;
     } else {
@@ -184,7 +184,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     set_names(cfg)?;
     let before_exec = || -> Result<()> {
         // startContainer hooks run in the container, after `start`, before the program.
-        hooks::run_all(&cfg.hooks.start_container, &state_json)
+        hooks::run_all_inheriting(&cfg.hooks.start_container, &state_json, &p.env)
     };
     become_process(p, cfg.seccomp.as_ref(), &a.chan, a.fifo.as_ref(), a.preserve_fds, before_exec)
 }
@@ -222,6 +222,14 @@ fn become_process(
     // and if it did before we cleared the signal, we would be killed as a created
     // container. Should the runtime die before Ready, the send fails and we exit.
     sys::process::set_parent_death_signal(0).map_err(|e| format!("clear parent death signal: {e}"))?;
+    if let (Some(f), true) = (&filter, p.no_new_privileges) {
+        // As late as runc loads it (standard_init_linux.go, setns_init_linux.go): after
+        // everything that sets the process up, before Ready, so a failure is still
+        // `create`'s error, and so before the wait for `start` and the startContainer
+        // hooks, which run under the filter like the program itself (without
+        // no_new_privs the filter came earlier still: the hooks were filtered either way).
+        seccomp::load(f)?;
+    }
     chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
     // From here on no one is listening: the parent has gone (or is waiting on us).
     if let Some(fifo) = fifo {
@@ -230,10 +238,6 @@ fn become_process(
         wait_for_start(fifo)?;
     }
     before_exec()?;
-    if let (Some(f), true) = (&filter, p.no_new_privileges) {
-        // As late as possible, so the filter constrains the container and not us.
-        seccomp::load(f)?;
-    }
     Err(process::exec(p, &program, preserve_fds))
 }
 

@@ -176,9 +176,11 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
             if attrs & (libc::MOUNT_ATTR_NOATIME | libc::MOUNT_ATTR_STRICTATIME) != 0 {
                 clear |= libc::MOUNT_ATTR__ATIME;
             }
+            // The plain options are the top mount's, as a bind remount sets them; the
+            // r-options below are for the whole tree.
             sys::mount::mount_setattr(
                 tree.as_fd(),
-                m.recursive_readonly,
+                false,
                 MountAttr { set: attrs, clear: clear & libc::MOUNT_ATTR__ATIME, propagation: 0 },
             )
             .map_err(|e| format!("set mount flags: {e}"))?;
@@ -200,6 +202,10 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
         sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         tree
     };
+    if m.recursive != MountAttr::default() {
+        sys::mount::mount_setattr(tree.as_fd(), true, m.recursive)
+            .map_err(|e| format!("set recursive mount flags: {e}"))?;
+    }
     for p in &m.propagation {
         let recursive = p.contains(MsFlags::MS_REC);
         let kind = (*p - MsFlags::MS_REC).bits();

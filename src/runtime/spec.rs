@@ -12,6 +12,7 @@ use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxCapabilities, LinuxNamespaceType, Process, Spec};
 
 use super::cgroups::{DeviceRule, Resources};
+use crate::sys::mount::MountAttr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
@@ -46,8 +47,9 @@ pub struct MountSpec {
     pub flags: MsFlags,
     /// MS_SHARED, MS_SLAVE, … (with MS_REC) applied after the mount, in order.
     pub propagation: Vec<MsFlags>,
-    /// Read-only recursively (`rro`), through mount_setattr.
-    pub recursive_readonly: bool,
+    /// Attributes set and cleared on the mount and every mount below it (`rro`, `rnoexec`,
+    /// `rnosuid`, …, runc's recursive options), through mount_setattr with AT_RECURSIVE.
+    pub recursive: MountAttr,
     pub data: String,
 }
 
@@ -110,7 +112,9 @@ pub struct ProcessConfig {
 pub struct Hook {
     pub path: PathBuf,
     pub args: Vec<String>,
-    pub env: Vec<String>,
+    /// None when the spec gives no `env`: a hook run in the container then gets the
+    /// process's environment, as with runc (Go's exec with a nil Env).
+    pub env: Option<Vec<String>>,
     pub timeout: Option<u64>,
 }
 
@@ -321,21 +325,24 @@ fn from_spec(path: &Path, bundle: &Path, spec: &Spec) -> Result<Config, SpecErro
     }
     let mut resources =
         linux.resources().as_ref().map(|r| resources(&ck, "linux.resources", r)).transpose()?.unwrap_or_default();
-    if !resources.devices.is_empty() {
-        resources.devices.extend(always_allowed_devices());
-        // The spec's own device nodes are usable too.
-        for d in &devices {
-            if d.kind != 'p' {
-                resources.devices.push(DeviceRule {
-                    allow: true,
-                    kind: d.kind,
-                    major: Some(d.major),
-                    minor: Some(d.minor),
-                    access: "rwm".into(),
-                });
-            }
-        }
-    }
+    // As runc's specconv builds them: every device denied, then the spec's own rules, then
+    // the standard nodes. A node in linux.devices gets no access of its own: opening it is
+    // up to linux.resources.devices alone (an rwm rule for each one let a container whose
+    // spec denied everything write the host's /dev/kmsg). The init makes the nodes inside
+    // its cgroup, so each may be made (`m`), which runc allows for every device.
+    let spec_rules = std::mem::take(&mut resources.devices);
+    let make_nodes = devices.iter().filter(|d| d.kind != 'p').map(|d| DeviceRule {
+        allow: true,
+        kind: d.kind,
+        major: Some(d.major),
+        minor: Some(d.minor),
+        access: "m".into(),
+    });
+    resources.devices = std::iter::once(deny_all_devices())
+        .chain(spec_rules)
+        .chain(always_allowed_devices())
+        .chain(make_nodes)
+        .collect();
     let cgroups_path = linux.cgroups_path().as_ref().map(|p| p.to_string_lossy().into_owned());
     if let Some(p) = &cgroups_path {
         // systemd-style "slice:prefix:name" is accepted (as runc does with --systemd-cgroup)
@@ -487,8 +494,14 @@ fn mount_spec(ck: &Checker<'_>, i: usize, m: &oci_spec::runtime::Mount) -> Resul
     let mut flags = MsFlags::empty();
     let mut propagation = Vec::new();
     let mut data: Vec<&str> = Vec::new();
-    let mut recursive_readonly = false;
+    let mut recursive = MountAttr::default();
     for opt in m.options().iter().flatten() {
+        if let Some((set, clear)) = recursive_attr(opt) {
+            // Later options win, as with the others.
+            recursive.set = (recursive.set & !clear) | set;
+            recursive.clear = (recursive.clear & !set) | clear;
+            continue;
+        }
         let (set, clear) = match opt.as_str() {
             "ro" => (MsFlags::MS_RDONLY, MsFlags::empty()),
             "rw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
@@ -514,11 +527,6 @@ fn mount_spec(ck: &Checker<'_>, i: usize, m: &oci_spec::runtime::Mount) -> Resul
             "nostrictatime" => (MsFlags::empty(), MsFlags::MS_STRICTATIME),
             "bind" => (MsFlags::MS_BIND, MsFlags::empty()),
             "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, MsFlags::empty()),
-            "rro" => {
-                recursive_readonly = true;
-                (MsFlags::MS_RDONLY, MsFlags::empty())
-            }
-            "rrw" => (MsFlags::empty(), MsFlags::MS_RDONLY),
             // Options other runtimes take that change nothing here.
             "tmpcopyup" | "nosymfollow" | "idmap" | "ridmap" | "copy-symlink" | "" => continue,
             o => {
@@ -548,9 +556,33 @@ fn mount_spec(ck: &Checker<'_>, i: usize, m: &oci_spec::runtime::Mount) -> Resul
         source: m.source().clone(),
         flags,
         propagation,
-        recursive_readonly,
+        recursive,
         data: data.join(","),
     })
+}
+
+/// runc's recursive mount options: the MOUNT_ATTR_* bits each sets and clears. The atime
+/// ones replace the whole atime mode, which the kernel wants cleared as one field.
+fn recursive_attr(opt: &str) -> Option<(u64, u64)> {
+    let atime = |mode: u64| Some((mode, libc::MOUNT_ATTR__ATIME));
+    match opt {
+        "rro" => Some((libc::MOUNT_ATTR_RDONLY, 0)),
+        "rrw" => Some((0, libc::MOUNT_ATTR_RDONLY)),
+        "rnosuid" => Some((libc::MOUNT_ATTR_NOSUID, 0)),
+        "rsuid" => Some((0, libc::MOUNT_ATTR_NOSUID)),
+        "rnodev" => Some((libc::MOUNT_ATTR_NODEV, 0)),
+        "rdev" => Some((0, libc::MOUNT_ATTR_NODEV)),
+        "rnoexec" => Some((libc::MOUNT_ATTR_NOEXEC, 0)),
+        "rexec" => Some((0, libc::MOUNT_ATTR_NOEXEC)),
+        "rnodiratime" => Some((libc::MOUNT_ATTR_NODIRATIME, 0)),
+        "rdiratime" => Some((0, libc::MOUNT_ATTR_NODIRATIME)),
+        "rnosymfollow" => Some((libc::MOUNT_ATTR_NOSYMFOLLOW, 0)),
+        "rsymfollow" => Some((0, libc::MOUNT_ATTR_NOSYMFOLLOW)),
+        "rnoatime" => atime(libc::MOUNT_ATTR_NOATIME),
+        "rstrictatime" | "rnorelatime" => atime(libc::MOUNT_ATTR_STRICTATIME),
+        "rrelatime" | "ratime" | "rnostrictatime" => atime(libc::MOUNT_ATTR_RELATIME),
+        _ => None,
+    }
 }
 
 fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResources) -> Result<Resources, SpecError> {
@@ -623,8 +655,15 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
     Ok(out)
 }
 
+/// The rule a container's device rules start from, as runc's start: nothing is allowed.
+fn deny_all_devices() -> DeviceRule {
+    DeviceRule { allow: false, kind: 'a', major: None, minor: None, access: "rwm".into() }
+}
+
 /// What every container may use whatever its device rules say, as runc allows them: the
-/// default nodes, /dev/console, ptmx and the pty slaves.
+/// default nodes, /dev/console, ptmx and the pty slaves. (Unlike runc, no `c *:* m` and
+/// `b *:* m`: only the spec's own nodes may be made without a rule for them; and no
+/// /dev/net/tun, which runc 1.2 dropped as well.)
 fn always_allowed_devices() -> Vec<DeviceRule> {
     let c = |major, minor: Option<i64>| DeviceRule {
         allow: true,
@@ -665,7 +704,7 @@ fn hooks(h: &oci_spec::runtime::Hooks) -> Hooks {
             .map(|h| Hook {
                 path: h.path().clone(),
                 args: h.args().clone().unwrap_or_default(),
-                env: h.env().clone().unwrap_or_default(),
+                env: h.env().clone(),
                 timeout: h.timeout().filter(|t| *t > 0).map(|t| t as u64),
             })
             .collect()
@@ -811,13 +850,19 @@ mod tests {
         let mut s = default_spec();
         s["mounts"] = serde_json::json!([
             {"destination": "/t", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "ro", "rw", "rprivate", "size=64k", "mode=755"]},
-            {"destination": "/b", "source": "/tmp", "options": ["rbind", "rro", "noexec"]},
+            {"destination": "/b", "source": "/tmp", "options": ["rbind", "rro", "noexec", "rnosuid", "rnoatime", "rrw"]},
         ]);
         let c = config(s).unwrap();
         assert_eq!(c.mounts[0].flags, MsFlags::MS_NOSUID);
         assert_eq!(c.mounts[0].propagation, [MsFlags::MS_PRIVATE | MsFlags::MS_REC]);
         assert_eq!(c.mounts[0].data, "size=64k,mode=755");
-        assert!(c.mounts[1].is_bind() && c.mounts[1].recursive_readonly);
+        assert!(c.mounts[1].is_bind());
+        // noexec is the top mount's; the r-options are for the whole tree, the last one of
+        // a pair winning.
         assert!(c.mounts[1].flags.contains(MsFlags::MS_NOEXEC | MsFlags::MS_REC));
+        assert!(!c.mounts[1].flags.contains(MsFlags::MS_RDONLY));
+        let r = c.mounts[1].recursive;
+        assert_eq!(r.set, libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NOATIME);
+        assert_eq!(r.clear, libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR__ATIME);
     }
 }

@@ -18,7 +18,8 @@ use crate::sys::process;
 pub enum StateError {
     #[error("container id {0:?} is invalid: use 1-1024 characters of [A-Za-z0-9_.+-], not starting with . or -")]
     BadId(String),
-    #[error("container {0:?} does not exist")]
+    /// runc's words (its callers and tests look for "container does not exist").
+    #[error("container does not exist: {0:?}")]
     NotFound(String),
     #[error("container {0:?} already exists")]
     Exists(String),

@@ -113,6 +113,10 @@ pub trait Cgroup: Send + Sync {
     fn processes(&self) -> Result<Vec<i32>>;
     fn stats(&self) -> Result<Stats>;
     fn freeze(&self, frozen: bool) -> Result<()>;
+    /// The freezer file that says the cgroup is frozen (or freezing, by itself or through
+    /// an ancestor), or None if it is thawed or does not exist. A process moved into a
+    /// frozen cgroup stops there (in D state on v1) until someone thaws it.
+    fn frozen(&self) -> Result<Option<PathBuf>>;
     /// Removes the cgroup; it must hold no process. Removing one that is gone is not an error.
     fn destroy(&self) -> Result<()>;
     /// The path, relative to each hierarchy's mount, shown to users and in state.
@@ -249,6 +253,37 @@ pub(crate) fn read_keyed(path: &Path, key: &str) -> Result<Option<u64>> {
 pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>> {
     let s = fs::read_to_string(path).map_err(io_err("read", path))?;
     Ok(s.lines().filter_map(|l| l.trim().parse().ok()).collect())
+}
+
+/// The pids in a cgroup and in every cgroup below it (a container may make sub-cgroups of
+/// its own and move processes there, as runc's GetAllPids allows for).
+pub(crate) fn read_pids_tree(dir: &Path) -> Result<Vec<i32>> {
+    let mut pids = read_pids(&dir.join("cgroup.procs"))?;
+    for entry in fs::read_dir(dir).map_err(io_err("read", dir))?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            // A sub-cgroup removed meanwhile holds no one.
+            pids.extend(read_pids_tree(&entry.path()).unwrap_or_default());
+        }
+    }
+    Ok(pids)
+}
+
+/// Removes a cgroup and every cgroup below it, deepest first: rmdir of a cgroup with
+/// children is EBUSY, and a container may have made some (runc's delete.bats "delete
+/// --force in cgroupv1 with subcgroups").
+pub(crate) fn remove_tree(path: &Path) -> Result<()> {
+    match fs::read_dir(path) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    remove_tree(&entry.path())?;
+                }
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(io_err("read", path)(e)),
+    }
+    remove_dir(path)
 }
 
 /// rmdir with retries: a cgroup is busy for a moment after its last process exits.

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir, write,
+    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids_tree, read_u64, remove_tree, write,
 };
 
 /// The controllers this driver manages.
@@ -178,7 +178,7 @@ impl Cgroup for V1 {
 
     fn processes(&self) -> Result<Vec<i32>> {
         let (_, dir) = self.dirs.first().ok_or_else(|| CgroupError::NoController("any".into()))?;
-        read_pids(&dir.join("cgroup.procs"))
+        read_pids_tree(dir)
     }
 
     fn stats(&self) -> Result<Stats> {
@@ -209,9 +209,21 @@ impl Cgroup for V1 {
         Err(CgroupError::Unsupported(format!("{} did not become {want}", state.display())))
     }
 
+    fn frozen(&self) -> Result<Option<PathBuf>> {
+        // No freezer hierarchy: nothing can be frozen.
+        let Ok(state) = self.file("freezer", "freezer.state") else { return Ok(None) };
+        match fs::read_to_string(&state) {
+            // freezer.state shows an ancestor's freeze too; FREEZING will become FROZEN.
+            Ok(s) if matches!(s.trim(), "FROZEN" | "FREEZING") => Ok(Some(state)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("read", &state)(e)),
+        }
+    }
+
     fn destroy(&self) -> Result<()> {
         for (_, dir) in &self.dirs {
-            remove_dir(dir)?;
+            remove_tree(dir)?;
         }
         Ok(())
     }

@@ -9,8 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_u64, remove_dir,
-    shares_to_weight, write,
+    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_pids_tree, read_u64,
+    remove_tree, shares_to_weight, write,
 };
 
 const WANTED: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
@@ -152,7 +152,7 @@ impl Cgroup for V2 {
     }
 
     fn processes(&self) -> Result<Vec<i32>> {
-        read_pids(&self.file("cgroup.procs"))
+        read_pids_tree(&self.dir)
     }
 
     fn stats(&self) -> Result<Stats> {
@@ -180,8 +180,25 @@ impl Cgroup for V2 {
         Err(CgroupError::Unsupported(format!("{} did not reach frozen={want}", self.dir.display())))
     }
 
+    fn frozen(&self) -> Result<Option<PathBuf>> {
+        let (freeze, events) = (self.file("cgroup.freeze"), self.file("cgroup.events"));
+        if !self.dir.exists() {
+            return Ok(None);
+        }
+        // cgroup.freeze is this cgroup's own request (it may not have taken effect yet);
+        // cgroup.events' `frozen` is the effective state, an ancestor's freeze included.
+        let asked = freeze.exists() && read_u64(&freeze)? == 1;
+        if asked {
+            return Ok(Some(freeze));
+        }
+        if events.exists() && read_keyed(&events, "frozen")? == Some(1) {
+            return Ok(Some(events));
+        }
+        Ok(None)
+    }
+
     fn destroy(&self) -> Result<()> {
-        remove_dir(&self.dir)
+        remove_tree(&self.dir)
     }
 
     fn path(&self) -> &Path {
