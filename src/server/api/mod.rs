@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod authz;
+pub mod convert;
 pub mod deletion;
 #[cfg(test)]
 mod fuzz;
