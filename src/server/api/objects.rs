@@ -195,6 +195,13 @@ fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> 
     })
 }
 
+/// kube-apiserver's validation of `obj` (defaulted), created or replacing `old`: every
+/// problem a cause of one 422.
+fn validate(r: &Resource, obj: &Value, old: Option<&Value>, name: &str) -> Result<(), ApiError> {
+    let problems = super::validation::validate(r, obj, old);
+    if problems.is_empty() { Ok(()) } else { Err(ApiError::invalid(r.kind, name, problems)) }
+}
+
 pub async fn create(
     store: Store,
     r: &'static Resource,
@@ -263,10 +270,12 @@ pub async fn create(
         "Secret" if obj.get("type").is_none_or(|t| t.as_str() == Some("")) => obj["type"] = json!("Opaque"),
         _ => {}
     }
+    super::defaults::apply(r, &mut obj);
     if let Some(g) = &guard {
         g(None, Some(&obj))?;
     }
     check(r, &obj, &name, validation)?;
+    validate(r, &obj, None, &name)?;
     fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
     let namespaces = super::resources::find("", "v1", "namespaces")
@@ -563,10 +572,19 @@ async fn read_modify_write(
             }
             obj["apiVersion"] = json!(r.api_version());
             obj["kind"] = json!(r.kind);
+            // The status and scale subresources change no spec but their own field: only a
+            // write of the object is defaulted (what is stored already was).
+            if part == Part::Main {
+                super::defaults::apply(r, &mut obj);
+                super::validation::keep_allocated(r, &mut obj, &old);
+            }
             if let Some(g) = &guard {
                 g(Some(&old), Some(&obj))?;
             }
             check(r, &obj, &name, validation)?;
+            if part == Part::Main {
+                validate(r, &obj, Some(&old), &name)?;
+            }
             fold_string_data(r, &mut obj);
             if old.get("spec") != obj.get("spec") {
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
