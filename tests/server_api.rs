@@ -92,7 +92,7 @@ fn bad_requests_get_kubernetes_errors() {
     fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\nbogus: 1\n").unwrap();
     let err = s.fails(&["create", "-f", bad.to_str().unwrap()]);
     assert!(err.contains("unknown field \"bogus\""), "{err}");
-    fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector: {}\n  template:\n    spec:\n      containers:\n      - name: c\n        imagee: typo\n").unwrap();
+    fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n        imagee: typo\n").unwrap();
     let err = s.fails(&["create", "-f", bad.to_str().unwrap()]);
     assert!(err.contains("spec.template.spec.containers[0].imagee"), "{err}");
     // --validate=warn: the object is created, and kubectl prints the server's warnings.

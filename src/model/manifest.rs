@@ -402,25 +402,11 @@ fn validate(
         }
     }
     let spec = pod.spec.as_ref().ok_or_else(|| ("spec".to_string(), "Required value".to_string()))?;
-    if spec.containers.is_empty() {
-        return p("spec.containers", "Required value".into());
-    }
-    match spec.restart_policy.as_deref() {
-        None | Some("Always" | "OnFailure" | "Never") => {}
-        Some(other) => {
-            return p(
-                "spec.restartPolicy",
-                format!("Unsupported value: \"{other}\": supported values: \"Always\", \"OnFailure\", \"Never\""),
-            );
-        }
-    }
-    if let Some(g) = spec.termination_grace_period_seconds
-        && g < 0
-    {
-        return p(
-            "spec.terminationGracePeriodSeconds",
-            format!("Invalid value: {g}: must be greater than or equal to 0"),
-        );
+    // The rules the API server holds every pod spec to (containers, names, images, ports,
+    // policies): the same code as the server's, so a pod `nodectl run` takes, it takes too.
+    let as_sent = serde_json::to_value(spec).map_err(|e| ("spec".to_string(), e.to_string()))?;
+    if let Some(first) = super::podspec::problems(&as_sent, "spec").into_iter().next() {
+        return Err(first);
     }
     if let Some(h) = &spec.hostname
         && let Some(problem) = name_problem(h, true)
@@ -484,7 +470,6 @@ fn validate(
             }
         }
     }
-    let mut names = BTreeSet::new();
     let all = spec
         .init_containers
         .iter()
@@ -496,26 +481,6 @@ fn validate(
         let n = index.entry(list).or_default();
         let f = format!("{list}[{n}]");
         *n += 1;
-        if let Some(problem) = name_problem(&c.name, true) {
-            return Err((format!("{f}.name"), problem));
-        }
-        if !names.insert(c.name.as_str()) {
-            return Err((format!("{f}.name"), format!("Duplicate value: \"{}\"", c.name)));
-        }
-        if c.image.as_deref().unwrap_or_default().trim().is_empty() {
-            return Err((format!("{f}.image"), "Required value".into()));
-        }
-        match c.image_pull_policy.as_deref() {
-            None | Some("Always" | "IfNotPresent" | "Never") => {}
-            Some(other) => {
-                return Err((
-                    format!("{f}.imagePullPolicy"),
-                    format!(
-                        "Unsupported value: \"{other}\": supported values: \"Always\", \"IfNotPresent\", \"Never\""
-                    ),
-                ));
-            }
-        }
         if let Some(sp) = c.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()) {
             validate_seccomp(sp, &format!("{f}.securityContext.seccompProfile"))?;
         }

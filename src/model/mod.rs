@@ -6,6 +6,7 @@
 
 pub mod manifest;
 pub mod names;
+pub mod podspec;
 pub mod quantity;
 pub mod schema;
 pub mod time;

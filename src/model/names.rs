@@ -21,6 +21,19 @@ pub fn name_problem(name: &str, label: bool) -> Option<String> {
     })
 }
 
+/// Kubernetes' ValidatePathSegmentName, the rule for the names of RBAC objects and
+/// PersistentVolumes (`system:controller:x` is one): what is wrong with `name`, in the API
+/// server's words, or None.
+pub fn path_segment_problem(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("Invalid value: \"{name}\": may not be '{name}'"));
+    }
+    ["/", "%"]
+        .iter()
+        .find(|bad| name.contains(*bad))
+        .map(|bad| format!("Invalid value: \"{name}\": may not contain '{bad}'"))
+}
+
 /// Kubernetes' IsConfigMapKey (ConfigMap and Secret keys): what is wrong with `key`, in the
 /// API server's words, or None.
 pub fn config_key_problem(key: &str) -> Option<String> {

@@ -7,6 +7,8 @@
 
 pub mod auth;
 pub mod authz;
+pub mod convert;
+pub mod defaults;
 pub mod deletion;
 #[cfg(test)]
 mod fuzz;
@@ -20,6 +22,7 @@ pub mod resources;
 pub mod selectors;
 pub mod status;
 pub mod table;
+pub mod validation;
 pub mod watch;
 
 use std::collections::BTreeMap;

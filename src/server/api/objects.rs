@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use crate::model::names::name_problem;
+use crate::model::names::{name_problem, path_segment_problem};
 
 use super::resources::Resource;
 use super::status::ApiError;
@@ -43,6 +43,17 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
     }
     obj["metadata"]["resourceVersion"] = Value::String(kv.mod_revision.to_string());
     Ok(obj)
+}
+
+/// The object stored in `kv`, in `r`'s version (the store holds one version of a kind
+/// that is served in several).
+pub fn decode_as(r: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
+    decode(kv).map(|obj| super::convert::to_version(r, obj))
+}
+
+/// `obj`, of `r`'s version, as the store holds it.
+fn stored_form(r: &'static Resource, obj: &Value) -> Value {
+    super::convert::to_version(r.storage(), obj.clone())
 }
 
 /// The largest object stored, as etcd's default request limit (1.5 MiB), whichever store
@@ -184,6 +195,13 @@ fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> 
     })
 }
 
+/// kube-apiserver's validation of `obj` (defaulted), created or replacing `old`: every
+/// problem a cause of one 422.
+fn validate(r: &Resource, obj: &Value, old: Option<&Value>, name: &str) -> Result<(), ApiError> {
+    let problems = super::validation::validate(r, obj, old);
+    if problems.is_empty() { Ok(()) } else { Err(ApiError::invalid(r.kind, name, problems)) }
+}
+
 pub async fn create(
     store: Store,
     r: &'static Resource,
@@ -213,7 +231,13 @@ pub async fn create(
             ));
         }
     };
-    if let Some(problem) = name_problem(&name, r.kind == "Namespace") {
+    let problem = match r.kind {
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "PersistentVolume" => {
+            path_segment_problem(&name)
+        }
+        _ => name_problem(&name, r.kind == "Namespace"),
+    };
+    if let Some(problem) = problem {
         return Err(ApiError::invalid(r.kind, &name, vec![("metadata.name".into(), problem)]));
     }
     if r.namespaced {
@@ -240,21 +264,25 @@ pub async fn create(
             obj["spec"] = json!({"finalizers": ["kubernetes"]});
             obj["status"] = json!({"phase": "Active"});
         }
-        "Pod" if obj.pointer("/status/phase").is_none() => obj["status"]["phase"] = json!("Pending"),
+        "Pod" | "PersistentVolume" | "PersistentVolumeClaim" if obj.pointer("/status/phase").is_none() => {
+            obj["status"]["phase"] = json!("Pending")
+        }
         "Secret" if obj.get("type").is_none_or(|t| t.as_str() == Some("")) => obj["type"] = json!("Opaque"),
         _ => {}
     }
+    super::defaults::apply(r, &mut obj);
     if let Some(g) = &guard {
         g(None, Some(&obj))?;
     }
     check(r, &obj, &name, validation)?;
+    validate(r, &obj, None, &name)?;
     fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
     let namespaces = super::resources::find("", "v1", "namespaces")
         .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
     let ns_key = ns.as_ref().map(|n| namespaces.key(None, Some(n)));
     let admission_key = ns_key.clone();
-    let value = encode_limited(&obj)?;
+    let value = encode_limited(&stored_form(r, &obj))?;
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());
     let revision = blocking(move || {
         if let Some(k) = ns_key
@@ -292,7 +320,7 @@ pub async fn get(store: Store, r: &'static Resource, ns: Option<String>, name: S
     let key = r.key(ns.as_deref(), Some(&name));
     let name2 = name.clone();
     let kv = blocking(move || store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name2))).await?;
-    decode(&kv.ok_or_else(|| ApiError::not_found(r.plural, &name))?)
+    decode_as(r, &kv.ok_or_else(|| ApiError::not_found(r.plural, &name))?)
 }
 
 pub struct ListOptions {
@@ -318,7 +346,7 @@ pub async fn list(
             .map_err(|e| ApiError::from_store(e, r.plural, ""))
     })
     .await?;
-    let mut items = result.items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+    let mut items = result.items.iter().map(|kv| decode_as(r, kv)).collect::<Result<Vec<_>, _>>()?;
     // Pages are cut before filtering, as the API server cuts them: a page may come back
     // short, and the continue token still leads on.
     items.retain(|o| opts.selectors.matches(o));
@@ -374,7 +402,7 @@ pub async fn list_streamed(
     let render = move |items: &[KeyValue], selectors: &super::selectors::Selectors, started: &mut bool| {
         let mut out = Vec::new();
         for kv in items {
-            let obj = decode(kv)?;
+            let obj = decode_as(r, kv)?;
             if !selectors.matches(&obj) {
                 continue;
             }
@@ -469,7 +497,7 @@ async fn read_modify_write(
                 .get(&key)
                 .map_err(|e| ApiError::from_store(e, r.plural, &name))?
                 .ok_or_else(|| ApiError::not_found(r.plural, &name))?;
-            let old = decode(&current)?;
+            let old = decode_as(r, &current)?;
             let candidate = change(&old)?;
             // A patch may turn the object (or its metadata) into anything: refused before
             // anything below writes into it.
@@ -544,10 +572,19 @@ async fn read_modify_write(
             }
             obj["apiVersion"] = json!(r.api_version());
             obj["kind"] = json!(r.kind);
+            // The status and scale subresources change no spec but their own field: only a
+            // write of the object is defaulted (what is stored already was).
+            if part == Part::Main {
+                super::defaults::apply(r, &mut obj);
+                super::validation::keep_allocated(r, &mut obj, &old);
+            }
             if let Some(g) = &guard {
                 g(Some(&old), Some(&obj))?;
             }
             check(r, &obj, &name, validation)?;
+            if part == Part::Main {
+                validate(r, &obj, Some(&old), &name)?;
+            }
             fold_string_data(r, &mut obj);
             if old.get("spec") != obj.get("spec") {
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
@@ -563,7 +600,7 @@ async fn read_modify_write(
             {
                 store.delete(&key, Some(current.mod_revision)).map(|(rev, _)| rev)
             } else {
-                store.update(&key, &encode_limited(&obj)?, Some(current.mod_revision))
+                store.update(&key, &encode_limited(&stored_form(r, &obj))?, Some(current.mod_revision))
             };
             match result {
                 Ok(revision) => {
@@ -670,7 +707,7 @@ pub async fn delete(
                 .get(&key)
                 .map_err(|e| ApiError::from_store(e, r.plural, &name))?
                 .ok_or_else(|| ApiError::not_found(r.plural, &name))?;
-            let mut obj = decode(&current)?;
+            let mut obj = decode_as(r, &current)?;
             if let Some(g) = &guard {
                 g(Some(&obj), None)?;
             }
@@ -707,7 +744,7 @@ pub async fn delete(
                     obj["metadata"]["resourceVersion"] = json!(current.mod_revision.to_string());
                     return Ok(obj);
                 }
-                match store.update(&key, &encode(&obj), Some(current.mod_revision)) {
+                match store.update(&key, &encode(&stored_form(r, &obj)), Some(current.mod_revision)) {
                     Ok(rev) => {
                         obj["metadata"]["resourceVersion"] = json!(rev.to_string());
                         return Ok(obj);
@@ -717,10 +754,10 @@ pub async fn delete(
                 }
             }
             if opts.dry_run {
-                return deleted(r, decode(&current)?);
+                return deleted(r, decode_as(r, &current)?);
             }
             match store.delete(&key, Some(current.mod_revision)) {
-                Ok((_, old)) => return deleted(r, decode(&old)?),
+                Ok((_, old)) => return deleted(r, decode_as(r, &old)?),
                 Err(crate::server::store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
             }
@@ -756,12 +793,12 @@ pub async fn delete_collection(
         let list = store.list(&prefix, None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))?;
         let mut gone = Vec::new();
         for kv in &list.items {
-            let obj = decode(kv)?;
+            let obj = decode_as(r, kv)?;
             if !selectors.matches(&obj) {
                 continue;
             }
             match store.delete(&kv.key, None) {
-                Ok((_, old)) => gone.push(decode(&old)?),
+                Ok((_, old)) => gone.push(decode_as(r, &old)?),
                 // Deleted by someone else meanwhile: gone all the same.
                 Err(crate::server::store::StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(ApiError::from_store(e, r.plural, "")),

@@ -23,25 +23,75 @@ impl Resource {
     /// `kubectl get all` lists them.
     pub fn categories(&self) -> &'static [&'static str] {
         match self.kind {
-            "Pod" | "Service" | "Deployment" | "ReplicaSet" => &["all"],
+            "Pod"
+            | "Service"
+            | "Deployment"
+            | "ReplicaSet"
+            | "DaemonSet"
+            | "StatefulSet"
+            | "Job"
+            | "CronJob"
+            | "HorizontalPodAutoscaler" => &["all"],
             _ => &[],
         }
     }
 
     /// Kinds whose status is written only through `/status`.
     pub fn has_status(&self) -> bool {
-        matches!(self.kind, "Pod" | "Node" | "Service" | "Namespace" | "Deployment" | "ReplicaSet")
+        matches!(
+            self.kind,
+            "Pod"
+                | "Node"
+                | "Service"
+                | "Namespace"
+                | "Deployment"
+                | "ReplicaSet"
+                | "DaemonSet"
+                | "StatefulSet"
+                | "Job"
+                | "CronJob"
+                | "PersistentVolume"
+                | "PersistentVolumeClaim"
+                | "Ingress"
+                | "HorizontalPodAutoscaler"
+                | "PodDisruptionBudget"
+        )
     }
 
     /// Kinds with a `/scale` subresource.
     pub fn has_scale(&self) -> bool {
-        matches!(self.kind, "Deployment" | "ReplicaSet")
+        matches!(self.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+    }
+
+    /// The group whose part of the store holds this resource: events.k8s.io's Events are
+    /// core Events seen through another version, as kube-apiserver stores them.
+    fn store_group(&self) -> &'static str {
+        match (self.group, self.plural) {
+            ("" | "events.k8s.io", "events") | ("", _) => "core",
+            (g, _) => g,
+        }
+    }
+
+    /// The resource whose version the store holds for this one's objects (the first of
+    /// [`RESOURCES`] kept under the same key): autoscaling/v2 for autoscaling/v1's
+    /// HorizontalPodAutoscalers, core/v1 for events.k8s.io/v1's Events; itself otherwise.
+    pub fn storage(&'static self) -> &'static Resource {
+        RESOURCES
+            .iter()
+            .find(|r| r.kind == self.kind && r.store_group() == self.store_group() && r.plural == self.plural)
+            .unwrap_or(self)
+    }
+
+    /// Whether the store holds this resource's objects in its own version (a resource that
+    /// is another's view is skipped by whoever walks all stored objects).
+    pub fn is_storage(&'static self) -> bool {
+        std::ptr::eq(self.storage(), self)
     }
 
     /// The store key of an object, or the prefix of a collection (`name` None; `ns` None
     /// for all namespaces).
     pub fn key(&self, ns: Option<&str>, name: Option<&str>) -> String {
-        let mut k = format!("/registry/{}/{}/", if self.group.is_empty() { "core" } else { self.group }, self.plural);
+        let mut k = format!("/registry/{}/{}/", self.store_group(), self.plural);
         if self.namespaced
             && let Some(ns) = ns
         {
@@ -80,7 +130,12 @@ impl Resource {
 
     /// Decodes `obj` as its k8s-openapi type: a type error, or the unknown fields.
     fn typed_check(&self, obj: &Value) -> Result<Vec<String>, (String, String)> {
-        use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+        use k8s_openapi::api::{
+            apps::v1 as apps, autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2, batch::v1 as batch,
+            coordination::v1 as coord, core::v1 as core, discovery::v1 as discovery, events::v1 as events,
+            networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+            storage::v1 as storage,
+        };
         fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
             v: &Value,
         ) -> Result<Vec<String>, (String, String)> {
@@ -94,10 +149,31 @@ impl Resource {
             "Endpoints" => check::<core::Endpoints>(obj),
             "ConfigMap" => check::<core::ConfigMap>(obj),
             "Secret" => check::<core::Secret>(obj),
+            "Event" if self.group == "events.k8s.io" => check::<events::Event>(obj),
             "Event" => check::<core::Event>(obj),
             "Deployment" => check::<apps::Deployment>(obj),
             "ReplicaSet" => check::<apps::ReplicaSet>(obj),
+            "DaemonSet" => check::<apps::DaemonSet>(obj),
+            "StatefulSet" => check::<apps::StatefulSet>(obj),
+            "Job" => check::<batch::Job>(obj),
+            "CronJob" => check::<batch::CronJob>(obj),
+            "PersistentVolume" => check::<core::PersistentVolume>(obj),
+            "PersistentVolumeClaim" => check::<core::PersistentVolumeClaim>(obj),
+            "ServiceAccount" => check::<core::ServiceAccount>(obj),
+            "StorageClass" => check::<storage::StorageClass>(obj),
+            "Ingress" => check::<networking::Ingress>(obj),
+            "IngressClass" => check::<networking::IngressClass>(obj),
+            "NetworkPolicy" => check::<networking::NetworkPolicy>(obj),
+            "Role" => check::<rbac::Role>(obj),
+            "ClusterRole" => check::<rbac::ClusterRole>(obj),
+            "RoleBinding" => check::<rbac::RoleBinding>(obj),
+            "ClusterRoleBinding" => check::<rbac::ClusterRoleBinding>(obj),
+            "HorizontalPodAutoscaler" if self.version == "v1" => check::<autoscaling1::HorizontalPodAutoscaler>(obj),
+            "HorizontalPodAutoscaler" => check::<autoscaling2::HorizontalPodAutoscaler>(obj),
+            "PodDisruptionBudget" => check::<policy::PodDisruptionBudget>(obj),
             "Lease" => check::<coord::Lease>(obj),
+            "EndpointSlice" => check::<discovery::EndpointSlice>(obj),
+            "PriorityClass" => check::<scheduling::PriorityClass>(obj),
             _ => Ok(Vec::new()),
         }
     }
@@ -109,6 +185,8 @@ macro_rules! resource {
     };
 }
 
+/// What the API serves, grouped by group and version in the order kube-apiserver's
+/// discovery lists them; of two versions of a group, the preferred one first.
 pub static RESOURCES: &[Resource] = &[
     resource!("", "v1", "Namespace", "namespaces", "namespace", false, ["ns"]),
     resource!("", "v1", "Pod", "pods", "pod", true, ["po"]),
@@ -118,9 +196,54 @@ pub static RESOURCES: &[Resource] = &[
     resource!("", "v1", "ConfigMap", "configmaps", "configmap", true, ["cm"]),
     resource!("", "v1", "Secret", "secrets", "secret", true, []),
     resource!("", "v1", "Event", "events", "event", true, ["ev"]),
+    resource!("", "v1", "PersistentVolume", "persistentvolumes", "persistentvolume", false, ["pv"]),
+    resource!("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", "persistentvolumeclaim", true, ["pvc"]),
+    resource!("", "v1", "ServiceAccount", "serviceaccounts", "serviceaccount", true, ["sa"]),
+    resource!("apps", "v1", "DaemonSet", "daemonsets", "daemonset", true, ["ds"]),
     resource!("apps", "v1", "Deployment", "deployments", "deployment", true, ["deploy"]),
     resource!("apps", "v1", "ReplicaSet", "replicasets", "replicaset", true, ["rs"]),
+    resource!("apps", "v1", "StatefulSet", "statefulsets", "statefulset", true, ["sts"]),
+    resource!("events.k8s.io", "v1", "Event", "events", "event", true, ["ev"]),
+    resource!(
+        "autoscaling",
+        "v2",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        ["hpa"]
+    ),
+    resource!(
+        "autoscaling",
+        "v1",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        "horizontalpodautoscaler",
+        true,
+        ["hpa"]
+    ),
+    resource!("batch", "v1", "CronJob", "cronjobs", "cronjob", true, ["cj"]),
+    resource!("batch", "v1", "Job", "jobs", "job", true, []),
+    resource!("networking.k8s.io", "v1", "IngressClass", "ingressclasses", "ingressclass", false, []),
+    resource!("networking.k8s.io", "v1", "Ingress", "ingresses", "ingress", true, ["ing"]),
+    resource!("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", "networkpolicy", true, ["netpol"]),
+    resource!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", true, ["pdb"]),
+    resource!(
+        "rbac.authorization.k8s.io",
+        "v1",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        "clusterrolebinding",
+        false,
+        []
+    ),
+    resource!("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", "clusterrole", false, []),
+    resource!("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", "rolebinding", true, []),
+    resource!("rbac.authorization.k8s.io", "v1", "Role", "roles", "role", true, []),
+    resource!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", false, ["sc"]),
     resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, []),
+    resource!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, []),
+    resource!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, ["pc"]),
 ];
 
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
@@ -168,13 +291,21 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 
 /// `/apis`.
 pub fn group_list() -> Value {
-    let mut groups: Vec<&str> = RESOURCES.iter().map(|r| r.group).filter(|g| !g.is_empty()).collect();
-    groups.dedup();
+    // Each group once, with its versions in the order of RESOURCES: the first preferred.
+    let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
+    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+        match groups.iter_mut().find(|(g, _)| *g == r.group) {
+            Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
+            Some(_) => {}
+            None => groups.push((r.group, vec![r.version])),
+        }
+    }
     let groups: Vec<Value> = groups
         .iter()
-        .map(|g| {
-            let gv = json!({"groupVersion": format!("{g}/v1"), "version": "v1"});
-            json!({"name": g, "versions": [gv.clone()], "preferredVersion": gv})
+        .map(|(g, versions)| {
+            let gvs: Vec<Value> =
+                versions.iter().map(|v| json!({"groupVersion": format!("{g}/{v}"), "version": v})).collect();
+            json!({"name": g, "versions": gvs, "preferredVersion": gvs[0]})
         })
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})

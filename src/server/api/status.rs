@@ -15,6 +15,23 @@ pub struct ApiError {
     pub details: Option<Value>,
 }
 
+/// The reason of a field error (metav1.CauseType), from how its message begins, as
+/// apimachinery's field.Error types begin theirs.
+fn cause_reason(message: &str) -> &'static str {
+    [
+        ("Required value", "FieldValueRequired"),
+        ("Duplicate value", "FieldValueDuplicate"),
+        ("Unsupported value", "FieldValueNotSupported"),
+        ("Forbidden", "FieldValueForbidden"),
+        ("Too long", "FieldValueTooLong"),
+        ("Too many", "FieldValueTooMany"),
+        ("Not found", "FieldValueNotFound"),
+    ]
+    .iter()
+    .find(|(prefix, _)| message.starts_with(prefix))
+    .map_or("FieldValueInvalid", |(_, reason)| reason)
+}
+
 impl ApiError {
     pub fn new(code: StatusCode, reason: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { code, reason, message: message.into(), details: None }
@@ -50,13 +67,15 @@ impl ApiError {
 
     /// 422 with one cause per field, as `kubectl` prints them.
     pub fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> ApiError {
-        let message = format!(
-            "{kind} \"{name}\" is invalid: {}",
-            causes.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join(", ")
-        );
+        let each: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
+        // One cause as it is, several in brackets, as apimachinery's NewInvalid words them.
+        let message = match each.as_slice() {
+            [one] => format!("{kind} \"{name}\" is invalid: {one}"),
+            _ => format!("{kind} \"{name}\" is invalid: [{}]", each.join(", ")),
+        };
         let causes: Vec<Value> = causes
             .into_iter()
-            .map(|(field, message)| json!({"reason": "FieldValueInvalid", "field": field, "message": message}))
+            .map(|(field, message)| json!({"reason": cause_reason(&message), "field": field, "message": message}))
             .collect();
         let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
         e.details = Some(json!({"name": name, "kind": kind, "causes": causes}));

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::objects::{Store, blocking, decode};
+use super::objects::{Store, blocking, decode_as};
 use super::resources::Resource;
 use super::selectors::Selectors;
 use super::status::ApiError;
@@ -56,6 +56,8 @@ enum Phase {
 /// A watcher, the selectors its events pass through, and how objects are sent.
 struct Live {
     watcher: Watcher<dyn Backend>,
+    /// The resource watched: objects are sent in its version.
+    resource: &'static Resource,
     selectors: Arc<Selectors>,
     /// Each object as a one-row Table (kubectl get -w), columns in the first only.
     table: Option<(&'static Resource, bool)>,
@@ -108,7 +110,7 @@ pub async fn watch(
             let (s, p) = (store.clone(), prefix.clone());
             let list =
                 blocking(move || s.list(&p, None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))).await?;
-            let mut items = list.items.iter().map(decode).collect::<Result<Vec<_>, _>>()?;
+            let mut items = list.items.iter().map(|kv| decode_as(r, kv)).collect::<Result<Vec<_>, _>>()?;
             items.retain(|o| selectors.matches(o));
             (items, list.revision)
         }
@@ -129,7 +131,7 @@ pub async fn watch(
     let first = match started {
         Ok(watcher) => Phase::Initial(
             initial.into_iter(),
-            Live { watcher, selectors, table: as_table.then_some((r, false)), deadline, bookmarks },
+            Live { watcher, resource: r, selectors, table: as_table.then_some((r, false)), deadline, bookmarks },
         ),
         Err(e) => {
             // Sent as an event in a 200 response, as the API server does.
@@ -176,14 +178,16 @@ async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
             Ok(e) => e,
             Err(err) => return Some((line("ERROR", ApiError::from_store(err, "", "").to_status()), Phase::Done)),
         };
-        let mut obj = match decode(&e.kv) {
+        let mut obj = match decode_as(live.resource, &e.kv) {
             Ok(o) => o,
             Err(err) => return Some((line("ERROR", err.to_status()), Phase::Done)),
         };
         obj["metadata"]["resourceVersion"] = json!(e.revision.to_string());
         let now = live.selectors.matches(&obj);
         let before = match &e.prev {
-            Some(p) if !live.selectors.is_empty() => decode(p).map(|o| live.selectors.matches(&o)).unwrap_or(false),
+            Some(p) if !live.selectors.is_empty() => {
+                decode_as(live.resource, p).map(|o| live.selectors.matches(&o)).unwrap_or(false)
+            }
             Some(_) => true,
             None => false,
         };

@@ -57,7 +57,7 @@ impl Finalizer {
             return Ok(());
         }
         let mut left = 0;
-        for r in RESOURCES.iter().filter(|r| r.namespaced) {
+        for r in RESOURCES.iter().filter(|r| r.namespaced && r.is_storage()) {
             for (obj_at, obj) in self.contents(r, name).await? {
                 if obj.pointer("/metadata/deletionTimestamp").is_some_and(Value::is_string) {
                     left += 1;
@@ -69,7 +69,7 @@ impl Finalizer {
         }
         if left == 0 {
             // What the deletes could not remove at once is still there.
-            for r in RESOURCES.iter().filter(|r| r.namespaced) {
+            for r in RESOURCES.iter().filter(|r| r.namespaced && r.is_storage()) {
                 left += self.contents(r, name).await?.len();
             }
         }

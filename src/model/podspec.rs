@@ -1,0 +1,120 @@
+//! The rules kube-apiserver holds a pod spec to (its ValidatePodSpec, for the fields that
+//! tutorials set), in its words: one code for the API server (pods and the templates of
+//! workloads) and for `nodectl run`.
+
+use std::collections::BTreeSet;
+
+use serde_json::Value;
+
+use super::names::name_problem;
+
+/// A problem: the field path and what is wrong with it.
+pub type Problem = (String, String);
+
+/// Kube's message for a number out of 1..=65535.
+fn port_problem(port: i64) -> Option<String> {
+    (!(1..=65535).contains(&port)).then(|| format!("Invalid value: {port}: must be between 1 and 65535, inclusive"))
+}
+
+/// `value`, one of `allowed` (or absent), else kube's "Unsupported value".
+fn one_of(value: &Value, allowed: &[&str]) -> Option<String> {
+    let v = value.as_str()?;
+    (!allowed.contains(&v)).then(|| {
+        let list: Vec<String> = allowed.iter().map(|a| format!("\"{a}\"")).collect();
+        format!("Unsupported value: \"{v}\": supported values: {}", list.join(", "))
+    })
+}
+
+/// Every problem of the pod spec `spec`, found at `path` (`spec`, or
+/// `spec.template.spec` in a workload), in the order kube reports them.
+pub fn problems(spec: &Value, path: &str) -> Vec<Problem> {
+    let mut out: Vec<Problem> = Vec::new();
+    let mut names = BTreeSet::new();
+    let containers = spec.get("containers").and_then(Value::as_array).filter(|c| !c.is_empty());
+    if containers.is_none() {
+        out.push((format!("{path}.containers"), "Required value".into()));
+    }
+    for list in ["initContainers", "containers"] {
+        for (i, c) in spec.get(list).and_then(Value::as_array).into_iter().flatten().enumerate() {
+            let f = format!("{path}.{list}[{i}]");
+            let name = c.get("name").and_then(Value::as_str).unwrap_or_default();
+            if name.is_empty() {
+                out.push((format!("{f}.name"), "Required value".into()));
+            } else if let Some(problem) = name_problem(name, true) {
+                out.push((format!("{f}.name"), problem));
+            } else if !names.insert(name.to_string()) {
+                out.push((format!("{f}.name"), format!("Duplicate value: \"{name}\"")));
+            }
+            if c.get("image").and_then(Value::as_str).is_none_or(|i| i.trim().is_empty()) {
+                out.push((format!("{f}.image"), "Required value".into()));
+            }
+            if let Some(problem) =
+                c.get("imagePullPolicy").and_then(|p| one_of(p, &["Always", "IfNotPresent", "Never"]))
+            {
+                out.push((format!("{f}.imagePullPolicy"), problem));
+            }
+            for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+                let pf = format!("{f}.ports[{j}]");
+                match p.get("containerPort").and_then(Value::as_i64) {
+                    None | Some(0) => out.push((format!("{pf}.containerPort"), "Required value".into())),
+                    Some(n) => out.extend(port_problem(n).map(|m| (format!("{pf}.containerPort"), m))),
+                }
+                if let Some(h) = p.get("hostPort").and_then(Value::as_i64).filter(|h| *h != 0) {
+                    out.extend(port_problem(h).map(|m| (format!("{pf}.hostPort"), m)));
+                }
+                if let Some(problem) = p.get("protocol").and_then(|v| one_of(v, &["SCTP", "TCP", "UDP"])) {
+                    out.push((format!("{pf}.protocol"), problem));
+                }
+            }
+        }
+    }
+    if let Some(problem) = spec.get("restartPolicy").and_then(|p| one_of(p, &["Always", "OnFailure", "Never"])) {
+        out.push((format!("{path}.restartPolicy"), problem));
+    }
+    if let Some(problem) =
+        spec.get("dnsPolicy").and_then(|p| one_of(p, &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"]))
+    {
+        out.push((format!("{path}.dnsPolicy"), problem));
+    }
+    if let Some(g) = spec.get("terminationGracePeriodSeconds").and_then(Value::as_i64)
+        && g < 0
+    {
+        out.push((
+            format!("{path}.terminationGracePeriodSeconds"),
+            format!("Invalid value: {g}: must be greater than or equal to 0"),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_pod_spec_is_held_to_kube_apiservers_rules_with_its_wording() {
+        let spec = json!({"containers": [
+            {"name": "Web_1", "image": "nginx"},
+            {"name": "ok", "image": " ", "ports": [{"containerPort": 70000}, {"containerPort": 80, "protocol": "HTTP"}]},
+            {"name": "ok", "image": "busybox"}],
+            "restartPolicy": "Sometimes"});
+        let got = problems(&spec, "spec.template.spec");
+        let fields: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.template.spec.containers[0].name",
+                "spec.template.spec.containers[1].image",
+                "spec.template.spec.containers[1].ports[0].containerPort",
+                "spec.template.spec.containers[1].ports[1].protocol",
+                "spec.template.spec.containers[2].name",
+                "spec.template.spec.restartPolicy",
+            ]
+        );
+        assert!(got[0].1.starts_with("Invalid value: \"Web_1\": a lowercase RFC 1123 label"), "{got:?}");
+        assert_eq!(got[2].1, "Invalid value: 70000: must be between 1 and 65535, inclusive");
+        assert_eq!(got[4].1, "Duplicate value: \"ok\"");
+        assert_eq!(problems(&json!({}), "spec"), [("spec.containers".to_string(), "Required value".to_string())]);
+    }
+}
