@@ -103,6 +103,20 @@ impl Node {
         }
     }
 
+    /// The pod's log once it has `lines` lines (a running container may not have written yet).
+    fn log_of(&self, args: &[&str], lines: usize) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        let mut all = vec!["logs"];
+        all.extend_from_slice(args);
+        loop {
+            let out = self.ok(&all);
+            if out.lines().count() >= lines || Instant::now() > end {
+                return out;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Nothing of any pod left: directories, mounts, veths.
     fn assert_clean(&self) {
         let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
@@ -207,7 +221,7 @@ fn the_daemon_keeps_restarts_lists_logs_and_deletes_pods() {
     assert!(node.ok(&["get", "pods", "-o", "wide"]).contains(ip));
 
     // Logs: the current run, the previous run, the tail, with times.
-    assert_eq!(node.ok(&["logs", "web"]), "hello\n");
+    assert_eq!(node.log_of(&["web"], 1), "hello\n");
     let previous = node.ok(&["logs", "crash", "-n", "team", "--previous"]);
     let current = node.ok(&["logs", "crash", "-n", "team"]);
     assert!(previous.starts_with("run ") && current.starts_with("run ") && previous != current, "{previous} {current}");
@@ -221,7 +235,7 @@ fn the_daemon_keeps_restarts_lists_logs_and_deletes_pods() {
     assert_eq!(node.ok(&["apply", "-f", &changed]), "pod/web configured\n");
     let replaced = node.wait_for("web", |p| p["status"]["containerStatuses"][0]["ready"] == true);
     assert_ne!(replaced["metadata"]["uid"], web["metadata"]["uid"]);
-    assert_eq!(node.ok(&["logs", "web"]), "hello again\n");
+    assert_eq!(node.log_of(&["web"], 1), "hello again\n");
 
     // Delete: SIGTERM (the trap answers), the pod is gone when the command returns.
     assert_eq!(node.ok(&["delete", "pod", "web"]), "pod \"web\" deleted\n");
@@ -319,7 +333,7 @@ fn a_killed_daemon_touches_no_container_and_the_next_one_carries_on() {
     assert_eq!(web["status"]["containerStatuses"][0]["restartCount"], 0);
     assert!(alive(pid), "the same container");
     node.wait_for("flaky", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() > Some(restarts + 1));
-    assert_eq!(node.ok(&["logs", "web"]), "hello\n");
+    assert_eq!(node.log_of(&["web"], 1), "hello\n");
 
     // The monitor of web dies: its container is killed and started again (restartPolicy Always).
     let monitor = json_file(&pod_dir(&node, &uid).join("monitor.json"))["pid"].as_i64().unwrap();
@@ -336,5 +350,65 @@ fn a_killed_daemon_touches_no_container_and_the_next_one_carries_on() {
 
     node.ok(&["delete", "pod", "web", "--grace-period", "0"]);
     node.ok(&["delete", "pod", "flaky"]);
+    node.assert_clean();
+}
+
+#[test]
+fn logs_follow_a_running_container_to_its_end_and_describe_shows_states_and_events() {
+    let node = Node::new();
+    let talk = "apiVersion: v1\nkind: Pod\nmetadata: {name: talk, labels: {app: chat}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'for i in 1 2 3 4; do echo line $i; sleep 0.3; done; exit 3']}\n";
+    node.ok(&["run", "--detach", &node.file(talk)]);
+    node.wait_for("talk", |p| p["status"]["containerStatuses"][0]["state"]["running"].is_object());
+    assert_eq!(node.ok(&["logs", "-f", "talk"]), "line 1\nline 2\nline 3\nline 4\n");
+    let p = node.wait_for("talk", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3);
+
+    let text = node.ok(&["describe", "pod", "talk"]);
+    for want in [
+        "Name:             talk\n",
+        "Namespace:        default\n",
+        "Labels:           app=chat\n",
+        "Status:           Error\n",
+        "    State:          Terminated\n",
+        "      Reason:       Error\n",
+        "      Exit Code:    3\n",
+        "    Restart Count:  0\n",
+        "  Ready             False\n",
+        "QoS Class:        BestEffort\n",
+        "Started container c",
+    ] {
+        assert!(text.contains(want), "{want:?} not in:\n{text}");
+    }
+    node.ok(&["delete", "pod", "talk"]);
+    node.assert_clean();
+}
+
+/// The daemon dies while a pod is being made and while one is being deleted: the next
+/// daemon finishes both (one runs, once; the other goes), and nothing is left over.
+#[test]
+fn work_half_done_when_the_daemon_was_killed_is_finished() {
+    let mut node = Node::new();
+    let slow_stop = "apiVersion: v1\nkind: Pod\nmetadata: {name: stubborn}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'trap \"\" TERM; echo up; while :; do sleep 0.1; done']}\n";
+    node.ok(&["run", "--detach", &node.file(slow_stop)]);
+    node.wait_for("stubborn", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    // Deleting: SIGTERM is ignored, so the pod waits out its grace period; the daemon dies.
+    node.ok(&["delete", "pod", "stubborn", "--wait=false"]);
+    // Creating: the daemon answers before the pod is made, and dies at once.
+    node.ok(&["run", "--detach", &node.file(WEB)]);
+    let mut daemon = node.daemon.take().unwrap();
+    daemon.kill().unwrap();
+    daemon.wait().unwrap();
+
+    node.start();
+    let web = node.wait_for("web", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    assert_eq!(node.log_of(&["web"], 1), "hello\n", "made once: {web:#}");
+    let dirs = fs::read_dir(node.root().join("pods")).unwrap().count();
+    let end = Instant::now() + Duration::from_secs(30);
+    while node.nodectl(&["get", "pod", "stubborn"]).status.success() {
+        assert!(Instant::now() < end, "the delete was not finished");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(dirs <= 2, "{dirs} pod directories");
+    node.ok(&["delete", "pod", "web", "--grace-period", "0"]);
     node.assert_clean();
 }

@@ -66,3 +66,37 @@ pub fn call(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>>) -> R
         Ok(Answer { code, applied, body })
     })
 }
+
+/// A GET whose body is copied to `out` as it comes (`logs -f`); the exit code.
+pub fn stream(socket: &Path, path: &str, out: &mut dyn std::io::Write) -> Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
+    rt.block_on(async {
+        let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
+            format!("connect to the node daemon at {} (is `nodectl daemon` running?)", socket.display())
+        })?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("talk to the node daemon")?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri(path)
+            .header("host", "nodectl")
+            .body(Full::new(Bytes::new()))
+            .context("request")?;
+        let mut resp = sender.send_request(req).await.context("the node daemon's answer")?;
+        let code = resp.status().as_u16();
+        if code != 200 {
+            let body = resp.into_body().collect().await.context("the node daemon's answer")?.to_bytes().to_vec();
+            return Answer { code, applied: None, body }.json().map(|_| 1);
+        }
+        while let Some(frame) = resp.body_mut().frame().await {
+            let frame = frame.context("the node daemon's answer")?;
+            if let Some(data) = frame.data_ref() {
+                // A closed stdout (a pipe to `head`) ends the command, not with a panic.
+                if out.write_all(data).and_then(|()| out.flush()).is_err() {
+                    return Ok(0);
+                }
+            }
+        }
+        Ok(0)
+    })
+}

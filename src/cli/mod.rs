@@ -52,6 +52,8 @@ enum Command {
     Delete(pods::DeleteArgs),
     /// Print a container's log.
     Logs(pods::LogsArgs),
+    /// Show a pod of the node daemon in detail, with its events.
+    Describe(pods::DescribeArgs),
     /// A pod's monitor (started by nodectl itself, not by hand).
     #[command(hide = true)]
     Monitor(run::MonitorArgs),
@@ -88,6 +90,7 @@ pub fn main() -> i32 {
         Command::Get(args) => pods::get(&cli.root, args),
         Command::Delete(args) => pods::delete(&cli.root, args),
         Command::Logs(args) => pods::logs(&cli.root, args),
+        Command::Describe(args) => pods::describe(&cli.root, args),
     };
     match result {
         Ok(code) => code,

@@ -67,6 +67,9 @@ pub struct LogsArgs {
     tail: Option<i64>,
     #[arg(long)]
     timestamps: bool,
+    /// Go on printing what the container writes, until it ends.
+    #[arg(long, short = 'f')]
+    follow: bool,
     #[command(flatten)]
     socket: SocketArgs,
 }
@@ -288,7 +291,13 @@ pub fn logs(root: &Path, a: LogsArgs) -> Result<i32> {
     if a.timestamps {
         q.push("timestamps=true".into());
     }
+    if a.follow {
+        q.push("follow=true".into());
+    }
     let path = format!("/api/v1/namespaces/{}/pods/{}/log?{}", a.namespace, a.pod, q.join("&"));
+    if a.follow {
+        return local::stream(&a.socket.path(root), &path, &mut std::io::stdout());
+    }
     let r = local::call(&a.socket.path(root), "GET", &path, None)?;
     if r.code != 200 {
         return r.json().map(|_| 1);
@@ -342,4 +351,159 @@ mod tests {
             "NAME   READY   STATUS    RESTARTS   AGE\nweb    1/1     Running   0          5s\n"
         );
     }
+}
+
+#[derive(Args)]
+pub struct DescribeArgs {
+    /// pod (also pods, po)
+    resource: String,
+    name: String,
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    #[command(flatten)]
+    socket: SocketArgs,
+}
+
+/// A time as kubectl describe prints it (RFC 1123).
+fn describe_time(v: &Value) -> String {
+    v.as_str()
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+        .map_or("<unknown>".into(), |t| t.format("%a, %d %b %Y %H:%M:%S %z").to_string())
+}
+
+fn state_lines(out: &mut String, label: &str, st: &Value) {
+    let pad = |k: &str| format!("      {k}:{}", " ".repeat(14usize.saturating_sub(k.len() + 1)));
+    if let Some(r) = st.get("running").filter(|r| r.is_object()) {
+        out.push_str(&format!("    {label}Running\n{}{}\n", pad("Started"), describe_time(&r["startedAt"])));
+    } else if let Some(w) = st.get("waiting").filter(|w| w.is_object()) {
+        out.push_str(&format!("    {label}Waiting\n{}{}\n", pad("Reason"), w["reason"].as_str().unwrap_or("")));
+    } else if let Some(t) = st.get("terminated").filter(|t| t.is_object()) {
+        out.push_str(&format!("    {label}Terminated\n"));
+        out.push_str(&format!("{}{}\n", pad("Reason"), t["reason"].as_str().unwrap_or("")));
+        if let Some(m) = t["message"].as_str() {
+            out.push_str(&format!("{}{m}\n", pad("Message")));
+        }
+        out.push_str(&format!("{}{}\n", pad("Exit Code"), t["exitCode"]));
+        if let Some(s) = t["signal"].as_i64() {
+            out.push_str(&format!("{}{s}\n", pad("Signal")));
+        }
+        out.push_str(&format!("{}{}\n", pad("Started"), describe_time(&t["startedAt"])));
+        out.push_str(&format!("{}{}\n", pad("Finished"), describe_time(&t["finishedAt"])));
+    }
+}
+
+/// kubectl describe's text for a pod and its events.
+pub fn describe_text(p: &Value, events: &[Value], now: i64) -> String {
+    let kv = |k: &str, v: &str| format!("{k}:{}{v}\n", " ".repeat(18usize.saturating_sub(k.len() + 1)));
+    let map = |v: &Value| match v.as_object().filter(|m| !m.is_empty()) {
+        Some(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+            .collect::<Vec<_>>()
+            .join("\n                  "),
+        None => "<none>".into(),
+    };
+    let mut out = String::new();
+    out.push_str(&kv("Name", p["metadata"]["name"].as_str().unwrap_or("")));
+    out.push_str(&kv("Namespace", p["metadata"]["namespace"].as_str().unwrap_or("default")));
+    out.push_str(&kv("Node", p["spec"]["nodeName"].as_str().unwrap_or("<none>")));
+    out.push_str(&kv("Start Time", &describe_time(&p["status"]["startTime"])));
+    out.push_str(&kv("Labels", &map(&p["metadata"]["labels"])));
+    out.push_str(&kv("Annotations", &map(&p["metadata"]["annotations"])));
+    out.push_str(&kv("Status", &pod_status_text(p)));
+    if let Some(m) = p["status"]["message"].as_str() {
+        out.push_str(&kv("Message", m));
+    }
+    out.push_str(&kv("IP", p["status"]["podIP"].as_str().unwrap_or("")));
+    let statuses = |key: &str| p["status"][key].as_array().cloned().unwrap_or_default();
+    for (title, spec_key, status_key) in [
+        ("Init Containers", "initContainers", "initContainerStatuses"),
+        ("Containers", "containers", "containerStatuses"),
+    ] {
+        let Some(cs) = p["spec"][spec_key].as_array().filter(|c| !c.is_empty()) else { continue };
+        out.push_str(&format!("{title}:\n"));
+        let sts = statuses(status_key);
+        for c in cs {
+            let name = c["name"].as_str().unwrap_or("");
+            let st = sts.iter().find(|s| s["name"] == name).cloned().unwrap_or_default();
+            let f = |k: &str, v: &str| format!("    {k}:{}{v}\n", " ".repeat(16usize.saturating_sub(k.len() + 1)));
+            out.push_str(&format!("  {name}:\n"));
+            out.push_str(&f("Container ID", st["containerID"].as_str().unwrap_or("")));
+            out.push_str(&f("Image", c["image"].as_str().unwrap_or("")));
+            if let Some(cmd) = c["command"].as_array() {
+                out.push_str("    Command:\n");
+                for a in cmd {
+                    out.push_str(&format!("      {}\n", a.as_str().unwrap_or("")));
+                }
+            }
+            state_lines(&mut out, "State:          ", &st["state"]);
+            if st["lastState"].as_object().is_some_and(|m| !m.is_empty()) {
+                state_lines(&mut out, "Last State:     ", &st["lastState"]);
+            }
+            out.push_str(&f("Ready", if st["ready"] == true { "True" } else { "False" }));
+            out.push_str(&f("Restart Count", &st["restartCount"].as_i64().unwrap_or(0).to_string()));
+        }
+    }
+    out.push_str("Conditions:\n  Type              Status\n");
+    for c in p["status"]["conditions"].as_array().into_iter().flatten() {
+        let t = c["type"].as_str().unwrap_or("");
+        out.push_str(&format!(
+            "  {t}{}{}\n",
+            " ".repeat(18usize.saturating_sub(t.len())),
+            c["status"].as_str().unwrap_or("")
+        ));
+    }
+    out.push_str(&kv("QoS Class", p["status"]["qosClass"].as_str().unwrap_or("")));
+    if events.is_empty() {
+        out.push_str("Events:           <none>\n");
+        return out;
+    }
+    out.push_str("Events:\n");
+    let mut rows = vec![
+        ["Type", "Reason", "Age", "From", "Message"].map(String::from),
+        ["----", "------", "----", "----", "-------"].map(String::from),
+    ];
+    for e in events {
+        let age = |k: &str| {
+            e[k].as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map_or("<unknown>".into(), |t| crate::model::time::human_duration(now - t.timestamp()))
+        };
+        let count = e["count"].as_i64().unwrap_or(1);
+        let when = if count > 1 {
+            format!("{} (x{count} over {})", age("lastTimestamp"), age("firstTimestamp"))
+        } else {
+            age("lastTimestamp")
+        };
+        rows.push([
+            e["type"].as_str().unwrap_or("").to_string(),
+            e["reason"].as_str().unwrap_or("").to_string(),
+            when,
+            "kubelet".to_string(),
+            e["message"].as_str().unwrap_or("").to_string(),
+        ]);
+    }
+    let widths: Vec<usize> = (0..5).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    for r in rows {
+        out.push_str("  ");
+        for (i, cell) in r.iter().enumerate() {
+            out.push_str(cell);
+            if i < 4 {
+                out.push_str(&" ".repeat(widths[i] - cell.chars().count() + 2));
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
+pub fn describe(root: &Path, a: DescribeArgs) -> Result<i32> {
+    check_kind(&a.resource)?;
+    let socket = a.socket.path(root);
+    let path = format!("/api/v1/namespaces/{}/pods/{}", a.namespace, a.name);
+    let pod = local::call(&socket, "GET", &path, None)?.json()?;
+    let events = local::call(&socket, "GET", &format!("{path}/events"), None)?.json()?;
+    let events = events["items"].as_array().cloned().unwrap_or_default();
+    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).timestamp();
+    say(&describe_text(&pod, &events, now))
 }

@@ -142,27 +142,23 @@ pub struct Owner {
     _lock: FileLock,
 }
 
-/// Makes the pod: images resolved, its directory and record, its monitor and sandbox, its
-/// volumes. With `foreground`, this process holds the pod's lock and the monitor dies with
-/// it. On failure, whatever was made is removed.
-pub fn create(
-    opts: &PodOptions,
-    manifest: Manifest,
-    foreground: bool,
-    reporter: &mut dyn Reporter,
-) -> Result<Owner, PlanError> {
-    for w in &manifest.warnings {
-        reporter.report(Event::Warning(w.clone()));
+/// A pod whose directory and record exist (and whose lock is held), the rest to be made:
+/// what the daemon has before it answers, so an accepted pod survives its death.
+pub struct Accepted {
+    record: PodRecord,
+    lock: FileLock,
+}
+
+impl Accepted {
+    pub fn uid(&self) -> &str {
+        &self.record.uid
     }
+}
+
+/// Makes the pod's directory, with its record and the manifest.
+pub fn accept(opts: &PodOptions, manifest: &Manifest, foreground: bool) -> Result<Accepted, PlanError> {
     let pod = &manifest.pod;
     let spec = pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
-    let store = Store::open(&opts.root).map_err(|source| PlanError::Store {
-        what: format!("opening the image store under {}", opts.root.display()),
-        source,
-    })?;
-    let containers = containers_of(spec);
-    let resolved = resolve_images(opts, &store, &containers, None, reporter)?;
-
     let name = pod.metadata.name.clone().unwrap_or_default();
     let uid = pod.metadata.uid.clone().filter(|u| pod_state::uid_is_valid(u)).unwrap_or_else(pod_state::new_uid);
     let key = pod_state::key_for(&name, &uid);
@@ -175,14 +171,77 @@ pub fn create(
         namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
         network: (!host_network).then(|| NetRecord::of(&opts.network)),
         hostname: spec.hostname.clone().unwrap_or_else(|| name.clone()).chars().take(63).collect(),
-        ports: port_mappings(&manifest),
+        ports: port_mappings(manifest),
         shm_size: SHM_SIZE,
         daemon: !foreground,
     };
-    tracing::debug!("images resolved");
     let saved = serde_json::json!({"pod": pod, "configMaps": manifest.config_maps, "secrets": manifest.secrets});
     let saved = serde_json::to_vec(&saved).map_err(|e| PlanError::io("encode the pod")(e.into()))?;
     let lock = sandbox::create_dir(&opts.root, &record, &saved)?;
+    Ok(Accepted { record, lock })
+}
+
+/// Makes the pod: images resolved, its directory and record, its monitor and sandbox, its
+/// volumes. With `foreground`, its monitor dies with this process. On failure, whatever was
+/// made is removed.
+pub fn create(
+    opts: &PodOptions,
+    manifest: Manifest,
+    foreground: bool,
+    reporter: &mut dyn Reporter,
+) -> Result<Owner, PlanError> {
+    // Images first: a pod whose image is missing leaves nothing at all.
+    let (store, resolved) = images_of(opts, &manifest, reporter)?;
+    let accepted = accept(opts, &manifest, foreground)?;
+    make(opts, manifest, accepted, store, resolved, foreground)
+}
+
+/// Makes the rest of an accepted pod (the daemon's); on failure, removes it all.
+pub fn create_accepted(
+    opts: &PodOptions,
+    manifest: Manifest,
+    accepted: Accepted,
+    reporter: &mut dyn Reporter,
+) -> Result<Owner, PlanError> {
+    match images_of(opts, &manifest, reporter) {
+        Ok((store, resolved)) => make(opts, manifest, accepted, store, resolved, false),
+        Err(e) => {
+            let _ = sandbox::teardown(&opts.root, &accepted.record);
+            Err(e)
+        }
+    }
+}
+
+fn images_of(
+    opts: &PodOptions,
+    manifest: &Manifest,
+    reporter: &mut dyn Reporter,
+) -> Result<(Store, Vec<Arc<Resolved>>), PlanError> {
+    for w in &manifest.warnings {
+        reporter.report(Event::Warning(w.clone()));
+    }
+    let spec = manifest.pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
+    let store = Store::open(&opts.root).map_err(|source| PlanError::Store {
+        what: format!("opening the image store under {}", opts.root.display()),
+        source,
+    })?;
+    let resolved = resolve_images(opts, &store, &containers_of(spec), None, reporter)?;
+    tracing::debug!("images resolved");
+    Ok((store, resolved))
+}
+
+fn make(
+    opts: &PodOptions,
+    manifest: Manifest,
+    accepted: Accepted,
+    store: Store,
+    resolved: Vec<Arc<Resolved>>,
+    foreground: bool,
+) -> Result<Owner, PlanError> {
+    let Accepted { record, lock } = accepted;
+    let pod = &manifest.pod;
+    let spec = pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
+    let containers = containers_of(spec);
     let parts: Vec<Part> = containers
         .iter()
         .zip(resolved)

@@ -166,6 +166,8 @@ struct LogQuery {
     tail_lines: Option<usize>,
     #[serde(default)]
     timestamps: bool,
+    #[serde(default)]
+    follow: bool,
 }
 
 async fn log(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>, Query(q): Query<LogQuery>) -> Response {
@@ -213,6 +215,9 @@ async fn log(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>, Q
     };
     let dir = pod_state::log_dir(&pod_state::pod_dir(&d.opts.root, &e.uid), &container);
     let query = logs::Query { tail: q.tail_lines, timestamps: q.timestamps };
+    if q.follow && !q.previous {
+        return follow(e.clone(), container, restart, dir, query);
+    }
     match tokio::task::spawn_blocking(move || logs::read(&dir, restart, &query)).await {
         Ok(Ok(bytes)) => ([(header::CONTENT_TYPE, "text/plain")], bytes).into_response(),
         Ok(Err(err)) if err.kind() == std::io::ErrorKind::NotFound => status(
@@ -223,6 +228,30 @@ async fn log(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>, Q
         Ok(Err(err)) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", err.to_string()),
         Err(err) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", err.to_string()),
     }
+}
+
+/// `logs -f`: the log streamed as it is written, until that run of the container ends (or
+/// the pod goes, or the client hangs up).
+fn follow(e: Arc<Entry>, container: String, restart: u32, dir: std::path::PathBuf, query: logs::Query) -> Response {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+    tokio::task::spawn_blocking(move || {
+        let running = || {
+            !e.deleting()
+                && e.view().statuses.iter().any(|c| {
+                    c.name == container
+                        && c.restart_count == restart
+                        && matches!(c.state, crate::node::reconcile::State::Running { .. })
+                })
+        };
+        let mut send = |b: Vec<u8>| tx.blocking_send(b).is_ok();
+        if let Err(err) = logs::follow(&dir, restart, &query, &running, &mut send) {
+            let _ = tx.blocking_send(format!("nodectl: reading the log: {err}\n").into_bytes());
+        }
+    });
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, std::io::Error>(axum::body::Bytes::from(b)), rx))
+    });
+    ([(header::CONTENT_TYPE, "text/plain")], axum::body::Body::from_stream(stream)).into_response()
 }
 
 async fn events(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>) -> Response {

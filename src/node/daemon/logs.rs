@@ -36,43 +36,129 @@ fn files(dir: &Path, restart: u32) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Turns CRI log lines into what kubectl prints: pieces of a long line joined, with the
+/// first piece's time if asked.
+#[derive(Default)]
+struct Joiner {
+    timestamps: bool,
+    /// Bytes of a line not yet ended by a newline (the file is being written).
+    raw: Vec<u8>,
+    pending: Vec<u8>,
+    pending_time: Option<String>,
+}
+
+impl Joiner {
+    /// Takes bytes of a log file; returns the lines they complete.
+    fn feed(&mut self, bytes: &[u8]) -> Vec<Vec<u8>> {
+        self.raw.extend_from_slice(bytes);
+        let mut out = Vec::new();
+        let end = match self.raw.iter().rposition(|&b| b == b'\n') {
+            Some(i) => i + 1,
+            None => return out,
+        };
+        let whole: Vec<u8> = self.raw.drain(..end).collect();
+        for raw in whole.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let Some(line) = crilog::parse(raw) else { continue };
+            if self.pending_time.is_none() {
+                self.pending_time = Some(line.time.to_string());
+            }
+            self.pending.extend_from_slice(line.content);
+            if !line.partial {
+                let mut l = Vec::new();
+                if self.timestamps {
+                    l.extend_from_slice(self.pending_time.as_deref().unwrap_or_default().as_bytes());
+                    l.push(b' ');
+                }
+                l.append(&mut self.pending);
+                l.push(b'\n');
+                out.push(l);
+                self.pending_time = None;
+            }
+        }
+        out
+    }
+}
+
 /// The log text; NotFound if the run has no log.
 pub fn read(dir: &Path, restart: u32, q: &Query) -> io::Result<Vec<u8>> {
     let files = files(dir, restart);
     if files.is_empty() {
         return Err(io::Error::new(io::ErrorKind::NotFound, format!("no log of run {restart} in {}", dir.display())));
     }
+    let mut j = Joiner { timestamps: q.timestamps, ..Default::default() };
     let mut lines: Vec<Vec<u8>> = Vec::new();
-    let mut pending: Vec<u8> = Vec::new();
-    let mut pending_time: Option<String> = None;
     for f in files {
-        let text = match fs::read(&f) {
-            Ok(t) => t,
+        match fs::read(&f) {
+            Ok(t) => lines.extend(j.feed(&t)),
             // Rotated away between the listing and the read.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(e),
-        };
-        for raw in text.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let Some(line) = crilog::parse(raw) else { continue };
-            if pending_time.is_none() {
-                pending_time = Some(line.time.to_string());
-            }
-            pending.extend_from_slice(line.content);
-            if !line.partial {
-                let mut out = Vec::new();
-                if q.timestamps {
-                    out.extend_from_slice(pending_time.as_deref().unwrap_or_default().as_bytes());
-                    out.push(b' ');
-                }
-                out.append(&mut pending);
-                out.push(b'\n');
-                lines.push(out);
-                pending_time = None;
-            }
         }
     }
     let skip = q.tail.map_or(0, |n| lines.len().saturating_sub(n));
     Ok(lines.into_iter().skip(skip).flatten().collect())
+}
+
+/// `logs -f`: what is there (as [`read`]), then each new line as it is written, across
+/// rotations, until `running` says the run is over and everything was read, or `send`
+/// says the reader is gone.
+pub fn follow(
+    dir: &Path,
+    restart: u32,
+    q: &Query,
+    running: &dyn Fn() -> bool,
+    send: &mut dyn FnMut(Vec<u8>) -> bool,
+) -> io::Result<()> {
+    use std::io::Read;
+    use std::os::unix::fs::MetadataExt;
+    let current = dir.join(format!("{restart}.log"));
+    // The current file is opened first: what is written after is read from it, once.
+    let mut file = loop {
+        match fs::File::open(&current) {
+            Ok(f) => break f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && running() => {
+                std::thread::sleep(std::time::Duration::from_millis(100))
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let mut j = Joiner { timestamps: q.timestamps, ..Default::default() };
+    let mut lines: Vec<Vec<u8>> = Vec::new();
+    for f in files(dir, restart).into_iter().filter(|f| *f != current) {
+        if let Ok(t) = fs::read(&f) {
+            lines.extend(j.feed(&t));
+        }
+    }
+    let mut buf = Vec::new();
+    file.read_to_end(&mut buf)?;
+    lines.extend(j.feed(&buf));
+    let skip = q.tail.map_or(0, |n| lines.len().saturating_sub(n));
+    let first: Vec<u8> = lines.into_iter().skip(skip).flatten().collect();
+    if !first.is_empty() && !send(first) {
+        return Ok(());
+    }
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let over = !running();
+        let n = file.read(&mut chunk)?;
+        if n > 0 {
+            let out: Vec<u8> = j.feed(&chunk[..n]).into_iter().flatten().collect();
+            if !out.is_empty() && !send(out) {
+                return Ok(());
+            }
+            continue;
+        }
+        // Rotated: the rest of the old file was read; the new one starts at its beginning.
+        let rotated = fs::metadata(&current).is_ok_and(|m| m.ino() != file.metadata().map(|f| f.ino()).unwrap_or(0));
+        if rotated && let Ok(f) = fs::File::open(&current) {
+            file = f;
+            continue;
+        }
+        if over {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[cfg(test)]
@@ -96,5 +182,32 @@ mod tests {
         let got: Vec<&str> = tail.lines().map(|l| l.split_once(' ').unwrap().1).collect();
         assert_eq!(got, ["line 5", "a long line"]);
         assert_eq!(read(d.path(), 0, &Query::default()).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn following_reads_what_is_there_then_new_lines_across_a_rotation_until_the_run_ends() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_path_buf();
+        let mut w = Writer::open(&dir, 0, Rotation { max_size: 100, max_files: 3 }).unwrap();
+        w.write(Stream::Stdout, b"before", false).unwrap();
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = done.clone();
+        let writer = std::thread::spawn(move || {
+            for i in 0..5 {
+                std::thread::sleep(std::time::Duration::from_millis(30));
+                w.write(Stream::Stdout, format!("after {i}").as_bytes(), false).unwrap();
+            }
+            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let mut got = Vec::new();
+        let running = || !done.load(std::sync::atomic::Ordering::SeqCst);
+        follow(&dir, 0, &Query::default(), &running, &mut |b| {
+            got.extend_from_slice(&b);
+            true
+        })
+        .unwrap();
+        writer.join().unwrap();
+        assert!(dir.join("0.log.1").exists(), "it rotated meanwhile");
+        assert_eq!(String::from_utf8(got).unwrap(), "before\nafter 0\nafter 1\nafter 2\nafter 3\nafter 4\n");
     }
 }

@@ -271,18 +271,21 @@ impl Daemon {
             control: Mutex::new(Some(waker)),
             deleting: Mutex::new(false),
         });
-        {
-            let mut pods = self.pods();
-            let k = (namespace, name.clone());
-            if pods.contains_key(&k) {
-                return Err(AdmitError::Exists(name));
-            }
-            pods.insert(k, entry.clone());
+        let k = (namespace, name.clone());
+        let mut pods = self.pods();
+        if pods.contains_key(&k) {
+            return Err(AdmitError::Exists(name));
         }
+        // On disk before the answer: a daemon killed from here on makes the pod when it
+        // comes back.
+        let accepted = owner::accept(&self.opts, &manifest, false).map_err(|e| AdmitError::Invalid(e.to_string()))?;
+        pods.insert(k, entry.clone());
+        drop(pods);
         let daemon = self.clone();
         let e = entry.clone();
-        let spawned =
-            std::thread::Builder::new().name(format!("pod {name}")).spawn(move || daemon.keep(e, manifest, control));
+        let spawned = std::thread::Builder::new()
+            .name(format!("pod {name}"))
+            .spawn(move || daemon.keep(e, manifest, accepted, control));
         if let Err(err) = spawned {
             self.forget(&entry);
             return Err(AdmitError::Invalid(format!("start the pod's thread: {err}")));
@@ -299,9 +302,9 @@ impl Daemon {
     }
 
     /// The pod's thread: make it, keep it until it is over and deleted, remove it.
-    fn keep(&self, entry: Arc<Entry>, manifest: Manifest, mut control: Wakeable) {
+    fn keep(&self, entry: Arc<Entry>, manifest: Manifest, accepted: owner::Accepted, mut control: Wakeable) {
         let mut reporter = EntryReporter(entry.clone());
-        let made = owner::create(&self.opts, manifest, false, &mut reporter);
+        let made = owner::create_accepted(&self.opts, manifest, accepted, &mut reporter);
         let owner = match made {
             Ok(o) => o,
             Err(e) => {
