@@ -191,9 +191,16 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
             Ok(pairs) => pairs.into_iter().collect(),
             Err(e) => return ApiError::bad_request(format!("malformed query string: {e}")).into_response(),
         };
-    let as_table = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(table::wanted);
-    let request =
-        Request { method: &parts.method, path: parts.uri.path(), query: &query, content_type: &content_type, as_table };
+    let accept = parts.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let as_table = table::wanted(accept);
+    let request = Request {
+        method: &parts.method,
+        path: parts.uri.path(),
+        query: &query,
+        content_type: &content_type,
+        accept,
+        as_table,
+    };
     match route(&api, &user, &request, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -206,6 +213,8 @@ struct Request<'a> {
     path: &'a str,
     query: &'a BTreeMap<String, String>,
     content_type: &'a str,
+    /// The Accept header, or "".
+    accept: &'a str,
     /// kubectl get asked for a Table.
     as_table: bool,
 }
@@ -270,8 +279,18 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         ["openapi", "v3"] => return Ok(json_response(StatusCode::OK, &openapi::root())),
         ["openapi", "v3", gv @ ..] => {
             return openapi::document(&gv.join("/"))
-                .map(|d| json_response(StatusCode::OK, &d))
+                .map(|d| ([(header::CONTENT_TYPE, "application/json")], d).into_response())
                 .ok_or_else(|| not_found_path(path));
+        }
+        ["openapi", "v2"] if openapi::v2_accepts_json(req.accept) => {
+            return Ok(([(header::CONTENT_TYPE, "application/json")], openapi::v2()).into_response());
+        }
+        ["openapi", "v2"] => {
+            return Err(ApiError::new(
+                StatusCode::NOT_ACCEPTABLE,
+                "NotAcceptable",
+                format!("only application/json is served here (asked for {})", req.accept),
+            ));
         }
         ["api", v, rest @ ..] => ("", *v, rest),
         ["apis", g, v, rest @ ..] => (*g, *v, rest),

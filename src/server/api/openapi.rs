@@ -1,10 +1,27 @@
-//! Just enough OpenAPI v3 for kubectl: per group-version documents whose PATCH operations
-//! declare the `fieldValidation` query parameter. Finding it, kubectl leaves validation to
-//! the server (`?fieldValidation=Strict`) instead of needing every schema client-side.
+//! OpenAPI v2 (`/openapi/v2`) and v3 (`/openapi/v3`, one document per group-version) with
+//! the schemas of every served kind, for `kubectl explain` and for clients that validate.
+//!
+//! The schemas are not written here: they are k8s-openapi's, the same types that decode
+//! what the API stores (`Resource::check_schema`), through its `schemars` feature. Each top
+//! level definition carries `x-kubernetes-group-version-kind`, which is how kubectl finds a
+//! kind's schema. PATCH and PUT operations declare the `fieldValidation` query parameter:
+//! finding it, kubectl leaves unknown-field checks to the server (`?fieldValidation=Strict`).
+//!
+//! A document is built on its first request and its bytes kept: the whole v2 document is a
+//! few megabytes of JSON that never changes while the binary runs.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+
+use axum::body::Bytes;
+use schemars::JsonSchema;
+use schemars::r#gen::{SchemaGenerator, SchemaSettings};
+use serde_json::{Map, Value, json};
 
 use super::resources::{RESOURCES, Resource};
+
+/// The media type client-go asks `/openapi/v2` for first (gnostic's protobuf encoding).
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
 
 fn gv_path(r: &Resource) -> String {
     if r.group.is_empty() { format!("api/{}", r.version) } else { format!("apis/{}/{}", r.group, r.version) }
@@ -12,10 +29,11 @@ fn gv_path(r: &Resource) -> String {
 
 /// `/openapi/v3`: where each group-version's document is.
 pub fn root() -> Value {
-    let mut paths = serde_json::Map::new();
+    let mut paths = Map::new();
     for r in RESOURCES {
         let gv = gv_path(r);
-        // The hash lets clients cache; ours changes only with the binary.
+        // The hash lets clients cache; ours changes only with the binary. No cache headers
+        // are sent, so a client revalidates rather than trusting an old binary's document.
         paths.insert(
             gv.clone(),
             json!({"serverRelativeURL": format!("/openapi/v3/{gv}?hash={}", env!("CARGO_PKG_VERSION"))}),
@@ -24,36 +42,234 @@ pub fn root() -> Value {
     json!({"paths": paths})
 }
 
-/// `/openapi/v3/api/v1` or `/openapi/v3/apis/GROUP/VERSION`.
-pub fn document(gv: &str) -> Option<Value> {
+/// `/openapi/v3/api/v1` or `/openapi/v3/apis/GROUP/VERSION`, built once.
+pub fn document(gv: &str) -> Option<Bytes> {
+    static DOCS: OnceLock<BTreeMap<String, OnceLock<Bytes>>> = OnceLock::new();
+    let docs = DOCS.get_or_init(|| RESOURCES.iter().map(|r| (gv_path(r), OnceLock::new())).collect());
+    let slot = docs.get(gv)?;
+    Some(slot.get_or_init(|| Bytes::from(v3_document(gv).to_string())).clone())
+}
+
+/// `/openapi/v2`, built once: every served kind in one Swagger 2.0 document.
+pub fn v2() -> Bytes {
+    static DOC: OnceLock<Bytes> = OnceLock::new();
+    DOC.get_or_init(|| Bytes::from(v2_document().to_string())).clone()
+}
+
+/// Whether an Accept header lets `/openapi/v2` answer in JSON, as kube-openapi negotiates
+/// it: no header, `*/*`, `application/*` or `application/json` among the types listed.
+/// client-go's discovery asks for [`V2_PROTOBUF`] alone; it gets 406, as from a server that
+/// cannot encode it, and carries on without the v2 document (kubectl 1.32 takes schemas
+/// from v3).
+pub fn v2_accepts_json(accept: &str) -> bool {
+    accept.trim().is_empty()
+        || accept.split(',').map(|t| t.split(';').next().unwrap_or("").trim()).any(|t| {
+            matches!(t, "*/*" | "application/*" | "application/json" | "") || t.starts_with("application/json")
+        })
+}
+
+fn v3_document(gv: &str) -> Value {
     let resources: Vec<&Resource> = RESOURCES.iter().filter(|r| gv_path(r) == gv).collect();
-    if resources.is_empty() {
-        return None;
-    }
     let param = json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-    let mut paths = serde_json::Map::new();
-    for r in resources {
-        let item = if r.namespaced {
-            format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
-        } else {
-            format!("/{gv}/{}/{{name}}", r.plural)
-        };
-        let gvk = json!({"group": r.group, "version": r.version, "kind": r.kind});
-        let op = |verb: &str| {
-            json!({
-                "operationId": format!("{verb}{}", r.kind),
-                "parameters": [param.clone()],
-                "x-kubernetes-action": verb,
-                "x-kubernetes-group-version-kind": gvk.clone(),
-                "responses": {"200": {"description": "OK"}},
-            })
-        };
-        paths.insert(item, json!({"patch": op("patch"), "put": op("put")}));
+    let mut paths = Map::new();
+    for r in &resources {
+        paths.insert(item_path(r, gv), operations(r, &param));
     }
-    Some(json!({
+    let schemas = definitions(SchemaSettings::openapi3(), &resources);
+    json!({
         "openapi": "3.0.0",
         "info": {"title": "Kubernetes", "version": "v1.32.0"},
         "paths": paths,
-        "components": {"schemas": {}},
-    }))
+        "components": {"schemas": schemas},
+    })
+}
+
+fn v2_document() -> Value {
+    let resources: Vec<&Resource> = RESOURCES.iter().collect();
+    let param = json!({"name": "fieldValidation", "in": "query", "type": "string", "uniqueItems": true});
+    let mut paths = Map::new();
+    for r in &resources {
+        paths.insert(item_path(r, &gv_path(r)), operations(r, &param));
+    }
+    // Swagger 2.0 as kube-apiserver writes it: `$ref` keeps its sibling `description`.
+    let settings = SchemaSettings::draft07().with(|s| {
+        s.meta_schema = None;
+        s.visitors.clear();
+    });
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": "v1.32.0"},
+        "paths": paths,
+        "definitions": definitions(settings, &resources),
+    })
+}
+
+fn item_path(r: &Resource, gv: &str) -> String {
+    if r.namespaced {
+        format!("/{gv}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+    } else {
+        format!("/{gv}/{}/{{name}}", r.plural)
+    }
+}
+
+fn gvk(r: &Resource) -> Value {
+    json!({"group": r.group, "version": r.version, "kind": r.kind})
+}
+
+/// PATCH and PUT of one object. No `requestBody` is declared: kubectl 1.32's apply computes
+/// strategic merge patches from the v3 schema only when PATCH lists that content type, and
+/// these schemas lack kube's `x-kubernetes-patch-merge-key` extensions; without it kubectl
+/// keeps using the patch metadata compiled into it.
+fn operations(r: &Resource, param: &Value) -> Value {
+    let op = |verb: &str| {
+        json!({
+            "operationId": format!("{verb}{}", r.kind),
+            "parameters": [param.clone()],
+            "x-kubernetes-action": verb,
+            "x-kubernetes-group-version-kind": gvk(r),
+            "responses": {"200": {"description": "OK"}},
+        })
+    };
+    json!({"patch": op("patch"), "put": op("put")})
+}
+
+/// The schemas of `resources` and of every type they refer to, by kube's definition names
+/// (`io.k8s.api.core.v1.Pod`), each kind's tagged with its group, version and kind.
+fn definitions(settings: SchemaSettings, resources: &[&Resource]) -> Map<String, Value> {
+    let mut generator = settings.into_generator();
+    let mut tagged: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for r in resources {
+        if let Some(name) = add_schema(r, &mut generator) {
+            tagged.entry(name).or_default().push(gvk(r));
+        }
+    }
+    let mut defs = generator.take_definitions();
+    // The settings' visitors (for v3: `$ref` with siblings wrapped in `allOf`) apply to
+    // root schemas only; these are definitions, so they are run here.
+    for visitor in generator.visitors_mut() {
+        for schema in defs.values_mut() {
+            visitor.visit_schema(schema);
+        }
+    }
+    let mut out = Map::new();
+    for (name, schema) in defs {
+        let mut value = serde_json::to_value(schema).unwrap_or(Value::Null);
+        if let (Some(kinds), Some(obj)) = (tagged.get(&name), value.as_object_mut()) {
+            obj.insert("x-kubernetes-group-version-kind".into(), Value::Array(kinds.clone()));
+        }
+        out.insert(name, value);
+    }
+    out
+}
+
+/// Adds the schema of `r`'s kind to `generator`; its definition name.
+fn add_schema(r: &Resource, generator: &mut SchemaGenerator) -> Option<String> {
+    use k8s_openapi::api::{
+        apps::v1 as apps, autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2, batch::v1 as batch,
+        coordination::v1 as coord, core::v1 as core, discovery::v1 as discovery, events::v1 as events,
+        networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
+        storage::v1 as storage,
+    };
+    fn add<T: JsonSchema>(generator: &mut SchemaGenerator) -> Option<String> {
+        generator.subschema_for::<T>();
+        Some(T::schema_name())
+    }
+    // The same kinds, and types, as `Resource::typed_check`.
+    match r.kind {
+        "Namespace" => add::<core::Namespace>(generator),
+        "Pod" => add::<core::Pod>(generator),
+        "Node" => add::<core::Node>(generator),
+        "Service" => add::<core::Service>(generator),
+        "Endpoints" => add::<core::Endpoints>(generator),
+        "ConfigMap" => add::<core::ConfigMap>(generator),
+        "Secret" => add::<core::Secret>(generator),
+        "Event" if r.group == "events.k8s.io" => add::<events::Event>(generator),
+        "Event" => add::<core::Event>(generator),
+        "Deployment" => add::<apps::Deployment>(generator),
+        "ReplicaSet" => add::<apps::ReplicaSet>(generator),
+        "DaemonSet" => add::<apps::DaemonSet>(generator),
+        "StatefulSet" => add::<apps::StatefulSet>(generator),
+        "Job" => add::<batch::Job>(generator),
+        "CronJob" => add::<batch::CronJob>(generator),
+        "PersistentVolume" => add::<core::PersistentVolume>(generator),
+        "PersistentVolumeClaim" => add::<core::PersistentVolumeClaim>(generator),
+        "ServiceAccount" => add::<core::ServiceAccount>(generator),
+        "StorageClass" => add::<storage::StorageClass>(generator),
+        "Ingress" => add::<networking::Ingress>(generator),
+        "IngressClass" => add::<networking::IngressClass>(generator),
+        "NetworkPolicy" => add::<networking::NetworkPolicy>(generator),
+        "Role" => add::<rbac::Role>(generator),
+        "ClusterRole" => add::<rbac::ClusterRole>(generator),
+        "RoleBinding" => add::<rbac::RoleBinding>(generator),
+        "ClusterRoleBinding" => add::<rbac::ClusterRoleBinding>(generator),
+        "HorizontalPodAutoscaler" if r.version == "v1" => add::<autoscaling1::HorizontalPodAutoscaler>(generator),
+        "HorizontalPodAutoscaler" => add::<autoscaling2::HorizontalPodAutoscaler>(generator),
+        "PodDisruptionBudget" => add::<policy::PodDisruptionBudget>(generator),
+        "Lease" => add::<coord::Lease>(generator),
+        "EndpointSlice" => add::<discovery::EndpointSlice>(generator),
+        "PriorityClass" => add::<scheduling::PriorityClass>(generator),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(b: Bytes) -> Value {
+        serde_json::from_slice(&b).unwrap()
+    }
+
+    #[test]
+    fn every_served_kind_has_a_tagged_schema_in_its_group_versions_document() {
+        for r in RESOURCES {
+            let doc = parse(document(&gv_path(r)).unwrap());
+            let schemas = doc["components"]["schemas"].as_object().unwrap();
+            let found = schemas
+                .values()
+                .any(|s| s["x-kubernetes-group-version-kind"].as_array().is_some_and(|a| a.contains(&gvk(r))));
+            assert!(found, "no schema for {}/{}", r.api_version(), r.kind);
+        }
+    }
+
+    #[test]
+    fn v3_references_point_into_components_and_every_one_resolves() {
+        let doc = parse(document("apis/apps/v1").unwrap());
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("\"$ref\":\"").skip(1) {
+            let target = &part[..part.find('"').unwrap()];
+            let name = target.strip_prefix("#/components/schemas/").unwrap();
+            assert!(schemas.contains_key(name), "dangling {target}");
+        }
+        let spec = &schemas["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"];
+        assert_eq!(spec["allOf"][0]["$ref"], "#/components/schemas/io.k8s.api.apps.v1.DeploymentSpec");
+        assert!(spec["description"].as_str().unwrap().contains("desired behavior"));
+    }
+
+    #[test]
+    fn v2_is_one_swagger_document_with_every_kind() {
+        let doc = parse(v2());
+        assert_eq!(doc["swagger"], "2.0");
+        let defs = doc["definitions"].as_object().unwrap();
+        let pod = &defs["io.k8s.api.core.v1.Pod"];
+        assert_eq!(pod["x-kubernetes-group-version-kind"], json!([{"group": "", "version": "v1", "kind": "Pod"}]));
+        assert_eq!(pod["properties"]["spec"]["$ref"], "#/definitions/io.k8s.api.core.v1.PodSpec");
+        for r in RESOURCES {
+            assert!(
+                defs.values()
+                    .any(|s| s["x-kubernetes-group-version-kind"].as_array().is_some_and(|a| a.contains(&gvk(r)))),
+                "{} missing",
+                r.kind
+            );
+        }
+    }
+
+    #[test]
+    fn v2_answers_json_only_to_clients_that_take_it() {
+        assert!(v2_accepts_json(""));
+        assert!(v2_accepts_json("application/json"));
+        assert!(v2_accepts_json("application/json;q=0.9, */*;q=0.8"));
+        assert!(!v2_accepts_json(V2_PROTOBUF));
+    }
 }
