@@ -712,7 +712,14 @@ fn bad_bundles_fail_create_and_leave_nothing() {
         ("badjson", Box::new(|s| s["process"]["user"]["uid"] = "root".into()), "process.user.uid"),
         ("badcwd", Box::new(|s| s["process"]["cwd"] = "relative/dir".into()), "process.cwd"),
         // Limits we cannot apply are refused, not silently dropped.
-        ("blkio", Box::new(|s| s["linux"]["resources"]["blockIO"] = json!({"weight": 500})), "linux.resources.blockIO"),
+        (
+            "blkio",
+            Box::new(|s| {
+                s["linux"]["resources"]["blockIO"] =
+                    json!({"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]})
+            }),
+            "linux.resources.blockIO",
+        ),
         ("netcls", Box::new(|s| s["linux"]["resources"]["network"] = json!({"classID": 1})), "linux.resources.network"),
         (
             "hugetlb",
@@ -1551,4 +1558,180 @@ fn delete_force_removes_the_sub_cgroups_a_container_made() {
         assert!(!sub.parent().unwrap().exists(), "{} is left", sub.display());
     }
     assert!(rt.fails(&["state", "subcg"]).contains("does not exist"));
+}
+
+/// runc's update.bats: the flag form and `-r -` write each resource to the container's
+/// cgroup (checked against runc 1.1.5 on this host, which writes the same values); 0
+/// leaves a setting as it is; a spec device rule with access "rwa" is written as the
+/// kernel takes it ("rw"; written raw it was EINVAL); and a parent cgroup made beforehand
+/// with an empty cpuset is given its parent's cpus and mems, as runc's cpusetEnsureParent
+/// does (else the container cannot join it).
+#[test]
+fn update_takes_runcs_flags_and_json_and_writes_each_to_the_cgroup() {
+    let rt = Rt::new();
+    // Pre-made parents, as runc's tests make them: an empty cpuset, and a real-time
+    // budget for the container's to come out of (a new cgroup has none).
+    let cpuset_parent = rt.cgroup_dir("cpuset", "x").parent().unwrap().to_path_buf();
+    let cpu_parent = rt.cgroup_dir("cpu", "x").parent().unwrap().to_path_buf();
+    fs::create_dir(&cpuset_parent).unwrap();
+    fs::create_dir(&cpu_parent).unwrap();
+    assert_eq!(fs::read_to_string(cpuset_parent.join("cpuset.cpus")).unwrap().trim(), "");
+    fs::write(cpu_parent.join("cpu.rt_runtime_us"), "20000").unwrap();
+    let b = rt.bundle("upd", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["linux"]["devices"] = json!([{"path": "/dev/kmsg", "type": "c", "major": 1, "minor": 11}]);
+        s["linux"]["resources"] = json!({
+            "devices": [{"allow": false, "access": "rwm"}, {"allow": false, "type": "c", "major": 1, "minor": 11, "access": "rwa"}],
+            "memory": {"limit": 33554432, "reservation": 25165824},
+            "cpu": {"shares": 100, "quota": 500000, "period": 1000000}
+        });
+    });
+    rt.create(&b, "upd");
+    rt.ok(&["start", "upd"]);
+    let read = |c: &str, f: &str| fs::read_to_string(rt.cgroup_dir(c, "upd").join(f)).unwrap().trim().to_string();
+    // The node may be made (`m`, as every linux.devices node), never read or written.
+    let kmsg_access = || {
+        let list = read("devices", "devices.list");
+        list.lines().filter(|l| l.starts_with("c 1:11 ")).map(|l| l[7..].to_string()).collect::<String>()
+    };
+    assert!(!kmsg_access().contains(['r', 'w']), "{}", read("devices", "devices.list"));
+
+    rt.ok(&[
+        "update",
+        "--cpu-period",
+        "900000",
+        "--cpu-quota",
+        "450000",
+        "--cpu-share",
+        "200",
+        "--cpuset-cpus",
+        "0",
+        "--cpuset-mems",
+        "0",
+        "--memory",
+        "64m",
+        "--memory-reservation",
+        "32M",
+        "--memory-swap",
+        "128MiB",
+        "--pids-limit",
+        "20",
+        "--blkio-weight",
+        "300",
+        "--cpu-rt-period",
+        "900001",
+        "--cpu-rt-runtime",
+        "10000",
+        "upd",
+    ]);
+    let want = [
+        ("cpu", "cpu.cfs_period_us", "900000"),
+        ("cpu", "cpu.cfs_quota_us", "450000"),
+        ("cpu", "cpu.shares", "200"),
+        ("cpu", "cpu.rt_period_us", "900001"),
+        ("cpu", "cpu.rt_runtime_us", "10000"),
+        ("cpuset", "cpuset.cpus", "0"),
+        ("cpuset", "cpuset.mems", "0"),
+        ("memory", "memory.limit_in_bytes", "67108864"),
+        ("memory", "memory.soft_limit_in_bytes", "33554432"),
+        ("pids", "pids.max", "20"),
+    ];
+    for (c, f, v) in want {
+        assert_eq!(read(c, f), v, "{f}");
+    }
+    // Swap and BFQ's weight exist only with swap accounting and BFQ.
+    if rt.cgroup_dir("memory", "upd").join("memory.memsw.limit_in_bytes").exists() {
+        assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), "134217728");
+    }
+    if rt.cgroup_dir("blkio", "upd").join("blkio.bfq.weight").exists() {
+        assert_eq!(read("blkio", "blkio.bfq.weight"), "300");
+    }
+
+    // runc's JSON, from stdin; 0 leaves the shares alone.
+    let mut child = rt.cmd(&["update", "-r", "-", "upd"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(
+        child.stdin.as_mut().unwrap(),
+        br#"{"cpu": {"shares": 0, "realtimePeriod": 800001, "realtimeRuntime": 10001}, "pids": {"limit": -1}}"#,
+    )
+    .unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(read("cpu", "cpu.shares"), "200");
+    assert_eq!(read("cpu", "cpu.rt_period_us"), "800001");
+    assert_eq!(read("cpu", "cpu.rt_runtime_us"), "10001");
+    assert_eq!(read("pids", "pids.max"), "max");
+    // As in runc's "update devices [minimal transition rules]": updates keep the rules.
+    rt.ok(&["update", "--pids-limit", "30", "upd"]);
+    assert!(!kmsg_access().contains(['r', 'w']), "{}", read("devices", "devices.list"));
+    rt.ok(&["delete", "--force", "upd"]);
+}
+
+/// runc's events.bats: `events --stats` is one line in runc's format, its keys in runc's
+/// order (the test matches the text); `events --interval` streams stats lines until the
+/// container is deleted; an OOM kill in the container is an `{"type":"oom","id":…}` line.
+#[test]
+fn events_stream_stats_and_oom_kills_as_runc_prints_them() {
+    let rt = Rt::new();
+    let b = rt.bundle("ev", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["linux"]["resources"] = json!({"memory": {"limit": 33554432, "swap": 33554432}, "pids": {"limit": 50}});
+    });
+    rt.create(&b, "ev");
+    rt.ok(&["start", "ev"]);
+
+    let once = rt.ok(&["events", "--stats", "ev"]);
+    assert_eq!(once.lines().count(), 1, "{once}");
+    assert!(once.starts_with(r#"{"type":"stats","id":"ev","data":{"cpu":{"usage":{"#), "{once}");
+    let v: serde_json::Value = serde_json::from_str(&once).unwrap();
+    let data = &v["data"];
+    assert_eq!(data["memory"]["usage"]["limit"], 33554432, "{v}");
+    assert_eq!(data["pids"], json!({"current": 1, "limit": 50}), "{v}");
+    assert!(data["cpu"]["usage"]["total"].as_u64().unwrap() > 0, "{v}");
+    assert!(data["cpuset"]["cpus"].as_array().is_some_and(|c| !c.is_empty()), "{v}");
+    for key in ["blkio", "hugetlb", "intel_rdt", "network_interfaces"] {
+        assert!(data.get(key).is_some(), "no {key}: {v}");
+    }
+
+    let log = rt.dir.path().join("events.log");
+    let mut events = rt
+        .cmd(&["events", "--interval", "200ms", "ev"])
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let wait_for = |what: &str, secs: u64| {
+        let end = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < end {
+            let text = fs::read_to_string(&log).unwrap();
+            if text.lines().filter(|l| l.starts_with(what)).count() >= 2
+                || (what.contains("oom") && text.contains(what))
+            {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("no {what} in {}", fs::read_to_string(&log).unwrap());
+    };
+    // Two stats lines: it streams.
+    wait_for(r#"{"type":"stats","id":"ev","data":"#, 10);
+    let status = rt
+        .cmd(&["exec", "--detach", "ev", "sh", "-c", "a=$(yes | head -c 67108864)"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for(r#"{"type":"oom","id":"ev"}"#, 30);
+    rt.ok(&["delete", "--force", "ev"]);
+    // It ends once the container is gone.
+    let end = Instant::now() + Duration::from_secs(10);
+    while events.try_wait().unwrap().is_none() {
+        if Instant::now() > end {
+            let _ = events.kill();
+            let _ = events.wait();
+            panic!("events still running after the container was deleted");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -8,6 +8,7 @@ mod pods;
 pub mod report;
 mod run;
 mod runtime;
+mod runtime_events;
 mod server;
 
 use std::path::PathBuf;

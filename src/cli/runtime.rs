@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::runtime::cgroups::Resources;
 use crate::runtime::{CreateOptions, ExecOptions, Runtime, spec};
 
 /// `nodectl-runtime`'s own command line.
@@ -104,23 +105,24 @@ enum Verb {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         ps_args: Vec<String>,
     },
-    /// Print a container's resource usage as JSON (runc's `events --stats`).
+    /// Print a container's resource usage as JSON lines: stats every --interval and an
+    /// "oom" event for each OOM kill, until the container is gone (runc's `events`).
     Events {
-        /// Print the stats once (the only mode).
+        /// Print the stats once and return.
         #[arg(long)]
         stats: bool,
+        /// Time between stats events (Go's duration syntax: 5s, 500ms, 1m).
+        #[arg(long, default_value = "5s")]
+        interval: String,
         id: String,
     },
     /// Freeze every process of a container.
     Pause { id: String },
     /// Thaw a paused container.
     Resume { id: String },
-    /// Change a container's cgroup limits (LinuxResources JSON, `-` for stdin).
-    Update {
-        #[arg(short, long)]
-        resources: PathBuf,
-        id: String,
-    },
+    /// Change a container's cgroup limits: a LinuxResources JSON (`-r FILE`, `-r -` for
+    /// stdin) or runc's flags; a value of 0 leaves a setting as it is, as in runc.
+    Update(UpdateArgs),
     /// List containers.
     List {
         #[arg(short, long, default_value = "table")]
@@ -135,6 +137,150 @@ enum Verb {
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
     },
+}
+
+/// runc 1.1's `update` flags.
+#[derive(Args)]
+struct UpdateArgs {
+    /// LinuxResources JSON; `-` reads it from stdin. The flags are for use without it.
+    #[arg(short, long)]
+    resources: Option<PathBuf>,
+    /// Block I/O weight, 10..1000.
+    #[arg(long)]
+    blkio_weight: Option<u16>,
+    /// CFS period in microseconds.
+    #[arg(long)]
+    cpu_period: Option<u64>,
+    /// CFS quota in microseconds per period (-1: none).
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_quota: Option<i64>,
+    /// Relative CPU weight (v1 shares).
+    #[arg(long)]
+    cpu_share: Option<u64>,
+    /// Real-time period in microseconds.
+    #[arg(long)]
+    cpu_rt_period: Option<u64>,
+    /// Real-time runtime in microseconds per real-time period.
+    #[arg(long, allow_hyphen_values = true)]
+    cpu_rt_runtime: Option<i64>,
+    /// CPUs the container may use (0-3, 0,1).
+    #[arg(long)]
+    cpuset_cpus: Option<String>,
+    /// Memory nodes the container may use.
+    #[arg(long)]
+    cpuset_mems: Option<String>,
+    /// Memory limit: bytes or with a unit (k, m, g, t, p; 1024-based), -1 for none.
+    #[arg(long, allow_hyphen_values = true)]
+    memory: Option<String>,
+    /// Memory soft limit, as --memory.
+    #[arg(long, allow_hyphen_values = true)]
+    memory_reservation: Option<String>,
+    /// Memory plus swap, as --memory.
+    #[arg(long, allow_hyphen_values = true)]
+    memory_swap: Option<String>,
+    /// Maximum number of pids (-1: none).
+    #[arg(long, allow_hyphen_values = true)]
+    pids_limit: Option<i64>,
+    id: String,
+}
+
+impl UpdateArgs {
+    fn flags_given(&self) -> bool {
+        self.blkio_weight.is_some()
+            || self.cpu_period.is_some()
+            || self.cpu_quota.is_some()
+            || self.cpu_share.is_some()
+            || self.cpu_rt_period.is_some()
+            || self.cpu_rt_runtime.is_some()
+            || self.cpuset_cpus.is_some()
+            || self.cpuset_mems.is_some()
+            || self.memory.is_some()
+            || self.memory_reservation.is_some()
+            || self.memory_swap.is_some()
+            || self.pids_limit.is_some()
+    }
+
+    fn resources(&self) -> Result<Resources> {
+        let mut r = match &self.resources {
+            // runc reads the JSON and then takes no flag; nodectl says so instead of
+            // dropping them unseen.
+            Some(_) if self.flags_given() => bail!("give either --resources or the resource flags, not both"),
+            Some(path) if path == Path::new("-") => {
+                let mut text = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut text).context("read resources from stdin")?;
+                spec::parse_resources(Path::new("(stdin)"), &text)?
+            }
+            Some(path) => spec::load_resources(path)?,
+            None => {
+                let bytes = |v: &Option<String>, flag: &str| {
+                    v.as_deref().map(parse_bytes).transpose().with_context(|| format!("--{flag}"))
+                };
+                Resources {
+                    blkio_weight: self.blkio_weight,
+                    cpu_period: self.cpu_period,
+                    cpu_quota: self.cpu_quota,
+                    cpu_shares: self.cpu_share,
+                    cpu_rt_period: self.cpu_rt_period,
+                    cpu_rt_runtime: self.cpu_rt_runtime,
+                    cpuset_cpus: self.cpuset_cpus.clone(),
+                    cpuset_mems: self.cpuset_mems.clone(),
+                    memory_limit: bytes(&self.memory, "memory")?,
+                    memory_reservation: bytes(&self.memory_reservation, "memory-reservation")?,
+                    memory_swap: bytes(&self.memory_swap, "memory-swap")?,
+                    pids_limit: self.pids_limit,
+                    ..Resources::default()
+                }
+            }
+        };
+        // runc's update starts from zeros and its cgroup drivers skip a zero: 0 leaves a
+        // setting as it is (and an empty cpuset string too).
+        fn keep<T: Default + PartialEq>(v: &mut Option<T>) {
+            if v.as_ref().is_some_and(|x| *x == T::default()) {
+                *v = None;
+            }
+        }
+        keep(&mut r.blkio_weight);
+        keep(&mut r.cpu_period);
+        keep(&mut r.cpu_quota);
+        keep(&mut r.cpu_shares);
+        keep(&mut r.cpu_rt_period);
+        keep(&mut r.cpu_rt_runtime);
+        keep(&mut r.cpuset_cpus);
+        keep(&mut r.cpuset_mems);
+        keep(&mut r.memory_limit);
+        keep(&mut r.memory_reservation);
+        keep(&mut r.memory_swap);
+        keep(&mut r.pids_limit);
+        // runc 1.1's update leaves device rules as the container got them, whatever the
+        // JSON says, and containerd passes the container's whole resources, devices
+        // included: applying them here would add rules without runc's deny-all before.
+        r.devices.clear();
+        Ok(r)
+    }
+}
+
+/// A size as runc's flags take it (docker's RAMInBytes): `1024`, `64m`, `1.5G`, `10MiB`,
+/// `2kb`, 1024-based; -1 is no limit.
+fn parse_bytes(text: &str) -> Result<i64> {
+    let t = text.trim();
+    if t == "-1" {
+        return Ok(-1);
+    }
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = (&t[..split], t[split..].trim_start().to_ascii_lowercase());
+    let value: f64 = number.parse().with_context(|| format!("invalid size {text:?}"))?;
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
+    let shift = match unit {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => bail!("invalid size {text:?}: units are k, m, g, t, p (1024-based)"),
+    };
+    Ok((value * (1u64 << shift) as f64) as i64)
 }
 
 #[derive(Args)]
@@ -316,31 +462,13 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
             return Ok(rt.exec(&a.id, &process, &opts)?);
         }
         Verb::Ps { format, id, ps_args } => ps(&rt, &id, &format, &ps_args)?,
-        Verb::Events { stats: _, id } => {
-            let s = rt.stats(&id)?;
-            let doc = serde_json::json!({
-                "type": "stats",
-                "id": id,
-                "data": {
-                    "cpu": {"usage": {"total": s.cpu_usage_ns}},
-                    "memory": {"usage": {"usage": s.memory_current, "max": s.memory_peak, "limit": s.memory_limit}, "oom_kills": s.oom_kills},
-                    "pids": {"current": s.pids_current}
-                }
-            });
-            println!("{doc}");
+        Verb::Events { stats, interval, id } => {
+            let interval = super::runtime_events::parse_duration(&interval).context("--interval")?;
+            super::runtime_events::events(&rt, &id, stats, interval)?
         }
         Verb::Pause { id } => rt.pause(&id, true)?,
         Verb::Resume { id } => rt.pause(&id, false)?,
-        Verb::Update { resources, id } => {
-            let r = if resources == Path::new("-") {
-                let mut text = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut text).context("read resources from stdin")?;
-                spec::parse_resources(Path::new("(stdin)"), &text)?
-            } else {
-                spec::load_resources(&resources)?
-            };
-            rt.update(&id, &r)?
-        }
+        Verb::Update(a) => rt.update(&a.id, &a.resources()?)?,
         Verb::List { format, quiet } => list(&rt, root, &format, quiet)?,
         Verb::Features => println!("{}", serde_json::to_string_pretty(&features())?),
         Verb::Spec { bundle } => {
@@ -517,5 +645,16 @@ mod tests {
         assert!(parse_signal("BOGUS").is_err());
         assert_eq!(parse_signal("0").unwrap(), 0);
         assert!(parse_signal("65").is_err());
+    }
+
+    #[test]
+    fn sizes_parse_as_runcs_flags_take_them() {
+        assert_eq!(parse_bytes("1024").unwrap(), 1024);
+        assert_eq!(parse_bytes("64m").unwrap(), 64 << 20);
+        assert_eq!(parse_bytes("10MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_bytes("2kb").unwrap(), 2048);
+        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes("-1").unwrap(), -1);
+        assert!(parse_bytes("12x").is_err());
     }
 }

@@ -592,8 +592,7 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
         (
             "blockIO",
             r.block_io().as_ref().is_some_and(|b| {
-                b.weight().is_some()
-                    || b.leaf_weight().is_some()
+                b.leaf_weight().is_some()
                     || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
                     || [
                         b.throttle_read_bps_device(),
@@ -616,13 +615,15 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
         ("unified", r.unified().as_ref().is_some_and(|v| !v.is_empty())),
     ];
     if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
-        return Err(ck.err(format!("{field}.{name}"), "nodectl cannot apply these limits yet (block I/O, hugetlb, net_cls/net_prio, rdma and raw unified files are not implemented)"));
+        return Err(ck.err(format!("{field}.{name}"), "nodectl cannot apply these limits yet (block I/O other than weight, hugetlb, net_cls/net_prio, rdma and raw unified files are not implemented)"));
     }
     let mut out = Resources::default();
     if let Some(cpu) = r.cpu() {
         out.cpu_quota = cpu.quota();
         out.cpu_period = cpu.period();
         out.cpu_shares = cpu.shares();
+        out.cpu_rt_period = cpu.realtime_period();
+        out.cpu_rt_runtime = cpu.realtime_runtime();
         out.cpuset_cpus = cpu.cpus().clone().filter(|s| !s.is_empty());
         out.cpuset_mems = cpu.mems().clone().filter(|s| !s.is_empty());
     }
@@ -635,6 +636,7 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
         out.memory_kernel = mem.kernel();
         out.memory_kernel_tcp = mem.kernel_tcp();
     }
+    out.blkio_weight = r.block_io().as_ref().and_then(|b| b.weight());
     if let Some(p) = r.pids() {
         out.pids_limit = Some(p.limit());
     }

@@ -46,6 +46,10 @@ pub struct Resources {
     pub cpu_period: Option<u64>,
     /// v1 shares (2..262144); v2 gets the equivalent weight.
     pub cpu_shares: Option<u64>,
+    /// v1 real-time scheduling budget per period (cpu.rt_period_us / cpu.rt_runtime_us);
+    /// v2 has no such files.
+    pub cpu_rt_period: Option<u64>,
+    pub cpu_rt_runtime: Option<i64>,
     pub cpuset_cpus: Option<String>,
     pub cpuset_mems: Option<String>,
     /// Bytes; -1 for none.
@@ -64,6 +68,9 @@ pub struct Resources {
     pub memory_kernel_tcp: Option<i64>,
     /// -1 (or 0) for none.
     pub pids_limit: Option<i64>,
+    /// Block I/O weight, 10..1000 (v1 blkio.weight or BFQ's blkio.bfq.weight; v2 io.weight
+    /// mapped onto 1..10000 as runc maps it).
+    pub blkio_weight: Option<u16>,
     /// Device access rules, applied in order (later rules win); empty leaves access as it is.
     pub devices: Vec<DeviceRule>,
 }
@@ -80,11 +87,24 @@ pub struct DeviceRule {
 }
 
 impl DeviceRule {
-    /// The v1 devices.allow / devices.deny line: `c 1:3 rwm`, `a *:* rwm`.
-    pub fn v1_line(&self) -> String {
+    /// The v1 devices.allow / devices.deny line: `c 1:3 rwm`, `a *:* rwm`; None when the
+    /// rule grants or takes nothing.
+    pub fn v1_line(&self) -> Option<String> {
         let n = |v: Option<i64>| v.filter(|v| *v >= 0).map_or("*".to_string(), |v| v.to_string());
-        let access = if self.access.is_empty() { "rwm" } else { &self.access };
-        format!("{} {}:{} {access}", self.kind, n(self.major), n(self.minor))
+        let access = self.cgroup_access()?;
+        Some(format!("{} {}:{} {access}", self.kind, n(self.major), n(self.minor)))
+    }
+
+    /// The access as the kernel takes it: only r, w and m, once each, in that order. The
+    /// kernel refuses anything else (EINVAL), where runc keeps the letters it knows (its
+    /// rules are permission sets): "rwa" is "rw", "mr" is "rm". An empty access is all
+    /// three, as the OCI spec has it; letters none of which it knows are nothing (None).
+    pub fn cgroup_access(&self) -> Option<String> {
+        if self.access.is_empty() {
+            return Some("rwm".to_string());
+        }
+        let access: String = ['r', 'w', 'm'].into_iter().filter(|c| self.access.contains(*c)).collect();
+        (!access.is_empty()).then_some(access)
     }
 }
 
@@ -92,11 +112,80 @@ impl DeviceRule {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
     pub cpu_usage_ns: u64,
+    /// Per CPU, in nanoseconds (v1 only: v2 does not count per CPU).
+    pub cpu_percpu_ns: Vec<u64>,
+    pub cpu_user_ns: u64,
+    pub cpu_kernel_ns: u64,
+    /// Per CPU, kernel and user time in nanoseconds (v1).
+    pub cpu_percpu_kernel_ns: Vec<u64>,
+    pub cpu_percpu_user_ns: Vec<u64>,
+    pub cpu_periods: u64,
+    pub cpu_throttled_periods: u64,
+    pub cpu_throttled_ns: u64,
     pub memory_current: u64,
     pub memory_peak: u64,
     pub memory_limit: Option<u64>,
+    /// How often the limit was hit (v1 memory.failcnt; v2 memory.events `max`).
+    pub memory_failcnt: u64,
+    /// Page cache, in bytes.
+    pub memory_cache: u64,
+    /// Memory plus swap (v1 memsw), or swap alone (v2), when the host accounts swap.
+    pub swap_current: u64,
+    pub swap_peak: u64,
+    pub swap_limit: Option<u64>,
+    pub swap_failcnt: u64,
+    /// v1 kernel memory and its TCP buffers (memory.kmem.*, memory.kmem.tcp.*).
+    pub kernel: MemoryCounters,
+    pub kernel_tcp: MemoryCounters,
+    /// memory.stat, whole.
+    pub memory_raw: std::collections::BTreeMap<String, u64>,
     pub oom_kills: u64,
     pub pids_current: u64,
+    pub pids_limit: Option<u64>,
+    /// The cpuset's cpus and memory nodes, and its other numeric files by name
+    /// (`cpu_exclusive`, `sched_load_balance`, …), on v1.
+    pub cpuset_cpus: Vec<u16>,
+    pub cpuset_mems: Vec<u16>,
+    pub cpuset_flags: std::collections::BTreeMap<String, i64>,
+    /// Bytes and operations per device and op ("Read", "Write", "Sync", "Async",
+    /// "Discard", "Total"), as v1's blkio.throttle files count them.
+    pub io_service_bytes: Vec<IoEntry>,
+    pub io_serviced: Vec<IoEntry>,
+}
+
+/// One memory counter group: usage, its peak, its limit (None: none) and how often the
+/// limit was hit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemoryCounters {
+    pub usage: u64,
+    pub max: u64,
+    pub limit: Option<u64>,
+    pub failcnt: u64,
+}
+
+/// A cpuset list such as `0-3,8` as numbers.
+pub fn parse_cpu_list(text: &str) -> Vec<u16> {
+    let mut out = Vec::new();
+    for part in text.trim().split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>()) {
+                    out.extend(a..=b);
+                }
+            }
+            None => out.extend(part.parse::<u16>().ok()),
+        }
+    }
+    out
+}
+
+/// One line of a blkio statistics file: `8:0 Read 4096`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IoEntry {
+    pub major: u64,
+    pub minor: u64,
+    pub op: String,
+    pub value: u64,
 }
 
 /// One container's cgroup, on whichever version the host has.
@@ -248,6 +337,22 @@ pub(crate) fn read_keyed(path: &Path, key: &str) -> Result<Option<u64>> {
     let s = fs::read_to_string(path).map_err(io_err("read", path))?;
     Ok(s.lines()
         .find_map(|l| l.strip_prefix(key).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok())))
+}
+
+/// Every `key value` line of a file such as memory.stat or cpu.stat.
+pub(crate) fn read_all_keyed(path: &Path) -> Result<std::collections::BTreeMap<String, u64>> {
+    let s = fs::read_to_string(path).map_err(io_err("read", path))?;
+    Ok(s.lines()
+        .filter_map(|l| l.split_once(' ').and_then(|(k, v)| Some((k.to_string(), v.trim().parse().ok()?))))
+        .collect())
+}
+
+/// v1 blkio.weight (10..1000) to v2 io.weight (1..10000), as runc maps it.
+pub fn blkio_weight_to_io_weight(weight: u16) -> u64 {
+    if weight == 0 {
+        return 0;
+    }
+    1 + (u64::from(weight.clamp(10, 1000)) - 10) * 9999 / 990
 }
 
 pub(crate) fn read_pids(path: &Path) -> Result<Vec<i32>> {

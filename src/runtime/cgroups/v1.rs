@@ -5,11 +5,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids_tree, read_u64, remove_tree, write,
+    Cgroup, CgroupError, IoEntry, MemoryCounters, Resources, Result, Stats, io_err, parse_cpu_list, read_all_keyed,
+    read_keyed, read_pids_tree, read_u64, remove_tree, write,
 };
 
 /// The controllers this driver manages.
-const CONTROLLERS: [&str; 7] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices"];
+const CONTROLLERS: [&str; 8] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices", "blkio"];
+
+/// The kernel's "no limit" for v1 memory files: the largest page-aligned i64.
+const UNLIMITED: u64 = (i64::MAX as u64) & !0xfff;
 
 pub struct V1 {
     rel: PathBuf,
@@ -51,7 +55,8 @@ impl V1 {
     }
 
     /// A new cpuset cgroup starts with no cpus and no mems, and refuses processes until it
-    /// has some: give each new level its parent's.
+    /// has some: give each level that has none its parent's, made by us or not (runc's
+    /// cpusetEnsureParent: a parent someone made beforehand with mkdir is as empty).
     fn init_cpuset(dir: &Path) -> Result<()> {
         let parent = dir.parent().expect("below a mount");
         for f in ["cpuset.cpus", "cpuset.mems"] {
@@ -63,6 +68,47 @@ impl V1 {
         }
         Ok(())
     }
+}
+
+/// Writes two interdependent values (cfs period and quota, rt period and runtime) in an
+/// order the kernel takes: the first, then the second; if the kernel refuses the first
+/// (EINVAL: with the other's old value it would break a limit) and the second is to be
+/// written too, the second first and the first again after it, as runc does.
+fn write_pair(first: (&Path, Option<String>), second: (&Path, Option<String>)) -> Result<()> {
+    let mut retry = None;
+    if let Some(v) = &first.1 {
+        match fs::write(first.0, v) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) && second.1.is_some() => retry = Some(v),
+            Err(e) => return Err(io_err("write", first.0)(e)),
+        }
+    }
+    if let Some(v) = &second.1 {
+        write(second.0, v)?;
+    }
+    if let Some(v) = retry {
+        write(first.0, v)?;
+    }
+    Ok(())
+}
+
+/// A blkio statistics file: `8:0 Read 4096` lines, and a `Total` line without a device.
+/// A file that is missing (no blkio hierarchy) reads as no entries.
+fn read_io_entries(path: &Path) -> Vec<IoEntry> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (dev, op, value) = (f.next()?, f.next()?, f.next()?);
+            let (major, minor) = dev.split_once(':')?;
+            Some(IoEntry {
+                major: major.parse().ok()?,
+                minor: minor.parse().ok()?,
+                op: op.into(),
+                value: value.parse().ok()?,
+            })
+        })
+        .collect()
 }
 
 fn limit_value(v: i64) -> String {
@@ -77,13 +123,12 @@ impl Cgroup for V1 {
             for part in dir.strip_prefix(base).expect("dir is below base").components() {
                 current.push(part);
                 match fs::create_dir(&current) {
-                    Ok(()) => {
-                        if *c == "cpuset" {
-                            Self::init_cpuset(&current)?;
-                        }
-                    }
+                    Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
                     Err(e) => return Err(io_err("create", &current)(e)),
+                }
+                if *c == "cpuset" {
+                    Self::init_cpuset(&current)?;
                 }
             }
         }
@@ -133,11 +178,15 @@ impl Cgroup for V1 {
         if let Some(v) = r.memory_kernel_tcp {
             write(&self.file("memory", "memory.kmem.tcp.limit_in_bytes")?, &limit_value(v))?;
         }
-        if let Some(p) = r.cpu_period {
-            write(&self.file("cpu", "cpu.cfs_period_us")?, &p.to_string())?;
-        }
-        if let Some(q) = r.cpu_quota {
-            write(&self.file("cpu", "cpu.cfs_quota_us")?, &limit_value(q))?;
+        write_pair(
+            (&self.file("cpu", "cpu.cfs_period_us")?, r.cpu_period.map(|p| p.to_string())),
+            (&self.file("cpu", "cpu.cfs_quota_us")?, r.cpu_quota.map(limit_value)),
+        )?;
+        if r.cpu_rt_period.is_some() || r.cpu_rt_runtime.is_some() {
+            write_pair(
+                (&self.file("cpu", "cpu.rt_period_us")?, r.cpu_rt_period.map(|p| p.to_string())),
+                (&self.file("cpu", "cpu.rt_runtime_us")?, r.cpu_rt_runtime.map(|v| v.to_string())),
+            )?;
         }
         if let Some(s) = r.cpu_shares {
             write(&self.file("cpu", "cpu.shares")?, &s.to_string())?;
@@ -151,9 +200,26 @@ impl Cgroup for V1 {
         if let Some(p) = r.pids_limit {
             write(&self.file("pids", "pids.max")?, &if p > 0 { p.to_string() } else { "max".to_string() })?;
         }
+        if let Some(w) = r.blkio_weight {
+            // CFQ's blkio.weight went with Linux 5.0; BFQ has its own file (runc looks
+            // for both too).
+            let dir = self.dir("blkio")?;
+            let file = ["blkio.weight", "blkio.bfq.weight"].iter().map(|f| dir.join(f)).find(|f| f.exists());
+            match file {
+                Some(f) => write(&f, &w.to_string())?,
+                None => {
+                    return Err(CgroupError::Unsupported(format!(
+                        "{}: neither blkio.weight nor blkio.bfq.weight exists (no CFQ or BFQ I/O scheduler)",
+                        dir.display()
+                    )));
+                }
+            }
+        }
         for rule in &r.devices {
             let file = if rule.allow { "devices.allow" } else { "devices.deny" };
-            write(&self.file("devices", file)?, &rule.v1_line())?;
+            if let Some(line) = rule.v1_line() {
+                write(&self.file("devices", file)?, &line)?;
+            }
         }
         Ok(())
     }
@@ -182,15 +248,81 @@ impl Cgroup for V1 {
     }
 
     fn stats(&self) -> Result<Stats> {
-        let limit = read_u64(&self.file("memory", "memory.limit_in_bytes")?)?;
+        let mem = |f: &str| self.file("memory", f);
+        let limit = read_u64(&mem("memory.limit_in_bytes")?)?;
+        let raw = read_all_keyed(&mem("memory.stat")?)?;
+        // cpuacct.stat counts in USER_HZ ticks, 100 a second on Linux.
+        let ticks = read_all_keyed(&self.file("cpuacct", "cpuacct.stat")?)?;
+        let throttling = read_all_keyed(&self.file("cpu", "cpu.stat")?)?;
+        let percpu = fs::read_to_string(self.file("cpuacct", "cpuacct.usage_percpu")?).unwrap_or_default();
+        // Swap is accounted only with swapaccount=1.
+        let swap = |f: &str| -> Result<Option<u64>> {
+            let path = mem(&format!("memory.memsw.{f}"))?;
+            if path.exists() { read_u64(&path).map(Some) } else { Ok(None) }
+        };
+        let pids_max = fs::read_to_string(self.file("pids", "pids.max")?).unwrap_or_default();
+        let blkio = |f: &str| self.file("blkio", f).map(|p| read_io_entries(&p)).unwrap_or_default();
+        let numbers = |c: &str, f: &str| -> Vec<u64> {
+            let text = self.file(c, f).ok().and_then(|p| fs::read_to_string(p).ok()).unwrap_or_default();
+            text.split_whitespace().filter_map(|v| v.parse().ok()).collect()
+        };
+        // Files that are missing (kmem accounting off) read as zeros, as in runc.
+        let counters = |prefix: &str| -> MemoryCounters {
+            let n = |f: &str| numbers("memory", &format!("{prefix}{f}")).first().copied().unwrap_or(0);
+            let limit = n("limit_in_bytes");
+            MemoryCounters {
+                usage: n("usage_in_bytes"),
+                max: n("max_usage_in_bytes"),
+                limit: (limit != 0 && limit < UNLIMITED).then_some(limit),
+                failcnt: n("failcnt"),
+            }
+        };
+        let cpuset_text =
+            |f: &str| self.file("cpuset", f).ok().and_then(|p| fs::read_to_string(p).ok()).unwrap_or_default();
+        let cpuset_flags = [
+            "cpu_exclusive",
+            "mem_hardwall",
+            "mem_exclusive",
+            "memory_migrate",
+            "memory_spread_page",
+            "memory_spread_slab",
+            "memory_pressure",
+            "sched_load_balance",
+            "sched_relax_domain_level",
+        ]
+        .into_iter()
+        .filter_map(|f| Some((f.to_string(), cpuset_text(&format!("cpuset.{f}")).trim().parse().ok()?)))
+        .collect();
         Ok(Stats {
             cpu_usage_ns: read_u64(&self.file("cpuacct", "cpuacct.usage")?)?,
-            memory_current: read_u64(&self.file("memory", "memory.usage_in_bytes")?)?,
-            memory_peak: read_u64(&self.file("memory", "memory.max_usage_in_bytes")?)?,
-            // The kernel's "no limit" is the largest page-aligned i64.
-            memory_limit: (limit < ((i64::MAX as u64) & !0xfff)).then_some(limit),
-            oom_kills: read_keyed(&self.file("memory", "memory.oom_control")?, "oom_kill")?.unwrap_or(0),
+            cpu_percpu_ns: percpu.split_whitespace().filter_map(|v| v.parse().ok()).collect(),
+            cpu_percpu_kernel_ns: numbers("cpuacct", "cpuacct.usage_percpu_sys"),
+            cpu_percpu_user_ns: numbers("cpuacct", "cpuacct.usage_percpu_user"),
+            cpu_user_ns: ticks.get("user").copied().unwrap_or(0) * 10_000_000,
+            cpu_kernel_ns: ticks.get("system").copied().unwrap_or(0) * 10_000_000,
+            cpu_periods: throttling.get("nr_periods").copied().unwrap_or(0),
+            cpu_throttled_periods: throttling.get("nr_throttled").copied().unwrap_or(0),
+            cpu_throttled_ns: throttling.get("throttled_time").copied().unwrap_or(0),
+            memory_current: read_u64(&mem("memory.usage_in_bytes")?)?,
+            memory_peak: read_u64(&mem("memory.max_usage_in_bytes")?)?,
+            memory_limit: (limit < UNLIMITED).then_some(limit),
+            memory_failcnt: read_u64(&mem("memory.failcnt")?)?,
+            memory_cache: raw.get("total_cache").or(raw.get("cache")).copied().unwrap_or(0),
+            swap_current: swap("usage_in_bytes")?.unwrap_or(0),
+            swap_peak: swap("max_usage_in_bytes")?.unwrap_or(0),
+            swap_limit: swap("limit_in_bytes")?.filter(|l| *l < UNLIMITED),
+            swap_failcnt: swap("failcnt")?.unwrap_or(0),
+            kernel: counters("memory.kmem."),
+            kernel_tcp: counters("memory.kmem.tcp."),
+            memory_raw: raw,
+            oom_kills: read_keyed(&mem("memory.oom_control")?, "oom_kill")?.unwrap_or(0),
             pids_current: read_u64(&self.file("pids", "pids.current")?)?,
+            pids_limit: pids_max.trim().parse().ok(),
+            cpuset_cpus: parse_cpu_list(&cpuset_text("cpuset.cpus")),
+            cpuset_mems: parse_cpu_list(&cpuset_text("cpuset.mems")),
+            cpuset_flags,
+            io_service_bytes: blkio("blkio.throttle.io_service_bytes_recursive"),
+            io_serviced: blkio("blkio.throttle.io_serviced_recursive"),
         })
     }
 

@@ -9,11 +9,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, Resources, Result, Stats, io_err, read_keyed, read_pids, read_pids_tree, read_u64,
-    remove_tree, shares_to_weight, write,
+    Cgroup, CgroupError, Resources, Result, Stats, blkio_weight_to_io_weight, io_err, read_all_keyed, read_keyed,
+    read_pids, read_pids_tree, read_u64, remove_tree, shares_to_weight, write,
 };
 
-const WANTED: [&str; 4] = ["cpu", "cpuset", "memory", "pids"];
+const WANTED: [&str; 5] = ["cpu", "cpuset", "memory", "pids", "io"];
 
 pub struct V2 {
     rel: PathBuf,
@@ -129,6 +129,18 @@ impl Cgroup for V2 {
         if let Some(s) = r.cpu_shares {
             write(&self.file("cpu.weight"), &shares_to_weight(s).to_string())?;
         }
+        if r.cpu_rt_period.is_some() || r.cpu_rt_runtime.is_some() {
+            // Refused, not dropped: the container must not run believing it has an RT budget.
+            return Err(CgroupError::Unsupported("cgroup v2 has no real-time period or runtime".into()));
+        }
+        if let Some(w) = r.blkio_weight {
+            // BFQ's io.bfq.weight takes blkio's own scale; io.weight (io.cost) its own.
+            if self.file("io.bfq.weight").exists() {
+                write(&self.file("io.bfq.weight"), &w.to_string())?;
+            } else {
+                write(&self.file("io.weight"), &blkio_weight_to_io_weight(w).to_string())?;
+            }
+        }
         if let Some(c) = &r.cpuset_cpus {
             write(&self.file("cpuset.cpus"), c)?;
         }
@@ -157,14 +169,33 @@ impl Cgroup for V2 {
 
     fn stats(&self) -> Result<Stats> {
         let max = fs::read_to_string(self.file("memory.max")).map_err(io_err("read", &self.file("memory.max")))?;
+        let cpu = read_all_keyed(&self.file("cpu.stat"))?;
+        let raw = read_all_keyed(&self.file("memory.stat"))?;
+        let events = read_all_keyed(&self.file("memory.events"))?;
+        let optional = |f: &str| fs::read_to_string(self.file(f)).ok().and_then(|s| s.trim().parse::<u64>().ok());
+        let usec = |k: &str| cpu.get(k).copied().unwrap_or(0) * 1000;
         Ok(Stats {
-            cpu_usage_ns: read_keyed(&self.file("cpu.stat"), "usage_usec")?.unwrap_or(0) * 1000,
+            cpu_usage_ns: usec("usage_usec"),
+            cpu_user_ns: usec("user_usec"),
+            cpu_kernel_ns: usec("system_usec"),
+            cpu_periods: cpu.get("nr_periods").copied().unwrap_or(0),
+            cpu_throttled_periods: cpu.get("nr_throttled").copied().unwrap_or(0),
+            cpu_throttled_ns: usec("throttled_usec"),
+            memory_failcnt: events.get("max").copied().unwrap_or(0),
+            memory_cache: raw.get("file").copied().unwrap_or(0),
+            swap_current: optional("memory.swap.current").unwrap_or(0),
+            swap_peak: optional("memory.swap.peak").unwrap_or(0),
+            swap_limit: optional("memory.swap.max"),
+            swap_failcnt: read_keyed(&self.file("memory.swap.events"), "max").ok().flatten().unwrap_or(0),
+            memory_raw: raw,
+            pids_limit: optional("pids.max"),
             memory_current: read_u64(&self.file("memory.current"))?,
             // memory.peak exists from Linux 5.19.
             memory_peak: if self.file("memory.peak").exists() { read_u64(&self.file("memory.peak"))? } else { 0 },
             memory_limit: max.trim().parse().ok(),
             oom_kills: read_keyed(&self.file("memory.events"), "oom_kill")?.unwrap_or(0),
             pids_current: read_u64(&self.file("pids.current"))?,
+            ..Default::default()
         })
     }
 
