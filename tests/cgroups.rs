@@ -133,3 +133,16 @@ fn hostile_names_are_refused() {
         assert!(cgroups::open("x", Some(bad)).is_err(), "parent {bad:?}");
     }
 }
+
+/// A container cgroup no record names any more (its creation was cut short: the pod's
+/// monitor was killed) must not keep the pod's cgroup parent from being removed.
+#[test]
+fn removing_a_parent_removes_an_empty_container_cgroup_left_below_it() {
+    let parent = format!("nodectl-test-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst));
+    let cg = cgroups::open("orphan", Some(&parent)).unwrap();
+    cg.create().unwrap();
+    let dir = cg.path().to_path_buf();
+    assert!(dir.exists());
+    cgroups::remove_parent(&parent).unwrap();
+    assert!(!dir.exists() && !dir.parent().unwrap().exists(), "{} is left", dir.display());
+}

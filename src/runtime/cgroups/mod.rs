@@ -304,13 +304,10 @@ pub fn remove_parent(parent: &str) -> Result<()> {
         Hierarchy::Unified { mount } => vec![V2::new(&mount, &own, &rel, true).dir().to_path_buf()],
         Hierarchy::Legacy { mounts } => V1::new(&mounts, &own, &rel).dirs().map(Path::to_path_buf).collect(),
     };
+    // With what is below it: v2's evacuated `init` leaf, and the cgroup of a container whose
+    // creation was cut short (its monitor killed) and that no runtime record names.
     for d in dirs {
-        // v2's evacuated `init` leaf goes with its parent.
-        let init = d.join("init");
-        if init.exists() && read_pids(&init.join("cgroup.procs"))?.is_empty() {
-            remove_dir(&init)?;
-        }
-        remove_dir(&d)?;
+        remove_tree(&d)?;
     }
     Ok(())
 }
