@@ -41,16 +41,22 @@ impl Answer {
     }
 }
 
+/// An HTTP/1.1 connection to the daemon, driven in the background.
+async fn connect(socket: &Path) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>> {
+    let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
+        format!("connect to the node daemon at {} (is `nodectl daemon` running?)", socket.display())
+    })?;
+    let (sender, conn) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("talk to the node daemon")?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
 /// One request to the daemon.
 pub fn call(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>>) -> Result<Answer> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
-            format!("connect to the node daemon at {} (is `nodectl daemon` running?)", socket.display())
-        })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("talk to the node daemon")?;
-        tokio::spawn(conn);
+        let mut sender = connect(socket).await?;
         let req = hyper::Request::builder()
             .method(method)
             .uri(path)
@@ -71,12 +77,7 @@ pub fn call(socket: &Path, method: &str, path: &str, body: Option<Vec<u8>>) -> R
 pub fn stream(socket: &Path, path: &str, out: &mut dyn std::io::Write) -> Result<i32> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
-        let stream = tokio::net::UnixStream::connect(socket).await.with_context(|| {
-            format!("connect to the node daemon at {} (is `nodectl daemon` running?)", socket.display())
-        })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.context("talk to the node daemon")?;
-        tokio::spawn(conn);
+        let mut sender = connect(socket).await?;
         let req = hyper::Request::builder()
             .uri(path)
             .header("host", "nodectl")

@@ -242,16 +242,7 @@ fn make(
     let pod = &manifest.pod;
     let spec = pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
     let containers = containers_of(spec);
-    let parts: Vec<Part> = containers
-        .iter()
-        .zip(resolved)
-        .map(|((c, field, _), image)| Part {
-            spec: (*c).clone(),
-            field: field.clone(),
-            image,
-            id: format!("{}.{}", record.key, c.name),
-        })
-        .collect();
+    let parts = parts_of(&containers, resolved, &record.key);
     let statuses =
         containers.iter().map(|(c, _, init)| ContainerStatus::new(&c.name, *init, opts.restart_backoff)).collect();
     let desired = Desired {
@@ -342,6 +333,20 @@ fn containers_of(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(&Container,
         .collect()
 }
 
+/// Each container with its image and runtime id (KEY.NAME).
+fn parts_of(containers: &[(&Container, String, bool)], resolved: Vec<Arc<Resolved>>, key: &str) -> Vec<Part> {
+    containers
+        .iter()
+        .zip(resolved)
+        .map(|((c, field, _), image)| Part {
+            spec: (*c).clone(),
+            field: field.clone(),
+            image,
+            id: format!("{key}.{}", c.name),
+        })
+        .collect()
+}
+
 /// Takes over a pod a daemon made and then died (or was restarted) without removing:
 /// its record, manifest and status from disk, its monitor found again (or started again,
 /// adopting the sandbox, when it died too), each container as its monitor recorded it.
@@ -379,16 +384,7 @@ pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Resu
     let containers = containers_of(spec);
     // Its images were in the store when it was made: no pull now.
     let resolved = resolve_images(opts, &store, &containers, Some("IfNotPresent"), reporter)?;
-    let parts: Vec<Part> = containers
-        .iter()
-        .zip(resolved)
-        .map(|((c, field, _), image)| Part {
-            spec: (*c).clone(),
-            field: field.clone(),
-            image,
-            id: format!("{}.{}", record.key, c.name),
-        })
-        .collect();
+    let parts = parts_of(&containers, resolved, &record.key);
     let desired = Desired {
         restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
         initial_backoff: opts.restart_backoff,
