@@ -14,11 +14,10 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use axum::body::Bytes;
-use schemars::JsonSchema;
 use schemars::r#gen::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use super::resources::{RESOURCES, Resource};
+use super::resources::{KindType, RESOURCES, Resource, TypeVisitor};
 
 /// The media type client-go asks `/openapi/v2` for first (gnostic's protobuf encoding).
 pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
@@ -164,52 +163,15 @@ fn definitions(settings: SchemaSettings, resources: &[&Resource]) -> Map<String,
 
 /// Adds the schema of `r`'s kind to `generator`; its definition name.
 fn add_schema(r: &Resource, generator: &mut SchemaGenerator) -> Option<String> {
-    use k8s_openapi::api::{
-        apps::v1 as apps, autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2, batch::v1 as batch,
-        coordination::v1 as coord, core::v1 as core, discovery::v1 as discovery, events::v1 as events,
-        networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
-        storage::v1 as storage,
-    };
-    fn add<T: JsonSchema>(generator: &mut SchemaGenerator) -> Option<String> {
-        generator.subschema_for::<T>();
-        Some(T::schema_name())
+    struct Add<'a>(&'a mut SchemaGenerator);
+    impl TypeVisitor for Add<'_> {
+        type Out = String;
+        fn visit<T: KindType>(self) -> String {
+            self.0.subschema_for::<T>();
+            T::schema_name()
+        }
     }
-    // The same kinds, and types, as `Resource::typed_check`.
-    match r.kind {
-        "Namespace" => add::<core::Namespace>(generator),
-        "Pod" => add::<core::Pod>(generator),
-        "Node" => add::<core::Node>(generator),
-        "Service" => add::<core::Service>(generator),
-        "Endpoints" => add::<core::Endpoints>(generator),
-        "ConfigMap" => add::<core::ConfigMap>(generator),
-        "Secret" => add::<core::Secret>(generator),
-        "Event" if r.group == "events.k8s.io" => add::<events::Event>(generator),
-        "Event" => add::<core::Event>(generator),
-        "Deployment" => add::<apps::Deployment>(generator),
-        "ReplicaSet" => add::<apps::ReplicaSet>(generator),
-        "DaemonSet" => add::<apps::DaemonSet>(generator),
-        "StatefulSet" => add::<apps::StatefulSet>(generator),
-        "Job" => add::<batch::Job>(generator),
-        "CronJob" => add::<batch::CronJob>(generator),
-        "PersistentVolume" => add::<core::PersistentVolume>(generator),
-        "PersistentVolumeClaim" => add::<core::PersistentVolumeClaim>(generator),
-        "ServiceAccount" => add::<core::ServiceAccount>(generator),
-        "StorageClass" => add::<storage::StorageClass>(generator),
-        "Ingress" => add::<networking::Ingress>(generator),
-        "IngressClass" => add::<networking::IngressClass>(generator),
-        "NetworkPolicy" => add::<networking::NetworkPolicy>(generator),
-        "Role" => add::<rbac::Role>(generator),
-        "ClusterRole" => add::<rbac::ClusterRole>(generator),
-        "RoleBinding" => add::<rbac::RoleBinding>(generator),
-        "ClusterRoleBinding" => add::<rbac::ClusterRoleBinding>(generator),
-        "HorizontalPodAutoscaler" if r.version == "v1" => add::<autoscaling1::HorizontalPodAutoscaler>(generator),
-        "HorizontalPodAutoscaler" => add::<autoscaling2::HorizontalPodAutoscaler>(generator),
-        "PodDisruptionBudget" => add::<policy::PodDisruptionBudget>(generator),
-        "Lease" => add::<coord::Lease>(generator),
-        "EndpointSlice" => add::<discovery::EndpointSlice>(generator),
-        "PriorityClass" => add::<scheduling::PriorityClass>(generator),
-        _ => None,
-    }
+    r.with_type(Add(generator))
 }
 
 #[cfg(test)]

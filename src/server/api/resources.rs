@@ -130,53 +130,74 @@ impl Resource {
 
     /// Decodes `obj` as its k8s-openapi type: a type error, or the unknown fields.
     fn typed_check(&self, obj: &Value) -> Result<Vec<String>, (String, String)> {
+        struct Check<'a>(&'a Value);
+        impl TypeVisitor for Check<'_> {
+            type Out = Result<Vec<String>, (String, String)>;
+            fn visit<T: KindType>(self) -> Self::Out {
+                crate::model::schema::decode::<T>(self.0).map(|(_, unknown)| unknown)
+            }
+        }
+        self.with_type(Check(obj)).unwrap_or_else(|| Ok(Vec::new()))
+    }
+
+    /// Does `v`'s work with the k8s-openapi type of this kind: the one table of which type
+    /// each served kind is (decoding checks it, OpenAPI documents its schema). None for a
+    /// kind without one.
+    pub fn with_type<V: TypeVisitor>(&self, v: V) -> Option<V::Out> {
         use k8s_openapi::api::{
             apps::v1 as apps, autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2, batch::v1 as batch,
             coordination::v1 as coord, core::v1 as core, discovery::v1 as discovery, events::v1 as events,
             networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
             storage::v1 as storage,
         };
-        fn check<T: serde::de::DeserializeOwned + serde::Serialize>(
-            v: &Value,
-        ) -> Result<Vec<String>, (String, String)> {
-            crate::model::schema::decode::<T>(v).map(|(_, unknown)| unknown)
-        }
         match self.kind {
-            "Namespace" => check::<core::Namespace>(obj),
-            "Pod" => check::<core::Pod>(obj),
-            "Node" => check::<core::Node>(obj),
-            "Service" => check::<core::Service>(obj),
-            "Endpoints" => check::<core::Endpoints>(obj),
-            "ConfigMap" => check::<core::ConfigMap>(obj),
-            "Secret" => check::<core::Secret>(obj),
-            "Event" if self.group == "events.k8s.io" => check::<events::Event>(obj),
-            "Event" => check::<core::Event>(obj),
-            "Deployment" => check::<apps::Deployment>(obj),
-            "ReplicaSet" => check::<apps::ReplicaSet>(obj),
-            "DaemonSet" => check::<apps::DaemonSet>(obj),
-            "StatefulSet" => check::<apps::StatefulSet>(obj),
-            "Job" => check::<batch::Job>(obj),
-            "CronJob" => check::<batch::CronJob>(obj),
-            "PersistentVolume" => check::<core::PersistentVolume>(obj),
-            "PersistentVolumeClaim" => check::<core::PersistentVolumeClaim>(obj),
-            "ServiceAccount" => check::<core::ServiceAccount>(obj),
-            "StorageClass" => check::<storage::StorageClass>(obj),
-            "Ingress" => check::<networking::Ingress>(obj),
-            "IngressClass" => check::<networking::IngressClass>(obj),
-            "NetworkPolicy" => check::<networking::NetworkPolicy>(obj),
-            "Role" => check::<rbac::Role>(obj),
-            "ClusterRole" => check::<rbac::ClusterRole>(obj),
-            "RoleBinding" => check::<rbac::RoleBinding>(obj),
-            "ClusterRoleBinding" => check::<rbac::ClusterRoleBinding>(obj),
-            "HorizontalPodAutoscaler" if self.version == "v1" => check::<autoscaling1::HorizontalPodAutoscaler>(obj),
-            "HorizontalPodAutoscaler" => check::<autoscaling2::HorizontalPodAutoscaler>(obj),
-            "PodDisruptionBudget" => check::<policy::PodDisruptionBudget>(obj),
-            "Lease" => check::<coord::Lease>(obj),
-            "EndpointSlice" => check::<discovery::EndpointSlice>(obj),
-            "PriorityClass" => check::<scheduling::PriorityClass>(obj),
-            _ => Ok(Vec::new()),
+            "Namespace" => Some(v.visit::<core::Namespace>()),
+            "Pod" => Some(v.visit::<core::Pod>()),
+            "Node" => Some(v.visit::<core::Node>()),
+            "Service" => Some(v.visit::<core::Service>()),
+            "Endpoints" => Some(v.visit::<core::Endpoints>()),
+            "ConfigMap" => Some(v.visit::<core::ConfigMap>()),
+            "Secret" => Some(v.visit::<core::Secret>()),
+            "Event" if self.group == "events.k8s.io" => Some(v.visit::<events::Event>()),
+            "Event" => Some(v.visit::<core::Event>()),
+            "Deployment" => Some(v.visit::<apps::Deployment>()),
+            "ReplicaSet" => Some(v.visit::<apps::ReplicaSet>()),
+            "DaemonSet" => Some(v.visit::<apps::DaemonSet>()),
+            "StatefulSet" => Some(v.visit::<apps::StatefulSet>()),
+            "Job" => Some(v.visit::<batch::Job>()),
+            "CronJob" => Some(v.visit::<batch::CronJob>()),
+            "PersistentVolume" => Some(v.visit::<core::PersistentVolume>()),
+            "PersistentVolumeClaim" => Some(v.visit::<core::PersistentVolumeClaim>()),
+            "ServiceAccount" => Some(v.visit::<core::ServiceAccount>()),
+            "StorageClass" => Some(v.visit::<storage::StorageClass>()),
+            "Ingress" => Some(v.visit::<networking::Ingress>()),
+            "IngressClass" => Some(v.visit::<networking::IngressClass>()),
+            "NetworkPolicy" => Some(v.visit::<networking::NetworkPolicy>()),
+            "Role" => Some(v.visit::<rbac::Role>()),
+            "ClusterRole" => Some(v.visit::<rbac::ClusterRole>()),
+            "RoleBinding" => Some(v.visit::<rbac::RoleBinding>()),
+            "ClusterRoleBinding" => Some(v.visit::<rbac::ClusterRoleBinding>()),
+            "HorizontalPodAutoscaler" if self.version == "v1" => {
+                Some(v.visit::<autoscaling1::HorizontalPodAutoscaler>())
+            }
+            "HorizontalPodAutoscaler" => Some(v.visit::<autoscaling2::HorizontalPodAutoscaler>()),
+            "PodDisruptionBudget" => Some(v.visit::<policy::PodDisruptionBudget>()),
+            "Lease" => Some(v.visit::<coord::Lease>()),
+            "EndpointSlice" => Some(v.visit::<discovery::EndpointSlice>()),
+            "PriorityClass" => Some(v.visit::<scheduling::PriorityClass>()),
+            _ => None,
         }
     }
+}
+
+/// What a served kind's type can do.
+pub trait KindType: serde::de::DeserializeOwned + serde::Serialize + schemars::JsonSchema {}
+impl<T: serde::de::DeserializeOwned + serde::Serialize + schemars::JsonSchema> KindType for T {}
+
+/// Work done with a kind's type, chosen by [`Resource::with_type`].
+pub trait TypeVisitor {
+    type Out;
+    fn visit<T: KindType>(self) -> Self::Out;
 }
 
 macro_rules! resource {
