@@ -675,7 +675,9 @@ impl Owner {
         control: &mut dyn Control,
         reporter: &mut dyn Reporter,
     ) -> Result<(), PlanError> {
+        // What a request read past its answer is not on the socket any more.
         let timeout = match until {
+            _ if self.mon.pending() => PollTimeout::ZERO,
             Some(at) => {
                 let ms = at.duration_since(SystemTime::now()).unwrap_or_default().as_millis().min(60_000) as i32 + 1;
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
@@ -698,7 +700,7 @@ impl Owner {
                 self.changed(reporter);
             }
         }
-        if mon_ready {
+        if mon_ready || self.mon.pending() {
             match self.mon.events() {
                 Ok(events) => self.heard(events, reporter),
                 Err(_) => self.replace_monitor(reporter)?,

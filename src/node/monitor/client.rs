@@ -99,6 +99,12 @@ impl Monitor {
         }
     }
 
+    /// Whether messages were already read from the socket and not yet taken: a request
+    /// reads past its answer, so polling the socket alone would miss them.
+    pub fn pending(&self) -> bool {
+        !self.events.is_empty() || self.buf.contains(&b'\n')
+    }
+
     /// What the monitor said without being asked, without waiting. Err once it is gone.
     pub fn events(&mut self) -> Result<Vec<Message>, PlanError> {
         loop {
@@ -145,5 +151,42 @@ impl Monitor {
         if let Some(mut c) = self.child.take() {
             let _ = c.wait();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::reconcile::Terminated;
+    use std::time::SystemTime;
+
+    fn exited() -> Message {
+        let t = Terminated {
+            exit_code: 2,
+            signal: None,
+            oom_killed: false,
+            message: None,
+            started_at: None,
+            finished_at: SystemTime::now(),
+            unknown: false,
+        };
+        Message::Exited { name: "c".into(), terminated: t }
+    }
+
+    #[test]
+    fn an_exit_read_along_with_an_answer_is_pending_not_lost() {
+        let (ours, mut theirs) = UnixStream::pair().unwrap();
+        let mut m = Monitor { conn: ours, buf: Vec::new(), events: VecDeque::new(), child: None };
+        // The container exits before, and right after, the monitor answers: one write
+        // carries both, so the socket has nothing left to poll for.
+        let mut bytes = protocol::encode(&exited());
+        bytes.extend(protocol::encode(&Message::Done { error: None }));
+        bytes.extend(protocol::encode(&exited()));
+        theirs.write_all(&bytes).unwrap();
+        let answer = m.request(&Request::Signal { name: "c".into(), signal: 9 }).unwrap();
+        assert!(matches!(answer, Message::Done { .. }), "{answer:?}");
+        assert!(m.pending());
+        assert_eq!(m.events().unwrap().len(), 2);
+        assert!(!m.pending());
     }
 }
