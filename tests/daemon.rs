@@ -412,3 +412,60 @@ fn work_half_done_when_the_daemon_was_killed_is_finished() {
     node.ok(&["delete", "pod", "web", "--grace-period", "0"]);
     node.assert_clean();
 }
+
+#[test]
+fn probes_gate_readiness_restart_a_dead_container_and_the_prestop_hook_runs_before_sigterm() {
+    let node = Node::new();
+    let www = node.root().join("www");
+    fs::create_dir(&www).unwrap();
+    fs::write(www.join("alive"), "").unwrap();
+    let pod = format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: probed}}\nspec:\n  terminationGracePeriodSeconds: 5\n  \
+         volumes: [{{name: www, hostPath: {{path: {www}, type: Directory}}}}]\n  containers:\n  - name: web\n    \
+         image: busybox\n    imagePullPolicy: Never\n    command: [httpd, -f, -p, '8080', -h, /www]\n    \
+         ports: [{{name: http, containerPort: 8080}}]\n    volumeMounts: [{{name: www, mountPath: /www}}]\n    \
+         startupProbe: {{tcpSocket: {{port: 8080}}, periodSeconds: 1}}\n    \
+         readinessProbe: {{httpGet: {{path: /ready, port: http}}, periodSeconds: 1}}\n    \
+         livenessProbe: {{exec: {{command: [test, -f, /www/alive]}}, periodSeconds: 1, failureThreshold: 2}}\n    \
+         lifecycle: {{preStop: {{exec: {{command: [sh, -c, 'echo $$ > /www/prestop; cat /proc/1/cmdline > /www/pid1']}}}}}}\n",
+        www = www.display()
+    );
+    node.ok(&["run", "--detach", &node.file(&pod)]);
+    let status = |p: &Value, key: &str| p["status"]["containerStatuses"][0][key].clone();
+    let events = || node.ok(&["describe", "pod", "probed"]);
+
+    // Started once the port opens; not ready while /ready answers 404.
+    let p = node.wait_for("probed", |p| status(p, "started") == true);
+    assert_eq!(status(&p, "ready"), false, "{p:#}");
+    let end = Instant::now() + Duration::from_secs(30);
+    while !events().contains("Readiness probe failed: HTTP probe failed with statuscode: 404") {
+        assert!(Instant::now() < end, "{}", events());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(node.pod("probed")["status"]["phase"], "Running");
+
+    // Ready once it answers.
+    fs::write(www.join("ready"), "ok").unwrap();
+    let p = node.wait_for("probed", |p| status(p, "ready") == true);
+    let ready = p["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "True");
+    assert_eq!(status(&p, "restartCount"), 0);
+
+    // The liveness check fails twice: killed and started again.
+    fs::remove_file(www.join("alive")).unwrap();
+    let p = node.wait_for("probed", |p| status(p, "restartCount").as_i64() >= Some(1));
+    fs::write(www.join("alive"), "").unwrap();
+    let described = events();
+    assert!(described.contains("Liveness probe failed: command exited with code 1"), "{described}");
+    assert!(described.contains("Container web failed liveness probe, will be restarted"), "{described}");
+    assert!(p["status"]["containerStatuses"][0]["lastState"]["terminated"].is_object(), "{p:#}");
+    node.wait_for("probed", |p| status(p, "ready") == true && status(p, "started") == true);
+
+    // Delete: the hook runs in the container first (pid 1 there is httpd, still running).
+    assert!(!www.join("prestop").exists());
+    node.ok(&["delete", "pod", "probed"]);
+    assert!(www.join("prestop").exists(), "the preStop hook did not run");
+    let pid1 = fs::read_to_string(www.join("pid1")).unwrap();
+    assert!(pid1.starts_with("httpd"), "{pid1:?}");
+    node.assert_clean();
+}

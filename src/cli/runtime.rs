@@ -458,6 +458,7 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
                 console_socket: a.console_socket.clone(),
                 preserve_fds: a.preserve_fds,
                 ignore_paused: a.ignore_paused,
+                stdio: None,
             };
             return Ok(rt.exec(&a.id, &process, &opts)?);
         }

@@ -251,7 +251,30 @@ const CONTAINER: &[&str] = &[
     "volumeMounts[].mountPath",
     "volumeMounts[].readOnly",
     "volumeMounts[].subPath",
+    "lifecycle.preStop.exec",
+    "lifecycle.preStop.httpGet",
+    "lifecycle.preStop.tcpSocket",
+    "lifecycle.preStop.sleep",
 ];
+
+/// What `nodectl run` honours in a container's liveness, readiness and startup probes.
+const PROBES: &[&str] = &["livenessProbe", "readinessProbe", "startupProbe"];
+const PROBE_FIELDS: &[&str] = &[
+    "exec",
+    "httpGet",
+    "tcpSocket",
+    "initialDelaySeconds",
+    "timeoutSeconds",
+    "periodSeconds",
+    "successThreshold",
+    "failureThreshold",
+    "terminationGracePeriodSeconds",
+];
+
+/// `livenessProbe.exec` and the like, below a container.
+fn probe_field(rest: &str) -> bool {
+    rest.split_once('.').is_some_and(|(probe, field)| PROBES.contains(&probe) && PROBE_FIELDS.contains(&field))
+}
 
 /// Set but harmless to leave out on one machine: a warning, not an error.
 const IGNORED: &[&str] = &[
@@ -278,9 +301,6 @@ const IGNORED: &[&str] = &[
     "spec.dnsPolicy",
     "spec.topologySpreadConstraints",
     "spec.imagePullSecrets",
-    "spec.containers[].livenessProbe",
-    "spec.containers[].readinessProbe",
-    "spec.containers[].startupProbe",
     "spec.containers[].terminationMessagePath",
     "spec.containers[].terminationMessagePolicy",
 ];
@@ -307,14 +327,17 @@ fn normalise(path: &str) -> String {
 }
 
 fn supported(norm: &str) -> bool {
-    SUPPORTED.contains(&norm) || norm.strip_prefix("spec.containers[].").is_some_and(|rest| CONTAINER.contains(&rest))
+    SUPPORTED.contains(&norm)
+        || norm.strip_prefix("spec.containers[].").is_some_and(|rest| CONTAINER.contains(&rest) || probe_field(rest))
 }
 
 /// Whether some supported field lies below `norm`.
 fn leads_to_supported(norm: &str) -> bool {
     let below =
         |p: &str| p.len() > norm.len() && p.starts_with(norm) && matches!(p.as_bytes()[norm.len()], b'.' | b'[');
-    SUPPORTED.iter().any(|p| below(p)) || CONTAINER.iter().any(|c| below(&format!("spec.containers[].{c}")))
+    SUPPORTED.iter().any(|p| below(p))
+        || CONTAINER.iter().any(|c| below(&format!("spec.containers[].{c}")))
+        || PROBES.iter().any(|p| norm == format!("spec.containers[].{p}"))
 }
 
 /// Walks what the manifest sets: Err(path) at the first field `nodectl run` cannot honour.
@@ -675,13 +698,7 @@ spec:
         assert_eq!(m.pod.metadata.name.as_deref(), Some("web"));
         assert_eq!(m.config_maps.len(), 1);
         assert_eq!(m.secrets.len(), 1);
-        assert_eq!(
-            m.warnings,
-            [
-                "spec.containers[0].readinessProbe is ignored by nodectl run",
-                "spec.nodeSelector is ignored by nodectl run"
-            ]
-        );
+        assert_eq!(m.warnings, ["spec.nodeSelector is ignored by nodectl run"]);
         let json = serde_json::to_string(&serde_yaml_ng::from_str::<Value>("kind: x").unwrap()).unwrap();
         assert_eq!(json, r#"{"kind":"x"}"#);
     }
@@ -753,9 +770,9 @@ spec:
                 "spec.volumes[0].nfs",
             ),
             (
-                "lifecycle hooks",
-                pod(&format!("{c}    lifecycle: {{preStop: {{exec: {{command: [x]}}}}}}\n")),
-                "spec.containers[0].lifecycle",
+                "postStart hooks",
+                pod(&format!("{c}    lifecycle: {{postStart: {{exec: {{command: [x]}}}}}}\n")),
+                "spec.containers[0].lifecycle.postStart",
             ),
             ("hostPID", pod(&format!("  hostPID: true\n{c}")), "spec.hostPID"),
             (

@@ -53,6 +53,17 @@ pub fn problems(spec: &Value, path: &str) -> Vec<Problem> {
             {
                 out.push((format!("{f}.imagePullPolicy"), problem));
             }
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                let Some(p) = c.get(probe) else { continue };
+                if list == "initContainers" {
+                    out.push((format!("{f}.{probe}"), "Forbidden: may not be set for init containers".into()));
+                    continue;
+                }
+                probe_problems(p, &format!("{f}.{probe}"), probe != "readinessProbe", &mut out);
+            }
+            if let Some(pre_stop) = c.pointer("/lifecycle/preStop") {
+                handler_problems(pre_stop, &format!("{f}.lifecycle.preStop"), &mut out);
+            }
             for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
                 let pf = format!("{f}.ports[{j}]");
                 match p.get("containerPort").and_then(Value::as_i64) {
@@ -87,6 +98,79 @@ pub fn problems(spec: &Value, path: &str) -> Vec<Problem> {
     out
 }
 
+/// Kube's validateProbe: one handler, and counts that are not negative (liveness and
+/// startup probes succeed once: their successThreshold must be 1).
+fn probe_problems(probe: &Value, path: &str, success_once: bool, out: &mut Vec<Problem>) {
+    handler_problems(probe, path, out);
+    for field in ["initialDelaySeconds", "timeoutSeconds", "periodSeconds", "successThreshold", "failureThreshold"] {
+        if let Some(n) = probe.get(field).and_then(Value::as_i64)
+            && n < 0
+        {
+            out.push((format!("{path}.{field}"), format!("Invalid value: {n}: must be greater than or equal to 0")));
+        }
+    }
+    if success_once
+        && let Some(n) = probe.get("successThreshold").and_then(Value::as_i64)
+        && n != 1
+        && n >= 0
+    {
+        out.push((format!("{path}.successThreshold"), format!("Invalid value: {n}: must be 1")));
+    }
+}
+
+/// A probe's or hook's action: exactly one of exec, httpGet, tcpSocket (and, for hooks,
+/// sleep), each with what it needs.
+fn handler_problems(handler: &Value, path: &str, out: &mut Vec<Problem>) {
+    let kinds: Vec<&str> =
+        ["exec", "httpGet", "tcpSocket", "grpc", "sleep"].into_iter().filter(|k| handler.get(*k).is_some()).collect();
+    match kinds.as_slice() {
+        [] => out.push((path.to_string(), "Required value: must specify a handler type".into())),
+        [_] => {}
+        [_, second, ..] => {
+            out.push((format!("{path}.{second}"), "Forbidden: may not specify more than 1 handler type".into()))
+        }
+    }
+    if let Some(exec) = handler.get("exec")
+        && exec.get("command").and_then(Value::as_array).is_none_or(|c| c.is_empty())
+    {
+        out.push((format!("{path}.exec.command"), "Required value".into()));
+    }
+    for kind in ["httpGet", "tcpSocket"] {
+        let Some(h) = handler.get(kind) else { continue };
+        let field = format!("{path}.{kind}.port");
+        match h.get("port") {
+            Some(Value::Number(n)) => out.extend(port_problem(n.as_i64().unwrap_or(0)).map(|m| (field, m))),
+            Some(Value::String(name)) if port_name_ok(name) => {}
+            Some(Value::String(name)) => out.push((
+                field,
+                format!(
+                    "Invalid value: \"{name}\": must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)"
+                ),
+            )),
+            _ => out.push((field, "Required value".into())),
+        }
+    }
+    if let Some(problem) = handler.pointer("/httpGet/scheme").and_then(|s| one_of(s, &["HTTP", "HTTPS"])) {
+        out.push((format!("{path}.httpGet.scheme"), problem));
+    }
+    if let Some(n) = handler.pointer("/sleep/seconds").and_then(Value::as_i64)
+        && n < 0
+    {
+        out.push((format!("{path}.sleep.seconds"), format!("Invalid value: {n}: must be greater than or equal to 0")));
+    }
+}
+
+/// An IANA service name, as a named port must be: 1-15 lowercase letters, digits and
+/// single inner hyphens, with at least one letter.
+fn port_name_ok(name: &str) -> bool {
+    (1..=15).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name.bytes().any(|b| b.is_ascii_lowercase())
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,5 +200,32 @@ mod tests {
         assert_eq!(got[2].1, "Invalid value: 70000: must be between 1 and 65535, inclusive");
         assert_eq!(got[4].1, "Duplicate value: \"ok\"");
         assert_eq!(problems(&json!({}), "spec"), [("spec.containers".to_string(), "Required value".to_string())]);
+    }
+
+    #[test]
+    fn probes_and_hooks_are_held_to_kubes_rules() {
+        let spec = json!({"initContainers": [{"name": "i", "image": "b", "readinessProbe": {"exec": {"command": ["x"]}}}],
+            "containers": [{"name": "c", "image": "b",
+            "livenessProbe": {"httpGet": {"port": 70000}, "tcpSocket": {"port": "web"}, "successThreshold": 2},
+            "readinessProbe": {"periodSeconds": -1, "successThreshold": 3},
+            "startupProbe": {"tcpSocket": {"port": "No_Such"}},
+            "lifecycle": {"preStop": {"exec": {"command": []}}}}]});
+        let got = problems(&spec, "spec");
+        let fields: Vec<&str> = got.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.initContainers[0].readinessProbe",
+                "spec.containers[0].livenessProbe.tcpSocket",
+                "spec.containers[0].livenessProbe.httpGet.port",
+                "spec.containers[0].livenessProbe.successThreshold",
+                "spec.containers[0].readinessProbe",
+                "spec.containers[0].readinessProbe.periodSeconds",
+                "spec.containers[0].startupProbe.tcpSocket.port",
+                "spec.containers[0].lifecycle.preStop.exec.command",
+            ]
+        );
+        assert_eq!(got[3].1, "Invalid value: 2: must be 1");
+        assert_eq!(got[4].1, "Required value: must specify a handler type");
     }
 }

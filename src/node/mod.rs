@@ -20,6 +20,7 @@ pub mod output;
 pub mod owner;
 pub mod pod;
 pub mod pod_state;
+pub mod probe;
 pub mod reconcile;
 pub mod sandbox;
 pub mod seccomp;

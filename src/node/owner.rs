@@ -22,7 +22,8 @@ use super::images::{self, Resolved};
 use super::monitor::client::{self, Monitor};
 use super::monitor::protocol::{Message, Request};
 use super::pod_state;
-use super::reconcile::{self, Action, ContainerStatus, Desired, RestartPolicy, State, Terminated};
+use super::probe::{self, ContainerChecks, Handler};
+use super::reconcile::{self, Action, ContainerStatus, Desired, Hook, ProbeKind, RestartPolicy, State, Terminated};
 use super::sandbox::{self, NetRecord, PodRecord, Sandbox};
 use super::volumes::{self, Volumes};
 use super::{PlanError, container_spec};
@@ -52,10 +53,39 @@ pub struct PodOptions {
 #[derive(Clone, Debug)]
 pub enum Event {
     Warning(String),
-    Started { name: String },
-    CouldNotStart { name: String, error: String },
-    Exited { name: String, terminated: Terminated },
-    Restarting { name: String, delay: Duration, restart: u32, policy: RestartPolicy },
+    Started {
+        name: String,
+    },
+    CouldNotStart {
+        name: String,
+        error: String,
+    },
+    Exited {
+        name: String,
+        terminated: Terminated,
+    },
+    Restarting {
+        name: String,
+        delay: Duration,
+        restart: u32,
+        policy: RestartPolicy,
+    },
+    /// A probe failed (the kubelet's Unhealthy event: "Liveness probe failed: …").
+    Unhealthy {
+        name: String,
+        kind: ProbeKind,
+        message: String,
+    },
+    /// A container is killed for a reason of the kubelet's (a failed liveness probe).
+    Killing {
+        name: String,
+        message: String,
+    },
+    /// A preStop hook failed (the kubelet's FailedPreStopHook).
+    HookFailed {
+        name: String,
+        message: String,
+    },
 }
 
 pub trait Reporter {
@@ -121,6 +151,14 @@ struct Part {
     field: String,
     image: Arc<Resolved>,
     id: String,
+    checks: ContainerChecks,
+}
+
+/// What a check that runs belongs to: a probe of one run of a container, or its hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Probe { index: usize, kind: ProbeKind, run: SystemTime },
+    PreStop { index: usize },
 }
 
 pub struct Owner {
@@ -136,6 +174,9 @@ pub struct Owner {
     desired: Desired,
     grace: Duration,
     several: bool,
+    /// Network checks run on threads; exec checks in the monitor, by its exec id.
+    checks: probe::Runner<Purpose>,
+    execs: Vec<(u64, Purpose)>,
     /// The monitor dies with us (`nodectl run`).
     foreground: bool,
     /// Held for the pod's life by its owner (docs/architecture.md, decision 11).
@@ -242,15 +283,18 @@ fn make(
     let pod = &manifest.pod;
     let spec = pod.spec.as_ref().ok_or_else(|| PlanError::invalid("spec".into(), "Required value".into()))?;
     let containers = containers_of(spec);
-    let parts = parts_of(&containers, resolved, &record.key);
+    let grace = grace_of(spec);
+    let parts = match parts_of(&containers, resolved, &record.key, grace) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = remove(&opts.root, &record, None);
+            return Err(e);
+        }
+    };
     let statuses =
         containers.iter().map(|(c, _, init)| ContainerStatus::new(&c.name, *init, opts.restart_backoff)).collect();
-    let desired = Desired {
-        restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
-        initial_backoff: opts.restart_backoff,
-        stop_deadline: None,
-    };
-    let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE).max(0) as u64);
+    let desired = desired_of(spec, opts, &parts, None);
+    let checks = probe::Runner::new().map_err(PlanError::io("a pipe for probe results"))?;
 
     let mut monitor = None;
     let made = (|| {
@@ -275,6 +319,8 @@ fn make(
             statuses,
             desired,
             grace,
+            checks,
+            execs: Vec::new(),
             foreground,
             _lock: lock,
         }),
@@ -333,18 +379,43 @@ fn containers_of(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<(&Container,
         .collect()
 }
 
-/// Each container with its image and runtime id (KEY.NAME).
-fn parts_of(containers: &[(&Container, String, bool)], resolved: Vec<Arc<Resolved>>, key: &str) -> Vec<Part> {
+/// Each container with its image, runtime id (KEY.NAME) and checks.
+fn parts_of(
+    containers: &[(&Container, String, bool)],
+    resolved: Vec<Arc<Resolved>>,
+    key: &str,
+    grace: Duration,
+) -> Result<Vec<Part>, PlanError> {
     containers
         .iter()
         .zip(resolved)
-        .map(|((c, field, _), image)| Part {
-            spec: (*c).clone(),
-            field: field.clone(),
-            image,
-            id: format!("{key}.{}", c.name),
+        .map(|((c, field, _), image)| {
+            let checks = probe::of_container(c, grace).map_err(|e| {
+                let (what, why) = e.split_once(": ").unwrap_or((&e, ""));
+                PlanError::invalid(format!("{field}.{what}"), format!("Invalid value: {why}"))
+            })?;
+            Ok(Part { spec: (*c).clone(), field: field.clone(), image, id: format!("{key}.{}", c.name), checks })
         })
         .collect()
+}
+
+fn grace_of(spec: &k8s_openapi::api::core::v1::PodSpec) -> Duration {
+    Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE).max(0) as u64)
+}
+
+fn desired_of(
+    spec: &k8s_openapi::api::core::v1::PodSpec,
+    opts: &PodOptions,
+    parts: &[Part],
+    stop_deadline: Option<SystemTime>,
+) -> Desired {
+    Desired {
+        restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
+        initial_backoff: opts.restart_backoff,
+        stop_deadline,
+        probes: parts.iter().map(|p| p.checks.timings).collect(),
+        pre_stop: parts.iter().map(|p| p.checks.pre_stop.is_some()).collect(),
+    }
 }
 
 /// Takes over a pod a daemon made and then died (or was restarted) without removing:
@@ -384,13 +455,10 @@ pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Resu
     let containers = containers_of(spec);
     // Its images were in the store when it was made: no pull now.
     let resolved = resolve_images(opts, &store, &containers, Some("IfNotPresent"), reporter)?;
-    let parts = parts_of(&containers, resolved, &record.key);
-    let desired = Desired {
-        restart_policy: RestartPolicy::parse(spec.restart_policy.as_deref()),
-        initial_backoff: opts.restart_backoff,
-        stop_deadline: status.stop_deadline,
-    };
-    let grace = Duration::from_secs(spec.termination_grace_period_seconds.unwrap_or(DEFAULT_GRACE).max(0) as u64);
+    let grace = grace_of(spec);
+    let parts = parts_of(&containers, resolved, &record.key, grace)?;
+    let desired = desired_of(spec, opts, &parts, status.stop_deadline);
+    let checks = probe::Runner::new().map_err(PlanError::io("a pipe for probe results"))?;
 
     // Its monitor: still there, or started again (then it kills what the dead one ran).
     let alive = pod_state::read_json::<pod_state::MonitorRecord>(&pod_state::MonitorRecord::path(&dir))
@@ -430,9 +498,17 @@ pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Resu
             }
             // Started by the monitor as the owner died, before the owner wrote it down.
             (Some(r), State::Waiting | State::BackOff { .. }) if r.terminated.is_none() => {
-                c.state = State::Running { pid: r.pid, started_at: r.started_at, signalled: None };
+                let i = parts.iter().position(|p| p.spec.name == c.name).unwrap_or_default();
+                c.now_running(r.pid, r.started_at, &desired.probes.get(i).copied().unwrap_or_default());
             }
             _ => {}
+        }
+        // Checks that were running died with the daemon: run again.
+        for p in &mut c.probes {
+            p.in_flight = false;
+        }
+        if c.pre_stop == Hook::Running {
+            c.pre_stop = Hook::NotRun;
         }
     }
     Ok(Owner {
@@ -448,6 +524,8 @@ pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Resu
         statuses,
         desired,
         grace,
+        checks,
+        execs: Vec::new(),
         foreground: false,
         _lock: lock,
     })
@@ -572,8 +650,84 @@ impl Owner {
                     c.state = State::Done(t.clone());
                 }
             }
+            Action::Probe(index, kind) => {
+                let State::Running { started_at: run, .. } = self.statuses[index].state else { return Ok(()) };
+                let Some(check) = self.parts[index].checks.probe(kind).cloned() else { return Ok(()) };
+                let r = &mut self.statuses[index].probes[kind as usize];
+                r.in_flight = true;
+                r.last_run = Some(SystemTime::now());
+                self.run_check(Purpose::Probe { index, kind, run }, &check, reporter)?;
+            }
+            Action::PreStop(index) => {
+                self.statuses[index].pre_stop = Hook::Running;
+                let Some(mut check) = self.parts[index].checks.pre_stop.clone() else { return Ok(()) };
+                // The hook may take what is left of the grace period, no more.
+                if let Some(deadline) = self.desired.stop_deadline {
+                    check.timeout = deadline.duration_since(SystemTime::now()).unwrap_or_default();
+                }
+                self.run_check(Purpose::PreStop { index }, &check, reporter)?;
+            }
         }
         Ok(())
+    }
+
+    /// Starts a check: in the container through the monitor, or on a thread.
+    fn run_check(
+        &mut self,
+        purpose: Purpose,
+        check: &probe::Check,
+        reporter: &mut dyn Reporter,
+    ) -> Result<(), PlanError> {
+        let Handler::Exec(command) = &check.handler else {
+            if let Err(e) = self.checks.spawn(purpose, check, self.sb.ip) {
+                self.checked(purpose, Err(format!("start a thread: {e}")), reporter);
+            }
+            return Ok(());
+        };
+        let name = match purpose {
+            Purpose::Probe { index, .. } | Purpose::PreStop { index } => self.statuses[index].name.clone(),
+        };
+        let req = Request::Exec { name, command: command.clone(), timeout_ms: check.timeout.as_millis() as u64 };
+        match self.mon.request(&req) {
+            Ok(Message::ExecStarted { exec, .. }) => self.execs.push((exec, purpose)),
+            Ok(Message::Error { error }) => self.checked(purpose, Err(error), reporter),
+            Ok(other) => self.checked(purpose, Err(format!("unexpected answer {other:?}")), reporter),
+            Err(e) if !self.mon_alive(reporter) => return Err(e),
+            Err(e) => self.checked(purpose, Err(e.to_string()), reporter),
+        }
+        Ok(())
+    }
+
+    /// A check's result came.
+    fn checked(&mut self, purpose: Purpose, result: Result<(), String>, reporter: &mut dyn Reporter) {
+        match purpose {
+            Purpose::Probe { index, kind, run } => {
+                let c = &mut self.statuses[index];
+                // A result of an earlier run of the container says nothing of this one.
+                if !matches!(c.state, State::Running { started_at, .. } if started_at == run) {
+                    return;
+                }
+                let name = c.name.clone();
+                let verdict = c.probed(kind, result.is_ok(), &self.desired.probes_of(index), SystemTime::now());
+                if let Err(message) = result {
+                    let message = format!("{} probe failed: {}", kind.as_str(), message.trim_end());
+                    reporter.report(Event::Unhealthy { name: name.clone(), kind, message });
+                }
+                if verdict.kill {
+                    let message =
+                        format!("Container {name} failed {} probe, will be restarted", kind.as_str().to_lowercase());
+                    reporter.report(Event::Killing { name, message });
+                }
+            }
+            Purpose::PreStop { index } => {
+                self.statuses[index].pre_stop = Hook::Done;
+                if let Err(message) = result {
+                    let name = self.statuses[index].name.clone();
+                    reporter.report(Event::HookFailed { name, message: format!("PreStopHook failed: {message}") });
+                }
+            }
+        }
+        self.changed(reporter);
     }
 
     fn start(&mut self, i: usize, reporter: &mut dyn Reporter) -> Result<(), PlanError> {
@@ -594,7 +748,8 @@ impl Owner {
         });
         match started {
             Ok((pid, started_at)) => {
-                self.statuses[i].state = State::Running { pid, started_at, signalled: None };
+                let probes = self.desired.probes_of(i);
+                self.statuses[i].now_running(pid, started_at, &probes);
                 reporter.report(Event::Started { name: self.statuses[i].name.clone() });
                 Ok(())
             }
@@ -684,15 +839,24 @@ impl Owner {
             }
             None => PollTimeout::NONE,
         };
-        let (control_ready, mon_ready) = {
-            let mut fds = [PollFd::new(control.fd(), PollFlags::POLLIN), PollFd::new(self.mon.fd(), PollFlags::POLLIN)];
+        let (control_ready, mon_ready, checks_ready) = {
+            let mut fds = [
+                PollFd::new(control.fd(), PollFlags::POLLIN),
+                PollFd::new(self.mon.fd(), PollFlags::POLLIN),
+                PollFd::new(self.checks.fd(), PollFlags::POLLIN),
+            ];
             match poll(&mut fds, timeout) {
                 Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                 Err(e) => return Err(PlanError::errno("poll")(e)),
             }
             let r = |f: &PollFd<'_>| f.revents().is_some_and(|r| !r.is_empty());
-            (r(&fds[0]), r(&fds[1]))
+            (r(&fds[0]), r(&fds[1]), r(&fds[2]))
         };
+        if checks_ready {
+            for (purpose, result) in self.checks.take() {
+                self.checked(purpose, result, reporter);
+            }
+        }
         if control_ready {
             for Command::Stop { grace } in control.take() {
                 let deadline = SystemTime::now() + grace.unwrap_or(self.grace);
@@ -742,12 +906,27 @@ impl Owner {
 
     fn heard(&mut self, events: Vec<Message>, reporter: &mut dyn Reporter) {
         for m in events {
-            if let Message::Exited { name, terminated } = m
-                && let Some(i) = self.statuses.iter().position(|c| c.name == name)
-                && matches!(self.statuses[i].state, State::Running { .. })
-            {
-                self.exited(i, terminated, reporter);
-                self.changed(reporter);
+            match m {
+                Message::Exited { name, terminated } => {
+                    if let Some(i) = self.statuses.iter().position(|c| c.name == name)
+                        && matches!(self.statuses[i].state, State::Running { .. })
+                    {
+                        self.exited(i, terminated, reporter);
+                        self.changed(reporter);
+                    }
+                }
+                Message::ExecExited { exec, code, timed_out, output } => {
+                    let Some(at) = self.execs.iter().position(|(e, _)| *e == exec) else { continue };
+                    let (_, purpose) = self.execs.remove(at);
+                    let result = match (timed_out, code) {
+                        (true, _) => Err("command timed out".to_string()),
+                        (false, 0) => Ok(()),
+                        (false, _) if output.trim().is_empty() => Err(format!("command exited with code {code}")),
+                        (false, _) => Err(output),
+                    };
+                    self.checked(purpose, result, reporter);
+                }
+                _ => {}
             }
         }
     }
@@ -755,7 +934,7 @@ impl Owner {
     /// A container ended; the next step decides what comes next for it.
     fn exited(&mut self, i: usize, t: Terminated, reporter: &mut dyn Reporter) {
         reporter.report(Event::Exited { name: self.statuses[i].name.clone(), terminated: t.clone() });
-        self.statuses[i].state = State::Exited(t);
+        self.statuses[i].now_ended(t);
     }
 }
 

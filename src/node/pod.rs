@@ -49,6 +49,9 @@ impl Reporter for Printer {
                     say(&format!("container {name} exited with code {}", t.exit_code));
                 }
             }
+            Event::Unhealthy { name, message, .. } => say(&format!("container {name}: {message}")),
+            Event::Killing { message, .. } => say(&message),
+            Event::HookFailed { name, message } => say(&format!("container {name}: {message}")),
             Event::Restarting { name, delay, restart, policy } => say(&format!(
                 "restarting container {name} in {delay:?} (restart {restart}, restartPolicy {})",
                 policy.as_str()

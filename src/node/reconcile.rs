@@ -76,6 +76,97 @@ pub struct Desired {
     /// When a stop was asked for: SIGKILL follows at this instant (now + the grace period;
     /// a second stop with a shorter grace moves it closer, never later).
     pub stop_deadline: Option<SystemTime>,
+    /// Each container's probes (by index; missing means none).
+    pub probes: Vec<Probes>,
+    /// Which containers have a preStop hook (by index; missing means none).
+    pub pre_stop: Vec<bool>,
+}
+
+impl Desired {
+    pub fn probes_of(&self, i: usize) -> Probes {
+        self.probes.get(i).copied().unwrap_or_default()
+    }
+}
+
+/// The three probes of the kubelet, in the order they gate each other: liveness and
+/// readiness run once the startup probe succeeded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    pub const ALL: [ProbeKind; 3] = [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// As the kubelet's events name it ("Liveness probe failed: …").
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "Startup",
+            ProbeKind::Liveness => "Liveness",
+            ProbeKind::Readiness => "Readiness",
+        }
+    }
+}
+
+/// When a probe runs and how many results turn it (what it runs is the owner's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProbeTiming {
+    pub initial_delay: Duration,
+    pub period: Duration,
+    pub success_threshold: u32,
+    pub failure_threshold: u32,
+    /// The grace period of a kill it causes (the pod's unless the probe sets one).
+    pub kill_grace: Duration,
+}
+
+/// A container's probes, by [`ProbeKind`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Probes(pub [Option<ProbeTiming>; 3]);
+
+impl Probes {
+    pub fn get(&self, kind: ProbeKind) -> Option<&ProbeTiming> {
+        self.0[kind.index()].as_ref()
+    }
+}
+
+/// What one probe of a running container has seen so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProbeRecord {
+    /// Results in a row: successes, or failures.
+    pub successes: u32,
+    pub failures: u32,
+    /// When it last began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<SystemTime>,
+    /// A run was begun and its result has not come.
+    #[serde(default)]
+    pub in_flight: bool,
+}
+
+/// What a probe's result did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// The container is to be killed and restarted as its policy says (a liveness or
+    /// startup probe failed failureThreshold times in a row).
+    pub kill: bool,
+}
+
+/// Whether a preStop hook ran for a container being stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Hook {
+    #[default]
+    NotRun,
+    Running,
+    Done,
 }
 
 /// How a container ended.
@@ -141,6 +232,10 @@ pub enum State {
         /// The stop signal already sent to it (15, then 9), so it is sent once.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         signalled: Option<i32>,
+        /// A failed liveness or startup probe asked for it to be killed: SIGTERM now,
+        /// SIGKILL at this instant.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        kill_at: Option<SystemTime>,
     },
     /// It ended and nothing is decided yet.
     Exited(Terminated),
@@ -162,6 +257,18 @@ pub struct ContainerStatus {
     /// How it ended last time (kubectl's lastState).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last: Option<Terminated>,
+    /// Running, and its readiness probe (if any) passed.
+    #[serde(default)]
+    pub ready: bool,
+    /// Running, and its startup probe (if any) passed.
+    #[serde(default)]
+    pub started: bool,
+    /// Its probes' records in this run, by [`ProbeKind`].
+    #[serde(default)]
+    pub probes: [ProbeRecord; 3],
+    /// Its preStop hook, once the pod is being stopped.
+    #[serde(default)]
+    pub pre_stop: Hook,
 }
 
 impl ContainerStatus {
@@ -173,7 +280,62 @@ impl ContainerStatus {
             restart_count: 0,
             backoff: initial_backoff,
             last: None,
+            ready: false,
+            started: false,
+            probes: Default::default(),
+            pre_stop: Hook::NotRun,
         }
+    }
+
+    /// It began running (a new run): started and ready at once unless a probe says
+    /// otherwise later, as the kubelet has it.
+    pub fn now_running(&mut self, pid: i32, started_at: SystemTime, probes: &Probes) {
+        self.state = State::Running { pid, started_at, signalled: None, kill_at: None };
+        self.probes = Default::default();
+        self.started = probes.get(ProbeKind::Startup).is_none();
+        self.ready = self.started && probes.get(ProbeKind::Readiness).is_none();
+    }
+
+    /// It ended: neither started nor ready.
+    pub fn now_ended(&mut self, t: Terminated) {
+        self.state = State::Exited(t);
+        self.started = false;
+        self.ready = false;
+        for p in &mut self.probes {
+            p.in_flight = false;
+        }
+    }
+
+    /// A probe of this run gave its result: count it, and say what follows.
+    pub fn probed(&mut self, kind: ProbeKind, ok: bool, probes: &Probes, now: SystemTime) -> Verdict {
+        let Some(timing) = probes.get(kind) else { return Verdict::default() };
+        let State::Running { kill_at, .. } = &mut self.state else { return Verdict::default() };
+        let r = &mut self.probes[kind.index()];
+        r.in_flight = false;
+        if ok {
+            r.successes += 1;
+            r.failures = 0;
+        } else {
+            r.failures += 1;
+            r.successes = 0;
+        }
+        let (succeeded, failed) =
+            (r.successes >= timing.success_threshold.max(1), r.failures >= timing.failure_threshold.max(1));
+        match kind {
+            ProbeKind::Startup if succeeded => {
+                self.started = true;
+                self.ready = probes.get(ProbeKind::Readiness).is_none();
+            }
+            ProbeKind::Readiness if succeeded => self.ready = true,
+            ProbeKind::Readiness if failed => self.ready = false,
+            ProbeKind::Startup | ProbeKind::Liveness if failed && kill_at.is_none() => {
+                *kill_at = Some(now + timing.kill_grace);
+                self.ready = false;
+                return Verdict { kill: true };
+            }
+            _ => {}
+        }
+        Verdict::default()
     }
 }
 
@@ -184,6 +346,10 @@ pub enum Action {
     Start(usize),
     /// Send this signal to the container's processes (all of them with SIGKILL).
     Signal(usize, i32),
+    /// Run this probe of the container now.
+    Probe(usize, ProbeKind),
+    /// Run the container's preStop hook (the pod is being stopped; SIGTERM follows it).
+    PreStop(usize),
     /// It ended and runs again at `at`; `backoff` is the delay after that.
     Restart { index: usize, at: SystemTime, delay: Duration, backoff: Duration },
     /// It ended and does not run again.
@@ -253,6 +419,17 @@ pub fn reconcile(desired: &Desired, statuses: &[ContainerStatus], now: SystemTim
         // A container waiting to restart is left as it is: it did not fail for good.
         for (i, state) in after.iter().enumerate() {
             if let State::Running { signalled, .. } = state {
+                // The hook runs first; SIGTERM when it is done (SIGKILL at the deadline
+                // in any case).
+                let hook = statuses[i].pre_stop;
+                if !kill && signalled.is_none() && desired.pre_stop.get(i).copied().unwrap_or(false) {
+                    if hook == Hook::NotRun {
+                        plan.actions.push(Action::PreStop(i));
+                    }
+                    if hook != Hook::Done {
+                        continue;
+                    }
+                }
                 let sig = if kill { libc::SIGKILL } else { libc::SIGTERM };
                 if *signalled != Some(sig) && *signalled != Some(libc::SIGKILL) {
                     plan.actions.push(Action::Signal(i, sig));
@@ -268,6 +445,39 @@ pub fn reconcile(desired: &Desired, statuses: &[ContainerStatus], now: SystemTim
         let next_init = statuses.iter().zip(&after).position(|(c, s)| c.init && !matches!(s, State::Done(_)));
         for (i, (c, state)) in statuses.iter().zip(&after).enumerate() {
             match state {
+                State::Running { started_at, signalled, kill_at, .. } => {
+                    if let Some(at) = kill_at {
+                        // A failed probe's kill: SIGTERM, then SIGKILL at its deadline.
+                        let sig = if now >= *at { libc::SIGKILL } else { libc::SIGTERM };
+                        if *signalled != Some(sig) && *signalled != Some(libc::SIGKILL) {
+                            plan.actions.push(Action::Signal(i, sig));
+                        }
+                        if now < *at {
+                            plan.wake_at = earlier(plan.wake_at, *at);
+                        }
+                        continue;
+                    }
+                    let probes = desired.probes_of(i);
+                    for kind in ProbeKind::ALL {
+                        let Some(t) = probes.get(kind) else { continue };
+                        let r = &c.probes[kind.index()];
+                        // Liveness and readiness wait for the startup probe; a startup
+                        // probe that passed runs no more.
+                        let gated = match kind {
+                            ProbeKind::Startup => c.started,
+                            _ => !c.started,
+                        };
+                        if gated || r.in_flight {
+                            continue;
+                        }
+                        let due = r.last_run.map_or(*started_at + t.initial_delay, |l| l + t.period);
+                        if due <= now {
+                            plan.actions.push(Action::Probe(i, kind));
+                        } else {
+                            plan.wake_at = earlier(plan.wake_at, due);
+                        }
+                    }
+                }
                 State::BackOff { until } if *until <= now => plan.actions.push(Action::Start(i)),
                 State::BackOff { until } => plan.wake_at = earlier(plan.wake_at, *until),
                 State::Waiting if !failed_now => {
@@ -316,7 +526,13 @@ mod tests {
     }
 
     fn desired(policy: RestartPolicy) -> Desired {
-        Desired { restart_policy: policy, initial_backoff: 100 * MS, stop_deadline: None }
+        Desired {
+            restart_policy: policy,
+            initial_backoff: 100 * MS,
+            stop_deadline: None,
+            probes: vec![],
+            pre_stop: vec![],
+        }
     }
 
     fn pod(inits: &[&str], containers: &[&str]) -> Vec<ContainerStatus> {
@@ -328,7 +544,7 @@ mod tests {
     }
 
     fn running(at: SystemTime) -> State {
-        State::Running { pid: 42, started_at: at, signalled: None }
+        State::Running { pid: 42, started_at: at, signalled: None, kill_at: None }
     }
 
     fn exited(code: i32, started: SystemTime, finished: SystemTime) -> Terminated {
@@ -442,7 +658,7 @@ mod tests {
         let plan = reconcile(&d, &p, t0());
         assert_eq!(plan.actions, [Action::Signal(0, libc::SIGTERM)]);
         assert_eq!(plan.wake_at, Some(deadline));
-        p[0].state = State::Running { pid: 42, started_at: t0(), signalled: Some(libc::SIGTERM) };
+        p[0].state = State::Running { pid: 42, started_at: t0(), signalled: Some(libc::SIGTERM), kill_at: None };
         assert_eq!(reconcile(&d, &p, t0() + MS).actions, []);
         assert_eq!(reconcile(&d, &p, deadline).actions, [Action::Signal(0, libc::SIGKILL)]);
         // What exits while stopping is not restarted, and the pod is then over.
@@ -489,6 +705,92 @@ mod tests {
         assert!(
             matches!(plan.actions[..], [Action::Restart { delay, backoff, .. }] if delay == 100 * MS && backoff == 200 * MS),
             "{plan:?}"
+        );
+    }
+
+    fn timing(initial: u32, period: u32) -> ProbeTiming {
+        ProbeTiming {
+            initial_delay: initial * MS,
+            period: period * MS,
+            success_threshold: 1,
+            failure_threshold: 3,
+            kill_grace: 50 * MS,
+        }
+    }
+
+    #[test]
+    fn a_liveness_probe_runs_on_its_schedule_and_three_failures_kill_the_container() {
+        let mut d = desired(RestartPolicy::Always);
+        let probes = Probes([None, Some(timing(20, 10)), None]);
+        d.probes = vec![probes];
+        let mut p = pod(&[], &["c"]);
+        p[0].now_running(42, t0(), &probes);
+        assert!(p[0].started && p[0].ready, "no startup or readiness probe: started and ready at once");
+        let plan = reconcile(&d, &p, t0());
+        assert_eq!((plan.actions, plan.wake_at), (vec![], Some(t0() + 20 * MS)));
+        assert_eq!(reconcile(&d, &p, t0() + 20 * MS).actions, [Action::Probe(0, ProbeKind::Liveness)]);
+        let mut now = t0() + 20 * MS;
+        for n in 1..=3 {
+            p[0].probes[1].last_run = Some(now);
+            p[0].probes[1].in_flight = true;
+            assert_eq!(reconcile(&d, &p, now + 30 * MS).actions, [], "one run at a time");
+            let verdict = p[0].probed(ProbeKind::Liveness, false, &probes, now);
+            assert_eq!(verdict.kill, n == 3);
+            now += 10 * MS;
+        }
+        assert!(!p[0].ready);
+        let plan = reconcile(&d, &p, now);
+        assert_eq!(plan.actions, [Action::Signal(0, libc::SIGTERM)]);
+        let State::Running { signalled, kill_at, .. } = &mut p[0].state else { panic!() };
+        *signalled = Some(libc::SIGTERM);
+        let at = kill_at.unwrap();
+        assert_eq!(reconcile(&d, &p, now).wake_at, Some(at));
+        assert_eq!(reconcile(&d, &p, at).actions, [Action::Signal(0, libc::SIGKILL)]);
+        // It ends, and restarts as its policy says.
+        p[0].now_ended(exited(143, t0(), at));
+        assert!(matches!(reconcile(&d, &p, at).actions[..], [Action::Restart { .. }]));
+    }
+
+    #[test]
+    fn readiness_waits_for_the_startup_probe_and_follows_its_own_results() {
+        let mut d = desired(RestartPolicy::Always);
+        let probes = Probes([Some(timing(0, 10)), None, Some(timing(0, 10))]);
+        d.probes = vec![probes];
+        let mut p = pod(&[], &["c"]);
+        p[0].now_running(42, t0(), &probes);
+        assert!(!p[0].started && !p[0].ready);
+        assert_eq!(reconcile(&d, &p, t0()).actions, [Action::Probe(0, ProbeKind::Startup)]);
+        p[0].probed(ProbeKind::Startup, true, &probes, t0());
+        assert!(p[0].started && !p[0].ready);
+        assert_eq!(reconcile(&d, &p, t0()).actions, [Action::Probe(0, ProbeKind::Readiness)]);
+        p[0].probed(ProbeKind::Readiness, true, &probes, t0());
+        assert!(p[0].ready);
+        for _ in 0..3 {
+            assert!(!p[0].probed(ProbeKind::Readiness, false, &probes, t0()).kill, "readiness never kills");
+        }
+        assert!(!p[0].ready && p[0].started);
+    }
+
+    #[test]
+    fn a_stop_runs_the_prestop_hook_before_sigterm_and_sigkill_comes_at_the_deadline_regardless() {
+        let mut d = desired(RestartPolicy::Always);
+        let deadline = t0() + Duration::from_secs(30);
+        d.stop_deadline = Some(deadline);
+        d.pre_stop = vec![true, false];
+        let mut p = pod(&[], &["hooked", "plain"]);
+        p[0].state = running(t0());
+        p[1].state = running(t0());
+        assert_eq!(reconcile(&d, &p, t0()).actions, [Action::PreStop(0), Action::Signal(1, libc::SIGTERM)]);
+        p[0].pre_stop = Hook::Running;
+        assert_eq!(reconcile(&d, &p, t0()).actions, [Action::Signal(1, libc::SIGTERM)]);
+        assert_eq!(
+            reconcile(&d, &p, deadline).actions,
+            [Action::Signal(0, libc::SIGKILL), Action::Signal(1, libc::SIGKILL)]
+        );
+        p[0].pre_stop = Hook::Done;
+        assert_eq!(
+            reconcile(&d, &p, t0()).actions,
+            [Action::Signal(0, libc::SIGTERM), Action::Signal(1, libc::SIGTERM)]
         );
     }
 }

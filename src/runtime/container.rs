@@ -569,6 +569,7 @@ impl Runtime {
                     preserve_fds: opts.preserve_fds,
                     joins,
                     cgroup: cg.as_ref(),
+                    stdio: opts.stdio,
                 })
             }
             ForkResult::Parent { child } => child.as_raw(),
@@ -632,6 +633,9 @@ pub struct ExecOptions {
     pub preserve_fds: i32,
     /// Exec into a paused (frozen) container: the process waits there until it is resumed.
     pub ignore_paused: bool,
+    /// The process's stdin, stdout and stderr, if not ours (the caller keeps them open
+    /// until `exec` returns).
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 /// The init's namespaces that are not ours, opened (user first) while the init is

@@ -252,6 +252,7 @@ pub struct ExecArgs<'a> {
     pub joins: Vec<(LinuxNamespaceType, OwnedFd)>,
     /// The container's cgroup, entered before the namespaces.
     pub cgroup: &'a dyn Cgroup,
+    pub stdio: Option<[RawFd; 3]>,
 }
 
 /// `exec`'s child: join the container's namespaces, fork into its pid namespace, become
@@ -269,6 +270,7 @@ pub fn exec_child(a: ExecArgs<'_>) -> ! {
 }
 
 fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
+    take_stdio(a.stdio)?;
     sys::process::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
     a.cgroup.enter().map_err(|e| format!("enter the container's cgroup: {e}"))?;

@@ -192,6 +192,9 @@ impl Reporter for EntryReporter {
                     e.event("Warning", "OOMKilling", format!("Container {name} was killed by the OOM killer"));
                 }
             }
+            Event::Unhealthy { message, .. } => e.event("Warning", "Unhealthy", message),
+            Event::Killing { message, .. } => e.event("Normal", "Killing", message),
+            Event::HookFailed { message, .. } => e.event("Warning", "FailedPreStopHook", message),
             Event::Restarting { name, delay, .. } => {
                 e.event("Warning", "BackOff", format!("Back-off {delay:?} restarting failed container {name}"))
             }

@@ -64,8 +64,8 @@ pub fn container_status(c: &ContainerStatus, id: &str, image: &str, creating: bo
                 running: Some(ContainerStateRunning { started_at: Some(time(*started_at)) }),
                 ..Default::default()
             },
-            true,
-            true,
+            c.ready,
+            c.started,
         ),
         State::Exited(t) | State::Done(t) => {
             (ContainerState { terminated: Some(terminated(t, &container_id)), ..Default::default() }, false, false)
@@ -214,6 +214,9 @@ mod tests {
 
     fn c(name: &str, init: bool, state: State) -> ContainerStatus {
         let mut s = ContainerStatus::new(name, init, Duration::from_secs(10));
+        // Running with no probes: started and ready.
+        s.ready = matches!(state, State::Running { .. });
+        s.started = s.ready;
         s.state = state;
         s
     }
@@ -231,7 +234,7 @@ mod tests {
     }
 
     fn running() -> State {
-        State::Running { pid: 1, started_at: t0(), signalled: None }
+        State::Running { pid: 1, started_at: t0(), signalled: None, kill_at: None }
     }
 
     #[test]

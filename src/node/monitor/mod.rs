@@ -47,12 +47,33 @@ pub struct Options {
 struct Slot {
     name: String,
     id: String,
+    bundle: PathBuf,
     pid: Option<i32>,
     started_at: SystemTime,
     out: Stream,
     err: Stream,
     log: Option<crilog::Writer>,
     echo: Option<String>,
+}
+
+/// A command run in a container for its owner (a probe, a hook).
+struct ExecRun {
+    exec: u64,
+    pid: i32,
+    /// Its stdout and stderr, read as they come.
+    out: fs::File,
+    output: Vec<u8>,
+    deadline: std::time::Instant,
+    timed_out: bool,
+}
+
+/// What one poll found ready: each slot's stdout and stderr, the listener, each client,
+/// each exec's output.
+struct Woken {
+    slots: Vec<(bool, bool)>,
+    listener: bool,
+    clients: Vec<bool>,
+    execs: Vec<bool>,
 }
 
 struct Client {
@@ -69,6 +90,8 @@ struct Monitor {
     store: Option<Store>,
     rotation: Rotation,
     slots: Vec<Slot>,
+    execs: Vec<ExecRun>,
+    next_exec: u64,
     clients: Vec<Client>,
     listener: Option<UnixListener>,
     /// Set once a Teardown was done: reply, then exit.
@@ -120,6 +143,8 @@ fn run(opts: Options) -> io::Result<()> {
         record,
         rotation: opts.rotation,
         slots: Vec::new(),
+        execs: Vec::new(),
+        next_exec: 1,
         clients: Vec::new(),
         listener: None,
         finished: false,
@@ -168,7 +193,11 @@ fn listen(path: &Path) -> Option<UnixListener> {
 impl Monitor {
     fn serve(&mut self, signals: &SignalFd) -> io::Result<()> {
         while !self.finished {
-            let (ready, listener_ready, clients_ready): (Vec<(bool, bool)>, bool, Vec<bool>) = {
+            let timeout = self.execs.iter().map(|e| e.deadline).min().map_or(PollTimeout::NONE, |d| {
+                let ms = d.saturating_duration_since(std::time::Instant::now()).as_millis().min(60_000) as i32 + 1;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            });
+            let Woken { slots: ready, listener: listener_ready, clients: clients_ready, execs: execs_ready } = {
                 let mut fds = vec![PollFd::new(signals.as_fd(), PollFlags::POLLIN)];
                 for s in &self.slots {
                     fds.push(PollFd::new(s.out.read_fd(), PollFlags::POLLIN));
@@ -180,7 +209,10 @@ impl Monitor {
                 for c in &self.clients {
                     fds.push(PollFd::new(c.sock.as_fd(), PollFlags::POLLIN));
                 }
-                match poll(&mut fds, PollTimeout::NONE) {
+                for e in &self.execs {
+                    fds.push(PollFd::new(e.out.as_fd(), PollFlags::POLLIN));
+                }
+                match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -192,8 +224,15 @@ impl Monitor {
                 if self.listener.is_some() {
                     at += 1;
                 }
-                (slots, l, r[at..].to_vec())
+                let clients = r[at..at + self.clients.len()].to_vec();
+                Woken { slots, listener: l, clients, execs: r[at + self.clients.len()..].to_vec() }
             };
+            for (i, ready) in execs_ready.into_iter().enumerate() {
+                if ready {
+                    self.read_exec(i);
+                }
+            }
+            self.expire_execs();
             for (i, (out, err)) in ready.into_iter().enumerate() {
                 if out || err {
                     self.pump(i, false);
@@ -269,6 +308,10 @@ impl Monitor {
                 let error = self.rt.kill(&slot.id, signal, signal == libc::SIGKILL).err().map(|e| e.to_string());
                 Message::Done { error }
             }
+            Request::Exec { name, command, timeout_ms } => match self.exec(&name, command, timeout_ms) {
+                Ok((exec, pid)) => Message::ExecStarted { exec, pid },
+                Err(error) => Message::Error { error },
+            },
             Request::Teardown => {
                 let error = self.teardown().err().map(|e| e.to_string());
                 self.finished = true;
@@ -292,6 +335,7 @@ impl Monitor {
                 self.slots.push(Slot {
                     name: name.to_string(),
                     id: id.to_string(),
+                    bundle: bundle.to_path_buf(),
                     pid: None,
                     started_at: SystemTime::now(),
                     out: Stream::new().map_err(pipe)?,
@@ -310,6 +354,7 @@ impl Monitor {
             .map_err(|e| format!("open the log of container {name} in {}: {e}", log_dir.display()))?;
         let slot = &mut self.slots[i];
         slot.id = id.to_string();
+        slot.bundle = bundle.to_path_buf();
         slot.log = Some(log);
         slot.echo = echo;
         let cfg = crate::runtime::spec::load(bundle).map_err(|e| format!("container {name}: {e}"))?;
@@ -343,6 +388,80 @@ impl Monitor {
         Ok((pid, started_at))
     }
 
+    /// Starts `command` in the running container `name` as its own process runs; the
+    /// process is ours to reap (we are the subreaper it is handed to).
+    fn exec(&mut self, name: &str, command: Vec<String>, timeout_ms: u64) -> Result<(u64, i32), String> {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.name == name && s.pid.is_some())
+            .ok_or_else(|| format!("container {name} is not running"))?;
+        if command.is_empty() {
+            return Err("no command to run".into());
+        }
+        let cfg = crate::runtime::spec::load(&slot.bundle).map_err(|e| format!("container {name}: {e}"))?;
+        let mut process = cfg.process.clone();
+        process.args = command;
+        process.terminal = false;
+        process.console_size = None;
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+        let null = fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+        let opts = crate::runtime::ExecOptions {
+            detach: true,
+            stdio: Some([null.as_raw_fd(), write.as_raw_fd(), write.as_raw_fd()]),
+            ..Default::default()
+        };
+        let pid_file = self.dir.join(format!("exec-{}.pid", self.next_exec));
+        let opts = crate::runtime::ExecOptions { pid_file: Some(pid_file.clone()), ..opts };
+        let r = self.rt.exec(&slot.id, &process, &opts);
+        drop(write);
+        let pid = fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
+        let _ = fs::remove_file(&pid_file);
+        r.map_err(|e| format!("exec in container {name}: {e}"))?;
+        let pid = pid.ok_or_else(|| format!("exec in container {name}: no pid"))?;
+        let out = fs::File::from(read);
+        let _ = nix::fcntl::fcntl(&out, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        let exec = self.next_exec;
+        self.next_exec += 1;
+        self.execs.push(ExecRun {
+            exec,
+            pid,
+            out,
+            output: Vec::new(),
+            deadline: std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
+            timed_out: false,
+        });
+        Ok((exec, pid))
+    }
+
+    /// Takes what an exec wrote, keeping the first probe::MAX_OUTPUT bytes.
+    fn read_exec(&mut self, i: usize) {
+        let e = &mut self.execs[i];
+        let mut buf = [0u8; 4096];
+        loop {
+            match e.out.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    let room = super::probe::MAX_OUTPUT.saturating_sub(e.output.len());
+                    e.output.extend_from_slice(&buf[..n.min(room)]);
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    }
+
+    /// Kills the execs whose time is up (their end is reported when they are reaped).
+    fn expire_execs(&mut self) {
+        let now = std::time::Instant::now();
+        for e in &mut self.execs {
+            if !e.timed_out && e.deadline <= now {
+                e.timed_out = true;
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(e.pid), Signal::SIGKILL);
+            }
+        }
+    }
+
     /// Passes a container's output on: to its log, and to our stdout or stderr if echoed.
     fn pump(&mut self, i: usize, flush: bool) {
         let slot = &mut self.slots[i];
@@ -365,6 +484,12 @@ impl Monitor {
         for crate::sys::process::Reaped { pid, code, signal } in crate::sys::process::reap_exited() {
             if let Some(i) = self.slots.iter().position(|s| s.pid == Some(pid)) {
                 self.ended(i, code, signal);
+            } else if let Some(i) = self.execs.iter().position(|e| e.pid == pid) {
+                self.read_exec(i);
+                let e = self.execs.remove(i);
+                let code = if e.timed_out { -1 } else { code };
+                let output = String::from_utf8_lossy(&e.output).into_owned();
+                self.broadcast(&Message::ExecExited { exec: e.exec, code, timed_out: e.timed_out, output });
             }
         }
     }

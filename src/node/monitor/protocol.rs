@@ -23,6 +23,12 @@ pub enum Request {
     Start { name: String, id: String, bundle: PathBuf, restart: u32, echo: Option<String> },
     /// Send a signal to a container's processes (all of them with SIGKILL).
     Signal { name: String, signal: i32 },
+    /// Run a command in a running container, as its process runs (user, environment,
+    /// capabilities, seccomp), with stdin from /dev/null and stdout and stderr captured
+    /// (at most probe::MAX_OUTPUT bytes kept); killed after `timeout_ms`. Answered with
+    /// ExecStarted, then ExecExited when it ends.
+    #[serde(rename_all = "camelCase")]
+    Exec { name: String, command: Vec<String>, timeout_ms: u64 },
     /// Kill every container, remove the sandbox and the pod's directory, and exit.
     Teardown,
 }
@@ -44,11 +50,17 @@ pub enum Message {
     Error { error: String },
     /// A container ended (not a reply).
     Exited { name: String, terminated: Terminated },
+    /// Reply to Exec: its process runs.
+    ExecStarted { exec: u64, pid: i32 },
+    /// An Exec's process ended (not a reply): its exit code (-1 if it was killed at its
+    /// timeout) and what it wrote.
+    #[serde(rename_all = "camelCase")]
+    ExecExited { exec: u64, code: i32, timed_out: bool, output: String },
 }
 
 impl Message {
     pub fn is_reply(&self) -> bool {
-        !matches!(self, Message::Exited { .. })
+        !matches!(self, Message::Exited { .. } | Message::ExecExited { .. })
     }
 }
 
