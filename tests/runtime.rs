@@ -1735,3 +1735,40 @@ fn events_stream_stats_and_oom_kills_as_runc_prints_them() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// runc's tty.bats: the pty is owned by the process's uid, in devpts's tty group (5);
+/// `exec -t` without a console socket serves the pty on our stdio (with -d it needs the
+/// socket); a process.json without "user" runs as uid 0.
+#[test]
+fn terminals_belong_to_the_process_user_and_exec_t_needs_no_console_socket() {
+    let rt = Rt::new();
+    let b = rt.bundle("tty-owner", |s| {
+        s["process"]["terminal"] = true.into();
+        s["process"]["user"] = json!({"uid": 1000, "gid": 100});
+        s["process"]["args"] = json!(["sh", "-c", "stat -c %u:%g $(tty)"]);
+    });
+    let (code, out, err) = rt.run(&b, "tty-owner");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.replace('\r', "").trim(), "1000:5", "{err}");
+    let b = rt.bundle("tty-exec", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "tty-exec");
+    rt.ok(&["start", "tty-exec"]);
+    let out = rt.ok(&[
+        "exec",
+        "-t",
+        "--user",
+        "1000:100",
+        "tty-exec",
+        "sh",
+        "-c",
+        "stat -c %u:%g $(tty); test -t 0 && echo tty",
+    ]);
+    assert_eq!(out.replace('\r', "").lines().collect::<Vec<_>>(), ["1000:5", "tty"], "{out}");
+    let out = rt.ok(&["exec", "tty-exec", "sh", "-c", "test -t 0 || echo no-tty"]);
+    assert_eq!(out, "no-tty\n");
+    assert!(rt.fails(&["exec", "-t", "-d", "tty-exec", "true"]).contains("console-socket"));
+    let process = rt.dir.path().join("process.json");
+    fs::write(&process, r#"{"args": ["id", "-u"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"]}"#).unwrap();
+    assert_eq!(rt.ok(&["exec", "--process", process.to_str().unwrap(), "tty-exec"]), "0\n");
+    rt.ok(&["delete", "--force", "tty-exec"]);
+}

@@ -296,9 +296,10 @@ struct ExecArgs {
     console_socket: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     preserve_fds: i32,
-    /// Allocate a terminal (with --console-socket).
-    #[arg(short, long)]
-    tty: bool,
+    /// Allocate a terminal: its master goes to --console-socket, or we serve it on our
+    /// own stdio. Without the flag the container's process.terminal applies, as in runc.
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    tty: Option<bool>,
     #[arg(long)]
     cwd: Option<PathBuf>,
     /// VAR=value, added to the container's environment (replacing the spec's VAR).
@@ -334,7 +335,9 @@ impl ExecArgs {
             spec::load(&rec.bundle).with_context(|| format!("the container's bundle {}", rec.bundle.display()))?;
         let mut p = cfg.process;
         p.args = self.command.clone();
-        p.terminal = self.tty;
+        if let Some(tty) = self.tty {
+            p.terminal = tty;
+        }
         for e in &self.env {
             // The last one of a name wins, as in runc: a program's getenv finds the first.
             let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);

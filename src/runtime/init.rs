@@ -340,6 +340,14 @@ fn setup_console(console: &UnixStream, p: &ProcessConfig, as_dev_console: bool) 
     let slave_path = format!("/dev/pts/{n}");
     let slave = open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("open {slave_path}: {e}"))?;
+    // The process's terminal is its own, as runc leaves it (fixStdioPermissions): owned
+    // by its uid, in the group devpts gave the slave (tty, 5, with the default spec's
+    // gid=5). A uid the user namespace does not map (EINVAL), an owner it does not map
+    // (EPERM) or a read-only devpts (EROFS) leave it as it is, as with runc.
+    match nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(p.uid)), None) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EPERM | nix::errno::Errno::EROFS) => {}
+        Err(e) => return Err(format!("chown {slave_path} to uid {}: {e}", p.uid)),
+    }
     if let Some((rows, cols)) = p.console_size {
         let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ reads one winsize struct from the pointer we pass.
