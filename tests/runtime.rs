@@ -1736,6 +1736,70 @@ fn events_stream_stats_and_oom_kills_as_runc_prints_them() {
     }
 }
 
+/// `nodectl-runtime` (the runc-shaped name) with the test's state root and cgroup parent.
+fn as_runtime(rt: &Rt, name: &str) -> Command {
+    let link = rt.dir.path().join(name);
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodectl"), &link).unwrap();
+    }
+    let mut c = Command::new(&link);
+    c.args(["--root", rt.root().to_str().unwrap(), "--cgroup-parent", &rt.cgroup_parent]);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// runc's debug.bats: `--debug` logs runc's steps (its nsexec's and init's messages, which
+/// the init logs at the same steps) as logrus lines, to stderr or to `--log` in text or
+/// JSON; the log file exists even after a clean run, and errors are written to it.
+#[test]
+fn debug_lines_and_the_log_file_are_written_as_runc_writes_them() {
+    let rt = Rt::new();
+    let b = rt.bundle("debug", |s| s["process"]["args"] = json!(["/bin/echo", "Hello World"]));
+    let runc_steps =
+        ["nsexec container setup", "child process in init()", "init: closing the pipe to signal completion"];
+    // To stderr, as text.
+    let o = as_runtime(&rt, "nodectl-runtime")
+        .args(["--debug", "run", "--bundle", b.to_str().unwrap(), "d1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Hello World\n", "{err}");
+    assert!(err.contains("level=debug"), "{err}");
+    for step in runc_steps {
+        assert!(err.contains(step), "{step}: {err}");
+    }
+    // To --log, as JSON; nothing of it on stderr.
+    let log = rt.dir.path().join("log.out");
+    let o = as_runtime(&rt, "nodectl-runtime")
+        .args(["--log", log.to_str().unwrap(), "--log-format", "json", "--debug"])
+        .args(["run", "--bundle", b.to_str().unwrap(), "d2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("level"), "{err}");
+    let text = fs::read_to_string(&log).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["time"].is_string() && v["msg"].is_string(), "{line}");
+    }
+    assert!(text.contains(r#""level":"debug""#), "{text}");
+    for step in runc_steps {
+        assert!(text.contains(step), "{step}: {text}");
+    }
+    // Without --debug: the file is made on success, and a failure is written to it.
+    let quiet = rt.dir.path().join("quiet.log");
+    let o = as_runtime(&rt, "nodectl-runtime").args(["--log", quiet.to_str().unwrap(), "list"]).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(fs::read_to_string(&quiet).unwrap(), "");
+    let o =
+        as_runtime(&rt, "nodectl-runtime").args(["--log", quiet.to_str().unwrap(), "state", "nope"]).output().unwrap();
+    assert!(!o.status.success());
+    let text = fs::read_to_string(&quiet).unwrap();
+    assert!(text.starts_with("time=\"") && text.contains("level=error msg=\"container does not exist"), "{text}");
+}
+
 /// runc's tty.bats: the pty is owned by the process's uid, in devpts's tty group (5);
 /// `exec -t` without a console socket serves the pty on our stdio (with -d it needs the
 /// socket); a process.json without "user" runs as uid 0.

@@ -9,6 +9,7 @@ pub mod report;
 mod run;
 mod runtime;
 mod runtime_events;
+mod runtime_log;
 mod server;
 
 use std::path::PathBuf;

@@ -7,7 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+
+use super::runtime_log::{self, LogFormat};
 
 use crate::runtime::cgroups::Resources;
 use crate::runtime::{CreateOptions, ExecOptions, Runtime, spec};
@@ -28,27 +30,23 @@ pub struct RuntimeCli {
 /// runc's global flags that callers (containerd, podman, runtime-tools) pass.
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Also write errors to this file (containerd reads it when a verb fails).
+    /// Write the log (errors, warnings, --debug lines) to this file instead of stderr;
+    /// created even when nothing fails (containerd reads it when a verb fails).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
+    /// The log's format, as runc's: text (logrus's key=value) or json.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Accepted for compatibility; cgroups are always plain paths below our own.
     #[arg(long, global = true)]
     systemd_cgroup: bool,
-    /// Accepted for compatibility.
+    /// Log debug lines too: the runtime's steps and its container init's.
     #[arg(long, global = true)]
     debug: bool,
     /// Parent cgroup, below this process's own, of containers whose spec has no
     /// cgroupsPath (and of relative cgroupsPaths).
     #[arg(long, global = true, env = "NODECTL_CGROUP_PARENT", default_value = "nodectl")]
     cgroup_parent: String,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// `nodectl runtime …`: the verbs, with the global flags.
@@ -398,12 +396,21 @@ impl CreateArgs {
 /// `nodectl-runtime …` (argv[0] dispatch).
 pub fn main_as_runtime() -> i32 {
     let cli = RuntimeCli::parse();
+    match runtime_log::open(cli.global.log.as_deref()) {
+        Ok(out) => runtime_log::install(out, cli.global.log_format, cli.global.debug),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nodectl-runtime: {}", super::report::one_line(&e));
+            return 1;
+        }
+    }
     let failed = failure_code(&cli.verb);
     finish(&cli.global, run_verb(&cli.root, &cli.global, cli.verb), failed)
 }
 
 /// `nodectl runtime …`: state under ROOT/runtime.
 pub fn run(root: &Path, args: RuntimeArgs) -> Result<i32> {
+    // The log file exists afterwards even when nothing fails, as with runc.
+    runtime_log::open(args.global.log.as_deref())?;
     let failed = failure_code(&args.verb);
     let code = finish(&args.global, run_verb(&root.join("runtime"), &args.global, args.verb), failed);
     Ok(code)
@@ -421,16 +428,10 @@ fn finish(global: &GlobalArgs, result: Result<i32>, failed: i32) -> i32 {
         Ok(code) => code,
         Err(err) => {
             let msg = super::report::one_line(&err);
-            if let Some(log) = &global.log {
-                let line = match global.log_format {
-                    LogFormat::Json => {
-                        serde_json::json!({"level": "error", "msg": msg, "time": log_time()}).to_string()
-                    }
-                    LogFormat::Text => format!("time=\"{}\" level=error msg={:?}", log_time(), msg),
-                };
-                if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
-                    let _ = writeln!(f, "{line}");
-                }
+            if let Some(log) = &global.log
+                && let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log)
+            {
+                let _ = f.write_all(runtime_log::line(global.log_format, "error", &msg).as_bytes());
             }
             eprintln!("nodectl-runtime: {msg}");
             failed
@@ -627,12 +628,6 @@ fn features() -> serde_json::Value {
             "selinux": {"enabled": false}
         }
     })
-}
-
-/// Now, as runc's logrus writes log times (RFC 3339, whole seconds, UTC).
-fn log_time() -> String {
-    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

@@ -97,6 +97,10 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
     // If `create` dies while we are setting up, so do we.
     sys::process::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
+    // runc's debug messages for the same steps (runc's debug.bats and exec.bats look for
+    // them): its nsexec does what follows up to the pid namespace's child, its Go init()
+    // what comes after.
+    tracing::debug!("=> nsexec container setup");
     // First: joining a mount namespace may hide /sys/fs/cgroup.
     a.cgroup.enter().map_err(|e| format!("enter the cgroup: {e}"))?;
     let skip_pid = |k: &LinuxNamespaceType| a.in_pid_ns && *k == LinuxNamespaceType::Pid;
@@ -141,6 +145,8 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
 }
 
 fn stage_container(a: &InitArgs<'_>) -> Result<()> {
+    tracing::debug!("<= nsexec container setup");
+    tracing::debug!("child process in init()");
     let cfg = a.cfg;
     let p = &cfg.process;
     // Device nodes and mount targets get exactly the modes the spec asks for.
@@ -230,6 +236,7 @@ fn become_process(
         // no_new_privs the filter came earlier still: the hooks were filtered either way).
         seccomp::load(f)?;
     }
+    tracing::debug!("init: closing the pipe to signal completion");
     chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
     // From here on no one is listening: the parent has gone (or is waiting on us).
     if let Some(fifo) = fifo {
@@ -271,6 +278,7 @@ pub fn exec_child(a: ExecArgs<'_>) -> ! {
 fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
     sys::process::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
+    tracing::debug!("=> nsexec container setup");
     a.cgroup.enter().map_err(|e| format!("enter the container's cgroup: {e}"))?;
     namespaces::join(&a.joins)?;
     // SAFETY: single-threaded, as in stage_namespaces.
@@ -282,6 +290,8 @@ fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
         }
         ForkResult::Child => {}
     }
+    tracing::debug!("<= nsexec container setup");
+    tracing::debug!("child process in init()");
     if let Some(console) = &a.console {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         setup_console(console, a.process, false)?;
