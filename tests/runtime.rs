@@ -1800,6 +1800,60 @@ fn debug_lines_and_the_log_file_are_written_as_runc_writes_them() {
     assert!(text.starts_with("time=\"") && text.contains("level=error msg=\"container does not exist"), "{text}");
 }
 
+/// runc's help.bats and version.bats: urfave/cli's help on the program and on every
+/// command (the NAME line names both nodectl-runtime and runc), `help COMMAND`, "No help
+/// topic" with exit code 3, and `-v` as runc's three lines.
+#[test]
+fn help_and_version_answer_as_runcs_urfave_cli_does() {
+    let rt = Rt::new();
+    let lines = |args: &[&str]| -> (i32, Vec<String>, String) {
+        let o = as_runtime(&rt, "nodectl-runtime").args(args).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
+        (o.status.code().unwrap_or(-1), out, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    for flag in ["-h", "--help"] {
+        let (code, out, err) = lines(&[flag]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out[0], "NAME:");
+        assert!(out[1].contains("runc - Open Container Initiative runtime"), "{out:?}");
+        assert!(out.iter().any(|l| l.trim_start().starts_with("help, h")), "{out:?}");
+    }
+    let verbs = ["checkpoint", "create", "delete", "events", "exec", "kill", "list", "pause", "ps", "restore"];
+    let more = ["resume", "spec", "start", "run", "state", "update", "features"];
+    for verb in verbs.iter().chain(&more) {
+        for args in [vec![*verb, "-h"], vec![*verb, "--help"], vec!["help", *verb]] {
+            let (code, out, err) = lines(&args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+            assert_eq!(out[0], "NAME:", "{args:?}");
+            assert!(out[1].contains(&format!("runc {verb}")), "{args:?}: {out:?}");
+        }
+    }
+    // -h after the command's first argument is the program's own.
+    let (_, out, _) = lines(&["exec", "--cwd", "/", "--help"]);
+    assert!(out[1].contains("runc exec"), "{out:?}");
+    for args in [&["foo", "-h"][..], &["help", "foo"], &["foo"]] {
+        let (code, _, err) = lines(args);
+        assert_eq!(code, 3, "{args:?}");
+        assert!(err.contains("No help topic for 'foo'"), "{args:?}: {err}");
+    }
+    for flag in ["-v", "--version"] {
+        let (code, out, _) = lines(&[flag]);
+        assert_eq!(code, 0);
+        // version.bats: lines[0] =~ runc\ version\ [0-9]+\.[0-9]+\.[0-9]+
+        let (_, after) = out[0].split_once("runc version ").unwrap_or_else(|| panic!("{out:?}"));
+        let version = after.split_whitespace().next().unwrap_or_default();
+        assert_eq!(version.split('.').filter(|n| n.parse::<u32>().is_ok()).count(), 3, "{out:?}");
+        assert!(out[1].starts_with("commit:") && out[2].starts_with("spec: 1."), "{out:?}");
+    }
+    // The same binary called runc is the runtime too.
+    let o = as_runtime(&rt, "runc").arg("list").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ID "));
+    // checkpoint and restore exist for their help only.
+    let o = as_runtime(&rt, "nodectl-runtime").args(["checkpoint", "c1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("CRIU"));
+}
+
 /// runc's tty.bats: the pty is owned by the process's uid, in devpts's tty group (5);
 /// `exec -t` without a console socket serves the pty on our stdio (with -d it needs the
 /// socket); a process.json without "user" runs as uid 0.

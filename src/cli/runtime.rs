@@ -7,8 +7,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
+use super::runtime_help::{self, Early};
 use super::runtime_log::{self, LogFormat};
 
 use crate::runtime::cgroups::Resources;
@@ -134,6 +135,16 @@ enum Verb {
     Spec {
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
+    },
+    /// Checkpoint a running container: not supported (no CRIU), always fails.
+    Checkpoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Restore a container from a checkpoint: not supported (no CRIU), always fails.
+    Restore {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -395,6 +406,27 @@ impl CreateArgs {
 
 /// `nodectl-runtime …` (argv[0] dispatch).
 pub fn main_as_runtime() -> i32 {
+    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let name =
+        argv.first().and_then(|a| Path::new(a).file_name()).map_or("nodectl-runtime".into(), |n| n.to_string_lossy());
+    let app = RuntimeCli::command();
+    // Help and version as urfave/cli gives them (runc's help.bats, version.bats), before
+    // clap, whose texts differ.
+    let text = match runtime_help::early(&app, argv.get(1..).unwrap_or_default()) {
+        None => None,
+        Some(Early::AppHelp) => Some(runtime_help::app_help(&app, &name)),
+        Some(Early::CommandHelp(verb)) => Some(runtime_help::command_help(&app, &name, &verb)),
+        Some(Early::Version) => Some(runtime_help::version()),
+        Some(Early::NoTopic(topic)) => {
+            let line = runtime_log::line(LogFormat::Text, "error", &format!("No help topic for '{topic}'"));
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            return 3;
+        }
+    };
+    if let Some(text) = text {
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        return 0;
+    }
     let cli = RuntimeCli::parse();
     match runtime_log::open(cli.global.log.as_deref()) {
         Ok(out) => runtime_log::install(out, cli.global.log_format, cli.global.debug),
@@ -475,6 +507,9 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
         Verb::Update(a) => rt.update(&a.id, &a.resources()?)?,
         Verb::List { format, quiet } => list(&rt, root, &format, quiet)?,
         Verb::Features => println!("{}", serde_json::to_string_pretty(&features())?),
+        Verb::Checkpoint { .. } | Verb::Restore { .. } => {
+            bail!("checkpoint and restore need CRIU, which nodectl-runtime does not support")
+        }
         Verb::Spec { bundle } => {
             let path = bundle.join("config.json");
             if path.exists() {
