@@ -1736,14 +1736,15 @@ fn events_stream_stats_and_oom_kills_as_runc_prints_them() {
     }
 }
 
-/// `nodectl-runtime` (the runc-shaped name) with the test's state root and cgroup parent.
+/// `nodectl-runtime` (the runc-shaped name) with the test's state root (the one of
+/// `nodectl runtime`, so the two see the same containers) and cgroup parent.
 fn as_runtime(rt: &Rt, name: &str) -> Command {
     let link = rt.dir.path().join(name);
     if !link.exists() {
         std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodectl"), &link).unwrap();
     }
     let mut c = Command::new(&link);
-    c.args(["--root", rt.root().to_str().unwrap(), "--cgroup-parent", &rt.cgroup_parent]);
+    c.args(["--root", rt.containers().to_str().unwrap(), "--cgroup-parent", &rt.cgroup_parent]);
     c.stdin(Stdio::null());
     c
 }
@@ -1788,6 +1789,16 @@ fn debug_lines_and_the_log_file_are_written_as_runc_writes_them() {
     for step in runc_steps {
         assert!(text.contains(step), "{step}: {text}");
     }
+    // exec.bats: exec logs its own steps.
+    let b = rt.bundle("debug-exec", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "debug-exec");
+    let o = as_runtime(&rt, "nodectl-runtime").args(["--debug", "exec", "debug-exec", "true"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for step in ["nsexec container setup", "child process in init()", "setns_init: about to exec"] {
+        assert!(err.lines().any(|l| l.contains("level=debug") && l.contains(step)), "{step}: {err}");
+    }
+    rt.ok(&["delete", "--force", "debug-exec"]);
     // Without --debug: the file is made on success, and a failure is written to it.
     let quiet = rt.dir.path().join("quiet.log");
     let o = as_runtime(&rt, "nodectl-runtime").args(["--log", quiet.to_str().unwrap(), "list"]).output().unwrap();
