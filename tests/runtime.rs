@@ -1901,3 +1901,40 @@ fn terminals_belong_to_the_process_user_and_exec_t_needs_no_console_socket() {
     assert_eq!(rt.ok(&["exec", "--process", process.to_str().unwrap(), "tty-exec"]), "0\n");
     rt.ok(&["delete", "--force", "tty-exec"]);
 }
+
+/// A created container's init, parked until `start`, must not hold the runtime's stderr
+/// (the copy it logs through): callers such as containerd's go-runc read the runtime's
+/// output to its end, and would wait until `start`. runc closes its log pipe there too.
+#[test]
+fn a_created_container_does_not_hold_the_runtimes_stderr() {
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+    let rt = Rt::new();
+    let sock = rt.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let b = rt.bundle("parked", |s| {
+        s["process"]["terminal"] = true.into();
+        s["process"]["args"] = json!(["true"]);
+    });
+    let mut child = as_runtime(&rt, "nodectl-runtime")
+        .args(["--debug", "create", "--console-socket", sock.to_str().unwrap(), "--bundle", b.to_str().unwrap()])
+        .arg("parked")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_conn, _) = listener.accept().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let ended = rx.recv_timeout(Duration::from_secs(10));
+    let status = child.wait().unwrap();
+    let _ = rt.out(&["delete", "--force", "parked"]);
+    let err = ended.expect("the runtime's stderr stayed open after create returned");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("init: closing the pipe to signal completion"), "{err}");
+}

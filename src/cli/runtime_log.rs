@@ -4,9 +4,9 @@
 //! descriptor, as runc's init does through its log pipe.
 
 use std::fs::File;
-use std::io::Write;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd, IntoRawFd};
 use std::path::Path;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
 use clap::ValueEnum;
@@ -59,14 +59,30 @@ pub fn open(log: Option<&Path>) -> Result<File> {
     }
 }
 
+/// The log's descriptor, -1 once closed. A plain fd rather than a File in the layer, so
+/// that the parked init can close its copy (`close`).
+static LOG_FD: AtomicI32 = AtomicI32::new(-1);
+
 /// Sends tracing's events (debug ones too with `debug`) to `out` as logrus lines.
 pub fn install(out: File, format: LogFormat, debug: bool) {
     let level = if debug { LevelFilter::DEBUG } else { LevelFilter::INFO };
-    let _ = tracing_subscriber::registry().with(Logrus { out, format }.with_filter(level)).try_init();
+    LOG_FD.store(out.into_raw_fd(), Ordering::SeqCst);
+    crate::runtime::set_before_park(close);
+    let _ = tracing_subscriber::registry().with(Logrus { format }.with_filter(level)).try_init();
+}
+
+/// Closes the log in this process (the init, before it waits for `start`); later events
+/// are dropped.
+fn close() {
+    let fd = LOG_FD.swap(-1, Ordering::SeqCst);
+    if fd >= 0 {
+        // SAFETY: `install` gave up ownership of fd to LOG_FD, and the swap took it back
+        // from there: nothing else closes or uses it.
+        drop(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) });
+    }
 }
 
 struct Logrus {
-    out: File,
     format: LogFormat,
 }
 
@@ -84,7 +100,22 @@ impl<S: tracing::Subscriber> Layer<S> for Logrus {
         // One write per line, so that lines of the runtime and of its forked init (same
         // descriptor, O_APPEND for a file) never interleave. No lock: the init is a fork
         // and must not inherit one held.
-        let _ = (&self.out).write_all(line(self.format, level, &msg.0).as_bytes());
+        let fd = LOG_FD.load(Ordering::SeqCst);
+        if fd < 0 {
+            return;
+        }
+        // SAFETY: fd stays open while it is in LOG_FD; only `close`, in the single-threaded
+        // init, takes it out and closes it.
+        let out = unsafe { BorrowedFd::borrow_raw(fd) };
+        let text = line(self.format, level, &msg.0);
+        let mut rest = text.as_bytes();
+        while !rest.is_empty() {
+            match nix::unistd::write(out, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(_) => return,
+            }
+        }
     }
 }
 

@@ -24,6 +24,17 @@ use crate::sys;
 
 type Result<T> = std::result::Result<T, String>;
 
+/// What the init calls just before it parks until `start`: the CLI closes its log
+/// descriptor there (a copy of the runtime's stderr, or the --log file), so that a caller
+/// reading the runtime's stderr to its end is not held until `start`. runc's init closes
+/// its log pipe at the same point.
+static BEFORE_PARK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what the init calls before it waits for `start` (see BEFORE_PARK); once.
+pub fn set_before_park(f: fn()) {
+    let _ = BEFORE_PARK.set(f);
+}
+
 /// What the parent hands the child across fork.
 pub struct InitArgs<'a> {
     pub cfg: &'a Config,
@@ -240,6 +251,9 @@ fn become_process(
     chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
     // From here on no one is listening: the parent has gone (or is waiting on us).
     if let Some(fifo) = fifo {
+        if let Some(f) = BEFORE_PARK.get() {
+            f();
+        }
         // Parked until `start`, possibly for long: hold as little memory as we can.
         process::shed_clean_file_pages();
         wait_for_start(fifo)?;
