@@ -1735,3 +1735,206 @@ fn events_stream_stats_and_oom_kills_as_runc_prints_them() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `nodectl-runtime` (the runc-shaped name) with the test's state root (the one of
+/// `nodectl runtime`, so the two see the same containers) and cgroup parent.
+fn as_runtime(rt: &Rt, name: &str) -> Command {
+    let link = rt.dir.path().join(name);
+    if !link.exists() {
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_nodectl"), &link).unwrap();
+    }
+    let mut c = Command::new(&link);
+    c.args(["--root", rt.containers().to_str().unwrap(), "--cgroup-parent", &rt.cgroup_parent]);
+    c.stdin(Stdio::null());
+    c
+}
+
+/// runc's debug.bats: `--debug` logs runc's steps (its nsexec's and init's messages, which
+/// the init logs at the same steps) as logrus lines, to stderr or to `--log` in text or
+/// JSON; the log file exists even after a clean run, and errors are written to it.
+#[test]
+fn debug_lines_and_the_log_file_are_written_as_runc_writes_them() {
+    let rt = Rt::new();
+    let b = rt.bundle("debug", |s| s["process"]["args"] = json!(["/bin/echo", "Hello World"]));
+    let runc_steps =
+        ["nsexec container setup", "child process in init()", "init: closing the pipe to signal completion"];
+    // To stderr, as text.
+    let o = as_runtime(&rt, "nodectl-runtime")
+        .args(["--debug", "run", "--bundle", b.to_str().unwrap(), "d1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "Hello World\n", "{err}");
+    assert!(err.contains("level=debug"), "{err}");
+    for step in runc_steps {
+        assert!(err.contains(step), "{step}: {err}");
+    }
+    // To --log, as JSON; nothing of it on stderr.
+    let log = rt.dir.path().join("log.out");
+    let o = as_runtime(&rt, "nodectl-runtime")
+        .args(["--log", log.to_str().unwrap(), "--log-format", "json", "--debug"])
+        .args(["run", "--bundle", b.to_str().unwrap(), "d2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(!err.contains("level"), "{err}");
+    let text = fs::read_to_string(&log).unwrap();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert!(v["time"].is_string() && v["msg"].is_string(), "{line}");
+    }
+    assert!(text.contains(r#""level":"debug""#), "{text}");
+    for step in runc_steps {
+        assert!(text.contains(step), "{step}: {text}");
+    }
+    // exec.bats: exec logs its own steps.
+    let b = rt.bundle("debug-exec", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "debug-exec");
+    let o = as_runtime(&rt, "nodectl-runtime").args(["--debug", "exec", "debug-exec", "true"]).output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    for step in ["nsexec container setup", "child process in init()", "setns_init: about to exec"] {
+        assert!(err.lines().any(|l| l.contains("level=debug") && l.contains(step)), "{step}: {err}");
+    }
+    rt.ok(&["delete", "--force", "debug-exec"]);
+    // Without --debug: the file is made on success, and a failure is written to it.
+    let quiet = rt.dir.path().join("quiet.log");
+    let o = as_runtime(&rt, "nodectl-runtime").args(["--log", quiet.to_str().unwrap(), "list"]).output().unwrap();
+    assert!(o.status.success());
+    assert_eq!(fs::read_to_string(&quiet).unwrap(), "");
+    let o =
+        as_runtime(&rt, "nodectl-runtime").args(["--log", quiet.to_str().unwrap(), "state", "nope"]).output().unwrap();
+    assert!(!o.status.success());
+    let text = fs::read_to_string(&quiet).unwrap();
+    assert!(text.starts_with("time=\"") && text.contains("level=error msg=\"container does not exist"), "{text}");
+}
+
+/// runc's help.bats and version.bats: urfave/cli's help on the program and on every
+/// command (the NAME line names both nodectl-runtime and runc), `help COMMAND`, "No help
+/// topic" with exit code 3, and `-v` as runc's three lines.
+#[test]
+fn help_and_version_answer_as_runcs_urfave_cli_does() {
+    let rt = Rt::new();
+    let lines = |args: &[&str]| -> (i32, Vec<String>, String) {
+        let o = as_runtime(&rt, "nodectl-runtime").args(args).output().unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect();
+        (o.status.code().unwrap_or(-1), out, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    for flag in ["-h", "--help"] {
+        let (code, out, err) = lines(&[flag]);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out[0], "NAME:");
+        assert!(out[1].contains("runc - Open Container Initiative runtime"), "{out:?}");
+        assert!(out.iter().any(|l| l.trim_start().starts_with("help, h")), "{out:?}");
+    }
+    let verbs = ["checkpoint", "create", "delete", "events", "exec", "kill", "list", "pause", "ps", "restore"];
+    let more = ["resume", "spec", "start", "run", "state", "update", "features"];
+    for verb in verbs.iter().chain(&more) {
+        for args in [vec![*verb, "-h"], vec![*verb, "--help"], vec!["help", *verb]] {
+            let (code, out, err) = lines(&args);
+            assert_eq!(code, 0, "{args:?}: {err}");
+            assert_eq!(out[0], "NAME:", "{args:?}");
+            assert!(out[1].contains(&format!("runc {verb}")), "{args:?}: {out:?}");
+        }
+    }
+    // -h after the command's first argument is the program's own.
+    let (_, out, _) = lines(&["exec", "--cwd", "/", "--help"]);
+    assert!(out[1].contains("runc exec"), "{out:?}");
+    for args in [&["foo", "-h"][..], &["help", "foo"], &["foo"]] {
+        let (code, _, err) = lines(args);
+        assert_eq!(code, 3, "{args:?}");
+        assert!(err.contains("No help topic for 'foo'"), "{args:?}: {err}");
+    }
+    for flag in ["-v", "--version"] {
+        let (code, out, _) = lines(&[flag]);
+        assert_eq!(code, 0);
+        // version.bats: lines[0] =~ runc\ version\ [0-9]+\.[0-9]+\.[0-9]+
+        let (_, after) = out[0].split_once("runc version ").unwrap_or_else(|| panic!("{out:?}"));
+        let version = after.split_whitespace().next().unwrap_or_default();
+        assert_eq!(version.split('.').filter(|n| n.parse::<u32>().is_ok()).count(), 3, "{out:?}");
+        assert!(out[1].starts_with("commit:") && out[2].starts_with("spec: 1."), "{out:?}");
+    }
+    // The same binary called runc is the runtime too.
+    let o = as_runtime(&rt, "runc").arg("list").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("ID "));
+    // checkpoint and restore exist for their help only.
+    let o = as_runtime(&rt, "nodectl-runtime").args(["checkpoint", "c1"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("CRIU"));
+}
+
+/// runc's tty.bats: the pty is owned by the process's uid, in devpts's tty group (5);
+/// `exec -t` without a console socket serves the pty on our stdio (with -d it needs the
+/// socket); a process.json without "user" runs as uid 0.
+#[test]
+fn terminals_belong_to_the_process_user_and_exec_t_needs_no_console_socket() {
+    let rt = Rt::new();
+    let b = rt.bundle("tty-owner", |s| {
+        s["process"]["terminal"] = true.into();
+        s["process"]["user"] = json!({"uid": 1000, "gid": 100});
+        s["process"]["args"] = json!(["sh", "-c", "stat -c %u:%g $(tty)"]);
+    });
+    let (code, out, err) = rt.run(&b, "tty-owner");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.replace('\r', "").trim(), "1000:5", "{err}");
+    let b = rt.bundle("tty-exec", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "tty-exec");
+    rt.ok(&["start", "tty-exec"]);
+    let out = rt.ok(&[
+        "exec",
+        "-t",
+        "--user",
+        "1000:100",
+        "tty-exec",
+        "sh",
+        "-c",
+        "stat -c %u:%g $(tty); test -t 0 && echo tty",
+    ]);
+    assert_eq!(out.replace('\r', "").lines().collect::<Vec<_>>(), ["1000:5", "tty"], "{out}");
+    let out = rt.ok(&["exec", "tty-exec", "sh", "-c", "test -t 0 || echo no-tty"]);
+    assert_eq!(out, "no-tty\n");
+    assert!(rt.fails(&["exec", "-t", "-d", "tty-exec", "true"]).contains("console-socket"));
+    let process = rt.dir.path().join("process.json");
+    fs::write(&process, r#"{"args": ["id", "-u"], "cwd": "/", "env": ["PATH=/bin:/usr/bin"]}"#).unwrap();
+    assert_eq!(rt.ok(&["exec", "--process", process.to_str().unwrap(), "tty-exec"]), "0\n");
+    rt.ok(&["delete", "--force", "tty-exec"]);
+}
+
+/// A created container's init, parked until `start`, must not hold the runtime's stderr
+/// (the copy it logs through): callers such as containerd's go-runc read the runtime's
+/// output to its end, and would wait until `start`. runc closes its log pipe there too.
+#[test]
+fn a_created_container_does_not_hold_the_runtimes_stderr() {
+    use std::io::Read;
+    use std::os::unix::net::UnixListener;
+    let rt = Rt::new();
+    let sock = rt.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let b = rt.bundle("parked", |s| {
+        s["process"]["terminal"] = true.into();
+        s["process"]["args"] = json!(["true"]);
+    });
+    let mut child = as_runtime(&rt, "nodectl-runtime")
+        .args(["--debug", "create", "--console-socket", sock.to_str().unwrap(), "--bundle", b.to_str().unwrap()])
+        .arg("parked")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (_conn, _) = listener.accept().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let ended = rx.recv_timeout(Duration::from_secs(10));
+    let status = child.wait().unwrap();
+    let _ = rt.out(&["delete", "--force", "parked"]);
+    let err = ended.expect("the runtime's stderr stayed open after create returned");
+    assert!(status.success(), "{err}");
+    assert!(err.contains("init: closing the pipe to signal completion"), "{err}");
+}

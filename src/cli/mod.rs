@@ -9,6 +9,8 @@ pub mod report;
 mod run;
 mod runtime;
 mod runtime_events;
+mod runtime_help;
+mod runtime_log;
 mod server;
 
 use std::path::PathBuf;
@@ -63,9 +65,10 @@ enum Command {
 pub fn main() -> i32 {
     // Before anything else runs: a panic aborts unless it is in an API request handler.
     crate::sys::unwind::install();
-    // Called through a link named nodectl-runtime: the OCI runtime CLI at top level.
+    // Called through a link named nodectl-runtime (or runc, for callers that find their
+    // runtime by that name): the OCI runtime CLI at top level.
     let argv0 = std::env::args_os().next().unwrap_or_default();
-    if std::path::Path::new(&argv0).file_name().is_some_and(|n| n == "nodectl-runtime") {
+    if std::path::Path::new(&argv0).file_name().is_some_and(|n| n == "nodectl-runtime" || n == "runc") {
         return runtime::main_as_runtime();
     }
     let cli = Cli::parse();

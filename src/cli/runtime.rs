@@ -7,7 +7,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+
+use super::runtime_help::{self, Early};
+use super::runtime_log::{self, LogFormat};
 
 use crate::runtime::cgroups::Resources;
 use crate::runtime::{CreateOptions, ExecOptions, Runtime, spec};
@@ -28,27 +31,23 @@ pub struct RuntimeCli {
 /// runc's global flags that callers (containerd, podman, runtime-tools) pass.
 #[derive(Args, Clone)]
 pub struct GlobalArgs {
-    /// Also write errors to this file (containerd reads it when a verb fails).
+    /// Write the log (errors, warnings, --debug lines) to this file instead of stderr;
+    /// created even when nothing fails (containerd reads it when a verb fails).
     #[arg(long, global = true)]
     log: Option<PathBuf>,
+    /// The log's format, as runc's: text (logrus's key=value) or json.
     #[arg(long, global = true, value_enum, default_value = "text")]
     log_format: LogFormat,
     /// Accepted for compatibility; cgroups are always plain paths below our own.
     #[arg(long, global = true)]
     systemd_cgroup: bool,
-    /// Accepted for compatibility.
+    /// Log debug lines too: the runtime's steps and its container init's.
     #[arg(long, global = true)]
     debug: bool,
     /// Parent cgroup, below this process's own, of containers whose spec has no
     /// cgroupsPath (and of relative cgroupsPaths).
     #[arg(long, global = true, env = "NODECTL_CGROUP_PARENT", default_value = "nodectl")]
     cgroup_parent: String,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// `nodectl runtime …`: the verbs, with the global flags.
@@ -136,6 +135,16 @@ enum Verb {
     Spec {
         #[arg(short, long, default_value = ".")]
         bundle: PathBuf,
+    },
+    /// Checkpoint a running container: not supported (no CRIU), always fails.
+    Checkpoint {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Restore a container from a checkpoint: not supported (no CRIU), always fails.
+    Restore {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
     },
 }
 
@@ -296,9 +305,10 @@ struct ExecArgs {
     console_socket: Option<PathBuf>,
     #[arg(long, default_value_t = 0)]
     preserve_fds: i32,
-    /// Allocate a terminal (with --console-socket).
-    #[arg(short, long)]
-    tty: bool,
+    /// Allocate a terminal: its master goes to --console-socket, or we serve it on our
+    /// own stdio. Without the flag the container's process.terminal applies, as in runc.
+    #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    tty: Option<bool>,
     #[arg(long)]
     cwd: Option<PathBuf>,
     /// VAR=value, added to the container's environment (replacing the spec's VAR).
@@ -334,7 +344,9 @@ impl ExecArgs {
             spec::load(&rec.bundle).with_context(|| format!("the container's bundle {}", rec.bundle.display()))?;
         let mut p = cfg.process;
         p.args = self.command.clone();
-        p.terminal = self.tty;
+        if let Some(tty) = self.tty {
+            p.terminal = tty;
+        }
         for e in &self.env {
             // The last one of a name wins, as in runc: a program's getenv finds the first.
             let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
@@ -394,13 +406,43 @@ impl CreateArgs {
 
 /// `nodectl-runtime …` (argv[0] dispatch).
 pub fn main_as_runtime() -> i32 {
+    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let name =
+        argv.first().and_then(|a| Path::new(a).file_name()).map_or("nodectl-runtime".into(), |n| n.to_string_lossy());
+    let app = RuntimeCli::command();
+    // Help and version as urfave/cli gives them (runc's help.bats, version.bats), before
+    // clap, whose texts differ.
+    let text = match runtime_help::early(&app, argv.get(1..).unwrap_or_default()) {
+        None => None,
+        Some(Early::AppHelp) => Some(runtime_help::app_help(&app, &name)),
+        Some(Early::CommandHelp(verb)) => Some(runtime_help::command_help(&app, &name, &verb)),
+        Some(Early::Version) => Some(runtime_help::version()),
+        Some(Early::NoTopic(topic)) => {
+            let line = runtime_log::line(LogFormat::Text, "error", &format!("No help topic for '{topic}'"));
+            let _ = std::io::stderr().write_all(line.as_bytes());
+            return 3;
+        }
+    };
+    if let Some(text) = text {
+        let _ = std::io::stdout().write_all(text.as_bytes());
+        return 0;
+    }
     let cli = RuntimeCli::parse();
+    match runtime_log::open(cli.global.log.as_deref()) {
+        Ok(out) => runtime_log::install(out, cli.global.log_format, cli.global.debug),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "nodectl-runtime: {}", super::report::one_line(&e));
+            return 1;
+        }
+    }
     let failed = failure_code(&cli.verb);
     finish(&cli.global, run_verb(&cli.root, &cli.global, cli.verb), failed)
 }
 
 /// `nodectl runtime …`: state under ROOT/runtime.
 pub fn run(root: &Path, args: RuntimeArgs) -> Result<i32> {
+    // The log file exists afterwards even when nothing fails, as with runc.
+    runtime_log::open(args.global.log.as_deref())?;
     let failed = failure_code(&args.verb);
     let code = finish(&args.global, run_verb(&root.join("runtime"), &args.global, args.verb), failed);
     Ok(code)
@@ -418,16 +460,10 @@ fn finish(global: &GlobalArgs, result: Result<i32>, failed: i32) -> i32 {
         Ok(code) => code,
         Err(err) => {
             let msg = super::report::one_line(&err);
-            if let Some(log) = &global.log {
-                let line = match global.log_format {
-                    LogFormat::Json => {
-                        serde_json::json!({"level": "error", "msg": msg, "time": log_time()}).to_string()
-                    }
-                    LogFormat::Text => format!("time=\"{}\" level=error msg={:?}", log_time(), msg),
-                };
-                if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log) {
-                    let _ = writeln!(f, "{line}");
-                }
+            if let Some(log) = &global.log
+                && let Ok(mut f) = OpenOptions::new().create(true).append(true).open(log)
+            {
+                let _ = f.write_all(runtime_log::line(global.log_format, "error", &msg).as_bytes());
             }
             eprintln!("nodectl-runtime: {msg}");
             failed
@@ -472,6 +508,9 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
         Verb::Update(a) => rt.update(&a.id, &a.resources()?)?,
         Verb::List { format, quiet } => list(&rt, root, &format, quiet)?,
         Verb::Features => println!("{}", serde_json::to_string_pretty(&features())?),
+        Verb::Checkpoint { .. } | Verb::Restore { .. } => {
+            bail!("checkpoint and restore need CRIU, which nodectl-runtime does not support")
+        }
         Verb::Spec { bundle } => {
             let path = bundle.join("config.json");
             if path.exists() {
@@ -625,12 +664,6 @@ fn features() -> serde_json::Value {
             "selinux": {"enabled": false}
         }
     })
-}
-
-/// Now, as runc's logrus writes log times (RFC 3339, whole seconds, UTC).
-fn log_time() -> String {
-    chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now())
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

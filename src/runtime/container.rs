@@ -544,16 +544,30 @@ impl Runtime {
         {
             return Err(RuntimeError::Paused { id: id.into(), freezer });
         }
-        if process.terminal != opts.console_socket.is_some() {
+        // runc's checks (checkTerminal): a terminal without a console socket is served by
+        // us, so only a detached one needs the socket.
+        if process.terminal && opts.detach && opts.console_socket.is_none() {
             return Err(RuntimeError::Invalid(
-                "a terminal (process.terminal, --tty) and --console-socket go together".into(),
+                "a terminal (process.terminal, --tty) with --detach needs a --console-socket".into(),
+            ));
+        }
+        if !process.terminal && opts.console_socket.is_some() {
+            return Err(RuntimeError::Invalid(
+                "--console-socket was given but there is no terminal (process.terminal, --tty)".into(),
             ));
         }
         ensure_single_threaded()?;
         let joins = init_namespaces(&rec)?;
-        let console = match &opts.console_socket {
-            Some(p) => Some(UnixStream::connect(p).map_err(io(format!("connect to console socket {}", p.display())))?),
-            None => None,
+        // A terminal and no console socket: the pty is ours to serve, as with `run`.
+        let (console, our_end) = match &opts.console_socket {
+            Some(p) => {
+                (Some(UnixStream::connect(p).map_err(io(format!("connect to console socket {}", p.display())))?), None)
+            }
+            None if process.terminal => {
+                let (ours, theirs) = UnixStream::pair().map_err(io("socketpair"))?;
+                (Some(theirs), Some(ours))
+            }
+            None => (None, None),
         };
         let forwarded = if opts.detach { None } else { Some(prepare_to_wait()?) };
         let (chan, child_chan) = sync::pair().map_err(io("socketpair"))?;
@@ -603,9 +617,13 @@ impl Runtime {
         if let Some(pid_file) = &opts.pid_file {
             write_pid_file(pid_file, pid)?;
         }
-        match forwarded {
-            None => Ok(0),
-            Some(set) => wait_forwarding(pid, &set),
+        match (forwarded, our_end) {
+            (None, _) => Ok(0),
+            (Some(set), Some(sock)) => {
+                let master = tty::receive_master(&sock).map_err(io("receive the pty"))?;
+                Ok(tty::proxy_until_exit(pid, &set, master, reap).map_err(io("copy to and from the pty"))?)
+            }
+            (Some(set), None) => wait_forwarding(pid, &set),
         }
     }
 }

@@ -24,6 +24,17 @@ use crate::sys;
 
 type Result<T> = std::result::Result<T, String>;
 
+/// What the init calls just before it parks until `start`: the CLI closes its log
+/// descriptor there (a copy of the runtime's stderr, or the --log file), so that a caller
+/// reading the runtime's stderr to its end is not held until `start`. runc's init closes
+/// its log pipe at the same point.
+static BEFORE_PARK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what the init calls before it waits for `start` (see BEFORE_PARK); once.
+pub fn set_before_park(f: fn()) {
+    let _ = BEFORE_PARK.set(f);
+}
+
 /// What the parent hands the child across fork.
 pub struct InitArgs<'a> {
     pub cfg: &'a Config,
@@ -97,6 +108,10 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
     // If `create` dies while we are setting up, so do we.
     sys::process::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
+    // runc's debug messages for the same steps (runc's debug.bats and exec.bats look for
+    // them): its nsexec does what follows up to the pid namespace's child, its Go init()
+    // what comes after.
+    tracing::debug!("=> nsexec container setup");
     // First: joining a mount namespace may hide /sys/fs/cgroup.
     a.cgroup.enter().map_err(|e| format!("enter the cgroup: {e}"))?;
     let skip_pid = |k: &LinuxNamespaceType| a.in_pid_ns && *k == LinuxNamespaceType::Pid;
@@ -141,6 +156,8 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
 }
 
 fn stage_container(a: &InitArgs<'_>) -> Result<()> {
+    tracing::debug!("<= nsexec container setup");
+    tracing::debug!("child process in init()");
     let cfg = a.cfg;
     let p = &cfg.process;
     // Device nodes and mount targets get exactly the modes the spec asks for.
@@ -230,9 +247,13 @@ fn become_process(
         // no_new_privs the filter came earlier still: the hooks were filtered either way).
         seccomp::load(f)?;
     }
+    tracing::debug!("init: closing the pipe to signal completion");
     chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
     // From here on no one is listening: the parent has gone (or is waiting on us).
     if let Some(fifo) = fifo {
+        if let Some(f) = BEFORE_PARK.get() {
+            f();
+        }
         // Parked until `start`, possibly for long: hold as little memory as we can.
         process::shed_clean_file_pages();
         wait_for_start(fifo)?;
@@ -273,6 +294,7 @@ fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
     take_stdio(a.stdio)?;
     sys::process::set_parent_death_signal(libc::SIGKILL).map_err(|e| format!("set parent death signal: {e}"))?;
     recv_expect(&a.chan, Msg::Go)?;
+    tracing::debug!("=> nsexec container setup");
     a.cgroup.enter().map_err(|e| format!("enter the container's cgroup: {e}"))?;
     namespaces::join(&a.joins)?;
     // SAFETY: single-threaded, as in stage_namespaces.
@@ -284,11 +306,17 @@ fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
         }
         ForkResult::Child => {}
     }
+    tracing::debug!("<= nsexec container setup");
+    tracing::debug!("child process in init()");
     if let Some(console) = &a.console {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         setup_console(console, a.process, false)?;
     }
-    become_process(a.process, a.seccomp, &a.chan, None, a.preserve_fds, || Ok(()))
+    become_process(a.process, a.seccomp, &a.chan, None, a.preserve_fds, || {
+        // runc's setns init says this last (exec.bats looks for it).
+        tracing::debug!("setns_init: about to exec");
+        Ok(())
+    })
 }
 
 fn cfg_hooks_empty(cfg: &Config) -> bool {
@@ -342,6 +370,14 @@ fn setup_console(console: &UnixStream, p: &ProcessConfig, as_dev_console: bool) 
     let slave_path = format!("/dev/pts/{n}");
     let slave = open(slave_path.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
         .map_err(|e| format!("open {slave_path}: {e}"))?;
+    // The process's terminal is its own, as runc leaves it (fixStdioPermissions): owned
+    // by its uid, in the group devpts gave the slave (tty, 5, with the default spec's
+    // gid=5). A uid the user namespace does not map (EINVAL), an owner it does not map
+    // (EPERM) or a read-only devpts (EROFS) leave it as it is, as with runc.
+    match nix::unistd::fchown(&slave, Some(nix::unistd::Uid::from_raw(p.uid)), None) {
+        Ok(()) | Err(nix::errno::Errno::EINVAL | nix::errno::Errno::EPERM | nix::errno::Errno::EROFS) => {}
+        Err(e) => return Err(format!("chown {slave_path} to uid {}: {e}", p.uid)),
+    }
     if let Some((rows, cols)) = p.console_size {
         let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ reads one winsize struct from the pointer we pass.

@@ -20,3 +20,4 @@ mod sync;
 mod tty;
 
 pub use container::{CreateOptions, ExecOptions, Runtime, RuntimeError};
+pub use init::set_before_park;

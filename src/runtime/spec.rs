@@ -190,6 +190,17 @@ fn parse<T: serde::de::DeserializeOwned>(path: &Path, text: &[u8]) -> Result<T, 
 /// Reads a process.json as `exec --process` takes it.
 pub fn load_process(path: &Path) -> Result<ProcessConfig, SpecError> {
     let text = fs::read(path).map_err(|source| SpecError::Read { path: path.to_path_buf(), source })?;
+    // runc takes a process.json without "user" as uid 0, gid 0 (Go's zero value), and
+    // tools write them so (runc's tty.bats); the OCI type insists on the field.
+    let mut doc: serde_json::Value = parse(path, &text)?;
+    if let Some(obj) = doc.as_object_mut() {
+        obj.entry("user").or_insert_with(|| serde_json::json!({"uid": 0, "gid": 0}));
+    }
+    let text = serde_json::to_vec(&doc).map_err(|e| SpecError::Parse {
+        path: path.to_path_buf(),
+        field: "(document)".into(),
+        message: e.to_string(),
+    })?;
     let process: Process = parse(path, &text)?;
     process_config(&Checker { path }, &process, "")
 }
