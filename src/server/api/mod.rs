@@ -18,6 +18,7 @@ pub mod openapi;
 pub mod patch;
 pub mod pods;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
 pub mod selectors;
 pub mod status;
@@ -109,6 +110,13 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
     if let Some(connection) = parts.extensions.get::<Arc<crate::server::conn::Connection>>() {
         connection.authenticated();
     }
+    // `kubectl --as=jane`: from here on the request is jane's, if the caller may
+    // impersonate her.
+    let user = match authz::impersonate(&api.store, &user, &parts.headers).await {
+        Ok(Some(impersonated)) => impersonated,
+        Ok(None) => user,
+        Err(e) => return e.into_response(),
+    };
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -413,7 +421,10 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         }
         resp
     };
-    match (method, t.name) {
+    // A ClusterRole written: the aggregated ones are brought up to date before the answer,
+    // so that the next request sees them (kube's controller does it within moments).
+    let aggregates = r.kind == "ClusterRole" && !dry_run && !matches!(verb, "get" | "list" | "watch");
+    let answer = match (method, t.name) {
         (&Method::GET, Some(name)) if part == objects::Part::Scale => {
             Ok(json_response(StatusCode::OK, &objects::scale_of(&objects::get(store, r, t.namespace, name).await?)))
         }
@@ -549,7 +560,14 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             "MethodNotAllowed",
             format!("{method} is not supported on {path}"),
         )),
+    };
+    if aggregates
+        && answer.is_ok()
+        && let Err(e) = rbac::aggregate(&api.store).await
+    {
+        tracing::warn!(error = %e.message, "aggregating ClusterRoles failed");
     }
+    answer
 }
 
 /// The most objects one list page holds.

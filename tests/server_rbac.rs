@@ -1,0 +1,173 @@
+//! RBAC as kube-apiserver enforces it, driven by the real kubectl: Roles and ClusterRoles
+//! granted by bindings to users, groups and service accounts (`kubectl --as`, which the
+//! admin may), aggregated ClusterRoles, the default policy, kube's 403 wording, and
+//! `kubectl auth can-i`.
+
+mod common;
+
+use std::fs;
+use std::path::Path;
+
+use common::server::{Server, free_port};
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+/// kubectl as the admin impersonating `user` (and `groups`): (success, stdout, stderr).
+fn kubectl_as(s: &Server, user: &str, groups: &[&str], args: &[&str]) -> (bool, String, String) {
+    let mut all = vec!["--as", user];
+    for g in groups {
+        all.extend(["--as-group", g]);
+    }
+    all.extend(args);
+    let out = s.kubectl(&all);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn may(s: &Server, user: &str, args: &[&str]) -> String {
+    let (ok, out, err) = kubectl_as(s, user, &[], args);
+    assert!(ok, "{user} should be allowed: kubectl {args:?}: {err}");
+    out
+}
+
+/// Refused: kubectl's error line.
+fn may_not(s: &Server, user: &str, args: &[&str]) -> String {
+    let (ok, out, err) = kubectl_as(s, user, &[], args);
+    assert!(!ok, "{user} should be refused: kubectl {args:?}: {out}");
+    // kubectl words a 403 as "Error from server (Forbidden): …", or for its imperative
+    // creates as "error: failed to create …: … is forbidden: …", against kube as here.
+    assert!(err.contains("(Forbidden)") || err.contains(" is forbidden: "), "kubectl {args:?}: not a 403: {err}");
+    err.trim().to_string()
+}
+
+const GRANTS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: dev}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: prod}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: pod-reader, namespace: dev}
+rules:
+- apiGroups: [""]
+  resources: [pods, pods/log]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [configmaps]
+  resourceNames: [allowed]
+  verbs: [get]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: jane-reads, namespace: dev}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: pod-reader}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: jane}
+- {kind: ServiceAccount, name: builder}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: allowed, namespace: dev}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: other, namespace: dev}
+"#;
+
+const AGGREGATED: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: workloads}
+aggregationRule:
+  clusterRoleSelectors:
+  - matchLabels: {example.com/aggregate-to-workloads: "true"}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: devs-workloads}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: workloads}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: Group, name: devs}
+"#;
+
+const DEPLOYMENT_READER: &str = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: deployment-reader
+  labels: {example.com/aggregate-to-workloads: "true"}
+rules:
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list]
+"#;
+
+#[test]
+fn a_binding_grants_its_roles_rules_to_its_subjects_at_once_and_nothing_more() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    // Nothing bound: kube's own wording.
+    assert_eq!(
+        may_not(&s, "jane", &["get", "pods", "-n", "dev"]),
+        r#"Error from server (Forbidden): pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "dev""#
+    );
+    s.ok(&["apply", "-f", &write(tmp.path(), "grants.yaml", GRANTS)]);
+
+    // The Role in dev, bound in dev: the very next request may.
+    may(&s, "jane", &["get", "pods", "-n", "dev"]);
+    may(&s, "jane", &["get", "--raw", "/api/v1/namespaces/dev/pods?watch=1&timeoutSeconds=1"]);
+    assert_eq!(
+        may_not(&s, "jane", &["get", "pods", "-n", "prod"]),
+        r#"Error from server (Forbidden): pods is forbidden: User "jane" cannot list resource "pods" in API group "" in the namespace "prod""#
+    );
+    may_not(&s, "jane", &["get", "pods", "-A"]);
+    may_not(&s, "jane", &["get", "secrets", "-n", "dev"]);
+    assert!(may_not(&s, "jane", &["delete", "pod", "p", "-n", "dev"]).contains(
+        r#"pods "p" is forbidden: User "jane" cannot delete resource "pods" in API group "" in the namespace "dev""#
+    ));
+    // resourceNames: that one object only.
+    may(&s, "jane", &["get", "configmap", "allowed", "-n", "dev"]);
+    assert!(may_not(&s, "jane", &["get", "configmap", "other", "-n", "dev"]).contains(
+        r#"configmaps "other" is forbidden: User "jane" cannot get resource "configmaps" in API group "" in the namespace "dev""#
+    ));
+    may_not(&s, "jane", &["get", "configmaps", "-n", "dev"]);
+    // A ServiceAccount subject without a namespace is the binding's namespace's.
+    may(&s, "system:serviceaccount:dev:builder", &["get", "pods", "-n", "dev"]);
+    may_not(&s, "system:serviceaccount:prod:builder", &["get", "pods", "-n", "dev"]);
+    may_not(&s, "bob", &["get", "pods", "-n", "dev"]);
+
+    // Unbound: refused again at once.
+    s.ok(&["delete", "rolebinding", "jane-reads", "-n", "dev"]);
+    may_not(&s, "jane", &["get", "pods", "-n", "dev"]);
+
+    // An aggregated ClusterRole, bound to a group, gets what a labelled role adds.
+    s.ok(&["apply", "-f", &write(tmp.path(), "agg.yaml", AGGREGATED)]);
+    let (ok, _, err) = kubectl_as(&s, "bob", &["devs"], &["get", "deployments", "-A"]);
+    assert!(
+        !ok && err.contains("cannot list resource \"deployments\" in API group \"apps\" at the cluster scope"),
+        "{err}"
+    );
+    s.ok(&["apply", "-f", &write(tmp.path(), "reader.yaml", DEPLOYMENT_READER)]);
+    let rules = s.ok(&["get", "clusterrole", "workloads", "-o", "jsonpath={.rules}"]);
+    assert!(rules.contains("deployments"), "{rules}");
+    let (ok, _, err) = kubectl_as(&s, "bob", &["devs"], &["get", "deployments", "-A"]);
+    assert!(ok, "{err}");
+    let (ok, _, _) = kubectl_as(&s, "bob", &["devs"], &["delete", "deployment", "x", "-n", "dev"]);
+    assert!(!ok);
+    s.ok(&["label", "clusterrole", "deployment-reader", "example.com/aggregate-to-workloads-"]);
+    let rules = s.ok(&["get", "clusterrole", "workloads", "-o", "jsonpath={.rules}"]);
+    assert!(matches!(rules.trim(), "" | "[]"), "{rules}");
+    let (ok, _, _) = kubectl_as(&s, "bob", &["devs"], &["get", "deployments", "-A"]);
+    assert!(!ok, "the aggregated rule went with the label");
+}
