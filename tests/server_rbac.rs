@@ -9,6 +9,7 @@ use std::fs;
 use std::path::Path;
 
 use common::server::{Server, free_port};
+use serde_json::Value;
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
@@ -29,6 +30,15 @@ fn kubectl_as(s: &Server, user: &str, groups: &[&str], args: &[&str]) -> (bool, 
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Binds ClusterRole `role` to User `user` in `ns` (`kubectl create rolebinding` sends
+/// protobuf, which this server does not take for RoleBindings yet).
+fn bind(s: &Server, dir: &Path, name: &str, ns: &str, role: &str, user: &str) {
+    let yaml = format!(
+        "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"
+    );
+    s.ok(&["create", "-f", &write(dir, &format!("{name}.yaml"), &yaml)]);
 }
 
 fn may(s: &Server, user: &str, args: &[&str]) -> String {
@@ -170,4 +180,80 @@ fn a_binding_grants_its_roles_rules_to_its_subjects_at_once_and_nothing_more() {
     assert!(matches!(rules.trim(), "" | "[]"), "{rules}");
     let (ok, _, _) = kubectl_as(&s, "bob", &["devs"], &["get", "deployments", "-A"]);
     assert!(!ok, "the aggregated rule went with the label");
+}
+
+#[test]
+fn the_default_roles_and_bindings_exist_and_grant_as_in_kube_and_edits_survive_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let s = Server::start(&tmp.path().join("data"), port, &[]);
+    let names = [
+        "cluster-admin",
+        "admin",
+        "edit",
+        "view",
+        "system:discovery",
+        "system:basic-user",
+        "system:public-info-viewer",
+    ];
+    for n in names {
+        let annotation = s.ok(&[
+            "get",
+            "clusterrole",
+            n,
+            "-o",
+            r"jsonpath={.metadata.annotations.rbac\.authorization\.kubernetes\.io/autoupdate}",
+        ]);
+        assert_eq!(annotation, "true", "{n}");
+    }
+    let subjects = |b: &str| s.ok(&["get", "clusterrolebinding", b, "-o", "jsonpath={.subjects[*].name}"]);
+    assert_eq!(subjects("cluster-admin"), "system:masters");
+    assert_eq!(subjects("system:discovery"), "system:authenticated");
+    assert_eq!(subjects("system:basic-user"), "system:authenticated");
+    assert_eq!(subjects("system:public-info-viewer"), "system:authenticated system:unauthenticated");
+    // Aggregated as kube's controller does: view ⊂ edit ⊂ admin.
+    let rules = |r: &str| s.ok(&["get", "clusterrole", r, "-o", "json"]);
+    let view: Value = serde_json::from_str(&rules("view")).unwrap();
+    let edit: Value = serde_json::from_str(&rules("edit")).unwrap();
+    let admin: Value = serde_json::from_str(&rules("admin")).unwrap();
+    for rule in view["rules"].as_array().unwrap() {
+        assert!(edit["rules"].as_array().unwrap().contains(rule), "edit lacks {rule}");
+        assert!(admin["rules"].as_array().unwrap().contains(rule), "admin lacks {rule}");
+    }
+    assert!(admin["rules"].to_string().contains("rolebindings") && !edit["rules"].to_string().contains("rolebindings"));
+
+    // Everyone signed in may discover, and no more.
+    may(&s, "jane", &["get", "--raw", "/apis"]);
+    may(&s, "jane", &["version"]);
+    assert_eq!(
+        may_not(&s, "jane", &["get", "--raw", "/metrics"]),
+        r#"Error from server (Forbidden): forbidden: User "jane" cannot get path "/metrics""#
+    );
+    may_not(&s, "jane", &["get", "pods"]);
+    // view in default: read, not secrets, not write; edit: write.
+    bind(&s, tmp.path(), "jane-view", "default", "view", "jane");
+    may(&s, "jane", &["get", "pods,services,deployments,configmaps"]);
+    may_not(&s, "jane", &["get", "secrets"]);
+    may_not(&s, "jane", &["create", "configmap", "c"]);
+    may_not(&s, "jane", &["get", "pods", "-n", "kube-system"]);
+    bind(&s, tmp.path(), "jane-edit", "default", "edit", "jane");
+    may(&s, "jane", &["create", "configmap", "c"]);
+    may(&s, "jane", &["get", "secrets"]);
+    may_not(&s, "jane", &["get", "rolebindings"]);
+
+    // A user's edits of the defaults survive a restart.
+    s.ok(&["label", "clusterrole", "system:basic-user", "example.com/kept=yes"]);
+    s.ok(&["patch", "clusterrolebinding", "system:discovery", "--type=json", "-p",
+        r#"[{"op":"add","path":"/subjects/-","value":{"kind":"Group","name":"extra","apiGroup":"rbac.authorization.k8s.io"}}]"#]);
+    s.stop();
+    let s = Server::start(&tmp.path().join("data"), port, &[]);
+    assert_eq!(
+        s.ok(&["get", "clusterrole", "system:basic-user", "-o", "jsonpath={.metadata.labels.example\\.com/kept}"]),
+        "yes"
+    );
+    assert_eq!(subjects_of(&s, "system:discovery"), "system:authenticated extra");
+}
+
+fn subjects_of(s: &Server, b: &str) -> String {
+    s.ok(&["get", "clusterrolebinding", b, "-o", "jsonpath={.subjects[*].name}"])
 }

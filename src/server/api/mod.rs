@@ -17,6 +17,7 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod pods;
+pub mod policy;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;
@@ -275,6 +276,11 @@ fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result
 async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> Result<Response, ApiError> {
     let (method, path, query, content_type) = (req.method, req.path, req.query, req.content_type);
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    // Discovery, /version, /openapi: RBAC's nonResourceURLs rules decide, with the verb
+    // the HTTP method's name, as kube-apiserver has it.
+    if !matches!(segments.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]) {
+        authz::authorize_path(&api.store, user, &method.as_str().to_ascii_lowercase(), path).await?;
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return Ok(json_response(StatusCode::OK, &version_info())),
         ["api"] => {
@@ -615,7 +621,7 @@ fn version_info() -> Value {
     })
 }
 
-/// The namespaces every cluster has.
+/// The namespaces every cluster has, and the default RBAC policy ([`policy`]).
 pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
     let r = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces are not served"))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -626,7 +632,7 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    policy::bootstrap(store).await
 }
 
 pub fn router(api: Arc<Api>) -> axum::Router {
