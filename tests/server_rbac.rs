@@ -7,9 +7,10 @@ mod common;
 
 use std::fs;
 use std::path::Path;
+use std::process::{Command, Output};
 
 use common::server::{Server, free_port};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let p = dir.join(name);
@@ -256,4 +257,154 @@ fn the_default_roles_and_bindings_exist_and_grant_as_in_kube_and_edits_survive_a
 
 fn subjects_of(s: &Server, b: &str) -> String {
     s.ok(&["get", "clusterrolebinding", b, "-o", "jsonpath={.subjects[*].name}"])
+}
+
+/// kubectl with a bearer token and no kubeconfig.
+fn kubectl_token(s: &Server, token: &str, args: &[&str]) -> Output {
+    Command::new("kubectl")
+        .args(["--server", &s.url(""), "--certificate-authority"])
+        .arg(s.dir.join("ca.crt"))
+        .args(["--token", token])
+        .args(args)
+        .env("KUBECONFIG", "/dev/null")
+        .output()
+        .expect("kubectl is installed")
+}
+
+#[test]
+fn kubectl_auth_can_i_answers_as_against_kube() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    s.ok(&["create", "namespace", "dev"]);
+    assert_eq!(s.ok(&["auth", "can-i", "create", "pods"]).trim(), "yes");
+    assert_eq!(s.ok(&["auth", "can-i", "*", "*"]).trim(), "yes");
+    let (ok, out, err) = kubectl_as(&s, "jane", &[], &["auth", "can-i", "get", "pods", "-n", "dev"]);
+    assert!(!ok && out.trim() == "no", "{out} {err}");
+
+    bind(&s, tmp.path(), "jane-view", "dev", "view", "jane");
+    assert_eq!(may(&s, "jane", &["auth", "can-i", "get", "pods", "-n", "dev"]).trim(), "yes");
+    assert_eq!(may(&s, "jane", &["auth", "can-i", "get", "pods", "--subresource=log", "-n", "dev"]).trim(), "yes");
+    for no in [
+        &["auth", "can-i", "get", "pods", "-n", "default"][..],
+        &["auth", "can-i", "get", "secrets", "-n", "dev"],
+        &["auth", "can-i", "delete", "pods", "-n", "dev"],
+        &["auth", "can-i", "get", "pods", "--subresource=exec", "-n", "dev"],
+    ] {
+        let (ok, out, _) = kubectl_as(&s, "jane", &[], no);
+        assert!(!ok && out.trim() == "no", "{no:?}: {out}");
+    }
+    // The admin asks about jane.
+    assert_eq!(s.ok(&["auth", "can-i", "list", "deployments", "--as=jane", "-n", "dev"]).trim(), "yes");
+    assert_eq!(s.ok(&["auth", "can-i", "get", "/version", "--as=jane"]).trim(), "yes");
+
+    // --list: the rules in the namespace, kubectl's table.
+    let list = may(&s, "jane", &["auth", "can-i", "--list", "-n", "dev"]);
+    let line =
+        |what: &str| list.lines().find(|l| l.split_whitespace().next() == Some(what)).map(|l| l.trim_end().to_string());
+    let pods = line("pods").unwrap_or_else(|| panic!("{list}"));
+    assert!(pods.ends_with("[get list watch]"), "{list}");
+    let ssar = line("selfsubjectaccessreviews.authorization.k8s.io").unwrap_or_else(|| panic!("{list}"));
+    assert!(ssar.ends_with("[create]"), "{list}");
+    assert!(list.lines().any(|l| l.contains("[/api/*]") && l.trim_end().ends_with("[get]")), "{list}");
+    assert!(line("secrets").is_none(), "{list}");
+    let admin = s.ok(&["auth", "can-i", "--list"]);
+    assert!(admin.lines().any(|l| l.starts_with("*.*") && l.trim_end().ends_with("[*]")), "{admin}");
+
+    // SubjectAccessReview: the admin may ask about anyone, with the reason; jane may not.
+    let sar = write(
+        tmp.path(),
+        "sar.json",
+        &json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": "jane", "resourceAttributes": {"namespace": "dev", "verb": "list", "resource": "pods"}}})
+        .to_string(),
+    );
+    let answer: Value = serde_json::from_str(&s.ok(&[
+        "create",
+        "--raw",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        "-f",
+        &sar,
+    ]))
+    .unwrap();
+    assert_eq!(answer["status"]["allowed"], true, "{answer}");
+    assert_eq!(
+        answer["status"]["reason"],
+        r#"RBAC: allowed by RoleBinding "jane-view/dev" of ClusterRole "view" to User "jane""#
+    );
+    let err =
+        may_not(&s, "jane", &["create", "--raw", "/apis/authorization.k8s.io/v1/subjectaccessreviews", "-f", &sar]);
+    assert!(err.ends_with(r#"subjectaccessreviews.authorization.k8s.io is forbidden: User "jane" cannot create resource "subjectaccessreviews" in API group "authorization.k8s.io" at the cluster scope"#), "{err}");
+    let bad = write(
+        tmp.path(),
+        "bad.json",
+        &json!({"kind": "SubjectAccessReview", "apiVersion": "authorization.k8s.io/v1", "spec": {"user": "jane"}})
+            .to_string(),
+    );
+    let err = s.fails(&["create", "--raw", "/apis/authorization.k8s.io/v1/subjectaccessreviews", "-f", &bad]);
+    assert!(err.contains("exactly one of nonResourceAttributes or resourceAttributes must be specified"), "{err}");
+
+    // whoami as jane: her name and system:authenticated.
+    let whoami = may(&s, "jane", &["auth", "whoami"]);
+    assert!(whoami.contains("jane") && whoami.contains("system:authenticated"), "{whoami}");
+}
+
+#[test]
+fn impersonation_is_authorized_by_the_impersonate_verb() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    s.ok(&["create", "namespace", "dev"]);
+    bind(&s, tmp.path(), "jane-view", "dev", "view", "jane");
+    // A node's token: a user that is not the admin.
+    let join = fs::read_to_string(s.dir.join("node-token")).unwrap().trim().to_string();
+    let body = write(tmp.path(), "register.json", &json!({"nodeName": "n1", "password": "pw"}).to_string());
+    let out = kubectl_token(&s, &join, &["create", "--raw", "/v1-nodectl/register", "-f", &body]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string();
+
+    let as_jane = ["--as", "jane", "get", "pods", "-n", "dev"];
+    let out = kubectl_token(&s, &token, &as_jane);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(r#"users "jane" is forbidden: User "system:node:n1" cannot impersonate resource "users" in API group "" at the cluster scope"#),
+        "{err}"
+    );
+    let impersonator = r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata: {name: impersonate-jane}
+rules:
+- {apiGroups: [""], resources: [users], resourceNames: [jane], verbs: [impersonate]}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata: {name: n1-impersonates-jane}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: impersonate-jane}
+subjects:
+- {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:n1"}
+"#;
+    s.ok(&["apply", "-f", &write(tmp.path(), "imp.yaml", impersonator)]);
+    let out = kubectl_token(&s, &token, &as_jane);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // As jane, the node has jane's rights, not its own.
+    let out = kubectl_token(&s, &token, &["--as", "jane", "get", "nodes"]);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr).contains(r#"User "jane" cannot list resource "nodes""#)
+    );
+    // Not bob, nor a group jane is not in.
+    let out = kubectl_token(&s, &token, &["--as", "bob", "get", "pods", "-n", "dev"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains(r#"users "bob" is forbidden"#));
+    let out = kubectl_token(&s, &token, &["--as", "jane", "--as-group", "system:masters", "get", "secrets", "-A"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            r#"groups "system:masters" is forbidden: User "system:node:n1" cannot impersonate resource "groups""#
+        ),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The admin may impersonate anyone, a service account too.
+    s.ok(&["get", "pods", "-n", "dev", "--as=jane"]);
+    let whoami = s.ok(&["auth", "whoami", "--as=system:serviceaccount:dev:builder"]);
+    assert!(whoami.contains("system:serviceaccounts:dev"), "{whoami}");
 }

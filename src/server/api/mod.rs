@@ -21,6 +21,7 @@ pub mod policy;
 pub mod protobuf;
 pub mod rbac;
 pub mod resources;
+pub mod reviews;
 pub mod selectors;
 pub mod status;
 pub mod table;
@@ -314,6 +315,20 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         return resources::resource_list(group, version)
             .map(|l| json_response(StatusCode::OK, &l))
             .ok_or_else(|| not_found_path(path));
+    }
+    if group == reviews::GROUP
+        && version == "v1"
+        && let Some((review, namespace)) = reviews::target(rest)
+    {
+        if *method != Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not supported on {path}: a review is only created"),
+            ));
+        }
+        let (code, answer) = reviews::create(&api.store, user, review, namespace, query, &body).await?;
+        return Ok(json_response(code, &answer));
     }
     let t = parse_target(group, version, rest, path)?;
     let store = api.store.clone();
