@@ -408,3 +408,44 @@ subjects:
     let whoami = s.ok(&["auth", "whoami", "--as=system:serviceaccount:dev:builder"]);
     assert!(whoami.contains("system:serviceaccounts:dev"), "{whoami}");
 }
+
+#[test]
+fn kubectl_create_token_gives_a_service_account_token_that_rbac_then_judges() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let sa = "apiVersion: v1\nkind: Namespace\nmetadata: {name: dev}\n---\napiVersion: v1\nkind: ServiceAccount\nmetadata: {name: builder, namespace: dev}\n";
+    s.ok(&["create", "-f", &write(tmp.path(), "sa.yaml", sa)]);
+    let token = s.ok(&["create", "token", "builder", "-n", "dev"]).trim().to_string();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    let whoami = String::from_utf8(kubectl_token(&s, &token, &["auth", "whoami"]).stdout).unwrap();
+    for want in ["system:serviceaccount:dev:builder", "system:serviceaccounts:dev", "system:authenticated"] {
+        assert!(whoami.contains(want), "{want}: {whoami}");
+    }
+    let out = kubectl_token(&s, &token, &["get", "pods", "-n", "dev"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(r#"pods is forbidden: User "system:serviceaccount:dev:builder" cannot list resource "pods" in API group "" in the namespace "dev""#),
+        "{err}"
+    );
+    bind(&s, tmp.path(), "builder-view", "dev", "view", "system:serviceaccount:dev:builder");
+    assert!(kubectl_token(&s, &token, &["get", "pods", "-n", "dev"]).status.success());
+    // Too short a duration, as kube refuses it.
+    assert!(s.fails(&["create", "token", "builder", "-n", "dev", "--duration=1m"]).contains("less than 10 minutes"));
+    // A token altered, or of a ServiceAccount that is gone (even if made again), is no one.
+    let (head, rest) = token.split_once('.').unwrap();
+    let forged = format!("{head}.{}", rest.replacen(|c: char| c.is_ascii_alphanumeric(), "A", 1));
+    let out = kubectl_token(&s, &forged, &["auth", "whoami"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"));
+    s.ok(&["delete", "serviceaccount", "builder", "-n", "dev"]);
+    s.ok(&[
+        "create",
+        "-f",
+        &write(
+            tmp.path(),
+            "sa2.yaml",
+            &sa.replace("apiVersion: v1\nkind: Namespace\nmetadata: {name: dev}\n---\n", ""),
+        ),
+    ]);
+    let out = kubectl_token(&s, &token, &["auth", "whoami"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&out.stdout));
+}

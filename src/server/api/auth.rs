@@ -149,6 +149,20 @@ impl Auth {
         if constant_time_eq(token.as_bytes(), self.join_token.as_bytes()) {
             return Ok(User::Joining);
         }
+        if super::tokens::is_jwt(token) {
+            // A ServiceAccount's token (TokenRequest).
+            return match super::tokens::authenticate(&self.store, token).await? {
+                Some((ns, name)) => Ok(User::Named {
+                    name: format!("system:serviceaccount:{ns}:{name}"),
+                    groups: vec![
+                        "system:serviceaccounts".into(),
+                        format!("system:serviceaccounts:{ns}"),
+                        "system:authenticated".into(),
+                    ],
+                }),
+                None => Err(ApiError::unauthorized()),
+            };
+        }
         let (node, secret) = token
             .strip_prefix(TOKEN_PREFIX)
             .and_then(|rest| rest.rsplit_once(':'))

@@ -25,6 +25,7 @@ pub mod reviews;
 pub mod selectors;
 pub mod status;
 pub mod table;
+pub mod tokens;
 pub mod validation;
 pub mod watch;
 
@@ -384,6 +385,19 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             }
             _ => {}
         }
+    }
+    // TokenRequest (`kubectl create token NAME`): a token for the ServiceAccount, stored nowhere.
+    if let (true, Some("token"), Some(ns), Some(name)) =
+        (r.kind == "ServiceAccount", t.subresource.as_deref(), t.namespace.as_deref(), t.name.as_deref())
+    {
+        if *method != Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not supported on {path}: a token is only requested"),
+            ));
+        }
+        return Ok(json_response(StatusCode::CREATED, &tokens::request(&api.store, ns, name, &body).await?));
     }
     let part = match t.subresource.as_deref() {
         None => objects::Part::Main,

@@ -80,6 +80,17 @@ const SUBJECT_ACCESS_REVIEW: &[(u64, Field)] =
 const SELF_SUBJECT_RULES_REVIEW: &[(u64, Field)] =
     &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("spec", &[(1, Field::Str("namespace"))]))];
 
+// authentication.k8s.io/v1's TokenRequest, which `kubectl create token` sends.
+const BOUND_OBJECT_REFERENCE: &[(u64, Field)] =
+    &[(1, Field::Str("kind")), (2, Field::Str("apiVersion")), (3, Field::Str("name")), (4, Field::Str("uid"))];
+const TOKEN_REQUEST_SPEC: &[(u64, Field)] = &[
+    (1, Field::StrList("audiences")),
+    (3, Field::Msg("boundObjectRef", BOUND_OBJECT_REFERENCE)),
+    (4, Field::Int("expirationSeconds")),
+];
+const TOKEN_REQUEST: &[(u64, Field)] =
+    &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("spec", TOKEN_REQUEST_SPEC))];
+
 fn schema(kind: &str) -> Option<&'static [(u64, Field)]> {
     Some(match kind {
         "Namespace" => NAMESPACE,
@@ -88,6 +99,7 @@ fn schema(kind: &str) -> Option<&'static [(u64, Field)]> {
         "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
         "SubjectAccessReview" | "LocalSubjectAccessReview" => SUBJECT_ACCESS_REVIEW,
         "SelfSubjectRulesReview" => SELF_SUBJECT_RULES_REVIEW,
+        "TokenRequest" => TOKEN_REQUEST,
         _ => return None,
     })
 }
@@ -236,7 +248,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     }
     let fields = schema(&kind).ok_or_else(|| {
         format!(
-            "protobuf bodies are accepted for Namespace, ConfigMap, Secret and authorization reviews, not {kind:?}; send JSON"
+            "protobuf bodies are accepted for Namespace, ConfigMap, Secret, authorization reviews and TokenRequest, not {kind:?}; send JSON"
         )
     })?;
     let mut obj = message(raw, fields)?;
