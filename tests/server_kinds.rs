@@ -272,7 +272,7 @@ fn a_tutorial_manifest_of_every_built_in_kind_applies_lists_reads_and_deletes() 
             &["read-pods", "Role/reader"],
         ),
         (
-            &["get", "clusterrolebinding"],
+            &["get", "clusterrolebinding", "read-nodes"],
             &["NAME", "ROLE", "AGE"],
             &["read-nodes", "ClusterRole/system:tutorial-reader"],
         ),

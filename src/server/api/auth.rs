@@ -35,6 +35,8 @@ const CREDENTIALS_PREFIX: &str = "/registry/nodectl.io/nodecredentials/";
 /// rotated through another server keeps working here for at most this long.
 const VERIFIED_FOR: Duration = Duration::from_secs(10);
 const TOKEN_PREFIX: &str = "node:";
+/// kube-apiserver's privileged group.
+pub const MASTERS: &str = "system:masters";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum User {
@@ -43,6 +45,12 @@ pub enum User {
     Joining,
     /// `system:node:NAME`.
     Node(String),
+    /// Anyone else (an impersonated user, a service account): whatever RBAC grants
+    /// `name` and `groups` (see [`super::rbac`]).
+    Named {
+        name: String,
+        groups: Vec<String>,
+    },
 }
 
 impl User {
@@ -52,18 +60,27 @@ impl User {
             User::Admin => "system:admin".into(),
             User::Joining => "system:bootstrap:nodectl-join".into(),
             User::Node(n) => format!("system:node:{n}"),
+            User::Named { name, .. } => name.clone(),
         }
     }
 }
 
 impl User {
     /// The groups Kubernetes puts such a user in.
-    pub fn groups(&self) -> Vec<&'static str> {
-        match self {
-            User::Admin => vec!["system:masters", "system:authenticated"],
-            User::Joining => vec!["system:bootstrappers", "system:authenticated"],
-            User::Node(_) => vec!["system:nodes", "system:authenticated"],
-        }
+    pub fn groups(&self) -> Vec<String> {
+        let fixed: &[&str] = match self {
+            User::Admin => &["system:masters", "system:authenticated"],
+            User::Joining => &["system:bootstrappers", "system:authenticated"],
+            User::Node(_) => &["system:nodes", "system:authenticated"],
+            User::Named { groups, .. } => return groups.clone(),
+        };
+        fixed.iter().map(|g| g.to_string()).collect()
+    }
+
+    /// In `system:masters`, which kube-apiserver lets do anything before any authorizer
+    /// is asked (the admin token; anyone impersonating that group, if allowed to).
+    pub fn is_master(&self) -> bool {
+        self.groups().iter().any(|g| g == MASTERS)
     }
 }
 
@@ -131,6 +148,20 @@ impl Auth {
         }
         if constant_time_eq(token.as_bytes(), self.join_token.as_bytes()) {
             return Ok(User::Joining);
+        }
+        if super::tokens::is_jwt(token) {
+            // A ServiceAccount's token (TokenRequest).
+            return match super::tokens::authenticate(&self.store, token).await? {
+                Some((ns, name)) => Ok(User::Named {
+                    name: format!("system:serviceaccount:{ns}:{name}"),
+                    groups: vec![
+                        "system:serviceaccounts".into(),
+                        format!("system:serviceaccounts:{ns}"),
+                        "system:authenticated".into(),
+                    ],
+                }),
+                None => Err(ApiError::unauthorized()),
+            };
         }
         let (node, secret) = token
             .strip_prefix(TOKEN_PREFIX)

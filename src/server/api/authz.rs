@@ -1,7 +1,10 @@
-//! What a caller may do, in the spirit of kube-apiserver's Node authorizer with the
-//! NodeRestriction admission plugin.
+//! What a caller may do: kube-apiserver's authorizers in its order (system:masters, Node,
+//! RBAC), with the NodeRestriction admission plugin.
 //!
-//! The admin may do anything. The join token may only register (see [`super::auth`]).
+//! The admin, and anyone in the group system:masters, may do anything. The join token may
+//! only register (see [`super::auth`]). Anyone else gets what RBAC grants ([`super::rbac`]),
+//! but for nodes, which the Node authorizer asks first: what it refuses outside its
+//! admission rules (a node's own Node, Lease, and its pods) RBAC may still allow.
 //! `system:node:NAME` may:
 //! - read (get, list, watch) pods, services, endpoints, nodes and namespaces;
 //! - get a Secret or ConfigMap only when a pod bound to it refers to it (volumes,
@@ -19,11 +22,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::auth::User;
 use super::objects::{Guard, Store, blocking, decode};
+use super::rbac;
 use super::resources::{self, Resource};
 use super::status::ApiError;
 
@@ -42,32 +46,132 @@ pub struct Attributes<'a> {
 /// cannot update resource "nodes" in API group "" at the cluster scope`, and `: why`.
 pub fn forbidden(user: &User, a: &Attributes<'_>, why: Option<&str>) -> ApiError {
     let r = a.resource;
-    let qualified = if r.group.is_empty() { r.plural.to_string() } else { format!("{}.{}", r.plural, r.group) };
-    let object = match a.name {
-        Some(n) => format!("{qualified} \"{n}\""),
-        None => qualified,
+    let namespace = a.namespace.filter(|_| r.namespaced);
+    let req = rbac::Request {
+        verb: a.verb.to_string(),
+        group: r.group.to_string(),
+        resource: r.plural.to_string(),
+        subresource: a.subresource.unwrap_or_default().to_string(),
+        namespace: namespace.unwrap_or_default().to_string(),
+        name: a.name.unwrap_or_default().to_string(),
+        path: None,
     };
-    let resource = match a.subresource {
-        Some(s) => format!("{}/{s}", r.plural),
-        None => r.plural.to_string(),
-    };
-    let scope = match a.namespace {
-        Some(ns) if r.namespaced => format!("in the namespace \"{ns}\""),
-        _ => "at the cluster scope".to_string(),
+    forbidden_request(&user.name(), &req, why)
+}
+
+/// 403 for a request in RBAC's terms (a resource's; [`forbidden_path`] for a path's).
+pub fn forbidden_request(user: &str, req: &rbac::Request, why: Option<&str>) -> ApiError {
+    let qualified = if req.group.is_empty() { req.resource.clone() } else { format!("{}.{}", req.resource, req.group) };
+    let object = if req.name.is_empty() { qualified } else { format!("{qualified} \"{}\"", req.name) };
+    let resource =
+        if req.subresource.is_empty() { req.resource.clone() } else { format!("{}/{}", req.resource, req.subresource) };
+    let scope = if req.namespace.is_empty() {
+        "at the cluster scope".to_string()
+    } else {
+        format!("in the namespace \"{}\"", req.namespace)
     };
     let mut message = format!(
-        "{object} is forbidden: User \"{}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
-        user.name(),
-        a.verb,
-        r.group
+        "{object} is forbidden: User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}",
+        req.verb, req.group
     );
     if let Some(why) = why {
         message.push_str(": ");
         message.push_str(why);
     }
     let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message);
-    e.details = Some(json!({"name": a.name.unwrap_or_default(), "group": r.group, "kind": r.plural}));
+    e.details = Some(json!({"name": req.name, "group": req.group, "kind": req.resource}));
     e
+}
+
+/// `a` in RBAC's terms. A Namespace's own name is its namespace, as kube-apiserver's
+/// request info has it (a RoleBinding in `dev` may grant `get namespace dev`).
+pub fn rbac_request(a: &Attributes<'_>) -> rbac::Request {
+    let namespace = match (a.resource.kind, a.name) {
+        ("Namespace", Some(n)) => Some(n),
+        _ => a.namespace.filter(|_| a.resource.namespaced),
+    };
+    rbac::Request {
+        verb: a.verb.to_string(),
+        group: a.resource.group.to_string(),
+        resource: a.resource.plural.to_string(),
+        subresource: a.subresource.unwrap_or_default().to_string(),
+        namespace: namespace.unwrap_or_default().to_string(),
+        name: a.name.unwrap_or_default().to_string(),
+        path: None,
+    }
+}
+
+/// Whether RBAC allows `req` to `user` (system:masters always): the reason if so.
+pub async fn rbac_allows(store: &Store, user: &User, req: &rbac::Request) -> Result<Option<String>, ApiError> {
+    if user.is_master() {
+        return Ok(Some(String::new()));
+    }
+    if *user == User::Joining {
+        return Ok(None);
+    }
+    let (name, groups) = (user.name(), user.groups());
+    rbac::allows(store, rbac::Caller { name: &name, groups: &groups }, req).await
+}
+
+/// A request for a path that is not a resource (discovery, `/version`, `/openapi/v2`):
+/// what RBAC's nonResourceURLs rules allow (system:discovery's, for everyone signed in).
+pub async fn authorize_path(store: &Store, user: &User, verb: &str, path: &str) -> Result<(), ApiError> {
+    let req = rbac::Request { verb: verb.to_string(), path: Some(path.to_string()), ..Default::default() };
+    match rbac_allows(store, user, &req).await? {
+        Some(_) => Ok(()),
+        None => Err(forbidden_path(user, verb, path)),
+    }
+}
+
+/// The `Impersonate-User`, `Impersonate-Group` and `Impersonate-Uid` headers: the user
+/// the request then acts as, if the caller may `impersonate` each of them (users, groups,
+/// uids; a service account's user as `serviceaccounts` in its namespace), as
+/// kube-apiserver's impersonation filter checks it. None without such headers.
+pub async fn impersonate(store: &Store, user: &User, headers: &HeaderMap) -> Result<Option<User>, ApiError> {
+    let values = |name: &str| -> Vec<String> {
+        headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).map(|v| v.trim().to_string()).collect()
+    };
+    let (users, groups, uids) = (values("impersonate-user"), values("impersonate-group"), values("impersonate-uid"));
+    let extra = headers.keys().any(|k| k.as_str().starts_with("impersonate-extra-"));
+    let Some(name) = users.first().cloned() else {
+        if groups.is_empty() && uids.is_empty() && !extra {
+            return Ok(None);
+        }
+        return Err(ApiError::internal(
+            "requested impersonation of groups, a uid or extras without impersonating a user",
+        ));
+    };
+    let service_account = name.strip_prefix("system:serviceaccount:").and_then(|rest| rest.split_once(':'));
+    let mut asks = Vec::new();
+    let ask = |resource: &str, namespace: &str, name: &str| rbac::Request {
+        verb: "impersonate".into(),
+        resource: resource.into(),
+        namespace: namespace.into(),
+        name: name.into(),
+        ..Default::default()
+    };
+    match service_account {
+        Some((ns, sa)) => asks.push(ask("serviceaccounts", ns, sa)),
+        None => asks.push(ask("users", "", &name)),
+    }
+    asks.extend(groups.iter().map(|g| ask("groups", "", g)));
+    asks.extend(uids.iter().map(|u| rbac::Request { group: "authentication.k8s.io".into(), ..ask("uids", "", u) }));
+    for req in &asks {
+        if rbac_allows(store, user, req).await?.is_none() {
+            return Err(forbidden_request(&user.name(), req, None));
+        }
+    }
+    // The groups kube-apiserver adds: a service account's, and system:authenticated.
+    let mut all = groups;
+    if let Some((ns, _)) = service_account
+        && all.is_empty()
+    {
+        all.extend(["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")]);
+    }
+    if name != "system:anonymous" && !all.iter().any(|g| g == "system:authenticated") {
+        all.push("system:authenticated".into());
+    }
+    Ok(Some(User::Named { name, groups: all }))
 }
 
 /// 403 for a path that is not a resource (discovery and the like).
@@ -87,11 +191,41 @@ pub async fn authorize(
     a: &Attributes<'_>,
     query: &BTreeMap<String, String>,
 ) -> Result<Option<Guard>, ApiError> {
+    if user.is_master() {
+        return Ok(None);
+    }
     let node = match user {
         User::Admin => return Ok(None),
         User::Joining => return Err(forbidden(user, a, Some("the join token may only register a node"))),
+        User::Named { .. } => {
+            return match rbac_allows(store, user, &rbac_request(a)).await? {
+                Some(_) => Ok(None),
+                None => Err(forbidden(user, a, None)),
+            };
+        }
         User::Node(n) => n.as_str(),
     };
+    match node_authorize(store, user, node, a, query).await {
+        // NodeRestriction's rules about a node's own Node, Lease and pods stand whatever
+        // RBAC says; anything else the Node authorizer does not allow, RBAC may.
+        Err(_)
+            if !matches!(a.resource.kind, "Node" | "Pod" | "Lease")
+                && rbac_allows(store, user, &rbac_request(a)).await?.is_some() =>
+        {
+            Ok(None)
+        }
+        other => other,
+    }
+}
+
+/// The Node authorizer with NodeRestriction: what `system:node:NAME` may do as a node.
+async fn node_authorize(
+    store: &Store,
+    user: &User,
+    node: &str,
+    a: &Attributes<'_>,
+    query: &BTreeMap<String, String>,
+) -> Result<Option<Guard>, ApiError> {
     let read = matches!(a.verb, "get" | "list" | "watch");
     let own_name = a.name == Some(node);
     let deny = |why: Option<&str>| Err(forbidden(user, a, why));

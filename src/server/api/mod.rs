@@ -17,11 +17,15 @@ pub mod objects;
 pub mod openapi;
 pub mod patch;
 pub mod pods;
+pub mod policy;
 pub mod protobuf;
+pub mod rbac;
 pub mod resources;
+pub mod reviews;
 pub mod selectors;
 pub mod status;
 pub mod table;
+pub mod tokens;
 pub mod validation;
 pub mod watch;
 
@@ -109,6 +113,13 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
     if let Some(connection) = parts.extensions.get::<Arc<crate::server::conn::Connection>>() {
         connection.authenticated();
     }
+    // `kubectl --as=jane`: from here on the request is jane's, if the caller may
+    // impersonate her.
+    let user = match authz::impersonate(&api.store, &user, &parts.headers).await {
+        Ok(Some(impersonated)) => impersonated,
+        Ok(None) => user,
+        Err(e) => return e.into_response(),
+    };
     let body = match read_body(body).await {
         Ok(b) => b,
         Err(e) => return e.into_response(),
@@ -267,6 +278,11 @@ fn parse_target(group: &str, version: &str, rest: &[&str], path: &str) -> Result
 async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> Result<Response, ApiError> {
     let (method, path, query, content_type) = (req.method, req.path, req.query, req.content_type);
     let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    // Discovery, /version, /openapi: RBAC's nonResourceURLs rules decide, with the verb
+    // the HTTP method's name, as kube-apiserver has it.
+    if !matches!(segments.as_slice(), ["api", _, _, ..] | ["apis", _, _, _, ..]) {
+        authz::authorize_path(&api.store, user, &method.as_str().to_ascii_lowercase(), path).await?;
+    }
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return Ok(json_response(StatusCode::OK, &version_info())),
         ["api"] => {
@@ -300,6 +316,20 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         return resources::resource_list(group, version)
             .map(|l| json_response(StatusCode::OK, &l))
             .ok_or_else(|| not_found_path(path));
+    }
+    if group == reviews::GROUP
+        && version == "v1"
+        && let Some((review, namespace)) = reviews::target(rest)
+    {
+        if *method != Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not supported on {path}: a review is only created"),
+            ));
+        }
+        let (code, answer) = reviews::create(&api.store, user, review, namespace, query, &body).await?;
+        return Ok(json_response(code, &answer));
     }
     let t = parse_target(group, version, rest, path)?;
     let store = api.store.clone();
@@ -355,6 +385,19 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             }
             _ => {}
         }
+    }
+    // TokenRequest (`kubectl create token NAME`): a token for the ServiceAccount, stored nowhere.
+    if let (true, Some("token"), Some(ns), Some(name)) =
+        (r.kind == "ServiceAccount", t.subresource.as_deref(), t.namespace.as_deref(), t.name.as_deref())
+    {
+        if *method != Method::POST {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                format!("{method} is not supported on {path}: a token is only requested"),
+            ));
+        }
+        return Ok(json_response(StatusCode::CREATED, &tokens::request(&api.store, ns, name, &body).await?));
     }
     let part = match t.subresource.as_deref() {
         None => objects::Part::Main,
@@ -413,7 +456,10 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         }
         resp
     };
-    match (method, t.name) {
+    // A ClusterRole written: the aggregated ones are brought up to date before the answer,
+    // so that the next request sees them (kube's controller does it within moments).
+    let aggregates = r.kind == "ClusterRole" && !dry_run && !matches!(verb, "get" | "list" | "watch");
+    let answer = match (method, t.name) {
         (&Method::GET, Some(name)) if part == objects::Part::Scale => {
             Ok(json_response(StatusCode::OK, &objects::scale_of(&objects::get(store, r, t.namespace, name).await?)))
         }
@@ -549,7 +595,14 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             "MethodNotAllowed",
             format!("{method} is not supported on {path}"),
         )),
+    };
+    if aggregates
+        && answer.is_ok()
+        && let Err(e) = rbac::aggregate(&api.store).await
+    {
+        tracing::warn!(error = %e.message, "aggregating ClusterRoles failed");
     }
+    answer
 }
 
 /// The most objects one list page holds.
@@ -597,7 +650,7 @@ fn version_info() -> Value {
     })
 }
 
-/// The namespaces every cluster has.
+/// The namespaces every cluster has, and the default RBAC policy ([`policy`]).
 pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
     let r = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces are not served"))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
@@ -608,7 +661,7 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    policy::bootstrap(store).await
 }
 
 pub fn router(api: Arc<Api>) -> axum::Router {

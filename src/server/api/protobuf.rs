@@ -51,11 +51,55 @@ const SECRET: &[(u64, Field)] = &[
     (5, Field::Bool("immutable")),
 ];
 
+// authorization.k8s.io/v1, which `kubectl auth can-i` sends in protobuf.
+const RESOURCE_ATTRIBUTES: &[(u64, Field)] = &[
+    (1, Field::Str("namespace")),
+    (2, Field::Str("verb")),
+    (3, Field::Str("group")),
+    (4, Field::Str("version")),
+    (5, Field::Str("resource")),
+    (6, Field::Str("subresource")),
+    (7, Field::Str("name")),
+];
+const NON_RESOURCE_ATTRIBUTES: &[(u64, Field)] = &[(1, Field::Str("path")), (2, Field::Str("verb"))];
+const SELF_SUBJECT_ACCESS_REVIEW_SPEC: &[(u64, Field)] = &[
+    (1, Field::Msg("resourceAttributes", RESOURCE_ATTRIBUTES)),
+    (2, Field::Msg("nonResourceAttributes", NON_RESOURCE_ATTRIBUTES)),
+];
+const SUBJECT_ACCESS_REVIEW_SPEC: &[(u64, Field)] = &[
+    (1, Field::Msg("resourceAttributes", RESOURCE_ATTRIBUTES)),
+    (2, Field::Msg("nonResourceAttributes", NON_RESOURCE_ATTRIBUTES)),
+    (3, Field::Str("user")),
+    (4, Field::StrList("groups")),
+    (6, Field::Str("uid")),
+];
+const SELF_SUBJECT_ACCESS_REVIEW: &[(u64, Field)] =
+    &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("spec", SELF_SUBJECT_ACCESS_REVIEW_SPEC))];
+const SUBJECT_ACCESS_REVIEW: &[(u64, Field)] =
+    &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("spec", SUBJECT_ACCESS_REVIEW_SPEC))];
+const SELF_SUBJECT_RULES_REVIEW: &[(u64, Field)] =
+    &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("spec", &[(1, Field::Str("namespace"))]))];
+
+// authentication.k8s.io/v1's TokenRequest, which `kubectl create token` sends.
+const BOUND_OBJECT_REFERENCE: &[(u64, Field)] =
+    &[(1, Field::Str("kind")), (2, Field::Str("apiVersion")), (3, Field::Str("name")), (4, Field::Str("uid"))];
+const TOKEN_REQUEST_SPEC: &[(u64, Field)] = &[
+    (1, Field::StrList("audiences")),
+    (3, Field::Msg("boundObjectRef", BOUND_OBJECT_REFERENCE)),
+    (4, Field::Int("expirationSeconds")),
+];
+const TOKEN_REQUEST: &[(u64, Field)] =
+    &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("spec", TOKEN_REQUEST_SPEC))];
+
 fn schema(kind: &str) -> Option<&'static [(u64, Field)]> {
     Some(match kind {
         "Namespace" => NAMESPACE,
         "ConfigMap" => CONFIG_MAP,
         "Secret" => SECRET,
+        "SelfSubjectAccessReview" => SELF_SUBJECT_ACCESS_REVIEW,
+        "SubjectAccessReview" | "LocalSubjectAccessReview" => SUBJECT_ACCESS_REVIEW,
+        "SelfSubjectRulesReview" => SELF_SUBJECT_RULES_REVIEW,
+        "TokenRequest" => TOKEN_REQUEST,
         _ => return None,
     })
 }
@@ -203,7 +247,9 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
         }
     }
     let fields = schema(&kind).ok_or_else(|| {
-        format!("protobuf bodies are accepted for Namespace, ConfigMap and Secret, not {kind:?}; send JSON")
+        format!(
+            "protobuf bodies are accepted for Namespace, ConfigMap, Secret, authorization reviews and TokenRequest, not {kind:?}; send JSON"
+        )
     })?;
     let mut obj = message(raw, fields)?;
     obj["apiVersion"] = json!(api_version);

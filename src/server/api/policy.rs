@@ -1,0 +1,260 @@
+//! The default roles and bindings kube-apiserver creates at start (its bootstrap policy):
+//! cluster-admin, the aggregated admin, edit and view with the system:aggregate-to-* roles
+//! whose rules they gather, system:discovery, system:basic-user and
+//! system:public-info-viewer, and the bindings that give them to system:masters and to
+//! everyone signed in. Each is created only when absent, so a user's edits survive a
+//! restart (kube-apiserver reconciles those annotated autoupdate; this server does not
+//! yet, so a deleted default stays deleted only until the next start).
+
+use serde_json::{Value, json};
+
+use super::objects::{self, Store};
+use super::rbac::{self, GROUP};
+use super::resources;
+use super::status::ApiError;
+
+/// (apiGroups, resources, verbs).
+type Rule = (&'static [&'static str], &'static [&'static str], &'static [&'static str]);
+
+const READ: &[&str] = &["get", "list", "watch"];
+const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
+const ALL: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+
+/// system:aggregate-to-view: read everything but secrets and RBAC.
+const VIEW: &[Rule] = &[
+    (
+        &[""],
+        &[
+            "configmaps",
+            "endpoints",
+            "persistentvolumeclaims",
+            "persistentvolumeclaims/status",
+            "pods",
+            "replicationcontrollers",
+            "replicationcontrollers/scale",
+            "serviceaccounts",
+            "services",
+            "services/status",
+        ],
+        READ,
+    ),
+    (
+        &[""],
+        &[
+            "bindings",
+            "events",
+            "limitranges",
+            "namespaces/status",
+            "pods/log",
+            "pods/status",
+            "replicationcontrollers/status",
+            "resourcequotas",
+            "resourcequotas/status",
+        ],
+        READ,
+    ),
+    (&[""], &["namespaces"], READ),
+    (&["discovery.k8s.io"], &["endpointslices"], READ),
+    (
+        &["apps"],
+        &[
+            "controllerrevisions",
+            "daemonsets",
+            "daemonsets/status",
+            "deployments",
+            "deployments/scale",
+            "deployments/status",
+            "replicasets",
+            "replicasets/scale",
+            "replicasets/status",
+            "statefulsets",
+            "statefulsets/scale",
+            "statefulsets/status",
+        ],
+        READ,
+    ),
+    (&["autoscaling"], &["horizontalpodautoscalers", "horizontalpodautoscalers/status"], READ),
+    (&["batch"], &["cronjobs", "cronjobs/status", "jobs", "jobs/status"], READ),
+    (&["policy"], &["poddisruptionbudgets", "poddisruptionbudgets/status"], READ),
+    (&["networking.k8s.io"], &["ingresses", "ingresses/status", "networkpolicies"], READ),
+];
+
+/// system:aggregate-to-edit: write workloads, and read and write secrets.
+const EDIT: &[Rule] = &[
+    (&[""], &["pods/attach", "pods/exec", "pods/portforward", "pods/proxy", "secrets", "services/proxy"], READ),
+    (&[""], &["serviceaccounts"], &["impersonate"]),
+    (&[""], &["pods", "pods/attach", "pods/exec", "pods/portforward", "pods/proxy"], WRITE),
+    (&[""], &["pods/eviction"], &["create"]),
+    (
+        &[""],
+        &[
+            "configmaps",
+            "events",
+            "persistentvolumeclaims",
+            "replicationcontrollers",
+            "replicationcontrollers/scale",
+            "secrets",
+            "serviceaccounts",
+            "services",
+            "services/proxy",
+        ],
+        WRITE,
+    ),
+    (&[""], &["serviceaccounts/token"], &["create"]),
+    (
+        &["apps"],
+        &[
+            "daemonsets",
+            "deployments",
+            "deployments/rollback",
+            "deployments/scale",
+            "replicasets",
+            "replicasets/scale",
+            "statefulsets",
+            "statefulsets/scale",
+        ],
+        WRITE,
+    ),
+    (&["autoscaling"], &["horizontalpodautoscalers"], WRITE),
+    (&["batch"], &["cronjobs", "jobs"], WRITE),
+    (&["policy"], &["poddisruptionbudgets"], WRITE),
+    (&["networking.k8s.io"], &["ingresses", "networkpolicies"], WRITE),
+    (&["coordination.k8s.io"], &["leases"], ALL),
+];
+
+/// system:aggregate-to-admin: a namespace's RBAC, and local access reviews.
+const ADMIN: &[Rule] = &[
+    (&["authorization.k8s.io"], &["localsubjectaccessreviews"], &["create"]),
+    (&[GROUP], &["rolebindings", "roles"], ALL),
+];
+
+const BASIC_USER: &[Rule] = &[
+    (&["authorization.k8s.io"], &["selfsubjectaccessreviews", "selfsubjectrulesreviews"], &["create"]),
+    (&["authentication.k8s.io"], &["selfsubjectreviews"], &["create"]),
+];
+
+const DISCOVERY_URLS: &[&str] = &[
+    "/api",
+    "/api/*",
+    "/apis",
+    "/apis/*",
+    "/healthz",
+    "/livez",
+    "/openapi",
+    "/openapi/*",
+    "/readyz",
+    "/version",
+    "/version/",
+];
+const PUBLIC_INFO_URLS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
+
+fn rules(list: &[Rule]) -> Vec<Value> {
+    list.iter()
+        .map(|(groups, resources, verbs)| json!({"apiGroups": groups, "resources": resources, "verbs": verbs}))
+        .collect()
+}
+
+fn metadata(name: &str, labels: &[(&str, &str)]) -> Value {
+    let mut l = json!({"kubernetes.io/bootstrapping": "rbac-defaults"});
+    for (k, v) in labels {
+        l[*k] = json!(v);
+    }
+    json!({"name": name, "labels": l, "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}})
+}
+
+fn role(name: &str, labels: &[(&str, &str)], rules: Vec<Value>) -> Value {
+    json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": metadata(name, labels), "rules": rules})
+}
+
+/// An aggregated role: its rules are those of the roles labelled `aggregate-to-NAME`.
+fn aggregated(name: &str, labels: &[(&str, &str)]) -> Value {
+    let mut r = role(name, labels, Vec::new());
+    r["aggregationRule"] = json!({"clusterRoleSelectors": [
+        {"matchLabels": {format!("rbac.authorization.k8s.io/aggregate-to-{name}"): "true"}}
+    ]});
+    r
+}
+
+fn binding(role: &str, groups: &[&str]) -> Value {
+    let subjects: Vec<Value> = groups.iter().map(|g| json!({"apiGroup": GROUP, "kind": "Group", "name": g})).collect();
+    json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": metadata(role, &[]),
+        "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role}, "subjects": subjects,
+    })
+}
+
+/// The default ClusterRoles.
+pub fn cluster_roles() -> Vec<Value> {
+    let to = |what: &'static str| (what, "true");
+    vec![
+        role(
+            "cluster-admin",
+            &[],
+            vec![
+                json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}),
+                json!({"nonResourceURLs": ["*"], "verbs": ["*"]}),
+            ],
+        ),
+        aggregated("admin", &[]),
+        aggregated("edit", &[to("rbac.authorization.k8s.io/aggregate-to-admin")]),
+        aggregated("view", &[to("rbac.authorization.k8s.io/aggregate-to-edit")]),
+        role("system:aggregate-to-admin", &[to("rbac.authorization.k8s.io/aggregate-to-admin")], rules(ADMIN)),
+        role("system:aggregate-to-edit", &[to("rbac.authorization.k8s.io/aggregate-to-edit")], rules(EDIT)),
+        role("system:aggregate-to-view", &[to("rbac.authorization.k8s.io/aggregate-to-view")], rules(VIEW)),
+        role("system:basic-user", &[], rules(BASIC_USER)),
+        role("system:discovery", &[], vec![json!({"nonResourceURLs": DISCOVERY_URLS, "verbs": ["get"]})]),
+        role("system:public-info-viewer", &[], vec![json!({"nonResourceURLs": PUBLIC_INFO_URLS, "verbs": ["get"]})]),
+    ]
+}
+
+/// The default ClusterRoleBindings.
+pub fn cluster_role_bindings() -> Vec<Value> {
+    vec![
+        binding("cluster-admin", &["system:masters"]),
+        binding("system:basic-user", &["system:authenticated"]),
+        binding("system:discovery", &["system:authenticated"]),
+        binding("system:public-info-viewer", &["system:authenticated", "system:unauthenticated"]),
+    ]
+}
+
+/// Creates each default role and binding that is absent, then aggregates.
+pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
+    let find = |plural: &str| {
+        resources::find(GROUP, "v1", plural).ok_or_else(|| ApiError::internal(format!("{plural} are not served")))
+    };
+    let (roles, bindings) = (find("clusterroles")?, find("clusterrolebindings")?);
+    let all = cluster_roles()
+        .into_iter()
+        .map(|o| (roles, o))
+        .chain(cluster_role_bindings().into_iter().map(|o| (bindings, o)));
+    for (r, obj) in all {
+        let body = obj.to_string().into_bytes();
+        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None, false)).await {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => return Err(e),
+        }
+    }
+    rbac::aggregate(store).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_edit_and_view_aggregate_as_in_kube() {
+        let roles = cluster_roles();
+        let named = |n: &str| roles.iter().find(|r| r["metadata"]["name"] == n).unwrap();
+        assert_eq!(named("edit")["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-admin"], "true");
+        assert_eq!(named("view")["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"], "true");
+        for r in &roles {
+            assert_eq!(r["metadata"]["annotations"]["rbac.authorization.kubernetes.io/autoupdate"], "true");
+            let kind = r.clone();
+            assert!(resources::find(GROUP, "v1", "clusterroles").unwrap().check_schema(&kind, true).is_ok(), "{r}");
+        }
+        for b in cluster_role_bindings() {
+            assert!(resources::find(GROUP, "v1", "clusterrolebindings").unwrap().check_schema(&b, true).is_ok(), "{b}");
+        }
+    }
+}

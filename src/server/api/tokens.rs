@@ -1,0 +1,206 @@
+//! ServiceAccount tokens: the TokenRequest subresource (`POST …/serviceaccounts/NAME/token`,
+//! `kubectl create token NAME`) answers a JWT, which authenticates as
+//! `system:serviceaccount:NS:NAME` in the groups system:serviceaccounts and
+//! system:serviceaccounts:NS while it has not expired and the ServiceAccount (the same
+//! one: its uid) still exists, as kube-apiserver's bound tokens.
+//!
+//! Signed with HMAC-SHA256 (HS256) by a key kept in the store under
+//! `/registry/nodectl.io/serviceaccountkey`, which no API path reaches, so that every server
+//! sharing an etcd accepts the others' tokens. kube-apiserver signs with an RSA or EC key
+//! so that others may verify with the public half; here only the server verifies, and a
+//! symmetric key needs no new crate.
+
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use super::objects::{Store, blocking, decode};
+use super::resources;
+use super::status::ApiError;
+use crate::server::store::StoreError;
+
+const KEY_PATH: &str = "/registry/nodectl.io/serviceaccountkey";
+/// kube-apiserver's default issuer and audience.
+pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+const DEFAULT_SECONDS: i64 = 3600;
+/// kube-apiserver refuses shorter ones.
+const MIN_SECONDS: i64 = 600;
+const MAX_SECONDS: i64 = 1 << 32;
+
+fn b64(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// HMAC-SHA256 (RFC 2104).
+fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new().chain_update(pad(0x36)).chain_update(message).finalize();
+    Sha256::new().chain_update(pad(0x5c)).chain_update(inner).finalize().into()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The signing key, created by the first server that needs one.
+fn key(store: &Store) -> Result<Vec<u8>, ApiError> {
+    let err = |e| ApiError::from_store(e, "serviceaccountkey", "");
+    for _ in 0..3 {
+        if let Some(kv) = store.get(KEY_PATH).map_err(err)? {
+            return hex::decode(&kv.value).map_err(|_| ApiError::internal("the stored service account key is corrupt"));
+        }
+        match store.create(KEY_PATH, crate::server::pki::random_token().as_bytes()) {
+            Ok(_) | Err(StoreError::AlreadyExists { .. }) => continue,
+            Err(e) => return Err(err(e)),
+        }
+    }
+    Err(ApiError::internal("the service account key could not be read"))
+}
+
+fn sign(key: &[u8], claims: &Value) -> String {
+    let signed = format!(
+        "{}.{}",
+        b64(json!({"alg": "HS256", "typ": "JWT"}).to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let signature = b64(&hmac(key, signed.as_bytes()));
+    format!("{signed}.{signature}")
+}
+
+/// The claims of a token signed with `key`, if its signature holds.
+fn verify(key: &[u8], token: &str) -> Option<Value> {
+    let (signed, signature) = token.rsplit_once('.')?;
+    let given = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature).ok()?;
+    if !constant_time_eq(&given, &hmac(key, signed.as_bytes())) {
+        return None;
+    }
+    let (header, claims) = signed.split_once('.')?;
+    let header: Value =
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).ok()?).ok()?;
+    (header.get("alg")? == "HS256").then_some(())?;
+    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(claims).ok()?).ok()
+}
+
+/// Whether a bearer token looks like a JWT (three dot-separated parts).
+pub fn is_jwt(token: &str) -> bool {
+    token.matches('.').count() == 2 && !token.starts_with("node:")
+}
+
+/// The service account a JWT stands for, (namespace, name); None for a token that is not
+/// ours, has expired, or whose ServiceAccount is gone or another.
+pub async fn authenticate(store: &Store, token: &str) -> Result<Option<(String, String)>, ApiError> {
+    let (store, token) = (store.clone(), token.to_string());
+    blocking(move || {
+        let Some(claims) = verify(&key(&store)?, &token) else { return Ok(None) };
+        let now = crate::model::time::now_secs();
+        if claims.get("exp").and_then(Value::as_i64).is_none_or(|exp| exp <= now) {
+            return Ok(None);
+        }
+        let k8s = &claims["kubernetes.io"];
+        let (Some(ns), Some(name), Some(uid)) =
+            (k8s["namespace"].as_str(), k8s["serviceaccount"]["name"].as_str(), k8s["serviceaccount"]["uid"].as_str())
+        else {
+            return Ok(None);
+        };
+        let r = resources::find("", "v1", "serviceaccounts")
+            .ok_or_else(|| ApiError::internal("serviceaccounts are not served"))?;
+        let Some(kv) = store.get(&r.key(Some(ns), Some(name))).map_err(|e| ApiError::from_store(e, r.plural, name))?
+        else {
+            return Ok(None);
+        };
+        let sa = decode(&kv)?;
+        Ok((sa.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid))
+            .then(|| (ns.to_string(), name.to_string())))
+    })
+    .await
+}
+
+/// `POST /api/v1/namespaces/NS/serviceaccounts/NAME/token`: 201 and the TokenRequest with
+/// its token in the status.
+pub async fn request(store: &Store, ns: &str, name: &str, body: &[u8]) -> Result<Value, ApiError> {
+    let mut req: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    if !req.is_object() || !req.get("spec").is_none_or(Value::is_object) {
+        return Err(ApiError::bad_request("the body of a TokenRequest must be an object with a spec"));
+    }
+    let seconds = req.pointer("/spec/expirationSeconds").and_then(Value::as_i64).unwrap_or(DEFAULT_SECONDS);
+    if seconds < MIN_SECONDS {
+        return Err(ApiError::invalid(
+            "TokenRequest",
+            name,
+            vec![(
+                "spec.expirationSeconds".into(),
+                format!("Invalid value: {seconds}: may not specify a duration less than 10 minutes"),
+            )],
+        ));
+    }
+    let seconds = seconds.min(MAX_SECONDS);
+    let audiences: Vec<String> = req
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect();
+    let audiences = if audiences.is_empty() { vec![ISSUER.to_string()] } else { audiences };
+    let r = resources::find("", "v1", "serviceaccounts")
+        .ok_or_else(|| ApiError::internal("serviceaccounts are not served"))?;
+    let (s, key_of, n) = (store.clone(), r.key(Some(ns), Some(name)), name.to_string());
+    let (sa, key) = blocking(move || {
+        let sa = s.get(&key_of).map_err(|e| ApiError::from_store(e, r.plural, &n))?;
+        let sa = decode(&sa.ok_or_else(|| ApiError::not_found(r.plural, &n))?)?;
+        Ok((sa, key(&s)?))
+    })
+    .await?;
+    let now = crate::model::time::now_secs();
+    let claims = json!({
+        "aud": audiences, "iss": ISSUER, "iat": now, "nbf": now, "exp": now + seconds,
+        "sub": format!("system:serviceaccount:{ns}:{name}"),
+        "kubernetes.io": {"namespace": ns, "serviceaccount": {"name": name, "uid": sa.pointer("/metadata/uid").cloned().unwrap_or_default()}},
+    });
+    req["apiVersion"] = json!("authentication.k8s.io/v1");
+    req["kind"] = json!("TokenRequest");
+    req["metadata"] = json!({"name": name, "namespace": ns, "creationTimestamp": null});
+    req["spec"]["audiences"] = json!(audiences);
+    req["spec"]["expirationSeconds"] = json!(seconds);
+    req["status"] = json!({
+        "token": sign(&key, &claims),
+        "expirationTimestamp": crate::model::time::format_rfc3339(now + seconds),
+    });
+    Ok(req)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hmac_sha256_is_rfc_4231s() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            hex::encode(hmac(b"Jefe", b"what do ya want for nothing?")),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn a_token_verifies_with_its_key_only_and_untouched() {
+        let claims = json!({"sub": "x", "exp": 1});
+        let token = sign(b"key", &claims);
+        assert!(is_jwt(&token));
+        assert_eq!(verify(b"key", &token), Some(claims));
+        assert_eq!(verify(b"other", &token), None);
+        let (head, _) = token.split_once('.').unwrap();
+        let forged = format!("{head}.{}.{}", b64(br#"{"sub":"admin","exp":1}"#), token.rsplit_once('.').unwrap().1);
+        assert_eq!(verify(b"key", &forged), None);
+        let none_alg = format!("{}.{}.", b64(br#"{"alg":"none"}"#), b64(br#"{"sub":"x"}"#));
+        assert_eq!(verify(b"key", &none_alg), None);
+    }
+}
