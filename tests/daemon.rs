@@ -21,6 +21,8 @@ struct Node {
     bridge: String,
     cidr: String,
     daemon: Option<Child>,
+    /// Where it serves /metrics over TCP.
+    metrics_port: u16,
 }
 
 impl Node {
@@ -37,6 +39,7 @@ impl Node {
             bridge: format!("ndd{}x{n}", pid % 100_000),
             cidr: format!("10.{}.{}.0/24", 150 + pid % 100, 10 + n),
             daemon: None,
+            metrics_port: 20_000 + (pid % 20_000) as u16 + n as u16,
         };
         node.start();
         node
@@ -55,7 +58,13 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
             .arg("--root")
             .arg(self.root())
-            .args(["daemon", "--restart-backoff", "0.2"])
+            .args([
+                "daemon",
+                "--restart-backoff",
+                "0.2",
+                "--metrics-address",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
             .env("NODECTL_BRIDGE", &self.bridge)
             .env("NODECTL_POD_CIDR", &self.cidr)
             .stdin(Stdio::null())
@@ -281,12 +290,26 @@ fn a_bad_manifest_is_refused_naming_the_field_and_a_second_daemon_is_refused() {
     assert_eq!(second.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&second.stderr).contains("another nodectl daemon holds"), "{second:?}");
 
-    // A missing image ends as a pod status with a reason, not as a daemon error.
-    let missing = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: m}\nspec:\n  containers: [{name: c, image: 'not-here:v1', imagePullPolicy: Never}]\n");
+    // A missing image is a pod waiting with the kubelet's reason, not a daemon error; it
+    // starts once the image is there.
+    let missing = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: m}\nspec:\n  containers: [{name: c, image: 'not-here:v1', imagePullPolicy: Never, command: [sleep, '60']}]\n");
     node.ok(&["run", "--detach", &missing]);
-    let p = node.wait_for("m", |p| p["status"]["phase"] == "Failed");
-    assert!(p["status"]["message"].as_str().unwrap().contains("not-here:v1"), "{p:#}");
-    node.ok(&["delete", "pod", "m"]);
+    let p = node
+        .wait_for("m", |p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull");
+    assert_eq!(p["status"]["phase"], "Pending");
+    assert_eq!(
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["message"],
+        "Container image \"not-here:v1\" is not present with pull policy of Never"
+    );
+    assert!(node.ok(&["get", "pods"]).contains("ErrImageNeverPull"));
+    node.ok(&["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "not-here:v1"]);
+    node.wait_for("m", |p| p["status"]["phase"] == "Running");
+    node.ok(&["delete", "pod", "m", "--grace-period", "0"]);
+    // Deleted while it waits: nothing is left either.
+    let never = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: n}\nspec:\n  containers: [{name: c, image: 'not-here:v2', imagePullPolicy: Never}]\n");
+    node.ok(&["run", "--detach", &never]);
+    node.wait_for("n", |p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ErrImageNeverPull");
+    node.ok(&["delete", "pod", "n"]);
     node.assert_clean();
 }
 
@@ -468,4 +491,90 @@ fn probes_gate_readiness_restart_a_dead_container_and_the_prestop_hook_runs_befo
     let pid1 = fs::read_to_string(www.join("pid1")).unwrap();
     assert!(pid1.starts_with("httpd"), "{pid1:?}");
     node.assert_clean();
+}
+
+/// `nodectl exec` with `input` on its stdin.
+fn exec_with(node: &Node, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+        .arg("--root")
+        .arg(node.root())
+        .arg("exec")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn exec_runs_a_command_in_the_container_with_its_streams_a_terminal_and_its_exit_code() {
+    let node = Node::new();
+    let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: ex}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  \
+               - {name: main, image: busybox, imagePullPolicy: Never, command: [sleep, '600'], \
+               securityContext: {runAsUser: 1000}, env: [{name: GREETING, value: hi}]}\n  \
+               - {name: side, image: busybox, imagePullPolicy: Never, command: [sleep, '600']}\n";
+    node.ok(&["run", "--detach", &node.file(pod)]);
+    node.wait_for("ex", |p| p["status"]["containerStatuses"][1]["ready"] == true);
+
+    // Separate streams, the command's exit code, the container's user and environment.
+    let out = exec_with(&node, &["ex", "--", "sh", "-c", "echo out $(id -u) $GREETING; echo err >&2; exit 3"], b"");
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out 1000 hi\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err\n");
+
+    // Our stdin with -i (and none without it); another container with -c.
+    let out = exec_with(&node, &["-i", "ex", "-c", "side", "--", "sh", "-c", "cat; id -u"], b"piped\n");
+    assert_eq!((out.status.code(), String::from_utf8_lossy(&out.stdout).as_ref()), (Some(0), "piped\n0\n"), "{out:?}");
+    let out = exec_with(&node, &["ex", "--", "cat"], b"not passed\n");
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(0), 0), "{out:?}");
+
+    // A terminal made in the container, with -t.
+    let out = exec_with(&node, &["-i", "-t", "ex", "--", "sh"], b"tty; exit 4\n");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    assert!(text.contains("/dev/pts/"), "{text:?}");
+
+    // Usage, as kubectl top and Prometheus see it.
+    let top = node.ok(&["top", "pods"]);
+    let lines: Vec<&str> = top.lines().collect();
+    assert_eq!(lines[0], "NAME   CPU(cores)   MEMORY(bytes)", "{top}");
+    assert!(lines.len() == 2 && lines[1].starts_with("ex ") && lines[1].ends_with("Mi"), "{top}");
+    let per_container = node.ok(&["top", "pods", "--containers"]);
+    assert!(per_container.contains("ex    main") && per_container.contains("ex    side"), "{per_container}");
+    let metrics = http_get(node.metrics_port, "/metrics");
+    for want in [
+        "container_cpu_usage_seconds_total{namespace=\"default\",pod=\"ex\",container=\"main\"} ",
+        "container_memory_working_set_bytes{namespace=\"default\",pod=\"ex\",container=\"side\"} ",
+        "kube_pod_container_status_restarts_total{namespace=\"default\",pod=\"ex\",container=\"main\"} 0",
+        "container_oom_events_total{namespace=\"default\",pod=\"ex\",container=\"main\"} 0",
+        "nodectl_pods{phase=\"Running\"} 1",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+    ] {
+        assert!(metrics.contains(want), "{want} not in {metrics}");
+    }
+    // Only /metrics there: the pods are reached through the root-only socket.
+    assert!(http_get(node.metrics_port, "/api/v1/pods").starts_with("HTTP/1.1 404"));
+
+    // What does not exist is named.
+    let out = exec_with(&node, &["ex", "-c", "nope", "--", "true"], b"");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("container nope is not valid for pod ex"), "{out:?}");
+    let out = exec_with(&node, &["missing", "--", "true"], b"");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pods \"missing\" not found"), "{out:?}");
+    node.ok(&["delete", "pod", "ex"]);
+    node.assert_clean();
+}
+
+/// A whole HTTP/1.1 answer from 127.0.0.1:port (metrics: the head is kept for 404s).
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
 }

@@ -25,6 +25,9 @@ pub struct DaemonArgs {
     /// The delay before a container's first restart, in seconds; it doubles up to 300.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     restart_backoff: f64,
+    /// Serve Prometheus metrics (`/metrics`) on this TCP address too, e.g. 127.0.0.1:10255.
+    #[arg(long, value_name = "ADDRESS:PORT")]
+    metrics_address: Option<std::net::SocketAddr>,
     /// How the daemon logs: text, or JSON lines.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -65,7 +68,17 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
             }
         };
         tracing::info!(socket = %socket.display(), "serving");
-        api::serve(daemon, &socket, shutdown).await
+        if let Some(addr) = args.metrics_address {
+            // Bound before the socket answers, so a bad address fails the start.
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-address {addr}"))?;
+            let router = api::metrics_router(daemon.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::warn!("metrics on {addr}: {e}");
+                }
+            });
+        }
+        api::serve(daemon, &socket, shutdown).await.map_err(anyhow::Error::from)
     })?;
     // Pods are left running: a daemon that stops is not a node that drains.
     Ok(0)

@@ -2,6 +2,7 @@
 //! dispatch only; each verb's work lives in its part.
 
 mod daemon;
+mod exec;
 mod image;
 mod local;
 mod pods;
@@ -55,6 +56,10 @@ enum Command {
     Delete(pods::DeleteArgs),
     /// Print a container's log.
     Logs(pods::LogsArgs),
+    /// Run a command in a running container of a pod of the node daemon.
+    Exec(exec::ExecArgs),
+    /// Cpu and memory of the node daemon's pods.
+    Top(pods::TopArgs),
     /// Show a pod of the node daemon in detail, with its events.
     Describe(pods::DescribeArgs),
     /// A pod's monitor (started by nodectl itself, not by hand).
@@ -94,6 +99,8 @@ pub fn main() -> i32 {
         Command::Get(args) => pods::get(&cli.root, args),
         Command::Delete(args) => pods::delete(&cli.root, args),
         Command::Logs(args) => pods::logs(&cli.root, args),
+        Command::Exec(args) => exec::exec(&cli.root, args),
+        Command::Top(args) => pods::top(&cli.root, args),
         Command::Describe(args) => pods::describe(&cli.root, args),
     };
     match result {

@@ -75,6 +75,24 @@ pub struct LogsArgs {
 }
 
 #[derive(Args)]
+pub struct TopArgs {
+    /// pods (also pod, po)
+    resource: String,
+    /// One pod, by name.
+    name: Option<String>,
+    #[arg(long, short = 'n', default_value = "default")]
+    namespace: String,
+    /// Every namespace.
+    #[arg(long, short = 'A')]
+    all_namespaces: bool,
+    /// A row per container.
+    #[arg(long)]
+    containers: bool,
+    #[command(flatten)]
+    socket: SocketArgs,
+}
+
+#[derive(Args)]
 pub struct ApplyArgs {
     /// The Pod manifest.
     #[arg(long, short = 'f')]
@@ -238,6 +256,11 @@ fn table(items: &[Value], wide: bool, namespaces: bool, now: i64) -> String {
         }
         rows.push(row);
     }
+    columns(rows)
+}
+
+/// Rows as kubectl prints them: each column as wide as its widest cell, three spaces apart.
+fn columns(rows: Vec<Vec<String>>) -> String {
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
@@ -275,6 +298,60 @@ pub fn delete(root: &Path, a: DeleteArgs) -> Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// `nodectl top pods`: cpu in millicores and memory (working set) in MiB, as `kubectl top`.
+pub fn top(root: &Path, a: TopArgs) -> Result<i32> {
+    check_kind(&a.resource)?;
+    let rows = local::call(&a.socket.path(root), "GET", "/api/v1/top", None)?.json()?;
+    let mut rows: Vec<&Value> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| a.all_namespaces || r["namespace"] == a.namespace.as_str())
+        .filter(|r| a.name.as_deref().is_none_or(|n| r["pod"] == n))
+        .collect();
+    rows.sort_by_key(|r| (r["namespace"].to_string(), r["pod"].to_string(), r["container"].to_string()));
+    if rows.is_empty() {
+        if let Some(n) = &a.name {
+            bail!("metrics not available yet for pod {}/{n}", a.namespace);
+        }
+        let _ = writeln!(std::io::stderr(), "No resources found in {} namespace.", a.namespace);
+        return Ok(0);
+    }
+    let n = |v: &Value| v.as_u64().unwrap_or(0);
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut head = if a.containers { vec!["POD", "NAME"] } else { vec!["NAME"] };
+    head.extend(["CPU(cores)", "MEMORY(bytes)"]);
+    if a.all_namespaces {
+        head.insert(0, "NAMESPACE");
+    }
+    out.push(head.iter().map(|h| h.to_string()).collect());
+    // Per pod: its containers summed; per container: one row each.
+    let mut sums: Vec<(String, String, String, u64, u64)> = Vec::new();
+    for r in rows {
+        let (ns, pod, c) = (
+            r["namespace"].as_str().unwrap_or(""),
+            r["pod"].as_str().unwrap_or(""),
+            r["container"].as_str().unwrap_or(""),
+        );
+        match sums.last_mut() {
+            Some(last) if !a.containers && last.0 == ns && last.1 == pod => {
+                last.3 += n(&r["millicores"]);
+                last.4 += n(&r["workingSet"]);
+            }
+            _ => sums.push((ns.into(), pod.into(), c.into(), n(&r["millicores"]), n(&r["workingSet"]))),
+        }
+    }
+    for (ns, pod, c, cpu, mem) in sums {
+        let mut row = if a.containers { vec![pod, c] } else { vec![pod] };
+        row.extend([format!("{cpu}m"), format!("{}Mi", mem >> 20)]);
+        if a.all_namespaces {
+            row.insert(0, ns);
+        }
+        out.push(row);
+    }
+    say(&columns(out))
 }
 
 pub fn logs(root: &Path, a: LogsArgs) -> Result<i32> {

@@ -20,7 +20,7 @@ use super::crilog::Rotation;
 use super::env::{self, EnvSources};
 use super::images::{self, Resolved};
 use super::monitor::client::{self, Monitor};
-use super::monitor::protocol::{Message, Request};
+use super::monitor::protocol::{ExecIo, Message, Request};
 use super::pod_state;
 use super::probe::{self, ContainerChecks, Handler};
 use super::reconcile::{self, Action, ContainerStatus, Desired, Hook, ProbeKind, RestartPolicy, State, Terminated};
@@ -237,27 +237,52 @@ pub fn create(
     make(opts, manifest, accepted, store, resolved, foreground)
 }
 
-/// Makes the rest of an accepted pod (the daemon's); on failure, removes it all.
+/// Makes the rest of an accepted pod (the daemon's) once its images are there; on
+/// failure, removes it all.
 pub fn create_accepted(
     opts: &PodOptions,
     manifest: Manifest,
     accepted: Accepted,
-    reporter: &mut dyn Reporter,
+    images: Images,
 ) -> Result<Owner, PlanError> {
-    match images_of(opts, &manifest, reporter) {
-        Ok((store, resolved)) => make(opts, manifest, accepted, store, resolved, false),
-        Err(e) => {
-            let _ = sandbox::teardown(&opts.root, &accepted.record);
-            Err(e)
-        }
-    }
+    let (store, resolved) = images;
+    make(opts, manifest, accepted, store, resolved, false)
 }
 
-fn images_of(
-    opts: &PodOptions,
-    manifest: &Manifest,
-    reporter: &mut dyn Reporter,
-) -> Result<(Store, Vec<Arc<Resolved>>), PlanError> {
+/// Removes an accepted pod that will not be made (deleted while it waited for an image).
+pub fn abandon(opts: &PodOptions, accepted: Accepted) -> Result<(), PlanError> {
+    let Accepted { record, lock } = accepted;
+    let r = sandbox::teardown(&opts.root, &record);
+    drop(lock);
+    r
+}
+
+/// The pod's containers as they are before anything is made: waiting.
+pub fn initial_statuses(manifest: &Manifest, initial_backoff: Duration) -> Vec<ContainerStatus> {
+    manifest
+        .pod
+        .spec
+        .as_ref()
+        .map(|spec| {
+            containers_of(spec)
+                .iter()
+                .map(|(c, _, init)| ContainerStatus::new(&c.name, *init, initial_backoff))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The name of the container at `field` (`spec.containers[0]`).
+pub fn container_at(manifest: &Manifest, field: &str) -> Option<String> {
+    let spec = manifest.pod.spec.as_ref()?;
+    containers_of(spec).into_iter().find(|(_, f, _)| f == field).map(|(c, _, _)| c.name.clone())
+}
+
+/// A pod's images, found in (or pulled into) the store.
+pub type Images = (Store, Vec<Arc<Resolved>>);
+
+/// Each container's image, pulled if its policy says so.
+pub fn images_of(opts: &PodOptions, manifest: &Manifest, reporter: &mut dyn Reporter) -> Result<Images, PlanError> {
     for w in &manifest.warnings {
         reporter.report(Event::Warning(w.clone()));
     }
@@ -687,7 +712,8 @@ impl Owner {
         let name = match purpose {
             Purpose::Probe { index, .. } | Purpose::PreStop { index } => self.statuses[index].name.clone(),
         };
-        let req = Request::Exec { name, command: command.clone(), timeout_ms: check.timeout.as_millis() as u64 };
+        let io = ExecIo::Capture { timeout_ms: check.timeout.as_millis() as u64 };
+        let req = Request::Exec { name, command: command.clone(), io };
         match self.mon.request(&req) {
             Ok(Message::ExecStarted { exec, .. }) => self.execs.push((exec, purpose)),
             Ok(Message::Error { error }) => self.checked(purpose, Err(error), reporter),

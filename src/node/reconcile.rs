@@ -269,6 +269,9 @@ pub struct ContainerStatus {
     /// Its preStop hook, once the pod is being stopped.
     #[serde(default)]
     pub pre_stop: Hook,
+    /// How many of its runs the kernel's OOM killer ended.
+    #[serde(default)]
+    pub oom_kills: u32,
 }
 
 impl ContainerStatus {
@@ -284,6 +287,7 @@ impl ContainerStatus {
             started: false,
             probes: Default::default(),
             pre_stop: Hook::NotRun,
+            oom_kills: 0,
         }
     }
 
@@ -298,6 +302,9 @@ impl ContainerStatus {
 
     /// It ended: neither started nor ready.
     pub fn now_ended(&mut self, t: Terminated) {
+        if t.oom_killed {
+            self.oom_kills += 1;
+        }
         self.state = State::Exited(t);
         self.started = false;
         self.ready = false;
@@ -792,5 +799,16 @@ mod tests {
             reconcile(&d, &p, t0()).actions,
             [Action::Signal(0, libc::SIGTERM), Action::Signal(1, libc::SIGTERM)]
         );
+    }
+
+    #[test]
+    fn oom_kills_are_counted_over_runs() {
+        let mut c = ContainerStatus::new("c", false, 100 * MS);
+        let mut t = exited(137, t0(), t0());
+        t.oom_killed = true;
+        c.now_ended(t.clone());
+        c.now_ended(exited(1, t0(), t0()));
+        c.now_ended(t);
+        assert_eq!(c.oom_kills, 2);
     }
 }

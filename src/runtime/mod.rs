@@ -21,3 +21,4 @@ mod tty;
 
 pub use container::{CreateOptions, ExecOptions, Runtime, RuntimeError};
 pub use init::set_before_park;
+pub use tty::receive_master;

@@ -4,6 +4,7 @@
 //! containers or pods, and nothing here imports from the rest of the crate.
 
 pub mod exe;
+pub mod fdpass;
 pub mod lock;
 pub mod mount;
 pub mod mountinfo;

@@ -49,7 +49,38 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/v1/namespaces/{ns}/pods/{name}", get(read).delete(delete))
         .route("/api/v1/namespaces/{ns}/pods/{name}/log", get(log))
         .route("/api/v1/namespaces/{ns}/pods/{name}/events", get(events))
+        .route("/api/v1/top", get(top))
+        .route("/metrics", get(metrics))
         .with_state(daemon)
+}
+
+/// `/metrics` alone, for the TCP address Prometheus scrapes (nothing else is reachable
+/// there: the pods are root's, through the unix socket).
+pub fn metrics_router(daemon: Arc<Daemon>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(daemon)
+}
+
+async fn metrics(State(d): Shared) -> Response {
+    let text = tokio::task::spawn_blocking(move || {
+        let usage = super::metrics::usage(&d);
+        super::metrics::render(&d, &usage)
+    })
+    .await;
+    match text {
+        Ok(t) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], t).into_response(),
+        Err(e) => status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+    }
+}
+
+/// The cpu rate and memory of every running container, over a short window.
+async fn top(State(d): Shared) -> Response {
+    const WINDOW: Duration = Duration::from_millis(500);
+    let first = d.clone();
+    let before = tokio::task::spawn_blocking(move || super::metrics::usage(&first)).await.unwrap_or_default();
+    let start = std::time::Instant::now();
+    tokio::time::sleep(WINDOW).await;
+    let after = tokio::task::spawn_blocking(move || super::metrics::usage(&d)).await.unwrap_or_default();
+    json(StatusCode::OK, &super::metrics::top(&before, &after, start.elapsed()))
 }
 
 /// Serves until `shutdown` completes.

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod logs;
+pub mod metrics;
 pub mod status;
 
 use std::collections::BTreeMap;
@@ -307,7 +308,19 @@ impl Daemon {
     /// The pod's thread: make it, keep it until it is over and deleted, remove it.
     fn keep(&self, entry: Arc<Entry>, manifest: Manifest, accepted: owner::Accepted, mut control: Wakeable) {
         let mut reporter = EntryReporter(entry.clone());
-        let made = owner::create_accepted(&self.opts, manifest, accepted, &mut reporter);
+        entry.view().statuses = owner::initial_statuses(&manifest, self.opts.restart_backoff);
+        let made = match self.images(&entry, &manifest, &mut control, &mut reporter) {
+            Ok(Some(images)) => owner::create_accepted(&self.opts, manifest, accepted, images),
+            Ok(None) => {
+                // Deleted while it waited for its image.
+                if let Err(e) = owner::abandon(&self.opts, accepted) {
+                    tracing::warn!("pod {}: removing it: {e}", entry.name());
+                }
+                self.forget(&entry);
+                return;
+            }
+            Err(e) => owner::abandon(&self.opts, accepted).and(Err(e)),
+        };
         let owner = match made {
             Ok(o) => o,
             Err(e) => {
@@ -322,6 +335,54 @@ impl Daemon {
             }
         };
         self.keep_owner(entry, owner, control, reporter);
+    }
+
+    /// The pod's images; while one is missing or cannot be pulled, the pod waits with the
+    /// kubelet's reason (ErrImageNeverPull; ErrImagePull, then ImagePullBackOff until the
+    /// next try) and tries again after a backoff that doubles up to 5 minutes. None if the
+    /// pod was deleted meanwhile; Err for what no retry mends.
+    fn images(
+        &self,
+        entry: &Entry,
+        manifest: &Manifest,
+        control: &mut Wakeable,
+        reporter: &mut EntryReporter,
+    ) -> Result<Option<owner::Images>, PlanError> {
+        let mut backoff = self.opts.restart_backoff.max(Duration::from_millis(100));
+        loop {
+            let e = match owner::images_of(&self.opts, manifest, reporter) {
+                Ok(images) => {
+                    entry.view().facts.waiting.clear();
+                    return Ok(Some(images));
+                }
+                Err(e) => e,
+            };
+            let PlanError::Image { field, source } = &e else { return Err(e) };
+            let name = owner::container_at(manifest, field).unwrap_or_default();
+            let (reason, message) = image_waiting(source);
+            entry.event("Warning", "Failed", format!("Error: {reason}: {message}"));
+            entry.view().facts.waiting.insert(name.clone(), (reason.to_string(), message.clone()));
+            let until = std::time::Instant::now() + backoff;
+            let mut backed_off = false;
+            while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
+                if entry.deleting() {
+                    return Ok(None);
+                }
+                if !backed_off && reason == "ErrImagePull" && left < backoff.saturating_sub(Duration::from_millis(50)) {
+                    // Tried and failed: the kubelet shows the backoff until the next try.
+                    let back = format!("Back-off pulling image \"{}\"", image_name(source));
+                    entry.event("Normal", "BackOff", back.clone());
+                    entry.view().facts.waiting.insert(name.clone(), ("ImagePullBackOff".into(), back));
+                    backed_off = true;
+                }
+                let _ = wait_readable_for(control.fd(), left.min(Duration::from_millis(100)));
+                control.take();
+            }
+            if entry.deleting() {
+                return Ok(None);
+            }
+            backoff = (backoff * 2).min(super::reconcile::MAX_BACKOFF);
+        }
     }
 
     /// Keeps a made pod until it is over and deleted, then removes it.
@@ -472,6 +533,36 @@ fn manifest_from_saved(bytes: &[u8]) -> Option<Manifest> {
         secrets: serde_json::from_value(v.get("secrets").cloned().unwrap_or_default()).unwrap_or_default(),
         warnings: Vec::new(),
     })
+}
+
+/// The kubelet's waiting reason and message for an image that is not there.
+fn image_waiting(e: &super::images::ImageError) -> (&'static str, String) {
+    use super::images::ImageError;
+    match e {
+        ImageError::NeverPulled { image } => {
+            ("ErrImageNeverPull", format!("Container image \"{image}\" is not present with pull policy of Never"))
+        }
+        ImageError::Reference { .. } => ("InvalidImageName", e.to_string()),
+        _ => ("ErrImagePull", e.to_string()),
+    }
+}
+
+fn image_name(e: &super::images::ImageError) -> &str {
+    use super::images::ImageError;
+    match e {
+        ImageError::NeverPulled { image }
+        | ImageError::Store { image, .. }
+        | ImageError::Reference { image, .. }
+        | ImageError::Pull { image, .. }
+        | ImageError::ConfigBlob { image, .. }
+        | ImageError::Config { image, .. } => image,
+    }
+}
+
+fn wait_readable_for(fd: BorrowedFd<'_>, d: Duration) -> nix::Result<i32> {
+    let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+    let ms = i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX))
 }
 
 fn wait_readable(fd: BorrowedFd<'_>) -> nix::Result<i32> {

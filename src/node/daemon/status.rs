@@ -23,6 +23,9 @@ pub struct Facts {
     pub failed: Option<String>,
     /// Being deleted.
     pub terminating: bool,
+    /// Containers not yet made, each with the kubelet's reason and message
+    /// (ErrImageNeverPull, ErrImagePull, ImagePullBackOff, InvalidImageName).
+    pub waiting: std::collections::BTreeMap<String, (String, String)>,
 }
 
 fn time(t: SystemTime) -> Time {
@@ -48,11 +51,20 @@ fn waiting(reason: &str, message: Option<String>) -> ContainerState {
     }
 }
 
-/// One container's status. `id` is the runtime's container id, `image` its image.
-pub fn container_status(c: &ContainerStatus, id: &str, image: &str, creating: bool) -> K8sStatus {
+/// One container's status. `id` is the runtime's container id, `image` its image;
+/// `pending` why it is not made yet, if it is not.
+pub fn container_status(
+    c: &ContainerStatus,
+    id: &str,
+    image: &str,
+    pending: Option<(&str, Option<String>)>,
+) -> K8sStatus {
     let container_id = format!("nodectl://{id}");
     let (state, ready, started) = match &c.state {
-        State::Waiting if creating => (waiting("ContainerCreating", None), false, false),
+        State::Waiting if pending.is_some() => {
+            let (reason, message) = pending.unwrap_or_default();
+            (waiting(reason, message), false, false)
+        }
         State::Waiting => (waiting("PodInitializing", None), false, false),
         State::BackOff { .. } => {
             let msg =
@@ -172,8 +184,12 @@ pub fn pod_status(pod: &Pod, key: &str, statuses: &[ContainerStatus], facts: &Fa
             .and_then(|c| c.image.clone())
             .unwrap_or_default()
     };
+    let pending = |name: &str| match facts.waiting.get(name) {
+        Some((reason, message)) => Some((reason.as_str(), Some(message.clone()))),
+        None => facts.creating.then_some(("ContainerCreating", None)),
+    };
     let make =
-        |c: &ContainerStatus| container_status(c, &format!("{key}.{}", c.name), &image_of(&c.name), facts.creating);
+        |c: &ContainerStatus| container_status(c, &format!("{key}.{}", c.name), &image_of(&c.name), pending(&c.name));
     let init_statuses: Vec<K8sStatus> = statuses.iter().filter(|c| c.init).map(make).collect();
     let container_statuses: Vec<K8sStatus> = statuses.iter().filter(|c| !c.init).map(make).collect();
     let initialized =
@@ -259,7 +275,7 @@ mod tests {
             State::Done(t) => Some(t),
             _ => None,
         };
-        let k = container_status(&s, "p-1.a", "busybox", false);
+        let k = container_status(&s, "p-1.a", "busybox", None);
         let w = k.state.unwrap().waiting.unwrap();
         assert_eq!(w.reason.as_deref(), Some("CrashLoopBackOff"));
         assert_eq!(k.restart_count, 3);

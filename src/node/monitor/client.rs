@@ -17,6 +17,8 @@ use crate::node::crilog::Rotation;
 pub struct Monitor {
     conn: UnixStream,
     buf: Vec<u8>,
+    /// Descriptors that came with messages (a terminal's master with ExecStarted).
+    fds: VecDeque<std::os::fd::OwnedFd>,
     events: VecDeque<Message>,
     child: Option<Child>,
 }
@@ -60,7 +62,8 @@ pub fn spawn(root: &Path, uid: &str, owner: bool, rotation: Rotation) -> Result<
     }
     let child = cmd.spawn().map_err(PlanError::io("start the pod's monitor"))?;
     drop(theirs);
-    let mut m = Monitor { conn: ours, buf: Vec::new(), events: VecDeque::new(), child: Some(child) };
+    let mut m =
+        Monitor { conn: ours, buf: Vec::new(), fds: VecDeque::new(), events: VecDeque::new(), child: Some(child) };
     match m.next(true).map_err(lost("the pod's monitor"))? {
         Some(Message::Ready { ip, hostname }) => Ok((m, Ready { ip, hostname })),
         Some(Message::Failed { error }) => {
@@ -78,7 +81,7 @@ pub fn spawn(root: &Path, uid: &str, owner: bool, rotation: Rotation) -> Result<
 /// Connects to the running monitor of a pod (a daemon that restarted finds its pods' monitors).
 pub fn connect(socket: &Path) -> Result<Monitor, PlanError> {
     let conn = UnixStream::connect(socket).map_err(lost("connect to the pod's monitor"))?;
-    Ok(Monitor { conn, buf: Vec::new(), events: VecDeque::new(), child: None })
+    Ok(Monitor { conn, buf: Vec::new(), fds: VecDeque::new(), events: VecDeque::new(), child: None })
 }
 
 impl Monitor {
@@ -89,7 +92,18 @@ impl Monitor {
 
     /// Asks, and waits for the answer (exits heard meanwhile are kept for [`Monitor::events`]).
     pub fn request(&mut self, req: &Request) -> Result<Message, PlanError> {
-        self.conn.write_all(&protocol::encode(req)).map_err(lost("asking the pod's monitor"))?;
+        self.request_with(req, &[])
+    }
+
+    /// Asks with descriptors attached (an exec's stdio), and waits for the answer.
+    pub fn request_with(&mut self, req: &Request, fds: &[BorrowedFd<'_>]) -> Result<Message, PlanError> {
+        let line = protocol::encode(req);
+        let sent = if fds.is_empty() {
+            0
+        } else {
+            crate::sys::fdpass::send(self.conn.as_fd(), &line, fds).map_err(lost("asking the pod's monitor"))?
+        };
+        self.conn.write_all(&line[sent..]).map_err(lost("asking the pod's monitor"))?;
         loop {
             match self.next(true).map_err(lost("the pod's monitor"))? {
                 Some(m) if m.is_reply() => return Ok(m),
@@ -97,6 +111,11 @@ impl Monitor {
                 None => return Err(PlanError::Monitor("the pod's monitor exited".into())),
             }
         }
+    }
+
+    /// A descriptor that came with the last answers (a terminal's master).
+    pub fn take_fd(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.fds.pop_front()
     }
 
     /// Whether messages were already read from the socket and not yet taken: a request
@@ -135,14 +154,12 @@ impl Monitor {
                 return Err(io::Error::new(io::ErrorKind::InvalidData, "a line longer than 64 KiB"));
             }
             let mut chunk = [0u8; 4096];
-            let flags =
-                if wait { nix::sys::socket::MsgFlags::empty() } else { nix::sys::socket::MsgFlags::MSG_DONTWAIT };
-            match nix::sys::socket::recv(self.conn.as_raw_fd(), &mut chunk, flags) {
-                Ok(0) => return Ok(None),
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
+            let (n, fds) = crate::sys::fdpass::recv(self.conn.as_fd(), &mut chunk, wait)?;
+            if n == 0 {
+                return Ok(None);
             }
+            self.buf.extend_from_slice(&chunk[..n]);
+            self.fds.extend(fds);
         }
     }
 
@@ -176,7 +193,7 @@ mod tests {
     #[test]
     fn an_exit_read_along_with_an_answer_is_pending_not_lost() {
         let (ours, mut theirs) = UnixStream::pair().unwrap();
-        let mut m = Monitor { conn: ours, buf: Vec::new(), events: VecDeque::new(), child: None };
+        let mut m = Monitor { conn: ours, buf: Vec::new(), fds: VecDeque::new(), events: VecDeque::new(), child: None };
         // The container exits before, and right after, the monitor answers: one write
         // carries both, so the socket has nothing left to poll for.
         let mut bytes = protocol::encode(&exited());

@@ -24,7 +24,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use self::protocol::{Message, Request};
+use self::protocol::{ExecIo, Message, Request};
 use super::crilog::{self, Rotation};
 use super::output::Stream;
 use super::pod_state::{self, ContainerRecord, MonitorRecord, SandboxReady};
@@ -60,10 +60,11 @@ struct Slot {
 struct ExecRun {
     exec: u64,
     pid: i32,
-    /// Its stdout and stderr, read as they come.
-    out: fs::File,
+    /// Its stdout and stderr, read as they come, when captured.
+    out: Option<fs::File>,
     output: Vec<u8>,
-    deadline: std::time::Instant,
+    /// Killed then, if it still runs (a probe's timeout).
+    deadline: Option<std::time::Instant>,
     timed_out: bool,
 }
 
@@ -79,7 +80,15 @@ struct Woken {
 struct Client {
     sock: UnixStream,
     buf: Vec<u8>,
+    /// Descriptors that came with its requests, for the next Exec that takes them.
+    fds: std::collections::VecDeque<OwnedFd>,
     gone: bool,
+}
+
+impl Client {
+    fn new(sock: UnixStream) -> Client {
+        Client { sock, buf: Vec::new(), fds: Default::default(), gone: false }
+    }
 }
 
 struct Monitor {
@@ -152,7 +161,7 @@ fn run(opts: Options) -> io::Result<()> {
     if let Some(fd) = opts.control {
         let sock = UnixStream::from(fd);
         sock.set_nonblocking(true)?;
-        m.clients.push(Client { sock, buf: Vec::new(), gone: false });
+        m.clients.push(Client::new(sock));
     }
     let ready_path = SandboxReady::path(&m.dir);
     let first = match pod_state::read_json::<SandboxReady>(&ready_path) {
@@ -193,7 +202,7 @@ fn listen(path: &Path) -> Option<UnixListener> {
 impl Monitor {
     fn serve(&mut self, signals: &SignalFd) -> io::Result<()> {
         while !self.finished {
-            let timeout = self.execs.iter().map(|e| e.deadline).min().map_or(PollTimeout::NONE, |d| {
+            let timeout = self.execs.iter().filter_map(|e| e.deadline).min().map_or(PollTimeout::NONE, |d| {
                 let ms = d.saturating_duration_since(std::time::Instant::now()).as_millis().min(60_000) as i32 + 1;
                 PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
             });
@@ -210,7 +219,9 @@ impl Monitor {
                     fds.push(PollFd::new(c.sock.as_fd(), PollFlags::POLLIN));
                 }
                 for e in &self.execs {
-                    fds.push(PollFd::new(e.out.as_fd(), PollFlags::POLLIN));
+                    // A run without captured output is polled on the signalfd instead (a
+                    // harmless duplicate), so the indexes stay one per exec.
+                    fds.push(PollFd::new(e.out.as_ref().map_or(signals.as_fd(), |o| o.as_fd()), PollFlags::POLLIN));
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -241,7 +252,7 @@ impl Monitor {
             if listener_ready && let Some(l) = &self.listener {
                 while let Ok((sock, _)) = l.accept() {
                     if sock.set_nonblocking(true).is_ok() {
-                        self.clients.push(Client { sock, buf: Vec::new(), gone: false });
+                        self.clients.push(Client::new(sock));
                     }
                 }
             }
@@ -262,12 +273,20 @@ impl Monitor {
     fn read_client(&mut self, i: usize) {
         let mut buf = [0u8; 4096];
         loop {
-            match self.clients[i].sock.read(&mut buf) {
-                Ok(0) => {
+            match crate::sys::fdpass::recv(self.clients[i].sock.as_fd(), &mut buf, false) {
+                Ok((0, _)) => {
                     self.clients[i].gone = true;
                     break;
                 }
-                Ok(n) => self.clients[i].buf.extend_from_slice(&buf[..n]),
+                Ok((n, fds)) => {
+                    let c = &mut self.clients[i];
+                    c.buf.extend_from_slice(&buf[..n]);
+                    c.fds.extend(fds);
+                    // Descriptors no request takes are not hoarded.
+                    while c.fds.len() > crate::sys::fdpass::MAX_FDS {
+                        c.fds.pop_front();
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(_) => {
@@ -282,11 +301,21 @@ impl Monitor {
             return;
         }
         for line in lines {
-            let reply = match serde_json::from_slice::<Request>(&line) {
-                Ok(req) => self.handle(req),
-                Err(e) => Message::Error { error: format!("not a request: {e}") },
+            let (reply, fd) = match serde_json::from_slice::<Request>(&line) {
+                Ok(Request::Exec { name, command, io }) => {
+                    let passed: Vec<OwnedFd> = match io {
+                        ExecIo::Passed => self.clients[i].fds.drain(..).collect(),
+                        _ => Vec::new(),
+                    };
+                    match self.exec(&name, command, io, passed) {
+                        Ok((exec, pid, master)) => (Message::ExecStarted { exec, pid }, master),
+                        Err(error) => (Message::Error { error }, None),
+                    }
+                }
+                Ok(req) => (self.handle(req), None),
+                Err(e) => (Message::Error { error: format!("not a request: {e}") }, None),
             };
-            send(&mut self.clients[i], &reply);
+            send_with(&mut self.clients[i], &reply, fd.as_ref().map(|f| f.as_fd()));
             if self.finished {
                 return;
             }
@@ -308,10 +337,7 @@ impl Monitor {
                 let error = self.rt.kill(&slot.id, signal, signal == libc::SIGKILL).err().map(|e| e.to_string());
                 Message::Done { error }
             }
-            Request::Exec { name, command, timeout_ms } => match self.exec(&name, command, timeout_ms) {
-                Ok((exec, pid)) => Message::ExecStarted { exec, pid },
-                Err(error) => Message::Error { error },
-            },
+            Request::Exec { .. } => Message::Error { error: "exec is answered by the caller".into() },
             Request::Teardown => {
                 let error = self.teardown().err().map(|e| e.to_string());
                 self.finished = true;
@@ -390,7 +416,14 @@ impl Monitor {
 
     /// Starts `command` in the running container `name` as its own process runs; the
     /// process is ours to reap (we are the subreaper it is handed to).
-    fn exec(&mut self, name: &str, command: Vec<String>, timeout_ms: u64) -> Result<(u64, i32), String> {
+    /// A terminal's master comes back for the caller (ExecIo::Tty).
+    fn exec(
+        &mut self,
+        name: &str,
+        command: Vec<String>,
+        io: ExecIo,
+        passed: Vec<OwnedFd>,
+    ) -> Result<(u64, i32, Option<OwnedFd>), String> {
         let slot = self
             .slots
             .iter()
@@ -404,42 +437,79 @@ impl Monitor {
         process.args = command;
         process.terminal = false;
         process.console_size = None;
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
-        let null = fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
-        let opts = crate::runtime::ExecOptions {
-            detach: true,
-            stdio: Some([null.as_raw_fd(), write.as_raw_fd(), write.as_raw_fd()]),
-            ..Default::default()
-        };
-        let pid_file = self.dir.join(format!("exec-{}.pid", self.next_exec));
-        let opts = crate::runtime::ExecOptions { pid_file: Some(pid_file.clone()), ..opts };
-        let r = self.rt.exec(&slot.id, &process, &opts);
-        drop(write);
-        let pid = fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
-        let _ = fs::remove_file(&pid_file);
-        r.map_err(|e| format!("exec in container {name}: {e}"))?;
-        let pid = pid.ok_or_else(|| format!("exec in container {name}: no pid"))?;
-        let out = fs::File::from(read);
-        let _ = nix::fcntl::fcntl(&out, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
         let exec = self.next_exec;
         self.next_exec += 1;
-        self.execs.push(ExecRun {
-            exec,
-            pid,
-            out,
-            output: Vec::new(),
-            deadline: std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms),
-            timed_out: false,
-        });
-        Ok((exec, pid))
+        let pid_file = self.dir.join(format!("exec-{exec}.pid"));
+        let mut opts =
+            crate::runtime::ExecOptions { detach: true, pid_file: Some(pid_file.clone()), ..Default::default() };
+        // What the process gets, and what we keep: a capture pipe's read end, or the
+        // socket the runtime sends a terminal's master to.
+        let mut capture = None;
+        let mut console = None;
+        let mut held: Vec<OwnedFd> = Vec::new();
+        let mut deadline = None;
+        match io {
+            ExecIo::Capture { timeout_ms } => {
+                let (read, write) =
+                    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+                let null: OwnedFd = fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?.into();
+                opts.stdio = Some([null.as_raw_fd(), write.as_raw_fd(), write.as_raw_fd()]);
+                held.extend([null, write]);
+                capture = Some(read);
+                deadline = Some(std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms));
+            }
+            ExecIo::Passed => {
+                let [i, o, e] = <[OwnedFd; 3]>::try_from(passed)
+                    .map_err(|p| format!("an exec with passed stdio needs 3 descriptors, {} came", p.len()))?;
+                opts.stdio = Some([i.as_raw_fd(), o.as_raw_fd(), e.as_raw_fd()]);
+                held.extend([i, o, e]);
+            }
+            ExecIo::Tty { rows, cols } => {
+                let path = self.dir.join(format!("exec-{exec}.console"));
+                let _ = fs::remove_file(&path);
+                let l = UnixListener::bind(&path).map_err(|e| format!("console socket {}: {e}", path.display()))?;
+                process.terminal = true;
+                process.console_size = Some((rows, cols));
+                opts.console_socket = Some(path.clone());
+                console = Some((l, path));
+            }
+        }
+        let r = self.rt.exec(&slot.id, &process, &opts);
+        drop(held);
+        let pid = fs::read_to_string(&pid_file).ok().and_then(|p| p.trim().parse::<i32>().ok());
+        let _ = fs::remove_file(&pid_file);
+        let master = match &console {
+            Some((l, path)) => {
+                let _ = fs::remove_file(path);
+                match r {
+                    // The runtime connected and sent the master before the process ran.
+                    Ok(_) => Some(
+                        l.accept()
+                            .and_then(|(sock, _)| crate::runtime::receive_master(&sock))
+                            .map_err(|e| format!("exec in container {name}: its terminal: {e}"))?,
+                    ),
+                    Err(_) => None,
+                }
+            }
+            None => None,
+        };
+        r.map_err(|e| format!("exec in container {name}: {e}"))?;
+        let pid = pid.ok_or_else(|| format!("exec in container {name}: no pid"))?;
+        let out = capture.map(fs::File::from);
+        if let Some(out) = &out {
+            let _ = nix::fcntl::fcntl(out, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));
+        }
+        self.execs.push(ExecRun { exec, pid, out, output: Vec::new(), deadline, timed_out: false });
+        Ok((exec, pid, master))
     }
 
     /// Takes what an exec wrote, keeping the first probe::MAX_OUTPUT bytes.
     fn read_exec(&mut self, i: usize) {
         let e = &mut self.execs[i];
+        let Some(out) = e.out.as_mut() else { return };
         let mut buf = [0u8; 4096];
         loop {
-            match e.out.read(&mut buf) {
+            match out.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
                     let room = super::probe::MAX_OUTPUT.saturating_sub(e.output.len());
@@ -455,7 +525,7 @@ impl Monitor {
     fn expire_execs(&mut self) {
         let now = std::time::Instant::now();
         for e in &mut self.execs {
-            if !e.timed_out && e.deadline <= now {
+            if !e.timed_out && e.deadline.is_some_and(|d| d <= now) {
                 e.timed_out = true;
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(e.pid), Signal::SIGKILL);
             }
@@ -587,11 +657,25 @@ impl Monitor {
 /// Sends one message; a client that cannot take it now (its buffer is full: it does not
 /// read) is dropped rather than waited for. It can read the records and connect again.
 fn send(c: &mut Client, msg: &Message) {
+    send_with(c, msg, None)
+}
+
+/// Sends one message, with a descriptor attached to its first byte.
+fn send_with(c: &mut Client, msg: &Message, fd: Option<std::os::fd::BorrowedFd<'_>>) {
     if c.gone {
         return;
     }
     let line = protocol::encode(msg);
     let mut at = 0;
+    if let Some(fd) = fd {
+        match crate::sys::fdpass::send(c.sock.as_fd(), &line, &[fd]) {
+            Ok(n) => at = n,
+            Err(_) => {
+                c.gone = true;
+                return;
+            }
+        }
+    }
     while at < line.len() {
         match c.sock.write(&line[at..]) {
             Ok(n) => at += n,

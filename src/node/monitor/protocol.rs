@@ -24,13 +24,26 @@ pub enum Request {
     /// Send a signal to a container's processes (all of them with SIGKILL).
     Signal { name: String, signal: i32 },
     /// Run a command in a running container, as its process runs (user, environment,
-    /// capabilities, seccomp), with stdin from /dev/null and stdout and stderr captured
-    /// (at most probe::MAX_OUTPUT bytes kept); killed after `timeout_ms`. Answered with
-    /// ExecStarted, then ExecExited when it ends.
-    #[serde(rename_all = "camelCase")]
-    Exec { name: String, command: Vec<String>, timeout_ms: u64 },
+    /// capabilities, seccomp), its stdio as `io` says. Answered with ExecStarted, then
+    /// ExecExited when it ends.
+    Exec { name: String, command: Vec<String>, io: ExecIo },
     /// Kill every container, remove the sandbox and the pod's directory, and exit.
     Teardown,
+}
+
+/// Where an exec's stdin, stdout and stderr go.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ExecIo {
+    /// stdin from /dev/null; stdout and stderr captured (at most probe::MAX_OUTPUT bytes
+    /// kept) and sent with ExecExited; killed after `timeout_ms` (a probe, a hook).
+    #[serde(rename_all = "camelCase")]
+    Capture { timeout_ms: u64 },
+    /// The three descriptors sent with the request (SCM_RIGHTS): pipes of the client's,
+    /// never its own terminal or files (a container could reopen them through /proc).
+    Passed,
+    /// A new terminal in the container, of this size; its master comes with ExecStarted.
+    Tty { rows: u16, cols: u16 },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
