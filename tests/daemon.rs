@@ -403,6 +403,8 @@ fn logs_follow_a_running_container_to_its_end_and_describe_shows_states_and_even
         "    Restart Count:  0\n",
         "  Ready             False\n",
         "QoS Class:        BestEffort\n",
+        "Container image \"busybox\" already present on machine",
+        "Created container c",
         "Started container c",
     ] {
         assert!(text.contains(want), "{want:?} not in:\n{text}");

@@ -51,8 +51,17 @@ pub struct Writer {
 }
 
 impl Writer {
+    /// The log of run number `restart`; the logs of runs before the previous one go (the
+    /// kubelet keeps one dead container per container, so `logs --previous` still works).
     pub fn open(dir: &Path, restart: u32, rotation: Rotation) -> io::Result<Writer> {
         fs::create_dir_all(dir)?;
+        for e in fs::read_dir(dir)?.flatten() {
+            let name = e.file_name();
+            let run = name.to_str().and_then(|n| n.split_once(".log")).and_then(|(n, _)| n.parse::<u32>().ok());
+            if run.is_some_and(|r| r.saturating_add(1) < restart) {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         let path = dir.join(format!("{restart}.log"));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = file.metadata()?.len();
@@ -135,6 +144,19 @@ pub fn parse(line: &[u8]) -> Option<Line<'_>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_new_run_removes_the_logs_of_runs_before_the_previous_one() {
+        let d = tempfile::tempdir().unwrap();
+        for f in ["0.log", "0.log.1", "1.log", "2.log", "notes"] {
+            fs::write(d.path().join(f), "x").unwrap();
+        }
+        Writer::open(d.path(), 3, Rotation::default()).unwrap();
+        let mut left: Vec<String> =
+            fs::read_dir(d.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        left.sort();
+        assert_eq!(left, ["2.log", "3.log", "notes"]);
+    }
 
     #[test]
     fn lines_are_written_in_the_cri_format_and_parse_back() {

@@ -11,6 +11,8 @@ use crate::image::store::{ImageRecord, Store, StoreError};
 pub struct Resolved {
     pub record: ImageRecord,
     pub config: Option<ImageConfig>,
+    /// Pulled now, taking this long (None: it was in the store).
+    pub pulled: Option<std::time::Duration>,
 }
 
 /// The kubelet's default policy: Always for `:latest` or no tag, IfNotPresent otherwise.
@@ -61,6 +63,7 @@ pub fn resolve(
         Err(StoreError::NotFound(_)) => None,
         Err(source) => return Err(fail(ImageError::Store { image: image.into(), source })),
     };
+    let mut pulled_in = None;
     let record = match (policy, local) {
         ("Never", Some(r)) | ("IfNotPresent", Some(r)) => r,
         ("Never", None) => {
@@ -69,11 +72,15 @@ pub fn resolve(
         (_, local) => {
             let reference: Reference =
                 image.parse().map_err(|source| fail(ImageError::Reference { image: image.into(), source }))?;
+            let started = std::time::Instant::now();
             let pulled = pull::pull(store, &reference, pull_opts);
             // The pull's event loop had threads; the runtime forks only when they are gone.
             crate::sys::process::wait_single_threaded();
             match pulled {
-                Ok(r) => r,
+                Ok(r) => {
+                    pulled_in = Some(started.elapsed());
+                    r
+                }
                 // Always, with a copy at hand and the registry out of reach: a machine
                 // without a network still runs what it has, and says so.
                 Err(e) if let Some(warned) = local => {
@@ -92,5 +99,5 @@ pub fn resolve(
     let parsed: ImageConfiguration = serde_json::from_slice(&bytes).map_err(|source| {
         fail(ImageError::Config { image: image.into(), digest: record.config.to_string(), source })
     })?;
-    Ok(Resolved { config: parsed.config().clone(), record })
+    Ok(Resolved { config: parsed.config().clone(), record, pulled: pulled_in })
 }

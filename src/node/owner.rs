@@ -53,6 +53,15 @@ pub struct PodOptions {
 #[derive(Clone, Debug)]
 pub enum Event {
     Warning(String),
+    /// The container's image is there: pulled now, or already present (the kubelet's
+    /// Pulled event, with its wording).
+    Pulled {
+        name: String,
+        message: String,
+    },
+    Created {
+        name: String,
+    },
     Started {
         name: String,
     },
@@ -774,6 +783,18 @@ impl Owner {
         });
         match started {
             Ok((pid, started_at)) => {
+                // Created and started in one step by the monitor.
+                let name = self.statuses[i].name.clone();
+                let image = self.parts[i].spec.image.clone().unwrap_or_default();
+                let message = match self.parts[i].image.pulled {
+                    // Told once: the first run is the one that waited for it.
+                    Some(took) if self.statuses[i].restart_count == 0 => {
+                        format!("Successfully pulled image \"{image}\" in {:.3}s", took.as_secs_f64())
+                    }
+                    _ => format!("Container image \"{image}\" already present on machine"),
+                };
+                reporter.report(Event::Pulled { name: name.clone(), message });
+                reporter.report(Event::Created { name });
                 let probes = self.desired.probes_of(i);
                 self.statuses[i].now_running(pid, started_at, &probes);
                 reporter.report(Event::Started { name: self.statuses[i].name.clone() });

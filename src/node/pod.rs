@@ -37,7 +37,7 @@ impl Reporter for Printer {
     fn report(&mut self, event: Event) {
         match event {
             Event::Warning(w) => say(&format!("warning: {w}")),
-            Event::Started { .. } => {}
+            Event::Started { .. } | Event::Pulled { .. } | Event::Created { .. } => {}
             Event::CouldNotStart { name, error } => say(&format!("container {name}: could not start: {error}")),
             Event::Exited { name, terminated: t } => {
                 if t.oom_killed {

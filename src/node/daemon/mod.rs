@@ -184,6 +184,8 @@ impl Reporter for EntryReporter {
         let e = &self.0;
         match event {
             Event::Warning(w) => e.event("Warning", "Warning", w),
+            Event::Pulled { message, .. } => e.event("Normal", "Pulled", message),
+            Event::Created { name } => e.event("Normal", "Created", format!("Created container {name}")),
             Event::Started { name } => e.event("Normal", "Started", format!("Started container {name}")),
             Event::CouldNotStart { name, error } => {
                 e.event("Warning", "Failed", format!("Error: container {name}: {error}"))
