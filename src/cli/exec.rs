@@ -89,6 +89,18 @@ fn ended(mon: &mut Monitor, exec: u64) -> Result<Option<i32>> {
     }))
 }
 
+/// One poll, for 100 ms when `short` (the command ended, or its end was already read)
+/// else until something comes: how many descriptors are ready, and which. None when a
+/// signal broke in.
+fn wait(fds: &mut [PollFd<'_>], short: bool) -> Result<Option<(i32, Vec<bool>)>> {
+    let timeout = if short { PollTimeout::from(100u16) } else { PollTimeout::NONE };
+    match poll(fds, timeout) {
+        Ok(n) => Ok(Some((n, fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()))),
+        Err(nix::errno::Errno::EINTR) => Ok(None),
+        Err(e) => Err(e).context("poll"),
+    }
+}
+
 fn pipe() -> Result<(File, File)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     Ok((File::from(r), File::from(w)))
@@ -119,13 +131,7 @@ fn with_pipes(mon: &mut Monitor, container: String, command: Vec<String>, stdin:
         }
         // Once the command ended, what it left in the pipes is read; a child of its that
         // keeps them open is not waited for.
-        let timeout = if code.is_some() || mon.pending() { PollTimeout::from(100u16) } else { PollTimeout::NONE };
-        let n = match poll(&mut fds, timeout) {
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("poll"),
-        };
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        let Some((n, ready)) = wait(&mut fds, code.is_some() || mon.pending())? else { continue };
         drop(fds);
         if n == 0 && code.is_some() {
             break;
@@ -233,13 +239,7 @@ fn with_terminal(mon: &mut Monitor, container: String, command: Vec<String>, std
         if stdin_open {
             fds.push(PollFd::new(stdin.as_fd(), PollFlags::POLLIN));
         }
-        let timeout = if code.is_some() || mon.pending() { PollTimeout::from(100u16) } else { PollTimeout::NONE };
-        let n = match poll(&mut fds, timeout) {
-            Ok(n) => n,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e).context("poll"),
-        };
-        let ready: Vec<bool> = fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect();
+        let Some((n, ready)) = wait(&mut fds, code.is_some() || mon.pending())? else { continue };
         drop(fds);
         if n == 0 && code.is_some() {
             break;
