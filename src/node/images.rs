@@ -47,6 +47,20 @@ pub enum ImageError {
     Config { image: String, digest: String, source: serde_json::Error },
 }
 
+impl ImageError {
+    /// The image it is about, as the manifest names it.
+    pub fn image(&self) -> &str {
+        match self {
+            ImageError::NeverPulled { image }
+            | ImageError::Store { image, .. }
+            | ImageError::Reference { image, .. }
+            | ImageError::Pull { image, .. }
+            | ImageError::ConfigBlob { image, .. }
+            | ImageError::Config { image, .. } => image,
+        }
+    }
+}
+
 /// Finds (or pulls) `image` for the container at `field`. `warn` gets messages to print.
 pub fn resolve(
     store: &Store,

@@ -6,14 +6,14 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, ToSocketAddrs};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::sync::mpsc;
+use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::reconcile::{ProbeKind, ProbeTiming, Probes};
+use crate::sys::wake;
 
 /// The most of a probe's output kept for its event (the kubelet keeps 10 KiB).
 pub const MAX_OUTPUT: usize = 10 * 1024;
@@ -137,42 +137,35 @@ fn http(c: &Container, h: &k8s_openapi::api::core::v1::HTTPGetAction) -> Result<
     })
 }
 
-/// Runs network checks on threads and hands their results back through a pipe the owner
+type Outcome<T> = (T, Result<(), String>);
+
+/// Runs network checks on threads and hands their results back through a queue the owner
 /// polls.
 pub struct Runner<T> {
-    read: OwnedFd,
-    write: std::sync::Arc<OwnedFd>,
-    tx: mpsc::Sender<(T, Result<(), String>)>,
-    rx: mpsc::Receiver<(T, Result<(), String>)>,
+    tx: wake::Sender<Outcome<T>>,
+    rx: wake::Receiver<Outcome<T>>,
 }
 
 impl<T: Send + 'static> Runner<T> {
     pub fn new() -> std::io::Result<Runner<T>> {
-        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-        let (tx, rx) = mpsc::channel();
-        Ok(Runner { read, write: std::sync::Arc::new(write), tx, rx })
+        let (tx, rx) = wake::channel()?;
+        Ok(Runner { tx, rx })
     }
 
     pub fn fd(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
+        self.rx.fd()
     }
 
     /// Runs a network or sleep check against `ip`; its result comes back with `token`.
     pub fn spawn(&self, token: T, check: &Check, ip: Option<Ipv4Addr>) -> std::io::Result<()> {
-        let (tx, write, check) = (self.tx.clone(), self.write.clone(), check.clone());
-        std::thread::Builder::new().name("probe".into()).spawn(move || {
-            let result = run_network(&check, ip);
-            let _ = tx.send((token, result));
-            let _ = nix::unistd::write(write.as_fd(), b"!");
-        })?;
+        let (tx, check) = (self.tx.clone(), check.clone());
+        std::thread::Builder::new().name("probe".into()).spawn(move || tx.send((token, run_network(&check, ip))))?;
         Ok(())
     }
 
     /// The results that came.
-    pub fn take(&mut self) -> Vec<(T, Result<(), String>)> {
-        let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(&self.read, &mut buf), Ok(n) if n > 0) {}
-        self.rx.try_iter().collect()
+    pub fn take(&mut self) -> Vec<Outcome<T>> {
+        self.rx.take()
     }
 }
 

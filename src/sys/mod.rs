@@ -12,6 +12,7 @@ pub mod process;
 pub mod resolve;
 pub mod tty;
 pub mod unwind;
+pub mod wake;
 
 use std::io;
 

@@ -12,7 +12,7 @@ pub mod metrics;
 pub mod status;
 
 use std::collections::BTreeMap;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
@@ -137,43 +137,25 @@ impl Entry {
     }
 }
 
-/// Wakes a pod's owner thread with commands: a pipe it polls, and a queue.
-#[derive(Clone)]
-struct Waker {
-    write: Arc<OwnedFd>,
-    queue: Arc<Mutex<Vec<Command>>>,
-}
+/// Wakes a pod's owner thread with commands.
+type Waker = crate::sys::wake::Sender<Command>;
 
-impl Waker {
-    fn send(&self, c: Command) {
-        if let Ok(mut q) = self.queue.lock() {
-            q.push(c);
-        }
-        let _ = nix::unistd::write(self.write.as_fd(), b"!");
-    }
-}
-
-struct Wakeable {
-    read: OwnedFd,
-    queue: Arc<Mutex<Vec<Command>>>,
-}
+/// The owner's end: a queue it polls.
+struct Wakeable(crate::sys::wake::Receiver<Command>);
 
 impl Control for Wakeable {
     fn fd(&self) -> BorrowedFd<'_> {
-        self.read.as_fd()
+        self.0.fd()
     }
 
     fn take(&mut self) -> Vec<Command> {
-        let mut buf = [0u8; 64];
-        while matches!(nix::unistd::read(&self.read, &mut buf), Ok(n) if n > 0) {}
-        self.queue.lock().map(|mut q| std::mem::take(&mut *q)).unwrap_or_default()
+        self.0.take()
     }
 }
 
 fn wake_pair() -> std::io::Result<(Waker, Wakeable)> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
-    let queue = Arc::new(Mutex::new(Vec::new()));
-    Ok((Waker { write: Arc::new(write), queue: queue.clone() }, Wakeable { read, queue }))
+    let (tx, rx) = crate::sys::wake::channel()?;
+    Ok((tx, Wakeable(rx)))
 }
 
 /// Turns the owner's events into the pod's events and view.
@@ -329,7 +311,7 @@ impl Daemon {
                 self.failed(&entry, &e);
                 // Kept, with its reason, until deleted.
                 while !entry.deleting() {
-                    let _ = wait_readable(control.fd());
+                    let _ = wait_readable(control.fd(), None);
                     control.take();
                 }
                 self.forget(&entry);
@@ -363,24 +345,18 @@ impl Daemon {
             let name = owner::container_at(manifest, field).unwrap_or_default();
             let (reason, message) = image_waiting(source);
             entry.event("Warning", "Failed", format!("Error: {reason}: {message}"));
-            entry.view().facts.waiting.insert(name.clone(), (reason.to_string(), message.clone()));
-            let until = std::time::Instant::now() + backoff;
-            let mut backed_off = false;
-            while let Some(left) = until.checked_duration_since(std::time::Instant::now()) {
-                if entry.deleting() {
+            entry.view().facts.waiting.insert(name.clone(), (reason.to_string(), message));
+            let next_try = std::time::Instant::now() + backoff;
+            if reason == "ErrImagePull" {
+                // Tried and failed: the kubelet shows the backoff until the next try.
+                if !wait_unless_deleted(entry, control, next_try.min(std::time::Instant::now() + PULL_ERROR_SHOWN)) {
                     return Ok(None);
                 }
-                if !backed_off && reason == "ErrImagePull" && left < backoff.saturating_sub(Duration::from_millis(50)) {
-                    // Tried and failed: the kubelet shows the backoff until the next try.
-                    let back = format!("Back-off pulling image \"{}\"", image_name(source));
-                    entry.event("Normal", "BackOff", back.clone());
-                    entry.view().facts.waiting.insert(name.clone(), ("ImagePullBackOff".into(), back));
-                    backed_off = true;
-                }
-                let _ = wait_readable_for(control.fd(), left.min(Duration::from_millis(100)));
-                control.take();
+                let back = format!("Back-off pulling image \"{}\"", source.image());
+                entry.event("Normal", "BackOff", back.clone());
+                entry.view().facts.waiting.insert(name, ("ImagePullBackOff".into(), back));
             }
-            if entry.deleting() {
+            if !wait_unless_deleted(entry, control, next_try) {
                 return Ok(None);
             }
             backoff = (backoff * 2).min(super::reconcile::MAX_BACKOFF);
@@ -410,7 +386,7 @@ impl Daemon {
         }
         // A pod that ended keeps its logs and status until it is deleted.
         while !entry.deleting() {
-            let _ = wait_readable(control.fd());
+            let _ = wait_readable(control.fd(), None);
             control.take();
         }
         entry.event("Normal", "Killing", "Removing the pod".into());
@@ -549,25 +525,26 @@ fn image_waiting(e: &super::images::ImageError) -> (&'static str, String) {
     }
 }
 
-fn image_name(e: &super::images::ImageError) -> &str {
-    use super::images::ImageError;
-    match e {
-        ImageError::NeverPulled { image }
-        | ImageError::Store { image, .. }
-        | ImageError::Reference { image, .. }
-        | ImageError::Pull { image, .. }
-        | ImageError::ConfigBlob { image, .. }
-        | ImageError::Config { image, .. } => image,
+/// How long ErrImagePull shows before ImagePullBackOff.
+const PULL_ERROR_SHOWN: Duration = Duration::from_millis(50);
+
+/// Waits until `until` on the pod's control (a delete wakes it); false if it was deleted.
+fn wait_unless_deleted(entry: &Entry, control: &mut Wakeable, until: std::time::Instant) -> bool {
+    while !entry.deleting() {
+        let Some(left) = until.checked_duration_since(std::time::Instant::now()) else { return true };
+        let _ = wait_readable(control.fd(), Some(left));
+        control.take();
     }
+    false
 }
 
-fn wait_readable_for(fd: BorrowedFd<'_>, d: Duration) -> nix::Result<i32> {
+/// Waits until `fd` is readable, or `timeout` passed.
+fn wait_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> nix::Result<i32> {
     let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-    let ms = i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
-    nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX))
-}
-
-fn wait_readable(fd: BorrowedFd<'_>) -> nix::Result<i32> {
-    let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
-    nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE)
+    let timeout = timeout.map_or(nix::poll::PollTimeout::NONE, |d| {
+        // Rounded up: a wait that ends early only to come back adds nothing.
+        let ms = i32::try_from(d.as_millis() + 1).unwrap_or(i32::MAX);
+        nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX)
+    });
+    nix::poll::poll(&mut fds, timeout)
 }
