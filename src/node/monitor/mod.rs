@@ -218,10 +218,9 @@ impl Monitor {
                 for c in &self.clients {
                     fds.push(PollFd::new(c.sock.as_fd(), PollFlags::POLLIN));
                 }
-                for e in &self.execs {
-                    // A run without captured output is polled on the signalfd instead (a
-                    // harmless duplicate), so the indexes stay one per exec.
-                    fds.push(PollFd::new(e.out.as_ref().map_or(signals.as_fd(), |o| o.as_fd()), PollFlags::POLLIN));
+                // Only captured output is ours to read; the rest end when reaped.
+                for out in self.execs.iter().filter_map(|e| e.out.as_ref()) {
+                    fds.push(PollFd::new(out.as_fd(), PollFlags::POLLIN));
                 }
                 match poll(&mut fds, timeout) {
                     Ok(_) | Err(nix::errno::Errno::EINTR) => {}
@@ -236,7 +235,9 @@ impl Monitor {
                     at += 1;
                 }
                 let clients = r[at..at + self.clients.len()].to_vec();
-                Woken { slots, listener: l, clients, execs: r[at + self.clients.len()..].to_vec() }
+                let mut captured = r[at + self.clients.len()..].iter();
+                let execs = self.execs.iter().map(|e| e.out.is_some() && *captured.next().unwrap_or(&false)).collect();
+                Woken { slots, listener: l, clients, execs }
             };
             for (i, ready) in execs_ready.into_iter().enumerate() {
                 if ready {
@@ -302,17 +303,7 @@ impl Monitor {
         }
         for line in lines {
             let (reply, fd) = match serde_json::from_slice::<Request>(&line) {
-                Ok(Request::Exec { name, command, io }) => {
-                    let passed: Vec<OwnedFd> = match io {
-                        ExecIo::Passed => self.clients[i].fds.drain(..).collect(),
-                        _ => Vec::new(),
-                    };
-                    match self.exec(&name, command, io, passed) {
-                        Ok((exec, pid, master)) => (Message::ExecStarted { exec, pid }, master),
-                        Err(error) => (Message::Error { error }, None),
-                    }
-                }
-                Ok(req) => (self.handle(req), None),
+                Ok(req) => self.handle(req, i),
                 Err(e) => (Message::Error { error: format!("not a request: {e}") }, None),
             };
             send_with(&mut self.clients[i], &reply, fd.as_ref().map(|f| f.as_fd()));
@@ -322,8 +313,9 @@ impl Monitor {
         }
     }
 
-    fn handle(&mut self, req: Request) -> Message {
-        match req {
+    /// The answer to client `client`'s request, with a descriptor for it if there is one.
+    fn handle(&mut self, req: Request, client: usize) -> (Message, Option<OwnedFd>) {
+        let reply = match req {
             Request::Start { name, id, bundle, restart, echo } => {
                 match self.start(&name, &id, &bundle, restart, echo) {
                     Ok((pid, started_at)) => Message::Started { name, pid, started_at },
@@ -331,19 +323,29 @@ impl Monitor {
                 }
             }
             Request::Signal { name, signal } => {
-                let Some(slot) = self.slots.iter().find(|s| s.name == name && s.pid.is_some()) else {
-                    return Message::Done { error: Some(format!("container {name} is not running")) };
+                let error = match self.slots.iter().find(|s| s.name == name && s.pid.is_some()) {
+                    None => Some(format!("container {name} is not running")),
+                    Some(slot) => self.rt.kill(&slot.id, signal, signal == libc::SIGKILL).err().map(|e| e.to_string()),
                 };
-                let error = self.rt.kill(&slot.id, signal, signal == libc::SIGKILL).err().map(|e| e.to_string());
                 Message::Done { error }
             }
-            Request::Exec { .. } => Message::Error { error: "exec is answered by the caller".into() },
+            Request::Exec { name, command, io } => {
+                let passed: Vec<OwnedFd> = match io {
+                    ExecIo::Passed => self.clients[client].fds.drain(..).collect(),
+                    _ => Vec::new(),
+                };
+                return match self.exec(&name, command, io, passed) {
+                    Ok((exec, pid, master)) => (Message::ExecStarted { exec, pid }, master),
+                    Err(error) => (Message::Error { error }, None),
+                };
+            }
             Request::Teardown => {
                 let error = self.teardown().err().map(|e| e.to_string());
                 self.finished = true;
                 Message::Done { error }
             }
-        }
+        };
+        (reply, None)
     }
 
     fn start(
