@@ -82,7 +82,6 @@ pub enum Event {
     /// A probe failed (the kubelet's Unhealthy event: "Liveness probe failed: …").
     Unhealthy {
         name: String,
-        kind: ProbeKind,
         message: String,
     },
     /// A container is killed for a reason of the kubelet's (a failed liveness probe).
@@ -268,17 +267,12 @@ pub fn abandon(opts: &PodOptions, accepted: Accepted) -> Result<(), PlanError> {
 
 /// The pod's containers as they are before anything is made: waiting.
 pub fn initial_statuses(manifest: &Manifest, initial_backoff: Duration) -> Vec<ContainerStatus> {
-    manifest
-        .pod
-        .spec
-        .as_ref()
-        .map(|spec| {
-            containers_of(spec)
-                .iter()
-                .map(|(c, _, init)| ContainerStatus::new(&c.name, *init, initial_backoff))
-                .collect()
-        })
-        .unwrap_or_default()
+    let containers = manifest.pod.spec.as_ref().map(containers_of).unwrap_or_default();
+    waiting(&containers, initial_backoff)
+}
+
+fn waiting(containers: &[(&Container, String, bool)], initial_backoff: Duration) -> Vec<ContainerStatus> {
+    containers.iter().map(|(c, _, init)| ContainerStatus::new(&c.name, *init, initial_backoff)).collect()
 }
 
 /// The name of the container at `field` (`spec.containers[0]`).
@@ -325,8 +319,7 @@ fn make(
             return Err(e);
         }
     };
-    let statuses =
-        containers.iter().map(|(c, _, init)| ContainerStatus::new(&c.name, *init, opts.restart_backoff)).collect();
+    let statuses = waiting(&containers, opts.restart_backoff);
     let desired = desired_of(spec, opts, &parts, None);
     let checks = probe::Runner::new().map_err(PlanError::io("a pipe for probe results"))?;
 
@@ -520,7 +513,7 @@ pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Resu
     let vols = volumes::existing(&sb.dir.join("volumes"), &manifest.pod);
     let mut statuses = status.containers;
     // What the monitor saw while no one listened.
-    for c in &mut statuses {
+    for (i, c) in statuses.iter_mut().enumerate() {
         let rec: Option<pod_state::ContainerRecord> =
             pod_state::read_json(&pod_state::ContainerRecord::path(&dir, &c.name)).ok().flatten();
         match (rec, &c.state) {
@@ -532,8 +525,7 @@ pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Resu
             }
             // Started by the monitor as the owner died, before the owner wrote it down.
             (Some(r), State::Waiting | State::BackOff { .. }) if r.terminated.is_none() => {
-                let i = parts.iter().position(|p| p.spec.name == c.name).unwrap_or_default();
-                c.now_running(r.pid, r.started_at, &desired.probes.get(i).copied().unwrap_or_default());
+                c.now_running(r.pid, r.started_at, &desired.probes_of(i));
             }
             _ => {}
         }
@@ -746,7 +738,7 @@ impl Owner {
                 let verdict = c.probed(kind, result.is_ok(), &self.desired.probes_of(index), SystemTime::now());
                 if let Err(message) = result {
                     let message = format!("{} probe failed: {}", kind.as_str(), message.trim_end());
-                    reporter.report(Event::Unhealthy { name: name.clone(), kind, message });
+                    reporter.report(Event::Unhealthy { name: name.clone(), message });
                 }
                 if verdict.kill {
                     let message =

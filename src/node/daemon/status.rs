@@ -61,11 +61,10 @@ pub fn container_status(
 ) -> K8sStatus {
     let container_id = format!("nodectl://{id}");
     let (state, ready, started) = match &c.state {
-        State::Waiting if pending.is_some() => {
-            let (reason, message) = pending.unwrap_or_default();
+        State::Waiting => {
+            let (reason, message) = pending.unwrap_or(("PodInitializing", None));
             (waiting(reason, message), false, false)
         }
-        State::Waiting => (waiting("PodInitializing", None), false, false),
         State::BackOff { .. } => {
             let msg =
                 c.last.as_ref().map(|t| format!("back-off restarting failed container {} ({})", c.name, t.reason()));
