@@ -68,23 +68,11 @@ kind: Node
 metadata: {name: n2}
 ";
 
-/// kubectl against `s` with a bearer token instead of the admin kubeconfig.
-fn kubectl_as(s: &Server, token: &str, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .args(["--server", &s.url(""), "--certificate-authority"])
-        .arg(s.dir.join("ca.crt"))
-        .args(["--token", token])
-        .args(args)
-        .env("KUBECONFIG", "/dev/null")
-        .output()
-        .expect("kubectl is installed")
-}
-
 /// Registers `node` with the join token through `kubectl create --raw`: the answer.
 fn register(s: &Server, tmp: &Path, token: &str, node: &str, password: &str) -> Result<Value, String> {
     let body = tmp.join(format!("register-{node}.json"));
     fs::write(&body, json!({"nodeName": node, "password": password}).to_string()).unwrap();
-    let out = kubectl_as(s, token, &["create", "--raw", "/v1-nodectl/register", "-f", body.to_str().unwrap()]);
+    let out = s.kubectl_with_token(token, &["create", "--raw", "/v1-nodectl/register", "-f", body.to_str().unwrap()]);
     if out.status.success() {
         Ok(serde_json::from_slice(&out.stdout).unwrap())
     } else {
@@ -148,11 +136,10 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     let creds = register(&s, tmp.path(), &join, "n1", "n1-password").unwrap();
     assert_eq!((creds["nodeName"].as_str(), creds["user"].as_str()), (Some("n1"), Some("system:node:n1")), "{creds}");
     assert_eq!(creds["caCert"].as_str().unwrap(), fs::read_to_string(s.dir.join("ca.crt")).unwrap());
-    let out = kubectl_as(&s, &join, &["get", "pods"]);
+    let out = s.kubectl_with_token(&join, &["get", "pods"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("Forbidden") && err.contains("system:bootstrap"), "{err}");
-    let out = kubectl_as(
-        &s,
+    let out = s.kubectl_with_token(
         "not-a-token",
         &["create", "--raw", "/v1-nodectl/register", "-f", tmp.path().join("register-n1.json").to_str().unwrap()],
     );
@@ -374,7 +361,7 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
         "the old token still works: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = kubectl_as(&s, again["token"].as_str().unwrap(), &["get", "nodes", "-o", "name"]);
+    let out = s.kubectl_with_token(again["token"].as_str().unwrap(), &["get", "nodes", "-o", "name"]);
     assert!(
         out.status.success() && String::from_utf8_lossy(&out.stdout).contains("node/n1"),
         "{}",
@@ -385,18 +372,18 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     s.stop();
     let s = Server::start(&dir, port, &[]);
     let token = again["token"].as_str().unwrap();
-    let out = kubectl_as(&s, token, &["get", "pods", "-o", "name"]);
+    let out = s.kubectl_with_token(token, &["get", "pods", "-o", "name"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 
     // The admin revokes them: the token is void, and the name registers anew with any
     // password. Neither the node nor the join token may revoke.
-    let out = kubectl_as(&s, token, &["delete", "--raw", "/v1-nodectl/register/n1"]);
+    let out = s.kubectl_with_token(token, &["delete", "--raw", "/v1-nodectl/register/n1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Forbidden"), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = kubectl_as(&s, &join, &["delete", "--raw", "/v1-nodectl/register/n1"]);
+    let out = s.kubectl_with_token(&join, &["delete", "--raw", "/v1-nodectl/register/n1"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Forbidden"), "{}", String::from_utf8_lossy(&out.stderr));
     s.ok(&["delete", "--raw", "/v1-nodectl/register/n1"]);
     assert!(s.fails(&["delete", "--raw", "/v1-nodectl/register/n1"]).contains("NotFound"));
-    let out = kubectl_as(&s, token, &["get", "pods"]);
+    let out = s.kubectl_with_token(token, &["get", "pods"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&out.stderr));
     register(&s, tmp.path(), &join, "n1", "a-new-password").unwrap();
 }

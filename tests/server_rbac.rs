@@ -7,7 +7,6 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use common::server::{Server, free_port};
 use serde_json::{Value, json};
@@ -259,18 +258,6 @@ fn subjects_of(s: &Server, b: &str) -> String {
     s.ok(&["get", "clusterrolebinding", b, "-o", "jsonpath={.subjects[*].name}"])
 }
 
-/// kubectl with a bearer token and no kubeconfig.
-fn kubectl_token(s: &Server, token: &str, args: &[&str]) -> Output {
-    Command::new("kubectl")
-        .args(["--server", &s.url(""), "--certificate-authority"])
-        .arg(s.dir.join("ca.crt"))
-        .args(["--token", token])
-        .args(args)
-        .env("KUBECONFIG", "/dev/null")
-        .output()
-        .expect("kubectl is installed")
-}
-
 #[test]
 fn kubectl_auth_can_i_answers_as_against_kube() {
     let tmp = tempfile::tempdir().unwrap();
@@ -357,12 +344,12 @@ fn impersonation_is_authorized_by_the_impersonate_verb() {
     // A node's token: a user that is not the admin.
     let join = fs::read_to_string(s.dir.join("node-token")).unwrap().trim().to_string();
     let body = write(tmp.path(), "register.json", &json!({"nodeName": "n1", "password": "pw"}).to_string());
-    let out = kubectl_token(&s, &join, &["create", "--raw", "/v1-nodectl/register", "-f", &body]);
+    let out = s.kubectl_with_token(&join, &["create", "--raw", "/v1-nodectl/register", "-f", &body]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = serde_json::from_slice::<Value>(&out.stdout).unwrap()["token"].as_str().unwrap().to_string();
 
     let as_jane = ["--as", "jane", "get", "pods", "-n", "dev"];
-    let out = kubectl_token(&s, &token, &as_jane);
+    let out = s.kubectl_with_token(&token, &as_jane);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()
@@ -384,18 +371,18 @@ subjects:
 - {apiGroup: rbac.authorization.k8s.io, kind: User, name: "system:node:n1"}
 "#;
     s.ok(&["apply", "-f", &write(tmp.path(), "imp.yaml", impersonator)]);
-    let out = kubectl_token(&s, &token, &as_jane);
+    let out = s.kubectl_with_token(&token, &as_jane);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     // As jane, the node has jane's rights, not its own.
-    let out = kubectl_token(&s, &token, &["--as", "jane", "get", "nodes"]);
+    let out = s.kubectl_with_token(&token, &["--as", "jane", "get", "nodes"]);
     assert!(
         !out.status.success()
             && String::from_utf8_lossy(&out.stderr).contains(r#"User "jane" cannot list resource "nodes""#)
     );
     // Not bob, nor a group jane is not in.
-    let out = kubectl_token(&s, &token, &["--as", "bob", "get", "pods", "-n", "dev"]);
+    let out = s.kubectl_with_token(&token, &["--as", "bob", "get", "pods", "-n", "dev"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains(r#"users "bob" is forbidden"#));
-    let out = kubectl_token(&s, &token, &["--as", "jane", "--as-group", "system:masters", "get", "secrets", "-A"]);
+    let out = s.kubectl_with_token(&token, &["--as", "jane", "--as-group", "system:masters", "get", "secrets", "-A"]);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains(
             r#"groups "system:masters" is forbidden: User "system:node:n1" cannot impersonate resource "groups""#
@@ -417,24 +404,24 @@ fn kubectl_create_token_gives_a_service_account_token_that_rbac_then_judges() {
     s.ok(&["create", "-f", &write(tmp.path(), "sa.yaml", sa)]);
     let token = s.ok(&["create", "token", "builder", "-n", "dev"]).trim().to_string();
     assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
-    let whoami = String::from_utf8(kubectl_token(&s, &token, &["auth", "whoami"]).stdout).unwrap();
+    let whoami = String::from_utf8(s.kubectl_with_token(&token, &["auth", "whoami"]).stdout).unwrap();
     for want in ["system:serviceaccount:dev:builder", "system:serviceaccounts:dev", "system:authenticated"] {
         assert!(whoami.contains(want), "{want}: {whoami}");
     }
-    let out = kubectl_token(&s, &token, &["get", "pods", "-n", "dev"]);
+    let out = s.kubectl_with_token(&token, &["get", "pods", "-n", "dev"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains(r#"pods is forbidden: User "system:serviceaccount:dev:builder" cannot list resource "pods" in API group "" in the namespace "dev""#),
         "{err}"
     );
     bind(&s, tmp.path(), "builder-view", "dev", "view", "system:serviceaccount:dev:builder");
-    assert!(kubectl_token(&s, &token, &["get", "pods", "-n", "dev"]).status.success());
+    assert!(s.kubectl_with_token(&token, &["get", "pods", "-n", "dev"]).status.success());
     // Too short a duration, as kube refuses it.
     assert!(s.fails(&["create", "token", "builder", "-n", "dev", "--duration=1m"]).contains("less than 10 minutes"));
     // A token altered, or of a ServiceAccount that is gone (even if made again), is no one.
     let (head, rest) = token.split_once('.').unwrap();
     let forged = format!("{head}.{}", rest.replacen(|c: char| c.is_ascii_alphanumeric(), "A", 1));
-    let out = kubectl_token(&s, &forged, &["auth", "whoami"]);
+    let out = s.kubectl_with_token(&forged, &["auth", "whoami"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"));
     s.ok(&["delete", "serviceaccount", "builder", "-n", "dev"]);
     s.ok(&[
@@ -446,6 +433,6 @@ fn kubectl_create_token_gives_a_service_account_token_that_rbac_then_judges() {
             &sa.replace("apiVersion: v1\nkind: Namespace\nmetadata: {name: dev}\n---\n", ""),
         ),
     ]);
-    let out = kubectl_token(&s, &token, &["auth", "whoami"]);
+    let out = s.kubectl_with_token(&token, &["auth", "whoami"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&out.stdout));
 }

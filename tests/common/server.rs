@@ -50,6 +50,18 @@ impl Server {
             .expect("kubectl is installed")
     }
 
+    /// kubectl with a bearer token instead of the admin kubeconfig.
+    pub fn kubectl_with_token(&self, token: &str, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(["--server", &self.url(""), "--certificate-authority"])
+            .arg(self.dir.join("ca.crt"))
+            .args(["--token", token])
+            .args(args)
+            .env("KUBECONFIG", "/dev/null")
+            .output()
+            .expect("kubectl is installed")
+    }
+
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);
         assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));

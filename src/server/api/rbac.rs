@@ -43,7 +43,8 @@ pub struct Caller<'a> {
     pub groups: &'a [String],
 }
 
-fn strings<'v>(v: &'v Value, key: &str) -> Vec<&'v str> {
+/// The strings of the list at `key` in `v` (none if it is missing or not a list).
+pub(super) fn strings<'v>(v: &'v Value, key: &str) -> Vec<&'v str> {
     v.get(key).and_then(Value::as_array).into_iter().flatten().filter_map(Value::as_str).collect()
 }
 

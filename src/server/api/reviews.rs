@@ -94,14 +94,7 @@ pub async fn create(
 /// authorizer recognises one (the name and the group system:nodes).
 fn subject_of(review: &Resource, spec: &Value) -> Result<User, ApiError> {
     let name = text(spec, "/user").to_string();
-    let groups: Vec<String> = spec
-        .get("groups")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(String::from)
-        .collect();
+    let groups: Vec<String> = rbac::strings(spec, "groups").into_iter().map(String::from).collect();
     if name.is_empty() && groups.is_empty() {
         return Err(ApiError::invalid(
             review.kind,

@@ -141,14 +141,8 @@ pub async fn request(store: &Store, ns: &str, name: &str, body: &[u8]) -> Result
         ));
     }
     let seconds = seconds.min(MAX_SECONDS);
-    let audiences: Vec<String> = req
-        .pointer("/spec/audiences")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter_map(Value::as_str)
-        .map(String::from)
-        .collect();
+    let audiences: Vec<String> =
+        super::rbac::strings(&req["spec"], "audiences").into_iter().map(String::from).collect();
     let audiences = if audiences.is_empty() { vec![ISSUER.to_string()] } else { audiences };
     let r = resources::find("", "v1", "serviceaccounts")
         .ok_or_else(|| ApiError::internal("serviceaccounts are not served"))?;
