@@ -318,6 +318,56 @@ fn a_bad_manifest_is_refused_naming_the_field_and_a_second_daemon_is_refused() {
     node.assert_clean();
 }
 
+#[test]
+fn pods_that_cannot_start_wait_with_the_kubelets_reasons_and_events() {
+    let node = Node::new();
+    // A registry that is not there (nothing listens on loopback port 1): Pulling, then
+    // ErrImagePull and ImagePullBackOff, tried again; nothing else is made.
+    let unpullable = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: '127.0.0.1:1/nothing:v1', imagePullPolicy: IfNotPresent}]\n");
+    node.ok(&["run", "--detach", &unpullable]);
+    let p =
+        node.wait_for("p", |p| p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "ImagePullBackOff");
+    assert_eq!(p["status"]["phase"], "Pending");
+    let described = node.ok(&["describe", "pod", "p"]);
+    for want in ["Pulling image \"127.0.0.1:1/nothing:v1\"", "ErrImagePull", "Back-off pulling image"] {
+        assert!(described.contains(want), "{want:?} not in {described}");
+    }
+
+    // runAsNonRoot with an image that runs as root: the container is never made; it waits
+    // with CreateContainerConfigError whatever its restart policy, no restart is counted.
+    let non_root = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: r}\nspec:\n  restartPolicy: Never\n  containers: [{name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '60'], securityContext: {runAsNonRoot: true}}]\n");
+    node.ok(&["run", "--detach", &non_root]);
+    let p = node.wait_for("r", |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let c = &p["status"]["containerStatuses"][0];
+    assert_eq!(p["status"]["phase"], "Pending");
+    assert_eq!(c["restartCount"], 0);
+    assert_eq!(c["ready"], false);
+    let message = c["state"]["waiting"]["message"].as_str().unwrap();
+    assert!(message.contains("container has runAsNonRoot and image will run as root"), "{message}");
+    assert!(node.ok(&["get", "pods"]).contains("CreateContainerConfigError"));
+    // Tried again: the same event, counted.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let described = node.ok(&["describe", "pod", "r"]);
+        if described.contains("x2 over") || described.contains("(x") {
+            assert!(described.contains("Error: spec.containers[0].securityContext.runAsNonRoot"), "{described}");
+            break;
+        }
+        assert!(Instant::now() < end, "the config error was not tried again: {described}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.ok(&["delete", "pod", "p", "--grace-period", "0"]);
+    node.ok(&["delete", "pod", "r"]);
+    let end = Instant::now() + Duration::from_secs(30);
+    while !node.ok(&["get", "pods", "-o", "name"]).is_empty() {
+        assert!(Instant::now() < end, "pods not deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.assert_clean();
+}
+
 fn pod_dir(node: &Node, uid: &str) -> PathBuf {
     node.root().join("pods").join(uid)
 }

@@ -61,14 +61,22 @@ impl ImageError {
     }
 }
 
-/// Finds (or pulls) `image` for the container at `field`. `warn` gets messages to print.
+/// What resolving an image has to tell as it goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A pull starts (the kubelet's Pulling event).
+    Pulling,
+    Warning(String),
+}
+
+/// Finds (or pulls) `image` for the container at `field`. `tell` hears of pulls and warnings.
 pub fn resolve(
     store: &Store,
     image: &str,
     policy: Option<&str>,
     field: &str,
     pull_opts: &PullOptions,
-    warn: &mut dyn FnMut(String),
+    tell: &mut dyn FnMut(Note),
 ) -> Result<Resolved, PlanError> {
     let fail = |source| PlanError::Image { field: field.to_string(), source: Box::new(source) };
     let policy = policy.unwrap_or_else(|| default_policy(image));
@@ -86,6 +94,7 @@ pub fn resolve(
         (_, local) => {
             let reference: Reference =
                 image.parse().map_err(|source| fail(ImageError::Reference { image: image.into(), source }))?;
+            tell(Note::Pulling);
             let started = std::time::Instant::now();
             let pulled = pull::pull(store, &reference, pull_opts);
             // The pull's event loop had threads; the runtime forks only when they are gone.
@@ -98,9 +107,9 @@ pub fn resolve(
                 // Always, with a copy at hand and the registry out of reach: a machine
                 // without a network still runs what it has, and says so.
                 Err(e) if let Some(warned) = local => {
-                    warn(format!(
+                    tell(Note::Warning(format!(
                         "{field}.image: pulling {image} (imagePullPolicy {policy}) failed, using the copy in the store: {e}"
-                    ));
+                    )));
                     warned
                 }
                 Err(source) => return Err(fail(ImageError::Pull { image: image.into(), source })),

@@ -53,6 +53,11 @@ pub struct PodOptions {
 #[derive(Clone, Debug)]
 pub enum Event {
     Warning(String),
+    /// The container's image is being pulled (the kubelet's Pulling event).
+    Pulling {
+        name: String,
+        message: String,
+    },
     /// The container's image is there: pulled now, or already present (the kubelet's
     /// Pulled event, with its wording).
     Pulled {
@@ -72,6 +77,12 @@ pub enum Event {
     Exited {
         name: String,
         terminated: Terminated,
+    },
+    /// Its configuration could not be made into a container; tried again later (the
+    /// kubelet's CreateContainerConfigError).
+    ConfigError {
+        name: String,
+        message: String,
     },
     Restarting {
         name: String,
@@ -383,7 +394,13 @@ fn resolve_images(
                     policy.or(c.image_pull_policy.as_deref()),
                     field,
                     &opts.pull,
-                    &mut |w| reporter.report(Event::Warning(w.to_string())),
+                    &mut |note| match note {
+                        images::Note::Pulling => reporter.report(Event::Pulling {
+                            name: c.name.clone(),
+                            message: format!("Pulling image \"{image}\""),
+                        }),
+                        images::Note::Warning(w) => reporter.report(Event::Warning(w)),
+                    },
                 )?);
                 by_name.push((image.to_string(), c.image_pull_policy.clone(), r.clone()));
                 r
@@ -794,6 +811,19 @@ impl Owner {
             }
             // The monitor is gone: nothing more can run.
             Err(e @ PlanError::Monitor(_)) if !self.mon_alive(reporter) => Err(e),
+            // The pod's own configuration is at fault: a kept pod waits and tries again,
+            // as the kubelet does; `nodectl run` reports it as a start that failed.
+            Err(e @ PlanError::Invalid { .. }) if !self.foreground => {
+                let _ = crate::image::rootfs::remove(&self.store, &self.parts[i].id);
+                let c = &mut self.statuses[i];
+                let delay = c.backoff;
+                c.backoff = (delay * 2).min(reconcile::MAX_BACKOFF);
+                let message = e.to_string();
+                c.state = State::ConfigError { message: message.clone(), retry_at: SystemTime::now() + delay };
+                reporter.report(Event::ConfigError { name: c.name.clone(), message });
+                self.changed(reporter);
+                Ok(())
+            }
             Err(e) => {
                 let name = self.parts[i].spec.name.clone();
                 reporter.report(Event::CouldNotStart { name, error: e.to_string() });

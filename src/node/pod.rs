@@ -37,8 +37,10 @@ impl Reporter for Printer {
     fn report(&mut self, event: Event) {
         match event {
             Event::Warning(w) => say(&format!("warning: {w}")),
-            Event::Started { .. } | Event::Pulled { .. } | Event::Created { .. } => {}
-            Event::CouldNotStart { name, error } => say(&format!("container {name}: could not start: {error}")),
+            Event::Started { .. } | Event::Pulling { .. } | Event::Pulled { .. } | Event::Created { .. } => {}
+            Event::CouldNotStart { name, error } | Event::ConfigError { name, message: error } => {
+                say(&format!("container {name}: could not start: {error}"))
+            }
             Event::Exited { name, terminated: t } => {
                 if t.oom_killed {
                     say(&format!(

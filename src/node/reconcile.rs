@@ -226,6 +226,10 @@ pub enum State {
     Waiting,
     /// To be started again once `until` comes (the kubelet's CrashLoopBackOff).
     BackOff { until: SystemTime },
+    /// Its configuration could not be made into a container (the kubelet's
+    /// CreateContainerConfigError: runAsNonRoot with an image that runs as root, a subPath
+    /// that escapes its volume…); tried again at `retry_at`. Not a run: no restart counts.
+    ConfigError { message: String, retry_at: SystemTime },
     Running {
         pid: i32,
         started_at: SystemTime,
@@ -487,6 +491,13 @@ pub fn reconcile(desired: &Desired, statuses: &[ContainerStatus], now: SystemTim
                 }
                 State::BackOff { until } if *until <= now => plan.actions.push(Action::Start(i)),
                 State::BackOff { until } => plan.wake_at = earlier(plan.wake_at, *until),
+                State::ConfigError { retry_at, .. } if !failed_now => {
+                    if *retry_at <= now {
+                        plan.actions.push(Action::Start(i));
+                    } else {
+                        plan.wake_at = earlier(plan.wake_at, *retry_at);
+                    }
+                }
                 State::Waiting if !failed_now => {
                     let due = match next_init {
                         Some(j) => j == i,
@@ -507,7 +518,7 @@ pub fn reconcile(desired: &Desired, statuses: &[ContainerStatus], now: SystemTim
     let started = |i: usize| plan.actions.iter().any(|a| matches!(a, Action::Start(j) if *j == i));
     let over = after.iter().enumerate().all(|(i, s)| match s {
         State::Done(_) => true,
-        State::Waiting => starts_over && !started(i),
+        State::Waiting | State::ConfigError { .. } => starts_over && !started(i),
         State::BackOff { .. } => stopping.is_some(),
         _ => false,
     });
@@ -620,6 +631,22 @@ mod tests {
         p[0].state = State::BackOff { until: at };
         assert_eq!(reconcile(&d, &p, t0() + 50 * MS).actions, []);
         assert_eq!(reconcile(&d, &p, at).actions, [Action::Start(0)]);
+    }
+
+    #[test]
+    fn a_container_whose_config_failed_is_tried_again_whatever_the_policy_until_the_pod_stops() {
+        let mut d = desired(RestartPolicy::Never);
+        let mut p = pod(&[], &["c"]);
+        let retry_at = t0() + 100 * MS;
+        p[0].state = State::ConfigError { message: "runAsNonRoot".into(), retry_at };
+        let plan = reconcile(&d, &p, t0());
+        assert_eq!((plan.actions, plan.wake_at, plan.over), (vec![], Some(retry_at), None));
+        assert_eq!(reconcile(&d, &p, retry_at).actions, [Action::Start(0)]);
+        // Stopped while it waits: nothing was started, and the pod is over at once.
+        d.stop_deadline = Some(t0() + 1000 * MS);
+        let plan = reconcile(&d, &p, t0());
+        assert_eq!(plan.actions, []);
+        assert_eq!(plan.over, Some(Outcome { failed: None }));
     }
 
     #[test]

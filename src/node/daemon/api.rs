@@ -225,9 +225,9 @@ async fn log(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>, Q
     };
     // The latest run: the one running or ended, or, while waiting to restart, the one before.
     let latest = match c.state {
-        crate::node::reconcile::State::BackOff { .. } | crate::node::reconcile::State::Waiting => {
-            c.restart_count.saturating_sub(1)
-        }
+        crate::node::reconcile::State::BackOff { .. }
+        | crate::node::reconcile::State::Waiting
+        | crate::node::reconcile::State::ConfigError { .. } => c.restart_count.saturating_sub(1),
         _ => c.restart_count,
     };
     let restart = if q.previous {

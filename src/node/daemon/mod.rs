@@ -166,6 +166,7 @@ impl Reporter for EntryReporter {
         let e = &self.0;
         match event {
             Event::Warning(w) => e.event("Warning", "Warning", w),
+            Event::Pulling { message, .. } => e.event("Normal", "Pulling", message),
             Event::Pulled { message, .. } => e.event("Normal", "Pulled", message),
             Event::Created { name } => e.event("Normal", "Created", format!("Created container {name}")),
             Event::Started { name } => e.event("Normal", "Started", format!("Started container {name}")),
@@ -177,6 +178,7 @@ impl Reporter for EntryReporter {
                     e.event("Warning", "OOMKilling", format!("Container {name} was killed by the OOM killer"));
                 }
             }
+            Event::ConfigError { message, .. } => e.event("Warning", "Failed", format!("Error: {message}")),
             Event::Unhealthy { message, .. } => e.event("Warning", "Unhealthy", message),
             Event::Killing { message, .. } => e.event("Normal", "Killing", message),
             Event::HookFailed { message, .. } => e.event("Warning", "FailedPreStopHook", message),

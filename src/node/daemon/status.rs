@@ -65,6 +65,9 @@ pub fn container_status(
             let (reason, message) = pending.unwrap_or(("PodInitializing", None));
             (waiting(reason, message), false, false)
         }
+        State::ConfigError { message, .. } => {
+            (waiting("CreateContainerConfigError", Some(message.clone())), false, false)
+        }
         State::BackOff { .. } => {
             let msg =
                 c.last.as_ref().map(|t| format!("back-off restarting failed container {} ({})", c.name, t.reason()));
@@ -114,7 +117,16 @@ pub fn phase(statuses: &[ContainerStatus], facts: &Facts) -> &'static str {
         return "Pending";
     }
     let running = regular.iter().filter(|c| matches!(c.state, State::Running { .. })).count();
-    let waiting = regular.iter().filter(|c| matches!(c.state, State::Waiting)).count();
+    // A container waiting for its config counts as waiting until it has run once (then it
+    // is a stopped one, as the kubelet's getPhase has it).
+    let waiting = regular
+        .iter()
+        .filter(|c| match c.state {
+            State::Waiting => true,
+            State::ConfigError { .. } => c.last.is_none(),
+            _ => false,
+        })
+        .count();
     let done: Vec<&Terminated> = regular
         .iter()
         .filter_map(|c| match &c.state {
