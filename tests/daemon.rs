@@ -552,11 +552,16 @@ fn probes_gate_readiness_restart_a_dead_container_and_the_prestop_hook_runs_befo
 
 /// `nodectl exec` with `input` on its stdin.
 fn exec_with(node: &Node, args: &[&str], input: &[u8]) -> Output {
+    verb_with(node, "exec", args, input)
+}
+
+/// `nodectl VERB ARGS` with `input` on its stdin.
+fn verb_with(node: &Node, verb: &str, args: &[&str], input: &[u8]) -> Output {
     use std::io::Write;
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
         .arg("--root")
         .arg(node.root())
-        .arg("exec")
+        .arg(verb)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -627,6 +632,72 @@ fn exec_runs_a_command_in_the_container_with_its_streams_a_terminal_and_its_exit
 }
 
 /// A whole HTTP/1.1 answer from 127.0.0.1:port (metrics: the head is kept for 404s).
+#[test]
+fn attach_streams_a_containers_output_and_passes_our_input_to_its_stdin_or_terminal() {
+    let node = Node::new();
+    // stdin with stdinOnce, no terminal: our input reaches the container, and its end
+    // closes the container's stdin; its stdout and stderr come apart, as they were written.
+    let once = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: once}\nspec:\n  restartPolicy: Never\n  containers: [{name: c, image: busybox, imagePullPolicy: Never, stdin: true, stdinOnce: true, command: [sh, -c, 'while read l; do echo \"got $l\"; echo \"err $l\" >&2; done; echo eof']}]\n");
+    node.ok(&["run", "--detach", &once]);
+    node.wait_for("once", |p| p["status"]["phase"] == "Running");
+    let out = verb_with(&node, "attach", &["-i", "once"], b"a\nb\n");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got a\ngot b\neof\n");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "err a\nerr b\n");
+    node.wait_for("once", |p| p["status"]["phase"] == "Succeeded");
+    assert!(node.ok(&["logs", "once"]).contains("got b\neof"));
+
+    // A terminal: a shell that reads our input from it, its output through it (and into
+    // its log); the shell's exit ends the attach.
+    let shell = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: shell}\nspec:\n  restartPolicy: Never\n  containers: [{name: c, image: busybox, imagePullPolicy: Never, stdin: true, tty: true, command: [sh]}]\n");
+    node.ok(&["run", "--detach", &shell]);
+    node.wait_for("shell", |p| p["status"]["phase"] == "Running");
+    let out = verb_with(&node, "attach", &["-it", "shell"], b"echo hi-$((6*7)); tty\nexit 3\n");
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let seen = String::from_utf8_lossy(&out.stdout);
+    assert!(seen.contains("hi-42") && seen.contains("/dev/pts/0"), "{seen}");
+    let p = node.wait_for("shell", |p| p["status"]["phase"] == "Failed");
+    assert_eq!(p["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"], 3);
+    assert!(node.ok(&["logs", "shell"]).contains("hi-42"));
+
+    // A container without stdin or terminal: its output only, and kubectl's warning.
+    let plain = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: plain}\nspec:\n  containers: [{name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}]\n");
+    node.ok(&["run", "--detach", &plain]);
+    node.wait_for("plain", |p| p["status"]["phase"] == "Running");
+    let mut attached = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+        .arg("--root")
+        .arg(node.root())
+        .args(["attach", "-t", "plain"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The attach ends with the container.
+    let mut stderr = attached.stderr.take().unwrap();
+    let mut warning = [0u8; 64];
+    use std::io::Read;
+    let n = stderr.read(&mut warning).unwrap();
+    assert!(String::from_utf8_lossy(&warning[..n]).starts_with("Unable to use a TTY - container c did not"));
+    node.ok(&["delete", "pod", "plain", "--grace-period", "0"]);
+    let out = attached.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    // Attaching to what does not run is refused.
+    let out = verb_with(&node, "attach", &["once"], b"");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("container not found"), "{out:?}");
+
+    for pod in ["once", "shell"] {
+        node.ok(&["delete", "pod", pod]);
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    while !node.ok(&["get", "pods", "-o", "name"]).is_empty() {
+        assert!(Instant::now() < end, "pods not deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.assert_clean();
+}
+
 fn http_get(port: u16, path: &str) -> String {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();

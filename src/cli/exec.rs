@@ -44,14 +44,31 @@ pub struct ExecArgs {
 }
 
 pub fn exec(root: &Path, a: ExecArgs) -> Result<i32> {
-    let path = format!("/api/v1/namespaces/{}/pods/{}", a.namespace, a.pod);
-    let pod = local::call(&a.socket.path(root), "GET", &path, None)?.json()?;
+    let (mut mon, container) = running_container(root, &a.socket, &a.namespace, &a.pod, a.container.as_deref())?;
+    if a.tty {
+        with_terminal(&mut mon, container, a.command, a.stdin)
+    } else {
+        with_pipes(&mut mon, container, a.command, a.stdin)
+    }
+}
+
+/// A running container of a daemon's pod (the pod's first if `container` is None), and a
+/// connection to the pod's monitor.
+pub(super) fn running_container(
+    root: &Path,
+    socket: &SocketArgs,
+    namespace: &str,
+    pod_name: &str,
+    container: Option<&str>,
+) -> Result<(Monitor, String)> {
+    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod_name}");
+    let pod = local::call(&socket.path(root), "GET", &path, None)?.json()?;
     let uid = pod["metadata"]["uid"].as_str().context("the pod has no uid")?;
     let containers: Vec<&str> =
         pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
-    let container = match &a.container {
-        Some(c) if containers.contains(&c.as_str()) => c.clone(),
-        Some(c) => bail!("container {c} is not valid for pod {}", a.pod),
+    let container = match container {
+        Some(c) if containers.contains(&c) => c.to_string(),
+        Some(c) => bail!("container {c} is not valid for pod {pod_name}"),
         None => containers.first().context("the pod has no containers")?.to_string(),
     };
     let running = pod["status"]["containerStatuses"]
@@ -63,12 +80,8 @@ pub fn exec(root: &Path, a: ExecArgs) -> Result<i32> {
         bail!("unable to upgrade connection: container not found (\"{container}\")");
     }
     let socket = crate::node::pod_state::pod_dir(root, uid).join("monitor.sock");
-    let mut mon = client::connect(&socket).with_context(|| format!("the monitor of pod {}", a.pod))?;
-    if a.tty {
-        with_terminal(&mut mon, container, a.command, a.stdin)
-    } else {
-        with_pipes(&mut mon, container, a.command, a.stdin)
-    }
+    let mon = client::connect(&socket).with_context(|| format!("the monitor of pod {pod_name}"))?;
+    Ok((mon, container))
 }
 
 /// The exec's id from the monitor's answer.
@@ -92,7 +105,7 @@ fn ended(mon: &mut Monitor, exec: u64) -> Result<Option<i32>> {
 /// One poll, for 100 ms when `short` (the command ended, or its end was already read)
 /// else until something comes: how many descriptors are ready, and which. None when a
 /// signal broke in.
-fn wait(fds: &mut [PollFd<'_>], short: bool) -> Result<Option<(i32, Vec<bool>)>> {
+pub(super) fn wait(fds: &mut [PollFd<'_>], short: bool) -> Result<Option<(i32, Vec<bool>)>> {
     let timeout = if short { PollTimeout::from(100u16) } else { PollTimeout::NONE };
     match poll(fds, timeout) {
         Ok(n) => Ok(Some((n, fds.iter().map(|f| f.revents().is_some_and(|r| !r.is_empty())).collect()))),
@@ -101,7 +114,7 @@ fn wait(fds: &mut [PollFd<'_>], short: bool) -> Result<Option<(i32, Vec<bool>)>>
     }
 }
 
-fn pipe() -> Result<(File, File)> {
+pub(super) fn pipe() -> Result<(File, File)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     Ok((File::from(r), File::from(w)))
 }
@@ -172,10 +185,10 @@ fn with_pipes(mon: &mut Monitor, container: String, command: Vec<String>, stdin:
 }
 
 /// Our stdin in raw mode while it lives, if it is a terminal.
-struct Raw(Option<termios::Termios>);
+pub(super) struct Raw(Option<termios::Termios>);
 
 impl Raw {
-    fn enter() -> Raw {
+    pub(super) fn enter() -> Raw {
         let saved = termios::tcgetattr(io::stdin().as_fd()).ok();
         if let Some(t) = &saved {
             let mut raw = t.clone();
@@ -194,13 +207,13 @@ impl Drop for Raw {
     }
 }
 
-fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
+pub(super) fn window_size(fd: BorrowedFd<'_>) -> Option<libc::winsize> {
     let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes one winsize struct, which we own.
     (unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCGWINSZ, &mut ws) } == 0).then_some(ws)
 }
 
-fn set_window_size(fd: BorrowedFd<'_>, ws: &libc::winsize) {
+pub(super) fn set_window_size(fd: BorrowedFd<'_>, ws: &libc::winsize) {
     // SAFETY: TIOCSWINSZ reads one winsize struct, which we own.
     unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, ws) };
 }

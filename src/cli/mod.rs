@@ -1,6 +1,7 @@
 //! The command line: one multi-call binary (docs/architecture.md, decision 1). Argument structs and
 //! dispatch only; each verb's work lives in its part.
 
+mod attach;
 mod daemon;
 mod exec;
 mod image;
@@ -58,6 +59,8 @@ enum Command {
     Logs(pods::LogsArgs),
     /// Run a command in a running container of a pod of the node daemon.
     Exec(exec::ExecArgs),
+    /// Attach to the output (and with -i the input) of a running container.
+    Attach(attach::AttachArgs),
     /// Cpu and memory of the node daemon's pods.
     Top(pods::TopArgs),
     /// Show a pod of the node daemon in detail, with its events.
@@ -100,6 +103,7 @@ pub fn main() -> i32 {
         Command::Delete(args) => pods::delete(&cli.root, args),
         Command::Logs(args) => pods::logs(&cli.root, args),
         Command::Exec(args) => exec::exec(&cli.root, args),
+        Command::Attach(args) => attach::attach(&cli.root, args),
         Command::Top(args) => pods::top(&cli.root, args),
         Command::Describe(args) => pods::describe(&cli.root, args),
     };

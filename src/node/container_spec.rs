@@ -273,7 +273,7 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
         env_lines.push(format!("HOSTNAME={}", sandbox.hostname));
     }
     spec["process"] = json!({
-        "terminal": false,
+        "terminal": c.tty == Some(true),
         "user": {"uid": uid, "gid": gid},
         "args": args,
         "env": env_lines,

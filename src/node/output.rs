@@ -31,17 +31,34 @@ impl Stream {
         Ok(Stream { read, write, partial: Vec::new() })
     }
 
+    /// A terminal's master as the stream (a container with `tty: true`): what the container
+    /// writes to its terminal is read here; `write` is the master too, for its input.
+    pub fn terminal(master: OwnedFd) -> io::Result<Stream> {
+        let write = master.try_clone()?;
+        let flags = nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&master, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        Ok(Stream { read: master, write, partial: Vec::new() })
+    }
+
     pub fn read_fd(&self) -> BorrowedFd<'_> {
         self.read.as_fd()
     }
 
     /// Reads what is there and passes complete lines (and over-long pieces) on.
     pub fn pump(&mut self, sink: &mut Sink<'_>) {
+        self.pump_tapped(&mut |_| {}, sink)
+    }
+
+    /// As [`Stream::pump`], and each piece read goes to `tap` as it came (an attached
+    /// client sees a prompt that ends no line).
+    pub fn pump_tapped(&mut self, tap: &mut dyn FnMut(&[u8]), sink: &mut Sink<'_>) {
         let mut buf = [0u8; 16 * 1024];
         loop {
             match nix::unistd::read(&self.read, &mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
+                    tap(&buf[..n]);
                     self.partial.extend_from_slice(&buf[..n]);
                     self.emit(false, sink);
                 }
@@ -52,9 +69,13 @@ impl Stream {
     }
 
     /// Passes on what is left of an unfinished line too (the container exited mid-line).
-    pub fn flush(&mut self, sink: &mut Sink<'_>) {
-        self.pump(sink);
+    pub fn flush_tapped(&mut self, tap: &mut dyn FnMut(&[u8]), sink: &mut Sink<'_>) {
+        self.pump_tapped(tap, sink);
         self.emit(true, sink);
+    }
+
+    pub fn flush(&mut self, sink: &mut Sink<'_>) {
+        self.flush_tapped(&mut |_| {}, sink)
     }
 
     fn emit(&mut self, all: bool, sink: &mut Sink<'_>) {

@@ -783,6 +783,8 @@ impl Owner {
                 bundle,
                 restart: self.statuses[i].restart_count,
                 echo: Some(if self.several { format!("[{}] ", part.spec.name) } else { String::new() }),
+                stdin: part.spec.stdin == Some(true),
+                stdin_once: part.spec.stdin_once == Some(true),
             };
             match self.mon.request(&req)? {
                 Message::Started { pid, started_at, .. } => Ok((pid, started_at)),

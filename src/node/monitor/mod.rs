@@ -54,6 +54,20 @@ struct Slot {
     err: Stream,
     log: Option<crilog::Writer>,
     echo: Option<String>,
+    /// The container has a terminal: `out` is its master, `err` unused.
+    tty: bool,
+    /// Our end of its stdin (a pipe's write end, or the master), while it keeps one.
+    stdin: Option<OwnedFd>,
+    /// Its stdin closes when the first attached client is done with it.
+    stdin_once: bool,
+}
+
+/// A client attached to a container's output (and perhaps its input).
+struct Attachment {
+    client: u64,
+    name: String,
+    out: OwnedFd,
+    err: OwnedFd,
 }
 
 /// A command run in a container for its owner (a probe, a hook).
@@ -78,6 +92,7 @@ struct Woken {
 }
 
 struct Client {
+    id: u64,
     sock: UnixStream,
     buf: Vec<u8>,
     /// Descriptors that came with its requests, for the next Exec that takes them.
@@ -86,8 +101,8 @@ struct Client {
 }
 
 impl Client {
-    fn new(sock: UnixStream) -> Client {
-        Client { sock, buf: Vec::new(), fds: Default::default(), gone: false }
+    fn new(id: u64, sock: UnixStream) -> Client {
+        Client { id, sock, buf: Vec::new(), fds: Default::default(), gone: false }
     }
 }
 
@@ -102,6 +117,8 @@ struct Monitor {
     execs: Vec<ExecRun>,
     next_exec: u64,
     clients: Vec<Client>,
+    next_client: u64,
+    attached: Vec<Attachment>,
     listener: Option<UnixListener>,
     /// Set once a Teardown was done: reply, then exit.
     finished: bool,
@@ -155,13 +172,15 @@ fn run(opts: Options) -> io::Result<()> {
         execs: Vec::new(),
         next_exec: 1,
         clients: Vec::new(),
+        next_client: 1,
+        attached: Vec::new(),
         listener: None,
         finished: false,
     };
     if let Some(fd) = opts.control {
         let sock = UnixStream::from(fd);
         sock.set_nonblocking(true)?;
-        m.clients.push(Client::new(sock));
+        m.clients.push(Client::new(0, sock));
     }
     let ready_path = SandboxReady::path(&m.dir);
     let first = match pod_state::read_json::<SandboxReady>(&ready_path) {
@@ -253,7 +272,8 @@ impl Monitor {
             if listener_ready && let Some(l) = &self.listener {
                 while let Ok((sock, _)) = l.accept() {
                     if sock.set_nonblocking(true).is_ok() {
-                        self.clients.push(Client::new(sock));
+                        self.next_client += 1;
+                        self.clients.push(Client::new(self.next_client, sock));
                     }
                 }
             }
@@ -265,6 +285,9 @@ impl Monitor {
                 if ready {
                     self.read_client(i);
                 }
+            }
+            for c in self.clients.iter().filter(|c| c.gone) {
+                self.attached.retain(|a| a.client != c.id);
             }
             self.clients.retain(|c| !c.gone);
         }
@@ -316,8 +339,8 @@ impl Monitor {
     /// The answer to client `client`'s request, with a descriptor for it if there is one.
     fn handle(&mut self, req: Request, client: usize) -> (Message, Option<OwnedFd>) {
         let reply = match req {
-            Request::Start { name, id, bundle, restart, echo } => {
-                match self.start(&name, &id, &bundle, restart, echo) {
+            Request::Start { name, id, bundle, restart, echo, stdin, stdin_once } => {
+                match self.start(&name, &id, &bundle, restart, echo, (stdin, stdin_once)) {
                     Ok((pid, started_at)) => Message::Started { name, pid, started_at },
                     Err(error) => Message::Error { error },
                 }
@@ -339,6 +362,29 @@ impl Monitor {
                     Err(error) => (Message::Error { error }, None),
                 };
             }
+            Request::Attach { name } => {
+                let passed: Vec<OwnedFd> = self.clients[client].fds.drain(..).collect();
+                let id = self.clients[client].id;
+                return match self.attach(&name, id, passed) {
+                    Ok((tty, stdin)) => (Message::Attached { tty, stdin: stdin.is_some() }, stdin),
+                    Err(error) => (Message::Error { error }, None),
+                };
+            }
+            Request::CloseStdin { name } => {
+                if let Some(slot) = self.slots.iter_mut().find(|s| s.name == name)
+                    && slot.stdin_once
+                {
+                    slot.stdin = None;
+                }
+                Message::Done { error: None }
+            }
+            Request::Resize { name, rows, cols } => {
+                let error = match self.slots.iter().find(|s| s.name == name && s.tty && s.pid.is_some()) {
+                    Some(slot) => set_window_size(slot.out.read_fd(), rows, cols).err().map(|e| e.to_string()),
+                    None => Some(format!("container {name} has no terminal running")),
+                };
+                Message::Done { error }
+            }
             Request::Teardown => {
                 let error = self.teardown().err().map(|e| e.to_string());
                 self.finished = true;
@@ -355,6 +401,7 @@ impl Monitor {
         bundle: &Path,
         restart: u32,
         echo: Option<String>,
+        (keep_stdin, stdin_once): (bool, bool),
     ) -> Result<(i32, SystemTime), String> {
         let i = match self.slots.iter().position(|s| s.name == name) {
             Some(i) => i,
@@ -370,6 +417,9 @@ impl Monitor {
                     err: Stream::new().map_err(pipe)?,
                     log: None,
                     echo: None,
+                    tty: false,
+                    stdin: None,
+                    stdin_once: false,
                 });
                 self.slots.len() - 1
             }
@@ -386,23 +436,59 @@ impl Monitor {
         slot.log = Some(log);
         slot.echo = echo;
         let cfg = crate::runtime::spec::load(bundle).map_err(|e| format!("container {name}: {e}"))?;
-        let null = fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?;
+        let null: OwnedFd = fs::File::open("/dev/null").map_err(|e| format!("open /dev/null: {e}"))?.into();
+        slot.tty = cfg.process.terminal;
+        slot.stdin_once = stdin_once;
+        slot.stdin = None;
+        // The container's stdin: a pipe we keep the other end of (for attach), or nothing.
+        let mut stdin_read = None;
+        if keep_stdin && !slot.tty {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+            stdin_read = Some(r);
+            slot.stdin = Some(w);
+        }
+        // A terminal is made in the container; its master comes back on this pair.
+        let console = if slot.tty {
+            Some(UnixStream::pair().map_err(|e| format!("socket pair for the terminal: {e}"))?)
+        } else {
+            None
+        };
+        let stdio = match (&stdin_read, slot.tty) {
+            (_, true) => [null.as_raw_fd(), null.as_raw_fd(), null.as_raw_fd()],
+            (Some(r), false) => [r.as_raw_fd(), slot.out.write.as_raw_fd(), slot.err.write.as_raw_fd()],
+            (None, false) => [null.as_raw_fd(), slot.out.write.as_raw_fd(), slot.err.write.as_raw_fd()],
+        };
         let create = CreateOptions {
             bundle: bundle.to_path_buf(),
             cgroup_parent: Some(self.record.cgroup_parent.clone()),
-            stdio: Some([null.as_raw_fd(), slot.out.write.as_raw_fd(), slot.err.write.as_raw_fd()]),
+            stdio: Some(stdio),
             ..Default::default()
         };
         // What a previous run of this container left (a restart makes a fresh one).
         let _ = self.rt.delete(id, true);
-        let started =
-            self.rt.create_from(id, &cfg, &create, None).map_err(|e| format!("create container {name}: {e}")).and_then(
-                |rec| self.rt.start(id).map(|()| rec.pid).map_err(|e| format!("start container {name}: {e}")),
-            );
+        let (ours, theirs) = console.map_or((None, None), |(a, b)| (Some(a), Some(b)));
+        let created = self.rt.create_from(id, &cfg, &create, theirs);
+        drop(stdin_read);
+        let created = created.map_err(|e| format!("create container {name}: {e}")).and_then(|rec| {
+            // The runtime sent the terminal's master before its create returned.
+            if let Some(sock) = &ours {
+                let master = crate::runtime::receive_master(sock)
+                    .and_then(Stream::terminal)
+                    .map_err(|e| format!("create container {name}: its terminal: {e}"))?;
+                if keep_stdin {
+                    slot.stdin = Some(master.write.try_clone().map_err(|e| format!("dup: {e}"))?);
+                }
+                slot.out = master;
+            }
+            Ok(rec)
+        });
+        let started = created
+            .and_then(|rec| self.rt.start(id).map(|()| rec.pid).map_err(|e| format!("start container {name}: {e}")));
         let pid = match started {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = self.rt.delete(id, true);
+                slot.stdin = None;
                 return Err(e);
             }
         };
@@ -505,6 +591,28 @@ impl Monitor {
         Ok((exec, pid, master))
     }
 
+    /// Attaches client `client` to the running container `name`: its output from now on
+    /// goes to the two descriptors passed; its stdin (if it keeps one) comes back.
+    fn attach(&mut self, name: &str, client: u64, passed: Vec<OwnedFd>) -> Result<(bool, Option<OwnedFd>), String> {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.name == name && s.pid.is_some())
+            .ok_or_else(|| format!("container {name} is not running"))?;
+        let [out, err] = <[OwnedFd; 2]>::try_from(passed)
+            .map_err(|p| format!("an attach needs 2 descriptors (stdout, stderr), {} came", p.len()))?;
+        // A client that does not read loses output rather than stopping the container's.
+        for fd in [&out, &err] {
+            let flags = nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_GETFL).map_err(|e| format!("fcntl: {e}"))?;
+            let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+            nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFL(flags)).map_err(|e| format!("fcntl: {e}"))?;
+        }
+        let stdin = slot.stdin.as_ref().map(|f| f.try_clone()).transpose().map_err(|e| format!("dup: {e}"))?;
+        let tty = slot.tty;
+        self.attached.push(Attachment { client, name: name.to_string(), out, err });
+        Ok((tty, stdin))
+    }
+
     /// Takes what an exec wrote, keeping the first probe::MAX_OUTPUT bytes.
     fn read_exec(&mut self, i: usize) {
         let e = &mut self.execs[i];
@@ -537,9 +645,18 @@ impl Monitor {
     /// Passes a container's output on: to its log, and to our stdout or stderr if echoed.
     fn pump(&mut self, i: usize, flush: bool) {
         let slot = &mut self.slots[i];
+        let attached = &self.attached;
         for (stream, which) in [(&mut slot.out, crilog::Stream::Stdout), (&mut slot.err, crilog::Stream::Stderr)] {
             let log = &mut slot.log;
             let echo = slot.echo.as_deref();
+            let name = slot.name.as_str();
+            // Written as it came; a full pipe (a client that does not read) drops it.
+            let mut tap = |chunk: &[u8]| {
+                for a in attached.iter().filter(|a| a.name == name) {
+                    let fd = if which == crilog::Stream::Stderr { &a.err } else { &a.out };
+                    let _ = nix::unistd::write(fd, chunk);
+                }
+            };
             let mut sink = |line: &[u8], complete: bool| {
                 if let Some(l) = log.as_mut() {
                     let _ = l.write(which, line, !complete);
@@ -548,7 +665,7 @@ impl Monitor {
                     echo_line(which, prefix, line);
                 }
             };
-            if flush { stream.flush(&mut sink) } else { stream.pump(&mut sink) }
+            if flush { stream.flush_tapped(&mut tap, &mut sink) } else { stream.pump_tapped(&mut tap, &mut sink) }
         }
     }
 
@@ -572,6 +689,17 @@ impl Monitor {
         let slot = &mut self.slots[i];
         slot.pid = None;
         slot.log = None;
+        slot.stdin = None;
+        // Attached clients see the end of its output.
+        self.attached.retain(|a| a.name != slot.name);
+        if slot.tty {
+            // A master whose terminal has no one left hangs up for ever (poll would spin):
+            // a quiet pipe stands in until the next run makes a terminal again.
+            match Stream::new() {
+                Ok(quiet) => slot.out = quiet,
+                Err(e) => tracing::warn!("container {}: pipe: {e}", slot.name),
+            }
+        }
         let (name, id) = (slot.name.clone(), slot.id.clone());
         // Read before delete removes the cgroup: did the kernel's OOM killer end it?
         let oom = self.rt.stats(&id).is_ok_and(|s| s.oom_kills > 0);
@@ -687,6 +815,17 @@ fn send_with(c: &mut Client, msg: &Message, fd: Option<std::os::fd::BorrowedFd<'
                 return;
             }
         }
+    }
+}
+
+/// Sets the size of the terminal whose master is `fd`.
+fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize struct, which we own, from the pointer.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }
 

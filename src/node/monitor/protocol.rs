@@ -19,14 +19,35 @@ pub enum Request {
     /// Create and start a container from the bundle its owner prepared (config.json and a
     /// mounted root filesystem), as run number `restart`. With `echo`, its output is also
     /// passed to the monitor's stdout and stderr, each line prefixed by it.
+    /// `stdin` keeps the container's stdin open for attach (else it reads /dev/null);
+    /// `stdin_once` closes it when the first attached client is done with it.
     #[serde(rename_all = "camelCase")]
-    Start { name: String, id: String, bundle: PathBuf, restart: u32, echo: Option<String> },
+    Start {
+        name: String,
+        id: String,
+        bundle: PathBuf,
+        restart: u32,
+        echo: Option<String>,
+        #[serde(default)]
+        stdin: bool,
+        #[serde(default)]
+        stdin_once: bool,
+    },
     /// Send a signal to a container's processes (all of them with SIGKILL).
     Signal { name: String, signal: i32 },
     /// Run a command in a running container, as its process runs (user, environment,
     /// capabilities, seccomp), its stdio as `io` says. Answered with ExecStarted, then
     /// ExecExited when it ends.
     Exec { name: String, command: Vec<String>, io: ExecIo },
+    /// Attach to a running container: what it writes from now on is copied to the two
+    /// descriptors sent with the request (SCM_RIGHTS; its terminal's output to the first),
+    /// until it ends or this connection closes. Answered with Attached, which carries the
+    /// container's stdin (a pipe's write end, or its terminal's master) if it keeps one.
+    Attach { name: String },
+    /// The attached client's input ended: with stdinOnce, the container's stdin closes.
+    CloseStdin { name: String },
+    /// Set the size of a container's terminal.
+    Resize { name: String, rows: u16, cols: u16 },
     /// Kill every container, remove the sandbox and the pod's directory, and exit.
     Teardown,
 }
@@ -63,6 +84,9 @@ pub enum Message {
     Error { error: String },
     /// A container ended (not a reply).
     Exited { name: String, terminated: Terminated },
+    /// Reply to Attach: whether the container has a terminal, and whether its stdin came
+    /// with this message.
+    Attached { tty: bool, stdin: bool },
     /// Reply to Exec: its process runs.
     ExecStarted { exec: u64, pid: i32 },
     /// An Exec's process ended (not a reply): its exit code (-1 if it was killed at its
@@ -106,6 +130,8 @@ mod tests {
             bundle: "/b".into(),
             restart: 2,
             echo: Some("[c] ".into()),
+            stdin: true,
+            stdin_once: false,
         };
         let line = encode(&r);
         assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
