@@ -52,9 +52,14 @@ fn proc_field(pid: u32, file: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// (Rss, Pss) in kB.
-fn memory(pid: u32) -> (u64, u64) {
-    (proc_field(pid, "status", "VmRSS"), proc_field(pid, "smaps_rollup", "Pss"))
+/// (Rss, Pss, Anonymous) in kB. Rss and Pss count the pages of our binary a process has
+/// touched, which vary with the page cache from run to run; Anonymous is its own memory.
+fn memory(pid: u32) -> (u64, u64, u64) {
+    (
+        proc_field(pid, "status", "VmRSS"),
+        proc_field(pid, "smaps_rollup", "Pss"),
+        proc_field(pid, "smaps_rollup", "Anonymous"),
+    )
 }
 
 /// A state root with the busybox image, a bridge and a CIDR of its own.
@@ -283,7 +288,7 @@ fn main() {
     std::thread::sleep(Duration::from_secs(2));
     let busy = memory(daemon.id());
     let busy_threads = proc_field(daemon.id(), "status", "Threads");
-    let (mut rss, mut pss): (Vec<u64>, Vec<u64>) = uids
+    let monitors: Vec<(u64, u64, u64)> = uids
         .iter()
         .map(|uid| {
             let rec: Value =
@@ -291,7 +296,10 @@ fn main() {
                     .unwrap();
             memory(rec["pid"].as_u64().unwrap() as u32)
         })
-        .unzip();
+        .collect();
+    let mut rss: Vec<u64> = monitors.iter().map(|m| m.0).collect();
+    let mut pss: Vec<u64> = monitors.iter().map(|m| m.1).collect();
+    let mut anon: Vec<u64> = monitors.iter().map(|m| m.2).collect();
 
     // Everything goes: the pods (from several clients at once), then the daemon.
     std::thread::scope(|s| {
@@ -326,29 +334,17 @@ fn main() {
     fg.remove_bridge();
     node.remove_bridge();
 
-    println!("nodectl daemon, {PODS} pods (busybox sleep 3600, own root, bridge and CIDR):");
-    println!("                                         RSS        Pss    threads   aim");
-    println!(
-        "  daemon idle, right after start    {:7.1} MiB {:7.1} MiB  {:5}     under 15 MB",
-        mib(idle.0),
-        mib(idle.1),
-        idle_threads
-    );
-    println!(
-        "  daemon with {PODS} running pods     {:7.1} MiB {:7.1} MiB  {:5}",
-        mib(busy.0),
-        mib(busy.1),
-        busy_threads
-    );
-    println!(
-        "  each pod's monitor, min/p50/max   Rss {:.2}/{:.2}/{:.2} MiB   Pss {:.2}/{:.2}/{:.2} MiB   (aim: under 1 MB each)",
-        mib(pct(&mut rss, 0.0)),
-        mib(pct(&mut rss, 0.5)),
-        mib(pct(&mut rss, 1.0)),
-        mib(pct(&mut pss, 0.0)),
-        mib(pct(&mut pss, 0.5)),
-        mib(pct(&mut pss, 1.0)),
-    );
+    println!("nodectl daemon, {PODS} pods (busybox sleep 3600, own root, bridge and CIDR), MiB:");
+    let row = |what: &str, m: (u64, u64, u64), threads: u64, aim: &str| {
+        println!("  {what:<34} {:6.1}   {:6.2}   {:6.2}   {threads:>7}    {aim}", mib(m.0), mib(m.1), mib(m.2));
+    };
+    println!("  {:<34} {:>6}   {:>6}   {:>6}   {:>7}    aim", "", "RSS", "Pss", "Anon", "threads");
+    row("the daemon idle, right after start", idle, idle_threads, "under 15 MB");
+    row(&format!("the daemon with {PODS} running pods"), busy, busy_threads, "");
+    for (what, p) in [("min", 0.0), ("p50", 0.5), ("max", 1.0)] {
+        let m = (pct(&mut rss, p), pct(&mut pss, p), pct(&mut anon, p));
+        row(&format!("a pod's monitor, {what} of {PODS}"), m, 1, if p == 0.5 { "under 1 MB" } else { "" });
+    }
     println!("until the container's process runs (it writes into a FIFO on a hostPath), {PODS} pods, alternating:");
     let fg50 = pct(&mut foreground, 0.5);
     println!(
