@@ -51,6 +51,7 @@ bench: build images
 	$(CARGO) bench --locked --bench unpack
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench runtime
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench pods
+	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench daemon
 	$(CARGO) bench --locked --bench api
 
 clean:

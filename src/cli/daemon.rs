@@ -40,6 +40,15 @@ pub struct DaemonArgs {
 pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
     // Each pod's monitor is started from /proc/self/exe and forks containers: sealed first.
     crate::sys::exe::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
+    // One malloc arena instead of glibc's up to 8 per core: every pod has a thread of its
+    // own and, with an arena per thread, 100 pods left 15 arenas of 300-900 KiB each
+    // (`make bench`: the daemon with 100 pods 31.2 -> 29.7 MiB RSS). Pod threads mostly
+    // wait, so they hardly contend for the one arena.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only tunes the allocator; called before this process starts a thread.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
     if !(args.restart_backoff.is_finite() && args.restart_backoff >= 0.0) {
         bail!("--restart-backoff: {} is not a number of seconds", args.restart_backoff);
     }
