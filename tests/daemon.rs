@@ -368,6 +368,121 @@ fn pods_that_cannot_start_wait_with_the_kubelets_reasons_and_events() {
     node.assert_clean();
 }
 
+#[test]
+fn the_daemon_logs_json_lines_with_log_format_json_and_text_otherwise() {
+    use std::io::{BufRead, BufReader};
+    for (format, json) in [("json", true), ("text", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut daemon = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+            .arg("--root")
+            .arg(dir.path())
+            .args(["--log-level", "info", "daemon", "--log-format", format])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(daemon.stderr.take().unwrap()).read_line(&mut first).unwrap();
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+        let parsed = serde_json::from_str::<Value>(&first);
+        if json {
+            let line = parsed.unwrap_or_else(|e| panic!("not JSON ({e}): {first}"));
+            assert_eq!(line["level"], "INFO", "{line}");
+            assert_eq!(line["fields"]["message"], "serving", "{line}");
+            assert!(line["fields"]["socket"].as_str().unwrap().ends_with("nodectl.sock"), "{line}");
+        } else {
+            assert!(parsed.is_err() && first.contains("INFO") && first.contains("serving"), "{first}");
+        }
+    }
+}
+
+#[test]
+fn a_vanished_network_namespace_or_cgroup_ends_as_a_status_with_a_reason_not_a_daemon_crash() {
+    let node = Node::new();
+    let crashing = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: crashing}\nspec:\n  containers: [{name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'sleep 0.2; exit 1']}]\n");
+    node.ok(&["run", "--detach", &crashing]);
+    let p = node.wait_for("crashing", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1));
+    let uid = p["metadata"]["uid"].as_str().unwrap().to_string();
+    let record = json_file(&pod_dir(&node, &uid).join("pod.json"));
+
+    // The pod's cgroup goes while its container waits to restart (a cgroup with processes
+    // cannot be removed): the next run makes it again.
+    let parent = record["cgroupParent"].as_str().unwrap().to_string();
+    let removed = remove_cgroup_when_empty(&parent);
+    assert!(removed > 0, "no cgroup of {parent} was found to remove");
+    let before = node.pod("crashing")["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap();
+    node.wait_for("crashing", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(before + 2));
+
+    // Its network namespace goes: the containers cannot join it, and say so.
+    let netns = pod_dir(&node, &uid).join("ns/net");
+    let out = Command::new("umount").arg("-l").arg(&netns).output().unwrap();
+    assert!(out.status.success(), "{out:?}");
+    fs::remove_file(&netns).unwrap();
+    let p = node.wait_for("crashing", |p| {
+        p["status"]["containerStatuses"][0]["lastState"]["terminated"]["reason"] == "ContainerCannotRun"
+    });
+    let message = p["status"]["containerStatuses"][0]["lastState"]["terminated"]["message"].as_str().unwrap();
+    assert!(message.contains("ns/net"), "{message}");
+    assert!(node.ok(&["describe", "pod", "crashing"]).contains("ns/net"));
+    // The daemon goes on, and the pod's removal leaves nothing.
+    node.ok(&["delete", "pod", "crashing", "--grace-period", "0"]);
+    let end = Instant::now() + Duration::from_secs(30);
+    while !node.ok(&["get", "pods", "-o", "name"]).is_empty() {
+        assert!(Instant::now() < end, "pod not deleted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    node.assert_clean();
+    assert!(cgroups_named(&parent).is_empty());
+}
+
+/// Removes the cgroup `relative` (below ours) in every hierarchy, retrying until each is
+/// empty at the moment we try; how many were removed.
+fn remove_cgroup_when_empty(relative: &str) -> usize {
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let mut dirs = Vec::new();
+    for line in own.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        let mount = match controllers {
+            "" => "unified".to_string(),
+            c => c.strip_prefix("name=").unwrap_or(c).to_string(),
+        };
+        let dir = PathBuf::from("/sys/fs/cgroup").join(mount).join(path.trim_start_matches('/')).join(relative);
+        if dir.is_dir() {
+            dirs.push(dir);
+        }
+    }
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut removed = 0;
+    for dir in dirs {
+        // Deepest first; a container cgroup inside means it runs now: try again.
+        while dir.exists() {
+            let mut all = vec![dir.clone()];
+            let mut i = 0;
+            while i < all.len() {
+                for e in fs::read_dir(&all[i]).into_iter().flatten().flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        all.push(e.path());
+                    }
+                }
+                i += 1;
+            }
+            for d in all.iter().rev() {
+                let _ = fs::remove_dir(d);
+            }
+            if !dir.exists() {
+                removed += 1;
+                break;
+            }
+            assert!(Instant::now() < end, "{} never emptied", dir.display());
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    removed
+}
+
 fn pod_dir(node: &Node, uid: &str) -> PathBuf {
     node.root().join("pods").join(uid)
 }
@@ -645,7 +760,11 @@ fn attach_streams_a_containers_output_and_passes_our_input_to_its_stdin_or_termi
     assert_eq!(String::from_utf8_lossy(&out.stdout), "got a\ngot b\neof\n");
     assert_eq!(String::from_utf8_lossy(&out.stderr), "err a\nerr b\n");
     node.wait_for("once", |p| p["status"]["phase"] == "Succeeded");
-    assert!(node.ok(&["logs", "once"]).contains("got b\neof"));
+    // Its log has both streams (two pipes: their lines' order between them is not kept).
+    let log = node.ok(&["logs", "once"]);
+    for line in ["got a\n", "got b\n", "err a\n", "err b\n", "eof\n"] {
+        assert!(log.contains(line), "{line:?} not in {log}");
+    }
 
     // A terminal: a shell that reads our input from it, its output through it (and into
     // its log); the shell's exit ends the attach.
@@ -673,15 +792,15 @@ fn attach_streams_a_containers_output_and_passes_our_input_to_its_stdin_or_termi
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // The attach ends with the container.
-    let mut stderr = attached.stderr.take().unwrap();
-    let mut warning = [0u8; 64];
-    use std::io::Read;
-    let n = stderr.read(&mut warning).unwrap();
-    assert!(String::from_utf8_lossy(&warning[..n]).starts_with("Unable to use a TTY - container c did not"));
+    // Once it warned, it is attached; it ends with the container.
+    use std::io::BufRead;
+    let mut stderr = std::io::BufReader::new(attached.stderr.take().unwrap());
+    let mut warning = String::new();
+    stderr.read_line(&mut warning).unwrap();
+    assert!(warning.starts_with("Unable to use a TTY - container c did not allocate one"), "{warning:?}");
     node.ok(&["delete", "pod", "plain", "--grace-period", "0"]);
     let out = attached.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
     // Attaching to what does not run is refused.
     let out = verb_with(&node, "attach", &["once"], b"");
     assert_eq!(out.status.code(), Some(1));
