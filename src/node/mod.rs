@@ -13,6 +13,7 @@ pub mod container_spec;
 pub mod crilog;
 pub mod daemon;
 pub mod env;
+pub mod image_gc;
 pub mod images;
 pub mod monitor;
 pub mod namespaces;

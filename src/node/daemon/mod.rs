@@ -195,6 +195,8 @@ impl Reporter for EntryReporter {
 pub struct Daemon {
     pub opts: PodOptions,
     pods: Mutex<BTreeMap<(String, String), Arc<Entry>>>,
+    /// Image garbage collection's policy, once [`super::image_gc::start`] turned it on.
+    pub image_gc: std::sync::OnceLock<super::image_gc::Policy>,
     _lock: FileLock,
 }
 
@@ -215,7 +217,7 @@ impl Daemon {
         let lock = FileLock::try_exclusive(&path)
             .map_err(io(format!("lock {}", path.display())))?
             .ok_or_else(|| DaemonError::Busy(path.clone()))?;
-        Ok(Arc::new(Daemon { opts, pods: Mutex::new(BTreeMap::new()), _lock: lock }))
+        Ok(Arc::new(Daemon { opts, pods: Mutex::new(BTreeMap::new()), image_gc: Default::default(), _lock: lock }))
     }
 
     fn pods(&self) -> MutexGuard<'_, BTreeMap<(String, String), Arc<Entry>>> {
@@ -271,9 +273,10 @@ impl Daemon {
         drop(pods);
         let daemon = self.clone();
         let e = entry.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("pod {name}"))
-            .spawn(move || daemon.keep(e, manifest, accepted, control));
+        let spawned = std::thread::Builder::new().name(format!("pod {name}")).spawn(move || {
+            super::image_gc::before_pod(&daemon);
+            daemon.keep(e, manifest, accepted, control)
+        });
         if let Err(err) = spawned {
             self.forget(&entry);
             return Err(AdmitError::Invalid(format!("start the pod's thread: {err}")));
