@@ -1,10 +1,11 @@
 //! `nodectl daemon` on a small disk, for real, as root: image garbage collection by disk
-//! thresholds. Each test
+//! thresholds, and a full disk that ends as a pod's status rather than a crash. Each test
 //! mounts a tmpfs of its own as the state root and unmounts it at the end, even on failure.
 
 mod common;
 
 use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -190,10 +191,58 @@ impl Drop for Node {
     }
 }
 
+/// Writes zeros to `path` until the disk is full.
+fn fill(path: &Path) {
+    let mut f = fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    f.sync_all().unwrap();
+}
+
 fn pod_yaml(name: &str, image: &str, command: &str, restart: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {image}, imagePullPolicy: Never, command: [sh, -c, '{command}']}}\n"
     )
+}
+
+#[test]
+fn a_full_disk_ends_as_a_pod_status_naming_it_and_the_daemon_carries_on() {
+    let mut node = Node::new("24M");
+    node.import("busybox", "busybox:latest");
+    // Collection off: here the disk stays full.
+    node.start(&["--image-gc-high-threshold", "100"]);
+    let filler = node.root().join("filler");
+    fill(&filler);
+
+    let out = node.nodectl(&["run", "--detach", &node.file(&pod_yaml("full", "busybox", "sleep 100", "Always"))]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let failed = node.wait_for("full", |p| p["status"]["phase"] == "Failed");
+    let message = failed["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("No space left on device"), "{failed:#}");
+    assert_eq!(failed["status"]["reason"], "OutOfDisk", "{failed:#}");
+    let table = node.ok(&["get", "pods"]);
+    assert!(table.lines().any(|l| l.starts_with("full") && l.contains("OutOfDisk")), "{table}");
+    let described = node.ok(&["describe", "pod", "full"]);
+    assert!(described.contains("No space left on device"), "{described}");
+
+    // The daemon still answers, and deleting the pod leaves nothing.
+    node.ok(&["delete", "pod", "full"]);
+    assert!(String::from_utf8_lossy(&node.nodectl(&["get", "pod", "full"]).stderr).contains("not found"));
+    node.assert_clean();
+
+    // With room again, a new pod runs.
+    fs::remove_file(&filler).unwrap();
+    node.ok(&["run", "--detach", &node.file(&pod_yaml("after", "busybox", "echo ran; sleep 100", "Always"))]);
+    node.wait_for("after", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    node.ok(&["delete", "pod", "after", "--grace-period", "0"]);
+    node.assert_clean();
+    assert!(node.daemon.as_mut().unwrap().try_wait().unwrap().is_none(), "the daemon died: {}", node.log());
 }
 
 /// Writes `bytes` under `dir/blobs/sha256`; returns its digest.

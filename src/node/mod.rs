@@ -12,6 +12,7 @@ pub mod config;
 pub mod container_spec;
 pub mod crilog;
 pub mod daemon;
+pub mod disk;
 pub mod env;
 pub mod image_gc;
 pub mod images;
