@@ -275,6 +275,18 @@ pub fn before_pod(daemon: &Daemon) {
     }
 }
 
+/// Marks the images the daemon's pods name as used now: as the kubelet's image manager
+/// refreshes lastUsed each period, an image a long-running pod holds counts as used until
+/// the pod goes, not only when the pod was made.
+fn mark_in_use(daemon: &Daemon) {
+    let Ok(store) = Store::open(&daemon.opts.root) else { return };
+    for name in images_of_pods(daemon) {
+        if let Ok(record) = store.resolve(&name) {
+            let _ = store.mark_used(record.id());
+        }
+    }
+}
+
 /// Turns collection on for `daemon`: every `period`, and before each pod is made.
 pub fn start(daemon: &Arc<Daemon>, policy: Policy, period: Duration) -> std::io::Result<()> {
     if !policy.enabled() || daemon.image_gc.set(policy).is_err() {
@@ -284,6 +296,7 @@ pub fn start(daemon: &Arc<Daemon>, policy: Policy, period: Duration) -> std::io:
     std::thread::Builder::new().name("image gc".into()).spawn(move || {
         loop {
             std::thread::sleep(period);
+            mark_in_use(&daemon);
             collect_logged(&daemon, &policy);
         }
     })?;
