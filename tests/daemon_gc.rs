@@ -226,6 +226,7 @@ fn a_full_disk_ends_as_a_pod_status_naming_it_and_the_daemon_carries_on() {
     let message = failed["status"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("No space left on device"), "{failed:#}");
     assert_eq!(failed["status"]["reason"], "OutOfDisk", "{failed:#}");
+    assert_eq!(failed["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "OutOfDisk", "{failed:#}");
     let table = node.ok(&["get", "pods"]);
     assert!(table.lines().any(|l| l.starts_with("full") && l.contains("OutOfDisk")), "{table}");
     let described = node.ok(&["describe", "pod", "full"]);

@@ -282,7 +282,10 @@ impl Daemon {
             super::image_gc::before_pod(&daemon);
             match accepted {
                 Ok(accepted) => daemon.keep(e, manifest, accepted, control),
-                Err(err) => daemon.fail_until_deleted(&e, &err, &mut { control }),
+                Err(err) => {
+                    e.view().statuses = owner::initial_statuses(&manifest, daemon.opts.restart_backoff);
+                    daemon.fail_until_deleted(&e, &err, &mut { control })
+                }
             }
         });
         if let Err(err) = spawned {
