@@ -10,6 +10,7 @@ use super::local::SocketArgs;
 use super::run::{LogArgs, NetArgs};
 use crate::node::config;
 use crate::node::daemon::{Daemon, api};
+use crate::node::image_gc;
 use crate::node::owner::PodOptions;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -28,6 +29,19 @@ pub struct DaemonArgs {
     /// Serve Prometheus metrics (`/metrics`) on this TCP address too, e.g. 127.0.0.1:10255.
     #[arg(long, value_name = "ADDRESS:PORT")]
     metrics_address: Option<std::net::SocketAddr>,
+    /// Remove unused images when the image store's filesystem is fuller than this percent
+    /// (100: never), as the kubelet's imageGCHighThresholdPercent.
+    #[arg(long, value_name = "PERCENT", default_value_t = 85, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// ... down to this percent (imageGCLowThresholdPercent); below the high threshold.
+    #[arg(long, value_name = "PERCENT", default_value_t = 80, value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
+    /// Never remove an image imported more recently than this (imageMinimumGCAge): 2m, 90s.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = duration)]
+    image_minimum_gc_age: Duration,
+    /// How often the disk is checked for image garbage collection (also before each pod).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = duration)]
+    image_gc_period: Duration,
     /// How the daemon logs: text, or JSON lines.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -35,6 +49,11 @@ pub struct DaemonArgs {
     logs: LogArgs,
     #[command(flatten)]
     net: NetArgs,
+}
+
+/// A duration flag: `2m`, `1m30s`, `90s`, `500ms`, or seconds.
+fn duration(text: &str) -> Result<Duration, String> {
+    image_gc::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration (e.g. 2m, 90s, 500ms)"))
 }
 
 pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
@@ -52,6 +71,11 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
     if !(args.restart_backoff.is_finite() && args.restart_backoff >= 0.0) {
         bail!("--restart-backoff: {} is not a number of seconds", args.restart_backoff);
     }
+    let image_gc =
+        image_gc::Policy::new(args.image_gc_high_threshold, args.image_gc_low_threshold, args.image_minimum_gc_age)?;
+    if args.image_gc_period.is_zero() {
+        bail!("--image-gc-period: must be more than 0");
+    }
     super::run::clean_abandoned(root);
     let opts = PodOptions {
         root: root.to_path_buf(),
@@ -65,6 +89,7 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
     for problem in daemon.recover() {
         tracing::warn!("{problem}");
     }
+    image_gc::start(&daemon, image_gc, args.image_gc_period).context("start image garbage collection")?;
     let socket = args.socket.path(root);
     let rt =
         tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;

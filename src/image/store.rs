@@ -5,6 +5,7 @@
 //! layers/<chainid>/    each layer unpacked once, overlay-style whiteouts, keyed by ChainID
 //! rootfs/<id>/         a container's overlay: layers.json, upper/, work/, merged/
 //! index.json           reference -> image record
+//! used/<id hex>        its mtime: when a pod last resolved the image (for image gc)
 //! tmp/                 staging; everything enters the store by rename(2) from here
 //! lock                 shared while writing or mounting, exclusive while collecting garbage
 //! index.lock           exclusive while index.json is read, changed and replaced
@@ -19,6 +20,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use oci_spec::image::{ImageConfiguration, ImageManifest};
 use serde::{Deserialize, Serialize};
@@ -186,7 +188,7 @@ impl Store {
     /// Opens (creating if needed) the store under `state_root/images`.
     pub fn open(state_root: &Path) -> Result<Store> {
         let root = state_root.join("images");
-        for dir in ["blobs/sha256", "layers", "rootfs", "tmp", "l"] {
+        for dir in ["blobs/sha256", "layers", "rootfs", "tmp", "l", "used"] {
             let p = root.join(dir);
             fs::create_dir_all(&p).map_err(io_err("create directory", &p))?;
         }
@@ -458,6 +460,58 @@ impl Store {
         Ok(removed)
     }
 
+    fn used_path(&self, id: &Digest) -> PathBuf {
+        self.root.join("used").join(id.hex())
+    }
+
+    /// Records that a pod uses image `id` now (its `used/` file's mtime), so that image
+    /// garbage collection removes the least recently used first.
+    pub fn mark_used(&self, id: &Digest) -> Result<()> {
+        let p = self.used_path(id);
+        let f = File::options().create(true).truncate(false).write(true).open(&p).map_err(io_err("open", &p))?;
+        f.set_modified(SystemTime::now()).map_err(io_err("set the mtime of", p))
+    }
+
+    /// When a pod last used image `id`, if one ever did.
+    pub fn last_used(&self, id: &Digest) -> Option<SystemTime> {
+        fs::metadata(self.used_path(id)).and_then(|m| m.modified()).ok()
+    }
+
+    /// When the image was imported or pulled: its manifest blob was written then.
+    pub fn imported_at(&self, image: &ImageRecord) -> Option<SystemTime> {
+        fs::metadata(self.blob_path(&image.manifest)).and_then(|m| m.modified()).ok()
+    }
+
+    /// Bytes a blob takes on disk (0 if it is not there).
+    pub fn blob_disk_bytes(&self, d: &Digest) -> u64 {
+        disk_bytes(&self.blob_path(d))
+    }
+
+    /// Bytes an unpacked layer takes on disk (0 if it is not there).
+    pub fn layer_disk_bytes(&self, chain_id: &Digest) -> u64 {
+        disk_bytes(&self.layer_path(chain_id))
+    }
+
+    /// Removes the images `choose` names (by reference), then collects garbage, all under
+    /// the exclusive lock: nothing can resolve (see `node::images`), import or mount an
+    /// image meanwhile, so what `choose` saw in use is all that is in use. `choose` gets
+    /// the index and the chain IDs that prepared container root filesystems hold.
+    pub fn remove_chosen(
+        &self,
+        choose: impl FnOnce(&[ImageRecord], &BTreeSet<Digest>) -> Vec<String>,
+    ) -> Result<Vec<ImageRecord>> {
+        let _guard = self.exclusive_lock()?;
+        let images = self.list()?;
+        let names = choose(&images, &self.layers_in_use()?);
+        let removed = if names.is_empty() {
+            Vec::new()
+        } else {
+            self.update_index(|index| names.iter().filter_map(|n| index.images.remove(n)).collect())?
+        };
+        self.gc_locked()?;
+        Ok(removed)
+    }
+
     /// Chain IDs held by prepared container root filesystems.
     fn layers_in_use(&self) -> Result<BTreeSet<Digest>> {
         let mut used = BTreeSet::new();
@@ -478,6 +532,10 @@ impl Store {
     /// processes left in `tmp/`. Waits for running imports to finish first.
     pub fn gc(&self) -> Result<()> {
         let _guard = self.exclusive_lock()?;
+        self.gc_locked()
+    }
+
+    fn gc_locked(&self) -> Result<()> {
         let index = self.read_index()?;
         let mut blobs = BTreeSet::new();
         let mut chains = self.layers_in_use()?;
@@ -506,6 +564,15 @@ impl Store {
                 let p = layer_dir.join(&name);
                 fs::rename(&p, &doomed).map_err(io_err("rename", p))?;
                 remove_tree(&doomed).map_err(io_err("remove", doomed))?;
+            }
+        }
+        // Last-use marks of images no tag names any more.
+        let used = self.root.join("used");
+        let ids: BTreeSet<&Digest> = index.images.values().map(|r| &r.config).collect();
+        for name in read_dir_names(&used)? {
+            if Digest::from_hex(&name).map(|d| !ids.contains(&d)).unwrap_or(true) {
+                let p = used.join(&name);
+                fs::remove_file(&p).map_err(io_err("remove", p))?;
             }
         }
         // Short names for legacy overlay mounts (see rootfs.rs) whose layer is gone.
@@ -577,6 +644,24 @@ pub fn read_bounded(file: File) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(data)
+}
+
+/// Bytes a file or tree takes on disk (allocated blocks; a file hardlinked twice in it
+/// counts once). Unreadable parts count as 0: this sizes what removal would free.
+pub fn disk_bytes(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    fn walk(path: &Path, seen: &mut BTreeSet<(u64, u64)>) -> u64 {
+        let Ok(m) = fs::symlink_metadata(path) else { return 0 };
+        let mut total =
+            if m.nlink() > 1 && !m.is_dir() && !seen.insert((m.dev(), m.ino())) { 0 } else { m.blocks() * 512 };
+        if m.is_dir() {
+            for entry in fs::read_dir(path).into_iter().flatten().flatten() {
+                total += walk(&entry.path(), seen);
+            }
+        }
+        total
+    }
+    walk(path, &mut BTreeSet::new())
 }
 
 fn read_dir_names(dir: &Path) -> Result<Vec<String>> {

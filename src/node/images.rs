@@ -80,6 +80,10 @@ pub fn resolve(
 ) -> Result<Resolved, PlanError> {
     let fail = |source| PlanError::Image { field: field.to_string(), source: Box::new(source) };
     let policy = policy.unwrap_or_else(|| default_policy(image));
+    // Resolved under the store's shared lock: image garbage collection, which holds it
+    // exclusively while it decides and removes, then either saw this pod (the daemon lists
+    // a pod before resolving its images) or already removed what it chose.
+    let _guard = store.shared_lock().map_err(|source| fail(ImageError::Store { image: image.into(), source }))?;
     let local = match store.resolve(image) {
         Ok(r) => Some(r),
         Err(StoreError::NotFound(_)) => None,
@@ -122,5 +126,10 @@ pub fn resolve(
     let parsed: ImageConfiguration = serde_json::from_slice(&bytes).map_err(|source| {
         fail(ImageError::Config { image: image.into(), digest: record.config.to_string(), source })
     })?;
+    // Least recently used images go first when the disk fills (node::image_gc); a full
+    // disk must not stop a pod here, so a failure is only logged.
+    if let Err(e) = store.mark_used(record.id()) {
+        tracing::debug!("{image}: recording its use: {e}");
+    }
     Ok(Resolved { config: parsed.config().clone(), record, pulled: pulled_in })
 }

@@ -197,6 +197,8 @@ impl Reporter for EntryReporter {
 pub struct Daemon {
     pub opts: PodOptions,
     pods: Mutex<BTreeMap<(String, String), Arc<Entry>>>,
+    /// Image garbage collection's policy, once [`super::image_gc::start`] turned it on.
+    pub image_gc: std::sync::OnceLock<super::image_gc::Policy>,
     _lock: FileLock,
 }
 
@@ -217,7 +219,7 @@ impl Daemon {
         let lock = FileLock::try_exclusive(&path)
             .map_err(io(format!("lock {}", path.display())))?
             .ok_or_else(|| DaemonError::Busy(path.clone()))?;
-        Ok(Arc::new(Daemon { opts, pods: Mutex::new(BTreeMap::new()), _lock: lock }))
+        Ok(Arc::new(Daemon { opts, pods: Mutex::new(BTreeMap::new()), image_gc: Default::default(), _lock: lock }))
     }
 
     fn pods(&self) -> MutexGuard<'_, BTreeMap<(String, String), Arc<Entry>>> {
@@ -268,14 +270,26 @@ impl Daemon {
         }
         // On disk before the answer: a daemon killed from here on makes the pod when it
         // comes back.
-        let accepted = owner::accept(&self.opts, &manifest, false).map_err(|e| AdmitError::Invalid(e.to_string()))?;
+        // A full disk is the node's failure, not the pod's: the pod is kept, failed with
+        // the reason, until it is deleted.
+        let accepted = match owner::accept(&self.opts, &manifest, false) {
+            Err(e) if !super::disk::is_full(&e) => return Err(AdmitError::Invalid(e.to_string())),
+            accepted => accepted,
+        };
         pods.insert(k, entry.clone());
         drop(pods);
         let daemon = self.clone();
         let e = entry.clone();
-        let spawned = std::thread::Builder::new()
-            .name(format!("pod {name}"))
-            .spawn(move || daemon.keep(e, manifest, accepted, control));
+        let spawned = std::thread::Builder::new().name(format!("pod {name}")).spawn(move || {
+            super::image_gc::before_pod(&daemon);
+            match accepted {
+                Ok(accepted) => daemon.keep(e, manifest, accepted, control),
+                Err(err) => {
+                    e.view().statuses = owner::initial_statuses(&manifest, daemon.opts.restart_backoff);
+                    daemon.fail_until_deleted(&e, &err, &mut { control })
+                }
+            }
+        });
         if let Err(err) = spawned {
             self.forget(&entry);
             return Err(AdmitError::Invalid(format!("start the pod's thread: {err}")));
@@ -309,18 +323,19 @@ impl Daemon {
         };
         let owner = match made {
             Ok(o) => o,
-            Err(e) => {
-                self.failed(&entry, &e);
-                // Kept, with its reason, until deleted.
-                while !entry.deleting() {
-                    let _ = wait_readable(control.fd(), None);
-                    control.take();
-                }
-                self.forget(&entry);
-                return;
-            }
+            Err(e) => return self.fail_until_deleted(&entry, &e, &mut control),
         };
         self.keep_owner(entry, owner, control, reporter);
+    }
+
+    /// A pod that could not be made: kept, with its reason, until deleted.
+    fn fail_until_deleted(&self, entry: &Arc<Entry>, e: &PlanError, control: &mut Wakeable) {
+        self.failed(entry, e);
+        while !entry.deleting() {
+            let _ = wait_readable(control.fd(), None);
+            control.take();
+        }
+        self.forget(entry);
     }
 
     /// The pod's images; while one is missing or cannot be pulled, the pod waits with the
@@ -489,6 +504,7 @@ impl Daemon {
         let mut view = entry.view();
         view.facts.creating = false;
         view.facts.failed = Some(e.to_string());
+        view.facts.failed_reason = super::disk::is_full(e).then_some(super::disk::OUT_OF_DISK);
         view.over = true;
         drop(view);
         entry.event("Warning", "Failed", e.to_string());

@@ -21,6 +21,8 @@ pub struct Facts {
     /// Set while the sandbox is being made, and when making it failed (the message).
     pub creating: bool,
     pub failed: Option<String>,
+    /// The reason for `failed` (CreatePodSandboxError if None; OutOfDisk for a full disk).
+    pub failed_reason: Option<&'static str>,
     /// Being deleted.
     pub terminating: bool,
     /// Containers not yet made, each with the kubelet's reason and message
@@ -195,9 +197,12 @@ pub fn pod_status(pod: &Pod, key: &str, statuses: &[ContainerStatus], facts: &Fa
             .and_then(|c| c.image.clone())
             .unwrap_or_default()
     };
+    let failed_reason = facts.failed_reason.unwrap_or("CreatePodSandboxError");
     let pending = |name: &str| match facts.waiting.get(name) {
         Some((reason, message)) => Some((reason.as_str(), Some(message.clone()))),
-        None => facts.creating.then_some(("ContainerCreating", None)),
+        None if facts.creating => Some(("ContainerCreating", None)),
+        // Never made: they wait with the pod's reason, which kubectl's table then shows.
+        None => facts.failed.as_ref().map(|_| (failed_reason, None)),
     };
     let make =
         |c: &ContainerStatus| container_status(c, &format!("{key}.{}", c.name), &image_of(&c.name), pending(&c.name));
@@ -221,7 +226,7 @@ pub fn pod_status(pod: &Pod, key: &str, statuses: &[ContainerStatus], facts: &Fa
         host_ip: facts.host_ip.map(|ip| ip.to_string()),
         start_time: facts.start_time.map(time),
         qos_class: Some(qos_class(pod).to_string()),
-        reason: facts.failed.as_ref().map(|_| "CreatePodSandboxError".to_string()),
+        reason: facts.failed.as_ref().map(|_| failed_reason.to_string()),
         message: facts.failed.clone(),
         init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         container_statuses: Some(container_statuses),

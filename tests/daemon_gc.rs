@@ -1,0 +1,371 @@
+//! `nodectl daemon` on a small disk, for real, as root: image garbage collection by disk
+//! thresholds, and a full disk that ends as a pod's status rather than a crash. Each test
+//! mounts a tmpfs of its own as the state root and unmounts it at the end, even on failure.
+
+mod common;
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A tmpfs of `size` mounted on a temporary directory; unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn new(size: &str) -> Tmpfs {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
+        Tmpfs { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+    }
+}
+
+/// The size and free bytes of the filesystem holding `path`.
+fn statvfs(path: &Path) -> (u64, u64) {
+    let st = nix::sys::statvfs::statvfs(path).unwrap();
+    (st.blocks() * st.fragment_size(), st.blocks_available() * st.fragment_size())
+}
+
+/// A daemon whose state root is a small tmpfs of its own.
+struct Node {
+    disk: Tmpfs,
+    /// The daemon's log, off the small disk.
+    logs: tempfile::TempDir,
+    bridge: String,
+    cidr: String,
+    daemon: Option<Child>,
+}
+
+impl Node {
+    fn new(size: &str) -> Node {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        Node {
+            disk: Tmpfs::new(size),
+            logs: tempfile::tempdir().unwrap(),
+            bridge: format!("ndg{}x{n}", pid % 100_000),
+            cidr: format!("10.{}.{}.0/24", 150 + pid % 100, 200 + n),
+            daemon: None,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.disk.path()
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.root().join("nodectl.sock")
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.logs.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn import(&self, image: &str, name: &str) {
+        self.ok(&["image", "import", common::images().join(image).to_str().unwrap(), "--name", name]);
+    }
+
+    fn start(&mut self, flags: &[&str]) {
+        let log = fs::File::create(self.logs.path().join("daemon.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+            .arg("--root")
+            .arg(self.root())
+            .args(["daemon", "--restart-backoff", "0.2"])
+            .args(flags)
+            .env("NODECTL_BRIDGE", &self.bridge)
+            .env("NODECTL_POD_CIDR", &self.cidr)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let end = Instant::now() + Duration::from_secs(30);
+        while !self.socket().exists() {
+            assert!(Instant::now() < end, "the daemon did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn nodectl(&self, args: &[&str]) -> Output {
+        common::nodectl(self.root(), args)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        common::ok(self.root(), args)
+    }
+
+    /// A manifest written off the small disk (it may be full).
+    fn file(&self, yaml: &str) -> String {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let p = self.logs.path().join(format!("pod-{n}.yaml"));
+        fs::write(&p, yaml).unwrap();
+        p.to_string_lossy().into_owned()
+    }
+
+    fn pod(&self, name: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])).unwrap()
+    }
+
+    fn wait_for(&self, name: &str, want: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(60);
+        loop {
+            let p = self.pod(name);
+            if want(&p) {
+                return p;
+            }
+            assert!(Instant::now() < end, "pod {name} never got there: {p:#}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn images(&self) -> Vec<String> {
+        self.ok(&["image", "ls"]).lines().skip(1).map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
+    }
+
+    /// Nothing of any pod left: directories, mounts, veths, addresses.
+    fn assert_clean(&self) {
+        let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(pods.is_empty(), "pods left: {pods:?}");
+        let root = self.root().to_string_lossy().into_owned();
+        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&root) && !l.contains(" - tmpfs tmpfs "))
+            .map(String::from)
+            .collect();
+        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
+        assert!(String::from_utf8_lossy(&links.stdout).trim().is_empty(), "veths left");
+        let pool = self.root().join("network").join(&self.bridge).join("ipam.json");
+        if let Ok(text) = fs::read_to_string(&pool) {
+            let pods = &serde_json::from_str::<Value>(&text).unwrap()["pods"];
+            assert!(pods.as_object().is_none_or(|p| p.is_empty()), "addresses still allocated: {pods}");
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+        // What a failed test left: removed from the records, as gc would.
+        for e in fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
+            if let Ok(b) = fs::read(e.path().join("pod.json"))
+                && let Ok(rec) = serde_json::from_slice::<nodectl::node::sandbox::PodRecord>(&b)
+            {
+                let _ = nodectl::node::sandbox::teardown(self.root(), &rec);
+            }
+        }
+        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.root().join("network")) {
+            let _ = nodectl::network::remove_bridge(&cfg);
+        }
+        // The tmpfs (a field) is unmounted after this.
+    }
+}
+
+/// Writes zeros to `path` until the disk is full.
+fn fill(path: &Path) {
+    let mut f = fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 << 10];
+    loop {
+        match f.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", path.display()),
+        }
+    }
+    f.sync_all().unwrap();
+}
+
+fn pod_yaml(name: &str, image: &str, command: &str, restart: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  restartPolicy: {restart}\n  terminationGracePeriodSeconds: 1\n  containers:\n  - {{name: c, image: {image}, imagePullPolicy: Never, command: [sh, -c, '{command}']}}\n"
+    )
+}
+
+#[test]
+fn a_full_disk_ends_as_a_pod_status_naming_it_and_the_daemon_carries_on() {
+    let mut node = Node::new("24M");
+    node.import("busybox", "busybox:latest");
+    // Collection off: here the disk stays full.
+    node.start(&["--image-gc-high-threshold", "100"]);
+    let filler = node.root().join("filler");
+    fill(&filler);
+
+    let out = node.nodectl(&["run", "--detach", &node.file(&pod_yaml("full", "busybox", "sleep 100", "Always"))]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let failed = node.wait_for("full", |p| p["status"]["phase"] == "Failed");
+    let message = failed["status"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("No space left on device"), "{failed:#}");
+    assert_eq!(failed["status"]["reason"], "OutOfDisk", "{failed:#}");
+    assert_eq!(failed["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "OutOfDisk", "{failed:#}");
+    let table = node.ok(&["get", "pods"]);
+    assert!(table.lines().any(|l| l.starts_with("full") && l.contains("OutOfDisk")), "{table}");
+    let described = node.ok(&["describe", "pod", "full"]);
+    assert!(described.contains("No space left on device"), "{described}");
+
+    // The daemon still answers, and deleting the pod leaves nothing.
+    node.ok(&["delete", "pod", "full"]);
+    assert!(String::from_utf8_lossy(&node.nodectl(&["get", "pod", "full"]).stderr).contains("not found"));
+    node.assert_clean();
+
+    // With room again, a new pod runs.
+    fs::remove_file(&filler).unwrap();
+    node.ok(&["run", "--detach", &node.file(&pod_yaml("after", "busybox", "echo ran; sleep 100", "Always"))]);
+    node.wait_for("after", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    node.ok(&["delete", "pod", "after", "--grace-period", "0"]);
+    node.assert_clean();
+    assert!(node.daemon.as_mut().unwrap().try_wait().unwrap().is_none(), "the daemon died: {}", node.log());
+}
+
+/// Writes `bytes` under `dir/blobs/sha256`; returns its digest.
+fn put_blob(dir: &Path, bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex = hex::encode(sha2::Sha256::digest(bytes));
+    fs::write(dir.join("blobs/sha256").join(&hex), bytes).unwrap();
+    format!("sha256:{hex}")
+}
+
+/// An OCI layout of busybox with one more layer of its own: a file of `bytes` bytes
+/// named after `label`. Each such image has a distinct ID and bytes only it keeps.
+fn busybox_plus(parent: &Path, label: &str, bytes: usize) -> PathBuf {
+    let busybox = common::images().join("busybox");
+    let dir = parent.join(format!("image-{label}"));
+    fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let blob = |d: &str| fs::read(busybox.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let index: Value = serde_json::from_slice(&fs::read(busybox.join("index.json")).unwrap()).unwrap();
+    let mut manifest: Value = serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let mut config: Value = serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    for layer in manifest["layers"].as_array().unwrap() {
+        put_blob(&dir, &blob(layer["digest"].as_str().unwrap()));
+    }
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(bytes as u64);
+    header.set_mode(0o644);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(0);
+    header.set_entry_type(tar::EntryType::Regular);
+    header.set_cksum();
+    // Not zeros: the unpacker leaves holes for those, and the layer would take no room.
+    tar.append_data(&mut header, format!("data-{label}"), &vec![b'x'; bytes][..]).unwrap();
+    let layer = tar.into_inner().unwrap();
+    let layer_digest = put_blob(&dir, &layer);
+    config["rootfs"]["diff_ids"].as_array_mut().unwrap().push(layer_digest.clone().into());
+    let config = serde_json::to_vec(&config).unwrap();
+    manifest["config"]["digest"] = put_blob(&dir, &config).into();
+    manifest["config"]["size"] = config.len().into();
+    manifest["layers"].as_array_mut().unwrap().push(serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len()
+    }));
+    let manifest = serde_json::to_vec(&manifest).unwrap();
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{
+        "mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": put_blob(&dir, &manifest), "size": manifest.len()
+    }]});
+    fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion": "1.0.0"}"#).unwrap();
+    dir
+}
+
+#[test]
+fn over_the_high_threshold_unused_old_images_go_least_recently_used_first_until_under_the_low_one() {
+    const MIN_AGE: u64 = 15;
+    const MB: usize = 1 << 20;
+    let mut node = Node::new("48M");
+    let layout = |label: &str| busybox_plus(node.logs.path(), label, MB).to_string_lossy().into_owned();
+    let (a, b, c) = (layout("a"), layout("b"), layout("c"));
+    node.import("busybox", "busybox:latest");
+    node.ok(&["image", "import", &a, "--name", "old:a"]);
+    node.ok(&["image", "import", &a, "--name", "old:a2"]);
+    node.ok(&["image", "import", &b, "--name", "old:b"]);
+    let old_imported = Instant::now();
+    let (low, high) = (50u64, 55u64);
+    node.start(&[
+        "--image-gc-high-threshold",
+        &high.to_string(),
+        "--image-gc-low-threshold",
+        &low.to_string(),
+        "--image-minimum-gc-age",
+        &format!("{MIN_AGE}s"),
+        "--image-gc-period",
+        "500ms",
+    ]);
+    let bad = node.nodectl(&["daemon", "--image-gc-high-threshold", "80", "--image-gc-low-threshold", "80"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("must be below"), "{bad:?}");
+    std::thread::sleep(Duration::from_secs(MIN_AGE + 1).saturating_sub(old_imported.elapsed()));
+
+    // young:c is imported now and never used: the least recently used after old:a.
+    node.ok(&["image", "import", &c, "--name", "young:c"]);
+    // old:b is used after that; busybox:latest is in use while collection runs.
+    node.ok(&["run", "--detach", &node.file(&pod_yaml("once", "old:b", "exit 0", "Never"))]);
+    node.wait_for("once", |p| p["status"]["phase"] == "Succeeded");
+    node.ok(&["delete", "pod", "once"]);
+    node.ok(&["run", "--detach", &node.file(&pod_yaml("user", "busybox", "sleep 100", "Always"))]);
+    node.wait_for("user", |p| p["status"]["containerStatuses"][0]["ready"] == true);
+    assert_eq!(node.images().len(), 5, "collected too early: {}", node.log());
+
+    // Filled so that 3 MB must go to be under the low threshold: more than old:a's own
+    // 2 MB (its layer, packed and unpacked), less than old:a's and old:b's. young:c, next
+    // by last use, is too young: old:b goes instead.
+    let (capacity, available) = statvfs(node.root());
+    let target = capacity * (100 - low) / 100 - 3 * MB as u64;
+    assert!(available > target, "the images take more of the disk than the test expects");
+    // At once (one fallocate), so that collection sees the disk as full as it will be.
+    let filler = fs::File::create(node.root().join("filler")).unwrap();
+    nix::fcntl::fallocate(&filler, nix::fcntl::FallocateFlags::empty(), 0, (available - target) as i64).unwrap();
+    assert!(100 - statvfs(node.root()).1 * 100 / capacity >= high);
+
+    let end = Instant::now() + Duration::from_secs(60);
+    while node.images().iter().any(|i| i.contains("old")) {
+        assert!(Instant::now() < end, "not collected: {:?}\n{}", node.images(), node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut left = node.images();
+    left.sort();
+    assert_eq!(left, ["docker.io/library/busybox:latest", "docker.io/library/young:c"], "{}", node.log());
+    let after = statvfs(node.root()).1;
+    assert!(
+        after >= capacity * (100 - low) / 100,
+        "still over the low threshold: {after} of {capacity} free, {available} before the fill\n{}",
+        node.log()
+    );
+    let log = node.log();
+    let a_line = log.find("removed docker.io/library/old:a, docker.io/library/old:a2");
+    let b_line = log.find("removed docker.io/library/old:b");
+    assert!(a_line.is_some() && b_line.is_some() && a_line < b_line, "{log}");
+    assert!(log.contains("freed "), "{log}");
+
+    // The pod using its image was never disturbed.
+    assert_eq!(node.pod("user")["status"]["containerStatuses"][0]["restartCount"], 0);
+    node.ok(&["delete", "pod", "user", "--grace-period", "0"]);
+    node.assert_clean();
+}
