@@ -15,7 +15,7 @@ use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::exec::{Raw, pipe, running_container, wait, window_size};
+use super::exec::{Raw, copy_ready, pipe, running_container, wait, window_size};
 use super::local::SocketArgs;
 use crate::node::monitor::client::Monitor;
 use crate::node::monitor::protocol::{Message, Request};
@@ -125,21 +125,7 @@ fn copy(
         });
         let Some((_, ready)) = wait(&mut fds, mon.pending())? else { continue };
         drop(fds);
-        let mut closed = Vec::new();
-        for (i, (f, sink)) in outs.iter_mut().enumerate() {
-            if !ready[i] {
-                continue;
-            }
-            match f.read(&mut buf) {
-                Ok(0) | Err(_) => closed.push(i),
-                Ok(n) => {
-                    let _ = sink.write_all(&buf[..n]).and_then(|()| sink.flush());
-                }
-            }
-        }
-        for i in closed.into_iter().rev() {
-            outs.remove(i);
-        }
+        copy_ready(&mut outs, &ready, &mut buf);
         if ready[n_outs] || mon.pending() {
             // Other containers' exits and the like: not ours to show. A monitor that is
             // gone closed our pipes too.

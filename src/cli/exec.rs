@@ -114,6 +114,26 @@ pub(super) fn wait(fds: &mut [PollFd<'_>], short: bool) -> Result<Option<(i32, V
     }
 }
 
+/// Copies what each ready pipe (by its index in `ready`) holds to its sink; a pipe that
+/// ended is dropped.
+pub(super) fn copy_ready(outs: &mut Vec<(File, Box<dyn Write>)>, ready: &[bool], buf: &mut [u8]) {
+    let mut closed = Vec::new();
+    for (i, (f, sink)) in outs.iter_mut().enumerate() {
+        if !ready[i] {
+            continue;
+        }
+        match f.read(buf) {
+            Ok(0) | Err(_) => closed.push(i),
+            Ok(n) => {
+                let _ = sink.write_all(&buf[..n]).and_then(|()| sink.flush());
+            }
+        }
+    }
+    for i in closed.into_iter().rev() {
+        outs.remove(i);
+    }
+}
+
 pub(super) fn pipe() -> Result<(File, File)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     Ok((File::from(r), File::from(w)))
@@ -149,21 +169,7 @@ fn with_pipes(mon: &mut Monitor, container: String, command: Vec<String>, stdin:
         if n == 0 && code.is_some() {
             break;
         }
-        let mut closed = Vec::new();
-        for (i, (f, sink)) in outs.iter_mut().enumerate() {
-            if !ready[i] {
-                continue;
-            }
-            match f.read(&mut buf) {
-                Ok(0) | Err(_) => closed.push(i),
-                Ok(n) => {
-                    let _ = sink.write_all(&buf[..n]).and_then(|()| sink.flush());
-                }
-            }
-        }
-        for i in closed.into_iter().rev() {
-            outs.remove(i);
-        }
+        copy_ready(&mut outs, &ready, &mut buf);
         if ready.get(n_outs + 1).copied().unwrap_or(false)
             && let Some(w) = to_stdin.as_mut()
         {
