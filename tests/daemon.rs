@@ -394,6 +394,8 @@ fn the_daemon_logs_json_lines_with_log_format_json_and_text_otherwise() {
             assert!(line["fields"]["socket"].as_str().unwrap().ends_with("nodectl.sock"), "{line}");
         } else {
             assert!(parsed.is_err() && first.contains("INFO") && first.contains("serving"), "{first}");
+            // Not a terminal: no colour codes.
+            assert!(!first.contains('\u{1b}'), "{first:?}");
         }
     }
 }

@@ -84,6 +84,8 @@ pub fn main() -> i32 {
     let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours on a terminal only: a service manager's journal or a log file gets text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // Its own report of a failed write is an eprintln!, which panics on a closed stderr.
         .log_internal_errors(false);
     match &cli.command {
