@@ -4,6 +4,7 @@
 mod attach;
 mod daemon;
 mod exec;
+mod foreground;
 mod image;
 mod local;
 mod pods;

@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
+use super::foreground::{self, RunOptions};
 use crate::node::config;
 use crate::node::crilog::{self, Rotation};
-use crate::node::pod::{self, RunOptions};
 use crate::node::{pod_state, sandbox};
 use std::os::fd::FromRawFd;
 
@@ -146,7 +146,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
         log_rotation: args.logs.rotation()?,
     };
     let name = manifest.pod.metadata.name.clone().unwrap_or_default();
-    pod::run(&opts, manifest).with_context(|| format!("pod \"{name}\""))
+    foreground::run(&opts, manifest).with_context(|| format!("pod \"{name}\""))
 }
 
 /// Removes pods whose `nodectl run` was killed, saying so on stderr.

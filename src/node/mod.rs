@@ -1,5 +1,7 @@
-//! The node part: pods on this machine. `nodectl run` owns one pod in the foreground
-//! ([`pod`]); the daemon (a later part) will own many, the same way. Data flows one way: a
+//! The node part: pods on this machine. Each pod has an [`owner`]: `nodectl run` owns one
+//! in the foreground (the command line's `foreground` module prints what happens), the
+//! [`daemon`] owns many, the same way; this library returns events and typed errors and
+//! prints nothing. Data flows one way: a
 //! checked manifest (`crate::model::manifest`) → the pod's directory and record
 //! ([`pod_state`]) → its monitor ([`monitor`]), which makes the sandbox (namespaces,
 //! network, /etc files) → one OCI spec per container, prepared by the owner as
@@ -20,7 +22,6 @@ pub mod monitor;
 pub mod namespaces;
 pub mod output;
 pub mod owner;
-pub mod pod;
 pub mod pod_state;
 pub mod probe;
 pub mod reconcile;

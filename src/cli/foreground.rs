@@ -4,8 +4,9 @@
 //! stops the pod gracefully (SIGTERM to each container, SIGKILL after the grace period, at
 //! once on a second signal). The exit code is the first failing container's, or 0.
 //!
-//! This process is the pod's owner ([`super::owner`]), the same way the daemon is: it
-//! holds the pod's lock, its monitor dies with it, and what happens is printed on stderr.
+//! This process is the pod's owner ([`crate::node::owner`]), the same way the daemon is: it
+//! holds the pod's lock, its monitor dies with it, and what happens is printed on stderr
+//! (here, at the command line's edge: the node library itself prints nothing).
 
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::Duration;
@@ -13,11 +14,11 @@ use std::time::Duration;
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::PlanError;
-use super::owner::{self, Command, Control, Event, Reporter};
 use crate::model::manifest::Manifest;
+use crate::node::PlanError;
+use crate::node::owner::{self, Command, Control, Event, Reporter};
 
-pub use super::owner::PodOptions as RunOptions;
+pub use crate::node::owner::PodOptions as RunOptions;
 
 /// A message on our stderr. Not eprintln!: it panics when stderr is a closed pipe
 /// (`nodectl run pod.yaml 2>&1 | head -1`), and a panic aborts this process, leaving the
@@ -92,7 +93,7 @@ impl Control for Signals {
 }
 
 /// Runs the pod to its end; returns the exit code for `nodectl run`. Pods a killed run
-/// left behind are the caller's to clean first ([`super::sandbox::gc`]).
+/// left behind are the caller's to clean first ([`crate::node::sandbox::gc`]).
 pub fn run(opts: &RunOptions, manifest: Manifest) -> Result<i32, PlanError> {
     // Blocked before anything exists, so a Ctrl-C during set-up waits in the signalfd
     // and stops the pod the moment it runs, with nothing half-made left behind.
