@@ -15,27 +15,16 @@ use nix::poll::{PollFd, PollFlags};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
-use super::exec::{Raw, copy_ready, pipe, running_container, wait, window_size};
-use super::local::SocketArgs;
+use super::exec::{ContainerArgs, Raw, copy_ready, pipe, running_container, wait, window_size};
 use crate::node::monitor::client::Monitor;
 use crate::node::monitor::protocol::{Message, Request};
 
+/// `-i` passes our stdin to the container's (it must have `stdin: true`); `-t` makes ours
+/// its terminal's (it must have `tty: true`).
 #[derive(Args)]
 pub struct AttachArgs {
-    pod: String,
-    /// The container (the pod's first if not given).
-    #[arg(long, short = 'c')]
-    container: Option<String>,
-    #[arg(long, short = 'n', default_value = "default")]
-    namespace: String,
-    /// Pass our stdin to the container's (it must have `stdin: true`).
-    #[arg(long, short = 'i')]
-    stdin: bool,
-    /// Our stdin is a terminal for the container's (it must have `tty: true`).
-    #[arg(long, short = 't')]
-    tty: bool,
     #[command(flatten)]
-    socket: SocketArgs,
+    target: ContainerArgs,
 }
 
 fn monitor_error(e: crate::node::PlanError) -> anyhow::Error {
@@ -43,7 +32,8 @@ fn monitor_error(e: crate::node::PlanError) -> anyhow::Error {
 }
 
 pub fn attach(root: &Path, a: AttachArgs) -> Result<i32> {
-    let (mut mon, container) = running_container(root, &a.socket, &a.namespace, &a.pod, a.container.as_deref())?;
+    let a = a.target;
+    let (mut mon, container) = running_container(root, &a)?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let answer = mon

@@ -22,47 +22,49 @@ use super::local::{self, SocketArgs};
 use crate::node::monitor::client::{self, Monitor};
 use crate::node::monitor::protocol::{ExecIo, Message, Request};
 
+/// Which container of which daemon's pod, and how our stdio meets it (exec and attach).
 #[derive(Args)]
-pub struct ExecArgs {
+pub(super) struct ContainerArgs {
     pod: String,
     /// The container (the pod's first if not given).
     #[arg(long, short = 'c')]
     container: Option<String>,
     #[arg(long, short = 'n', default_value = "default")]
     namespace: String,
-    /// Pass our stdin to the command.
+    /// Pass our stdin on.
     #[arg(long, short = 'i')]
-    stdin: bool,
-    /// Give the command a terminal.
+    pub(super) stdin: bool,
+    /// A terminal.
     #[arg(long, short = 't')]
-    tty: bool,
-    /// The command and its arguments (after --).
-    #[arg(last = true, required = true)]
-    command: Vec<String>,
+    pub(super) tty: bool,
     #[command(flatten)]
     socket: SocketArgs,
 }
 
+#[derive(Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    target: ContainerArgs,
+    /// The command and its arguments (after --).
+    #[arg(last = true, required = true)]
+    command: Vec<String>,
+}
+
 pub fn exec(root: &Path, a: ExecArgs) -> Result<i32> {
-    let (mut mon, container) = running_container(root, &a.socket, &a.namespace, &a.pod, a.container.as_deref())?;
-    if a.tty {
-        with_terminal(&mut mon, container, a.command, a.stdin)
+    let (mut mon, container) = running_container(root, &a.target)?;
+    if a.target.tty {
+        with_terminal(&mut mon, container, a.command, a.target.stdin)
     } else {
-        with_pipes(&mut mon, container, a.command, a.stdin)
+        with_pipes(&mut mon, container, a.command, a.target.stdin)
     }
 }
 
 /// A running container of a daemon's pod (the pod's first if `container` is None), and a
 /// connection to the pod's monitor.
-pub(super) fn running_container(
-    root: &Path,
-    socket: &SocketArgs,
-    namespace: &str,
-    pod_name: &str,
-    container: Option<&str>,
-) -> Result<(Monitor, String)> {
-    let path = format!("/api/v1/namespaces/{namespace}/pods/{pod_name}");
-    let pod = local::call(&socket.path(root), "GET", &path, None)?.json()?;
+pub(super) fn running_container(root: &Path, target: &ContainerArgs) -> Result<(Monitor, String)> {
+    let (pod_name, container) = (&target.pod, target.container.as_deref());
+    let path = format!("/api/v1/namespaces/{}/pods/{pod_name}", target.namespace);
+    let pod = local::call(&target.socket.path(root), "GET", &path, None)?.json()?;
     let uid = pod["metadata"]["uid"].as_str().context("the pod has no uid")?;
     let containers: Vec<&str> =
         pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
