@@ -4,177 +4,35 @@
 
 mod common;
 
+use common::daemon::Node;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A daemon on a state root of its own, with the busybox image.
-struct Node {
-    dir: tempfile::TempDir,
-    bridge: String,
-    cidr: String,
-    daemon: Option<Child>,
-    /// Where it serves /metrics over TCP.
-    metrics_port: u16,
+/// A daemon on a state root of its own with the busybox image, serving /metrics over TCP on
+/// [`metrics_port`] too.
+fn node() -> Node {
+    let mut node = Node::new("ndd", 10).with_busybox();
+    let metrics = format!("127.0.0.1:{}", metrics_port(&node));
+    node.start(&["--metrics-address", &metrics]);
+    node
 }
 
-impl Node {
-    fn new() -> Node {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let dir = tempfile::tempdir().unwrap();
-        common::ok(
-            dir.path(),
-            &["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "busybox:latest"],
-        );
-        let mut node = Node {
-            dir,
-            bridge: format!("ndd{}x{n}", pid % 100_000),
-            cidr: format!("10.{}.{}.0/24", 150 + pid % 100, 10 + n),
-            daemon: None,
-            metrics_port: 20_000 + (pid % 20_000) as u16 + n as u16,
-        };
-        node.start();
-        node
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.root().join("nodectl.sock")
-    }
-
-    fn start(&mut self) {
-        let _ = fs::remove_file(self.socket());
-        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-            .arg("--root")
-            .arg(self.root())
-            .args([
-                "daemon",
-                "--restart-backoff",
-                "0.2",
-                "--metrics-address",
-                &format!("127.0.0.1:{}", self.metrics_port),
-            ])
-            .env("NODECTL_BRIDGE", &self.bridge)
-            .env("NODECTL_POD_CIDR", &self.cidr)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let end = Instant::now() + Duration::from_secs(30);
-        while !self.socket().exists() {
-            assert!(Instant::now() < end, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn nodectl(&self, args: &[&str]) -> Output {
-        common::nodectl(self.root(), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        common::ok(self.root(), args)
-    }
-
-    fn file(&self, yaml: &str) -> String {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let p = self.root().join(format!("pod-{n}.yaml"));
-        fs::write(&p, yaml).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-
-    fn pod(&self, name: &str) -> Value {
-        serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])).unwrap()
-    }
-
-    /// Waits until the pod satisfies `want`; returns it.
-    fn wait_for(&self, name: &str, want: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            let p = self.pod(name);
-            if want(&p) {
-                return p;
-            }
-            assert!(Instant::now() < end, "pod {name} never got there: {p:#}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// The pod's log once it has `lines` lines (a running container may not have written yet).
-    fn log_of(&self, args: &[&str], lines: usize) -> String {
-        let end = Instant::now() + Duration::from_secs(30);
-        let mut all = vec!["logs"];
-        all.extend_from_slice(args);
-        loop {
-            let out = self.ok(&all);
-            if out.lines().count() >= lines || Instant::now() > end {
-                return out;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Nothing of any pod left: directories, mounts, veths.
-    fn assert_clean(&self) {
-        let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(pods.is_empty(), "pods left: {pods:?}");
-        let root = self.root().to_string_lossy().into_owned();
-        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&root))
-            .map(String::from)
-            .collect();
-        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
-        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
-        assert!(String::from_utf8_lossy(&links.stdout).trim().is_empty(), "veths left");
-        let pool = self.root().join("network").join(&self.bridge).join("ipam.json");
-        if let Ok(text) = fs::read_to_string(&pool) {
-            let pods = &serde_json::from_str::<Value>(&text).unwrap()["pods"];
-            assert!(pods.as_object().is_none_or(|p| p.is_empty()), "addresses still allocated: {pods}");
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-        // What a failed test left: removed from the records, as gc would.
-        for e in fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
-            if let Ok(b) = fs::read(e.path().join("pod.json"))
-                && let Ok(rec) = serde_json::from_slice::<nodectl::node::sandbox::PodRecord>(&b)
-            {
-                let _ = nodectl::node::sandbox::teardown(self.root(), &rec);
-            }
-        }
-        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.root().join("network")) {
-            let _ = nodectl::network::remove_bridge(&cfg);
-        }
-    }
+/// A port of the node's own: the tests of this file run at once.
+fn metrics_port(node: &Node) -> u16 {
+    20_000 + (std::process::id() % 20_000) as u16 + node.index as u16
 }
 
 const WEB: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'trap \"echo bye; exit 0\" TERM; echo hello; while :; do sleep 0.1; done']}\n";
 
 #[test]
 fn the_daemon_keeps_restarts_lists_logs_and_deletes_pods() {
-    let node = Node::new();
+    let node = node();
     let socket = fs::metadata(node.socket()).unwrap();
     assert_eq!(socket.permissions().mode() & 0o777, 0o600, "the socket is root's only");
 
@@ -265,7 +123,7 @@ fn the_daemon_keeps_restarts_lists_logs_and_deletes_pods() {
 
 #[test]
 fn a_bad_manifest_is_refused_naming_the_field_and_a_second_daemon_is_refused() {
-    let node = Node::new();
+    let node = node();
     let bad = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: x}\nspec:\n  containerz: []\n");
     let out = node.nodectl(&["run", "--detach", &bad]);
     assert_eq!(out.status.code(), Some(1));
@@ -320,7 +178,7 @@ fn a_bad_manifest_is_refused_naming_the_field_and_a_second_daemon_is_refused() {
 
 #[test]
 fn pods_that_cannot_start_wait_with_the_kubelets_reasons_and_events() {
-    let node = Node::new();
+    let node = node();
     // A registry that is not there (nothing listens on loopback port 1): Pulling, then
     // ErrImagePull and ImagePullBackOff, tried again; nothing else is made.
     let unpullable = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  containers: [{name: c, image: '127.0.0.1:1/nothing:v1', imagePullPolicy: IfNotPresent}]\n");
@@ -402,7 +260,7 @@ fn the_daemon_logs_json_lines_with_log_format_json_and_text_otherwise() {
 
 #[test]
 fn a_vanished_network_namespace_or_cgroup_ends_as_a_status_with_a_reason_not_a_daemon_crash() {
-    let node = Node::new();
+    let node = node();
     let crashing = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: crashing}\nspec:\n  containers: [{name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'sleep 0.2; exit 1']}]\n");
     node.ok(&["run", "--detach", &crashing]);
     let p = node.wait_for("crashing", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(1));
@@ -503,7 +361,7 @@ fn alive(pid: i64) -> bool {
 /// dies is replaced, and its containers restarted as their policy says.
 #[test]
 fn a_killed_daemon_touches_no_container_and_the_next_one_carries_on() {
-    let mut node = Node::new();
+    let mut node = node();
     node.ok(&["run", "--detach", &node.file(WEB)]);
     let flaky = "apiVersion: v1\nkind: Pod\nmetadata: {name: flaky}\nspec:\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'sleep 0.3; exit 1']}\n";
     node.ok(&["run", "--detach", &node.file(flaky)]);
@@ -515,13 +373,11 @@ fn a_killed_daemon_touches_no_container_and_the_next_one_carries_on() {
     let before = node.wait_for("flaky", |p| p["status"]["containerStatuses"][0]["restartCount"].as_i64() >= Some(2));
     let restarts = before["status"]["containerStatuses"][0]["restartCount"].as_i64().unwrap();
 
-    let mut daemon = node.daemon.take().unwrap();
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    node.kill_daemon();
     std::thread::sleep(Duration::from_millis(500));
     assert!(alive(pid), "the container lives on without the daemon");
 
-    node.start();
+    node.restart();
     let web = node.wait_for("web", |p| p["status"]["containerStatuses"][0]["ready"] == true);
     assert_eq!(web["metadata"]["uid"], uid.as_str(), "the same pod");
     assert_eq!(web["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started);
@@ -550,7 +406,7 @@ fn a_killed_daemon_touches_no_container_and_the_next_one_carries_on() {
 
 #[test]
 fn logs_follow_a_running_container_to_its_end_and_describe_shows_states_and_events() {
-    let node = Node::new();
+    let node = node();
     let talk = "apiVersion: v1\nkind: Pod\nmetadata: {name: talk, labels: {app: chat}}\nspec:\n  restartPolicy: Never\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'for i in 1 2 3 4; do echo line $i; sleep 0.3; done; exit 3']}\n";
     node.ok(&["run", "--detach", &node.file(talk)]);
     node.wait_for("talk", |p| p["status"]["containerStatuses"][0]["state"]["running"].is_object());
@@ -584,7 +440,7 @@ fn logs_follow_a_running_container_to_its_end_and_describe_shows_states_and_even
 /// daemon finishes both (one runs, once; the other goes), and nothing is left over.
 #[test]
 fn work_half_done_when_the_daemon_was_killed_is_finished() {
-    let mut node = Node::new();
+    let mut node = node();
     let slow_stop = "apiVersion: v1\nkind: Pod\nmetadata: {name: stubborn}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'trap \"\" TERM; echo up; while :; do sleep 0.1; done']}\n";
     node.ok(&["run", "--detach", &node.file(slow_stop)]);
     node.wait_for("stubborn", |p| p["status"]["containerStatuses"][0]["ready"] == true);
@@ -592,11 +448,9 @@ fn work_half_done_when_the_daemon_was_killed_is_finished() {
     node.ok(&["delete", "pod", "stubborn", "--wait=false"]);
     // Creating: the daemon answers before the pod is made, and dies at once.
     node.ok(&["run", "--detach", &node.file(WEB)]);
-    let mut daemon = node.daemon.take().unwrap();
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    node.kill_daemon();
 
-    node.start();
+    node.restart();
     let web = node.wait_for("web", |p| p["status"]["containerStatuses"][0]["ready"] == true);
     assert_eq!(node.log_of(&["web"], 1), "hello\n", "made once: {web:#}");
     let dirs = fs::read_dir(node.root().join("pods")).unwrap().count();
@@ -612,7 +466,7 @@ fn work_half_done_when_the_daemon_was_killed_is_finished() {
 
 #[test]
 fn probes_gate_readiness_restart_a_dead_container_and_the_prestop_hook_runs_before_sigterm() {
-    let node = Node::new();
+    let node = node();
     let www = node.root().join("www");
     fs::create_dir(&www).unwrap();
     fs::write(www.join("alive"), "").unwrap();
@@ -691,7 +545,7 @@ fn verb_with(node: &Node, verb: &str, args: &[&str], input: &[u8]) -> Output {
 
 #[test]
 fn exec_runs_a_command_in_the_container_with_its_streams_a_terminal_and_its_exit_code() {
-    let node = Node::new();
+    let node = node();
     let pod = "apiVersion: v1\nkind: Pod\nmetadata: {name: ex}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n  \
                - {name: main, image: busybox, imagePullPolicy: Never, command: [sleep, '600'], \
                securityContext: {runAsUser: 1000}, env: [{name: GREETING, value: hi}]}\n  \
@@ -724,7 +578,7 @@ fn exec_runs_a_command_in_the_container_with_its_streams_a_terminal_and_its_exit
     assert!(lines.len() == 2 && lines[1].starts_with("ex ") && lines[1].ends_with("Mi"), "{top}");
     let per_container = node.ok(&["top", "pods", "--containers"]);
     assert!(per_container.contains("ex    main") && per_container.contains("ex    side"), "{per_container}");
-    let metrics = http_get(node.metrics_port, "/metrics");
+    let metrics = http_get(metrics_port(&node), "/metrics");
     for want in [
         "container_cpu_usage_seconds_total{namespace=\"default\",pod=\"ex\",container=\"main\"} ",
         "container_memory_working_set_bytes{namespace=\"default\",pod=\"ex\",container=\"side\"} ",
@@ -737,7 +591,7 @@ fn exec_runs_a_command_in_the_container_with_its_streams_a_terminal_and_its_exit
         assert!(metrics.contains(want), "{want} not in {metrics}");
     }
     // Only /metrics there: the pods are reached through the root-only socket.
-    assert!(http_get(node.metrics_port, "/api/v1/pods").starts_with("HTTP/1.1 404"));
+    assert!(http_get(metrics_port(&node), "/api/v1/pods").starts_with("HTTP/1.1 404"));
 
     // What does not exist is named.
     let out = exec_with(&node, &["ex", "-c", "nope", "--", "true"], b"");
@@ -751,7 +605,7 @@ fn exec_runs_a_command_in_the_container_with_its_streams_a_terminal_and_its_exit
 /// A whole HTTP/1.1 answer from 127.0.0.1:port (metrics: the head is kept for 404s).
 #[test]
 fn attach_streams_a_containers_output_and_passes_our_input_to_its_stdin_or_terminal() {
-    let node = Node::new();
+    let node = node();
     // stdin with stdinOnce, no terminal: our input reaches the container, and its end
     // closes the container's stdin; its stdout and stderr come apart, as they were written.
     let once = node.file("apiVersion: v1\nkind: Pod\nmetadata: {name: once}\nspec:\n  restartPolicy: Never\n  containers: [{name: c, image: busybox, imagePullPolicy: Never, stdin: true, stdinOnce: true, command: [sh, -c, 'while read l; do echo \"got $l\"; echo \"err $l\" >&2; done; echo eof']}]\n");
@@ -830,7 +684,7 @@ fn http_get(port: u16, path: &str) -> String {
 
 /// The daemon's own open descriptors and resident memory, from its /metrics.
 fn daemon_usage(node: &Node) -> (u64, u64) {
-    let m = http_get(node.metrics_port, "/metrics");
+    let m = http_get(metrics_port(node), "/metrics");
     let value = |name: &str| {
         m.lines()
             .find_map(|l| l.strip_prefix(name).and_then(|v| v.trim().parse::<u64>().ok()))
@@ -865,7 +719,7 @@ fn cgroups_named(prefix: &str) -> Vec<PathBuf> {
 fn many_pods_come_and_go_leaving_nothing_and_the_daemon_does_not_grow() {
     let total: usize = std::env::var("NODECTL_SOAK_PODS").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
     const ROUND: usize = 50;
-    let node = Node::new();
+    let node = node();
     let prefix = format!("soak{}x", std::process::id() % 100_000);
     let spec = |i: usize| {
         format!(

@@ -4,44 +4,14 @@
 
 mod common;
 
+use common::daemon::Node;
+
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-/// A tmpfs of `size` mounted on a temporary directory; unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn new(size: &str) -> Tmpfs {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "mount tmpfs: {}", String::from_utf8_lossy(&out.stderr));
-        Tmpfs { dir }
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
-    }
-}
 
 /// The size and free bytes of the filesystem holding `path`.
 fn statvfs(path: &Path) -> (u64, u64) {
@@ -50,145 +20,8 @@ fn statvfs(path: &Path) -> (u64, u64) {
 }
 
 /// A daemon whose state root is a small tmpfs of its own.
-struct Node {
-    disk: Tmpfs,
-    /// The daemon's log, off the small disk.
-    logs: tempfile::TempDir,
-    bridge: String,
-    cidr: String,
-    daemon: Option<Child>,
-}
-
-impl Node {
-    fn new(size: &str) -> Node {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        Node {
-            disk: Tmpfs::new(size),
-            logs: tempfile::tempdir().unwrap(),
-            bridge: format!("ndg{}x{n}", pid % 100_000),
-            cidr: format!("10.{}.{}.0/24", 150 + pid % 100, 200 + n),
-            daemon: None,
-        }
-    }
-
-    fn root(&self) -> &Path {
-        self.disk.path()
-    }
-
-    fn socket(&self) -> PathBuf {
-        self.root().join("nodectl.sock")
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(self.logs.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn import(&self, image: &str, name: &str) {
-        self.ok(&["image", "import", common::images().join(image).to_str().unwrap(), "--name", name]);
-    }
-
-    fn start(&mut self, flags: &[&str]) {
-        let log = fs::File::create(self.logs.path().join("daemon.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-            .arg("--root")
-            .arg(self.root())
-            .args(["daemon", "--restart-backoff", "0.2"])
-            .args(flags)
-            .env("NODECTL_BRIDGE", &self.bridge)
-            .env("NODECTL_POD_CIDR", &self.cidr)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let end = Instant::now() + Duration::from_secs(30);
-        while !self.socket().exists() {
-            assert!(Instant::now() < end, "the daemon did not start: {}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn nodectl(&self, args: &[&str]) -> Output {
-        common::nodectl(self.root(), args)
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        common::ok(self.root(), args)
-    }
-
-    /// A manifest written off the small disk (it may be full).
-    fn file(&self, yaml: &str) -> String {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let p = self.logs.path().join(format!("pod-{n}.yaml"));
-        fs::write(&p, yaml).unwrap();
-        p.to_string_lossy().into_owned()
-    }
-
-    fn pod(&self, name: &str) -> Value {
-        serde_json::from_str(&self.ok(&["get", "pod", name, "-o", "json"])).unwrap()
-    }
-
-    fn wait_for(&self, name: &str, want: impl Fn(&Value) -> bool) -> Value {
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            let p = self.pod(name);
-            if want(&p) {
-                return p;
-            }
-            assert!(Instant::now() < end, "pod {name} never got there: {p:#}\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn images(&self) -> Vec<String> {
-        self.ok(&["image", "ls"]).lines().skip(1).map(|l| l.split_whitespace().next().unwrap().to_string()).collect()
-    }
-
-    /// Nothing of any pod left: directories, mounts, veths, addresses.
-    fn assert_clean(&self) {
-        let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(pods.is_empty(), "pods left: {pods:?}");
-        let root = self.root().to_string_lossy().into_owned();
-        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&root) && !l.contains(" - tmpfs tmpfs "))
-            .map(String::from)
-            .collect();
-        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
-        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
-        assert!(String::from_utf8_lossy(&links.stdout).trim().is_empty(), "veths left");
-        let pool = self.root().join("network").join(&self.bridge).join("ipam.json");
-        if let Ok(text) = fs::read_to_string(&pool) {
-            let pods = &serde_json::from_str::<Value>(&text).unwrap()["pods"];
-            assert!(pods.as_object().is_none_or(|p| p.is_empty()), "addresses still allocated: {pods}");
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
-        // What a failed test left: removed from the records, as gc would.
-        for e in fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
-            if let Ok(b) = fs::read(e.path().join("pod.json"))
-                && let Ok(rec) = serde_json::from_slice::<nodectl::node::sandbox::PodRecord>(&b)
-            {
-                let _ = nodectl::node::sandbox::teardown(self.root(), &rec);
-            }
-        }
-        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.root().join("network")) {
-            let _ = nodectl::network::remove_bridge(&cfg);
-        }
-        // The tmpfs (a field) is unmounted after this.
-    }
+fn node(size: &str) -> Node {
+    Node::on_tmpfs(size, "ndg", 200)
 }
 
 /// Writes zeros to `path` until the disk is full.
@@ -213,7 +46,7 @@ fn pod_yaml(name: &str, image: &str, command: &str, restart: &str) -> String {
 
 #[test]
 fn a_full_disk_ends_as_a_pod_status_naming_it_and_the_daemon_carries_on() {
-    let mut node = Node::new("24M");
+    let mut node = node("24M");
     node.import("busybox", "busybox:latest");
     // Collection off: here the disk stays full.
     node.start(&["--image-gc-high-threshold", "100"]);
@@ -243,7 +76,7 @@ fn a_full_disk_ends_as_a_pod_status_naming_it_and_the_daemon_carries_on() {
     node.wait_for("after", |p| p["status"]["containerStatuses"][0]["ready"] == true);
     node.ok(&["delete", "pod", "after", "--grace-period", "0"]);
     node.assert_clean();
-    assert!(node.daemon.as_mut().unwrap().try_wait().unwrap().is_none(), "the daemon died: {}", node.log());
+    assert!(node.daemon_alive(), "the daemon died: {}", node.log());
 }
 
 /// Writes `bytes` under `dir/blobs/sha256`; returns its digest.
@@ -300,8 +133,8 @@ fn busybox_plus(parent: &Path, label: &str, bytes: usize) -> PathBuf {
 fn over_the_high_threshold_unused_old_images_go_least_recently_used_first_until_under_the_low_one() {
     const MIN_AGE: u64 = 15;
     const MB: usize = 1 << 20;
-    let mut node = Node::new("48M");
-    let layout = |label: &str| busybox_plus(node.logs.path(), label, MB).to_string_lossy().into_owned();
+    let mut node = node("48M");
+    let layout = |label: &str| busybox_plus(node.scratch(), label, MB).to_string_lossy().into_owned();
     let (a, b, c) = (layout("a"), layout("b"), layout("c"));
     node.import("busybox", "busybox:latest");
     node.ok(&["image", "import", &a, "--name", "old:a"]);

@@ -4,128 +4,54 @@
 
 mod common;
 
+use common::daemon::Node;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
 /// A daemon on a state root of its own, with the busybox image.
-struct Node {
-    dir: tempfile::TempDir,
-    bridge: String,
-    cidr: String,
-    daemon: Child,
+fn node() -> Node {
+    let mut node = Node::new("ndm", 200).with_busybox();
+    node.start(&[]);
+    node
 }
 
-impl Node {
-    fn new() -> Node {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id();
-        let dir = tempfile::tempdir().unwrap();
-        common::ok(
-            dir.path(),
-            &["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "busybox:latest"],
-        );
-        let bridge = format!("ndm{}x{n}", pid % 100_000);
-        let cidr = format!("10.{}.{}.0/24", 150 + pid % 100, 200 + n);
-        let daemon = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-            .arg("--root")
-            .arg(dir.path())
-            .arg("daemon")
-            .env("NODECTL_BRIDGE", &bridge)
-            .env("NODECTL_POD_CIDR", &cidr)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let node = Node { dir, bridge, cidr, daemon };
-        let end = Instant::now() + Duration::from_secs(30);
-        while !node.root().join("nodectl.sock").exists() {
-            assert!(Instant::now() < end, "the daemon did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        node
+/// Starts `n` pods running `sleep` and waits until all run; their uids.
+fn sleepers(node: &Node, n: usize) -> Vec<String> {
+    for i in 0..n {
+        let p = node.file(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: sleeper-{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  \
+             containers:\n  - {{name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}}\n"
+        ));
+        node.ok(&["run", "--detach", &p]);
     }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        common::ok(self.root(), args)
-    }
-
-    /// Starts `n` pods running `sleep` and waits until all run; their uids.
-    fn sleepers(&self, n: usize) -> Vec<String> {
-        for i in 0..n {
-            let p = self.root().join(format!("pod-{i}.yaml"));
-            fs::write(
-                &p,
-                format!(
-                    "apiVersion: v1\nkind: Pod\nmetadata: {{name: sleeper-{i}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  \
-                     containers:\n  - {{name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}}\n"
-                ),
-            )
-            .unwrap();
-            self.ok(&["run", "--detach", p.to_str().unwrap()]);
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let list: Value = serde_json::from_str(&node.ok(&["get", "pods", "-o", "json"])).unwrap();
+        let running: Vec<String> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
+            .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
+            .collect();
+        if running.len() == n {
+            return running;
         }
-        let end = Instant::now() + Duration::from_secs(60);
-        loop {
-            let list: Value = serde_json::from_str(&self.ok(&["get", "pods", "-o", "json"])).unwrap();
-            let running: Vec<String> = list["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|p| p["status"]["containerStatuses"][0]["state"]["running"].is_object())
-                .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
-                .collect();
-            if running.len() == n {
-                return running;
-            }
-            assert!(Instant::now() < end, "{} of {n} pods running", running.len());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// Deletes every pod and checks nothing of them is left: directories, mounts, veths.
-    fn delete_all_and_check(&self, n: usize) {
-        for i in 0..n {
-            self.ok(&["delete", "pod", &format!("sleeper-{i}")]);
-        }
-        let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(pods.is_empty(), "pods left: {pods:?}");
-        let root = self.root().to_string_lossy().into_owned();
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(&root), "mounts left under {root}");
-        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
-        assert!(String::from_utf8_lossy(&links.stdout).trim().is_empty(), "veths left");
+        assert!(Instant::now() < end, "{} of {n} pods running", running.len());
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.daemon.kill();
-        let _ = self.daemon.wait();
-        // What a failed test left: removed from the records, as gc would.
-        for e in fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
-            if let Ok(b) = fs::read(e.path().join("pod.json"))
-                && let Ok(rec) = serde_json::from_slice::<nodectl::node::sandbox::PodRecord>(&b)
-            {
-                let _ = nodectl::node::sandbox::teardown(self.root(), &rec);
-            }
-        }
-        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.root().join("network")) {
-            let _ = nodectl::network::remove_bridge(&cfg);
-        }
+/// Deletes every pod and checks nothing of them is left.
+fn delete_all_and_check(node: &Node, n: usize) {
+    for i in 0..n {
+        node.ok(&["delete", "pod", &format!("sleeper-{i}")]);
     }
+    node.assert_clean();
 }
 
 /// The mappings of a process: (start, end, permissions, path).
@@ -184,11 +110,11 @@ fn monitor_pid(root: &Path, uid: &str) -> u32 {
 /// malloc arena of its own (15 of 300-900 KiB with 100 pods). The daemon uses one.
 #[test]
 fn the_daemons_pod_threads_share_one_malloc_arena() {
-    let node = Node::new();
-    node.sleepers(6);
-    let arenas = extra_malloc_arenas(node.daemon.id());
+    let node = node();
+    sleepers(&node, 6);
+    let arenas = extra_malloc_arenas(node.daemon.as_ref().unwrap().id());
     assert_eq!(arenas, 0, "the daemon has {arenas} malloc arenas besides the main one");
-    node.delete_all_and_check(6);
+    delete_all_and_check(&node, 6);
 }
 
 /// A monitor lives as long as its pod: the heap that making the sandbox and the
@@ -196,8 +122,8 @@ fn the_daemons_pod_threads_share_one_malloc_arena() {
 /// (about 370 KiB resident before, 150 KiB after).
 #[test]
 fn a_monitor_gives_its_freed_heap_back_once_its_container_runs() {
-    let node = Node::new();
-    let uid = node.sleepers(1).remove(0);
+    let node = node();
+    let uid = sleepers(&node, 1).remove(0);
     let monitor = monitor_pid(node.root(), &uid);
     // It trims once it has answered the start, which may be a moment after the pod runs.
     let end = Instant::now() + Duration::from_secs(5);
@@ -207,5 +133,5 @@ fn a_monitor_gives_its_freed_heap_back_once_its_container_runs() {
         heap = heap_rss_kib(monitor);
     }
     assert!(heap > 0 && heap < 256, "the monitor keeps {heap} KiB of heap resident");
-    node.delete_all_and_check(1);
+    delete_all_and_check(&node, 1);
 }

@@ -17,6 +17,10 @@
 //!
 //! Not a test: it asserts nothing about time or memory.
 
+#[path = "../common/mod.rs"]
+mod common;
+
+use common::daemon::Node;
 use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -60,77 +64,6 @@ fn memory(pid: u32) -> (u64, u64, u64) {
         proc_field(pid, "smaps_rollup", "Pss"),
         proc_field(pid, "smaps_rollup", "Anonymous"),
     )
-}
-
-/// A state root with the busybox image, a bridge and a CIDR of its own.
-struct Root {
-    dir: PathBuf,
-    bridge: String,
-    cidr: String,
-}
-
-impl Root {
-    fn new(work: &Path, name: &str, images: &Path, n: u32) -> Root {
-        let pid = std::process::id();
-        let root = Root {
-            dir: work.join(name),
-            bridge: format!("ndb{}x{n}", pid % 100_000),
-            cidr: format!("10.196.{}.0/24", (pid % 120) * 2 + n),
-        };
-        let out = root
-            .nodectl()
-            .args(["image", "import"])
-            .arg(images.join("busybox"))
-            .args(["--name", "busybox:latest"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        root
-    }
-
-    fn nodectl(&self) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
-        c.arg("--root").arg(&self.dir).env("NODECTL_BRIDGE", &self.bridge).env("NODECTL_POD_CIDR", &self.cidr);
-        c.stdin(Stdio::null());
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.nodectl().args(args).output().unwrap();
-        assert!(out.status.success(), "nodectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    /// Nothing of any pod left: directories, mounts, veths, addresses, cgroups, monitors.
-    fn assert_clean(&self) {
-        let pods: Vec<_> = fs::read_dir(self.dir.join("pods"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(pods.is_empty(), "pods left: {pods:?}");
-        let root = self.dir.to_string_lossy().into_owned();
-        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&root))
-            .map(String::from)
-            .collect();
-        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
-        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
-        assert!(String::from_utf8_lossy(&links.stdout).trim().is_empty(), "veths left");
-        let pool = self.dir.join("network").join(&self.bridge).join("ipam.json");
-        if let Ok(text) = fs::read_to_string(&pool) {
-            let pods = &serde_json::from_str::<Value>(&text).unwrap()["pods"];
-            assert!(pods.as_object().is_none_or(|p| p.is_empty()), "addresses still allocated: {pods}");
-        }
-        let monitors = Command::new("pgrep").args(["-f", &format!("{root} monitor")]).output().unwrap();
-        assert!(String::from_utf8_lossy(&monitors.stdout).trim().is_empty(), "monitors left");
-    }
-
-    fn remove_bridge(&self) {
-        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.dir.join("network")) {
-            let _ = nodectl::network::remove_bridge(&cfg);
-        }
-    }
 }
 
 /// Cgroups under ours whose names start with `prefix`, at any depth.
@@ -200,33 +133,25 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let images = std::env::var_os("NODECTL_TEST_IMAGES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/images"));
     let work = tempfile::tempdir().unwrap();
     let marks = work.path().join("marks");
     fs::create_dir(&marks).unwrap();
-    let fg = Root::new(work.path(), "fg", &images, 0);
-    let node = Root::new(work.path(), "node", &images, 1);
+    let fg = Node::new("ndb", 240).with_busybox();
+    let mut node = Node::new("ndb", 240).with_busybox();
 
     // The daemon, idle once it serves.
-    let socket = node.dir.join("nodectl.sock");
-    let mut daemon = node.nodectl().arg("daemon").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
-    let end = Instant::now() + Duration::from_secs(30);
-    while !socket.exists() {
-        assert!(Instant::now() < end, "the daemon did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    node.start(&[]);
+    let mut daemon = node.daemon.take().unwrap();
     std::thread::sleep(Duration::from_millis(500));
     let idle = memory(daemon.id());
     let idle_threads = proc_field(daemon.id(), "status", "Threads");
 
     // Warm-up: the bridges are made once, as on any node.
-    let warm = |root: &Root, detach: bool, name: &str| {
+    let warm = |root: &Node, detach: bool, name: &str| {
         let mut f = fifo(&marks.join(name));
         let file = work.path().join(format!("{name}.yaml"));
         fs::write(&file, manifest(&marks, name, "")).unwrap();
-        let mut cmd = root.nodectl();
+        let mut cmd = root.command();
         cmd.arg("run");
         if detach {
             cmd.arg("--detach");
@@ -250,7 +175,7 @@ fn main() {
         let mut f = fifo(&marks.join(&name));
         let file = work.path().join(format!("{name}.yaml"));
         fs::write(&file, manifest(&marks, &name, "")).unwrap();
-        let mut cmd = fg.nodectl();
+        let mut cmd = fg.command();
         cmd.arg("run").arg(&file);
         let (_, started, child) = time_start(cmd, &mut f, false);
         let out = child.wait_with_output().unwrap();
@@ -261,7 +186,7 @@ fn main() {
         let mut f = fifo(&marks.join(&name));
         let file = work.path().join(format!("{name}.yaml"));
         fs::write(&file, manifest(&marks, &name, "; exec sleep 3600")).unwrap();
-        let mut cmd = node.nodectl();
+        let mut cmd = node.command();
         cmd.args(["run", "--detach"]).arg(&file);
         let (exited, started, _) = time_start(cmd, &mut f, true);
         admitted.push(exited);
@@ -292,7 +217,7 @@ fn main() {
         .iter()
         .map(|uid| {
             let rec: Value =
-                serde_json::from_slice(&fs::read(node.dir.join("pods").join(uid).join("monitor.json")).unwrap())
+                serde_json::from_slice(&fs::read(node.root().join("pods").join(uid).join("monitor.json")).unwrap())
                     .unwrap();
             memory(rec["pid"].as_u64().unwrap() as u32)
         })
@@ -331,8 +256,6 @@ fn main() {
     node.assert_clean();
     let left = cgroups_named(&format!("nodectl-pod-{PREFIX}"));
     assert!(left.is_empty(), "cgroups left: {left:?}");
-    fg.remove_bridge();
-    node.remove_bridge();
 
     println!("nodectl daemon, {PODS} pods (busybox sleep 3600, own root, bridge and CIDR), MiB:");
     let row = |what: &str, m: (u64, u64, u64), threads: u64, aim: &str| {
