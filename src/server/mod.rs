@@ -6,6 +6,7 @@ pub mod api;
 pub mod conn;
 pub mod controllers;
 pub mod pki;
+pub mod registry;
 pub mod store;
 
 use std::net::SocketAddr;

@@ -23,8 +23,8 @@ use axum::http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::objects::{Store, blocking};
 use super::status::ApiError;
+use crate::server::registry::objects::{Store, blocking};
 use crate::server::store::StoreError;
 
 /// The registration endpoint (not a Kubernetes resource: no get, list or watch).

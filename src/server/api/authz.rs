@@ -23,13 +23,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use super::auth::User;
-use super::objects::{Guard, Store, blocking, decode};
 use super::rbac;
-use super::resources::{self, Resource};
 use super::status::ApiError;
+use crate::server::registry::RegistryError;
+use crate::server::registry::objects::{Guard, Store, blocking, decode};
+use crate::server::registry::resources::{self, Resource};
 
 /// What a request does, in RBAC's terms.
 pub struct Attributes<'a> {
@@ -45,9 +46,14 @@ pub struct Attributes<'a> {
 /// 403 as the API server words it, e.g. `nodes "x" is forbidden: User "system:node:y"
 /// cannot update resource "nodes" in API group "" at the cluster scope`, and `: why`.
 pub fn forbidden(user: &User, a: &Attributes<'_>, why: Option<&str>) -> ApiError {
+    forbidden_request(&user.name(), &rbac_request_of(a), why)
+}
+
+/// `a` as the request a 403 names (its namespace as given, unlike [`rbac_request`]).
+fn rbac_request_of(a: &Attributes<'_>) -> rbac::Request {
     let r = a.resource;
     let namespace = a.namespace.filter(|_| r.namespaced);
-    let req = rbac::Request {
+    rbac::Request {
         verb: a.verb.to_string(),
         group: r.group.to_string(),
         resource: r.plural.to_string(),
@@ -55,12 +61,16 @@ pub fn forbidden(user: &User, a: &Attributes<'_>, why: Option<&str>) -> ApiError
         namespace: namespace.unwrap_or_default().to_string(),
         name: a.name.unwrap_or_default().to_string(),
         path: None,
-    };
-    forbidden_request(&user.name(), &req, why)
+    }
 }
 
 /// 403 for a request in RBAC's terms (a resource's; [`forbidden_path`] for a path's).
 pub fn forbidden_request(user: &str, req: &rbac::Request, why: Option<&str>) -> ApiError {
+    denial(user, req, why).into()
+}
+
+/// [`forbidden_request`] as the registry's error (what a [`Guard`] answers).
+fn denial(user: &str, req: &rbac::Request, why: Option<&str>) -> RegistryError {
     let qualified = if req.group.is_empty() { req.resource.clone() } else { format!("{}.{}", req.resource, req.group) };
     let object = if req.name.is_empty() { qualified } else { format!("{qualified} \"{}\"", req.name) };
     let resource =
@@ -78,9 +88,12 @@ pub fn forbidden_request(user: &str, req: &rbac::Request, why: Option<&str>) -> 
         message.push_str(": ");
         message.push_str(why);
     }
-    let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message);
-    e.details = Some(json!({"name": req.name, "group": req.group, "kind": req.resource}));
-    e
+    RegistryError::Forbidden {
+        resource: req.resource.clone(),
+        name: req.name.clone(),
+        group: req.group.clone(),
+        message,
+    }
 }
 
 /// `a` in RBAC's terms. A Namespace's own name is its namespace, as kube-apiserver's
@@ -284,24 +297,20 @@ fn single_name(selector: &str) -> Option<String> {
 
 /// The guard of a write to a pod: it must be bound to `node`.
 fn bound_to(user: &User, a: &Attributes<'_>, node: &str) -> Guard {
-    let e = forbidden(user, a, Some(&format!("the pod is not bound to node \"{node}\"")));
-    let (node, message, details) = (node.to_string(), e.message, e.details);
+    let why = format!("the pod is not bound to node \"{node}\"");
+    let (user, req, node) = (user.name(), rbac_request_of(a), node.to_string());
     Arc::new(move |stored: Option<&Value>, _: Option<&Value>| {
         if stored.and_then(|pod| pod.pointer("/spec/nodeName")).and_then(Value::as_str) == Some(node.as_str()) {
             Ok(())
         } else {
-            let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message.clone());
-            e.details = details.clone();
-            Err(e)
+            Err(denial(&user, &req, Some(&why)))
         }
     })
 }
 
 /// A 403 about `node`'s own Node, in NodeRestriction's words.
-fn node_forbidden(node: &str, why: String) -> ApiError {
-    let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("nodes \"{node}\" is forbidden: {why}"));
-    e.details = Some(json!({"name": node, "kind": "nodes"}));
-    e
+fn node_forbidden(node: &str, why: String) -> RegistryError {
+    RegistryError::forbidden("nodes", node, format!("nodes \"{node}\" is forbidden: {why}"))
 }
 
 /// The guard of a node's writes to its own Node, as NodeRestriction has it: its taints and
@@ -338,10 +347,7 @@ fn mirror_pod(node: &str) -> Guard {
         let Some(pod) = new else { return Ok(()) };
         let deny = |why: String| {
             let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-            let mut e =
-                ApiError::new(StatusCode::FORBIDDEN, "Forbidden", format!("pods \"{name}\" is forbidden: {why}"));
-            e.details = Some(json!({"name": name, "kind": "pods"}));
-            Err(e)
+            Err(RegistryError::forbidden("pods", name, format!("pods \"{name}\" is forbidden: {why}")))
         };
         if pod.pointer("/metadata/annotations/kubernetes.io~1config.mirror").is_none() {
             return deny(format!(
@@ -421,13 +427,7 @@ fn own_labels(node: &str) -> Guard {
             return Ok(());
         }
         let list: Vec<&str> = changed.iter().map(|k| k.as_str()).collect();
-        let mut e = ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
-            format!("nodes \"{node}\" is forbidden: is not allowed to modify labels: {}", list.join(", ")),
-        );
-        e.details = Some(json!({"name": node, "kind": "nodes"}));
-        Err(e)
+        Err(node_forbidden(&node, format!("is not allowed to modify labels: {}", list.join(", "))))
     })
 }
 
@@ -506,6 +506,7 @@ pub fn refers_to(pod: &Value, kind: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn references_are_found_wherever_a_pod_names_them() {
@@ -558,7 +559,7 @@ mod tests {
             guard(Some(&stored), Some(&node(json!({"node-role.kubernetes.io/worker": "", "disk": "ssd"})))).is_ok()
         );
         let e = guard(Some(&stored), Some(&node(json!({"disk": "hdd"})))).unwrap_err();
-        assert!(e.message.contains("node-role.kubernetes.io/worker"), "{}", e.message);
+        assert!(e.to_string().contains("node-role.kubernetes.io/worker"), "{}", e.to_string());
         assert!(guard(None, Some(&node(json!({"node-restriction.kubernetes.io/secure": "true"})))).is_err());
     }
 

@@ -9,7 +9,8 @@ use axum::extract::State;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
-use super::{Api, auth, dispatch, objects, patch, protobuf, selectors};
+use super::{Api, auth, dispatch, protobuf};
+use crate::server::registry::{objects, patch, selectors};
 use crate::server::store::sqlite::Sqlite;
 use crate::server::store::{Backend, CompactionPolicy};
 

@@ -6,8 +6,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::objects::{Store, blocking};
 use super::status::ApiError;
+use crate::server::registry::objects::{Store, blocking};
 
 /// The endpoints, and the checks each runs.
 pub fn is_health_path(path: &str) -> bool {

@@ -7,26 +7,18 @@
 
 pub mod auth;
 pub mod authz;
-pub mod convert;
-pub mod defaults;
-pub mod deletion;
 #[cfg(test)]
 mod fuzz;
 pub mod health;
-pub mod objects;
 pub mod openapi;
-pub mod patch;
 pub mod pods;
 pub mod policy;
 pub mod protobuf;
 pub mod rbac;
-pub mod resources;
 pub mod reviews;
-pub mod selectors;
 pub mod status;
 pub mod table;
 pub mod tokens;
-pub mod validation;
 pub mod watch;
 
 use std::collections::BTreeMap;
@@ -38,8 +30,9 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use objects::{ListOptions, Store};
-use resources::Resource;
+use crate::server::registry::RegistryError;
+use crate::server::registry::objects::{self, ListOptions, Store};
+use crate::server::registry::resources::{self, Resource};
 use status::ApiError;
 
 pub struct Api {
@@ -525,8 +518,10 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             };
             let selectors = selectors(query, r)?;
             if limit == 0 && !continued && !req.as_table {
-                return objects::list_streamed(store, r, t.namespace, resource_version, not_older_than, selectors)
-                    .await;
+                let body =
+                    objects::list_streamed(store, r, t.namespace, resource_version, not_older_than, selectors).await?;
+                let body = axum::body::Body::from_stream(body);
+                return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
             let list = match objects::list(
                 store,
@@ -536,7 +531,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             )
             .await
             {
-                Err(e) if continued && e.code == StatusCode::GONE => return Err(ApiError::continue_expired()),
+                Err(RegistryError::Expired(_)) if continued => return Err(ApiError::continue_expired()),
                 other => other?,
             };
             if let Some(rv) = not_older_than {
@@ -563,8 +558,8 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {
-            let (code, obj) = objects::create(store, r, t.namespace, &body, (validation, guard, dry_run)).await?;
-            Ok(with_warnings(json_response(code, &obj)))
+            let obj = objects::create(store, r, t.namespace, &body, (validation, guard, dry_run)).await?;
+            Ok(with_warnings(json_response(StatusCode::CREATED, &obj)))
         }
         (&Method::PUT, Some(name)) => Ok(with_warnings(json_response(StatusCode::OK, &{
             let obj = objects::update(store, r, t.namespace, name, part, &body, (validation, guard, dry_run)).await?;
@@ -634,8 +629,11 @@ fn flag(query: &BTreeMap<String, String>, name: &str) -> Result<bool, ApiError> 
     }
 }
 
-fn selectors(query: &BTreeMap<String, String>, r: &Resource) -> Result<selectors::Selectors, ApiError> {
-    selectors::Selectors::parse(
+fn selectors(
+    query: &BTreeMap<String, String>,
+    r: &Resource,
+) -> Result<crate::server::registry::selectors::Selectors, ApiError> {
+    crate::server::registry::selectors::Selectors::parse(
         query.get("labelSelector").map(String::as_str),
         query.get("fieldSelector").map(String::as_str),
         r.kind,
@@ -657,8 +655,8 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
         let body = json!({"metadata": {"name": ns}}).to_string().into_bytes();
         match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None, false)).await {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => return Err(e),
+            Err(RegistryError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     policy::bootstrap(store).await

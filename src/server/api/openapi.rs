@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use schemars::r#gen::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use super::resources::{KindType, RESOURCES, Resource, TypeVisitor};
+use crate::server::registry::resources::{KindType, RESOURCES, Resource, TypeVisitor};
 
 /// The media type client-go asks `/openapi/v2` for first (gnostic's protobuf encoding).
 pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";

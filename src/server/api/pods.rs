@@ -9,9 +9,9 @@
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 
-use super::objects::{Store, blocking, decode, encode_limited};
-use super::resources::Resource;
 use super::status::ApiError;
+use crate::server::registry::objects::{Store, blocking, decode, encode_limited};
+use crate::server::registry::resources::Resource;
 use crate::server::store::StoreError;
 
 /// `POST …/pods/NAME/binding` with a v1 Binding: sets spec.nodeName to the target node,
@@ -99,9 +99,9 @@ pub async fn on_node(
     sub: &str,
     container: Option<&str>,
 ) -> ApiError {
-    let pod = match super::objects::get(store, r, Some(ns), name.clone()).await {
+    let pod = match crate::server::registry::objects::get(store, r, Some(ns), name.clone()).await {
         Ok(p) => p,
-        Err(e) => return e,
+        Err(e) => return e.into(),
     };
     let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
         return ApiError::bad_request(format!("pod {name} does not have a host assigned"));

@@ -6,12 +6,13 @@
 //! restart (kube-apiserver reconciles those annotated autoupdate; this server does not
 //! yet, so a deleted default stays deleted only until the next start).
 
+use crate::server::registry::RegistryError;
 use serde_json::{Value, json};
 
-use super::objects::{self, Store};
 use super::rbac::{self, GROUP};
-use super::resources;
 use super::status::ApiError;
+use crate::server::registry::objects::{self, Store};
+use crate::server::registry::resources;
 
 /// (apiGroups, resources, verbs).
 type Rule = (&'static [&'static str], &'static [&'static str], &'static [&'static str]);
@@ -231,8 +232,8 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
         let body = obj.to_string().into_bytes();
         match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None, false)).await {
             Ok(_) => {}
-            Err(e) if e.reason == "AlreadyExists" => {}
-            Err(e) => return Err(e),
+            Err(RegistryError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     rbac::aggregate(store).await

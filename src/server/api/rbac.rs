@@ -15,11 +15,12 @@
 //! authorizer reads `rules` only, so `kubectl get clusterrole view -o yaml` shows what it
 //! grants, as against kube.
 
+use crate::server::registry::RegistryError;
 use serde_json::{Value, json};
 
-use super::objects::{self, Store, blocking, decode};
-use super::resources::{self, Resource};
 use super::status::ApiError;
+use crate::server::registry::objects::{self, Store, blocking, decode};
+use crate::server::registry::resources::{self, Resource};
 
 pub const GROUP: &str = "rbac.authorization.k8s.io";
 
@@ -106,7 +107,7 @@ fn rbac_resource(plural: &str) -> Result<&'static Resource, ApiError> {
 
 fn list_sync(store: &Store, r: &'static Resource, ns: Option<&str>) -> Result<Vec<Value>, ApiError> {
     let list = store.list(&r.key(ns, None), None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))?;
-    list.items.iter().map(decode).collect()
+    list.items.iter().map(|kv| decode(kv).map_err(ApiError::from)).collect()
 }
 
 fn get_sync(store: &Store, r: &'static Resource, ns: Option<&str>, name: &str) -> Result<Option<Value>, ApiError> {
@@ -116,6 +117,7 @@ fn get_sync(store: &Store, r: &'static Resource, ns: Option<&str>, name: &str) -
         .as_ref()
         .map(decode)
         .transpose()
+        .map_err(ApiError::from)
 }
 
 /// The rules of the role a binding refers to (none if it is missing: kube ignores such a
@@ -210,7 +212,7 @@ fn aggregated_rules(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
     let mut rules: Vec<Value> = Vec::new();
     for other in sorted {
         let labels = other.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({}));
-        if selectors.iter().any(|s| super::validation::selects(s, &labels)) {
+        if selectors.iter().any(|s| crate::server::registry::validation::selects(s, &labels)) {
             for rule in other.get("rules").and_then(Value::as_array).into_iter().flatten() {
                 if !rules.contains(rule) {
                     rules.push(rule.clone());
@@ -243,8 +245,8 @@ pub async fn aggregate(store: &Store) -> Result<(), ApiError> {
             let validation = (objects::FieldValidation::Lenient, None, false);
             match objects::update(store.clone(), r, None, name, objects::Part::Main, &body, validation).await {
                 Ok(_) => changed = true,
-                Err(e) if e.reason == "Conflict" => changed = true,
-                Err(e) => return Err(e),
+                Err(RegistryError::Conflict { .. }) => changed = true,
+                Err(e) => return Err(e.into()),
             }
         }
         if !changed {

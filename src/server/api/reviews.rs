@@ -10,10 +10,10 @@ use serde_json::{Value, json};
 
 use super::auth::User;
 use super::authz::{self, Attributes};
-use super::objects::Store;
 use super::rbac;
-use super::resources::{self, Resource};
 use super::status::ApiError;
+use crate::server::registry::objects::Store;
+use crate::server::registry::resources::{self, Resource};
 
 pub const GROUP: &str = "authorization.k8s.io";
 

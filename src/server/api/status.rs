@@ -5,6 +5,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use crate::server::registry::RegistryError;
 use crate::server::store::StoreError;
 
 #[derive(Debug)]
@@ -67,19 +68,7 @@ impl ApiError {
 
     /// 422 with one cause per field, as `kubectl` prints them.
     pub fn invalid(kind: &str, name: &str, causes: Vec<(String, String)>) -> ApiError {
-        let each: Vec<String> = causes.iter().map(|(f, m)| format!("{f}: {m}")).collect();
-        // One cause as it is, several in brackets, as apimachinery's NewInvalid words them.
-        let message = match each.as_slice() {
-            [one] => format!("{kind} \"{name}\" is invalid: {one}"),
-            _ => format!("{kind} \"{name}\" is invalid: [{}]", each.join(", ")),
-        };
-        let causes: Vec<Value> = causes
-            .into_iter()
-            .map(|(field, message)| json!({"reason": cause_reason(&message), "field": field, "message": message}))
-            .collect();
-        let mut e = Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
-        e.details = Some(json!({"name": name, "kind": kind, "causes": causes}));
-        e
+        RegistryError::invalid(kind, name, causes).into()
     }
 
     /// A continue token whose revision compaction has removed, as the API server words it.
@@ -112,74 +101,55 @@ impl ApiError {
 
     /// A store error in the API's terms; `resource` and `name` name the object.
     pub fn from_store(e: StoreError, resource: &str, name: &str) -> ApiError {
+        RegistryError::from_store(e, resource, name).into()
+    }
+}
+
+/// The registry's refusals as kube-apiserver answers them: code, reason and details.
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> ApiError {
+        let message = e.to_string();
         match e {
-            StoreError::NotFound { .. } => Self::not_found(resource, name),
-            StoreError::AlreadyExists { .. } => Self::already_exists(resource, name),
-            StoreError::Conflict { .. } => Self::conflict(resource, name),
-            StoreError::Compacted { requested, compacted } => {
-                Self::new(StatusCode::GONE, "Expired", format!("too old resource version: {requested} ({compacted})"))
+            RegistryError::NotFound { resource, name } => ApiError::not_found(&resource, &name),
+            RegistryError::AlreadyExists { resource, name } => ApiError::already_exists(&resource, &name),
+            RegistryError::Conflict { resource, name } => ApiError::conflict(&resource, &name),
+            RegistryError::Invalid { kind, name, causes } => {
+                let causes: Vec<Value> = causes
+                    .into_iter()
+                    .map(|(field, message)| json!({"reason": cause_reason(&message), "field": field, "message": message}))
+                    .collect();
+                let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
+                e.details = Some(json!({"name": name, "kind": kind, "causes": causes}));
+                e
             }
-            StoreError::FutureRevision { requested, current } => Self::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "Timeout",
-                format!("Too large resource version: {requested}, current: {current}"),
-            ),
-            e @ StoreError::Closed => Self::unavailable(e.to_string()),
-            e @ StoreError::EtcdUnreachable { .. } => Self::timeout(e.to_string()),
-            StoreError::Etcd { ref source, .. } => match etcd_failure(source) {
-                Failure::Unavailable => Self::unavailable(e.to_string()),
-                Failure::Timeout => Self::timeout(e.to_string()),
-                Failure::Other => Self::internal(e.to_string()),
-            },
-            StoreError::Sqlite { source: rusqlite::Error::SqliteFailure(ref f, _), .. }
-                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) =>
-            {
-                Self::timeout(e.to_string())
+            RegistryError::BadRequest(m) => ApiError::bad_request(m),
+            RegistryError::Forbidden { resource, name, group, message } => {
+                let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message);
+                let mut details = json!({"name": name, "kind": resource});
+                if !group.is_empty() {
+                    details["group"] = json!(group);
+                }
+                e.details = Some(details);
+                e
             }
-            other => Self::internal(other.to_string()),
+            RegistryError::NamespaceTerminating { resource, name, namespace } => {
+                let mut e = ApiError::new(StatusCode::FORBIDDEN, "Forbidden", message);
+                e.details = Some(json!({
+                    "name": name, "kind": resource,
+                    "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {namespace} is being terminated"), "field": "metadata.namespace"}],
+                }));
+                e
+            }
+            RegistryError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", m),
+            RegistryError::Expired(m) => ApiError::new(StatusCode::GONE, "Expired", m),
+            RegistryError::FutureRevision { .. } | RegistryError::Timeout(_) => {
+                ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)
+            }
+            RegistryError::Unavailable(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", message)
+            }
+            RegistryError::Internal(m) => ApiError::internal(m),
         }
-    }
-
-    /// 503: the store cannot be reached, or has no leader. Usually nothing was done; a
-    /// write whose connection broke in flight may have been applied, as with kube-apiserver.
-    pub fn unavailable(message: impl Into<String>) -> ApiError {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "ServiceUnavailable",
-            format!("the store is unavailable: {}", message.into()),
-        )
-    }
-
-    /// 504: the store did not answer in time; a write may or may not have been applied, as
-    /// with kube-apiserver's "request did not complete within the allotted timeout".
-    pub fn timeout(message: impl Into<String>) -> ApiError {
-        Self::new(
-            StatusCode::GATEWAY_TIMEOUT,
-            "Timeout",
-            format!("Timeout: the store did not answer in time: {}", message.into()),
-        )
-    }
-}
-
-enum Failure {
-    Unavailable,
-    Timeout,
-    Other,
-}
-
-/// How etcd failed, in the API's terms: no member reachable, no leader or a broken
-/// connection (Unavailable), no answer in time (etcd's own "request timed out" is
-/// Unavailable on the wire, but it is a timeout), or anything else.
-fn etcd_failure(e: &etcd_client::Error) -> Failure {
-    match e {
-        etcd_client::Error::GRpcStatus(s) => match s.code() {
-            tonic::Code::DeadlineExceeded => Failure::Timeout,
-            tonic::Code::Unavailable if s.message().contains("timed out") => Failure::Timeout,
-            tonic::Code::Unavailable | tonic::Code::Cancelled => Failure::Unavailable,
-            _ => Failure::Other,
-        },
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => Failure::Unavailable,
-        _ => Failure::Other,
     }
 }
 

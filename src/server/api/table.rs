@@ -3,8 +3,8 @@
 
 use serde_json::{Value, json};
 
-use super::resources::Resource;
 use crate::model::time::{human_duration, now_secs, parse_rfc3339};
+use crate::server::registry::resources::Resource;
 
 /// Whether the Accept header asks for a Table.
 pub fn wanted(accept: &str) -> bool {
@@ -700,7 +700,7 @@ fn row(r: &'static Resource, o: &Value, now: i64) -> Value {
     let partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
     // The printers read the stored version (an HPA's v2 metrics, a core Event's fields),
     // whichever version was asked for, as kube-apiserver's print its internal version.
-    let stored = super::convert::to_version(r.storage(), o.clone());
+    let stored = crate::server::registry::convert::to_version(r.storage(), o.clone());
     json!({"cells": cells(r.kind, &stored, now), "object": partial})
 }
 
@@ -737,7 +737,7 @@ mod tests {
         let o = json!({"metadata": {"name": "x", "creationTimestamp": "2026-01-01T00:00:00Z"},
             "spec": {"selector": {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]},
                      "template": {"spec": {"containers": [{"name": "c", "image": "busybox"}, {"name": "d", "image": "nginx"}]}}}});
-        for r in super::super::resources::RESOURCES {
+        for r in crate::server::registry::resources::RESOURCES {
             assert_eq!(cells(r.kind, &o, 0).len(), columns(r.kind).len(), "{}", r.kind);
         }
         let wide = cells("Deployment", &o, 0);

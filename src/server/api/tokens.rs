@@ -14,9 +14,9 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-use super::objects::{Store, blocking, decode};
-use super::resources;
 use super::status::ApiError;
+use crate::server::registry::objects::{Store, blocking, decode};
+use crate::server::registry::resources;
 use crate::server::store::StoreError;
 
 const KEY_PATH: &str = "/registry/nodectl.io/serviceaccountkey";
@@ -150,7 +150,7 @@ pub async fn request(store: &Store, ns: &str, name: &str, body: &[u8]) -> Result
     let (sa, key) = blocking(move || {
         let sa = s.get(&key_of).map_err(|e| ApiError::from_store(e, r.plural, &n))?;
         let sa = decode(&sa.ok_or_else(|| ApiError::not_found(r.plural, &n))?)?;
-        Ok((sa, key(&s)?))
+        Ok::<_, ApiError>((sa, key(&s)?))
     })
     .await?;
     let now = crate::model::time::now_secs();

@@ -20,10 +20,10 @@ use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 
-use super::objects::{Store, blocking, decode_as};
-use super::resources::Resource;
-use super::selectors::Selectors;
 use super::status::ApiError;
+use crate::server::registry::objects::{Store, blocking, decode_as};
+use crate::server::registry::resources::Resource;
+use crate::server::registry::selectors::Selectors;
 use crate::server::store::{self, Backend, EventKind, Watcher};
 
 /// The API server's default: requests end after at most half an hour; clients re-watch.
@@ -180,7 +180,7 @@ async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
         };
         let mut obj = match decode_as(live.resource, &e.kv) {
             Ok(o) => o,
-            Err(err) => return Some((line("ERROR", err.to_status()), Phase::Done)),
+            Err(err) => return Some((line("ERROR", ApiError::from(err).to_status()), Phase::Done)),
         };
         obj["metadata"]["resourceVersion"] = json!(e.revision.to_string());
         let now = live.selectors.matches(&obj);

@@ -16,8 +16,8 @@ use super::ControllerError;
 use super::graph::{Graph, Location, Node, Owner};
 use super::queue::Queue;
 use super::writes;
-use crate::server::api::deletion::{FOREGROUND, ORPHAN, Propagation};
-use crate::server::api::objects::{Part, Store};
+use crate::server::registry::deletion::{FOREGROUND, ORPHAN, Propagation};
+use crate::server::registry::objects::{Part, Store};
 
 /// How long a failed item waits before it is tried again.
 const RETRY: Duration = Duration::from_secs(1);

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::server::api::resources::{RESOURCES, Resource};
+use crate::server::registry::resources::{RESOURCES, Resource};
 
 /// Where an object lives, parsed from its store key.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -16,8 +16,8 @@ pub mod writes;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::server::api::deletion::{FOREGROUND, ORPHAN};
-use crate::server::api::objects::Store;
+use crate::server::registry::deletion::{FOREGROUND, ORPHAN};
+use crate::server::registry::objects::Store;
 use crate::server::store::{self, Event, EventKind, StoreError};
 use graph::{Graph, Location, Node};
 use queue::Queue;
@@ -160,8 +160,10 @@ fn observe(g: &mut Graph, queues: &Queues, e: &Event) {
 }
 
 fn queue_if_terminating(g: &Graph, queues: &Queues, namespace: &str) {
-    let namespaces =
-        crate::server::api::resources::RESOURCES.iter().find(|r| r.kind == "Namespace").expect("namespaces are served");
+    let namespaces = crate::server::registry::resources::RESOURCES
+        .iter()
+        .find(|r| r.kind == "Namespace")
+        .expect("namespaces are served");
     if g.by_key(&namespaces.key(None, Some(namespace))).is_some_and(|n| n.deleting) {
         queues.namespaces.push(namespace.to_string());
     }

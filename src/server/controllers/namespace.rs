@@ -15,9 +15,10 @@ use super::ControllerError;
 use super::graph::Location;
 use super::queue::Queue;
 use super::writes;
-use crate::server::api::deletion::{NAMESPACE_FINALIZER, Propagation};
-use crate::server::api::objects::{Part, Store, decode};
-use crate::server::api::resources::{RESOURCES, Resource};
+use crate::server::registry::RegistryError;
+use crate::server::registry::deletion::{NAMESPACE_FINALIZER, Propagation};
+use crate::server::registry::objects::{Part, Store, decode};
+use crate::server::registry::resources::{RESOURCES, Resource};
 
 const RETRY: Duration = Duration::from_secs(1);
 
@@ -41,13 +42,12 @@ impl Finalizer {
     async fn process(&self, name: &str) -> Result<(), ControllerError> {
         let namespaces = RESOURCES.iter().find(|r| r.kind == "Namespace").expect("namespaces are served");
         let at = Location { resource: namespaces, namespace: None, name: name.to_string() };
-        let ns = match crate::server::api::objects::get(self.store.clone(), namespaces, None, name.to_string()).await {
-            Ok(ns) => ns,
-            Err(e) if e.reason == "NotFound" => return Ok(()),
-            Err(e) => {
-                return Err(writes::WriteError { action: "reading", object: at.to_string(), message: e.message }.into());
-            }
-        };
+        let ns =
+            match crate::server::registry::objects::get(self.store.clone(), namespaces, None, name.to_string()).await {
+                Ok(ns) => ns,
+                Err(RegistryError::NotFound { .. }) => return Ok(()),
+                Err(e) => return Err(writes::failed("reading", &at)(e).into()),
+            };
         let uid = ns.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or_default().to_string();
         let ours = ns
             .pointer("/spec/finalizers")

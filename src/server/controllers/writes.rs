@@ -6,20 +6,21 @@
 use serde_json::Value;
 
 use super::graph::Location;
-use crate::server::api::deletion::Propagation;
-use crate::server::api::objects::{self, DeleteOptions, FieldValidation, Part, Store};
-use crate::server::api::status::ApiError;
+use crate::server::registry::RegistryError;
+use crate::server::registry::deletion::Propagation;
+use crate::server::registry::objects::{self, DeleteOptions, FieldValidation, Part, Store};
 
 #[derive(Debug, thiserror::Error)]
-#[error("{action} {object}: {message}")]
+#[error("{action} {object}: {source}")]
 pub struct WriteError {
     pub action: &'static str,
     pub object: String,
-    pub message: String,
+    #[source]
+    pub source: RegistryError,
 }
 
-fn failed<'a>(action: &'static str, at: &'a Location) -> impl FnOnce(ApiError) -> WriteError + 'a {
-    move |e| WriteError { action, object: at.to_string(), message: e.message }
+pub fn failed<'a>(action: &'static str, at: &'a Location) -> impl FnOnce(RegistryError) -> WriteError + 'a {
+    move |source| WriteError { action, object: at.to_string(), source }
 }
 
 /// Conflicts in a row after which a write gives up (and is retried later by its queue).
@@ -30,7 +31,7 @@ pub async fn get(store: &Store, at: &Location, uid: &str) -> Result<Option<Value
     match objects::get(store.clone(), at.resource, at.namespace.clone(), at.name.clone()).await {
         Ok(obj) if obj.pointer("/metadata/uid").and_then(Value::as_str) == Some(uid) => Ok(Some(obj)),
         Ok(_) => Ok(None),
-        Err(e) if e.reason == "NotFound" => Ok(None),
+        Err(RegistryError::NotFound { .. }) => Ok(None),
         Err(e) => Err(failed("reading", at)(e)),
     }
 }
@@ -63,16 +64,12 @@ pub async fn modify(
         .await
         {
             Ok(_) => return Ok(()),
-            Err(e) if e.reason == "Conflict" => continue,
-            Err(e) if e.reason == "NotFound" => return Ok(()),
+            Err(RegistryError::Conflict { .. }) => continue,
+            Err(RegistryError::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(failed("updating", at)(e)),
         }
     }
-    Err(WriteError {
-        action: "updating",
-        object: at.to_string(),
-        message: format!("still conflicting after {ATTEMPTS} attempts"),
-    })
+    Err(failed("updating", at)(RegistryError::internal(format!("still conflicting after {ATTEMPTS} attempts"))))
 }
 
 /// Removes a finalizer from metadata.finalizers; the object goes if it was the last.
@@ -96,7 +93,7 @@ pub async fn delete(store: &Store, at: &Location, uid: &str, propagation: Propag
     match objects::delete(store.clone(), at.resource, at.namespace.clone(), at.name.clone(), opts, None).await {
         Ok(_) => Ok(()),
         // Gone already, or another incarnation now: nothing of ours to delete.
-        Err(e) if e.reason == "NotFound" || e.reason == "Conflict" => Ok(()),
+        Err(RegistryError::NotFound { .. } | RegistryError::Conflict { .. }) => Ok(()),
         Err(e) => Err(failed("deleting", at)(e)),
     }
 }

@@ -6,11 +6,10 @@
 //! The work itself (deleting or orphaning dependents, emptying a namespace) is done by the
 //! controllers in `server::controllers`, which remove these finalizers when it is done.
 
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
+use super::error::RegistryError;
 use super::resources::Resource;
-use super::status::ApiError;
 
 /// The garbage collector deletes an object's dependents first (Foreground).
 pub const FOREGROUND: &str = "foregroundDeletion";
@@ -33,14 +32,14 @@ pub enum Propagation {
 impl Propagation {
     /// From DeleteOptions as JSON: `propagationPolicy`, or the older `orphanDependents`.
     /// Both given and disagreeing is refused, as the API server refuses it.
-    pub fn from_options(v: &Value) -> Result<Option<Propagation>, ApiError> {
+    pub fn from_options(v: &Value) -> Result<Option<Propagation>, RegistryError> {
         let policy = match v.get("propagationPolicy").and_then(Value::as_str) {
             None | Some("") => None,
             Some("Orphan") => Some(Propagation::Orphan),
             Some("Background") => Some(Propagation::Background),
             Some("Foreground") => Some(Propagation::Foreground),
             Some(other) => {
-                return Err(ApiError::invalid(
+                return Err(RegistryError::invalid(
                     "DeleteOptions",
                     "",
                     vec![(
@@ -53,7 +52,7 @@ impl Propagation {
             }
         };
         match (v.get("orphanDependents").and_then(Value::as_bool), policy) {
-            (Some(_), Some(_)) => Err(ApiError::invalid(
+            (Some(_), Some(_)) => Err(RegistryError::invalid(
                 "DeleteOptions",
                 "",
                 vec![(
@@ -112,15 +111,13 @@ pub fn held(obj: &Value) -> bool {
 }
 
 /// A delete that is refused outright.
-pub fn refuse(r: &Resource, name: &str) -> Result<(), ApiError> {
+pub fn refuse(r: &Resource, name: &str) -> Result<(), RegistryError> {
     if r.kind == "Namespace" && PROTECTED.contains(&name) {
-        let mut e = ApiError::new(
-            StatusCode::FORBIDDEN,
-            "Forbidden",
+        return Err(RegistryError::forbidden(
+            "namespaces",
+            name,
             format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
-        );
-        e.details = Some(json!({"name": name, "kind": "namespaces"}));
-        return Err(e);
+        ));
     }
     Ok(())
 }
@@ -157,24 +154,12 @@ pub fn finalized(old: &Value, body: &Value) -> Value {
 
 /// The NamespaceLifecycle admission rule: nothing new is made in a namespace that is
 /// being terminated (its controller could never finish).
-pub fn admit_create(namespace: &Value, r: &Resource, name: &str) -> Result<(), ApiError> {
+pub fn admit_create(namespace: &Value, r: &Resource, name: &str) -> Result<(), RegistryError> {
     if !namespace.pointer("/metadata/deletionTimestamp").is_some_and(Value::is_string) {
         return Ok(());
     }
     let ns = namespace.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
-    let mut e = ApiError::new(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        format!(
-            "{} \"{name}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
-            r.plural
-        ),
-    );
-    e.details = Some(json!({
-        "name": name, "kind": r.plural,
-        "causes": [{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}],
-    }));
-    Err(e)
+    Err(RegistryError::NamespaceTerminating { resource: r.plural.into(), name: name.into(), namespace: ns.into() })
 }
 
 #[cfg(test)]

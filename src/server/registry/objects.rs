@@ -5,13 +5,12 @@
 
 use std::sync::Arc;
 
-use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use crate::model::names::{name_problem, path_segment_problem};
 
+use super::error::RegistryError;
 use super::resources::Resource;
-use super::status::ApiError;
 use crate::server::store::{Backend, KeyValue};
 
 /// The store behind the API: SQLite or etcd (`nodectl server --etcd`).
@@ -20,26 +19,27 @@ pub type Store = Arc<dyn Backend>;
 /// A condition a write must meet, given the stored object it replaces (None for a create)
 /// and the object it writes (None for a delete): an authorization that depends on them,
 /// such as "this pod is bound to the calling node".
-pub type Guard = Arc<dyn Fn(Option<&Value>, Option<&Value>) -> Result<(), ApiError> + Send + Sync>;
+pub type Guard = Arc<dyn Fn(Option<&Value>, Option<&Value>) -> Result<(), RegistryError> + Send + Sync>;
 
-/// Runs a blocking store call off the async workers.
-pub async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
+/// Runs a blocking store call off the async workers (for the HTTP layer too: any error
+/// type a [`RegistryError`] converts into).
+pub async fn blocking<T: Send + 'static, E: From<RegistryError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
     // A panic in `f` unwinds to the JoinError (a 500), as in the request's own task.
     tokio::task::spawn_blocking(move || crate::sys::unwind::unwinding(f))
         .await
-        .map_err(|e| ApiError::internal(format!("store task failed: {e}")))?
+        .map_err(|e| RegistryError::internal(format!("store task failed: {e}")))?
 }
 
 /// The object stored in `kv`, with its resourceVersion.
-pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+pub fn decode(kv: &KeyValue) -> Result<Value, RegistryError> {
     let mut obj: Value = serde_json::from_slice(&kv.value)
-        .map_err(|e| ApiError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
+        .map_err(|e| RegistryError::internal(format!("stored object {} is corrupt: {e}", kv.key)))?;
     // What etcd holds may have been written by anyone: the assignment below would panic on
     // a value that is not an object, or whose metadata is not one.
     if !obj.is_object() || !matches!(obj["metadata"], Value::Object(_) | Value::Null) {
-        return Err(ApiError::internal(format!("stored object {} is not a Kubernetes object", kv.key)));
+        return Err(RegistryError::internal(format!("stored object {} is not a Kubernetes object", kv.key)));
     }
     obj["metadata"]["resourceVersion"] = Value::String(kv.mod_revision.to_string());
     Ok(obj)
@@ -47,7 +47,7 @@ pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
 
 /// The object stored in `kv`, in `r`'s version (the store holds one version of a kind
 /// that is served in several).
-pub fn decode_as(r: &Resource, kv: &KeyValue) -> Result<Value, ApiError> {
+pub fn decode_as(r: &Resource, kv: &KeyValue) -> Result<Value, RegistryError> {
     decode(kv).map(|obj| super::convert::to_version(r, obj))
 }
 
@@ -62,17 +62,13 @@ pub const MAX_OBJECT: usize = 3 << 19;
 
 /// [`encode`], refused with 413 over [`MAX_OBJECT`], as kube-apiserver answers etcd's
 /// "request is too large".
-pub fn encode_limited(obj: &Value) -> Result<Vec<u8>, ApiError> {
+pub fn encode_limited(obj: &Value) -> Result<Vec<u8>, RegistryError> {
     let value = encode(obj);
     if value.len() > MAX_OBJECT {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "RequestEntityTooLarge",
-            format!(
-                "Request entity too large: etcdserver: request is too large ({} bytes; the limit is {MAX_OBJECT})",
-                value.len()
-            ),
-        ));
+        return Err(RegistryError::TooLarge(format!(
+            "Request entity too large: etcdserver: request is too large ({} bytes; the limit is {MAX_OBJECT})",
+            value.len()
+        )));
     }
     Ok(value)
 }
@@ -119,19 +115,19 @@ fn type_name(v: &Value) -> &'static str {
 }
 
 /// A body that cannot be handled as `r`'s kind, as the API server words its decoding error.
-fn undecodable(r: &Resource, problem: &str) -> ApiError {
-    ApiError::bad_request(format!(
+fn undecodable(r: &Resource, problem: &str) -> RegistryError {
+    RegistryError::bad_request(format!(
         "{} in version \"{}\" cannot be handled as a {}: {problem}",
         r.kind, r.version, r.kind
     ))
 }
 
 /// Parses a request body and checks it is an object of `r`'s kind.
-fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, ApiError> {
+fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, RegistryError> {
     let mut obj: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+        .map_err(|e| RegistryError::bad_request(format!("the request body is not valid JSON: {e}")))?;
     if !obj.is_object() {
-        return Err(ApiError::bad_request("the request body must be a JSON object"));
+        return Err(RegistryError::bad_request("the request body must be a JSON object"));
     }
     if let Some(problem) = shape_problem(&obj) {
         return Err(undecodable(r, &problem));
@@ -141,7 +137,7 @@ fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, ApiError> {
         None => obj["apiVersion"] = json!(api_version),
         Some(v) if v == api_version => {}
         Some(v) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(RegistryError::bad_request(format!(
                 "the API version in the data ({v}) does not match the expected API version ({api_version})"
             )));
         }
@@ -150,7 +146,7 @@ fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, ApiError> {
         None => obj["kind"] = json!(r.kind),
         Some(k) if k == r.kind => {}
         Some(k) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(RegistryError::bad_request(format!(
                 "the kind in the data ({k}) does not match the expected kind ({})",
                 r.kind
             )));
@@ -185,21 +181,21 @@ fn fold_string_data(r: &Resource, obj: &mut Value) {
     }
 }
 
-fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> Result<(), ApiError> {
+fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> Result<(), RegistryError> {
     r.check_schema(obj, validation == FieldValidation::Strict).map_err(|(field, message)| {
         if message.starts_with("strict decoding error") {
-            ApiError::bad_request(message)
+            RegistryError::bad_request(message)
         } else {
-            ApiError::invalid(r.kind, name, vec![(field, message)])
+            RegistryError::invalid(r.kind, name, vec![(field, message)])
         }
     })
 }
 
 /// kube-apiserver's validation of `obj` (defaulted), created or replacing `old`: every
 /// problem a cause of one 422.
-fn validate(r: &Resource, obj: &Value, old: Option<&Value>, name: &str) -> Result<(), ApiError> {
+fn validate(r: &Resource, obj: &Value, old: Option<&Value>, name: &str) -> Result<(), RegistryError> {
     let problems = super::validation::validate(r, obj, old);
-    if problems.is_empty() { Ok(()) } else { Err(ApiError::invalid(r.kind, name, problems)) }
+    if problems.is_empty() { Ok(()) } else { Err(RegistryError::invalid(r.kind, name, problems)) }
 }
 
 pub async fn create(
@@ -208,7 +204,7 @@ pub async fn create(
     ns: Option<String>,
     body: &[u8],
     (validation, guard, dry_run): (FieldValidation, Option<Guard>, bool),
-) -> Result<(StatusCode, Value), ApiError> {
+) -> Result<Value, RegistryError> {
     let mut obj = parse_body(r, body)?;
     let meta = &mut obj["metadata"];
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
@@ -224,7 +220,7 @@ pub async fn create(
             format!("{prefix}{suffix}")
         }
         _ => {
-            return Err(ApiError::invalid(
+            return Err(RegistryError::invalid(
                 r.kind,
                 "",
                 vec![("metadata.name".into(), "Required value: name or generateName is required".into())],
@@ -238,14 +234,15 @@ pub async fn create(
         _ => name_problem(&name, r.kind == "Namespace"),
     };
     if let Some(problem) = problem {
-        return Err(ApiError::invalid(r.kind, &name, vec![("metadata.name".into(), problem)]));
+        return Err(RegistryError::invalid(r.kind, &name, vec![("metadata.name".into(), problem)]));
     }
     if r.namespaced {
-        let ns =
-            ns.clone().ok_or_else(|| ApiError::bad_request(format!("{} must be created in a namespace", r.plural)))?;
+        let ns = ns
+            .clone()
+            .ok_or_else(|| RegistryError::bad_request(format!("{} must be created in a namespace", r.plural)))?;
         match meta.get("namespace").and_then(Value::as_str) {
             Some(given) if given != ns => {
-                return Err(ApiError::bad_request(
+                return Err(RegistryError::bad_request(
                     "the namespace of the provided object does not match the namespace sent on the request",
                 ));
             }
@@ -279,7 +276,7 @@ pub async fn create(
     fold_string_data(r, &mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
     let namespaces = super::resources::find("", "v1", "namespaces")
-        .ok_or_else(|| ApiError::internal("namespaces are not served"))?;
+        .ok_or_else(|| RegistryError::internal("namespaces are not served"))?;
     let ns_key = ns.as_ref().map(|n| namespaces.key(None, Some(n)));
     let admission_key = ns_key.clone();
     let value = encode_limited(&stored_form(r, &obj))?;
@@ -288,39 +285,40 @@ pub async fn create(
         if let Some(k) = ns_key
             && store
                 .get(&k)
-                .map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
+                .map_err(|e| RegistryError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
                 .is_none()
         {
-            return Err(ApiError::not_found("namespaces", ns2.as_deref().unwrap_or_default()));
+            return Err(RegistryError::not_found("namespaces", ns2.as_deref().unwrap_or_default()));
         }
         if let Some(k) = admission_key
-            && let Some(kv) =
-                store.get(&k).map_err(|e| ApiError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
+            && let Some(kv) = store
+                .get(&k)
+                .map_err(|e| RegistryError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
         {
             super::deletion::admit_create(&decode(&kv)?, r, &n2)?;
         }
         // dryRun=All: everything above ran (defaulting, validation, admission); nothing is
         // stored, and the answer has no resourceVersion, as the API server's.
         if dry_run {
-            return match store.get(&key).map_err(|e| ApiError::from_store(e, plural, &n2))? {
-                Some(_) => Err(ApiError::already_exists(plural, &n2)),
+            return match store.get(&key).map_err(|e| RegistryError::from_store(e, plural, &n2))? {
+                Some(_) => Err(RegistryError::already_exists(plural, &n2)),
                 None => Ok(None),
             };
         }
-        store.create(&key, &value).map(Some).map_err(|e| ApiError::from_store(e, plural, &n2))
+        store.create(&key, &value).map(Some).map_err(|e| RegistryError::from_store(e, plural, &n2))
     })
     .await?;
     if let Some(revision) = revision {
         obj["metadata"]["resourceVersion"] = json!(revision.to_string());
     }
-    Ok((StatusCode::CREATED, obj))
+    Ok(obj)
 }
 
-pub async fn get(store: Store, r: &'static Resource, ns: Option<String>, name: String) -> Result<Value, ApiError> {
+pub async fn get(store: Store, r: &'static Resource, ns: Option<String>, name: String) -> Result<Value, RegistryError> {
     let key = r.key(ns.as_deref(), Some(&name));
     let name2 = name.clone();
-    let kv = blocking(move || store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name2))).await?;
-    decode_as(r, &kv.ok_or_else(|| ApiError::not_found(r.plural, &name))?)
+    let kv = blocking(move || store.get(&key).map_err(|e| RegistryError::from_store(e, r.plural, &name2))).await?;
+    decode_as(r, &kv.ok_or_else(|| RegistryError::not_found(r.plural, &name))?)
 }
 
 pub struct ListOptions {
@@ -335,7 +333,7 @@ pub async fn list(
     r: &'static Resource,
     ns: Option<String>,
     opts: ListOptions,
-) -> Result<Value, ApiError> {
+) -> Result<Value, RegistryError> {
     let prefix = r.key(ns.as_deref(), None);
     let after = opts.continue_after.map(|c| format!("{prefix}{c}"));
     let p = prefix.clone();
@@ -343,7 +341,7 @@ pub async fn list(
     let result = blocking(move || {
         store
             .list(&p, after.as_deref(), opts.limit, opts.resource_version)
-            .map_err(|e| ApiError::from_store(e, r.plural, ""))
+            .map_err(|e| RegistryError::from_store(e, r.plural, ""))
     })
     .await?;
     let mut items = result.items.iter().map(|kv| decode_as(r, kv)).collect::<Result<Vec<_>, _>>()?;
@@ -375,22 +373,20 @@ pub async fn list_streamed(
     resource_version: Option<i64>,
     at_least: Option<i64>,
     selectors: super::selectors::Selectors,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::body::{Body, Bytes};
-    use axum::response::IntoResponse;
+) -> Result<impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> + Send + 'static, RegistryError> {
     let prefix = r.key(ns.as_deref(), None);
     let page = move |store: Store, prefix: String, after: Option<String>, revision: Option<i64>| {
         blocking(move || {
             store
                 .list(&prefix, after.as_deref(), STREAM_PAGE, revision)
-                .map_err(|e| ApiError::from_store(e, r.plural, ""))
+                .map_err(|e| RegistryError::from_store(e, r.plural, ""))
         })
     };
     let first = page(store.clone(), prefix.clone(), None, resource_version).await?;
     if let Some(rv) = at_least
         && first.revision < rv
     {
-        return Err(ApiError::from_store(
+        return Err(RegistryError::from_store(
             crate::server::store::StoreError::FutureRevision { requested: rv, current: first.revision },
             r.plural,
             "",
@@ -409,14 +405,14 @@ pub async fn list_streamed(
             if std::mem::replace(started, true) {
                 out.push(b',');
             }
-            serde_json::to_writer(&mut out, &obj).map_err(|e| ApiError::internal(e.to_string()))?;
+            serde_json::to_writer(&mut out, &obj).map_err(|e| RegistryError::internal(e.to_string()))?;
         }
-        Ok::<_, ApiError>(out)
+        Ok::<_, RegistryError>(out)
     };
     let mut started = false;
     let mut head = serde_json::to_vec(&json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
         "metadata": {"resourceVersion": revision.to_string()}}))
-    .map_err(|e| ApiError::internal(e.to_string()))?;
+    .map_err(|e| RegistryError::internal(e.to_string()))?;
     head.pop(); // the closing brace: the items follow
     head.extend_from_slice(b",\"items\":[");
     head.extend(render(&first.items, &selectors, &mut started)?);
@@ -429,26 +425,23 @@ pub async fn list_streamed(
                 return None;
             }
             let Some(after) = after else {
-                return Some((Ok(Bytes::from_static(b"]}")), (None, started, true)));
+                return Some((Ok(b"]}".to_vec()), (None, started, true)));
             };
             let result = page(store, prefix.clone(), Some(format!("{prefix}{after}")), Some(revision)).await;
             let page = match result {
                 Ok(p) => p,
-                Err(e) => return Some((Err(std::io::Error::other(e.message)), (None, started, true))),
+                Err(e) => return Some((Err(std::io::Error::other(e.to_string())), (None, started, true))),
             };
             let next = page.more.then(|| page.items.last().map(|kv| kv.key[prefix.len()..].to_string())).flatten();
             match render(&page.items, &selectors, &mut started) {
-                Ok(bytes) => Some((Ok(Bytes::from(bytes)), (next, started, false))),
-                Err(e) => Some((Err(std::io::Error::other(e.message)), (None, started, true))),
+                Ok(bytes) => Some((Ok(bytes), (next, started, false))),
+                Err(e) => Some((Err(std::io::Error::other(e.to_string())), (None, started, true))),
             }
         }
     });
-    let body = futures_util::StreamExt::chain(
-        futures_util::stream::once(async move { Ok::<_, std::io::Error>(Bytes::from(head)) }),
-        rest,
-    );
-    Ok((StatusCode::OK, [(axum::http::header::CONTENT_TYPE, "application/json")], Body::from_stream(body))
-        .into_response())
+    let body =
+        futures_util::StreamExt::chain(futures_util::stream::once(async move { Ok::<_, std::io::Error>(head) }), rest);
+    Ok(body)
 }
 
 /// Which part of an object a write may change.
@@ -488,27 +481,27 @@ async fn read_modify_write(
     name: String,
     part: Part,
     (validation, guard, dry_run): (FieldValidation, Option<Guard>, bool),
-    change: impl Fn(&Value) -> Result<Value, ApiError> + Send + 'static,
-) -> Result<Value, ApiError> {
+    change: impl Fn(&Value) -> Result<Value, RegistryError> + Send + 'static,
+) -> Result<Value, RegistryError> {
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
             let current = store
                 .get(&key)
-                .map_err(|e| ApiError::from_store(e, r.plural, &name))?
-                .ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+                .map_err(|e| RegistryError::from_store(e, r.plural, &name))?
+                .ok_or_else(|| RegistryError::not_found(r.plural, &name))?;
             let old = decode_as(r, &current)?;
             let candidate = change(&old)?;
             // A patch may turn the object (or its metadata) into anything: refused before
             // anything below writes into it.
             if let Some(problem) = shape_problem(&candidate) {
-                return Err(ApiError::invalid(r.kind, &name, vec![("patch".into(), problem)]));
+                return Err(RegistryError::invalid(r.kind, &name, vec![("patch".into(), problem)]));
             }
             if let Some(v) =
                 candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
                 && v != current.mod_revision.to_string()
             {
-                return Err(ApiError::conflict(r.plural, &name));
+                return Err(RegistryError::conflict(r.plural, &name));
             }
             let mut obj = match part {
                 Part::Main => {
@@ -534,10 +527,10 @@ async fn read_modify_write(
                 }
                 Part::Scale => {
                     let replicas = candidate.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
-                        ApiError::invalid("Scale", &name, vec![("spec.replicas".into(), "Required value".into())])
+                        RegistryError::invalid("Scale", &name, vec![("spec.replicas".into(), "Required value".into())])
                     })?;
                     if replicas < 0 {
-                        return Err(ApiError::invalid(
+                        return Err(RegistryError::invalid(
                             "Scale",
                             &name,
                             vec![(
@@ -608,10 +601,10 @@ async fn read_modify_write(
                     return Ok(obj);
                 }
                 Err(crate::server::store::StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
+                Err(e) => return Err(RegistryError::from_store(e, r.plural, &name)),
             }
         }
-        Err(ApiError::conflict(r.plural, &name))
+        Err(RegistryError::conflict(r.plural, &name))
     })
     .await
 }
@@ -624,15 +617,15 @@ pub async fn update(
     part: Part,
     body: &[u8],
     checks: (FieldValidation, Option<Guard>, bool),
-) -> Result<Value, ApiError> {
+) -> Result<Value, RegistryError> {
     let obj = if part == Part::Scale {
         serde_json::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?
+            .map_err(|e| RegistryError::bad_request(format!("the request body is not valid JSON: {e}")))?
     } else {
         parse_body(r, body)?
     };
     if obj["metadata"].get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
-        return Err(ApiError::bad_request("the name of the object does not match the name on the URL"));
+        return Err(RegistryError::bad_request("the name of the object does not match the name on the URL"));
     }
     read_modify_write(store, r, ns, name, part, checks, move |_| Ok(obj.clone())).await
 }
@@ -660,11 +653,11 @@ pub struct DeleteOptions {
 }
 
 impl DeleteOptions {
-    pub fn parse(body: &[u8], query_grace: Option<&String>) -> Result<DeleteOptions, ApiError> {
+    pub fn parse(body: &[u8], query_grace: Option<&String>) -> Result<DeleteOptions, RegistryError> {
         let mut o = DeleteOptions::default();
         if !body.is_empty() {
             let v: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?;
+                .map_err(|e| RegistryError::bad_request(format!("DeleteOptions are not valid JSON: {e}")))?;
             o.grace_period = v["gracePeriodSeconds"].as_i64();
             o.precondition_rv =
                 v.pointer("/preconditions/resourceVersion").and_then(Value::as_str).and_then(|s| s.parse().ok());
@@ -675,7 +668,7 @@ impl DeleteOptions {
                 None | Some(Value::Null) => {}
                 Some(Value::Array(a)) if a.iter().all(|x| x == "All") => o.dry_run = !a.is_empty(),
                 Some(other) => {
-                    return Err(ApiError::bad_request(format!(
+                    return Err(RegistryError::bad_request(format!(
                         "dryRun: Unsupported value: {other}: supported values: \"All\""
                     )));
                 }
@@ -683,7 +676,7 @@ impl DeleteOptions {
         }
         if let Some(g) = query_grace {
             o.grace_period =
-                Some(g.parse().map_err(|_| ApiError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
+                Some(g.parse().map_err(|_| RegistryError::bad_request(format!("invalid gracePeriodSeconds {g:?}")))?);
         }
         Ok(o)
     }
@@ -699,14 +692,14 @@ pub async fn delete(
     name: String,
     opts: DeleteOptions,
     guard: Option<Guard>,
-) -> Result<Value, ApiError> {
+) -> Result<Value, RegistryError> {
     let key = r.key(ns.as_deref(), Some(&name));
     blocking(move || {
         for _ in 0..5 {
             let current = store
                 .get(&key)
-                .map_err(|e| ApiError::from_store(e, r.plural, &name))?
-                .ok_or_else(|| ApiError::not_found(r.plural, &name))?;
+                .map_err(|e| RegistryError::from_store(e, r.plural, &name))?
+                .ok_or_else(|| RegistryError::not_found(r.plural, &name))?;
             let mut obj = decode_as(r, &current)?;
             if let Some(g) = &guard {
                 g(Some(&obj), None)?;
@@ -714,7 +707,7 @@ pub async fn delete(
             if opts.precondition_rv.is_some_and(|rv| rv != current.mod_revision)
                 || opts.precondition_uid.as_ref().is_some_and(|u| obj["metadata"]["uid"].as_str() != Some(u.as_str()))
             {
-                return Err(ApiError::conflict(r.plural, &name));
+                return Err(RegistryError::conflict(r.plural, &name));
             }
             super::deletion::refuse(r, &name)?;
             let grace = if r.kind == "Pod" {
@@ -750,7 +743,7 @@ pub async fn delete(
                         return Ok(obj);
                     }
                     Err(crate::server::store::StoreError::Conflict { .. }) => continue,
-                    Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
+                    Err(e) => return Err(RegistryError::from_store(e, r.plural, &name)),
                 }
             }
             if opts.dry_run {
@@ -759,17 +752,17 @@ pub async fn delete(
             match store.delete(&key, Some(current.mod_revision)) {
                 Ok((_, old)) => return deleted(r, decode_as(r, &old)?),
                 Err(crate::server::store::StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
+                Err(e) => return Err(RegistryError::from_store(e, r.plural, &name)),
             }
         }
-        Err(ApiError::conflict(r.plural, &name))
+        Err(RegistryError::conflict(r.plural, &name))
     })
     .await
 }
 
 /// What an immediate delete answers, as the API server's registries do: the object for
 /// pods and services (their registries return it), a Success Status naming it otherwise.
-fn deleted(r: &Resource, obj: Value) -> Result<Value, ApiError> {
+fn deleted(r: &Resource, obj: Value) -> Result<Value, RegistryError> {
     if matches!(r.kind, "Pod" | "Service") {
         return Ok(obj);
     }
@@ -787,10 +780,10 @@ pub async fn delete_collection(
     r: &'static Resource,
     ns: Option<String>,
     selectors: super::selectors::Selectors,
-) -> Result<Value, ApiError> {
+) -> Result<Value, RegistryError> {
     let prefix = r.key(ns.as_deref(), None);
     let items = blocking(move || {
-        let list = store.list(&prefix, None, 0, None).map_err(|e| ApiError::from_store(e, r.plural, ""))?;
+        let list = store.list(&prefix, None, 0, None).map_err(|e| RegistryError::from_store(e, r.plural, ""))?;
         let mut gone = Vec::new();
         for kv in &list.items {
             let obj = decode_as(r, kv)?;
@@ -801,7 +794,7 @@ pub async fn delete_collection(
                 Ok((_, old)) => gone.push(decode_as(r, &old)?),
                 // Deleted by someone else meanwhile: gone all the same.
                 Err(crate::server::store::StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(ApiError::from_store(e, r.plural, "")),
+                Err(e) => return Err(RegistryError::from_store(e, r.plural, "")),
             }
         }
         Ok(gone)
@@ -837,21 +830,21 @@ pub async fn patch(
     part: Part,
     (kind, body): (PatchKind, &[u8]),
     checks: (FieldValidation, Option<Guard>, bool),
-) -> Result<Value, ApiError> {
-    let patch: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))?;
+) -> Result<Value, RegistryError> {
+    let patch: Value = serde_json::from_slice(body)
+        .map_err(|e| RegistryError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     // As the API server refuses them: a merge patch that is not an object would replace the
     // whole object, and a JSON patch is a list of operations.
     match (kind, &patch) {
         (PatchKind::Merge | PatchKind::Strategic, Value::Object(_)) | (PatchKind::Json, Value::Array(_)) => {}
         (PatchKind::Json, other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(RegistryError::bad_request(format!(
                 "the JSON patch must be a list of operations, not {}",
                 type_name(other)
             )));
         }
         (_, other) => {
-            return Err(ApiError::bad_request(format!(
+            return Err(RegistryError::bad_request(format!(
                 "the merge patch must be a JSON object, not {}",
                 type_name(other)
             )));
@@ -869,7 +862,7 @@ pub async fn patch(
             PatchKind::Json => super::patch::json_patch(&mut target, &patch),
             PatchKind::Strategic => super::patch::strategic_merge_patch(&mut target, &patch),
         };
-        applied.map_err(|e| ApiError::invalid(r.kind, &n, vec![("patch".into(), e.0)]))?;
+        applied.map_err(|e| RegistryError::invalid(r.kind, &n, vec![("patch".into(), e.0)]))?;
         // The patched copy carries the read's resourceVersion, unless the patch set one.
         if patch.pointer("/metadata/resourceVersion").is_none()
             && let Some(m) = target.get_mut("metadata").and_then(Value::as_object_mut)

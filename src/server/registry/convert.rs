@@ -172,7 +172,7 @@ fn hpa_v2_to_v1(obj: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::api::resources::find;
+    use crate::server::registry::resources::find;
 
     #[test]
     fn an_hpa_written_as_v2_reads_as_v1_and_back_unchanged() {

@@ -47,7 +47,7 @@ pub fn validate(r: &Resource, obj: &Value, old: Option<&Value>) -> Vec<Problem> 
 }
 
 /// Whether `selector` (a LabelSelector) picks an object with `labels`.
-pub(super) fn selects(selector: &Value, labels: &Value) -> bool {
+pub fn selects(selector: &Value, labels: &Value) -> bool {
     let label = |k: &str| labels.get(k).and_then(Value::as_str);
     let match_labels = selector["matchLabels"].as_object().into_iter().flatten().all(|(k, v)| label(k) == v.as_str());
     let expressions = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {

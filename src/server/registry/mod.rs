@@ -1,0 +1,21 @@
+//! The registry: what the API does to objects, below HTTP. Create, get, list, update,
+//! patch and delete with the rules kube-apiserver applies (per-kind defaults and
+//! validation, selectors, graceful deletion, finalizers, admission of namespaces), over
+//! the store. The HTTP layer ([`crate::server::api`]) parses requests, authorizes them and
+//! turns a [`RegistryError`] into a Status answer; the controllers call the registry
+//! directly and match on its error variants.
+
+// Bodies and patches come from clients: a bad one is an error, never a panic.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod convert;
+pub mod defaults;
+pub mod deletion;
+pub mod error;
+pub mod objects;
+pub mod patch;
+pub mod resources;
+pub mod selectors;
+pub mod validation;
+
+pub use error::RegistryError;
