@@ -212,7 +212,7 @@ fn aggregated_rules(role: &Value, all: &[Value]) -> Option<Vec<Value>> {
     let mut rules: Vec<Value> = Vec::new();
     for other in sorted {
         let labels = other.pointer("/metadata/labels").cloned().unwrap_or_else(|| json!({}));
-        if selectors.iter().any(|s| crate::server::registry::validation::selects(s, &labels)) {
+        if selectors.iter().any(|s| crate::server::registry::kinds::selects(s, &labels)) {
             for rule in other.get("rules").and_then(Value::as_array).into_iter().flatten() {
                 if !rules.contains(rule) {
                     rules.push(rule.clone());

@@ -18,9 +18,6 @@ pub const ORPHAN: &str = "orphan";
 /// The namespace controller empties the namespace first (in `spec.finalizers`).
 pub const NAMESPACE_FINALIZER: &str = "kubernetes";
 
-/// Namespaces the API server refuses to delete.
-const PROTECTED: [&str; 3] = ["default", "kube-system", "kube-public"];
-
 /// DeleteOptions.propagationPolicy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Propagation {
@@ -108,41 +105,6 @@ pub fn held(obj: &Value) -> bool {
     let spec = obj["kind"] == "Namespace"
         && obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|f| !f.is_empty());
     spec || !finalizers(obj).is_empty()
-}
-
-/// A delete that is refused outright.
-pub fn refuse(r: &Resource, name: &str) -> Result<(), RegistryError> {
-    if r.kind == "Namespace" && PROTECTED.contains(&name) {
-        return Err(RegistryError::forbidden(
-            "namespaces",
-            name,
-            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted"),
-        ));
-    }
-    Ok(())
-}
-
-/// What marking an object for deletion changes beyond its deletionTimestamp: a namespace
-/// shows that it is terminating.
-pub fn mark(r: &Resource, obj: &mut Value) {
-    if r.kind == "Namespace" {
-        obj["status"]["phase"] = json!("Terminating");
-    }
-}
-
-/// `spec.finalizers` of a namespace change only through `/finalize`, as in the API server.
-pub fn keep_spec_finalizers(r: &Resource, old: &Value, new: &mut Value) {
-    if r.kind != "Namespace" {
-        return;
-    }
-    match old.pointer("/spec/finalizers") {
-        Some(f) => new["spec"]["finalizers"] = f.clone(),
-        None => {
-            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                spec.remove("finalizers");
-            }
-        }
-    }
 }
 
 /// `/finalize`: the stored namespace with the body's `spec.finalizers`.

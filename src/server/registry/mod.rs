@@ -9,13 +9,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod convert;
-pub mod defaults;
 pub mod deletion;
 pub mod error;
+pub mod kinds;
 pub mod objects;
 pub mod patch;
 pub mod resources;
 pub mod selectors;
-pub mod validation;
 
 pub use error::RegistryError;

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::model::names::{name_problem, path_segment_problem};
 
 use super::error::RegistryError;
+use super::kinds::Names;
 use super::resources::Resource;
 use crate::server::store::{Backend, KeyValue};
 
@@ -167,20 +168,6 @@ pub enum FieldValidation {
     Lenient,
 }
 
-/// A Secret's `stringData` is write-only: the API server folds it into `data`.
-fn fold_string_data(r: &Resource, obj: &mut Value) {
-    use base64::Engine as _;
-    if r.kind != "Secret" {
-        return;
-    }
-    if let Some(Value::Object(strings)) = obj.as_object_mut().and_then(|o| o.remove("stringData")) {
-        for (k, v) in strings {
-            let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap_or_default());
-            obj["data"][k] = json!(encoded);
-        }
-    }
-}
-
 fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> Result<(), RegistryError> {
     r.check_schema(obj, validation == FieldValidation::Strict).map_err(|(field, message)| {
         if message.starts_with("strict decoding error") {
@@ -194,7 +181,7 @@ fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> 
 /// kube-apiserver's validation of `obj` (defaulted), created or replacing `old`: every
 /// problem a cause of one 422.
 fn validate(r: &Resource, obj: &Value, old: Option<&Value>, name: &str) -> Result<(), RegistryError> {
-    let problems = super::validation::validate(r, obj, old);
+    let problems = (r.strategy().validate)(obj, old);
     if problems.is_empty() { Ok(()) } else { Err(RegistryError::invalid(r.kind, name, problems)) }
 }
 
@@ -227,11 +214,11 @@ pub async fn create(
             ));
         }
     };
-    let problem = match r.kind {
-        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" | "PersistentVolume" => {
-            path_segment_problem(&name)
-        }
-        _ => name_problem(&name, r.kind == "Namespace"),
+    let strategy = r.strategy();
+    let problem = match strategy.names {
+        Names::Subdomain => name_problem(&name, false),
+        Names::Label => name_problem(&name, true),
+        Names::PathSegment => path_segment_problem(&name),
     };
     if let Some(problem) = problem {
         return Err(RegistryError::invalid(r.kind, &name, vec![("metadata.name".into(), problem)]));
@@ -255,25 +242,15 @@ pub async fn create(
     meta["uid"] = json!(uuid::Uuid::new_v4().to_string());
     meta["creationTimestamp"] = json!(now());
     meta["generation"] = json!(1);
-    // Defaults the API server sets at creation.
-    match r.kind {
-        "Namespace" => {
-            obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            obj["status"] = json!({"phase": "Active"});
-        }
-        "Pod" | "PersistentVolume" | "PersistentVolumeClaim" if obj.pointer("/status/phase").is_none() => {
-            obj["status"]["phase"] = json!("Pending")
-        }
-        "Secret" if obj.get("type").is_none_or(|t| t.as_str() == Some("")) => obj["type"] = json!("Opaque"),
-        _ => {}
-    }
-    super::defaults::apply(r, &mut obj);
+    // What the server sets at creation, then the kind's defaults.
+    (strategy.on_create)(&mut obj);
+    (strategy.defaults)(&mut obj, r.version);
     if let Some(g) = &guard {
         g(None, Some(&obj))?;
     }
     check(r, &obj, &name, validation)?;
     validate(r, &obj, None, &name)?;
-    fold_string_data(r, &mut obj);
+    (strategy.normalize)(&mut obj);
     let key = r.key(ns.as_deref(), Some(&name));
     let namespaces = super::resources::find("", "v1", "namespaces")
         .ok_or_else(|| RegistryError::internal("namespaces are not served"))?;
@@ -516,7 +493,6 @@ async fn read_modify_write(
                             }
                         }
                     }
-                    super::deletion::keep_spec_finalizers(r, &old, &mut o);
                     o
                 }
                 Part::Finalize => super::deletion::finalized(&old, &candidate),
@@ -568,8 +544,8 @@ async fn read_modify_write(
             // The status and scale subresources change no spec but their own field: only a
             // write of the object is defaulted (what is stored already was).
             if part == Part::Main {
-                super::defaults::apply(r, &mut obj);
-                super::validation::keep_allocated(r, &mut obj, &old);
+                (r.strategy().defaults)(&mut obj, r.version);
+                (r.strategy().keep_allocated)(&mut obj, &old);
             }
             if let Some(g) = &guard {
                 g(Some(&old), Some(&obj))?;
@@ -578,7 +554,7 @@ async fn read_modify_write(
             if part == Part::Main {
                 validate(r, &obj, Some(&old), &name)?;
             }
-            fold_string_data(r, &mut obj);
+            (r.strategy().normalize)(&mut obj);
             if old.get("spec") != obj.get("spec") {
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
@@ -589,7 +565,7 @@ async fn read_modify_write(
             // An object being deleted goes when its last finalizer does.
             let result = if obj["metadata"]["deletionTimestamp"].is_string()
                 && !has_finalizers(&obj)
-                && !awaits_kubelet(r, &obj)
+                && !(r.strategy().awaits_node)(&obj)
             {
                 store.delete(&key, Some(current.mod_revision)).map(|(rev, _)| rev)
             } else {
@@ -632,13 +608,6 @@ pub async fn update(
 
 fn has_finalizers(obj: &Value) -> bool {
     super::deletion::held(obj)
-}
-
-/// A pod on a node with grace left is deleted by its kubelet, once its containers stopped.
-fn awaits_kubelet(r: &Resource, obj: &Value) -> bool {
-    r.kind == "Pod"
-        && obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
-        && obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).is_some_and(|g| g > 0)
 }
 
 /// DeleteOptions, from the body or the query.
@@ -709,21 +678,17 @@ pub async fn delete(
             {
                 return Err(RegistryError::conflict(r.plural, &name));
             }
-            super::deletion::refuse(r, &name)?;
-            let grace = if r.kind == "Pod" {
-                opts.grace_period
-                    .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-                    .unwrap_or(30)
-                    .max(0)
-            } else {
-                0
-            };
+            let strategy = r.strategy();
+            if let Some(refused) = (strategy.refuse_delete)(&name) {
+                return Err(refused);
+            }
+            let grace = (strategy.grace)(&obj, opts.grace_period);
             let marked = obj["metadata"]["deletionTimestamp"].is_string();
             obj["metadata"]["deletionGracePeriodSeconds"] = json!(grace);
             // Foreground and Orphan add the finalizer that has the garbage collector deal
             // with the dependents first.
             let policy_changed = super::deletion::apply_policy(&mut obj, opts.propagation);
-            if has_finalizers(&obj) || awaits_kubelet(r, &obj) {
+            if has_finalizers(&obj) || (strategy.awaits_node)(&obj) {
                 if marked && opts.grace_period.is_none() && !policy_changed {
                     return Ok(obj);
                 }
@@ -731,7 +696,7 @@ pub async fn delete(
                     obj["metadata"]["deletionTimestamp"] =
                         // Saturating: the grace period is the client's number.
                         json!(crate::model::time::format_rfc3339(crate::model::time::now_secs().saturating_add(grace)));
-                    super::deletion::mark(r, &mut obj);
+                    (strategy.on_mark)(&mut obj);
                 }
                 if opts.dry_run {
                     obj["metadata"]["resourceVersion"] = json!(current.mod_revision.to_string());
@@ -763,7 +728,7 @@ pub async fn delete(
 /// What an immediate delete answers, as the API server's registries do: the object for
 /// pods and services (their registries return it), a Success Status naming it otherwise.
 fn deleted(r: &Resource, obj: Value) -> Result<Value, RegistryError> {
-    if matches!(r.kind, "Pod" | "Service") {
+    if r.strategy().delete_answers_object {
         return Ok(obj);
     }
     let mut details = json!({"name": obj["metadata"]["name"], "kind": r.plural, "uid": obj["metadata"]["uid"]});

@@ -2,6 +2,8 @@
 
 use serde_json::{Value, json};
 
+use super::kinds::Strategy;
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct Resource {
     /// "" for the core group.
@@ -19,48 +21,24 @@ impl Resource {
         if self.group.is_empty() { self.version.to_string() } else { format!("{}/{}", self.group, self.version) }
     }
 
-    /// Discovery categories: `all` for the kinds kube-apiserver puts in it, so that
-    /// `kubectl get all` lists them.
+    /// What the registry does differently for this resource's kind.
+    pub fn strategy(&self) -> &'static Strategy {
+        super::kinds::of(self.kind)
+    }
+
+    /// Discovery categories (`kubectl get all`).
     pub fn categories(&self) -> &'static [&'static str] {
-        match self.kind {
-            "Pod"
-            | "Service"
-            | "Deployment"
-            | "ReplicaSet"
-            | "DaemonSet"
-            | "StatefulSet"
-            | "Job"
-            | "CronJob"
-            | "HorizontalPodAutoscaler" => &["all"],
-            _ => &[],
-        }
+        self.strategy().categories
     }
 
-    /// Kinds whose status is written only through `/status`.
+    /// Whether its status is written only through `/status`.
     pub fn has_status(&self) -> bool {
-        matches!(
-            self.kind,
-            "Pod"
-                | "Node"
-                | "Service"
-                | "Namespace"
-                | "Deployment"
-                | "ReplicaSet"
-                | "DaemonSet"
-                | "StatefulSet"
-                | "Job"
-                | "CronJob"
-                | "PersistentVolume"
-                | "PersistentVolumeClaim"
-                | "Ingress"
-                | "HorizontalPodAutoscaler"
-                | "PodDisruptionBudget"
-        )
+        self.strategy().status
     }
 
-    /// Kinds with a `/scale` subresource.
+    /// Whether it has a `/scale` subresource.
     pub fn has_scale(&self) -> bool {
-        matches!(self.kind, "Deployment" | "ReplicaSet" | "StatefulSet")
+        self.strategy().scale
     }
 
     /// The group whose part of the store holds this resource: events.k8s.io's Events are

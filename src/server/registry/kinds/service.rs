@@ -1,0 +1,147 @@
+//! Services: defaults, port and type rules, and the cluster IP and node ports the server
+//! allocated, which an update that leaves them out keeps.
+
+use serde_json::{Value, json};
+
+use super::fill::{each, or_set, spec};
+use super::{PLAIN, Problem, Strategy};
+
+pub const SERVICE: Strategy = Strategy {
+    status: true,
+    categories: &["all"],
+    defaults: |obj, _| {
+        if let Some(s) = spec(obj) {
+            defaults(s);
+        }
+    },
+    validate: |obj, old| validate(&obj["spec"], old.map(|o| &o["spec"])),
+    keep_allocated,
+    delete_answers_object: true,
+    ..PLAIN
+};
+
+fn defaults(spec: &mut Value) {
+    or_set(spec, "type", json!("ClusterIP"));
+    or_set(spec, "sessionAffinity", json!("None"));
+    let ty = spec["type"].as_str().unwrap_or_default().to_string();
+    if ty != "ExternalName" {
+        or_set(spec, "internalTrafficPolicy", json!("Cluster"));
+    }
+    if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
+        or_set(spec, "externalTrafficPolicy", json!("Cluster"));
+    }
+    for p in each(spec, "ports") {
+        or_set(p, "protocol", json!("TCP"));
+        // targetPort defaults to the port (0 and "" count as unset).
+        let unset = match p.get("targetPort") {
+            None | Some(Value::Null) => true,
+            Some(Value::Number(n)) => n.as_i64() == Some(0),
+            Some(Value::String(s)) => s.is_empty(),
+            _ => false,
+        };
+        if unset && let Some(port) = p.get("port").cloned() {
+            p["targetPort"] = port;
+        }
+    }
+}
+
+/// The NodePort range kube-apiserver allocates from (--service-node-port-range).
+const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
+
+fn validate(spec: &Value, old: Option<&Value>) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let ty = spec["type"].as_str().unwrap_or_default();
+    if !matches!(ty, "ClusterIP" | "NodePort" | "LoadBalancer" | "ExternalName") {
+        out.push((
+            "spec.type".into(),
+            format!(
+                "Unsupported value: \"{ty}\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""
+            ),
+        ));
+    }
+    let headless = spec["clusterIP"] == "None";
+    let ports = spec["ports"].as_array().cloned().unwrap_or_default();
+    if ports.is_empty() && !headless && ty != "ExternalName" {
+        out.push(("spec.ports".into(), "Required value".into()));
+    }
+    for (i, p) in ports.iter().enumerate() {
+        let f = format!("spec.ports[{i}]");
+        if ports.len() > 1 && p["name"].as_str().is_none_or(str::is_empty) {
+            out.push((format!("{f}.name"), "Required value".into()));
+        }
+        let port = p["port"].as_i64().unwrap_or(0);
+        if !(1..=65535).contains(&port) {
+            out.push((format!("{f}.port"), format!("Invalid value: {port}: must be between 1 and 65535, inclusive")));
+        }
+        if let Some(t) = p["targetPort"].as_i64().filter(|t| !(1..=65535).contains(t)) {
+            out.push((
+                format!("{f}.targetPort"),
+                format!("Invalid value: {t}: must be between 1 and 65535, inclusive"),
+            ));
+        }
+        if let Some(proto) = p["protocol"].as_str().filter(|p| !matches!(*p, "TCP" | "UDP" | "SCTP")) {
+            out.push((
+                format!("{f}.protocol"),
+                format!("Unsupported value: \"{proto}\": supported values: \"SCTP\", \"TCP\", \"UDP\""),
+            ));
+        }
+        if let Some(np) = p["nodePort"].as_i64().filter(|n| *n != 0) {
+            if ty == "ClusterIP" {
+                out.push((format!("{f}.nodePort"), "Forbidden: may not be used when `type` is 'ClusterIP'".into()));
+            } else if !NODE_PORTS.contains(&np) {
+                out.push((
+                    format!("{f}.nodePort"),
+                    format!(
+                        "Invalid value: {np}: provided port is not in the valid range. The range of valid ports is {}-{}",
+                        NODE_PORTS.start(),
+                        NODE_PORTS.end()
+                    ),
+                ));
+            }
+        }
+    }
+    // A cluster IP, once set, stays (an update that leaves it out keeps it: see
+    // `keep_allocated`).
+    if let Some(old) = old {
+        let before = old["clusterIP"].as_str().unwrap_or_default();
+        let now = spec["clusterIP"].as_str().unwrap_or_default();
+        if !before.is_empty() && before != now {
+            out.push((
+                "spec.clusterIPs[0]".into(),
+                format!("Invalid value: []string{{{now:?}}}: may not change once set"),
+            ));
+        }
+    }
+    out
+}
+
+/// What kube-apiserver carries over from the stored Service into an update that leaves
+/// it out (its patchAllocatedValues): the cluster IPs and node ports it allocated.
+fn keep_allocated(obj: &mut Value, old: &Value) {
+    if !obj["spec"].is_object() {
+        return;
+    }
+    for field in ["clusterIP", "clusterIPs"] {
+        let unset = match &obj["spec"][field] {
+            Value::Null => true,
+            Value::String(s) => s.is_empty(),
+            Value::Array(a) => a.is_empty(),
+            _ => false,
+        };
+        if unset && !old["spec"][field].is_null() {
+            obj["spec"][field] = old["spec"][field].clone();
+        }
+    }
+    let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    for p in obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut).into_iter().flatten() {
+        if p["nodePort"].as_i64().unwrap_or(0) != 0 {
+            continue;
+        }
+        let same = old_ports.iter().find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"]);
+        if let Some(np) = same.and_then(|o| o["nodePort"].as_i64()).filter(|n| *n != 0)
+            && p.is_object()
+        {
+            p["nodePort"] = np.into();
+        }
+    }
+}
