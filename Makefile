@@ -53,6 +53,7 @@ bench: build images
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench pods
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench daemon
 	$(CARGO) bench --locked --bench api
+	$(CARGO) bench --locked --bench scheduler
 
 clean:
 	$(CARGO) clean

@@ -7,6 +7,7 @@ pub mod conn;
 pub mod controllers;
 pub mod pki;
 pub mod registry;
+pub mod scheduler;
 pub mod store;
 
 use std::net::SocketAddr;
