@@ -41,10 +41,14 @@ fn names(s: &Server, ns: &str) -> Vec<String> {
         .collect()
 }
 
+/// These tests count a namespace's objects: without nodes, the scheduler would add its
+/// FailedScheduling events for the pods (as kube-scheduler does) at moments of its own.
+const NO_SCHEDULER: &[&str] = &["--disable-scheduler"];
+
 #[test]
 fn kubectl_delete_namespace_waits_until_its_objects_are_gone() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), NO_SCHEDULER);
     s.ok(&["create", "namespace", "quick"]);
     apply(&s, tmp.path(), &contents("quick"));
     assert_eq!(names(&s, "quick").len(), 9, "{:?}", names(&s, "quick"));
@@ -63,7 +67,7 @@ fn kubectl_delete_namespace_waits_until_its_objects_are_gone() {
 #[test]
 fn a_terminating_namespace_refuses_new_objects_until_it_is_gone() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), NO_SCHEDULER);
     s.ok(&["create", "namespace", "demo"]);
     apply(&s, tmp.path(), &contents("demo"));
     // An object held by a finalizer of its own keeps the namespace terminating.
@@ -112,7 +116,7 @@ fn a_terminating_namespace_refuses_new_objects_until_it_is_gone() {
 #[test]
 fn the_system_namespaces_may_not_be_deleted() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), NO_SCHEDULER);
     for ns in ["default", "kube-system", "kube-public"] {
         let err = s.fails(&["delete", "namespace", ns]);
         assert!(err.contains("this namespace may not be deleted"), "{err}");

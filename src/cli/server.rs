@@ -18,6 +18,9 @@ pub struct ServerArgs {
     /// instead of the embedded SQLite store in the data dir.
     #[arg(long, env = "NODECTL_ETCD", value_delimiter = ',', value_name = "URLS")]
     etcd: Vec<String>,
+    /// Do not run the scheduler (another one binds pods through pods/binding).
+    #[arg(long)]
+    disable_scheduler: bool,
 }
 
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
@@ -26,7 +29,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the event loop")?;
     runtime.block_on(async {
         tokio::select! {
-            r = crate::server::run(crate::server::Config { data_dir, listen: args.listen, etcd: args.etcd }) => r.map(|_| 0).map_err(anyhow::Error::from),
+            r = crate::server::run(crate::server::Config { data_dir, listen: args.listen, etcd: args.etcd, disable_scheduler: args.disable_scheduler }) => r.map(|_| 0).map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(0),
             _ = async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler").recv().await } => Ok(0),
         }

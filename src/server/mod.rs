@@ -42,6 +42,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// etcd members (`http://host:port`); empty: the embedded SQLite store in the data dir.
     pub etcd: Vec<String>,
+    /// Leave pods without a node alone (another scheduler binds them), as k3s'
+    /// `--disable-scheduler`.
+    pub disable_scheduler: bool,
 }
 
 /// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
@@ -89,6 +92,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());
+    if !config.disable_scheduler {
+        scheduler::run::start(controller_store.clone());
+    }
     controllers::start(controller_store);
     let pending = Arc::new(conn::Pending::default());
     loop {

@@ -16,7 +16,7 @@ fn node(i: usize) -> Node {
     serde_json::from_value(json!({
         "metadata": {"name": format!("fake-{i}"), "labels": {"kubernetes.io/hostname": format!("fake-{i}"), "topology.kubernetes.io/zone": format!("z{}", i % 3)}},
         "spec": {},
-        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"}},
+        "status": {"allocatable": {"cpu": "32", "memory": "256Gi", "pods": "110"}, "conditions": [{"type": "Ready", "status": "True"}]},
     }))
     .unwrap()
 }

@@ -10,9 +10,8 @@ use axum::http::StatusCode;
 use serde_json::{Value, json};
 
 use super::status::ApiError;
-use crate::server::registry::objects::{Store, blocking, decode, encode_limited};
+use crate::server::registry::objects::{Store, blocking};
 use crate::server::registry::resources::Resource;
-use crate::server::store::StoreError;
 
 /// `POST …/pods/NAME/binding` with a v1 Binding: sets spec.nodeName to the target node,
 /// copies the Binding's annotations, and marks the pod PodScheduled, as the API server
@@ -48,45 +47,18 @@ pub async fn bind(
     if !causes.is_empty() {
         return Err(ApiError::invalid("Binding", &name, causes));
     }
-    let uid = binding.pointer("/metadata/uid").and_then(Value::as_str).map(String::from);
-    let annotations = binding.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default();
-    let key = r.key(Some(&ns), Some(&name));
-    blocking(move || {
-        for _ in 0..5 {
-            let current = store.get(&key).map_err(|e| ApiError::from_store(e, r.plural, &name))?.ok_or_else(|| ApiError::not_found(r.plural, &name))?;
-            let mut pod = decode(&current)?;
-            let conflict = |why: String| {
-                let mut e = ApiError::new(StatusCode::CONFLICT, "Conflict", format!("Operation cannot be fulfilled on pods \"{name}\": {why}"));
-                e.details = Some(json!({"name": name, "kind": "pods"}));
-                e
-            };
-            if uid.as_ref().is_some_and(|u| pod["metadata"]["uid"].as_str() != Some(u.as_str())) {
-                return Err(conflict("the UID in the binding differs from the pod's".into()));
-            }
-            if let Some(bound) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-                return Err(conflict(format!("pod {name} is already assigned to node \"{bound}\"")));
-            }
-            if pod["metadata"]["deletionTimestamp"].is_string() {
-                return Err(conflict(format!("pod {name} is being deleted, cannot be assigned to a host")));
-            }
-            pod["spec"]["nodeName"] = json!(node);
-            for (k, v) in &annotations {
-                pod["metadata"]["annotations"][k] = v.clone();
-            }
-            let scheduled = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": crate::model::time::now_rfc3339()});
-            let mut conditions: Vec<Value> = pod.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-            conditions.retain(|c| c["type"] != "PodScheduled");
-            conditions.push(scheduled);
-            pod["status"]["conditions"] = json!(conditions);
-            match store.update(&key, &encode_limited(&pod)?, Some(current.mod_revision)) {
-                Ok(_) => return Ok((StatusCode::CREATED, json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}))),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(ApiError::from_store(e, r.plural, &name)),
-            }
-        }
-        Err(ApiError::conflict(r.plural, &name))
-    })
-    .await
+    let b = crate::server::registry::binding::Binding {
+        namespace: ns,
+        name,
+        uid: binding.pointer("/metadata/uid").and_then(Value::as_str).map(String::from),
+        node,
+        annotations: binding.pointer("/metadata/annotations").and_then(Value::as_object).cloned().unwrap_or_default(),
+    };
+    blocking(move || crate::server::registry::binding::bind(store.as_ref(), r, &b).map_err(ApiError::from)).await?;
+    Ok((
+        StatusCode::CREATED,
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }
 
 /// `log`, `exec`, `attach`, `portforward`: the checks the API server makes before it

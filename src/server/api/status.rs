@@ -113,6 +113,11 @@ impl From<RegistryError> for ApiError {
             RegistryError::NotFound { resource, name } => ApiError::not_found(&resource, &name),
             RegistryError::AlreadyExists { resource, name } => ApiError::already_exists(&resource, &name),
             RegistryError::Conflict { resource, name } => ApiError::conflict(&resource, &name),
+            RegistryError::ConflictWith { resource, name, .. } => {
+                let mut e = ApiError::new(StatusCode::CONFLICT, "Conflict", message);
+                e.details = Some(json!({"name": name, "kind": resource}));
+                e
+            }
             RegistryError::Invalid { kind, name, causes } => {
                 let causes: Vec<Value> = causes
                     .into_iter()

@@ -22,6 +22,9 @@ pub enum RegistryError {
         "Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
     )]
     Conflict { resource: String, name: String },
+    /// The object is in a state the operation cannot be applied to (a pod already bound).
+    #[error("Operation cannot be fulfilled on {resource} \"{name}\": {why}")]
+    ConflictWith { resource: String, name: String, why: String },
     /// Defaulted, the object breaks its kind's rules: every field at fault.
     #[error("{}", invalid_message(kind, name, causes))]
     Invalid { kind: String, name: String, causes: Vec<Cause> },

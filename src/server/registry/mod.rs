@@ -8,6 +8,7 @@
 // Bodies and patches come from clients: a bad one is an error, never a panic.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod binding;
 pub mod convert;
 pub mod deletion;
 pub mod error;

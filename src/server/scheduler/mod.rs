@@ -1,7 +1,7 @@
 //! The scheduler's decisions: which node a pod goes to, or why it fits nowhere, as
 //! kube-scheduler decides with its default plugins. Pure: it reads an in-memory
 //! [`Snapshot`] of the nodes and their pods (no store round trip per filter), so one
-//! decision costs microseconds; the loop that feeds it and writes bindings is apart.
+//! decision costs microseconds; the loop that feeds it and writes bindings is [`run`].
 //!
 //! Filters (in kube's order): NodeUnschedulable, TaintToleration, NodeAffinity (and
 //! nodeSelector), NodePorts, NodeResourcesFit, PodTopologySpread, InterPodAffinity.
@@ -12,6 +12,7 @@
 pub mod filters;
 pub mod matching;
 pub mod resources;
+pub mod run;
 pub mod scores;
 pub mod snapshot;
 pub mod spread;

@@ -59,6 +59,9 @@ pub fn host_ports(spec: &k8s_openapi::api::core::v1::PodSpec) -> Vec<HostPort> {
         .collect()
 }
 
+/// The taint of a node that is not ready.
+pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
+
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
     pub name: String,
@@ -74,10 +77,22 @@ pub struct NodeInfo {
 impl NodeInfo {
     pub fn of(node: &Node) -> NodeInfo {
         let spec = node.spec.as_ref();
+        let mut taints = spec.and_then(|s| s.taints.clone()).unwrap_or_default();
+        // A node that is not Ready (or has not said) carries the taint kube's node
+        // lifecycle controller gives it (TaintNodesByCondition), whoever wrote the Node.
+        let ready = node
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+            .is_some_and(|c| c.status == "True");
+        if !ready && !taints.iter().any(|t| t.key == NOT_READY) {
+            taints.push(Taint { key: NOT_READY.into(), effect: "NoSchedule".into(), ..Default::default() });
+        }
         NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
             labels: node.metadata.labels.clone().unwrap_or_default(),
-            taints: spec.and_then(|s| s.taints.clone()).unwrap_or_default(),
+            taints,
             unschedulable: spec.and_then(|s| s.unschedulable).unwrap_or(false),
             allocatable: Resources::of_node(node),
             requested: Resources::default(),

@@ -7,7 +7,7 @@ fn node(name: &str, cpu: &str, memory: &str, extra: Value) -> Node {
     let mut n = json!({
         "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         "spec": {},
-        "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}},
+        "status": {"allocatable": {"cpu": cpu, "memory": memory, "pods": "110"}, "conditions": [{"type": "Ready", "status": "True"}]},
     });
     merge(&mut n, extra);
     serde_json::from_value(n).unwrap()
@@ -259,4 +259,17 @@ fn large_clusters_score_a_share_of_their_nodes() {
     assert_eq!(feasible_to_find(1000), 420);
     assert_eq!(feasible_to_find(5000), 500);
     assert_eq!(feasible_to_find(100_000), 5000);
+}
+
+#[test]
+fn a_node_that_is_not_ready_takes_only_pods_that_tolerate_it() {
+    let s =
+        cluster(&[node("a", "4", "8Gi", json!({"status": {"conditions": [{"type": "Ready", "status": "Unknown"}]}}))]);
+    assert_eq!(
+        Scheduler::default().decide(&s, &pod("p", json!({}))).unwrap_err().to_string(),
+        "0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/not-ready: }."
+    );
+    let tolerant =
+        pod("p", json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]}}));
+    assert_eq!(Scheduler::default().decide(&s, &tolerant).unwrap(), "a");
 }

@@ -1,0 +1,318 @@
+//! The scheduler inside `nodectl server`: it lists nodes and pods, follows the store's
+//! watch of both to keep its [`Snapshot`] current, decides for every pod that waits for a
+//! node (no spec.nodeName, schedulerName default-scheduler, not being deleted) and binds it
+//! through the registry. A pod that fits nowhere gets PodScheduled=False, reason
+//! Unschedulable, with kube-scheduler's message, and a FailedScheduling event; it is tried
+//! again when a node or a pod changes (what could make room), not in a loop.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use serde_json::{Value, json};
+
+use super::{Scheduler, Snapshot, Unschedulable};
+use crate::server::controllers::graph::Location;
+use crate::server::controllers::writes;
+use crate::server::registry::RegistryError;
+use crate::server::registry::binding::{Binding, bind};
+use crate::server::registry::objects::{self, FieldValidation, Part, Store};
+use crate::server::registry::resources::{self, Resource};
+use crate::server::store::{self, Event, EventKind, StoreError};
+
+/// The scheduler's name, in events and in the pods it takes.
+pub const NAME: &str = "default-scheduler";
+
+/// Starts the scheduler on the current runtime; it runs as long as the runtime.
+pub fn start(store: Store) {
+    tokio::spawn(async move {
+        loop {
+            let err = follow(&store).await;
+            tracing::warn!(%err, "the scheduler's watch ended; listing again shortly");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ScheduleError {
+    #[error("{what}: {source}")]
+    Store { what: &'static str, source: StoreError },
+    #[error("store task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the registry serves no {0}")]
+    NotServed(&'static str),
+}
+
+fn served(plural: &'static str) -> Result<&'static Resource, ScheduleError> {
+    resources::find("", "v1", plural).ok_or(ScheduleError::NotServed(plural))
+}
+
+/// A pod the scheduler should place.
+fn waiting(pod: &Pod) -> bool {
+    let spec = pod.spec.as_ref();
+    spec.is_some_and(|s| s.node_name.as_deref().is_none_or(str::is_empty))
+        && spec.and_then(|s| s.scheduler_name.as_deref()).is_none_or(|n| n == NAME)
+        && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// A bound pod that still holds its node's resources (not ended).
+fn holds_node(pod: &Pod) -> Option<&str> {
+    let ended = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+    pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty() && !ended)
+}
+
+/// The scheduler's memory between events: the snapshot, the pods to place now, and those
+/// that fit nowhere until something changes.
+#[derive(Default)]
+struct State {
+    snapshot: Snapshot,
+    scheduler: Scheduler,
+    active: VecDeque<String>,
+    waiting: BTreeMap<String, Pod>,
+    unschedulable: BTreeMap<String, Pod>,
+    /// The last Unschedulable message written for a pod (its uid): written again only if
+    /// it changed.
+    reported: BTreeMap<String, String>,
+}
+
+impl State {
+    fn pod_event(&mut self, key: &str, pod: Option<Pod>) {
+        let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
+        match pod {
+            Some(p) if waiting(&p) => {
+                if !self.waiting.contains_key(key) && !self.unschedulable.contains_key(key) {
+                    self.active.push_back(key.to_string());
+                }
+                if self.unschedulable.contains_key(key) {
+                    self.unschedulable.insert(key.to_string(), p);
+                } else {
+                    self.waiting.insert(key.to_string(), p);
+                }
+            }
+            Some(p) => {
+                self.forget(key);
+                match holds_node(&p).map(String::from) {
+                    Some(node) => self.snapshot.place(&node, &p),
+                    None => {
+                        let freed = self.snapshot.is_placed(&uid(&p));
+                        self.snapshot.unplace(&uid(&p));
+                        if freed {
+                            self.retry_unschedulable();
+                        }
+                    }
+                }
+            }
+            None => {
+                self.forget(key);
+            }
+        }
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.waiting.remove(key);
+        if let Some(p) = self.unschedulable.remove(key) {
+            self.reported.remove(p.metadata.uid.as_deref().unwrap_or_default());
+        }
+    }
+
+    /// Something changed that may make room: every unschedulable pod is tried again.
+    fn retry_unschedulable(&mut self) {
+        for (key, pod) in std::mem::take(&mut self.unschedulable) {
+            self.active.push_back(key.clone());
+            self.waiting.insert(key, pod);
+        }
+    }
+}
+
+/// Lists nodes and pods, then schedules and follows the watch until it fails.
+async fn follow(store: &Store) -> ScheduleError {
+    match run(store).await {
+        Ok(never) => match never {},
+        Err(e) => e,
+    }
+}
+
+async fn run(store: &Store) -> Result<std::convert::Infallible, ScheduleError> {
+    let (nodes_r, pods_r) = (served("nodes")?, served("pods")?);
+    let (node_prefix, pod_prefix) = (nodes_r.key(None, None), pods_r.key(None, None));
+    let s = store.clone();
+    let (np, pp) = (node_prefix.clone(), pod_prefix.clone());
+    let (nodes, pods, mut node_watch, mut pod_watch) = tokio::task::spawn_blocking(move || {
+        let err = |what| move |source| ScheduleError::Store { what, source };
+        let nodes = s.list(&np, None, 0, None).map_err(err("listing nodes"))?;
+        let pods = s.list(&pp, None, 0, Some(nodes.revision)).map_err(err("listing pods"))?;
+        let node_watch = store::watch(s.clone(), &np, Some(nodes.revision)).map_err(err("watching nodes"))?;
+        let pod_watch = store::watch(s, &pp, Some(nodes.revision)).map_err(err("watching pods"))?;
+        Ok::<_, ScheduleError>((nodes, pods, node_watch, pod_watch))
+    })
+    .await??;
+    let mut state = State::default();
+    for kv in &nodes.items {
+        if let Ok(node) = serde_json::from_slice::<Node>(&kv.value) {
+            state.snapshot.put_node(&node);
+        }
+    }
+    for kv in &pods.items {
+        state.pod_event(&kv.key, serde_json::from_slice::<Pod>(&kv.value).ok());
+    }
+    loop {
+        schedule_active(store, pods_r, &mut state).await;
+        // Wait for the next change; take every change already there before deciding again.
+        let first = tokio::select! {
+            e = node_watch.next() => (true, e),
+            e = pod_watch.next() => (false, e),
+        };
+        apply(&mut state, first)?;
+        while let Some(more) = tokio::select! {
+            biased;
+            e = node_watch.next() => Some((true, e)),
+            e = pod_watch.next() => Some((false, e)),
+            _ = std::future::ready(()) => None,
+        } {
+            apply(&mut state, more)?;
+        }
+    }
+}
+
+fn apply(state: &mut State, (is_node, e): (bool, Result<Event, StoreError>)) -> Result<(), ScheduleError> {
+    let e = e.map_err(|source| ScheduleError::Store { what: "watching nodes and pods", source })?;
+    if is_node {
+        match e.kind {
+            EventKind::Put => {
+                if let Ok(node) = serde_json::from_slice::<Node>(&e.kv.value) {
+                    state.snapshot.put_node(&node);
+                }
+            }
+            EventKind::Delete => {
+                if let Ok(node) = serde_json::from_slice::<Node>(&e.kv.value) {
+                    state.snapshot.remove_node(node.metadata.name.as_deref().unwrap_or_default());
+                }
+            }
+        }
+        state.retry_unschedulable();
+    } else {
+        let pod = match e.kind {
+            EventKind::Put => serde_json::from_slice::<Pod>(&e.kv.value).ok(),
+            EventKind::Delete => {
+                if let Ok(old) = serde_json::from_slice::<Pod>(&e.kv.value) {
+                    let uid = old.metadata.uid.clone().unwrap_or_default();
+                    if state.snapshot.is_placed(&uid) {
+                        state.snapshot.unplace(&uid);
+                        state.retry_unschedulable();
+                    }
+                }
+                None
+            }
+        };
+        state.pod_event(&e.kv.key, pod);
+    }
+    Ok(())
+}
+
+/// Decides for every pod in the active queue and writes the outcome.
+async fn schedule_active(store: &Store, pods_r: &'static Resource, state: &mut State) {
+    while let Some(key) = state.active.pop_front() {
+        let Some(pod) = state.waiting.remove(&key) else { continue };
+        match state.scheduler.decide(&state.snapshot, &pod) {
+            Ok(node) => {
+                state.snapshot.place(&node, &pod);
+                if let Err(e) = bind_pod(store, pods_r, &pod, &node).await {
+                    state.snapshot.unplace(pod.metadata.uid.as_deref().unwrap_or_default());
+                    match e {
+                        // Deleted, bound by someone else, or another incarnation: the watch tells.
+                        RegistryError::NotFound { .. } | RegistryError::ConflictWith { .. } => {}
+                        e => {
+                            tracing::warn!(pod = %key, %e, "binding failed; will retry");
+                            state.unschedulable.insert(key, pod);
+                        }
+                    }
+                }
+            }
+            Err(why) => {
+                report_unschedulable(store, &pod, &why, &mut state.reported).await;
+                state.unschedulable.insert(key, pod);
+            }
+        }
+    }
+}
+
+async fn bind_pod(store: &Store, pods_r: &'static Resource, pod: &Pod, node: &str) -> Result<(), RegistryError> {
+    let b = Binding {
+        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+        uid: pod.metadata.uid.clone(),
+        node: node.to_string(),
+        annotations: Default::default(),
+    };
+    let s = store.clone();
+    let (ns, name) = (b.namespace.clone(), b.name.clone());
+    objects::blocking(move || bind(s.as_ref(), pods_r, &b)).await?;
+    event(store, pod, "Normal", "Scheduled", &format!("Successfully assigned {ns}/{name} to {node}")).await;
+    Ok(())
+}
+
+/// PodScheduled=False with the reason, and a FailedScheduling event, unless the same
+/// message was already written for this pod.
+async fn report_unschedulable(store: &Store, pod: &Pod, why: &Unschedulable, reported: &mut BTreeMap<String, String>) {
+    let message = why.to_string();
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    if reported.get(&uid) == Some(&message) {
+        return;
+    }
+    reported.insert(uid.clone(), message.clone());
+    let Some(pods) = resources::find("", "v1", "pods") else { return };
+    let at = Location {
+        resource: pods,
+        namespace: pod.metadata.namespace.clone(),
+        name: pod.metadata.name.clone().unwrap_or_default(),
+    };
+    let condition = json!({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message,
+                           "lastProbeTime": null, "lastTransitionTime": crate::model::time::now_rfc3339()});
+    let written = writes::modify(store, &at, &uid, Part::Status, |obj| {
+        let mut conditions: Vec<Value> =
+            obj.pointer("/status/conditions").and_then(Value::as_array).cloned().unwrap_or_default();
+        if conditions.iter().any(|c| c["type"] == "PodScheduled" && c["message"] == condition["message"]) {
+            return false;
+        }
+        conditions.retain(|c| c["type"] != "PodScheduled");
+        conditions.push(condition.clone());
+        if !obj["status"].is_object() {
+            obj["status"] = json!({});
+        }
+        obj["status"]["conditions"] = json!(conditions);
+        true
+    })
+    .await;
+    if let Err(e) = written {
+        tracing::warn!(%e, "writing a pod's PodScheduled condition failed");
+    }
+    event(store, pod, "Warning", "FailedScheduling", &message).await;
+}
+
+/// Records a core/v1 Event about `pod` from the scheduler.
+async fn event(store: &Store, pod: &Pod, kind: &str, reason: &str, message: &str) {
+    let Some(events) = resources::find("", "v1", "events") else { return };
+    let now = crate::model::time::now_rfc3339();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let body = json!({
+        "metadata": {"generateName": format!("{name}.")},
+        "involvedObject": {"kind": "Pod", "apiVersion": "v1", "namespace": namespace, "name": name,
+                           "uid": pod.metadata.uid, "resourceVersion": pod.metadata.resource_version},
+        "reason": reason, "message": message, "type": kind,
+        "source": {"component": NAME}, "reportingComponent": NAME, "reportingInstance": NAME,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    });
+    let created = objects::create(
+        store.clone(),
+        events,
+        Some(namespace),
+        &body.to_string().into_bytes(),
+        (FieldValidation::Lenient, None, false),
+    )
+    .await;
+    if let Err(e) = created {
+        tracing::debug!(%e, "recording a scheduler event failed");
+    }
+}
