@@ -1,6 +1,6 @@
 //! `nodectl daemon`: the node daemon in the foreground (a service manager runs it).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
@@ -8,10 +8,10 @@ use clap::{Args, ValueEnum};
 
 use super::local::SocketArgs;
 use super::run::{LogArgs, NetArgs};
-use crate::node::config;
 use crate::node::daemon::{Daemon, api};
 use crate::node::image_gc;
 use crate::node::owner::PodOptions;
+use crate::node::{agent, config};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -49,6 +49,54 @@ pub struct DaemonArgs {
     logs: LogArgs,
     #[command(flatten)]
     net: NetArgs,
+    #[command(flatten)]
+    join: JoinArgs,
+}
+
+/// Joining a cluster: without --server the daemon runs only what its socket is given.
+#[derive(Args)]
+pub struct JoinArgs {
+    /// The API server to join, e.g. https://10.0.0.1:6443: the node registers, keeps its
+    /// Node and Lease, and runs the pods bound to it.
+    #[arg(long, value_name = "URL", requires_all = ["token_file", "ca_file"])]
+    server: Option<String>,
+    /// The server's join token (its DATA_DIR/node-token).
+    #[arg(long, value_name = "FILE", requires = "server")]
+    token_file: Option<PathBuf>,
+    /// The server's CA certificate (its DATA_DIR/ca.crt): the only one trusted.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca_file: Option<PathBuf>,
+    /// The node's name (default: the hostname).
+    #[arg(long, value_name = "NAME", requires = "server")]
+    node_name: Option<String>,
+    /// What to keep back from pods, as the kubelet's flag: cpu=500m,memory=1Gi.
+    #[arg(long, value_name = "cpu=Q,memory=Q", default_value = "")]
+    system_reserved: String,
+    /// The most pods this node takes (its pods capacity).
+    #[arg(long, value_name = "N", default_value_t = 110)]
+    max_pods: u32,
+}
+
+impl JoinArgs {
+    fn config(&self) -> Result<Option<agent::JoinConfig>> {
+        let Some(server) = self.server.clone() else { return Ok(None) };
+        let reserved = agent::node_status::parse_reserved(&self.system_reserved)?;
+        let node_name = match &self.node_name {
+            Some(n) => n.clone(),
+            None => nix::unistd::gethostname()
+                .context("the hostname (the default --node-name)")?
+                .to_string_lossy()
+                .to_lowercase(),
+        };
+        Ok(Some(agent::JoinConfig {
+            server,
+            token_file: self.token_file.clone().unwrap_or_default(),
+            ca_file: self.ca_file.clone().unwrap_or_default(),
+            node_name,
+            reserved,
+            max_pods: self.max_pods,
+        }))
+    }
 }
 
 /// A duration flag: `2m`, `1m30s`, `90s`, `500ms`, or seconds.
@@ -76,6 +124,7 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
     if args.image_gc_period.is_zero() {
         bail!("--image-gc-period: must be more than 0");
     }
+    let join = args.join.config()?;
     super::run::clean_abandoned(root);
     let opts = PodOptions {
         root: root.to_path_buf(),
@@ -101,6 +150,13 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
+        if let Some(join) = join {
+            let (server, node) = (join.server.clone(), join.node_name.clone());
+            let joined = agent::join(root, join).await?;
+            tracing::info!(%server, %node, "joined the cluster");
+            let daemon = daemon.clone();
+            tokio::spawn(agent::run(daemon, joined));
+        }
         tracing::info!(socket = %socket.display(), "serving");
         if let Some(addr) = args.metrics_address {
             // Bound before the socket answers, so a bad address fails the start.

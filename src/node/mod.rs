@@ -10,6 +10,7 @@
 // The node turns manifests into containers: a bad one is an error, never a panic.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod agent;
 pub mod config;
 pub mod container_spec;
 pub mod crilog;

@@ -1,0 +1,60 @@
+//! What a pod's status write sends: a JSON merge patch (RFC 7386) of `status` from the last
+//! status written to the one now, or nothing when they are the same, so a node that has
+//! nothing new to say says nothing (the kubelet's status manager does the same).
+
+use k8s_openapi::api::core::v1::PodStatus;
+use serde_json::{Map, Value, json};
+
+/// The merge patch `{"status": {...}}` that turns `last` (None: nothing written yet) into
+/// `now`, or None when there is nothing to change. Fields gone since `last` are set to null
+/// (a merge patch removes them); lists are sent whole, as merge patches replace lists.
+pub fn status_patch(last: Option<&PodStatus>, now: &PodStatus) -> Option<Value> {
+    let now_v = serde_json::to_value(now).ok()?;
+    let last_v = last.and_then(|l| serde_json::to_value(l).ok()).unwrap_or_else(|| json!({}));
+    let empty = Map::new();
+    let now_m = now_v.as_object().unwrap_or(&empty);
+    let last_m = last_v.as_object().unwrap_or(&empty);
+    let mut patch = Map::new();
+    for (k, v) in now_m {
+        if last_m.get(k) != Some(v) {
+            patch.insert(k.clone(), v.clone());
+        }
+    }
+    for k in last_m.keys() {
+        if !now_m.contains_key(k) {
+            patch.insert(k.clone(), Value::Null);
+        }
+    }
+    (!patch.is_empty()).then(|| json!({ "status": patch }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(phase: &str, ip: Option<&str>) -> PodStatus {
+        PodStatus { phase: Some(phase.into()), pod_ip: ip.map(String::from), ..Default::default() }
+    }
+
+    #[test]
+    fn the_same_status_is_not_written_again() {
+        let s = status("Running", Some("10.0.0.2"));
+        assert_eq!(status_patch(Some(&s), &s.clone()), None);
+    }
+
+    #[test]
+    fn the_first_status_is_written_whole() {
+        let s = status("Pending", None);
+        assert_eq!(status_patch(None, &s), Some(json!({"status": {"phase": "Pending"}})));
+    }
+
+    #[test]
+    fn only_what_changed_is_sent_and_what_went_is_removed() {
+        let before = PodStatus { message: Some("x".into()), ..status("Pending", None) };
+        let after = status("Running", Some("10.0.0.2"));
+        assert_eq!(
+            status_patch(Some(&before), &after),
+            Some(json!({"status": {"phase": "Running", "podIP": "10.0.0.2", "message": null}}))
+        );
+    }
+}

@@ -1,0 +1,322 @@
+//! A node daemon joins a real `nodectl server` (issue 11, "Nodes join"): it registers, keeps
+//! its Node and Lease, runs the pods bound to it and writes their status back, all seen
+//! with the real kubectl. Each test has its own server data dir, state root, bridge and pod
+//! CIDR, and removes what it made.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{Server, free_port};
+use serde_json::Value;
+
+/// A daemon on a state root of its own that joins `server` as `name`.
+struct JoinedNode {
+    dir: tempfile::TempDir,
+    bridge: String,
+    cidr: String,
+    name: String,
+    server: String,
+    data: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl JoinedNode {
+    fn new(s: &Server, name: &str, n: u32) -> JoinedNode {
+        let pid = std::process::id();
+        let dir = tempfile::tempdir().unwrap();
+        common::ok(
+            dir.path(),
+            &["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "busybox:latest"],
+        );
+        JoinedNode {
+            dir,
+            bridge: format!("ndj{}x{n}", pid % 100_000),
+            cidr: format!("10.{}.{}.0/24", 150 + pid % 100, 200 + n),
+            name: name.to_string(),
+            server: s.url(""),
+            data: s.dir.clone(),
+            daemon: None,
+        }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn command(&self, token_file: &Path) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
+        c.arg("--root")
+            .arg(self.root())
+            .args(["daemon", "--restart-backoff", "0.2", "--server", &self.server, "--token-file"])
+            .arg(token_file)
+            .arg("--ca-file")
+            .arg(self.data.join("ca.crt"))
+            .args(["--node-name", &self.name, "--system-reserved", "cpu=100m,memory=64Mi", "--max-pods", "20"])
+            .env("NODECTL_BRIDGE", &self.bridge)
+            .env("NODECTL_POD_CIDR", &self.cidr)
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Starts the daemon and waits until it serves (it has joined by then).
+    fn start(&mut self) {
+        let socket = self.root().join("nodectl.sock");
+        let _ = fs::remove_file(&socket);
+        let log = fs::File::create(self.root().join("daemon.log")).unwrap();
+        let child = self.command(&self.data.join("node-token")).stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.daemon = Some(child);
+        let end = Instant::now() + Duration::from_secs(60);
+        while !socket.exists() {
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the daemon ended ({status}): {}", self.log());
+            }
+            assert!(Instant::now() < end, "the daemon did not start: {}", self.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.root().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The pods the daemon itself holds, by name.
+    fn local_pods(&self) -> Vec<String> {
+        let out = common::ok(self.root(), &["get", "pods", "-A", "-o", "json"]);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect()
+    }
+
+    /// Nothing of any pod left: directories, mounts, veths.
+    fn assert_clean(&self) {
+        let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(pods.is_empty(), "pods left: {pods:?}");
+        let root = self.root().to_string_lossy().into_owned();
+        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&root))
+            .map(String::from)
+            .collect();
+        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
+        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
+        assert!(String::from_utf8_lossy(&links.stdout).trim().is_empty(), "veths left");
+    }
+}
+
+impl Drop for JoinedNode {
+    fn drop(&mut self) {
+        self.stop();
+        // What a failed test left: removed from the records, as gc would.
+        for e in fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
+            if let Ok(b) = fs::read(e.path().join("pod.json"))
+                && let Ok(rec) = serde_json::from_slice::<nodectl::node::sandbox::PodRecord>(&b)
+            {
+                let _ = nodectl::node::sandbox::teardown(self.root(), &rec);
+            }
+        }
+        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.root().join("network")) {
+            let _ = nodectl::network::remove_bridge(&cfg);
+        }
+    }
+}
+
+fn get(s: &Server, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["-o", "json"]);
+    let out = s.kubectl(&all);
+    out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+}
+
+/// Waits until `args`' object satisfies `want`; returns it.
+fn wait_for(s: &Server, node: &JoinedNode, args: &[&str], secs: u64, want: impl Fn(&Value) -> bool) -> Value {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let v = get(s, args);
+        if let Some(v) = v.as_ref().filter(|v| want(v)) {
+            return v.clone();
+        }
+        assert!(Instant::now() < end, "{args:?} never got there: {v:#?}\ndaemon's log:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn condition<'a>(obj: &'a Value, kind: &str) -> &'a Value {
+    obj["status"]["conditions"].as_array().and_then(|cs| cs.iter().find(|c| c["type"] == kind)).unwrap_or(&Value::Null)
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> String {
+    let p = dir.join(name);
+    fs::write(&p, text).unwrap();
+    p.to_string_lossy().into_owned()
+}
+
+const WEB: &str = "
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: greeting}
+data: {text: hello-from-the-api}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    env: [{name: GREETING, valueFrom: {configMapKeyRef: {name: greeting, key: text}}}]
+    command: [sh, -c, 'trap \"exit 0\" TERM; echo \"said $GREETING\"; while :; do sleep 0.1; done']
+";
+
+const LATER: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: later}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    envFrom: [{configMapRef: {name: made-later}}]
+    command: [sh, -c, 'trap \"exit 0\" TERM; while :; do sleep 0.1; done']
+";
+
+#[test]
+fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let mut node = JoinedNode::new(&s, "n1", 0);
+    node.start();
+
+    // The Node, as `kubectl get nodes` shows it: Ready, with its labels and resources.
+    let n = wait_for(&s, &node, &["node", "n1"], 30, |n| condition(n, "Ready")["status"] == "True");
+    assert_eq!(condition(&n, "Ready")["reason"], "KubeletReady");
+    for (kind, reason) in [
+        ("MemoryPressure", "KubeletHasSufficientMemory"),
+        ("DiskPressure", "KubeletHasNoDiskPressure"),
+        ("PIDPressure", "KubeletHasSufficientPID"),
+    ] {
+        assert_eq!(
+            (condition(&n, kind)["status"].as_str(), condition(&n, kind)["reason"].as_str()),
+            (Some("False"), Some(reason))
+        );
+    }
+    let labels = &n["metadata"]["labels"];
+    assert_eq!(labels["kubernetes.io/hostname"], "n1");
+    assert_eq!(labels["kubernetes.io/os"], "linux");
+    assert_eq!(labels["kubernetes.io/arch"], "amd64");
+    let (cap, alloc) = (&n["status"]["capacity"], &n["status"]["allocatable"]);
+    assert_eq!((cap["pods"].as_str(), alloc["pods"].as_str()), (Some("20"), Some("20")));
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(cap["cpu"], cpus.to_string());
+    assert_eq!(alloc["cpu"], format!("{}m", cpus * 1000 - 100));
+    let ki = |q: &Value| q.as_str().unwrap().strip_suffix("Ki").unwrap().parse::<i64>().unwrap();
+    assert_eq!(ki(&cap["memory"]) - ki(&alloc["memory"]), 64 * 1024);
+    let info = &n["status"]["nodeInfo"];
+    assert_eq!(info["kubeletVersion"], "v1.32.0");
+    assert!(info["containerRuntimeVersion"].as_str().unwrap().starts_with("nodectl://"), "{info}");
+    assert_eq!(info["bootID"].as_str().unwrap(), fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap().trim());
+    let addresses = n["status"]["addresses"].to_string();
+    assert!(addresses.contains("\"InternalIP\"") && addresses.contains("127.0.0.1"), "{addresses}");
+    let table = s.ok(&["get", "nodes"]);
+    assert!(table.lines().any(|l| l.starts_with("n1 ") && l.contains(" Ready ")), "{table}");
+
+    // The Lease is the heartbeat: renewed every 10 s.
+    let lease = wait_for(&s, &node, &["lease", "n1", "-n", "kube-node-lease"], 30, |_| true);
+    assert_eq!(lease["spec"]["holderIdentity"], "n1");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 40);
+    let renewed = lease["spec"]["renewTime"].clone();
+    wait_for(&s, &node, &["lease", "n1", "-n", "kube-node-lease"], 25, |l| l["spec"]["renewTime"] != renewed);
+
+    // A pod bound here runs, with its env from a ConfigMap the node fetched.
+    s.ok(&["apply", "-f", &write(tmp.path(), "web.yaml", WEB)]);
+    let web = wait_for(&s, &node, &["pod", "web"], 60, |p| {
+        p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
+    });
+    let ip = web["status"]["podIP"].as_str().unwrap();
+    assert!(ip.starts_with(node.cidr.rsplit_once('.').unwrap().0), "{ip}");
+    assert_eq!(web["status"]["hostIP"], "127.0.0.1");
+    assert_eq!(condition(&web, "Ready")["status"], "True");
+    let table = s.ok(&["get", "pod", "web"]);
+    assert!(table.lines().nth(1).is_some_and(|l| l.contains("Running")), "{table}");
+    let local: Value = serde_json::from_str(&common::ok(node.root(), &["get", "pod", "web", "-o", "json"])).unwrap();
+    assert_eq!(local["metadata"]["uid"], web["metadata"]["uid"], "the daemon keeps the API's uid");
+    let end = Instant::now() + Duration::from_secs(20);
+    while !common::ok(node.root(), &["logs", "web"]).contains("said hello-from-the-api") {
+        assert!(Instant::now() < end, "the container never said its greeting");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // A pod naming a ConfigMap that is not there waits, and runs once it is made.
+    s.ok(&["apply", "-f", &write(tmp.path(), "later.yaml", LATER)]);
+    let waiting = wait_for(&s, &node, &["pod", "later"], 30, |p| {
+        p["status"]["containerStatuses"][0]["state"]["waiting"]["reason"] == "CreateContainerConfigError"
+    });
+    let message = waiting["status"]["containerStatuses"][0]["state"]["waiting"]["message"].as_str().unwrap();
+    assert_eq!(message, "configmap \"made-later\" not found");
+    assert_eq!(waiting["status"]["phase"], "Pending");
+    s.ok(&["create", "configmap", "made-later", "--from-literal=k=v"]);
+    wait_for(&s, &node, &["pod", "later"], 60, |p| p["status"]["phase"] == "Running");
+
+    // A restart of the daemon neither restarts nor loses the pod.
+    let started = web["status"]["containerStatuses"][0]["state"]["running"]["startedAt"].clone();
+    node.stop();
+    node.start();
+    std::thread::sleep(Duration::from_secs(3));
+    let web = wait_for(&s, &node, &["pod", "web"], 30, |p| p["status"]["phase"] == "Running");
+    assert_eq!(web["status"]["containerStatuses"][0]["restartCount"], 0);
+    assert_eq!(web["status"]["containerStatuses"][0]["state"]["running"]["startedAt"], started, "not restarted");
+
+    // A pod taken from the node while the daemon was away is stopped when it is back.
+    node.stop();
+    s.ok(&["delete", "pod", "later", "--grace-period=0", "--force"]);
+    node.start();
+    let end = Instant::now() + Duration::from_secs(30);
+    while node.local_pods().contains(&"later".to_string()) {
+        assert!(Instant::now() < end, "the stale pod still runs: {}", node.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // `kubectl delete pod` stops it on the node, and the node ends the deletion.
+    s.ok(&["delete", "pod", "web", "--timeout=60s"]);
+    assert!(get(&s, &["pod", "web"]).is_none(), "the pod is gone from the API");
+    assert!(node.local_pods().is_empty(), "nothing left in the daemon: {:?}", node.local_pods());
+    let end = Instant::now() + Duration::from_secs(10);
+    while fs::read_dir(node.root().join("pods")).map(|d| d.count()).unwrap_or(0) > 0 && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    node.assert_clean();
+}
+
+#[test]
+fn a_wrong_join_token_is_a_clear_error_at_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let node = JoinedNode::new(&s, "n2", 1);
+    let wrong = tmp.path().join("wrong-token");
+    fs::write(&wrong, "not-the-join-token\n").unwrap();
+    let out = node.command(&wrong).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the daemon should not start: {err}");
+    assert!(err.contains("refused to register node \"n2\" (401)"), "{err}");
+    assert!(err.contains("--token-file"), "{err}");
+    assert!(get(&s, &["node", "n2"]).is_none(), "no Node was made");
+}
