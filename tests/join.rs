@@ -7,129 +7,67 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use common::daemon::Node;
 use common::server::{Server, free_port};
 use serde_json::Value;
 
-/// A daemon on a state root of its own that joins `server` as `name`.
+/// A daemon on a state root, bridge and CIDR of its own (tests/common/daemon.rs) that
+/// joins `server` as `name`.
 struct JoinedNode {
-    dir: tempfile::TempDir,
-    bridge: String,
-    cidr: String,
+    node: Node,
     name: String,
     server: String,
     data: PathBuf,
-    daemon: Option<Child>,
 }
 
 impl JoinedNode {
-    fn new(s: &Server, name: &str, n: u32) -> JoinedNode {
-        let pid = std::process::id();
-        let dir = tempfile::tempdir().unwrap();
-        common::ok(
-            dir.path(),
-            &["image", "import", common::images().join("busybox").to_str().unwrap(), "--name", "busybox:latest"],
-        );
+    fn new(s: &Server, name: &str) -> JoinedNode {
         JoinedNode {
-            dir,
-            bridge: format!("ndj{}x{n}", pid % 100_000),
-            cidr: format!("10.{}.{}.0/24", 150 + pid % 100, 200 + n),
+            node: Node::new("ndj", 200).with_busybox(),
             name: name.to_string(),
             server: s.url(""),
             data: s.dir.clone(),
-            daemon: None,
         }
     }
 
     fn root(&self) -> &Path {
-        self.dir.path()
+        self.node.root()
     }
 
-    fn command(&self, token_file: &Path) -> Command {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
-        c.arg("--root")
-            .arg(self.root())
-            .args(["daemon", "--restart-backoff", "0.2", "--server", &self.server, "--token-file"])
-            .arg(token_file)
-            .arg("--ca-file")
-            .arg(self.data.join("ca.crt"))
-            .args(["--node-name", &self.name, "--system-reserved", "cpu=100m,memory=64Mi", "--max-pods", "20"])
-            .env("NODECTL_BRIDGE", &self.bridge)
-            .env("NODECTL_POD_CIDR", &self.cidr)
-            .stdin(Stdio::null());
-        c
+    /// The flags that join the server with the join token in `token_file`.
+    fn join_flags(&self, token_file: &Path) -> Vec<String> {
+        let mut flags: Vec<String> = ["--server", &self.server, "--token-file"].map(String::from).into();
+        flags.push(token_file.to_string_lossy().into_owned());
+        flags.push("--ca-file".into());
+        flags.push(self.data.join("ca.crt").to_string_lossy().into_owned());
+        flags.extend(
+            ["--node-name", &self.name, "--system-reserved", "cpu=100m,memory=64Mi", "--max-pods", "20"]
+                .map(String::from),
+        );
+        flags
     }
 
     /// Starts the daemon and waits until it serves (it has joined by then).
     fn start(&mut self) {
-        let socket = self.root().join("nodectl.sock");
-        let _ = fs::remove_file(&socket);
-        let log = fs::File::create(self.root().join("daemon.log")).unwrap();
-        let child = self.command(&self.data.join("node-token")).stdout(Stdio::null()).stderr(log).spawn().unwrap();
-        self.daemon = Some(child);
-        let end = Instant::now() + Duration::from_secs(60);
-        while !socket.exists() {
-            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the daemon ended ({status}): {}", self.log());
-            }
-            assert!(Instant::now() < end, "the daemon did not start: {}", self.log());
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let flags = self.join_flags(&self.data.join("node-token"));
+        self.node.start(&flags.iter().map(String::as_str).collect::<Vec<_>>());
     }
 
     fn stop(&mut self) {
-        if let Some(mut d) = self.daemon.take() {
-            let _ = d.kill();
-            let _ = d.wait();
-        }
+        self.node.kill_daemon();
     }
 
     fn log(&self) -> String {
-        fs::read_to_string(self.root().join("daemon.log")).unwrap_or_default()
+        self.node.log()
     }
 
     /// The pods the daemon itself holds, by name.
     fn local_pods(&self) -> Vec<String> {
-        let out = common::ok(self.root(), &["get", "pods", "-A", "-o", "json"]);
-        let list: Value = serde_json::from_str(&out).unwrap();
+        let list: Value = serde_json::from_str(&self.node.ok(&["get", "pods", "-A", "-o", "json"])).unwrap();
         list["items"].as_array().unwrap().iter().map(|p| p["metadata"]["name"].as_str().unwrap().to_string()).collect()
-    }
-
-    /// Nothing of any pod left: directories, mounts, veths.
-    fn assert_clean(&self) {
-        let pods: Vec<_> = fs::read_dir(self.root().join("pods"))
-            .map(|d| d.flatten().map(|e| e.file_name()).collect())
-            .unwrap_or_default();
-        assert!(pods.is_empty(), "pods left: {pods:?}");
-        let root = self.root().to_string_lossy().into_owned();
-        let mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
-            .unwrap()
-            .lines()
-            .filter(|l| l.contains(&root))
-            .map(String::from)
-            .collect();
-        assert!(mounts.is_empty(), "mounts left: {mounts:#?}");
-        let links = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().unwrap();
-        assert!(String::from_utf8_lossy(&links.stdout).trim().is_empty(), "veths left");
-    }
-}
-
-impl Drop for JoinedNode {
-    fn drop(&mut self) {
-        self.stop();
-        // What a failed test left: removed from the records, as gc would.
-        for e in fs::read_dir(self.root().join("pods")).into_iter().flatten().flatten() {
-            if let Ok(b) = fs::read(e.path().join("pod.json"))
-                && let Ok(rec) = serde_json::from_slice::<nodectl::node::sandbox::PodRecord>(&b)
-            {
-                let _ = nodectl::node::sandbox::teardown(self.root(), &rec);
-            }
-        }
-        if let Ok(cfg) = nodectl::network::NetConfig::new(&self.bridge, &self.cidr, self.root().join("network")) {
-            let _ = nodectl::network::remove_bridge(&cfg);
-        }
     }
 }
 
@@ -203,7 +141,7 @@ spec:
 fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
-    let mut node = JoinedNode::new(&s, "n1", 0);
+    let mut node = JoinedNode::new(&s, "n1");
     node.start();
 
     // The Node, as `kubectl get nodes` shows it: Ready, with its labels and resources.
@@ -252,7 +190,7 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
         p["status"]["phase"] == "Running" && p["status"]["containerStatuses"][0]["ready"] == true
     });
     let ip = web["status"]["podIP"].as_str().unwrap();
-    assert!(ip.starts_with(node.cidr.rsplit_once('.').unwrap().0), "{ip}");
+    assert!(ip.starts_with(node.node.cidr.rsplit_once('.').unwrap().0), "{ip}");
     assert_eq!(web["status"]["hostIP"], "127.0.0.1");
     assert_eq!(condition(&web, "Ready")["status"], "True");
     let table = s.ok(&["get", "pod", "web"]);
@@ -303,17 +241,25 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
     while fs::read_dir(node.root().join("pods")).map(|d| d.count()).unwrap_or(0) > 0 && Instant::now() < end {
         std::thread::sleep(Duration::from_millis(100));
     }
-    node.assert_clean();
+    node.node.assert_clean();
 }
 
 #[test]
 fn a_wrong_join_token_is_a_clear_error_at_start() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
-    let node = JoinedNode::new(&s, "n2", 1);
+    let node = JoinedNode::new(&s, "n2");
     let wrong = tmp.path().join("wrong-token");
     fs::write(&wrong, "not-the-join-token\n").unwrap();
-    let out = node.command(&wrong).stdout(Stdio::null()).stderr(Stdio::piped()).output().unwrap();
+    let out = node
+        .node
+        .command()
+        .arg("daemon")
+        .args(node.join_flags(&wrong))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "the daemon should not start: {err}");
     assert!(err.contains("refused to register node \"n2\" (401)"), "{err}");
