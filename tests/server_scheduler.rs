@@ -111,3 +111,27 @@ fn pods_are_spread_over_the_nodes_that_fit_and_one_that_fits_nowhere_says_why_un
     let other = pod(&s, "other");
     assert!(other["spec"]["nodeName"].is_null() && condition(&other, "PodScheduled").is_none(), "{other:#}");
 }
+
+/// With `--disable-scheduler` another scheduler binds pods: this server leaves them alone
+/// (a ready node with room is there; the running scheduler binds such a pod at once).
+#[test]
+fn a_server_without_its_scheduler_leaves_pods_to_another() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("server"), free_port(), &["--disable-scheduler"]);
+    apply(&s, tmp.path(), "n1", &node_yaml("n1", "8Gi", ""));
+    apply(&s, tmp.path(), "web", &pod_yaml("web", "64Mi", ""));
+    std::thread::sleep(Duration::from_secs(2));
+    let p = pod(&s, "web");
+    assert!(p["spec"]["nodeName"].is_null() && condition(&p, "PodScheduled").is_none(), "{p:#}");
+    // What another scheduler does: pods/binding.
+    let binding = "{\"apiVersion\": \"v1\", \"kind\": \"Binding\", \"metadata\": {\"name\": \"web\"}, \"target\": {\"kind\": \"Node\", \"name\": \"n1\"}}";
+    let token = s.admin_token();
+    let (code, body) = s.request(
+        "POST",
+        "/api/v1/namespaces/default/pods/web/binding",
+        Some(&token),
+        Some(("application/json", binding.as_bytes())),
+    );
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(pod(&s, "web")["spec"]["nodeName"], "n1");
+}

@@ -178,19 +178,17 @@ async fn run(store: &Store) -> Result<std::convert::Infallible, ScheduleError> {
 fn apply(state: &mut State, (is_node, e): (bool, Result<Event, StoreError>)) -> Result<(), ScheduleError> {
     let e = e.map_err(|source| ScheduleError::Store { what: "watching nodes and pods", source })?;
     if is_node {
-        match e.kind {
-            EventKind::Put => {
-                if let Ok(node) = serde_json::from_slice::<Node>(&e.kv.value) {
-                    state.snapshot.put_node(&node);
-                }
-            }
+        let Ok(node) = serde_json::from_slice::<Node>(&e.kv.value) else { return Ok(()) };
+        let changed = match e.kind {
+            EventKind::Put => state.snapshot.put_node(&node),
             EventKind::Delete => {
-                if let Ok(node) = serde_json::from_slice::<Node>(&e.kv.value) {
-                    state.snapshot.remove_node(node.metadata.name.as_deref().unwrap_or_default());
-                }
+                state.snapshot.remove_node(node.metadata.name.as_deref().unwrap_or_default());
+                false
             }
+        };
+        if changed {
+            state.retry_unschedulable();
         }
-        state.retry_unschedulable();
     } else {
         let pod = match e.kind {
             EventKind::Put => serde_json::from_slice::<Pod>(&e.kv.value).ok(),

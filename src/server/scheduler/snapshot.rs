@@ -114,19 +114,28 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Adds a node, or updates it keeping the pods placed on it.
-    pub fn put_node(&mut self, node: &Node) {
+    /// Adds a node, or updates it keeping the pods placed on it. Answers whether anything
+    /// a decision reads changed (a new node, its labels, taints, cordon, readiness or
+    /// allocatable): a status heartbeat that changes none of them is no reason to try the
+    /// unschedulable pods again.
+    pub fn put_node(&mut self, node: &Node) -> bool {
         let mut info = NodeInfo::of(node);
         match self.by_name.get(&info.name) {
             Some(&i) => {
                 let old = &mut self.nodes[i];
+                let changed = old.labels != info.labels
+                    || old.taints != info.taints
+                    || old.unschedulable != info.unschedulable
+                    || old.allocatable != info.allocatable;
                 info.requested = old.requested;
                 info.pods = std::mem::take(&mut old.pods);
                 *old = info;
+                changed
             }
             None => {
                 self.by_name.insert(info.name.clone(), self.nodes.len());
                 self.nodes.push(info);
+                true
             }
         }
     }

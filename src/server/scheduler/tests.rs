@@ -273,3 +273,23 @@ fn a_node_that_is_not_ready_takes_only_pods_that_tolerate_it() {
         pod("p", json!({"spec": {"tolerations": [{"key": "node.kubernetes.io/not-ready", "operator": "Exists"}]}}));
     assert_eq!(Scheduler::default().decide(&s, &tolerant).unwrap(), "a");
 }
+
+#[test]
+fn a_node_update_counts_as_a_change_only_if_a_decision_reads_it() {
+    let mut s = Snapshot::default();
+    assert!(s.put_node(&node("a", "4", "8Gi", json!({}))), "a new node");
+    let heartbeat = node(
+        "a",
+        "4",
+        "8Gi",
+        json!({"status": {"conditions": [
+        {"type": "Ready", "status": "True", "lastHeartbeatTime": "2026-12-02T17:00:00Z"}]}}),
+    );
+    assert!(!s.put_node(&heartbeat), "a heartbeat changes nothing a decision reads");
+    assert!(s.put_node(&node("a", "8", "8Gi", json!({}))), "more cpu");
+    assert!(s.put_node(&node("a", "8", "8Gi", json!({"spec": {"unschedulable": true}}))), "a cordon");
+    assert!(
+        s.put_node(&node("a", "8", "8Gi", json!({"status": {"conditions": [{"type": "Ready", "status": "False"}]}}))),
+        "not ready"
+    );
+}
