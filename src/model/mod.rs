@@ -4,6 +4,7 @@
 // Manifests come from users and requests: a bad one is an error, never a panic.
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod labels;
 pub mod manifest;
 pub mod names;
 pub mod podspec;

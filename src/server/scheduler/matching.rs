@@ -1,30 +1,9 @@
-//! The typed matching rules the filters share: label selectors, node selector terms,
-//! tolerations against taints.
-
-use std::collections::BTreeMap;
+//! The typed matching rules the filters share: node selector terms, tolerations against
+//! taints, and label selectors (the model's, shared with the controllers).
 
 use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-pub type Labels = BTreeMap<String, String>;
-
-/// Whether a LabelSelector picks `labels` (an empty selector picks everything; an unknown
-/// operator picks nothing, as apimachinery refuses it).
-pub fn selects(selector: &LabelSelector, labels: &Labels) -> bool {
-    let by_labels = selector.match_labels.iter().flatten().all(|(k, v)| labels.get(k) == Some(v));
-    by_labels
-        && selector.match_expressions.iter().flatten().all(|e| {
-            let values = e.values.as_deref().unwrap_or_default();
-            let value = labels.get(&e.key);
-            match e.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
-}
+pub use crate::model::labels::{Labels, selects};
 
 /// One requirement of a node selector term against a value (a label's, or a field's).
 fn requirement(r: &NodeSelectorRequirement, value: Option<&String>) -> bool {

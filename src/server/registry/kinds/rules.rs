@@ -5,23 +5,7 @@ use serde_json::Value;
 use super::Problem;
 use crate::model::podspec::problems as pod_spec_problems;
 
-/// Whether `selector` (a LabelSelector) picks an object with `labels`.
-pub fn selects(selector: &Value, labels: &Value) -> bool {
-    let label = |k: &str| labels.get(k).and_then(Value::as_str);
-    let match_labels = selector["matchLabels"].as_object().into_iter().flatten().all(|(k, v)| label(k) == v.as_str());
-    let expressions = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
-        let key = e["key"].as_str().unwrap_or_default();
-        let values: Vec<&str> = e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
-        match e["operator"].as_str() {
-            Some("In") => label(key).is_some_and(|v| values.contains(&v)),
-            Some("NotIn") => label(key).is_none_or(|v| !values.contains(&v)),
-            Some("Exists") => label(key).is_some(),
-            Some("DoesNotExist") => label(key).is_none(),
-            _ => false,
-        }
-    });
-    match_labels && expressions
-}
+pub use crate::model::labels::selects_value as selects;
 
 /// Labels as Go's `%#v` prints a map[string]string, as kube's messages show them.
 fn go_map(labels: &Value) -> String {
