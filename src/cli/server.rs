@@ -21,15 +21,27 @@ pub struct ServerArgs {
     /// Do not run the scheduler (another one binds pods through pods/binding).
     #[arg(long)]
     disable_scheduler: bool,
+    /// Which controllers run, as kube-controller-manager's flag: `*` for all, `NAME` to
+    /// add one, `-NAME` to leave one out (known: replicaset).
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    controllers: Vec<String>,
 }
 
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
     let data_dir = args.data_dir.unwrap_or_else(|| root.join("server"));
+    let controllers = crate::server::controllers::selected(&args.controllers)?;
+    let config = crate::server::Config {
+        data_dir,
+        listen: args.listen,
+        etcd: args.etcd,
+        disable_scheduler: args.disable_scheduler,
+        controllers,
+    };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the event loop")?;
     runtime.block_on(async {
         tokio::select! {
-            r = crate::server::run(crate::server::Config { data_dir, listen: args.listen, etcd: args.etcd, disable_scheduler: args.disable_scheduler }) => r.map(|_| 0).map_err(anyhow::Error::from),
+            r = crate::server::run(config) => r.map(|_| 0).map_err(anyhow::Error::from),
             _ = tokio::signal::ctrl_c() => Ok(0),
             _ = async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler").recv().await } => Ok(0),
         }

@@ -1,6 +1,7 @@
 //! The control plane (`nodectl server`): the Kubernetes API over HTTPS, stored in the
 //! embedded SQLite store, or in etcd with `--etcd`; the garbage collector and namespace
-//! finalization run beside it ([`controllers`]). The scheduler comes in a later step.
+//! finalization run beside it, the workload controllers as its clients ([`controllers`]),
+//! and the [`scheduler`].
 
 pub mod api;
 pub mod conn;
@@ -45,6 +46,8 @@ pub struct Config {
     /// Leave pods without a node alone (another scheduler binds them), as k3s'
     /// `--disable-scheduler`.
     pub disable_scheduler: bool,
+    /// The workload controllers that run (see [`controllers::selected`]).
+    pub controllers: Vec<&'static str>,
 }
 
 /// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
@@ -87,7 +90,9 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     // Written once the store is open: a kubeconfig on disk tells scripts the server is ready.
     let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
     api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
-    let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone());
+    let controller_token = pki::random_token();
+    let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone())
+        .with_controller_token(controller_token.clone());
     let app = api::router(Arc::new(api::Api { store, auth }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
@@ -96,6 +101,11 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
         scheduler::run::start(controller_store.clone());
     }
     controllers::start(controller_store);
+    // The workload controllers are the API's clients, as kube-controller-manager is.
+    match controllers::client::client(controllers::client::loopback(bound), &pki.ca_pem, &controller_token) {
+        Ok(client) => controllers::start_clients(client, &config.controllers),
+        Err(err) => tracing::error!(%err, "the workload controllers cannot start"),
+    }
     let pending = Arc::new(conn::Pending::default());
     loop {
         let (tcp, peer) = match listener.accept().await {

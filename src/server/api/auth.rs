@@ -95,6 +95,8 @@ pub fn self_subject_review(user: &User) -> Value {
 
 pub struct Auth {
     admin_token: String,
+    /// The in-process controllers' token (see `crate::server::controllers::client`).
+    controller_token: Option<String>,
     join_token: String,
     ca_pem: String,
     store: Store,
@@ -132,7 +134,13 @@ struct Credentials {
 
 impl Auth {
     pub fn new(admin_token: String, join_token: String, ca_pem: String, store: Store) -> Auth {
-        Auth { admin_token, join_token, ca_pem, store, verified: Mutex::new(HashMap::new()) }
+        Auth { admin_token, controller_token: None, join_token, ca_pem, store, verified: Mutex::new(HashMap::new()) }
+    }
+
+    /// Accepts `token` as the controllers' user, `system:kube-controller-manager`.
+    pub fn with_controller_token(mut self, token: String) -> Auth {
+        self.controller_token = Some(token);
+        self
     }
 
     /// The caller, from its bearer token; 401 for none or an unknown one.
@@ -148,6 +156,14 @@ impl Auth {
         }
         if constant_time_eq(token.as_bytes(), self.join_token.as_bytes()) {
             return Ok(User::Joining);
+        }
+        if let Some(c) = &self.controller_token
+            && constant_time_eq(token.as_bytes(), c.as_bytes())
+        {
+            return Ok(User::Named {
+                name: crate::server::controllers::client::USER.into(),
+                groups: vec!["system:authenticated".into()],
+            });
         }
         if super::tokens::is_jwt(token) {
             // A ServiceAccount's token (TokenRequest).

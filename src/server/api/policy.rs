@@ -178,6 +178,15 @@ fn aggregated(name: &str, labels: &[(&str, &str)]) -> Value {
 
 fn binding(role: &str, groups: &[&str]) -> Value {
     let subjects: Vec<Value> = groups.iter().map(|g| json!({"apiGroup": GROUP, "kind": "Group", "name": g})).collect();
+    bound(role, subjects)
+}
+
+/// A binding of `role` to the controllers' user.
+fn controller_binding(role: &str) -> Value {
+    bound(role, vec![json!({"apiGroup": GROUP, "kind": "User", "name": crate::server::controllers::client::USER})])
+}
+
+fn bound(role: &str, subjects: Vec<Value>) -> Value {
     json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": metadata(role, &[]),
         "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role}, "subjects": subjects,
@@ -205,8 +214,23 @@ pub fn cluster_roles() -> Vec<Value> {
         role("system:basic-user", &[], rules(BASIC_USER)),
         role("system:discovery", &[], vec![json!({"nonResourceURLs": DISCOVERY_URLS, "verbs": ["get"]})]),
         role("system:public-info-viewer", &[], vec![json!({"nonResourceURLs": PUBLIC_INFO_URLS, "verbs": ["get"]})]),
+        role(REPLICASET_CONTROLLER, &[], rules(REPLICASET_RULES)),
     ]
 }
+
+/// kube's controller roles are bound to one service account per controller; ours run as one
+/// user (`--use-service-account-credentials=false` in kube's terms), with each role bound.
+const REPLICASET_CONTROLLER: &str = "system:controller:replicaset-controller";
+
+/// kube's rules for the ReplicaSet controller, with `patch` on the status (written as a
+/// merge patch here, where kube's controller updates it).
+const REPLICASET_RULES: &[Rule] = &[
+    (&["apps", "extensions"], &["replicasets"], &["get", "list", "watch", "update"]),
+    (&["apps", "extensions"], &["replicasets/status"], &["update", "patch"]),
+    (&["apps", "extensions"], &["replicasets/finalizers"], &["update"]),
+    (&[""], &["pods"], &["list", "watch", "patch", "create", "delete"]),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
 
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
@@ -215,6 +239,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("system:basic-user", &["system:authenticated"]),
         binding("system:discovery", &["system:authenticated"]),
         binding("system:public-info-viewer", &["system:authenticated", "system:unauthenticated"]),
+        controller_binding(REPLICASET_CONTROLLER),
     ]
 }
 

@@ -1,5 +1,7 @@
 //! The control plane's controllers, inside `nodectl server`: the garbage collector
-//! ([`gc`]) and namespace finalization ([`namespace`]).
+//! ([`gc`]) and namespace finalization ([`namespace`]) on the store directly; the
+//! workload controllers ([`replicaset`]) as clients of the API through kube-rs, sharing
+//! informers ([`informer`]), retry limits ([`retry`]) and expectations ([`expectations`]).
 //!
 //! One informer feeds both: it lists every stored object, then follows the store's watch
 //! from the list's revision, keeping the ownership [`graph`] current and queueing the
@@ -7,10 +9,17 @@
 //! act on (owner references, finalizers, deletion timestamps) is in the store, so a server
 //! that restarts lists again and carries on where the last one stopped.
 
+pub mod client;
+pub mod events;
+pub mod expectations;
 pub mod gc;
 pub mod graph;
+pub mod informer;
 pub mod namespace;
+pub mod pods;
 pub mod queue;
+pub mod replicaset;
+pub mod retry;
 pub mod writes;
 
 use std::sync::{Arc, Mutex};
@@ -42,6 +51,39 @@ pub fn start(store: Store) {
     tokio::spawn(gc::Collector { store: store.clone(), graph: graph.clone(), queue: queues.gc.clone() }.run());
     tokio::spawn(namespace::Finalizer { store: store.clone(), queue: queues.namespaces.clone() }.run());
     tokio::spawn(inform(store, graph, queues));
+}
+
+/// The controllers `--controllers` may name, as kube-controller-manager's flag does.
+pub const SWITCHABLE: &[&str] = &["replicaset"];
+
+#[derive(Debug, thiserror::Error)]
+#[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
+pub struct UnknownController(String);
+
+/// kube-controller-manager's `--controllers` list: `*` turns on every controller, `NAME` one,
+/// `-NAME` turns one off; no `*` means only those named. Answers the ones that run.
+pub fn selected(list: &[String]) -> Result<Vec<&'static str>, UnknownController> {
+    let known = |n: &str| SWITCHABLE.iter().copied().find(|k| *k == n).ok_or_else(|| UnknownController(n.into()));
+    let mut on: Vec<&'static str> = Vec::new();
+    let mut off: Vec<&'static str> = Vec::new();
+    for item in list.iter().flat_map(|s| s.split(',')).map(str::trim).filter(|s| !s.is_empty()) {
+        match item.strip_prefix('-') {
+            _ if item == "*" => on.extend(SWITCHABLE),
+            Some(name) => off.push(known(name)?),
+            None => on.push(known(item)?),
+        }
+    }
+    Ok(SWITCHABLE.iter().copied().filter(|c| on.contains(c) && !off.contains(c)).collect())
+}
+
+/// Starts the controllers in `which` that work through the API as `client` (kube-rs): one
+/// shared pod informer, and the ReplicaSet controller on it.
+pub fn start_clients(client: kube::Client, which: &[&str]) {
+    let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
+    if which.contains(&"replicaset") {
+        tokio::spawn(replicaset::controller(client.clone(), &mut pods));
+    }
+    tokio::spawn(pods.run(kube::Api::all(client)));
 }
 
 struct Queues {
@@ -166,5 +208,21 @@ fn queue_if_terminating(g: &Graph, queues: &Queues, namespace: &str) {
         .expect("namespaces are served");
     if g.by_key(&namespaces.key(None, Some(namespace))).is_some_and(|n| n.deleting) {
         queues.namespaces.push(namespace.to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn controllers_are_chosen_as_kube_controller_managers_flag_chooses_them() {
+        let sel = |s: &str| selected(&[s.to_string()]).map_err(|e| e.to_string());
+        assert_eq!(sel("*"), Ok(vec!["replicaset"]));
+        assert_eq!(sel("*,-replicaset"), Ok(vec![]));
+        assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
+        assert_eq!(sel(""), Ok(vec![]));
+        let err = sel("*,-replicasets").unwrap_err();
+        assert!(err.contains("\"replicasets\" is not in the list of known controllers (replicaset)"), "{err}");
     }
 }
