@@ -42,8 +42,9 @@ fn names(s: &Server, ns: &str) -> Vec<String> {
 }
 
 /// These tests count a namespace's objects: without nodes, the scheduler would add its
-/// FailedScheduling events for the pods (as kube-scheduler does) at moments of its own.
-const NO_SCHEDULER: &[&str] = &["--disable-scheduler"];
+/// FailedScheduling events for the pods (as kube-scheduler does) at moments of its own, and
+/// the workload controllers their ReplicaSets, pods and events.
+const NO_SCHEDULER: &[&str] = &["--disable-scheduler", "--controllers=-deployment,-replicaset"];
 
 #[test]
 fn kubectl_delete_namespace_waits_until_its_objects_are_gone() {
