@@ -24,6 +24,9 @@ data:
   greeting: hello
 ";
 
+/// Deployments here are stored objects under test: no controller writes their status.
+const NO_WORKLOAD_CONTROLLERS: &str = "--controllers=-deployment,-replicaset";
+
 #[test]
 fn kubectl_creates_reads_replaces_and_deletes() {
     let tmp = tempfile::tempdir().unwrap();
@@ -339,7 +342,7 @@ fn label_and_field_selectors_filter_lists_and_watches() {
 #[test]
 fn kubectl_get_prints_the_columns_users_know() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[NO_WORKLOAD_CONTROLLERS]);
     let file = tmp.path().join("app.yaml");
     fs::write(&file, APP).unwrap();
     s.ok(&["apply", "-f", file.to_str().unwrap()]);
@@ -410,7 +413,7 @@ fn kubectl_create_namespace_configmap_and_secret() {
 #[test]
 fn scale_status_and_deletecollection() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[NO_WORKLOAD_CONTROLLERS]);
     let file = tmp.path().join("app.yaml");
     fs::write(&file, APP).unwrap();
     s.ok(&["apply", "-f", file.to_str().unwrap()]);

@@ -1,8 +1,8 @@
 //! The garbage collector and propagation policies, driven by the real kubectl: a
 //! ReplicaSet owning Pods through ownerReferences set in the manifests, deleted with
 //! `--cascade=background|foreground|orphan`; objects whose owner never existed or went
-//! while the server was down are collected; kubectl's waits return. The ReplicaSet
-//! controller is off (`--controllers=*,-replicaset`): these pods are the test's own.
+//! while the server was down are collected; kubectl's waits return. The workload
+//! controllers are off (`--controllers=*,-replicaset,-deployment`): these pods are the test's own.
 
 mod common;
 
@@ -60,7 +60,7 @@ fn pod_names(s: &Server) -> Vec<String> {
 #[test]
 fn background_deletes_the_owner_at_once_and_collects_its_dependents() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &["--controllers=*,-replicaset"]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &["--controllers=*,-replicaset,-deployment"]);
     let uid = replicaset(&s, tmp.path());
     apply(&s, tmp.path(), &[pod("web-a", &uid, true, ""), pod("web-b", &uid, false, "")].concat());
     apply(
@@ -79,7 +79,7 @@ fn background_deletes_the_owner_at_once_and_collects_its_dependents() {
 #[test]
 fn foreground_deletes_dependents_first_and_blocking_ones_hold_the_owner() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &["--controllers=*,-replicaset"]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &["--controllers=*,-replicaset,-deployment"]);
     let uid = replicaset(&s, tmp.path());
     let held = "  finalizers: [example.com/hold]\n";
     apply(
@@ -114,7 +114,7 @@ fn foreground_deletes_dependents_first_and_blocking_ones_hold_the_owner() {
 #[test]
 fn orphan_keeps_the_dependents_and_drops_their_owner_references() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &["--controllers=*,-replicaset"]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &["--controllers=*,-replicaset,-deployment"]);
     let uid = replicaset(&s, tmp.path());
     apply(&s, tmp.path(), &[pod("web-a", &uid, true, ""), pod("web-b", &uid, false, "")].concat());
     // A second owner that stays: web-b keeps its reference to it.
@@ -147,7 +147,7 @@ fn dependents_of_owners_that_never_were_or_went_while_the_server_was_down_are_co
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
     let port = free_port();
-    let s = Server::start(&dir, port, &["--controllers=*,-replicaset"]);
+    let s = Server::start(&dir, port, &["--controllers=*,-replicaset,-deployment"]);
     // An owner reference to a uid that no object has.
     apply(&s, tmp.path(), &pod("stray", "00000000-0000-0000-0000-000000000000", false, ""));
     s.ok(&["wait", "--for=delete", "pod/stray", "--timeout=60s"]);
@@ -162,7 +162,7 @@ fn dependents_of_owners_that_never_were_or_went_while_the_server_was_down_are_co
         let store = Sqlite::open(&dir.join("state.db"), CompactionPolicy::default()).unwrap();
         store.delete("/registry/apps/replicasets/default/web", None).unwrap();
     }
-    let s = Server::start(&dir, port, &["--controllers=*,-replicaset"]);
+    let s = Server::start(&dir, port, &["--controllers=*,-replicaset,-deployment"]);
     s.ok(&["wait", "--for=delete", "pod/web-a", "pod/web-b", "--timeout=60s"]);
     assert!(pod_names(&s).is_empty());
 }

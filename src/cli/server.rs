@@ -22,7 +22,7 @@ pub struct ServerArgs {
     #[arg(long)]
     disable_scheduler: bool,
     /// Which controllers run, as kube-controller-manager's flag: `*` for all, `NAME` to
-    /// add one, `-NAME` to leave one out (known: replicaset).
+    /// add one, `-NAME` to leave one out (known: deployment, replicaset).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
 }

@@ -215,12 +215,26 @@ pub fn cluster_roles() -> Vec<Value> {
         role("system:discovery", &[], vec![json!({"nonResourceURLs": DISCOVERY_URLS, "verbs": ["get"]})]),
         role("system:public-info-viewer", &[], vec![json!({"nonResourceURLs": PUBLIC_INFO_URLS, "verbs": ["get"]})]),
         role(REPLICASET_CONTROLLER, &[], rules(REPLICASET_RULES)),
+        role(DEPLOYMENT_CONTROLLER, &[], rules(DEPLOYMENT_RULES)),
     ]
 }
 
 /// kube's controller roles are bound to one service account per controller; ours run as one
 /// user (`--use-service-account-credentials=false` in kube's terms), with each role bound.
 const REPLICASET_CONTROLLER: &str = "system:controller:replicaset-controller";
+
+const DEPLOYMENT_CONTROLLER: &str = "system:controller:deployment-controller";
+
+/// kube's rules for the Deployment controller, with `patch` where it writes merge patches
+/// (its revision annotation, its status).
+const DEPLOYMENT_RULES: &[Rule] = &[
+    (&["apps", "extensions"], &["deployments"], &["get", "list", "watch", "update", "patch"]),
+    (&["apps", "extensions"], &["deployments/status"], &["update", "patch"]),
+    (&["apps", "extensions"], &["deployments/finalizers"], &["update"]),
+    (&["apps", "extensions"], &["replicasets"], &["get", "list", "watch", "create", "update", "patch", "delete"]),
+    (&[""], &["pods"], &["get", "list", "watch", "update"]),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
 
 /// kube's rules for the ReplicaSet controller, with `patch` on the status (written as a
 /// merge patch here, where kube's controller updates it).
@@ -240,6 +254,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("system:discovery", &["system:authenticated"]),
         binding("system:public-info-viewer", &["system:authenticated", "system:unauthenticated"]),
         controller_binding(REPLICASET_CONTROLLER),
+        controller_binding(DEPLOYMENT_CONTROLLER),
     ]
 }
 

@@ -1,6 +1,6 @@
 //! The control plane's controllers, inside `nodectl server`: the garbage collector
 //! ([`gc`]) and namespace finalization ([`namespace`]) on the store directly; the
-//! workload controllers ([`replicaset`]) as clients of the API through kube-rs, sharing
+//! workload controllers ([`deployment`], [`replicaset`]) as clients of the API through kube-rs, sharing
 //! informers ([`informer`]), retry limits ([`retry`]) and expectations ([`expectations`]).
 //!
 //! One informer feeds both: it lists every stored object, then follows the store's watch
@@ -9,7 +9,9 @@
 //! act on (owner references, finalizers, deletion timestamps) is in the store, so a server
 //! that restarts lists again and carries on where the last one stopped.
 
+pub mod claim;
 pub mod client;
+pub mod deployment;
 pub mod events;
 pub mod expectations;
 pub mod gc;
@@ -54,7 +56,7 @@ pub fn start(store: Store) {
 }
 
 /// The controllers `--controllers` may name, as kube-controller-manager's flag does.
-pub const SWITCHABLE: &[&str] = &["replicaset"];
+pub const SWITCHABLE: &[&str] = &["deployment", "replicaset"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
@@ -76,12 +78,17 @@ pub fn selected(list: &[String]) -> Result<Vec<&'static str>, UnknownController>
     Ok(SWITCHABLE.iter().copied().filter(|c| on.contains(c) && !off.contains(c)).collect())
 }
 
-/// Starts the controllers in `which` that work through the API as `client` (kube-rs): one
-/// shared pod informer, and the ReplicaSet controller on it.
+/// Starts the controllers in `which` that work through the API as `client` (kube-rs), on
+/// shared pod and ReplicaSet informers.
 pub fn start_clients(client: kube::Client, which: &[&str]) {
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
+    let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     if which.contains(&"replicaset") {
         tokio::spawn(replicaset::controller(client.clone(), &mut pods));
+    }
+    if which.contains(&"deployment") {
+        tokio::spawn(deployment::controller(client.clone(), &mut pods, &mut sets));
+        tokio::spawn(sets.run(kube::Api::all(client.clone())));
     }
     tokio::spawn(pods.run(kube::Api::all(client)));
 }
@@ -218,11 +225,14 @@ mod tests {
     #[test]
     fn controllers_are_chosen_as_kube_controller_managers_flag_chooses_them() {
         let sel = |s: &str| selected(&[s.to_string()]).map_err(|e| e.to_string());
-        assert_eq!(sel("*"), Ok(vec!["replicaset"]));
-        assert_eq!(sel("*,-replicaset"), Ok(vec![]));
+        assert_eq!(sel("*"), Ok(vec!["deployment", "replicaset"]));
+        assert_eq!(sel("*,-replicaset"), Ok(vec!["deployment"]));
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
-        assert!(err.contains("\"replicasets\" is not in the list of known controllers (replicaset)"), "{err}");
+        assert!(
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, replicaset)"),
+            "{err}"
+        );
     }
 }

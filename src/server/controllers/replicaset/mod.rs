@@ -21,14 +21,14 @@ use futures_util::StreamExt;
 use futures_util::future::join_all;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{ObjectReference, Pod};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
-use serde_json::{Value, json};
 
+use super::claim::{self, ApiCallError, Claim};
 use super::events::{Recorder, Type};
 use super::expectations::{Expectations, Seen};
 use super::informer::Informer;
@@ -45,30 +45,14 @@ const WORKERS: u16 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
-    #[error("{action} {what}: {source}")]
-    Api { action: &'static str, what: String, source: kube::Error },
+    #[error(transparent)]
+    Api(#[from] ApiCallError),
     #[error("ReplicaSet {0} has no spec")]
     NoSpec(String),
     #[error("managing the pods of ReplicaSet {rs}: {reason}: {message}")]
     Manage { rs: String, reason: &'static str, message: String },
 }
 
-fn api_error(action: &'static str, what: impl Into<String>) -> impl FnOnce(kube::Error) -> SyncError {
-    let what = what.into();
-    move |source| SyncError::Api { action, what, source }
-}
-
-fn is_not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(r) if r.code == 404)
-}
-
-/// A write refused because the object changed since it was read (a failed JSON patch test,
-/// a stale resourceVersion): the next event brings it back.
-fn is_stale(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(r) if r.code == 404 || r.code == 409 || r.code == 422)
-}
-
-/// A create refused because the namespace is going away: nothing to retry.
 fn is_namespace_terminating(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(r) if r.code == 403 && r.message.contains("because it is being terminated"))
 }
@@ -138,14 +122,12 @@ fn concerned(pod: &Pod, sets: &Store<ReplicaSet>) -> Vec<ObjectRef<ReplicaSet>> 
         .collect()
 }
 
-/// The ReplicaSet's selector, unless it is empty: an empty one would adopt every pod in
-/// the namespace (validation refuses it; a stored one must not do harm either).
 fn selector(rs: &ReplicaSet) -> Option<&LabelSelector> {
-    rs.spec.as_ref().map(|s| &s.selector).filter(|s| !labels::is_empty(s))
+    claim::usable(rs.spec.as_ref().map(|s| &s.selector))
 }
 
 fn key(rs: &ReplicaSet) -> String {
-    format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())
+    claim::key_of(rs)
 }
 
 fn error_policy(rs: Arc<ReplicaSet>, err: &SyncError, ctx: Arc<Context>) -> Action {
@@ -173,7 +155,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Syn
         }),
     );
     let active: Vec<&Pod> = in_namespace.iter().map(|p| &**p).filter(|p| pods::is_active(p)).collect();
-    let owned = claim(&ctx, &rs, &active).await?;
+    let me = claim::controller_ref(&*rs, "apps/v1", "ReplicaSet");
+    let owned = Claim::new(&ctx.client, &*rs, me, Some(&spec.selector)).claim(&active).await?;
     let owned_refs: Vec<&Pod> = owned.iter().collect();
     let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
     let now = crate::model::time::now_secs();
@@ -186,8 +169,8 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Syn
         let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &ns);
         match api.patch_status(&rs.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => {}
-            Err(e) if is_not_found(&e) => return Ok(Action::await_change()),
-            Err(e) => return Err(api_error("writing the status of ReplicaSet", key)(e)),
+            Err(e) if claim::is_not_found(&e) => return Ok(Action::await_change()),
+            Err(e) => return Err(claim::failed("writing the status of ReplicaSet", key)(e).into()),
         }
     }
     if let Some(f) = failure {
@@ -203,92 +186,6 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Syn
         return Ok(Action::requeue(Duration::from_secs(min_ready as u64)));
     }
     Ok(Action::await_change())
-}
-
-fn controller_ref(rs: &ReplicaSet) -> OwnerReference {
-    OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "ReplicaSet".into(),
-        name: rs.name_any(),
-        uid: rs.uid().unwrap_or_default(),
-        controller: Some(true),
-        block_owner_deletion: Some(true),
-    }
-}
-
-/// kube's ClaimPods: the active pods that are the ReplicaSet's after adopting matching
-/// orphans and releasing its pods that no longer match.
-async fn claim(ctx: &Context, rs: &ReplicaSet, active: &[&Pod]) -> Result<Vec<Pod>, SyncError> {
-    let Some(sel) = selector(rs) else { return Ok(Vec::new()) };
-    let uid = rs.uid().unwrap_or_default();
-    let deleting = rs.metadata.deletion_timestamp.is_some();
-    let mut owned = Vec::new();
-    let mut may_adopt = None;
-    for pod in active {
-        let have = pod.metadata.labels.clone().unwrap_or_default();
-        let matches = labels::selects(sel, &have);
-        match pods::controller_of(&pod.metadata) {
-            Some(o) if o.uid != uid => {}
-            Some(_) if matches || deleting => owned.push((*pod).clone()),
-            Some(_) => release(ctx, rs, pod).await?,
-            None if !matches || deleting => {}
-            None => {
-                // As kube's canAdopt: a fresh read, so that a ReplicaSet deleted or
-                // replaced meanwhile adopts nothing.
-                if may_adopt.is_none() {
-                    may_adopt = Some(still_current(ctx, rs).await?);
-                }
-                if may_adopt == Some(true)
-                    && let Some(p) = adopt(ctx, rs, pod).await?
-                {
-                    owned.push(p);
-                }
-            }
-        }
-    }
-    Ok(owned)
-}
-
-async fn still_current(ctx: &Context, rs: &ReplicaSet) -> Result<bool, SyncError> {
-    let api: Api<ReplicaSet> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
-    match api.get_opt(&rs.name_any()).await {
-        Ok(Some(fresh)) => Ok(fresh.uid() == rs.uid() && fresh.metadata.deletion_timestamp.is_none()),
-        Ok(None) => Ok(false),
-        Err(e) => Err(api_error("reading ReplicaSet", key(rs))(e)),
-    }
-}
-
-/// A merge patch of the pod's owner references that applies only to the pod as it was
-/// read: a resourceVersion in a patch is a precondition (409 if anyone wrote since, and
-/// another incarnation has another one).
-fn guarded(pod: &Pod, refs: &[OwnerReference]) -> Value {
-    let refs = if refs.is_empty() { Value::Null } else { json!(refs) };
-    json!({"metadata": {"resourceVersion": pod.metadata.resource_version, "ownerReferences": refs}})
-}
-
-async fn patch_pod(ctx: &Context, pod: &Pod, patch: Value, action: &'static str) -> Result<Option<Pod>, SyncError> {
-    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &pod.namespace().unwrap_or_default());
-    match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(p) => Ok(Some(p)),
-        Err(e) if is_stale(&e) => Ok(None),
-        Err(e) => Err(api_error(action, format!("pod {}/{}", pod.namespace().unwrap_or_default(), pod.name_any()))(e)),
-    }
-}
-
-async fn adopt(ctx: &Context, rs: &ReplicaSet, pod: &Pod) -> Result<Option<Pod>, SyncError> {
-    let mut refs = pod.metadata.owner_references.clone().unwrap_or_default();
-    refs.push(controller_ref(rs));
-    patch_pod(ctx, pod, guarded(pod, &refs), "adopting").await
-}
-
-async fn release(ctx: &Context, rs: &ReplicaSet, pod: &Pod) -> Result<(), SyncError> {
-    if pod.metadata.deletion_timestamp.is_some() {
-        return Ok(());
-    }
-    let uid = rs.uid().unwrap_or_default();
-    let refs: Vec<OwnerReference> =
-        pod.metadata.owner_references.iter().flatten().filter(|r| r.uid != uid).cloned().collect();
-    patch_pod(ctx, pod, guarded(pod, &refs), "releasing").await.map(|_| ())
 }
 
 fn reference_to(rs: &ReplicaSet) -> ObjectReference {
@@ -349,7 +246,7 @@ fn from_template(rs: &ReplicaSet) -> Option<Pod> {
             labels: meta.labels,
             annotations: meta.annotations,
             finalizers: meta.finalizers,
-            owner_references: Some(vec![controller_ref(rs)]),
+            owner_references: Some(vec![claim::controller_ref(rs, "apps/v1", "ReplicaSet")]),
             ..ObjectMeta::default()
         },
         spec: template.spec,
@@ -396,16 +293,13 @@ async fn delete(ctx: &Context, rs: &ReplicaSet, key: &str, pod: &Pod) -> Result<
             Ok(())
         }
         // Gone already, or another incarnation: nothing of ours to delete.
-        Err(e) if is_stale(&e) => {
+        Err(e) if claim::is_stale(&e) => {
             ctx.expectations.delete_failed(&key, &uid);
             Ok(())
         }
         Err(e) => {
             ctx.expectations.delete_failed(&key, &uid);
-            let message = match &e {
-                kube::Error::Api(r) => r.message.clone(),
-                other => other.to_string(),
-            };
+            let message = claim::message(&e);
             ctx.events
                 .record(reference_to(rs), Type::Warning, "FailedDelete", format!("Error deleting: {message}"))
                 .await;
@@ -417,6 +311,7 @@ async fn delete(ctx: &Context, rs: &ReplicaSet, key: &str, pod: &Pod) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn an_orphan_concerns_the_sets_that_would_adopt_it_and_an_owned_pod_its_owner() {
