@@ -22,7 +22,8 @@ pub struct ServerArgs {
     #[arg(long)]
     disable_scheduler: bool,
     /// Which controllers run, as kube-controller-manager's flag: `*` for all, `NAME` to
-    /// add one, `-NAME` to leave one out (known: deployment, replicaset).
+    /// add one, `-NAME` to leave one out (known: deployment, endpoint, endpointslice,
+    /// replicaset).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
 }

@@ -10,6 +10,14 @@ pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The server's log: a file in `$NODECTL_TEST_SERVER_LOGS` when that is set (to look into
+/// a failing test), else nowhere.
+fn log_to() -> Stdio {
+    let Some(dir) = std::env::var_os("NODECTL_TEST_SERVER_LOGS") else { return Stdio::null() };
+    let path = Path::new(&dir).join(format!("server-{}-{}.log", std::process::id(), free_port()));
+    std::fs::File::create(path).map(Stdio::from).unwrap_or_else(|_| Stdio::null())
+}
+
 pub struct Server {
     child: Child,
     pub dir: PathBuf,
@@ -26,7 +34,7 @@ impl Server {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log_to())
             .spawn()
             .unwrap();
         let mut s = Server { child, dir: dir.to_path_buf(), port };

@@ -216,6 +216,8 @@ pub fn cluster_roles() -> Vec<Value> {
         role("system:public-info-viewer", &[], vec![json!({"nonResourceURLs": PUBLIC_INFO_URLS, "verbs": ["get"]})]),
         role(REPLICASET_CONTROLLER, &[], rules(REPLICASET_RULES)),
         role(DEPLOYMENT_CONTROLLER, &[], rules(DEPLOYMENT_RULES)),
+        role(ENDPOINT_CONTROLLER, &[], rules(ENDPOINT_RULES)),
+        role(ENDPOINTSLICE_CONTROLLER, &[], rules(ENDPOINTSLICE_RULES)),
     ]
 }
 
@@ -246,6 +248,27 @@ const REPLICASET_RULES: &[Rule] = &[
     (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
 ];
 
+const ENDPOINT_CONTROLLER: &str = "system:controller:endpoint-controller";
+
+/// kube's rules for the endpoint controller, with `watch` on endpoints (it follows them to
+/// write back a deleted one, where kube's uses a shared informer's list).
+const ENDPOINT_RULES: &[Rule] = &[
+    (&[""], &["services", "pods"], READ),
+    (&[""], &["endpoints"], &["get", "list", "watch", "create", "update", "delete"]),
+    (&[""], &["endpoints/restricted"], &["create"]),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
+
+const ENDPOINTSLICE_CONTROLLER: &str = "system:controller:endpointslice-controller";
+
+/// kube's rules for the EndpointSlice controller, with `watch` on the slices it owns.
+const ENDPOINTSLICE_RULES: &[Rule] = &[
+    (&[""], &["services", "pods", "nodes"], READ),
+    (&[""], &["services/finalizers"], &["update"]),
+    (&["discovery.k8s.io"], &["endpointslices"], &["get", "list", "watch", "create", "update", "delete"]),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
+
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
@@ -255,6 +278,8 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("system:public-info-viewer", &["system:authenticated", "system:unauthenticated"]),
         controller_binding(REPLICASET_CONTROLLER),
         controller_binding(DEPLOYMENT_CONTROLLER),
+        controller_binding(ENDPOINT_CONTROLLER),
+        controller_binding(ENDPOINTSLICE_CONTROLLER),
     ]
 }
 

@@ -37,6 +37,11 @@ pub fn is_not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(r) if r.code == 404)
 }
 
+/// A create refused because its namespace is being deleted: nothing to retry.
+pub fn is_namespace_terminating(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(r) if r.code == 403 && r.message.contains("because it is being terminated"))
+}
+
 /// A write refused because the object changed or went since it was read: the next event
 /// brings it back.
 pub fn is_stale(e: &kube::Error) -> bool {

@@ -14,6 +14,20 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
 
+/// Waits until `store` has its first list; false if its informer is gone.
+///
+/// kube-runtime's [`Store::wait_until_ready`] wakes only the last of several tasks waiting
+/// at once (one oneshot receiver behind it keeps one waker), so each wait here is short and
+/// asks again.
+pub async fn ready<K: Resource<DynamicType = ()> + Clone + 'static>(store: &Store<K>) -> bool {
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(100), store.wait_until_ready()).await {
+            Ok(r) => return r.is_ok(),
+            Err(_elapsed) => continue,
+        }
+    }
+}
+
 /// Called with each object that changed, and whether it was deleted.
 pub type Handler<K> = Box<dyn Fn(&K, bool) + Send + Sync>;
 

@@ -1,7 +1,8 @@
 //! The control plane's controllers, inside `nodectl server`: the garbage collector
 //! ([`gc`]) and namespace finalization ([`namespace`]) on the store directly; the
-//! workload controllers ([`deployment`], [`replicaset`]) as clients of the API through kube-rs, sharing
-//! informers ([`informer`]), retry limits ([`retry`]) and expectations ([`expectations`]).
+//! workload controllers ([`deployment`], [`replicaset`]) and the Services' [`endpoints`] as
+//! clients of the API through kube-rs, sharing informers ([`informer`]), retry limits
+//! ([`retry`]) and expectations ([`expectations`]).
 //!
 //! One informer feeds both: it lists every stored object, then follows the store's watch
 //! from the list's revision, keeping the ownership [`graph`] current and queueing the
@@ -12,6 +13,7 @@
 pub mod claim;
 pub mod client;
 pub mod deployment;
+pub mod endpoints;
 pub mod events;
 pub mod expectations;
 pub mod gc;
@@ -56,7 +58,7 @@ pub fn start(store: Store) {
 }
 
 /// The controllers `--controllers` may name, as kube-controller-manager's flag does.
-pub const SWITCHABLE: &[&str] = &["deployment", "replicaset"];
+pub const SWITCHABLE: &[&str] = &["deployment", "endpoint", "endpointslice", "replicaset"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
@@ -79,10 +81,20 @@ pub fn selected(list: &[String]) -> Result<Vec<&'static str>, UnknownController>
 }
 
 /// Starts the controllers in `which` that work through the API as `client` (kube-rs), on
-/// shared pod and ReplicaSet informers.
+/// shared pod, ReplicaSet and Service informers.
 pub fn start_clients(client: kube::Client, which: &[&str]) {
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
+    let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();
+    if which.contains(&"endpoint") {
+        tokio::spawn(endpoints::endpoints_controller(client.clone(), &mut services, &mut pods));
+    }
+    if which.contains(&"endpointslice") {
+        tokio::spawn(endpoints::slices_controller(client.clone(), &mut services, &mut pods));
+    }
+    if which.contains(&"endpoint") || which.contains(&"endpointslice") {
+        tokio::spawn(services.run(kube::Api::all(client.clone())));
+    }
     if which.contains(&"replicaset") {
         tokio::spawn(replicaset::controller(client.clone(), &mut pods));
     }
@@ -225,13 +237,13 @@ mod tests {
     #[test]
     fn controllers_are_chosen_as_kube_controller_managers_flag_chooses_them() {
         let sel = |s: &str| selected(&[s.to_string()]).map_err(|e| e.to_string());
-        assert_eq!(sel("*"), Ok(vec!["deployment", "replicaset"]));
-        assert_eq!(sel("*,-replicaset"), Ok(vec!["deployment"]));
+        assert_eq!(sel("*"), Ok(vec!["deployment", "endpoint", "endpointslice", "replicaset"]));
+        assert_eq!(sel("*,-replicaset,-endpoint"), Ok(vec!["deployment", "endpointslice"]));
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
         assert!(
-            err.contains("\"replicasets\" is not in the list of known controllers (deployment, replicaset)"),
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, endpoint, endpointslice, replicaset)"),
             "{err}"
         );
     }

@@ -30,7 +30,7 @@ use serde_json::json;
 
 use super::claim::{self, ApiCallError, Claim};
 use super::events::{Recorder, Type};
-use super::informer::Informer;
+use super::informer::{self, Informer};
 use super::pods;
 use super::retry::RetryLimiter;
 use crate::model::labels;
@@ -165,7 +165,7 @@ impl Sets {
 }
 
 async fn reconcile(d: Arc<Deployment>, ctx: Arc<Context>) -> Result<Action, SyncError> {
-    if ctx.sets.wait_until_ready().await.is_err() || ctx.pods.wait_until_ready().await.is_err() {
+    if !informer::ready(&ctx.sets).await || !informer::ready(&ctx.pods).await {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let key = claim::key_of(&*d);

@@ -53,10 +53,6 @@ pub enum SyncError {
     Manage { rs: String, reason: &'static str, message: String },
 }
 
-fn is_namespace_terminating(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(r) if r.code == 403 && r.message.contains("because it is being terminated"))
-}
-
 pub struct Context {
     client: kube::Client,
     pods: Store<Pod>,
@@ -138,7 +134,7 @@ fn error_policy(rs: Arc<ReplicaSet>, err: &SyncError, ctx: Arc<Context>) -> Acti
 
 async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, SyncError> {
     // Counting pods from a cache that has not listed yet would create them all again.
-    if ctx.pods.wait_until_ready().await.is_err() {
+    if !super::informer::ready(&ctx.pods).await {
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
     let key = key(&rs);
@@ -263,7 +259,7 @@ async fn create(ctx: &Context, rs: &ReplicaSet, key: &str, pod: &Pod) -> Result<
             ctx.events.record(reference_to(rs), Type::Normal, "SuccessfulCreate", format!("Created pod: {name}")).await;
             Ok(())
         }
-        Err(e) if is_namespace_terminating(&e) => Ok(()),
+        Err(e) if claim::is_namespace_terminating(&e) => Ok(()),
         Err(e) => {
             let message = match &e {
                 kube::Error::Api(r) => r.message.clone(),
