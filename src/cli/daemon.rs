@@ -100,7 +100,7 @@ impl JoinArgs {
 }
 
 /// A duration flag: `2m`, `1m30s`, `90s`, `500ms`, or seconds.
-fn duration(text: &str) -> Result<Duration, String> {
+pub(crate) fn duration(text: &str) -> Result<Duration, String> {
     image_gc::parse_duration(text).ok_or_else(|| format!("{text:?} is not a duration (e.g. 2m, 90s, 500ms)"))
 }
 

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -23,9 +24,33 @@ pub struct ServerArgs {
     disable_scheduler: bool,
     /// Which controllers run, as kube-controller-manager's flag: `*` for all, `NAME` to
     /// add one, `-NAME` to leave one out (known: deployment, endpoint, endpointslice,
-    /// replicaset).
+    /// nodelifecycle, replicaset).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
+    /// How often the node lifecycle controller looks at the nodes.
+    #[arg(long, value_parser = super::daemon::duration, default_value = "5s")]
+    node_monitor_period: Duration,
+    /// How long a node may go without a heartbeat (Lease renewal or status) before it is
+    /// Ready=Unknown, tainted unreachable and its pods marked not ready.
+    #[arg(long, value_parser = super::daemon::duration, default_value = "40s")]
+    node_monitor_grace_period: Duration,
+    /// Nodes per second that get NoExecute taints (their pods evicted) at most.
+    #[arg(long, default_value_t = 0.1)]
+    node_eviction_rate: f64,
+    /// tolerationSeconds of the not-ready NoExecute toleration given to pods that have none.
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: i64,
+    /// tolerationSeconds of the unreachable NoExecute toleration given to pods that have none.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: i64,
+}
+
+/// The wait between two nodes' NoExecute taints at `rate` nodes a second.
+fn eviction_interval(rate: f64) -> Result<Duration> {
+    if !(rate.is_finite() && rate > 0.0) {
+        anyhow::bail!("--node-eviction-rate: {rate} is not a positive number of nodes per second");
+    }
+    Duration::try_from_secs_f64(1.0 / rate).context("--node-eviction-rate is too small")
 }
 
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
@@ -37,7 +62,16 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
         etcd: args.etcd,
         disable_scheduler: args.disable_scheduler,
         controllers,
+        node_lifecycle: crate::server::controllers::nodelifecycle::Settings {
+            period: args.node_monitor_period,
+            grace: args.node_monitor_grace_period,
+            taint_interval: eviction_interval(args.node_eviction_rate)?,
+        },
     };
+    crate::server::registry::kinds::set_default_tolerations(
+        args.default_not_ready_toleration_seconds,
+        args.default_unreachable_toleration_seconds,
+    );
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the event loop")?;
     runtime.block_on(async {

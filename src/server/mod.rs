@@ -48,6 +48,8 @@ pub struct Config {
     pub disable_scheduler: bool,
     /// The workload controllers that run (see [`controllers::selected`]).
     pub controllers: Vec<&'static str>,
+    /// How nodes are watched over (periods, grace, eviction rate).
+    pub node_lifecycle: controllers::nodelifecycle::Settings,
 }
 
 /// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
@@ -103,7 +105,7 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     controllers::start(controller_store);
     // The workload controllers are the API's clients, as kube-controller-manager is.
     match controllers::client::client(controllers::client::loopback(bound), &pki.ca_pem, &controller_token) {
-        Ok(client) => controllers::start_clients(client, &config.controllers),
+        Ok(client) => controllers::start_clients(client, &config.controllers, &config.node_lifecycle),
         Err(err) => tracing::error!(%err, "the workload controllers cannot start"),
     }
     let pending = Arc::new(conn::Pending::default());

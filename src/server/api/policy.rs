@@ -218,6 +218,7 @@ pub fn cluster_roles() -> Vec<Value> {
         role(DEPLOYMENT_CONTROLLER, &[], rules(DEPLOYMENT_RULES)),
         role(ENDPOINT_CONTROLLER, &[], rules(ENDPOINT_RULES)),
         role(ENDPOINTSLICE_CONTROLLER, &[], rules(ENDPOINTSLICE_RULES)),
+        role(NODE_CONTROLLER, &[], rules(NODE_RULES)),
     ]
 }
 
@@ -269,6 +270,19 @@ const ENDPOINTSLICE_RULES: &[Rule] = &[
     (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
 ];
 
+const NODE_CONTROLLER: &str = "system:controller:node-controller";
+
+/// kube's rules for the node lifecycle controller, with `watch` on nodes, pods and the
+/// nodes' Leases, which it follows through informers of its own.
+const NODE_RULES: &[Rule] = &[
+    (&[""], &["nodes"], &["get", "list", "watch", "delete", "patch", "update"]),
+    (&[""], &["nodes/status"], &["patch", "update"]),
+    (&[""], &["pods/status"], &["patch", "update"]),
+    (&[""], &["pods"], &["list", "watch", "delete"]),
+    (&["coordination.k8s.io"], &["leases"], READ),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
+
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
@@ -280,6 +294,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         controller_binding(DEPLOYMENT_CONTROLLER),
         controller_binding(ENDPOINT_CONTROLLER),
         controller_binding(ENDPOINTSLICE_CONTROLLER),
+        controller_binding(NODE_CONTROLLER),
     ]
 }
 

@@ -20,6 +20,7 @@ pub mod gc;
 pub mod graph;
 pub mod informer;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
@@ -58,7 +59,7 @@ pub fn start(store: Store) {
 }
 
 /// The controllers `--controllers` may name, as kube-controller-manager's flag does.
-pub const SWITCHABLE: &[&str] = &["deployment", "endpoint", "endpointslice", "replicaset"];
+pub const SWITCHABLE: &[&str] = &["deployment", "endpoint", "endpointslice", "nodelifecycle", "replicaset"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
@@ -82,7 +83,7 @@ pub fn selected(list: &[String]) -> Result<Vec<&'static str>, UnknownController>
 
 /// Starts the controllers in `which` that work through the API as `client` (kube-rs), on
 /// shared pod, ReplicaSet and Service informers.
-pub fn start_clients(client: kube::Client, which: &[&str]) {
+pub fn start_clients(client: kube::Client, which: &[&str], nodes: &nodelifecycle::Settings) {
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();
@@ -91,6 +92,9 @@ pub fn start_clients(client: kube::Client, which: &[&str]) {
     }
     if which.contains(&"endpointslice") {
         tokio::spawn(endpoints::slices_controller(client.clone(), &mut services, &mut pods));
+    }
+    if which.contains(&"nodelifecycle") {
+        tokio::spawn(nodelifecycle::controller(client.clone(), nodes.clone(), &pods));
     }
     if which.contains(&"endpoint") || which.contains(&"endpointslice") {
         tokio::spawn(services.run(kube::Api::all(client.clone())));
@@ -237,13 +241,13 @@ mod tests {
     #[test]
     fn controllers_are_chosen_as_kube_controller_managers_flag_chooses_them() {
         let sel = |s: &str| selected(&[s.to_string()]).map_err(|e| e.to_string());
-        assert_eq!(sel("*"), Ok(vec!["deployment", "endpoint", "endpointslice", "replicaset"]));
-        assert_eq!(sel("*,-replicaset,-endpoint"), Ok(vec!["deployment", "endpointslice"]));
+        assert_eq!(sel("*"), Ok(vec!["deployment", "endpoint", "endpointslice", "nodelifecycle", "replicaset"]));
+        assert_eq!(sel("*,-replicaset,-endpoint"), Ok(vec!["deployment", "endpointslice", "nodelifecycle"]));
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
         assert!(
-            err.contains("\"replicasets\" is not in the list of known controllers (deployment, endpoint, endpointslice, replicaset)"),
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, endpoint, endpointslice, nodelifecycle, replicaset)"),
             "{err}"
         );
     }

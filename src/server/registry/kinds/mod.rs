@@ -15,7 +15,7 @@ mod service;
 
 use serde_json::Value;
 
-pub use pod::image_pull_policy;
+pub use pod::{image_pull_policy, set_default_tolerations};
 pub use rules::selects;
 
 use super::error::RegistryError;

@@ -1,6 +1,8 @@
 //! Pods: the kubelet-facing defaults of every container, the pod spec rules `nodectl run`
 //! applies too, and graceful deletion through the pod's node.
 
+use std::sync::OnceLock;
+
 use serde_json::{Value, json};
 
 use super::fill::{each, or_set, spec};
@@ -10,7 +12,10 @@ use crate::model::podspec::problems as pod_spec_problems;
 pub const POD: Strategy = Strategy {
     status: true,
     categories: &["all"],
-    on_create: pending,
+    on_create: |obj| {
+        pending(obj);
+        default_tolerations(obj);
+    },
     defaults: |obj, _| {
         if let Some(s) = spec(obj) {
             pod_spec(s);
@@ -32,6 +37,43 @@ pub fn pending(obj: &mut Value) {
 
 fn validate(obj: &Value) -> Vec<Problem> {
     pod_spec_problems(&obj["spec"], "spec")
+}
+
+/// tolerationSeconds of the not-ready and unreachable tolerations pods get when they have
+/// none (kube-apiserver's --default-not-ready-toleration-seconds and
+/// --default-unreachable-toleration-seconds), set once at the server's start.
+static DEFAULT_TOLERATIONS: OnceLock<(i64, i64)> = OnceLock::new();
+
+pub fn set_default_tolerations(not_ready: i64, unreachable: i64) {
+    // A second call (tests in one process) keeps the first values.
+    let _ = DEFAULT_TOLERATIONS.set((not_ready, unreachable));
+}
+
+/// kube-apiserver's DefaultTolerationSeconds admission: a pod that does not tolerate the
+/// not-ready or unreachable NoExecute taint gets a toleration of it for a while (300 s by
+/// default), so that its node's brief trouble does not evict it at once.
+fn default_tolerations(pod: &mut Value) {
+    let (not_ready, unreachable) = DEFAULT_TOLERATIONS.get().copied().unwrap_or((300, 300));
+    let Some(spec) = pod.get_mut("spec").filter(|s| s.is_object()) else { return };
+    let mut list = match spec.get("tolerations") {
+        Some(Value::Array(l)) => l.clone(),
+        None | Some(Value::Null) => Vec::new(),
+        // Not a list: validation answers it.
+        Some(_) => return,
+    };
+    let has = |list: &[Value], key: &str| {
+        list.iter().any(|t| {
+            let effect = t["effect"].as_str().unwrap_or_default();
+            let k = t["key"].as_str().unwrap_or_default();
+            (effect.is_empty() || effect == "NoExecute") && (k == key || (k.is_empty() && t["operator"] == "Exists"))
+        })
+    };
+    for (key, secs) in [("node.kubernetes.io/not-ready", not_ready), ("node.kubernetes.io/unreachable", unreachable)] {
+        if !has(&list, key) {
+            list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": secs}));
+        }
+    }
+    spec["tolerations"] = Value::Array(list);
 }
 
 /// The client's grace period, else the pod's terminationGracePeriodSeconds, else 30.
@@ -124,6 +166,29 @@ pub fn template(spec: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pods_get_not_ready_and_unreachable_tolerations_unless_they_tolerate_them() {
+        let mut p = json!({"spec": {"containers": []}});
+        default_tolerations(&mut p);
+        let t = p["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(t.len(), 2);
+        assert_eq!(
+            t[1],
+            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300})
+        );
+        let mut own = json!({"spec": {"tolerations": [
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]}});
+        default_tolerations(&mut own);
+        let t = own["spec"]["tolerations"].as_array().unwrap();
+        assert_eq!(
+            (t.len(), &t[0]["tolerationSeconds"], &t[1]["key"]),
+            (2, &json!(5), &json!("node.kubernetes.io/unreachable"))
+        );
+        let mut all = json!({"spec": {"tolerations": [{"operator": "Exists"}]}});
+        default_tolerations(&mut all);
+        assert_eq!(all["spec"]["tolerations"].as_array().unwrap().len(), 1);
+    }
 
     #[test]
     fn images_without_a_tag_or_latest_are_pulled_always_others_if_not_present() {
