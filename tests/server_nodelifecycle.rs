@@ -229,6 +229,24 @@ fn a_silent_node_is_unknown_tainted_and_its_pods_evicted_after_their_tolerations
     s.ok(&["uncordon", "good"]);
     wait_until("an uncordoned node is not", || taints(&s, "good").is_empty().then_some(()));
 
+    // A drain cordons the node and deletes its pods; the ReplicaSet's pod comes back on the
+    // other node. (Without a kubelet here the pods go at once with a zero grace period.)
+    let out = s.ok(&["drain", "good", "--force", "--grace-period=0", "--timeout=30s"]);
+    assert!(out.contains("node/good drained"), "{out}");
+    wait_until("the drained node's pods are gone", || {
+        let list = get(&s, &["get", "pods", "--field-selector", "spec.nodeName=good"]);
+        list["items"].as_array()?.is_empty().then_some(())
+    });
+    wait_until("the ReplicaSet's pod runs on the other node", || {
+        let list = get(&s, &["get", "pods", "-l", "app=web"]);
+        let items = list["items"].as_array()?;
+        items
+            .iter()
+            .any(|p| p["spec"]["nodeName"] == "bad" && p["metadata"]["deletionTimestamp"].is_null())
+            .then_some(())
+    });
+    s.ok(&["uncordon", "good"]);
+
     // Every node silent: more likely the server is cut off than all nodes dead; nothing
     // gets a NoExecute taint.
     good.store(false, Ordering::SeqCst);

@@ -1,5 +1,6 @@
 //! Request bodies in Kubernetes' protobuf encoding, for the kinds kubectl's imperative
-//! generators send that way (`kubectl create namespace|configmap|secret`): a `k8s\0` magic,
+//! generators send that way (`kubectl create namespace|configmap|secret`, the DeleteOptions
+//! of `kubectl drain`): a `k8s\0` magic,
 //! a `runtime.Unknown` envelope, and the object's message. Field numbers are those of the
 //! API's generated.proto files. Answers are always JSON (kubectl accepts both).
 
@@ -12,6 +13,8 @@ const MAGIC: &[u8] = b"k8s\0";
 enum Field {
     Str(&'static str),
     Int(&'static str),
+    /// An int64 behind a Go pointer: written only when set, so 0 means 0 (a grace period).
+    OptInt(&'static str),
     Bool(&'static str),
     StrMap(&'static str),
     BytesMap(&'static str),
@@ -91,6 +94,16 @@ const TOKEN_REQUEST_SPEC: &[(u64, Field)] = &[
 const TOKEN_REQUEST: &[(u64, Field)] =
     &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("spec", TOKEN_REQUEST_SPEC))];
 
+// meta/v1's DeleteOptions, which `kubectl delete` and `kubectl drain` send with a delete.
+const PRECONDITIONS: &[(u64, Field)] = &[(1, Field::Str("uid")), (2, Field::Str("resourceVersion"))];
+const DELETE_OPTIONS: &[(u64, Field)] = &[
+    (1, Field::OptInt("gracePeriodSeconds")),
+    (2, Field::Msg("preconditions", PRECONDITIONS)),
+    (3, Field::Bool("orphanDependents")),
+    (4, Field::Str("propagationPolicy")),
+    (5, Field::StrList("dryRun")),
+];
+
 fn schema(kind: &str) -> Option<&'static [(u64, Field)]> {
     Some(match kind {
         "Namespace" => NAMESPACE,
@@ -100,6 +113,7 @@ fn schema(kind: &str) -> Option<&'static [(u64, Field)]> {
         "SubjectAccessReview" | "LocalSubjectAccessReview" => SUBJECT_ACCESS_REVIEW,
         "SelfSubjectRulesReview" => SELF_SUBJECT_RULES_REVIEW,
         "TokenRequest" => TOKEN_REQUEST,
+        "DeleteOptions" => DELETE_OPTIONS,
         _ => return None,
     })
 }
@@ -188,7 +202,7 @@ fn message(b: &[u8], fields: &[(u64, Field)]) -> Result<Value, String> {
             (Field::Str(name), Wire::Bytes(x)) => {
                 out.insert(name.into(), json!(text(x)?));
             }
-            (Field::Int(name), Wire::Varint(v)) => {
+            (Field::Int(name) | Field::OptInt(name), Wire::Varint(v)) => {
                 out.insert(name.into(), json!(v as i64));
             }
             (Field::Bool(name), Wire::Varint(v)) => {
@@ -248,7 +262,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     }
     let fields = schema(&kind).ok_or_else(|| {
         format!(
-            "protobuf bodies are accepted for Namespace, ConfigMap, Secret, authorization reviews and TokenRequest, not {kind:?}; send JSON"
+            "protobuf bodies are accepted for Namespace, ConfigMap, Secret, authorization reviews, TokenRequest and DeleteOptions, not {kind:?}; send JSON"
         )
     })?;
     let mut obj = message(raw, fields)?;
@@ -273,6 +287,19 @@ mod tests {
         assert_eq!(obj["kind"], "Secret");
         assert_eq!(obj["metadata"]["name"], "s");
         assert_eq!(obj["data"]["a"], base64::engine::general_purpose::STANDARD.encode("b"));
+    }
+
+    #[test]
+    fn decodes_the_delete_options_kubectl_drain_sends() {
+        // Captured from `kubectl drain NODE --force --grace-period=0 -v=8`.
+        let body: &[u8] = &[
+            0x6b, 0x38, 0x73, 0x00, 0x0a, 0x13, 0x0a, 0x02, 0x76, 0x31, 0x12, 0x0d, 0x44, 0x65, 0x6c, 0x65, 0x74, 0x65,
+            0x4f, 0x70, 0x74, 0x69, 0x6f, 0x6e, 0x73, 0x12, 0x02, 0x08, 0x00, 0x1a, 0x00, 0x22, 0x00,
+        ];
+        let obj = decode(body).unwrap();
+        assert_eq!(obj, json!({"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}));
+        let opts = crate::server::registry::objects::DeleteOptions::parse(obj.to_string().as_bytes(), None).unwrap();
+        assert_eq!(opts.grace_period, Some(0));
     }
 
     #[test]
