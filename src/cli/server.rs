@@ -43,6 +43,20 @@ pub struct ServerArgs {
     /// tolerationSeconds of the unreachable NoExecute toleration given to pods that have none.
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: i64,
+    /// Stand for leader before running the scheduler and the controllers, so that of
+    /// several servers on one etcd exactly one runs them (Leases `kube-scheduler` and
+    /// `kube-controller-manager` in kube-system).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    leader_elect: bool,
+    /// How long a leader's lease lasts unrenewed before another server takes it.
+    #[arg(long, value_parser = super::daemon::duration, default_value = "10s")]
+    leader_elect_lease_duration: Duration,
+    /// How long a leader tries to renew before it stops leading.
+    #[arg(long, value_parser = super::daemon::duration, default_value = "7s")]
+    leader_elect_renew_deadline: Duration,
+    /// The wait between two tries to win or renew the lease.
+    #[arg(long, value_parser = super::daemon::duration, default_value = "2s")]
+    leader_elect_retry_period: Duration,
 }
 
 /// The wait between two nodes' NoExecute taints at `rate` nodes a second.
@@ -56,6 +70,17 @@ fn eviction_interval(rate: f64) -> Result<Duration> {
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
     let data_dir = args.data_dir.unwrap_or_else(|| root.join("server"));
     let controllers = crate::server::controllers::selected(&args.controllers)?;
+    let leader_election = if args.leader_elect {
+        let settings = crate::server::leader::Settings {
+            lease: args.leader_elect_lease_duration,
+            renew_deadline: args.leader_elect_renew_deadline,
+            retry: args.leader_elect_retry_period,
+        };
+        settings.check()?;
+        Some(settings)
+    } else {
+        None
+    };
     let config = crate::server::Config {
         data_dir,
         listen: args.listen,
@@ -67,6 +92,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
             grace: args.node_monitor_grace_period,
             taint_interval: eviction_interval(args.node_eviction_rate)?,
         },
+        leader_election,
     };
     crate::server::registry::kinds::set_default_tolerations(
         args.default_not_ready_toleration_seconds,
@@ -75,10 +101,16 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the event loop")?;
     runtime.block_on(async {
-        tokio::select! {
-            r = crate::server::run(config) => r.map(|_| 0).map_err(anyhow::Error::from),
-            _ = tokio::signal::ctrl_c() => Ok(0),
-            _ = async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler").recv().await } => Ok(0),
-        }
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        // On SIGINT or SIGTERM the server gives its leader leases up before it exits.
+        let shutdown = async move {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        };
+        crate::server::run(config, shutdown).await?;
+        Ok(0)
     })
 }

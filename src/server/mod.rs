@@ -6,6 +6,7 @@
 pub mod api;
 pub mod conn;
 pub mod controllers;
+pub mod leader;
 pub mod pki;
 pub mod registry;
 pub mod scheduler;
@@ -50,6 +51,9 @@ pub struct Config {
     pub controllers: Vec<&'static str>,
     /// How nodes are watched over (periods, grace, eviction rate).
     pub node_lifecycle: controllers::nodelifecycle::Settings,
+    /// Leader election's timing; `None`: this server runs the scheduler and controllers
+    /// without asking (`--leader-elect=false`).
+    pub leader_election: Option<leader::Settings>,
 }
 
 /// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
@@ -67,8 +71,8 @@ where
     }
 }
 
-/// Runs the API server until the process is stopped.
-pub async fn run(config: Config) -> Result<(), ServerError> {
+/// Runs the API server until `shutdown` completes; then the leader leases are given up.
+pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>) -> Result<(), ServerError> {
     conn::raise_nofile_limit();
     let hosts = vec![config.listen.ip().to_string()];
     let pki = pki::ensure(&config.data_dir, &hosts)?;
@@ -99,15 +103,96 @@ pub async fn run(config: Config) -> Result<(), ServerError> {
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());
-    if !config.disable_scheduler {
-        scheduler::run::start(controller_store.clone());
+    let leaders = Leaders {
+        store: controller_store,
+        api: controllers::client::loopback(bound),
+        ca_pem: pki.ca_pem.clone(),
+        token: controller_token,
+    };
+    let electors = leaders.start(&config);
+    tokio::select! {
+        _ = serve(listener, app, acceptor) => {}
+        _ = shutdown => {}
     }
-    controllers::start(controller_store);
-    // The workload controllers are the API's clients, as kube-controller-manager is.
-    match controllers::client::client(controllers::client::loopback(bound), &pki.ca_pem, &controller_token) {
-        Ok(client) => controllers::start_clients(client, &config.controllers, &config.node_lifecycle),
-        Err(err) => tracing::error!(%err, "the workload controllers cannot start"),
+    electors.stop().await;
+    Ok(())
+}
+
+/// What runs in the leader only: the scheduler and the controllers.
+struct Leaders {
+    store: Arc<dyn Backend>,
+    api: SocketAddr,
+    ca_pem: String,
+    token: String,
+}
+
+impl Leaders {
+    /// Starts the scheduler and the controllers: at once on this runtime, or under a leader
+    /// lease each ([`leader`]).
+    fn start(self, config: &Config) -> Electors {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let mut work: Vec<(&'static str, leader::Work)> = Vec::new();
+        if !config.disable_scheduler {
+            let store = self.store.clone();
+            work.push(("kube-scheduler", Box::new(move || scheduler::run::start(store.clone()))));
+        }
+        let (which, nodes) = (config.controllers.clone(), config.node_lifecycle.clone());
+        let (api, ca_pem, token) = (self.api, self.ca_pem.clone(), self.token.clone());
+        let store = self.store.clone();
+        work.push((
+            "kube-controller-manager",
+            Box::new(move || {
+                controllers::start(store.clone());
+                // The workload controllers are the API's clients, as kube-controller-manager is.
+                match controllers::client::client(api, &ca_pem, &token) {
+                    Ok(client) => controllers::start_clients(client, &which, &nodes),
+                    Err(err) => tracing::error!(%err, "the workload controllers cannot start"),
+                }
+            }),
+        ));
+        let Some(settings) = config.leader_election.clone() else {
+            for (_, w) in &work {
+                w();
+            }
+            return Electors { stop, tasks: Vec::new() };
+        };
+        let client = match controllers::client::client(self.api, &self.ca_pem, &self.token) {
+            Ok(c) => c,
+            Err(err) => {
+                tracing::error!(%err, "leader election cannot start; nothing is scheduled or reconciled");
+                return Electors { stop, tasks: Vec::new() };
+            }
+        };
+        let identity = leader::identity();
+        tracing::info!(%identity, "standing for leader");
+        let tasks = work
+            .into_iter()
+            .map(|(name, w)| {
+                let run = leader::run(client.clone(), name, identity.clone(), settings.clone(), w, stopped.clone());
+                tokio::spawn(run)
+            })
+            .collect();
+        Electors { stop, tasks }
     }
+}
+
+/// The leader elections running, to be stopped (their leases given up) at shutdown.
+struct Electors {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Electors {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Accepts connections for ever.
+async fn serve(listener: TcpListener, app: axum::Router, acceptor: tokio_rustls::TlsAcceptor) {
     let pending = Arc::new(conn::Pending::default());
     loop {
         let (tcp, peer) = match listener.accept().await {

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod etcd;
 pub mod server;
 
 use std::collections::BTreeMap;

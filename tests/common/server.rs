@@ -116,6 +116,14 @@ impl Server {
 
     /// Kills the server now (as dropping it does), e.g. to start another on the same data.
     pub fn stop(self) {}
+
+    /// Stops the server as an init system does (SIGTERM) and waits until it has exited.
+    pub fn terminate(mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "the server exited with {status} on SIGTERM");
+    }
 }
 
 impl Drop for Server {

@@ -219,6 +219,19 @@ pub fn cluster_roles() -> Vec<Value> {
         role(ENDPOINT_CONTROLLER, &[], rules(ENDPOINT_RULES)),
         role(ENDPOINTSLICE_CONTROLLER, &[], rules(ENDPOINTSLICE_RULES)),
         role(NODE_CONTROLLER, &[], rules(NODE_RULES)),
+        role(CONTROLLER_MANAGER, &[], leader_rules()),
+    ]
+}
+
+const CONTROLLER_MANAGER: &str = "system:kube-controller-manager";
+
+/// The leader Leases (crate::server::leader): kube gives kube-controller-manager and
+/// kube-scheduler one each; here the one user stands for both.
+fn leader_rules() -> Vec<Value> {
+    vec![
+        json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]}),
+        json!({"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
+               "resourceNames": ["kube-controller-manager", "kube-scheduler"], "verbs": ["get", "update"]}),
     ]
 }
 
@@ -295,6 +308,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         controller_binding(ENDPOINT_CONTROLLER),
         controller_binding(ENDPOINTSLICE_CONTROLLER),
         controller_binding(NODE_CONTROLLER),
+        controller_binding(CONTROLLER_MANAGER),
     ]
 }
 
