@@ -51,6 +51,61 @@ pub struct DaemonArgs {
     net: NetArgs,
     #[command(flatten)]
     join: JoinArgs,
+    #[command(flatten)]
+    fake: FakeArgs,
+}
+
+/// Fake nodes, as kwok makes them: no pods run on this machine.
+#[derive(Args)]
+pub struct FakeArgs {
+    /// Register --count fake nodes that renew their Leases and report the pods bound to them
+    /// Running without starting anything (for scale tests and `make bench`).
+    #[arg(long, requires = "kubeconfig", conflicts_with = "server")]
+    fake: bool,
+    /// How many fake nodes.
+    #[arg(long, value_name = "N", default_value_t = 1, requires = "fake")]
+    count: u32,
+    /// The credential the fake nodes act with, one for all (the server's admin.kubeconfig).
+    #[arg(long, value_name = "FILE", requires = "fake")]
+    kubeconfig: Option<PathBuf>,
+    /// Fake nodes are named PREFIX-0, PREFIX-1, …
+    #[arg(long, value_name = "PREFIX", default_value = "fake-node", requires = "fake")]
+    fake_prefix: String,
+    /// Each fake node's cpu and memory (its pods: --max-pods), kwok's defaults.
+    #[arg(long, value_name = "cpu=Q,memory=Q", default_value = "cpu=32,memory=256Gi", requires = "fake")]
+    fake_capacity: String,
+}
+
+impl FakeArgs {
+    fn config(&self, max_pods: u32) -> Result<Option<crate::node::fake::FakeConfig>> {
+        if !self.fake {
+            return Ok(None);
+        }
+        let capacity = agent::node_status::parse_reserved(&self.fake_capacity)
+            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace("--system-reserved", "--fake-capacity")))?;
+        Ok(Some(crate::node::fake::FakeConfig {
+            kubeconfig: self.kubeconfig.clone().unwrap_or_default(),
+            count: self.count,
+            prefix: self.fake_prefix.clone(),
+            capacity,
+            max_pods,
+        }))
+    }
+}
+
+/// Runs the fake nodes until SIGINT or SIGTERM.
+fn run_fake(config: crate::node::fake::FakeConfig) -> Result<i32> {
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;
+    rt.block_on(async {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+        tokio::select! {
+            r = crate::node::fake::run(config) => r.map(|()| 0).map_err(anyhow::Error::from),
+            _ = tokio::signal::ctrl_c() => Ok(0),
+            _ = term.recv() => Ok(0),
+        }
+    })
 }
 
 /// Joining a cluster: without --server the daemon runs only what its socket is given.
@@ -105,6 +160,10 @@ pub(crate) fn duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
+    // Fake nodes run nothing here: no state root, no sealed binary, no cgroups.
+    if let Some(fake) = args.fake.config(args.join.max_pods)? {
+        return run_fake(fake);
+    }
     // Each pod's monitor is started from /proc/self/exe and forks containers: sealed first.
     crate::sys::exe::reexec_sealed().context("re-execute from a read-only copy of our binary")?;
     // One malloc arena instead of glibc's up to 8 per core: every pod has a thread of its

@@ -17,6 +17,7 @@ pub mod crilog;
 pub mod daemon;
 pub mod disk;
 pub mod env;
+pub mod fake;
 pub mod image_gc;
 pub mod images;
 pub mod monitor;
