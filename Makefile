@@ -54,6 +54,7 @@ bench: build images
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench daemon
 	$(CARGO) bench --locked --bench api
 	$(CARGO) bench --locked --bench scheduler
+	$(CARGO) bench --locked --bench cluster
 
 clean:
 	$(CARGO) clean

@@ -117,6 +117,11 @@ impl Server {
     /// Kills the server now (as dropping it does), e.g. to start another on the same data.
     pub fn stop(self) {}
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the server as an init system does (SIGTERM) and waits until it has exited.
     pub fn terminate(mut self) {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);

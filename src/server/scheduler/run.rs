@@ -4,9 +4,17 @@
 //! through the registry. A pod that fits nowhere gets PodScheduled=False, reason
 //! Unschedulable, with kube-scheduler's message, and a FailedScheduling event; it is tried
 //! again when a node or a pod changes (what could make room), not in a loop.
+//!
+//! A decision is recorded in the snapshot before its binding is written, and bindings are
+//! written by tasks of their own ([`BINDINGS_IN_FLIGHT`] at most), so the next decision
+//! never waits on the store; a binding that fails comes back and its pod is forgotten from
+//! the snapshot and queued again, as kube-scheduler's assume and forget do.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc};
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
@@ -22,6 +30,9 @@ use crate::server::store::{self, Event, EventKind, StoreError};
 
 /// The scheduler's name, in events and in the pods it takes.
 pub const NAME: &str = "default-scheduler";
+
+/// Bindings written at once: enough to overlap the store's commits with the decisions.
+const BINDINGS_IN_FLIGHT: usize = 64;
 
 /// Starts the scheduler on the current runtime; it runs as long as the runtime.
 pub fn start(store: Store) {
@@ -74,12 +85,24 @@ struct State {
     /// The last Unschedulable message written for a pod (its uid): written again only if
     /// it changed.
     reported: BTreeMap<String, String>,
+    /// Pods (by key) decided for and being bound: not decided for again meanwhile.
+    binding: BTreeSet<String>,
+}
+
+/// What a binding task reports when it is done.
+struct Bound {
+    key: String,
+    pod: Pod,
+    node: String,
+    result: Result<(), RegistryError>,
 }
 
 impl State {
     fn pod_event(&mut self, key: &str, pod: Option<Pod>) {
         let uid = |p: &Pod| p.metadata.uid.clone().unwrap_or_default();
         match pod {
+            // Its binding is being written; the watch brings the bound pod.
+            Some(p) if waiting(&p) && self.binding.contains(key) => {}
             Some(p) if waiting(&p) => {
                 if !self.waiting.contains_key(key) && !self.unschedulable.contains_key(key) {
                     self.active.push_back(key.to_string());
@@ -111,6 +134,7 @@ impl State {
 
     fn forget(&mut self, key: &str) {
         self.waiting.remove(key);
+        self.binding.remove(key);
         if let Some(p) = self.unschedulable.remove(key) {
             self.reported.remove(p.metadata.uid.as_deref().unwrap_or_default());
         }
@@ -156,21 +180,72 @@ async fn run(store: &Store) -> Result<std::convert::Infallible, ScheduleError> {
     for kv in &pods.items {
         state.pod_event(&kv.key, serde_json::from_slice::<Pod>(&kv.value).ok());
     }
+    let (done_tx, mut done) = mpsc::unbounded_channel();
+    let binder = Binder {
+        store: store.clone(),
+        pods: pods_r,
+        permits: Arc::new(Semaphore::new(BINDINGS_IN_FLIGHT)),
+        done: done_tx,
+    };
     loop {
-        schedule_active(store, pods_r, &mut state).await;
+        schedule_active(store, &binder, &mut state).await;
         // Wait for the next change; take every change already there before deciding again.
-        let first = tokio::select! {
-            e = node_watch.next() => (true, e),
-            e = pod_watch.next() => (false, e),
-        };
-        apply(&mut state, first)?;
-        while let Some(more) = tokio::select! {
-            biased;
-            e = node_watch.next() => Some((true, e)),
-            e = pod_watch.next() => Some((false, e)),
-            _ = std::future::ready(()) => None,
-        } {
-            apply(&mut state, more)?;
+        tokio::select! {
+            e = node_watch.next() => apply(&mut state, (true, e))?,
+            e = pod_watch.next() => apply(&mut state, (false, e))?,
+            Some(b) = done.recv() => finish(&mut state, b),
+        }
+        loop {
+            tokio::select! {
+                biased;
+                e = node_watch.next() => apply(&mut state, (true, e))?,
+                e = pod_watch.next() => apply(&mut state, (false, e))?,
+                Some(b) = done.recv() => finish(&mut state, b),
+                _ = std::future::ready(()) => break,
+            }
+        }
+    }
+}
+
+/// Writes bindings on tasks of their own and reports each outcome.
+struct Binder {
+    store: Store,
+    pods: &'static Resource,
+    permits: Arc<Semaphore>,
+    done: mpsc::UnboundedSender<Bound>,
+}
+
+impl Binder {
+    /// Starts writing a binding; waits only while [`BINDINGS_IN_FLIGHT`] are being written.
+    async fn start(&self, key: String, pod: Pod, node: String) {
+        let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
+        let (store, pods, done) = (self.store.clone(), self.pods, self.done.clone());
+        tokio::spawn(async move {
+            let result = bind_pod(&store, pods, &pod, &node).await;
+            drop(permit);
+            let _ = done.send(Bound { key, pod, node, result });
+        });
+    }
+}
+
+/// A binding is done: a failed one's pod is forgotten and, unless the watch will tell
+/// (deleted, bound by another), queued again.
+fn finish(state: &mut State, b: Bound) {
+    // A written binding stays in `binding` until the watch brings the bound pod (older
+    // events of the pod unbound may come first).
+    let Err(e) = b.result else { return };
+    state.binding.remove(&b.key);
+    let uid = b.pod.metadata.uid.as_deref().unwrap_or_default();
+    // Only our own placement is taken back: the watch may have placed it where another
+    // scheduler bound it.
+    if state.snapshot.node(&b.node).is_some_and(|n| n.pods.contains_key(uid)) {
+        state.snapshot.unplace(uid);
+    }
+    match e {
+        RegistryError::NotFound { .. } | RegistryError::ConflictWith { .. } => {}
+        e => {
+            tracing::warn!(pod = %b.key, %e, "binding failed; will retry");
+            state.unschedulable.insert(b.key, b.pod);
         }
     }
 }
@@ -208,24 +283,15 @@ fn apply(state: &mut State, (is_node, e): (bool, Result<Event, StoreError>)) -> 
     Ok(())
 }
 
-/// Decides for every pod in the active queue and writes the outcome.
-async fn schedule_active(store: &Store, pods_r: &'static Resource, state: &mut State) {
+/// Decides for every pod in the active queue and starts writing the outcome.
+async fn schedule_active(store: &Store, binder: &Binder, state: &mut State) {
     while let Some(key) = state.active.pop_front() {
         let Some(pod) = state.waiting.remove(&key) else { continue };
         match state.scheduler.decide(&state.snapshot, &pod) {
             Ok(node) => {
                 state.snapshot.place(&node, &pod);
-                if let Err(e) = bind_pod(store, pods_r, &pod, &node).await {
-                    state.snapshot.unplace(pod.metadata.uid.as_deref().unwrap_or_default());
-                    match e {
-                        // Deleted, bound by someone else, or another incarnation: the watch tells.
-                        RegistryError::NotFound { .. } | RegistryError::ConflictWith { .. } => {}
-                        e => {
-                            tracing::warn!(pod = %key, %e, "binding failed; will retry");
-                            state.unschedulable.insert(key, pod);
-                        }
-                    }
-                }
+                state.binding.insert(key.clone());
+                binder.start(key, pod, node).await;
             }
             Err(why) => {
                 report_unschedulable(store, &pod, &why, &mut state.reported).await;
