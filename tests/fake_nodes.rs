@@ -121,6 +121,11 @@ fn a_deployment_runs_spreads_and_scales_down_on_fake_nodes() {
     assert_eq!(per_node.len(), NODES, "{per_node:?}");
     assert!(per_node.values().all(|&c| c == 3), "{per_node:?}");
 
+    // A fake node serves no logs: the server says why instead of hanging or 404.
+    let one = pods[0]["metadata"]["name"].as_str().unwrap();
+    let err = s.fails(&["logs", one]);
+    assert!(err.contains("reports no daemon endpoint"), "{err}");
+
     // Scaled down, the pods deleted gracefully are gone for good (the fake kubelet confirms).
     s.ok(&["scale", "deployment/web", "--replicas=10"]);
     wait_until("10 pods remain, none Terminating", 60, || {

@@ -44,8 +44,18 @@ impl JoinedNode {
         flags.push("--ca-file".into());
         flags.push(self.data.join("ca.crt").to_string_lossy().into_owned());
         flags.extend(
-            ["--node-name", &self.name, "--system-reserved", "cpu=100m,memory=64Mi", "--max-pods", "20"]
-                .map(String::from),
+            [
+                "--node-name",
+                &self.name,
+                "--system-reserved",
+                "cpu=100m,memory=64Mi",
+                "--max-pods",
+                "20",
+                // Any free port: tests run side by side on one host.
+                "--serving-address",
+                "127.0.0.1:0",
+            ]
+            .map(String::from),
         );
         flags
     }
@@ -202,6 +212,7 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
         assert!(Instant::now() < end, "the container never said its greeting");
         std::thread::sleep(Duration::from_millis(100));
     }
+    logs_through_the_server(&s, &node);
 
     // A pod naming a ConfigMap that is not there waits, and runs once it is made.
     s.ok(&["apply", "-f", &write(tmp.path(), "later.yaml", LATER)]);
@@ -242,6 +253,53 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     node.node.assert_clean();
+}
+
+/// `kubectl logs` reaches the node through the server, with kubectl's options; the node's
+/// endpoint takes the server's client certificate and nothing else.
+fn logs_through_the_server(s: &Server, node: &JoinedNode) {
+    let n = get(s, &["node", &node.name]).unwrap();
+    let port = n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64().expect("a daemon endpoint");
+    assert!(s.ok(&["logs", "web"]).contains("said hello-from-the-api\n"));
+    assert_eq!(s.ok(&["logs", "web", "-c", "c", "--tail=1"]), "said hello-from-the-api\n");
+    assert_eq!(s.ok(&["logs", "web", "--limit-bytes=4"]), "said");
+    let stamped = s.ok(&["logs", "web", "--timestamps"]);
+    let (time, text) = stamped.trim_end().split_once(' ').unwrap();
+    assert!(time.starts_with("20") && time.contains('T'), "{stamped}");
+    assert_eq!(text, "said hello-from-the-api");
+    assert_eq!(s.ok(&["logs", "web", "--since=1h"]), "said hello-from-the-api\n");
+    assert_eq!(s.ok(&["logs", "web", "--since-time=2999-01-01T00:00:00Z"]), "");
+    let err = s.fails(&["logs", "web", "-c", "nope"]);
+    assert!(err.contains("container nope is not valid for pod web"), "{err}");
+    let err = s.fails(&["logs", "web", "--previous"]);
+    assert!(err.contains("previous terminated container \"c\" in pod \"web\" not found"), "{err}");
+
+    // -f streams: the first line comes while the container still runs.
+    let mut follow = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(s.dir.join("admin.kubeconfig"))
+        .args(["logs", "-f", "web"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(follow.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+    assert_eq!(line, "said hello-from-the-api\n");
+    assert!(follow.try_wait().unwrap().is_none(), "logs -f goes on while the container runs");
+    follow.kill().unwrap();
+    follow.wait().unwrap();
+
+    // The node's endpoint: only the server's client certificate gets in (a token does not).
+    let direct = std::process::Command::new("kubectl")
+        .args(["--server", &format!("https://127.0.0.1:{port}"), "--certificate-authority"])
+        .arg(node.data.join("ca.crt"))
+        .args(["--token", &s.admin_token(), "get", "--raw", "/containerLogs/default/web/c"])
+        .env("KUBECONFIG", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(!direct.status.success(), "the node served a client without the server's certificate");
 }
 
 #[test]

@@ -130,6 +130,10 @@ pub struct JoinArgs {
     /// The most pods this node takes (its pods capacity).
     #[arg(long, value_name = "N", default_value_t = 110)]
     max_pods: u32,
+    /// Where the node serves the API server container logs (HTTPS, as the kubelet's
+    /// --address and --port); port 0 picks a free one. The Node reports the port.
+    #[arg(long, value_name = "ADDRESS:PORT", default_value = "0.0.0.0:10250", requires = "server")]
+    serving_address: std::net::SocketAddr,
 }
 
 impl JoinArgs {
@@ -150,6 +154,7 @@ impl JoinArgs {
             node_name,
             reserved,
             max_pods: self.max_pods,
+            serving_address: self.serving_address,
         }))
     }
 }

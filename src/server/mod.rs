@@ -98,8 +98,10 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
     let controller_token = pki::random_token();
     let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone())
-        .with_controller_token(controller_token.clone());
-    let app = api::router(Arc::new(api::Api { store, auth }));
+        .with_controller_token(controller_token.clone())
+        .with_signer(pki.signer.clone());
+    let nodes = api::node_proxy::NodeDialer::new(pki.node_client.clone());
+    let app = api::router(Arc::new(api::Api { store, auth, nodes }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());

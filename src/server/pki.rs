@@ -2,6 +2,11 @@
 //! a CA (`ca.crt`, `ca.key`), a serving certificate it signs (`server.crt`, `server.key`),
 //! the admin token, the node join token (`node-token`, as k3s has one), and
 //! `admin.kubeconfig` so that `kubectl --kubeconfig DATA_DIR/admin.kubeconfig` just works.
+//!
+//! Nodes serve `pods/log`, `exec` and the like to the server over HTTPS (as kubelets do on
+//! port 10250): the CA signs each node's serving certificate when it registers
+//! ([`Signer`]), and the server shows the nodes a client certificate of its own
+//! (`kubelet-client.crt`, CN [`KUBELET_CLIENT_CN`]), the only one they accept.
 
 use std::fs;
 use std::io;
@@ -10,7 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -52,11 +58,40 @@ pub fn random_token() -> String {
     hex::encode(bytes)
 }
 
+/// The subject the server shows nodes (kube-apiserver's `--kubelet-client-certificate`
+/// has this name in kubeadm clusters). The node side has its own copy of the name.
+pub const KUBELET_CLIENT_CN: &str = "kube-apiserver-kubelet-client";
+
 pub struct Pki {
     pub ca_pem: String,
     pub admin_token: String,
     pub node_token: String,
     pub tls: Arc<rustls::ServerConfig>,
+    /// Signs the nodes' serving certificates.
+    pub signer: Arc<Signer>,
+    /// How the server reaches nodes: trusting the CA alone, showing the kubelet client
+    /// certificate.
+    pub node_client: Arc<rustls::ClientConfig>,
+}
+
+/// A certificate and its key, made by `make` when either file is missing.
+fn ensure_pair(
+    crt: &Path,
+    key: &Path,
+    make: impl FnOnce() -> Result<(String, String)>,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    if !crt.exists() || !key.exists() {
+        let (cert_pem, key_pem) = make()?;
+        write_secret(key, key_pem.as_bytes())?;
+        fs::write(crt, cert_pem).map_err(io_err("write", crt))?;
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(crt)
+        .map_err(|_| PkiError::Pem { path: crt.to_path_buf(), what: "certificate" })?
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| PkiError::Pem { path: crt.to_path_buf(), what: "certificate" })?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|_| PkiError::Pem { path: key.to_path_buf(), what: "private key" })?;
+    Ok((certs, key))
 }
 
 /// Loads the credentials under `dir`, making whatever is missing. `hosts` are the serving
@@ -78,13 +113,15 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Pki> {
         fs::write(&ca_crt, cert.pem()).map_err(io_err("write", &ca_crt))?;
     }
     let ca_pem = fs::read_to_string(&ca_crt).map_err(io_err("read", &ca_crt))?;
+    let ca_key_pem = fs::read_to_string(&ca_key).map_err(io_err("read", &ca_key))?;
+    let signer =
+        KeyPair::from_pem(&ca_key_pem).map_err(|_| PkiError::Pem { path: ca_key.clone(), what: "private key" })?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_pem, signer)
+        .map_err(|_| PkiError::Pem { path: ca_crt.clone(), what: "CA certificate" })?;
+    let ca_der = CertificateDer::from_pem_slice(ca_pem.as_bytes())
+        .map_err(|_| PkiError::Pem { path: ca_crt.clone(), what: "CA certificate" })?;
     let (srv_crt, srv_key) = (dir.join("server.crt"), dir.join("server.key"));
-    if !srv_crt.exists() || !srv_key.exists() {
-        let ca_key_pem = fs::read_to_string(&ca_key).map_err(io_err("read", &ca_key))?;
-        let signer =
-            KeyPair::from_pem(&ca_key_pem).map_err(|_| PkiError::Pem { path: ca_key.clone(), what: "private key" })?;
-        let issuer = Issuer::from_ca_cert_pem(&ca_pem, signer)
-            .map_err(|_| PkiError::Pem { path: ca_crt.clone(), what: "CA certificate" })?;
+    let (certs, key) = ensure_pair(&srv_crt, &srv_key, || {
         let mut names: Vec<String> = vec![
             "localhost".into(),
             "127.0.0.1".into(),
@@ -99,36 +136,106 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Pki> {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         params.not_after = rcgen::date_time_ymd(2036, 1, 1);
         let key = KeyPair::generate()?;
-        let cert = params.signed_by(&key, &issuer)?;
-        write_secret(&srv_key, key.serialize_pem().as_bytes())?;
-        fs::write(&srv_crt, cert.pem()).map_err(io_err("write", &srv_crt))?;
-    }
+        Ok((params.signed_by(&key, &issuer)?.pem(), key.serialize_pem()))
+    })?;
+    let (client_crt, client_key) = (dir.join("kubelet-client.crt"), dir.join("kubelet-client.key"));
+    let (client_certs, client_key) = ensure_pair(&client_crt, &client_key, || {
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name.push(DnType::CommonName, KUBELET_CLIENT_CN);
+        params.distinguished_name.push(DnType::OrganizationName, "system:masters");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.not_after = rcgen::date_time_ymd(2036, 1, 1);
+        let key = KeyPair::generate()?;
+        Ok((params.signed_by(&key, &issuer)?.pem(), key.serialize_pem()))
+    })?;
     let admin_token = token_file(&dir.join("admin-token"))?;
     let node_token = token_file(&dir.join("node-token"))?;
 
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&srv_crt)
-        .map_err(|_| PkiError::Pem { path: srv_crt.clone(), what: "certificate" })?
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| PkiError::Pem { path: srv_crt.clone(), what: "certificate" })?;
-    let key = PrivateKeyDer::from_pem_file(&srv_key)
-        .map_err(|_| PkiError::Pem { path: srv_key.clone(), what: "private key" })?;
-    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
-        .with_single_cert(
-            [
-                certs,
-                vec![
-                    CertificateDer::from_pem_slice(ca_pem.as_bytes())
-                        .map_err(|_| PkiError::Pem { path: ca_crt.clone(), what: "CA certificate" })?,
-                ],
-            ]
-            .concat(),
-            key,
-        )?;
+        .with_single_cert([certs, vec![ca_der.clone()]].concat(), key)?;
     // kubectl speaks HTTP/2 when offered; both work.
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Pki { ca_pem, admin_token, node_token, tls: Arc::new(tls) })
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca_der)?;
+    let mut node_client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(client_certs, client_key)?;
+    // Upgrades (exec, attach, port-forward) are HTTP/1.1's.
+    node_client.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Pki {
+        ca_pem,
+        admin_token,
+        node_token,
+        tls: Arc::new(tls),
+        signer: Arc::new(Signer { issuer }),
+        node_client: Arc::new(node_client),
+    })
+}
+
+/// Why a node's serving certificate request was not signed.
+#[derive(Debug, thiserror::Error)]
+pub enum SignError {
+    #[error("not a valid PEM certificate request: {0}")]
+    Request(rcgen::Error),
+    #[error("asks for {0}: only the node's own name and IP addresses are signed")]
+    Name(String),
+    #[error("asks for {0} names: at most {MAX_SERVING_NAMES}")]
+    TooMany(usize),
+    #[error("signing: {0}")]
+    Sign(rcgen::Error),
+}
+
+/// Names in a node's serving certificate, at most.
+const MAX_SERVING_NAMES: usize = 32;
+
+/// The CA as it signs the nodes' serving certificates.
+pub struct Signer {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Signer {
+    /// Signs `csr_pem` as node `node`'s serving certificate for a year: CN
+    /// `system:node:NODE`, O `system:nodes`, server authentication only, the DNS name NODE
+    /// and the IP addresses the request asks for (what kube-controller-manager's
+    /// kubelet-serving signer allows). The request's own subject and extensions are not used.
+    pub fn sign_serving(&self, node: &str, csr_pem: &str) -> std::result::Result<String, SignError> {
+        use chrono::Datelike as _;
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(SignError::Request)?;
+        let asked = &csr.params.subject_alt_names;
+        if asked.len() > MAX_SERVING_NAMES {
+            return Err(SignError::TooMany(asked.len()));
+        }
+        let node_dns = || rcgen::string::Ia5String::try_from(node.to_string()).map(SanType::DnsName);
+        let mut names = vec![node_dns().map_err(SignError::Sign)?];
+        for san in asked {
+            match san {
+                SanType::IpAddress(ip) if !ip.is_unspecified() && !ip.is_multicast() => names.push(san.clone()),
+                SanType::DnsName(n) if n.as_str() == node => {}
+                other => return Err(SignError::Name(format!("{other:?}"))),
+            }
+        }
+        names.dedup();
+        let mut params = CertificateParams::default();
+        params.subject_alt_names = names;
+        params.distinguished_name.push(DnType::CommonName, format!("system:node:{node}"));
+        params.distinguished_name.push(DnType::OrganizationName, "system:nodes");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        let ymd = |d: chrono::NaiveDate| rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8);
+        let today = crate::model::time::now().date_naive();
+        params.not_before = ymd(today - chrono::Days::new(1));
+        params.not_after = ymd(today + chrono::Days::new(365));
+        let mut serial = [0u8; 16];
+        rand::fill(&mut serial);
+        serial[0] &= 0x7f;
+        params.serial_number = Some(SerialNumber::from_slice(&serial));
+        let request = CertificateSigningRequestParams { params, public_key: csr.public_key };
+        Ok(request.signed_by(&self.issuer).map_err(SignError::Sign)?.pem())
+    }
 }
 
 fn token_file(path: &Path) -> Result<String> {
@@ -159,4 +266,38 @@ pub fn write_kubeconfig(dir: &Path, server: &str, pki: &Pki) -> Result<PathBuf> 
     let path = dir.join("admin.kubeconfig");
     write_secret(&path, kubeconfig(server, &pki.ca_pem, "admin", &pki.admin_token, "default").as_bytes())?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(names: &[&str]) -> String {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, "system:node:n1");
+        params.serialize_request(&key).unwrap().pem().unwrap()
+    }
+
+    #[test]
+    fn a_node_gets_a_serving_certificate_for_its_name_and_addresses_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure(dir.path(), &[]).unwrap();
+        let pem = pki.signer.sign_serving("n1", &request(&["n1", "10.0.0.5"])).unwrap();
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (_, cert) =
+            <x509_parser::certificate::X509Certificate as x509_parser::prelude::FromDer<_>>::from_der(&der).unwrap();
+        assert_eq!(cert.subject().to_string(), "CN=system:node:n1, O=system:nodes");
+        let san = cert.subject_alternative_name().unwrap().unwrap().value.general_names.clone();
+        let shown: Vec<String> = san.iter().map(|n| n.to_string()).collect();
+        assert_eq!(shown, ["DNSName(n1)", "IPAddress(0a:00:00:05)"]);
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth, "serving only");
+
+        let err = pki.signer.sign_serving("n1", &request(&["n1", "n2"])).unwrap_err();
+        assert!(err.to_string().contains("only the node's own name and IP addresses"), "{err}");
+        let err = pki.signer.sign_serving("n1", "not a request").unwrap_err();
+        assert!(err.to_string().contains("not a valid PEM certificate request"), "{err}");
+        assert!(dir.path().join("kubelet-client.crt").exists() && dir.path().join("kubelet-client.key").exists());
+    }
 }

@@ -12,6 +12,7 @@
 pub mod node_status;
 pub mod pods;
 pub mod register;
+pub mod serving;
 pub mod status_patch;
 
 use std::net::IpAddr;
@@ -47,6 +48,8 @@ pub struct JoinConfig {
     pub node_name: String,
     pub reserved: Reserved,
     pub max_pods: u32,
+    /// Where the node serves the API server ([`serving`]).
+    pub serving_address: std::net::SocketAddr,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +62,8 @@ pub enum AgentError {
     Client { server: String, message: String },
     #[error("register node {name:?}: {source}")]
     Node { name: String, source: kube::Error },
+    #[error("serving the API server: {0}")]
+    Serving(#[from] serving::ServingError),
 }
 
 /// A daemon that has joined: its client and what it reports.
@@ -67,6 +72,8 @@ pub struct Joined {
     config: JoinConfig,
     host: Host,
     node_uid: Option<String>,
+    /// The endpoint for the API server, bound, and its TLS configuration.
+    serving: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
 }
 
 impl Joined {
@@ -134,12 +141,19 @@ pub async fn join(root: &std::path::Path, config: JoinConfig) -> Result<Joined, 
     if !config.server.starts_with("https://") {
         return Err(AgentError::Url(config.server.clone()));
     }
-    let token = register::register(root, &config.server, &config.token_file, &config.ca_file, &config.node_name)
-        .await
-        .map_err(|source| AgentError::Join { server: config.server.clone(), source })?;
-    let client = client(&config, token).await?;
     let mut host = Host::read();
     host.internal_ip = address_towards(&config.server);
+    let ips: Vec<IpAddr> = host.internal_ip.into_iter().collect();
+    let token = register::register(root, &config.server, &config.token_file, &config.ca_file, &config.node_name, &ips)
+        .await
+        .map_err(|source| AgentError::Join { server: config.server.clone(), source })?;
+    let tls = serving::tls_config(&register::dir(root), &config.ca_file)?;
+    let listener = serving::bind(config.serving_address).await?;
+    host.daemon_port = listener
+        .local_addr()
+        .map_err(|source| serving::ServingError::Listen { addr: config.serving_address, source })?
+        .port();
+    let client = client(&config, token).await?;
     let nodes: Api<Node> = Api::all(client.clone());
     let name = config.node_name.clone();
     let node_err = |source| AgentError::Node { name: name.clone(), source };
@@ -153,18 +167,23 @@ pub async fn join(root: &std::path::Path, config: JoinConfig) -> Result<Joined, 
             nodes.create(&PostParams::default(), &node_status::node(&name, &host, status)).await.map_err(node_err)?
         }
     };
-    Ok(Joined { node_uid: node.metadata.uid.clone(), client, config, host })
+    Ok(Joined { node_uid: node.metadata.uid.clone(), client, config, host, serving: Some((listener, tls)) })
 }
 
 /// Keeps the Node, the Lease and the pods, until the returned future is dropped.
-pub async fn run(daemon: Arc<Daemon>, joined: Joined) {
+pub async fn run(daemon: Arc<Daemon>, mut joined: Joined) {
     let name = joined.config.node_name.clone();
+    let serving =
+        joined.serving.take().map(|(listener, tls)| tokio::spawn(serving::serve(daemon.clone(), listener, tls)));
     let sync = pods::PodSync::new(daemon, joined.client.clone(), joined.host.internal_ip);
     let pods = tokio::spawn(sync.run(name.clone()));
     let lease = tokio::spawn(keep_lease(joined.client.clone(), name.clone(), joined.node_uid.clone()));
     keep_node(&joined).await;
     pods.abort();
     lease.abort();
+    if let Some(s) = serving {
+        s.abort();
+    }
 }
 
 /// Writes the Node's status when it changed, and at least every [`NODE_REPORT`].

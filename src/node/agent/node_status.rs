@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus, NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -64,6 +66,8 @@ pub struct Host {
     pub machine_id: String,
     pub boot_id: String,
     pub system_uuid: String,
+    /// The port the node serves the API server on (0: none, as fake nodes).
+    pub daemon_port: u16,
 }
 
 impl Host {
@@ -85,6 +89,7 @@ impl Host {
             machine_id: trimmed("/etc/machine-id"),
             boot_id: trimmed("/proc/sys/kernel/random/boot_id"),
             system_uuid: trimmed("/sys/class/dmi/id/product_uuid"),
+            daemon_port: 0,
         }
     }
 }
@@ -185,6 +190,9 @@ pub fn status(host: &Host, reserved: Reserved, max_pods: u32, since: &Time, now:
         allocatable: Some(allocatable),
         addresses: Some(addresses),
         conditions: Some(conditions(since, now)),
+        daemon_endpoints: (host.daemon_port != 0).then(|| NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint { port: i32::from(host.daemon_port) }),
+        }),
         node_info: Some(NodeSystemInfo {
             architecture: host.architecture.clone(),
             boot_id: host.boot_id.clone(),

@@ -7,6 +7,7 @@
 //! the node's name over. Both files are root's only (0600).
 
 use std::io::Write as _;
+use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -33,6 +34,10 @@ pub enum JoinError {
     Refused { url: String, node: String, code: u16, message: String },
     #[error("the server at {url} answered the registration without a token: {body}")]
     NoToken { url: String, body: String },
+    #[error("the serving certificate's request: {0}")]
+    Request(#[from] rcgen::Error),
+    #[error("the server at {url} answered the registration without the serving certificate asked for")]
+    NoServingCert { url: String },
 }
 
 /// Where a joined node keeps its credentials, under the state root.
@@ -43,6 +48,45 @@ pub fn dir(root: &Path) -> PathBuf {
 /// The node token's file (what the API client reads).
 pub fn token_path(root: &Path) -> PathBuf {
     dir(root).join("node-token")
+}
+
+/// The node's serving certificate and key, under [`dir`].
+pub fn serving_cert_path(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("serving.crt")
+}
+
+pub fn serving_key_path(agent_dir: &Path) -> PathBuf {
+    agent_dir.join("serving.key")
+}
+
+/// A certificate request for `node` and `ips`, with the node's serving key (made on first
+/// use).
+fn serving_request(root: &Path, node: &str, ips: &[IpAddr]) -> Result<String, JoinError> {
+    let path = serving_key_path(&dir(root));
+    let key = match std::fs::read_to_string(&path) {
+        Ok(pem) => match rcgen::KeyPair::from_pem(&pem) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), %e, "the serving key is unusable; making a new one");
+                None
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => return Err(JoinError::File { what: "read", path, source }),
+    };
+    let key = match key {
+        Some(k) => k,
+        None => {
+            let k = rcgen::KeyPair::generate()?;
+            write_private(&path, k.serialize_pem().as_bytes())?;
+            k
+        }
+    };
+    let mut names = vec![node.to_string()];
+    names.extend(ips.iter().map(IpAddr::to_string));
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params.distinguished_name.push(rcgen::DnType::CommonName, format!("system:node:{node}"));
+    Ok(params.serialize_request(&key)?.pem()?)
 }
 
 /// Writes `data` to `path` with mode 0600, replacing it atomically.
@@ -73,13 +117,15 @@ fn password(root: &Path) -> Result<String, JoinError> {
 }
 
 /// Registers `node` with the server at `url` (trusting only `ca_file`'s CA) using the join
-/// token in `token_file`; keeps the node's token in [`token_path`] and returns it.
+/// token in `token_file`; keeps the node's token in [`token_path`] and returns it, and its
+/// serving certificate for `node` and `ips` in [`serving_cert_path`].
 pub async fn register(
     root: &Path,
     url: &str,
     token_file: &Path,
     ca_file: &Path,
     node: &str,
+    ips: &[IpAddr],
 ) -> Result<String, JoinError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| JoinError::File { what: "read", path: path.to_path_buf(), source })
@@ -94,6 +140,7 @@ pub async fn register(
     let d = dir(root);
     std::fs::create_dir_all(&d).map_err(|source| JoinError::File { what: "create", path: d.clone(), source })?;
     let password = password(root)?;
+    let csr = serving_request(root, node, ips)?;
     let client = reqwest::Client::builder()
         .tls_certs_only([ca])
         .timeout(std::time::Duration::from_secs(30))
@@ -104,7 +151,7 @@ pub async fn register(
     let resp = client
         .post(&endpoint)
         .bearer_auth(&join)
-        .json(&json!({"nodeName": node, "password": password}))
+        .json(&json!({"nodeName": node, "password": password, "servingCSR": csr}))
         .send()
         .await
         .map_err(unreachable)?;
@@ -118,6 +165,10 @@ pub async fn register(
     let Some(token) = answer.get("token").and_then(Value::as_str) else {
         return Err(JoinError::NoToken { url: url.to_string(), body });
     };
+    let Some(cert) = answer.get("servingCert").and_then(Value::as_str) else {
+        return Err(JoinError::NoServingCert { url: url.to_string() });
+    };
+    write_private(&serving_cert_path(&d), cert.as_bytes())?;
     write_private(&token_path(root), token.as_bytes())?;
     Ok(token.to_string())
 }

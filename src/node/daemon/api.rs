@@ -54,6 +54,12 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .with_state(daemon)
 }
 
+/// What the node serves the API server (over HTTPS with client certificates: see
+/// `crate::node::agent::serving`), on the kubelet's paths.
+pub fn server_router(daemon: Arc<Daemon>) -> Router {
+    Router::new().route("/containerLogs/{ns}/{name}/{container}", get(container_log)).with_state(daemon)
+}
+
 /// `/metrics` alone, for the TCP address Prometheus scrapes (nothing else is reachable
 /// there: the pods are root's, through the unix socket).
 pub fn metrics_router(daemon: Arc<Daemon>) -> Router {
@@ -199,9 +205,61 @@ struct LogQuery {
     timestamps: bool,
     #[serde(default)]
     follow: bool,
+    since_seconds: Option<i64>,
+    since_time: Option<String>,
+    limit_bytes: Option<i64>,
+}
+
+impl LogQuery {
+    /// The query's time bound and byte limit, checked as the API server checks
+    /// PodLogOptions; the error is the Invalid status's message.
+    fn bounds(&self) -> Result<(Option<chrono::DateTime<chrono::Utc>>, Option<usize>), String> {
+        if self.since_seconds.is_some() && self.since_time.is_some() {
+            return Err("PodLogOptions is invalid: at most one of sinceTime or sinceSeconds may be specified".into());
+        }
+        let since = match (self.since_seconds, self.since_time.as_deref()) {
+            (Some(s), _) if s < 1 => {
+                return Err(format!("sinceSeconds: Invalid value: {s}: must be greater than 0"));
+            }
+            // Further back than time goes: every line.
+            (Some(s), _) => {
+                chrono::TimeDelta::try_seconds(s).and_then(|d| crate::model::time::now().checked_sub_signed(d))
+            }
+            (None, Some(t)) => match chrono::DateTime::parse_from_rfc3339(t) {
+                Ok(t) => Some(t.with_timezone(&chrono::Utc)),
+                Err(e) => return Err(format!("sinceTime: Invalid value: {t:?}: {e}")),
+            },
+            (None, None) => None,
+        };
+        let limit = match self.limit_bytes {
+            Some(n) if n < 1 => return Err(format!("limitBytes: Invalid value: {n}: must be greater than 0")),
+            Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+            None => None,
+        };
+        Ok((since, limit))
+    }
 }
 
 async fn log(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>, Query(q): Query<LogQuery>) -> Response {
+    pod_log(d, ns, name, q).await
+}
+
+/// `/containerLogs/NS/POD/CONTAINER`, the kubelet's path, which the API server proxies to.
+async fn container_log(
+    State(d): Shared,
+    UrlPath((ns, name, container)): UrlPath<(String, String, String)>,
+    Query(mut q): Query<LogQuery>,
+) -> Response {
+    q.container = Some(container);
+    pod_log(d, ns, name, q).await
+}
+
+/// A container's log, as `kubectl logs` asks for it.
+async fn pod_log(d: Arc<Daemon>, ns: String, name: String, q: LogQuery) -> Response {
+    let (since, limit_bytes) = match q.bounds() {
+        Ok(b) => b,
+        Err(m) => return status(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", m),
+    };
     let Some(e) = d.get(&ns, &name) else { return not_found(&ns, &name) };
     let view = e.view().clone();
     let names: Vec<&str> = view.statuses.iter().filter(|c| !c.init).map(|c| c.name.as_str()).collect();
@@ -245,7 +303,7 @@ async fn log(State(d): Shared, UrlPath((ns, name)): UrlPath<(String, String)>, Q
         latest
     };
     let dir = pod_state::log_dir(&pod_state::pod_dir(&d.opts.root, &e.uid), &container);
-    let query = logs::Query { tail: q.tail_lines, timestamps: q.timestamps };
+    let query = logs::Query { tail: q.tail_lines, timestamps: q.timestamps, since, limit_bytes };
     if q.follow && !q.previous {
         return follow(e.clone(), container, restart, dir, query);
     }

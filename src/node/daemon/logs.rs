@@ -1,6 +1,7 @@
 //! A container's log as `kubectl logs` prints it, from its CRI log files: the run asked for
 //! (the current one, or the one before with `previous`), rotated files oldest first, pieces
-//! of long lines joined, optionally with each line's time, the last `tail` lines.
+//! of long lines joined, optionally with each line's time, only lines written since a
+//! time, the last `tail` lines, at most `limit_bytes` bytes.
 
 use std::fs;
 use std::io;
@@ -12,6 +13,10 @@ use crate::node::crilog;
 pub struct Query {
     pub tail: Option<usize>,
     pub timestamps: bool,
+    /// Lines written before this are left out (`sinceSeconds`, `sinceTime`).
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// The answer ends after this many bytes (`limitBytes`).
+    pub limit_bytes: Option<usize>,
 }
 
 /// The files of run `restart` of the container whose logs are in `dir`, oldest first.
@@ -41,6 +46,7 @@ fn files(dir: &Path, restart: u32) -> Vec<std::path::PathBuf> {
 #[derive(Default)]
 struct Joiner {
     timestamps: bool,
+    since: Option<chrono::DateTime<chrono::Utc>>,
     /// Bytes of a line not yet ended by a newline (the file is being written).
     raw: Vec<u8>,
     pending: Vec<u8>,
@@ -64,6 +70,15 @@ impl Joiner {
             }
             self.pending.extend_from_slice(line.content);
             if !line.partial {
+                let before = |since: &chrono::DateTime<chrono::Utc>| {
+                    let time = self.pending_time.as_deref().unwrap_or_default();
+                    chrono::DateTime::parse_from_rfc3339(time).is_ok_and(|t| t < *since)
+                };
+                if self.since.as_ref().is_some_and(before) {
+                    self.pending.clear();
+                    self.pending_time = None;
+                    continue;
+                }
                 let mut l = Vec::new();
                 if self.timestamps {
                     l.extend_from_slice(self.pending_time.as_deref().unwrap_or_default().as_bytes());
@@ -85,7 +100,7 @@ pub fn read(dir: &Path, restart: u32, q: &Query) -> io::Result<Vec<u8>> {
     if files.is_empty() {
         return Err(io::Error::new(io::ErrorKind::NotFound, format!("no log of run {restart} in {}", dir.display())));
     }
-    let mut j = Joiner { timestamps: q.timestamps, ..Default::default() };
+    let mut j = Joiner { timestamps: q.timestamps, since: q.since, ..Default::default() };
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for f in files {
         match fs::read(&f) {
@@ -96,7 +111,11 @@ pub fn read(dir: &Path, restart: u32, q: &Query) -> io::Result<Vec<u8>> {
         }
     }
     let skip = q.tail.map_or(0, |n| lines.len().saturating_sub(n));
-    Ok(lines.into_iter().skip(skip).flatten().collect())
+    let mut out: Vec<u8> = lines.into_iter().skip(skip).flatten().collect();
+    if let Some(limit) = q.limit_bytes {
+        out.truncate(limit);
+    }
+    Ok(out)
 }
 
 /// `logs -f`: what is there (as [`read`]), then each new line as it is written, across
@@ -122,7 +141,14 @@ pub fn follow(
             Err(e) => return Err(e),
         }
     };
-    let mut j = Joiner { timestamps: q.timestamps, ..Default::default() };
+    let mut j = Joiner { timestamps: q.timestamps, since: q.since, ..Default::default() };
+    let mut left = q.limit_bytes.unwrap_or(usize::MAX);
+    // Sends at most what the limit leaves; false once the reader is gone or the limit met.
+    let mut emit = |mut b: Vec<u8>| {
+        b.truncate(left);
+        left -= b.len();
+        (b.is_empty() || send(b)) && left > 0
+    };
     let mut lines: Vec<Vec<u8>> = Vec::new();
     for f in files(dir, restart).into_iter().filter(|f| *f != current) {
         if let Ok(t) = fs::read(&f) {
@@ -134,7 +160,7 @@ pub fn follow(
     lines.extend(j.feed(&buf));
     let skip = q.tail.map_or(0, |n| lines.len().saturating_sub(n));
     let first: Vec<u8> = lines.into_iter().skip(skip).flatten().collect();
-    if !first.is_empty() && !send(first) {
+    if !first.is_empty() && !emit(first) {
         return Ok(());
     }
     let mut chunk = vec![0u8; 64 * 1024];
@@ -143,7 +169,7 @@ pub fn follow(
         let n = file.read(&mut chunk)?;
         if n > 0 {
             let out: Vec<u8> = j.feed(&chunk[..n]).into_iter().flatten().collect();
-            if !out.is_empty() && !send(out) {
+            if !out.is_empty() && !emit(out) {
                 return Ok(());
             }
             continue;
@@ -178,10 +204,34 @@ mod tests {
         assert!(d.path().join("1.log.1").exists(), "rotated");
         let all = String::from_utf8(read(d.path(), 1, &Query::default()).unwrap()).unwrap();
         assert_eq!(all, "line 0\nline 1\nline 2\nline 3\nline 4\nline 5\na long line\n");
-        let tail = String::from_utf8(read(d.path(), 1, &Query { tail: Some(2), timestamps: true }).unwrap()).unwrap();
+        let tail = String::from_utf8(
+            read(d.path(), 1, &Query { tail: Some(2), timestamps: true, ..Default::default() }).unwrap(),
+        )
+        .unwrap();
         let got: Vec<&str> = tail.lines().map(|l| l.split_once(' ').unwrap().1).collect();
         assert_eq!(got, ["line 5", "a long line"]);
         assert_eq!(read(d.path(), 0, &Query::default()).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn since_leaves_older_lines_out_and_limit_bytes_cuts_the_answer() {
+        let d = tempfile::tempdir().unwrap();
+        let mut w = Writer::open(d.path(), 0, Rotation { max_size: 1 << 20, max_files: 2 }).unwrap();
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&chrono::Utc);
+        w.write_at(at("2026-01-01T00:00:00Z"), Stream::Stdout, b"old", false).unwrap();
+        w.write_at(at("2026-01-01T00:01:00Z"), Stream::Stdout, b"new ", true).unwrap();
+        w.write_at(at("2026-01-01T00:01:01Z"), Stream::Stdout, b"line", false).unwrap();
+        let since = Query { since: Some(at("2026-01-01T00:00:30Z")), ..Default::default() };
+        assert_eq!(read(d.path(), 0, &since).unwrap(), b"new line\n");
+        let limited = Query { limit_bytes: Some(6), ..Default::default() };
+        assert_eq!(read(d.path(), 0, &limited).unwrap(), b"old\nne");
+        let mut got = Vec::new();
+        follow(d.path(), 0, &limited, &|| true, &mut |b| {
+            got.extend(b);
+            true
+        })
+        .unwrap();
+        assert_eq!(got, b"old\nne", "following stops at the limit even while the run goes on");
     }
 
     #[test]

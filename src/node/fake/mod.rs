@@ -98,6 +98,7 @@ fn host(config: &FakeConfig, i: u32) -> Host {
         machine_id: String::new(),
         boot_id: String::new(),
         system_uuid: String::new(),
+        daemon_port: 0,
     }
 }
 

@@ -102,6 +102,7 @@ pub struct Auth {
     store: Store,
     /// SHA-256 of a node token checked lately, its node, and when it was checked.
     verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
+    signer: Option<std::sync::Arc<crate::server::pki::Signer>>,
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -134,7 +135,21 @@ struct Credentials {
 
 impl Auth {
     pub fn new(admin_token: String, join_token: String, ca_pem: String, store: Store) -> Auth {
-        Auth { admin_token, controller_token: None, join_token, ca_pem, store, verified: Mutex::new(HashMap::new()) }
+        Auth {
+            admin_token,
+            controller_token: None,
+            join_token,
+            ca_pem,
+            store,
+            verified: Mutex::new(HashMap::new()),
+            signer: None,
+        }
+    }
+
+    /// Signs the serving certificates that registering nodes ask for.
+    pub fn with_signer(mut self, signer: std::sync::Arc<crate::server::pki::Signer>) -> Auth {
+        self.signer = Some(signer);
+        self
     }
 
     /// Accepts `token` as the controllers' user, `system:kube-controller-manager`.
@@ -231,6 +246,8 @@ impl Auth {
     /// `POST /v1-nodectl/register` with `{"nodeName": N, "password": P}`: a new token for
     /// node N (201 the first time, 200 when a registered node rotates its token with its
     /// password), the CA, and a kubeconfig for `https://HOST` as the request named it.
+    /// With `"servingCSR": PEM` the answer also holds `servingCert`, the node's serving
+    /// certificate signed by the CA (as k3s hands its agents theirs).
     pub async fn register(&self, body: &[u8], host: Option<&str>) -> Result<(StatusCode, Value), ApiError> {
         let req: Value = serde_json::from_slice(body)
             .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
@@ -250,9 +267,21 @@ impl Auth {
         } else if password.len() > 1024 {
             causes.push(("password".to_string(), "Too long: may not be more than 1024 bytes".to_string()));
         }
+        let csr = req.get("servingCSR").and_then(Value::as_str).filter(|c| !c.is_empty());
+        if req.get("servingCSR").is_some_and(|c| !c.is_string()) {
+            causes.push(("servingCSR".to_string(), "Invalid value: must be a PEM string".to_string()));
+        }
         if !causes.is_empty() {
             return Err(ApiError::invalid("NodeRegistration", &node, causes));
         }
+        // Signed before the token changes: a bad request loses the node nothing.
+        let serving_cert = match (csr, &self.signer) {
+            (None, _) => None,
+            (Some(csr), Some(signer)) => Some(signer.sign_serving(&node, csr).map_err(|e| {
+                ApiError::invalid("NodeRegistration", &node, vec![("servingCSR".to_string(), e.to_string())])
+            })?),
+            (Some(_), None) => return Err(ApiError::internal("this server signs no serving certificates")),
+        };
         let secret = crate::server::pki::random_token();
         let token = format!("{TOKEN_PREFIX}{node}:{secret}");
         let (store, key, n) = (self.store.clone(), credentials_key(&node), node.clone());
@@ -301,11 +330,14 @@ impl Auth {
         let server = format!("https://{}", host.unwrap_or("127.0.0.1:6443"));
         let kubeconfig =
             super::super::pki::kubeconfig(&server, &self.ca_pem, &format!("system:node:{node}"), &token, "default");
-        let answer = json!({
+        let mut answer = json!({
             "kind": "NodeCredentials", "apiVersion": "nodectl.io/v1",
             "nodeName": node, "user": format!("system:node:{node}"),
             "token": token, "caCert": self.ca_pem, "kubeconfig": kubeconfig,
         });
+        if let Some(cert) = serving_cert {
+            answer["servingCert"] = Value::String(cert);
+        }
         Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, answer))
     }
 }

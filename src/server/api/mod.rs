@@ -10,6 +10,7 @@ pub mod authz;
 #[cfg(test)]
 mod fuzz;
 pub mod health;
+pub mod node_proxy;
 pub mod openapi;
 pub mod pods;
 pub mod policy;
@@ -38,6 +39,7 @@ use status::ApiError;
 pub struct Api {
     pub store: Store,
     pub auth: auth::Auth,
+    pub nodes: node_proxy::NodeDialer,
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -374,7 +376,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
                 ));
             }
             ("log" | "exec" | "attach" | "portforward", &Method::GET | &Method::POST) => {
-                return Err(pods::on_node(store, r, ns, name, sub, query.get("container").map(String::as_str)).await);
+                return pods::on_node(&api.nodes, store, r, ns, name, sub, query).await;
             }
             _ => {}
         }

@@ -1,14 +1,19 @@
 //! Pod subresources beyond status: `binding`, which the scheduler uses to put a pod on a
 //! node, and `log`, `exec`, `attach` and `portforward`, which the pod's node serves.
 //!
-//! The node daemon does not yet serve the latter to the control plane (the cluster issue
-//! adds it), so they are answered 503 ServiceUnavailable naming the node, after the checks
-//! the API server makes first (the pod exists, is bound, the container is one of its own):
-//! clients get a clear reason instead of a 404 that says the path does not exist.
+//! `log` is proxied to the node ([`super::node_proxy`]) after the checks the API server
+//! makes first (the pod exists, is bound, the container is one of its own). The node does
+//! not serve `exec`, `attach` and `portforward` to the server yet: they are answered 503
+//! ServiceUnavailable naming the node after the same checks, a clear reason instead of a
+//! 404 that says the path does not exist.
+
+use std::collections::BTreeMap;
 
 use axum::http::StatusCode;
+use axum::response::Response;
 use serde_json::{Value, json};
 
+use super::node_proxy::NodeDialer;
 use super::status::ApiError;
 use crate::server::registry::objects::{Store, blocking};
 use crate::server::registry::resources::Resource;
@@ -62,54 +67,77 @@ pub async fn bind(
 }
 
 /// `log`, `exec`, `attach`, `portforward`: the checks the API server makes before it
-/// reaches the node, then 503 naming the node: always an error, for now.
+/// reaches the node, then the node's answer (`log`) or 503 naming the node (the others).
 pub async fn on_node(
+    nodes: &NodeDialer,
     store: Store,
     r: &'static Resource,
     ns: String,
     name: String,
     sub: &str,
-    container: Option<&str>,
-) -> ApiError {
-    let pod = match crate::server::registry::objects::get(store, r, Some(ns), name.clone()).await {
-        Ok(p) => p,
-        Err(e) => return e.into(),
-    };
+    query: &BTreeMap<String, String>,
+) -> Result<Response, ApiError> {
+    let container = query.get("container").map(String::as_str).filter(|c| !c.is_empty());
+    let pod = crate::server::registry::objects::get(store.clone(), r, Some(ns.clone()), name.clone()).await?;
     let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
-        return ApiError::bad_request(format!("pod {name} does not have a host assigned"));
+        return Err(ApiError::bad_request(format!("pod {name} does not have a host assigned")));
     };
+    let main: Vec<&str> =
+        pod["spec"]["containers"].as_array().into_iter().flatten().filter_map(|c| c["name"].as_str()).collect();
+    let mut chosen = None;
     if sub != "portforward" {
         let names: Vec<&str> = ["containers", "initContainers", "ephemeralContainers"]
             .iter()
             .flat_map(|l| pod["spec"][*l].as_array().into_iter().flatten())
             .filter_map(|c| c["name"].as_str())
             .collect();
-        match container.filter(|c| !c.is_empty()) {
+        chosen = match container {
             Some(c) if !names.contains(&c) => {
-                return ApiError::bad_request(format!("container {c} is not valid for pod {name}"));
+                return Err(ApiError::bad_request(format!("container {c} is not valid for pod {name}")));
             }
-            None if pod["spec"]["containers"].as_array().is_some_and(|c| c.len() > 1) => {
-                let main: Vec<&str> = pod["spec"]["containers"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|c| c["name"].as_str())
-                    .collect();
-                return ApiError::bad_request(format!(
+            Some(c) => Some(c),
+            None if main.len() == 1 => Some(main[0]),
+            None => {
+                return Err(ApiError::bad_request(format!(
                     "a container name must be specified for pod {name}, choose one of: [{}]",
                     main.join(" ")
-                ));
+                )));
             }
-            _ => {}
+        };
+    }
+    if let ("log", Some(container)) = (sub, chosen) {
+        let nodes_r = crate::server::registry::resources::find("", "v1", "nodes")
+            .ok_or_else(|| ApiError::internal("the Node kind is not served"))?;
+        let node_obj = crate::server::registry::objects::get(store, nodes_r, None, node.to_string()).await?;
+        let addr = super::node_proxy::address(node, &node_obj)?;
+        let passed: Vec<(&str, &str)> = query
+            .iter()
+            .filter(|(k, _)| LOG_OPTIONS.contains(&k.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut path = format!(
+            "/containerLogs/{}/{}/{}",
+            super::node_proxy::segment(&ns),
+            super::node_proxy::segment(&name),
+            super::node_proxy::segment(container)
+        );
+        if !passed.is_empty() {
+            path.push('?');
+            path.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());
         }
+        return nodes.get(node, addr, &path).await;
     }
     let mut e = ApiError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         "ServiceUnavailable",
         format!(
-            "pods/{sub} of pod {name} is served by its node \"{node}\", which this server cannot reach: nodes do not serve pods/{sub} to the control plane yet"
+            "pods/{sub} of pod {name} is served by its node \"{node}\", which this server cannot reach for it: nodes do not serve pods/{sub} to the control plane yet"
         ),
     );
     e.details = Some(json!({"name": name, "kind": "pods"}));
-    e
+    Err(e)
 }
+
+/// PodLogOptions passed on to the node (`container` is on the node's path).
+const LOG_OPTIONS: [&str; 7] =
+    ["follow", "previous", "tailLines", "timestamps", "sinceSeconds", "sinceTime", "limitBytes"];
