@@ -213,6 +213,7 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     logs_through_the_server(&s, &node);
+    exec_through_the_server(&s);
 
     // A pod naming a ConfigMap that is not there waits, and runs once it is made.
     s.ok(&["apply", "-f", &write(tmp.path(), "later.yaml", LATER)]);
@@ -300,6 +301,40 @@ fn logs_through_the_server(s: &Server, node: &JoinedNode) {
         .output()
         .unwrap();
     assert!(!direct.status.success(), "the node served a client without the server's certificate");
+}
+
+/// `kubectl exec` through the server: kubectl speaks WebSocket (v5.channel.k8s.io) to the
+/// server, which joins it to the node's endpoint.
+fn exec_through_the_server(s: &Server) {
+    assert_eq!(s.ok(&["exec", "web", "--", "echo", "hi", "$GREETING"]), "hi $GREETING\n");
+    assert_eq!(s.ok(&["exec", "web", "-c", "c", "--", "sh", "-c", "echo $GREETING"]), "hello-from-the-api\n");
+
+    // Output and error apart, and the exit code carried through.
+    let out = s.kubectl(&["exec", "web", "--", "sh", "-c", "echo out; echo err >&2; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.starts_with("err\n") && stderr.contains("command terminated with exit code 3"), "{stderr}");
+
+    // stdin goes in, and its end (v5's close signal) ends the command's input.
+    let mut cat = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(s.dir.join("admin.kubeconfig"))
+        .args(["exec", "-i", "web", "--", "sh", "-c", "cat; echo done"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut cat.stdin.take().unwrap(), b"piped in\n").unwrap();
+    let out = cat.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "piped in\ndone\n");
+
+    let err = s.fails(&["exec", "web", "-c", "nope", "--", "true"]);
+    assert!(err.contains("container nope is not valid for pod web"), "{err}");
+    let err = s.fails(&["exec", "web", "--", "/no/such/program"]);
+    assert!(err.contains("/no/such/program"), "{err}");
 }
 
 #[test]

@@ -26,3 +26,11 @@ pub fn unlock_pty(master: BorrowedFd<'_>) -> io::Result<()> {
     check(unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &mut unlock) } as libc::c_long)?;
     Ok(())
 }
+
+/// Sets a terminal's size (what a remote client's resize message asks for).
+pub fn set_window_size(fd: BorrowedFd<'_>, rows: u16, cols: u16) -> io::Result<()> {
+    let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads one winsize struct from the pointer we pass, which we own.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &ws) } as libc::c_long)?;
+    Ok(())
+}

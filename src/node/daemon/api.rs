@@ -57,7 +57,46 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
 /// What the node serves the API server (over HTTPS with client certificates: see
 /// `crate::node::agent::serving`), on the kubelet's paths.
 pub fn server_router(daemon: Arc<Daemon>) -> Router {
-    Router::new().route("/containerLogs/{ns}/{name}/{container}", get(container_log)).with_state(daemon)
+    Router::new()
+        .route("/containerLogs/{ns}/{name}/{container}", get(container_log))
+        .route("/exec/{ns}/{name}/{container}", get(container_exec).post(container_exec))
+        .with_state(daemon)
+}
+
+/// `/exec/NS/POD/CONTAINER?command=…`: a command in a running container, over WebSocket.
+async fn container_exec(
+    State(d): Shared,
+    UrlPath((ns, name, container)): UrlPath<(String, String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    use super::remote_exec::{self, ExecError};
+    let options = match remote_exec::Options::parse(query.as_deref().unwrap_or("")) {
+        Ok(o) => o,
+        Err(m) => return status(StatusCode::BAD_REQUEST, "BadRequest", m),
+    };
+    let Ok(ws) = ws else {
+        return status(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "only WebSocket (v5.channel.k8s.io, v4.channel.k8s.io) is served here, not SPDY",
+        );
+    };
+    let mon = match tokio::task::spawn_blocking({
+        let (ns, name, container) = (ns.clone(), name.clone(), container.clone());
+        move || remote_exec::monitor_of(&d, &ns, &name, &container)
+    })
+    .await
+    {
+        Ok(Ok(m)) => m,
+        Ok(Err(e @ ExecError::NoPod(_))) => return status(StatusCode::NOT_FOUND, "NotFound", e.to_string()),
+        Ok(Err(e @ (ExecError::NoContainer { .. } | ExecError::NotRunning(_)))) => {
+            return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());
+        }
+        Ok(Err(e)) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+    };
+    remote_exec::upgrade(ws, mon, container, options)
 }
 
 /// `/metrics` alone, for the TCP address Prometheus scrapes (nothing else is reachable

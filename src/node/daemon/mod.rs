@@ -9,6 +9,7 @@
 pub mod api;
 pub mod logs;
 pub mod metrics;
+pub mod remote_exec;
 pub mod status;
 
 use std::collections::BTreeMap;

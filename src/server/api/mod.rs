@@ -94,7 +94,8 @@ async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
 
 /// Every request: authenticate, then route by path.
 pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Response {
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     // Health is open to anyone, as kube-apiserver's system:public-info-viewer allows.
     if parts.method == Method::GET && health::is_health_path(parts.uri.path()) {
         let verbose =
@@ -206,6 +207,9 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
         content_type: &content_type,
         accept,
         as_table,
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        upgrade: std::sync::Mutex::new(upgrade),
     };
     match route(&api, &user, &request, body).await {
         Ok(r) => r,
@@ -223,6 +227,12 @@ struct Request<'a> {
     accept: &'a str,
     /// kubectl get asked for a Table.
     as_table: bool,
+    /// The query as sent (a repeated key kept), the headers, and the connection's upgrade
+    /// if the client asked for one (`exec` over WebSocket); taken by the one route that
+    /// upgrades.
+    raw_query: &'a str,
+    headers: &'a axum::http::HeaderMap,
+    upgrade: std::sync::Mutex<Option<hyper::upgrade::OnUpgrade>>,
 }
 
 /// A parsed object path.
@@ -376,7 +386,13 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
                 ));
             }
             ("log" | "exec" | "attach" | "portforward", &Method::GET | &Method::POST) => {
-                return pods::on_node(&api.nodes, store, r, ns, name, sub, query).await;
+                let forwarded = pods::Forwarded {
+                    query,
+                    raw_query: req.raw_query,
+                    headers: req.headers,
+                    upgrade: req.upgrade.lock().unwrap_or_else(|p| p.into_inner()).take(),
+                };
+                return pods::on_node(&api.nodes, store, r, ns, name, sub, forwarded).await;
             }
             _ => {}
         }

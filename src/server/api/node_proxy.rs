@@ -32,15 +32,14 @@ impl NodeDialer {
         NodeDialer { tls: Some(tokio_rustls::TlsConnector::from(config)) }
     }
 
-    /// `GET path` on node `name` at `addr`, its answer streamed back.
-    pub async fn get(&self, name: &str, addr: SocketAddr, path: &str) -> Result<Response, ApiError> {
-        let unreachable = |why: String| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "ServiceUnavailable",
-                format!("cannot reach node {name:?} at https://{addr}: {why}"),
-            )
-        };
+    /// A TLS connection to node `name` at `addr`, its certificate checked for that name,
+    /// with HTTP/1.1 on it (upgrades allowed).
+    async fn connect(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+    ) -> Result<hyper::client::conn::http1::SendRequest<http_body_util::Empty<axum::body::Bytes>>, ApiError> {
+        let unreachable = |why: String| unreachable(name, addr, why);
         let Some(tls) = &self.tls else { return Err(unreachable("this server has no client certificate".into())) };
         let server_name = rustls::pki_types::ServerName::try_from(name.to_string())
             .map_err(|_| unreachable(format!("{name:?} is not a name a certificate can hold")))?;
@@ -53,15 +52,21 @@ impl NodeDialer {
             .await
             .map_err(|_| unreachable("the TLS handshake timed out".into()))?
             .map_err(|e| unreachable(format!("TLS: {e}")))?;
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        // Lives as long as the answer's body is read; ends with it.
+        // Lives as long as the answer's body is read (or the upgraded stream); ends with it.
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            if let Err(err) = conn.with_upgrades().await {
                 tracing::debug!(%err, "node connection ended with an error");
             }
         });
+        Ok(sender)
+    }
+
+    /// `GET path` on node `name` at `addr`, its answer streamed back.
+    pub async fn get(&self, name: &str, addr: SocketAddr, path: &str) -> Result<Response, ApiError> {
+        let mut sender = self.connect(name, addr).await?;
         let request = Request::builder()
             .method(Method::GET)
             .uri(path)
@@ -70,10 +75,80 @@ impl NodeDialer {
             .map_err(|e| ApiError::internal(format!("building the request to node {name:?}: {e}")))?;
         let answer = tokio::time::timeout(HEAD_TIMEOUT, sender.send_request(request))
             .await
-            .map_err(|_| unreachable("the node did not answer in time".into()))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|_| unreachable(name, addr, "the node did not answer in time".into()))?
+            .map_err(|e| unreachable(name, addr, e.to_string()))?;
         Ok(answer.map(axum::body::Body::new))
     }
+
+    /// An upgrading request (`kubectl exec` over WebSocket) passed on to node `name`: the
+    /// upgrade headers go with it; when the node switches protocols, so does the client's
+    /// connection, and the two are joined byte for byte until either side closes. Any other
+    /// answer goes back as it is.
+    pub async fn upgrade(
+        &self,
+        name: &str,
+        addr: SocketAddr,
+        path: &str,
+        headers: &header::HeaderMap,
+        client: hyper::upgrade::OnUpgrade,
+    ) -> Result<Response, ApiError> {
+        let mut sender = self.connect(name, addr).await?;
+        let mut request = Request::builder().method(Method::GET).uri(path).header(header::HOST, name);
+        for h in UPGRADE_HEADERS {
+            for v in headers.get_all(&h) {
+                request = request.header(&h, v);
+            }
+        }
+        let request = request
+            .body(http_body_util::Empty::<axum::body::Bytes>::new())
+            .map_err(|e| ApiError::internal(format!("building the request to node {name:?}: {e}")))?;
+        let mut answer = tokio::time::timeout(HEAD_TIMEOUT, sender.send_request(request))
+            .await
+            .map_err(|_| unreachable(name, addr, "the node did not answer in time".into()))?
+            .map_err(|e| unreachable(name, addr, e.to_string()))?;
+        if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Ok(answer.map(axum::body::Body::new));
+        }
+        let mut switched = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
+        for (k, v) in answer.headers() {
+            switched = switched.header(k, v);
+        }
+        let node = hyper::upgrade::on(&mut answer);
+        let node_name = name.to_string();
+        tokio::spawn(async move {
+            let (client, node) = match (client.await, node.await) {
+                (Ok(c), Ok(n)) => (c, n),
+                (c, n) => {
+                    let (c, n) = (c.err().map(|e| e.to_string()), n.err().map(|e| e.to_string()));
+                    return tracing::debug!(node = node_name, ?c, ?n, "an upgraded stream failed to start");
+                }
+            };
+            let (mut client, mut node) = (TokioIo::new(client), TokioIo::new(node));
+            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut node).await {
+                tracing::debug!(node = node_name, %err, "an upgraded stream ended with an error");
+            }
+        });
+        switched
+            .body(axum::body::Body::empty())
+            .map_err(|e| ApiError::internal(format!("the node's switching answer: {e}")))
+    }
+}
+
+/// The headers an upgrade needs on its way to the node.
+const UPGRADE_HEADERS: [header::HeaderName; 5] = [
+    header::CONNECTION,
+    header::UPGRADE,
+    header::SEC_WEBSOCKET_KEY,
+    header::SEC_WEBSOCKET_VERSION,
+    header::SEC_WEBSOCKET_PROTOCOL,
+];
+
+fn unreachable(name: &str, addr: SocketAddr, why: String) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        format!("cannot reach node {name:?} at https://{addr}: {why}"),
+    )
 }
 
 /// Where node `node` (its object) serves: its InternalIP (else ExternalIP) and the port it

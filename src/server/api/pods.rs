@@ -66,8 +66,18 @@ pub async fn bind(
     ))
 }
 
+/// What a request for the node carries besides the pod's name.
+pub struct Forwarded<'a> {
+    pub query: &'a BTreeMap<String, String>,
+    /// The query as sent (`command` repeats), for `exec`.
+    pub raw_query: &'a str,
+    pub headers: &'a axum::http::HeaderMap,
+    pub upgrade: Option<hyper::upgrade::OnUpgrade>,
+}
+
 /// `log`, `exec`, `attach`, `portforward`: the checks the API server makes before it
-/// reaches the node, then the node's answer (`log`) or 503 naming the node (the others).
+/// reaches the node, then the node's answer (`log`, `exec`) or 503 naming the node (the
+/// others).
 pub async fn on_node(
     nodes: &NodeDialer,
     store: Store,
@@ -75,8 +85,9 @@ pub async fn on_node(
     ns: String,
     name: String,
     sub: &str,
-    query: &BTreeMap<String, String>,
+    forwarded: Forwarded<'_>,
 ) -> Result<Response, ApiError> {
+    let query = forwarded.query;
     let container = query.get("container").map(String::as_str).filter(|c| !c.is_empty());
     let pod = crate::server::registry::objects::get(store.clone(), r, Some(ns.clone()), name.clone()).await?;
     let Some(node) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) else {
@@ -105,11 +116,27 @@ pub async fn on_node(
             }
         };
     }
+    if let ("exec", Some(container)) = (sub, chosen) {
+        let Some(upgrade) = forwarded.upgrade else {
+            return Err(ApiError::bad_request(
+                "pods/exec is a streaming request: upgrade the connection (WebSocket, v5.channel.k8s.io)",
+            ));
+        };
+        let addr = node_address(store, node).await?;
+        let mut path = format!(
+            "/exec/{}/{}/{}",
+            super::node_proxy::segment(&ns),
+            super::node_proxy::segment(&name),
+            super::node_proxy::segment(container)
+        );
+        if !forwarded.raw_query.is_empty() {
+            path.push('?');
+            path.push_str(forwarded.raw_query);
+        }
+        return nodes.upgrade(node, addr, &path, forwarded.headers, upgrade).await;
+    }
     if let ("log", Some(container)) = (sub, chosen) {
-        let nodes_r = crate::server::registry::resources::find("", "v1", "nodes")
-            .ok_or_else(|| ApiError::internal("the Node kind is not served"))?;
-        let node_obj = crate::server::registry::objects::get(store, nodes_r, None, node.to_string()).await?;
-        let addr = super::node_proxy::address(node, &node_obj)?;
+        let addr = node_address(store, node).await?;
         let passed: Vec<(&str, &str)> = query
             .iter()
             .filter(|(k, _)| LOG_OPTIONS.contains(&k.as_str()))
@@ -136,6 +163,14 @@ pub async fn on_node(
     );
     e.details = Some(json!({"name": name, "kind": "pods"}));
     Err(e)
+}
+
+/// Where node `node` serves, from its object.
+async fn node_address(store: Store, node: &str) -> Result<std::net::SocketAddr, ApiError> {
+    let nodes_r = crate::server::registry::resources::find("", "v1", "nodes")
+        .ok_or_else(|| ApiError::internal("the Node kind is not served"))?;
+    let node_obj = crate::server::registry::objects::get(store, nodes_r, None, node.to_string()).await?;
+    super::node_proxy::address(node, &node_obj)
 }
 
 /// PodLogOptions passed on to the node (`container` is on the node's path).
