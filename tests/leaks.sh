@@ -14,7 +14,7 @@ snapshot() {
   awk '{print "mount " $5}' /proc/self/mountinfo
   find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null | sed 's/^/cgroup /'
   for p in /proc/[0-9]*; do
-    cmd=$(tr '\0' ' ' < "$p/cmdline" 2>/dev/null) || continue
+    cmd=$( { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
     exe=$(readlink "$p/exe" 2>/dev/null) || exe=""
     # By executable, not command line: a compiler building the crate named nodectl is
     # not one of ours.
