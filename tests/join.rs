@@ -132,6 +132,23 @@ spec:
     command: [sh, -c, 'trap \"exit 0\" TERM; echo \"said $GREETING\"; while :; do sleep 0.1; done']
 ";
 
+/// Reads its stdin (kept for attaching, closed when the first client is done with it).
+const ECHOER: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: echoer}
+spec:
+  nodeName: n1
+  restartPolicy: Never
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    stdin: true
+    stdinOnce: true
+    command: [sh, -c, 'while read l; do echo \"got $l\"; echo \"err $l\" >&2; done; echo bye']
+";
+
 const LATER: &str = "
 apiVersion: v1
 kind: Pod
@@ -214,6 +231,7 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
     }
     logs_through_the_server(&s, &node);
     exec_through_the_server(&s);
+    attach_through_the_server(&s, &node, tmp.path());
 
     // A pod naming a ConfigMap that is not there waits, and runs once it is made.
     s.ok(&["apply", "-f", &write(tmp.path(), "later.yaml", LATER)]);
@@ -335,6 +353,30 @@ fn exec_through_the_server(s: &Server) {
     assert!(err.contains("container nope is not valid for pod web"), "{err}");
     let err = s.fails(&["exec", "web", "--", "/no/such/program"]);
     assert!(err.contains("/no/such/program"), "{err}");
+}
+
+fn attach_through_the_server(s: &Server, node: &JoinedNode, tmp: &Path) {
+    s.ok(&["apply", "-f", &write(tmp, "echoer.yaml", ECHOER)]);
+    wait_for(s, node, &["pod", "echoer"], 60, |p| p["status"]["phase"] == "Running");
+    // Our input reaches the container's stdin; its output and error come back apart; the
+    // end of our input ends its (stdinOnce), and with it the container and the session.
+    let mut attach = std::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(s.dir.join("admin.kubeconfig"))
+        .args(["attach", "-i", "echoer"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut attach.stdin.take().unwrap(), b"one\ntwo\n").unwrap();
+    let out = attach.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "got one\ngot two\nbye\n");
+    assert!(stderr.contains("err one\nerr two\n"), "{stderr}");
+    wait_for(s, node, &["pod", "echoer"], 30, |p| p["status"]["phase"] == "Succeeded");
+    s.ok(&["delete", "pod", "echoer", "--timeout=60s"]);
 }
 
 #[test]

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::{AdmitError, Daemon, DaemonError, Entry, logs};
+use super::{AdmitError, Daemon, DaemonError, Entry, logs, streaming};
 use crate::node::pod_state;
 
 type Shared = State<Arc<Daemon>>;
@@ -60,18 +60,41 @@ pub fn server_router(daemon: Arc<Daemon>) -> Router {
     Router::new()
         .route("/containerLogs/{ns}/{name}/{container}", get(container_log))
         .route("/exec/{ns}/{name}/{container}", get(container_exec).post(container_exec))
+        .route("/attach/{ns}/{name}/{container}", get(container_attach).post(container_attach))
         .with_state(daemon)
 }
+
+type Upgrade = Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;
 
 /// `/exec/NS/POD/CONTAINER?command=…`: a command in a running container, over WebSocket.
 async fn container_exec(
     State(d): Shared,
-    UrlPath((ns, name, container)): UrlPath<(String, String, String)>,
+    UrlPath(target): UrlPath<(String, String, String)>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
-    ws: Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Upgrade,
 ) -> Response {
-    use super::remote_exec::{self, ExecError};
-    let options = match remote_exec::Options::parse(query.as_deref().unwrap_or("")) {
+    stream(d, streaming::Verb::Exec, target, query, ws).await
+}
+
+/// `/attach/NS/POD/CONTAINER`: a running container's own stdio, over WebSocket.
+async fn container_attach(
+    State(d): Shared,
+    UrlPath(target): UrlPath<(String, String, String)>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    ws: Upgrade,
+) -> Response {
+    stream(d, streaming::Verb::Attach, target, query, ws).await
+}
+
+async fn stream(
+    d: Arc<Daemon>,
+    verb: streaming::Verb,
+    (ns, name, container): (String, String, String),
+    query: Option<String>,
+    ws: Upgrade,
+) -> Response {
+    use streaming::StreamError;
+    let options = match streaming::Options::parse(verb, query.as_deref().unwrap_or("")) {
         Ok(o) => o,
         Err(m) => return status(StatusCode::BAD_REQUEST, "BadRequest", m),
     };
@@ -83,20 +106,20 @@ async fn container_exec(
         );
     };
     let mon = match tokio::task::spawn_blocking({
-        let (ns, name, container) = (ns.clone(), name.clone(), container.clone());
-        move || remote_exec::monitor_of(&d, &ns, &name, &container)
+        let container = container.clone();
+        move || streaming::monitor_of(&d, &ns, &name, &container)
     })
     .await
     {
         Ok(Ok(m)) => m,
-        Ok(Err(e @ ExecError::NoPod(_))) => return status(StatusCode::NOT_FOUND, "NotFound", e.to_string()),
-        Ok(Err(e @ (ExecError::NoContainer { .. } | ExecError::NotRunning(_)))) => {
+        Ok(Err(e @ StreamError::NoPod(_))) => return status(StatusCode::NOT_FOUND, "NotFound", e.to_string()),
+        Ok(Err(e @ (StreamError::NoContainer { .. } | StreamError::NotRunning(_)))) => {
             return status(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());
         }
         Ok(Err(e)) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
         Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
     };
-    remote_exec::upgrade(ws, mon, container, options)
+    streaming::upgrade(ws, verb, mon, container, options)
 }
 
 /// `/metrics` alone, for the TCP address Prometheus scrapes (nothing else is reachable

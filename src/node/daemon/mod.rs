@@ -9,8 +9,8 @@
 pub mod api;
 pub mod logs;
 pub mod metrics;
-pub mod remote_exec;
 pub mod status;
+pub mod streaming;
 
 use std::collections::BTreeMap;
 use std::os::fd::BorrowedFd;

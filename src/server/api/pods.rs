@@ -76,8 +76,8 @@ pub struct Forwarded<'a> {
 }
 
 /// `log`, `exec`, `attach`, `portforward`: the checks the API server makes before it
-/// reaches the node, then the node's answer (`log`, `exec`) or 503 naming the node (the
-/// others).
+/// reaches the node, then the node's answer (`log`, `exec`, `attach`) or 503 naming the
+/// node (`portforward`).
 pub async fn on_node(
     nodes: &NodeDialer,
     store: Store,
@@ -116,15 +116,15 @@ pub async fn on_node(
             }
         };
     }
-    if let ("exec", Some(container)) = (sub, chosen) {
+    if let ("exec" | "attach", Some(container)) = (sub, chosen) {
         let Some(upgrade) = forwarded.upgrade else {
-            return Err(ApiError::bad_request(
-                "pods/exec is a streaming request: upgrade the connection (WebSocket, v5.channel.k8s.io)",
-            ));
+            return Err(ApiError::bad_request(format!(
+                "pods/{sub} is a streaming request: upgrade the connection (WebSocket, v5.channel.k8s.io)"
+            )));
         };
         let addr = node_address(store, node).await?;
         let mut path = format!(
-            "/exec/{}/{}/{}",
+            "/{sub}/{}/{}/{}",
             super::node_proxy::segment(&ns),
             super::node_proxy::segment(&name),
             super::node_proxy::segment(container)

@@ -1,17 +1,20 @@
-//! `kubectl exec` on the node: the kubelet's `/exec/NS/POD/CONTAINER?command=…`, which the
-//! API server proxies to, over WebSocket with Kubernetes' channel protocol
-//! (`v5.channel.k8s.io`, or `v4.channel.k8s.io`). Every binary message starts with its
-//! channel: 0 stdin, 1 stdout, 2 stderr, 3 the outcome (a `v1.Status`), 4 a terminal's
-//! size (`{"Width":…,"Height":…}`); with v5, `[255, channel]` says that channel is done
-//! (the client's stdin ended).
+//! `kubectl exec` and `kubectl attach` on the node: the kubelet's
+//! `/exec/NS/POD/CONTAINER?command=…` and `/attach/NS/POD/CONTAINER`, which the API server
+//! proxies to, over WebSocket with Kubernetes' channel protocol (`v5.channel.k8s.io`, or
+//! `v4.channel.k8s.io`). Every binary message starts with its channel: 0 stdin, 1 stdout,
+//! 2 stderr, 3 the outcome (a `v1.Status`), 4 a terminal's size
+//! (`{"Width":…,"Height":…}`); with v5, `[255, channel]` says that channel is done (the
+//! client's stdin ended).
 //!
-//! The command runs as `nodectl exec` runs it: the pod's monitor starts it in the
-//! container, its stdio on pipes of ours (or a terminal it makes), never on anything of the
-//! daemon's own.
+//! This module is the session, the same for both; [`exec`] and [`attach`] say how the
+//! process's stdio is reached through the pod's monitor, and how the session ends.
+
+mod attach;
+mod exec;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,7 +26,6 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::Daemon;
 use crate::node::monitor::client::{self, Monitor};
-use crate::node::monitor::protocol::{ExecIo, Message, Request};
 use crate::node::reconcile::State as ContainerState;
 
 /// The sub-protocols served, the newest first (kubectl 1.32 asks for v5 alone).
@@ -40,9 +42,17 @@ const CLOSE: u8 = 255;
 /// pipes open is not waited for.
 const OUTPUT_GRACE: Duration = Duration::from_millis(100);
 
+/// Which of the two is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Exec,
+    Attach,
+}
+
 /// What the request asks for.
 #[derive(Debug, Default, PartialEq)]
 pub struct Options {
+    /// Exec's command; empty for attach.
     pub command: Vec<String>,
     pub stdin: bool,
     pub stdout: bool,
@@ -52,14 +62,14 @@ pub struct Options {
 
 impl Options {
     /// From the query, in kubectl's words (`stdin=true`) or the kubelet's (`input=1`).
-    pub fn parse(query: &str) -> Result<Options, String> {
+    pub fn parse(verb: Verb, query: &str) -> Result<Options, String> {
         let pairs: Vec<(String, String)> =
             serde_urlencoded::from_str(query).map_err(|e| format!("malformed query string: {e}"))?;
         let mut o = Options::default();
         for (k, v) in pairs {
             let on = matches!(v.as_str(), "1" | "true" | "True" | "TRUE");
             match k.as_str() {
-                "command" => o.command.push(v),
+                "command" if verb == Verb::Exec => o.command.push(v),
                 "stdin" | "input" => o.stdin = on,
                 "stdout" | "output" => o.stdout = on,
                 "stderr" | "error" => o.stderr = on,
@@ -67,7 +77,7 @@ impl Options {
                 _ => {}
             }
         }
-        if o.command.is_empty() {
+        if verb == Verb::Exec && o.command.is_empty() {
             return Err("you must specify at least 1 command".into());
         }
         if !(o.stdin || o.stdout || o.stderr) {
@@ -81,9 +91,9 @@ impl Options {
     }
 }
 
-/// Why an exec cannot start, as the kubelet answers before upgrading.
+/// Why a session cannot start, as the kubelet answers before upgrading.
 #[derive(Debug, thiserror::Error)]
-pub enum ExecError {
+pub enum StreamError {
     #[error("pods \"{0}\" not found")]
     NoPod(String),
     #[error("container {container} is not valid for pod {pod}")]
@@ -95,101 +105,89 @@ pub enum ExecError {
 }
 
 /// The pod's monitor, if `container` of pod NS/NAME runs.
-pub fn monitor_of(d: &Daemon, ns: &str, name: &str, container: &str) -> Result<Monitor, ExecError> {
-    let entry = d.get(ns, name).ok_or_else(|| ExecError::NoPod(name.into()))?;
+pub fn monitor_of(d: &Daemon, ns: &str, name: &str, container: &str) -> Result<Monitor, StreamError> {
+    let entry = d.get(ns, name).ok_or_else(|| StreamError::NoPod(name.into()))?;
     let view = entry.view().clone();
     let status = view
         .statuses
         .iter()
         .find(|c| c.name == container)
-        .ok_or_else(|| ExecError::NoContainer { pod: name.into(), container: container.into() })?;
+        .ok_or_else(|| StreamError::NoContainer { pod: name.into(), container: container.into() })?;
     if !matches!(status.state, ContainerState::Running { .. }) {
-        return Err(ExecError::NotRunning(container.into()));
+        return Err(StreamError::NotRunning(container.into()));
     }
     let socket = crate::node::pod_state::pod_dir(&d.opts.root, &entry.uid).join("monitor.sock");
-    client::connect(&socket).map_err(|e| ExecError::Monitor { pod: name.into(), message: e.to_string() })
+    client::connect(&socket).map_err(|e| StreamError::Monitor { pod: name.into(), message: e.to_string() })
 }
 
-/// Upgrades to the channel protocol and runs the command until it ends.
-pub fn upgrade(ws: WebSocketUpgrade, mon: Monitor, container: String, o: Options) -> axum::response::Response {
-    ws.protocols(PROTOCOLS).on_upgrade(move |socket| run(socket, mon, container, o))
+/// Upgrades to the channel protocol and serves the session until it ends.
+pub fn upgrade(
+    ws: WebSocketUpgrade,
+    verb: Verb,
+    mon: Monitor,
+    container: String,
+    o: Options,
+) -> axum::response::Response {
+    ws.protocols(PROTOCOLS).on_upgrade(move |socket| run(socket, verb, mon, container, o))
 }
 
-/// The command's stdio on our side.
+/// The process's stdio on our side, and how it is steered and ends.
 struct Started {
-    exec: u64,
     stdin: Option<File>,
     /// Channel and descriptor of each output.
     outputs: Vec<(u8, File)>,
-    /// The terminal's master, for resizes.
-    terminal: Option<Arc<AsyncFd<File>>>,
+    steering: Steering,
+    /// The outcome (exec: the exit code); None: the session ends with the outputs.
+    end: Option<oneshot::Receiver<Result<i32, String>>>,
+}
+
+/// Where a client's resizes and the end of its input go.
+enum Steering {
+    None,
+    /// An exec's terminal, whose master we hold.
+    Terminal(Arc<AsyncFd<File>>),
+    /// An attached container's, through the thread that holds its monitor.
+    Monitor(std::sync::mpsc::Sender<Steer>),
+}
+
+enum Steer {
+    Resize { rows: u16, cols: u16 },
+    InputEnded,
+}
+
+impl Steering {
+    fn resize(&self, rows: u16, cols: u16) {
+        match self {
+            Steering::None => {}
+            Steering::Terminal(t) => {
+                let _ = crate::sys::tty::set_window_size(t.get_ref().as_fd(), rows, cols);
+            }
+            Steering::Monitor(tx) => {
+                let _ = tx.send(Steer::Resize { rows, cols });
+            }
+        }
+    }
+
+    /// The client's input ended: so does the process's (`stdin` is then dropped).
+    async fn input_ended(&self, stdin: &Option<AsyncFd<File>>) {
+        match self {
+            Steering::None => {}
+            // The terminal's end-of-file character: a shell reading it sees its input end.
+            Steering::Terminal(_) => {
+                if let Some(f) = stdin {
+                    let _ = write_all(f, &[4]).await;
+                }
+            }
+            Steering::Monitor(tx) => {
+                let _ = tx.send(Steer::InputEnded);
+            }
+        }
+    }
 }
 
 fn pipe() -> io::Result<(File, File)> {
     let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((File::from(r), File::from(w)))
-}
-
-/// Asks the monitor to start the command (blocking: the monitor answers at once).
-fn start(mon: &mut Monitor, container: String, o: &Options) -> Result<Started, String> {
-    let command = o.command.clone();
-    if o.tty {
-        let io = ExecIo::Tty { rows: 24, cols: 80 };
-        let answer = mon.request(&Request::Exec { name: container, command, io }).map_err(|e| e.to_string())?;
-        let exec = started(answer)?;
-        let master: OwnedFd = mon.take_fd().ok_or("the pod's monitor sent no terminal")?;
-        let master = File::from(master);
-        let write_side = master.try_clone().map_err(|e| e.to_string())?;
-        let outputs = if o.stdout { vec![(STDOUT, master)] } else { vec![] };
-        let terminal = Some(Arc::new(nonblocking(write_side.try_clone().map_err(|e| e.to_string())?)?));
-        return Ok(Started { exec, stdin: o.stdin.then_some(write_side), outputs, terminal });
-    }
-    let (in_r, in_w) = pipe().map_err(|e| e.to_string())?;
-    let (out_r, out_w) = pipe().map_err(|e| e.to_string())?;
-    let (err_r, err_w) = pipe().map_err(|e| e.to_string())?;
-    let fds: [BorrowedFd<'_>; 3] = [in_r.as_fd(), out_w.as_fd(), err_w.as_fd()];
-    let answer = mon
-        .request_with(&Request::Exec { name: container, command, io: ExecIo::Passed }, &fds)
-        .map_err(|e| e.to_string())?;
-    drop((in_r, out_w, err_w));
-    let exec = started(answer)?;
-    // Both outputs are read even when not asked for (the command must not block on a full
-    // pipe); what is not asked for is dropped.
-    Ok(Started {
-        exec,
-        stdin: o.stdin.then_some(in_w),
-        outputs: vec![(STDOUT, out_r), (STDERR, err_r)],
-        terminal: None,
-    })
-}
-
-fn started(answer: Message) -> Result<u64, String> {
-    match answer {
-        Message::ExecStarted { exec, .. } => Ok(exec),
-        Message::Error { error } => Err(error),
-        other => Err(format!("the pod's monitor answered {other:?}")),
-    }
-}
-
-/// Blocks until the monitor says exec `exec` ended: its exit code.
-fn wait_exit(mut mon: Monitor, exec: u64) -> Result<i32, String> {
-    loop {
-        let events = mon.events().map_err(|e| e.to_string())?;
-        if let Some(code) = events.into_iter().find_map(|m| match m {
-            Message::ExecExited { exec: e, code, .. } if e == exec => Some(code),
-            _ => None,
-        }) {
-            return Ok(code);
-        }
-        if mon.pending() {
-            continue;
-        }
-        let mut fds = [nix::poll::PollFd::new(mon.fd(), nix::poll::PollFlags::POLLIN)];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::NONE) {
-            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(e) => return Err(format!("poll: {e}")),
-        }
-    }
 }
 
 /// A descriptor tokio can wait on (pipes and terminal masters, made non-blocking).
@@ -258,28 +256,35 @@ fn normal_close() -> WsMessage {
     }))
 }
 
-async fn run(socket: WebSocket, mut mon: Monitor, container: String, o: Options) {
+async fn run(socket: WebSocket, verb: Verb, mon: Monitor, container: String, o: Options) {
     let v5 = socket.protocol().and_then(|p| p.to_str().ok()) == Some(PROTOCOLS[0]);
     let (mut tx, mut rx) = socket.split();
-    let (mon, started) = match tokio::task::spawn_blocking(move || {
-        let s = start(&mut mon, container, &o).map(|s| (s, o));
-        (mon, s)
+    let started = tokio::task::spawn_blocking(move || {
+        let s = match verb {
+            Verb::Exec => exec::start(mon, container, &o),
+            Verb::Attach => attach::start(mon, container, &o),
+        };
+        s.map(|s| (s, o))
     })
     .await
-    {
-        Ok((mon, Ok(s))) => (mon, s),
-        Ok((_, Err(message))) => {
+    .unwrap_or_else(|e| Err(format!("starting: {e}")));
+    let (Started { stdin, outputs, mut steering, end }, o) = match started {
+        Ok(s) => s,
+        Err(message) => {
             let _ = tx.send(WsMessage::Binary(outcome(&Err(message)).into())).await;
             let _ = tx.send(normal_close()).await;
             return;
         }
-        Err(_) => return,
     };
-    let (Started { exec, stdin, outputs, terminal }, o) = started;
-    let (exit_tx, mut exit_rx) = oneshot::channel();
-    tokio::task::spawn_blocking(move || {
-        let _ = exit_tx.send(wait_exit(mon, exec));
-    });
+    let ends_with_outputs = end.is_none();
+    // Without an end of its own the session's never comes: the sender stays here.
+    let (_never, mut end) = match end {
+        Some(r) => (None, r),
+        None => {
+            let (t, r) = oneshot::channel();
+            (Some(t), r)
+        }
+    };
     let mut stdin = match stdin.map(nonblocking).transpose() {
         Ok(s) => s,
         Err(e) => {
@@ -321,9 +326,14 @@ async fn run(socket: WebSocket, mut mon: Monitor, container: String, o: Options)
                         return;
                     }
                 }
-                None => outputs_done = true,
+                None => {
+                    outputs_done = true;
+                    if ends_with_outputs {
+                        code = Some(Ok(0));
+                    }
+                }
             },
-            c = &mut exit_rx, if code.is_none() => {
+            c = &mut end, if code.is_none() => {
                 code = Some(c.unwrap_or_else(|_| Err("the pod's monitor went away".into())));
                 grace.as_mut().reset(tokio::time::Instant::now() + OUTPUT_GRACE);
             }
@@ -336,25 +346,24 @@ async fn run(socket: WebSocket, mut mon: Monitor, container: String, o: Options)
                         }
                     }
                     Some(RESIZE) => {
-                        if let (Some(t), Ok(size)) = (&terminal, serde_json::from_slice::<serde_json::Value>(&data[1..])) {
+                        if let Ok(size) = serde_json::from_slice::<serde_json::Value>(&data[1..]) {
                             let cols = size["Width"].as_u64().and_then(|w| u16::try_from(w).ok()).unwrap_or(80);
                             let rows = size["Height"].as_u64().and_then(|h| u16::try_from(h).ok()).unwrap_or(24);
-                            let _ = crate::sys::tty::set_window_size(t.get_ref().as_fd(), rows, cols);
+                            steering.resize(rows, cols);
                         }
                     }
-                    // The client's stdin ended: so does the command's (with a terminal, an EOF character).
                     Some(CLOSE) if v5 && data.get(1) == Some(&STDIN) => {
-                        if let (Some(f), Some(_)) = (&stdin, &terminal) {
-                            let _ = write_all(f, &[4]).await;
-                        }
+                        steering.input_ended(&stdin).await;
                         stdin = None;
                     }
                     _ => {}
                 },
                 Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => {
-                    // The client is gone: the command's input ends; it runs on as the kubelet's does.
+                    // The client is gone: the process's input ends. A command runs on, as
+                    // the kubelet's does; an attachment ends (the monitor lets our pipes go).
                     client_open = false;
                     stdin = None;
+                    steering = Steering::None;
                 }
                 Some(Ok(_)) => {}
             },
@@ -374,14 +383,21 @@ mod tests {
 
     #[test]
     fn options_come_in_kubectls_words_or_the_kubelets() {
-        let o = Options::parse("command=sh&command=-c&command=echo+hi&stdin=true&stdout=true&tty=true&container=c")
-            .unwrap();
+        let o = Options::parse(
+            Verb::Exec,
+            "command=sh&command=-c&command=echo+hi&stdin=true&stdout=true&tty=true&container=c",
+        )
+        .unwrap();
         assert_eq!(o.command, ["sh", "-c", "echo hi"]);
         assert!(o.stdin && o.stdout && o.tty && !o.stderr, "{o:?}");
-        let o = Options::parse("command=ls&output=1&error=1").unwrap();
+        let o = Options::parse(Verb::Exec, "command=ls&output=1&error=1").unwrap();
         assert!(!o.stdin && o.stdout && o.stderr);
-        assert!(Options::parse("stdout=true").unwrap_err().contains("at least 1 command"));
-        assert!(Options::parse("command=ls").unwrap_err().contains("stdin, stdout, stderr"));
+        assert!(Options::parse(Verb::Exec, "stdout=true").unwrap_err().contains("at least 1 command"));
+        assert!(Options::parse(Verb::Exec, "command=ls").unwrap_err().contains("stdin, stdout, stderr"));
+        // attach takes no command, and a command does not make it an exec.
+        let o = Options::parse(Verb::Attach, "command=ls&stdout=true&stderr=true").unwrap();
+        assert!(o.command.is_empty() && o.stdout && o.stderr && !o.stdin);
+        assert!(Options::parse(Verb::Attach, "tty=true").unwrap_err().contains("stdin, stdout, stderr"));
     }
 
     #[test]
