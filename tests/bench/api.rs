@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use server::{Server, free_port};
+use server::{Api, Server, free_port};
 
 const CLIENTS: [usize; 3] = [1, 16, 64];
 const CREATES: usize = 600;
@@ -100,22 +100,7 @@ impl Drop for Etcd {
     }
 }
 
-/// The API over HTTPS with the admin token.
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl Api {
-    fn new(s: &Server) -> Api {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(s.dir.join("ca.crt")).unwrap()).unwrap();
-        let http = reqwest::Client::builder().tls_certs_only([ca]).pool_max_idle_per_host(2 * WATCHES).build().unwrap();
-        let token = std::fs::read_to_string(s.dir.join("admin-token")).unwrap().trim().to_string();
-        Api { http, base: format!("https://127.0.0.1:{}", s.port), token }
-    }
-
     async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> reqwest::Response {
         let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(&self.token);
         if let Some(b) = body {
@@ -431,7 +416,7 @@ fn main() {
         let etcd = (backend == "etcd").then(|| Etcd::start(&work.path().join("etcd")));
         let extra: Vec<&str> = etcd.as_ref().map(|e| vec!["--etcd", e.url.as_str()]).unwrap_or_default();
         let s = Server::start(&work.path().join(backend), free_port(), &extra);
-        let api = Api::new(&s);
+        let api = Api::new(&s, 2 * WATCHES);
         rt.block_on(async {
             api.namespace("listed").await;
             for i in 0..LISTED {

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use server::{Server, free_port};
+use server::{Api, Server, free_port};
 
 const PENDING: usize = 10_000;
 const MANY: usize = 50_000;
@@ -51,20 +51,7 @@ impl Drop for Fake {
     }
 }
 
-#[derive(Clone)]
-struct Api {
-    http: reqwest::Client,
-    base: String,
-    token: String,
-}
-
 impl Api {
-    fn new(s: &Server) -> Api {
-        let ca = reqwest::Certificate::from_pem(&std::fs::read(s.dir.join("ca.crt")).unwrap()).unwrap();
-        let http = reqwest::Client::builder().tls_certs_only([ca]).build().unwrap();
-        Api { http, base: s.url(""), token: s.admin_token() }
-    }
-
     async fn get(&self, path: &str) -> Option<Value> {
         let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.ok()?;
         if !resp.status().is_success() {
@@ -209,7 +196,7 @@ fn scheduling(rt: &tokio::runtime::Runtime, nodes: usize, then_many: bool) {
     let (dir, port) = (tmp.path().join("data"), free_port());
     let quiet = ["--leader-elect=false", "--controllers=-nodelifecycle"];
     let s = Server::start(&dir, port, &[&quiet[..], &["--disable-scheduler"]].concat());
-    let api = Api::new(&s);
+    let api = Api::new(&s, usize::MAX);
     let _fake = Fake::start(&s.dir.join("admin.kubeconfig"), nodes);
     let t = Instant::now();
     rt.block_on(api.nodes_ready(nodes));
@@ -248,7 +235,7 @@ fn scheduling(rt: &tokio::runtime::Runtime, nodes: usize, then_many: bool) {
 fn deployment(rt: &tokio::runtime::Runtime, nodes: usize, replicas: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &["--leader-elect=false"]);
-    let api = Api::new(&s);
+    let api = Api::new(&s, usize::MAX);
     let _fake = Fake::start(&s.dir.join("admin.kubeconfig"), nodes);
     rt.block_on(api.nodes_ready(nodes));
     let d = json!({

@@ -92,8 +92,13 @@ impl Server {
 
     /// An HTTPS client that trusts this server's CA.
     pub fn http_client(&self) -> reqwest::Client {
+        self.http_client_keeping(usize::MAX)
+    }
+
+    /// The same, keeping at most `idle` idle connections to the server (usize::MAX: reqwest's default).
+    pub fn http_client_keeping(&self, idle: usize) -> reqwest::Client {
         let ca = reqwest::Certificate::from_pem(&std::fs::read(self.dir.join("ca.crt")).unwrap()).unwrap();
-        reqwest::Client::builder().tls_certs_only([ca]).build().unwrap()
+        reqwest::Client::builder().tls_certs_only([ca]).pool_max_idle_per_host(idle).build().unwrap()
     }
 
     /// One request with `token` as bearer (None: no Authorization header): the status
@@ -281,4 +286,19 @@ pub fn kill_9_under_load_loses_no_acknowledged_write(dir: &Path, extra: &[&str])
         .collect();
     let distinct: std::collections::HashSet<_> = revisions.iter().collect();
     assert_eq!(distinct.len(), revisions.len(), "two acknowledged writes share a revision");
+}
+
+/// The API over HTTPS with the admin token, for clients that add their own calls (the
+/// benches' `impl Api`).
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Api {
+    pub fn new(s: &Server, idle: usize) -> Api {
+        Api { http: s.http_client_keeping(idle), base: s.url(""), token: s.admin_token() }
+    }
 }
