@@ -26,7 +26,7 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use super::status_patch::status_patch;
+use super::status_patch::{drifted, status_patch};
 use crate::model::manifest::{self, Manifest};
 use crate::node::daemon::{Daemon, Entry};
 
@@ -255,8 +255,12 @@ impl PodSync {
             status.host_ips = Some(vec![HostIP { ip: ip.to_string() }]);
         }
         let uid = uid_of(pod).to_string();
-        // The first write is against what the API has; later ones against what we wrote.
-        let last = self.written.get(&uid).or(pod.status.as_ref());
+        // The first write is against what the API has; later ones against what we wrote,
+        // unless someone else changed what we said.
+        let last = match pod.status.as_ref() {
+            Some(api) if drifted(api, &status) => Some(api),
+            api => self.written.get(&uid).or(api),
+        };
         let Some(patch) = status_patch(last, &status) else {
             self.written.insert(uid, status);
             return;

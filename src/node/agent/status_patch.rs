@@ -28,9 +28,46 @@ pub fn status_patch(last: Option<&PodStatus>, now: &PodStatus) -> Option<Value> 
     (!patch.is_empty()).then(|| json!({ "status": patch }))
 }
 
+/// Whether the API's copy of the status says something else than `ours` about the phase or
+/// a condition we set: someone else wrote it (the node lifecycle controller marks the pods
+/// of a node it lost NotReady). The next write then goes against the API's copy, so that it
+/// is put right, as the kubelet's status manager reconciles with the API.
+pub fn drifted(api: &PodStatus, ours: &PodStatus) -> bool {
+    let condition =
+        |s: &PodStatus, kind: &str| s.conditions.iter().flatten().find(|c| c.type_ == kind).map(|c| c.status.clone());
+    api.phase != ours.phase
+        || ours.conditions.iter().flatten().any(|c| condition(api, &c.type_).as_ref() != Some(&c.status))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::core::v1::PodCondition;
+
+    fn ready(s: &str, reason: Option<&str>) -> PodCondition {
+        PodCondition { type_: "Ready".into(), status: s.into(), reason: reason.map(String::from), ..Default::default() }
+    }
+
+    #[test]
+    fn a_condition_set_by_someone_else_is_drift_and_a_field_we_leave_alone_is_not() {
+        let mut ours = status("Running", Some("10.0.0.2"));
+        ours.conditions = Some(vec![ready("True", None)]);
+        let mut api = ours.clone();
+        assert!(!drifted(&api, &ours));
+        // The server's own additions (a message, another condition) are not ours to undo.
+        api.message = Some("kept".into());
+        api.conditions.as_mut().unwrap().push(PodCondition {
+            type_: "DisruptionTarget".into(),
+            status: "True".into(),
+            ..Default::default()
+        });
+        assert!(!drifted(&api, &ours));
+        api.conditions.as_mut().unwrap()[0] = ready("False", Some("NodeNotReady"));
+        assert!(drifted(&api, &ours));
+        // Against the API's copy, the patch sends our conditions back.
+        let patch = status_patch(Some(&api), &ours).unwrap();
+        assert_eq!(patch["status"]["conditions"][0]["status"], "True");
+    }
 
     fn status(phase: &str, ip: Option<&str>) -> PodStatus {
         PodStatus { phase: Some(phase.into()), pod_ip: ip.map(String::from), ..Default::default() }
