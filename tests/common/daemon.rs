@@ -57,6 +57,8 @@ pub struct Node {
     pub daemon: Option<Child>,
     /// The flags of the last start, for [`Node::restart`].
     flags: Vec<String>,
+    /// The network namespace the daemon runs in (a path under /run/netns), if not ours.
+    pub netns: Option<PathBuf>,
 }
 
 impl Node {
@@ -82,6 +84,7 @@ impl Node {
             cidr: format!("10.{}.{}.0/24", 150 + pid % 100, subnet_base + n),
             daemon: None,
             flags: Vec::new(),
+            netns: None,
         }
     }
 
@@ -121,6 +124,16 @@ impl Node {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
         c.arg("--root").arg(self.root()).env("NODECTL_BRIDGE", &self.bridge).env("NODECTL_POD_CIDR", &self.cidr);
         c.stdin(Stdio::null());
+        if let Some(path) = &self.netns {
+            let ns = fs::File::open(path).unwrap();
+            // SAFETY: between fork and exec the child only calls setns(2), which is
+            // async-signal-safe, on a descriptor opened before the fork.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut c, move || {
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
+                });
+            }
+        }
         c
     }
 

@@ -21,6 +21,7 @@ fn log_to() -> Stdio {
 pub struct Server {
     child: Child,
     pub dir: PathBuf,
+    pub ip: std::net::Ipv4Addr,
     pub port: u16,
 }
 
@@ -28,18 +29,23 @@ impl Server {
     /// Starts the server on `dir` (with `extra` flags, such as `--etcd URL`) and waits until
     /// it listens and has written its kubeconfig.
     pub fn start(dir: &Path, port: u16, extra: &[&str]) -> Server {
+        Server::start_on(dir, std::net::Ipv4Addr::LOCALHOST, port, extra)
+    }
+
+    /// A server listening on `ip` alone (its certificate and admin.kubeconfig name it).
+    pub fn start_on(dir: &Path, ip: std::net::Ipv4Addr, port: u16, extra: &[&str]) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
             .args(["server", "--data-dir"])
             .arg(dir)
-            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--listen", &format!("{ip}:{port}")])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log_to())
             .spawn()
             .unwrap();
-        let mut s = Server { child, dir: dir.to_path_buf(), port };
+        let mut s = Server { child, dir: dir.to_path_buf(), ip, port };
         let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() || !dir.join("admin.kubeconfig").exists() {
+        while TcpStream::connect((ip, port)).is_err() || !dir.join("admin.kubeconfig").exists() {
             if let Ok(Some(status)) = s.child.try_wait() {
                 panic!("server exited: {status}");
             }
@@ -87,7 +93,7 @@ impl Server {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("https://127.0.0.1:{}{path}", self.port)
+        format!("https://{}:{}{path}", self.ip, self.port)
     }
 
     /// An HTTPS client that trusts this server's CA.

@@ -1,0 +1,362 @@
+//! A cluster on this one machine: `nodectl server` and three real node daemons, each in a
+//! network namespace of its own (its own state root, bridge and pod range), reaching the
+//! server over a bridge this test makes, as separate machines on one LAN would. kubectl
+//! drives it as it would drive Kubernetes. One cluster for the whole file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::daemon::Node;
+use common::server::{Server, free_port};
+use serde_json::Value;
+
+const NODES: u8 = 3;
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().unwrap();
+    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The machines' LAN: a bridge with the server's address, and one network namespace per
+/// node joined to it by a veth (the node's eth0, with a default route through the bridge).
+struct Lan {
+    bridge: String,
+    /// 10.A.B: the LAN's /24.
+    prefix: String,
+    namespaces: Vec<String>,
+}
+
+impl Lan {
+    fn new(nodes: u8) -> Lan {
+        let pid = std::process::id();
+        // Second octets 100–149: the other test files' pod ranges are 150 and up.
+        let prefix = format!("10.{}.{}", 100 + pid % 50, (pid / 50) % 250);
+        let mut lan = Lan { bridge: format!("ncl{}", pid % 100_000), prefix, namespaces: Vec::new() };
+        ip(&["link", "add", &lan.bridge, "type", "bridge"]);
+        ip(&["addr", "add", &format!("{}/24", lan.server_ip()), "dev", &lan.bridge]);
+        ip(&["link", "set", &lan.bridge, "up"]);
+        for i in 1..=nodes {
+            let ns = format!("ncl{pid}n{i}");
+            ip(&["netns", "add", &ns]);
+            lan.namespaces.push(ns.clone());
+            let host_end = format!("{}v{i}", lan.bridge);
+            ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
+            ip(&["link", "set", &host_end, "master", &lan.bridge, "up"]);
+            ip(&["-n", &ns, "addr", "add", &format!("{}/24", lan.node_ip(i)), "dev", "eth0"]);
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
+            ip(&["-n", &ns, "link", "set", "lo", "up"]);
+            ip(&["-n", &ns, "route", "add", "default", "via", &lan.server_ip().to_string()]);
+        }
+        lan
+    }
+
+    fn server_ip(&self) -> Ipv4Addr {
+        format!("{}.1", self.prefix).parse().unwrap()
+    }
+
+    fn node_ip(&self, i: u8) -> Ipv4Addr {
+        format!("{}.{}", self.prefix, 10 + i).parse().unwrap()
+    }
+
+    fn netns(&self, i: u8) -> PathBuf {
+        Path::new("/run/netns").join(&self.namespaces[usize::from(i - 1)])
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        // A namespace's devices go with it, the host ends of the veths with them.
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+    }
+}
+
+/// The cluster; fields drop in order: the daemons, then the server, then the LAN.
+struct Cluster {
+    nodes: Vec<Node>,
+    s: Server,
+    _lan: Lan,
+    _dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let lan = Lan::new(NODES);
+        let dir = tempfile::tempdir().unwrap();
+        // A lost node is noticed after 20 s (two Lease renewals missed), and its pods go 2 s
+        // later (Kubernetes: 40 s and 300 s), so that the test does not wait minutes.
+        let flags = [
+            "--node-monitor-period",
+            "1s",
+            "--node-monitor-grace-period",
+            "20s",
+            "--default-unreachable-toleration-seconds",
+            "2",
+            "--default-not-ready-toleration-seconds",
+            "2",
+        ];
+        let s = Server::start_on(&dir.path().join("data"), lan.server_ip(), free_port(), &flags);
+        let mut nodes = Vec::new();
+        for i in 1..=NODES {
+            let node = Node::new("ncl", 220).with_busybox();
+            // The rollout's "new image": the same busybox under another tag.
+            node.import("busybox", "busybox:v2");
+            let mut node = node;
+            node.netns = Some(lan.netns(i));
+            let (token, ca) = (s.dir.join("node-token"), s.dir.join("ca.crt"));
+            let serving = format!("{}:10250", lan.node_ip(i));
+            let name = format!("node-{i}");
+            node.start(&[
+                "--server",
+                &s.url(""),
+                "--token-file",
+                token.to_str().unwrap(),
+                "--ca-file",
+                ca.to_str().unwrap(),
+                "--node-name",
+                &name,
+                "--serving-address",
+                &serving,
+            ]);
+            nodes.push(node);
+        }
+        Cluster { nodes, s, _lan: lan, _dir: dir }
+    }
+
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            all.push_str(&format!("--- node-{}:\n{}\n", i + 1, n.log()));
+        }
+        all
+    }
+
+    fn get(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["get"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["-o", "json"]);
+        let out = self.s.kubectl(&all);
+        out.status.success().then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// Waits until `args`' object satisfies `want`; returns it.
+    fn wait_for(&self, args: &[&str], secs: u64, want: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.get(args);
+            if let Some(v) = v.as_ref().filter(|v| want(v)) {
+                return v.clone();
+            }
+            assert!(Instant::now() < end, "{args:?} never got there: {v:#?}\nthe daemons' logs:\n{}", self.logs());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn apply(&self, name: &str, yaml: &str) {
+        let path = self._dir.path().join(name);
+        fs::write(&path, yaml).unwrap();
+        self.s.ok(&["apply", "-f", path.to_str().unwrap()]);
+    }
+}
+
+fn ready(obj: &Value) -> bool {
+    obj["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+}
+
+/// The pods `selector` picks: name → node.
+fn placement(c: &Cluster, selector: &str) -> BTreeMap<String, String> {
+    let list = c.get(&["pods", "-l", selector]).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (p["metadata"]["name"].as_str().unwrap().to_string(), p["spec"]["nodeName"].as_str().unwrap_or("").into())
+        })
+        .collect()
+}
+
+const WEB: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 6
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: c
+        image: busybox
+        imagePullPolicy: Never
+        resources: {requests: {cpu: 10m, memory: 8Mi}}
+        command: [sh, -c, 'trap \"exit 0\" TERM; echo \"web on $(hostname)\"; while :; do sleep 0.1; done']
+";
+
+#[test]
+fn three_nodes_on_a_lan_run_a_deployment_spread_over_them() {
+    let mut c = Cluster::start();
+
+    // Each node joins from its own namespace, with its LAN address as InternalIP.
+    let nodes = c.wait_for(&["nodes"], 60, |l| {
+        l["items"].as_array().is_some_and(|items| items.len() == usize::from(NODES) && items.iter().all(ready))
+    });
+    for (i, n) in nodes["items"].as_array().unwrap().iter().enumerate() {
+        let addresses = n["status"]["addresses"].to_string();
+        let want = c._lan.node_ip(u8::try_from(i + 1).unwrap()).to_string();
+        assert!(addresses.contains(&format!("\"{want}\"")), "{}: {addresses}", n["metadata"]["name"]);
+    }
+
+    // Six replicas spread two to a node.
+    c.apply("web.yaml", WEB);
+    c.wait_for(&["deployment", "web"], 120, |d| d["status"]["readyReplicas"] == 6);
+    let placed = placement(&c, "app=web");
+    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
+    for node in placed.values() {
+        *per_node.entry(node.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_node, BTreeMap::from([("node-1", 2), ("node-2", 2), ("node-3", 2)]), "{placed:?}");
+
+    // Logs and exec reach every node through the server.
+    for (pod, node) in &placed {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            let logs = c.s.ok(&["logs", pod]);
+            if logs.contains(&format!("web on {pod}")) {
+                break;
+            }
+            assert!(Instant::now() < end, "{pod} on {node} logged {logs:?}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(c.s.ok(&["exec", pod, "--", "hostname"]), format!("{pod}\n"), "{pod} on {node}");
+    }
+
+    rollout_never_goes_below_the_allowed_unavailable(&c, "busybox:v2");
+
+    // A node's daemon dies (the one with the most of the pods): its pods are replaced on
+    // the others.
+    c.wait_for(&["pods", "-l", "app=web"], 60, |l| l["items"].as_array().is_some_and(|i| i.len() == 6));
+    let placed = placement(&c, "app=web");
+    let victim =
+        (1..=NODES).map(|i| format!("node-{i}")).max_by_key(|n| placed.values().filter(|p| *p == n).count()).unwrap();
+    let lost: Vec<String> = placed.iter().filter(|(_, n)| **n == victim).map(|(p, _)| p.clone()).collect();
+    let index = usize::from(victim.strip_prefix("node-").unwrap().parse::<u8>().unwrap() - 1);
+    c.nodes[index].kill_daemon();
+    c.wait_for(&["node", &victim], 60, |n| !ready(n));
+    c.wait_for(&["pods", "-l", "app=web"], 90, |l| {
+        let items = l["items"].as_array().unwrap();
+        let running_elsewhere = items
+            .iter()
+            .filter(|p| {
+                p["spec"]["nodeName"] != victim.as_str() && p["metadata"]["deletionTimestamp"].is_null() && ready(p)
+            })
+            .count();
+        running_elsewhere == 6
+    });
+
+    // It comes back: what was taken from it stops before anything else, and nothing stale runs.
+    c.nodes[index].restart();
+    c.wait_for(&["node", &victim], 60, ready);
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stale: Vec<String> = placement(&c, "app=web").into_keys().filter(|p| lost.contains(p)).collect();
+        let local = fs::read_dir(c.nodes[index].root().join("pods")).map(|d| d.count()).unwrap_or(0);
+        if stale.is_empty() && local == 0 {
+            break;
+        }
+        assert!(Instant::now() < end, "{victim} still has {stale:?} ({local} pods on disk): {}", c.nodes[index].log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // Undo brings the first template back.
+    c.s.ok(&["rollout", "undo", "deployment/web"]);
+    c.s.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    let images = images(&c);
+    assert!(images.iter().all(|i| i == "busybox") && images.len() == 6, "{images:?}");
+
+    // A pod that fits nowhere says why, node by node.
+    c.apply("huge.yaml", HUGE);
+    let huge = c.wait_for(&["pod", "huge"], 30, |p| {
+        p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["reason"] == "Unschedulable")
+    });
+    let why = huge["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "PodScheduled").unwrap();
+    let message = why["message"].as_str().unwrap();
+    assert!(message.starts_with("0/3 nodes are available: 3 Insufficient cpu."), "{message}");
+    c.s.ok(&["delete", "pod", "huge"]);
+
+    // The Deployment goes, and every node stops its pods.
+    c.s.ok(&["delete", "deployment", "web"]);
+    c.wait_for(&["pods", "-l", "app=web"], 60, |l| l["items"].as_array().is_some_and(Vec::is_empty));
+    for (i, n) in c.nodes.iter().enumerate() {
+        let end = Instant::now() + Duration::from_secs(30);
+        while fs::read_dir(n.root().join("pods")).map(|d| d.count()).unwrap_or(0) > 0 {
+            assert!(Instant::now() < end, "node-{} kept pods: {}", i + 1, n.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `kubectl set image` to `image`, with a watch on the Deployment throughout: available
+/// replicas never below 6 less maxUnavailable (25% of 6, rounded down: 1).
+fn rollout_never_goes_below_the_allowed_unavailable(c: &Cluster, image: &str) {
+    let mut watch = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(c.s.dir.join("admin.kubeconfig"))
+        .args(["get", "deployment", "web", "--watch", "-o"])
+        .arg("jsonpath={.status.availableReplicas}{\"\\n\"}")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = watch.stdout.take().unwrap();
+    let seen = std::thread::spawn(move || {
+        std::io::BufRead::lines(std::io::BufReader::new(out))
+            .map_while(Result::ok)
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .collect::<Vec<u32>>()
+    });
+    c.s.ok(&["set", "image", "deployment/web", &format!("c={image}")]);
+    c.s.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
+    // The last event of the rollout may still be on its way.
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let seen = seen.join().unwrap();
+    assert!(seen.len() > 1, "the watch saw no change: {seen:?}");
+    assert!(seen.iter().all(|&n| n >= 5), "available replicas during the rollout: {seen:?}");
+    let images = images(c);
+    assert!(images.iter().all(|i| i == image) && images.len() == 6, "{images:?}");
+}
+
+/// The image of each pod of the Deployment that is not on its way out.
+fn images(c: &Cluster) -> Vec<String> {
+    let list = c.get(&["pods", "-l", "app=web"]).unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| p["spec"]["containers"][0]["image"].as_str().unwrap().to_string())
+        .collect()
+}
+
+const HUGE: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: huge}
+spec:
+  containers:
+  - name: c
+    image: busybox
+    resources: {requests: {cpu: '1000'}}
+";
