@@ -26,7 +26,7 @@ use kube::runtime::WatchStreamExt as _;
 use kube::runtime::watcher;
 use serde_json::{Value, json};
 
-use super::status_patch::{drifted, status_patch};
+use super::status_patch::{drifted, stamp_transitions, status_patch};
 use crate::model::manifest::{self, Manifest};
 use crate::node::daemon::{Daemon, Entry};
 
@@ -261,6 +261,7 @@ impl PodSync {
             Some(api) if drifted(api, &status) => Some(api),
             api => self.written.get(&uid).or(api),
         };
+        stamp_transitions(last, &mut status, &Time(crate::model::time::now()));
         let Some(patch) = status_patch(last, &status) else {
             self.written.insert(uid, status);
             return;

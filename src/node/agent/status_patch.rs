@@ -3,6 +3,7 @@
 //! nothing new to say says nothing (the kubelet's status manager does the same).
 
 use k8s_openapi::api::core::v1::PodStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Map, Value, json};
 
 /// The merge patch `{"status": {...}}` that turns `last` (None: nothing written yet) into
@@ -26,6 +27,19 @@ pub fn status_patch(last: Option<&PodStatus>, now: &PodStatus) -> Option<Value> 
         }
     }
     (!patch.is_empty()).then(|| json!({ "status": patch }))
+}
+
+/// Gives each condition of `now` its lastTransitionTime as the kubelet does: the time of the
+/// same condition in `before` while its status is the same, else `at`. Readers count from
+/// it (a ReplicaSet's minReadySeconds: a pod is available once Ready that long).
+pub fn stamp_transitions(before: Option<&PodStatus>, now: &mut PodStatus, at: &Time) {
+    for c in now.conditions.iter_mut().flatten() {
+        let kept = before
+            .and_then(|b| b.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|p| p.type_ == c.type_ && p.status == c.status))
+            .and_then(|p| p.last_transition_time.clone());
+        c.last_transition_time = Some(kept.unwrap_or_else(|| at.clone()));
+    }
 }
 
 /// Whether the API's copy of the status says something else than `ours` about the phase or
@@ -67,6 +81,23 @@ mod tests {
         // Against the API's copy, the patch sends our conditions back.
         let patch = status_patch(Some(&api), &ours).unwrap();
         assert_eq!(patch["status"]["conditions"][0]["status"], "True");
+    }
+
+    #[test]
+    fn a_condition_keeps_its_transition_time_until_its_status_changes() {
+        let t = |s: i64| Time(chrono::DateTime::from_timestamp(s, 0).unwrap());
+        let mut first = status("Running", None);
+        first.conditions = Some(vec![ready("False", Some("ContainersNotReady"))]);
+        stamp_transitions(None, &mut first, &t(100));
+        assert_eq!(first.conditions.as_ref().unwrap()[0].last_transition_time, Some(t(100)));
+        let mut same = first.clone();
+        stamp_transitions(Some(&first), &mut same, &t(200));
+        assert_eq!(same.conditions.as_ref().unwrap()[0].last_transition_time, Some(t(100)));
+        assert!(status_patch(Some(&first), &same).is_none(), "nothing new to say");
+        let mut now_ready = status("Running", None);
+        now_ready.conditions = Some(vec![ready("True", None)]);
+        stamp_transitions(Some(&same), &mut now_ready, &t(300));
+        assert_eq!(now_ready.conditions.as_ref().unwrap()[0].last_transition_time, Some(t(300)));
     }
 
     fn status(phase: &str, ip: Option<&str>) -> PodStatus {
