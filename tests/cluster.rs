@@ -18,6 +18,19 @@ use serde_json::Value;
 
 const NODES: u8 = 3;
 
+/// A lost node is noticed after 20 s (two Lease renewals missed), and its pods go 2 s
+/// later (Kubernetes: 40 s and 300 s), so that the test does not wait minutes.
+const SERVER_FLAGS: [&str; 8] = [
+    "--node-monitor-period",
+    "1s",
+    "--node-monitor-grace-period",
+    "20s",
+    "--default-unreachable-toleration-seconds",
+    "2",
+    "--default-not-ready-toleration-seconds",
+    "2",
+];
+
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap();
     assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -35,8 +48,9 @@ struct Lan {
 impl Lan {
     fn new(nodes: u8) -> Lan {
         let pid = std::process::id();
-        // Second octets 100–149: the other test files' pod ranges are 150 and up.
-        let prefix = format!("10.{}.{}", 100 + pid % 50, (pid / 50) % 250);
+        // 10.100–149.254/24: the other files' ranges are 10.100–199 with third octets up
+        // to about 60 (pods.rs), and 10.150 and up (the daemons' pod ranges, network.rs).
+        let prefix = format!("10.{}.254", 100 + pid % 50);
         let mut lan = Lan { bridge: format!("ncl{}", pid % 100_000), prefix, namespaces: Vec::new() };
         ip(&["link", "add", &lan.bridge, "type", "bridge"]);
         ip(&["addr", "add", &format!("{}/24", lan.server_ip()), "dev", &lan.bridge]);
@@ -91,19 +105,7 @@ impl Cluster {
     fn start() -> Cluster {
         let lan = Lan::new(NODES);
         let dir = tempfile::tempdir().unwrap();
-        // A lost node is noticed after 20 s (two Lease renewals missed), and its pods go 2 s
-        // later (Kubernetes: 40 s and 300 s), so that the test does not wait minutes.
-        let flags = [
-            "--node-monitor-period",
-            "1s",
-            "--node-monitor-grace-period",
-            "20s",
-            "--default-unreachable-toleration-seconds",
-            "2",
-            "--default-not-ready-toleration-seconds",
-            "2",
-        ];
-        let s = Server::start_on(&dir.path().join("data"), lan.server_ip(), free_port(), &flags);
+        let s = Server::start_on(&dir.path().join("data"), lan.server_ip(), free_port(), &SERVER_FLAGS);
         let mut nodes = Vec::new();
         for i in 1..=NODES {
             let node = Node::new("ncl", 220).with_busybox();
@@ -129,6 +131,18 @@ impl Cluster {
             nodes.push(node);
         }
         Cluster { nodes, s, _lan: lan, _dir: dir }
+    }
+
+    /// kill -9 of the server, then a new one on the same data, address and flags.
+    fn kill_9_and_restart_server(&mut self) {
+        let (dir, ip, port) = (self.s.dir.clone(), self.s.ip, self.s.port);
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.s.pid()).unwrap());
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+        // Dead once its port is closed (the zombie is reaped when the old Server drops).
+        while std::net::TcpStream::connect((ip, port)).is_ok() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.s = Server::start_on(&dir, ip, port, &SERVER_FLAGS);
     }
 
     fn logs(&self) -> String {
@@ -278,8 +292,14 @@ fn three_nodes_on_a_lan_run_a_deployment_spread_over_them() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
-    // Undo brings the first template back.
+    // Undo brings the first template back, though the server is killed (-9) in the middle
+    // of it: the rollout goes on when the server is back. minReadySeconds makes each step
+    // last 5 s, so that the kill lands mid-rollout.
+    c.s.ok(&["patch", "deployment", "web", "-p", r#"{"spec": {"minReadySeconds": 5}}"#]);
     c.s.ok(&["rollout", "undo", "deployment/web"]);
+    let d = c.get(&["deployment", "web"]).unwrap();
+    assert_ne!(d["status"]["updatedReplicas"], 6, "the rollout is already over: {d}");
+    c.kill_9_and_restart_server();
     c.s.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     let images = images(&c);
     assert!(images.iter().all(|i| i == "busybox") && images.len() == 6, "{images:?}");
