@@ -141,7 +141,7 @@ impl Api {
     /// Opens a watch on the namespace's configmaps from `rv`; each event's object name is
     /// passed to `seen` with the moment its line arrived, until `seen` says stop.
     async fn watch(&self, ns: &str, rv: &str, opened: impl FnOnce(), mut seen: impl FnMut(&str, Instant) -> bool) {
-        let mut resp = self
+        let resp = self
             .send(
                 reqwest::Method::GET,
                 &format!("/api/v1/namespaces/{ns}/configmaps?watch=1&resourceVersion={rv}"),
@@ -149,20 +149,10 @@ impl Api {
             )
             .await;
         opened();
-        let mut buf = Vec::new();
-        while let Ok(Some(chunk)) = resp.chunk().await {
-            let at = Instant::now();
-            buf.extend_from_slice(&chunk);
-            while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = buf.drain(..=end).collect();
-                let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                if let Some(name) = event.pointer("/object/metadata/name").and_then(Value::as_str)
-                    && !seen(name, at)
-                {
-                    return;
-                }
-            }
-        }
+        server::for_each_event(resp, |event, at| {
+            event.pointer("/object/metadata/name").and_then(Value::as_str).is_none_or(|name| seen(name, at))
+        })
+        .await;
     }
 }
 

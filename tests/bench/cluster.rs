@@ -146,33 +146,28 @@ impl Api {
         }
         loop {
             let url = format!("{}/api/v1/namespaces/default/pods?watch=1&resourceVersion={rv}", self.base);
-            let Ok(mut resp) = self.http.get(url).bearer_auth(&self.token).send().await else {
+            let Ok(resp) = self.http.get(url).bearer_auth(&self.token).send().await else {
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             };
-            let mut buf = Vec::new();
-            while let Ok(Some(chunk)) = resp.chunk().await {
-                let at = Instant::now();
-                buf.extend_from_slice(&chunk);
-                while let Some(end) = buf.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = buf.drain(..=end).collect();
-                    let Ok(event) = serde_json::from_slice::<Value>(&line) else { continue };
-                    let obj = &event["object"];
-                    if let Some(v) = obj["metadata"]["resourceVersion"].as_str() {
-                        rv = v.to_string();
-                    }
-                    let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
-                    if obj["spec"]["nodeName"].is_string() && bound.insert(uid.clone()) {
-                        first.get_or_insert(at);
-                        last = Some(at);
-                    }
-                    if obj["status"]["phase"] == "Running" {
-                        up.insert(uid);
-                    }
-                    if bound.len() >= n && (!running || up.len() >= n) {
-                        return (first.unwrap(), last.unwrap());
-                    }
+            let done = server::for_each_event(resp, |event, at| {
+                let obj = &event["object"];
+                if let Some(v) = obj["metadata"]["resourceVersion"].as_str() {
+                    rv = v.to_string();
                 }
+                let uid = obj["metadata"]["uid"].as_str().unwrap_or_default().to_string();
+                if obj["spec"]["nodeName"].is_string() && bound.insert(uid.clone()) {
+                    first.get_or_insert(at);
+                    last = Some(at);
+                }
+                if obj["status"]["phase"] == "Running" {
+                    up.insert(uid);
+                }
+                !(bound.len() >= n && (!running || up.len() >= n))
+            })
+            .await;
+            if done {
+                return (first.unwrap(), last.unwrap());
             }
         }
     }

@@ -308,3 +308,24 @@ impl Api {
         Api { http: s.http_client_keeping(idle), base: s.url(""), token: s.admin_token() }
     }
 }
+
+/// Each event of a watch's answer, with the moment its line arrived, until `f` says stop
+/// (false) or the answer ends; whether `f` stopped it.
+pub async fn for_each_event(
+    mut resp: reqwest::Response,
+    mut f: impl FnMut(&serde_json::Value, Instant) -> bool,
+) -> bool {
+    let mut buf = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let at = Instant::now();
+        buf.extend_from_slice(&chunk);
+        while let Some(end) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            let Ok(event) = serde_json::from_slice::<serde_json::Value>(&line) else { continue };
+            if !f(&event, at) {
+                return true;
+            }
+        }
+    }
+    false
+}
