@@ -1938,3 +1938,30 @@ fn a_created_container_does_not_hold_the_runtimes_stderr() {
     assert!(status.success(), "{err}");
     assert!(err.contains("init: closing the pipe to signal completion"), "{err}");
 }
+
+#[test]
+fn an_apparmor_profile_is_applied_where_the_host_enforces_apparmor_and_said_to_be_dropped_where_not() {
+    let rt = Rt::new();
+    let enforced = Path::new("/sys/kernel/security/apparmor").is_dir()
+        && fs::read("/sys/module/apparmor/parameters/enabled").is_ok_and(|b| b.starts_with(b"Y"));
+    let b = rt.bundle("aa", |s| {
+        s["process"]["args"] = json!(["sh", "-c", "echo ran"]);
+        s["process"]["apparmorProfile"] = json!("nodectl-test-not-loaded");
+    });
+    let (code, out, err) = rt.run(&b, "aa");
+    if enforced {
+        // A profile the kernel does not have is create's error, naming it.
+        assert_ne!(code, 0, "{out}");
+        assert!(err.contains("apparmor profile \"nodectl-test-not-loaded\""), "{err}");
+        let out = rt.sh("aa-unconfined", "cat /proc/self/attr/current", |s| {
+            s["process"]["apparmorProfile"] = json!("unconfined")
+        });
+        assert_eq!(out.trim(), "unconfined");
+    } else {
+        // No AppArmor: the container runs, and the log says the profile was not applied
+        // (make vm-test shows a profile applied, on a kernel that has AppArmor).
+        assert_eq!((code, out.trim()), (0, "ran"), "{err}");
+        assert!(err.contains("AppArmor is not enabled on this host"), "{err}");
+        assert!(err.contains("nodectl-test-not-loaded"), "{err}");
+    }
+}

@@ -323,6 +323,9 @@ struct ExecArgs {
     /// uid[:gid]
     #[arg(short, long)]
     user: Option<String>,
+    /// The AppArmor profile for the process (default: the container's).
+    #[arg(long)]
+    apparmor: Option<String>,
     id: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -356,6 +359,9 @@ impl ExecArgs {
         p.additional_gids.extend(&self.additional_gids);
         if let Some(cwd) = &self.cwd {
             p.cwd = cwd.clone();
+        }
+        if let Some(profile) = &self.apparmor {
+            p.apparmor_profile = Some(profile.clone());
         }
         if let Some(user) = &self.user {
             let (uid, gid) = user.split_once(':').unwrap_or((user, "0"));
@@ -660,7 +666,7 @@ fn features() -> serde_json::Value {
                 "operators": ["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"],
                 "archs": ["SCMP_ARCH_X86", "SCMP_ARCH_X86_64", "SCMP_ARCH_X32", "SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM"]
             },
-            "apparmor": {"enabled": false},
+            "apparmor": {"enabled": true},
             "selinux": {"enabled": false}
         }
     })

@@ -19,7 +19,7 @@ use super::init::{self, ExecArgs, InitArgs};
 use super::spec::{self, Config, ProcessConfig, SpecError};
 use super::state::{self, HooksRecord, Record, StateError, StateRoot, Status};
 use super::sync::{self, Msg};
-use super::{hooks, namespaces, rootfs, tty};
+use super::{apparmor, hooks, namespaces, rootfs, tty};
 use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
@@ -225,6 +225,7 @@ impl Runtime {
 
         let joins = namespaces::open_joins(&cfg.namespaces).map_err(RuntimeError::Invalid)?;
         let (chan, child_chan) = sync::pair().map_err(io("socketpair"))?;
+        let apparmor = apparmor::effective(cfg.process.apparmor_profile.as_deref());
 
         // Without a user namespace (which must come before the pid namespace it owns) we
         // fork straight into the pid namespace, and the init needs no second fork.
@@ -257,6 +258,7 @@ impl Runtime {
                     in_pid_ns,
                     cgroup: cg.as_ref(),
                     stdio: opts.stdio,
+                    apparmor: apparmor.as_deref(),
                 })
             }
             ForkResult::Parent { child } => child.as_raw(),
@@ -285,6 +287,7 @@ impl Runtime {
             paused: false,
             hooks: HooksRecord::from_hooks(&cfg.hooks),
             seccomp: cfg.seccomp.clone(),
+            apparmor_profile: apparmor.clone(),
         };
         let fail = |message: String| RuntimeError::Init { id: id.to_string(), message };
         chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
@@ -571,6 +574,7 @@ impl Runtime {
         };
         let forwarded = if opts.detach { None } else { Some(prepare_to_wait()?) };
         let (chan, child_chan) = sync::pair().map_err(io("socketpair"))?;
+        let apparmor = apparmor::effective(process.apparmor_profile.as_deref().or(rec.apparmor_profile.as_deref()));
         // SAFETY: ensure_single_threaded checked that no other thread exists.
         let child = match unsafe { nix::unistd::fork() }.map_err(|e| io("fork")(e.into()))? {
             ForkResult::Child => {
@@ -584,6 +588,7 @@ impl Runtime {
                     joins,
                     cgroup: cg.as_ref(),
                     stdio: opts.stdio,
+                    apparmor: apparmor.as_deref(),
                 })
             }
             ForkResult::Parent { child } => child.as_raw(),
@@ -808,6 +813,7 @@ mod tests {
             oom_score_adj: None,
             terminal: false,
             console_size: None,
+            apparmor_profile: None,
         };
         let exec = rt.exec("c", &process, &ExecOptions::default());
         assert!(matches!(exec, Err(RuntimeError::NotSealed { .. })), "{:?}", exec.err());

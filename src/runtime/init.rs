@@ -19,7 +19,7 @@ use oci_spec::runtime::LinuxNamespaceType;
 use super::cgroups::Cgroup;
 use super::spec::{Config, ProcessConfig};
 use super::sync::{Channel, Msg};
-use super::{hooks, namespaces, process, rootfs, seccomp};
+use super::{apparmor, hooks, namespaces, process, rootfs, seccomp};
 use crate::sys;
 
 type Result<T> = std::result::Result<T, String>;
@@ -51,6 +51,8 @@ pub struct InitArgs<'a> {
     pub cgroup: &'a dyn Cgroup,
     /// Descriptors to become the process's stdin, stdout and stderr instead of ours.
     pub stdio: Option<[RawFd; 3]>,
+    /// The AppArmor profile to start the program under (already checked against the host).
+    pub apparmor: Option<&'a str>,
 }
 
 /// Whether the init needs the state JSON (for hooks it runs itself).
@@ -203,7 +205,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
         // startContainer hooks run in the container, after `start`, before the program.
         hooks::run_all_inheriting(&cfg.hooks.start_container, &state_json, &p.env)
     };
-    become_process(p, cfg.seccomp.as_ref(), &a.chan, a.fifo.as_ref(), a.preserve_fds, before_exec)
+    become_process(p, cfg.seccomp.as_ref(), a.apparmor, &a.chan, a.fifo.as_ref(), a.preserve_fds, before_exec)
 }
 
 /// The last steps shared by a container's init and an exec'd process: limits, no_new_privs,
@@ -212,12 +214,18 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
 fn become_process(
     p: &ProcessConfig,
     seccomp_spec: Option<&oci_spec::runtime::LinuxSeccomp>,
+    apparmor_profile: Option<&str>,
     chan: &Channel,
     fifo: Option<&OwnedFd>,
     preserve_fds: i32,
     before_exec: impl FnOnce() -> Result<()>,
 ) -> Result<()> {
     process::set_rlimits(p)?;
+    // Where runc applies it: before no_new_privs and seccomp (which could refuse the write);
+    // it takes effect at the execve, so hooks run before the program are confined as well.
+    if let Some(profile) = apparmor_profile {
+        apparmor::change_on_exec(profile)?;
+    }
     if p.no_new_privileges {
         sys::process::set_no_new_privs().map_err(|e| format!("no_new_privs: {e}"))?;
     }
@@ -274,6 +282,7 @@ pub struct ExecArgs<'a> {
     /// The container's cgroup, entered before the namespaces.
     pub cgroup: &'a dyn Cgroup,
     pub stdio: Option<[RawFd; 3]>,
+    pub apparmor: Option<&'a str>,
 }
 
 /// `exec`'s child: join the container's namespaces, fork into its pid namespace, become
@@ -312,7 +321,7 @@ fn exec_stages(a: &ExecArgs<'_>) -> Result<()> {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         setup_console(console, a.process, false)?;
     }
-    become_process(a.process, a.seccomp, &a.chan, None, a.preserve_fds, || {
+    become_process(a.process, a.seccomp, a.apparmor, &a.chan, None, a.preserve_fds, || {
         // runc's setns init says this last (exec.bats looks for it).
         tracing::debug!("setns_init: about to exec");
         Ok(())

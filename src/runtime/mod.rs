@@ -6,6 +6,7 @@
 //! `process` and `seccomp` to become the container; `state` records it on disk. System calls come from
 //! the crate's bottom layer, `crate::sys`.
 
+pub mod apparmor;
 pub mod cgroups;
 pub mod container;
 mod hooks;

@@ -105,6 +105,8 @@ pub struct ProcessConfig {
     pub oom_score_adj: Option<i32>,
     pub terminal: bool,
     pub console_size: Option<(u16, u16)>,
+    /// The AppArmor profile the program starts under (None: as the runtime was).
+    pub apparmor_profile: Option<String>,
 }
 
 /// One hook; also kept in the container's record for the hooks `start` and `delete` run.
@@ -429,6 +431,7 @@ fn process_config(ck: &Checker<'_>, p: &Process, prefix: &str) -> Result<Process
         console_size: p
             .console_size()
             .map(|b| (b.height().min(u16::MAX as u64) as u16, b.width().min(u16::MAX as u64) as u16)),
+        apparmor_profile: p.apparmor_profile().clone().filter(|s| !s.is_empty()),
     })
 }
 

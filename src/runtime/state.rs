@@ -78,6 +78,10 @@ pub struct Record {
     /// The profile exec'd processes get too.
     #[serde(default)]
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// The AppArmor profile the init was started under, which exec'd processes get
+    /// unless they name their own (as runc's exec).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apparmor_profile: Option<String>,
 }
 
 /// The hooks the runtime runs after `create` returns, kept for `start` and `delete`

@@ -30,6 +30,23 @@ for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
   mkdir -p "$root$(dirname "$lib")"
   cp -L "$lib" "$root$lib"
 done
+# AppArmor's parser, to load the profile the apparmor container runs under (it needs only
+# libc, copied above for our binary).
+if [ ! -x "$work/apparmor/sbin/apparmor_parser" ]; then
+  (cd "$work" && rm -f apparmor_*.deb && apt-get download apparmor 2>/dev/null)
+  rm -rf "$work/apparmor" && dpkg-deb -x "$work"/apparmor_*.deb "$work/apparmor"
+fi
+cp "$work/apparmor/sbin/apparmor_parser" "$root/bin/apparmor_parser"
+cat > "$root/nodectl-vmtest.profile" <<'PROFILE'
+profile nodectl-vmtest flags=(attach_disconnected,mediate_deleted) {
+  file,
+  capability,
+  signal,
+  unix,
+  network,
+  deny /proc/cmdline r,
+}
+PROFILE
 cp "$here/init" "$root/init"
 chmod +x "$root/init"
 
@@ -50,12 +67,15 @@ spec mem '.process.args = ["sh", "-c", "a=$(yes | head -c 67108864); echo surviv
 spec pids '.process.args = ["sh", "-c", "for i in $(seq 20); do sleep 30 & done; echo started"] | .linux.resources.pids = {"limit": 10}'
 spec cpu '.process.args = ["sh", "-c", "while :; do :; done"] | .linux.resources.cpu = {"quota": 20000, "period": 100000} | .linux.resources.memory = {"reservation": 8388608, "swappiness": 10}'
 
+spec aa '.process.args = ["sh", "-c", "cat /proc/self/attr/current; cat /proc/cmdline > /dev/null 2>&1 && echo read || echo denied"] | .process.apparmorProfile = "nodectl-vmtest"'
+spec aaexec '.process.args = ["sleep", "60"] | .process.apparmorProfile = "nodectl-vmtest"'
+
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initramfs.gz"
 
 echo "vm-test: booting $(basename "$(ls "$work"/kernel/boot/vmlinuz-*)") under qemu (TCG)"
 timeout 900 qemu-system-x86_64 -accel tcg -m 1536 -smp 2 -nographic -no-reboot \
   -kernel "$work/vmlinuz" -initrd "$work/initramfs.gz" \
-  -append "console=ttyS0 quiet panic=-1 rdinit=/init systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
+  -append "console=ttyS0 quiet panic=-1 rdinit=/init apparmor=1 systemd.unified_cgroup_hierarchy=1 cgroup_no_v1=all" \
   < /dev/null > "$work/console.log" 2>&1 || true
 # The firmware's escape sequences may share a line with the first result.
 tr -d '\r' < "$work/console.log" | grep -ao 'VMTEST.*' | tee "$work/results"
@@ -75,5 +95,8 @@ echo "vm-test: busy loop under cpu.max 20000/100000 used ${pct}% of a cpu"
 [ "$pct" -ge 10 ] && [ "$pct" -le 30 ] || fail "cpu.max did not hold the loop near 20% (got ${pct}%)"
 grep -q '^VMTEST cpu_max 20000 100000' <<<"$r" || fail "cpu.max was not set"
 grep -q '^VMTEST memory_low 8388608' <<<"$r" || fail "memory.reservation did not become memory.low"
+grep -q '^VMTEST apparmor loaded=0$' <<<"$r" || fail "apparmor_parser did not load the test profile"
+grep -q '^VMTEST apparmor run: nodectl-vmtest (enforce) denied$' <<<"$r" || fail "process.apparmorProfile was not applied (or its deny rule did not hold)"
+grep -q '^VMTEST apparmor exec: nodectl-vmtest (enforce)$' <<<"$r" || fail "exec did not inherit the container's AppArmor profile"
 grep -q '^VMTEST leftovers: 0 containers, 0 cgroups' <<<"$r" || fail "containers or cgroups left behind"
 echo "vm-test: passed"
