@@ -92,7 +92,7 @@ fn cpu_and_cpuset_settings_take_and_usage_is_counted() {
     let stats = t.cg.stats().unwrap();
     assert!(stats.cpu_usage_ns > 0, "{stats:?}");
     match cgroups::detect().unwrap() {
-        cgroups::Hierarchy::Legacy { mounts } => {
+        cgroups::Hierarchy::Legacy { mounts, .. } => {
             let own = cgroups::own_cgroups().unwrap();
             let dir = |c: &str| {
                 let mount = &mounts.iter().find(|(m, _)| m == c).unwrap().1;

@@ -711,20 +711,29 @@ fn bad_bundles_fail_create_and_leave_nothing() {
         ),
         ("badjson", Box::new(|s| s["process"]["user"]["uid"] = "root".into()), "process.user.uid"),
         ("badcwd", Box::new(|s| s["process"]["cwd"] = "relative/dir".into()), "process.cwd"),
-        // Limits we cannot apply are refused, not silently dropped.
         (
-            "blkio",
+            "hugesize",
+            Box::new(|s| s["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2 MB", "limit": 0}])),
+            "linux.resources.hugepageLimits[0].pageSize",
+        ),
+        (
+            "hugeneg",
+            Box::new(|s| s["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": -1}])),
+            "linux.resources.hugepageLimits[0].limit",
+        ),
+        (
+            "unifiedout",
+            Box::new(|s| s["linux"]["resources"]["unified"] = json!({"../memory.max": "1"})),
+            "linux.resources.unified.../memory.max",
+        ),
+        // The kernel's refusal names the file: a throttle for a device that does not exist.
+        (
+            "nodevice",
             Box::new(|s| {
                 s["linux"]["resources"]["blockIO"] =
-                    json!({"throttleReadBpsDevice": [{"major": 8, "minor": 0, "rate": 1}]})
+                    json!({"throttleReadBpsDevice": [{"major": 7, "minor": 1048575, "rate": 1}]})
             }),
-            "linux.resources.blockIO",
-        ),
-        ("netcls", Box::new(|s| s["linux"]["resources"]["network"] = json!({"classID": 1})), "linux.resources.network"),
-        (
-            "hugetlb",
-            Box::new(|s| s["linux"]["resources"]["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 0}])),
-            "linux.resources.hugepageLimits",
+            "blkio.throttle.read_bps_device",
         ),
     ];
     for (id, edit, want) in cases {
@@ -1963,5 +1972,123 @@ fn an_apparmor_profile_is_applied_where_the_host_enforces_apparmor_and_said_to_b
         assert_eq!((code, out.trim()), (0, "ran"), "{err}");
         assert!(err.contains("AppArmor is not enabled on this host"), "{err}");
         assert!(err.contains("nodectl-test-not-loaded"), "{err}");
+    }
+}
+
+/// The first block device the host has, as `major:minor`.
+fn some_block_device() -> (i64, i64) {
+    let mut devs: Vec<_> = fs::read_dir("/sys/block").unwrap().flatten().map(|e| e.path()).collect();
+    devs.sort();
+    for d in devs {
+        if let Some((a, b)) = fs::read_to_string(d.join("dev")).ok().and_then(|s| {
+            let (a, b) = s.trim().split_once(':')?;
+            Some((a.parse().ok()?, b.parse().ok()?))
+        }) {
+            return (a, b);
+        }
+    }
+    panic!("no block device in /sys/block");
+}
+
+#[test]
+fn block_io_hugetlb_network_rdma_and_unified_limits_apply_where_the_host_has_the_controller() {
+    use nodectl::runtime::cgroups::{self, Hierarchy};
+    let Hierarchy::Legacy { mounts, hybrid } = cgroups::detect().unwrap() else {
+        // make vm-test covers a pure cgroup2 host.
+        return;
+    };
+    let rt = Rt::new();
+    let (major, minor) = some_block_device();
+    let dev = format!("{major}:{minor}");
+    let two_mb = Path::new("/sys/kernel/mm/hugepages/hugepages-2048kB").exists();
+    let b = rt.bundle("limits", |s| {
+        s["process"]["args"] = json!(["sh", "-c", "cat /proc/self/cgroup; exec sleep 100"]);
+        let r = &mut s["linux"]["resources"];
+        r["blockIO"] = json!({
+            "throttleReadBpsDevice": [{"major": major, "minor": minor, "rate": 1048576}],
+            "throttleWriteIOPSDevice": [{"major": major, "minor": minor, "rate": 100}],
+        });
+        if two_mb {
+            r["hugepageLimits"] = json!([{"pageSize": "2MB", "limit": 4194304}]);
+        }
+        if hybrid.is_some() {
+            r["unified"] = json!({"cgroup.max.descendants": "3"});
+        }
+    });
+    rt.create(&b, "limits");
+    let blkio = rt.cgroup_dir("blkio", "limits");
+    assert_eq!(
+        fs::read_to_string(blkio.join("blkio.throttle.read_bps_device")).unwrap().trim(),
+        format!("{dev} 1048576")
+    );
+    assert_eq!(
+        fs::read_to_string(blkio.join("blkio.throttle.write_iops_device")).unwrap().trim(),
+        format!("{dev} 100")
+    );
+
+    // hugetlb from the v1 hierarchy where the host mounts one, else from the hybrid host's
+    // cgroup2 one (this build machine's case), which the container's processes then join.
+    let v1_hugetlb = mounts.iter().any(|(c, _)| c == "hugetlb");
+    let v2_dir = hybrid.as_ref().map(|mount| {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap().trim_start_matches('/').to_string();
+        mount.join(own).join(&rt.cgroup_parent).join("limits")
+    });
+    if two_mb {
+        let value = |dir: &Path, file: &str| fs::read_to_string(dir.join(file)).unwrap().trim().to_string();
+        if v1_hugetlb {
+            assert_eq!(value(&rt.cgroup_dir("hugetlb", "limits"), "hugetlb.2MB.limit_in_bytes"), "4194304");
+        } else if let Some(dir) = &v2_dir {
+            assert_eq!(value(dir, "hugetlb.2MB.max"), "4194304");
+        }
+        let r = rt.dir.path().join("huge.json");
+        fs::write(&r, json!({"hugepageLimits": [{"pageSize": "2MB", "limit": 2097152}]}).to_string()).unwrap();
+        rt.ok(&["update", "--resources", r.to_str().unwrap(), "limits"]);
+        if v1_hugetlb {
+            assert_eq!(value(&rt.cgroup_dir("hugetlb", "limits"), "hugetlb.2MB.limit_in_bytes"), "2097152");
+        } else if let Some(dir) = &v2_dir {
+            assert_eq!(value(dir, "hugetlb.2MB.max"), "2097152");
+        }
+    }
+    if let Some(dir) = &v2_dir {
+        assert_eq!(fs::read_to_string(dir.join("cgroup.max.descendants")).unwrap().trim(), "3");
+        let pid = rt.state("limits")["pid"].as_i64().unwrap();
+        let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        assert!(procs.lines().any(|l| l.trim() == pid.to_string()), "{pid} not in {}: {procs}", dir.display());
+    }
+    rt.ok(&["delete", "--force", "limits"]);
+    if let Some(dir) = &v2_dir {
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+
+    // net_cls, net_prio and rdma where the host mounts them; refused by name where not.
+    let cases = [
+        ("netcls", "net_cls", json!({"network": {"classID": 1048577}}), "net_cls.classid", "1048577"),
+        (
+            "netprio",
+            "net_prio",
+            json!({"network": {"priorities": [{"name": "lo", "priority": 5}]}}),
+            "net_prio.ifpriomap",
+            "lo 5",
+        ),
+        ("rdma", "rdma", json!({"rdma": {"nodectl_test0": {"hcaHandles": 1}}}), "rdma.max", "nodectl_test0"),
+    ];
+    for (id, controller, resources, file, want) in cases {
+        let b = rt.bundle(id, |s| {
+            s["process"]["args"] = json!(["true"]);
+            s["linux"]["resources"] = resources;
+        });
+        if mounts.iter().any(|(c, _)| c == controller) && controller != "rdma" {
+            rt.create(&b, id);
+            let text = fs::read_to_string(rt.cgroup_dir(controller, id).join(file)).unwrap();
+            assert!(text.contains(want), "{id}: {text}");
+            rt.ok(&["delete", "--force", id]);
+        } else {
+            // No such hierarchy, or (rdma) no such device: create's error names the file
+            // or the controller, and nothing is left.
+            let err = rt.fails(&["create", "--bundle", b.to_str().unwrap(), id]);
+            assert!(err.contains(controller), "{id}: {err}");
+            assert!(!rt.cgroup_dir("memory", id).exists(), "{id} left a cgroup");
+        }
     }
 }

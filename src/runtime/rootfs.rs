@@ -267,7 +267,7 @@ fn mount_cgroups(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()
             })?;
             sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         }
-        Hierarchy::Legacy { mounts } => {
+        Hierarchy::Legacy { mounts, .. } => {
             let tmpfs = sys::mount::new_mount("tmpfs", Some("tmpfs"), "mode=755", attrs & !libc::MOUNT_ATTR_RDONLY)
                 .map_err(|e| format!("mount tmpfs: {e}"))?;
             sys::mount::move_mount_to_fd(tmpfs.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;

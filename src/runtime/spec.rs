@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::mount::MsFlags;
 use oci_spec::runtime::{LinuxCapabilities, LinuxNamespaceType, Process, Spec};
 
-use super::cgroups::{DeviceRule, Resources};
+use super::cgroups::{DeviceRule, Resources, Throttle, ThrottleKind, WeightDevice};
 use crate::sys::mount::MountAttr;
 
 #[derive(Debug, thiserror::Error)]
@@ -600,37 +600,6 @@ fn recursive_attr(opt: &str) -> Option<(u64, u64)> {
 }
 
 fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResources) -> Result<Resources, SpecError> {
-    // Limits we cannot apply are refused, not dropped: a container must not run believing
-    // it is limited (crun refuses them too, when the host lacks the files).
-    let unsupported = [
-        (
-            "blockIO",
-            r.block_io().as_ref().is_some_and(|b| {
-                b.leaf_weight().is_some()
-                    || b.weight_device().as_ref().is_some_and(|v| !v.is_empty())
-                    || [
-                        b.throttle_read_bps_device(),
-                        b.throttle_write_bps_device(),
-                        b.throttle_read_iops_device(),
-                        b.throttle_write_iops_device(),
-                    ]
-                    .iter()
-                    .any(|t| t.as_ref().is_some_and(|v| !v.is_empty()))
-            }),
-        ),
-        ("hugepageLimits", r.hugepage_limits().as_ref().is_some_and(|v| !v.is_empty())),
-        (
-            "network",
-            r.network()
-                .as_ref()
-                .is_some_and(|n| n.class_id().is_some() || n.priorities().as_ref().is_some_and(|v| !v.is_empty())),
-        ),
-        ("rdma", r.rdma().as_ref().is_some_and(|v| !v.is_empty())),
-        ("unified", r.unified().as_ref().is_some_and(|v| !v.is_empty())),
-    ];
-    if let Some((name, _)) = unsupported.iter().find(|(_, set)| *set) {
-        return Err(ck.err(format!("{field}.{name}"), "nodectl cannot apply these limits yet (block I/O other than weight, hugetlb, net_cls/net_prio, rdma and raw unified files are not implemented)"));
-    }
     let mut out = Resources::default();
     if let Some(cpu) = r.cpu() {
         out.cpu_quota = cpu.quota();
@@ -650,7 +619,71 @@ fn resources(ck: &Checker<'_>, field: &str, r: &oci_spec::runtime::LinuxResource
         out.memory_kernel = mem.kernel();
         out.memory_kernel_tcp = mem.kernel_tcp();
     }
-    out.blkio_weight = r.block_io().as_ref().and_then(|b| b.weight());
+    if let Some(b) = r.block_io() {
+        out.blkio_weight = b.weight();
+        out.blkio_leaf_weight = b.leaf_weight();
+        for d in b.weight_device().iter().flatten() {
+            out.blkio_weight_devices.push(WeightDevice {
+                major: d.major(),
+                minor: d.minor(),
+                weight: d.weight(),
+                leaf_weight: d.leaf_weight(),
+            });
+        }
+        let kinds = [
+            (ThrottleKind::ReadBps, b.throttle_read_bps_device()),
+            (ThrottleKind::WriteBps, b.throttle_write_bps_device()),
+            (ThrottleKind::ReadIops, b.throttle_read_iops_device()),
+            (ThrottleKind::WriteIops, b.throttle_write_iops_device()),
+        ];
+        for (kind, list) in kinds {
+            for t in list.iter().flatten() {
+                out.blkio_throttles.push(Throttle { kind, major: t.major(), minor: t.minor(), rate: t.rate() });
+            }
+        }
+    }
+    for (i, h) in r.hugepage_limits().iter().flatten().enumerate() {
+        let size = h.page_size();
+        // The kernel's own names: a number and KB, MB or GB (what hugetlb.<size>.* use).
+        let well_formed = size.len() > 2
+            && ["KB", "MB", "GB"]
+                .iter()
+                .any(|u| size.strip_suffix(u).is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())));
+        if !well_formed {
+            return Err(ck.err(
+                format!("{field}.hugepageLimits[{i}].pageSize"),
+                format!("{size:?} is not a huge page size as the kernel names them (2MB, 1GB)"),
+            ));
+        }
+        let limit = u64::try_from(h.limit())
+            .map_err(|_| ck.err(format!("{field}.hugepageLimits[{i}].limit"), "must not be negative"))?;
+        out.hugetlb.push((size.clone(), limit));
+    }
+    if let Some(n) = r.network() {
+        out.net_class_id = n.class_id();
+        for (i, p) in n.priorities().iter().flatten().enumerate() {
+            if p.name().is_empty() || p.name().contains([' ', '\n', '/']) {
+                return Err(ck.err(format!("{field}.network.priorities[{i}].name"), "must be an interface name"));
+            }
+            out.net_priorities.push((p.name().clone(), p.priority()));
+        }
+    }
+    // Sorted, so the files are written in the same order every time.
+    let mut rdma: Vec<_> = r.rdma().iter().flatten().collect();
+    rdma.sort_by(|a, b| a.0.cmp(b.0));
+    for (device, limits) in rdma {
+        if device.is_empty() || device.contains([' ', '\n']) {
+            return Err(ck.err(format!("{field}.rdma"), format!("{device:?} is not an RDMA device name")));
+        }
+        out.rdma.push((device.clone(), limits.hca_handles(), limits.hca_objects()));
+    }
+    let mut unified: Vec<_> = r.unified().iter().flatten().map(|(k, v)| (k.clone(), v.clone())).collect();
+    unified.sort();
+    for (key, _) in &unified {
+        crate::runtime::cgroups::check_unified_key(key)
+            .map_err(|e| ck.err(format!("{field}.unified.{key}"), e.to_string()))?;
+    }
+    out.unified = unified;
     if let Some(p) = r.pids() {
         out.pids_limit = Some(p.limit());
     }

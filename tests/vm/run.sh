@@ -47,6 +47,8 @@ profile nodectl-vmtest flags=(attach_disconnected,mediate_deleted) {
   deny /proc/cmdline r,
 }
 PROFILE
+# A RAM disk (/dev/ram0, 1:0) for io.max to throttle.
+cp "$(ls "$work"/kernel/lib/modules/*/kernel/drivers/block/brd.ko | head -1)" "$root/brd.ko"
 cp "$here/init" "$root/init"
 chmod +x "$root/init"
 
@@ -54,7 +56,7 @@ chmod +x "$root/init"
 rootfs=$root/rootfs
 mkdir -p "$rootfs"/{bin,proc,sys,dev,tmp}
 cp /bin/busybox "$rootfs/bin/busybox"
-for a in sh yes head cat echo sleep true seq; do ln -s busybox "$rootfs/bin/$a"; done
+for a in sh yes head cat echo sleep true seq dd cut tr; do ln -s busybox "$rootfs/bin/$a"; done
 
 spec() { # NAME JQ-FILTER
   mkdir -p "$root/t/$1"
@@ -67,6 +69,11 @@ spec mem '.process.args = ["sh", "-c", "a=$(yes | head -c 67108864); echo surviv
 spec pids '.process.args = ["sh", "-c", "for i in $(seq 20); do sleep 30 & done; echo started"] | .linux.resources.pids = {"limit": 10}'
 spec cpu '.process.args = ["sh", "-c", "while :; do :; done"] | .linux.resources.cpu = {"quota": 20000, "period": 100000} | .linux.resources.memory = {"reservation": 8388608, "swappiness": 10}'
 
+# io.max on the RAM disk (4 MiB read at 1 MiB/s), a 2MB huge page limit and a raw unified
+# file; then the limits v2 has no controller for, or the host no device for.
+spec io '.process.args = ["sh", "-c", "echo iomax=$(tr \" \" , < /sys/fs/cgroup/io.max) huge=$(cat /sys/fs/cgroup/hugetlb.2MB.max) pids=$(cat /sys/fs/cgroup/pids.max); s=$(cut -d\" \" -f1 /proc/uptime); dd if=/dev/ram0 of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null; e=$(cut -d\" \" -f1 /proc/uptime); echo elapsed_cs=$(( ${e%.*}${e#*.} - ${s%.*}${s#*.} ))"] | .linux.devices += [{"path": "/dev/ram0", "type": "b", "major": 1, "minor": 0, "fileMode": 432}] | .linux.resources.blockIO = {"throttleReadBpsDevice": [{"major": 1, "minor": 0, "rate": 1048576}]} | .linux.resources.hugepageLimits = [{"pageSize": "2MB", "limit": 4194304}] | .linux.resources.unified = {"pids.max": "7"}'
+spec netcls '.process.args = ["true"] | .linux.resources.network = {"classID": 1}'
+spec rdma '.process.args = ["true"] | .linux.resources.rdma = {"nodectl_test0": {"hcaHandles": 1}}'
 spec aa '.process.args = ["sh", "-c", "cat /proc/self/attr/current; cat /proc/cmdline > /dev/null 2>&1 && echo read || echo denied"] | .process.apparmorProfile = "nodectl-vmtest"'
 spec aaexec '.process.args = ["sleep", "60"] | .process.apparmorProfile = "nodectl-vmtest"'
 
@@ -95,6 +102,14 @@ echo "vm-test: busy loop under cpu.max 20000/100000 used ${pct}% of a cpu"
 [ "$pct" -ge 10 ] && [ "$pct" -le 30 ] || fail "cpu.max did not hold the loop near 20% (got ${pct}%)"
 grep -q '^VMTEST cpu_max 20000 100000' <<<"$r" || fail "cpu.max was not set"
 grep -q '^VMTEST memory_low 8388608' <<<"$r" || fail "memory.reservation did not become memory.low"
+grep -q '^VMTEST io rc=0 iomax=1:0,rbps=1048576,wbps=max,riops=max,wiops=max huge=4194304 pids=7 elapsed_cs=' <<<"$r" \
+  || fail "io.max, hugetlb.2MB.max or a unified file was not set"
+cs=$(sed -n 's/^VMTEST io .* elapsed_cs=\([0-9]*\).*/\1/p' <<<"$r")
+echo "vm-test: 4 MiB read under io.max rbps=1MiB/s took ${cs}0 ms"
+# A lower bound only: the throttle cannot make the read faster; unthrottled it takes ms.
+[ "${cs:-0}" -ge 200 ] || fail "io.max did not slow the read (took ${cs}0 ms)"
+grep -q '^VMTEST netcls rc=1 .*net_cls' <<<"$r" || fail "network.classID was not refused naming net_cls on v2"
+grep -q '^VMTEST rdma rc=1 .*rdma.max' <<<"$r" || fail "rdma for a missing device was not refused naming rdma.max"
 grep -q '^VMTEST apparmor loaded=0$' <<<"$r" || fail "apparmor_parser did not load the test profile"
 grep -q '^VMTEST apparmor run: nodectl-vmtest (enforce) denied$' <<<"$r" || fail "process.apparmorProfile was not applied (or its deny rule did not hold)"
 grep -q '^VMTEST apparmor exec: nodectl-vmtest (enforce)$' <<<"$r" || fail "exec did not inherit the container's AppArmor profile"

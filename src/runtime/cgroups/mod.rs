@@ -71,8 +71,114 @@ pub struct Resources {
     /// Block I/O weight, 10..1000 (v1 blkio.weight or BFQ's blkio.bfq.weight; v2 io.weight
     /// mapped onto 1..10000 as runc maps it).
     pub blkio_weight: Option<u16>,
+    /// CFQ's weight for the cgroup's own tasks against its children (v1 only; CFQ went with
+    /// Linux 5.0, so only old kernels have the file).
+    pub blkio_leaf_weight: Option<u16>,
+    /// Per-device weights (v1 blkio.bfq.weight_device or CFQ's blkio.weight_device; v2
+    /// io.bfq.weight or io.weight).
+    pub blkio_weight_devices: Vec<WeightDevice>,
+    /// Per-device bandwidth and operation limits (v1 blkio.throttle.*; v2 io.max).
+    pub blkio_throttles: Vec<Throttle>,
+    /// Huge page limits in bytes, by page size as the kernel names it (`2MB`, `1GB`).
+    pub hugetlb: Vec<(String, u64)>,
+    /// net_cls.classid (v1 only).
+    pub net_class_id: Option<u32>,
+    /// net_prio.ifpriomap entries: interface and priority (v1 only).
+    pub net_priorities: Vec<(String, u32)>,
+    /// rdma.max per device: HCA handles and objects (None: max).
+    pub rdma: Vec<(String, Option<u32>, Option<u32>)>,
+    /// Raw cgroup v2 files and their values (on a hybrid host, in its cgroup2 hierarchy).
+    pub unified: Vec<(String, String)>,
     /// Device access rules, applied in order (later rules win); empty leaves access as it is.
     pub devices: Vec<DeviceRule>,
+}
+
+/// A block device's major and minor numbers as cgroup files write them.
+fn dev(major: i64, minor: i64) -> String {
+    format!("{major}:{minor}")
+}
+
+/// One device's block I/O weights.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightDevice {
+    pub major: i64,
+    pub minor: i64,
+    pub weight: Option<u16>,
+    pub leaf_weight: Option<u16>,
+}
+
+/// What a throttle limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ThrottleKind {
+    ReadBps,
+    WriteBps,
+    ReadIops,
+    WriteIops,
+}
+
+impl ThrottleKind {
+    /// The v1 file and the v2 io.max key.
+    pub fn v1_file(self) -> &'static str {
+        match self {
+            ThrottleKind::ReadBps => "blkio.throttle.read_bps_device",
+            ThrottleKind::WriteBps => "blkio.throttle.write_bps_device",
+            ThrottleKind::ReadIops => "blkio.throttle.read_iops_device",
+            ThrottleKind::WriteIops => "blkio.throttle.write_iops_device",
+        }
+    }
+
+    pub fn v2_key(self) -> &'static str {
+        match self {
+            ThrottleKind::ReadBps => "rbps",
+            ThrottleKind::WriteBps => "wbps",
+            ThrottleKind::ReadIops => "riops",
+            ThrottleKind::WriteIops => "wiops",
+        }
+    }
+}
+
+/// One device's limit of one kind; a rate of 0 removes the limit (v1's own meaning; v2
+/// writes "max").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Throttle {
+    pub kind: ThrottleKind,
+    pub major: i64,
+    pub minor: i64,
+    pub rate: u64,
+}
+
+impl Throttle {
+    pub fn v1_line(&self) -> String {
+        format!("{} {}", dev(self.major, self.minor), self.rate)
+    }
+
+    pub fn v2_line(&self) -> String {
+        let rate = if self.rate == 0 { "max".to_string() } else { self.rate.to_string() };
+        format!("{} {}={rate}", dev(self.major, self.minor), self.kind.v2_key())
+    }
+}
+
+impl WeightDevice {
+    pub fn device(&self) -> String {
+        dev(self.major, self.minor)
+    }
+}
+
+/// The rdma.max line for one device: `mlx4_0 hca_handle=2 hca_object=max`.
+pub fn rdma_line(device: &str, handles: Option<u32>, objects: Option<u32>) -> String {
+    let n = |v: Option<u32>| v.map_or("max".to_string(), |v| v.to_string());
+    format!("{device} hca_handle={} hca_object={}", n(handles), n(objects))
+}
+
+/// Checks a `unified` key: a file name in the cgroup's own directory, nothing that leads
+/// out of it (runc refuses the same).
+pub fn check_unified_key(key: &str) -> Result<()> {
+    if key.is_empty() || key.contains('/') || key == "." || key == ".." || !key.contains('.') {
+        return Err(CgroupError::Unsupported(format!(
+            "unified: {key:?} is not a cgroup v2 file name (controller.file, in the cgroup's own directory)"
+        )));
+    }
+    Ok(())
 }
 
 /// One device cgroup rule: `allow` or deny `access` (r, w, m) to devices of `kind`
@@ -217,8 +323,9 @@ pub trait Cgroup: Send + Sync {
 pub enum Hierarchy {
     /// A pure cgroup2 host: one mount holding every controller.
     Unified { mount: PathBuf },
-    /// Controllers on v1 mounts (hybrid hosts included).
-    Legacy { mounts: Vec<(String, PathBuf)> },
+    /// Controllers on v1 mounts; on a hybrid host, `hybrid` is its cgroup2 mount (where the
+    /// controllers v1 lacks, such as hugetlb here, may live).
+    Legacy { mounts: Vec<(String, PathBuf)>, hybrid: Option<PathBuf> },
 }
 
 /// Reads /proc/self/mountinfo: v1 if cpu, memory or pids is on a v1 mount, else v2.
@@ -234,7 +341,18 @@ pub fn detect() -> Result<Hierarchy> {
                 for opt in m.super_options.split(',') {
                     if matches!(
                         opt,
-                        "cpu" | "cpuacct" | "cpuset" | "memory" | "pids" | "freezer" | "devices" | "blkio" | "hugetlb"
+                        "cpu"
+                            | "cpuacct"
+                            | "cpuset"
+                            | "memory"
+                            | "pids"
+                            | "freezer"
+                            | "devices"
+                            | "blkio"
+                            | "hugetlb"
+                            | "net_cls"
+                            | "net_prio"
+                            | "rdma"
                     ) {
                         legacy.push((opt.to_string(), PathBuf::from(mount)));
                     }
@@ -244,7 +362,7 @@ pub fn detect() -> Result<Hierarchy> {
         }
     }
     if legacy.iter().any(|(c, _)| matches!(c.as_str(), "cpu" | "memory" | "pids")) {
-        return Ok(Hierarchy::Legacy { mounts: legacy });
+        return Ok(Hierarchy::Legacy { mounts: legacy, hybrid: unified });
     }
     unified.map(|mount| Hierarchy::Unified { mount }).ok_or_else(|| CgroupError::NoController("cpu or memory".into()))
 }
@@ -291,7 +409,10 @@ pub fn open(name: &str, parent: Option<&str>) -> Result<Box<dyn Cgroup>> {
     };
     Ok(match detect()? {
         Hierarchy::Unified { mount } => Box::new(V2::new(&mount, &own, &rel, !absolute)),
-        Hierarchy::Legacy { mounts } => Box::new(V1::new(&mounts, &own, &rel)),
+        Hierarchy::Legacy { mounts, hybrid } => {
+            let hybrid = hybrid.map(|mount| V2::new(&mount, &own, &rel, !absolute));
+            Box::new(V1::new(&mounts, &own, &rel).with_hybrid(hybrid))
+        }
     })
 }
 
@@ -302,7 +423,11 @@ pub fn remove_parent(parent: &str) -> Result<()> {
     let own = own_cgroups()?;
     let dirs: Vec<PathBuf> = match detect()? {
         Hierarchy::Unified { mount } => vec![V2::new(&mount, &own, &rel, true).dir().to_path_buf()],
-        Hierarchy::Legacy { mounts } => V1::new(&mounts, &own, &rel).dirs().map(Path::to_path_buf).collect(),
+        Hierarchy::Legacy { mounts, hybrid } => {
+            let mut dirs: Vec<PathBuf> = V1::new(&mounts, &own, &rel).dirs().map(Path::to_path_buf).collect();
+            dirs.extend(hybrid.map(|mount| V2::new(&mount, &own, &rel, true).dir().to_path_buf()));
+            dirs
+        }
     };
     // With what is below it: v2's evacuated `init` leaf, and the cgroup of a container whose
     // creation was cut short (its monitor killed) and that no runtime record names.

@@ -5,12 +5,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, IoEntry, MemoryCounters, Resources, Result, Stats, io_err, parse_cpu_list, read_all_keyed,
-    read_keyed, read_pids_tree, read_u64, remove_tree, write,
+    Cgroup, CgroupError, IoEntry, MemoryCounters, Resources, Result, Stats, V2, check_unified_key, io_err,
+    parse_cpu_list, rdma_line, read_all_keyed, read_keyed, read_pids_tree, read_u64, remove_tree, write,
 };
 
-/// The controllers this driver manages.
-const CONTROLLERS: [&str; 8] = ["cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices", "blkio"];
+/// The controllers this driver manages, where the host mounts them.
+const CONTROLLERS: [&str; 12] = [
+    "cpu", "cpuacct", "cpuset", "memory", "pids", "freezer", "devices", "blkio", "hugetlb", "net_cls", "net_prio",
+    "rdma",
+];
 
 /// The kernel's "no limit" for v1 memory files: the largest page-aligned i64.
 const UNLIMITED: u64 = (i64::MAX as u64) & !0xfff;
@@ -21,6 +24,10 @@ pub struct V1 {
     dirs: Vec<(&'static str, PathBuf)>,
     /// (controller, absolute directory of our own cgroup): where creation starts.
     bases: Vec<(&'static str, PathBuf)>,
+    /// On a hybrid host, the container's cgroup in the cgroup2 hierarchy: made only when a
+    /// limit needs it (`unified` files, or hugetlb where only v2 has it), as most
+    /// containers need nothing there and every extra cgroup costs a write per start.
+    hybrid: Option<V2>,
 }
 
 impl V1 {
@@ -35,11 +42,136 @@ impl V1 {
             dirs.push((c, base.join(rel)));
             bases.push((c, base));
         }
-        V1 { rel: rel.to_path_buf(), dirs, bases }
+        V1 { rel: rel.to_path_buf(), dirs, bases, hybrid: None }
     }
 
+    /// The hybrid host's cgroup2 side of the container's cgroup.
+    pub fn with_hybrid(mut self, hybrid: Option<V2>) -> V1 {
+        self.hybrid = hybrid;
+        self
+    }
+
+    /// Each directory once: co-mounted controllers (net_cls,net_prio; cpu,cpuacct) share one.
     pub(super) fn dirs(&self) -> impl Iterator<Item = &Path> {
-        self.dirs.iter().map(|(_, d)| d.as_path())
+        self.dirs
+            .iter()
+            .enumerate()
+            .filter(|(i, (_, d))| !self.dirs[..*i].iter().any(|(_, e)| e == d))
+            .map(|(_, (_, d))| d.as_path())
+    }
+
+    /// The cgroup2 side, made and holding the container's processes: for a limit that
+    /// only v2 has here.
+    fn hybrid_v2(&self, what: &str) -> Result<&V2> {
+        let v2 = self.hybrid.as_ref().ok_or_else(|| {
+            CgroupError::Unsupported(format!("{what}: this host has no cgroup2 hierarchy (pure cgroup v1)"))
+        })?;
+        if !v2.dir().exists() {
+            v2.create()?;
+            // `update` of a running container: its processes go along.
+            for pid in self.processes().unwrap_or_default() {
+                // One that exited meanwhile is not an error.
+                let _ = v2.add_process(pid);
+            }
+        }
+        Ok(v2)
+    }
+
+    /// The hybrid side, if a limit made it.
+    fn hybrid_made(&self) -> Option<&V2> {
+        self.hybrid.as_ref().filter(|v2| v2.dir().exists())
+    }
+
+    fn apply_block_io(&self, r: &Resources) -> Result<()> {
+        if r.blkio_weight_devices.is_empty() && r.blkio_throttles.is_empty() && r.blkio_leaf_weight.is_none() {
+            return Ok(());
+        }
+        let dir = self.dir("blkio")?;
+        // CFQ's files went with Linux 5.0; BFQ has weights (no leaf weights) under its own
+        // names. runc looks for both.
+        let first = |names: &[&str]| names.iter().map(|f| dir.join(f)).find(|f| f.exists());
+        if let Some(w) = r.blkio_leaf_weight {
+            let f = first(&["blkio.leaf_weight"]).ok_or_else(|| {
+                CgroupError::Unsupported(format!(
+                    "blockIO.leafWeight: {} has no blkio.leaf_weight (only the CFQ scheduler had it, gone since Linux 5.0)",
+                    dir.display()
+                ))
+            })?;
+            write(&f, &w.to_string())?;
+        }
+        for d in &r.blkio_weight_devices {
+            if let Some(w) = d.weight {
+                let f = first(&["blkio.weight_device", "blkio.bfq.weight_device"]).ok_or_else(|| {
+                    CgroupError::Unsupported(format!(
+                        "blockIO.weightDevice: {} has neither blkio.weight_device nor blkio.bfq.weight_device (no CFQ or BFQ I/O scheduler)",
+                        dir.display()
+                    ))
+                })?;
+                write(&f, &format!("{} {w}", d.device()))?;
+            }
+            if let Some(w) = d.leaf_weight {
+                let f = first(&["blkio.leaf_weight_device"]).ok_or_else(|| {
+                    CgroupError::Unsupported(format!(
+                        "blockIO.weightDevice.leafWeight: {} has no blkio.leaf_weight_device (only CFQ had it)",
+                        dir.display()
+                    ))
+                })?;
+                write(&f, &format!("{} {w}", d.device()))?;
+            }
+        }
+        for t in &r.blkio_throttles {
+            write(&dir.join(t.kind.v1_file()), &t.v1_line())?;
+        }
+        Ok(())
+    }
+
+    fn apply_hugetlb(&self, r: &Resources) -> Result<()> {
+        if r.hugetlb.is_empty() {
+            return Ok(());
+        }
+        if let Ok(dir) = self.dir("hugetlb") {
+            for (size, limit) in &r.hugetlb {
+                let file = dir.join(format!("hugetlb.{size}.limit_in_bytes"));
+                if !file.exists() {
+                    return Err(CgroupError::Unsupported(format!(
+                        "hugepageLimits: the host has no {size} huge pages ({} is missing)",
+                        file.display()
+                    )));
+                }
+                write(&file, &limit.to_string())?;
+                // The reservation limit (Linux 5.7) too, as runc 1.1 sets it.
+                let rsvd = dir.join(format!("hugetlb.{size}.rsvd.limit_in_bytes"));
+                if rsvd.exists() {
+                    write(&rsvd, &limit.to_string())?;
+                }
+            }
+            return Ok(());
+        }
+        let no_hugetlb =
+            || CgroupError::Unsupported("hugepageLimits: this host has no hugetlb controller, on v1 or v2".into());
+        match &self.hybrid {
+            Some(v2) if v2.has_controller("hugetlb") => self.hybrid_v2("hugepageLimits")?.apply_hugetlb(&r.hugetlb),
+            _ => Err(no_hugetlb()),
+        }
+    }
+
+    fn apply_net(&self, r: &Resources) -> Result<()> {
+        if let Some(id) = r.net_class_id {
+            write(&self.file("net_cls", "net_cls.classid")?, &id.to_string())?;
+        }
+        for (iface, prio) in &r.net_priorities {
+            write(&self.file("net_prio", "net_prio.ifpriomap")?, &format!("{iface} {prio}"))?;
+        }
+        for (device, handles, objects) in &r.rdma {
+            write(&self.file("rdma", "rdma.max")?, &rdma_line(device, *handles, *objects))?;
+        }
+        if !r.unified.is_empty() {
+            for (key, _) in &r.unified {
+                check_unified_key(key)?;
+            }
+            self.hybrid_v2("unified")?.apply_unified(&r.unified)?;
+        }
+        Ok(())
     }
 
     fn dir(&self, controller: &str) -> Result<&Path> {
@@ -117,7 +249,10 @@ fn limit_value(v: i64) -> String {
 
 impl Cgroup for V1 {
     fn create(&self) -> Result<()> {
-        for ((c, dir), (_, base)) in self.dirs.iter().zip(&self.bases) {
+        for (i, ((c, dir), (_, base))) in self.dirs.iter().zip(&self.bases).enumerate() {
+            if self.dirs[..i].iter().any(|(_, d)| d == dir) {
+                continue;
+            }
             // Level by level, so each new cpuset level can be initialised from its parent.
             let mut current = base.clone();
             for part in dir.strip_prefix(base).expect("dir is below base").components() {
@@ -215,6 +350,9 @@ impl Cgroup for V1 {
                 }
             }
         }
+        self.apply_block_io(r)?;
+        self.apply_hugetlb(r)?;
+        self.apply_net(r)?;
         for rule in &r.devices {
             let file = if rule.allow { "devices.allow" } else { "devices.deny" };
             if let Some(line) = rule.v1_line() {
@@ -225,8 +363,11 @@ impl Cgroup for V1 {
     }
 
     fn add_process(&self, pid: i32) -> Result<()> {
-        for (_, dir) in &self.dirs {
+        for dir in self.dirs() {
             write(&dir.join("cgroup.procs"), &pid.to_string())?;
+        }
+        if let Some(v2) = self.hybrid_made() {
+            v2.add_process(pid)?;
         }
         Ok(())
     }
@@ -236,8 +377,11 @@ impl Cgroup for V1 {
         // without the global threadgroup lock and its RCU grace period: a pid written to
         // cgroup.procs costs 5-30 ms on the first hierarchy here, this 0.3 ms. The caller
         // is single-threaded, so the thread is the whole process.
-        for (_, dir) in &self.dirs {
+        for dir in self.dirs() {
             write(&dir.join("tasks"), "0")?;
+        }
+        if let Some(v2) = self.hybrid_made() {
+            v2.enter()?;
         }
         Ok(())
     }
@@ -356,6 +500,9 @@ impl Cgroup for V1 {
     fn destroy(&self) -> Result<()> {
         for (_, dir) in &self.dirs {
             remove_tree(dir)?;
+        }
+        if let Some(v2) = &self.hybrid {
+            v2.destroy()?;
         }
         Ok(())
     }

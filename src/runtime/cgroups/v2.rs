@@ -9,11 +9,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, Resources, Result, Stats, blkio_weight_to_io_weight, io_err, read_all_keyed, read_keyed,
-    read_pids, read_pids_tree, read_u64, remove_tree, shares_to_weight, write,
+    Cgroup, CgroupError, Resources, Result, Stats, blkio_weight_to_io_weight, check_unified_key, io_err, rdma_line,
+    read_all_keyed, read_keyed, read_pids, read_pids_tree, read_u64, remove_tree, shares_to_weight, write,
 };
 
-const WANTED: [&str; 5] = ["cpu", "cpuset", "memory", "pids", "io"];
+const WANTED: [&str; 7] = ["cpu", "cpuset", "memory", "pids", "io", "hugetlb", "rdma"];
 
 pub struct V2 {
     rel: PathBuf,
@@ -38,6 +38,67 @@ impl V2 {
 
     fn file(&self, name: &str) -> PathBuf {
         self.dir.join(name)
+    }
+
+    /// Whether the hierarchy offers `controller` to our own cgroup's children.
+    pub(super) fn has_controller(&self, controller: &str) -> bool {
+        fs::read_to_string(self.base.join("cgroup.controllers"))
+            .is_ok_and(|s| s.split_whitespace().any(|c| c == controller))
+    }
+
+    pub(super) fn apply_hugetlb(&self, limits: &[(String, u64)]) -> Result<()> {
+        for (size, limit) in limits {
+            let file = self.file(&format!("hugetlb.{size}.max"));
+            if !file.exists() {
+                return Err(CgroupError::Unsupported(format!(
+                    "hugepageLimits: the host has no {size} huge pages or no hugetlb controller ({} is missing)",
+                    file.display()
+                )));
+            }
+            write(&file, &limit.to_string())?;
+            // The reservation limit (Linux 5.7) too, as runc 1.1 sets it.
+            let rsvd = self.file(&format!("hugetlb.{size}.rsvd.max"));
+            if rsvd.exists() {
+                write(&rsvd, &limit.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Raw v2 files, after the typed settings (so a unified value wins, as with runc).
+    pub(super) fn apply_unified(&self, files: &[(String, String)]) -> Result<()> {
+        for (key, value) in files {
+            check_unified_key(key)?;
+            let file = self.file(key);
+            if !file.exists() {
+                let controller = key.split('.').next().unwrap_or_default();
+                return Err(CgroupError::Unsupported(format!(
+                    "unified: {key}: no such file in {} (is the {controller} controller enabled on this host?)",
+                    self.dir.display()
+                )));
+            }
+            write(&file, value)?;
+        }
+        Ok(())
+    }
+
+    fn apply_block_io(&self, r: &Resources) -> Result<()> {
+        if r.blkio_leaf_weight.is_some() || r.blkio_weight_devices.iter().any(|d| d.leaf_weight.is_some()) {
+            return Err(CgroupError::Unsupported("blockIO.leafWeight: cgroup v2 has no leaf weights".into()));
+        }
+        for d in &r.blkio_weight_devices {
+            let Some(w) = d.weight else { continue };
+            // BFQ takes blkio's scale per device; io.cost's io.weight its own.
+            if self.file("io.bfq.weight").exists() {
+                write(&self.file("io.bfq.weight"), &format!("{} {w}", d.device()))?;
+            } else {
+                write(&self.file("io.weight"), &format!("{} {}", d.device(), blkio_weight_to_io_weight(w)))?;
+            }
+        }
+        for t in &r.blkio_throttles {
+            write(&self.file("io.max"), &t.v2_line())?;
+        }
+        Ok(())
     }
 
     /// Enables the controllers we use in `dir`'s subtree, evacuating `dir`'s own processes
@@ -150,6 +211,26 @@ impl Cgroup for V2 {
         if let Some(p) = r.pids_limit {
             write(&self.file("pids.max"), &if p > 0 { p.to_string() } else { "max".to_string() })?;
         }
+        self.apply_block_io(r)?;
+        self.apply_hugetlb(&r.hugetlb)?;
+        if r.net_class_id.is_some() || !r.net_priorities.is_empty() {
+            // Refused, not dropped: v2 classifies and prioritises traffic with eBPF, not
+            // with these controllers.
+            return Err(CgroupError::Unsupported(
+                "network: cgroup v2 has no net_cls or net_prio controller (classID and priorities are v1 only)".into(),
+            ));
+        }
+        for (device, handles, objects) in &r.rdma {
+            let file = self.file("rdma.max");
+            if !file.exists() {
+                return Err(CgroupError::Unsupported(format!(
+                    "rdma: {} is missing (no rdma controller on this host)",
+                    file.display()
+                )));
+            }
+            write(&file, &rdma_line(device, *handles, *objects))?;
+        }
+        self.apply_unified(&r.unified)?;
         Ok(())
     }
 
