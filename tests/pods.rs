@@ -1297,3 +1297,61 @@ fn bad_log_rotation_flags_are_refused_naming_the_flag() {
     }
     env.assert_clean();
 }
+
+#[test]
+fn an_apparmor_profile_a_host_without_apparmor_cannot_enforce_is_refused_in_the_kubelets_words() {
+    let enforced = Path::new("/sys/kernel/security/apparmor").is_dir()
+        && fs::read("/sys/module/apparmor/parameters/enabled").is_ok_and(|b| b.starts_with(b"Y"));
+    if enforced {
+        // make vm-test shows profiles applied on a kernel with AppArmor.
+        return;
+    }
+    let env = PodEnv::new();
+    let c = "  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, 'echo ran']\n";
+    // Unconfined, or nothing asked: the pod runs.
+    let r = env.run(&pod(
+        "unconfined",
+        &format!("  restartPolicy: Never\n  securityContext: {{appArmorProfile: {{type: Unconfined}}}}\n{c}"),
+    ));
+    assert_eq!((r.code, r.stdout.trim()), (0, "ran"), "{}", r.stderr);
+    // RuntimeDefault, Localhost or the annotation: refused before anything runs, as the
+    // kubelet refuses such a pod on a node without AppArmor.
+    let cases = [
+        (
+            "default",
+            format!("  restartPolicy: Never\n  securityContext: {{appArmorProfile: {{type: RuntimeDefault}}}}\n{c}"),
+            "spec.securityContext.appArmorProfile",
+        ),
+        (
+            "localhost",
+            format!(
+                "  restartPolicy: Never\n{c}    securityContext: {{appArmorProfile: {{type: Localhost, localhostProfile: k8s-nginx}}}}\n"
+            ),
+            "spec.containers[0].securityContext.appArmorProfile.localhostProfile",
+        ),
+    ];
+    for (name, spec, field) in cases {
+        let r = env.run(&pod(name, &spec));
+        assert_eq!(r.code, 128, "{name}: {}\n{}", r.stdout, r.stderr);
+        assert!(
+            r.stderr.contains(&format!("{field}: Cannot enforce AppArmor: AppArmor is not enabled on the host")),
+            "{name}: {}",
+            r.stderr
+        );
+        assert!(!r.stdout.contains("ran"), "{name}: the container ran");
+    }
+    let r = env.run(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: annotated\n  annotations: {{container.apparmor.security.beta.kubernetes.io/c: runtime/default}}\nspec:\n  restartPolicy: Never\n{c}"
+    ));
+    assert!(r.stderr.contains("Cannot enforce AppArmor"), "{}", r.stderr);
+    // A malformed field is the API's error, naming it.
+    let r = env.run(&pod(
+        "badtype",
+        &format!("  restartPolicy: Never\n  securityContext: {{appArmorProfile: {{type: Strict}}}}\n{c}"),
+    ));
+    assert!(
+        r.stderr.contains("spec.securityContext.appArmorProfile.type: Unsupported value: \"Strict\""),
+        "{}",
+        r.stderr
+    );
+}

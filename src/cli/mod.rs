@@ -66,9 +66,33 @@ enum Command {
     Top(pods::TopArgs),
     /// Show a pod of the node daemon in detail, with its events.
     Describe(pods::DescribeArgs),
+    /// Print nodectl's RuntimeDefault AppArmor profile (`nodectl-default`, pods' default
+    /// where the host enforces AppArmor), or load it with --load.
+    ApparmorProfile(ApparmorProfileArgs),
     /// A pod's monitor (started by nodectl itself, not by hand).
     #[command(hide = true)]
     Monitor(run::MonitorArgs),
+}
+
+#[derive(clap::Args)]
+struct ApparmorProfileArgs {
+    /// Load it into the kernel with apparmor_parser (unless the kernel has it) instead of
+    /// printing it.
+    #[arg(long)]
+    load: bool,
+}
+
+fn apparmor_profile(args: ApparmorProfileArgs) -> anyhow::Result<i32> {
+    use crate::node::apparmor;
+    if !args.load {
+        print!("{}", apparmor::default_profile());
+        return Ok(0);
+    }
+    if !crate::runtime::apparmor::host_enabled() {
+        anyhow::bail!("AppArmor is not enabled on this host");
+    }
+    apparmor::ensure_default_loaded().map_err(anyhow::Error::msg)?;
+    Ok(0)
 }
 
 pub fn main() -> i32 {
@@ -100,6 +124,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run::run(&cli.root, args),
         Command::Gc => run::gc(&cli.root),
         Command::Monitor(args) => run::monitor(&cli.root, args),
+        Command::ApparmorProfile(args) => apparmor_profile(args),
         Command::Daemon(args) => daemon::run(&cli.root, args),
         Command::Apply(args) => pods::send(&cli.root, &args.socket, &args.filename, true),
         Command::Get(args) => pods::get(&cli.root, args),

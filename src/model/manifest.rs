@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, SeccompProfile, Secret};
+use k8s_openapi::api::core::v1::{AppArmorProfile, ConfigMap, Pod, SeccompProfile, Secret};
 use serde_json::Value;
 
 use super::names::name_problem;
@@ -212,6 +212,8 @@ const SUPPORTED: &[&str] = &[
     "spec.securityContext.runAsNonRoot",
     "spec.securityContext.seccompProfile.type",
     "spec.securityContext.seccompProfile.localhostProfile",
+    "spec.securityContext.appArmorProfile.type",
+    "spec.securityContext.appArmorProfile.localhostProfile",
 ];
 
 /// Container fields (below `spec.containers[]` and `spec.initContainers[]`).
@@ -250,6 +252,8 @@ const CONTAINER: &[&str] = &[
     "securityContext.capabilities.drop",
     "securityContext.seccompProfile.type",
     "securityContext.seccompProfile.localhostProfile",
+    "securityContext.appArmorProfile.type",
+    "securityContext.appArmorProfile.localhostProfile",
     "volumeMounts[].name",
     "volumeMounts[].mountPath",
     "volumeMounts[].readOnly",
@@ -400,6 +404,35 @@ fn validate_seccomp(p: &SeccompProfile, f: &str) -> Result<(), Problem> {
     }
 }
 
+/// An appArmorProfile as the API server checks it (ValidateAppArmorProfileField): a known
+/// type, and a profile name exactly when the type is Localhost, of at most 4095 bytes.
+fn validate_apparmor(p: &AppArmorProfile, f: &str) -> Result<(), Problem> {
+    match (p.type_.as_str(), p.localhost_profile.as_deref()) {
+        ("Localhost", None) => {
+            Err((format!("{f}.localhostProfile"), "Required value: must be set when AppArmor type is Localhost".into()))
+        }
+        ("Localhost", Some(name)) if name.trim().is_empty() => Err((
+            format!("{f}.localhostProfile"),
+            format!("Invalid value: \"{name}\": must not be padded with whitespace"),
+        )),
+        ("Localhost", Some(name)) if name.len() > 4095 => Err((
+            format!("{f}.localhostProfile"),
+            format!("Too long: may not be more than 4095 bytes (got {})", name.len()),
+        )),
+        ("RuntimeDefault" | "Unconfined", Some(_)) => Err((
+            format!("{f}.localhostProfile"),
+            "Invalid value: can only be set when AppArmor type is Localhost".into(),
+        )),
+        ("Localhost" | "RuntimeDefault" | "Unconfined", _) => Ok(()),
+        (other, _) => Err((
+            format!("{f}.type"),
+            format!(
+                "Unsupported value: \"{other}\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\""
+            ),
+        )),
+    }
+}
+
 /// The API server's rules for the fields we honour, in its words.
 fn validate(
     pod: &Pod,
@@ -441,6 +474,9 @@ fn validate(
     }
     if let Some(sp) = spec.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()) {
         validate_seccomp(sp, "spec.securityContext.seccompProfile")?;
+    }
+    if let Some(ap) = spec.security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()) {
+        validate_apparmor(ap, "spec.securityContext.appArmorProfile")?;
     }
     let mut volumes = BTreeSet::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
@@ -509,6 +545,9 @@ fn validate(
         *n += 1;
         if let Some(sp) = c.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()) {
             validate_seccomp(sp, &format!("{f}.securityContext.seccompProfile"))?;
+        }
+        if let Some(ap) = c.security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()) {
+            validate_apparmor(ap, &format!("{f}.securityContext.appArmorProfile"))?;
         }
         if let Some(w) = &c.working_dir
             && !w.starts_with('/')
@@ -794,6 +833,23 @@ spec:
                     "{c}    securityContext: {{seccompProfile: {{type: RuntimeDefault, localhostProfile: x.json}}}}\n"
                 )),
                 "spec.containers[0].securityContext.seccompProfile.localhostProfile",
+            ),
+            (
+                "unknown AppArmor profile type",
+                pod(&format!("{c}    securityContext: {{appArmorProfile: {{type: Strict}}}}\n")),
+                "spec.containers[0].securityContext.appArmorProfile.type",
+            ),
+            (
+                "Localhost AppArmor profile without a name",
+                pod(&format!("  securityContext: {{appArmorProfile: {{type: Localhost}}}}\n{c}")),
+                "spec.securityContext.appArmorProfile.localhostProfile",
+            ),
+            (
+                "an AppArmor profile name with Unconfined",
+                pod(&format!(
+                    "{c}    securityContext: {{appArmorProfile: {{type: Unconfined, localhostProfile: x}}}}\n"
+                )),
+                "spec.containers[0].securityContext.appArmorProfile.localhostProfile",
             ),
             (
                 "bad quantity",

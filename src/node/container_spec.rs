@@ -21,8 +21,8 @@ use serde_json::{Value, json};
 use super::PlanError;
 use super::env::Env;
 use super::sandbox::Sandbox;
-use super::seccomp;
 use super::volumes::Volumes;
+use super::{apparmor, seccomp};
 use crate::model::quantity;
 use crate::sys;
 
@@ -252,6 +252,9 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
     let seccomp_choice = seccomp::choose(pod, c, field)?;
     if let Some(profile) = seccomp::linux_seccomp(&seccomp_choice, privileged, &caps, seccomp_dir)? {
         spec["linux"]["seccomp"] = profile;
+    }
+    if let Some(profile) = apparmor::process_profile(&apparmor::choose(pod, c, field)?, privileged)? {
+        spec["process"]["apparmorProfile"] = profile.into();
     }
     let cwd = c
         .working_dir

@@ -11,6 +11,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod agent;
+pub mod apparmor;
 pub mod config;
 pub mod container_spec;
 pub mod crilog;

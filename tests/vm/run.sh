@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# make vm-test: prove the cgroup v2 driver where it can be seen working. This machine's
-# cgroups are hybrid (v1 for cpu, memory and pids), so we boot Debian's 6.1 kernel in
-# qemu (TCG) on a pure cgroup2 hierarchy with an initramfs of busybox-static and our
-# binary, run containers there that memory.max, pids.max and cpu.max must stop, and check
-# what the guest prints.
+# make vm-test: prove the cgroup v2 driver and AppArmor where they can be seen working.
+# This machine's cgroups are hybrid (v1 for cpu, memory and pids) and its kernel has no
+# AppArmor, so we boot Debian's 6.1 kernel in qemu (TCG) on a pure cgroup2 hierarchy with an
+# initramfs of busybox-static, Debian's apparmor_parser and our binary, run containers there
+# that memory.max, pids.max, cpu.max and io.max must stop and AppArmor profiles must confine,
+# and check what the guest prints.
 #   tests/vm/run.sh [WORK_DIR]   (default target/vm; the kernel is downloaded once)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,7 +23,7 @@ fi
 
 root=$work/initramfs
 rm -rf "$root"
-mkdir -p "$root"/{bin,proc,sys,dev,tmp,run,newroot,t}
+mkdir -p "$root"/{bin,sbin,proc,sys,dev,tmp,run,newroot,t}
 cp /bin/busybox "$root/bin/busybox"
 objcopy --strip-debug "$bin" "$root/bin/nodectl"
 ln -s nodectl "$root/bin/nodectl-runtime"
@@ -36,7 +37,7 @@ if [ ! -x "$work/apparmor/sbin/apparmor_parser" ]; then
   (cd "$work" && rm -f apparmor_*.deb && apt-get download apparmor 2>/dev/null)
   rm -rf "$work/apparmor" && dpkg-deb -x "$work"/apparmor_*.deb "$work/apparmor"
 fi
-cp "$work/apparmor/sbin/apparmor_parser" "$root/bin/apparmor_parser"
+cp "$work/apparmor/sbin/apparmor_parser" "$root/sbin/apparmor_parser"
 cat > "$root/nodectl-vmtest.profile" <<'PROFILE'
 profile nodectl-vmtest flags=(attach_disconnected,mediate_deleted) {
   file,
@@ -75,6 +76,10 @@ spec io '.process.args = ["sh", "-c", "echo iomax=$(tr \" \" , < /sys/fs/cgroup/
 spec netcls '.process.args = ["true"] | .linux.resources.network = {"classID": 1}'
 spec rdma '.process.args = ["true"] | .linux.resources.rdma = {"nodectl_test0": {"hcaHandles": 1}}'
 spec aa '.process.args = ["sh", "-c", "cat /proc/self/attr/current; cat /proc/cmdline > /dev/null 2>&1 && echo read || echo denied"] | .process.apparmorProfile = "nodectl-vmtest"'
+# With CAP_SYS_ADMIN a container may mount, unless its profile says no: nodectl-default does.
+sysadmin='.process.capabilities |= with_entries(.value += ["CAP_SYS_ADMIN"])'
+spec aadef '.process.args = ["sh", "-c", "cat /proc/self/attr/current; mount -t tmpfs none /tmp 2>/dev/null && echo mounted || echo mount-denied; ls /sys/kernel/ > /dev/null && echo sys-read"] | .process.apparmorProfile = "nodectl-default" | '"$sysadmin"
+spec aanone '.process.args = ["sh", "-c", "mount -t tmpfs none /tmp 2>/dev/null && echo mounted || echo mount-denied"] | '"$sysadmin"
 spec aaexec '.process.args = ["sleep", "60"] | .process.apparmorProfile = "nodectl-vmtest"'
 
 (cd "$root" && find . | busybox cpio -o -H newc 2>/dev/null | gzip -1) > "$work/initramfs.gz"
@@ -113,5 +118,11 @@ grep -q '^VMTEST rdma rc=1 .*rdma.max' <<<"$r" || fail "rdma for a missing devic
 grep -q '^VMTEST apparmor loaded=0$' <<<"$r" || fail "apparmor_parser did not load the test profile"
 grep -q '^VMTEST apparmor run: nodectl-vmtest (enforce) denied$' <<<"$r" || fail "process.apparmorProfile was not applied (or its deny rule did not hold)"
 grep -q '^VMTEST apparmor exec: nodectl-vmtest (enforce)$' <<<"$r" || fail "exec did not inherit the container's AppArmor profile"
+grep -q '^VMTEST apparmor default loaded=0$' <<<"$r" || fail "nodectl apparmor-profile --load did not load nodectl-default"
+grep -q '^VMTEST apparmor none: mounted$' <<<"$r" || fail "a container with CAP_SYS_ADMIN and no profile could not mount"
+grep -q '^VMTEST apparmor default: nodectl-default (enforce) mount-denied sys-read$' <<<"$r" \
+  || fail "nodectl-default did not confine the container as it should"
+grep -q '^VMTEST nesting: ./nodectl ./nodectl-init $' <<<"$r" \
+  || fail "nodectl took the leaf its processes were moved to for its own cgroup (containers nested below it)"
 grep -q '^VMTEST leftovers: 0 containers, 0 cgroups' <<<"$r" || fail "containers or cgroups left behind"
 echo "vm-test: passed"

@@ -368,19 +368,28 @@ pub fn detect() -> Result<Hierarchy> {
 }
 
 /// This process's own cgroup for each v1 controller (`"memory" -> "/a/b"`), and for v2
-/// under the key "".
+/// under the key "". On v2, the leaf our processes were moved to (`v2::EVACUATED`) counts
+/// as the cgroup it was made in.
 pub fn own_cgroups() -> Result<Vec<(String, PathBuf)>> {
     let path = Path::new("/proc/self/cgroup");
     let text = fs::read_to_string(path).map_err(io_err("read", path))?;
+    Ok(parse_own(&text))
+}
+
+fn parse_own(text: &str) -> Vec<(String, PathBuf)> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, cgroup) = (parts.next(), parts.next().unwrap_or_default(), parts.next().unwrap_or("/"));
+        let mut cgroup = PathBuf::from(cgroup);
+        if controllers.is_empty() && cgroup.file_name().is_some_and(|n| n == v2::EVACUATED) {
+            cgroup.pop();
+        }
         for c in controllers.split(',') {
-            out.push((c.to_string(), PathBuf::from(cgroup)));
+            out.push((c.to_string(), cgroup.clone()));
         }
     }
-    Ok(out)
+    out
 }
 
 /// Checks a cgroup name given by a user or a spec: relative, no `..`, tame characters.
@@ -429,7 +438,7 @@ pub fn remove_parent(parent: &str) -> Result<()> {
             dirs
         }
     };
-    // With what is below it: v2's evacuated `init` leaf, and the cgroup of a container whose
+    // With what is below it: v2's evacuated leaf, and the cgroup of a container whose
     // creation was cut short (its monitor killed) and that no runtime record names.
     for d in dirs {
         remove_tree(&d)?;
@@ -538,6 +547,22 @@ mod tests {
         for bad in ["", "/", "a/../b", "a//b", "a b", "../x"] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_v2_leaf_our_processes_were_moved_to_is_not_taken_for_our_cgroup() {
+        let own = parse_own("4:memory:/a/b\n0::/system.slice/nodectl.service/nodectl-init\n");
+        assert_eq!(
+            own,
+            [
+                ("memory".to_string(), PathBuf::from("/a/b")),
+                (String::new(), PathBuf::from("/system.slice/nodectl.service"))
+            ]
+        );
+        // Only our own leaf's name, and only on v2.
+        let own = parse_own("4:memory:/a/nodectl-init\n0::/x/init\n");
+        assert_eq!(own[0].1, PathBuf::from("/a/nodectl-init"));
+        assert_eq!(own[1].1, PathBuf::from("/x/init"));
     }
 
     #[test]

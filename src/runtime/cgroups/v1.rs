@@ -147,11 +147,12 @@ impl V1 {
             }
             return Ok(());
         }
-        let no_hugetlb =
-            || CgroupError::Unsupported("hugepageLimits: this host has no hugetlb controller, on v1 or v2".into());
         match &self.hybrid {
             Some(v2) if v2.has_controller("hugetlb") => self.hybrid_v2("hugepageLimits")?.apply_hugetlb(&r.hugetlb),
-            _ => Err(no_hugetlb()),
+            Some(_) => Err(CgroupError::Unsupported(
+                "hugepageLimits: no v1 hierarchy has the hugetlb controller, and the cgroup2 hierarchy does not offer it to nodectl's cgroup".into(),
+            )),
+            None => Err(CgroupError::Unsupported("hugepageLimits: this host has no hugetlb controller".into())),
         }
     }
 

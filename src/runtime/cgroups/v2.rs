@@ -2,8 +2,11 @@
 //!
 //! v2 forbids processes in a cgroup whose children have domain controllers enabled (the
 //! no-internal-processes rule). Our own cgroup holds us, so before enabling controllers for
-//! its subtree we move every process in it to a leaf `init` beside the containers' parent,
-//! as systemd, k3s and podman do when they nest.
+//! its subtree we move every process in it to a leaf beside the containers' parent, as
+//! systemd, k3s and podman do when they nest. The leaf has a name of our own
+//! (`EVACUATED`), so that `own_cgroups` can still tell our cgroup from it afterwards: every
+//! later nodectl process starts in that leaf, and must not take it for its own cgroup
+//! (containers would land below it, and records made before would point elsewhere).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,6 +17,9 @@ use super::{
 };
 
 const WANTED: [&str; 7] = ["cpu", "cpuset", "memory", "pids", "io", "hugetlb", "rdma"];
+
+/// The leaf our cgroup's own processes are moved to (see the module comment).
+pub const EVACUATED: &str = "nodectl-init";
 
 pub struct V2 {
     rel: PathBuf,
@@ -102,7 +108,7 @@ impl V2 {
     }
 
     /// Enables the controllers we use in `dir`'s subtree, evacuating `dir`'s own processes
-    /// to `dir/init` first (if `evacuate`) when the kernel says it is busy with them.
+    /// to `dir/EVACUATED` first (if `evacuate`) when the kernel says it is busy with them.
     fn enable_controllers(dir: &Path, evacuate: bool) -> Result<()> {
         let available = fs::read_to_string(dir.join("cgroup.controllers"))
             .map_err(io_err("read", &dir.join("cgroup.controllers")))?;
@@ -115,7 +121,7 @@ impl V2 {
         match fs::write(&control, wanted.join(" ")) {
             Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EBUSY) && evacuate => {
-                let init = dir.join("init");
+                let init = dir.join(EVACUATED);
                 match fs::create_dir(&init) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
