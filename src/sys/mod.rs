@@ -3,6 +3,7 @@
 //! Each item is a thin, safe function over the kernel; nothing here knows about images,
 //! containers or pods, and nothing here imports from the rest of the crate.
 
+pub mod bpf;
 pub mod exe;
 pub mod fdpass;
 pub mod lock;

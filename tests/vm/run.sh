@@ -72,7 +72,11 @@ spec cpu '.process.args = ["sh", "-c", "while :; do :; done"] | .linux.resources
 
 # io.max on the RAM disk (4 MiB read at 1 MiB/s), a 2MB huge page limit and a raw unified
 # file; then the limits v2 has no controller for, or the host no device for.
-spec io '.process.args = ["sh", "-c", "echo iomax=$(tr \" \" , < /sys/fs/cgroup/io.max) huge=$(cat /sys/fs/cgroup/hugetlb.2MB.max) pids=$(cat /sys/fs/cgroup/pids.max); s=$(cut -d\" \" -f1 /proc/uptime); dd if=/dev/ram0 of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null; e=$(cut -d\" \" -f1 /proc/uptime); echo elapsed_cs=$(( ${e%.*}${e#*.} - ${s%.*}${s#*.} ))"] | .linux.devices += [{"path": "/dev/ram0", "type": "b", "major": 1, "minor": 0, "fileMode": 432}] | .linux.resources.blockIO = {"throttleReadBpsDevice": [{"major": 1, "minor": 0, "rate": 1048576}]} | .linux.resources.hugepageLimits = [{"pageSize": "2MB", "limit": 4194304}] | .linux.resources.unified = {"pids.max": "7"}'
+spec io '.process.args = ["sh", "-c", "echo iomax=$(tr \" \" , < /sys/fs/cgroup/io.max) huge=$(cat /sys/fs/cgroup/hugetlb.2MB.max) pids=$(cat /sys/fs/cgroup/pids.max); s=$(cut -d\" \" -f1 /proc/uptime); dd if=/dev/ram0 of=/dev/null bs=64k count=64 iflag=direct 2>/dev/null; e=$(cut -d\" \" -f1 /proc/uptime); echo elapsed_cs=$(( ${e%.*}${e#*.} - ${s%.*}${s#*.} ))"] | .linux.devices += [{"path": "/dev/ram0", "type": "b", "major": 1, "minor": 0, "fileMode": 432}] | .linux.resources.devices += [{"allow": true, "type": "b", "major": 1, "minor": 0, "access": "r"}] | .linux.resources.blockIO = {"throttleReadBpsDevice": [{"major": 1, "minor": 0, "rate": 1048576}]} | .linux.resources.hugepageLimits = [{"pageSize": "2MB", "limit": 4194304}] | .linux.resources.unified = {"pids.max": "7"}'
+# Device rules on v2 (an eBPF filter): the same RAM disk without an access rule cannot be
+# read (it is listed in linux.devices, so it may be made), a disk that is not listed cannot
+# even be made with CAP_MKNOD, and /dev/null still works.
+spec devdeny '.process.args = ["sh", "-c", "dd if=/dev/ram0 of=/dev/null bs=4k count=1 2>/dev/null && echo read || echo read-denied; mknod /dev/x b 8 0 2>/dev/null && echo mknod || echo mknod-denied; echo hi > /dev/null && echo null-ok"] | .linux.devices += [{"path": "/dev/ram0", "type": "b", "major": 1, "minor": 0, "fileMode": 432}] | .process.capabilities |= with_entries(.value += ["CAP_MKNOD"])'
 spec netcls '.process.args = ["true"] | .linux.resources.network = {"classID": 1}'
 spec rdma '.process.args = ["true"] | .linux.resources.rdma = {"nodectl_test0": {"hcaHandles": 1}}'
 spec aa '.process.args = ["sh", "-c", "cat /proc/self/attr/current; cat /proc/cmdline > /dev/null 2>&1 && echo read || echo denied"] | .process.apparmorProfile = "nodectl-vmtest"'
@@ -113,6 +117,7 @@ cs=$(sed -n 's/^VMTEST io .* elapsed_cs=\([0-9]*\).*/\1/p' <<<"$r")
 echo "vm-test: 4 MiB read under io.max rbps=1MiB/s took ${cs}0 ms"
 # A lower bound only: the throttle cannot make the read faster; unthrottled it takes ms.
 [ "${cs:-0}" -ge 200 ] || fail "io.max did not slow the read (took ${cs}0 ms)"
+grep -q '^VMTEST devices: read-denied mknod-denied null-ok$' <<<"$r" || fail "the v2 device filter let a device without a rule through"
 grep -q '^VMTEST netcls rc=1 .*net_cls' <<<"$r" || fail "network.classID was not refused naming net_cls on v2"
 grep -q '^VMTEST rdma rc=1 .*rdma.max' <<<"$r" || fail "rdma for a missing device was not refused naming rdma.max"
 grep -q '^VMTEST apparmor loaded=0$' <<<"$r" || fail "apparmor_parser did not load the test profile"

@@ -8,6 +8,7 @@
 //! absolute `cgroupsPath`, which the runtime spec takes from the mount point) is placed
 //! from the root.
 
+mod device_filter;
 mod v1;
 mod v2;
 

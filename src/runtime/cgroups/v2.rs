@@ -88,6 +88,27 @@ impl V2 {
         Ok(())
     }
 
+    /// Replaces the device filter we attached (if any) with one for `rules`: the new one is
+    /// attached before the old goes, so no access slips through between the two.
+    fn apply_devices(&self, rules: &[super::DeviceRule]) -> Result<()> {
+        use std::os::fd::AsFd;
+        let dir = fs::File::open(&self.dir).map_err(io_err("open", &self.dir))?;
+        let bpf_err = |op: &'static str| {
+            let dir = self.dir.clone();
+            move |e: std::io::Error| CgroupError::Io { op, path: dir, source: e }
+        };
+        let old = crate::sys::bpf::attached_device_programs(dir.as_fd()).map_err(bpf_err("list device filters of"))?;
+        let prog = crate::sys::bpf::load_device_program(&super::device_filter::program(rules))
+            .map_err(bpf_err("load the device filter for"))?;
+        crate::sys::bpf::attach_device_program(dir.as_fd(), prog.as_fd())
+            .map_err(bpf_err("attach the device filter to"))?;
+        for id in old {
+            crate::sys::bpf::detach_device_program(dir.as_fd(), id)
+                .map_err(bpf_err("detach an old device filter from"))?;
+        }
+        Ok(())
+    }
+
     fn apply_block_io(&self, r: &Resources) -> Result<()> {
         if r.blkio_leaf_weight.is_some() || r.blkio_weight_devices.iter().any(|d| d.leaf_weight.is_some()) {
             return Err(CgroupError::Unsupported("blockIO.leafWeight: cgroup v2 has no leaf weights".into()));
@@ -155,8 +176,7 @@ impl Cgroup for V2 {
 
     fn apply(&self, r: &Resources) -> Result<()> {
         if !r.devices.is_empty() {
-            // v2 filters devices with an eBPF program, which this driver does not load yet.
-            tracing::warn!("cgroup v2: device access rules are not enforced");
+            self.apply_devices(&r.devices)?;
         }
         let max = |v: i64| if v < 0 { "max".to_string() } else { v.to_string() };
         if let Some(limit) = r.memory_limit {
