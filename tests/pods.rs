@@ -73,9 +73,22 @@ impl PodEnv {
         ran
     }
 
+    /// Runs a pod to its end with more `nodectl run` flags, and checks it left nothing.
+    fn run_with(&self, yaml: &str, flags: &[&str]) -> Ran {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
+        c.arg("--root").arg(self.root()).args(["run", "--restart-backoff", "0.1"]).args(flags).arg(self.file(yaml));
+        c.env("NODECTL_BRIDGE", &self.bridge).env("NODECTL_POD_CIDR", &self.cidr);
+        let ran = Self::ran(c.stdin(Stdio::null()).output().unwrap());
+        self.assert_clean();
+        ran
+    }
+
     /// Runs a pod to its end while others of the env still run.
     fn run_beside(&self, yaml: &str) -> Ran {
-        let out = self.command(yaml).stdin(Stdio::null()).output().unwrap();
+        Self::ran(self.command(yaml).stdin(Stdio::null()).output().unwrap())
+    }
+
+    fn ran(out: std::process::Output) -> Ran {
         Ran {
             code: out.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -1354,4 +1367,43 @@ fn an_apparmor_profile_a_host_without_apparmor_cannot_enforce_is_refused_in_the_
         "{}",
         r.stderr
     );
+}
+
+#[test]
+fn pod_sysctls_are_the_safe_set_and_what_the_node_allows_and_never_the_hosts() {
+    let env = PodEnv::new();
+    let host_port_start = fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap();
+    let host_msgmax = fs::read_to_string("/proc/sys/kernel/msgmax").unwrap();
+    let c = "  containers:\n  - name: c\n    image: busybox\n    imagePullPolicy: Never\n    command: [sh, -c, 'cat /proc/sys/net/ipv4/ip_unprivileged_port_start /proc/sys/kernel/msgmax']\n";
+    let safe = "  restartPolicy: Never\n  securityContext:\n    sysctls: [{name: net.ipv4.ip_unprivileged_port_start, value: '80'}]\n";
+    let r = env.run(&pod("safe", &format!("{safe}{c}")));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout.lines().next(), Some("80"), "{}", r.stdout);
+    // Set in the pod's network namespace, not the host's.
+    assert_eq!(fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start").unwrap(), host_port_start);
+
+    // Unsafe: refused unless the node allows it, in the kubelet's words.
+    let unsafe_ = "  restartPolicy: Never\n  securityContext:\n    sysctls: [{name: kernel.msgmax, value: '12345'}]\n";
+    let r = env.run(&pod("unsafe", &format!("{unsafe_}{c}")));
+    assert_eq!(r.code, 128, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stderr.contains("spec.securityContext.sysctls[0].name: forbidden sysctl: \"kernel.msgmax\" not allowlisted"),
+        "{}",
+        r.stderr
+    );
+    let r = env.run_with(&pod("allowed", &format!("{unsafe_}{c}")), &["--allowed-unsafe-sysctls", "kernel.msg*"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(r.stdout.lines().nth(1), Some("12345"), "{}", r.stdout);
+    assert_eq!(fs::read_to_string("/proc/sys/kernel/msgmax").unwrap(), host_msgmax);
+
+    // A network sysctl with the host's network, and a node allowing a host-wide sysctl.
+    let r = env.run(&pod("hostnet", &format!("  hostNetwork: true\n{safe}{c}")));
+    assert!(r.stderr.contains("not allowed with host net enabled"), "{}", r.stderr);
+    let r = env.run_with(&pod("hostwide", &format!("{unsafe_}{c}")), &["--allowed-unsafe-sysctls", "kernel.printk"]);
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("\"kernel.printk\"") && r.stderr.contains("namespace"), "{}", r.stderr);
+    // A malformed name is the API's error.
+    let r =
+        env.run(&pod("badname", &format!("  securityContext:\n    sysctls: [{{name: Net.IPv4, value: '1'}}]\n{c}")));
+    assert!(r.stderr.contains("spec.securityContext.sysctls[0].name: Invalid value: \"Net.IPv4\""), "{}", r.stderr);
 }

@@ -193,6 +193,7 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
     let opts = PodOptions {
         root: root.to_path_buf(),
         network: config::net_config(root, &args.net.flags())?,
+        allowed_unsafe_sysctls: config::allowed_unsafe_sysctls(root, &args.net.flags())?,
         restart_backoff: Duration::from_secs_f64(args.restart_backoff),
         pull: crate::image::pull::PullOptions::from_environment(root),
         log_rotation: args.logs.rotation()?,

@@ -27,11 +27,21 @@ pub struct NetArgs {
     /// ROOT/config.yaml, if there).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Sysctls pods may set beyond the kubelet's safe set, comma-separated names or
+    /// `prefix*` patterns of a pod's own namespaces (`kernel.msg*,net.core.somaxconn`; also
+    /// `allowedUnsafeSysctls:` in the config file).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    allowed_unsafe_sysctls: Option<Vec<String>>,
 }
 
 impl NetArgs {
     pub fn flags(&self) -> config::Flags {
-        config::Flags { bridge: self.bridge.clone(), pod_cidr: self.pod_cidr.clone(), config: self.config.clone() }
+        config::Flags {
+            bridge: self.bridge.clone(),
+            pod_cidr: self.pod_cidr.clone(),
+            config: self.config.clone(),
+            allowed_unsafe_sysctls: self.allowed_unsafe_sysctls.clone(),
+        }
     }
 }
 
@@ -141,6 +151,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
     let opts = RunOptions {
         root: root.to_path_buf(),
         network: config::net_config(root, &args.net.flags())?,
+        allowed_unsafe_sysctls: config::allowed_unsafe_sysctls(root, &args.net.flags())?,
         restart_backoff: Duration::from_secs_f64(args.restart_backoff),
         pull: crate::image::pull::PullOptions::from_environment(root),
         log_rotation: args.logs.rotation()?,

@@ -214,6 +214,7 @@ const SUPPORTED: &[&str] = &[
     "spec.securityContext.seccompProfile.localhostProfile",
     "spec.securityContext.appArmorProfile.type",
     "spec.securityContext.appArmorProfile.localhostProfile",
+    "spec.securityContext.sysctls",
 ];
 
 /// Container fields (below `spec.containers[]` and `spec.initContainers[]`).
@@ -433,6 +434,20 @@ fn validate_apparmor(p: &AppArmorProfile, f: &str) -> Result<(), Problem> {
     }
 }
 
+/// The API server's sysctl name rule: dot- or slash-separated segments of lower-case
+/// letters, digits, '-' and '_', each starting and ending with a letter or digit.
+fn sysctl_name_ok(name: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    name.len() <= 253
+        && name.split(['.', '/']).all(|seg| {
+            let b = seg.as_bytes();
+            !b.is_empty()
+                && alnum(b[0])
+                && alnum(b[b.len() - 1])
+                && b.iter().all(|c| alnum(*c) || *c == b'-' || *c == b'_')
+        })
+}
+
 /// The API server's rules for the fields we honour, in its words.
 fn validate(
     pod: &Pod,
@@ -477,6 +492,25 @@ fn validate(
     }
     if let Some(ap) = spec.security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()) {
         validate_apparmor(ap, "spec.securityContext.appArmorProfile")?;
+    }
+    let mut seen = BTreeSet::new();
+    for (i, s) in spec.security_context.iter().flat_map(|sc| sc.sysctls.iter().flatten()).enumerate() {
+        let f = format!("spec.securityContext.sysctls[{i}].name");
+        if s.name.is_empty() {
+            return p(&f, "Required value".into());
+        }
+        if !sysctl_name_ok(&s.name) {
+            return p(
+                &f,
+                format!(
+                    "Invalid value: \"{}\": must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$",
+                    s.name
+                ),
+            );
+        }
+        if !seen.insert(s.name.replace('/', ".")) {
+            return p(&f, format!("Duplicate value: \"{}\"", s.name));
+        }
     }
     let mut volumes = BTreeSet::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {

@@ -13,6 +13,8 @@ pub struct Flags {
     pub pod_cidr: Option<String>,
     /// The config file; without it, `ROOT/config.yaml` if it exists.
     pub config: Option<PathBuf>,
+    /// Sysctls (or `prefix*` patterns) pods may set beyond the safe set.
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
 }
 
 /// The environment variable behind each setting.
@@ -27,6 +29,8 @@ pub struct ConfigFile {
     pub bridge: Option<String>,
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    /// As the kubelet's configuration field of that name.
+    pub allowed_unsafe_sysctls: Option<Vec<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +41,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, source: serde_yaml_ng::Error },
     #[error(transparent)]
     Network(#[from] network::Error),
+    #[error("{0}")]
+    Sysctls(String),
 }
 
 /// The pod network for a node whose state lives in `root`, from the real environment.
@@ -44,14 +50,29 @@ pub fn net_config(root: &Path, flags: &Flags) -> Result<NetConfig, ConfigError> 
     net_config_from(root, flags, |k| std::env::var(k).ok())
 }
 
-fn net_config_from(root: &Path, flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<NetConfig, ConfigError> {
-    // An empty variable counts as unset, as the shell's ${VAR:-default} has it.
-    let env = |k: &str| env(k).filter(|v| !v.is_empty());
+/// The sysctls a node lets pods set beyond the safe set: the flag's, else the file's;
+/// each must be of a pod's own namespace.
+pub fn allowed_unsafe_sysctls(root: &Path, flags: &Flags) -> Result<Vec<String>, ConfigError> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let file = config_file(root, flags, env)?;
+    let list = pick(flags.allowed_unsafe_sysctls.clone(), None, file.allowed_unsafe_sysctls).unwrap_or_default();
+    super::sysctls::check_allowed(&list).map_err(ConfigError::Sysctls)?;
+    Ok(list)
+}
+
+/// The config file the flag, the environment or the default names (none is empty).
+fn config_file(root: &Path, flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<ConfigFile, ConfigError> {
     let (path, explicit) = match pick(flags.config.clone(), env(ENV_CONFIG).map(PathBuf::from), None) {
         Some(p) => (p, true),
         None => (root.join("config.yaml"), false),
     };
-    let file = read_file(&path, explicit)?;
+    read_file(&path, explicit)
+}
+
+fn net_config_from(root: &Path, flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<NetConfig, ConfigError> {
+    // An empty variable counts as unset, as the shell's ${VAR:-default} has it.
+    let env = |k: &str| env(k).filter(|v| !v.is_empty());
+    let file = config_file(root, flags, env)?;
     let bridge =
         pick(flags.bridge.clone(), env(ENV_BRIDGE), file.bridge).unwrap_or_else(|| network::DEFAULT_BRIDGE.into());
     let cidr = pick(flags.pod_cidr.clone(), env(ENV_POD_CIDR), file.pod_cidr)
@@ -94,7 +115,7 @@ mod tests {
         assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("filebr", "10.7.0.0/24".into()));
         let c = net_config_from(root, &Flags::default(), &env).unwrap();
         assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("envbr", "10.5.0.0/24".into()));
-        let flags = Flags { bridge: Some("flagbr".into()), pod_cidr: Some("10.6.0.0/24".into()), config: None };
+        let flags = Flags { bridge: Some("flagbr".into()), pod_cidr: Some("10.6.0.0/24".into()), ..Flags::default() };
         let c = net_config_from(root, &flags, &env).unwrap();
         assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("flagbr", "10.6.0.0/24".into()));
         assert_eq!(c.state_dir, root.join("network"));

@@ -22,7 +22,7 @@ use super::PlanError;
 use super::env::Env;
 use super::sandbox::Sandbox;
 use super::volumes::Volumes;
-use super::{apparmor, seccomp};
+use super::{apparmor, seccomp, sysctls};
 use crate::model::quantity;
 use crate::sys;
 
@@ -60,6 +60,8 @@ pub struct Input<'a> {
     pub volumes: &'a Volumes,
     /// Where Localhost seccomp profiles live (`ROOT/seccomp`).
     pub seccomp_dir: &'a Path,
+    /// Sysctls the node lets pods set beyond the safe set.
+    pub allowed_unsafe_sysctls: &'a [String],
 }
 
 fn invalid(field: String, message: String) -> PlanError {
@@ -199,7 +201,8 @@ fn capabilities(privileged: bool, cs: Option<&Capabilities>, field: &str) -> Res
 
 /// Builds the spec (see the module comment).
 pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
-    let Input { pod, container: c, field, image, rootfs, env, sandbox, volumes, seccomp_dir } = *input;
+    let Input { pod, container: c, field, image, rootfs, env, sandbox, volumes, seccomp_dir, allowed_unsafe_sysctls } =
+        *input;
     let pod_spec = pod.spec.as_ref().ok_or_else(|| invalid("spec".into(), "Required value".into()))?;
     let pod_sc = pod_spec.security_context.as_ref();
     let sc = c.security_context.as_ref();
@@ -255,6 +258,10 @@ pub fn build(input: &Input<'_>) -> Result<Value, PlanError> {
     }
     if let Some(profile) = apparmor::process_profile(&apparmor::choose(pod, c, field)?, privileged)? {
         spec["process"]["apparmorProfile"] = profile.into();
+    }
+    let sysctls = sysctls::linux_sysctls(pod, allowed_unsafe_sysctls)?;
+    if !sysctls.is_empty() {
+        spec["linux"]["sysctl"] = serde_json::to_value(sysctls).unwrap_or_default();
     }
     let cwd = c
         .working_dir

@@ -31,6 +31,7 @@ pub mod reconcile;
 pub mod sandbox;
 pub mod seccomp;
 pub mod seccomp_default;
+pub mod sysctls;
 pub mod volumes;
 
 /// Why a pod could not be set up or run. Errors about the manifest name its field; errors

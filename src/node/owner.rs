@@ -46,6 +46,8 @@ pub struct PodOptions {
     pub restart_backoff: Duration,
     pub pull: PullOptions,
     pub log_rotation: Rotation,
+    /// Sysctls pods may set beyond the safe set (`node::sysctls`).
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
 /// What happened, for the owner's user: printed by `nodectl run`, kept as the pod's events
@@ -884,6 +886,7 @@ impl Owner {
             sandbox: &self.sb,
             volumes: &self.vols,
             seccomp_dir: &self.opts.root.join("seccomp"),
+            allowed_unsafe_sysctls: &self.opts.allowed_unsafe_sysctls,
         })?;
         let bundle = self.sb.dir.join("bundles").join(&part.spec.name);
         fs::create_dir_all(&bundle).map_err(PlanError::io(format!("create {}", bundle.display())))?;
