@@ -119,6 +119,23 @@ fn invalid_objects_are_refused_with_kube_apiservers_words_and_a_cause_per_field(
         "apiVersion: batch/v1\nkind: Job\nmetadata: {name: bad}\nspec:\n  template:\n    spec:\n      containers: [{name: c, image: busybox}]\n",
         "spec.template.spec.restartPolicy: Unsupported value: \"Always\": supported values: \"OnFailure\", \"Never\"",
     );
+    // Security profiles and sysctls: the same rules as `nodectl run`'s (model::podspec).
+    refused(
+        "apparmor.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  securityContext: {appArmorProfile: {type: Localhost}}\n  containers: [{name: web, image: nginx}]\n",
+        "spec.securityContext.appArmorProfile.localhostProfile: Required value: must be set when AppArmor type is Localhost",
+    );
+    refused(
+        "seccomp.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: bad}\nspec:\n  selector: {matchLabels: {app: web}}\n  \
+         template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: nginx, securityContext: {seccompProfile: {type: Strict}}}]\n",
+        "spec.template.spec.containers[0].securityContext.seccompProfile.type: Unsupported value: \"Strict\"",
+    );
+    refused(
+        "sysctl.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: bad}\nspec:\n  securityContext: {sysctls: [{name: Net.IPv4, value: \"1\"}]}\n  containers: [{name: web, image: nginx}]\n",
+        "spec.securityContext.sysctls[0].name: Invalid value: \"Net.IPv4\"",
+    );
     assert_eq!(s.ok(&["get", "deploy,pods,svc,jobs", "-o", "name"]).trim(), "");
 
     // Immutable fields: a Service's cluster IP, a Job's template.

@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use k8s_openapi::api::core::v1::{AppArmorProfile, ConfigMap, Pod, SeccompProfile, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use serde_json::Value;
 
 use super::names::name_problem;
@@ -384,70 +384,6 @@ fn check_fields(value: &Value, path: &str, warnings: &mut Vec<String>) -> Result
 
 type Problem = (String, String);
 
-/// A seccompProfile as the API server checks it: a known type, and a profile name exactly
-/// when the type is Localhost.
-fn validate_seccomp(p: &SeccompProfile, f: &str) -> Result<(), Problem> {
-    match (p.type_.as_str(), p.localhost_profile.as_deref()) {
-        ("Localhost", None | Some("")) => {
-            Err((format!("{f}.localhostProfile"), "Required value: must be set when seccomp type is Localhost".into()))
-        }
-        ("RuntimeDefault" | "Unconfined", Some(name)) => Err((
-            format!("{f}.localhostProfile"),
-            format!("Invalid value: \"{name}\": can only be set when seccomp type is Localhost"),
-        )),
-        ("Localhost" | "RuntimeDefault" | "Unconfined", _) => Ok(()),
-        (other, _) => Err((
-            format!("{f}.type"),
-            format!(
-                "Unsupported value: \"{other}\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\""
-            ),
-        )),
-    }
-}
-
-/// An appArmorProfile as the API server checks it (ValidateAppArmorProfileField): a known
-/// type, and a profile name exactly when the type is Localhost, of at most 4095 bytes.
-fn validate_apparmor(p: &AppArmorProfile, f: &str) -> Result<(), Problem> {
-    match (p.type_.as_str(), p.localhost_profile.as_deref()) {
-        ("Localhost", None) => {
-            Err((format!("{f}.localhostProfile"), "Required value: must be set when AppArmor type is Localhost".into()))
-        }
-        ("Localhost", Some(name)) if name.trim().is_empty() => Err((
-            format!("{f}.localhostProfile"),
-            format!("Invalid value: \"{name}\": must not be padded with whitespace"),
-        )),
-        ("Localhost", Some(name)) if name.len() > 4095 => Err((
-            format!("{f}.localhostProfile"),
-            format!("Too long: may not be more than 4095 bytes (got {})", name.len()),
-        )),
-        ("RuntimeDefault" | "Unconfined", Some(_)) => Err((
-            format!("{f}.localhostProfile"),
-            "Invalid value: can only be set when AppArmor type is Localhost".into(),
-        )),
-        ("Localhost" | "RuntimeDefault" | "Unconfined", _) => Ok(()),
-        (other, _) => Err((
-            format!("{f}.type"),
-            format!(
-                "Unsupported value: \"{other}\": supported values: \"Localhost\", \"RuntimeDefault\", \"Unconfined\""
-            ),
-        )),
-    }
-}
-
-/// The API server's sysctl name rule: dot- or slash-separated segments of lower-case
-/// letters, digits, '-' and '_', each starting and ending with a letter or digit.
-fn sysctl_name_ok(name: &str) -> bool {
-    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    name.len() <= 253
-        && name.split(['.', '/']).all(|seg| {
-            let b = seg.as_bytes();
-            !b.is_empty()
-                && alnum(b[0])
-                && alnum(b[b.len() - 1])
-                && b.iter().all(|c| alnum(*c) || *c == b'-' || *c == b'_')
-        })
-}
-
 /// The API server's rules for the fields we honour, in its words.
 fn validate(
     pod: &Pod,
@@ -486,31 +422,6 @@ fn validate(
         && let Some(problem) = name_problem(h, true)
     {
         return p("spec.hostname", problem);
-    }
-    if let Some(sp) = spec.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()) {
-        validate_seccomp(sp, "spec.securityContext.seccompProfile")?;
-    }
-    if let Some(ap) = spec.security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()) {
-        validate_apparmor(ap, "spec.securityContext.appArmorProfile")?;
-    }
-    let mut seen = BTreeSet::new();
-    for (i, s) in spec.security_context.iter().flat_map(|sc| sc.sysctls.iter().flatten()).enumerate() {
-        let f = format!("spec.securityContext.sysctls[{i}].name");
-        if s.name.is_empty() {
-            return p(&f, "Required value".into());
-        }
-        if !sysctl_name_ok(&s.name) {
-            return p(
-                &f,
-                format!(
-                    "Invalid value: \"{}\": must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$",
-                    s.name
-                ),
-            );
-        }
-        if !seen.insert(s.name.replace('/', ".")) {
-            return p(&f, format!("Duplicate value: \"{}\"", s.name));
-        }
     }
     let mut volumes = BTreeSet::new();
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
@@ -577,12 +488,6 @@ fn validate(
         let n = index.entry(list).or_default();
         let f = format!("{list}[{n}]");
         *n += 1;
-        if let Some(sp) = c.security_context.as_ref().and_then(|s| s.seccomp_profile.as_ref()) {
-            validate_seccomp(sp, &format!("{f}.securityContext.seccompProfile"))?;
-        }
-        if let Some(ap) = c.security_context.as_ref().and_then(|s| s.app_armor_profile.as_ref()) {
-            validate_apparmor(ap, &format!("{f}.securityContext.appArmorProfile"))?;
-        }
         if let Some(w) = &c.working_dir
             && !w.starts_with('/')
         {

@@ -61,6 +61,11 @@ pub fn problems(spec: &Value, path: &str) -> Vec<Problem> {
                 }
                 probe_problems(p, &format!("{f}.{probe}"), probe != "readinessProbe", &mut out);
             }
+            for (key, kind) in [("seccompProfile", "seccomp"), ("appArmorProfile", "AppArmor")] {
+                if let Some(profile) = c.pointer(&format!("/securityContext/{key}")) {
+                    profile_problems(profile, &format!("{f}.securityContext.{key}"), kind, &mut out);
+                }
+            }
             if let Some(pre_stop) = c.pointer("/lifecycle/preStop") {
                 handler_problems(pre_stop, &format!("{f}.lifecycle.preStop"), &mut out);
             }
@@ -77,6 +82,28 @@ pub fn problems(spec: &Value, path: &str) -> Vec<Problem> {
                     out.push((format!("{pf}.protocol"), problem));
                 }
             }
+        }
+    }
+    for (key, kind) in [("seccompProfile", "seccomp"), ("appArmorProfile", "AppArmor")] {
+        if let Some(profile) = spec.pointer(&format!("/securityContext/{key}")) {
+            profile_problems(profile, &format!("{path}.securityContext.{key}"), kind, &mut out);
+        }
+    }
+    let mut sysctls = BTreeSet::new();
+    for (i, s) in spec.pointer("/securityContext/sysctls").and_then(Value::as_array).into_iter().flatten().enumerate() {
+        let f = format!("{path}.securityContext.sysctls[{i}].name");
+        let name = s.get("name").and_then(Value::as_str).unwrap_or_default();
+        if name.is_empty() {
+            out.push((f, "Required value".into()));
+        } else if !sysctl_name_ok(name) {
+            out.push((
+                f,
+                format!(
+                    "Invalid value: \"{name}\": must have at most 253 characters and match regex ^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[\\./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$"
+                ),
+            ));
+        } else if !sysctls.insert(name.replace('/', ".")) {
+            out.push((f, format!("Duplicate value: \"{name}\"")));
         }
     }
     if let Some(problem) = spec.get("restartPolicy").and_then(|p| one_of(p, &["Always", "OnFailure", "Never"])) {
@@ -96,6 +123,52 @@ pub fn problems(spec: &Value, path: &str) -> Vec<Problem> {
         ));
     }
     out
+}
+
+/// A seccompProfile or appArmorProfile (`kind` is "seccomp" or "AppArmor"), as kube's
+/// validateSeccompProfileField and ValidateAppArmorProfileField check it: a known type, and
+/// a profile name exactly when the type is Localhost.
+fn profile_problems(profile: &Value, f: &str, kind: &str, out: &mut Vec<Problem>) {
+    let type_ = profile.get("type").and_then(Value::as_str).unwrap_or_default();
+    let name = profile.get("localhostProfile").and_then(Value::as_str);
+    if type_.is_empty() {
+        out.push((format!("{f}.type"), "Required value".into()));
+        return;
+    }
+    if let Some(problem) = one_of(&profile["type"], &["Localhost", "RuntimeDefault", "Unconfined"]) {
+        out.push((format!("{f}.type"), problem));
+        return;
+    }
+    let name_field = format!("{f}.localhostProfile");
+    match (type_, name) {
+        ("Localhost", None | Some("")) => {
+            out.push((name_field, format!("Required value: must be set when {kind} type is Localhost")))
+        }
+        ("Localhost", Some(n)) if kind == "AppArmor" && n.trim() != n => {
+            out.push((name_field, format!("Invalid value: \"{n}\": must not be padded with whitespace")))
+        }
+        ("Localhost", Some(n)) if kind == "AppArmor" && n.len() > 4095 => {
+            out.push((name_field, format!("Too long: may not be more than 4095 bytes (got {})", n.len())))
+        }
+        ("Localhost", _) | (_, None) => {}
+        (_, Some(n)) => {
+            out.push((name_field, format!("Invalid value: \"{n}\": can only be set when {kind} type is Localhost")))
+        }
+    }
+}
+
+/// Kube's sysctl name rule: dot- or slash-separated segments of lower-case letters,
+/// digits, '-' and '_', each starting and ending with a letter or digit; 253 at most.
+fn sysctl_name_ok(name: &str) -> bool {
+    let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    name.len() <= 253
+        && name.split(['.', '/']).all(|seg| {
+            let b = seg.as_bytes();
+            !b.is_empty()
+                && alnum(b[0])
+                && alnum(b[b.len() - 1])
+                && b.iter().all(|c| alnum(*c) || *c == b'-' || *c == b'_')
+        })
 }
 
 /// Kube's validateProbe: one handler, and counts that are not negative (liveness and
