@@ -1313,8 +1313,7 @@ fn bad_log_rotation_flags_are_refused_naming_the_flag() {
 
 #[test]
 fn an_apparmor_profile_a_host_without_apparmor_cannot_enforce_is_refused_in_the_kubelets_words() {
-    let enforced = Path::new("/sys/kernel/security/apparmor").is_dir()
-        && fs::read("/sys/module/apparmor/parameters/enabled").is_ok_and(|b| b.starts_with(b"Y"));
+    let enforced = nodectl::runtime::apparmor::host_enabled();
     if enforced {
         // make vm-test shows profiles applied on a kernel with AppArmor.
         return;

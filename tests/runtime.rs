@@ -1951,8 +1951,7 @@ fn a_created_container_does_not_hold_the_runtimes_stderr() {
 #[test]
 fn an_apparmor_profile_is_applied_where_the_host_enforces_apparmor_and_said_to_be_dropped_where_not() {
     let rt = Rt::new();
-    let enforced = Path::new("/sys/kernel/security/apparmor").is_dir()
-        && fs::read("/sys/module/apparmor/parameters/enabled").is_ok_and(|b| b.starts_with(b"Y"));
+    let enforced = nodectl::runtime::apparmor::host_enabled();
     let b = rt.bundle("aa", |s| {
         s["process"]["args"] = json!(["sh", "-c", "echo ran"]);
         s["process"]["apparmorProfile"] = json!("nodectl-test-not-loaded");

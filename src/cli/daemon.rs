@@ -190,10 +190,11 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
     }
     let join = args.join.config()?;
     super::run::clean_abandoned(root);
+    let settings = config::settings(root, &args.net.flags())?;
     let opts = PodOptions {
         root: root.to_path_buf(),
-        network: config::net_config(root, &args.net.flags())?,
-        allowed_unsafe_sysctls: config::allowed_unsafe_sysctls(root, &args.net.flags())?,
+        network: settings.network,
+        allowed_unsafe_sysctls: settings.allowed_unsafe_sysctls,
         restart_backoff: Duration::from_secs_f64(args.restart_backoff),
         pull: crate::image::pull::PullOptions::from_environment(root),
         log_rotation: args.logs.rotation()?,

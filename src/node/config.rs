@@ -45,19 +45,17 @@ pub enum ConfigError {
     Sysctls(String),
 }
 
-/// The pod network for a node whose state lives in `root`, from the real environment.
-pub fn net_config(root: &Path, flags: &Flags) -> Result<NetConfig, ConfigError> {
-    net_config_from(root, flags, |k| std::env::var(k).ok())
+/// A node's settings, as its owners take them.
+#[derive(Debug)]
+pub struct Settings {
+    pub network: NetConfig,
+    /// Sysctls pods may set beyond the safe set, each of a pod's own namespace.
+    pub allowed_unsafe_sysctls: Vec<String>,
 }
 
-/// The sysctls a node lets pods set beyond the safe set: the flag's, else the file's;
-/// each must be of a pod's own namespace.
-pub fn allowed_unsafe_sysctls(root: &Path, flags: &Flags) -> Result<Vec<String>, ConfigError> {
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let file = config_file(root, flags, env)?;
-    let list = pick(flags.allowed_unsafe_sysctls.clone(), None, file.allowed_unsafe_sysctls).unwrap_or_default();
-    super::sysctls::check_allowed(&list).map_err(ConfigError::Sysctls)?;
-    Ok(list)
+/// The settings of a node whose state lives in `root`, from the real environment.
+pub fn settings(root: &Path, flags: &Flags) -> Result<Settings, ConfigError> {
+    settings_from(root, flags, |k| std::env::var(k).ok())
 }
 
 /// The config file the flag, the environment or the default names (none is empty).
@@ -69,7 +67,7 @@ fn config_file(root: &Path, flags: &Flags, env: impl Fn(&str) -> Option<String>)
     read_file(&path, explicit)
 }
 
-fn net_config_from(root: &Path, flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<NetConfig, ConfigError> {
+fn settings_from(root: &Path, flags: &Flags, env: impl Fn(&str) -> Option<String>) -> Result<Settings, ConfigError> {
     // An empty variable counts as unset, as the shell's ${VAR:-default} has it.
     let env = |k: &str| env(k).filter(|v| !v.is_empty());
     let file = config_file(root, flags, env)?;
@@ -77,7 +75,11 @@ fn net_config_from(root: &Path, flags: &Flags, env: impl Fn(&str) -> Option<Stri
         pick(flags.bridge.clone(), env(ENV_BRIDGE), file.bridge).unwrap_or_else(|| network::DEFAULT_BRIDGE.into());
     let cidr = pick(flags.pod_cidr.clone(), env(ENV_POD_CIDR), file.pod_cidr)
         .unwrap_or_else(|| network::DEFAULT_POD_CIDR.into());
-    Ok(NetConfig::new(&bridge, &cidr, root.join("network"))?)
+    let network = NetConfig::new(&bridge, &cidr, root.join("network"))?;
+    let allowed_unsafe_sysctls =
+        pick(flags.allowed_unsafe_sysctls.clone(), None, file.allowed_unsafe_sysctls).unwrap_or_default();
+    super::sysctls::check_allowed(&allowed_unsafe_sysctls).map_err(ConfigError::Sysctls)?;
+    Ok(Settings { network, allowed_unsafe_sysctls })
 }
 
 /// The order itself.
@@ -111,17 +113,17 @@ mod tests {
         std::fs::write(root.join("config.yaml"), "bridge: filebr\npodCIDR: 10.7.0.0/24\n").unwrap();
         let env = env_of(&[(ENV_BRIDGE, "envbr"), (ENV_POD_CIDR, "10.5.0.0/24")]);
 
-        let c = net_config_from(root, &Flags::default(), env_of(&[])).unwrap();
+        let c = settings_from(root, &Flags::default(), env_of(&[])).unwrap().network;
         assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("filebr", "10.7.0.0/24".into()));
-        let c = net_config_from(root, &Flags::default(), &env).unwrap();
+        let c = settings_from(root, &Flags::default(), &env).unwrap().network;
         assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("envbr", "10.5.0.0/24".into()));
         let flags = Flags { bridge: Some("flagbr".into()), pod_cidr: Some("10.6.0.0/24".into()), ..Flags::default() };
-        let c = net_config_from(root, &flags, &env).unwrap();
+        let c = settings_from(root, &flags, &env).unwrap().network;
         assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("flagbr", "10.6.0.0/24".into()));
         assert_eq!(c.state_dir, root.join("network"));
 
         std::fs::remove_file(root.join("config.yaml")).unwrap();
-        let c = net_config_from(root, &Flags::default(), env_of(&[(ENV_BRIDGE, "")])).unwrap();
+        let c = settings_from(root, &Flags::default(), env_of(&[(ENV_BRIDGE, "")])).unwrap().network;
         assert_eq!(
             (c.bridge.as_str(), c.cidr.to_string()),
             (network::DEFAULT_BRIDGE, network::DEFAULT_POD_CIDR.into())
@@ -135,9 +137,9 @@ mod tests {
         std::fs::write(&a, "bridge: fromflag\n").unwrap();
         std::fs::write(&b, "bridge: fromenv\n").unwrap();
         let env = |k: &str| (k == ENV_CONFIG).then(|| b.to_str().unwrap().to_string());
-        let c = net_config_from(dir.path(), &Flags { config: Some(a.clone()), ..Flags::default() }, env).unwrap();
+        let c = settings_from(dir.path(), &Flags { config: Some(a.clone()), ..Flags::default() }, env).unwrap().network;
         assert_eq!(c.bridge, "fromflag");
-        let c = net_config_from(dir.path(), &Flags::default(), env).unwrap();
+        let c = settings_from(dir.path(), &Flags::default(), env).unwrap().network;
         assert_eq!(c.bridge, "fromenv");
     }
 
@@ -146,12 +148,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let bad = dir.path().join("bad.yaml");
         std::fs::write(&bad, "bridgee: x\n").unwrap();
-        let e = net_config_from(dir.path(), &Flags { config: Some(bad), ..Flags::default() }, env_of(&[]))
+        let e = settings_from(dir.path(), &Flags { config: Some(bad), ..Flags::default() }, env_of(&[]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("bad.yaml") && e.contains("bridgee"), "{e}");
         let missing = dir.path().join("missing.yaml");
-        let e = net_config_from(dir.path(), &Flags { config: Some(missing), ..Flags::default() }, env_of(&[]))
+        let e = settings_from(dir.path(), &Flags { config: Some(missing), ..Flags::default() }, env_of(&[]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("missing.yaml"), "{e}");

@@ -5,8 +5,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::{
-    Cgroup, CgroupError, IoEntry, MemoryCounters, Resources, Result, Stats, V2, check_unified_key, io_err,
-    parse_cpu_list, rdma_line, read_all_keyed, read_keyed, read_pids_tree, read_u64, remove_tree, write,
+    Cgroup, CgroupError, IoEntry, MemoryCounters, Resources, Result, Stats, V2, io_err, parse_cpu_list, rdma_line,
+    read_all_keyed, read_keyed, read_pids_tree, read_u64, remove_tree, write,
 };
 
 /// The controllers this driver manages, where the host mounts them.
@@ -156,7 +156,7 @@ impl V1 {
         }
     }
 
-    fn apply_net(&self, r: &Resources) -> Result<()> {
+    fn apply_net_and_rdma(&self, r: &Resources) -> Result<()> {
         if let Some(id) = r.net_class_id {
             write(&self.file("net_cls", "net_cls.classid")?, &id.to_string())?;
         }
@@ -165,12 +165,6 @@ impl V1 {
         }
         for (device, handles, objects) in &r.rdma {
             write(&self.file("rdma", "rdma.max")?, &rdma_line(device, *handles, *objects))?;
-        }
-        if !r.unified.is_empty() {
-            for (key, _) in &r.unified {
-                check_unified_key(key)?;
-            }
-            self.hybrid_v2("unified")?.apply_unified(&r.unified)?;
         }
         Ok(())
     }
@@ -353,7 +347,11 @@ impl Cgroup for V1 {
         }
         self.apply_block_io(r)?;
         self.apply_hugetlb(r)?;
-        self.apply_net(r)?;
+        self.apply_net_and_rdma(r)?;
+        if !r.unified.is_empty() {
+            // The keys were checked with the spec; apply_unified checks them again.
+            self.hybrid_v2("unified")?.apply_unified(&r.unified)?;
+        }
         for rule in &r.devices {
             let file = if rule.allow { "devices.allow" } else { "devices.deny" };
             if let Some(line) = rule.v1_line() {
