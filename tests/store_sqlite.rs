@@ -51,6 +51,18 @@ async fn a_lagging_watcher_reads_the_log_and_loses_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_polled_with_short_timeouts_still_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    store_checks::a_watcher_polled_with_short_timeouts_still_catches_up(open(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_of_a_quiet_prefix_lagging_behind_others_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    store_checks::a_watcher_of_a_quiet_prefix_lagging_behind_others_loses_nothing(open(dir.path())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_answers_compacted_and_keeps_the_present() {
     let dir = tempfile::tempdir().unwrap();
     let reopen = |s: Arc<Sqlite>| {

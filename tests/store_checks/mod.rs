@@ -137,6 +137,52 @@ pub async fn a_lagging_watcher_reads_the_log_and_loses_nothing<B: Backend>(s: Ar
     }
 }
 
+/// A watcher of a prefix that is seldom written, lagging again and again behind writes to
+/// another: each time it reads the log from where it had seen everything, and it gets its
+/// own writes, in order, once.
+pub async fn a_watcher_of_a_quiet_prefix_lagging_behind_others_loses_nothing<B: Backend>(s: Arc<B>) {
+    let mut w = watch(s.clone(), "/quiet/", None).unwrap();
+    for round in 0..3 {
+        s.create(&format!("/quiet/{round}"), b"q").unwrap();
+        // More than the live buffer holds: the watcher lags past its own write.
+        for i in 0..5000 {
+            s.create(&format!("/busy/{round}-{i:05}"), b"v").unwrap();
+        }
+        let e = w.next().await.unwrap();
+        assert_eq!(e.kv.key, format!("/quiet/{round}"));
+    }
+    let last = s.create("/quiet/last", b"q").unwrap();
+    assert_eq!(w.next().await.unwrap().revision, last);
+}
+
+/// A caller that gives up waiting again and again (a `select!` whose other branch keeps
+/// winning) still gets every event: the log read it started goes on and is picked up by its
+/// next call, instead of starting over and never finishing.
+pub async fn a_watcher_polled_with_short_timeouts_still_catches_up<B: Backend>(s: Arc<B>) {
+    use std::time::Duration;
+    let start = s.current_revision().unwrap();
+    // Batches of 500 events of 64 KiB: no read of one finishes within a millisecond.
+    let value = vec![b'v'; 64 << 10];
+    for i in 0..600 {
+        s.create(&format!("/impatient/{i:05}"), &value).unwrap();
+    }
+    let mut w = watch(s.clone(), "/impatient/", Some(start)).unwrap();
+    let (mut seen, mut tries) = (0, 0);
+    while seen < 600 {
+        tries += 1;
+        assert!(tries < 200, "the watcher made no headway: {seen} of 600 events");
+        match tokio::time::timeout(Duration::from_millis(1), w.next()).await {
+            Ok(e) => {
+                assert_eq!(e.unwrap().kv.key, format!("/impatient/{seen:05}"));
+                seen += 1;
+                tries = 0;
+            }
+            // Given up; the read goes on meanwhile.
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
 /// `reopen` drops the store it is given and opens it again on the same data.
 pub async fn compaction_answers_compacted_and_keeps_the_present<B: Backend>(
     s: Arc<B>,

@@ -33,6 +33,10 @@ pub struct Watcher<B: Backend + ?Sized> {
     live: broadcast::Receiver<Arc<Event>>,
     /// Still reading history from the log.
     catching_up: bool,
+    /// The log read under way, kept across calls so that a caller that drops `next` (a
+    /// `select!` that another branch won) finds it again instead of starting another: a
+    /// read started anew each time would never finish while other branches keep winning.
+    reading: Option<tokio::task::JoinHandle<Result<(i64, Vec<Event>)>>>,
 }
 
 /// Watches keys under `prefix` for writes after revision `from` (a client's
@@ -61,6 +65,7 @@ pub fn watch<B: Backend + ?Sized>(backend: Arc<B>, prefix: &str, from: Option<i6
         pending: VecDeque::new(),
         live,
         catching_up: true,
+        reading: None,
     })
 }
 
@@ -74,12 +79,21 @@ impl<B: Backend + ?Sized> Watcher<B> {
                 return Ok(e);
             }
             if self.catching_up {
-                let (backend, prefix, last) = (self.backend.clone(), self.prefix.clone(), self.last);
-                // The revision is read first: every write up to it is in the log the read sees.
-                let read = tokio::task::spawn_blocking(move || {
-                    Ok::<_, StoreError>((backend.current_revision()?, backend.events_since(&prefix, last, BATCH)?))
+                let read = self.reading.get_or_insert_with(|| {
+                    // Nothing is pending, so every event under the prefix up to `progress` has
+                    // been delivered: the log is read from there, not from the last event
+                    // delivered, which for a prefix written rarely may lie far behind, and a
+                    // watcher that lags again and again would read the same stretch each time.
+                    let (backend, prefix, from) = (self.backend.clone(), self.prefix.clone(), self.progress);
+                    // The revision is read first: every write up to it is in the log the read sees.
+                    tokio::task::spawn_blocking(move || {
+                        Ok::<_, StoreError>((backend.current_revision()?, backend.events_since(&prefix, from, BATCH)?))
+                    })
                 });
-                let (covered, batch) = match read.await {
+                // Cancel-safe: a JoinHandle polled again after a drop of this future resumes.
+                let done = read.await;
+                self.reading = None;
+                let (covered, batch) = match done {
                     Ok(result) => result?,
                     Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                     Err(_) => return Err(StoreError::Closed),
