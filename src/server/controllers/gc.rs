@@ -8,19 +8,15 @@
 //! dependent is taken for an orphan, since the graph may lag behind the store.
 
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use serde_json::Value;
 
 use super::ControllerError;
 use super::graph::{Graph, Location, Node, Owner};
-use super::queue::Queue;
+use super::queue::{self, Queue};
 use super::writes;
 use crate::server::registry::deletion::{FOREGROUND, ORPHAN, Propagation};
 use crate::server::registry::objects::{Part, Store};
-
-/// How long a failed item waits before it is tried again.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// What the collector does for one object, as the graph stands.
 #[derive(Debug)]
@@ -90,15 +86,17 @@ pub struct Collector {
     pub queue: Arc<Queue<String>>,
 }
 
+/// Objects collected at once (kube's --concurrent-gc-syncs).
+const WORKERS: usize = 20;
+
 impl Collector {
     pub async fn run(self) {
-        loop {
-            let uid = self.queue.pop().await;
-            if let Err(err) = self.process(&uid).await {
-                tracing::warn!(%err, %uid, "garbage collection failed; will retry");
-                self.queue.push_after(uid, RETRY);
-            }
-        }
+        let (queue, me) = (self.queue.clone(), Arc::new(self));
+        queue::work(queue, WORKERS, "garbage collection", move |uid: String| {
+            let me = me.clone();
+            async move { me.process(&uid).await }
+        })
+        .await
     }
 
     async fn process(&self, uid: &str) -> Result<(), ControllerError> {

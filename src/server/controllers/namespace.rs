@@ -7,20 +7,17 @@
 //! back here.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::Value;
 
 use super::ControllerError;
 use super::graph::Location;
-use super::queue::Queue;
+use super::queue::{self, Queue};
 use super::writes;
 use crate::server::registry::RegistryError;
 use crate::server::registry::deletion::{NAMESPACE_FINALIZER, Propagation};
 use crate::server::registry::objects::{Part, Store, decode};
 use crate::server::registry::resources::{RESOURCES, Resource};
-
-const RETRY: Duration = Duration::from_secs(1);
 
 pub struct Finalizer {
     pub store: Store,
@@ -28,15 +25,17 @@ pub struct Finalizer {
     pub queue: Arc<Queue<String>>,
 }
 
+/// Namespaces finalized at once (kube's --concurrent-namespace-syncs).
+const WORKERS: usize = 10;
+
 impl Finalizer {
     pub async fn run(self) {
-        loop {
-            let name = self.queue.pop().await;
-            if let Err(err) = self.process(&name).await {
-                tracing::warn!(%err, namespace = %name, "finalizing the namespace failed; will retry");
-                self.queue.push_after(name, RETRY);
-            }
-        }
+        let (queue, me) = (self.queue.clone(), Arc::new(self));
+        queue::work(queue, WORKERS, "finalizing a namespace", move |name: String| {
+            let me = me.clone();
+            async move { me.process(&name).await }
+        })
+        .await
     }
 
     async fn process(&self, name: &str) -> Result<(), ControllerError> {
