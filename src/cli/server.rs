@@ -24,7 +24,7 @@ pub struct ServerArgs {
     disable_scheduler: bool,
     /// Which controllers run, as kube-controller-manager's flag: `*` for all, `NAME` to
     /// add one, `-NAME` to leave one out (known: deployment, endpoint, endpointslice,
-    /// nodelifecycle, replicaset).
+    /// nodelifecycle, podgc, replicaset).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
     /// How often the node lifecycle controller looks at the nodes.
@@ -43,6 +43,14 @@ pub struct ServerArgs {
     /// tolerationSeconds of the unreachable NoExecute toleration given to pods that have none.
     #[arg(long, default_value_t = 300)]
     default_unreachable_toleration_seconds: i64,
+    /// Finished pods (Succeeded, Failed) kept at most before the oldest are deleted; 0
+    /// keeps them all.
+    #[arg(long, default_value_t = 12_500)]
+    terminated_pod_gc_threshold: usize,
+    /// How often the pod garbage collector looks at pods (kube's fixed 20 s; a node must be
+    /// missing for two periods before its pods go).
+    #[arg(long, value_parser = super::daemon::duration, default_value = "20s", hide = true)]
+    pod_gc_period: Duration,
     /// Stand for leader before running the scheduler and the controllers, so that of
     /// several servers on one etcd exactly one runs them (Leases `kube-scheduler` and
     /// `kube-controller-manager` in kube-system).
@@ -91,6 +99,10 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
             period: args.node_monitor_period,
             grace: args.node_monitor_grace_period,
             taint_interval: eviction_interval(args.node_eviction_rate)?,
+        },
+        pod_gc: crate::server::controllers::podgc::Settings {
+            period: args.pod_gc_period,
+            terminated_threshold: args.terminated_pod_gc_threshold,
         },
         leader_election,
     };

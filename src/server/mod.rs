@@ -51,6 +51,8 @@ pub struct Config {
     pub controllers: Vec<&'static str>,
     /// How nodes are watched over (periods, grace, eviction rate).
     pub node_lifecycle: controllers::nodelifecycle::Settings,
+    /// When pods no kubelet will remove are collected.
+    pub pod_gc: controllers::podgc::Settings,
     /// Leader election's timing; `None`: this server runs the scheduler and controllers
     /// without asking (`--leader-elect=false`).
     pub leader_election: Option<leader::Settings>,
@@ -138,7 +140,7 @@ impl Leaders {
             let store = self.store.clone();
             work.push(("kube-scheduler", Box::new(move || scheduler::run::start(store.clone()))));
         }
-        let (which, nodes) = (config.controllers.clone(), config.node_lifecycle.clone());
+        let (which, nodes, pod_gc) = (config.controllers.clone(), config.node_lifecycle.clone(), config.pod_gc.clone());
         let (api, ca_pem, token) = (self.api, self.ca_pem.clone(), self.token.clone());
         let store = self.store.clone();
         work.push((
@@ -147,7 +149,7 @@ impl Leaders {
                 controllers::start(store.clone());
                 // The workload controllers are the API's clients, as kube-controller-manager is.
                 match controllers::client::client(api, &ca_pem, &token) {
-                    Ok(client) => controllers::start_clients(client, &which, &nodes),
+                    Ok(client) => controllers::start_clients(client, &which, &nodes, &pod_gc),
                     Err(err) => tracing::error!(%err, "the workload controllers cannot start"),
                 }
             }),

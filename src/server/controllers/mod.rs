@@ -1,8 +1,10 @@
 //! The control plane's controllers, inside `nodectl server`: the garbage collector
-//! ([`gc`]) and namespace finalization ([`namespace`]) on the store directly; the
-//! workload controllers ([`deployment`], [`replicaset`]) and the Services' [`endpoints`] as
-//! clients of the API through kube-rs, sharing informers ([`informer`]), retry limits
-//! ([`retry`]) and expectations ([`expectations`]).
+//! ([`gc`]) and namespace finalization ([`namespace`]) on the store directly, each a pool
+//! of workers on a [`queue`] that retries failed items with the shared backoff ([`retry`]);
+//! the workload controllers ([`deployment`], [`replicaset`]), the Services' [`endpoints`],
+//! the node lifecycle ([`nodelifecycle`]) and the pod garbage collector ([`podgc`]) as
+//! clients of the API through kube-rs, sharing informers ([`informer`]), retry limits and
+//! expectations ([`expectations`]).
 //!
 //! One informer feeds both: it lists every stored object, then follows the store's watch
 //! from the list's revision, keeping the ownership [`graph`] current and queueing the
@@ -21,6 +23,7 @@ pub mod graph;
 pub mod informer;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podgc;
 pub mod pods;
 pub mod queue;
 pub mod replicaset;
@@ -59,7 +62,7 @@ pub fn start(store: Store) {
 }
 
 /// The controllers `--controllers` may name, as kube-controller-manager's flag does.
-pub const SWITCHABLE: &[&str] = &["deployment", "endpoint", "endpointslice", "nodelifecycle", "replicaset"];
+pub const SWITCHABLE: &[&str] = &["deployment", "endpoint", "endpointslice", "nodelifecycle", "podgc", "replicaset"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
@@ -83,7 +86,7 @@ pub fn selected(list: &[String]) -> Result<Vec<&'static str>, UnknownController>
 
 /// Starts the controllers in `which` that work through the API as `client` (kube-rs), on
 /// shared pod, ReplicaSet and Service informers.
-pub fn start_clients(client: kube::Client, which: &[&str], nodes: &nodelifecycle::Settings) {
+pub fn start_clients(client: kube::Client, which: &[&str], nodes: &nodelifecycle::Settings, pod_gc: &podgc::Settings) {
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();
@@ -95,6 +98,9 @@ pub fn start_clients(client: kube::Client, which: &[&str], nodes: &nodelifecycle
     }
     if which.contains(&"nodelifecycle") {
         tokio::spawn(nodelifecycle::controller(client.clone(), nodes.clone(), &pods));
+    }
+    if which.contains(&"podgc") {
+        tokio::spawn(podgc::controller(client.clone(), pod_gc.clone(), &pods));
     }
     if which.contains(&"endpoint") || which.contains(&"endpointslice") {
         tokio::spawn(services.run(kube::Api::all(client.clone())));
@@ -241,13 +247,16 @@ mod tests {
     #[test]
     fn controllers_are_chosen_as_kube_controller_managers_flag_chooses_them() {
         let sel = |s: &str| selected(&[s.to_string()]).map_err(|e| e.to_string());
-        assert_eq!(sel("*"), Ok(vec!["deployment", "endpoint", "endpointslice", "nodelifecycle", "replicaset"]));
-        assert_eq!(sel("*,-replicaset,-endpoint"), Ok(vec!["deployment", "endpointslice", "nodelifecycle"]));
+        assert_eq!(
+            sel("*"),
+            Ok(vec!["deployment", "endpoint", "endpointslice", "nodelifecycle", "podgc", "replicaset"])
+        );
+        assert_eq!(sel("*,-replicaset,-endpoint"), Ok(vec!["deployment", "endpointslice", "nodelifecycle", "podgc"]));
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
         assert!(
-            err.contains("\"replicasets\" is not in the list of known controllers (deployment, endpoint, endpointslice, nodelifecycle, replicaset)"),
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, endpoint, endpointslice, nodelifecycle, podgc, replicaset)"),
             "{err}"
         );
     }
