@@ -8,9 +8,12 @@
 //!
 //! This module is the session, the same for both; [`exec`] and [`attach`] say how the
 //! process's stdio is reached through the pod's monitor, and how the session ends.
+//!
+//! [`spdy`]: SPDY/3.1's framing, for `kubectl port-forward`.
 
 mod attach;
 mod exec;
+pub mod spdy;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
