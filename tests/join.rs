@@ -149,6 +149,23 @@ spec:
     command: [sh, -c, 'while read l; do echo \"got $l\"; echo \"err $l\" >&2; done; echo bye']
 ";
 
+/// Serves a page (busybox httpd, on 8080) and echoes (nc with cat, on 8081), ready once
+/// the echo port listens.
+const FORWARDED: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: forwarded}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'mkdir -p /www && echo hello-through-port-forward > /www/index.html && httpd -p 8080 -h /www && exec nc -ll -p 8081 -e /bin/cat']
+    readinessProbe: {tcpSocket: {port: 8081}, periodSeconds: 1}
+";
+
 const LATER: &str = "
 apiVersion: v1
 kind: Pod
@@ -232,6 +249,7 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
     logs_through_the_server(&s, &node);
     exec_through_the_server(&s);
     attach_through_the_server(&s, &node, tmp.path());
+    port_forward_through_the_server(&s, &node, tmp.path());
 
     // A pod naming a ConfigMap that is not there waits, and runs once it is made.
     s.ok(&["apply", "-f", &write(tmp.path(), "later.yaml", LATER)]);
@@ -377,6 +395,136 @@ fn attach_through_the_server(s: &Server, node: &JoinedNode, tmp: &Path) {
     assert!(stderr.contains("err one\nerr two\n"), "{stderr}");
     wait_for(s, node, &["pod", "echoer"], 30, |p| p["status"]["phase"] == "Succeeded");
     s.ok(&["delete", "pod", "echoer", "--timeout=60s"]);
+}
+
+/// A `kubectl port-forward -v=4` child, killed however the test ends.
+struct PortForward {
+    child: std::process::Child,
+    /// Remote port to the local one kubectl chose.
+    local: std::collections::BTreeMap<u16, u16>,
+    stderr: std::thread::JoinHandle<String>,
+}
+
+impl PortForward {
+    /// Starts it for `ports` (`:REMOTE`, kubectl picks the local port) and waits until it
+    /// listens on each. Without `websocket`, kubectl is told to upgrade to SPDY/3.1 itself
+    /// (its fallback).
+    fn start(s: &Server, pod: &str, ports: &[u16], websocket: bool) -> PortForward {
+        let mut child = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(s.dir.join("admin.kubeconfig"))
+            .args(["port-forward", "-v=4", &format!("pod/{pod}"), "--address", "127.0.0.1"])
+            .args(ports.iter().map(|p| format!(":{p}")))
+            .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", if websocket { "true" } else { "false" })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = std::io::Read::read_to_string(&mut err, &mut s);
+            s
+        });
+        let mut pf = PortForward { child, local: Default::default(), stderr };
+        while pf.local.len() < ports.len() {
+            let mut line = String::new();
+            if std::io::BufRead::read_line(&mut out, &mut line).unwrap() == 0 {
+                let status = pf.child.wait().unwrap();
+                let err = pf.take_stderr();
+                panic!("kubectl port-forward ended ({status}) before it listened: {err}");
+            }
+            // "Forwarding from 127.0.0.1:43127 -> 8080"
+            if let Some((local, remote)) =
+                line.trim().strip_prefix("Forwarding from 127.0.0.1:").and_then(|l| l.split_once(" -> "))
+            {
+                pf.local.insert(remote.parse().unwrap(), local.parse().unwrap());
+            }
+        }
+        // Its later lines ("Handling connection for …") are read and dropped.
+        std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+        pf
+    }
+
+    /// Sends `input` to the pod's `port` through the forward, ends its half, and reads all
+    /// that comes back until the pod closes.
+    fn exchange(&self, port: u16, input: &[u8]) -> String {
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", self.local[&port])).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        std::io::Write::write_all(&mut c, input).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut c, &mut answer).unwrap();
+        answer
+    }
+
+    /// Waits (up to `secs`) for kubectl to end by itself: its status and standard error.
+    fn wait_end(mut self, secs: u64) -> (std::process::ExitStatus, String) {
+        let end = Instant::now() + Duration::from_secs(secs);
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < end, "kubectl port-forward did not end");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        (status, self.take_stderr())
+    }
+
+    /// Stops kubectl (still running: it did not give up): its standard error.
+    fn stop(mut self) -> String {
+        assert!(self.child.try_wait().unwrap().is_none(), "kubectl port-forward ended: {}", self.take_stderr());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.take_stderr()
+    }
+
+    fn take_stderr(&mut self) -> String {
+        let done = std::thread::spawn(String::new);
+        std::mem::replace(&mut self.stderr, done).join().unwrap()
+    }
+}
+
+impl Drop for PortForward {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kubectl port-forward` through the server: kubectl tunnels SPDY/3.1 in a WebSocket to
+/// the server, which joins it to the node; the node connects inside the pod's network
+/// namespace. Each local connection is one forwarded connection, both halves carried.
+fn port_forward_through_the_server(s: &Server, node: &JoinedNode, tmp: &Path) {
+    s.ok(&["apply", "-f", &write(tmp, "forwarded.yaml", FORWARDED)]);
+    wait_for(s, node, &["pod", "forwarded"], 60, |p| condition(p, "Ready")["status"] == "True");
+    let big: String = (0..20_000).map(|i| format!("{i}\n")).collect();
+    for websocket in [true, false] {
+        let pf = PortForward::start(s, "forwarded", &[8081, 8080], websocket);
+        // Our end of input reaches the pod (cat ends, and with it the connection); again on
+        // a second connection; then an HTTP exchange on the other port.
+        assert_eq!(pf.exchange(8081, b"one\n"), "one\n");
+        assert_eq!(pf.exchange(8081, b"two\nthree\n"), "two\nthree\n");
+        assert_eq!(pf.exchange(8081, big.as_bytes()), big, "100 KiB each way");
+        let page = pf.exchange(8080, b"GET /index.html HTTP/1.0\r\n\r\n");
+        assert!(page.starts_with("HTTP/1.") && page.contains(" 200 "), "{page}");
+        assert!(page.ends_with("\r\n\r\nhello-through-port-forward\n"), "{page}");
+        // kubectl says (-v=4) which way it took: SPDY in a WebSocket, or plain SPDY.
+        let err = pf.stop();
+        assert_eq!(err.contains("negotiated protocol: portforward.k8s.io"), websocket, "{err}");
+    }
+
+    // A port nothing listens on: kubectl shows the node's error and gives the connection up.
+    let pf = PortForward::start(s, "forwarded", &[9], true);
+    assert_eq!(pf.exchange(9, b"anyone?"), "");
+    let (status, err) = pf.wait_end(30);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("error forwarding port 9 to pod forwarded, uid "), "{err}");
+    assert!(err.contains("failed to connect to localhost:9 inside namespace"), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(err.contains("lost connection to pod"), "{err}");
+    s.ok(&["delete", "pod", "forwarded", "--timeout=60s"]);
 }
 
 #[test]
