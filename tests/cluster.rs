@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::Node;
+use common::portforward::PortForward;
 use common::server::{Server, free_port};
 use serde_json::Value;
 
@@ -214,7 +215,7 @@ spec:
         image: busybox
         imagePullPolicy: Never
         resources: {requests: {cpu: 10m, memory: 8Mi}}
-        command: [sh, -c, 'trap \"exit 0\" TERM; echo \"web on $(hostname)\"; while :; do sleep 0.1; done']
+        command: [sh, -c, 'trap \"exit 0\" TERM; nc -ll -p 7000 -e /bin/hostname & echo \"web on $(hostname)\"; while :; do sleep 0.1; done']
 ";
 
 #[test]
@@ -241,7 +242,7 @@ fn three_nodes_on_a_lan_run_a_deployment_spread_over_them() {
     }
     assert_eq!(per_node, BTreeMap::from([("node-1", 2), ("node-2", 2), ("node-3", 2)]), "{placed:?}");
 
-    // Logs and exec reach every node through the server.
+    // Logs, exec and port-forward reach every node through the server.
     for (pod, node) in &placed {
         let end = Instant::now() + Duration::from_secs(20);
         loop {
@@ -253,6 +254,13 @@ fn three_nodes_on_a_lan_run_a_deployment_spread_over_them() {
             std::thread::sleep(Duration::from_millis(200));
         }
         assert_eq!(c.s.ok(&["exec", pod, "--", "hostname"]), format!("{pod}\n"), "{pod} on {node}");
+    }
+    // And port-forward: each pod answers its name on port 7000 (nc, started before the
+    // line its log was waited for above, runs hostname).
+    for (pod, node) in &placed {
+        let pf = PortForward::start(&c.s, pod, &[7000], true);
+        assert_eq!(pf.exchange(7000, b""), format!("{pod}\n"), "{pod} on {node}");
+        pf.stop();
     }
 
     rollout_never_goes_below_the_allowed_unavailable(&c, "busybox:v2");

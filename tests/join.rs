@@ -11,6 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::daemon::Node;
+use common::portforward::PortForward;
 use common::server::{Server, free_port};
 use serde_json::Value;
 
@@ -149,6 +150,23 @@ spec:
     command: [sh, -c, 'while read l; do echo \"got $l\"; echo \"err $l\" >&2; done; echo bye']
 ";
 
+/// Serves a page (busybox httpd, on 8080) and echoes (nc with cat, on 8081), ready once
+/// the echo port listens.
+const FORWARDED: &str = "
+apiVersion: v1
+kind: Pod
+metadata: {name: forwarded}
+spec:
+  nodeName: n1
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    command: [sh, -c, 'mkdir -p /www && echo hello-through-port-forward > /www/index.html && httpd -p 8080 -h /www && exec nc -ll -p 8081 -e /bin/cat']
+    readinessProbe: {tcpSocket: {port: 8081}, periodSeconds: 1}
+";
+
 const LATER: &str = "
 apiVersion: v1
 kind: Pod
@@ -232,6 +250,7 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
     logs_through_the_server(&s, &node);
     exec_through_the_server(&s);
     attach_through_the_server(&s, &node, tmp.path());
+    port_forward_through_the_server(&s, &node, tmp.path());
 
     // A pod naming a ConfigMap that is not there waits, and runs once it is made.
     s.ok(&["apply", "-f", &write(tmp.path(), "later.yaml", LATER)]);
@@ -377,6 +396,40 @@ fn attach_through_the_server(s: &Server, node: &JoinedNode, tmp: &Path) {
     assert!(stderr.contains("err one\nerr two\n"), "{stderr}");
     wait_for(s, node, &["pod", "echoer"], 30, |p| p["status"]["phase"] == "Succeeded");
     s.ok(&["delete", "pod", "echoer", "--timeout=60s"]);
+}
+
+/// `kubectl port-forward` through the server: kubectl tunnels SPDY/3.1 in a WebSocket to
+/// the server, which joins it to the node; the node connects inside the pod's network
+/// namespace. Each local connection is one forwarded connection, both halves carried.
+fn port_forward_through_the_server(s: &Server, node: &JoinedNode, tmp: &Path) {
+    s.ok(&["apply", "-f", &write(tmp, "forwarded.yaml", FORWARDED)]);
+    wait_for(s, node, &["pod", "forwarded"], 60, |p| condition(p, "Ready")["status"] == "True");
+    let big: String = (0..20_000).map(|i| format!("{i}\n")).collect();
+    for websocket in [true, false] {
+        let pf = PortForward::start(s, "forwarded", &[8081, 8080], websocket);
+        // Our end of input reaches the pod (cat ends, and with it the connection); again on
+        // a second connection; then an HTTP exchange on the other port.
+        assert_eq!(pf.exchange(8081, b"one\n"), "one\n");
+        assert_eq!(pf.exchange(8081, b"two\nthree\n"), "two\nthree\n");
+        assert_eq!(pf.exchange(8081, big.as_bytes()), big, "100 KiB each way");
+        let page = pf.exchange(8080, b"GET /index.html HTTP/1.0\r\n\r\n");
+        assert!(page.starts_with("HTTP/1.") && page.contains(" 200 "), "{page}");
+        assert!(page.ends_with("\r\n\r\nhello-through-port-forward\n"), "{page}");
+        // kubectl says (-v=4) which way it took: SPDY in a WebSocket, or plain SPDY.
+        let err = pf.stop();
+        assert_eq!(err.contains("negotiated protocol: portforward.k8s.io"), websocket, "{err}");
+    }
+
+    // A port nothing listens on: kubectl shows the node's error and gives the connection up.
+    let pf = PortForward::start(s, "forwarded", &[9], true);
+    assert_eq!(pf.exchange(9, b"anyone?"), "");
+    let (status, err) = pf.wait_end(30);
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("error forwarding port 9 to pod forwarded, uid "), "{err}");
+    assert!(err.contains("failed to connect to localhost:9 inside namespace"), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+    assert!(err.contains("lost connection to pod"), "{err}");
+    s.ok(&["delete", "pod", "forwarded", "--timeout=60s"]);
 }
 
 #[test]

@@ -432,7 +432,7 @@ fn binding_puts_a_pod_on_a_node_once_and_log_and_exec_name_the_node() {
 
     // log and exec are the node's, found through its Node object, which no node has
     // registered here: NotFound naming it, as kube-apiserver answers (not a 404 that says
-    // no such path). portforward is not served to the server yet: 503 naming the node.
+    // no such path). portforward is a streaming request: one that does not upgrade is told so.
     let err = s.fails(&["logs", "p", "-c", "a"]);
     assert!(err.contains("NotFound") && err.contains("nodes \"n1\" not found"), "{err}");
     let err = s.fails(&["exec", "p", "-c", "b", "--", "true"]);
@@ -441,8 +441,8 @@ fn binding_puts_a_pod_on_a_node_once_and_log_and_exec_name_the_node() {
     assert!(err.contains("NotFound") && err.contains("nodes \"n1\" not found"), "{err}");
     let (code, body) =
         s.request("POST", "/api/v1/namespaces/default/pods/p/portforward?ports=80", Some(&s.admin_token()), None);
-    assert_eq!(code, 503, "{body}");
-    assert!(body.contains("pods/portforward of pod p is served by its node") && body.contains("n1"), "{body}");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("pods/portforward is a streaming request: upgrade the connection"), "{body}");
     let (code, body) =
         s.request("GET", "/api/v1/namespaces/default/pods/p/log?container=nope", Some(&s.admin_token()), None);
     assert_eq!(code, 400, "{body}");

@@ -61,7 +61,73 @@ pub fn server_router(daemon: Arc<Daemon>) -> Router {
         .route("/containerLogs/{ns}/{name}/{container}", get(container_log))
         .route("/exec/{ns}/{name}/{container}", get(container_exec).post(container_exec))
         .route("/attach/{ns}/{name}/{container}", get(container_attach).post(container_attach))
+        .route("/portForward/{ns}/{name}", get(port_forward).post(port_forward))
         .with_state(daemon)
+}
+
+/// `/portForward/NS/POD`: SPDY/3.1 inside a WebSocket (`SPDY/3.1+portforward.k8s.io`), or
+/// a plain `Upgrade: SPDY/3.1` (`X-Stream-Protocol-Version: portforward.k8s.io`).
+async fn port_forward(
+    State(d): Shared,
+    UrlPath((ns, name)): UrlPath<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    use streaming::portforward;
+    let (mut parts, _body) = req.into_parts();
+    let upgrade = parts.headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let target = match tokio::task::spawn_blocking(move || portforward::target_of(&d, &ns, &name)).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return status(StatusCode::NOT_FOUND, "NotFound", e.to_string()),
+        Err(e) => return status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()),
+    };
+    if upgrade == "websocket" {
+        return match <axum::extract::ws::WebSocketUpgrade as axum::extract::FromRequestParts<()>>::from_request_parts(
+            &mut parts,
+            &(),
+        )
+        .await
+        {
+            Ok(ws) => portforward::websocket(ws, target),
+            Err(rejection) => rejection.into_response(),
+        };
+    }
+    if !upgrade.split(',').any(|u| u.trim() == "spdy/3.1") {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "Upgrade request required");
+    }
+    let offered: Vec<&str> = parts
+        .headers
+        .get_all(portforward::PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    if !offered.contains(&portforward::PROTOCOL) {
+        return status(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            format!(
+                "unable to upgrade: unable to negotiate protocol: client supports {offered:?}, server supports [{:?}]",
+                portforward::PROTOCOL
+            ),
+        );
+    }
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return status(StatusCode::BAD_REQUEST, "BadRequest", "this connection cannot be upgraded");
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(upgraded) => portforward::serve(hyper_util::rt::TokioIo::new(upgraded), target).await,
+            Err(err) => tracing::debug!(%err, "port-forward: the upgrade failed"),
+        }
+    });
+    Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(header::CONNECTION, "Upgrade")
+        .header(header::UPGRADE, "SPDY/3.1")
+        .header(portforward::PROTOCOL_HEADER, portforward::PROTOCOL)
+        .body(axum::body::Body::empty())
+        .unwrap_or_else(|e| status(StatusCode::INTERNAL_SERVER_ERROR, "InternalError", e.to_string()))
 }
 
 type Upgrade = Result<axum::extract::ws::WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>;

@@ -1,5 +1,5 @@
-//! Reaching a pod's node for what only the node has (`pods/log` now; `exec`, `attach` and
-//! `portforward` use the same road): HTTPS to the address and port the Node reports
+//! Reaching a pod's node for what only the node has (`pods/log`, `exec`, `attach` and
+//! `portforward`): HTTPS to the address and port the Node reports
 //! (`status.addresses` InternalIP, `status.daemonEndpoints.kubeletEndpoint.Port`), the
 //! node's certificate checked against the cluster CA *and* the node's name (another node's
 //! certificate does not pass), the server showing its kubelet client certificate. The
@@ -80,7 +80,8 @@ impl NodeDialer {
         Ok(answer.map(axum::body::Body::new))
     }
 
-    /// An upgrading request (`kubectl exec` over WebSocket) passed on to node `name`: the
+    /// An upgrading request (`kubectl exec` over WebSocket, `kubectl port-forward` over
+    /// WebSocket or SPDY/3.1) passed on to node `name`: the
     /// upgrade headers go with it; when the node switches protocols, so does the client's
     /// connection, and the two are joined byte for byte until either side closes. Any other
     /// answer goes back as it is.
@@ -134,13 +135,14 @@ impl NodeDialer {
     }
 }
 
-/// The headers an upgrade needs on its way to the node.
-const UPGRADE_HEADERS: [header::HeaderName; 5] = [
+/// The headers an upgrade needs on its way to the node (the last: SPDY's sub-protocol).
+const UPGRADE_HEADERS: [header::HeaderName; 6] = [
     header::CONNECTION,
     header::UPGRADE,
     header::SEC_WEBSOCKET_KEY,
     header::SEC_WEBSOCKET_VERSION,
     header::SEC_WEBSOCKET_PROTOCOL,
+    header::HeaderName::from_static("x-stream-protocol-version"),
 ];
 
 fn unreachable(name: &str, addr: SocketAddr, why: String) -> ApiError {

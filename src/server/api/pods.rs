@@ -1,11 +1,11 @@
 //! Pod subresources beyond status: `binding`, which the scheduler uses to put a pod on a
 //! node, and `log`, `exec`, `attach` and `portforward`, which the pod's node serves.
 //!
-//! `log` is proxied to the node ([`super::node_proxy`]) after the checks the API server
-//! makes first (the pod exists, is bound, the container is one of its own). The node does
-//! not serve `exec`, `attach` and `portforward` to the server yet: they are answered 503
-//! ServiceUnavailable naming the node after the same checks, a clear reason instead of a
-//! 404 that says the path does not exist.
+//! All four are proxied to the node ([`super::node_proxy`]) after the checks the API server
+//! makes first (the pod exists, is bound, the container is one of its own; port-forward
+//! names no container). `exec`, `attach` and `portforward` are upgraded connections: the
+//! server passes the client's upgrade on to the node and joins the two connections byte
+//! for byte, whichever protocol they speak (WebSocket, or SPDY/3.1 for port-forward).
 
 use std::collections::BTreeMap;
 
@@ -76,8 +76,7 @@ pub struct Forwarded<'a> {
 }
 
 /// `log`, `exec`, `attach`, `portforward`: the checks the API server makes before it
-/// reaches the node, then the node's answer (`log`, `exec`, `attach`) or 503 naming the
-/// node (`portforward`).
+/// reaches the node, then the node's answer.
 pub async fn on_node(
     nodes: &NodeDialer,
     store: Store,
@@ -116,53 +115,43 @@ pub async fn on_node(
             }
         };
     }
-    if let ("exec" | "attach", Some(container)) = (sub, chosen) {
-        let Some(upgrade) = forwarded.upgrade else {
-            return Err(ApiError::bad_request(format!(
-                "pods/{sub} is a streaming request: upgrade the connection (WebSocket, v5.channel.k8s.io)"
-            )));
+    let seg = super::node_proxy::segment;
+    let path = match (sub, chosen) {
+        ("log", Some(container)) => {
+            let addr = node_address(store, node).await?;
+            let passed: Vec<(&str, &str)> = query
+                .iter()
+                .filter(|(k, _)| LOG_OPTIONS.contains(&k.as_str()))
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let mut path = format!("/containerLogs/{}/{}/{}", seg(&ns), seg(&name), seg(container));
+            if !passed.is_empty() {
+                path.push('?');
+                path.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());
+            }
+            return nodes.get(node, addr, &path).await;
+        }
+        ("exec" | "attach", Some(container)) => format!("/{sub}/{}/{}/{}", seg(&ns), seg(&name), seg(container)),
+        ("portforward", _) => format!("/portForward/{}/{}", seg(&ns), seg(&name)),
+        _ => return Err(ApiError::internal(format!("pods/{sub} is not served by a node"))),
+    };
+    let Some(upgrade) = forwarded.upgrade else {
+        let protocols = if sub == "portforward" {
+            "WebSocket with SPDY/3.1+portforward.k8s.io, or SPDY/3.1"
+        } else {
+            "WebSocket, v5.channel.k8s.io"
         };
-        let addr = node_address(store, node).await?;
-        let mut path = format!(
-            "/{sub}/{}/{}/{}",
-            super::node_proxy::segment(&ns),
-            super::node_proxy::segment(&name),
-            super::node_proxy::segment(container)
-        );
-        if !forwarded.raw_query.is_empty() {
-            path.push('?');
-            path.push_str(forwarded.raw_query);
-        }
-        return nodes.upgrade(node, addr, &path, forwarded.headers, upgrade).await;
+        return Err(ApiError::bad_request(format!(
+            "pods/{sub} is a streaming request: upgrade the connection ({protocols})"
+        )));
+    };
+    let addr = node_address(store, node).await?;
+    let mut path = path;
+    if !forwarded.raw_query.is_empty() {
+        path.push('?');
+        path.push_str(forwarded.raw_query);
     }
-    if let ("log", Some(container)) = (sub, chosen) {
-        let addr = node_address(store, node).await?;
-        let passed: Vec<(&str, &str)> = query
-            .iter()
-            .filter(|(k, _)| LOG_OPTIONS.contains(&k.as_str()))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        let mut path = format!(
-            "/containerLogs/{}/{}/{}",
-            super::node_proxy::segment(&ns),
-            super::node_proxy::segment(&name),
-            super::node_proxy::segment(container)
-        );
-        if !passed.is_empty() {
-            path.push('?');
-            path.push_str(&serde_urlencoded::to_string(&passed).unwrap_or_default());
-        }
-        return nodes.get(node, addr, &path).await;
-    }
-    let mut e = ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "ServiceUnavailable",
-        format!(
-            "pods/{sub} of pod {name} is served by its node \"{node}\", which this server cannot reach for it: nodes do not serve pods/{sub} to the control plane yet"
-        ),
-    );
-    e.details = Some(json!({"name": name, "kind": "pods"}));
-    Err(e)
+    nodes.upgrade(node, addr, &path, forwarded.headers, upgrade).await
 }
 
 /// Where node `node` serves, from its object.

@@ -8,9 +8,14 @@
 //!
 //! This module is the session, the same for both; [`exec`] and [`attach`] say how the
 //! process's stdio is reached through the pod's monitor, and how the session ends.
+//!
+//! `kubectl port-forward` (`/portForward/NS/POD`) is SPDY/3.1 instead, plain or inside a
+//! WebSocket: [`portforward`], on the framing of [`spdy`].
 
 mod attach;
 mod exec;
+pub mod portforward;
+pub mod spdy;
 
 use std::fs::File;
 use std::io::{self, Read, Write};
