@@ -436,3 +436,30 @@ fn kubectl_create_token_gives_a_service_account_token_that_rbac_then_judges() {
     let out = s.kubectl_with_token(&token, &["auth", "whoami"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("Unauthorized"), "{}", String::from_utf8_lossy(&out.stdout));
 }
+
+/// A WebSocket exec, attach or port-forward is a GET, but kube-apiserver 1.31+ authorizes it
+/// as create (AuthorizePodWebsocketUpgradeCreatePermission): get on pods/exec is not enough.
+#[test]
+fn streaming_requests_made_as_gets_need_create() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &["--leader-elect=false"]);
+    let yaml = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: exec-get}\n\
+                rules: [{apiGroups: [\"\"], resources: [pods, pods/exec, pods/attach, pods/portforward], verbs: [get]}]\n---\n\
+                apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: exec-create}\n\
+                rules: [{apiGroups: [\"\"], resources: [pods/exec, pods/attach, pods/portforward], verbs: [create]}]\n";
+    s.ok(&["apply", "-f", &write(tmp.path(), "roles.yaml", yaml)]);
+    bind(&s, tmp.path(), "ann-get", "default", "exec-get", "ann");
+    for sub in ["exec?command=true&stdout=true", "attach?stdout=true", "portforward?ports=80"] {
+        let path = format!("/api/v1/namespaces/default/pods/p/{sub}");
+        let what = sub.split('?').next().unwrap();
+        let err = may_not(&s, "ann", &["get", "--raw", &path]);
+        assert!(err.contains(&format!("cannot create resource \"pods/{what}\" in API group \"\"")), "{err}");
+    }
+    bind(&s, tmp.path(), "ann-create", "default", "exec-create", "ann");
+    for sub in ["exec?command=true&stdout=true", "attach?stdout=true", "portforward?ports=80"] {
+        // Past authorization: the pod does not exist.
+        let (ok, _, err) =
+            kubectl_as(&s, "ann", &[], &["get", "--raw", &format!("/api/v1/namespaces/default/pods/p/{sub}")]);
+        assert!(!ok && err.contains("NotFound") && !err.contains("Forbidden"), "{err}");
+    }
+}

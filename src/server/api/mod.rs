@@ -340,7 +340,11 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
     let store = api.store.clone();
     let r = t.resource;
     let watching = flag(query, "watch")?;
+    let streaming = r.kind == "Pod" && matches!(t.subresource.as_deref(), Some("exec" | "attach" | "portforward"));
     let verb = match (method, t.name.is_some()) {
+        // A WebSocket upgrade is a GET, but it runs commands or reaches ports as a POST does:
+        // kube-apiserver 1.31+ asks for create (AuthorizePodWebsocketUpgradeCreatePermission).
+        (&Method::GET, true) if streaming => "create",
         (&Method::GET, true) => "get",
         (&Method::GET, false) if watching => "watch",
         (&Method::GET, false) => "list",
