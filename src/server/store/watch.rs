@@ -21,6 +21,10 @@ use super::{Backend, Event, Result, StoreError};
 /// Log events read per query while catching up.
 const BATCH: usize = 500;
 
+/// What one read of the log gives: the revision it covers, and the events under the
+/// prefix after the cursor.
+type LogRead = (i64, Vec<Event>);
+
 pub struct Watcher<B: Backend + ?Sized> {
     backend: Arc<B>,
     prefix: String,
@@ -36,7 +40,7 @@ pub struct Watcher<B: Backend + ?Sized> {
     /// The log read under way, kept across calls so that a caller that drops `next` (a
     /// `select!` that another branch won) finds it again instead of starting another: a
     /// read started anew each time would never finish while other branches keep winning.
-    reading: Option<tokio::task::JoinHandle<Result<(i64, Vec<Event>)>>>,
+    reading: Option<tokio::task::JoinHandle<Result<LogRead>>>,
 }
 
 /// Watches keys under `prefix` for writes after revision `from` (a client's
