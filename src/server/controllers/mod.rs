@@ -13,6 +13,7 @@
 pub mod claim;
 pub mod client;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod expectations;
@@ -59,7 +60,8 @@ pub fn start(store: Store) {
 }
 
 /// The controllers `--controllers` may name, as kube-controller-manager's flag does.
-pub const SWITCHABLE: &[&str] = &["deployment", "endpoint", "endpointslice", "nodelifecycle", "replicaset"];
+pub const SWITCHABLE: &[&str] =
+    &["deployment", "disruption", "endpoint", "endpointslice", "nodelifecycle", "replicaset"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
@@ -87,6 +89,9 @@ pub fn start_clients(client: kube::Client, which: &[&str], nodes: &nodelifecycle
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();
+    if which.contains(&"disruption") {
+        tokio::spawn(disruption::controller(client.clone(), &mut pods));
+    }
     if which.contains(&"endpoint") {
         tokio::spawn(endpoints::endpoints_controller(client.clone(), &mut services, &mut pods));
     }
@@ -241,13 +246,19 @@ mod tests {
     #[test]
     fn controllers_are_chosen_as_kube_controller_managers_flag_chooses_them() {
         let sel = |s: &str| selected(&[s.to_string()]).map_err(|e| e.to_string());
-        assert_eq!(sel("*"), Ok(vec!["deployment", "endpoint", "endpointslice", "nodelifecycle", "replicaset"]));
-        assert_eq!(sel("*,-replicaset,-endpoint"), Ok(vec!["deployment", "endpointslice", "nodelifecycle"]));
+        assert_eq!(
+            sel("*"),
+            Ok(vec!["deployment", "disruption", "endpoint", "endpointslice", "nodelifecycle", "replicaset"])
+        );
+        assert_eq!(
+            sel("*,-replicaset,-endpoint,-disruption"),
+            Ok(vec!["deployment", "endpointslice", "nodelifecycle"])
+        );
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
         assert!(
-            err.contains("\"replicasets\" is not in the list of known controllers (deployment, endpoint, endpointslice, nodelifecycle, replicaset)"),
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, disruption, endpoint, endpointslice, nodelifecycle, replicaset)"),
             "{err}"
         );
     }
