@@ -130,7 +130,7 @@ pub fn healthy(pods: &[&Pod], disrupted: &BTreeMap<String, i64>, now: i64) -> i3
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             let name = p.metadata.name.clone().unwrap_or_default();
-            !disrupted.get(&name).is_some_and(|at| at.saturating_add(DELETION_TIMEOUT_SECS) > now)
+            disrupted.get(&name).is_none_or(|at| at.saturating_add(DELETION_TIMEOUT_SECS) <= now)
         })
         .filter(|p| pods::is_ready(p))
         .count() as i32
