@@ -265,6 +265,8 @@ async fn node_authorize(
         // The kubelet creates only mirror pods of its static pods.
         ("Pod", None) if a.verb == "create" => Ok(Some(mirror_pod(node))),
         ("Pod", None) if a.verb == "delete" => Ok(Some(bound_to(user, a, node))),
+        // The kubelet evicts (under node pressure) only its own pods.
+        ("Pod", Some("eviction")) if a.verb == "create" => Ok(Some(evicts_own(node))),
         ("Secret" | "ConfigMap", None) if read => {
             let name = match (a.verb, a.name) {
                 ("get", Some(n)) => Some(n.to_string()),
@@ -305,6 +307,21 @@ fn bound_to(user: &User, a: &Attributes<'_>, node: &str) -> Guard {
         } else {
             Err(denial(&user, &req, Some(&why)))
         }
+    })
+}
+
+/// The guard of a node's eviction: the pod must be bound to it, as NodeRestriction has it.
+fn evicts_own(node: &str) -> Guard {
+    let node = node.to_string();
+    Arc::new(move |stored: Option<&Value>, _: Option<&Value>| {
+        let pod = stored.cloned().unwrap_or_default();
+        if pod.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node.as_str()) {
+            return Ok(());
+        }
+        let name = pod.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let message =
+            format!("pods \"{name}\" is forbidden: node {node} can only evict pods with spec.nodeName set to itself");
+        Err(RegistryError::forbidden("pods", &name, message))
     })
 }
 

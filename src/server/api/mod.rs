@@ -382,7 +382,11 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
                 let (code, status) = pods::bind(store, r, ns, name, &body).await?;
                 return Ok(json_response(code, &status));
             }
-            ("binding", _) => {
+            ("eviction", &Method::POST) => {
+                let (code, status) = pods::evict(store, r, ns, name, &body, query, guard).await?;
+                return Ok(json_response(code, &status));
+            }
+            ("binding" | "eviction", _) => {
                 return Err(ApiError::new(
                     StatusCode::METHOD_NOT_ALLOWED,
                     "MethodNotAllowed",

@@ -1,5 +1,5 @@
 //! Pod subresources beyond status: `binding`, which the scheduler uses to put a pod on a
-//! node, and `log`, `exec`, `attach` and `portforward`, which the pod's node serves.
+//! node, `eviction`, a delete that honours disruption budgets (`kubectl drain`), and `log`, `exec`, `attach` and `portforward`, which the pod's node serves.
 //!
 //! All four are proxied to the node ([`super::node_proxy`]) after the checks the API server
 //! makes first (the pod exists, is bound, the container is one of its own; port-forward
@@ -64,6 +64,62 @@ pub async fn bind(
         StatusCode::CREATED,
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
     ))
+}
+
+/// `POST …/pods/NAME/eviction` with a policy/v1 (or v1beta1) Eviction: the pod is deleted
+/// if its disruption budget allows it ([`crate::server::registry::eviction`]), with the
+/// Eviction's deleteOptions. Answers a Success Status (201), or kube's Failure Status (500)
+/// when several budgets select the pod; a budget that does not allow it is a 429.
+pub async fn evict(
+    store: Store,
+    r: &'static Resource,
+    ns: String,
+    name: String,
+    body: &[u8],
+    query: &BTreeMap<String, String>,
+    guard: Option<crate::server::registry::objects::Guard>,
+) -> Result<(StatusCode, Value), ApiError> {
+    use crate::server::registry::eviction::{self, Evicted};
+    let eviction: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    match eviction.get("apiVersion").and_then(Value::as_str) {
+        None | Some("policy/v1" | "policy/v1beta1") => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({other}) does not match the expected API version (policy/v1)"
+            )));
+        }
+    }
+    if eviction.get("kind").and_then(Value::as_str).is_some_and(|k| k != "Eviction") {
+        return Err(ApiError::bad_request(format!("not a Eviction object: {}", eviction["kind"])));
+    }
+    crate::model::schema::decode::<k8s_openapi::api::policy::v1::Eviction>(&eviction)
+        .map_err(|(field, message)| ApiError::invalid("Eviction", &name, vec![(field, message)]))?;
+    if eviction.pointer("/metadata/name").and_then(Value::as_str) != Some(name.as_str()) {
+        return Err(ApiError::bad_request("name in URL does not match name in Eviction object"));
+    }
+    let options = eviction.get("deleteOptions").filter(|o| !o.is_null()).map(|o| o.to_string()).unwrap_or_default();
+    let mut opts = crate::server::registry::objects::DeleteOptions::parse(options.as_bytes(), None)?;
+    match query.get("dryRun").map(String::as_str) {
+        None | Some("") => {}
+        Some("All") => opts.dry_run = true,
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "dryRun: Unsupported value: {other:?}: supported values: \"All\""
+            )));
+        }
+    }
+    match eviction::evict(store, r, ns, name, opts, guard).await? {
+        Evicted::Deleted => Ok((
+            StatusCode::CREATED,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+        )),
+        Evicted::MoreThanOneBudget => Ok((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": eviction::MORE_THAN_ONE_BUDGET, "code": 500}),
+        )),
+    }
 }
 
 /// What a request for the node carries besides the pod's name.

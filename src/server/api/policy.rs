@@ -219,6 +219,7 @@ pub fn cluster_roles() -> Vec<Value> {
         role(ENDPOINT_CONTROLLER, &[], rules(ENDPOINT_RULES)),
         role(ENDPOINTSLICE_CONTROLLER, &[], rules(ENDPOINTSLICE_RULES)),
         role(NODE_CONTROLLER, &[], rules(NODE_RULES)),
+        role(DISRUPTION_CONTROLLER, &[], rules(DISRUPTION_RULES)),
         role(CONTROLLER_MANAGER, &[], leader_rules()),
     ]
 }
@@ -296,6 +297,23 @@ const NODE_RULES: &[Rule] = &[
     (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
 ];
 
+const DISRUPTION_CONTROLLER: &str = "system:controller:disruption-controller";
+
+/// kube's rules for the disruption controller, with `watch` on the pods it follows through
+/// the shared informer.
+const DISRUPTION_RULES: &[Rule] = &[
+    (&["apps", "extensions"], &["deployments"], READ),
+    (&["apps", "extensions"], &["replicasets"], READ),
+    (&[""], &["replicationcontrollers"], READ),
+    (&["policy"], &["poddisruptionbudgets"], READ),
+    (&["apps"], &["statefulsets"], READ),
+    (&["policy"], &["poddisruptionbudgets/status"], &["update"]),
+    (&["*"], &["*/scale"], &["get"]),
+    (&[""], &["pods/status"], &["patch", "update"]),
+    (&[""], &["pods"], READ),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
+
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
@@ -308,6 +326,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         controller_binding(ENDPOINT_CONTROLLER),
         controller_binding(ENDPOINTSLICE_CONTROLLER),
         controller_binding(NODE_CONTROLLER),
+        controller_binding(DISRUPTION_CONTROLLER),
         controller_binding(CONTROLLER_MANAGER),
     ]
 }

@@ -104,6 +104,10 @@ const DELETE_OPTIONS: &[(u64, Field)] = &[
     (5, Field::StrList("dryRun")),
 ];
 
+// policy/v1's Eviction, which `kubectl drain` sends.
+const EVICTION: &[(u64, Field)] =
+    &[(1, Field::Msg("metadata", OBJECT_META)), (2, Field::Msg("deleteOptions", DELETE_OPTIONS))];
+
 fn schema(kind: &str) -> Option<&'static [(u64, Field)]> {
     Some(match kind {
         "Namespace" => NAMESPACE,
@@ -114,6 +118,7 @@ fn schema(kind: &str) -> Option<&'static [(u64, Field)]> {
         "SelfSubjectRulesReview" => SELF_SUBJECT_RULES_REVIEW,
         "TokenRequest" => TOKEN_REQUEST,
         "DeleteOptions" => DELETE_OPTIONS,
+        "Eviction" => EVICTION,
         _ => return None,
     })
 }
@@ -262,7 +267,7 @@ pub fn decode(body: &[u8]) -> Result<Value, String> {
     }
     let fields = schema(&kind).ok_or_else(|| {
         format!(
-            "protobuf bodies are accepted for Namespace, ConfigMap, Secret, authorization reviews, TokenRequest and DeleteOptions, not {kind:?}; send JSON"
+            "protobuf bodies are accepted for Namespace, ConfigMap, Secret, authorization reviews, TokenRequest, DeleteOptions and Eviction, not {kind:?}; send JSON"
         )
     })?;
     let mut obj = message(raw, fields)?;

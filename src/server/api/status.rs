@@ -145,6 +145,17 @@ impl From<RegistryError> for ApiError {
                 }));
                 e
             }
+            RegistryError::TooManyRequests { message, causes, retry_after } => {
+                let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "TooManyRequests", message);
+                let causes: Vec<Value> =
+                    causes.into_iter().map(|(reason, message)| json!({"reason": reason, "message": message})).collect();
+                let mut details = json!({"causes": causes});
+                if retry_after > 0 {
+                    details["retryAfterSeconds"] = json!(retry_after);
+                }
+                e.details = Some(details);
+                e
+            }
             RegistryError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", m),
             RegistryError::Expired(m) => ApiError::new(StatusCode::GONE, "Expired", m),
             RegistryError::FutureRevision { .. } | RegistryError::Timeout(_) => {
@@ -161,6 +172,12 @@ impl From<RegistryError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = self.to_status().to_string();
-        (self.code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut response = (self.code, [(axum::http::header::CONTENT_TYPE, "application/json")], body).into_response();
+        // A refusal that says when to come back says it in the header too, as the API
+        // server's error writer does.
+        if let Some(after) = self.details.as_ref().and_then(|d| d["retryAfterSeconds"].as_u64()).filter(|s| *s > 0) {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, after.into());
+        }
+        response
     }
 }

@@ -2,7 +2,8 @@
 //! ([`gc`]) and namespace finalization ([`namespace`]) on the store directly, each a pool
 //! of workers on a [`queue`] that retries failed items with the shared backoff ([`retry`]);
 //! the workload controllers ([`deployment`], [`replicaset`]), the Services' [`endpoints`],
-//! the node lifecycle ([`nodelifecycle`]) and the pod garbage collector ([`podgc`]) as
+//! the node lifecycle ([`nodelifecycle`]), the pod garbage collector ([`podgc`]) and the
+//! PodDisruptionBudgets' [`disruption`] controller as
 //! clients of the API through kube-rs, sharing informers ([`informer`]), retry limits and
 //! expectations ([`expectations`]).
 //!
@@ -15,6 +16,7 @@
 pub mod claim;
 pub mod client;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod events;
 pub mod expectations;
@@ -62,7 +64,8 @@ pub fn start(store: Store) {
 }
 
 /// The controllers `--controllers` may name, as kube-controller-manager's flag does.
-pub const SWITCHABLE: &[&str] = &["deployment", "endpoint", "endpointslice", "nodelifecycle", "podgc", "replicaset"];
+pub const SWITCHABLE: &[&str] =
+    &["deployment", "disruption", "endpoint", "endpointslice", "nodelifecycle", "podgc", "replicaset"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
@@ -90,6 +93,9 @@ pub fn start_clients(client: kube::Client, which: &[&str], nodes: &nodelifecycle
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();
+    if which.contains(&"disruption") {
+        tokio::spawn(disruption::controller(client.clone(), &mut pods));
+    }
     if which.contains(&"endpoint") {
         tokio::spawn(endpoints::endpoints_controller(client.clone(), &mut services, &mut pods));
     }
@@ -249,14 +255,17 @@ mod tests {
         let sel = |s: &str| selected(&[s.to_string()]).map_err(|e| e.to_string());
         assert_eq!(
             sel("*"),
-            Ok(vec!["deployment", "endpoint", "endpointslice", "nodelifecycle", "podgc", "replicaset"])
+            Ok(vec!["deployment", "disruption", "endpoint", "endpointslice", "nodelifecycle", "podgc", "replicaset"])
         );
-        assert_eq!(sel("*,-replicaset,-endpoint"), Ok(vec!["deployment", "endpointslice", "nodelifecycle", "podgc"]));
+        assert_eq!(
+            sel("*,-replicaset,-endpoint,-disruption"),
+            Ok(vec!["deployment", "endpointslice", "nodelifecycle", "podgc"])
+        );
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
         assert!(
-            err.contains("\"replicasets\" is not in the list of known controllers (deployment, endpoint, endpointslice, nodelifecycle, podgc, replicaset)"),
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, disruption, endpoint, endpointslice, nodelifecycle, podgc, replicaset)"),
             "{err}"
         );
     }

@@ -40,6 +40,10 @@ pub enum RegistryError {
         "{resource} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated"
     )]
     NamespaceTerminating { resource: String, name: String, namespace: String },
+    /// Refused for now, to be tried again (an eviction a disruption budget does not
+    /// allow): the causes as (type, message), and the seconds to wait if known (0 if not).
+    #[error("{message}")]
+    TooManyRequests { message: String, causes: Vec<(String, String)>, retry_after: u64 },
     /// Larger than the store keeps (etcd's request limit).
     #[error("{0}")]
     TooLarge(String),

@@ -12,6 +12,7 @@ pub mod binding;
 pub mod convert;
 pub mod deletion;
 pub mod error;
+pub mod eviction;
 pub mod kinds;
 pub mod objects;
 pub mod patch;

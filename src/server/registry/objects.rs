@@ -611,7 +611,7 @@ fn has_finalizers(obj: &Value) -> bool {
 }
 
 /// DeleteOptions, from the body or the query.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct DeleteOptions {
     pub grace_period: Option<i64>,
     pub precondition_rv: Option<i64>,

@@ -277,6 +277,11 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
         }
         if r.kind == "Pod" {
             resources.push(sub("binding", "Binding", &["create"]));
+            // kubectl drain evicts only where discovery lists this, with its group and version.
+            let mut eviction = sub("eviction", "Eviction", &["create"]);
+            eviction["group"] = json!("policy");
+            eviction["version"] = json!("v1");
+            resources.push(eviction);
             resources.push(sub("log", "Pod", &["get"]));
             for (name, kind) in
                 [("exec", "PodExecOptions"), ("attach", "PodAttachOptions"), ("portforward", "PodPortForwardOptions")]

@@ -10,6 +10,7 @@ mod core;
 mod fill;
 mod namespace;
 mod pod;
+mod policy;
 mod rules;
 mod service;
 
@@ -124,7 +125,8 @@ pub fn of(kind: &str) -> &'static Strategy {
         "NetworkPolicy" => &core::NETWORK_POLICY,
         "EndpointSlice" => &core::ENDPOINT_SLICE,
         "PriorityClass" => &core::PRIORITY_CLASS,
-        "Ingress" | "PodDisruptionBudget" => &WITH_STATUS,
+        "PodDisruptionBudget" => &policy::POD_DISRUPTION_BUDGET,
+        "Ingress" => &WITH_STATUS,
         "Role" | "ClusterRole" => &core::RBAC_ROLE,
         "RoleBinding" | "ClusterRoleBinding" => &core::RBAC_BINDING,
         _ => &PLAIN,

@@ -44,6 +44,35 @@ pub fn workload(spec: &Value, kind: &str) -> Vec<Problem> {
     out
 }
 
+/// kube's ValidateLabelSelector, for the operators and their values: In and NotIn need
+/// values, Exists and DoesNotExist take none, nothing else is an operator; a key is
+/// required.
+pub fn label_selector(selector: &Value, path: &str) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (i, e) in selector["matchExpressions"].as_array().into_iter().flatten().enumerate() {
+        let at = format!("{path}.matchExpressions[{i}]");
+        let values = e["values"].as_array().map_or(0, Vec::len);
+        match e["operator"].as_str().unwrap_or_default() {
+            "In" | "NotIn" if values == 0 => out.push((
+                format!("{at}.values"),
+                "Required value: must be specified when `operator` is 'In' or 'NotIn'".into(),
+            )),
+            "Exists" | "DoesNotExist" if values > 0 => out.push((
+                format!("{at}.values"),
+                "Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'".into(),
+            )),
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => {
+                out.push((format!("{at}.operator"), format!("Invalid value: {other:?}: not a valid selector operator")))
+            }
+        }
+        if e["key"].as_str().is_none_or(str::is_empty) {
+            out.push((format!("{at}.key"), "Invalid value: \"\": name part must be non-empty".into()));
+        }
+    }
+    out
+}
+
 /// A count that may not be negative.
 pub fn not_negative(spec: &Value, field: &str, path: &str) -> Option<Problem> {
     spec[field]
