@@ -5,40 +5,12 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
-use common::server::{Server, free_port};
+use common::server::{FakeNodes, Server, free_port, wait_until};
 use serde_json::Value;
 
 const NODES: usize = 20;
-
-/// The fake daemon's process, killed when dropped.
-struct Fake(Child);
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < end, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn json(s: &Server, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).unwrap()
-}
 
 fn items(v: &Value) -> Vec<Value> {
     v["items"].as_array().unwrap().clone()
@@ -63,19 +35,9 @@ fn a_deployment_runs_spreads_and_scales_down_on_fake_nodes() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--count: 0 is not between 1 and"), "{bad:?}");
 
-    let _fake = Fake(
-        Command::new(env!("CARGO_BIN_EXE_nodectl"))
-            .args(["--root"])
-            .arg(tmp.path().join("root"))
-            .args(["daemon", "--fake", "--count", &NODES.to_string(), "--kubeconfig"])
-            .arg(&kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _fake = FakeNodes::start(&tmp.path().join("root"), &kubeconfig, NODES);
     let nodes = wait_until("the fake nodes are Ready", 60, || {
-        let nodes = items(&json(&s, &["get", "nodes"]));
+        let nodes = items(&s.json(&["get", "nodes"]));
         let ready = nodes.iter().filter(|n| {
             n["status"]["conditions"]
                 .as_array()
@@ -90,7 +52,7 @@ fn a_deployment_runs_spreads_and_scales_down_on_fake_nodes() {
     assert_eq!(n["status"]["allocatable"]["pods"], "110");
     assert!(n["status"]["addresses"][0]["address"].as_str().unwrap().starts_with("198.18.0."));
     wait_until("every fake node holds a Lease", 30, || {
-        let leases = items(&json(&s, &["get", "leases", "-n", "kube-node-lease"]));
+        let leases = items(&s.json(&["get", "leases", "-n", "kube-node-lease"]));
         (leases
             .iter()
             .filter(|l| l["spec"]["holderIdentity"].as_str().is_some_and(|h| h.starts_with("fake-node-")))
@@ -107,7 +69,7 @@ fn a_deployment_runs_spreads_and_scales_down_on_fake_nodes() {
     let out = s.ok(&["rollout", "status", "deployment/web", "--timeout=120s"]);
     assert!(out.contains("successfully rolled out"), "{out}");
 
-    let pods = items(&json(&s, &["get", "pods", "-l", "app=web"]));
+    let pods = items(&s.json(&["get", "pods", "-l", "app=web"]));
     assert_eq!(running(&pods), 60);
     let ips: BTreeSet<&str> = pods.iter().map(|p| p["status"]["podIP"].as_str().unwrap()).collect();
     assert_eq!(ips.len(), 60, "each pod has an address of its own");
@@ -129,7 +91,7 @@ fn a_deployment_runs_spreads_and_scales_down_on_fake_nodes() {
     // Scaled down, the pods deleted gracefully are gone for good (the fake kubelet confirms).
     s.ok(&["scale", "deployment/web", "--replicas=10"]);
     wait_until("10 pods remain, none Terminating", 60, || {
-        let pods = items(&json(&s, &["get", "pods", "-l", "app=web"]));
+        let pods = items(&s.json(&["get", "pods", "-l", "app=web"]));
         (pods.len() == 10 && running(&pods) == 10).then_some(())
     });
 }

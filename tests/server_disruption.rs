@@ -9,42 +9,15 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::server::{Server, free_port};
+use common::server::{FakeNodes, Server, free_port, wait_until};
 use serde_json::{Value, json};
 
 const NODES: usize = 3;
-
-/// The fake daemon's process, killed when dropped.
-struct Fake(Child);
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
-    let end = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(t) = f() {
-            return t;
-        }
-        assert!(Instant::now() < end, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
-fn json_of(s: &Server, args: &[&str]) -> Value {
-    let mut all = args.to_vec();
-    all.extend(["-o", "json"]);
-    serde_json::from_str(&s.ok(&all)).unwrap()
-}
 
 fn apply(s: &Server, dir: &std::path::Path, yaml: &str) {
     let path = dir.join("apply.yaml");
@@ -83,7 +56,7 @@ fn live_ready(pods: &[Value]) -> Vec<&Value> {
 }
 
 fn pdb(s: &Server, ns: &str, name: &str) -> Value {
-    json_of(s, &["get", "pdb", "-n", ns, name])
+    s.json(&["get", "pdb", "-n", ns, name])
 }
 
 /// Waits until the budget's status is computed for its generation with these numbers.
@@ -119,19 +92,9 @@ fn names(pods: &[&Value]) -> Vec<String> {
 fn budgets_are_computed_and_honoured_by_evictions_and_kubectl_drain() {
     let tmp = tempfile::tempdir().unwrap();
     let s = Arc::new(Server::start(&tmp.path().join("data"), free_port(), &[]));
-    let _fake = Fake(
-        Command::new(env!("CARGO_BIN_EXE_nodectl"))
-            .args(["--root"])
-            .arg(tmp.path().join("root"))
-            .args(["daemon", "--fake", "--count", &NODES.to_string(), "--kubeconfig"])
-            .arg(s.dir.join("admin.kubeconfig"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _fake = FakeNodes::start(&tmp.path().join("root"), &s.dir.join("admin.kubeconfig"), NODES);
     let nodes: Vec<String> = wait_until("the fake nodes are Ready", 60, || {
-        let nodes = json_of(&s, &["get", "nodes"])["items"].as_array().unwrap().clone();
+        let nodes = s.json(&["get", "nodes"])["items"].as_array().unwrap().clone();
         let ready: Vec<String> =
             nodes.iter().filter(|n| is_ready(n)).map(|n| n["metadata"]["name"].as_str().unwrap().to_string()).collect();
         (ready.len() == NODES).then_some(ready)
@@ -318,7 +281,7 @@ fn drain_under_a_budget(s: &Arc<Server>, dir: &std::path::Path, token: &str, nod
     assert_eq!(stdout.matches(" evicted").count(), on_node, "{stdout}");
     assert!(fewest >= 5, "{fewest} ready pods at one time, the budget wants 5");
 
-    let n = json_of(s, &["get", "node", node]);
+    let n = s.json(&["get", "node", node]);
     assert_eq!(n["spec"]["unschedulable"], true);
     let all = pods(s, token, "drained");
     let ready = live_ready(&all);

@@ -6,6 +6,44 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// `nodectl daemon --fake --count N` on a kubeconfig (the server's admin.kubeconfig), with
+/// its own state root; killed when dropped.
+pub struct FakeNodes(Child);
+
+impl FakeNodes {
+    pub fn start(root: &Path, kubeconfig: &Path, count: usize) -> FakeNodes {
+        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
+            .arg("--root")
+            .arg(root)
+            .args(["daemon", "--fake", "--count", &count.to_string(), "--kubeconfig"])
+            .arg(kubeconfig)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        FakeNodes(child)
+    }
+}
+
+impl Drop for FakeNodes {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Asks `f` every 200 ms until it answers, for at most `secs` seconds.
+pub fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(t) = f() {
+            return t;
+        }
+        assert!(Instant::now() < end, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
@@ -74,6 +112,13 @@ impl Server {
             .env("KUBECONFIG", "/dev/null")
             .output()
             .expect("kubectl is installed")
+    }
+
+    /// kubectl's answer with `-o json`, parsed; the command must succeed.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.ok(&all)).unwrap()
     }
 
     pub fn ok(&self, args: &[&str]) -> String {

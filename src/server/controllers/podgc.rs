@@ -68,13 +68,7 @@ fn node_of(pod: &Pod) -> Option<&str> {
 fn out_of_service(node: &Node) -> bool {
     let tainted =
         node.spec.as_ref().and_then(|s| s.taints.as_ref()).is_some_and(|t| t.iter().any(|t| t.key == OUT_OF_SERVICE));
-    let ready = node
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
-        .is_some_and(|c| c.status == "True");
-    tainted && !ready
+    tainted && super::nodelifecycle::health::ready_status(node) != Some("True")
 }
 
 /// The finished pods to delete so that at most `threshold` remain: the oldest first, as
