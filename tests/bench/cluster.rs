@@ -16,40 +16,16 @@
 mod server;
 
 use std::collections::HashSet;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use server::{Api, Server, free_port};
+use server::{Api, FakeNodes, Server, free_port};
 
 const PENDING: usize = 10_000;
 const MANY: usize = 50_000;
 /// Concurrent creates.
 const CLIENTS: usize = 32;
-
-struct Fake(Child);
-
-impl Fake {
-    fn start(kubeconfig: &Path, count: usize) -> Fake {
-        let child = Command::new(env!("CARGO_BIN_EXE_nodectl"))
-            .args(["daemon", "--fake", "--count", &count.to_string(), "--kubeconfig"])
-            .arg(kubeconfig)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        Fake(child)
-    }
-}
-
-impl Drop for Fake {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 impl Api {
     async fn get(&self, path: &str) -> Option<Value> {
@@ -192,7 +168,7 @@ fn scheduling(rt: &tokio::runtime::Runtime, nodes: usize, then_many: bool) {
     let quiet = ["--leader-elect=false", "--controllers=-nodelifecycle"];
     let s = Server::start(&dir, port, &[&quiet[..], &["--disable-scheduler"]].concat());
     let api = Api::new(&s, usize::MAX);
-    let _fake = Fake::start(&s.dir.join("admin.kubeconfig"), nodes);
+    let _fake = FakeNodes::start(&s.dir.join("fake-nodes"), &s.dir.join("admin.kubeconfig"), nodes);
     let t = Instant::now();
     rt.block_on(api.nodes_ready(nodes));
     let registered = t.elapsed();
@@ -231,7 +207,7 @@ fn deployment(rt: &tokio::runtime::Runtime, nodes: usize, replicas: usize) {
     let tmp = tempfile::tempdir().unwrap();
     let s = Server::start(&tmp.path().join("data"), free_port(), &["--leader-elect=false"]);
     let api = Api::new(&s, usize::MAX);
-    let _fake = Fake::start(&s.dir.join("admin.kubeconfig"), nodes);
+    let _fake = FakeNodes::start(&s.dir.join("fake-nodes"), &s.dir.join("admin.kubeconfig"), nodes);
     rt.block_on(api.nodes_ready(nodes));
     let d = json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
