@@ -139,6 +139,8 @@ impl Collector {
             .map(|p| (p, Verdict::Delete))
             .collect();
         let mut missing: HashMap<String, Instant> = HashMap::new();
+        // The API's answer for each missing node, asked once a period however many pods name it.
+        let mut gone: HashMap<String, bool> = HashMap::new();
         for pod in &pods {
             let Some(node) = node_of(pod) else { continue };
             match self.nodes.get(&ObjectRef::new(node)) {
@@ -149,7 +151,13 @@ impl Collector {
                 None => {
                     let since = *self.missing_since.get(node).unwrap_or(&now);
                     missing.insert(node.to_string(), since);
-                    if now.duration_since(since) >= quarantine && self.node_is_gone(node).await {
+                    if now.duration_since(since) < quarantine {
+                        continue;
+                    }
+                    if !gone.contains_key(node) {
+                        gone.insert(node.to_string(), self.node_is_gone(node).await);
+                    }
+                    if gone[node] {
                         verdicts.push((pod.clone(), Verdict::FailAndDelete("PodGC: node no longer exists")));
                     }
                 }
