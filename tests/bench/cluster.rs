@@ -29,11 +29,24 @@ const CLIENTS: usize = 32;
 
 impl Api {
     async fn get(&self, path: &str) -> Option<Value> {
-        let resp = self.http.get(format!("{}{path}", self.base)).bearer_auth(&self.token).send().await.ok()?;
-        if !resp.status().is_success() {
-            return None;
+        self.get_or_why(path).await.ok()
+    }
+
+    /// GET `path`: the body, or what went wrong (the status and the server's message).
+    async fn get_or_why(&self, path: &str) -> Result<Value, String> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .map_err(|e| format!("GET {path}: {e}"))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| format!("GET {path}: {status}, body: {e}"))?;
+        if !status.is_success() {
+            return Err(format!("GET {path}: {status}: {}", String::from_utf8_lossy(&body)));
         }
-        resp.json().await.ok()
+        serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {status}, {} bytes: {e}", body.len()))
     }
 
     async fn post(&self, path: &str, body: &Value) -> u16 {
@@ -91,7 +104,7 @@ impl Api {
     }
 
     async fn revision(&self) -> String {
-        let list = self.get("/api/v1/namespaces/default/pods?limit=1").await.unwrap();
+        let list = self.get_or_why("/api/v1/namespaces/default/pods?limit=1").await.unwrap_or_else(|e| panic!("{e}"));
         list["metadata"]["resourceVersion"].as_str().unwrap().to_string()
     }
 
@@ -103,7 +116,7 @@ impl Api {
         let mut rv = match rv {
             Some(rv) => rv.to_string(),
             None => {
-                let list = self.get("/api/v1/namespaces/default/pods").await.unwrap();
+                let list = self.get_or_why("/api/v1/namespaces/default/pods").await.unwrap_or_else(|e| panic!("{e}"));
                 for p in list["items"].as_array().unwrap() {
                     let uid = p["metadata"]["uid"].as_str().unwrap_or_default().to_string();
                     if p["spec"]["nodeName"].is_string() {
@@ -247,8 +260,18 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     println!("the cluster on fake nodes (nodectl daemon --fake), SQLite store, end to end:");
+    // `cargo bench --bench cluster -- PART…` runs only the parts named (`1000`, `5000`,
+    // `deployment`); none named, all of them.
+    let parts: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let run = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
     println!("scheduling {PENDING} pending pods (aim: 5,000 pods/s; kube-scheduler's CI floor 680 at 5,000 nodes):");
-    scheduling(&rt, 1_000, false);
-    scheduling(&rt, 5_000, true);
-    deployment(&rt, 1_000, 1_000);
+    if run("1000") {
+        scheduling(&rt, 1_000, false);
+    }
+    if run("5000") {
+        scheduling(&rt, 5_000, true);
+    }
+    if run("deployment") {
+        deployment(&rt, 1_000, 1_000);
+    }
 }

@@ -473,21 +473,22 @@ async fn follow(shared: Arc<Shared>, mut next: i64) {
     }
 }
 
-/// Keeps the newest `retain` revisions, as the SQLite store's compactor does. Several servers
-/// on one cluster each run one; compacting to where another already went is a no-op.
+/// Keeps history as the SQLite store's compactor does ([`super::Compactor`]). Several
+/// servers on one cluster each run one; compacting to where another already went is a no-op.
 async fn compactor(shared: Arc<Shared>, policy: CompactionPolicy) {
     let mut tick = tokio::time::interval(policy.interval);
+    let mut rounds = super::Compactor::default();
     tick.tick().await;
     loop {
         tick.tick().await;
         let horizon = match shared.current().await {
-            Ok(current) => current - policy.retain,
+            Ok(current) => rounds.horizon(current, policy.retain),
             Err(err) => {
                 tracing::warn!(%err, "store compaction failed; will retry");
                 continue;
             }
         };
-        if horizon > 1
+        if let Some(horizon) = horizon
             && let Err(err) = compact(&shared, horizon).await
         {
             tracing::warn!(%err, "store compaction failed; will retry");

@@ -108,16 +108,52 @@ pub trait Backend: Send + Sync + 'static {
 /// the store stays bounded (docs/architecture.md, decision 9).
 #[derive(Clone, Debug)]
 pub struct CompactionPolicy {
-    /// History kept: the newest this many revisions stay watchable.
+    /// History kept: the newest this many revisions stay watchable, and (see
+    /// [`Compactor`]) every revision that was current less than one `interval` ago.
     pub retain: i64,
     /// How often the compactor wakes.
     pub interval: Duration,
+}
+
+/// Where a background compactor may compact to. A count alone is not enough: under a burst
+/// of writes 10,000 revisions pass in seconds, and a long list read page by page at its
+/// revision (a 50,000-pod list) or a watch catching up would find that revision gone
+/// midway. So, as kube-apiserver compacts etcd to the revision it saw one round earlier,
+/// a revision stays until at least one interval after it stopped being the newest.
+#[derive(Debug, Default)]
+pub(crate) struct Compactor {
+    previous: Option<i64>,
+}
+
+impl Compactor {
+    /// The horizon for this round, given the store's `current` revision; None: nothing yet.
+    pub(crate) fn horizon(&mut self, current: i64, retain: i64) -> Option<i64> {
+        let seen_a_round_ago = self.previous.replace(current)?;
+        let horizon = (current - retain).min(seen_a_round_ago);
+        (horizon > 1).then_some(horizon)
+    }
 }
 
 impl Default for CompactionPolicy {
     fn default() -> Self {
         // kube-apiserver compacts every 5 minutes; 10,000 revisions cover a busy small cluster.
         CompactionPolicy { retain: 10_000, interval: Duration::from_secs(60) }
+    }
+}
+
+#[cfg(test)]
+mod compactor_tests {
+    use super::Compactor;
+
+    #[test]
+    fn a_revision_outlives_the_round_it_was_newest_in() {
+        let mut c = Compactor::default();
+        assert_eq!(c.horizon(50_000, 10_000), None, "the first round only looks");
+        // 100,000 writes in one round: only what was current a round ago may go.
+        assert_eq!(c.horizon(150_000, 10_000), Some(50_000));
+        // A quiet round: the count rules.
+        assert_eq!(c.horizon(150_100, 10_000), Some(140_100));
+        assert_eq!(c.horizon(150_200, 1_000_000), None);
     }
 }
 

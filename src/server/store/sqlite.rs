@@ -195,6 +195,7 @@ impl Drop for Sqlite {
 }
 
 fn compactor(shared: Arc<Shared>, policy: CompactionPolicy) {
+    let mut rounds = super::Compactor::default();
     loop {
         let (lock, cv) = &shared.stop;
         let guard = lock.lock().expect("stop flag");
@@ -203,7 +204,12 @@ fn compactor(shared: Arc<Shared>, policy: CompactionPolicy) {
             return;
         }
         drop(guard);
-        if let Err(err) = compact_keeping(&shared, policy.retain) {
+        let current = shared.read(|c| Shared::current(c).map_err(shared.err("current revision")));
+        let done = current.and_then(|current| match rounds.horizon(current, policy.retain) {
+            Some(horizon) => compact(&shared, horizon),
+            None => Ok(()),
+        });
+        if let Err(err) = done {
             tracing::warn!(%err, "store compaction failed; will retry");
         }
     }
