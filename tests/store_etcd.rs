@@ -38,6 +38,12 @@ fn lists_page_and_read_the_past() {
     store_checks::lists_page_and_read_the_past(&*connect(&c));
 }
 
+#[test]
+fn racing_compare_and_swap_writers_lose_no_increment() {
+    let c = Cluster::start(1);
+    store_checks::racing_compare_and_swap_writers_lose_no_increment(connect(&c));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_see_every_write_once_in_order_under_concurrent_writers() {
     let c = Cluster::start(1);

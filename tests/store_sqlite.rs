@@ -38,6 +38,12 @@ fn lists_page_and_read_the_past() {
     store_checks::lists_page_and_read_the_past(&*open(dir.path()));
 }
 
+#[test]
+fn racing_compare_and_swap_writers_lose_no_increment() {
+    let dir = tempfile::tempdir().unwrap();
+    store_checks::racing_compare_and_swap_writers_lose_no_increment(open(dir.path()));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_see_every_write_once_in_order_under_concurrent_writers() {
     let dir = tempfile::tempdir().unwrap();

@@ -7,13 +7,13 @@
 //! disk, so `kill -9` loses nothing acknowledged.
 //!
 //! Writes go through one connection under a mutex, which also orders the live events by
-//! revision; reads use a small pool of their own connections (WAL lets them run beside
+//! revision, and concurrent writes are committed in groups sharing one sync; reads use a small pool of their own connections (WAL lets them run beside
 //! the writer). Compaction runs on a thread of its own and keeps the file bounded: history
 //! beyond the newest `retain` revisions is dropped, freed pages are returned with
 //! incremental vacuum, and the WAL is truncated.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
@@ -41,6 +41,8 @@ const READERS: usize = 8;
 struct Shared {
     path: PathBuf,
     writer: Mutex<Connection>,
+    /// Writes waiting for the writer (see [`Shared::write`]).
+    queue: Mutex<std::collections::VecDeque<Request>>,
     readers: Mutex<Vec<Connection>>,
     events: broadcast::Sender<Arc<Event>>,
     stop: (Mutex<bool>, Condvar),
@@ -97,49 +99,159 @@ impl Shared {
 
     /// The newest row of `key`, live or a deletion marker.
     fn latest(conn: &Connection, key: &str) -> rusqlite::Result<Option<(KeyValue, bool)>> {
-        conn.query_row(
+        conn.prepare_cached(
             "SELECT revision, key, value, create_revision, deleted FROM log WHERE key = ?1 ORDER BY revision DESC LIMIT 1",
-            [key],
-            |r| Ok((kv_from(r)?, r.get::<_, bool>("deleted")?)),
-        )
+        )?
+        .query_row([key], |r| Ok((kv_from(r)?, r.get::<_, bool>("deleted")?)))
         .optional()
     }
 
-    /// Appends one row in its own durable transaction and announces it; `decide` sees the
-    /// key's current live value and says what to write (or refuses).
-    fn write(&self, key: &str, decide: impl FnOnce(Option<&KeyValue>) -> Result<Option<Vec<u8>>>) -> Result<Event> {
+    /// Appends one row for `key` as `op` decides, acknowledged once its commit is on disk,
+    /// and announces it.
+    ///
+    /// Group commit: the write is queued, and whoever holds the writer connection next
+    /// commits everything queued by then in one transaction (one WAL sync for all), so
+    /// concurrent writers share the disk's flush instead of waiting for one each. Each
+    /// write still sees the ones before it, gets its own revision and its own answer; if
+    /// the group's transaction fails, each of its writes is tried again alone, so one
+    /// write's failure is never another's.
+    fn write(&self, key: &str, op: Op) -> Result<Event> {
         check_key(key)?;
-        let mut conn = self.writer.lock().expect("writer");
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.queue.lock().expect("write queue").push_back(Request { key: key.to_string(), op, reply });
+        loop {
+            if let Ok(done) = answer.try_recv() {
+                return done;
+            }
+            let mut conn = self.writer.lock().expect("writer");
+            // The one before may have committed ours.
+            if let Ok(done) = answer.try_recv() {
+                return done;
+            }
+            let group: Vec<Request> = {
+                let mut q = self.queue.lock().expect("write queue");
+                let n = q.len().min(MAX_GROUP);
+                q.drain(..n).collect()
+            };
+            self.commit_group(&mut conn, group);
+        }
+    }
+
+    /// Commits `group` and answers each of its writers; called with the writer held, so
+    /// events go out in revision order.
+    fn commit_group(&self, conn: &mut Connection, group: Vec<Request>) {
+        let outcome = match self.apply(conn, &group) {
+            Ok(results) => results,
+            Err(_) if group.len() > 1 => {
+                for request in group {
+                    self.commit_group(conn, vec![request]);
+                }
+                return;
+            }
+            Err(e) => vec![Err(e)],
+        };
+        for (request, result) in group.into_iter().zip(outcome) {
+            if let Ok(event) = &result {
+                // No receiver is not an error.
+                let _ = self.events.send(Arc::new(event.clone()));
+            }
+            // A writer that stopped waiting is not an error either.
+            let _ = request.reply.send(result);
+        }
+    }
+
+    /// Runs `group` in one durable transaction: each write's own answer (a refusal such as
+    /// a conflict writes nothing), or Err if the transaction failed and nothing was written.
+    fn apply(&self, conn: &mut Connection, group: &[Request]) -> Result<Vec<Result<Event>>> {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(self.err("begin"))?;
-        let prev =
-            Self::latest(&tx, key).map_err(self.err("read key"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv));
-        let new_value = decide(prev.as_ref())?;
-        let deleted = new_value.is_none();
-        let value = new_value.unwrap_or_else(|| prev.as_ref().map(|p| p.value.clone()).unwrap_or_default());
-        let prev_revision = prev.as_ref().map_or(0, |p| p.mod_revision);
-        tx.execute(
-            "INSERT INTO log (key, value, create_revision, prev_revision, deleted) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![key, value, prev.as_ref().map_or(0, |p| p.create_revision), prev_revision, deleted],
-        )
-        .map_err(self.err("append"))?;
-        let revision = tx.last_insert_rowid();
-        if prev.is_none() {
-            // A new incarnation is created by its own first write.
-            tx.execute("UPDATE log SET create_revision = ?1 WHERE revision = ?1", [revision])
-                .map_err(self.err("append"))?;
+        let mut results = Vec::with_capacity(group.len());
+        for Request { key, op, .. } in group {
+            let prev = Self::latest(&tx, key)
+                .map_err(self.err("read key"))?
+                .and_then(|(kv, deleted)| (!deleted).then_some(kv));
+            let new_value = match op.decide(key, prev.as_ref()) {
+                Ok(v) => v,
+                Err(refused) => {
+                    results.push(Err(refused));
+                    continue;
+                }
+            };
+            let deleted = new_value.is_none();
+            let value = new_value.unwrap_or_else(|| prev.as_ref().map(|p| p.value.clone()).unwrap_or_default());
+            let prev_revision = prev.as_ref().map_or(0, |p| p.mod_revision);
+            tx.prepare_cached(
+                "INSERT INTO log (key, value, create_revision, prev_revision, deleted) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![key, value, prev.as_ref().map_or(0, |p| p.create_revision), prev_revision, deleted])
+            })
+            .map_err(self.err("append"))?;
+            let revision = tx.last_insert_rowid();
+            if prev.is_none() {
+                // A new incarnation is created by its own first write.
+                tx.prepare_cached("UPDATE log SET create_revision = ?1 WHERE revision = ?1")
+                    .and_then(|mut st| st.execute([revision]))
+                    .map_err(self.err("append"))?;
+            }
+            let kv = KeyValue {
+                key: key.clone(),
+                value,
+                create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
+                mod_revision: revision,
+            };
+            results.push(Ok(Event {
+                kind: if deleted { EventKind::Delete } else { EventKind::Put },
+                revision,
+                kv,
+                prev,
+            }));
         }
         tx.commit().map_err(self.err("commit"))?;
-        let kv = KeyValue {
-            key: key.to_string(),
-            value,
-            create_revision: prev.as_ref().map_or(revision, |p| p.create_revision),
-            mod_revision: revision,
+        Ok(results)
+    }
+}
+
+/// The most writes one transaction commits.
+const MAX_GROUP: usize = 256;
+
+/// A queued write and where its answer goes.
+struct Request {
+    key: String,
+    op: Op,
+    reply: mpsc::SyncSender<Result<Event>>,
+}
+
+/// What a write does, given the key's live value.
+enum Op {
+    Create(Vec<u8>),
+    /// With `expected`, only if the live value is at that revision.
+    Update {
+        value: Vec<u8>,
+        expected: Option<i64>,
+    },
+    Delete {
+        expected: Option<i64>,
+    },
+}
+
+impl Op {
+    /// The value to write (None: a deletion marker), or why not.
+    fn decide(&self, key: &str, prev: Option<&KeyValue>) -> Result<Option<Vec<u8>>> {
+        let check = |expected: &Option<i64>| match (prev, expected) {
+            (None, _) => Err(StoreError::NotFound { key: key.to_string() }),
+            (Some(p), Some(want)) if p.mod_revision != *want => {
+                Err(StoreError::Conflict { key: key.to_string(), expected: *want, actual: p.mod_revision })
+            }
+            _ => Ok(()),
         };
-        let event = Event { kind: if deleted { EventKind::Delete } else { EventKind::Put }, revision, kv, prev };
-        // Sent under the writer lock, so subscribers see revisions in order. No receiver
-        // is not an error.
-        let _ = self.events.send(Arc::new(event.clone()));
-        Ok(event)
+        match self {
+            Op::Create(value) => match prev {
+                Some(_) => Err(StoreError::AlreadyExists { key: key.to_string() }),
+                None => Ok(Some(value.clone())),
+            },
+            Op::Update { value, expected } => check(expected).map(|()| Some(value.clone())),
+            Op::Delete { expected } => check(expected).map(|()| None),
+        }
     }
 }
 
@@ -153,6 +265,7 @@ impl Sqlite {
         let shared = Arc::new(Shared {
             path: path.to_path_buf(),
             writer: Mutex::new(writer),
+            queue: Mutex::new(std::collections::VecDeque::new()),
             readers: Mutex::new(Vec::new()),
             events,
             stop: (Mutex::new(false), Condvar::new()),
@@ -306,32 +419,15 @@ impl Backend for Sqlite {
     }
 
     fn create(&self, key: &str, value: &[u8]) -> Result<i64> {
-        let e = self.shared.write(key, |prev| match prev {
-            Some(_) => Err(StoreError::AlreadyExists { key: key.to_string() }),
-            None => Ok(Some(value.to_vec())),
-        })?;
-        Ok(e.revision)
+        Ok(self.shared.write(key, Op::Create(value.to_vec()))?.revision)
     }
 
     fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64> {
-        let e = self.shared.write(key, |prev| match (prev, expected) {
-            (None, _) => Err(StoreError::NotFound { key: key.to_string() }),
-            (Some(p), Some(want)) if p.mod_revision != want => {
-                Err(StoreError::Conflict { key: key.to_string(), expected: want, actual: p.mod_revision })
-            }
-            _ => Ok(Some(value.to_vec())),
-        })?;
-        Ok(e.revision)
+        Ok(self.shared.write(key, Op::Update { value: value.to_vec(), expected })?.revision)
     }
 
     fn delete(&self, key: &str, expected: Option<i64>) -> Result<(i64, KeyValue)> {
-        let e = self.shared.write(key, |prev| match (prev, expected) {
-            (None, _) => Err(StoreError::NotFound { key: key.to_string() }),
-            (Some(p), Some(want)) if p.mod_revision != want => {
-                Err(StoreError::Conflict { key: key.to_string(), expected: want, actual: p.mod_revision })
-            }
-            _ => Ok(None),
-        })?;
+        let e = self.shared.write(key, Op::Delete { expected })?;
         Ok((e.revision, e.prev.expect("a delete has a previous value")))
     }
 
