@@ -141,22 +141,6 @@ impl Default for CompactionPolicy {
     }
 }
 
-#[cfg(test)]
-mod compactor_tests {
-    use super::Compactor;
-
-    #[test]
-    fn a_revision_outlives_the_round_it_was_newest_in() {
-        let mut c = Compactor::default();
-        assert_eq!(c.horizon(50_000, 10_000), None, "the first round only looks");
-        // 100,000 writes in one round: only what was current a round ago may go.
-        assert_eq!(c.horizon(150_000, 10_000), Some(50_000));
-        // A quiet round: the count rules.
-        assert_eq!(c.horizon(150_100, 10_000), Some(140_100));
-        assert_eq!(c.horizon(150_200, 1_000_000), None);
-    }
-}
-
 /// Keys are non-empty printable ASCII, as Kubernetes names and our prefixes are; every
 /// backend refuses anything else, so that key order and [`prefix_end`] mean the same in each.
 pub(crate) fn check_key(key: &str) -> Result<()> {
@@ -177,4 +161,20 @@ pub fn prefix_end(prefix: &str) -> String {
         }
     }
     "\u{7f}".to_string()
+}
+
+#[cfg(test)]
+mod compactor_tests {
+    use super::Compactor;
+
+    #[test]
+    fn a_revision_outlives_the_round_it_was_newest_in() {
+        let mut c = Compactor::default();
+        assert_eq!(c.horizon(50_000, 10_000), None, "the first round only looks");
+        // 100,000 writes in one round: only what was current a round ago may go.
+        assert_eq!(c.horizon(150_000, 10_000), Some(50_000));
+        // A quiet round: the count rules.
+        assert_eq!(c.horizon(150_100, 10_000), Some(140_100));
+        assert_eq!(c.horizon(150_200, 1_000_000), None);
+    }
 }
