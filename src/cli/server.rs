@@ -19,6 +19,10 @@ pub struct ServerArgs {
     /// instead of the embedded SQLite store in the data dir.
     #[arg(long, env = "NODECTL_ETCD", value_delimiter = ',', value_name = "URLS")]
     etcd: Vec<String>,
+    /// The range Services' cluster IPs come from (IPv4); its first address is the
+    /// `kubernetes` Service's.
+    #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12", value_parser = ipv4_range)]
+    service_cluster_ip_range: ipnet::Ipv4Net,
     /// Do not run the scheduler (another one binds pods through pods/binding).
     #[arg(long)]
     disable_scheduler: bool,
@@ -67,6 +71,19 @@ pub struct ServerArgs {
     leader_elect_retry_period: Duration,
 }
 
+/// An IPv4 range given as a flag: a network address and a prefix of at most /29 (a
+/// range with room for more than its network, first and broadcast addresses).
+fn ipv4_range(s: &str) -> Result<ipnet::Ipv4Net, String> {
+    let net: ipnet::Ipv4Net = s.parse().map_err(|e| format!("{s:?} is not an IPv4 CIDR: {e}"))?;
+    if net.network() != net.addr() {
+        return Err(format!("{s:?} is not a network address (did you mean {}?)", net.trunc()));
+    }
+    if net.prefix_len() > 29 {
+        return Err(format!("{s:?} is too small: a prefix of at most /29 is needed"));
+    }
+    Ok(net)
+}
+
 /// The wait between two nodes' NoExecute taints at `rate` nodes a second.
 fn eviction_interval(rate: f64) -> Result<Duration> {
     if !(rate.is_finite() && rate > 0.0) {
@@ -106,6 +123,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
         },
         leader_election,
     };
+    crate::server::registry::clusterip::set_range(args.service_cluster_ip_range);
     crate::server::registry::kinds::set_default_tolerations(
         args.default_not_ready_toleration_seconds,
         args.default_unreachable_toleration_seconds,

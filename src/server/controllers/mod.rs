@@ -23,6 +23,7 @@ pub mod expectations;
 pub mod gc;
 pub mod graph;
 pub mod informer;
+pub mod ip_repair;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod podgc;
@@ -60,6 +61,7 @@ pub fn start(store: Store) {
     let queues = Queues { gc: Queue::new(), namespaces: Queue::new() };
     tokio::spawn(gc::Collector { store: store.clone(), graph: graph.clone(), queue: queues.gc.clone() }.run());
     tokio::spawn(namespace::Finalizer { store: store.clone(), queue: queues.namespaces.clone() }.run());
+    tokio::spawn(ip_repair::run(store.clone()));
     tokio::spawn(inform(store, graph, queues));
 }
 

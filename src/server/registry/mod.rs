@@ -9,6 +9,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binding;
+pub mod clusterip;
 pub mod convert;
 pub mod deletion;
 pub mod error;

@@ -256,9 +256,10 @@ pub async fn create(
         .ok_or_else(|| RegistryError::internal("namespaces are not served"))?;
     let ns_key = ns.as_ref().map(|n| namespaces.key(None, Some(n)));
     let admission_key = ns_key.clone();
-    let value = encode_limited(&stored_form(r, &obj))?;
+    let mut value = encode_limited(&stored_form(r, &obj))?;
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());
-    let revision = blocking(move || {
+    let mut allocated = obj.clone();
+    let (revision, allocated) = blocking(move || {
         if let Some(k) = ns_key
             && store
                 .get(&k)
@@ -279,12 +280,30 @@ pub async fn create(
         if dry_run {
             return match store.get(&key).map_err(|e| RegistryError::from_store(e, plural, &n2))? {
                 Some(_) => Err(RegistryError::already_exists(plural, &n2)),
-                None => Ok(None),
+                None => Ok((None, allocated)),
             };
         }
-        store.create(&key, &value).map(Some).map_err(|e| RegistryError::from_store(e, plural, &n2))
+        // A Service's cluster IP is taken (its record written) before the Service is
+        // stored, and given back if the Service cannot be.
+        let svc_ns = ns2.clone().unwrap_or_default();
+        let takes_ip = r.kind == "Service" && super::clusterip::wants_ip(&allocated["spec"]);
+        if takes_ip {
+            super::clusterip::allocate(&*store, &mut allocated["spec"], &svc_ns, &n2)?;
+            value = encode_limited(&stored_form(r, &allocated))?;
+        }
+        match store.create(&key, &value) {
+            Ok(rev) => Ok((Some(rev), allocated)),
+            Err(e) => {
+                if takes_ip {
+                    // Best effort: the repair loop frees what this misses.
+                    let _ = super::clusterip::release(&*store, &allocated["spec"], &svc_ns, &n2);
+                }
+                Err(RegistryError::from_store(e, plural, &n2))
+            }
+        }
     })
     .await?;
+    let mut obj = allocated;
     if let Some(revision) = revision {
         obj["metadata"]["resourceVersion"] = json!(revision.to_string());
     }
@@ -543,9 +562,25 @@ async fn read_modify_write(
             obj["kind"] = json!(r.kind);
             // The status and scale subresources change no spec but their own field: only a
             // write of the object is defaulted (what is stored already was).
+            // A Service that becomes ExternalName gives its cluster IP up; one that stops
+            // being ExternalName gets one (below, once the update is valid).
+            let mut ip_change = (false, false);
             if part == Part::Main {
                 (r.strategy().defaults)(&mut obj, r.version);
                 (r.strategy().keep_allocated)(&mut obj, &old);
+                if r.kind == "Service" {
+                    let had = old["spec"]["type"] != "ExternalName" && !super::clusterip::held(&old["spec"]).is_empty();
+                    let wants = super::clusterip::wants_ip(&obj["spec"]);
+                    if had && obj["spec"]["type"] == "ExternalName" {
+                        if let Some(spec) = obj["spec"].as_object_mut() {
+                            spec.remove("clusterIP");
+                            spec.remove("clusterIPs");
+                        }
+                        ip_change.1 = true;
+                    } else if old["spec"]["type"] == "ExternalName" && wants {
+                        ip_change.0 = true;
+                    }
+                }
             }
             if let Some(g) = &guard {
                 g(Some(&old), Some(&obj))?;
@@ -562,15 +597,31 @@ async fn read_modify_write(
                 obj["metadata"]["resourceVersion"] = json!(current.mod_revision.to_string());
                 return Ok(obj);
             }
+            let svc_ns = ns.clone().unwrap_or_default();
+            if ip_change.0 {
+                super::clusterip::allocate(&*store, &mut obj["spec"], &svc_ns, &name)?;
+                (r.strategy().defaults)(&mut obj, r.version);
+            }
             // An object being deleted goes when its last finalizer does.
             let result = if obj["metadata"]["deletionTimestamp"].is_string()
                 && !has_finalizers(&obj)
                 && !(r.strategy().awaits_node)(&obj)
             {
-                store.delete(&key, Some(current.mod_revision)).map(|(rev, _)| rev)
+                store.delete(&key, Some(current.mod_revision)).map(|(rev, gone)| {
+                    if let Ok(gone) = decode_as(r, &gone) {
+                        release_allocated(&*store, r, &gone);
+                    }
+                    rev
+                })
             } else {
                 store.update(&key, &encode_limited(&stored_form(r, &obj))?, Some(current.mod_revision))
             };
+            if result.is_ok() && ip_change.1 {
+                let _ = super::clusterip::release(&*store, &old["spec"], &svc_ns, &name);
+            }
+            if result.is_err() && ip_change.0 {
+                let _ = super::clusterip::release(&*store, &obj["spec"], &svc_ns, &name);
+            }
             match result {
                 Ok(revision) => {
                     obj["metadata"]["resourceVersion"] = json!(revision.to_string());
@@ -715,7 +766,11 @@ pub async fn delete(
                 return deleted(r, decode_as(r, &current)?);
             }
             match store.delete(&key, Some(current.mod_revision)) {
-                Ok((_, old)) => return deleted(r, decode_as(r, &old)?),
+                Ok((_, old)) => {
+                    let old = decode_as(r, &old)?;
+                    release_allocated(&*store, r, &old);
+                    return deleted(r, old);
+                }
                 Err(crate::server::store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(RegistryError::from_store(e, r.plural, &name)),
             }
@@ -723,6 +778,18 @@ pub async fn delete(
         Err(RegistryError::conflict(r.plural, &name))
     })
     .await
+}
+
+/// What a deleted object held that the server allocated (a Service's cluster IP), given
+/// back. Best effort: the repair loop frees what this misses.
+fn release_allocated(store: &dyn Backend, r: &Resource, old: &Value) {
+    if r.kind == "Service" {
+        let ns = old["metadata"]["namespace"].as_str().unwrap_or_default();
+        let name = old["metadata"]["name"].as_str().unwrap_or_default();
+        if let Err(e) = super::clusterip::release(store, &old["spec"], ns, name) {
+            tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "releasing the cluster IP");
+        }
+    }
 }
 
 /// What an immediate delete answers, as the API server's registries do: the object for
@@ -756,7 +823,11 @@ pub async fn delete_collection(
                 continue;
             }
             match store.delete(&kv.key, None) {
-                Ok((_, old)) => gone.push(decode_as(r, &old)?),
+                Ok((_, old)) => {
+                    let old = decode_as(r, &old)?;
+                    release_allocated(&*store, r, &old);
+                    gone.push(old);
+                }
                 // Deleted by someone else meanwhile: gone all the same.
                 Err(crate::server::store::StoreError::NotFound { .. }) => {}
                 Err(e) => return Err(RegistryError::from_store(e, r.plural, "")),

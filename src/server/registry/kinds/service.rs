@@ -27,6 +27,24 @@ fn defaults(spec: &mut Value) {
     if ty != "ExternalName" {
         or_set(spec, "internalTrafficPolicy", json!("Cluster"));
     }
+    if ty != "ExternalName" {
+        // Single-stack IPv4, as kube-apiserver with one IPv4 service range.
+        // clusterIP follows clusterIPs[0] when only the list is given.
+        let first = spec["clusterIPs"].get(0).and_then(Value::as_str).map(str::to_string);
+        if let Some(first) = first
+            && spec["clusterIP"].as_str().is_none_or(str::is_empty)
+        {
+            spec["clusterIP"] = json!(first);
+        }
+        let ip = spec["clusterIP"].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+        if let Some(ip) = ip
+            && spec["clusterIPs"].as_array().is_none_or(Vec::is_empty)
+        {
+            spec["clusterIPs"] = json!([ip]);
+        }
+        or_set(spec, "ipFamilies", json!(["IPv4"]));
+        or_set(spec, "ipFamilyPolicy", json!("SingleStack"));
+    }
     if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
         or_set(spec, "externalTrafficPolicy", json!("Cluster"));
     }
@@ -60,6 +78,7 @@ fn validate(spec: &Value, old: Option<&Value>) -> Vec<Problem> {
         ));
     }
     let headless = spec["clusterIP"] == "None";
+    out.extend(cluster_ip_problems(spec));
     let ports = spec["ports"].as_array().cloned().unwrap_or_default();
     if ports.is_empty() && !headless && ty != "ExternalName" {
         out.push(("spec.ports".into(), "Required value".into()));
@@ -105,7 +124,7 @@ fn validate(spec: &Value, old: Option<&Value>) -> Vec<Problem> {
     if let Some(old) = old {
         let before = old["clusterIP"].as_str().unwrap_or_default();
         let now = spec["clusterIP"].as_str().unwrap_or_default();
-        if !before.is_empty() && before != now {
+        if !before.is_empty() && before != now && ty != "ExternalName" {
             out.push((
                 "spec.clusterIPs[0]".into(),
                 format!("Invalid value: []string{{{now:?}}}: may not change once set"),
@@ -144,4 +163,39 @@ fn keep_allocated(obj: &mut Value, old: &Value) {
             p["nodePort"] = np.into();
         }
     }
+}
+
+/// clusterIP and clusterIPs: addresses (or "None"), the first the same as clusterIP, as
+/// kube's ValidateService words it.
+fn cluster_ip_problems(spec: &Value) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let ips: Vec<String> = spec["clusterIPs"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    let ip = spec["clusterIP"].as_str().unwrap_or_default();
+    if let Some(first) = ips.first()
+        && !ip.is_empty()
+        && first != ip
+    {
+        out.push(("spec.clusterIPs[0]".into(), format!("Invalid value: {first:?}: must match `clusterIP`")));
+    }
+    for (i, v) in ips.iter().enumerate() {
+        if v == "None" && i == 0 {
+            continue;
+        }
+        if v.parse::<std::net::IpAddr>().is_err() {
+            out.push((
+                format!("spec.clusterIPs[{i}]"),
+                format!("Invalid value: {v:?}: must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)"),
+            ));
+        }
+    }
+    if ips.len() > 1 {
+        out.push((
+            "spec.clusterIPs".into(),
+            "Invalid value: more than one cluster IP: only one IP family (IPv4) is served".into(),
+        ));
+    }
+    out
 }
