@@ -37,7 +37,8 @@ impl World {
         // A default route out of a dummy device, so a packet to a ClusterIP without
         // endpoints is routed (and reaches our reject) as on a real node; forwarding on.
         for args in [
-            &["link", "add", "dflt0", "type", "dummy"][..],
+            &["link", "add", "dflt0", "type", "veth", "peer", "name", "dflt1"][..],
+            &["link", "set", "dflt1", "up"],
             &["link", "set", "dflt0", "up"],
             &["link", "set", "lo", "up"],
             &["route", "add", "default", "dev", "dflt0"],

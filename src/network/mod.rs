@@ -351,7 +351,8 @@ pub fn remove_bridge(cfg: &NetConfig) -> Result<()> {
     }
     let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
     portmap::delete_table(&mut nft, &cfg.bridge)?;
-    services::delete_table(&cfg.bridge).map_err(|e| Error::Nft { what: e.to_string(), source: std::io::Error::other("services") })?;
+    services::delete_table(&cfg.bridge)
+        .map_err(|e| Error::Nft { what: e.to_string(), source: std::io::Error::other("services") })?;
     let mut sock = rtnl::open().map_err(|e| nl_open_err("links", e))?;
     rtnl::delete_link(&mut sock, &cfg.bridge).map_err(|e| Error::Netlink {
         op: "deleting bridge",

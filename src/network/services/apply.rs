@@ -28,9 +28,7 @@ use std::net::Ipv4Addr;
 
 use super::plan::{self, Change, Desired, MARK_FOR_MASQUERADE, Map, REJECT_CHAIN, Stmt, Target};
 use crate::network::netlink::Socket;
-use crate::network::nft::{
-    self, Batch, NF_INET_LOCAL_OUT, NF_INET_POST_ROUTING, NF_INET_PRE_ROUTING, Rule, Verdict,
-};
+use crate::network::nft::{self, Batch, NF_INET_LOCAL_OUT, NF_INET_POST_ROUTING, NF_INET_PRE_ROUTING, Rule, Verdict};
 
 const NF_INET_LOCAL_IN: u32 = 1;
 const NF_INET_FORWARD: u32 = 2;

@@ -82,7 +82,8 @@ impl Proxy {
     /// A proxy for the Services of `bridge`'s pod network, in the calling thread's
     /// network namespace. Nothing is written until the first `apply`.
     pub fn new(bridge: &str) -> Result<Proxy> {
-        let sock = super::portmap::open().map_err(|e| Error::Nft { what: "opening a netlink socket".into(), source: e })?;
+        let sock =
+            super::portmap::open().map_err(|e| Error::Nft { what: "opening a netlink socket".into(), source: e })?;
         Ok(Proxy { sock, table: table_name(bridge), applied: None })
     }
 
@@ -117,8 +118,10 @@ impl Proxy {
         }
         apply::add_change(&mut self.sock, &mut b, &self.table, &new, &change);
         // On failure `applied` stays None: the next apply starts over from scratch.
-        b.commit(&mut self.sock)
-            .map_err(|e| Error::Nft { what: format!("applying Service rules to table ip {}", self.table), source: e })?;
+        b.commit(&mut self.sock).map_err(|e| Error::Nft {
+            what: format!("applying Service rules to table ip {}", self.table),
+            source: e,
+        })?;
         self.applied = Some(new);
         Ok(stats)
     }
@@ -128,7 +131,8 @@ impl Proxy {
 /// `network::remove_bridge`); no error if there is none.
 pub fn delete_table(bridge: &str) -> Result<()> {
     let table = table_name(bridge);
-    let mut sock = super::portmap::open().map_err(|e| Error::Nft { what: "opening a netlink socket".into(), source: e })?;
+    let mut sock =
+        super::portmap::open().map_err(|e| Error::Nft { what: "opening a netlink socket".into(), source: e })?;
     let mut b = Batch::new(&mut sock);
     b.del_table(&mut sock, &table);
     match b.commit(&mut sock) {

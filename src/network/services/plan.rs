@@ -200,8 +200,11 @@ pub(crate) fn desired(snap: &Snapshot) -> Desired {
             }
         };
         let (t, reachable) = target;
-        let (ips_map, ports_map) =
-            if reachable { (Map::ServiceIps, Map::ServiceNodeports) } else { (Map::NoEndpointServices, Map::NoEndpointNodeports) };
+        let (ips_map, ports_map) = if reachable {
+            (Map::ServiceIps, Map::ServiceNodeports)
+        } else {
+            (Map::NoEndpointServices, Map::NoEndpointNodeports)
+        };
         if let Some(np) = sp.node_port {
             d.elems.insert((ports_map, proto_port_key(sp.protocol, np)), t.clone());
         }
@@ -320,8 +323,14 @@ mod tests {
         p.node_port = Some(30080);
         p.external_local = true;
         let d = desired(&snap(vec![p]));
-        assert_eq!(d.chains["ext:ns/a:p/tcp"].rules, vec![Stmt::PodsGoto("10.244.0.0/16".parse().unwrap(), "svc:ns/a:p/tcp".into()), Stmt::Drop]);
-        assert_eq!(d.elems[&(Map::ServiceNodeports, proto_port_key(Protocol::Tcp, 30080))], Target::Goto("ext:ns/a:p/tcp".into()));
+        assert_eq!(
+            d.chains["ext:ns/a:p/tcp"].rules,
+            vec![Stmt::PodsGoto("10.244.0.0/16".parse().unwrap(), "svc:ns/a:p/tcp".into()), Stmt::Drop]
+        );
+        assert_eq!(
+            d.elems[&(Map::ServiceNodeports, proto_port_key(Protocol::Tcp, 30080))],
+            Target::Goto("ext:ns/a:p/tcp".into())
+        );
     }
 
     #[test]
@@ -344,7 +353,10 @@ mod tests {
         assert!(c.add_chains.is_empty() && c.rewrite_chains.is_empty() && c.add_elems.is_empty());
         assert_eq!(c.del_chains.len(), 2);
         assert!(c.del_chains.iter().all(|n| n.contains("ns/b:p")));
-        assert_eq!(c.del_elems, vec![(Map::ServiceIps, addr_proto_port_key(Ipv4Addr::new(10, 96, 0, 2), Protocol::Tcp, 80))]);
+        assert_eq!(
+            c.del_elems,
+            vec![(Map::ServiceIps, addr_proto_port_key(Ipv4Addr::new(10, 96, 0, 2), Protocol::Tcp, 80))]
+        );
 
         // a loses its endpoints: its element moves to the reject map.
         let mut a0 = a.clone();
