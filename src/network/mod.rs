@@ -20,6 +20,7 @@ mod netns;
 mod nft;
 mod portmap;
 mod rtnl;
+pub mod services;
 mod veth;
 
 use std::collections::BTreeSet;
@@ -339,7 +340,7 @@ pub fn gc(cfg: &NetConfig, alive: impl Fn(&str) -> bool) -> Result<GcReport> {
     Ok(report)
 }
 
-/// Deletes the bridge, its nftables table and its address pool. Refused while any pod
+/// Deletes the bridge, its nftables tables (hostPorts, Services) and its address pool. Refused while any pod
 /// has an address (run `teardown` or `gc` first). For tests and uninstalling.
 pub fn remove_bridge(cfg: &NetConfig) -> Result<()> {
     cfg.check()?;
@@ -350,6 +351,8 @@ pub fn remove_bridge(cfg: &NetConfig) -> Result<()> {
     }
     let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
     portmap::delete_table(&mut nft, &cfg.bridge)?;
+    services::delete_table(&cfg.bridge)
+        .map_err(|e| Error::Nft { what: e.to_string(), source: std::io::Error::other("services") })?;
     let mut sock = rtnl::open().map_err(|e| nl_open_err("links", e))?;
     rtnl::delete_link(&mut sock, &cfg.bridge).map_err(|e| Error::Netlink {
         op: "deleting bridge",

@@ -1,6 +1,9 @@
 //! nf_tables over netlink, in-process: just the messages and expressions hostPorts
 //! need (tables, nat chains, rules with meta/payload/cmp/bitwise/fib/ct/immediate/
-//! nat/masq, rule dumps and deletes by handle), sent as one atomic batch per change.
+//! nat/masq, rule dumps and deletes by handle), sent as one atomic batch per change;
+//! and what the Service proxy needs on top (regular chains, named verdict maps with
+//! concatenated keys and their elements, lookups into them, `numgen random mod N vmap`
+//! through an anonymous map, jump/goto/return, reject, meta mark, ct state).
 //!
 //! Why our own encoder rather than a crate or Debian's `nft`:
 //! - `rustables` is GPL-3.0 (it would put the whole binary under the GPL) and has no
@@ -30,6 +33,10 @@ pub(crate) const NFPROTO_IPV4: u8 = 2;
 const NFT_MSG_NEWTABLE: u16 = 0;
 const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
+const NFT_MSG_DELCHAIN: u16 = 5;
+const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_DELRULE: u16 = 8;
@@ -51,6 +58,24 @@ const NFTA_LIST_ELEM: u16 = 1;
 const NFTA_EXPR_NAME: u16 = 1;
 const NFTA_EXPR_DATA: u16 = 2;
 const NFTA_DATA_VALUE: u16 = 1;
+const NFTA_SET_TABLE: u16 = 1;
+const NFTA_SET_NAME: u16 = 2;
+const NFTA_SET_FLAGS: u16 = 3;
+const NFTA_SET_KEY_TYPE: u16 = 4;
+const NFTA_SET_KEY_LEN: u16 = 5;
+const NFTA_SET_DATA_TYPE: u16 = 6;
+const NFTA_SET_ID: u16 = 10;
+const NFT_SET_ANONYMOUS: u32 = 0x1;
+const NFT_SET_CONSTANT: u32 = 0x2;
+const NFT_SET_MAP: u32 = 0x8;
+/// The data type of a verdict map's values (NFT_DATA_VERDICT).
+const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
+const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
+const NFTA_SET_ELEM_LIST_SET: u16 = 2;
+const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
+const NFTA_SET_ELEM_LIST_SET_ID: u16 = 4;
+const NFTA_SET_ELEM_KEY: u16 = 1;
+const NFTA_SET_ELEM_DATA: u16 = 2;
 
 // nftnl's user-data TLV type for a rule comment: `nft list` shows it as `comment "…"`.
 const NFTNL_UDATA_RULE_COMMENT: u8 = 0;
@@ -140,10 +165,69 @@ impl Batch {
             }
             list.nested(NFTA_LIST_ELEM, e);
         }
+        // The anonymous maps the rule looks up go first, in the same batch; the kernel
+        // names them and frees them with the rule.
+        for m in &rule.anon {
+            let mut a = Attrs::new();
+            a.str(NFTA_SET_TABLE, table).str(NFTA_SET_NAME, ANON_MAP);
+            a.be32(NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_MAP);
+            a.be32(NFTA_SET_KEY_TYPE, TYPE_INTEGER).be32(NFTA_SET_KEY_LEN, 4);
+            a.be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT).be32(NFTA_SET_ID, m.id);
+            self.add(sock, NFT_MSG_NEWSET, NLM_F_CREATE, &a);
+            let mut a = Attrs::new();
+            a.str(NFTA_SET_ELEM_LIST_TABLE, table).str(NFTA_SET_ELEM_LIST_SET, ANON_MAP);
+            a.be32(NFTA_SET_ELEM_LIST_SET_ID, m.id);
+            a.nested(NFTA_SET_ELEM_LIST_ELEMENTS, elem_list(&m.elems, true));
+            self.add(sock, NFT_MSG_NEWSETELEM, NLM_F_CREATE, &a);
+        }
         let mut a = Attrs::new();
         a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain).nested(NFTA_RULE_EXPRESSIONS, list);
         a.bytes(NFTA_RULE_USERDATA, &comment_udata(comment));
         self.add(sock, NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, &a);
+    }
+
+    /// A regular chain (no hook), reached only by jump/goto; no error if it exists.
+    pub fn new_chain(&mut self, sock: &mut Socket, table: &str, name: &str) {
+        let mut a = Attrs::new();
+        a.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, name);
+        self.add(sock, NFT_MSG_NEWCHAIN, NLM_F_CREATE, &a);
+    }
+
+    /// Deletes an empty chain nothing refers to.
+    pub fn del_chain(&mut self, sock: &mut Socket, table: &str, name: &str) {
+        let mut a = Attrs::new();
+        a.str(NFTA_CHAIN_TABLE, table).str(NFTA_CHAIN_NAME, name);
+        self.add(sock, NFT_MSG_DELCHAIN, 0, &a);
+    }
+
+    /// Deletes every rule of one chain (a DELRULE without a handle).
+    pub fn flush_chain(&mut self, sock: &mut Socket, table: &str, chain: &str) {
+        let mut a = Attrs::new();
+        a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain);
+        self.add(sock, NFT_MSG_DELRULE, 0, &a);
+    }
+
+    /// A named verdict map; `key_type` is nft's type id (for `nft list`), `key_len`
+    /// the key's length in bytes, each concatenated field padded to 4.
+    pub fn new_verdict_map(&mut self, sock: &mut Socket, table: &str, name: &str, key_type: u32, key_len: u32) {
+        let mut a = Attrs::new();
+        a.str(NFTA_SET_TABLE, table).str(NFTA_SET_NAME, name).be32(NFTA_SET_FLAGS, NFT_SET_MAP);
+        a.be32(NFTA_SET_KEY_TYPE, key_type).be32(NFTA_SET_KEY_LEN, key_len);
+        a.be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+        a.be32(NFTA_SET_ID, next_set_id());
+        self.add(sock, NFT_MSG_NEWSET, NLM_F_CREATE, &a);
+    }
+
+    /// Adds (or, `delete`, removes) elements `key : verdict` of a named verdict map.
+    pub fn map_elems(&mut self, sock: &mut Socket, table: &str, map: &str, elems: &[(Vec<u8>, Verdict)], delete: bool) {
+        if elems.is_empty() {
+            return;
+        }
+        let mut a = Attrs::new();
+        a.str(NFTA_SET_ELEM_LIST_TABLE, table).str(NFTA_SET_ELEM_LIST_SET, map);
+        a.nested(NFTA_SET_ELEM_LIST_ELEMENTS, elem_list(elems, !delete));
+        let (msg, flags) = if delete { (NFT_MSG_DELSETELEM, 0) } else { (NFT_MSG_NEWSETELEM, NLM_F_CREATE) };
+        self.add(sock, msg, flags, &a);
     }
 
     pub fn del_rule(&mut self, sock: &mut Socket, table: &str, chain: &str, handle: u64) {
@@ -158,6 +242,68 @@ impl Batch {
         }
         sock.push(&mut self.out, NFNL_MSG_BATCH_END, NLM_F_REQUEST, &nfgenmsg(0, NFNL_SUBSYS_NFTABLES));
         sock.send_and_wait(&self.out, &self.acks)
+    }
+}
+
+fn elem_list(elems: &[(Vec<u8>, Verdict)], with_data: bool) -> Attrs {
+    let mut list = Attrs::new();
+    for (key, verdict) in elems {
+        let mut e = Attrs::new();
+        e.nested(NFTA_SET_ELEM_KEY, data(key));
+        if with_data {
+            e.nested(NFTA_SET_ELEM_DATA, verdict.data());
+        }
+        list.nested(NFTA_LIST_ELEM, e);
+    }
+    list
+}
+
+/// The kernel replaces `%d` with the first free number.
+const ANON_MAP: &str = "__map%d";
+/// nft's type ids, for `nft list` to print keys as addresses, protocols and ports.
+const TYPE_INTEGER: u32 = 4;
+pub(crate) const TYPE_IPADDR: u32 = 7;
+pub(crate) const TYPE_INET_PROTO: u32 = 12;
+pub(crate) const TYPE_INET_SERVICE: u32 = 13;
+
+/// nft's id of a concatenated type: each part's id shifted in by 6 bits.
+pub(crate) fn concat_type(parts: &[u32]) -> u32 {
+    parts.iter().fold(0, |t, p| (t << 6) | p)
+}
+
+/// Set ids tie a set to the elements and lookups that name it in the same batch;
+/// they need only be unique within a batch, a process-wide counter is simplest.
+fn next_set_id() -> u32 {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Where a rule or a map element sends the packet.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Verdict {
+    Drop,
+    Return,
+    Jump(String),
+    Goto(String),
+}
+
+const NFT_JUMP: u32 = -3i32 as u32;
+const NFT_GOTO: u32 = -4i32 as u32;
+const NFT_RETURN: u32 = -5i32 as u32;
+const NFTA_VERDICT_CHAIN: u16 = 2;
+
+impl Verdict {
+    fn data(&self) -> Attrs {
+        let mut v = Attrs::new();
+        match self {
+            Verdict::Drop => v.be32(NFTA_VERDICT_CODE, NF_DROP),
+            Verdict::Return => v.be32(NFTA_VERDICT_CODE, NFT_RETURN),
+            Verdict::Jump(c) => v.be32(NFTA_VERDICT_CODE, NFT_JUMP).str(NFTA_VERDICT_CHAIN, c),
+            Verdict::Goto(c) => v.be32(NFTA_VERDICT_CODE, NFT_GOTO).str(NFTA_VERDICT_CHAIN, c),
+        };
+        let mut d = Attrs::new();
+        d.nested(NFTA_DATA_VERDICT, v);
+        d
     }
 }
 
@@ -239,7 +385,25 @@ fn cstr(v: &[u8]) -> String {
 #[derive(Default)]
 pub(crate) struct Rule {
     exprs: Vec<(&'static str, Attrs)>,
+    anon: Vec<AnonMap>,
 }
+
+/// An anonymous verdict map with u32 keys, created with the rule that uses it.
+struct AnonMap {
+    id: u32,
+    elems: Vec<(Vec<u8>, Verdict)>,
+}
+
+/// The 32-bit registers (NFT_REG32_00..): concatenated keys are loaded field by field
+/// into consecutive ones.
+const REG32_00: u32 = 8;
+const NFT_META_MARK: u32 = 3;
+const NFT_CT_STATE: u32 = 0;
+/// NF_CT_STATE_BIT(IP_CT_NEW)
+const CT_STATE_NEW: u32 = 1 << 3;
+const NFT_NG_RANDOM: u32 = 1;
+const NFT_REJECT_ICMP_UNREACH: u32 = 0;
+const ICMP_PORT_UNREACH: u8 = 3;
 
 pub(crate) const NFT_PAYLOAD_NETWORK_HEADER: u32 = 1;
 pub(crate) const NFT_PAYLOAD_TRANSPORT_HEADER: u32 = 2;
@@ -374,6 +538,120 @@ impl Rule {
         d.nested(NFTA_DATA_VERDICT, v);
         let mut a = Attrs::new();
         a.be32(1, NFT_REG_VERDICT).nested(2, d);
+        self.push("immediate", a)
+    }
+
+    /// `ip daddr != NET/PREFIX`
+    pub fn daddr_not_in(&mut self, net: Ipv4Addr, prefix: u8) -> &mut Self {
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+        self.bitwise(&mask.to_be_bytes(), &[0; 4]);
+        self.cmp(NFT_CMP_NEQ, &(u32::from(net) & mask).to_be_bytes())
+    }
+
+    /// `ip saddr != NET/PREFIX`
+    pub fn saddr_not_in(&mut self, net: Ipv4Addr, prefix: u8) -> &mut Self {
+        let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix.min(32))) };
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+        self.bitwise(&mask.to_be_bytes(), &[0; 4]);
+        self.cmp(NFT_CMP_NEQ, &(u32::from(net) & mask).to_be_bytes())
+    }
+
+    pub fn saddr_is(&mut self, ip: Ipv4Addr) -> &mut Self {
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4).cmp(NFT_CMP_EQ, &ip.octets())
+    }
+
+    /// `meta l4proto P`
+    pub fn l4proto(&mut self, proto: u8) -> &mut Self {
+        self.meta(NFT_META_L4PROTO).cmp(NFT_CMP_EQ, &[proto])
+    }
+
+    fn load(&mut self, dreg: u32, base: u32, offset: u32, len: u32) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, dreg).be32(2, base).be32(3, offset).be32(4, len);
+        self.push("payload", a)
+    }
+
+    fn meta_to(&mut self, dreg: u32, key: u32) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, dreg).be32(2, key);
+        self.push("meta", a)
+    }
+
+    fn lookup_verdict(&mut self, set: &str, id: Option<u32>) -> &mut Self {
+        let mut a = Attrs::new();
+        a.str(1, set).be32(2, REG32_00).be32(3, NFT_REG_VERDICT);
+        if let Some(id) = id {
+            a.be32(4, id);
+        }
+        self.push("lookup", a)
+    }
+
+    /// `ip daddr . meta l4proto . th dport vmap @MAP`; keys as `addr_proto_port_key`.
+    pub fn vmap_daddr_proto_port(&mut self, map: &str) -> &mut Self {
+        self.load(REG32_00, NFT_PAYLOAD_NETWORK_HEADER, 16, 4);
+        self.meta_to(REG32_00 + 1, NFT_META_L4PROTO);
+        self.load(REG32_00 + 2, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+        self.lookup_verdict(map, None)
+    }
+
+    /// `meta l4proto . th dport vmap @MAP`; keys as `proto_port_key`.
+    pub fn vmap_proto_port(&mut self, map: &str) -> &mut Self {
+        self.meta_to(REG32_00, NFT_META_L4PROTO);
+        self.load(REG32_00 + 1, NFT_PAYLOAD_TRANSPORT_HEADER, 2, 2);
+        self.lookup_verdict(map, None)
+    }
+
+    /// `numgen random mod N vmap { 0 : V0, 1 : V1, … }` with N = targets.len().
+    pub fn numgen_vmap(&mut self, targets: Vec<Verdict>) -> &mut Self {
+        let id = next_set_id();
+        let mut a = Attrs::new();
+        a.be32(1, REG32_00).be32(2, targets.len() as u32).be32(3, NFT_NG_RANDOM).be32(4, 0);
+        self.push("numgen", a);
+        self.lookup_verdict(ANON_MAP, Some(id));
+        // numgen stores its result in host order.
+        let elems = targets.into_iter().enumerate().map(|(i, v)| ((i as u32).to_ne_bytes().to_vec(), v)).collect();
+        self.anon.push(AnonMap { id, elems });
+        self
+    }
+
+    /// `meta mark & BIT != 0` (`== 0` with `set = false`)
+    pub fn mark_has(&mut self, bit: u32, set: bool) -> &mut Self {
+        self.meta(NFT_META_MARK).bitwise(&bit.to_ne_bytes(), &[0; 4]);
+        self.cmp(if set { NFT_CMP_NEQ } else { NFT_CMP_EQ }, &[0; 4])
+    }
+
+    /// `meta mark set meta mark | BIT` (`^ BIT` with `xor`)
+    pub fn mark_set(&mut self, bit: u32, xor: bool) -> &mut Self {
+        self.meta(NFT_META_MARK);
+        if xor {
+            self.bitwise(&u32::MAX.to_ne_bytes(), &bit.to_ne_bytes());
+        } else {
+            self.bitwise(&(!bit).to_ne_bytes(), &bit.to_ne_bytes());
+        }
+        let mut a = Attrs::new();
+        a.be32(2, NFT_META_MARK).be32(3, REG1);
+        self.push("meta", a)
+    }
+
+    /// `ct state new`
+    pub fn ct_new(&mut self) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, REG1).be32(2, NFT_CT_STATE);
+        self.push("ct", a);
+        self.bitwise(&CT_STATE_NEW.to_ne_bytes(), &[0; 4]).cmp(NFT_CMP_NEQ, &[0; 4])
+    }
+
+    /// `reject` (ICMP port unreachable, as nft's default for the ip family)
+    pub fn reject(&mut self) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, NFT_REJECT_ICMP_UNREACH).bytes(2, &[ICMP_PORT_UNREACH]);
+        self.push("reject", a)
+    }
+
+    pub fn then(&mut self, v: &Verdict) -> &mut Self {
+        let mut a = Attrs::new();
+        a.be32(1, NFT_REG_VERDICT).nested(2, v.data());
         self.push("immediate", a)
     }
 
