@@ -4,4 +4,6 @@
 //! hickory's server on UDP and TCP, [`forward`] sends every other name to the node's own
 //! resolvers through a cache.
 
+pub mod forward;
 pub mod records;
+pub mod server;

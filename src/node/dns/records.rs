@@ -317,7 +317,8 @@ impl Zone {
     }
 
     fn soa_data(&self) -> SOA {
-        let rname = Name::from_ascii(format!("hostmaster.{}", self.domain)).unwrap_or_else(|_| self.domain_name.clone());
+        let rname =
+            Name::from_ascii(format!("hostmaster.{}", self.domain)).unwrap_or_else(|_| self.domain_name.clone());
         // CoreDNS's values; the minimum (the negative answers' TTL) is the records' TTL.
         SOA::new(self.ns_name(), rname, 1, 7200, 1800, 86400, TTL)
     }
@@ -354,8 +355,11 @@ fn svc_of(svc: &Service) -> Svc {
         ips.push(ip.clone());
     }
     let headless = ips.iter().any(|ip| ip == "None");
-    let external_name =
-        if spec.type_.as_deref() == Some("ExternalName") { spec.external_name.clone().filter(|n| !n.is_empty()) } else { None };
+    let external_name = if spec.type_.as_deref() == Some("ExternalName") {
+        spec.external_name.clone().filter(|n| !n.is_empty())
+    } else {
+        None
+    };
     let ports = spec
         .ports
         .unwrap_or_default()
@@ -376,8 +380,14 @@ fn svc_of(svc: &Service) -> Svc {
 }
 
 fn slice_of(slice: &EndpointSlice) -> Slice {
-    let service =
-        slice.metadata.labels.as_ref().and_then(|l| l.get(SERVICE_NAME_LABEL)).cloned().unwrap_or_default().to_ascii_lowercase();
+    let service = slice
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        .cloned()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
     let endpoints = slice
         .endpoints
         .iter()
@@ -395,7 +405,11 @@ fn slice_of(slice: &EndpointSlice) -> Slice {
         .filter_map(|p| {
             let name = p.name.clone().filter(|n| !n.is_empty())?;
             let port = u16::try_from(p.port?).ok()?;
-            Some((name.to_ascii_lowercase(), p.protocol.clone().unwrap_or_else(|| "TCP".into()).to_ascii_lowercase(), port))
+            Some((
+                name.to_ascii_lowercase(),
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()).to_ascii_lowercase(),
+                port,
+            ))
         })
         .collect();
     Slice { service, endpoints, ports }
@@ -499,7 +513,13 @@ mod tests {
         }
     }
 
-    fn slice(ns: &str, name: &str, svc: &str, eps: &[(&str, Option<&str>, bool)], ports: &[(&str, i32)]) -> EndpointSlice {
+    fn slice(
+        ns: &str,
+        name: &str,
+        svc: &str,
+        eps: &[(&str, Option<&str>, bool)],
+        ports: &[(&str, i32)],
+    ) -> EndpointSlice {
         EndpointSlice {
             metadata: ObjectMeta {
                 namespace: Some(ns.into()),
@@ -594,7 +614,10 @@ mod tests {
         ));
         let a = ask(&z, "pg.db.svc.cluster.local.", RecordType::A);
         assert_eq!(datas(&a), ["pg.db.svc.cluster.local. 10.244.1.5", "pg.db.svc.cluster.local. 10.244.1.6"]);
-        assert_eq!(datas(&ask(&z, "pg-0.pg.db.svc.cluster.local.", RecordType::A)), ["pg-0.pg.db.svc.cluster.local. 10.244.1.5"]);
+        assert_eq!(
+            datas(&ask(&z, "pg-0.pg.db.svc.cluster.local.", RecordType::A)),
+            ["pg-0.pg.db.svc.cluster.local. 10.244.1.5"]
+        );
         assert_eq!(ask(&z, "10-244-1-6.pg.db.svc.cluster.local.", RecordType::A).answers.len(), 1);
         // Not ready: not published.
         assert_eq!(ask(&z, "pg-2.pg.db.svc.cluster.local.", RecordType::A).code, ResponseCode::NXDomain);
