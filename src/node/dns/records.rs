@@ -234,7 +234,7 @@ impl Zone {
             if !in_zone && qtype != RecordType::PTR {
                 return None;
             }
-            return Some(self.from_node(&lower, node, qtype));
+            return Some(self.at_node(&lower, node, qtype));
         }
         if !in_zone {
             return None;
@@ -252,7 +252,7 @@ impl Zone {
         }
     }
 
-    fn from_node(&self, name: &Name, node: &Node, qtype: RecordType) -> Answer {
+    fn at_node(&self, name: &Name, node: &Node, qtype: RecordType) -> Answer {
         let rdatas: Vec<RData> = node.records.iter().map(|(_, r)| r.clone()).collect();
         if let Some(cname) = rdatas.iter().find(|r| r.record_type() == RecordType::CNAME) {
             let mut a = self.empty(ResponseCode::NoError);
