@@ -17,6 +17,7 @@ pub mod container_spec;
 pub mod crilog;
 pub mod daemon;
 pub mod disk;
+pub mod dns;
 pub mod env;
 pub mod fake;
 pub mod image_gc;
