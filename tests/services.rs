@@ -197,18 +197,7 @@ fn ep(ip: Ipv4Addr, port: u16) -> Endpoint {
 }
 
 fn service(name: &str, cip: Ipv4Addr, protocol: Protocol, port: u16, eps: Vec<Endpoint>) -> ServicePort {
-    ServicePort {
-        name: name.into(),
-        cluster_ip: Some(cip),
-        protocol,
-        port,
-        node_port: None,
-        load_balancer_ips: vec![],
-        affinity_timeout: None,
-        internal_local: false,
-        external_local: false,
-        endpoints: eps,
-    }
+    ServicePort::cluster_ip(name, cip, protocol, port, eps)
 }
 
 /// The lines of `nft -a list` inside the chain `name` (with their handles).

@@ -28,6 +28,30 @@ pub struct ServicePort {
     pub endpoints: Vec<Endpoint>,
 }
 
+impl ServicePort {
+    /// A plain ClusterIP port: no node port, load-balancer IPs, affinity or Local policy.
+    pub fn cluster_ip(
+        name: &str,
+        ip: Ipv4Addr,
+        protocol: Protocol,
+        port: u16,
+        endpoints: Vec<Endpoint>,
+    ) -> ServicePort {
+        ServicePort {
+            name: name.into(),
+            cluster_ip: Some(ip),
+            protocol,
+            port,
+            node_port: None,
+            load_balancer_ips: vec![],
+            affinity_timeout: None,
+            internal_local: false,
+            external_local: false,
+            endpoints,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Endpoint {
     pub ip: Ipv4Addr,
@@ -39,8 +63,8 @@ pub struct Endpoint {
     pub local: bool,
 }
 
-/// What the node knows about the cluster: its pod CIDR (traffic from outside it to a
-/// ClusterIP is masqueraded; None: unknown yet, nothing is) and the node's addresses.
+/// What the node knows about the cluster: its cluster CIDR (traffic from outside it to a
+/// ClusterIP is masqueraded; None: unknown yet, nothing is).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterInfo {
     pub cluster_cidr: Option<Ipv4Net>,

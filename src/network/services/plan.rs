@@ -268,18 +268,7 @@ mod tests {
     }
 
     fn port(name: &str, ip: u8, eps: Vec<Endpoint>) -> ServicePort {
-        ServicePort {
-            name: name.into(),
-            cluster_ip: Some(Ipv4Addr::new(10, 96, 0, ip)),
-            protocol: Protocol::Tcp,
-            port: 80,
-            node_port: None,
-            load_balancer_ips: vec![],
-            affinity_timeout: None,
-            internal_local: false,
-            external_local: false,
-            endpoints: eps,
-        }
+        ServicePort::cluster_ip(name, Ipv4Addr::new(10, 96, 0, ip), Protocol::Tcp, 80, eps)
     }
 
     fn snap(ports: Vec<ServicePort>) -> Snapshot {
