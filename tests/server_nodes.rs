@@ -161,11 +161,17 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     }
     assert_eq!(n1.may(&["get", "pods", "--field-selector", "spec.nodeName=n1", "-o", "name"]).trim(), "pod/p1");
     n1.may(&["get", "nodes"]);
-    n1.may(&["get", "services,endpoints", "-A"]);
+    n1.may(&["get", "services,endpoints,endpointslices", "-A"]);
+    n1.may(&["get", "--raw", "/apis/discovery.k8s.io/v1/endpointslices?watch=1&timeoutSeconds=1"]);
     n1.may(&["get", "namespaces"]);
     n1.may(&["get", "--raw", "/api/v1/pods?watch=1&timeoutSeconds=1"]);
     assert!(n1.may(&["get", "secret", "s-used", "-o", "jsonpath={.data.k}"]).contains("dg=="));
     n1.may(&["get", "configmap", "cm-used"]);
+    // The cluster's network settings, which every node reads (absent here: NotFound, not Forbidden).
+    let out = n1.run(&["get", "configmap", "-n", "kube-system", "nodectl-cluster"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not found"), "{err}");
+    n1.may_not(&["get", "configmap", "-n", "kube-system", "other"]);
     let one: Value = serde_json::from_str(&n1.may(&[
         "get",
         "--raw",

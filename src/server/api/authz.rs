@@ -243,7 +243,10 @@ async fn node_authorize(
     let own_name = a.name == Some(node);
     let deny = |why: Option<&str>| Err(forbidden(user, a, why));
     match (a.resource.kind, a.subresource) {
-        ("Pod" | "Service" | "Endpoints" | "Node" | "Namespace", None | Some("status")) if read => Ok(None),
+        // What kube-proxy and CoreDNS, run by the node daemon, read as well as the kubelet.
+        ("Pod" | "Service" | "Endpoints" | "EndpointSlice" | "Node" | "Namespace", None | Some("status")) if read => {
+            Ok(None)
+        }
         ("Node", None | Some("status")) if matches!(a.verb, "create" | "update" | "patch") => {
             if own_name {
                 Ok(Some(own_node(node)))
@@ -280,7 +283,8 @@ async fn node_authorize(
                     a.resource.plural
                 )));
             };
-            if referenced(store, node, a.resource.kind, ns, &name).await? {
+            if cluster_config(a.resource.kind, ns, &name) || referenced(store, node, a.resource.kind, ns, &name).await?
+            {
                 Ok(None)
             } else {
                 let what = format!("no relationship found between node '{node}' and this object");
@@ -289,6 +293,13 @@ async fn node_authorize(
         }
         _ => deny(None),
     }
+}
+
+/// The ConfigMap in which the server publishes the cluster's network settings to every node.
+pub const CLUSTER_CONFIG: (&str, &str) = ("kube-system", "nodectl-cluster");
+
+fn cluster_config(kind: &str, namespace: &str, name: &str) -> bool {
+    kind == "ConfigMap" && (namespace, name) == CLUSTER_CONFIG
 }
 
 /// `metadata.name=X` (or `==`), and nothing else: X.
