@@ -637,3 +637,42 @@ fn kubectl_get_all_lists_the_kinds_of_the_all_category() {
     assert!(svc.lines().next().unwrap().trim_end().ends_with("SELECTOR"), "{svc}");
     assert!(svc.lines().nth(1).unwrap().trim_end().ends_with("<none>"), "{svc}");
 }
+
+/// For a `kind: List` file kubectl validates on its side, with the schemas of `/openapi/v2`
+/// fetched in gnostic's protobuf (it asks for nothing else): the file is created, and an
+/// unknown field is refused before anything is sent, in kubectl's words.
+#[test]
+fn kubectl_validates_a_list_with_the_servers_openapi_v2_in_protobuf() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[NO_WORKLOAD_CONTROLLERS]);
+    let list = tmp.path().join("list.yaml");
+    fs::write(
+        &list,
+        "apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: ConfigMap, metadata: {name: a}, data: {k: v}}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: d}
+  spec:
+    selector: {matchLabels: {app: d}}
+    template:
+      metadata: {labels: {app: d}}
+      spec: {containers: [{name: c, image: busybox}]}
+",
+    )
+    .unwrap();
+    let out = s.ok(&["create", "-f", list.to_str().unwrap()]);
+    assert!(out.contains("configmap/a created") && out.contains("deployment.apps/d created"), "{out}");
+    s.ok(&["apply", "-f", list.to_str().unwrap()]);
+
+    fs::write(
+        &list,
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: b}, dataa: {k: v}}\n",
+    )
+    .unwrap();
+    let err = s.fails(&["create", "-f", list.to_str().unwrap()]);
+    assert!(err.contains(r#"unknown field "dataa" in io.k8s.api.core.v1.ConfigMap"#), "{err}");
+    s.fails(&["get", "configmap", "b"]);
+}

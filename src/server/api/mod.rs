@@ -9,6 +9,7 @@ pub mod auth;
 pub mod authz;
 #[cfg(test)]
 mod fuzz;
+pub mod gnostic;
 pub mod health;
 pub mod node_proxy;
 pub mod openapi;
@@ -306,11 +307,18 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         ["openapi", "v2"] if openapi::v2_accepts_json(req.accept) => {
             return Ok(([(header::CONTENT_TYPE, "application/json")], openapi::v2()).into_response());
         }
+        ["openapi", "v2"] if openapi::v2_accepts_protobuf(req.accept) => {
+            return Ok(([(header::CONTENT_TYPE, openapi::V2_PROTOBUF_ANSWER)], openapi::v2_protobuf()).into_response());
+        }
         ["openapi", "v2"] => {
             return Err(ApiError::new(
                 StatusCode::NOT_ACCEPTABLE,
                 "NotAcceptable",
-                format!("only application/json is served here (asked for {})", req.accept),
+                format!(
+                    "only application/json and {} are served here (asked for {})",
+                    openapi::V2_PROTOBUF,
+                    req.accept
+                ),
             ));
         }
         ["api", v, rest @ ..] => ("", *v, rest),

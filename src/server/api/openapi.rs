@@ -21,6 +21,9 @@ use crate::server::registry::resources::{KindType, RESOURCES, Resource, TypeVisi
 
 /// The media type client-go asks `/openapi/v2` for first (gnostic's protobuf encoding).
 pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+/// What kube-openapi answers it with, and also accepts: the same name with `.` for `@`,
+/// which Go's `mime.ParseMediaType` (kubectl reads the answer's type with it) takes.
+pub const V2_PROTOBUF_ANSWER: &str = "application/com.github.proto-openapi.spec.v2.v1.0+protobuf";
 
 fn gv_path(r: &Resource) -> String {
     if r.group.is_empty() { format!("api/{}", r.version) } else { format!("apis/{}/{}", r.group, r.version) }
@@ -55,11 +58,20 @@ pub fn v2() -> Bytes {
     DOC.get_or_init(|| Bytes::from(v2_document().to_string())).clone()
 }
 
+/// `/openapi/v2` in gnostic's protobuf encoding, built once from the same document.
+pub fn v2_protobuf() -> Bytes {
+    static DOC: OnceLock<Bytes> = OnceLock::new();
+    DOC.get_or_init(|| Bytes::from(super::gnostic::encode(&v2_document()))).clone()
+}
+
+/// Whether an Accept header takes `/openapi/v2` in gnostic's protobuf, which client-go
+/// asks for alone.
+pub fn v2_accepts_protobuf(accept: &str) -> bool {
+    accept.split(',').any(|t| matches!(t.split(';').next().unwrap_or("").trim(), V2_PROTOBUF | V2_PROTOBUF_ANSWER))
+}
+
 /// Whether an Accept header lets `/openapi/v2` answer in JSON, as kube-openapi negotiates
 /// it: no header, `*/*`, `application/*` or `application/json` among the types listed.
-/// client-go's discovery asks for [`V2_PROTOBUF`] alone; it gets 406, as from a server that
-/// cannot encode it, and carries on without the v2 document (kubectl 1.32 takes schemas
-/// from v3).
 pub fn v2_accepts_json(accept: &str) -> bool {
     accept.trim().is_empty()
         || accept.split(',').map(|t| t.split(';').next().unwrap_or("").trim()).any(|t| {
@@ -233,5 +245,19 @@ mod tests {
         assert!(v2_accepts_json("application/json"));
         assert!(v2_accepts_json("application/json;q=0.9, */*;q=0.8"));
         assert!(!v2_accepts_json(V2_PROTOBUF));
+        assert!(v2_accepts_protobuf(V2_PROTOBUF) && v2_accepts_protobuf(V2_PROTOBUF_ANSWER));
+        assert!(!v2_accepts_protobuf("application/json"));
+    }
+
+    #[test]
+    fn v2_in_protobuf_holds_every_definition_of_the_json() {
+        use prost::Message;
+        let json = parse(v2());
+        let pb = super::super::gnostic::Document::decode(v2_protobuf().as_ref()).unwrap();
+        let names: Vec<&str> =
+            pb.definitions.as_ref().unwrap().additional_properties.iter().map(|d| d.name.as_str()).collect();
+        let want: Vec<&str> = json["definitions"].as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(names, want);
+        assert_eq!(pb.paths.unwrap().path.len(), json["paths"].as_object().unwrap().len());
     }
 }
