@@ -23,12 +23,24 @@ pub struct ServerArgs {
     /// `kubernetes` Service's.
     #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12", value_parser = ipv4_range)]
     service_cluster_ip_range: ipnet::Ipv4Net,
+    /// The range the nodes' pod ranges come from (IPv4), as kube-controller-manager's flag.
+    #[arg(long, value_name = "CIDR", default_value = "10.244.0.0/16", value_parser = ipv4_network)]
+    cluster_cidr: ipnet::Ipv4Net,
+    /// The prefix length of each node's pod range (kube's default for IPv4: 24).
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    node_cidr_mask_size: u8,
+    /// The DNS domain of Services and pods, told to the nodes.
+    #[arg(long, value_name = "DOMAIN", default_value = "cluster.local")]
+    cluster_domain: String,
+    /// The ports NodePort Services' node ports come from, as kube-apiserver's flag.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767", value_parser = port_range)]
+    service_node_port_range: std::ops::RangeInclusive<u16>,
     /// Do not run the scheduler (another one binds pods through pods/binding).
     #[arg(long)]
     disable_scheduler: bool,
     /// Which controllers run, as kube-controller-manager's flag: `*` for all, `NAME` to
-    /// add one, `-NAME` to leave one out (known: deployment, endpoint, endpointslice,
-    /// nodelifecycle, podgc, replicaset).
+    /// add one, `-NAME` to leave one out (known: deployment, disruption, endpoint,
+    /// endpointslice, nodeipam, nodelifecycle, podgc, replicaset).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
     /// How often the node lifecycle controller looks at the nodes.
@@ -84,6 +96,25 @@ fn ipv4_range(s: &str) -> Result<ipnet::Ipv4Net, String> {
     Ok(net)
 }
 
+/// An IPv4 network given as a flag: a network address and a prefix.
+fn ipv4_network(s: &str) -> Result<ipnet::Ipv4Net, String> {
+    let net: ipnet::Ipv4Net = s.parse().map_err(|e| format!("{s:?} is not an IPv4 CIDR: {e}"))?;
+    if net.network() != net.addr() {
+        return Err(format!("{s:?} is not a network address (did you mean {}?)", net.trunc()));
+    }
+    Ok(net)
+}
+
+/// A port range given as a flag, `FIRST-LAST` as kube-apiserver's (or one port).
+fn port_range(s: &str) -> Result<std::ops::RangeInclusive<u16>, String> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let port = |p: &str| p.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    match (port(a), port(b)) {
+        (Some(first), Some(last)) if first <= last => Ok(first..=last),
+        _ => Err(format!("{s:?} is not a port range FIRST-LAST (ports 1-65535, FIRST at most LAST)")),
+    }
+}
+
 /// The wait between two nodes' NoExecute taints at `rate` nodes a second.
 fn eviction_interval(rate: f64) -> Result<Duration> {
     if !(rate.is_finite() && rate > 0.0) {
@@ -95,6 +126,17 @@ fn eviction_interval(rate: f64) -> Result<Duration> {
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
     let data_dir = args.data_dir.unwrap_or_else(|| root.join("server"));
     let controllers = crate::server::controllers::selected(&args.controllers)?;
+    let network = crate::server::registry::cluster_config::ClusterNetwork {
+        cluster_cidr: args.cluster_cidr,
+        node_cidr_mask_size: args.node_cidr_mask_size,
+        service_cidr: args.service_cluster_ip_range,
+        cluster_domain: args.cluster_domain,
+        node_ports: args.service_node_port_range,
+    };
+    network.check()?;
+    if crate::model::names::name_problem(&network.cluster_domain, false).is_some() {
+        anyhow::bail!("--cluster-domain: {:?} is not a DNS domain name", network.cluster_domain);
+    }
     let leader_election = if args.leader_elect {
         let settings = crate::server::leader::Settings {
             lease: args.leader_elect_lease_duration,
@@ -122,6 +164,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
             terminated_threshold: args.terminated_pod_gc_threshold,
         },
         leader_election,
+        network,
     };
     crate::server::registry::clusterip::set_range(args.service_cluster_ip_range);
     crate::server::registry::kinds::set_default_tolerations(

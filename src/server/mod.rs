@@ -56,6 +56,9 @@ pub struct Config {
     /// Leader election's timing; `None`: this server runs the scheduler and controllers
     /// without asking (`--leader-elect=false`).
     pub leader_election: Option<leader::Settings>,
+    /// The pod, Service and node port ranges and the cluster domain (what the nodes read
+    /// from the ConfigMap kube-system/nodectl-cluster).
+    pub network: registry::cluster_config::ClusterNetwork,
 }
 
 /// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
@@ -98,6 +101,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     // Written once the store is open: a kubeconfig on disk tells scripts the server is ready.
     let kubeconfig = pki::write_kubeconfig(&config.data_dir, &format!("https://{shown}"), &pki)?;
     api::bootstrap(&store).await.map_err(|e| ServerError::Bootstrap(e.message))?;
+    registry::cluster_config::write(&store, &config.network).await.map_err(|e| {
+        ServerError::Bootstrap(format!(
+            "writing {}/{}: {e}",
+            registry::cluster_config::NAMESPACE,
+            registry::cluster_config::NAME
+        ))
+    })?;
     let controller_token = pki::random_token();
     let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone())
         .with_controller_token(controller_token.clone())
@@ -141,6 +151,7 @@ impl Leaders {
             work.push(("kube-scheduler", Box::new(move || scheduler::run::start(store.clone()))));
         }
         let (which, nodes, pod_gc) = (config.controllers.clone(), config.node_lifecycle.clone(), config.pod_gc.clone());
+        let network = config.network.clone();
         let (api, ca_pem, token) = (self.api, self.ca_pem.clone(), self.token.clone());
         let store = self.store.clone();
         work.push((
@@ -149,7 +160,7 @@ impl Leaders {
                 controllers::start(store.clone());
                 // The workload controllers are the API's clients, as kube-controller-manager is.
                 match controllers::client::client(api, &ca_pem, &token) {
-                    Ok(client) => controllers::start_clients(client, &which, &nodes, &pod_gc),
+                    Ok(client) => controllers::start_clients(client, &which, (&nodes, &pod_gc), &network),
                     Err(err) => tracing::error!(%err, "the workload controllers cannot start"),
                 }
             }),

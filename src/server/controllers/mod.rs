@@ -2,7 +2,7 @@
 //! ([`gc`]) and namespace finalization ([`namespace`]) on the store directly, each a pool
 //! of workers on a [`queue`] that retries failed items with the shared backoff ([`retry`]);
 //! the workload controllers ([`deployment`], [`replicaset`]), the Services' [`endpoints`],
-//! the node lifecycle ([`nodelifecycle`]), the pod garbage collector ([`podgc`]) and the
+//! the node lifecycle ([`nodelifecycle`]), the nodes' pod ranges ([`nodeipam`]), the pod garbage collector ([`podgc`]) and the
 //! PodDisruptionBudgets' [`disruption`] controller as
 //! clients of the API through kube-rs, sharing informers ([`informer`]), retry limits and
 //! expectations ([`expectations`]).
@@ -25,6 +25,7 @@ pub mod graph;
 pub mod informer;
 pub mod ip_repair;
 pub mod namespace;
+pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podgc;
 pub mod pods;
@@ -36,6 +37,7 @@ pub mod writes;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::server::registry::cluster_config::ClusterNetwork;
 use crate::server::registry::deletion::{FOREGROUND, ORPHAN};
 use crate::server::registry::objects::Store;
 use crate::server::store::{self, Event, EventKind, StoreError};
@@ -67,7 +69,7 @@ pub fn start(store: Store) {
 
 /// The controllers `--controllers` may name, as kube-controller-manager's flag does.
 pub const SWITCHABLE: &[&str] =
-    &["deployment", "disruption", "endpoint", "endpointslice", "nodelifecycle", "podgc", "replicaset"];
+    &["deployment", "disruption", "endpoint", "endpointslice", "nodeipam", "nodelifecycle", "podgc", "replicaset"];
 
 #[derive(Debug, thiserror::Error)]
 #[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
@@ -91,7 +93,12 @@ pub fn selected(list: &[String]) -> Result<Vec<&'static str>, UnknownController>
 
 /// Starts the controllers in `which` that work through the API as `client` (kube-rs), on
 /// shared pod, ReplicaSet and Service informers.
-pub fn start_clients(client: kube::Client, which: &[&str], nodes: &nodelifecycle::Settings, pod_gc: &podgc::Settings) {
+pub fn start_clients(
+    client: kube::Client,
+    which: &[&str],
+    (nodes, pod_gc): (&nodelifecycle::Settings, &podgc::Settings),
+    network: &ClusterNetwork,
+) {
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();
@@ -103,6 +110,11 @@ pub fn start_clients(client: kube::Client, which: &[&str], nodes: &nodelifecycle
     }
     if which.contains(&"endpointslice") {
         tokio::spawn(endpoints::slices_controller(client.clone(), &mut services, &mut pods));
+    }
+    if which.contains(&"nodeipam") {
+        let settings =
+            nodeipam::Settings { cluster_cidr: network.cluster_cidr, node_cidr_mask_size: network.node_cidr_mask_size };
+        tokio::spawn(nodeipam::controller(client.clone(), settings));
     }
     if which.contains(&"nodelifecycle") {
         tokio::spawn(nodelifecycle::controller(client.clone(), nodes.clone(), &pods));
@@ -257,17 +269,26 @@ mod tests {
         let sel = |s: &str| selected(&[s.to_string()]).map_err(|e| e.to_string());
         assert_eq!(
             sel("*"),
-            Ok(vec!["deployment", "disruption", "endpoint", "endpointslice", "nodelifecycle", "podgc", "replicaset"])
+            Ok(vec![
+                "deployment",
+                "disruption",
+                "endpoint",
+                "endpointslice",
+                "nodeipam",
+                "nodelifecycle",
+                "podgc",
+                "replicaset"
+            ])
         );
         assert_eq!(
             sel("*,-replicaset,-endpoint,-disruption"),
-            Ok(vec!["deployment", "endpointslice", "nodelifecycle", "podgc"])
+            Ok(vec!["deployment", "endpointslice", "nodeipam", "nodelifecycle", "podgc"])
         );
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
         assert!(
-            err.contains("\"replicasets\" is not in the list of known controllers (deployment, disruption, endpoint, endpointslice, nodelifecycle, podgc, replicaset)"),
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, disruption, endpoint, endpointslice, nodeipam, nodelifecycle, podgc, replicaset)"),
             "{err}"
         );
     }

@@ -9,6 +9,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod binding;
+pub mod cluster_config;
 pub mod clusterip;
 pub mod convert;
 pub mod deletion;

@@ -9,6 +9,7 @@ mod batch;
 mod core;
 mod fill;
 mod namespace;
+mod node;
 mod pod;
 mod policy;
 mod rules;
@@ -111,7 +112,7 @@ pub fn of(kind: &str) -> &'static Strategy {
         "Service" => &service::SERVICE,
         "Namespace" => &namespace::NAMESPACE,
         "Secret" => &core::SECRET,
-        "Node" => &WITH_STATUS,
+        "Node" => &node::NODE,
         "PersistentVolume" => &core::PERSISTENT_VOLUME,
         "PersistentVolumeClaim" => &core::PERSISTENT_VOLUME_CLAIM,
         "Deployment" => &apps::DEPLOYMENT,
