@@ -401,4 +401,17 @@ fn services_by_address_and_name_dns_policies_and_a_restart() {
         let n = fs::read_dir(c.node.root().join("pods")).map(|d| d.count()).unwrap_or(0);
         (n == 0).then_some(())
     });
+
+    // With no daemon and no pod left, gc removes the Service table.
+    c.node.kill_daemon();
+    // In the node's namespace, with its bridge.
+    let out = c.node.command().arg("gc").output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("removed nftables table ip nodectl_svc_{}", c.node.bridge)),
+        "{text}\n{}",
+        c.service_table()
+    );
+    assert_eq!(c.service_table(), "");
 }
