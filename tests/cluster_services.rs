@@ -181,7 +181,11 @@ impl Cluster {
 
 fn running(p: &Value) -> bool {
     p["status"]["phase"] == "Running"
-        && p["status"]["conditions"].as_array().into_iter().flatten().any(|c| c["type"] == "Ready" && c["status"] == "True")
+        && p["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
 const WEB: &str = "
@@ -315,7 +319,9 @@ fn services_by_address_and_name_dns_policies_and_a_restart() {
     // The ClusterIP, then the names through the search list, and the full name: each
     // answers with one of the web pods' hostnames.
     let web_ip = c.cluster_ip("web");
-    c.until("the web Service's rules", 60, || c.service_table().contains(&format!("{web_ip} . tcp . 80")).then_some(()));
+    c.until("the web Service's rules", 60, || {
+        c.service_table().contains(&format!("{web_ip} . tcp . 80")).then_some(())
+    });
     for target in [web_ip.as_str(), "web", "web.default", "web.default.svc.cluster.local"] {
         let url = format!("http://{target}/");
         let body = c.until(&format!("wget {url}"), 60, || {
@@ -337,9 +343,8 @@ fn services_by_address_and_name_dns_policies_and_a_restart() {
     let cidr: ipnet::Ipv4Net = c.node.cidr.parse().unwrap();
     let gateway = Ipv4Addr::from(u32::from(cidr.network()) + 1);
     let resolv = |pod: &str| c.exec(pod, &["cat", "/etc/resolv.conf"]).1;
-    let cluster_first = format!(
-        "nameserver {gateway}\nsearch default.svc.cluster.local svc.cluster.local cluster.local"
-    );
+    let cluster_first =
+        format!("nameserver {gateway}\nsearch default.svc.cluster.local svc.cluster.local cluster.local");
     let client = resolv("client");
     assert!(client.starts_with(&cluster_first), "{client}");
     assert!(client.ends_with("options ndots:5\n"), "{client}");

@@ -130,7 +130,8 @@ pub fn pod_resolv_conf(
         (Kind::None, _) => DnsConfig::default(),
     };
     if let Some(extra) = &spec.dns_config {
-        c.nameservers = without_duplicates(c.nameservers.into_iter().chain(extra.nameservers.iter().flatten().cloned()));
+        c.nameservers =
+            without_duplicates(c.nameservers.into_iter().chain(extra.nameservers.iter().flatten().cloned()));
         c.searches = without_duplicates(c.searches.into_iter().chain(extra.searches.iter().flatten().cloned()));
         let more = extra.options.iter().flatten().filter_map(|o| {
             let name = o.name.as_deref().filter(|n| !n.is_empty())?;
@@ -294,7 +295,10 @@ mod tests {
             options: None,
         });
         let (text, warnings) = pod_resolv_conf(&s, "web", "", None, true);
-        assert!(text.starts_with("nameserver 192.0.2.1\nnameserver 192.0.2.2\nnameserver 192.0.2.3\nsearch "), "{text}");
+        assert!(
+            text.starts_with("nameserver 192.0.2.1\nnameserver 192.0.2.2\nnameserver 192.0.2.3\nsearch "),
+            "{text}"
+        );
         let search = text.lines().find(|l| l.starts_with("search ")).unwrap();
         assert_eq!(search.split_whitespace().count() - 1, MAX_SEARCHES);
         assert_eq!(warnings.len(), 2, "{warnings:?}");

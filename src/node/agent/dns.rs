@@ -119,12 +119,8 @@ async fn run(daemon: Arc<Daemon>, client: kube::Client, server: Ipv4Addr) {
 /// Keeps the zone's copy of one kind as a watch of `api` says. A relist's objects are
 /// applied as they come, and what it no longer holds is deleted at its end, so the zone
 /// answers from the old copy meanwhile (an API outage leaves names as they were).
-async fn feed<K>(
-    api: Api<K>,
-    zone: Arc<RwLock<Zone>>,
-    apply: fn(&mut Zone, &K),
-    delete: fn(&mut Zone, &str, &str),
-) where
+async fn feed<K>(api: Api<K>, zone: Arc<RwLock<Zone>>, apply: fn(&mut Zone, &K), delete: fn(&mut Zone, &str, &str))
+where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
     let key = |o: &K| (o.namespace().unwrap_or_default(), o.name_any());

@@ -81,7 +81,8 @@ pub async fn run(daemon: Arc<Daemon>, client: kube::Client, node: String) {
         changed.clone(),
     );
     let sync = async move {
-        for ready in [services.wait_until_ready().await, slices.wait_until_ready().await, config.wait_until_ready().await]
+        for ready in
+            [services.wait_until_ready().await, slices.wait_until_ready().await, config.wait_until_ready().await]
         {
             if ready.is_err() {
                 return;
@@ -165,9 +166,10 @@ fn endpoints_of(slices: &[&EndpointSlice], sp: &KubeServicePort, node: &str) -> 
         if slice.address_type != "IPv4" {
             continue;
         }
-        let port = slice.ports.iter().flatten().find(|p| {
-            p.name.clone().unwrap_or_default() == name && p.protocol.as_deref().unwrap_or("TCP") == proto
-        });
+        let port =
+            slice.ports.iter().flatten().find(|p| {
+                p.name.clone().unwrap_or_default() == name && p.protocol.as_deref().unwrap_or("TCP") == proto
+            });
         let Some(port) = port.and_then(|p| p.port).and_then(port16) else { continue };
         for e in &slice.endpoints {
             let c = e.conditions.as_ref();
@@ -218,7 +220,11 @@ pub fn snapshot(
         };
         let external = matches!(spec.type_.as_deref(), Some("NodePort") | Some("LoadBalancer"));
         let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            let t = spec.session_affinity_config.as_ref().and_then(|c| c.client_ip.as_ref()).and_then(|c| c.timeout_seconds);
+            let t = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
             t.and_then(|t| u32::try_from(t).ok()).filter(|t| *t > 0).unwrap_or(DEFAULT_AFFINITY_TIMEOUT)
         });
         let load_balancer_ips: Vec<Ipv4Addr> = if spec.type_.as_deref() == Some("LoadBalancer") {
@@ -292,20 +298,28 @@ mod tests {
             "ports": [{"name": "http", "port": 1, "protocol": "TCP"}],
             "endpoints": [{"addresses": ["10.244.9.9"]}]
         }));
-        let cm: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": "nodectl-cluster"}, "data": {"clusterCIDR": "10.244.0.0/16"}}))
-                .unwrap();
+        let cm: ConfigMap = serde_json::from_value(
+            json!({"metadata": {"name": "nodectl-cluster"}, "data": {"clusterCIDR": "10.244.0.0/16"}}),
+        )
+        .unwrap();
         let snap = snapshot(&[s], &[a, b, other], Some(&cm), "n1");
         assert_eq!(snap.cluster.cluster_cidr, Some("10.244.0.0/16".parse().unwrap()));
         assert_eq!(snap.ports.len(), 2);
         let http = &snap.ports[0];
         assert_eq!(http.name, "ns/web:http");
-        assert_eq!((http.port, http.node_port, http.external_local, http.internal_local), (80, Some(30080), true, false));
+        assert_eq!(
+            (http.port, http.node_port, http.external_local, http.internal_local),
+            (80, Some(30080), true, false)
+        );
         let eps: Vec<(String, u16, bool, bool)> =
             http.endpoints.iter().map(|e| (e.ip.to_string(), e.port, e.ready, e.local)).collect();
         assert_eq!(
             eps,
-            [("10.244.1.5".into(), 8080, true, true), ("10.244.2.5".into(), 8080, false, false), ("10.244.1.6".into(), 9090, true, true)]
+            [
+                ("10.244.1.5".into(), 8080, true, true),
+                ("10.244.2.5".into(), 8080, false, false),
+                ("10.244.1.6".into(), 9090, true, true)
+            ]
         );
         assert!(http.endpoints[1].terminating && http.endpoints[1].serving);
         // No slice has a "dns" port: no endpoints, so the proxy rejects.
@@ -315,13 +329,23 @@ mod tests {
     #[test]
     fn headless_external_name_and_bad_services_get_no_rules_and_affinity_has_kubes_default() {
         let services = [
-            svc(json!({"metadata": {"namespace": "ns", "name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}})),
-            svc(json!({"metadata": {"namespace": "ns", "name": "x"}, "spec": {"type": "ExternalName", "externalName": "a.example"}})),
-            svc(json!({"metadata": {"namespace": "ns", "name": "v6"}, "spec": {"clusterIP": "fd00::1", "ports": [{"port": 80}]}})),
-            svc(json!({"metadata": {"namespace": "ns", "name": "odd"}, "spec": {"clusterIP": "10.96.0.3", "ports": [{"port": 80, "protocol": "ICMP"}, {"port": 70000}]}})),
-            svc(json!({"metadata": {"namespace": "ns", "name": "a"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.4",
+            svc(
+                json!({"metadata": {"namespace": "ns", "name": "h"}, "spec": {"clusterIP": "None", "ports": [{"port": 80}]}}),
+            ),
+            svc(
+                json!({"metadata": {"namespace": "ns", "name": "x"}, "spec": {"type": "ExternalName", "externalName": "a.example"}}),
+            ),
+            svc(
+                json!({"metadata": {"namespace": "ns", "name": "v6"}, "spec": {"clusterIP": "fd00::1", "ports": [{"port": 80}]}}),
+            ),
+            svc(
+                json!({"metadata": {"namespace": "ns", "name": "odd"}, "spec": {"clusterIP": "10.96.0.3", "ports": [{"port": 80, "protocol": "ICMP"}, {"port": 70000}]}}),
+            ),
+            svc(
+                json!({"metadata": {"namespace": "ns", "name": "a"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.4",
                 "sessionAffinity": "ClientIP", "ports": [{"port": 80, "nodePort": 31000}]},
-                "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}, {"hostname": "lb.example"}]}}})),
+                "status": {"loadBalancer": {"ingress": [{"ip": "192.0.2.7"}, {"hostname": "lb.example"}]}}}),
+            ),
         ];
         let snap = snapshot(&services, &[], None, "n1");
         assert_eq!(snap.cluster.cluster_cidr, None);
