@@ -342,3 +342,48 @@ fn node_ports_load_balancer_ips_and_traffic_policies() {
     let e = tcp_from(&client, cip, 80).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
 }
+
+#[test]
+fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
+    let mut w = World::new();
+    let (a_ns, a_ip) = w.pod("a");
+    let (b_ns, b_ip) = w.pod("b");
+    let (client, _) = w.pod("client");
+    let (other, _) = w.pod("other");
+    let _sa = Server::start(&a_ns, 8080, "a");
+    let _sb = Server::start(&b_ns, 8080, "b");
+    let web = Ipv4Addr::new(10, 96, 0, 20);
+    let mut proxy = w.proxy();
+    let mut port = service("default/sticky:http", web, Protocol::Tcp, 80, vec![ep(a_ip, 8080), ep(b_ip, 8080)]);
+    port.affinity_timeout = Some(600);
+    proxy.apply(&w.snapshot(vec![port.clone()])).unwrap();
+    let listing = w.nft_list();
+    assert!(listing.contains("flags dynamic,timeout"), "{listing}");
+    assert!(listing.contains("timeout 10m"), "{listing}");
+    assert!(listing.contains("update @"), "{listing}");
+
+    // Every connection of a client goes where its first went (without affinity, 40
+    // draws all alike would have odds of 2^-39).
+    for ns in [&client, &other] {
+        let first = tcp_from(ns, web, 80).unwrap();
+        let server = first.split(' ').next().unwrap().to_string();
+        for _ in 0..40 {
+            let answer = tcp_from(ns, web, 80).unwrap();
+            assert!(answer.starts_with(&format!("{server} ")), "{answer} after {first}");
+        }
+    }
+
+    // Affinity off: the sets go, and the spread is random again.
+    port.affinity_timeout = None;
+    proxy.apply(&w.snapshot(vec![port])).unwrap();
+    let listing = w.nft_list();
+    assert!(!listing.contains("aff:"), "{listing}");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..200 {
+        seen.insert(tcp_from(&client, web, 80).unwrap().split(' ').next().unwrap().to_string());
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+}

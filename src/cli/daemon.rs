@@ -198,6 +198,7 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
         restart_backoff: Duration::from_secs_f64(args.restart_backoff),
         pull: crate::image::pull::PullOptions::from_environment(root),
         log_rotation: args.logs.rotation()?,
+        cluster_dns: Default::default(),
     };
     let daemon = Daemon::open(opts)?;
     // What a daemon before us kept goes on where it was.

@@ -156,6 +156,7 @@ pub fn run(root: &Path, args: RunArgs) -> Result<i32> {
         restart_backoff: Duration::from_secs_f64(args.restart_backoff),
         pull: crate::image::pull::PullOptions::from_environment(root),
         log_rotation: args.logs.rotation()?,
+        cluster_dns: Default::default(),
     };
     let name = manifest.pod.metadata.name.clone().unwrap_or_default();
     foreground::run(&opts, manifest).with_context(|| format!("pod \"{name}\""))
@@ -179,8 +180,38 @@ pub fn gc(root: &Path) -> Result<i32> {
     for key in &report.pods {
         let _ = writeln!(std::io::stdout(), "removed pod {key}");
     }
-    for e in &report.errors {
+    let mut errors = report.errors;
+    match remove_service_table(root) {
+        Ok(Some(table)) => {
+            let _ = writeln!(std::io::stdout(), "removed nftables table ip {table}");
+        }
+        Ok(None) => {}
+        Err(e) => errors.push(format!("{e:#}")),
+    }
+    for e in &errors {
         let _ = writeln!(std::io::stderr(), "nodectl: gc: {e}");
     }
-    Ok(if report.errors.is_empty() { 0 } else { 1 })
+    Ok(if errors.is_empty() { 0 } else { 1 })
+}
+
+/// The bridge's Service table, once nothing needs it: no daemon runs on this root (a
+/// stopped one's rules keep serving its pods until it is back) and no pod has an address
+/// on the bridge. The table's name, if it was removed.
+fn remove_service_table(root: &Path) -> Result<Option<String>> {
+    use crate::network::{self, services};
+    let lock = root.join("daemon.lock");
+    let daemon_runs = lock.exists()
+        && crate::sys::lock::FileLock::try_exclusive(&lock)
+            .with_context(|| format!("lock {}", lock.display()))?
+            .is_none();
+    if daemon_runs {
+        return Ok(None);
+    }
+    let settings = config::settings(root, &config::Flags::default())?;
+    let cfg = settings.network;
+    if !network::allocations(&cfg).context("the pod network's addresses")?.is_empty() {
+        return Ok(None);
+    }
+    let removed = services::delete_table(&cfg.bridge)?;
+    Ok(removed.then(|| services::table_name(&cfg.bridge)))
 }

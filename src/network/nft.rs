@@ -3,7 +3,9 @@
 //! nat/masq, rule dumps and deletes by handle), sent as one atomic batch per change;
 //! and what the Service proxy needs on top (regular chains, named verdict maps with
 //! concatenated keys and their elements, lookups into them, `numgen random mod N vmap`
-//! through an anonymous map, jump/goto/return, reject, meta mark, ct state).
+//! through an anonymous map, jump/goto/return, reject, meta mark, ct state), and for
+//! session affinity, sets of addresses whose elements time out, filled by the packets
+//! themselves (`update @set { ip saddr }`, a dynset) and looked up (`ip saddr @set`).
 //!
 //! Why our own encoder rather than a crate or Debian's `nft`:
 //! - `rustables` is GPL-3.0 (it would put the whole binary under the GPL) and has no
@@ -35,6 +37,7 @@ const NFT_MSG_DELTABLE: u16 = 2;
 const NFT_MSG_NEWCHAIN: u16 = 3;
 const NFT_MSG_DELCHAIN: u16 = 5;
 const NFT_MSG_NEWSET: u16 = 9;
+const NFT_MSG_DELSET: u16 = 11;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFT_MSG_NEWRULE: u16 = 6;
@@ -65,9 +68,13 @@ const NFTA_SET_KEY_TYPE: u16 = 4;
 const NFTA_SET_KEY_LEN: u16 = 5;
 const NFTA_SET_DATA_TYPE: u16 = 6;
 const NFTA_SET_ID: u16 = 10;
+const NFTA_SET_TIMEOUT: u16 = 11;
 const NFT_SET_ANONYMOUS: u32 = 0x1;
 const NFT_SET_CONSTANT: u32 = 0x2;
 const NFT_SET_MAP: u32 = 0x8;
+const NFT_SET_TIMEOUT: u32 = 0x10;
+/// Writable from the packet path (nft's `dynamic`).
+const NFT_SET_EVAL: u32 = 0x20;
 /// The data type of a verdict map's values (NFT_DATA_VERDICT).
 const NFT_DATA_VERDICT: u32 = 0xffff_ff00;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
@@ -216,6 +223,25 @@ impl Batch {
         a.be32(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
         a.be32(NFTA_SET_ID, next_set_id());
         self.add(sock, NFT_MSG_NEWSET, NLM_F_CREATE, &a);
+    }
+
+    /// A set of IPv4 addresses whose elements expire `timeout_secs` after they were last
+    /// added or refreshed from the packet path (`flags dynamic,timeout`).
+    pub fn new_timeout_addr_set(&mut self, sock: &mut Socket, table: &str, name: &str, timeout_secs: u32) {
+        let mut a = Attrs::new();
+        a.str(NFTA_SET_TABLE, table).str(NFTA_SET_NAME, name);
+        a.be32(NFTA_SET_FLAGS, NFT_SET_TIMEOUT | NFT_SET_EVAL);
+        a.be32(NFTA_SET_KEY_TYPE, TYPE_IPADDR).be32(NFTA_SET_KEY_LEN, 4);
+        a.be32(NFTA_SET_ID, next_set_id());
+        a.be64(NFTA_SET_TIMEOUT, u64::from(timeout_secs) * 1000);
+        self.add(sock, NFT_MSG_NEWSET, NLM_F_CREATE, &a);
+    }
+
+    /// Deletes a named set nothing refers to any more.
+    pub fn del_set(&mut self, sock: &mut Socket, table: &str, name: &str) {
+        let mut a = Attrs::new();
+        a.str(NFTA_SET_TABLE, table).str(NFTA_SET_NAME, name);
+        self.add(sock, NFT_MSG_DELSET, 0, &a);
     }
 
     /// Adds (or, `delete`, removes) elements `key : verdict` of a named verdict map.
@@ -422,6 +448,12 @@ const NFT_NAT_DNAT: u32 = 1;
 const NFT_REG_VERDICT: u32 = 0;
 const NFTA_DATA_VERDICT: u16 = 2;
 const NFTA_VERDICT_CODE: u16 = 1;
+const NFTA_LOOKUP_SET: u16 = 1;
+const NFTA_LOOKUP_SREG: u16 = 2;
+const NFTA_DYNSET_SET_NAME: u16 = 1;
+const NFTA_DYNSET_OP: u16 = 3;
+const NFTA_DYNSET_SREG_KEY: u16 = 4;
+const NFT_DYNSET_OP_UPDATE: u32 = 1;
 
 fn data(bytes: &[u8]) -> Attrs {
     let mut d = Attrs::new();
@@ -670,6 +702,23 @@ impl Rule {
 
     pub fn masquerade(&mut self) -> &mut Self {
         self.push("masq", Attrs::new())
+    }
+
+    /// `ip saddr @SET` (a named set of addresses).
+    pub fn saddr_in_set(&mut self, set: &str) -> &mut Self {
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+        let mut a = Attrs::new();
+        a.str(NFTA_LOOKUP_SET, set).be32(NFTA_LOOKUP_SREG, REG1);
+        self.push("lookup", a)
+    }
+
+    /// `update @SET { ip saddr }`: adds the source address to a timeout set, or
+    /// restarts its timeout (the set's own).
+    pub fn update_set_with_saddr(&mut self, set: &str) -> &mut Self {
+        self.payload(NFT_PAYLOAD_NETWORK_HEADER, 12, 4);
+        let mut a = Attrs::new();
+        a.str(NFTA_DYNSET_SET_NAME, set).be32(NFTA_DYNSET_OP, NFT_DYNSET_OP_UPDATE).be32(NFTA_DYNSET_SREG_KEY, REG1);
+        self.push("dynset", a)
     }
 }
 

@@ -29,6 +29,7 @@ pub mod owner;
 pub mod pod_state;
 pub mod probe;
 pub mod reconcile;
+pub mod resolv;
 pub mod sandbox;
 pub mod seccomp;
 pub mod seccomp_default;

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, PodSpec};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +31,7 @@ use crate::image::pull::PullOptions;
 use crate::image::store::Store;
 use crate::model::manifest::Manifest;
 use crate::network::{NetConfig, PortMapping, Protocol};
+use crate::node::resolv::{self, ClusterDns};
 use crate::sys::lock::FileLock;
 
 const DEFAULT_GRACE: i64 = 30;
@@ -48,6 +49,9 @@ pub struct PodOptions {
     pub log_rotation: Rotation,
     /// Sysctls pods may set beyond the safe set (`node::sysctls`).
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// The cluster's DNS once a joined daemon serves it (`agent::dns`); None for
+    /// `nodectl run` and a standalone daemon, whose ClusterFirst pods get the host's DNS.
+    pub cluster_dns: Arc<std::sync::RwLock<Option<ClusterDns>>>,
 }
 
 /// What happened, for the owner's user: printed by `nodectl run`, kept as the pod's events
@@ -225,22 +229,46 @@ pub fn accept(opts: &PodOptions, manifest: &Manifest, foreground: bool) -> Resul
     let uid = pod.metadata.uid.clone().filter(|u| pod_state::uid_is_valid(u)).unwrap_or_else(pod_state::new_uid);
     let key = pod_state::key_for(&name, &uid);
     let host_network = spec.host_network == Some(true);
+    let namespace = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let resolv_conf = resolv_conf_of(opts, spec, &namespace, &name);
     let record = PodRecord {
         cgroup_parent: format!("nodectl-pod-{key}"),
         key,
         uid,
         name: name.clone(),
-        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        namespace,
         network: (!host_network).then(|| NetRecord::of(&opts.network)),
         hostname: spec.hostname.clone().unwrap_or_else(|| name.clone()).chars().take(63).collect(),
         ports: port_mappings(manifest),
         shm_size: SHM_SIZE,
         daemon: !foreground,
+        resolv_conf,
     };
     let saved = serde_json::json!({"pod": pod, "configMaps": manifest.config_maps, "secrets": manifest.secrets});
     let saved = serde_json::to_vec(&saved).map_err(|e| PlanError::io("encode the pod")(e.into()))?;
     let lock = sandbox::create_dir(&opts.root, &record, &saved)?;
     Ok(Accepted { record, lock })
+}
+
+/// The pod's resolv.conf by its dnsPolicy and dnsConfig ([`resolv`]); None where it is
+/// the host's as the sandbox has always written it (no cluster DNS, no dnsConfig).
+fn resolv_conf_of(opts: &PodOptions, spec: &PodSpec, namespace: &str, name: &str) -> Option<String> {
+    let cluster = opts.cluster_dns.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let (kind, fallback) = resolv::kind(spec, cluster.is_some());
+    if let Some(f) = fallback {
+        // Every pod of `nodectl run` would say it: not worth a warning.
+        tracing::debug!(pod = %name, "{f}");
+    }
+    if kind == resolv::Kind::Host && spec.dns_config.is_none() {
+        return None;
+    }
+    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let own_network = spec.host_network != Some(true);
+    let (text, warnings) = resolv::pod_resolv_conf(spec, namespace, &host, cluster.as_ref(), own_network);
+    for w in &warnings {
+        tracing::warn!(pod = %name, %namespace, "DNSConfigForming: {w}");
+    }
+    Some(text)
 }
 
 /// Makes the pod: images resolved, its directory and record, its monitor and sandbox, its

@@ -49,6 +49,10 @@ pub struct PodRecord {
     /// Kept by the node daemon, which outlives its own restarts: gc leaves it alone.
     #[serde(default)]
     pub daemon: bool,
+    /// The pod's resolv.conf by its dnsPolicy (`node::resolv`); None: the host's, without
+    /// loopback nameservers for a pod with its own network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolv_conf: Option<String>,
 }
 
 /// A [`NetConfig`] as the record keeps it.
@@ -200,8 +204,13 @@ fn fill(sb: &mut Sandbox, network: Option<&NetConfig>) -> Result<(), PlanError> 
     fs::write(&sb.hostname_file, format!("{hostname}\n"))
         .map_err(host(format!("write {}", sb.hostname_file.display())))?;
     sb.hostname = hostname;
-    let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let resolv = if network.is_some() { pod_resolv_conf(&host_resolv) } else { host_resolv };
+    let resolv = match &sb.record.resolv_conf {
+        Some(text) => text.clone(),
+        None => {
+            let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+            if network.is_some() { pod_resolv_conf(&host_resolv) } else { host_resolv }
+        }
+    };
     fs::write(&sb.resolv_conf, resolv).map_err(host(format!("write {}", sb.resolv_conf.display())))?;
     Ok(())
 }

@@ -21,6 +21,9 @@
 //! chain reject-chain { reject }
 //! ```
 //!
+//! and per endpoint of a Service with ClientIP affinity, `set aff:… { type ipv4_addr;
+//! flags dynamic,timeout; timeout T }`.
+//!
 //! The reject happens in filter hooks (the kernel allows `reject` only there), for new
 //! connections, so a client gets "connection refused" at once rather than a timeout.
 
@@ -69,6 +72,12 @@ fn rule(s: &Stmt) -> Rule {
         }
         Stmt::Dnat(p, ip, port) => {
             r.l4proto(plan::proto_number(*p)).dnat(*ip, *port);
+        }
+        Stmt::AffinityGoto(set, chain) => {
+            r.saddr_in_set(set).then(&Verdict::Goto(chain.clone()));
+        }
+        Stmt::AffinityUpdate(set) => {
+            r.update_set_with_saddr(set);
         }
     }
     r
@@ -144,6 +153,9 @@ fn key_verdicts<'a>(items: impl Iterator<Item = (&'a Vec<u8>, &'a Target)>) -> V
 /// The change's messages into `b`, in an order the kernel accepts within one batch:
 /// chains exist before anything refers to them and are deleted only after nothing does.
 pub(super) fn add_change(sock: &mut Socket, b: &mut Batch, table: &str, new: &Desired, c: &Change) {
+    for (name, timeout) in &c.add_sets {
+        b.new_timeout_addr_set(sock, table, name, *timeout);
+    }
     for name in &c.add_chains {
         b.new_chain(sock, table, name);
     }
@@ -170,5 +182,8 @@ pub(super) fn add_change(sock: &mut Socket, b: &mut Batch, table: &str, new: &De
     }
     for name in &c.del_chains {
         b.del_chain(sock, table, name);
+    }
+    for name in &c.del_sets {
+        b.del_set(sock, table, name);
     }
 }

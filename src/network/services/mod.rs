@@ -128,16 +128,16 @@ impl Proxy {
 }
 
 /// Removes the Service table of `bridge` (`nodectl gc` once no Service is left, and
-/// `network::remove_bridge`); no error if there is none.
-pub fn delete_table(bridge: &str) -> Result<()> {
+/// `network::remove_bridge`); no error if there is none. Whether there was one.
+pub fn delete_table(bridge: &str) -> Result<bool> {
     let table = table_name(bridge);
     let mut sock =
         super::portmap::open().map_err(|e| Error::Nft { what: "opening a netlink socket".into(), source: e })?;
     let mut b = Batch::new(&mut sock);
     b.del_table(&mut sock, &table);
     match b.commit(&mut sock) {
-        Ok(()) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
         Err(e) => Err(Error::Nft { what: format!("deleting table ip {table}"), source: e }),
     }
 }

@@ -8,6 +8,12 @@
 //! chain per endpoint doing the DNAT; `no-endpoint-services` / `no-endpoint-nodeports`
 //! send connections to ports without endpoints to a reject. Only those per-port chains
 //! and the map elements change as Services do; the fixed chains are made once.
+//!
+//! Session affinity (ClientIP) is kube-proxy's too: a set of client addresses per
+//! endpoint whose elements time out, refreshed by the endpoint's chain
+//! (`update @set { ip saddr }`) and looked up before the spread (`ip saddr @set goto`
+//! the endpoint's chain). The timeout is part of the set's name, so a changed timeout is
+//! a new set and sets are only ever added or deleted.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -72,6 +78,11 @@ pub(crate) enum Stmt {
     MasqueradeIfFrom(Ipv4Addr),
     /// `meta l4proto P dnat to IP:PORT`
     Dnat(Protocol, Ipv4Addr, u16),
+    /// `ip saddr @SET goto CHAIN`: a client the endpoint served within the affinity
+    /// timeout goes back to it.
+    AffinityGoto(String, String),
+    /// `update @SET { ip saddr }`
+    AffinityUpdate(String),
 }
 
 /// A per-port chain: its rules and a comment naming the Service port.
@@ -86,6 +97,8 @@ pub(crate) struct Chain {
 pub(crate) struct Desired {
     pub chains: BTreeMap<String, Chain>,
     pub elems: BTreeMap<(Map, Vec<u8>), Target>,
+    /// Affinity sets: name → timeout in seconds.
+    pub sets: BTreeMap<String, u32>,
 }
 
 pub(crate) fn proto_number(p: Protocol) -> u8 {
@@ -136,17 +149,25 @@ pub(crate) fn desired(snap: &Snapshot) -> Desired {
         let ep_chain = |ip: Ipv4Addr, port: u16| format!("ep:{base}:{ip}:{port}");
         let comment = format!("{} {}", sp.name, proto_name(sp.protocol));
 
-        let add_endpoint_chains = |d: &mut Desired, eps: &[&super::model::Endpoint]| -> Vec<String> {
+        // The endpoints' chains (and affinity sets); the rules that spread over them.
+        let add_endpoint_chains = |d: &mut Desired, eps: &[&super::model::Endpoint]| -> Vec<Stmt> {
             let mut names = Vec::new();
+            let mut rules = Vec::new();
             for e in eps {
                 let name = ep_chain(e.ip, e.port);
-                d.chains.entry(name.clone()).or_insert_with(|| Chain {
-                    comment: comment.clone(),
-                    rules: vec![Stmt::MasqueradeIfFrom(e.ip), Stmt::Dnat(sp.protocol, e.ip, e.port)],
-                });
+                let set = sp.affinity_timeout.map(|t| (format!("aff:{base}:{}:{}:{t}", e.ip, e.port), t));
+                let mut ep_rules = vec![Stmt::MasqueradeIfFrom(e.ip)];
+                if let Some((set, timeout)) = &set {
+                    d.sets.insert(set.clone(), *timeout);
+                    ep_rules.push(Stmt::AffinityUpdate(set.clone()));
+                    rules.push(Stmt::AffinityGoto(set.clone(), name.clone()));
+                }
+                ep_rules.push(Stmt::Dnat(sp.protocol, e.ip, e.port));
+                d.chains.entry(name.clone()).or_insert_with(|| Chain { comment: comment.clone(), rules: ep_rules });
                 names.push(name);
             }
-            names
+            rules.push(Stmt::Spread(names));
+            rules
         };
 
         let cluster_eps = usable(&sp.endpoints, sp.internal_local);
@@ -154,12 +175,12 @@ pub(crate) fn desired(snap: &Snapshot) -> Desired {
         if cluster_eps.is_empty() {
             d.elems.insert((Map::NoEndpointServices, key), Target::Goto(REJECT_CHAIN.into()));
         } else {
-            let targets = add_endpoint_chains(&mut d, &cluster_eps);
+            let spread = add_endpoint_chains(&mut d, &cluster_eps);
             let mut rules = Vec::new();
             if let Some(c) = cidr {
                 rules.push(Stmt::MasqueradeIfFromOutside(c));
             }
-            rules.push(Stmt::Spread(targets));
+            rules.extend(spread);
             d.chains.insert(svc.clone(), Chain { comment: comment.clone(), rules });
             d.elems.insert((Map::ServiceIps, key), Target::Goto(svc.clone()));
         }
@@ -189,11 +210,11 @@ pub(crate) fn desired(snap: &Snapshot) -> Desired {
                     if ext_eps.is_empty() {
                         rules.push(Stmt::Drop);
                     } else {
-                        rules.push(Stmt::Spread(add_endpoint_chains(&mut d, &ext_eps)));
+                        rules.extend(add_endpoint_chains(&mut d, &ext_eps));
                     }
                 } else {
                     rules.push(Stmt::Masquerade);
-                    rules.push(Stmt::Spread(add_endpoint_chains(&mut d, &ext_eps)));
+                    rules.extend(add_endpoint_chains(&mut d, &ext_eps));
                 }
                 d.chains.insert(ext.clone(), Chain { comment: comment.clone(), rules });
                 (Target::Goto(ext.clone()), true)
@@ -227,6 +248,10 @@ pub(crate) struct Change {
     /// Elements to delete (also those whose target changes), then to add.
     pub del_elems: Vec<(Map, Vec<u8>)>,
     pub add_elems: Vec<(Map, Vec<u8>, Target)>,
+    /// Affinity sets to create before any rule refers to them, and to delete after
+    /// nothing does.
+    pub add_sets: Vec<(String, u32)>,
+    pub del_sets: Vec<String>,
 }
 
 impl Change {
@@ -255,6 +280,8 @@ pub(crate) fn diff(old: &Desired, new: &Desired) -> Change {
             c.add_elems.push((k.0, k.1.clone(), t.clone()));
         }
     }
+    c.add_sets = new.sets.iter().filter(|(n, _)| !old.sets.contains_key(*n)).map(|(n, t)| (n.clone(), *t)).collect();
+    c.del_sets = old.sets.keys().filter(|n| !new.sets.contains_key(*n)).cloned().collect();
     c
 }
 
@@ -320,6 +347,35 @@ mod tests {
             d.elems[&(Map::ServiceNodeports, proto_port_key(Protocol::Tcp, 30080))],
             Target::Goto("ext:ns/a:p/tcp".into())
         );
+    }
+
+    #[test]
+    fn client_ip_affinity_gets_a_set_per_endpoint_looked_up_before_the_spread() {
+        let mut p = port("ns/a:p", 1, vec![ep(1, true, false, true), ep(2, true, false, true)]);
+        p.affinity_timeout = Some(60);
+        let d = desired(&snap(vec![p.clone()]));
+        let (s1, s2) = ("aff:ns/a:p/tcp:10.244.0.1:8080:60", "aff:ns/a:p/tcp:10.244.0.2:8080:60");
+        assert_eq!(d.sets, BTreeMap::from([(s1.to_string(), 60), (s2.to_string(), 60)]));
+        let (e1, e2) = ("ep:ns/a:p/tcp:10.244.0.1:8080", "ep:ns/a:p/tcp:10.244.0.2:8080");
+        assert_eq!(
+            d.chains["svc:ns/a:p/tcp"].rules[1..],
+            [
+                Stmt::AffinityGoto(s1.into(), e1.into()),
+                Stmt::AffinityGoto(s2.into(), e2.into()),
+                Stmt::Spread(vec![e1.into(), e2.into()])
+            ]
+        );
+        assert_eq!(d.chains[e1].rules[1], Stmt::AffinityUpdate(s1.into()));
+
+        // A new timeout is new sets; no affinity, none.
+        p.affinity_timeout = Some(30);
+        let c = diff(&d, &desired(&snap(vec![p.clone()])));
+        assert_eq!(c.add_sets.len(), 2);
+        assert_eq!(c.del_sets, vec![s1.to_string(), s2.to_string()]);
+        p.affinity_timeout = None;
+        let c = diff(&d, &desired(&snap(vec![p])));
+        assert!(c.add_sets.is_empty());
+        assert_eq!(c.del_sets.len(), 2);
     }
 
     #[test]

@@ -4,13 +4,16 @@
 //! - its Node ([`node_status`]): created with the well-known labels, its status written
 //!   when it changes and at least every minute;
 //! - its Lease in `kube-node-lease`, renewed every 10 s (the node's heartbeat);
-//! - the pods bound to it ([`pods`]): run by the daemon, their status written back.
+//! - the pods bound to it ([`pods`]): run by the daemon, their status written back;
+//! - the cluster's Services: their traffic ([`proxy`]) and names ([`dns`]).
 //!
 //! This module talks to the server over HTTP only (tests/layers.rs: node code may not
 //! import the server's).
 
+pub mod dns;
 pub mod node_status;
 pub mod pods;
+pub mod proxy;
 pub mod register;
 pub mod serving;
 pub mod status_patch;
@@ -175,12 +178,17 @@ pub async fn run(daemon: Arc<Daemon>, mut joined: Joined) {
     let name = joined.config.node_name.clone();
     let serving =
         joined.serving.take().map(|(listener, tls)| tokio::spawn(serving::serve(daemon.clone(), listener, tls)));
+    // Before the pods: their resolv.conf names the cluster DNS from the first one on.
+    let dns = dns::start(&daemon, &joined.client);
+    let proxy = tokio::spawn(proxy::run(daemon.clone(), joined.client.clone(), name.clone()));
     let sync = pods::PodSync::new(daemon, joined.client.clone(), joined.host.internal_ip);
     let pods = tokio::spawn(sync.run(name.clone()));
     let lease = tokio::spawn(keep_lease(joined.client.clone(), name.clone(), joined.node_uid.clone()));
     keep_node(&joined).await;
     pods.abort();
     lease.abort();
+    dns.abort();
+    proxy.abort();
     if let Some(s) = serving {
         s.abort();
     }

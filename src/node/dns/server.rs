@@ -93,10 +93,29 @@ async fn send<'a, R: ResponseHandler>(
     }
 }
 
+/// A socket bound to `addr` even before the address exists: the node's DNS listens on
+/// its bridge's gateway address, which the bridge gets with the first pod.
+fn bind(addr: SocketAddr, kind: socket2::Type) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::for_address(addr), kind, None)?;
+    if addr.is_ipv4() {
+        s.set_freebind_v4(true)?;
+    } else {
+        s.set_freebind_v6(true)?;
+    }
+    s.set_nonblocking(true)?;
+    if kind == socket2::Type::STREAM {
+        s.set_reuse_address(true)?;
+    }
+    s.bind(&addr.into())?;
+    Ok(s)
+}
+
 /// Serves `handler` on UDP and TCP at `addr` until the returned server is shut down.
 pub async fn serve(addr: SocketAddr, handler: Handler) -> std::io::Result<ServerFuture<Handler>> {
-    let udp = tokio::net::UdpSocket::bind(addr).await?;
-    let tcp = tokio::net::TcpListener::bind(addr).await?;
+    let udp = tokio::net::UdpSocket::from_std(bind(addr, socket2::Type::DGRAM)?.into())?;
+    let tcp = bind(addr, socket2::Type::STREAM)?;
+    tcp.listen(1024)?;
+    let tcp = tokio::net::TcpListener::from_std(tcp.into())?;
     let mut server = ServerFuture::new(handler);
     server.register_socket(udp);
     server.register_listener(tcp, TCP_TIMEOUT);
