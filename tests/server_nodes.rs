@@ -167,10 +167,9 @@ fn a_registered_node_may_do_what_its_node_needs_and_nothing_else() {
     n1.may(&["get", "--raw", "/api/v1/pods?watch=1&timeoutSeconds=1"]);
     assert!(n1.may(&["get", "secret", "s-used", "-o", "jsonpath={.data.k}"]).contains("dg=="));
     n1.may(&["get", "configmap", "cm-used"]);
-    // The cluster's network settings, which every node reads (absent here: NotFound, not Forbidden).
-    let out = n1.run(&["get", "configmap", "-n", "kube-system", "nodectl-cluster"]);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("not found"), "{err}");
+    // The cluster's network settings, which the server writes at start and every node reads.
+    let cfg = n1.may(&["get", "configmap", "-n", "kube-system", "nodectl-cluster", "-o", "jsonpath={.data}"]);
+    assert!(cfg.contains("clusterCIDR"), "{cfg}");
     n1.may_not(&["get", "configmap", "-n", "kube-system", "other"]);
     let one: Value = serde_json::from_str(&n1.may(&[
         "get",
