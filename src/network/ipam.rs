@@ -190,7 +190,9 @@ pub(crate) fn host_range(cidr: Ipv4Net) -> (Ipv4Addr, Ipv4Addr) {
     (Ipv4Addr::from(net + 2), Ipv4Addr::from(bcast - 1))
 }
 
-pub(crate) fn gateway(cidr: Ipv4Net) -> Ipv4Addr {
+/// The bridge's own address in the pod range (its first host address): the pods' default
+/// gateway, and where the node's cluster DNS listens for them.
+pub fn gateway(cidr: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(cidr.network()) + 1)
 }
 
@@ -200,6 +202,11 @@ mod tests {
 
     fn pool(dir: &Path, cidr: &str) -> Pool {
         Pool::new(dir, "br", cidr.parse().unwrap())
+    }
+
+    #[test]
+    fn the_gateway_is_the_ranges_first_address() {
+        assert_eq!(gateway("10.244.3.0/24".parse().unwrap()), Ipv4Addr::new(10, 244, 3, 1));
     }
 
     #[test]

@@ -30,6 +30,7 @@ use std::path::{Path, PathBuf};
 pub use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use ipam::gateway;
 pub use netns::{create_netns, remove_netns, run_in_netns};
 
 pub const DEFAULT_BRIDGE: &str = "nodectl0";

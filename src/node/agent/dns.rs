@@ -23,7 +23,6 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, watcher};
 
 use super::proxy::{CLUSTER_CONFIG_NAME, CLUSTER_CONFIG_NAMESPACE};
-use crate::network::Ipv4Net;
 use crate::node::daemon::Daemon;
 use crate::node::dns::forward::{self, Forwarder};
 use crate::node::dns::records::Zone;
@@ -39,16 +38,10 @@ const CONFIG_TRIES: u32 = 20;
 /// The wait before binding port 53 again after it failed.
 const BIND_RETRY: Duration = Duration::from_secs(5);
 
-/// The address pods reach the node at: the pod range's first address, the bridge's own
-/// (as `network::ipam` gives it).
-pub fn gateway(cidr: Ipv4Net) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(cidr.network()) + 1)
-}
-
 /// Records that this node serves cluster DNS and starts serving it; the task runs until
 /// aborted.
 pub fn start(daemon: &Arc<Daemon>, client: &kube::Client) -> tokio::task::JoinHandle<()> {
-    let server = gateway(daemon.opts.network.cidr);
+    let server = crate::network::gateway(daemon.opts.network.cidr);
     set_cluster_dns(daemon, ClusterDns { server, domain: DEFAULT_DOMAIN.into() });
     tokio::spawn(run(daemon.clone(), client.clone(), server))
 }
@@ -159,15 +152,5 @@ where
                 known.remove(&(ns, name));
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_gateway_is_the_ranges_first_address() {
-        assert_eq!(gateway("10.244.3.0/24".parse().unwrap()), Ipv4Addr::new(10, 244, 3, 1));
     }
 }

@@ -296,10 +296,9 @@ async fn node_authorize(
 }
 
 /// The ConfigMap in which the server publishes the cluster's network settings to every node.
-pub const CLUSTER_CONFIG: (&str, &str) = ("kube-system", "nodectl-cluster");
-
 fn cluster_config(kind: &str, namespace: &str, name: &str) -> bool {
-    kind == "ConfigMap" && (namespace, name) == CLUSTER_CONFIG
+    use crate::server::registry::cluster_config::{NAME, NAMESPACE};
+    kind == "ConfigMap" && (namespace, name) == (NAMESPACE, NAME)
 }
 
 /// `metadata.name=X` (or `==`), and nothing else: X.
