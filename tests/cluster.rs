@@ -7,12 +7,11 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::daemon::Node;
+use common::lan::Lan;
 use common::portforward::PortForward;
 use common::server::{Server, free_port};
 use serde_json::Value;
@@ -32,68 +31,6 @@ const SERVER_FLAGS: [&str; 8] = [
     "2",
 ];
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// The machines' LAN: a bridge with the server's address, and one network namespace per
-/// node joined to it by a veth (the node's eth0, with a default route through the bridge).
-struct Lan {
-    bridge: String,
-    /// 10.A.B: the LAN's /24.
-    prefix: String,
-    namespaces: Vec<String>,
-}
-
-impl Lan {
-    fn new(nodes: u8) -> Lan {
-        let pid = std::process::id();
-        // 10.100–149.254/24: the other files' ranges are 10.100–199 with third octets up
-        // to about 60 (pods.rs), and 10.150 and up (the daemons' pod ranges, network.rs).
-        let prefix = format!("10.{}.254", 100 + pid % 50);
-        let mut lan = Lan { bridge: format!("ncl{}", pid % 100_000), prefix, namespaces: Vec::new() };
-        ip(&["link", "add", &lan.bridge, "type", "bridge"]);
-        ip(&["addr", "add", &format!("{}/24", lan.server_ip()), "dev", &lan.bridge]);
-        ip(&["link", "set", &lan.bridge, "up"]);
-        for i in 1..=nodes {
-            let ns = format!("ncl{pid}n{i}");
-            ip(&["netns", "add", &ns]);
-            lan.namespaces.push(ns.clone());
-            let host_end = format!("{}v{i}", lan.bridge);
-            ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &ns]);
-            ip(&["link", "set", &host_end, "master", &lan.bridge, "up"]);
-            ip(&["-n", &ns, "addr", "add", &format!("{}/24", lan.node_ip(i)), "dev", "eth0"]);
-            ip(&["-n", &ns, "link", "set", "eth0", "up"]);
-            ip(&["-n", &ns, "link", "set", "lo", "up"]);
-            ip(&["-n", &ns, "route", "add", "default", "via", &lan.server_ip().to_string()]);
-        }
-        lan
-    }
-
-    fn server_ip(&self) -> Ipv4Addr {
-        format!("{}.1", self.prefix).parse().unwrap()
-    }
-
-    fn node_ip(&self, i: u8) -> Ipv4Addr {
-        format!("{}.{}", self.prefix, 10 + i).parse().unwrap()
-    }
-
-    fn netns(&self, i: u8) -> PathBuf {
-        Path::new("/run/netns").join(&self.namespaces[usize::from(i - 1)])
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        // A namespace's devices go with it, the host ends of the veths with them.
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
-    }
-}
-
 /// The cluster; fields drop in order: the daemons, then the server, then the LAN.
 struct Cluster {
     nodes: Vec<Node>,
@@ -104,7 +41,7 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let lan = Lan::new(NODES);
+        let lan = Lan::new("ncl", 254, NODES);
         let dir = tempfile::tempdir().unwrap();
         let s = Server::start_on(&dir.path().join("data"), lan.server_ip(), free_port(), &SERVER_FLAGS);
         let mut nodes = Vec::new();

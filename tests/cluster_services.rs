@@ -12,78 +12,26 @@ mod common;
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::daemon::Node;
+use common::lan::{Lan, ip};
 use common::server::{Server, free_port};
 use serde_json::Value;
 
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().unwrap();
-    assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-/// The LAN: a bridge with the server's address and the node's namespace on it.
-struct Lan {
-    bridge: String,
-    prefix: String,
-    ns: String,
-}
-
-impl Lan {
-    fn new() -> Lan {
-        let pid = std::process::id();
-        // As tests/cluster.rs's LAN, on a third octet of its own.
-        let prefix = format!("10.{}.253", 100 + pid % 50);
-        let lan = Lan { bridge: format!("ncs{}", pid % 100_000), prefix, ns: format!("ncs{pid}n1") };
-        ip(&["link", "add", &lan.bridge, "type", "bridge"]);
-        ip(&["addr", "add", &format!("{}/24", lan.server_ip()), "dev", &lan.bridge]);
-        ip(&["link", "set", &lan.bridge, "up"]);
-        ip(&["netns", "add", &lan.ns]);
-        let host_end = format!("{}v1", lan.bridge);
-        ip(&["link", "add", &host_end, "type", "veth", "peer", "name", "eth0", "netns", &lan.ns]);
-        ip(&["link", "set", &host_end, "master", &lan.bridge, "up"]);
-        ip(&["-n", &lan.ns, "addr", "add", &format!("{}/24", lan.node_ip()), "dev", "eth0"]);
-        for dev in ["eth0", "lo"] {
-            ip(&["-n", &lan.ns, "link", "set", dev, "up"]);
-        }
-        ip(&["-n", &lan.ns, "route", "add", "default", "via", &lan.server_ip().to_string()]);
-        ip(&["-n", &lan.ns, "link", "add", "svc0", "type", "veth", "peer", "name", "svc1"]);
-        for dev in ["svc0", "svc1"] {
-            ip(&["-n", &lan.ns, "link", "set", dev, "up"]);
-        }
-        ip(&["-n", &lan.ns, "route", "add", "10.96.0.0/12", "dev", "svc0"]);
-        lan
+/// The LAN of one node, whose namespace sends the service range into a veth pair of its
+/// own (see above).
+fn lan() -> Lan {
+    // As tests/cluster.rs's LAN, on a third octet of its own.
+    let lan = Lan::new("ncs", 253, 1);
+    let ns = lan.namespace(1);
+    ip(&["-n", ns, "link", "add", "svc0", "type", "veth", "peer", "name", "svc1"]);
+    for dev in ["svc0", "svc1"] {
+        ip(&["-n", ns, "link", "set", dev, "up"]);
     }
-
-    fn server_ip(&self) -> Ipv4Addr {
-        format!("{}.1", self.prefix).parse().unwrap()
-    }
-
-    fn node_ip(&self) -> Ipv4Addr {
-        format!("{}.11", self.prefix).parse().unwrap()
-    }
-
-    fn netns(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.ns)
-    }
-
-    /// A command run inside the node's network namespace.
-    fn in_node(&self, program: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns, program]);
-        c
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        // The namespace's devices and nftables tables go with it.
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
-    }
+    ip(&["-n", ns, "route", "add", "10.96.0.0/12", "dev", "svc0"]);
+    lan
 }
 
 /// Fields drop in order: the daemon, the server, then the LAN.
@@ -96,13 +44,13 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
-        let lan = Lan::new();
+        let lan = lan();
         let dir = tempfile::tempdir().unwrap();
         let s = Server::start_on(&dir.path().join("data"), lan.server_ip(), free_port(), &[]);
         let mut node = Node::new("ncs", 230).with_busybox();
-        node.netns = Some(lan.netns());
+        node.netns = Some(lan.netns(1));
         let (token, ca) = (s.dir.join("node-token"), s.dir.join("ca.crt"));
-        let serving = format!("{}:10250", lan.node_ip());
+        let serving = format!("{}:10250", lan.node_ip(1));
         node.start(&[
             "--server",
             &s.url(""),
@@ -174,7 +122,7 @@ impl Cluster {
     /// The node's Service table, as nft lists it.
     fn service_table(&self) -> String {
         let table = format!("nodectl_svc_{}", self.node.bridge);
-        let out = self.lan.in_node("nft").args(["list", "table", "ip", &table]).output().unwrap();
+        let out = self.lan.in_node(1, "nft").args(["list", "table", "ip", &table]).output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
@@ -363,7 +311,7 @@ fn services_by_address_and_name_dns_policies_and_a_restart() {
     });
     let mut nc = c
         .lan
-        .in_node("busybox")
+        .in_node(1, "busybox")
         .args(["nc", &echo_ip, "7000"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -3,6 +3,7 @@
 
 pub mod daemon;
 pub mod etcd;
+pub mod lan;
 pub mod portforward;
 pub mod server;
 
