@@ -1605,7 +1605,14 @@ fn update_takes_runcs_flags_and_json_and_writes_each_to_the_cgroup() {
     };
     assert!(!kmsg_access().contains(['r', 'w']), "{}", read("devices", "devices.list"));
 
-    rt.ok(&[
+    // A blkio weight needs CFQ's or BFQ's file; where the host has neither, runc's
+    // `update --blkio-weight` fails on the missing file, and so do we, saying why.
+    let weights = rt.cgroup_dir("blkio", "upd");
+    if !weights.join("blkio.weight").exists() && !weights.join("blkio.bfq.weight").exists() {
+        let err = rt.fails(&["update", "--blkio-weight", "300", "upd"]);
+        assert!(err.contains("neither blkio.weight nor blkio.bfq.weight exists"), "{err}");
+    }
+    let mut args = vec![
         "update",
         "--cpu-period",
         "900000",
@@ -1625,14 +1632,16 @@ fn update_takes_runcs_flags_and_json_and_writes_each_to_the_cgroup() {
         "128MiB",
         "--pids-limit",
         "20",
-        "--blkio-weight",
-        "300",
         "--cpu-rt-period",
         "900001",
         "--cpu-rt-runtime",
         "10000",
-        "upd",
-    ]);
+    ];
+    if weights.join("blkio.weight").exists() || weights.join("blkio.bfq.weight").exists() {
+        args.extend(["--blkio-weight", "300"]);
+    }
+    args.push("upd");
+    rt.ok(&args);
     let want = [
         ("cpu", "cpu.cfs_period_us", "900000"),
         ("cpu", "cpu.cfs_quota_us", "450000"),
@@ -1652,8 +1661,10 @@ fn update_takes_runcs_flags_and_json_and_writes_each_to_the_cgroup() {
     if rt.cgroup_dir("memory", "upd").join("memory.memsw.limit_in_bytes").exists() {
         assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), "134217728");
     }
-    if rt.cgroup_dir("blkio", "upd").join("blkio.bfq.weight").exists() {
+    if weights.join("blkio.bfq.weight").exists() {
         assert_eq!(read("blkio", "blkio.bfq.weight"), "300");
+    } else if weights.join("blkio.weight").exists() {
+        assert_eq!(read("blkio", "blkio.weight"), "300");
     }
 
     // runc's JSON, from stdin; 0 leaves the shares alone.
@@ -2090,4 +2101,264 @@ fn block_io_hugetlb_network_rdma_and_unified_limits_apply_where_the_host_has_the
             assert!(!rt.cgroup_dir("memory", id).exists(), "{id} left a cgroup");
         }
     }
+}
+
+/// A seccomp agent, as runc's tests/cmd/seccompagent is: for each connection to the
+/// socket at `path` it takes the container process state and the listener, and answers
+/// every notified syscall with ENOMEDIUM ("No medium found", which nothing else here
+/// returns) until the filter's last user is gone. With `close_at_once` it closes each
+/// listener as soon as it has it (an agent that died). The states arrive on the channel.
+fn seccomp_agent(path: &Path, close_at_once: bool) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The accepting thread ends with the test binary; each connection's with its filter.
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || serve_listener(conn, close_at_once, tx));
+        }
+    });
+    rx
+}
+
+fn serve_listener(
+    conn: std::os::unix::net::UnixStream,
+    close_at_once: bool,
+    tx: std::sync::mpsc::Sender<serde_json::Value>,
+) {
+    use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    let mut fd = None;
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: received with SCM_RIGHTS, owned by nothing else.
+            fd = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+        }
+    }
+    let n = msg.bytes;
+    let state: serde_json::Value = serde_json::from_slice(&buf[..n]).unwrap();
+    let fd = fd.expect("the listener came with the state");
+    if close_at_once {
+        drop(fd);
+        let _ = tx.send(state);
+        return;
+    }
+    let _ = tx.send(state);
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        let mut p = [nix::poll::PollFd::new(fd.as_fd(), nix::poll::PollFlags::POLLIN)];
+        if nix::poll::poll(&mut p, 100u16).unwrap_or(0) == 0 {
+            continue;
+        }
+        let revents = p[0].revents().unwrap_or(nix::poll::PollFlags::POLLHUP);
+        if revents.contains(nix::poll::PollFlags::POLLIN) {
+            if let Ok(req) = libseccomp::ScmpNotifReq::receive(fd.as_raw_fd()) {
+                let resp = libseccomp::ScmpNotifResp::new_error(
+                    req.id,
+                    -libc::ENOMEDIUM,
+                    libseccomp::ScmpNotifRespFlags::empty(),
+                );
+                let _ = resp.respond(fd.as_raw_fd());
+            }
+        } else if revents.contains(nix::poll::PollFlags::POLLHUP) {
+            return;
+        }
+    }
+}
+
+fn notify_profile(listener: &Path, names: &[&str]) -> serde_json::Value {
+    json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": listener,
+        "listenerMetadata": "from-the-spec",
+        "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+        "syscalls": [{"names": names, "action": "SCMP_ACT_NOTIFY"}]
+    })
+}
+
+/// runc's seccomp-notify.bats: with SCMP_ACT_NOTIFY rules the runtime takes the filter's
+/// listener and sends it to the agent at listenerPath with the container process state
+/// (runc's SendFds: one message, SCM_RIGHTS); the agent then answers the container's
+/// syscalls, for the init (with and without noNewPrivileges) and for exec. Once the agent
+/// has closed its copy, the syscalls fail with ENOSYS: nobody else kept one. No agent,
+/// no listenerPath, or NOTIFY on write are refused, in runc's words.
+#[test]
+fn seccomp_notify_hands_the_listener_to_the_agent_as_runc_does() {
+    let rt = Rt::new();
+    let sock = |name: &str| rt.dir.path().join(format!("{name}.sock"));
+    let agent = seccomp_agent(&sock("agent"), false);
+    let got = || agent.recv_timeout(Duration::from_secs(20)).expect("the agent got the listener");
+    for nnp in [false, true] {
+        let name = format!("notify-{nnp}");
+        let b = rt.bundle(&name, |s| {
+            s["process"]["args"] = json!(["sh", "-c", "mkdir /tmp/by-agent"]);
+            s["process"]["noNewPrivileges"] = nnp.into();
+            s["linux"]["seccomp"] = notify_profile(&sock("agent"), &["mkdir", "mkdirat"]);
+        });
+        let (code, out, err) = rt.run(&b, &name);
+        assert_ne!(code, 0, "noNewPrivileges {nnp}: mkdir was not handed to the agent: {out}");
+        assert!(err.contains("No medium found"), "noNewPrivileges {nnp}: {err}");
+        let state = got();
+        assert_eq!(state["fds"], json!(["seccompFd"]), "{state}");
+        assert_eq!(state["metadata"], "from-the-spec", "{state}");
+        assert_eq!(state["state"]["id"], name.as_str(), "{state}");
+        assert_eq!(state["state"]["status"], "creating", "{state}");
+        assert!(state["pid"].as_i64().unwrap() > 0 && state["pid"] == state["state"]["pid"], "{state}");
+    }
+
+    // exec: the exec'd process gets a filter and listener of its own; the agent is sent
+    // its pid and the container's state as running.
+    let b = rt.bundle("notify-exec", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        s["linux"]["seccomp"] = notify_profile(&sock("agent"), &["mkdir", "mkdirat"]);
+    });
+    rt.create(&b, "notify-exec");
+    assert_eq!(got()["state"]["status"], "creating");
+    rt.ok(&["start", "notify-exec"]);
+    let state = rt.state("notify-exec");
+    let o = rt.out(&["exec", "notify-exec", "mkdir", "/tmp/by-exec"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("No medium found"), "{o:?}");
+    let sent = got();
+    assert_eq!(sent["state"]["status"], "running", "{sent}");
+    assert_eq!(sent["state"]["pid"], state["pid"], "{sent}");
+    assert_ne!(sent["pid"], state["pid"], "the exec'd process's pid, not the init's: {sent}");
+
+    // An agent that closed the listener: ENOSYS, not a hang.
+    let gone = seccomp_agent(&sock("gone"), true);
+    let b = rt.bundle("notify-gone", |s| {
+        s["process"]["args"] = json!(["sh", "-c", "mkdir /tmp/nobody-answers"]);
+        s["linux"]["seccomp"] = notify_profile(&sock("gone"), &["mkdir", "mkdirat"]);
+    });
+    let (code, _, err) = rt.run(&b, "notify-gone");
+    gone.recv_timeout(Duration::from_secs(20)).expect("the agent got the listener");
+    assert_ne!(code, 0);
+    assert!(err.contains("Function not implemented"), "{err}");
+
+    // A startContainer hook gets stdio and nothing else: not the listener, nor what the
+    // runtime's caller left open (fd 10 here), as runc's hooks (seccomp-notify.bats).
+    let b = rt.bundle("notify-hook", |s| {
+        s["process"]["args"] = json!(["true"]);
+        s["linux"]["seccomp"] = notify_profile(&sock("agent"), &["mkdir", "mkdirat"]);
+        s["hooks"] = json!({"startContainer": [{"path": "/bin/sh",
+            "args": ["sh", "-c", "ls /proc/self/fd >&2; [ $(ls /proc/self/fd | wc -l) -eq 4 ]"]}]});
+    });
+    let mut cmd = rt.cmd(&["run", "--bundle", b.to_str().unwrap(), "notify-hook"]);
+    // SAFETY: dup2 is async-signal-safe; the copy of stderr at 10 is left open on purpose.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            if libc::dup2(2, 10) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    got();
+
+    // What runc refuses.
+    for (name, edit, want) in [
+        ("no-agent", json!({}), "failed to connect with seccomp agent"),
+        ("no-path", json!({"listenerPath": ""}), "listenerPath"),
+        ("on-write", json!({"syscalls": [{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]}), "write syscall"),
+    ] {
+        let b = rt.bundle(name, |s| {
+            s["process"]["args"] = json!(["true"]);
+            let mut p = notify_profile(&sock(name), &["mkdir"]);
+            for (k, v) in edit.as_object().unwrap() {
+                p[k] = v.clone();
+            }
+            s["linux"]["seccomp"] = p;
+        });
+        let (code, _, err) = rt.run(&b, name);
+        assert_ne!(code, 0, "{name}");
+        assert!(err.contains(want), "{name}: {err}");
+    }
+}
+
+/// runc's seccomp.bats (its seccomp_syscall_test1 profile: "Multiple arguments with OR
+/// rules"): several comparisons of the same argument in one entry each match on their own,
+/// as runc makes each a rule of its own; ANDed, pid 1111 and 2222 never matched at all.
+#[test]
+fn seccomp_conditions_on_one_argument_are_ored_as_in_runc() {
+    let rt = Rt::new();
+    let out = rt.sh("seccomp-or", "for p in 1111 2222 3333; do kill -0 $p 2>&1; done; true", |s| {
+        s["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_AARCH64"],
+            "syscalls": [{"names": ["kill"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1,
+                "args": [{"index": 0, "value": 1111, "op": "SCMP_CMP_EQ"},
+                         {"index": 0, "value": 2222, "op": "SCMP_CMP_EQ"}]}]
+        });
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains("1111") && lines[0].contains("Operation not permitted"), "{out}");
+    assert!(lines[1].contains("2222") && lines[1].contains("Operation not permitted"), "{out}");
+    // No rule for 3333: the kernel's answer, no such process in the container's pid namespace.
+    assert!(lines[2].contains("3333") && lines[2].contains("No such process"), "{out}");
+}
+
+/// runc's userns.bats: with a user namespace, bind sources under a 0700 directory of host
+/// root's (which the container's root, an unprivileged uid on the host, cannot search) are
+/// opened by the runtime and bound from the descriptor, as runc's nsexec passes them; the
+/// mounts then serve `run` and `exec` alike. A bind just before /sys/fs/cgroup, without a
+/// cgroup namespace, leaves a real cgroupfs there.
+#[test]
+fn bind_sources_under_0700_directories_are_opened_before_the_user_namespace() {
+    use std::os::unix::fs::PermissionsExt;
+    let rt = Rt::new();
+    let userns = |s: &mut serde_json::Value| {
+        s["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+        s["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65534}]);
+        s["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65534}]);
+    };
+    // The bundle's own directories are searchable (as runc's tests chmod a+x them); the
+    // sources below are not.
+    fs::set_permissions(rt.dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let b = rt.bundle("userns-binds", |s| {
+        s["process"]["args"] = json!(["sleep", "1000"]);
+        userns(s);
+        s["mounts"].as_array_mut().unwrap().extend([
+            json!({"source": "closed-1/dir", "destination": "/tmp/mount-1", "options": ["bind"]}),
+            json!({"source": "closed-2/dir", "destination": "/tmp/mount-2", "options": ["bind"]}),
+        ]);
+    });
+    for d in ["closed-1", "closed-2"] {
+        fs::create_dir_all(b.join(d).join("dir")).unwrap();
+        fs::write(b.join(d).join("dir/foo.txt"), d).unwrap();
+        fs::set_permissions(b.join(d), fs::Permissions::from_mode(0o700)).unwrap();
+    }
+    rt.create(&b, "userns-binds");
+    rt.ok(&["start", "userns-binds"]);
+    let out = rt.ok(&["exec", "userns-binds", "cat", "/tmp/mount-1/foo.txt", "/tmp/mount-2/foo.txt"]);
+    assert_eq!(out, "closed-1closed-2");
+
+    // runc's "userns with bind mount before a cgroupfs mount" (v1, no cgroup namespace):
+    // `tasks` files, which only cgroupfs has.
+    let b = rt.bundle("userns-cgroupfs", |s| {
+        s["process"]["args"] = json!(["sh", "-c", "cat /tmp/mount-1/foo.txt; cat /sys/fs/cgroup/pids/tasks /sys/fs/cgroup/memory/tasks >/dev/null && echo cgroupfs"]);
+        userns(s);
+        s["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "cgroup");
+        let mounts = s["mounts"].as_array_mut().unwrap();
+        let at = mounts.iter().position(|m| m["destination"] == "/sys/fs/cgroup").unwrap();
+        mounts.insert(at, json!({"source": "closed-1/dir", "destination": "/tmp/mount-1", "options": ["bind"]}));
+    });
+    fs::create_dir_all(b.join("closed-1/dir")).unwrap();
+    fs::write(b.join("closed-1/dir/foo.txt"), "before-cgroupfs\n").unwrap();
+    fs::set_permissions(b.join("closed-1"), fs::Permissions::from_mode(0o700)).unwrap();
+    let (code, out, err) = rt.run(&b, "userns-cgroupfs");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["before-cgroupfs", "cgroupfs"], "{out}");
 }

@@ -19,7 +19,7 @@ use super::init::{self, ExecArgs, InitArgs};
 use super::spec::{self, Config, ProcessConfig, SpecError};
 use super::state::{self, HooksRecord, Record, StateError, StateRoot, Status};
 use super::sync::{self, Msg};
-use super::{apparmor, hooks, namespaces, rootfs, tty};
+use super::{apparmor, hooks, mount_sources, namespaces, rootfs, seccomp_agent, tty};
 use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
@@ -292,8 +292,27 @@ impl Runtime {
         let fail = |message: String| RuntimeError::Init { id: id.to_string(), message };
         chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
         let mut ready_early = false;
+        // A listener that came before the init's pid (from behind the intermediate process).
+        let mut listener: Option<OwnedFd> = None;
         loop {
-            match chan.recv().map_err(|e| fail(format!("setup channel: {e}")))? {
+            let (msg, fd) = match chan.recv_with_fds().map_err(|e| fail(format!("setup channel: {e}")))? {
+                Some((m, fds)) => (Some(m), fds.into_iter().next()),
+                None => (None, None),
+            };
+            match msg {
+                Some(Msg::SeccompFd) => {
+                    let fd = fd.ok_or_else(|| fail("setup protocol: SeccompFd without a descriptor".into()))?;
+                    if rec.pid == 0 {
+                        listener = Some(fd);
+                    } else {
+                        let state = with_status(state_json(&rec, Status::Created), "creating");
+                        give_listener(cfg.seccomp.as_ref(), &chan, rec.pid, state, fd).map_err(fail)?;
+                    }
+                }
+                Some(Msg::MountSources) => {
+                    mount_sources::open_for(child, cfg, &chan).map_err(fail)?;
+                    chan.send(&Msg::MountSourcesDone).map_err(|e| fail(format!("setup channel: {e}")))?;
+                }
                 Some(Msg::MapUsers) => {
                     namespaces::write_id_maps(child, &cfg.uid_maps, &cfg.gid_maps).map_err(fail)?;
                     chan.send(&Msg::Mapped).map_err(|e| fail(format!("setup channel: {e}")))?;
@@ -308,6 +327,10 @@ impl Runtime {
                     }
                     if let Some(adj) = cfg.process.oom_score_adj {
                         rootfs::write_proc(&format!("{pid}/oom_score_adj"), &adj.to_string()).map_err(fail)?;
+                    }
+                    if let Some(fd) = listener.take() {
+                        let state = with_status(state_json(&rec, Status::Created), "creating");
+                        give_listener(cfg.seccomp.as_ref(), &chan, pid, state, fd).map_err(fail)?;
                     }
                     if init::wants_state(cfg) {
                         let s = state_json(&rec, Status::Created).to_string();
@@ -605,9 +628,29 @@ impl Runtime {
         let mut ready = false;
         // The intermediate sends Pid after its fork returns, and the process may run and
         // send Ready before that: both must have come (a fast `exit 5` once hung here).
+        let mut listener: Option<OwnedFd> = None;
+        // runc's state for an exec'd process's agent: the container's, as running.
+        let exec_state = || with_status(state_json(&rec, Status::Running), "running");
         while pid == 0 || !ready {
-            match chan.recv().map_err(|e| fail(format!("setup channel: {e}")))? {
-                Some(Msg::Pid { pid: p }) => pid = p,
+            let (msg, fd) = match chan.recv_with_fds().map_err(|e| fail(format!("setup channel: {e}")))? {
+                Some((m, fds)) => (Some(m), fds.into_iter().next()),
+                None => (None, None),
+            };
+            match msg {
+                Some(Msg::SeccompFd) => {
+                    let fd = fd.ok_or_else(|| fail("setup protocol: SeccompFd without a descriptor".into()))?;
+                    if pid == 0 {
+                        listener = Some(fd);
+                    } else {
+                        give_listener(rec.seccomp.as_ref(), &chan, pid, exec_state(), fd).map_err(&fail)?;
+                    }
+                }
+                Some(Msg::Pid { pid: p }) => {
+                    pid = p;
+                    if let Some(fd) = listener.take() {
+                        give_listener(rec.seccomp.as_ref(), &chan, pid, exec_state(), fd).map_err(&fail)?;
+                    }
+                }
                 Some(Msg::Ready) => ready = true,
                 Some(Msg::Error(e)) => {
                     let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
@@ -631,6 +674,32 @@ impl Runtime {
             (Some(set), None) => wait_forwarding(pid, &set),
         }
     }
+}
+
+/// Passes an init's or exec'd process's seccomp listener to the profile's agent and tells
+/// the process to go on; `pid` is that process's, `state` the container's.
+fn give_listener(
+    profile: Option<&oci_spec::runtime::LinuxSeccomp>,
+    chan: &sync::Channel,
+    pid: i32,
+    state: serde_json::Value,
+    listener: OwnedFd,
+) -> std::result::Result<(), String> {
+    let profile = profile.ok_or("setup protocol: a seccomp listener without a seccomp profile")?;
+    let path =
+        profile.listener_path().as_ref().filter(|p| !p.as_os_str().is_empty()).ok_or("listenerPath is not set")?;
+    let version = state["ociVersion"].as_str().unwrap_or_default().to_string();
+    let process_state = seccomp_agent::process_state(&version, pid, profile.listener_metadata().as_deref(), state);
+    seccomp_agent::send(path, &process_state, listener.as_fd())?;
+    // Ours is closed now; the agent's and the process's copies remain (the process closes
+    // its own once told).
+    drop(listener);
+    chan.send(&Msg::SeccompDone).map_err(|e| format!("setup channel: {e}"))
+}
+
+fn with_status(mut state: serde_json::Value, status: &str) -> serde_json::Value {
+    state["status"] = serde_json::Value::String(status.to_string());
+    state
 }
 
 /// Checks that a terminal and a console socket go together; connects to the socket.

@@ -2,7 +2,7 @@
 //! env, and an optional timeout after which it is killed.
 
 use std::io::Write;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -22,8 +22,21 @@ pub fn run(hook: &Hook, state_json: &[u8], inherit: &[String]) -> Result<(), Str
             cmd.env(k, v);
         }
     }
+    // Only stdio: the descriptors the runtime's caller left open (and ours) are not the
+    // hook's, as with runc, whose hooks are Go exec's children (seccomp-notify.bats counts
+    // a startContainer hook's descriptors).
+    // SAFETY: close_range is async-signal-safe, and with CLOSE_RANGE_CLOEXEC it only marks
+    // the descriptors, so std's own exec-error pipe (already close-on-exec) keeps working.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, libc::CLOSE_RANGE_CLOEXEC) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let name = hook.path.display();
-    let mut child = cmd.spawn().map_err(|e| format!("hook {name}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| format!("error running hook {name}: {e}"))?;
     if let Some(mut stdin) = child.stdin.take() {
         // A hook that does not read its stdin is not an error.
         let _ = stdin.write_all(state_json);
@@ -33,12 +46,12 @@ pub fn run(hook: &Hook, state_json: &[u8], inherit: &[String]) -> Result<(), Str
         match child.try_wait() {
             Ok(Some(status)) => break status,
             Ok(None) => {}
-            Err(e) => return Err(format!("hook {name}: wait: {e}")),
+            Err(e) => return Err(format!("error running hook {name}: wait: {e}")),
         }
         if deadline.is_some_and(|d| Instant::now() >= d) {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(format!("hook {name}: timed out after {}s", hook.timeout.unwrap_or(0)));
+            return Err(format!("error running hook {name}: timed out after {}s", hook.timeout.unwrap_or(0)));
         }
         std::thread::sleep(Duration::from_millis(2));
     };
@@ -50,7 +63,34 @@ pub fn run(hook: &Hook, state_json: &[u8], inherit: &[String]) -> Result<(), Str
         use std::io::Read;
         let _ = e.read_to_string(&mut err);
     }
-    Err(format!("hook {name}: {status}: {}", err.trim()))
+    // runc's words ("error running hook", Go's name for a signal), which callers and
+    // runc's seccomp.bats look for.
+    let how = match status.signal() {
+        Some(sig) => format!("signal: {} (signal {sig})", signal_words(sig)),
+        None => status.to_string(),
+    };
+    Err(format!("error running hook {name}: {how}, stderr: {}", err.trim()))
+}
+
+/// Go's (and so runc's) text for the signals a hook is likely to die of.
+fn signal_words(sig: i32) -> &'static str {
+    match sig {
+        libc::SIGSYS => "bad system call",
+        libc::SIGKILL => "killed",
+        libc::SIGSEGV => "segmentation fault",
+        libc::SIGTERM => "terminated",
+        libc::SIGABRT => "aborted",
+        libc::SIGINT => "interrupt",
+        libc::SIGHUP => "hangup",
+        libc::SIGPIPE => "broken pipe",
+        libc::SIGBUS => "bus error",
+        libc::SIGILL => "illegal instruction",
+        libc::SIGFPE => "floating point exception",
+        libc::SIGQUIT => "quit",
+        libc::SIGXCPU => "CPU time limit exceeded",
+        libc::SIGXFSZ => "file size limit exceeded",
+        _ => "other",
+    }
 }
 
 pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<(), String> {

@@ -17,6 +17,7 @@ use nix::unistd::ForkResult;
 use oci_spec::runtime::LinuxNamespaceType;
 
 use super::cgroups::Cgroup;
+use super::mount_sources::{self, MountSources};
 use super::spec::{Config, ProcessConfig};
 use super::sync::{Channel, Msg};
 use super::{apparmor, hooks, namespaces, process, rootfs, seccomp};
@@ -94,7 +95,7 @@ fn take_stdio(stdio: Option<[RawFd; 3]>) -> Result<()> {
 
 /// The runtime ended the setup (a failed hook, a failed step of its own, a signal): it
 /// reports why, so the init says nothing that would come before the real cause.
-const RUNTIME_GONE: &str = "the runtime went away during setup";
+pub(super) const RUNTIME_GONE: &str = "the runtime went away during setup";
 
 fn recv_expect(chan: &Channel, want: Msg) -> Result<()> {
     match chan.recv() {
@@ -139,6 +140,9 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
         .collect();
     namespaces::unshare_all(&new)?;
     tracing::debug!("init: new namespaces");
+    // Before the pid namespace's fork: the runtime opens them in this process's mount
+    // namespace, which the init shares.
+    let sources = if mount_sources::wanted(cfg) { mount_sources::receive(&a.chan)? } else { MountSources::default() };
     if a.in_pid_ns {
         a.chan.send(&Msg::Pid { pid: 0 }).map_err(|e| format!("setup channel: {e}"))?;
     } else if cfg.namespace(LinuxNamespaceType::Pid).is_some() {
@@ -154,10 +158,10 @@ fn stage_namespaces(a: &InitArgs<'_>) -> Result<()> {
     } else {
         a.chan.send(&Msg::Pid { pid: nix::unistd::getpid().as_raw() }).map_err(|e| format!("setup channel: {e}"))?;
     }
-    stage_container(a)
+    stage_container(a, &sources)
 }
 
-fn stage_container(a: &InitArgs<'_>) -> Result<()> {
+fn stage_container(a: &InitArgs<'_>, sources: &MountSources) -> Result<()> {
     tracing::debug!("<= nsexec container setup");
     tracing::debug!("child process in init()");
     let cfg = a.cfg;
@@ -178,7 +182,7 @@ fn stage_container(a: &InitArgs<'_>) -> Result<()> {
     // (it would be mounted on the host) and the root is entered by chroot, as runc does.
     let own_mounts = cfg.namespace(LinuxNamespaceType::Mount).is_some();
     if own_mounts {
-        rootfs::prepare(cfg)?;
+        rootfs::prepare(cfg, sources)?;
     }
     tracing::debug!("init: mounts done");
     if !cfg_hooks_empty(cfg) {
@@ -236,7 +240,7 @@ fn become_process(
     if let (Some(f), false) = (&filter, p.no_new_privileges) {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
         // still have it.
-        seccomp::load(f)?;
+        hand_over_listener(chan, seccomp::load(f)?)?;
     }
     process::drop_bounding(p)?;
     process::set_user_and_caps(p, setgroups)?;
@@ -253,7 +257,7 @@ fn become_process(
         // `create`'s error, and so before the wait for `start` and the startContainer
         // hooks, which run under the filter like the program itself (without
         // no_new_privs the filter came earlier still: the hooks were filtered either way).
-        seccomp::load(f)?;
+        hand_over_listener(chan, seccomp::load(f)?)?;
     }
     tracing::debug!("init: closing the pipe to signal completion");
     chan.send(&Msg::Ready).map_err(|e| format!("setup channel: {e}"))?;
@@ -268,6 +272,18 @@ fn become_process(
     }
     before_exec()?;
     Err(process::exec(p, &program, preserve_fds))
+}
+
+/// Sends the seccomp notify listener (if the profile made one) to the runtime, which
+/// passes it to the agent, and waits until it has: a notified syscall of ours blocks until
+/// the agent answers, so the agent must have the listener before we go on. Our copy is
+/// closed before anything else runs (hooks, the program), as runc closes its copy.
+fn hand_over_listener(chan: &Channel, listener: Option<OwnedFd>) -> Result<()> {
+    let Some(listener) = listener else { return Ok(()) };
+    chan.send_with_fds(&Msg::SeccompFd, &[listener.as_fd()]).map_err(|e| format!("setup channel: {e}"))?;
+    recv_expect(chan, Msg::SeccompDone)?;
+    drop(listener);
+    Ok(())
 }
 
 /// What the parent hands an exec'd process's child across fork.

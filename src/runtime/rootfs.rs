@@ -16,6 +16,7 @@ use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{Mode, SFlag};
 
 use super::cgroups::{self, Hierarchy};
+use super::mount_sources::MountSources;
 use super::spec::{Config, Device, MountSpec};
 use crate::sys::{self, mount::MountAttr};
 
@@ -107,7 +108,7 @@ fn attrs_of(flags: MsFlags) -> u64 {
 }
 
 /// Everything before pivot_root, run by the container's init in its new mount namespace.
-pub fn prepare(cfg: &Config) -> Result<()> {
+pub fn prepare(cfg: &Config, sources: &MountSources) -> Result<()> {
     // Nothing we mount may propagate back to the host: while we set up, a shared root
     // (whose peers may be the host's) is a slave, and an unbindable one could not be bound
     // onto itself; `finish` gives the new root the propagation asked for.
@@ -127,7 +128,8 @@ pub fn prepare(cfg: &Config) -> Result<()> {
         if m.destination == Path::new("/dev") && m.is_bind() {
             dev_is_bound = true;
         }
-        mount_one(cfg, root.as_fd(), m).map_err(|e| format!("mounts[{i}] ({}): {e}", m.destination.display()))?;
+        mount_one(cfg, root.as_fd(), m, sources.get(i))
+            .map_err(|e| format!("mounts[{i}] ({}): {e}", m.destination.display()))?;
     }
     if !dev_is_bound {
         default_devices(cfg, root.as_fd())?;
@@ -160,16 +162,29 @@ fn make_parent_private(rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
+/// `opened`: the bind source, opened by the runtime where the init could not reach it.
+fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec, opened: Option<BorrowedFd<'_>>) -> Result<()> {
     if m.fstype == "cgroup" || m.fstype == "cgroup2" {
         return mount_cgroups(cfg, root, m);
     }
     let tree = if m.is_bind() {
         let src = m.source.as_deref().unwrap_or(Path::new(""));
         let src = if src.is_absolute() { src.to_path_buf() } else { cfg.bundle.join(src) };
-        let meta = fs::metadata(&src).map_err(|e| format!("bind source {}: {e}", src.display()))?;
-        let tree = sys::mount::open_tree_clone(None, &cstr(&src)?, m.flags.contains(MsFlags::MS_REC), false)
-            .map_err(|e| format!("clone {}: {e}", src.display()))?;
+        let recursive = m.flags.contains(MsFlags::MS_REC);
+        let (is_dir, tree) = match opened {
+            Some(fd) => {
+                let st = nix::sys::stat::fstat(fd).map_err(|e| format!("bind source {}: {e}", src.display()))?;
+                let tree = sys::mount::open_tree_clone(Some(fd), c"", recursive, true)
+                    .map_err(|e| format!("clone {}: {e}", src.display()))?;
+                (st.st_mode & libc::S_IFMT == libc::S_IFDIR, tree)
+            }
+            None => {
+                let meta = fs::metadata(&src).map_err(|e| format!("bind source {}: {e}", src.display()))?;
+                let tree = sys::mount::open_tree_clone(None, &cstr(&src)?, recursive, false)
+                    .map_err(|e| format!("clone {}: {e}", src.display()))?;
+                (meta.is_dir(), tree)
+            }
+        };
         let attrs = attrs_of(m.flags);
         if attrs != 0 {
             let mut clear = attrs;
@@ -185,7 +200,7 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec) -> Result<()> {
             )
             .map_err(|e| format!("set mount flags: {e}"))?;
         }
-        let target = resolve_or_create(root, &m.destination, if meta.is_dir() { Kind::Dir } else { Kind::File })?;
+        let target = resolve_or_create(root, &m.destination, if is_dir { Kind::Dir } else { Kind::File })?;
         sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
         tree
     } else {

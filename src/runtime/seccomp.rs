@@ -1,6 +1,9 @@
 //! The spec's seccomp profile compiled with libseccomp (names, architectures and argument
-//! comparisons as runc and crun read them) and loaded into the calling process.
+//! comparisons as runc and crun read them) and loaded into the calling process. A profile
+//! with SCMP_ACT_NOTIFY rules gets a listener descriptor at load, which the runtime hands
+//! to the agent at `listenerPath` (see `seccomp_agent`).
 
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::str::FromStr;
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
@@ -34,10 +37,45 @@ fn compare(op: LinuxSeccompOperator, value: u64, value_two: Option<u64>) -> (Scm
     }
 }
 
+/// A compiled profile; `notify` when some rule hands syscalls to a listener.
+pub struct Filter {
+    ctx: ScmpFilterContext,
+    notify: bool,
+}
+
+/// Checks what runc refuses in a profile with SCMP_ACT_NOTIFY (libcontainer/seccomp): the
+/// init writes to the runtime after the load to hand over the listener, so `write` (or a
+/// notify default) would hang the setup; and the listener needs somewhere to go.
+fn check_notify(s: &LinuxSeccomp) -> Result<bool> {
+    if s.default_action() == LinuxSeccompAction::ScmpActNotify {
+        return Err("seccomp: SCMP_ACT_NOTIFY cannot be used as default action".into());
+    }
+    let mut notify = false;
+    for rule in s.syscalls().iter().flatten().filter(|r| r.action() == LinuxSeccompAction::ScmpActNotify) {
+        notify = true;
+        if rule.names().iter().any(|n| n == "write") {
+            return Err("seccomp: SCMP_ACT_NOTIFY cannot be used for the write syscall".into());
+        }
+    }
+    if notify && s.listener_path().as_ref().is_none_or(|p| p.as_os_str().is_empty()) {
+        return Err("seccomp: SCMP_ACT_NOTIFY needs linux.seccomp.listenerPath, which is not set".into());
+    }
+    Ok(notify)
+}
+
+/// The rules one syscall entry becomes. libseccomp refuses two comparisons of the same
+/// argument in one rule; runc (and libseccomp's own docs) then make each comparison a rule
+/// of its own, so that the conditions on one argument are ORed, not ANDed.
+fn condition_sets(conds: Vec<ScmpArgCompare>, indexes: &[u32]) -> Vec<Vec<ScmpArgCompare>> {
+    let repeated = indexes.iter().enumerate().any(|(i, a)| indexes[..i].contains(a));
+    if repeated { conds.into_iter().map(|c| vec![c]).collect() } else { vec![conds] }
+}
+
 /// Builds the filter; fails on what the profile gets wrong (an unknown architecture, a
-/// notify action we cannot serve). Syscalls this libseccomp does not know are skipped,
-/// as runc does, so one profile serves several kernels.
-pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
+/// notify rule runc refuses). Syscalls this libseccomp does not know are skipped, as runc
+/// does, so one profile serves several kernels.
+pub fn build(s: &LinuxSeccomp) -> Result<Filter> {
+    let notify = check_notify(s)?;
     let default = action(s.default_action(), s.default_errno_ret());
     let mut f = ScmpFilterContext::new(default).map_err(|e| format!("seccomp: {e}"))?;
     // no_new_privs is the spec's choice (process.noNewPrivileges), not libseccomp's.
@@ -49,32 +87,79 @@ pub fn build(s: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     }
     for (i, rule) in s.syscalls().iter().flatten().enumerate() {
         let act = action(rule.action(), rule.errno_ret());
-        if matches!(act, ScmpAction::Notify) {
-            return Err(format!(
-                "linux.seccomp.syscalls[{i}]: SCMP_ACT_NOTIFY needs a listener, which nodectl does not provide"
-            ));
-        }
         if act == default {
             continue;
         }
-        let conds: Vec<ScmpArgCompare> = rule
-            .args()
+        let args = rule.args().clone().unwrap_or_default();
+        let indexes: Vec<u32> = args.iter().map(|a| a.index() as u32).collect();
+        let conds: Vec<ScmpArgCompare> = args
             .iter()
-            .flatten()
             .map(|a| {
                 let (op, datum) = compare(a.op(), a.value(), a.value_two());
                 ScmpArgCompare::new(a.index() as u32, op, datum)
             })
             .collect();
+        let sets = condition_sets(conds, &indexes);
         for name in rule.names() {
             let Ok(sc) = ScmpSyscall::from_name(name) else { continue };
-            let r = if conds.is_empty() { f.add_rule(act, sc) } else { f.add_rule_conditional(act, sc, &conds) };
-            r.map_err(|e| format!("linux.seccomp.syscalls[{i}] {name}: {e}"))?;
+            for set in &sets {
+                let r = if set.is_empty() { f.add_rule(act, sc) } else { f.add_rule_conditional(act, sc, set) };
+                r.map_err(|e| format!("linux.seccomp.syscalls[{i}] {name}: {e}"))?;
+            }
         }
     }
-    Ok(f)
+    Ok(Filter { ctx: f, notify })
 }
 
-pub fn load(f: &ScmpFilterContext) -> Result<()> {
-    f.load().map_err(|e| format!("load seccomp filter: {e}"))
+/// Loads the filter into this thread; returns the notify listener when the profile has
+/// SCMP_ACT_NOTIFY rules (libseccomp asks the kernel for one then).
+pub fn load(f: &Filter) -> Result<Option<OwnedFd>> {
+    f.ctx.load().map_err(|e| format!("load seccomp filter: {e}"))?;
+    if !f.notify {
+        return Ok(None);
+    }
+    let raw = f.ctx.get_notify_fd().map_err(|e| format!("seccomp notify listener: {e}"))?;
+    // SAFETY: the listener was made for this load and is owned by nothing else here
+    // (libseccomp only remembers its number; it never closes it).
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cond(i: u32, v: u64) -> ScmpArgCompare {
+        ScmpArgCompare::new(i, ScmpCompareOp::Equal, v)
+    }
+
+    #[test]
+    fn conditions_on_one_argument_become_rules_of_their_own() {
+        let sets = condition_sets(vec![cond(0, 1), cond(0, 2)], &[0, 0]);
+        assert_eq!(sets.len(), 2);
+        assert!(sets.iter().all(|s| s.len() == 1));
+        let sets = condition_sets(vec![cond(0, 1), cond(1, 2)], &[0, 1]);
+        assert_eq!(sets.len(), 1);
+        assert_eq!(sets[0].len(), 2);
+    }
+
+    fn profile(json: serde_json::Value) -> LinuxSeccomp {
+        serde_json::from_value(json).expect("profile")
+    }
+
+    #[test]
+    fn notify_on_write_as_default_or_without_a_listener_is_refused() {
+        let write = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
+            "syscalls": [{"names": ["write"], "action": "SCMP_ACT_NOTIFY"}]}));
+        assert!(check_notify(&write).unwrap_err().contains("write syscall"));
+        let default = profile(serde_json::json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/x"}));
+        assert!(check_notify(&default).unwrap_err().contains("default action"));
+        let nowhere = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}));
+        assert!(check_notify(&nowhere).unwrap_err().contains("listenerPath"));
+        let fine = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x",
+            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}));
+        assert!(check_notify(&fine).unwrap());
+        let no_notify = profile(serde_json::json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/x"}));
+        assert!(!check_notify(&no_notify).unwrap());
+    }
 }

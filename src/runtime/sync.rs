@@ -3,9 +3,10 @@
 //! end closes when it execs or dies, so a silent death reads as end of file, not a hang.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, socketpair};
+use nix::sys::socket::{AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType, socketpair};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -28,11 +29,27 @@ pub enum Msg {
     RunHooks,
     /// Parent → init: hooks ran.
     HooksDone,
+    /// Init → parent: the seccomp filter has a notify listener; its descriptor comes
+    /// with this message (SCM_RIGHTS), for the agent at the profile's listenerPath.
+    SeccompFd,
+    /// Parent → init: the agent has the listener; close yours and go on.
+    SeccompDone,
+    /// Init → parent: my mount namespace is made but, in a user namespace, I may not be
+    /// able to reach the bind sources: open them for me (as runc's nsexec asks).
+    MountSources,
+    /// Parent's helper → init: the sources of these `mounts` indexes, open O_PATH in the
+    /// init's mount namespace, come with this message in the same order.
+    MountFds { indexes: Vec<usize> },
+    /// Parent → init: every source that could be opened was sent.
+    MountSourcesDone,
     /// Init → parent: set up and waiting for `start`.
     Ready,
     /// Init → parent: setup failed.
     Error(String),
 }
+
+/// The most descriptors one message carries (the kernel's limit is 253).
+pub const MAX_FDS: usize = 64;
 
 pub struct Channel {
     fd: OwnedFd,
@@ -52,16 +69,63 @@ impl Channel {
         Ok(())
     }
 
-    /// The next message; `None` when the other end is closed.
+    /// Sends `msg` with `fds` attached (SCM_RIGHTS, at most MAX_FDS); the receiver gets
+    /// its own copies.
+    pub fn send_with_fds(&self, msg: &Msg, fds: &[BorrowedFd<'_>]) -> io::Result<()> {
+        if fds.len() > MAX_FDS {
+            return Err(io::Error::other(format!("{} descriptors in one message, at most {MAX_FDS}", fds.len())));
+        }
+        let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let cmsg = [ControlMessage::ScmRights(&raw)];
+        nix::sys::socket::sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &[IoSlice::new(&bytes)],
+            &cmsg,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        )
+        .map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    /// The next message; `None` when the other end is closed. Descriptors sent with it
+    /// are closed: see `recv_with_fds`.
     pub fn recv(&self) -> io::Result<Option<Msg>> {
+        Ok(self.recv_with_fds()?.map(|(m, _)| m))
+    }
+
+    /// The next message and the descriptors that came with it, in the order sent.
+    pub fn recv_with_fds(&self) -> io::Result<Option<(Msg, Vec<OwnedFd>)>> {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
         loop {
-            match nix::sys::socket::recv(self.fd.as_raw_fd(), &mut buf, nix::sys::socket::MsgFlags::empty()) {
-                Ok(0) => return Ok(None),
-                Ok(n) => return serde_json::from_slice(&buf[..n]).map(Some).map_err(io::Error::other),
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let r = nix::sys::socket::recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            );
+            let (n, fds) = match r {
+                Ok(m) => {
+                    let mut fds = Vec::new();
+                    for c in m.cmsgs().map_err(io::Error::from)? {
+                        if let ControlMessageOwned::ScmRights(raw) = c {
+                            // SAFETY: SCM_RIGHTS gave us these descriptors: each is new in
+                            // this process and owned by nothing else.
+                            fds.extend(raw.into_iter().map(|r| unsafe { OwnedFd::from_raw_fd(r) }));
+                        }
+                    }
+                    (m.bytes, fds)
+                }
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
+            };
+            if n == 0 {
+                return Ok(None);
             }
+            return serde_json::from_slice(&buf[..n]).map(|m| Some((m, fds))).map_err(io::Error::other);
         }
     }
 }
