@@ -9,6 +9,8 @@ packages=(
   zstd jq
   docker-registry apache2-utils  # a real registry on loopback for pull tests; htpasswd
   runc crun        # baselines for `make bench`
+  podman containerd  # tests/podman.rs, tests/containerd.rs: real engines drive nodectl-runtime as their OCI runtime (issue 16)
+  dnsmasq-base     # `make bench`: the plain resolver the cluster DNS's forwarding is measured against
   iproute2 gcc
   nftables         # nft: the network tests read our hostPort table with it (nodectl itself speaks netlink)
   libseccomp-dev pkg-config  # seccomp filters from the OCI spec (the libseccomp crate links it)

@@ -79,8 +79,11 @@ class Layer:
         self.tar.addfile(info)
         return self
 
-    def hardlink(self, name, target, **kw):
-        info = self._info(name, tarfile.LNKTYPE, 0o644, **kw)
+    def hardlink(self, name, target, mode=0o644, **kw):
+        # A hard link is the same inode, and unpackers (containers/storage, GNU tar) apply
+        # a link entry's mode to it: the entry must carry the target's mode, as tar and
+        # docker write it, or the shared binary ends up not executable.
+        info = self._info(name, tarfile.LNKTYPE, mode, **kw)
         info.linkname = target
         self.tar.addfile(info)
         return self
@@ -166,7 +169,7 @@ def busybox_layer():
     layer.file("bin/busybox", binary, mode=0o755)
     for applet in sorted(set(listing)):
         if applet != "bin/busybox" and applet.split("/")[0] in ("bin", "sbin", "usr"):
-            layer.hardlink(applet, "bin/busybox")
+            layer.hardlink(applet, "bin/busybox", mode=0o755)
     layer.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n")
     layer.file("etc/group", b"root:x:0:\nnobody:x:65534:\n")
     return layer.bytes()

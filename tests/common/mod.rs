@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod cgroups;
 pub mod daemon;
 pub mod etcd;
 pub mod lan;
