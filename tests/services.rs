@@ -387,3 +387,33 @@ fn client_ip_affinity_keeps_a_client_on_one_endpoint() {
     }
     assert_eq!(seen.len(), 2, "{seen:?}");
 }
+
+/// A whole table in one batch, as a restarted daemon writes it: 5,000 Service ports with
+/// two endpoints each is a batch of megabytes and tens of thousands of acknowledgements,
+/// far past the netlink socket's default buffers (it failed with EMSGSIZE, and the daemon
+/// retried the same whole-table batch for ever), and maps whose element lists pass
+/// netlink's 64 KiB attribute limit (from about 1,000 Services the length wrapped: the
+/// last Services had no rules, then the batch failed with ENOENT). Then the last port
+/// answers, and an update that removes them all goes through too.
+#[test]
+fn thousands_of_services_go_in_one_batch() {
+    let mut w = World::new();
+    let (a_ns, a_ip) = w.pod("a");
+    let (client, _) = w.pod("client");
+    let _sa = Server::start(&a_ns, 8080, "a");
+    let mut proxy = w.proxy();
+    let ports: Vec<ServicePort> = (0..5_000u32)
+        .map(|i| {
+            let ip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 96, 0, 0)) + 10 + i);
+            let other = Ipv4Addr::from(u32::from(a_ip) + 100);
+            service(&format!("default/s{i}:http"), ip, Protocol::Tcp, 80, vec![ep(a_ip, 8080), ep(other, 8080)])
+        })
+        .collect();
+    let last = ports.last().unwrap().cluster_ip.unwrap();
+    let applied = proxy.apply(&w.snapshot(ports)).unwrap();
+    assert!(applied.full);
+    // Of the two endpoints only `a` answers; the other address is nobody's.
+    let answered = (0..50).any(|_| tcp_from(&client, last, 80).is_ok_and(|a| a.starts_with("a ")));
+    assert!(answered, "the last of 5,000 Services never reached its endpoint");
+    proxy.apply(&w.snapshot(vec![])).unwrap();
+}

@@ -23,6 +23,11 @@ const HDR_LEN: usize = 16;
 // Dump replies come in datagrams of up to 32 KiB (the kernel's cap); twice that
 // leaves room and keeps `recv` from truncating.
 const RECV_BUF: usize = 64 * 1024;
+/// What one acknowledgement costs in the receive queue (its skb's truesize, ~800 bytes on
+/// x86-64), rounded up: all of a batch's acknowledgements queue before we read any.
+const ACK_TRUESIZE: usize = 1024;
+/// The socket buffers' default (net.core.{w,r}mem_default), below which we never go.
+const DEFAULT_BUF: usize = 212_992;
 
 /// One received netlink message: its type, flags, sequence number and payload.
 pub(crate) struct Reply {
@@ -35,6 +40,9 @@ pub(crate) struct Socket {
     sock: RawSocket,
     seq: u32,
     buf: Vec<u8>,
+    /// The send and receive buffer sizes asked for so far.
+    sndbuf: usize,
+    rcvbuf: usize,
 }
 
 impl Socket {
@@ -46,12 +54,41 @@ impl Socket {
         // Without the kernel's strict checking a dump ignores filter attributes,
         // which is harmless for us (we filter again), so a failure is not fatal.
         let _ = sock.set_netlink_get_strict_chk(true);
+        // An error's acknowledgement carries only the header of the message it refuses,
+        // not its whole payload: one refused message of a large nf_tables batch would
+        // otherwise come back larger than any receive buffer, truncated and unreadable.
+        let _ = sock.set_cap_ack(true);
         // The kernel answers at once; a reply that never comes (a bug of ours in a
         // batch) must end in an error, not hang a pod's start.
         let timeout = nix::sys::time::TimeVal::new(10, 0);
         nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)
             .map_err(io::Error::from)?;
-        Ok(Socket { sock, seq: 1, buf: Vec::with_capacity(RECV_BUF) })
+        Ok(Socket { sock, seq: 1, buf: Vec::with_capacity(RECV_BUF), sndbuf: DEFAULT_BUF, rcvbuf: DEFAULT_BUF })
+    }
+
+    /// Makes room for a message of `len` bytes that `acks` acknowledgements answer. A
+    /// netlink message larger than the send buffer fails with EMSGSIZE, and
+    /// acknowledgements that do not fit the receive queue are dropped (ENOBUFS): an
+    /// nf_tables batch of a few thousand changes needs more than the defaults, so the
+    /// buffers grow as nft's do (SO_SNDBUFFORCE and SO_RCVBUFFORCE, which CAP_NET_ADMIN
+    /// allows past net.core.*mem_max; without it, the plain options up to those limits).
+    fn fit(&mut self, len: usize, acks: usize) -> io::Result<()> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        let want_snd = len + RECV_BUF;
+        if want_snd > self.sndbuf {
+            setsockopt(&self.sock, sockopt::SndBufForce, &want_snd)
+                .or_else(|_| setsockopt(&self.sock, sockopt::SndBuf, &want_snd))
+                .map_err(io::Error::from)?;
+            self.sndbuf = want_snd;
+        }
+        let want_rcv = acks * ACK_TRUESIZE + RECV_BUF;
+        if want_rcv > self.rcvbuf {
+            setsockopt(&self.sock, sockopt::RcvBufForce, &want_rcv)
+                .or_else(|_| setsockopt(&self.sock, sockopt::RcvBuf, &want_rcv))
+                .map_err(io::Error::from)?;
+            self.rcvbuf = want_rcv;
+        }
+        Ok(())
     }
 
     pub fn next_seq(&mut self) -> u32 {
@@ -98,6 +135,7 @@ impl Socket {
     /// `acks`; the first error wins but every answer is read, so the socket stays in
     /// step for the next request.
     pub fn send_and_wait(&mut self, out: &[u8], acks: &[u32]) -> io::Result<()> {
+        self.fit(out.len(), acks.len())?;
         self.sock.send(out, 0)?;
         let mut pending: Vec<u32> = acks.to_vec();
         let mut first_err = None;
@@ -206,6 +244,7 @@ fn error_code(payload: &[u8]) -> io::Result<i32> {
 
 /// Netlink attribute helpers for hand-built messages (nf_tables has no typed crate
 /// that covers the expressions we need, see `nft.rs`).
+#[derive(Clone)]
 pub(crate) struct Attrs {
     pub buf: Vec<u8>,
 }
@@ -217,7 +256,10 @@ impl Attrs {
         Attrs { buf: Vec::with_capacity(256) }
     }
     pub fn bytes(&mut self, ty: u16, value: &[u8]) -> &mut Self {
-        let len = (4 + value.len()) as u16;
+        // A longer value cannot be said in netlink's 16-bit length; callers split what
+        // can grow (nft.rs's element lists). Writing it truncated would hand the kernel
+        // a different message than the one we meant.
+        let len = u16::try_from(4 + value.len()).expect("a netlink attribute of at most 64 KiB");
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(value);

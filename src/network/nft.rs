@@ -184,8 +184,11 @@ impl Batch {
             let mut a = Attrs::new();
             a.str(NFTA_SET_ELEM_LIST_TABLE, table).str(NFTA_SET_ELEM_LIST_SET, ANON_MAP);
             a.be32(NFTA_SET_ELEM_LIST_SET_ID, m.id);
-            a.nested(NFTA_SET_ELEM_LIST_ELEMENTS, elem_list(&m.elems, true));
-            self.add(sock, NFT_MSG_NEWSETELEM, NLM_F_CREATE, &a);
+            for list in elem_lists(&m.elems, true) {
+                let mut a = a.clone();
+                a.nested(NFTA_SET_ELEM_LIST_ELEMENTS, list);
+                self.add(sock, NFT_MSG_NEWSETELEM, NLM_F_CREATE, &a);
+            }
         }
         let mut a = Attrs::new();
         a.str(NFTA_RULE_TABLE, table).str(NFTA_RULE_CHAIN, chain).nested(NFTA_RULE_EXPRESSIONS, list);
@@ -249,11 +252,13 @@ impl Batch {
         if elems.is_empty() {
             return;
         }
-        let mut a = Attrs::new();
-        a.str(NFTA_SET_ELEM_LIST_TABLE, table).str(NFTA_SET_ELEM_LIST_SET, map);
-        a.nested(NFTA_SET_ELEM_LIST_ELEMENTS, elem_list(elems, !delete));
         let (msg, flags) = if delete { (NFT_MSG_DELSETELEM, 0) } else { (NFT_MSG_NEWSETELEM, NLM_F_CREATE) };
-        self.add(sock, msg, flags, &a);
+        for list in elem_lists(elems, !delete) {
+            let mut a = Attrs::new();
+            a.str(NFTA_SET_ELEM_LIST_TABLE, table).str(NFTA_SET_ELEM_LIST_SET, map);
+            a.nested(NFTA_SET_ELEM_LIST_ELEMENTS, list);
+            self.add(sock, msg, flags, &a);
+        }
     }
 
     pub fn del_rule(&mut self, sock: &mut Socket, table: &str, chain: &str, handle: u64) {
@@ -271,7 +276,15 @@ impl Batch {
     }
 }
 
-fn elem_list(elems: &[(Vec<u8>, Verdict)], with_data: bool) -> Attrs {
+/// How many bytes of elements one message carries. An attribute's length is 16 bits,
+/// so the element list of a map of a few thousand entries cannot be one attribute (its
+/// length wrapped and the kernel saw a fraction of the elements, or garbage); nft splits
+/// the same way, a message per chunk in one batch.
+const ELEM_LIST_MAX: usize = 16 * 1024;
+
+/// `elems` as element lists of at most [`ELEM_LIST_MAX`] bytes each, in order.
+fn elem_lists(elems: &[(Vec<u8>, Verdict)], with_data: bool) -> Vec<Attrs> {
+    let mut lists = Vec::new();
     let mut list = Attrs::new();
     for (key, verdict) in elems {
         let mut e = Attrs::new();
@@ -279,9 +292,13 @@ fn elem_list(elems: &[(Vec<u8>, Verdict)], with_data: bool) -> Attrs {
         if with_data {
             e.nested(NFTA_SET_ELEM_DATA, verdict.data());
         }
+        if !list.buf.is_empty() && list.buf.len() + e.buf.len() + 4 > ELEM_LIST_MAX {
+            lists.push(std::mem::replace(&mut list, Attrs::new()));
+        }
         list.nested(NFTA_LIST_ELEM, e);
     }
-    list
+    lists.push(list);
+    lists
 }
 
 /// The kernel replaces `%d` with the first free number.
@@ -741,5 +758,20 @@ mod tests {
         let c = comment_of(&comment_udata(&long)).unwrap();
         assert!(c.len() <= 127 && long.starts_with(&c));
         assert_eq!(comment_of(&[0, 40, 1]), None);
+    }
+
+    #[test]
+    fn a_large_map_is_split_into_element_lists_that_fit_an_attribute() {
+        let elems: Vec<(Vec<u8>, Verdict)> =
+            (0..5_000u32).map(|i| (i.to_be_bytes().to_vec(), Verdict::Goto(format!("service-{i}-tcp-http")))).collect();
+        let lists = elem_lists(&elems, true);
+        assert!(lists.len() > 1);
+        let mut n = 0;
+        for l in &lists {
+            assert!(l.buf.len() + 4 <= ELEM_LIST_MAX, "{}", l.buf.len());
+            n += super::super::netlink::attrs(&l.buf).count();
+        }
+        assert_eq!(n, elems.len(), "every element, once");
+        assert_eq!(elem_lists(&elems[..3], false).len(), 1);
     }
 }
