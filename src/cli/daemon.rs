@@ -19,6 +19,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// `--pod-network-backend` (network::routes::Backend, which knows no flags).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum PodNetworkBackend {
+    Auto,
+    HostGw,
+    Vxlan,
+}
+
+impl From<PodNetworkBackend> for crate::network::routes::Backend {
+    fn from(b: PodNetworkBackend) -> Self {
+        match b {
+            PodNetworkBackend::Auto => Self::Auto,
+            PodNetworkBackend::HostGw => Self::HostGw,
+            PodNetworkBackend::Vxlan => Self::Vxlan,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct DaemonArgs {
     #[command(flatten)]
@@ -134,6 +152,11 @@ pub struct JoinArgs {
     /// --address and --port); port 0 picks a free one. The Node reports the port.
     #[arg(long, value_name = "ADDRESS:PORT", default_value = "0.0.0.0:10250", requires = "server")]
     serving_address: std::net::SocketAddr,
+    /// How pod traffic reaches the other nodes' pods: host-gw (a route through the other
+    /// node's address; it must be on a subnet of ours), vxlan (a VXLAN overlay, UDP 8472),
+    /// or auto (host-gw where it works, VXLAN elsewhere), as flannel's backends.
+    #[arg(long, value_enum, default_value = "auto")]
+    pod_network_backend: PodNetworkBackend,
 }
 
 impl JoinArgs {
@@ -155,6 +178,8 @@ impl JoinArgs {
             reserved,
             max_pods: self.max_pods,
             serving_address: self.serving_address,
+            pod_cidr: None,
+            backend: self.pod_network_backend.into(),
         }))
     }
 }
@@ -188,9 +213,27 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
     if args.image_gc_period.is_zero() {
         bail!("--image-gc-period: must be more than 0");
     }
-    let join = args.join.config()?;
+    let mut join = args.join.config()?;
     super::run::clean_abandoned(root);
-    let settings = config::settings(root, &args.net.flags())?;
+    let mut settings = config::settings(root, &args.net.flags())?;
+    let rt =
+        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;
+    // Joined, the pod range is the Node's: joining comes before the pod network is set.
+    let joined = match join.take() {
+        Some(mut join) => {
+            join.pod_cidr = settings.pod_cidr_configured.then_some(settings.network.cidr);
+            let (server, node) = (join.server.clone(), join.node_name.clone());
+            let joined = rt.block_on(agent::join(root, join))?;
+            tracing::info!(%server, %node, pod_cidr = %joined.pod_cidr(), "joined the cluster");
+            settings.network.cidr = joined.pod_cidr();
+            if joined.backend().uses_vxlan() {
+                // A pod's packet may cross the VXLAN overlay, whose headers take 50 bytes.
+                settings.network.mtu = Some(crate::network::vxlan::MTU);
+            }
+            Some(joined)
+        }
+        None => None,
+    };
     let opts = PodOptions {
         root: root.to_path_buf(),
         network: settings.network,
@@ -207,8 +250,6 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
     }
     image_gc::start(&daemon, image_gc, args.image_gc_period).context("start image garbage collection")?;
     let socket = args.socket.path(root);
-    let rt =
-        tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("tokio runtime")?;
     rt.block_on(async {
         let shutdown = async {
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
@@ -217,12 +258,8 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
                 _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
             }
         };
-        if let Some(join) = join {
-            let (server, node) = (join.server.clone(), join.node_name.clone());
-            let joined = agent::join(root, join).await?;
-            tracing::info!(%server, %node, "joined the cluster");
-            let daemon = daemon.clone();
-            tokio::spawn(agent::run(daemon, joined));
+        if let Some(joined) = joined {
+            tokio::spawn(agent::run(daemon.clone(), joined));
         }
         tracing::info!(socket = %socket.display(), "serving");
         if let Some(addr) = args.metrics_address {

@@ -181,11 +181,12 @@ pub fn gc(root: &Path) -> Result<i32> {
         let _ = writeln!(std::io::stdout(), "removed pod {key}");
     }
     let mut errors = report.errors;
-    match remove_service_table(root) {
-        Ok(Some(table)) => {
-            let _ = writeln!(std::io::stdout(), "removed nftables table ip {table}");
+    match remove_node_network(root) {
+        Ok(removed) => {
+            for what in removed {
+                let _ = writeln!(std::io::stdout(), "removed {what}");
+            }
         }
-        Ok(None) => {}
         Err(e) => errors.push(format!("{e:#}")),
     }
     for e in &errors {
@@ -194,24 +195,40 @@ pub fn gc(root: &Path) -> Result<i32> {
     Ok(if errors.is_empty() { 0 } else { 1 })
 }
 
-/// The bridge's Service table, once nothing needs it: no daemon runs on this root (a
-/// stopped one's rules keep serving its pods until it is back) and no pod has an address
-/// on the bridge. The table's name, if it was removed.
-fn remove_service_table(root: &Path) -> Result<Option<String>> {
-    use crate::network::{self, services};
+/// What a joined daemon set up for the bridge's pods, once nothing needs it: no daemon
+/// runs on this root (a stopped one's rules keep serving its pods until it is back) and
+/// no pod has an address on the bridge: its Service table, its masquerade table, the
+/// routes to other nodes' pods and the VXLAN device. What was removed, to say.
+fn remove_node_network(root: &Path) -> Result<Vec<String>> {
+    use crate::network::{self, masquerade, routes, services, vxlan};
     let lock = root.join("daemon.lock");
     let daemon_runs = lock.exists()
         && crate::sys::lock::FileLock::try_exclusive(&lock)
             .with_context(|| format!("lock {}", lock.display()))?
             .is_none();
     if daemon_runs {
-        return Ok(None);
+        return Ok(Vec::new());
     }
     let settings = config::settings(root, &config::Flags::default())?;
     let cfg = settings.network;
     if !network::allocations(&cfg).context("the pod network's addresses")?.is_empty() {
-        return Ok(None);
+        return Ok(Vec::new());
     }
-    let removed = services::delete_table(&cfg.bridge)?;
-    Ok(removed.then(|| services::table_name(&cfg.bridge)))
+    let mut removed = Vec::new();
+    if services::delete_table(&cfg.bridge)? {
+        removed.push(format!("nftables table ip {}", services::table_name(&cfg.bridge)));
+    }
+    if masquerade::delete_table(&cfg.bridge)? {
+        removed.push(format!("nftables table ip {}", masquerade::table_name(&cfg.bridge)));
+    }
+    // Routes to other nodes' pods are of no use without pods here; the protocol number
+    // says which are ours.
+    let (routes, device) = routes::remove_all(&cfg.bridge)?;
+    if routes > 0 {
+        removed.push(format!("{routes} routes of protocol {}", routes::PROTOCOL));
+    }
+    if device {
+        removed.push(format!("VXLAN device {}", vxlan::device_name(&cfg.bridge)));
+    }
+    Ok(removed)
 }

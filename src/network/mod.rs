@@ -15,13 +15,16 @@
 
 mod bridge;
 mod ipam;
+pub mod masquerade;
 mod netlink;
 mod netns;
 mod nft;
 mod portmap;
+pub mod routes;
 mod rtnl;
 pub mod services;
 mod veth;
+pub mod vxlan;
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -77,11 +80,14 @@ pub struct NetConfig {
     pub bridge: String,
     pub cidr: Ipv4Net,
     pub state_dir: PathBuf,
+    /// The pods' veth MTU; None: the kernel's (1500). Lower under a VXLAN overlay, whose
+    /// headers must fit in the links' 1500 bytes.
+    pub mtu: Option<u32>,
 }
 
 impl NetConfig {
     pub fn new(bridge: &str, cidr: &str, state_dir: PathBuf) -> Result<NetConfig> {
-        Ok(NetConfig { bridge: check_bridge(bridge)?, cidr: parse_cidr(cidr)?, state_dir })
+        Ok(NetConfig { bridge: check_bridge(bridge)?, cidr: parse_cidr(cidr)?, state_dir, mtu: None })
     }
 }
 
@@ -237,7 +243,7 @@ fn attach(
         let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
         portmap::remove(&mut nft, &cfg.bridge, &att.host_veth)?;
     }
-    if veth::create(&mut sock, &att.host_veth, bridge_index, ns, ns_path)? && !existed {
+    if veth::create(&mut sock, &att.host_veth, bridge_index, (ns, ns_path), cfg.mtu)? && !existed {
         // A leftover of this pod without a record may have left rules too.
         let mut nft = portmap::open().map_err(|e| nl_open_err("nftables", e))?;
         portmap::remove(&mut nft, &cfg.bridge, &att.host_veth)?;
@@ -341,7 +347,8 @@ pub fn gc(cfg: &NetConfig, alive: impl Fn(&str) -> bool) -> Result<GcReport> {
     Ok(report)
 }
 
-/// Deletes the bridge, its nftables tables (hostPorts, Services) and its address pool. Refused while any pod
+/// Deletes the bridge, its nftables tables (hostPorts, Services, masquerade), its VXLAN
+/// device and its address pool. Refused while any pod
 /// has an address (run `teardown` or `gc` first). For tests and uninstalling.
 pub fn remove_bridge(cfg: &NetConfig) -> Result<()> {
     cfg.check()?;
@@ -354,6 +361,8 @@ pub fn remove_bridge(cfg: &NetConfig) -> Result<()> {
     portmap::delete_table(&mut nft, &cfg.bridge)?;
     services::delete_table(&cfg.bridge)
         .map_err(|e| Error::Nft { what: e.to_string(), source: std::io::Error::other("services") })?;
+    masquerade::delete_table(&cfg.bridge)?;
+    vxlan::remove(&cfg.bridge)?;
     let mut sock = rtnl::open().map_err(|e| nl_open_err("links", e))?;
     rtnl::delete_link(&mut sock, &cfg.bridge).map_err(|e| Error::Netlink {
         op: "deleting bridge",
@@ -397,7 +406,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ns = dir.path().join("ns");
         for (bridge, cidr) in [("../etc", "10.0.0.0/24"), ("br", "10.0.0.0/32"), ("br", "10.0.0.9/24")] {
-            let cfg = NetConfig { bridge: bridge.into(), cidr: cidr.parse().unwrap(), state_dir: dir.path().into() };
+            let cfg = NetConfig {
+                bridge: bridge.into(),
+                cidr: cidr.parse().unwrap(),
+                state_dir: dir.path().into(),
+                mtu: None,
+            };
             assert!(setup(&cfg, "k", &ns, &[]).is_err());
             assert!(teardown(&cfg, "k").is_err());
             assert!(gc(&cfg, |_| true).is_err());

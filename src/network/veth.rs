@@ -31,9 +31,16 @@ fn nl_err(op: &'static str, what: &str, source: std::io::Error) -> Error {
 
 /// Creates the pair, the host end up on the bridge with hairpin on. Returns true if it
 /// replaced a leftover host end of the same pod.
-pub(crate) fn create(sock: &mut Socket, host: &str, bridge: u32, ns: &File, ns_path: &Path) -> Result<bool> {
+/// `mtu`: both ends' (None: the kernel's default).
+pub(crate) fn create(
+    sock: &mut Socket,
+    host: &str,
+    bridge: u32,
+    (ns, ns_path): (&File, &Path),
+    mtu: Option<u32>,
+) -> Result<bool> {
     let mut replaced = false;
-    let mut made = rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd());
+    let mut made = rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd(), mtu);
     if made.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::EEXIST))
         // The name is the pod's own, so a link by that name is a leftover of this pod
         // (a crash before its record was written). EEXIST can also mean the
@@ -41,7 +48,7 @@ pub(crate) fn create(sock: &mut Socket, host: &str, bridge: u32, ns: &File, ns_p
         && rtnl::delete_link(sock, host).unwrap_or(false)
     {
         replaced = true;
-        made = rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd());
+        made = rtnl::create_veth(sock, host, bridge, POD_IFNAME, ns.as_raw_fd(), mtu);
     }
     made.map_err(|e| nl_err("creating veth pair", &format!("{host} / {POD_IFNAME} in {}", ns_path.display()), e))?;
     rtnl::set_hairpin(sock, host).map_err(|e| nl_err("setting hairpin mode on", host, e))?;

@@ -51,6 +51,9 @@ pub struct Settings {
     pub network: NetConfig,
     /// Sysctls pods may set beyond the safe set, each of a pod's own namespace.
     pub allowed_unsafe_sysctls: Vec<String>,
+    /// Whether the pod CIDR was configured (flag, environment or file) rather than the
+    /// default: a joined daemon asks for a configured one and otherwise takes its Node's.
+    pub pod_cidr_configured: bool,
 }
 
 /// The settings of a node whose state lives in `root`, from the real environment.
@@ -73,13 +76,14 @@ fn settings_from(root: &Path, flags: &Flags, env: impl Fn(&str) -> Option<String
     let file = config_file(root, flags, env)?;
     let bridge =
         pick(flags.bridge.clone(), env(ENV_BRIDGE), file.bridge).unwrap_or_else(|| network::DEFAULT_BRIDGE.into());
-    let cidr = pick(flags.pod_cidr.clone(), env(ENV_POD_CIDR), file.pod_cidr)
-        .unwrap_or_else(|| network::DEFAULT_POD_CIDR.into());
+    let configured = pick(flags.pod_cidr.clone(), env(ENV_POD_CIDR), file.pod_cidr);
+    let pod_cidr_configured = configured.is_some();
+    let cidr = configured.unwrap_or_else(|| network::DEFAULT_POD_CIDR.into());
     let network = NetConfig::new(&bridge, &cidr, root.join("network"))?;
     let allowed_unsafe_sysctls =
         pick(flags.allowed_unsafe_sysctls.clone(), None, file.allowed_unsafe_sysctls).unwrap_or_default();
     super::sysctls::check_allowed(&allowed_unsafe_sysctls).map_err(ConfigError::Sysctls)?;
-    Ok(Settings { network, allowed_unsafe_sysctls })
+    Ok(Settings { network, allowed_unsafe_sysctls, pod_cidr_configured })
 }
 
 /// The order itself.
@@ -113,7 +117,9 @@ mod tests {
         std::fs::write(root.join("config.yaml"), "bridge: filebr\npodCIDR: 10.7.0.0/24\n").unwrap();
         let env = env_of(&[(ENV_BRIDGE, "envbr"), (ENV_POD_CIDR, "10.5.0.0/24")]);
 
-        let c = settings_from(root, &Flags::default(), env_of(&[])).unwrap().network;
+        let s = settings_from(root, &Flags::default(), env_of(&[])).unwrap();
+        assert!(s.pod_cidr_configured, "the file configures it");
+        let c = s.network;
         assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("filebr", "10.7.0.0/24".into()));
         let c = settings_from(root, &Flags::default(), &env).unwrap().network;
         assert_eq!((c.bridge.as_str(), c.cidr.to_string()), ("envbr", "10.5.0.0/24".into()));
@@ -123,7 +129,9 @@ mod tests {
         assert_eq!(c.state_dir, root.join("network"));
 
         std::fs::remove_file(root.join("config.yaml")).unwrap();
-        let c = settings_from(root, &Flags::default(), env_of(&[(ENV_BRIDGE, "")])).unwrap().network;
+        let s = settings_from(root, &Flags::default(), env_of(&[(ENV_BRIDGE, "")])).unwrap();
+        assert!(!s.pod_cidr_configured);
+        let c = s.network;
         assert_eq!(
             (c.bridge.as_str(), c.cidr.to_string()),
             (network::DEFAULT_BRIDGE, network::DEFAULT_POD_CIDR.into())

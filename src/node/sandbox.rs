@@ -62,16 +62,26 @@ pub struct NetRecord {
     pub bridge: String,
     pub cidr: String,
     pub state_dir: PathBuf,
+    /// The veths' MTU (under VXLAN); absent: the kernel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtu: Option<u32>,
 }
 
 impl NetRecord {
     pub fn of(cfg: &NetConfig) -> NetRecord {
-        NetRecord { bridge: cfg.bridge.clone(), cidr: cfg.cidr.to_string(), state_dir: cfg.state_dir.clone() }
+        NetRecord {
+            bridge: cfg.bridge.clone(),
+            cidr: cfg.cidr.to_string(),
+            state_dir: cfg.state_dir.clone(),
+            mtu: cfg.mtu,
+        }
     }
 
     fn config(&self) -> Result<NetConfig, PlanError> {
-        NetConfig::new(&self.bridge, &self.cidr, self.state_dir.clone())
-            .map_err(PlanError::network("pod network in the record"))
+        let mut cfg = NetConfig::new(&self.bridge, &self.cidr, self.state_dir.clone())
+            .map_err(PlanError::network("pod network in the record"))?;
+        cfg.mtu = self.mtu;
+        Ok(cfg)
     }
 }
 

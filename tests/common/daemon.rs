@@ -88,6 +88,13 @@ impl Node {
         }
     }
 
+    /// A joined node that takes its pod range from its Node (no NODECTL_POD_CIDR); set
+    /// `cidr` to the range it got for the teardown's bridge removal.
+    pub fn with_pod_cidr_from_server(mut self) -> Node {
+        self.cidr.clear();
+        self
+    }
+
     /// Imports the busybox test image as busybox:latest; returns the node, for chaining.
     pub fn with_busybox(self) -> Node {
         self.import("busybox", "busybox:latest");
@@ -122,7 +129,10 @@ impl Node {
     /// `nodectl --root ROOT` with this node's bridge and CIDR (as `nodectl run` reads them).
     pub fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nodectl"));
-        c.arg("--root").arg(self.root()).env("NODECTL_BRIDGE", &self.bridge).env("NODECTL_POD_CIDR", &self.cidr);
+        c.arg("--root").arg(self.root()).env("NODECTL_BRIDGE", &self.bridge);
+        if !self.cidr.is_empty() {
+            c.env("NODECTL_POD_CIDR", &self.cidr);
+        }
         c.stdin(Stdio::null());
         if let Some(path) = &self.netns {
             let ns = fs::File::open(path).unwrap();
@@ -163,6 +173,13 @@ impl Node {
             assert!(Instant::now() < end, "the daemon did not start: {}", self.log());
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Starts the daemon again with the last start's flags and `extra`, which stay for
+    /// later restarts.
+    pub fn restart_with(&mut self, extra: &[&str]) {
+        self.flags.extend(extra.iter().map(|f| f.to_string()));
+        self.restart();
     }
 
     /// kill -9 of the daemon (its pods' monitors and containers live on).

@@ -5,7 +5,8 @@
 //!   when it changes and at least every minute;
 //! - its Lease in `kube-node-lease`, renewed every 10 s (the node's heartbeat);
 //! - the pods bound to it ([`pods`]): run by the daemon, their status written back;
-//! - the cluster's Services: their traffic ([`proxy`]) and names ([`dns`]).
+//! - the cluster's Services: their traffic ([`proxy`]) and names ([`dns`]);
+//! - all Nodes: routes to their pods ([`routes`]).
 //!
 //! This module talks to the server over HTTP only (tests/layers.rs: node code may not
 //! import the server's).
@@ -15,6 +16,7 @@ pub mod node_status;
 pub mod pods;
 pub mod proxy;
 pub mod register;
+pub mod routes;
 pub mod serving;
 pub mod status_patch;
 
@@ -53,6 +55,11 @@ pub struct JoinConfig {
     pub max_pods: u32,
     /// Where the node serves the API server ([`serving`]).
     pub serving_address: std::net::SocketAddr,
+    /// The pod range the node was configured with, asked for at the Node's creation;
+    /// None: the server's node IPAM picks one.
+    pub pod_cidr: Option<ipnet::Ipv4Net>,
+    /// How pod traffic reaches the other nodes ([`routes`]).
+    pub backend: crate::network::routes::Backend,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +74,12 @@ pub enum AgentError {
     Node { name: String, source: kube::Error },
     #[error("serving the API server: {0}")]
     Serving(#[from] serving::ServingError),
+    #[error(
+        "node {name:?} was configured with pod range {configured}, but its Node has {given}: \
+         drop the configured range (--pod-cidr, NODECTL_POD_CIDR, podCIDR) to take the server's, \
+         or delete the Node"
+    )]
+    PodCidrMismatch { name: String, configured: ipnet::Ipv4Net, given: String },
 }
 
 /// A daemon that has joined: its client and what it reports.
@@ -77,11 +90,54 @@ pub struct Joined {
     node_uid: Option<String>,
     /// The endpoint for the API server, bound, and its TLS configuration.
     serving: Option<(tokio::net::TcpListener, Arc<rustls::ServerConfig>)>,
+    /// The node's pod range, as its Node has it.
+    pod_cidr: ipnet::Ipv4Net,
 }
 
 impl Joined {
     pub fn internal_ip(&self) -> Option<IpAddr> {
         self.host.internal_ip
+    }
+
+    /// The pod range the Node was given (the bridge's and the address pool's).
+    pub fn pod_cidr(&self) -> ipnet::Ipv4Net {
+        self.pod_cidr
+    }
+
+    pub fn backend(&self) -> crate::network::routes::Backend {
+        self.config.backend
+    }
+}
+
+/// How often the wait for the Node's pod range says what it waits for.
+const POD_CIDR_WAIT_LOG: Duration = Duration::from_secs(10);
+
+/// The Node's IPv4 pod range (`spec.podCIDRs`, else `spec.podCIDR`), if it has one.
+pub fn node_pod_cidr(node: &Node) -> Option<ipnet::Ipv4Net> {
+    let spec = node.spec.as_ref()?;
+    let list = spec.pod_cidrs.iter().flatten().chain(spec.pod_cidr.iter());
+    list.filter_map(|c| c.parse::<ipnet::Ipv4Net>().ok()).next()
+}
+
+/// Waits until the Node has a pod range (the server's node IPAM sets it soon after the
+/// Node is created), saying every [`POD_CIDR_WAIT_LOG`] why the daemon does not start yet.
+async fn wait_for_pod_cidr(nodes: &Api<Node>, name: &str, mut node: Node) -> Result<ipnet::Ipv4Net, AgentError> {
+    let started = Instant::now();
+    let mut said = Instant::now();
+    loop {
+        if let Some(range) = node_pod_cidr(&node) {
+            return Ok(range);
+        }
+        if said.elapsed() >= POD_CIDR_WAIT_LOG {
+            tracing::warn!(
+                node = %name,
+                waited_secs = started.elapsed().as_secs(),
+                "still waiting for the server to give the Node a pod range (spec.podCIDR); is its --cluster-cidr full?"
+            );
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        node = nodes.get(name).await.map_err(|source| AgentError::Node { name: name.to_string(), source })?;
     }
 }
 
@@ -167,10 +223,30 @@ pub async fn join(root: &std::path::Path, config: JoinConfig) -> Result<Joined, 
             nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&labels)).await.map_err(node_err)?
         }
         None => {
-            nodes.create(&PostParams::default(), &node_status::node(&name, &host, status)).await.map_err(node_err)?
+            let mut new = node_status::node(&name, &host, status);
+            // A configured range is asked for; the server keeps it if it is free and
+            // inside its cluster range.
+            if let Some(range) = config.pod_cidr {
+                new.spec = Some(k8s_openapi::api::core::v1::NodeSpec {
+                    pod_cidr: Some(range.to_string()),
+                    pod_cidrs: Some(vec![range.to_string()]),
+                    ..Default::default()
+                });
+            }
+            nodes.create(&PostParams::default(), &new).await.map_err(node_err)?
         }
     };
-    Ok(Joined { node_uid: node.metadata.uid.clone(), client, config, host, serving: Some((listener, tls)) })
+    let node_uid = node.metadata.uid.clone();
+    if node_pod_cidr(&node).is_none() {
+        tracing::info!(node = %name, "waiting for the server to give the Node a pod range");
+    }
+    let pod_cidr = wait_for_pod_cidr(&nodes, &name, node).await?;
+    if let Some(configured) = config.pod_cidr
+        && configured != pod_cidr
+    {
+        return Err(AgentError::PodCidrMismatch { name, configured, given: pod_cidr.to_string() });
+    }
+    Ok(Joined { node_uid, client, config, host, serving: Some((listener, tls)), pod_cidr })
 }
 
 /// Keeps the Node, the Lease and the pods, until the returned future is dropped.
@@ -181,6 +257,13 @@ pub async fn run(daemon: Arc<Daemon>, mut joined: Joined) {
     // Before the pods: their resolv.conf names the cluster DNS from the first one on.
     let dns = dns::start(&daemon, &joined.client);
     let proxy = tokio::spawn(proxy::run(daemon.clone(), joined.client.clone(), name.clone()));
+    let routes = tokio::spawn(routes::run(
+        daemon.clone(),
+        joined.client.clone(),
+        name.clone(),
+        joined.config.backend,
+        joined.host.internal_ip,
+    ));
     let sync = pods::PodSync::new(daemon, joined.client.clone(), joined.host.internal_ip);
     let pods = tokio::spawn(sync.run(name.clone()));
     let lease = tokio::spawn(keep_lease(joined.client.clone(), name.clone(), joined.node_uid.clone()));
@@ -189,6 +272,7 @@ pub async fn run(daemon: Arc<Daemon>, mut joined: Joined) {
     lease.abort();
     dns.abort();
     proxy.abort();
+    routes.abort();
     if let Some(s) = serving {
         s.abort();
     }
