@@ -34,9 +34,12 @@ fn apply(s: &Server, dir: &Path, yaml: &str) {
     s.ok(&["apply", "-f", file.to_str().unwrap()]);
 }
 
+/// A namespace's objects of [`KINDS`], less the `kubernetes` Service and its endpoints,
+/// which every server keeps in `default`.
 fn names(s: &Server, ns: &str) -> Vec<String> {
     s.ok(&["-n", ns, "get", KINDS, "-o", "jsonpath={range .items[*]}{.kind}/{.metadata.name} {end}"])
         .split_whitespace()
+        .filter(|n| !n.ends_with("/kubernetes"))
         .map(String::from)
         .collect()
 }

@@ -15,6 +15,10 @@ pub struct ServerArgs {
     /// Address and port to serve the API on.
     #[arg(long, env = "NODECTL_LISTEN", default_value = "0.0.0.0:6443")]
     listen: SocketAddr,
+    /// The address the `kubernetes` Service's endpoints give for this server, as
+    /// kube-apiserver's flag (default: the --listen address, or the host's default route's).
+    #[arg(long, env = "NODECTL_ADVERTISE_ADDRESS", value_name = "IP")]
+    advertise_address: Option<std::net::Ipv4Addr>,
     /// Keep the objects in etcd, at these members (comma-separated http://HOST:PORT),
     /// instead of the embedded SQLite store in the data dir.
     #[arg(long, env = "NODECTL_ETCD", value_delimiter = ',', value_name = "URLS")]
@@ -35,12 +39,16 @@ pub struct ServerArgs {
     /// The ports NodePort Services' node ports come from, as kube-apiserver's flag.
     #[arg(long, value_name = "FIRST-LAST", default_value = "30000-32767", value_parser = port_range)]
     service_node_port_range: std::ops::RangeInclusive<u16>,
+    /// Give each LoadBalancer Service an address of this range (IPv4) as its
+    /// status.loadBalancer.ingress; without it, ServiceLB gives the Ready nodes' addresses.
+    #[arg(long, value_name = "CIDR", value_parser = ipv4_network)]
+    service_lb_pool: Option<ipnet::Ipv4Net>,
     /// Do not run the scheduler (another one binds pods through pods/binding).
     #[arg(long)]
     disable_scheduler: bool,
     /// Which controllers run, as kube-controller-manager's flag: `*` for all, `NAME` to
     /// add one, `-NAME` to leave one out (known: deployment, disruption, endpoint,
-    /// endpointslice, nodeipam, nodelifecycle, podgc, replicaset).
+    /// endpointslice, nodeipam, nodelifecycle, podgc, replicaset, servicelb).
     #[arg(long, value_delimiter = ',', default_value = "*")]
     controllers: Vec<String>,
     /// How often the node lifecycle controller looks at the nodes.
@@ -132,7 +140,9 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
         service_cidr: args.service_cluster_ip_range,
         cluster_domain: args.cluster_domain,
         node_ports: args.service_node_port_range,
+        service_lb_pool: args.service_lb_pool,
     };
+    crate::server::registry::nodeport::set_range(network.node_ports.clone());
     network.check()?;
     if crate::model::names::name_problem(&network.cluster_domain, false).is_some() {
         anyhow::bail!("--cluster-domain: {:?} is not a DNS domain name", network.cluster_domain);
@@ -165,6 +175,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
         },
         leader_election,
         network,
+        advertise_address: args.advertise_address,
     };
     crate::server::registry::clusterip::set_range(args.service_cluster_ip_range);
     crate::server::registry::kinds::set_default_tolerations(

@@ -59,6 +59,9 @@ pub struct Config {
     /// The pod, Service and node port ranges and the cluster domain (what the nodes read
     /// from the ConfigMap kube-system/nodectl-cluster).
     pub network: registry::cluster_config::ClusterNetwork,
+    /// The address the `kubernetes` Service's endpoints give for this server
+    /// (`--advertise-address`); None: the listen address, or the host's own.
+    pub advertise_address: Option<std::net::Ipv4Addr>,
 }
 
 /// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
@@ -108,6 +111,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
             registry::cluster_config::NAME
         ))
     })?;
+    // Every server (not the leader alone) keeps itself in the `kubernetes` Service's endpoints.
+    let advertised =
+        registry::kubernetes_service::Advertised::choose(config.advertise_address, bound.ip(), bound.port());
+    let first = registry::clusterip::first_address(config.network.service_cidr);
+    let endpoints_store = store.clone();
+    let reconciler =
+        tokio::spawn(registry::kubernetes_service::run(endpoints_store.clone(), advertised.clone(), first));
     let controller_token = pki::random_token();
     let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone())
         .with_controller_token(controller_token.clone())
@@ -128,6 +138,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         _ = serve(listener, app, acceptor) => {}
         _ = shutdown => {}
     }
+    reconciler.abort();
+    registry::kubernetes_service::leave(&endpoints_store, &advertised).await;
     electors.stop().await;
     Ok(())
 }
@@ -160,7 +172,7 @@ impl Leaders {
                 controllers::start(store.clone());
                 // The workload controllers are the API's clients, as kube-controller-manager is.
                 match controllers::client::client(api, &ca_pem, &token) {
-                    Ok(client) => controllers::start_clients(client, &which, (&nodes, &pod_gc), &network),
+                    Ok(client) => controllers::start_clients(client, &store, &which, (&nodes, &pod_gc), &network),
                     Err(err) => tracing::error!(%err, "the workload controllers cannot start"),
                 }
             }),

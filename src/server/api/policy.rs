@@ -220,6 +220,7 @@ pub fn cluster_roles() -> Vec<Value> {
         role(ENDPOINTSLICE_CONTROLLER, &[], rules(ENDPOINTSLICE_RULES)),
         role(NODE_CONTROLLER, &[], rules(NODE_RULES)),
         role(DISRUPTION_CONTROLLER, &[], rules(DISRUPTION_RULES)),
+        role(SERVICE_CONTROLLER, &[], rules(SERVICE_RULES)),
         role(CONTROLLER_MANAGER, &[], leader_rules()),
     ]
 }
@@ -314,6 +315,17 @@ const DISRUPTION_RULES: &[Rule] = &[
     (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
 ];
 
+const SERVICE_CONTROLLER: &str = "system:controller:service-controller";
+
+/// kube's rules for the service (load-balancer) controller, which ServiceLB stands for,
+/// with `patch` on the status it writes as a merge patch.
+const SERVICE_RULES: &[Rule] = &[
+    (&[""], &["services"], &["get", "list", "watch"]),
+    (&[""], &["services/status"], &["patch", "update"]),
+    (&[""], &["nodes"], &["list", "watch"]),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
+
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
@@ -327,6 +339,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         controller_binding(ENDPOINTSLICE_CONTROLLER),
         controller_binding(NODE_CONTROLLER),
         controller_binding(DISRUPTION_CONTROLLER),
+        controller_binding(SERVICE_CONTROLLER),
         controller_binding(CONTROLLER_MANAGER),
     ]
 }

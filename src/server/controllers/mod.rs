@@ -2,7 +2,8 @@
 //! ([`gc`]) and namespace finalization ([`namespace`]) on the store directly, each a pool
 //! of workers on a [`queue`] that retries failed items with the shared backoff ([`retry`]);
 //! the workload controllers ([`deployment`], [`replicaset`]), the Services' [`endpoints`],
-//! the node lifecycle ([`nodelifecycle`]), the nodes' pod ranges ([`nodeipam`]), the pod garbage collector ([`podgc`]) and the
+//! the node lifecycle ([`nodelifecycle`]), the nodes' pod ranges ([`nodeipam`]), the pod garbage collector ([`podgc`]),
+//! the LoadBalancer Services' addresses ([`servicelb`]) and the
 //! PodDisruptionBudgets' [`disruption`] controller as
 //! clients of the API through kube-rs, sharing informers ([`informer`]), retry limits and
 //! expectations ([`expectations`]).
@@ -32,6 +33,7 @@ pub mod pods;
 pub mod queue;
 pub mod replicaset;
 pub mod retry;
+pub mod servicelb;
 pub mod writes;
 
 use std::sync::{Arc, Mutex};
@@ -68,8 +70,17 @@ pub fn start(store: Store) {
 }
 
 /// The controllers `--controllers` may name, as kube-controller-manager's flag does.
-pub const SWITCHABLE: &[&str] =
-    &["deployment", "disruption", "endpoint", "endpointslice", "nodeipam", "nodelifecycle", "podgc", "replicaset"];
+pub const SWITCHABLE: &[&str] = &[
+    "deployment",
+    "disruption",
+    "endpoint",
+    "endpointslice",
+    "nodeipam",
+    "nodelifecycle",
+    "podgc",
+    "replicaset",
+    "servicelb",
+];
 
 #[derive(Debug, thiserror::Error)]
 #[error("--controllers: {0:?} is not in the list of known controllers ({known})", known = SWITCHABLE.join(", "))]
@@ -95,6 +106,7 @@ pub fn selected(list: &[String]) -> Result<Vec<&'static str>, UnknownController>
 /// shared pod, ReplicaSet and Service informers.
 pub fn start_clients(
     client: kube::Client,
+    store: &Store,
     which: &[&str],
     (nodes, pod_gc): (&nodelifecycle::Settings, &podgc::Settings),
     network: &ClusterNetwork,
@@ -118,6 +130,9 @@ pub fn start_clients(
     }
     if which.contains(&"nodelifecycle") {
         tokio::spawn(nodelifecycle::controller(client.clone(), nodes.clone(), &pods));
+    }
+    if which.contains(&"servicelb") {
+        tokio::spawn(servicelb::controller(client.clone(), store.clone(), network.service_lb_pool));
     }
     if which.contains(&"podgc") {
         tokio::spawn(podgc::controller(client.clone(), pod_gc.clone(), &pods));
@@ -277,18 +292,19 @@ mod tests {
                 "nodeipam",
                 "nodelifecycle",
                 "podgc",
-                "replicaset"
+                "replicaset",
+                "servicelb"
             ])
         );
         assert_eq!(
-            sel("*,-replicaset,-endpoint,-disruption"),
+            sel("*,-replicaset,-endpoint,-disruption,-servicelb"),
             Ok(vec!["deployment", "endpointslice", "nodeipam", "nodelifecycle", "podgc"])
         );
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
         assert!(
-            err.contains("\"replicasets\" is not in the list of known controllers (deployment, disruption, endpoint, endpointslice, nodeipam, nodelifecycle, podgc, replicaset)"),
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, disruption, endpoint, endpointslice, nodeipam, nodelifecycle, podgc, replicaset, servicelb)"),
             "{err}"
         );
     }

@@ -32,6 +32,9 @@ pub struct ClusterNetwork {
     pub cluster_domain: String,
     /// Where Services' node ports come from (--service-node-port-range).
     pub node_ports: RangeInclusive<u16>,
+    /// Where ServiceLB takes LoadBalancer Services' addresses from (--service-lb-pool);
+    /// None: the nodes' addresses.
+    pub service_lb_pool: Option<Ipv4Net>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,7 @@ mod tests {
             service_cidr: "10.96.0.0/12".parse().unwrap(),
             cluster_domain: DEFAULT_CLUSTER_DOMAIN.into(),
             node_ports: 30000..=32767,
+            service_lb_pool: None,
         }
     }
 

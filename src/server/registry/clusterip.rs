@@ -62,11 +62,7 @@ fn record(ip: Ipv4Addr, ns: &str, name: &str) -> Vec<u8> {
 }
 
 /// The Service (namespace, name) a record names.
-pub fn holder(value: &[u8]) -> Option<(String, String)> {
-    let v: Value = serde_json::from_slice(value).ok()?;
-    let p = &v["spec"]["parentRef"];
-    Some((p["namespace"].as_str()?.to_string(), p["name"].as_str()?.to_string()))
-}
+pub use super::records::holder;
 
 /// The cause of an invalid clusterIPs, as kube's REST storage words it.
 fn refused(name: &str, ips: &[String], why: String) -> RegistryError {
@@ -165,14 +161,7 @@ fn allocate_any(store: &dyn Backend, range: Ipv4Net, ns: &str, name: &str) -> Re
 /// another Service holds is left alone).
 pub fn release(store: &dyn Backend, spec: &Value, ns: &str, name: &str) -> Result<(), RegistryError> {
     for ip in held(spec) {
-        let k = key(ip);
-        let Some(kv) = store.get(&k).map_err(store_error)? else { continue };
-        if holder(&kv.value).is_some_and(|(n, s)| n == ns && s == name) {
-            match store.delete(&k, Some(kv.mod_revision)) {
-                Ok(_) | Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(store_error(e)),
-            }
-        }
+        super::records::release(store, &key(ip), ns, name).map_err(store_error)?;
     }
     Ok(())
 }
@@ -198,42 +187,10 @@ pub fn repair(
     services: &[Value],
     suspects: &mut std::collections::HashSet<(String, i64)>,
 ) -> Result<(usize, usize), RegistryError> {
-    let mut holds = std::collections::HashMap::new();
-    for svc in services {
-        let ns = svc["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
-        let name = svc["metadata"]["name"].as_str().unwrap_or_default().to_string();
-        for ip in held(&svc["spec"]) {
-            holds.insert(key(ip), (ip, ns.clone(), name.clone()));
-        }
-    }
-    let records = store.list(PREFIX, None, 0, None).map_err(store_error)?;
-    let (mut freed, mut recorded) = (0, 0);
-    let mut next = std::collections::HashSet::new();
-    for kv in &records.items {
-        let ok = match (holder(&kv.value), holds.get(&kv.key)) {
-            (Some((n, s)), Some((_, hn, hs))) => &n == hn && &s == hs,
-            _ => false,
-        };
-        if !ok && !suspects.contains(&(kv.key.clone(), kv.mod_revision)) {
-            next.insert((kv.key.clone(), kv.mod_revision));
-        } else if !ok {
-            match store.delete(&kv.key, Some(kv.mod_revision)) {
-                Ok(_) => freed += 1,
-                Err(StoreError::NotFound { .. }) | Err(StoreError::Conflict { .. }) => {}
-                Err(e) => return Err(store_error(e)),
-            }
-        }
-    }
-    *suspects = next;
-    let present: std::collections::HashSet<&String> = records.items.iter().map(|kv| &kv.key).collect();
-    for (k, (ip, ns, name)) in &holds {
-        if !present.contains(k) {
-            match store.create(k, &record(*ip, ns, name)) {
-                Ok(_) => recorded += 1,
-                Err(StoreError::AlreadyExists { .. }) => {}
-                Err(e) => return Err(store_error(e)),
-            }
-        }
-    }
-    Ok((freed, recorded))
+    let holds = super::records::holders(services, |spec| held(spec).into_iter().map(key));
+    let record = |k: &str, ns: &str, name: &str| {
+        let ip = k.strip_prefix(PREFIX).and_then(|s| s.parse().ok()).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        record(ip, ns, name)
+    };
+    super::records::repair(store, PREFIX, &holds, record, suspects).map_err(store_error)
 }

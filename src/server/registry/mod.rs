@@ -16,8 +16,11 @@ pub mod deletion;
 pub mod error;
 pub mod eviction;
 pub mod kinds;
+pub mod kubernetes_service;
+pub mod nodeport;
 pub mod objects;
 pub mod patch;
+pub mod records;
 pub mod resources;
 pub mod selectors;
 

@@ -289,15 +289,32 @@ pub async fn create(
         let takes_ip = r.kind == "Service" && super::clusterip::wants_ip(&allocated["spec"]);
         if takes_ip {
             super::clusterip::allocate(&*store, &mut allocated["spec"], &svc_ns, &n2)?;
+        }
+        // So are its node ports.
+        let ports = if r.kind == "Service" {
+            match super::nodeport::allocate(&*store, &mut allocated["spec"], None, &svc_ns, &n2) {
+                Ok(ports) => ports,
+                Err(e) => {
+                    if takes_ip {
+                        let _ = super::clusterip::release(&*store, &allocated["spec"], &svc_ns, &n2);
+                    }
+                    return Err(e);
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        if takes_ip || !ports.is_empty() {
             value = encode_limited(&stored_form(r, &allocated))?;
         }
         match store.create(&key, &value) {
             Ok(rev) => Ok((Some(rev), allocated)),
             Err(e) => {
+                // Best effort: the repair loop frees what this misses.
                 if takes_ip {
-                    // Best effort: the repair loop frees what this misses.
                     let _ = super::clusterip::release(&*store, &allocated["spec"], &svc_ns, &n2);
                 }
+                super::nodeport::give_back(&*store, &ports, &svc_ns, &n2);
                 Err(RegistryError::from_store(e, plural, &n2))
             }
         }
@@ -602,6 +619,20 @@ async fn read_modify_write(
                 super::clusterip::allocate(&*store, &mut obj["spec"], &svc_ns, &name)?;
                 (r.strategy().defaults)(&mut obj, r.version);
             }
+            // Node ports the update asks for or needs anew are taken before it is stored.
+            let ports = if r.kind == "Service" && part == Part::Main {
+                match super::nodeport::allocate(&*store, &mut obj["spec"], Some(&old["spec"]), &svc_ns, &name) {
+                    Ok(ports) => ports,
+                    Err(e) => {
+                        if ip_change.0 {
+                            let _ = super::clusterip::release(&*store, &obj["spec"], &svc_ns, &name);
+                        }
+                        return Err(e);
+                    }
+                }
+            } else {
+                Vec::new()
+            };
             // An object being deleted goes when its last finalizer does.
             let result = if obj["metadata"]["deletionTimestamp"].is_string()
                 && !has_finalizers(&obj)
@@ -621,6 +652,12 @@ async fn read_modify_write(
             }
             if result.is_err() && ip_change.0 {
                 let _ = super::clusterip::release(&*store, &obj["spec"], &svc_ns, &name);
+            }
+            if result.is_err() {
+                super::nodeport::give_back(&*store, &ports, &svc_ns, &name);
+            } else if r.kind == "Service" && part == Part::Main {
+                // Those the update no longer holds (a port removed, a type without them).
+                let _ = super::nodeport::release(&*store, &old["spec"], Some(&obj["spec"]), &svc_ns, &name);
             }
             match result {
                 Ok(revision) => {
@@ -788,6 +825,9 @@ fn release_allocated(store: &dyn Backend, r: &Resource, old: &Value) {
         let name = old["metadata"]["name"].as_str().unwrap_or_default();
         if let Err(e) = super::clusterip::release(store, &old["spec"], ns, name) {
             tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "releasing the cluster IP");
+        }
+        if let Err(e) = super::nodeport::release(store, &old["spec"], None, ns, name) {
+            tracing::warn!(service = %format!("{ns}/{name}"), error = %e, "releasing the node ports");
         }
     }
 }

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 
 use super::fill::{each, or_set, spec};
 use super::{PLAIN, Problem, Strategy};
+use crate::server::registry::nodeport;
 
 pub const SERVICE: Strategy = Strategy {
     status: true,
@@ -48,6 +49,9 @@ fn defaults(spec: &mut Value) {
     if matches!(ty.as_str(), "NodePort" | "LoadBalancer") {
         or_set(spec, "externalTrafficPolicy", json!("Cluster"));
     }
+    if ty == "LoadBalancer" {
+        or_set(spec, "allocateLoadBalancerNodePorts", json!(true));
+    }
     for p in each(spec, "ports") {
         or_set(p, "protocol", json!("TCP"));
         // targetPort defaults to the port (0 and "" count as unset).
@@ -62,9 +66,6 @@ fn defaults(spec: &mut Value) {
         }
     }
 }
-
-/// The NodePort range kube-apiserver allocates from (--service-node-port-range).
-const NODE_PORTS: std::ops::RangeInclusive<i64> = 30000..=32767;
 
 fn validate(spec: &Value, old: Option<&Value>) -> Vec<Problem> {
     let mut out = Vec::new();
@@ -107,16 +108,22 @@ fn validate(spec: &Value, old: Option<&Value>) -> Vec<Problem> {
         if let Some(np) = p["nodePort"].as_i64().filter(|n| *n != 0) {
             if ty == "ClusterIP" {
                 out.push((format!("{f}.nodePort"), "Forbidden: may not be used when `type` is 'ClusterIP'".into()));
-            } else if !NODE_PORTS.contains(&np) {
-                out.push((
-                    format!("{f}.nodePort"),
-                    format!(
-                        "Invalid value: {np}: provided port is not in the valid range. The range of valid ports is {}-{}",
-                        NODE_PORTS.start(),
-                        NODE_PORTS.end()
-                    ),
-                ));
+            } else if !in_node_port_range(np) {
+                out.push((format!("{f}.nodePort"), nodeport::out_of_range(np)));
+            } else if ports[..i].iter().any(|o| o["nodePort"].as_i64() == Some(np) && o["protocol"] == p["protocol"]) {
+                out.push((format!("{f}.nodePort"), format!("Duplicate value: {np}")));
             }
+        }
+    }
+    if let Some(hc) = spec["healthCheckNodePort"].as_i64().filter(|n| *n != 0) {
+        if !nodeport::needs_health_check(spec) {
+            out.push((
+                "spec.healthCheckNodePort".into(),
+                "Forbidden: may only be set when `type` is 'LoadBalancer' and `externalTrafficPolicy` is 'Local'"
+                    .into(),
+            ));
+        } else if !in_node_port_range(hc) {
+            out.push(("spec.healthCheckNodePort".into(), nodeport::out_of_range(hc)));
         }
     }
     // A cluster IP, once set, stays (an update that leaves it out keeps it: see
@@ -132,6 +139,11 @@ fn validate(spec: &Value, old: Option<&Value>) -> Vec<Problem> {
         }
     }
     out
+}
+
+/// Is `port` a node port of --service-node-port-range?
+fn in_node_port_range(port: i64) -> bool {
+    u16::try_from(port).is_ok_and(|p| nodeport::range().contains(&p))
 }
 
 /// What kube-apiserver carries over from the stored Service into an update that leaves
@@ -152,16 +164,49 @@ fn keep_allocated(obj: &mut Value, old: &Value) {
         }
     }
     let old_ports = old["spec"]["ports"].as_array().cloned().unwrap_or_default();
+    // Node ports are carried over only between types that have them; a change to a type
+    // without them drops those left as they were (kube's dropTypeDependentFields), so
+    // that they are given back instead of refused.
+    let had = nodeport::has_node_ports(&old["spec"]);
+    let has = nodeport::has_node_ports(&obj["spec"]);
     for p in obj.pointer_mut("/spec/ports").and_then(Value::as_array_mut).into_iter().flatten() {
-        if p["nodePort"].as_i64().unwrap_or(0) != 0 {
-            continue;
-        }
         let same = old_ports.iter().find(|o| o["port"] == p["port"] && o["protocol"] == p["protocol"]);
-        if let Some(np) = same.and_then(|o| o["nodePort"].as_i64()).filter(|n| *n != 0)
+        let before = same.and_then(|o| o["nodePort"].as_i64()).filter(|n| *n != 0);
+        let now = p["nodePort"].as_i64().unwrap_or(0);
+        if had && !has && before.is_some_and(|b| b == now) {
+            if let Some(m) = p.as_object_mut() {
+                m.remove("nodePort");
+            }
+        } else if now == 0
+            && had
+            && has
+            && let Some(np) = before
             && p.is_object()
         {
             p["nodePort"] = np.into();
         }
+    }
+    if old["spec"]["type"] == "LoadBalancer"
+        && obj["spec"]["type"] != "LoadBalancer"
+        && obj["spec"]["allocateLoadBalancerNodePorts"] == old["spec"]["allocateLoadBalancerNodePorts"]
+        && let Some(m) = obj["spec"].as_object_mut()
+    {
+        m.remove("allocateLoadBalancerNodePorts");
+    }
+    let hc_before = old["spec"]["healthCheckNodePort"].as_i64().filter(|n| *n != 0);
+    let hc_now = obj["spec"]["healthCheckNodePort"].as_i64().unwrap_or(0);
+    let needed = nodeport::needs_health_check(&old["spec"]);
+    let needs = nodeport::needs_health_check(&obj["spec"]);
+    if needed && !needs && hc_before == Some(hc_now) {
+        if let Some(m) = obj["spec"].as_object_mut() {
+            m.remove("healthCheckNodePort");
+        }
+    } else if hc_now == 0
+        && needed
+        && needs
+        && let Some(hc) = hc_before
+    {
+        obj["spec"]["healthCheckNodePort"] = hc.into();
     }
 }
 
