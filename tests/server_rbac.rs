@@ -32,8 +32,8 @@ fn kubectl_as(s: &Server, user: &str, groups: &[&str], args: &[&str]) -> (bool, 
     )
 }
 
-/// Binds ClusterRole `role` to User `user` in `ns` (`kubectl create rolebinding` sends
-/// protobuf, which this server does not take for RoleBindings yet).
+/// Binds ClusterRole `role` to User `user` in `ns`, from YAML so the test sees its
+/// subject's apiGroup exactly.
 fn bind(s: &Server, dir: &Path, name: &str, ns: &str, role: &str, user: &str) {
     let yaml = format!(
         "apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: {name}, namespace: {ns}}}\nroleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: {role}}}\nsubjects: [{{apiGroup: rbac.authorization.k8s.io, kind: User, name: {user}}}]\n"

@@ -212,9 +212,28 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
         headers: &parts.headers,
         upgrade: std::sync::Mutex::new(upgrade),
     };
-    match route(&api, &user, &request, body).await {
+    let answer = match route(&api, &user, &request, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    // Protobuf for the clients that prefer it, on the object routes only: discovery and
+    // /openapi answer in their own types, and a Table is JSON (kubectl asks for it so).
+    let accepts = protobuf::respond::negotiate(accept);
+    let segments: Vec<&str> = parts.uri.path().split('/').filter(|s| !s.is_empty()).collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return answer,
+    };
+    if !accepts.protobuf || as_table || rest.is_empty() {
+        return answer;
+    }
+    let watching = parts.method == Method::GET && flag(&query, "watch").unwrap_or(false);
+    match parse_target(group, version, rest, parts.uri.path()) {
+        Ok(t) if watching && t.name.is_none() => {
+            protobuf::respond::watch(answer, accepts, &t.resource.api_version(), t.resource.kind)
+        }
+        _ => protobuf::respond::unary(answer, accepts).await,
     }
 }
 
