@@ -50,11 +50,13 @@ vm-test: build
 bench: build images
 	$(CARGO) bench --locked --bench unpack
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench runtime
+	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench podman
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench pods
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench daemon
 	$(CARGO) bench --locked --bench api
 	$(CARGO) bench --locked --bench scheduler
 	$(CARGO) bench --locked --bench cluster
+	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench services
 
 clean:
 	$(CARGO) clean

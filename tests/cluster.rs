@@ -46,7 +46,9 @@ impl Cluster {
         let s = Server::start_on(&dir.path().join("data"), lan.server_ip(), free_port(), &SERVER_FLAGS);
         let mut nodes = Vec::new();
         for i in 1..=NODES {
-            let node = Node::new("ncl", 220).with_busybox();
+            // The pod range is the Node's spec.podCIDR, out of the server's cluster range,
+            // so traffic between nodes' pods is routed and keeps its source address.
+            let node = Node::new("ncl", 220).with_pod_cidr_from_server().with_busybox();
             // The rollout's "new image": the same busybox under another tag.
             node.import("busybox", "busybox:v2");
             let mut node = node;
@@ -68,7 +70,13 @@ impl Cluster {
             ]);
             nodes.push(node);
         }
-        Cluster { nodes, s, _lan: lan, _dir: dir }
+        let mut c = Cluster { nodes, s, _lan: lan, _dir: dir };
+        for i in 0..NODES {
+            let name = format!("node-{}", i + 1);
+            let node = c.wait_for(&["node", &name], 30, |n| n["spec"]["podCIDR"].is_string());
+            c.nodes[usize::from(i)].cidr = node["spec"]["podCIDR"].as_str().unwrap().to_string();
+        }
+        c
     }
 
     /// kill -9 of the server, then a new one on the same data, address and flags.
@@ -87,6 +95,13 @@ impl Cluster {
         let mut all = String::new();
         for (i, n) in self.nodes.iter().enumerate() {
             all.push_str(&format!("--- node-{}:\n{}\n", i + 1, n.log()));
+            // Its pod network as the kernel has it, for a failure across nodes.
+            let i = u8::try_from(i + 1).unwrap();
+            for args in [&["-4", "route"][..], &["-4", "neigh"], &["-d", "link", "show", "type", "vxlan"]] {
+                if let Ok(out) = self._lan.in_node(i, "ip").args(args).output() {
+                    all.push_str(&format!("ip {}:\n{}", args.join(" "), String::from_utf8_lossy(&out.stdout)));
+                }
+            }
         }
         all
     }
@@ -116,6 +131,42 @@ impl Cluster {
         let path = self._dir.path().join(name);
         fs::write(&path, yaml).unwrap();
         self.s.ok(&["apply", "-f", path.to_str().unwrap()]);
+    }
+
+    /// `wget` of `http://HOST/` in the pod `client`: the page, or the error. Bounded by
+    /// `timeout`, not wget's own `-T`: Debian 12's busybox-static 1:1.35.0-4+deb12u1+b1
+    /// segfaults whenever `-T` is given.
+    fn wget(&self, host: &str) -> Result<String, String> {
+        let url = format!("http://{host}/");
+        let out = self.s.kubectl(&["exec", "client", "--", "timeout", "5", "wget", "-q", "-O", "-", &url]);
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Retries `f` for up to 30 s until it succeeds.
+    fn until_ok(&self, what: &str, f: impl Fn() -> Result<String, String>) -> String {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            match f() {
+                Ok(v) => return v,
+                Err(e) => assert!(Instant::now() < end, "{what}: {e}\nthe daemons' logs:\n{}", self.logs()),
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Waits until no node has a pod directory left.
+    fn wait_for_no_pods_on_disk(&self) {
+        for (i, n) in self.nodes.iter().enumerate() {
+            let end = Instant::now() + Duration::from_secs(30);
+            while fs::read_dir(n.root().join("pods")).map(|d| d.count()).unwrap_or(0) > 0 {
+                assert!(Instant::now() < end, "node-{} kept pods: {}", i + 1, n.log());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
     }
 }
 
@@ -262,13 +313,208 @@ fn three_nodes_on_a_lan_run_a_deployment_spread_over_them() {
     // The Deployment goes, and every node stops its pods.
     c.s.ok(&["delete", "deployment", "web"]);
     c.wait_for(&["pods", "-l", "app=web"], 60, |l| l["items"].as_array().is_some_and(Vec::is_empty));
-    for (i, n) in c.nodes.iter().enumerate() {
-        let end = Instant::now() + Duration::from_secs(30);
-        while fs::read_dir(n.root().join("pods")).map(|d| d.count()).unwrap_or(0) > 0 {
-            assert!(Instant::now() < end, "node-{} kept pods: {}", i + 1, n.log());
-            std::thread::sleep(Duration::from_millis(100));
+    c.wait_for_no_pods_on_disk();
+
+    // Pods reach each other across nodes, and Services work, with the nodes' routes to
+    // each other's pod ranges (they share the LAN: host-gw)...
+    services_across_nodes(&c);
+    // ... and again with VXLAN between them.
+    for n in &mut c.nodes {
+        n.kill_daemon();
+        n.restart_with(&["--pod-network-backend", "vxlan"]);
+    }
+    c.wait_for(&["nodes"], 60, |l| l["items"].as_array().is_some_and(|items| items.iter().all(ready)));
+    for i in 1..=NODES {
+        let out = c._lan.in_node(i, "ip").args(["-d", "link", "show", "type", "vxlan"]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("vxlan id 1 "), "node-{i} has no VXLAN device: {text}");
+        // The host-gw routes were replaced: both other ranges go over the VXLAN device.
+        common::server::wait_until(&format!("node-{i}'s routes over VXLAN"), 30, || {
+            let out = c._lan.in_node(i, "ip").args(["-4", "route", "show", "proto", "157"]).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text.lines().count() == usize::from(NODES) - 1 && text.lines().all(|l| l.contains(".vx "))).then_some(text)
+        });
+    }
+    services_across_nodes(&c);
+}
+
+/// An HTTP server Deployment with a pod on each node, a LoadBalancer Service and a headless
+/// one for it.
+const HTTPD: &str = "
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: httpd}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: httpd}}
+  template:
+    metadata: {labels: {app: httpd}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      topologySpreadConstraints:
+      - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: DoNotSchedule, labelSelector: {matchLabels: {app: httpd}}}
+      containers:
+      - name: c
+        image: busybox
+        imagePullPolicy: Never
+        ports: [{name: http, containerPort: 8080}]
+        command: [sh, -c, 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www']
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpd}
+spec:
+  type: LoadBalancer
+  selector: {app: httpd}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: httpd-headless}
+spec:
+  clusterIP: None
+  selector: {app: httpd}
+  ports: [{port: 80, targetPort: http}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client}
+spec:
+  nodeName: node-1
+  terminationGracePeriodSeconds: 0
+  containers: [{name: c, image: busybox, imagePullPolicy: Never, command: [sleep, '3600']}]
+";
+
+/// What issue 12 shows: a client on node-1 reaches the HTTP server's pods on all three
+/// nodes by pod IP, ClusterIP, names, NodePort on every node, the load balancer's
+/// addresses and `port-forward svc/`; requests spread; sessionAffinity holds a client;
+/// the headless name gives the pod IPs; no endpoints refuses. Leaves nothing behind.
+fn services_across_nodes(c: &Cluster) {
+    c.apply("httpd.yaml", HTTPD);
+    c.wait_for(&["deployment", "httpd"], 120, |d| d["status"]["readyReplicas"] == 3);
+    c.wait_for(&["pod", "client"], 60, ready);
+    let pods = c.get(&["pods", "-l", "app=httpd"]).unwrap();
+    let servers: BTreeMap<String, (String, String)> = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let name = p["metadata"]["name"].as_str().unwrap().to_string();
+            let ip = p["status"]["podIP"].as_str().unwrap().to_string();
+            (name, (ip, p["spec"]["nodeName"].as_str().unwrap().to_string()))
+        })
+        .collect();
+    let nodes: std::collections::BTreeSet<&str> = servers.values().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(nodes.len(), 3, "one server pod per node: {servers:?}");
+    let names: std::collections::BTreeSet<String> = servers.keys().cloned().collect();
+
+    // By pod IP, on this node and across the others.
+    for (name, (ip, node)) in &servers {
+        let got = c.until_ok(&format!("{name} on {node} by its IP {ip}"), || c.wget(&format!("{ip}:8080")));
+        assert_eq!(got, *name, "{ip} on {node}");
+    }
+
+    // By ClusterIP and by name; the requests spread over every endpoint.
+    let svc = c.wait_for(&["service", "httpd"], 30, |s| {
+        s["spec"]["ports"][0]["nodePort"].as_i64().is_some()
+            && s["status"]["loadBalancer"]["ingress"].as_array().is_some_and(|i| !i.is_empty())
+    });
+    let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap().to_string();
+    let mut seen = std::collections::BTreeSet::new();
+    let end = Instant::now() + Duration::from_secs(60);
+    while seen != names {
+        assert!(Instant::now() < end, "through {cluster_ip} only {seen:?} of {names:?}");
+        if let Ok(name) = c.wget(&cluster_ip) {
+            seen.insert(name);
         }
     }
+    for host in ["httpd", "httpd.default", "httpd.default.svc.cluster.local"] {
+        let got = c.until_ok(&format!("the Service by the name {host}"), || c.wget(host));
+        assert!(names.contains(&got), "{host} answered {got:?}");
+    }
+
+    // A NodePort on every node's address, and the load balancer's addresses, from outside
+    // the cluster (this test's process, on the LAN).
+    let node_port = u16::try_from(svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap()).unwrap();
+    for i in 1..=NODES {
+        let ip = c._lan.node_ip(i);
+        let got = common::server::wait_until(&format!("NodePort {node_port} on node-{i} ({ip})"), 30, || {
+            http_get(&format!("{ip}:{node_port}")).ok()
+        });
+        assert!(names.contains(&got), "{ip}:{node_port} answered {got:?}");
+    }
+    for ingress in svc["status"]["loadBalancer"]["ingress"].as_array().unwrap() {
+        let ip = ingress["ip"].as_str().unwrap();
+        let got = common::server::wait_until(&format!("the load balancer's {ip}:80"), 30, || {
+            http_get(&format!("{ip}:80")).ok()
+        });
+        assert!(names.contains(&got), "{ip}:80 answered {got:?}");
+    }
+
+    // kubectl port-forward svc/: to one of its pods' target port.
+    let pf = PortForward::start(&c.s, "svc/httpd", &[80], true);
+    let answer = pf.exchange(8080, b"GET / HTTP/1.0\r\n\r\n");
+    assert!(names.iter().any(|n| answer.ends_with(&format!("\r\n\r\n{n}\n"))), "{answer:?}");
+    pf.stop();
+
+    // sessionAffinity ClientIP: one client, one pod.
+    c.s.ok(&["patch", "service", "httpd", "-p", r#"{"spec": {"sessionAffinity": "ClientIP"}}"#]);
+    let end = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let run: Vec<String> = (0..5).filter_map(|_| c.wget(&cluster_ip).ok()).collect();
+        if run.len() == 5 && run.iter().all(|n| *n == run[0]) {
+            break run[0].clone();
+        }
+        assert!(Instant::now() < end, "affinity never held: {run:?}");
+    };
+    for _ in 0..10 {
+        assert_eq!(c.wget(&cluster_ip).unwrap(), first, "sessionAffinity let the client go elsewhere");
+    }
+
+    // The headless Service's name: the pod IPs.
+    let mut want: Vec<String> = servers.values().map(|(ip, _)| ip.clone()).collect();
+    want.sort();
+    common::server::wait_until("the headless Service's addresses", 30, || {
+        let out = c.s.kubectl(&["exec", "client", "--", "nslookup", "httpd-headless.default.svc.cluster.local"]);
+        (nslookup_addresses(&String::from_utf8_lossy(&out.stdout)) == want).then_some(())
+    });
+
+    // No endpoints: the ClusterIP refuses at once, rather than a connection hanging.
+    c.s.ok(&["scale", "deployment", "httpd", "--replicas=0"]);
+    c.wait_for(&["pods", "-l", "app=httpd"], 60, |l| l["items"].as_array().is_some_and(Vec::is_empty));
+    common::server::wait_until("the ClusterIP refusing", 30, || {
+        c.wget(&cluster_ip).err().filter(|e| e.contains("Connection refused"))
+    });
+
+    c.s.ok(&["delete", "deployment/httpd", "service/httpd", "service/httpd-headless", "pod/client"]);
+    c.wait_for(&["pods"], 60, |l| l["items"].as_array().is_some_and(Vec::is_empty));
+    c.wait_for_no_pods_on_disk();
+}
+
+/// `GET /` over HTTP/1.0 from this process: the body, trimmed.
+fn http_get(addr: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let addr: std::net::SocketAddr = addr.parse().map_err(|e| format!("{addr}: {e}"))?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    s.write_all(b"GET / HTTP/1.0\r\n\r\n").map_err(|e| e.to_string())?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).map_err(|e| e.to_string())?;
+    let (_, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("no HTTP answer: {text:?}"))?;
+    Ok(body.trim().to_string())
+}
+
+/// The addresses busybox's nslookup gave for the name it was asked (after its server's).
+fn nslookup_addresses(out: &str) -> Vec<String> {
+    let mut ips: Vec<String> = out
+        .split_once("Name:")
+        .map(|(_, answers)| answers)
+        .unwrap_or("")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("Address:").map(|a| a.trim().to_string()))
+        .collect();
+    ips.sort();
+    ips
 }
 
 /// `kubectl set image` to `image`, with a watch on the Deployment throughout: available

@@ -15,13 +15,16 @@ pub struct PortForward {
 
 impl PortForward {
     /// Starts it for `ports` (`:REMOTE`, kubectl picks the local port) and waits until it
-    /// listens on each. Without `websocket`, kubectl is told to upgrade to SPDY/3.1 itself
-    /// (its fallback).
-    pub fn start(s: &Server, pod: &str, ports: &[u16], websocket: bool) -> PortForward {
+    /// listens on each. `target` is a pod's name or KIND/NAME (`svc/web`: kubectl picks a
+    /// pod of the Service and maps its port to the target port, which is then the key of
+    /// `local`). Without `websocket`, kubectl is told to upgrade to SPDY/3.1 itself (its
+    /// fallback).
+    pub fn start(s: &Server, target: &str, ports: &[u16], websocket: bool) -> PortForward {
+        let target = if target.contains('/') { target.to_string() } else { format!("pod/{target}") };
         let mut child = std::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(s.dir.join("admin.kubeconfig"))
-            .args(["port-forward", "-v=4", &format!("pod/{pod}"), "--address", "127.0.0.1"])
+            .args(["port-forward", "-v=4", &target, "--address", "127.0.0.1"])
             .args(ports.iter().map(|p| format!(":{p}")))
             .env("KUBECTL_PORT_FORWARD_WEBSOCKETS", if websocket { "true" } else { "false" })
             .stdout(Stdio::piped())
