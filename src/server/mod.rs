@@ -123,7 +123,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         .with_controller_token(controller_token.clone())
         .with_signer(pki.signer.clone());
     let nodes = api::node_proxy::NodeDialer::new(pki.node_client.clone());
-    let app = api::router(Arc::new(api::Api { store, auth, nodes }));
+    let app = api::router(Arc::new(api::Api { store, auth, nodes, metrics: Default::default() }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());

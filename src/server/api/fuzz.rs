@@ -179,7 +179,7 @@ impl Fixture {
         let store: Arc<dyn Backend> =
             Arc::new(Sqlite::open(&dir.path().join("state.db"), CompactionPolicy::default()).unwrap());
         let auth = auth::Auth::new(ADMIN.into(), "fuzz-join-token".into(), String::new(), store.clone());
-        let api = Arc::new(Api { store, auth, nodes: Default::default() });
+        let api = Arc::new(Api { store, auth, nodes: Default::default(), metrics: Default::default() });
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
         rt.block_on(super::bootstrap(&api.store)).unwrap();
         let f = Fixture { api, rt, _dir: dir };

@@ -11,6 +11,7 @@ pub mod authz;
 mod fuzz;
 pub mod gnostic;
 pub mod health;
+pub mod metrics;
 pub mod node_proxy;
 pub mod openapi;
 pub mod pods;
@@ -41,6 +42,8 @@ pub struct Api {
     pub store: Store,
     pub auth: auth::Auth,
     pub nodes: node_proxy::NodeDialer,
+    /// Request counts and latencies for `/metrics`.
+    pub metrics: Arc<metrics::Metrics>,
 }
 
 fn json_response(code: StatusCode, v: &Value) -> Response {
@@ -93,8 +96,18 @@ async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
     Ok(Bytes::from(kept))
 }
 
-/// Every request: authenticate, then route by path.
+/// Every request, counted and timed for `/metrics`.
 pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) -> Response {
+    let start = std::time::Instant::now();
+    let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let labels = metrics::Labels::of(req.method(), req.uri().path(), req.uri().query().unwrap_or(""), content_type);
+    let metrics = api.metrics.clone();
+    let response = serve(api, req).await;
+    metrics.record(labels, start, response)
+}
+
+/// A request: authenticate, then route by path.
+async fn serve(api: Arc<Api>, req: axum::extract::Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     // Health is open to anyone, as kube-apiserver's system:public-info-viewer allows.
@@ -310,6 +323,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
     }
     let (group, version, rest): (&str, &str, &[&str]) = match segments.as_slice() {
         ["version"] => return Ok(json_response(StatusCode::OK, &version_info())),
+        ["metrics"] if *method == Method::GET => return Ok(metrics::answer(&api.metrics, &api.store).await),
         ["api"] => {
             return Ok(json_response(
                 StatusCode::OK,

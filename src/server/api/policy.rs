@@ -1,7 +1,8 @@
 //! The default roles and bindings kube-apiserver creates at start (its bootstrap policy):
 //! cluster-admin, the aggregated admin, edit and view with the system:aggregate-to-* roles
 //! whose rules they gather, system:discovery, system:basic-user and
-//! system:public-info-viewer, and the bindings that give them to system:masters and to
+//! system:public-info-viewer, system:monitoring (metrics and health checks, for the group of
+//! that name), and the bindings that give them to system:masters and to
 //! everyone signed in. Each is created only when absent, so a user's edits survive a
 //! restart (kube-apiserver reconciles those annotated autoupdate; this server does not
 //! yet, so a deleted default stays deleted only until the next start).
@@ -147,6 +148,10 @@ const DISCOVERY_URLS: &[&str] = &[
     "/version",
     "/version/",
 ];
+/// What system:monitoring may read: metrics and every health check, one by one.
+const MONITORING_URLS: &[&str] =
+    &["/healthz", "/healthz/*", "/livez", "/livez/*", "/metrics", "/metrics/slis", "/readyz", "/readyz/*"];
+
 const PUBLIC_INFO_URLS: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
 
 fn rules(list: &[Rule]) -> Vec<Value> {
@@ -214,6 +219,7 @@ pub fn cluster_roles() -> Vec<Value> {
         role("system:basic-user", &[], rules(BASIC_USER)),
         role("system:discovery", &[], vec![json!({"nonResourceURLs": DISCOVERY_URLS, "verbs": ["get"]})]),
         role("system:public-info-viewer", &[], vec![json!({"nonResourceURLs": PUBLIC_INFO_URLS, "verbs": ["get"]})]),
+        role("system:monitoring", &[], vec![json!({"nonResourceURLs": MONITORING_URLS, "verbs": ["get"]})]),
         role(REPLICASET_CONTROLLER, &[], rules(REPLICASET_RULES)),
         role(DEPLOYMENT_CONTROLLER, &[], rules(DEPLOYMENT_RULES)),
         role(ENDPOINT_CONTROLLER, &[], rules(ENDPOINT_RULES)),
@@ -333,6 +339,7 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         binding("system:basic-user", &["system:authenticated"]),
         binding("system:discovery", &["system:authenticated"]),
         binding("system:public-info-viewer", &["system:authenticated", "system:unauthenticated"]),
+        binding("system:monitoring", &["system:monitoring"]),
         controller_binding(REPLICASET_CONTROLLER),
         controller_binding(DEPLOYMENT_CONTROLLER),
         controller_binding(ENDPOINT_CONTROLLER),

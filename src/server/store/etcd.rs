@@ -561,6 +561,20 @@ impl Backend for Etcd {
         })
     }
 
+    fn count(&self, prefix: &str) -> Result<i64> {
+        let (lower, end) = (prefix.to_string(), prefix_end(prefix));
+        self.run(move |s| async move {
+            let r = s
+                .call("count", Kind::Idempotent, |mut c| {
+                    let options = GetOptions::new().with_range(end.as_bytes()).with_count_only();
+                    let lower = lower.clone();
+                    async move { c.kv.get(lower, Some(options)).await }
+                })
+                .await?;
+            Ok(r.count())
+        })
+    }
+
     fn create(&self, key: &str, value: &[u8]) -> Result<i64> {
         check_key(key)?;
         let (key, value) = (key.to_string(), value.to_vec());

@@ -88,6 +88,9 @@ pub trait Backend: Send + Sync + 'static {
     /// Live keys under `prefix`, in key order, after `start_after` if given, at most
     /// `limit` (0: no limit), as of `revision` (None: now).
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: Option<i64>) -> Result<ListResult>;
+    /// How many live keys start with `prefix` now (for `apiserver_storage_objects`); a
+    /// backend counts keys without reading their values.
+    fn count(&self, prefix: &str) -> Result<i64>;
     fn create(&self, key: &str, value: &[u8]) -> Result<i64>;
     /// Replaces the value; with `expected`, only if the key's mod_revision is that.
     fn update(&self, key: &str, value: &[u8], expected: Option<i64>) -> Result<i64>;

@@ -418,6 +418,22 @@ impl Backend for Sqlite {
         })
     }
 
+    fn count(&self, prefix: &str) -> Result<i64> {
+        let s = &self.shared;
+        s.read(|c| {
+            // The newest row of each key, from the (key, revision) index alone.
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT COUNT(*) FROM log AS l
+                     JOIN (SELECT MAX(revision) AS rev FROM log WHERE key >= ?1 AND key < ?2 GROUP BY key) AS m
+                       ON l.revision = m.rev
+                     WHERE l.deleted = 0",
+                )
+                .map_err(s.err("count"))?;
+            stmt.query_row(params![prefix, prefix_end(prefix)], |r| r.get(0)).map_err(s.err("count"))
+        })
+    }
+
     fn create(&self, key: &str, value: &[u8]) -> Result<i64> {
         Ok(self.shared.write(key, Op::Create(value.to_vec()))?.revision)
     }
