@@ -1,6 +1,7 @@
 # nodectl. Two commands set up a fresh machine (see README.md):
 #   make        install what is needed, build, build the test images, run the default job
 #   make test   formatting, lints, the whole test suite as root, ending with the leak check
+# `make conformance RUNC_SRC=DIR` runs runc's integration suite for runc and nodectl-runtime.
 # `make bench` measures against GNU tar, crun and runc, pod start-up, and the API server on
 # SQLite and etcd; it is not a test.
 
@@ -8,7 +9,7 @@ CARGO      ?= cargo
 IMAGES     := target/images
 NODECTL    := target/release/nodectl
 
-.PHONY: all deps build images demo lint test vm-test soak bench clean
+.PHONY: all deps build images demo lint test vm-test soak bench conformance clean
 
 all: demo
 
@@ -57,6 +58,14 @@ bench: build images
 	$(CARGO) bench --locked --bench scheduler
 	$(CARGO) bench --locked --bench cluster
 	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) bench --locked --bench services
+
+# runc v1.1.5's own integration suite, run for Debian's runc and for nodectl-runtime side
+# by side, a table per file (not part of `make test`: it needs runc's source, which the user
+# fetches; without RUNC_SRC it prints the steps). docs/conformance.md, "How to run it".
+conformance:
+	@bash tests/conformance/run-runc-bats.sh --check "$(RUNC_SRC)"
+	$(MAKE) build images
+	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) bash tests/conformance/run-runc-bats.sh "$(RUNC_SRC)"
 
 clean:
 	$(CARGO) clean
