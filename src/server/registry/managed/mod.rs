@@ -233,9 +233,16 @@ pub fn apply(
         .filter(|(i, _)| Some(*i) != mine)
         .fold(FieldSet::new(), |acc, (_, e)| acc.union(&e.set));
     let mut obj = live_obj.clone();
-    // Deepest first, so an item's fields go before the item.
-    for path in before.difference(&config_set).iter().collect::<Vec<_>>().into_iter().rev() {
-        if !others.contains(path) && !others.has_descendant(path) {
+    // What goes: only the topmost of what is no longer applied and nobody else owns (an
+    // item's key fields must stay until the item is found and removed whole).
+    let gone: FieldSet = before
+        .difference(&config_set)
+        .iter()
+        .filter(|p| !others.contains(p) && !others.has_descendant(p))
+        .cloned()
+        .collect();
+    for path in gone.iter() {
+        if !(1..path.len()).any(|n| gone.contains(&path[..n].to_vec())) {
             shape::remove(&mut obj, path);
         }
     }
@@ -316,6 +323,15 @@ mod tests {
         // Alice stops applying b and a: b goes (hers alone), a stays (bob's).
         let shrunk = apply(Some(&forced), &cm(json!({"c": "3"})), &writer("alice"), false, "t4").unwrap();
         assert_eq!(shrunk["data"], json!({"a": "9", "c": "3"}));
+    }
+
+    #[test]
+    fn an_item_no_longer_applied_goes_whole() {
+        let pod = |containers: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}});
+        let both = pod(json!([{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]));
+        let first = apply(None, &both, &writer("me"), false, "t0").unwrap();
+        let one = apply(Some(&first), &pod(json!([{"name": "a", "image": "x"}])), &writer("me"), false, "t1").unwrap();
+        assert_eq!(one["spec"]["containers"], json!([{"name": "a", "image": "x"}]));
     }
 
     #[test]
