@@ -200,9 +200,9 @@ async fn serve(api: Arc<Api>, req: axum::extract::Request) -> Response {
                 .into_response();
             }
         }
-    } else if !content_type.is_empty() && !content_type.ends_with("json") {
-        // YAML bodies and server-side apply (application/apply-patch+yaml) are not served yet.
-        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/vnd.kubernetes.protobuf (got {content_type})"))
+    } else if !content_type.is_empty() && !content_type.ends_with("json") && content_type != objects::APPLY_PATCH {
+        // YAML bodies other than server-side apply's are not served.
+        return ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the body of the request was in an unknown format - accepted media types include: application/json, application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml, application/vnd.kubernetes.protobuf (got {content_type})"))
             .into_response();
     } else {
         body
@@ -495,6 +495,9 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         Some("Strict") => objects::FieldValidation::Strict,
         _ => objects::FieldValidation::Lenient,
     };
+    let manager = field_manager(query, req.headers)?;
+    let checks =
+        |guard: Option<objects::Guard>| objects::Checks { validation, guard, dry_run, manager: manager.clone() };
     // fieldValidation=Warn: the object is stored as with Ignore, and each unknown field
     // comes back as a Warning header, which kubectl prints.
     let warnings: Vec<String> = match (query.get("fieldValidation").map(String::as_str), method, part) {
@@ -625,19 +628,48 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             Ok(json_response(StatusCode::OK, &list))
         }
         (&Method::POST, None) => {
-            let obj = objects::create(store, r, t.namespace, &body, (validation, guard, dry_run)).await?;
+            let obj = objects::create(store, r, t.namespace, &body, checks(guard)).await?;
             Ok(with_warnings(json_response(StatusCode::CREATED, &obj)))
         }
         (&Method::PUT, Some(name)) => Ok(with_warnings(json_response(StatusCode::OK, &{
-            let obj = objects::update(store, r, t.namespace, name, part, &body, (validation, guard, dry_run)).await?;
+            let obj = objects::update(store, r, t.namespace, name, part, &body, checks(guard)).await?;
             if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }
         }))),
         (&Method::PATCH, Some(name)) => {
-            let kind = objects::PatchKind::from_content_type(content_type).ok_or_else(|| {
-                ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType", format!("the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json or application/strategic-merge-patch+json"))
-            })?;
-            let obj =
-                objects::patch(store, r, t.namespace, name, part, (kind, &body), (validation, guard, dry_run)).await?;
+            // PatchOptions' validation, in its words.
+            let options_invalid = |field: &str, message: &str| {
+                ApiError::from(RegistryError::invalid(
+                    "PatchOptions.meta.k8s.io",
+                    "",
+                    vec![(field.into(), message.into())],
+                ))
+            };
+            let kind = match objects::PatchKind::from_content_type(content_type) {
+                Some(objects::PatchKind::Apply { .. }) if query.get("fieldManager").is_none_or(String::is_empty) => {
+                    return Err(options_invalid("fieldManager", "Required value: is required for apply patch"));
+                }
+                Some(objects::PatchKind::Apply { .. }) => objects::PatchKind::Apply { force: flag(query, "force")? },
+                Some(_) if query.contains_key("force") => {
+                    return Err(options_invalid("force", "Forbidden: may not be specified for non-apply patch"));
+                }
+                Some(kind) => kind,
+                None => {
+                    return Err(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "UnsupportedMediaType",
+                        format!(
+                            "the patch type {content_type:?} is not supported; use application/merge-patch+json, application/json-patch+json, application/strategic-merge-patch+json or application/apply-patch+yaml"
+                        ),
+                    ));
+                }
+            };
+            if let objects::PatchKind::Apply { force } = kind {
+                let (obj, created) =
+                    objects::apply(store, r, t.namespace, name.clone(), part, (force, &body), checks(guard)).await?;
+                let code = if created { StatusCode::CREATED } else { StatusCode::OK };
+                return Ok(json_response(code, &obj));
+            }
+            let obj = objects::patch(store, r, t.namespace, name, part, (kind, &body), checks(guard)).await?;
             Ok(json_response(StatusCode::OK, &if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }))
         }
         (&Method::DELETE, None) if dry_run => {
@@ -665,6 +697,30 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         tracing::warn!(error = %e.message, "aggregating ClusterRoles failed");
     }
     answer
+}
+
+/// Who a write's fields go to: the `fieldManager` option, else the client's product name
+/// from its User-Agent (`kubectl` of `kubectl/v1.32.0 (linux/amd64) kubernetes/…`), as
+/// the API server's default; at most 128 printable characters.
+fn field_manager(
+    query: &BTreeMap<String, String>,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    if let Some(m) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        if m.len() > 128 {
+            return Err(ApiError::bad_request(format!(
+                "fieldManager: Too long: may not be longer than 128 (got {})",
+                m.len()
+            )));
+        }
+        if m.chars().any(|c| c.is_control()) {
+            return Err(ApiError::bad_request(format!("fieldManager: Invalid value: {m:?}: must be printable")));
+        }
+        return Ok(Some(m.clone()));
+    }
+    let agent = headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let product: String = agent.split('/').next().unwrap_or("").chars().filter(|c| !c.is_control()).take(128).collect();
+    Ok((!product.is_empty()).then_some(product))
 }
 
 /// The most objects one list page holds.

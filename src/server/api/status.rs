@@ -118,6 +118,15 @@ impl From<RegistryError> for ApiError {
                 e.details = Some(json!({"name": name, "kind": resource}));
                 e
             }
+            RegistryError::ApplyConflict { causes, .. } => {
+                let causes: Vec<Value> = causes
+                    .into_iter()
+                    .map(|(field, message)| json!({"reason": "FieldManagerConflict", "message": message, "field": field}))
+                    .collect();
+                let mut e = ApiError::new(StatusCode::CONFLICT, "Conflict", message);
+                e.details = Some(json!({"causes": causes}));
+                e
+            }
             RegistryError::Invalid { kind, name, causes } => {
                 let causes: Vec<Value> = causes
                     .into_iter()

@@ -25,6 +25,10 @@ pub enum RegistryError {
     /// The object is in a state the operation cannot be applied to (a pod already bound).
     #[error("Operation cannot be fulfilled on {resource} \"{name}\": {why}")]
     ConflictWith { resource: String, name: String, why: String },
+    /// A server-side apply would change fields other managers own: kube's message, and
+    /// each field with its manager (`.spec.replicas`, `conflict with "kubectl" using apps/v1`).
+    #[error("{message}")]
+    ApplyConflict { message: String, causes: Vec<(String, String)> },
     /// Defaulted, the object breaks its kind's rules: every field at fault.
     #[error("{}", invalid_message(kind, name, causes))]
     Invalid { kind: String, name: String, causes: Vec<Cause> },

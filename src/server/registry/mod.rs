@@ -17,6 +17,7 @@ pub mod error;
 pub mod eviction;
 pub mod kinds;
 pub mod kubernetes_service;
+pub mod managed;
 pub mod nodeport;
 pub mod objects;
 pub mod patch;

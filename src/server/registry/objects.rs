@@ -168,6 +168,59 @@ pub enum FieldValidation {
     Lenient,
 }
 
+/// How a write is checked, and who makes it.
+#[derive(Clone, Default)]
+pub struct Checks {
+    pub validation: FieldValidation,
+    pub guard: Option<Guard>,
+    /// dryRun=All: everything runs, nothing is stored.
+    pub dry_run: bool,
+    /// The field manager the write's fields go to (managedFields); None for the server's
+    /// own writes, which are not tracked.
+    pub manager: Option<String>,
+}
+
+impl From<(FieldValidation, Option<Guard>, bool)> for Checks {
+    fn from((validation, guard, dry_run): (FieldValidation, Option<Guard>, bool)) -> Checks {
+        Checks { validation, guard, dry_run, manager: None }
+    }
+}
+
+/// How a created object's fields are owned.
+enum Ownership {
+    /// By the request's manager, as an update of nothing; or by nobody.
+    Update(Option<String>),
+    /// As the apply that creates it said (its managedFields are set already).
+    Applied,
+}
+
+/// Gives `writer`'s manager what `obj` changes from `old`. A failure (an object the field
+/// tracking cannot read) leaves managedFields as they were, as the API server's
+/// UpdateNoErrors does: ownership never fails a write.
+fn track(r: &Resource, old: Option<&Value>, obj: &mut Value, manager: Option<&str>, part: Part) {
+    let Some(manager) = manager else {
+        // The server's own writes keep what the object had.
+        if let Some(fields) = old.and_then(|o| o.pointer("/metadata/managedFields"))
+            && obj["metadata"].get("managedFields").is_none()
+        {
+            obj["metadata"]["managedFields"] = fields.clone();
+        }
+        return;
+    };
+    let writer = super::managed::Writer {
+        manager: manager.to_string(),
+        api_version: r.api_version(),
+        subresource: match part {
+            Part::Status => Some("status"),
+            Part::Scale => Some("scale"),
+            Part::Main | Part::Finalize => None,
+        },
+    };
+    if let Err(e) = super::managed::track_update(old, obj, &writer, &now()) {
+        tracing::debug!(kind = r.kind, error = %e, "managedFields not updated");
+    }
+}
+
 fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> Result<(), RegistryError> {
     r.check_schema(obj, validation == FieldValidation::Strict).map_err(|(field, message)| {
         if message.starts_with("strict decoding error") {
@@ -190,9 +243,21 @@ pub async fn create(
     r: &'static Resource,
     ns: Option<String>,
     body: &[u8],
-    (validation, guard, dry_run): (FieldValidation, Option<Guard>, bool),
+    checks: impl Into<Checks>,
 ) -> Result<Value, RegistryError> {
-    let mut obj = parse_body(r, body)?;
+    let checks = checks.into();
+    let manager = checks.manager.clone();
+    create_object(store, r, ns, parse_body(r, body)?, checks, Ownership::Update(manager)).await
+}
+
+async fn create_object(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    mut obj: Value,
+    Checks { validation, guard, dry_run, .. }: Checks,
+    ownership: Ownership,
+) -> Result<Value, RegistryError> {
     let meta = &mut obj["metadata"];
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
         (Some(n), _) if !n.is_empty() => n.to_string(),
@@ -251,6 +316,10 @@ pub async fn create(
     check(r, &obj, &name, validation)?;
     validate(r, &obj, None, &name)?;
     (strategy.normalize)(&mut obj);
+    match ownership {
+        Ownership::Update(manager) => track(r, None, &mut obj, manager.as_deref(), Part::Main),
+        Ownership::Applied => {}
+    }
     let key = r.key(ns.as_deref(), Some(&name));
     let namespaces = super::resources::find("", "v1", "namespaces")
         .ok_or_else(|| RegistryError::internal("namespaces are not served"))?;
@@ -492,8 +561,8 @@ async fn read_modify_write(
     r: &'static Resource,
     ns: Option<String>,
     name: String,
-    part: Part,
-    (validation, guard, dry_run): (FieldValidation, Option<Guard>, bool),
+    (part, applying): (Part, bool),
+    Checks { validation, guard, dry_run, manager }: Checks,
     change: impl Fn(&Value) -> Result<Value, RegistryError> + Send + 'static,
 ) -> Result<Value, RegistryError> {
     let key = r.key(ns.as_deref(), Some(&name));
@@ -535,6 +604,9 @@ async fn read_modify_write(
                 Part::Status => {
                     let mut o = old.clone();
                     o["status"] = candidate.get("status").cloned().unwrap_or(Value::Null);
+                    if applying {
+                        o["metadata"]["managedFields"] = candidate["metadata"]["managedFields"].clone();
+                    }
                     o
                 }
                 Part::Scale => {
@@ -607,6 +679,10 @@ async fn read_modify_write(
                 validate(r, &obj, Some(&old), &name)?;
             }
             (r.strategy().normalize)(&mut obj);
+            // An apply's change set managedFields itself.
+            if !applying {
+                track(r, Some(&old), &mut obj, manager.as_deref(), part);
+            }
             if old.get("spec") != obj.get("spec") {
                 obj["metadata"]["generation"] = json!(old["metadata"]["generation"].as_i64().unwrap_or(1) + 1);
             }
@@ -680,8 +756,9 @@ pub async fn update(
     name: String,
     part: Part,
     body: &[u8],
-    checks: (FieldValidation, Option<Guard>, bool),
+    checks: impl Into<Checks>,
 ) -> Result<Value, RegistryError> {
+    let checks = checks.into();
     let obj = if part == Part::Scale {
         serde_json::from_slice(body)
             .map_err(|e| RegistryError::bad_request(format!("the request body is not valid JSON: {e}")))?
@@ -691,7 +768,7 @@ pub async fn update(
     if obj["metadata"].get("name").and_then(Value::as_str).is_some_and(|n| n != name) {
         return Err(RegistryError::bad_request("the name of the object does not match the name on the URL"));
     }
-    read_modify_write(store, r, ns, name, part, checks, move |_| Ok(obj.clone())).await
+    read_modify_write(store, r, ns, name, (part, false), checks, move |_| Ok(obj.clone())).await
 }
 
 fn has_finalizers(obj: &Value) -> bool {
@@ -885,17 +962,124 @@ pub enum PatchKind {
     Merge,
     Json,
     Strategic,
+    /// Server-side apply (`application/apply-patch+yaml`); `force` takes fields other
+    /// managers own.
+    Apply {
+        force: bool,
+    },
 }
 
 impl PatchKind {
+    /// The kind of a Content-Type; an apply is not forced (the `force` option says).
     pub fn from_content_type(ct: &str) -> Option<PatchKind> {
         match ct.split(';').next().unwrap_or("").trim() {
             "application/merge-patch+json" => Some(PatchKind::Merge),
             "application/json-patch+json" => Some(PatchKind::Json),
             "application/strategic-merge-patch+json" => Some(PatchKind::Strategic),
+            APPLY_PATCH => Some(PatchKind::Apply { force: false }),
             _ => None,
         }
     }
+}
+
+/// Server-side apply's Content-Type.
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
+/// An applied configuration: YAML (or JSON), a whole object of `r`'s kind named `name`,
+/// cut to the part it applies to (a subresource's or the object's own fields).
+fn applied_config(r: &Resource, name: &str, part: Part, body: &[u8]) -> Result<Value, RegistryError> {
+    let config: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(_) => serde_yaml_ng::from_slice(body)
+            .map_err(|e| RegistryError::bad_request(format!("error decoding YAML: {e}")))?,
+    };
+    for field in ["apiVersion", "kind"] {
+        if !config.get(field).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+            return Err(RegistryError::bad_request(format!("{field} must be set in an applied configuration")));
+        }
+    }
+    let mut config = parse_body(r, &serde_json::to_vec(&config).unwrap_or_default())?;
+    match config["metadata"].get("name").and_then(Value::as_str) {
+        Some(n) if n != name => {
+            return Err(RegistryError::bad_request("the name of the object does not match the name on the URL"));
+        }
+        _ => config["metadata"]["name"] = json!(name),
+    }
+    // The main resource's apply owns no status, and a status apply nothing else, as the
+    // API server resets those fields.
+    if r.has_status()
+        && let Some(m) = config.as_object_mut()
+    {
+        match part {
+            Part::Status => m.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status")),
+            _ => {
+                m.remove("status");
+            }
+        }
+    }
+    Ok(config)
+}
+
+/// Server-side apply of `body` by `checks.manager`: to the stored object, or, for the main
+/// resource, as a create when there is none. The object, and whether it was created.
+pub async fn apply(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    name: String,
+    part: Part,
+    (force, body): (bool, &[u8]),
+    checks: impl Into<Checks>,
+) -> Result<(Value, bool), RegistryError> {
+    let checks = checks.into();
+    let Some(manager) = checks.manager.clone() else {
+        return Err(RegistryError::bad_request("fieldManager is required for apply requests"));
+    };
+    if part == Part::Scale || part == Part::Finalize {
+        return Err(RegistryError::bad_request("apply is not supported on this subresource"));
+    }
+    let config = applied_config(r, &name, part, body)?;
+    let writer = super::managed::Writer {
+        manager,
+        api_version: r.api_version(),
+        subresource: (part == Part::Status).then_some("status"),
+    };
+    let failed = |e: super::managed::ApplyError, name: &str| match e {
+        super::managed::ApplyError::Invalid(why) => {
+            RegistryError::invalid(r.kind, name, vec![("metadata.managedFields".into(), why)])
+        }
+        super::managed::ApplyError::Conflicts(c) => RegistryError::ApplyConflict {
+            message: super::managed::conflict_message(&c),
+            causes: c.into_iter().map(|c| (c.field, format!("conflict with {}", c.manager))).collect(),
+        },
+    };
+    for _ in 0..2 {
+        let (config2, writer2, n) = (config.clone(), writer.clone(), name.clone());
+        let updated =
+            read_modify_write(store.clone(), r, ns.clone(), name.clone(), (part, true), checks.clone(), move |old| {
+                let mut obj =
+                    super::managed::apply(Some(old), &config2, &writer2, force, &now()).map_err(|e| failed(e, &n))?;
+                // The read's version, unless the configuration named one.
+                if config2.pointer("/metadata/resourceVersion").is_none()
+                    && let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut)
+                {
+                    m.remove("resourceVersion");
+                }
+                Ok(obj)
+            })
+            .await;
+        match updated {
+            Err(RegistryError::NotFound { .. }) if part == Part::Main => {}
+            other => return other.map(|obj| (obj, false)),
+        }
+        let obj = super::managed::apply(None, &config, &writer, force, &now()).map_err(|e| failed(e, &name))?;
+        match create_object(store.clone(), r, ns.clone(), obj, checks.clone(), Ownership::Applied).await {
+            // Created by someone else meanwhile: apply to theirs.
+            Err(RegistryError::AlreadyExists { .. }) => continue,
+            other => return other.map(|obj| (obj, true)),
+        }
+    }
+    Err(RegistryError::conflict(r.plural, &name))
 }
 
 pub async fn patch(
@@ -905,8 +1089,12 @@ pub async fn patch(
     name: String,
     part: Part,
     (kind, body): (PatchKind, &[u8]),
-    checks: (FieldValidation, Option<Guard>, bool),
+    checks: impl Into<Checks>,
 ) -> Result<Value, RegistryError> {
+    let checks = checks.into();
+    if let PatchKind::Apply { force } = kind {
+        return apply(store, r, ns, name, part, (force, body), checks).await.map(|(obj, _)| obj);
+    }
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| RegistryError::bad_request(format!("the patch is not valid JSON: {e}")))?;
     // As the API server refuses them: a merge patch that is not an object would replace the
@@ -927,7 +1115,7 @@ pub async fn patch(
         }
     }
     let n = name.clone();
-    read_modify_write(store, r, ns, name, part, checks, move |old| {
+    read_modify_write(store, r, ns, name, (part, false), checks, move |old| {
         // A scale patch applies to the Scale, not to the object.
         let mut target = if part == Part::Scale { scale_of(old) } else { old.clone() };
         let applied = match kind {
@@ -937,6 +1125,7 @@ pub async fn patch(
             }
             PatchKind::Json => super::patch::json_patch(&mut target, &patch),
             PatchKind::Strategic => super::patch::strategic_merge_patch(&mut target, &patch),
+            PatchKind::Apply { .. } => Err(super::patch::PatchError("an apply is not a patch".into())),
         };
         applied.map_err(|e| RegistryError::invalid(r.kind, &n, vec![("patch".into(), e.0)]))?;
         // The patched copy carries the read's resourceVersion, unless the patch set one.
