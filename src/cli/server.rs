@@ -23,6 +23,10 @@ pub struct ServerArgs {
     /// instead of the embedded SQLite store in the data dir.
     #[arg(long, env = "NODECTL_ETCD", value_delimiter = ',', value_name = "URLS")]
     etcd: Vec<String>,
+    /// How long Events (core/v1 and events.k8s.io/v1) are kept after their last write, as
+    /// kube-apiserver's flag (a duration: 1h, 30m, 90s).
+    #[arg(long, value_parser = super::daemon::duration, default_value = "1h")]
+    event_ttl: Duration,
     /// The range Services' cluster IPs come from (IPv4); its first address is the
     /// `kubernetes` Service's.
     #[arg(long, value_name = "CIDR", default_value = "10.96.0.0/12", value_parser = ipv4_range)]
@@ -133,6 +137,9 @@ fn eviction_interval(rate: f64) -> Result<Duration> {
 
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
     let data_dir = args.data_dir.unwrap_or_else(|| root.join("server"));
+    if args.event_ttl.is_zero() {
+        anyhow::bail!("--event-ttl: must be longer than 0s");
+    }
     let controllers = crate::server::controllers::selected(&args.controllers)?;
     let network = crate::server::registry::cluster_config::ClusterNetwork {
         cluster_cidr: args.cluster_cidr,
@@ -176,6 +183,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
         leader_election,
         network,
         advertise_address: args.advertise_address,
+        event_ttl: args.event_ttl,
     };
     crate::server::registry::clusterip::set_range(args.service_cluster_ip_range);
     crate::server::registry::kinds::set_default_tolerations(

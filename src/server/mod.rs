@@ -62,6 +62,8 @@ pub struct Config {
     /// The address the `kubernetes` Service's endpoints give for this server
     /// (`--advertise-address`); None: the listen address, or the host's own.
     pub advertise_address: Option<std::net::Ipv4Addr>,
+    /// How long an Event lives after its last write (`--event-ttl`).
+    pub event_ttl: std::time::Duration,
 }
 
 /// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
@@ -118,6 +120,9 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let endpoints_store = store.clone();
     let reconciler =
         tokio::spawn(registry::kubernetes_service::run(endpoints_store.clone(), advertised.clone(), first));
+    // Every server sweeps (not the leader alone): deletes at the expired revision make a
+    // second sweeper harmless, and Events written through any server expire.
+    let sweeper = tokio::spawn(registry::event_ttl::run(store.clone(), config.event_ttl));
     let controller_token = pki::random_token();
     let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone())
         .with_controller_token(controller_token.clone())
@@ -139,6 +144,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         _ = shutdown => {}
     }
     reconciler.abort();
+    sweeper.abort();
     registry::kubernetes_service::leave(&endpoints_store, &advertised).await;
     electors.stop().await;
     Ok(())

@@ -14,6 +14,7 @@ pub mod clusterip;
 pub mod convert;
 pub mod deletion;
 pub mod error;
+pub mod event_ttl;
 pub mod eviction;
 pub mod kinds;
 pub mod kubernetes_service;
