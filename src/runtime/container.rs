@@ -214,6 +214,14 @@ impl Runtime {
         if let Some(freezer) = cg.frozen()? {
             return Err(RuntimeError::Frozen(freezer));
         }
+        // Another container's processes in it share its limits, and `kill -a`, `ps` and
+        // `delete` reach them too. runc 1.1 warns and goes on (1.2 refuses); so do we.
+        // A cgroup that does not exist yet has none (the error is that).
+        if let Ok(pids) = cg.processes()
+            && !pids.is_empty()
+        {
+            tracing::warn!("container's cgroup is not empty: {} process(es) found", pids.len());
+        }
         cg.create()?;
         guard.cgroup = Some(cgroups::open(&cg_name, cg_parent.as_deref())?);
         // ...and again once it exists: a new v1 cgroup below a frozen one is frozen too.

@@ -236,7 +236,7 @@ fn become_process(
     let filter = seccomp_spec.map(seccomp::build).transpose()?;
     let setgroups = fs::read_to_string("/proc/self/setgroups").map(|s| s.trim() != "deny").unwrap_or(true);
     // The cwd check (getcwd) comes before an early filter, which may well refuse getcwd.
-    process::enter_cwd(p)?;
+    let in_cwd = process::enter_cwd(p)?;
     if let (Some(f), false) = (&filter, p.no_new_privileges) {
         // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we
         // still have it.
@@ -244,8 +244,11 @@ fn become_process(
     }
     process::drop_bounding(p)?;
     process::set_user_and_caps(p, setgroups)?;
-    // Again as the user, so that a cwd it may not enter is an error here, as with runc.
-    nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir to cwd {} as the process's user: {e}", p.cwd.display()))?;
+    if !in_cwd {
+        // Only the user may enter it; if it may not either, that is the error, as with
+        // runc. (An early seccomp filter that refuses getcwd fails this one: rare.)
+        process::enter_cwd_as_user(p)?;
+    }
     let program = process::find_executable(p)?;
     // Cleared before Ready, not after: once it has Ready the runtime may exit at once,
     // and if it did before we cleared the signal, we would be killed as a created

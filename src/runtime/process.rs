@@ -105,13 +105,33 @@ pub fn find_executable(p: &ProcessConfig) -> Result<PathBuf> {
 
 /// chdir to the spec's cwd and check that it is inside the container: a leaked host
 /// directory fd used as cwd (CVE-2024-21626) shows up as an "(unreachable)" path.
-pub fn enter_cwd(p: &ProcessConfig) -> Result<()> {
+///
+/// As runc's finalizeNamespace: first while we still have every capability, so that a
+/// cwd the process's user may not search (root without CAP_DAC_OVERRIDE in another
+/// user's 0700 home) still works; if that is refused (EACCES, EPERM: a directory only
+/// the user may enter, on a root-squashed volume or mapped to the user in a user
+/// namespace), it returns false and the caller calls `enter_cwd_as_user` once the
+/// process has its user.
+pub fn enter_cwd(p: &ProcessConfig) -> Result<bool> {
     // A cwd the image lacks is made, as runc does (a pod's workingDir often names one);
     // we are inside the container's root by now, so the path cannot lead out of it.
     if let Err(nix::errno::Errno::ENOENT) = nix::unistd::chdir(&p.cwd) {
         std::fs::create_dir_all(&p.cwd).map_err(|e| format!("create cwd {}: {e}", p.cwd.display()))?;
     }
-    nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir to cwd {}: {e}", p.cwd.display()))?;
+    match nix::unistd::chdir(&p.cwd) {
+        Ok(()) => check_cwd(p).map(|()| true),
+        Err(nix::errno::Errno::EACCES | nix::errno::Errno::EPERM) => Ok(false),
+        Err(e) => Err(format!("chdir to cwd {}: {e}", p.cwd.display())),
+    }
+}
+
+/// The second try of `enter_cwd`, as the process's user.
+pub fn enter_cwd_as_user(p: &ProcessConfig) -> Result<()> {
+    nix::unistd::chdir(&p.cwd).map_err(|e| format!("chdir to cwd {} as the process's user: {e}", p.cwd.display()))?;
+    check_cwd(p)
+}
+
+fn check_cwd(p: &ProcessConfig) -> Result<()> {
     let here = nix::unistd::getcwd().map_err(|e| format!("getcwd: {e}"))?;
     if !here.is_absolute() || here.starts_with("(unreachable)") {
         return Err(format!("cwd {} is outside the container", p.cwd.display()));
