@@ -1,6 +1,7 @@
 //! `nodectl server` driven by the official Python client (PyPI `kubernetes`, installed by
 //! rootfs-tools/install-deps.sh): tests/python/client.py lists, creates, patches
-//! (strategic merge), watches with resume and deletes through it.
+//! (strategic merge), watches with resume, applies server-side with a conflict and a dry run,
+//! makes a CRD and its objects, and deletes through it.
 
 mod common;
 

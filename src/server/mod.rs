@@ -123,6 +123,13 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     // Every server sweeps (not the leader alone): deletes at the expired revision make a
     // second sweeper harmless, and Events written through any server expire.
     let sweeper = tokio::spawn(registry::event_ttl::run(store.clone(), config.event_ttl));
+    // Custom resources are served from the first request, and follow CRDs from then on.
+    let crd_store = store.clone();
+    tokio::task::spawn_blocking(move || registry::custom::load(&crd_store))
+        .await
+        .map_err(ServerError::StoreTask)?
+        .map_err(|e| ServerError::Bootstrap(format!("loading CustomResourceDefinitions: {e}")))?;
+    let crds = tokio::spawn(registry::custom::follow(store.clone()));
     let controller_token = pki::random_token();
     let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone())
         .with_controller_token(controller_token.clone())
@@ -145,6 +152,7 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     }
     reconciler.abort();
     sweeper.abort();
+    crds.abort();
     registry::kubernetes_service::leave(&endpoints_store, &advertised).await;
     electors.stop().await;
     Ok(())

@@ -6,7 +6,7 @@ so the exit code tells. Prints one line per step, for the test's failure message
 import sys
 import threading
 
-from kubernetes import client, config, watch
+from kubernetes import client, config, dynamic, watch
 from kubernetes.client.rest import ApiException
 
 NS = "default"
@@ -98,7 +98,75 @@ def main(kubeconfig):
         except ApiException as e:
             assert e.status == 404, e
     step("deleted both")
+
+    server_side_apply(v1)
+    custom_resources()
     print("OK", flush=True)
+
+
+def server_side_apply(v1):
+    """Server-side apply (through the dynamic client, which sends apply patches) and dry
+    runs, as the client sends them."""
+    maps = dynamic.DynamicClient(client.ApiClient()).resources.get(api_version="v1", kind="ConfigMap")
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "py-ssa"}, "data": {"a": "1", "b": "2"}}
+    cm = maps.server_side_apply(body=body, namespace=NS, field_manager="py-apply")
+    managers = [(m.manager, m.operation) for m in cm.metadata.managedFields]
+    assert managers == [("py-apply", "Apply")], managers
+    # Another manager changing a field py-apply owns: kube's conflict, unless forced.
+    other = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "py-ssa"}, "data": {"a": "9"}}
+    try:
+        maps.server_side_apply(body=other, namespace=NS, field_manager="py-other")
+        raise AssertionError("a conflicting apply was accepted")
+    except ApiException as e:
+        assert e.status == 409 and "FieldManagerConflict" in str(e.body), e.body
+    forced = maps.server_side_apply(body=other, namespace=NS, field_manager="py-other", force_conflicts=True)
+    assert dict(forced.data) == {"a": "9", "b": "2"}, forced.data
+    # A dry run answers the result and stores nothing.
+    dry = v1.patch_namespaced_config_map("py-ssa", NS, {"data": {"b": "dry"}}, dry_run="All")
+    assert dry.data["b"] == "dry", dry.data
+    assert v1.read_namespaced_config_map("py-ssa", NS).data["b"] == "2"
+    v1.delete_namespaced_config_map("py-ssa", NS)
+    step("server-side apply: managers, a 409 conflict, forced, and a dry run")
+
+
+def custom_resources():
+    """A CRD through ApiextensionsV1Api, its objects through CustomObjectsApi."""
+    ext = client.ApiextensionsV1Api()
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "pythings.py.example.com"},
+        "spec": {
+            "group": "py.example.com", "scope": "Namespaced",
+            "names": {"plural": "pythings", "singular": "pything", "kind": "PyThing"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True, "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {"size": {"type": "integer", "default": 1}}},
+                    "status": {"type": "object", "properties": {"phase": {"type": "string"}}},
+                }}},
+            }],
+        },
+    }
+    made = ext.create_custom_resource_definition(crd)
+    conditions = {c.type: c.status for c in made.status.conditions}
+    assert conditions.get("Established") == "True", conditions
+    objects = client.CustomObjectsApi()
+    args = ("py.example.com", "v1", NS, "pythings")
+    thing = objects.create_namespaced_custom_object(
+        *args, {"apiVersion": "py.example.com/v1", "kind": "PyThing", "metadata": {"name": "t"}, "spec": {}})
+    assert thing["spec"] == {"size": 1}, thing
+    objects.patch_namespaced_custom_object_status(*args, "t", {"status": {"phase": "Ready"}})
+    got = objects.get_namespaced_custom_object(*args, "t")
+    assert got["status"] == {"phase": "Ready"}, got
+    assert [i["metadata"]["name"] for i in objects.list_namespaced_custom_object(*args)["items"]] == ["t"]
+    try:
+        objects.create_namespaced_custom_object(*args, {
+            "apiVersion": "py.example.com/v1", "kind": "PyThing", "metadata": {"name": "bad"}, "spec": {"size": "x"}})
+        raise AssertionError("a wrong type was accepted")
+    except ApiException as e:
+        assert e.status == 422 and "spec.size" in e.body, e.body
+    ext.delete_custom_resource_definition("pythings.py.example.com")
+    step("a CRD: established, defaulted, its status written, a 422 naming the field, deleted")
 
 
 if __name__ == "__main__":

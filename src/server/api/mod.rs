@@ -16,6 +16,7 @@ pub mod node_proxy;
 pub mod openapi;
 pub mod pods;
 pub mod policy;
+mod printer_columns;
 pub mod protobuf;
 pub mod rbac;
 pub mod reviews;
@@ -524,7 +525,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
     let aggregates = r.kind == "ClusterRole" && !dry_run && !matches!(verb, "get" | "list" | "watch");
     let answer = match (method, t.name) {
         (&Method::GET, Some(name)) if part == objects::Part::Scale => {
-            Ok(json_response(StatusCode::OK, &objects::scale_of(&objects::get(store, r, t.namespace, name).await?)))
+            Ok(json_response(StatusCode::OK, &objects::scale_of(r, &objects::get(store, r, t.namespace, name).await?)))
         }
         (&Method::GET, Some(name)) => {
             let obj = objects::get(store, r, t.namespace, name).await?;
@@ -633,7 +634,7 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
         }
         (&Method::PUT, Some(name)) => Ok(with_warnings(json_response(StatusCode::OK, &{
             let obj = objects::update(store, r, t.namespace, name, part, &body, checks(guard)).await?;
-            if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }
+            if part == objects::Part::Scale { objects::scale_of(r, &obj) } else { obj }
         }))),
         (&Method::PATCH, Some(name)) => {
             // PatchOptions' validation, in its words.
@@ -651,6 +652,14 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
                 Some(objects::PatchKind::Apply { .. }) => objects::PatchKind::Apply { force: flag(query, "force")? },
                 Some(_) if query.contains_key("force") => {
                     return Err(options_invalid("force", "Forbidden: may not be specified for non-apply patch"));
+                }
+                // As apiextensions-apiserver: a custom kind has no patch strategies.
+                Some(objects::PatchKind::Strategic) if r.custom.is_some() => {
+                    return Err(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "UnsupportedMediaType",
+                        "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml",
+                    ));
                 }
                 Some(kind) => kind,
                 None => {
@@ -670,7 +679,10 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
                 return Ok(json_response(code, &obj));
             }
             let obj = objects::patch(store, r, t.namespace, name, part, (kind, &body), checks(guard)).await?;
-            Ok(json_response(StatusCode::OK, &if part == objects::Part::Scale { objects::scale_of(&obj) } else { obj }))
+            Ok(json_response(
+                StatusCode::OK,
+                &if part == objects::Part::Scale { objects::scale_of(r, &obj) } else { obj },
+            ))
         }
         (&Method::DELETE, None) if dry_run => {
             Err(ApiError::bad_request("dryRun is not supported for deletecollection here yet"))

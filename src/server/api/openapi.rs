@@ -17,7 +17,7 @@ use axum::body::Bytes;
 use schemars::r#gen::{SchemaGenerator, SchemaSettings};
 use serde_json::{Map, Value, json};
 
-use crate::server::registry::resources::{KindType, RESOURCES, Resource, TypeVisitor};
+use crate::server::registry::resources::{self, KindType, RESOURCES, Resource, TypeVisitor};
 
 /// The media type client-go asks `/openapi/v2` for first (gnostic's protobuf encoding).
 pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
@@ -32,7 +32,7 @@ fn gv_path(r: &Resource) -> String {
 /// `/openapi/v3`: where each group-version's document is.
 pub fn root() -> Value {
     let mut paths = Map::new();
-    for r in RESOURCES {
+    for r in RESOURCES.iter().chain(resources::all().into_iter().filter(|r| r.custom.is_some())) {
         let gv = gv_path(r);
         // The hash lets clients cache; ours changes only with the binary. No cache headers
         // are sent, so a client revalidates rather than trusting an old binary's document.
@@ -48,7 +48,10 @@ pub fn root() -> Value {
 pub fn document(gv: &str) -> Option<Bytes> {
     static DOCS: OnceLock<BTreeMap<String, OnceLock<Bytes>>> = OnceLock::new();
     let docs = DOCS.get_or_init(|| RESOURCES.iter().map(|r| (gv_path(r), OnceLock::new())).collect());
-    let slot = docs.get(gv)?;
+    let Some(slot) = docs.get(gv) else {
+        // Custom kinds change with their CRDs: built on each request (they are small).
+        return custom_document(gv).map(|d| Bytes::from(d.to_string()));
+    };
     Some(slot.get_or_init(|| Bytes::from(v3_document(gv).to_string())).clone())
 }
 
@@ -93,6 +96,53 @@ fn v3_document(gv: &str) -> Value {
         "paths": paths,
         "components": {"schemas": schemas},
     })
+}
+
+/// The v3 document of a group-version of custom kinds: each kind's schema from its CRD
+/// (named as kube names them, `com.example.stable.v1.CronTab`) with apiVersion, kind and
+/// metadata added, and ObjectMeta's schema with what it refers to.
+fn custom_document(gv: &str) -> Option<Value> {
+    let resources: Vec<&Resource> =
+        resources::all().into_iter().filter(|r| r.custom.is_some() && gv_path(r) == gv).collect();
+    if resources.is_empty() {
+        return None;
+    }
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>();
+    let mut schemas = take(&mut generator);
+    let param = json!({"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}});
+    let mut paths = Map::new();
+    for r in &resources {
+        paths.insert(item_path(r, gv), operations(r, &param));
+        let mut schema = r
+            .custom
+            .and_then(|c| c.schema.clone())
+            .unwrap_or_else(|| json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}));
+        let props = &mut schema["properties"];
+        props["apiVersion"] = json!({"type": "string", "description": "APIVersion defines the versioned schema of this representation of an object. Servers should convert recognized schemas to the latest internal value, and may reject unrecognized values. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#resources"});
+        props["kind"] = json!({"type": "string", "description": "Kind is a string value representing the REST resource this object represents. Servers may infer this from the endpoint the client submits requests to. Cannot be updated. In CamelCase. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#types-kinds"});
+        props["metadata"] = json!({"allOf": [{"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"}], "description": "Standard object's metadata. More info: https://git.k8s.io/community/contributors/devel/sig-architecture/api-conventions.md#metadata"});
+        schema["x-kubernetes-group-version-kind"] = json!([gvk(r)]);
+        let reversed: Vec<&str> = r.group.split('.').rev().collect();
+        schemas.insert(format!("{}.{}.{}", reversed.join("."), r.version, r.kind), schema);
+    }
+    Some(json!({
+        "openapi": "3.0.0",
+        "info": {"title": "Kubernetes CRD Swagger", "version": "v0.1.0"},
+        "paths": paths,
+        "components": {"schemas": schemas},
+    }))
+}
+
+/// The generator's definitions with its visitors run over them, as JSON.
+fn take(generator: &mut SchemaGenerator) -> Map<String, Value> {
+    let mut defs = generator.take_definitions();
+    for visitor in generator.visitors_mut() {
+        for schema in defs.values_mut() {
+            visitor.visit_schema(schema);
+        }
+    }
+    defs.into_iter().map(|(name, schema)| (name, serde_json::to_value(schema).unwrap_or(Value::Null))).collect()
 }
 
 fn v2_document() -> Value {
@@ -154,17 +204,10 @@ fn definitions(settings: SchemaSettings, resources: &[&Resource]) -> Map<String,
             tagged.entry(name).or_default().push(gvk(r));
         }
     }
-    let mut defs = generator.take_definitions();
     // The settings' visitors (for v3: `$ref` with siblings wrapped in `allOf`) apply to
-    // root schemas only; these are definitions, so they are run here.
-    for visitor in generator.visitors_mut() {
-        for schema in defs.values_mut() {
-            visitor.visit_schema(schema);
-        }
-    }
+    // root schemas only; these are definitions, so `take` runs them.
     let mut out = Map::new();
-    for (name, schema) in defs {
-        let mut value = serde_json::to_value(schema).unwrap_or(Value::Null);
+    for (name, mut value) in take(&mut generator) {
         if let (Some(kinds), Some(obj)) = (tagged.get(&name), value.as_object_mut()) {
             obj.insert("x-kubernetes-group-version-kind".into(), Value::Array(kinds.clone()));
         }

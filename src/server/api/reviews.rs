@@ -27,6 +27,7 @@ macro_rules! review {
             singular: "",
             namespaced: $namespaced,
             short_names: &[],
+            custom: None,
         };
     };
 }
@@ -161,7 +162,7 @@ async fn decide(store: &Store, subject: &User, req: &rbac::Request) -> Result<(b
         return Ok((true, String::new()));
     }
     if let (User::Node(_), None) = (subject, &req.path)
-        && let Some(resource) = resources::RESOURCES.iter().find(|r| r.group == req.group && r.plural == req.resource)
+        && let Some(resource) = resources::all().into_iter().find(|r| r.group == req.group && r.plural == req.resource)
     {
         let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         let (sub, ns, name) = (opt(&req.subresource), opt(&req.namespace), opt(&req.name));

@@ -166,6 +166,7 @@ impl From<RegistryError> for ApiError {
                 e
             }
             RegistryError::TooLarge(m) => ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "RequestEntityTooLarge", m),
+            RegistryError::MethodNotAllowed(m) => ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", m),
             RegistryError::Expired(m) => ApiError::new(StatusCode::GONE, "Expired", m),
             RegistryError::FutureRevision { .. } | RegistryError::Timeout(_) => {
                 ApiError::new(StatusCode::GATEWAY_TIMEOUT, "Timeout", message)

@@ -92,7 +92,9 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, i32)> {
         "IngressClass" => vec![("Controller", "string", 0), ("Parameters", "string", 0)],
         "NetworkPolicy" => vec![("Pod-Selector", "string", 0)],
         // Roles show when they were made as a date, in place of an age.
-        "Role" | "ClusterRole" => return vec![("Name", "string", 0), ("Created At", "string", 0)],
+        "Role" | "ClusterRole" | "CustomResourceDefinition" => {
+            return vec![("Name", "string", 0), ("Created At", "string", 0)];
+        }
         "RoleBinding" | "ClusterRoleBinding" => vec![("Role", "string", 0)],
         "HorizontalPodAutoscaler" => vec![
             ("Reference", "string", 0),
@@ -210,7 +212,7 @@ fn age(o: &Value, now: i64) -> String {
 fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
     match kind {
         "Event" => return event_cells(o, now),
-        "Role" | "ClusterRole" => {
+        "Role" | "ClusterRole" | "CustomResourceDefinition" => {
             let created = o.pointer("/metadata/creationTimestamp").and_then(Value::as_str).unwrap_or_default();
             return vec![json!(o["metadata"]["name"]), json!(created)];
         }
@@ -700,6 +702,9 @@ fn row(r: &'static Resource, o: &Value, now: i64) -> Value {
     let partial = json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]});
     // The printers read the stored version (an HPA's v2 metrics, a core Event's fields),
     // whichever version was asked for, as kube-apiserver's print its internal version.
+    if let Some(c) = r.custom {
+        return json!({"cells": super::printer_columns::cells(c, o, now), "object": partial});
+    }
     let stored = crate::server::registry::convert::to_version(r.storage(), o.clone());
     json!({"cells": cells(r.kind, &stored, now), "object": partial})
 }
@@ -724,7 +729,11 @@ pub fn table(
         "kind": "Table", "apiVersion": "meta.k8s.io/v1", "metadata": meta,
         "rows": objects.iter().map(|o| row(r, o, now)).collect::<Vec<_>>(),
     });
-    t["columnDefinitions"] = if with_columns { json!(definitions(r.kind)) } else { json!([]) };
+    t["columnDefinitions"] = match (with_columns, r.custom) {
+        (false, _) => json!([]),
+        (true, Some(c)) => json!(super::printer_columns::definitions(c)),
+        (true, None) => json!(definitions(r.kind)),
+    };
     t
 }
 

@@ -8,7 +8,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
-use crate::server::registry::resources::{RESOURCES, Resource};
+use crate::server::registry::resources::{self, Resource};
 
 /// Where an object lives, parsed from its store key.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,7 +25,7 @@ impl Location {
         let parts: Vec<&str> = rest.split('/').collect();
         let (group, plural) = (parts.first()?, parts.get(1)?);
         let group = if *group == "core" { "" } else { group };
-        let resource = RESOURCES.iter().find(|r| r.group == group && r.plural == *plural)?;
+        let resource = resources::stored_as(group, plural)?;
         match (resource.namespaced, &parts[2..]) {
             (true, [ns, name]) => Some(Location { resource, namespace: Some(ns.to_string()), name: name.to_string() }),
             (false, [name]) => Some(Location { resource, namespace: None, name: name.to_string() }),
@@ -61,7 +61,7 @@ pub struct Owner {
 impl Owner {
     /// The resource the reference names, if the API serves it.
     pub fn resource(&self) -> Option<&'static Resource> {
-        RESOURCES.iter().find(|r| r.api_version() == self.api_version && r.kind == self.kind)
+        resources::all().into_iter().find(|r| r.api_version() == self.api_version && r.kind == self.kind)
     }
 }
 

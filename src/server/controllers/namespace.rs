@@ -17,7 +17,7 @@ use super::writes;
 use crate::server::registry::RegistryError;
 use crate::server::registry::deletion::{NAMESPACE_FINALIZER, Propagation};
 use crate::server::registry::objects::{Part, Store, decode};
-use crate::server::registry::resources::{RESOURCES, Resource};
+use crate::server::registry::resources::{self, RESOURCES, Resource};
 
 pub struct Finalizer {
     pub store: Store,
@@ -56,7 +56,7 @@ impl Finalizer {
             return Ok(());
         }
         let mut left = 0;
-        for r in RESOURCES.iter().filter(|r| r.namespaced && r.is_storage()) {
+        for r in resources::all().into_iter().filter(|r| r.namespaced && r.is_storage()) {
             for (obj_at, obj) in self.contents(r, name).await? {
                 if obj.pointer("/metadata/deletionTimestamp").is_some_and(Value::is_string) {
                     left += 1;
@@ -68,7 +68,7 @@ impl Finalizer {
         }
         if left == 0 {
             // What the deletes could not remove at once is still there.
-            for r in RESOURCES.iter().filter(|r| r.namespaced && r.is_storage()) {
+            for r in resources::all().into_iter().filter(|r| r.namespaced && r.is_storage()) {
                 left += self.contents(r, name).await?.len();
             }
         }

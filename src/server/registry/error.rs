@@ -51,6 +51,9 @@ pub enum RegistryError {
     /// Larger than the store keeps (etcd's request limit).
     #[error("{0}")]
     TooLarge(String),
+    /// Not allowed on this resource now (a create of a kind whose CRD is being deleted).
+    #[error("{0}")]
+    MethodNotAllowed(String),
     /// A revision (resourceVersion, continue token) that compaction has removed.
     #[error("{0}")]
     Expired(String),

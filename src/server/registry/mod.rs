@@ -12,6 +12,7 @@ pub mod binding;
 pub mod cluster_config;
 pub mod clusterip;
 pub mod convert;
+pub mod custom;
 pub mod deletion;
 pub mod error;
 pub mod event_ttl;

@@ -234,8 +234,8 @@ fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> 
 /// kube-apiserver's validation of `obj` (defaulted), created or replacing `old`: every
 /// problem a cause of one 422.
 fn validate(r: &Resource, obj: &Value, old: Option<&Value>, name: &str) -> Result<(), RegistryError> {
-    let problems = (r.strategy().validate)(obj, old);
-    if problems.is_empty() { Ok(()) } else { Err(RegistryError::invalid(r.kind, name, problems)) }
+    let problems = r.problems(obj, old);
+    if problems.is_empty() { Ok(()) } else { Err(RegistryError::invalid(&r.qualified_kind(), name, problems)) }
 }
 
 pub async fn create(
@@ -279,6 +279,11 @@ async fn create_object(
             ));
         }
     };
+    if r.custom.is_some_and(|c| c.terminating) {
+        return Err(RegistryError::MethodNotAllowed(
+            "create not allowed while custom resource definition is terminating".into(),
+        ));
+    }
     let strategy = r.strategy();
     let problem = match strategy.names {
         Names::Subdomain => name_problem(&name, false),
@@ -309,13 +314,13 @@ async fn create_object(
     meta["generation"] = json!(1);
     // What the server sets at creation, then the kind's defaults.
     (strategy.on_create)(&mut obj);
-    (strategy.defaults)(&mut obj, r.version);
+    r.apply_defaults(&mut obj);
     if let Some(g) = &guard {
         g(None, Some(&obj))?;
     }
     check(r, &obj, &name, validation)?;
     validate(r, &obj, None, &name)?;
-    (strategy.normalize)(&mut obj);
+    r.normalize(&mut obj);
     match ownership {
         Ownership::Update(manager) => track(r, None, &mut obj, manager.as_deref(), Part::Main),
         Ownership::Applied => {}
@@ -539,18 +544,41 @@ pub enum Part {
     Finalize,
 }
 
-/// The autoscaling/v1 Scale of a Deployment or ReplicaSet.
-pub fn scale_of(obj: &Value) -> Value {
-    let selector = obj.pointer("/spec/selector/matchLabels").and_then(Value::as_object).map(|m| {
-        m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
-    });
+/// The autoscaling/v1 Scale of an object with a scale subresource (a Deployment, a
+/// ReplicaSet, a custom kind at the paths its CRD names).
+pub fn scale_of(r: &Resource, obj: &Value) -> Value {
+    let (spec_path, status_path, selector_path) = r.scale_paths();
+    let selector = match selector_path {
+        // A custom kind's selector is a string in its status already.
+        Some(p) => obj.pointer(p).and_then(Value::as_str).map(str::to_string),
+        None => obj.pointer("/spec/selector/matchLabels").and_then(Value::as_object).map(|m| {
+            m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect::<Vec<_>>().join(",")
+        }),
+    };
+    let default_replicas = if r.custom.is_some() { 0 } else { 1 };
     json!({
         "kind": "Scale", "apiVersion": "autoscaling/v1",
         "metadata": {"name": obj["metadata"]["name"], "namespace": obj["metadata"]["namespace"], "uid": obj["metadata"]["uid"],
                      "resourceVersion": obj["metadata"]["resourceVersion"], "creationTimestamp": obj["metadata"]["creationTimestamp"]},
-        "spec": {"replicas": obj["spec"]["replicas"].as_i64().unwrap_or(1)},
-        "status": {"replicas": obj["status"]["replicas"].as_i64().unwrap_or(0), "selector": selector.unwrap_or_default()},
+        "spec": {"replicas": obj.pointer(spec_path).and_then(Value::as_i64).unwrap_or(default_replicas)},
+        "status": {"replicas": obj.pointer(status_path).and_then(Value::as_i64).unwrap_or(0), "selector": selector.unwrap_or_default()},
     })
+}
+
+/// Sets the value at JSON pointer `path` of `obj`, making the objects on the way.
+fn set_at(obj: &mut Value, path: &str, value: Value) {
+    let mut at = obj;
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !at.is_object() {
+            *at = json!({});
+        }
+        if i == parts.len() - 1 {
+            at[*part] = value;
+            return;
+        }
+        at = &mut at[*part];
+    }
 }
 
 /// Reads the object, lets `change` compute the new one from it, keeps what the server owns,
@@ -624,7 +652,7 @@ async fn read_modify_write(
                         ));
                     }
                     let mut o = old.clone();
-                    o["spec"]["replicas"] = json!(replicas);
+                    set_at(&mut o, r.scale_paths().0, json!(replicas));
                     o
                 }
             };
@@ -655,7 +683,7 @@ async fn read_modify_write(
             // being ExternalName gets one (below, once the update is valid).
             let mut ip_change = (false, false);
             if part == Part::Main {
-                (r.strategy().defaults)(&mut obj, r.version);
+                r.apply_defaults(&mut obj);
                 (r.strategy().keep_allocated)(&mut obj, &old);
                 if r.kind == "Service" {
                     let had = old["spec"]["type"] != "ExternalName" && !super::clusterip::held(&old["spec"]).is_empty();
@@ -678,7 +706,7 @@ async fn read_modify_write(
             if part == Part::Main {
                 validate(r, &obj, Some(&old), &name)?;
             }
-            (r.strategy().normalize)(&mut obj);
+            r.normalize(&mut obj);
             // An apply's change set managedFields itself.
             if !applying {
                 track(r, Some(&old), &mut obj, manager.as_deref(), part);
@@ -693,7 +721,7 @@ async fn read_modify_write(
             let svc_ns = ns.clone().unwrap_or_default();
             if ip_change.0 {
                 super::clusterip::allocate(&*store, &mut obj["spec"], &svc_ns, &name)?;
-                (r.strategy().defaults)(&mut obj, r.version);
+                r.apply_defaults(&mut obj);
             }
             // Node ports the update asks for or needs anew are taken before it is stored.
             let ports = if r.kind == "Service" && part == Part::Main {
@@ -994,7 +1022,7 @@ fn applied_config(r: &Resource, name: &str, part: Part, body: &[u8]) -> Result<V
             .map_err(|e| RegistryError::bad_request(format!("error decoding YAML: {e}")))?,
     };
     for field in ["apiVersion", "kind"] {
-        if !config.get(field).is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+        if config.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
             return Err(RegistryError::bad_request(format!("{field} must be set in an applied configuration")));
         }
     }
@@ -1117,7 +1145,7 @@ pub async fn patch(
     let n = name.clone();
     read_modify_write(store, r, ns, name, (part, false), checks, move |old| {
         // A scale patch applies to the Scale, not to the object.
-        let mut target = if part == Part::Scale { scale_of(old) } else { old.clone() };
+        let mut target = if part == Part::Scale { scale_of(r, old) } else { old.clone() };
         let applied = match kind {
             PatchKind::Merge => {
                 super::patch::merge_patch(&mut target, &patch);

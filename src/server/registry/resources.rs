@@ -14,6 +14,9 @@ pub struct Resource {
     pub singular: &'static str,
     pub namespaced: bool,
     pub short_names: &'static [&'static str],
+    /// What a CustomResourceDefinition says of this version of its kind (None for the
+    /// built-in kinds).
+    pub custom: Option<&'static super::custom::Custom>,
 }
 
 impl Resource {
@@ -23,22 +26,66 @@ impl Resource {
 
     /// What the registry does differently for this resource's kind.
     pub fn strategy(&self) -> &'static Strategy {
-        super::kinds::of(self.kind)
+        match self.custom {
+            Some(_) => &super::kinds::PLAIN,
+            None => super::kinds::of(self.kind),
+        }
     }
 
     /// Discovery categories (`kubectl get all`).
     pub fn categories(&self) -> &'static [&'static str] {
-        self.strategy().categories
+        self.custom.map_or(self.strategy().categories, |c| c.categories)
     }
 
     /// Whether its status is written only through `/status`.
     pub fn has_status(&self) -> bool {
-        self.strategy().status
+        self.custom.map_or(self.strategy().status, |c| c.status)
     }
 
     /// Whether it has a `/scale` subresource.
     pub fn has_scale(&self) -> bool {
-        self.strategy().scale
+        self.custom.map_or(self.strategy().scale, |c| c.scale.is_some())
+    }
+
+    /// Where the scale subresource reads and writes: (spec replicas, status replicas,
+    /// label selector), as JSON pointers.
+    pub fn scale_paths(&self) -> (&str, &str, Option<&str>) {
+        match self.custom.and_then(|c| c.scale.as_ref()) {
+            Some(s) => (&s.spec_replicas, &s.status_replicas, s.label_selector.as_deref()),
+            None => ("/spec/replicas", "/status/replicas", None),
+        }
+    }
+
+    /// The kind's defaults: its `SetDefaults_*`, or a custom kind's schema defaults.
+    pub fn apply_defaults(&self, obj: &mut Value) {
+        (self.strategy().defaults)(obj, self.version);
+        if let Some(schema) = self.custom.and_then(|c| c.schema.as_ref()) {
+            super::custom::schema::default(schema, obj);
+        }
+    }
+
+    /// The problems of a defaulted object, created (`old` None) or replacing `old`: the
+    /// kind's validation, or a custom kind's schema.
+    pub fn problems(&self, obj: &Value, old: Option<&Value>) -> Vec<super::kinds::Problem> {
+        let mut out = (self.strategy().validate)(obj, old);
+        if let Some(schema) = self.custom.and_then(|c| c.schema.as_ref()) {
+            out.extend(super::custom::schema::validate(schema, obj));
+        }
+        out
+    }
+
+    /// Just before storing: the kind's normalisation, or the pruning of what a custom
+    /// kind's schema does not describe.
+    pub fn normalize(&self, obj: &mut Value) {
+        (self.strategy().normalize)(obj);
+        if let Some(schema) = self.custom.and_then(|c| c.schema.as_ref()) {
+            super::custom::schema::prune(schema, obj);
+        }
+    }
+
+    /// The kind as kube's messages name it: `Widget.example.com`, `Pod`.
+    pub fn qualified_kind(&self) -> String {
+        if self.custom.is_some() { format!("{}.{}", self.kind, self.group) } else { self.kind.to_string() }
     }
 
     /// The group whose part of the store holds this resource: events.k8s.io's Events are
@@ -54,6 +101,9 @@ impl Resource {
     /// [`RESOURCES`] kept under the same key): autoscaling/v2 for autoscaling/v1's
     /// HorizontalPodAutoscalers, core/v1 for events.k8s.io/v1's Events; itself otherwise.
     pub fn storage(&'static self) -> &'static Resource {
+        if let Some(c) = self.custom {
+            return super::custom::find(self.group, c.storage_version, self.plural).unwrap_or(self);
+        }
         RESOURCES
             .iter()
             .find(|r| r.kind == self.kind && r.store_group() == self.store_group() && r.plural == self.plural)
@@ -108,6 +158,12 @@ impl Resource {
 
     /// Decodes `obj` as its k8s-openapi type: a type error, or the unknown fields.
     fn typed_check(&self, obj: &Value) -> Result<Vec<String>, (String, String)> {
+        if let Some(c) = self.custom {
+            // A custom kind's type problems come from its schema's validation; what its
+            // schema does not describe is unknown (and pruned before it is stored).
+            let mut copy = obj.clone();
+            return Ok(c.schema.as_ref().map(|s| super::custom::schema::prune(s, &mut copy)).unwrap_or_default());
+        }
         struct Check<'a>(&'a Value);
         impl TypeVisitor for Check<'_> {
             type Out = Result<Vec<String>, (String, String)>;
@@ -128,6 +184,9 @@ impl Resource {
             networking::v1 as networking, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
             storage::v1 as storage,
         };
+        if self.custom.is_some() {
+            return None;
+        }
         match self.kind {
             "Namespace" => Some(v.visit::<core::Namespace>()),
             "Pod" => Some(v.visit::<core::Pod>()),
@@ -163,6 +222,9 @@ impl Resource {
             "Lease" => Some(v.visit::<coord::Lease>()),
             "EndpointSlice" => Some(v.visit::<discovery::EndpointSlice>()),
             "PriorityClass" => Some(v.visit::<scheduling::PriorityClass>()),
+            "CustomResourceDefinition" => Some(v.visit::<
+                k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+            >()),
             _ => None,
         }
     }
@@ -180,7 +242,7 @@ pub trait TypeVisitor {
 
 macro_rules! resource {
     ($group:expr, $version:expr, $kind:expr, $plural:expr, $singular:expr, $namespaced:expr, [$($short:expr),*]) => {
-        Resource { group: $group, version: $version, kind: $kind, plural: $plural, singular: $singular, namespaced: $namespaced, short_names: &[$($short),*] }
+        Resource { group: $group, version: $version, kind: $kind, plural: $plural, singular: $singular, namespaced: $namespaced, short_names: &[$($short),*], custom: None }
     };
 }
 
@@ -243,17 +305,40 @@ pub static RESOURCES: &[Resource] = &[
     resource!("coordination.k8s.io", "v1", "Lease", "leases", "lease", true, []),
     resource!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", true, []),
     resource!("scheduling.k8s.io", "v1", "PriorityClass", "priorityclasses", "priorityclass", false, ["pc"]),
+    resource!(
+        "apiextensions.k8s.io",
+        "v1",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        "customresourcedefinition",
+        false,
+        ["crd", "crds"]
+    ),
 ];
 
+/// A served resource: built-in or custom.
 pub fn find(group: &str, version: &str, plural: &str) -> Option<&'static Resource> {
-    RESOURCES.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
+    RESOURCES
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+        .or_else(|| super::custom::find(group, version, plural))
+}
+
+/// Every resource served now: the built-in ones, then the custom ones.
+pub fn all() -> Vec<&'static Resource> {
+    RESOURCES.iter().chain(super::custom::all()).collect()
+}
+
+/// The resource whose objects are stored under `/registry/GROUP/PLURAL/` ("core" for "").
+pub fn stored_as(group: &str, plural: &str) -> Option<&'static Resource> {
+    all().into_iter().find(|r| r.group == group && r.plural == plural && r.is_storage())
 }
 
 const VERBS: [&str; 8] = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
 
 /// `/api/v1` or `/apis/GROUP/VERSION`.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let rs: Vec<&Resource> = RESOURCES.iter().filter(|r| r.group == group && r.version == version).collect();
+    let rs: Vec<&Resource> = all().into_iter().filter(|r| r.group == group && r.version == version).collect();
     if rs.is_empty() {
         return None;
     }
@@ -297,7 +382,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 pub fn group_list() -> Value {
     // Each group once, with its versions in the order of RESOURCES: the first preferred.
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
-    for r in RESOURCES.iter().filter(|r| !r.group.is_empty()) {
+    for r in all().into_iter().filter(|r| !r.group.is_empty()) {
         match groups.iter_mut().find(|(g, _)| *g == r.group) {
             Some((_, versions)) if !versions.contains(&r.version) => versions.push(r.version),
             Some(_) => {}

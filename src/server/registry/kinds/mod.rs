@@ -105,6 +105,18 @@ pub const PLAIN: Strategy = Strategy {
 /// [`PLAIN`] with a status subresource.
 const WITH_STATUS: Strategy = Strategy { status: true, ..PLAIN };
 
+/// CustomResourceDefinitions: their status is the server's (accepted names, conditions),
+/// and deleting one waits for its objects to go.
+const CUSTOM_RESOURCE_DEFINITION: Strategy = Strategy {
+    status: true,
+    on_create: super::custom::definition::on_create,
+    defaults: super::custom::definition::defaults,
+    validate: super::custom::definition::validate,
+    normalize: super::custom::definition::normalize,
+    on_mark: super::custom::definition::normalize,
+    ..PLAIN
+};
+
 /// The strategy of `kind`.
 pub fn of(kind: &str) -> &'static Strategy {
     match kind {
@@ -130,6 +142,7 @@ pub fn of(kind: &str) -> &'static Strategy {
         "Ingress" => &WITH_STATUS,
         "Role" | "ClusterRole" => &core::RBAC_ROLE,
         "RoleBinding" | "ClusterRoleBinding" => &core::RBAC_BINDING,
+        "CustomResourceDefinition" => &CUSTOM_RESOURCE_DEFINITION,
         _ => &PLAIN,
     }
 }

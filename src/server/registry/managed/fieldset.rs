@@ -92,10 +92,8 @@ impl FieldSet {
             let Value::Object(m) = v else {
                 return Err(format!("fieldsV1 at {:?}: want an object, got {v}", prefix.join(".")));
             };
-            if m.is_empty() || m.contains_key(".") {
-                if !prefix.is_empty() {
-                    out.insert(prefix.clone());
-                }
+            if (m.is_empty() || m.contains_key(".")) && !prefix.is_empty() {
+                out.insert(prefix.clone());
             }
             for (k, child) in m {
                 if k == "." {

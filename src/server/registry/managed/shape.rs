@@ -412,8 +412,8 @@ mod tests {
         assert!(remove(&mut live, &side));
         assert!(!remove(&mut live, &side));
         assert_eq!(live["spec"]["template"]["spec"]["containers"].as_array().unwrap().len(), 1);
-        assert!(remove(&mut live, &["f:metadata".into(), "v:\"x\"".into()].to_vec()) == false);
-        assert!(remove(&mut live, &["f:metadata".into(), "f:finalizers".into(), "v:\"x\"".into()].to_vec()));
+        assert!(!remove(&mut live, &["f:metadata".into(), "v:\"x\"".into()]));
+        assert!(remove(&mut live, &["f:metadata".into(), "f:finalizers".into(), "v:\"x\"".into()]));
         assert_eq!(live["metadata"]["finalizers"], json!(["y"]));
     }
 }
