@@ -53,6 +53,7 @@ fn columns(kind: &str) -> Vec<(&'static str, &'static str, i32)> {
             ("Node Selector", "string", 0),
         ],
         "StatefulSet" => vec![("Ready", "string", 0)],
+        "ControllerRevision" => vec![("Controller", "string", 0), ("Revision", "integer", 0)],
         "Job" => vec![("Status", "string", 0), ("Completions", "string", 0), ("Duration", "string", 0)],
         "CronJob" => vec![
             ("Schedule", "string", 0),
@@ -313,6 +314,19 @@ fn cells(kind: &str, o: &Value, now: i64) -> Vec<Value> {
             int(&o["status"]["readyReplicas"]),
             o["spec"]["replicas"].as_i64().unwrap_or(1)
         ))),
+        "ControllerRevision" => {
+            // As kube prints its owner: `daemonset.apps/fluentd`.
+            let owner = o["metadata"]["ownerReferences"]
+                .as_array()
+                .and_then(|refs| refs.iter().find(|r| r["controller"] == true));
+            let controller = owner.map_or("<none>".to_string(), |r| {
+                let group = r["apiVersion"].as_str().unwrap_or_default().split_once('/').map_or("", |(g, _)| g);
+                let kind = r["kind"].as_str().unwrap_or_default().to_ascii_lowercase();
+                let name = r["name"].as_str().unwrap_or_default();
+                if group.is_empty() { format!("{kind}/{name}") } else { format!("{kind}.{group}/{name}") }
+            });
+            c.extend([json!(controller), json!(int(&o["revision"]))]);
+        }
         "Job" => c.extend(job_cells(o, now)),
         "CronJob" => {
             let last = o.pointer("/status/lastScheduleTime").and_then(Value::as_str).and_then(parse_rfc3339);

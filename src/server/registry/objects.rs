@@ -262,13 +262,11 @@ async fn create_object(
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
         (Some(n), _) if !n.is_empty() => n.to_string(),
         (_, Some(prefix)) => {
-            let suffix: String = uuid::Uuid::new_v4()
-                .simple()
-                .to_string()
-                .chars()
-                .filter(|c| c.is_ascii_alphanumeric())
-                .take(5)
-                .collect();
+            // apimachinery's utilrand.String(5): no vowels (no words) and none of 0, 1, 3
+            // (no look-alikes), so generated names read as kube's do.
+            const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+            let suffix: String =
+                (0..5).map(|_| ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()] as char).collect();
             format!("{prefix}{suffix}")
         }
         _ => {
