@@ -267,6 +267,13 @@ async fn serve(listener: TcpListener, app: axum::Router, acceptor: tokio_rustls:
                         return;
                     }
                 };
+                let certificate = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(|c| api::auth::CertificateUser::from_der(c));
+                let app = app.layer(axum::Extension(api::auth::ClientCertificate(certificate)));
                 let service = TowerToHyperService::new(app);
                 let mut builder = auto::Builder::new(GuardedExecutor);
                 builder.http1().timer(TokioTimer::new()).header_read_timeout(conn::HEADER_TIMEOUT);

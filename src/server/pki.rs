@@ -152,9 +152,18 @@ pub fn ensure(dir: &Path, hosts: &[String]) -> Result<Pki> {
     let node_token = token_file(&dir.join("node-token"))?;
 
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // Client certificates are asked for, not required (kube-apiserver's --client-ca-file):
+    // one the cluster CA signed for client use names its user (see api::auth).
+    let mut client_roots = rustls::RootCertStore::empty();
+    client_roots.add(ca_der.clone())?;
+    let client_certs_verifier =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(client_roots), provider.clone())
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| rustls::Error::General(format!("client certificate verifier: {e}")))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(client_certs_verifier)
         .with_single_cert([certs, vec![ca_der.clone()]].concat(), key)?;
     // kubectl speaks HTTP/2 when offered; both work.
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

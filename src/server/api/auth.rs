@@ -53,6 +53,50 @@ pub enum User {
     },
 }
 
+/// The user a client certificate names, as kube-apiserver's x509 authenticator reads it:
+/// the subject's common name is the user, each organization a group. The TLS layer has
+/// checked already that the cluster CA signed it for client use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertificateUser {
+    pub name: String,
+    pub groups: Vec<String>,
+}
+
+/// A connection's verified client certificate, if it presented one (a request extension).
+#[derive(Clone, Debug, Default)]
+pub struct ClientCertificate(pub Option<CertificateUser>);
+
+impl CertificateUser {
+    /// From a DER certificate; None without a common name.
+    pub fn from_der(der: &[u8]) -> Option<CertificateUser> {
+        use x509_parser::prelude::FromDer as _;
+        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(der).ok()?;
+        let subject = cert.subject();
+        let name = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+        if name.is_empty() {
+            return None;
+        }
+        let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect();
+        Some(CertificateUser { name, groups })
+    }
+
+    /// A node's certificate (`system:node:NAME` in `system:nodes`) is that node, as the Node
+    /// authorizer knows it; any other is a user RBAC decides for.
+    fn user(&self) -> User {
+        if let Some(node) = self.name.strip_prefix("system:node:")
+            && self.groups.iter().any(|g| g == "system:nodes")
+            && !node.is_empty()
+        {
+            return User::Node(node.to_string());
+        }
+        let mut groups = self.groups.clone();
+        if !groups.iter().any(|g| g == "system:authenticated") {
+            groups.push("system:authenticated".into());
+        }
+        User::Named { name: self.name.clone(), groups }
+    }
+}
+
 impl User {
     /// The user name Kubernetes would report.
     pub fn name(&self) -> String {
@@ -159,7 +203,16 @@ impl Auth {
     }
 
     /// The caller, from its bearer token; 401 for none or an unknown one.
-    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<User, ApiError> {
+    /// The request's user: from the client certificate the connection presented, if any
+    /// (kube-apiserver asks its x509 authenticator before tokens), else from its bearer token.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&CertificateUser>,
+    ) -> Result<User, ApiError> {
+        if let Some(c) = certificate {
+            return Ok(c.user());
+        }
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())

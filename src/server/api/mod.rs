@@ -117,7 +117,8 @@ async fn serve(api: Arc<Api>, req: axum::extract::Request) -> Response {
             parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose=")));
         return health::answer(&api.store, parts.uri.path(), verbose).await;
     }
-    let user = match api.auth.authenticate(&parts.headers).await {
+    let certificate = parts.extensions.get::<auth::ClientCertificate>().and_then(|c| c.0.as_ref());
+    let user = match api.auth.authenticate(&parts.headers, certificate).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
