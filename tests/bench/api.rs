@@ -34,6 +34,11 @@ const LISTED: usize = 100;
 const PACED_RATE: u64 = 1_000;
 const PACED_FOR: Duration = Duration::from_secs(3);
 const WATCHES: usize = 1_000;
+/// The pods one big list reads, and how many such lists 64 clients make.
+const BIG_LIST: usize = 10_000;
+const BIG_LISTS: usize = 128;
+/// The objects stored when the server's memory is read.
+const STORED: usize = 100_000;
 const FAN_WRITES: usize = 20;
 /// Waits that end a phase whose events never came, so that the bench always finishes.
 const EVENT_WAIT: Duration = Duration::from_secs(20);
@@ -114,6 +119,18 @@ impl Api {
     async fn create(&self, ns: &str, name: &str) {
         let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
         self.send(reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/configmaps"), Some(body))
+            .await
+            .bytes()
+            .await
+            .unwrap();
+    }
+
+    /// A pod no scheduler of ours takes (`schedulerName` another's), so that it stays as
+    /// written and nothing else writes meanwhile.
+    async fn pod(&self, ns: &str, name: &str) {
+        let body = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "big"}},
+            "spec": {"schedulerName": "bench-scheduler", "containers": [{"name": "c", "image": "busybox", "command": ["sleep", "3600"]}]}});
+        self.send(reqwest::Method::POST, &format!("/api/v1/namespaces/{ns}/pods"), Some(body))
             .await
             .bytes()
             .await
@@ -381,6 +398,67 @@ async fn fan_out(api: &Api) -> (Vec<Duration>, usize) {
     (latencies, open)
 }
 
+/// BIG_LIST pods in one namespace, then BIG_LISTS lists of all of them by 64 clients.
+async fn big_list(api: &Api) -> Phase {
+    api.namespace("big").await;
+    run(64, BIG_LIST, {
+        let api = api.clone();
+        move |i| {
+            let api = api.clone();
+            async move { api.pod("big", &format!("pod-{i}")).await }
+        }
+    })
+    .await;
+    run(64, BIG_LISTS, {
+        let api = api.clone();
+        move |_| {
+            let api = api.clone();
+            async move {
+                let body =
+                    api.send(reqwest::Method::GET, "/api/v1/namespaces/big/pods", None).await.bytes().await.unwrap();
+                assert!(body.len() > BIG_LIST * 100, "a list of {BIG_LIST} pods came back with {} bytes", body.len());
+            }
+        }
+    })
+    .await
+}
+
+/// The server's VmRSS in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+/// ConfigMaps created by 64 clients until STORED objects are stored in all (counting
+/// what earlier phases left), over ten namespaces; the server's VmRSS then, and after one
+/// list of all of them.
+async fn stored(api: &Api, pid: u32, already: usize) -> String {
+    for n in 0..10 {
+        api.namespace(&format!("stored-{n}")).await;
+    }
+    let more = STORED.saturating_sub(already);
+    run(64, more, {
+        let api = api.clone();
+        move |i| {
+            let api = api.clone();
+            async move { api.create(&format!("stored-{}", i % 10), &format!("cm-{i}")).await }
+        }
+    })
+    .await;
+    let after_writes = rss_mib(pid);
+    api.send(reqwest::Method::GET, "/api/v1/configmaps", None).await.bytes().await.unwrap();
+    format!(
+        "sqlite: {STORED} objects stored: server VmRSS {after_writes:.0} MiB; {:.0} MiB after one list of every ConfigMap",
+        rss_mib(pid)
+    )
+}
+
 fn raise_fd_limit() {
     // A thousand watches are a thousand connections, here and in the server we start.
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -398,16 +476,29 @@ fn main() {
         return;
     }
     raise_fd_limit();
+    // `cargo bench --bench api -- big`: the big list and the memory phases alone.
+    let only_big = std::env::args().any(|a| a == "big");
     let work = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for backend in ["sqlite", "etcd"] {
+        if only_big && backend != "sqlite" {
+            continue;
+        }
         let etcd = (backend == "etcd").then(|| Etcd::start(&work.path().join("etcd")));
         let extra: Vec<&str> = etcd.as_ref().map(|e| vec!["--etcd", e.url.as_str()]).unwrap_or_default();
         let s = Server::start(&work.path().join(backend), free_port(), &extra);
         let api = Api::new(&s, 2 * WATCHES);
         rt.block_on(async {
+            if backend == "sqlite" {
+                let big = big_list(&api).await;
+                rows.push(big.row(backend, "64", "list10k"));
+                notes.push(stored(&api, s.pid(), BIG_LIST).await);
+            }
+            if only_big {
+                return;
+            }
             api.namespace("listed").await;
             for i in 0..LISTED {
                 api.create("listed", &format!("l-{i}")).await;
@@ -435,7 +526,7 @@ fn main() {
         println!("{r}");
     }
     println!(
-        "(watch: from sending a create to its event on a watch open meanwhile; list{LISTED}: a namespace of {LISTED} ConfigMaps)"
+        "(watch: from sending a create to its event on a watch open meanwhile; list{LISTED}: a namespace of {LISTED} ConfigMaps; list10k: a namespace of {BIG_LIST} pods, {BIG_LISTS} lists)"
     );
     for n in &notes {
         println!("{n}");
