@@ -6,6 +6,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+
+use crate::server::store::etcd::Tls;
 
 #[derive(Args)]
 pub struct ServerArgs {
@@ -23,6 +28,17 @@ pub struct ServerArgs {
     /// instead of the embedded SQLite store in the data dir.
     #[arg(long, env = "NODECTL_ETCD", value_delimiter = ',', value_name = "URLS")]
     etcd: Vec<String>,
+    /// The certificates (PEM) of the CAs that sign https:// etcd members' serving
+    /// certificates, as kube-apiserver's flag; without it the system's roots are trusted.
+    #[arg(long, env = "NODECTL_ETCD_CAFILE", value_name = "FILE", requires = "etcd")]
+    etcd_cafile: Option<PathBuf>,
+    /// A client certificate (PEM) shown to https:// etcd members that ask for one (mutual
+    /// TLS), as kube-apiserver's flag; with --etcd-keyfile.
+    #[arg(long, env = "NODECTL_ETCD_CERTFILE", value_name = "FILE", requires_all = ["etcd", "etcd_keyfile"])]
+    etcd_certfile: Option<PathBuf>,
+    /// The private key (PEM) of --etcd-certfile, as kube-apiserver's flag.
+    #[arg(long, env = "NODECTL_ETCD_KEYFILE", value_name = "FILE", requires_all = ["etcd", "etcd_certfile"])]
+    etcd_keyfile: Option<PathBuf>,
     /// How long Events (core/v1 and events.k8s.io/v1) are kept after their last write, as
     /// kube-apiserver's flag (a duration: 1h, 30m, 90s).
     #[arg(long, value_parser = super::daemon::duration, default_value = "1h")]
@@ -135,7 +151,87 @@ fn eviction_interval(rate: f64) -> Result<Duration> {
     Duration::try_from_secs_f64(1.0 / rate).context("--node-eviction-rate is too small")
 }
 
+/// One of the etcd TLS files, read whole; errors name the flag and the file.
+fn read_flag_file(flag: &str, path: &Path) -> Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{flag}: reading {}", path.display()))
+}
+
+/// The certificates of a PEM file, each checked to be X.509 (rustls would only find out
+/// at the first handshake, as a transport error).
+fn pem_certificates(flag: &str, path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| anyhow::anyhow!("{flag}: {} is not PEM: {e}", path.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("{flag}: {} holds no PEM CERTIFICATE", path.display());
+    }
+    for cert in &certs {
+        x509_parser::parse_x509_certificate(cert)
+            .map_err(|e| anyhow::anyhow!("{flag}: {} holds a certificate that does not parse: {e}", path.display()))?;
+    }
+    Ok(certs)
+}
+
+/// TLS toward etcd from --etcd-cafile, --etcd-certfile and --etcd-keyfile, each file read
+/// and checked here so that a bad one is named before any connection is tried. As
+/// kube-apiserver, the files serve https:// members only: with http:// members alone they
+/// are checked, unused, and a warning says so. etcd-client takes one TLS setting for all
+/// members, so https:// and http:// members are not mixed.
+fn etcd_tls(args: &ServerArgs) -> Result<Option<Tls>> {
+    let https = args.etcd.iter().filter(|e| e.starts_with("https://")).count();
+    if https > 0 && https < args.etcd.len() {
+        anyhow::bail!("--etcd: {} mixes https:// and http:// members; give all one scheme", args.etcd.join(","));
+    }
+    let ca = match &args.etcd_cafile {
+        Some(path) => {
+            let pem = read_flag_file("--etcd-cafile", path)?;
+            pem_certificates("--etcd-cafile", path, &pem)?;
+            Some(pem)
+        }
+        None => None,
+    };
+    let identity = match (&args.etcd_certfile, &args.etcd_keyfile) {
+        (Some(cert_path), Some(key_path)) => {
+            let cert_pem = read_flag_file("--etcd-certfile", cert_path)?;
+            let certs = pem_certificates("--etcd-certfile", cert_path, &cert_pem)?;
+            let key_pem = read_flag_file("--etcd-keyfile", key_path)?;
+            let key = PrivateKeyDer::from_pem_slice(&key_pem)
+                .map_err(|e| anyhow::anyhow!("--etcd-keyfile: {} holds no PEM private key: {e}", key_path.display()))?;
+            let signer = rustls::crypto::aws_lc_rs::default_provider()
+                .key_provider
+                .load_private_key(key)
+                .map_err(|e| anyhow::anyhow!("--etcd-keyfile: {}: unusable private key: {e}", key_path.display()))?;
+            if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) =
+                CertifiedKey::new(certs, signer).keys_match()
+            {
+                anyhow::bail!(
+                    "--etcd-keyfile: {} is not the key of the certificate in --etcd-certfile {}",
+                    key_path.display(),
+                    cert_path.display()
+                );
+            }
+            Some((cert_pem, key_pem))
+        }
+        // clap asks for both or neither.
+        _ => None,
+    };
+    if https == 0 {
+        if ca.is_some() || identity.is_some() {
+            tracing::warn!(
+                "--etcd-cafile, --etcd-certfile and --etcd-keyfile are for https:// members and no --etcd member \
+                 is one: etcd is reached without TLS"
+            );
+        }
+        return Ok(None);
+    }
+    if ca.is_none() {
+        tracing::info!("no --etcd-cafile: etcd's serving certificates are checked against the system's roots");
+    }
+    Ok(Some(Tls { ca, identity }))
+}
+
 pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
+    let etcd_tls = etcd_tls(&args)?;
     let data_dir = args.data_dir.unwrap_or_else(|| root.join("server"));
     if args.event_ttl.is_zero() {
         anyhow::bail!("--event-ttl: must be longer than 0s");
@@ -169,6 +265,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
         data_dir,
         listen: args.listen,
         etcd: args.etcd,
+        etcd_tls,
         disable_scheduler: args.disable_scheduler,
         controllers,
         node_lifecycle: crate::server::controllers::nodelifecycle::Settings {

@@ -44,6 +44,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// etcd members (`http://host:port`); empty: the embedded SQLite store in the data dir.
     pub etcd: Vec<String>,
+    /// TLS toward https:// etcd members (`--etcd-cafile`, `--etcd-certfile`, `--etcd-keyfile`).
+    pub etcd_tls: Option<store::etcd::Tls>,
     /// Leave pods without a node alone (another scheduler binds them), as k3s'
     /// `--disable-scheduler`.
     pub disable_scheduler: bool,
@@ -90,14 +92,14 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
         TcpListener::bind(config.listen).await.map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let bound = listener.local_addr().map_err(|source| ServerError::Listen { addr: config.listen, source })?;
     let shown = if bound.ip().is_unspecified() { SocketAddr::new([127, 0, 0, 1].into(), bound.port()) } else { bound };
-    let (etcd, db) = (config.etcd.clone(), config.data_dir.join("state.db"));
+    let (etcd, etcd_tls, db) = (config.etcd.clone(), config.etcd_tls.clone(), config.data_dir.join("state.db"));
     // Opening waits on disk or on the cluster: off the async workers.
     let store: Arc<dyn Backend> =
         tokio::task::spawn_blocking(move || -> Result<Arc<dyn Backend>, store::StoreError> {
             Ok(if etcd.is_empty() {
                 Arc::new(Sqlite::open(&db, CompactionPolicy::default())?)
             } else {
-                Arc::new(Etcd::connect(&etcd, CompactionPolicy::default())?)
+                Arc::new(Etcd::connect_with(&etcd, etcd_tls, CompactionPolicy::default())?)
             })
         })
         .await

@@ -18,16 +18,35 @@ struct Member {
     child: Option<Child>,
 }
 
+/// What members serve their clients with over TLS (https:// client URLs; peers keep http).
+pub struct ServingTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// The CA that signs the clients' certificates, which every client must show
+    /// (`--client-cert-auth`).
+    pub client_ca: PathBuf,
+}
+
 /// etcd members on loopback, each with its own data dir under a temp dir; all are killed
 /// when this is dropped, a failed test too.
 pub struct Cluster {
     members: Vec<Member>,
     initial: String,
+    tls: Option<ServingTls>,
     _tmp: tempfile::TempDir,
 }
 
 impl Cluster {
     pub fn start(size: usize) -> Cluster {
+        Cluster::start_with(size, None)
+    }
+
+    /// Members that serve their clients over TLS and ask each for a certificate.
+    pub fn start_tls(size: usize, tls: ServingTls) -> Cluster {
+        Cluster::start_with(size, Some(tls))
+    }
+
+    fn start_with(size: usize, tls: Option<ServingTls>) -> Cluster {
         let tmp = tempfile::tempdir().unwrap();
         let members: Vec<Member> = (0..size)
             .map(|i| Member {
@@ -40,7 +59,7 @@ impl Cluster {
             .collect();
         let initial =
             members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",");
-        let mut c = Cluster { members, initial, _tmp: tmp };
+        let mut c = Cluster { members, initial, tls, _tmp: tmp };
         for i in 0..size {
             c.spawn(i);
         }
@@ -54,9 +73,13 @@ impl Cluster {
         let m = &self.members[i];
         std::fs::create_dir_all(&m.dir).unwrap();
         let log = std::fs::File::create(m.dir.with_extension("log")).unwrap();
-        let client = format!("http://127.0.0.1:{}", m.client);
+        let client = format!("{}://127.0.0.1:{}", self.scheme(), m.client);
         let peer = format!("http://127.0.0.1:{}", m.peer);
         let mut etcd = Command::new("etcd");
+        if let Some(tls) = &self.tls {
+            etcd.arg("--cert-file").arg(&tls.cert).arg("--key-file").arg(&tls.key);
+            etcd.arg("--trusted-ca-file").arg(&tls.client_ca).arg("--client-cert-auth");
+        }
         // Should the test process die without unwinding, its members die with it.
         // SAFETY: prctl is async-signal-safe and touches nothing of the parent's.
         unsafe {
@@ -102,7 +125,11 @@ impl Cluster {
     }
 
     pub fn endpoints(&self) -> Vec<String> {
-        self.members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect()
+        self.members.iter().map(|m| format!("{}://127.0.0.1:{}", self.scheme(), m.client)).collect()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     pub fn kill(&mut self, i: usize) {

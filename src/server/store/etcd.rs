@@ -14,14 +14,16 @@
 //! [`RETRY_WINDOW`] runs out; reads are also tried again after any transport failure. A
 //! write whose connection broke mid-call is not repeated: it may have been applied, and a
 //! second attempt would answer AlreadyExists or Conflict for the caller's own write.
+//!
+//! https:// members are reached over TLS ([`Tls`]): etcd-client's own, rustls on aws-lc-rs.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, KvClient, TxnOp, TxnOpResponse,
-    WatchClient, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, DeleteOptions, EventType, GetOptions, Identity, KvClient,
+    TlsOptions, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 use tokio::sync::broadcast;
 
@@ -52,6 +54,31 @@ enum Kind {
     Idempotent,
     /// Writes: repeated only when etcd cannot have applied them.
     Mutation,
+}
+
+/// TLS toward https:// members, as kube-apiserver's `--etcd-cafile`, `--etcd-certfile` and
+/// `--etcd-keyfile`: PEM text, read and checked by the caller.
+#[derive(Clone, Default)]
+pub struct Tls {
+    /// The certificates of the CAs that sign the members' serving certificates. None: the
+    /// system's roots, as kube-apiserver (Go's TLS) trusts without `--etcd-cafile`.
+    pub ca: Option<Vec<u8>>,
+    /// A client certificate (chain) and its key, for members that ask for one
+    /// (`--client-cert-auth`).
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Tls {
+    fn options(self) -> TlsOptions {
+        let options = match self.ca {
+            Some(ca) => TlsOptions::new().ca_certificate(Certificate::from_pem(ca)),
+            None => TlsOptions::new().with_native_roots(),
+        };
+        match self.identity {
+            Some((cert, key)) => options.identity(Identity::from_pem(cert, key)),
+            None => options,
+        }
+    }
 }
 
 pub struct Etcd {
@@ -99,6 +126,15 @@ impl Etcd {
     /// Connects to the cluster at `endpoints` (`http://host:port`), waits until it answers,
     /// and starts the live feed and the compactor.
     pub fn connect(endpoints: &[String], policy: CompactionPolicy) -> Result<Etcd> {
+        Etcd::connect_with(endpoints, None, policy)
+    }
+
+    /// As [`Etcd::connect`], with `tls` for https:// members (the system's roots and no
+    /// client certificate when None). etcd-client takes one TLS setting for all members: it
+    /// is used when they are all https://, and plain members are reached without it (as
+    /// kube-apiserver uses its TLS files for https:// members only); the caller refuses a
+    /// mix of the two.
+    pub fn connect_with(endpoints: &[String], tls: Option<Tls>, policy: CompactionPolicy) -> Result<Etcd> {
         let runtime = Runtime(Some(
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
@@ -113,6 +149,8 @@ impl Etcd {
             .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
             // A member cut off from the others refuses, rather than serving a stale watch.
             .with_require_leader(true);
+        let all_https = endpoints.iter().all(|e| e.starts_with("https://"));
+        let options = if all_https { options.with_tls(tls.unwrap_or_default().options()) } else { options };
         let names = endpoints.join(",");
         let eps = endpoints.to_vec();
         let err_names = names.clone();
