@@ -11,7 +11,9 @@ snapshot() {
   ip -o link 2>/dev/null | awk -F': ' '{print "netdev " $2}' | cut -d@ -f1
   ip netns list 2>/dev/null | awk '{print "netns " $1}'
   nft list tables 2>/dev/null | sed 's/^table /nftables /'
-  awk '{print "mount " $5}' /proc/self/mountinfo
+  # /run/netns is iproute2's mount point for named namespaces, made by the first `ip netns
+  # add` after boot and kept by design; the namespaces in it are compared above.
+  awk '$5 != "/run/netns" {print "mount " $5}' /proc/self/mountinfo
   find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null | sed 's/^/cgroup /'
   for p in /proc/[0-9]*; do
     cmd=$( { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
