@@ -14,7 +14,12 @@ snapshot() {
   # /run/netns is iproute2's mount point for named namespaces, made by the first `ip netns
   # add` after boot and kept by design; the namespaces in it are compared above.
   awk '$5 != "/run/netns" {print "mount " $5}' /proc/self/mountinfo
-  find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null | sed 's/^/cgroup /'
+  # The machine's command runner puts each command it runs (ours or anyone's) in a cgroup
+  # of its own, process_api/<32 hex digits>, in every hierarchy; those come and go with
+  # its commands and are not ours. Anything made inside one still is compared.
+  find /sys/fs/cgroup -mindepth 1 -type d 2>/dev/null \
+    | grep -Ev '^/sys/fs/cgroup/([^/]+/)?process_api(/[0-9a-f]{32})?$' \
+    | sed 's/^/cgroup /'
   for p in /proc/[0-9]*; do
     cmd=$( { tr '\0' ' ' < "$p/cmdline"; } 2>/dev/null) || continue
     exe=$(readlink "$p/exe" 2>/dev/null) || exe=""
