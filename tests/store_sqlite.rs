@@ -38,6 +38,23 @@ fn lists_page_and_read_the_past() {
     store_checks::lists_page_and_read_the_past(&*open(dir.path()));
 }
 
+/// SQLite stops a page as it reads: once the values read reach the size asked for.
+#[test]
+fn a_page_ends_at_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    for (i, size) in [3, 3, 10, 1, 1, 1, 1].iter().enumerate() {
+        s.create(&format!("/p/{i}"), &vec![b'x'; *size]).unwrap();
+    }
+    let at = s.current_revision().unwrap();
+    let sizes = |bytes| store_checks::pages_within(&*s, "/p/", bytes, at).iter().map(Vec::len).collect::<Vec<_>>();
+    assert_eq!(sizes(6), [2, 1, 4]);
+    assert_eq!(sizes(1), [1; 7]);
+    assert_eq!(sizes(1000), [7]);
+    // A count still ends a page first when it comes first.
+    assert_eq!(s.list_within("/p/", None, 3, 1000, Some(at)).unwrap().items.len(), 3);
+}
+
 #[test]
 fn racing_compare_and_swap_writers_lose_no_increment() {
     let dir = tempfile::tempdir().unwrap();

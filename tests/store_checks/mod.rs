@@ -68,6 +68,9 @@ pub fn lists_page_and_read_the_past(s: &dyn Backend) {
         after = Some(page.items.last().unwrap().key.clone());
     }
     assert_eq!(seen, all.items.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>(), "pages join up to the full list");
+    let by_size = pages_within(s, "/registry/configmaps/ns/", 5, all.revision);
+    assert!(by_size.iter().all(|p| !p.is_empty()), "a page cut by size has an item: {by_size:?}");
+    assert_eq!(by_size.concat(), seen, "pages cut by size join up to the full list");
 
     let past = s.list("/registry/configmaps/ns/", None, 0, Some(before)).unwrap();
     assert_eq!(past.revision, before);
@@ -75,6 +78,20 @@ pub fn lists_page_and_read_the_past(s: &dyn Backend) {
     assert_eq!(past.items[3].value, b"v3", "and the old value");
     assert_eq!(s.list("/registry/configmaps/", None, 0, None).unwrap().items.len(), 10);
     assert!(matches!(s.list("/", None, 0, Some(all.revision + 5)), Err(StoreError::FutureRevision { .. })));
+}
+
+/// The keys of each page of `prefix` at `revision`, read by [`Backend::list_within`] with
+/// pages of `bytes`.
+pub fn pages_within(s: &dyn Backend, prefix: &str, bytes: usize, revision: i64) -> Vec<Vec<String>> {
+    let (mut pages, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let page = s.list_within(prefix, after.as_deref(), 0, bytes, Some(revision)).unwrap();
+        pages.push(page.items.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>());
+        if !page.more {
+            return pages;
+        }
+        after = page.items.last().map(|kv| kv.key.clone());
+    }
 }
 
 /// Writers racing on one key with revision-checked updates (read, then update expecting

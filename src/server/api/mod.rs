@@ -595,39 +595,37 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
                 let body = axum::body::Body::from_stream(body);
                 return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response());
             }
-            let list = match objects::list(
-                store,
-                r,
-                t.namespace,
-                ListOptions { limit, continue_after, resource_version, selectors },
-            )
-            .await
-            {
+            let opts = ListOptions { limit, continue_after, resource_version, selectors };
+            let too_old = |at: i64| match not_older_than {
+                Some(rv) if at < rv => Err(ApiError::from_store(
+                    crate::server::store::StoreError::FutureRevision { requested: rv, current: at },
+                    r.plural,
+                    "",
+                )),
+                _ => Ok(()),
+            };
+            if !req.as_table {
+                let (at, body) = match objects::list_json(store, r, t.namespace, opts).await {
+                    Err(RegistryError::Expired(_)) if continued => return Err(ApiError::continue_expired()),
+                    other => other?,
+                };
+                too_old(at)?;
+                return Ok((StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body).into_response());
+            }
+            let list = match objects::list(store, r, t.namespace, opts).await {
                 Err(RegistryError::Expired(_)) if continued => return Err(ApiError::continue_expired()),
                 other => other?,
             };
-            if let Some(rv) = not_older_than {
-                let at: i64 = list["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
-                if at < rv {
-                    return Err(ApiError::from_store(
-                        crate::server::store::StoreError::FutureRevision { requested: rv, current: at },
-                        r.plural,
-                        "",
-                    ));
-                }
-            }
-            if req.as_table {
-                let items = list["items"].as_array().cloned().unwrap_or_default();
-                let t = table::table(
-                    r,
-                    &items,
-                    list["metadata"]["resourceVersion"].as_str(),
-                    list["metadata"]["continue"].as_str(),
-                    true,
-                );
-                return Ok(json_response(StatusCode::OK, &t));
-            }
-            Ok(json_response(StatusCode::OK, &list))
+            too_old(list["metadata"]["resourceVersion"].as_str().and_then(|v| v.parse().ok()).unwrap_or(0))?;
+            let items = list["items"].as_array().cloned().unwrap_or_default();
+            let t = table::table(
+                r,
+                &items,
+                list["metadata"]["resourceVersion"].as_str(),
+                list["metadata"]["continue"].as_str(),
+                true,
+            );
+            Ok(json_response(StatusCode::OK, &t))
         }
         (&Method::POST, None) => {
             let obj = objects::create(store, r, t.namespace, &body, checks(guard)).await?;

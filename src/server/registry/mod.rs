@@ -23,6 +23,7 @@ pub mod managed;
 pub mod nodeport;
 pub mod objects;
 pub mod patch;
+pub mod raw;
 pub mod records;
 pub mod resources;
 pub mod selectors;

@@ -12,7 +12,7 @@ use crate::model::names::{name_problem, path_segment_problem};
 use super::error::RegistryError;
 use super::kinds::Names;
 use super::resources::Resource;
-use crate::server::store::{Backend, KeyValue};
+use crate::server::store::{Backend, KeyValue, ListResult};
 
 /// The store behind the API: SQLite or etcd (`nodectl server --etcd`).
 pub type Store = Arc<dyn Backend>;
@@ -226,7 +226,7 @@ fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> 
         if message.starts_with("strict decoding error") {
             RegistryError::bad_request(message)
         } else {
-            RegistryError::invalid(r.kind, name, vec![(field, message)])
+            RegistryError::invalid(&r.qualified_kind(), name, vec![(field, message)])
         }
     })
 }
@@ -289,7 +289,7 @@ async fn create_object(
         Names::PathSegment => path_segment_problem(&name),
     };
     if let Some(problem) = problem {
-        return Err(RegistryError::invalid(r.kind, &name, vec![("metadata.name".into(), problem)]));
+        return Err(RegistryError::invalid(&r.qualified_kind(), &name, vec![("metadata.name".into(), problem)]));
     }
     if r.namespaced {
         let ns = ns
@@ -413,37 +413,107 @@ pub struct ListOptions {
     pub selectors: super::selectors::Selectors,
 }
 
+/// One page of a list as the store holds it, with the list's metadata (resourceVersion,
+/// and the continue token when more follows).
+async fn read_page(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    limit: usize,
+    continue_after: Option<String>,
+    resource_version: Option<i64>,
+) -> Result<(ListResult, Value), RegistryError> {
+    let prefix = r.key(ns.as_deref(), None);
+    let after = continue_after.map(|c| format!("{prefix}{c}"));
+    let p = prefix.clone();
+    // A continue token pins the revision of the first page, as the API server's does.
+    let result = blocking(move || {
+        store
+            .list(&p, after.as_deref(), limit, resource_version)
+            .map_err(|e| RegistryError::from_store(e, r.plural, ""))
+    })
+    .await?;
+    let mut meta = json!({"resourceVersion": result.revision.to_string()});
+    if result.more {
+        let last = result.items.last().map(|kv| kv.key[prefix.len()..].to_string()).unwrap_or_default();
+        meta["continue"] = json!(format!("{}:{last}", result.revision));
+    }
+    Ok((result, meta))
+}
+
 pub async fn list(
     store: Store,
     r: &'static Resource,
     ns: Option<String>,
     opts: ListOptions,
 ) -> Result<Value, RegistryError> {
-    let prefix = r.key(ns.as_deref(), None);
-    let after = opts.continue_after.map(|c| format!("{prefix}{c}"));
-    let p = prefix.clone();
-    // A continue token pins the revision of the first page, as the API server's does.
-    let result = blocking(move || {
-        store
-            .list(&p, after.as_deref(), opts.limit, opts.resource_version)
-            .map_err(|e| RegistryError::from_store(e, r.plural, ""))
-    })
-    .await?;
-    let mut items = result.items.iter().map(|kv| decode_as(r, kv)).collect::<Result<Vec<_>, _>>()?;
+    let (page, meta) = read_page(store, r, ns, opts.limit, opts.continue_after, opts.resource_version).await?;
+    let mut items = page.items.iter().map(|kv| decode_as(r, kv)).collect::<Result<Vec<_>, _>>()?;
     // Pages are cut before filtering, as the API server cuts them: a page may come back
     // short, and the continue token still leads on.
     items.retain(|o| opts.selectors.matches(o));
-    let mut meta = json!({"resourceVersion": result.revision.to_string()});
-    if result.more {
-        let last = result.items.last().map(|kv| kv.key[prefix.len()..].to_string()).unwrap_or_default();
-        meta["continue"] = json!(format!("{}:{last}", result.revision));
-    }
     Ok(json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(), "metadata": meta, "items": items}))
 }
 
-/// How many objects a streamed list reads from the store at a time: with objects of at
-/// most [`MAX_OBJECT`], what one list holds in memory stays under 50 MiB, however long.
-const STREAM_PAGE: usize = 32;
+/// [`list`] as the JSON the API answers, written from the stored bytes (see [`super::raw`]),
+/// with the revision it was read at.
+pub async fn list_json(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    opts: ListOptions,
+) -> Result<(i64, Vec<u8>), RegistryError> {
+    let (page, meta) = read_page(store, r, ns, opts.limit, opts.continue_after, opts.resource_version).await?;
+    let mut out = list_head(r, meta)?;
+    let mut started = false;
+    write_items(r, &page.items, &opts.selectors, &mut started, &mut out)?;
+    out.extend_from_slice(b"]}");
+    Ok((page.revision, out))
+}
+
+/// A list's JSON up to its first item: `{"kind":…,"metadata":…,"items":[`.
+fn list_head(r: &Resource, meta: Value) -> Result<Vec<u8>, RegistryError> {
+    let mut head = serde_json::to_vec(&json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
+        "metadata": meta}))
+    .map_err(|e| RegistryError::internal(e.to_string()))?;
+    head.pop(); // the closing brace: the items follow
+    head.extend_from_slice(b",\"items\":[");
+    Ok(head)
+}
+
+/// Appends the stored objects the selectors match, each after a comma unless it is the
+/// list's first.
+fn write_items(
+    r: &Resource,
+    items: &[KeyValue],
+    selectors: &super::selectors::Selectors,
+    started: &mut bool,
+    out: &mut Vec<u8>,
+) -> Result<(), RegistryError> {
+    for kv in items {
+        if selectors.is_empty() {
+            if std::mem::replace(started, true) {
+                out.push(b',');
+            }
+            super::raw::write_object(r, kv, out)?;
+            continue;
+        }
+        let obj = decode_as(r, kv)?;
+        if !selectors.matches(&obj) {
+            continue;
+        }
+        if std::mem::replace(started, true) {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, &obj).map_err(|e| RegistryError::internal(e.to_string()))?;
+    }
+    Ok(())
+}
+
+/// How much of the store a streamed list reads at a time: one page of values held, and
+/// the page written out, whatever the list's length (pages of 32 objects, however small,
+/// cost a store read and a thread hand-off for every 32).
+const STREAM_PAGE_BYTES: usize = 1 << 20;
 
 /// A whole list (no `limit`), streamed: read from the store page by page at the revision
 /// of the first page and written out as it is read, so that memory stays bounded however
@@ -463,7 +533,7 @@ pub async fn list_streamed(
     let page = move |store: Store, prefix: String, after: Option<String>, revision: Option<i64>| {
         blocking(move || {
             store
-                .list(&prefix, after.as_deref(), STREAM_PAGE, revision)
+                .list_within(&prefix, after.as_deref(), 0, STREAM_PAGE_BYTES, revision)
                 .map_err(|e| RegistryError::from_store(e, r.plural, ""))
         })
     };
@@ -482,24 +552,11 @@ pub async fn list_streamed(
     // The items of one page, each after a comma unless it is the list's first.
     let render = move |items: &[KeyValue], selectors: &super::selectors::Selectors, started: &mut bool| {
         let mut out = Vec::new();
-        for kv in items {
-            let obj = decode_as(r, kv)?;
-            if !selectors.matches(&obj) {
-                continue;
-            }
-            if std::mem::replace(started, true) {
-                out.push(b',');
-            }
-            serde_json::to_writer(&mut out, &obj).map_err(|e| RegistryError::internal(e.to_string()))?;
-        }
+        write_items(r, items, selectors, started, &mut out)?;
         Ok::<_, RegistryError>(out)
     };
     let mut started = false;
-    let mut head = serde_json::to_vec(&json!({"kind": format!("{}List", r.kind), "apiVersion": r.api_version(),
-        "metadata": {"resourceVersion": revision.to_string()}}))
-    .map_err(|e| RegistryError::internal(e.to_string()))?;
-    head.pop(); // the closing brace: the items follow
-    head.extend_from_slice(b",\"items\":[");
+    let mut head = list_head(r, json!({"resourceVersion": revision.to_string()}))?;
     head.extend(render(&first.items, &selectors, &mut started)?);
     let next = first.more.then(|| first.items.last().map(|kv| kv.key[prefix.len()..].to_string())).flatten();
     let state = (next, started, false);
@@ -603,7 +660,7 @@ async fn read_modify_write(
             // A patch may turn the object (or its metadata) into anything: refused before
             // anything below writes into it.
             if let Some(problem) = shape_problem(&candidate) {
-                return Err(RegistryError::invalid(r.kind, &name, vec![("patch".into(), problem)]));
+                return Err(RegistryError::invalid(&r.qualified_kind(), &name, vec![("patch".into(), problem)]));
             }
             if let Some(v) =
                 candidate["metadata"].get("resourceVersion").and_then(Value::as_str).filter(|v| !v.is_empty())
@@ -637,11 +694,15 @@ async fn read_modify_write(
                 }
                 Part::Scale => {
                     let replicas = candidate.pointer("/spec/replicas").and_then(Value::as_i64).ok_or_else(|| {
-                        RegistryError::invalid("Scale", &name, vec![("spec.replicas".into(), "Required value".into())])
+                        RegistryError::invalid(
+                            "Scale.autoscaling",
+                            &name,
+                            vec![("spec.replicas".into(), "Required value".into())],
+                        )
                     })?;
                     if replicas < 0 {
                         return Err(RegistryError::invalid(
-                            "Scale",
+                            "Scale.autoscaling",
                             &name,
                             vec![(
                                 "spec.replicas".into(),
@@ -1072,7 +1133,7 @@ pub async fn apply(
     };
     let failed = |e: super::managed::ApplyError, name: &str| match e {
         super::managed::ApplyError::Invalid(why) => {
-            RegistryError::invalid(r.kind, name, vec![("metadata.managedFields".into(), why)])
+            RegistryError::invalid(&r.qualified_kind(), name, vec![("metadata.managedFields".into(), why)])
         }
         super::managed::ApplyError::Conflicts(c) => RegistryError::ApplyConflict {
             message: super::managed::conflict_message(&c),
@@ -1153,7 +1214,7 @@ pub async fn patch(
             PatchKind::Strategic => super::patch::strategic_merge_patch(&mut target, &patch),
             PatchKind::Apply { .. } => Err(super::patch::PatchError("an apply is not a patch".into())),
         };
-        applied.map_err(|e| RegistryError::invalid(r.kind, &n, vec![("patch".into(), e.0)]))?;
+        applied.map_err(|e| RegistryError::invalid(&r.qualified_kind(), &n, vec![("patch".into(), e.0)]))?;
         // The patched copy carries the read's resourceVersion, unless the patch set one.
         if patch.pointer("/metadata/resourceVersion").is_none()
             && let Some(m) = target.get_mut("metadata").and_then(Value::as_object_mut)

@@ -81,6 +81,10 @@ pub enum StoreError {
 
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// The objects of a page cut by count alone, in [`Backend::list_within`]: with objects of
+/// at most 1.5 MiB (the API's limit), a page holds under 50 MiB.
+pub const COUNTED_PAGE: usize = 32;
+
 /// A storage engine. Writes are acknowledged only once durable; events reach subscribers
 /// in revision order, after the write is durable.
 pub trait Backend: Send + Sync + 'static {
@@ -88,6 +92,22 @@ pub trait Backend: Send + Sync + 'static {
     /// Live keys under `prefix`, in key order, after `start_after` if given, at most
     /// `limit` (0: no limit), as of `revision` (None: now).
     fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: Option<i64>) -> Result<ListResult>;
+    /// As [`Backend::list`], but the page also ends once its values hold
+    /// `bytes` (it always has one item, if any is left): the pages of a list streamed out
+    /// are as large as memory allows, whatever the objects' sizes. A backend that cannot
+    /// stop as it reads gives [`COUNTED_PAGE`] objects at most.
+    fn list_within(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        bytes: usize,
+        revision: Option<i64>,
+    ) -> Result<ListResult> {
+        let _ = bytes;
+        let limit = if limit == 0 { COUNTED_PAGE } else { limit.min(COUNTED_PAGE) };
+        self.list(prefix, start_after, limit, revision)
+    }
     /// How many live keys start with `prefix` now (for `apiserver_storage_objects`); a
     /// backend counts keys without reading their values.
     fn count(&self, prefix: &str) -> Result<i64>;

@@ -373,13 +373,17 @@ fn compact(shared: &Shared, horizon: i64) -> Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(shared.err("checkpoint"))
 }
 
-impl Backend for Sqlite {
-    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let s = &self.shared;
-        s.read(|c| Ok(Shared::latest(c, key).map_err(s.err("get"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv))))
-    }
-
-    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: Option<i64>) -> Result<ListResult> {
+impl Sqlite {
+    /// Live keys under `prefix` after `start_after`, as of `revision`: at most `limit` (0: any
+    /// number), and no more once the values read hold `bytes`.
+    fn page(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        bytes: usize,
+        revision: Option<i64>,
+    ) -> Result<ListResult> {
         let s = &self.shared;
         s.read(|c| {
             // One snapshot for the revision checks and the rows.
@@ -398,24 +402,56 @@ impl Backend for Sqlite {
                 _ => prefix.to_string(),
             };
             let fetch = if limit == 0 { -1 } else { limit as i64 + 1 };
+            // Walks the (key, revision) index in key order and keeps each key's newest row
+            // at `at`, so a page costs what it returns: a join on a grouped subquery made
+            // SQLite materialize every key after `lower` for each page, and a list streamed
+            // in pages of 32 read 10,000 pods some 300 times over (1.1 s instead of 0.2 s).
             let mut stmt = tx
                 .prepare_cached(
                     "SELECT l.revision, l.key, l.value, l.create_revision FROM log AS l
-                     JOIN (SELECT key, MAX(revision) AS rev FROM log
-                           WHERE key >= ?1 AND key < ?2 AND revision <= ?3 GROUP BY key) AS m
-                       ON l.revision = m.rev
-                     WHERE l.deleted = 0 ORDER BY l.key LIMIT ?4",
+                     WHERE l.key >= ?1 AND l.key < ?2
+                       AND l.revision = (SELECT MAX(x.revision) FROM log AS x
+                                         WHERE x.key = l.key AND x.revision <= ?3)
+                       AND l.deleted = 0
+                     ORDER BY l.key LIMIT ?4",
                 )
                 .map_err(s.err("list"))?;
-            let mut items = stmt
-                .query_map(params![lower, prefix_end(prefix), at, fetch], kv_from)
-                .map_err(s.err("list"))?
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(s.err("list"))?;
-            let more = limit != 0 && items.len() > limit;
-            items.truncate(if limit == 0 { items.len() } else { limit });
+            let rows = stmt.query_map(params![lower, prefix_end(prefix), at, fetch], kv_from).map_err(s.err("list"))?;
+            let (mut items, mut size, mut more) = (Vec::new(), 0, false);
+            // Rows are read as they are stepped to: the page stops reading where it ends.
+            for row in rows {
+                let kv = row.map_err(s.err("list"))?;
+                if (limit != 0 && items.len() == limit) || (!items.is_empty() && size >= bytes) {
+                    more = true;
+                    break;
+                }
+                size += kv.value.len();
+                items.push(kv);
+            }
             Ok(ListResult { items, revision: at, more })
         })
+    }
+}
+
+impl Backend for Sqlite {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let s = &self.shared;
+        s.read(|c| Ok(Shared::latest(c, key).map_err(s.err("get"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv))))
+    }
+
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: Option<i64>) -> Result<ListResult> {
+        self.page(prefix, start_after, limit, usize::MAX, revision)
+    }
+
+    fn list_within(
+        &self,
+        prefix: &str,
+        start_after: Option<&str>,
+        limit: usize,
+        bytes: usize,
+        revision: Option<i64>,
+    ) -> Result<ListResult> {
+        self.page(prefix, start_after, limit, bytes, revision)
     }
 
     fn count(&self, prefix: &str) -> Result<i64> {
