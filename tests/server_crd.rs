@@ -140,7 +140,7 @@ fn a_crd_serves_its_kind_as_kube_apiserver_does() {
     // The schema's rules, in kube's words, each field named.
     let bad = write(tmp.path(), "bad.yaml", &crontab("bad", "{cronSpec: 'never', replicas: 11, image: 3}"));
     let err = s.fails(&["create", "-f", &bad]);
-    assert!(err.contains("CronTab.stable.example.com \"bad\" is invalid"), "{err}");
+    assert!(err.contains("The CronTab \"bad\" is invalid"), "{err}");
     assert!(err.contains("spec.cronSpec in body should match"), "{err}");
     assert!(
         err.contains("spec.replicas: Invalid value: 11: spec.replicas in body should be less than or equal to 10"),

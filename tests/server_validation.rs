@@ -182,4 +182,26 @@ fn invalid_objects_are_refused_with_kube_apiservers_words_and_a_cause_per_field(
         causes,
         [("spec.containers[0].name", "FieldValueInvalid"), ("spec.containers[0].image", "FieldValueRequired")]
     );
+    // A kind of a named group: the message qualifies it, the details hold kind and group.
+    let body = br#"{"apiVersion":"apps/v1","kind":"Deployment","metadata":{"name":"three"},"spec":{"selector":{"matchLabels":{"a":"b"}},"template":{"metadata":{"labels":{"a":"c"}},"spec":{"containers":[{"name":"c","image":"busybox"}]}}}}"#;
+    let (code, text) = s.request(
+        "POST",
+        "/apis/apps/v1/namespaces/default/deployments",
+        Some(&s.admin_token()),
+        Some(("application/json", body)),
+    );
+    assert_eq!(code, 422, "{text}");
+    let status: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        status["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Deployment.apps \"three\" is invalid: spec.template.metadata.labels"),
+        "{text}"
+    );
+    assert_eq!(
+        (&status["details"]["kind"], &status["details"]["group"]),
+        (&serde_json::json!("Deployment"), &serde_json::json!("apps")),
+        "{text}"
+    );
 }

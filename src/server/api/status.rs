@@ -133,7 +133,14 @@ impl From<RegistryError> for ApiError {
                     .map(|(field, message)| json!({"reason": cause_reason(&message), "field": field, "message": message}))
                     .collect();
                 let mut e = ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", message);
-                e.details = Some(json!({"name": name, "kind": kind, "causes": causes}));
+                // The message names the qualified kind (`Deployment.apps`); the details hold
+                // kind and group apart, and kubectl prints "The Deployment \"x\" is invalid".
+                let (kind, group) = kind.split_once('.').unwrap_or((&kind, ""));
+                let mut details = json!({"name": name, "kind": kind, "causes": causes});
+                if !group.is_empty() {
+                    details["group"] = json!(group);
+                }
+                e.details = Some(details);
                 e
             }
             RegistryError::BadRequest(m) => ApiError::bad_request(m),

@@ -37,7 +37,7 @@ impl Propagation {
             Some("Foreground") => Some(Propagation::Foreground),
             Some(other) => {
                 return Err(RegistryError::invalid(
-                    "DeleteOptions",
+                    "DeleteOptions.meta.k8s.io",
                     "",
                     vec![(
                         "propagationPolicy".into(),
@@ -50,7 +50,7 @@ impl Propagation {
         };
         match (v.get("orphanDependents").and_then(Value::as_bool), policy) {
             (Some(_), Some(_)) => Err(RegistryError::invalid(
-                "DeleteOptions",
+                "DeleteOptions.meta.k8s.io",
                 "",
                 vec![(
                     "propagationPolicy".into(),

@@ -83,9 +83,10 @@ impl Resource {
         }
     }
 
-    /// The kind as kube's messages name it: `Widget.example.com`, `Pod`.
+    /// The kind as kube's messages name it (apimachinery's GroupKind): `Deployment.apps`,
+    /// `Widget.example.com`, `Pod`.
     pub fn qualified_kind(&self) -> String {
-        if self.custom.is_some() { format!("{}.{}", self.kind, self.group) } else { self.kind.to_string() }
+        if self.group.is_empty() { self.kind.to_string() } else { format!("{}.{}", self.kind, self.group) }
     }
 
     /// The group whose part of the store holds this resource: events.k8s.io's Events are
