@@ -106,6 +106,11 @@ fn bad_requests_get_kubernetes_errors() {
     s.ok(&["get", "deployment", "d"]);
     let err = s.fails(&["get", "--raw", "/apis/nosuch.group/v1/things"]);
     assert!(err.contains("NotFound") || err.contains("could not find"), "{err}");
+    // A group's own discovery document, as kube-apiserver serves it.
+    let apps: serde_json::Value = serde_json::from_str(&s.ok(&["get", "--raw", "/apis/apps"])).unwrap();
+    assert_eq!(apps["kind"], "APIGroup", "{apps}");
+    assert_eq!(apps["preferredVersion"]["groupVersion"], "apps/v1", "{apps}");
+    assert!(s.fails(&["get", "--raw", "/apis/nosuch.group"]).contains("NotFound"));
     let out = Command::new("kubectl")
         .args(["--server", &format!("https://127.0.0.1:{}", s.port), "--certificate-authority"])
         .arg(s.dir.join("ca.crt"))

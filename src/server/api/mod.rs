@@ -333,6 +333,9 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
             ));
         }
         ["apis"] => return Ok(json_response(StatusCode::OK, &resources::group_list())),
+        ["apis", g] => {
+            return resources::group(g).map(|d| json_response(StatusCode::OK, &d)).ok_or_else(|| not_found_path(path));
+        }
         ["openapi", "v3"] => return Ok(json_response(StatusCode::OK, &openapi::root())),
         ["openapi", "v3", gv @ ..] => {
             return openapi::document(&gv.join("/"))

@@ -382,6 +382,15 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
 }
 
 /// `/apis`.
+/// One group's discovery document (`/apis/GROUP`), as its entry in [`group_list`].
+pub fn group(name: &str) -> Option<Value> {
+    let list = group_list();
+    let mut g = list["groups"].as_array()?.iter().find(|g| g["name"] == name)?.clone();
+    g["kind"] = json!("APIGroup");
+    g["apiVersion"] = json!("v1");
+    Some(g)
+}
+
 pub fn group_list() -> Value {
     // Each group once, with its versions in the order of RESOURCES: the first preferred.
     let mut groups: Vec<(&str, Vec<&str>)> = Vec::new();
