@@ -373,10 +373,17 @@ fn compact(shared: &Shared, horizon: i64) -> Result<()> {
     conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(shared.err("checkpoint"))
 }
 
-impl Sqlite {
-    /// Live keys under `prefix` after `start_after`, as of `revision`: at most `limit` (0: any
-    /// number), and no more once the values read hold `bytes`.
-    fn page(
+impl Backend for Sqlite {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
+        let s = &self.shared;
+        s.read(|c| Ok(Shared::latest(c, key).map_err(s.err("get"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv))))
+    }
+
+    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: Option<i64>) -> Result<ListResult> {
+        self.list_within(prefix, start_after, limit, usize::MAX, revision)
+    }
+
+    fn list_within(
         &self,
         prefix: &str,
         start_after: Option<&str>,
@@ -430,28 +437,6 @@ impl Sqlite {
             }
             Ok(ListResult { items, revision: at, more })
         })
-    }
-}
-
-impl Backend for Sqlite {
-    fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let s = &self.shared;
-        s.read(|c| Ok(Shared::latest(c, key).map_err(s.err("get"))?.and_then(|(kv, deleted)| (!deleted).then_some(kv))))
-    }
-
-    fn list(&self, prefix: &str, start_after: Option<&str>, limit: usize, revision: Option<i64>) -> Result<ListResult> {
-        self.page(prefix, start_after, limit, usize::MAX, revision)
-    }
-
-    fn list_within(
-        &self,
-        prefix: &str,
-        start_after: Option<&str>,
-        limit: usize,
-        bytes: usize,
-        revision: Option<i64>,
-    ) -> Result<ListResult> {
-        self.page(prefix, start_after, limit, bytes, revision)
     }
 
     fn count(&self, prefix: &str) -> Result<i64> {
