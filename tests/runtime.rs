@@ -1922,6 +1922,44 @@ fn terminals_belong_to_the_process_user_and_exec_t_needs_no_console_socket() {
     rt.ok(&["delete", "--force", "tty-exec"]);
 }
 
+/// runc 1.1's `exec` has no terminal unless `--tty` asks for one, whatever the container's
+/// process.terminal (runc's delete.bats and cgroups.bats exec `-d` without a console
+/// socket, and compare `exec`'s output, into a container run with a terminal).
+#[test]
+fn exec_without_tty_has_no_terminal_in_a_container_with_one() {
+    use std::os::unix::net::UnixListener;
+    let rt = Rt::new();
+    let sock = rt.dir.path().join("console.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let b = rt.bundle("tty-ct", |s| {
+        s["process"]["terminal"] = true.into();
+        s["process"]["args"] = json!(["sleep", "1000"]);
+    });
+    let mut child = rt
+        .cmd(&["create", "--console-socket", sock.to_str().unwrap(), "--bundle", b.to_str().unwrap(), "tty-ct"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The pty master arrives on this connection; it stays open until the test ends.
+    let (_conn, _) = listener.accept().unwrap();
+    let created = child.wait_with_output().unwrap();
+    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+    rt.ok(&["start", "tty-ct"]);
+    // Files, not pipes: the detached sleep keeps its stdio open.
+    let err_path = rt.dir.path().join("exec-d.err");
+    let status = rt
+        .cmd(&["exec", "-d", "tty-ct", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(fs::File::create(&err_path).unwrap())
+        .status()
+        .unwrap();
+    assert!(status.success(), "exec -d: {}", fs::read_to_string(&err_path).unwrap());
+    assert_eq!(rt.ok(&["exec", "tty-ct", "sh", "-c", "test -t 0 || echo no-tty"]), "no-tty\n");
+    assert!(rt.fails(&["exec", "-t", "-d", "tty-ct", "true"]).contains("console-socket"));
+    rt.ok(&["delete", "--force", "tty-ct"]);
+}
+
 /// A created container's init, parked until `start`, must not hold the runtime's stderr
 /// (the copy it logs through): callers such as containerd's go-runc read the runtime's
 /// output to its end, and would wait until `start`. runc closes its log pipe there too.

@@ -306,7 +306,8 @@ struct ExecArgs {
     #[arg(long, default_value_t = 0)]
     preserve_fds: i32,
     /// Allocate a terminal: its master goes to --console-socket, or we serve it on our
-    /// own stdio. Without the flag the container's process.terminal applies, as in runc.
+    /// own stdio. Without the flag there is none, whatever the container's
+    /// process.terminal says, as in runc (its exec sets Terminal to false unless --tty).
     #[arg(short, long, num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     tty: Option<bool>,
     #[arg(long)]
@@ -347,9 +348,9 @@ impl ExecArgs {
             spec::load(&rec.bundle).with_context(|| format!("the container's bundle {}", rec.bundle.display()))?;
         let mut p = cfg.process;
         p.args = self.command.clone();
-        if let Some(tty) = self.tty {
-            p.terminal = tty;
-        }
+        // runc 1.1's exec: no terminal unless asked for, even when the container has one
+        // (`exec -d` into a `run -d --console-socket` container needs no socket).
+        p.terminal = self.tty.unwrap_or(false);
         for e in &self.env {
             // The last one of a name wins, as in runc: a program's getenv finds the first.
             let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n);
