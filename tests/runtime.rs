@@ -785,6 +785,30 @@ fn hooks_run_with_the_state_on_stdin() {
     assert!(!rt.containers().join("badprestart").exists());
 }
 
+/// runc's hooks.bats: createContainer hooks run in the root filesystem's directory (runc's
+/// prepareRootfs chdirs there before them; the test's hook touches "./lib/…"), the
+/// runtime's prestart and createRuntime hooks in the bundle (runc's create chdirs there).
+#[test]
+fn hooks_run_in_the_directories_runc_gives_them() {
+    let rt = Rt::new();
+    let log = rt.dir.path().join("cwd.log");
+    let b = rt.bundle("hook-cwd", |s| {
+        s["root"]["readonly"] = false.into();
+        s["process"]["args"] = json!(["cat", "/from-hook"]);
+        let runtime_side = json!({"path": "/bin/sh", "args": ["sh", "-c", format!("pwd >> {}", log.display())]});
+        s["hooks"] = json!({
+            "prestart": [runtime_side.clone()],
+            "createRuntime": [runtime_side],
+            "createContainer": [{"path": "/bin/sh", "args": ["sh", "-c", "pwd > ./from-hook"]}]
+        });
+    });
+    let (code, out, err) = rt.run(&b, "hook-cwd");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), b.join("rootfs").to_str().unwrap(), "createContainer's cwd");
+    let bundle = b.to_str().unwrap();
+    assert_eq!(fs::read_to_string(&log).unwrap().lines().collect::<Vec<_>>(), [bundle, bundle], "runtime hooks' cwd");
+}
+
 #[test]
 fn sysctl_writes_refuse_a_fake_proc() {
     let rt = Rt::new();

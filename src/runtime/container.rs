@@ -353,8 +353,8 @@ impl Runtime {
                     // "created": the spec's state is that after lifecycle step 2 (the
                     // environment is made), which is where these hooks come; crun agrees.
                     let s = state_json(&rec, Status::Created).to_string();
-                    hooks::run_all(&cfg.hooks.prestart, s.as_bytes()).map_err(fail)?;
-                    hooks::run_all(&cfg.hooks.create_runtime, s.as_bytes()).map_err(fail)?;
+                    hooks::run_all_in(&cfg.hooks.prestart, s.as_bytes(), &rec.bundle).map_err(fail)?;
+                    hooks::run_all_in(&cfg.hooks.create_runtime, s.as_bytes(), &rec.bundle).map_err(fail)?;
                     chan.send(&Msg::HooksDone).map_err(|e| fail(format!("setup channel: {e}")))?;
                 }
                 // With an intermediate process, its Pid may come after the init's Ready.

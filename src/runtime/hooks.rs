@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -10,9 +11,13 @@ use super::spec::Hook;
 
 /// Runs one hook; one without an `env` of its own gets `inherit` (the process's
 /// environment for hooks run in the container, none for the runtime's own: runc would pass
-/// on its own environment there, which is the caller's business, not the hook's).
-pub fn run(hook: &Hook, state_json: &[u8], inherit: &[String]) -> Result<(), String> {
+/// on its own environment there, which is the caller's business, not the hook's). It runs
+/// in `dir`, or in our working directory without one.
+pub fn run(hook: &Hook, state_json: &[u8], inherit: &[String], dir: Option<&Path>) -> Result<(), String> {
     let mut cmd = Command::new(&hook.path);
+    if let Some(dir) = dir {
+        cmd.current_dir(dir);
+    }
     if let Some(arg0) = hook.args.first() {
         cmd.arg0(arg0);
     }
@@ -93,14 +98,19 @@ fn signal_words(sig: i32) -> &'static str {
     }
 }
 
-pub fn run_all(hooks: &[Hook], state_json: &[u8]) -> Result<(), String> {
-    run_all_inheriting(hooks, state_json, &[])
+/// The runtime's own hooks of `create` (prestart, createRuntime), run in the bundle
+/// directory: runc's `create` and `run` chdir there first, and hooks inherit it.
+pub fn run_all_in(hooks: &[Hook], state_json: &[u8], bundle: &Path) -> Result<(), String> {
+    for h in hooks {
+        run(h, state_json, &[], Some(bundle))?;
+    }
+    Ok(())
 }
 
 /// `run_all` for hooks run in the container: those without an `env` get `process_env`.
 pub fn run_all_inheriting(hooks: &[Hook], state_json: &[u8], process_env: &[String]) -> Result<(), String> {
     for h in hooks {
-        run(h, state_json, process_env)?;
+        run(h, state_json, process_env, None)?;
     }
     Ok(())
 }
@@ -109,7 +119,7 @@ pub fn run_all_inheriting(hooks: &[Hook], state_json: &[u8], process_env: &[Stri
 /// poststart and poststop hooks, which come too late to undo anything.
 pub fn run_all_warning(hooks: &[Hook], state_json: &[u8], container: &str) {
     for h in hooks {
-        if let Err(e) = run(h, state_json, &[]) {
+        if let Err(e) = run(h, state_json, &[], None) {
             tracing::warn!("container {container}: {e}");
         }
     }

@@ -189,7 +189,12 @@ fn stage_container(a: &InitArgs<'_>, sources: &MountSources) -> Result<()> {
         a.chan.send(&Msg::RunHooks).map_err(|e| format!("setup channel: {e}"))?;
         recv_expect(&a.chan, Msg::HooksDone)?;
     }
-    // createContainer hooks run in the container's namespaces, before pivot_root.
+    // createContainer hooks run in the container's namespaces, before pivot_root, in the
+    // root filesystem's directory: runc's prepareRootfs chdirs there before them, and hooks
+    // such as hooks.bats' name paths in the rootfs relative to it ("./lib/…").
+    if !cfg.hooks.create_container.is_empty() {
+        nix::unistd::chdir(&cfg.rootfs).map_err(|e| format!("chdir to {}: {e}", cfg.rootfs.display()))?;
+    }
     hooks::run_all_inheriting(&cfg.hooks.create_container, &state_json, &p.env)?;
     if own_mounts {
         rootfs::pivot(cfg)?;
