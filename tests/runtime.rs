@@ -809,6 +809,30 @@ fn hooks_run_in_the_directories_runc_gives_them() {
     assert_eq!(fs::read_to_string(&log).unwrap().lines().collect::<Vec<_>>(), [bundle, bundle], "runtime hooks' cwd");
 }
 
+/// runc's mounts.bats "ro /dev mount": a read-only /dev or tmpfs is made read-only after
+/// what goes inside it (device nodes, /dev/pts, a tmpfs mounted below), as runc's
+/// finalizeRootfs does; the mounts below keep their own options.
+#[test]
+fn read_only_dev_and_tmpfs_get_their_submounts_first() {
+    let rt = Rt::new();
+    let script = "grep -E '^tmpfs /dev |^devpts /dev/pts |^tmpfs /mnt/t |^tmpfs /mnt/t/sub ' /proc/mounts | cut -d' ' -f2,4 | cut -d, -f1; echo x > /dev/null && echo null-ok";
+    let out = rt.sh("ro-dev", script, |s| {
+        let mounts = s["mounts"].as_array_mut().unwrap();
+        for m in mounts.iter_mut() {
+            if m["destination"] == "/dev" {
+                m["options"].as_array_mut().unwrap().push("ro".into());
+            }
+        }
+        mounts.push(json!({"destination": "/mnt/t", "type": "tmpfs", "source": "tmpfs", "options": ["ro"]}));
+        mounts.push(json!({"destination": "/mnt/t/sub", "type": "tmpfs", "source": "tmpfs", "options": []}));
+    });
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["/dev ro", "/dev/pts rw", "/mnt/t ro", "/mnt/t/sub rw", "null-ok"],
+        "{out}"
+    );
+}
+
 #[test]
 fn sysctl_writes_refuse_a_fake_proc() {
     let rt = Rt::new();

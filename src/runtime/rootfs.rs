@@ -86,6 +86,19 @@ fn resolve_or_create(root: BorrowedFd<'_>, path: &Path, last: Kind) -> Result<Ow
     resolve(root, path).map_err(|e| format!("{}: {e}", path.display()))
 }
 
+/// A tmpfs or /dev asked to be read-only is mounted writable and made read-only in
+/// `finish`, as runc's mountPropagate and finalizeRootfs do: /dev gets device nodes and
+/// mount points (/dev/pts, /dev/shm) after it is mounted, and a tmpfs may get mounts below.
+fn read_only_later(m: &MountSpec) -> bool {
+    m.flags.contains(MsFlags::MS_RDONLY) && (m.fstype == "tmpfs" || m.destination == Path::new("/dev"))
+}
+
+/// The attributes a mount gets when it is made (without read-only if that comes later).
+fn attrs_at_mount(m: &MountSpec) -> u64 {
+    let attrs = attrs_of(m.flags);
+    if read_only_later(m) { attrs & !libc::MOUNT_ATTR_RDONLY } else { attrs }
+}
+
 fn attrs_of(flags: MsFlags) -> u64 {
     let mut a = 0;
     for (ms, attr) in [
@@ -185,7 +198,7 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec, opened: Option<B
                 (meta.is_dir(), tree)
             }
         };
-        let attrs = attrs_of(m.flags);
+        let attrs = attrs_at_mount(m);
         if attrs != 0 {
             let mut clear = attrs;
             if attrs & (libc::MOUNT_ATTR_NOATIME | libc::MOUNT_ATTR_STRICTATIME) != 0 {
@@ -211,7 +224,7 @@ fn mount_one(cfg: &Config, root: BorrowedFd<'_>, m: &MountSpec, opened: Option<B
                 options = if options.is_empty() { name.to_string() } else { format!("{options},{name}") };
             }
         }
-        let tree = sys::mount::new_mount(&m.fstype, Some(&source), &options, attrs_of(m.flags))
+        let tree = sys::mount::new_mount(&m.fstype, Some(&source), &options, attrs_at_mount(m))
             .map_err(|e| format!("mount {}: {e}", m.fstype))?;
         let target = resolve_or_create(root, &m.destination, Kind::Dir)?;
         sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("attach: {e}"))?;
@@ -421,7 +434,8 @@ pub fn chroot(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// After pivot_root: masked and read-only paths, then a read-only root.
+/// After pivot_root: masked and read-only paths, read-only tmpfs and /dev mounts, then a
+/// read-only root.
 pub fn finish(cfg: &Config) -> Result<()> {
     let root = open_root(Path::new("/"))?;
     for p in &cfg.masked_paths {
@@ -455,6 +469,19 @@ pub fn finish(cfg: &Config) -> Result<()> {
         )
         .map_err(|e| format!("read-only {p}: {e}"))?;
         sys::mount::move_mount_to_fd(tree.as_fd(), target.as_fd()).map_err(|e| format!("read-only {p}: {e}"))?;
+    }
+    // Read-only tmpfs and /dev, now that what goes inside is made (runc's finalizeRootfs,
+    // after the masks): only the mount itself, as runc's remountReadonly; the mounts below
+    // (/dev/pts, /dev/shm) keep their own options.
+    for m in cfg.mounts.iter().filter(|m| read_only_later(m)) {
+        let target = resolve(root.as_fd(), &m.destination)
+            .map_err(|e| format!("make {} read-only: {e}", m.destination.display()))?;
+        sys::mount::mount_setattr(
+            target.as_fd(),
+            false,
+            MountAttr { set: libc::MOUNT_ATTR_RDONLY, clear: 0, propagation: 0 },
+        )
+        .map_err(|e| format!("make {} read-only: {e}", m.destination.display()))?;
     }
     if cfg.readonly_root {
         sys::mount::mount_setattr(
