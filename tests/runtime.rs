@@ -1729,6 +1729,14 @@ fn update_takes_runcs_flags_and_json_and_writes_each_to_the_cgroup() {
     assert_eq!(read("cpu", "cpu.rt_period_us"), "800001");
     assert_eq!(read("cpu", "cpu.rt_runtime_us"), "10001");
     assert_eq!(read("pids", "pids.max"), "max");
+    // runc's "update cgroup v1/v2 common limits": `--memory -1` removes the limit, and with
+    // no swap value the swap limit too (which would otherwise be below it: EINVAL).
+    rt.ok(&["update", "--memory", "-1", "upd"]);
+    let unlimited = read("memory", "memory.limit_in_bytes");
+    assert!(unlimited.parse::<u64>().unwrap() > 1 << 62, "{unlimited}");
+    if rt.cgroup_dir("memory", "upd").join("memory.memsw.limit_in_bytes").exists() {
+        assert_eq!(read("memory", "memory.memsw.limit_in_bytes"), unlimited);
+    }
     // As in runc's "update devices [minimal transition rules]": updates keep the rules.
     rt.ok(&["update", "--pids-limit", "30", "upd"]);
     assert!(!kmsg_access().contains(['r', 'w']), "{}", read("devices", "devices.list"));

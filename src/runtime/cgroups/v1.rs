@@ -270,8 +270,11 @@ impl Cgroup for V1 {
             let limit_file = self.file("memory", "memory.limit_in_bytes")?;
             let swap_file = self.file("memory", "memory.memsw.limit_in_bytes")?;
             // memsw must stay >= limit at every moment, so the order of the two writes
-            // depends on which way the limit moves.
-            let swap = r.memory_swap.map(limit_value);
+            // depends on which way the limit moves. Removing the limit (-1) without a
+            // swap value removes the swap limit too, as runc's setMemoryAndSwap does: the
+            // old memsw would be below an unlimited limit, which the kernel refuses.
+            let unlimit_swap = limit < 0 && swap_file.exists();
+            let swap = r.memory_swap.or(unlimit_swap.then_some(-1)).map(limit_value);
             match (write(&limit_file, &limit_value(limit)), &swap) {
                 (Ok(()), Some(s)) if swap_file.exists() => write(&swap_file, s)?,
                 (Ok(()), _) => {}
