@@ -524,7 +524,9 @@ fn cgroup_limits_apply_and_oom_kills_show_as_137() {
     let stats: serde_json::Value = serde_json::from_str(&rt.ok(&["events", "--stats", "limits"])).unwrap();
     assert_eq!(stats["data"]["pids"]["current"], 1, "{stats}");
     assert_eq!(stats["data"]["memory"]["usage"]["limit"], 33554432, "{stats}");
-    assert_eq!(stats["data"]["memory"]["oom_kills"], 0, "{stats}");
+    // runc's keys only: an extra "oom_kills" made runc's events.bats, which waits for
+    // `grep oom` in the stream, take the first stats line for the OOM event.
+    assert!(!rt.ok(&["events", "--stats", "limits"]).contains("oom"), "{stats}");
     let res = rt.dir.path().join("res.json");
     fs::write(&res, r#"{"memory": {"limit": 67108864}, "pids": {"limit": 20}}"#).unwrap();
     rt.ok(&["update", "--resources", res.to_str().unwrap(), "limits"]);

@@ -110,9 +110,6 @@ struct Memory {
     kernel_tcp: MemoryEntry,
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     raw: BTreeMap<String, u64>,
-    /// Not runc's: the OOM kills counted, which `nodectl` itself reads (callers ignore
-    /// keys they do not know).
-    oom_kills: u64,
 }
 
 #[derive(Serialize)]
@@ -211,7 +208,6 @@ fn data(s: Stats) -> Data {
             kernel: entry(s.kernel),
             kernel_tcp: entry(s.kernel_tcp),
             raw: s.memory_raw,
-            oom_kills: s.oom_kills,
         },
         pids: Pids { current: s.pids_current, limit: s.pids_limit.unwrap_or(0) },
         blkio: Blkio {
