@@ -2018,6 +2018,51 @@ fn exec_without_tty_has_no_terminal_in_a_container_with_one() {
     rt.ok(&["delete", "--force", "tty-ct"]);
 }
 
+/// runc's exec.bats "exec --cgroup sub-cgroups [v1]": `exec --cgroup` puts the process in an
+/// existing sub-cgroup of the container's, for every controller (PATH) or for the ones
+/// named (CONTROLLERS:PATH); a path above the container's, a missing cgroup or an unknown
+/// controller is refused in runc's words, before anything runs.
+#[test]
+fn exec_cgroup_joins_an_existing_sub_cgroup() {
+    let rt = Rt::new();
+    let b = rt.bundle("exec-cg", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "exec-cg");
+    rt.ok(&["start", "exec-cg"]);
+    let err = rt.fails(&["exec", "--cgroup", "..", "exec-cg", "true"]);
+    assert!(err.contains(" .. is not a sub cgroup path"), "{err}");
+    let err = rt.fails(&["exec", "--cgroup", "memory:nonexistent", "exec-cg", "true"]);
+    assert!(err.contains(" adding pid ") && err.contains("/nonexistent/cgroup.procs: no such file "), "{err}");
+    let err = rt.fails(&["exec", "--cgroup", "whaaat:/", "exec-cg", "true"]);
+    assert!(err.contains("unknown controller whaaat"), "{err}");
+    let err = rt.fails(&["exec", "--cgroup", "a", "--cgroup", "b", "exec-cg", "true"]);
+    assert!(err.contains("missing <controller>: prefix"), "{err}");
+    // runc's test makes them from inside, through a writable cgroupfs; here from outside.
+    fs::create_dir(rt.cgroup_dir("memory", "exec-cg").join("sub")).unwrap();
+    fs::create_dir(rt.cgroup_dir("cpu", "exec-cg").join("sub")).unwrap();
+    fs::create_dir_all(rt.cgroup_dir("cpuacct", "exec-cg").join("sub")).unwrap();
+    // The controllers (of memory, pids, cpu and cpuacct) whose line of /proc/self/cgroup ends in
+    // the sub-cgroup.
+    let in_sub = |args: &[&str]| -> Vec<String> {
+        let mut all = vec!["exec"];
+        all.extend(args);
+        all.extend(["exec-cg", "cat", "/proc/self/cgroup"]);
+        let out = rt.ok(&all);
+        let mut names: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.splitn(3, ':').nth(1).zip(Some(l.ends_with("/sub"))))
+            .filter(|(_, sub)| *sub)
+            .flat_map(|(controllers, _)| controllers.split(',').map(String::from).collect::<Vec<_>>())
+            .filter(|c| ["memory", "pids", "cpu", "cpuacct"].contains(&c.as_str()))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(in_sub(&["--cgroup", "memory:sub", "--cgroup", "cpu,cpuacct:sub"]), ["cpu", "cpuacct", "memory"]);
+    assert!(in_sub(&[]).is_empty());
+    assert!(in_sub(&["--cgroup", "/"]).is_empty());
+    rt.ok(&["delete", "--force", "exec-cg"]);
+}
+
 /// A created container's init, parked until `start`, must not hold the runtime's stderr
 /// (the copy it logs through): callers such as containerd's go-runc read the runtime's
 /// output to its end, and would wait until `start`. runc closes its log pipe there too.

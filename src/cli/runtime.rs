@@ -321,6 +321,10 @@ struct ExecArgs {
     /// Exec even into a paused container (the process waits until it is resumed).
     #[arg(long)]
     ignore_paused: bool,
+    /// Run the process in an existing sub-cgroup of the container's:
+    /// [CONTROLLER[,CONTROLLER…]:]PATH (may be repeated, each with its controllers).
+    #[arg(long = "cgroup")]
+    cgroup: Vec<String>,
     /// uid[:gid]
     #[arg(short, long)]
     user: Option<String>,
@@ -409,6 +413,23 @@ impl CreateArgs {
             stdio: None,
         })
     }
+}
+
+/// `exec --cgroup` values as runc's getSubCgroupPaths reads them: PATH alone (only as the
+/// one value) for every controller, or CONTROLLERS:PATH with comma-separated controllers.
+fn sub_cgroups(args: &[String]) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for arg in args {
+        match arg.split(':').collect::<Vec<_>>()[..] {
+            [path] if args.len() == 1 => out.push((String::new(), path.to_string())),
+            [_] => bail!("invalid --cgroup argument: {arg} (missing <controller>: prefix)"),
+            [controllers, path] => {
+                out.extend(controllers.split(',').map(|c| (c.to_string(), path.to_string())));
+            }
+            _ => bail!("invalid --cgroup argument: {arg}"),
+        }
+    }
+    Ok(out)
 }
 
 /// `nodectl-runtime …` (argv[0] dispatch).
@@ -501,6 +522,7 @@ fn run_verb(root: &Path, global: &GlobalArgs, verb: Verb) -> Result<i32> {
                 console_socket: a.console_socket.clone(),
                 preserve_fds: a.preserve_fds,
                 ignore_paused: a.ignore_paused,
+                sub_cgroups: sub_cgroups(&a.cgroup)?,
                 stdio: None,
             };
             return Ok(rt.exec(&a.id, &process, &opts)?);

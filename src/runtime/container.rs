@@ -578,6 +578,8 @@ impl Runtime {
         {
             return Err(RuntimeError::Paused { id: id.into(), freezer });
         }
+        // The cgroup the process enters: the container's, or a sub-cgroup of it.
+        let cg = if opts.sub_cgroups.is_empty() { cg } else { cg.sub(&opts.sub_cgroups)? };
         // runc's checks (checkTerminal): a terminal without a console socket is served by
         // us, so only a detached one needs the socket.
         if process.terminal && opts.detach && opts.console_socket.is_none() {
@@ -733,6 +735,9 @@ pub struct ExecOptions {
     pub preserve_fds: i32,
     /// Exec into a paused (frozen) container: the process waits there until it is resumed.
     pub ignore_paused: bool,
+    /// Existing sub-cgroups of the container's for the process (`exec --cgroup`):
+    /// `("", PATH)` or `(CONTROLLER, PATH)`, as `Cgroup::sub` takes them.
+    pub sub_cgroups: Vec<(String, String)>,
     /// The process's stdin, stdout and stderr, if not ours (the caller keeps them open
     /// until `exec` returns).
     pub stdio: Option<[RawFd; 3]>,

@@ -317,6 +317,28 @@ pub trait Cgroup: Send + Sync {
     fn destroy(&self) -> Result<()>;
     /// The path, relative to each hierarchy's mount, shown to users and in state.
     fn path(&self) -> &Path;
+    /// An existing cgroup below this one for one process (`exec --cgroup`, runc's
+    /// SubCgroupPaths): `("", PATH)` below every controller's directory, or
+    /// `(CONTROLLER, PATH)` below that controller's (v1 only).
+    fn sub(&self, subs: &[(String, String)]) -> Result<Box<dyn Cgroup>>;
+}
+
+/// The directory of `add` below `base`: relative (a leading `/` is `base` itself), never
+/// above it, and existing, as runc's exec requires; the errors are runc's words (its
+/// exec.bats matches them).
+pub(crate) fn sub_dir(base: &Path, add: &str) -> Result<PathBuf> {
+    let rel = Path::new(add);
+    if rel.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(CgroupError::Unsupported(format!("{add} is not a sub cgroup path")));
+    }
+    let dir = base.join(rel.strip_prefix("/").unwrap_or(rel));
+    if !dir.is_dir() {
+        return Err(CgroupError::Unsupported(format!(
+            "adding pid to cgroups: open {}: no such file or directory",
+            dir.join("cgroup.procs").display()
+        )));
+    }
+    Ok(dir)
 }
 
 /// Which cgroup versions the host mounts.

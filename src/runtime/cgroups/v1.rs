@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Cgroup, CgroupError, IoEntry, MemoryCounters, Resources, Result, Stats, V2, io_err, parse_cpu_list, rdma_line,
-    read_all_keyed, read_keyed, read_pids_tree, read_u64, remove_tree, write,
+    read_all_keyed, read_keyed, read_pids_tree, read_u64, remove_tree, sub_dir, write,
 };
 
 /// The controllers this driver manages, where the host mounts them.
@@ -18,6 +18,7 @@ const CONTROLLERS: [&str; 12] = [
 /// The kernel's "no limit" for v1 memory files: the largest page-aligned i64.
 const UNLIMITED: u64 = (i64::MAX as u64) & !0xfff;
 
+#[derive(Clone)]
 pub struct V1 {
     rel: PathBuf,
     /// (controller, absolute directory of the container's cgroup in its hierarchy)
@@ -507,6 +508,28 @@ impl Cgroup for V1 {
             v2.destroy()?;
         }
         Ok(())
+    }
+
+    fn sub(&self, subs: &[(String, String)]) -> Result<Box<dyn Cgroup>> {
+        let mut sub = self.clone();
+        for (controller, add) in subs {
+            if controller.is_empty() {
+                for (_, dir) in &mut sub.dirs {
+                    *dir = sub_dir(dir, add)?;
+                }
+                continue;
+            }
+            let Some((_, own)) = self.dirs.iter().find(|(c, _)| c == controller) else {
+                return Err(CgroupError::Unsupported(format!("unknown controller {controller} in SubCgroupPaths")));
+            };
+            let dir = sub_dir(own, add)?;
+            // Co-mounted controllers (cpu,cpuacct) share the directory: all of them move,
+            // or entering the others would move the process back.
+            for (_, d) in sub.dirs.iter_mut().filter(|(_, d)| d == own) {
+                *d = dir.clone();
+            }
+        }
+        Ok(Box::new(sub))
     }
 
     fn path(&self) -> &Path {

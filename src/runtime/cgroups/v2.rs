@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     Cgroup, CgroupError, Resources, Result, Stats, blkio_weight_to_io_weight, check_unified_key, io_err, rdma_line,
-    read_all_keyed, read_keyed, read_pids, read_pids_tree, read_u64, remove_tree, shares_to_weight, write,
+    read_all_keyed, read_keyed, read_pids, read_pids_tree, read_u64, remove_tree, shares_to_weight, sub_dir, write,
 };
 
 const WANTED: [&str; 7] = ["cpu", "cpuset", "memory", "pids", "io", "hugetlb", "rdma"];
@@ -21,6 +21,7 @@ const WANTED: [&str; 7] = ["cpu", "cpuset", "memory", "pids", "io", "hugetlb", "
 /// The leaf our cgroup's own processes are moved to (see the module comment).
 pub const EVACUATED: &str = "nodectl-init";
 
+#[derive(Clone)]
 pub struct V2 {
     rel: PathBuf,
     base: PathBuf,
@@ -337,6 +338,18 @@ impl Cgroup for V2 {
 
     fn destroy(&self) -> Result<()> {
         remove_tree(&self.dir)
+    }
+
+    fn sub(&self, subs: &[(String, String)]) -> Result<Box<dyn Cgroup>> {
+        let mut sub = self.clone();
+        for (controller, add) in subs {
+            // One hierarchy: a controller's own path is not a thing on v2 (runc's error).
+            if !controller.is_empty() {
+                return Err(CgroupError::Unsupported(format!("unknown controller {controller} in SubCgroupPaths")));
+            }
+            sub.dir = sub_dir(&self.dir, add)?;
+        }
+        Ok(Box::new(sub))
     }
 
     fn path(&self) -> &Path {
