@@ -1993,7 +1993,7 @@ fn exec_without_tty_has_no_terminal_in_a_container_with_one() {
         s["process"]["terminal"] = true.into();
         s["process"]["args"] = json!(["sleep", "1000"]);
     });
-    let mut child = rt
+    let child = rt
         .cmd(&["create", "--console-socket", sock.to_str().unwrap(), "--bundle", b.to_str().unwrap(), "tty-ct"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -2049,7 +2049,7 @@ fn exec_cgroup_joins_an_existing_sub_cgroup() {
         let out = rt.ok(&all);
         let mut names: Vec<String> = out
             .lines()
-            .filter_map(|l| l.splitn(3, ':').nth(1).zip(Some(l.ends_with("/sub"))))
+            .filter_map(|l| l.split(':').nth(1).zip(Some(l.ends_with("/sub"))))
             .filter(|(_, sub)| *sub)
             .flat_map(|(controllers, _)| controllers.split(',').map(String::from).collect::<Vec<_>>())
             .filter(|c| ["memory", "pids", "cpu", "cpuacct"].contains(&c.as_str()))
