@@ -332,6 +332,81 @@ stringData: {{token: s3cret, cert: c}}
 }
 
 #[test]
+fn downward_api_and_projected_volumes_show_the_pod_and_its_sources() {
+    let env = PodEnv::new();
+    let r = env.run(&format!(
+        r#"{}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cm}}
+data: {{ca.crt: "CA\n", other: x}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: sec}}
+stringData: {{token: s3cret}}
+"#,
+        pod(
+            "downward",
+            r#"  restartPolicy: Never
+  volumes:
+  - name: info
+    downwardAPI:
+      items:
+      - {path: name, fieldRef: {fieldPath: metadata.name}}
+      - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+      - {path: tier, fieldRef: {fieldPath: "metadata.labels['tier']"}}
+      - {path: mem, resourceFieldRef: {containerName: c, resource: limits.memory, divisor: 1Mi}}
+      - {path: cpu, resourceFieldRef: {containerName: c, resource: requests.cpu, divisor: 1m}}
+  - name: all
+    projected:
+      defaultMode: 0440
+      sources:
+      - configMap: {name: cm, items: [{key: ca.crt, path: ca.crt}]}
+      - secret: {name: sec}
+      - downwardAPI: {items: [{path: namespace, fieldRef: {fieldPath: metadata.namespace}}]}
+  containers:
+  - name: c
+    image: busybox
+    imagePullPolicy: Never
+    resources: {limits: {memory: 64Mi, cpu: 250m}}
+    command:
+    - sh
+    - -c
+    - |
+      cat /info/name; echo; cat /info/labels; echo; cat /info/tier; echo; cat /info/mem; echo; cat /info/cpu; echo
+      ls /all; cat /all/ca.crt /all/token; echo; cat /all/namespace; echo
+      stat -L -c '%a' /all/token
+      grep ' /all ' /proc/mounts | cut -d' ' -f3
+      touch /all/x 2>/dev/null && echo writable || echo read-only
+    volumeMounts:
+    - {name: info, mountPath: /info}
+    - {name: all, mountPath: /all}
+"#,
+        )
+        .replace("  name: downward\n", "  name: downward\n  labels: {tier: web, app: x}\n")
+    ));
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        r.stdout,
+        "downward\napp=\"x\"\ntier=\"web\"\nweb\n64\n250\nca.crt\nnamespace\ntoken\nCA\ns3cret\ndefault\n440\ntmpfs\nread-only\n"
+    );
+
+    // A token needs a cluster: refused by name, nothing left.
+    let r = env.run(&pod(
+        "token",
+        r#"  volumes:
+  - name: t
+    projected: {sources: [{serviceAccountToken: {path: token}}]}
+  containers:
+  - {name: c, image: busybox, imagePullPolicy: Never, command: ["true"], volumeMounts: [{name: t, mountPath: /t}]}
+"#,
+    ));
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("spec.volumes[0].projected.sources[0].serviceAccountToken"), "{}", r.stderr);
+}
+
+#[test]
 fn a_sub_path_symlink_cannot_lead_out_of_its_volume() {
     // CVE-2017-1002101: an init container plants a symlink to / where a later container's
     // subPath points; the mount must stay inside the volume.

@@ -25,6 +25,12 @@ pub struct Manifest {
     pub secrets: BTreeMap<String, Secret>,
     /// Fields set but ignored by `nodectl run`, each a sentence to print.
     pub warnings: Vec<String>,
+    /// The service account tokens of the pod's projected volumes, by `VOLUME/PATH`: the
+    /// node daemon asks the API for them; a manifest file has none.
+    pub tokens: BTreeMap<String, String>,
+    /// The Services' variables the kubelet gives every container of a pod from the API
+    /// (`KUBERNETES_SERVICE_HOST` and the like), in order; a manifest file has none.
+    pub service_env: Vec<(String, String)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +126,7 @@ pub fn parse(origin: &str, text: &str) -> Result<Manifest, ManifestError> {
     check_fields(&raw, "", &mut warnings)
         .map_err(|field| invalid(field, "Forbidden: not supported by nodectl run".into()))?;
     validate(&pod, &config_maps, &secrets).map_err(|(field, message)| invalid(field, message))?;
-    Ok(Manifest { pod, config_maps, secrets, warnings })
+    Ok(Manifest { pod, config_maps, secrets, warnings, tokens: BTreeMap::new(), service_env: Vec::new() })
 }
 
 /// A quantity may be written as a bare number (`cpu: 1`), which the API server accepts;
@@ -160,10 +166,18 @@ fn as_kubectl_reads_it(mut pod: Value) -> Value {
     }
     for v in pod.pointer_mut("/spec/volumes").and_then(Value::as_array_mut).into_iter().flatten() {
         fix(v.pointer_mut("/emptyDir/sizeLimit"));
-        for source in ["configMap", "secret"] {
+        for source in ["configMap", "secret", "downwardAPI", "projected"] {
             octal(v.pointer_mut(&format!("/{source}/defaultMode")));
             for item in v.pointer_mut(&format!("/{source}/items")).and_then(Value::as_array_mut).into_iter().flatten() {
                 octal(item.get_mut("mode"));
+            }
+        }
+        for projection in v.pointer_mut("/projected/sources").and_then(Value::as_array_mut).into_iter().flatten() {
+            for source in ["configMap", "secret", "downwardAPI"] {
+                let items = projection.pointer_mut(&format!("/{source}/items")).and_then(Value::as_array_mut);
+                for item in items.into_iter().flatten() {
+                    octal(item.get_mut("mode"));
+                }
             }
         }
     }
@@ -212,6 +226,8 @@ const SUPPORTED: &[&str] = &[
     "spec.volumes[].secret.items",
     "spec.volumes[].secret.defaultMode",
     "spec.volumes[].secret.optional",
+    "spec.volumes[].downwardAPI",
+    "spec.volumes[].projected",
     "spec.securityContext.runAsUser",
     "spec.securityContext.runAsGroup",
     "spec.securityContext.runAsNonRoot",
@@ -436,12 +452,22 @@ fn validate(
         if !volumes.insert(v.name.as_str()) {
             return Err((format!("{f}.name"), format!("Duplicate value: \"{}\"", v.name)));
         }
-        let kinds = [v.empty_dir.is_some(), v.host_path.is_some(), v.config_map.is_some(), v.secret.is_some()]
-            .iter()
-            .filter(|k| **k)
-            .count();
+        let kinds = [
+            v.empty_dir.is_some(),
+            v.host_path.is_some(),
+            v.config_map.is_some(),
+            v.secret.is_some(),
+            v.downward_api.is_some(),
+            v.projected.is_some(),
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
         if kinds != 1 {
-            return Err((f, "must specify exactly one of: emptyDir, hostPath, configMap, secret (the volume types nodectl run supports)".into()));
+            return Err((
+                f,
+                "must specify exactly one of: emptyDir, hostPath, configMap, secret, downwardAPI, projected (the volume types nodectl runs)".into(),
+            ));
         }
         if let Some(e) = &v.empty_dir {
             if let Some(m) = e.medium.as_deref().filter(|m| !m.is_empty() && *m != "Memory") {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Pod, Secret, Service};
 
 use super::PlanError;
 
@@ -16,6 +16,9 @@ pub struct EnvSources<'a> {
     pub secrets: &'a BTreeMap<String, Secret>,
     /// None with hostNetwork before the host's address is known, or without a network.
     pub pod_ip: Option<Ipv4Addr>,
+    /// The Services' variables (see [`service_env`]): over the image's, under the
+    /// container's own, and there for `$(NAME)` to expand.
+    pub service_env: &'a [(String, String)],
 }
 
 /// The environment the kubelet gives the container, in the order variables were defined,
@@ -80,6 +83,10 @@ pub fn build(src: &EnvSources<'_>, c: &Container, field: &str, image_env: &[Stri
         set(&mut vars, k.to_string(), v.to_string());
     }
     let mut defined = BTreeMap::new();
+    for (k, v) in src.service_env {
+        defined.insert(k.clone(), v.clone());
+        set(&mut vars, k.clone(), v.clone());
+    }
     for (i, from) in c.env_from.iter().flatten().enumerate() {
         let prefix = from.prefix.clone().unwrap_or_default();
         let pairs: Vec<(String, String)> = if let Some(r) = &from.config_map_ref {
@@ -169,6 +176,59 @@ pub fn build(src: &EnvSources<'_>, c: &Container, field: &str, image_env: &[Stri
     Ok(Env { vars, defined })
 }
 
+/// The variables the kubelet gives every container for `services` (the pod namespace's
+/// when its enableServiceLinks is on, and `kubernetes` of `default` always; see
+/// [`services_for`]), as its envvars.FromServices writes them: `NAME_SERVICE_HOST`,
+/// `NAME_SERVICE_PORT` (the first port), `NAME_SERVICE_PORT_PORTNAME`, and Docker's link
+/// variables (`NAME_PORT=tcp://IP:PORT`, `NAME_PORT_80_TCP_PROTO`, …). Services without a
+/// cluster IP (headless, ExternalName) give none.
+pub fn service_env(services: &[Service]) -> Vec<(String, String)> {
+    let var = |s: &str| s.replace('-', "_").to_uppercase();
+    let mut out = Vec::new();
+    for svc in services {
+        let Some(spec) = &svc.spec else { continue };
+        let ip = spec.cluster_ip.as_deref().unwrap_or_default();
+        let ports = spec.ports.as_deref().unwrap_or_default();
+        if ip.is_empty() || ip == "None" || ports.is_empty() {
+            continue;
+        }
+        let prefix = var(svc.metadata.name.as_deref().unwrap_or_default());
+        out.push((format!("{prefix}_SERVICE_HOST"), ip.to_string()));
+        out.push((format!("{prefix}_SERVICE_PORT"), ports[0].port.to_string()));
+        for p in ports {
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                out.push((format!("{prefix}_SERVICE_PORT_{}", var(name)), p.port.to_string()));
+            }
+        }
+        for (i, p) in ports.iter().enumerate() {
+            let protocol = p.protocol.as_deref().unwrap_or("TCP");
+            let host_port = if ip.contains(':') { format!("[{ip}]:{}", p.port) } else { format!("{ip}:{}", p.port) };
+            let url = format!("{}://{host_port}", protocol.to_lowercase());
+            if i == 0 {
+                out.push((format!("{prefix}_PORT"), url.clone()));
+            }
+            let port_prefix = format!("{prefix}_PORT_{}_{}", p.port, protocol.to_uppercase());
+            out.push((port_prefix.clone(), url));
+            out.push((format!("{port_prefix}_PROTO"), protocol.to_lowercase()));
+            out.push((format!("{port_prefix}_PORT"), p.port.to_string()));
+            out.push((format!("{port_prefix}_ADDR"), ip.to_string()));
+        }
+    }
+    out
+}
+
+/// The Services whose variables a pod in `namespace` gets, as the kubelet picks them from
+/// `namespace`'s (`own`, used only with enableServiceLinks) and `kubernetes` of `default`
+/// (`api`): a Service of the pod's namespace wins over the API's of the same name. Sorted
+/// by name.
+pub fn services_for(own: Vec<Service>, api: Option<Service>, links: bool) -> Vec<Service> {
+    let mut by_name: BTreeMap<String, Service> = BTreeMap::new();
+    for s in api.into_iter().chain(own.into_iter().filter(|_| links)) {
+        by_name.insert(s.metadata.name.clone().unwrap_or_default(), s);
+    }
+    by_name.into_values().collect()
+}
+
 /// The kubelet's expansion: `$(NAME)` becomes NAME's value when it is defined and stays as
 /// written when not; `$$` is a literal `$`; anything else is left alone.
 pub fn expand(text: &str, defined: &BTreeMap<String, String>) -> String {
@@ -204,6 +264,43 @@ pub fn expand(text: &str, defined: &BTreeMap<String, String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_give_the_kubelets_variables() {
+        use k8s_openapi::api::core::v1::{ServicePort, ServiceSpec};
+        let svc = |name: &str, ip: &str, ports: Vec<ServicePort>| Service {
+            metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
+            spec: Some(ServiceSpec { cluster_ip: Some(ip.into()), ports: Some(ports), ..Default::default() }),
+            ..Default::default()
+        };
+        let port = |name: Option<&str>, port: i32, protocol: &str| ServicePort {
+            name: name.map(str::to_string),
+            port,
+            protocol: Some(protocol.into()),
+            ..Default::default()
+        };
+        let api = svc("kubernetes", "10.96.0.1", vec![port(Some("https"), 443, "TCP")]);
+        let web = svc("my-web", "10.96.0.20", vec![port(None, 80, "TCP"), port(Some("dns-udp"), 53, "UDP")]);
+        let headless = svc("db", "None", vec![port(None, 5432, "TCP")]);
+        let env = service_env(&services_for(vec![web, headless], Some(api.clone()), true));
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("KUBERNETES_SERVICE_HOST"), Some("10.96.0.1"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT"), Some("443"));
+        assert_eq!(get("KUBERNETES_SERVICE_PORT_HTTPS"), Some("443"));
+        assert_eq!(get("KUBERNETES_PORT"), Some("tcp://10.96.0.1:443"));
+        assert_eq!(get("KUBERNETES_PORT_443_TCP_ADDR"), Some("10.96.0.1"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT"), Some("80"));
+        assert_eq!(get("MY_WEB_SERVICE_PORT_DNS_UDP"), Some("53"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP"), Some("udp://10.96.0.20:53"));
+        assert_eq!(get("MY_WEB_PORT_53_UDP_PROTO"), Some("udp"));
+        assert!(get("DB_SERVICE_HOST").is_none(), "a headless Service gives nothing");
+        let without_links =
+            service_env(&services_for(vec![svc("x", "10.96.0.9", vec![port(None, 1, "TCP")])], Some(api), false));
+        assert!(without_links.iter().all(|(k, _)| k.starts_with("KUBERNETES_")), "{without_links:?}");
+    }
 
     #[test]
     fn expansion_follows_the_kubelet() {

@@ -244,7 +244,9 @@ pub fn accept(opts: &PodOptions, manifest: &Manifest, foreground: bool) -> Resul
         daemon: !foreground,
         resolv_conf,
     };
-    let saved = serde_json::json!({"pod": pod, "configMaps": manifest.config_maps, "secrets": manifest.secrets});
+    let saved = serde_json::json!({
+        "pod": pod, "configMaps": manifest.config_maps, "secrets": manifest.secrets, "serviceEnv": manifest.service_env,
+    });
     let saved = serde_json::to_vec(&saved).map_err(|e| PlanError::io("encode the pod")(e.into()))?;
     let lock = sandbox::create_dir(&opts.root, &record, &saved)?;
     Ok(Accepted { record, lock })
@@ -370,7 +372,7 @@ fn make(
         monitor = Some(m);
         tracing::debug!(key = %record.key, "sandbox made");
         let sb = Sandbox::at(&opts.root, &record, ready.ip, &ready.hostname);
-        let vols = volumes::prepare(&sb.dir.join("volumes"), pod, &manifest.config_maps, &manifest.secrets)?;
+        let vols = volumes::prepare(&sb.dir.join("volumes"), &manifest)?;
         Ok::<_, PlanError>((sb, vols))
     })();
     match (made, monitor) {
@@ -512,12 +514,20 @@ pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Resu
         config_maps: std::collections::BTreeMap<String, k8s_openapi::api::core::v1::ConfigMap>,
         #[serde(default)]
         secrets: std::collections::BTreeMap<String, k8s_openapi::api::core::v1::Secret>,
+        #[serde(default)]
+        service_env: Vec<(String, String)>,
     }
     let saved: Saved = pod_state::read_json(&dir.join("manifest.json"))
         .map_err(|e| bad("manifest.json", e))?
         .ok_or_else(|| PlanError::Monitor(format!("{}: no manifest.json", dir.display())))?;
-    let manifest =
-        Manifest { pod: saved.pod, config_maps: saved.config_maps, secrets: saved.secrets, warnings: Vec::new() };
+    let manifest = Manifest {
+        pod: saved.pod,
+        config_maps: saved.config_maps,
+        secrets: saved.secrets,
+        warnings: Vec::new(),
+        tokens: Default::default(),
+        service_env: saved.service_env,
+    };
     let status: Status = pod_state::read_json(&Status::path(&dir))
         .map_err(|e| bad("status.json", e))?
         .ok_or_else(|| PlanError::Monitor(format!("pod {}: it was still being made", record.name)))?;
@@ -901,6 +911,7 @@ impl Owner {
             config_maps: &self.manifest.config_maps,
             secrets: &self.manifest.secrets,
             pod_ip: self.sb.ip,
+            service_env: &self.manifest.service_env,
         };
         let image_env = part.image.config.as_ref().and_then(|c| c.env().clone()).unwrap_or_default();
         let env = env::build(&sources, &part.spec, &part.field, &image_env)?;

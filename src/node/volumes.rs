@@ -1,7 +1,9 @@
 //! A pod's volumes, made on the host under the pod's directory before any container
 //! starts: emptyDir (a directory, or a tmpfs for medium Memory), hostPath (checked against
 //! its type), configMap and secret (their keys written as files; secrets on a tmpfs so they
-//! never reach the disk, as the kubelet keeps them). Containers bind-mount what is here.
+//! never reach the disk, as the kubelet keeps them), downwardAPI (the pod's own fields and
+//! its containers' resources) and projected (any of those, and a service account token, in
+//! one directory, on a tmpfs). Containers bind-mount what is here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -9,22 +11,30 @@ use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, KeyToPath, Pod, Secret, Volume};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, Pod, ResourceFieldSelector, Secret, Volume,
+};
 use nix::mount::MsFlags;
 
 use super::PlanError;
+use crate::model::manifest::Manifest;
 use crate::model::quantity;
 
 /// The kubelet's default for secret files: 0644, so images that run as a non-root user can
 /// read them (the directory, a tmpfs, is the pod's alone).
 const SECRET_DEFAULT_MODE: u32 = 0o644;
 const CONFIG_MAP_DEFAULT_MODE: u32 = 0o644;
+/// A projected service account token's mode when none is given: the kubelet's 0600 would
+/// keep it from a non-root process only where fsGroup is set, which nodectl does not do yet,
+/// so the volume's mode applies as for any other projected file.
+const PROJECTED_DEFAULT_MODE: u32 = 0o644;
 
 /// Where each volume of the pod is on the host.
 #[derive(Debug, Default)]
 pub struct Volumes {
     pub paths: BTreeMap<String, PathBuf>,
-    /// Volumes the kubelet mounts read-only whatever the container asks (configMap, secret).
+    /// Volumes the kubelet mounts read-only whatever the container asks (configMap, secret,
+    /// downwardAPI, projected).
     pub read_only: BTreeSet<String>,
 }
 
@@ -32,21 +42,22 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
     PlanError::io(what)
 }
 
-/// Makes every volume of `pod` below `dir` (the pod's `volumes/` directory).
-pub fn prepare(
-    dir: &Path,
-    pod: &Pod,
-    config_maps: &BTreeMap<String, ConfigMap>,
-    secrets: &BTreeMap<String, Secret>,
-) -> Result<Volumes, PlanError> {
+/// Whether the kubelet mounts `v` read-only in every container.
+fn always_read_only(v: &Volume) -> bool {
+    v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()
+}
+
+/// Makes every volume of the manifest's pod below `dir` (the pod's `volumes/` directory).
+pub fn prepare(dir: &Path, manifest: &Manifest) -> Result<Volumes, PlanError> {
     let mut out = Volumes::default();
+    let pod = &manifest.pod;
     let Some(spec) = &pod.spec else { return Ok(out) };
     fs::create_dir_all(dir).map_err(io(format!("create {}", dir.display())))?;
     for (i, v) in spec.volumes.iter().flatten().enumerate() {
         let field = format!("spec.volumes[{i}]");
-        let path = prepare_one(dir, v, &field, config_maps, secrets)?;
+        let path = prepare_one(dir, v, &field, manifest)?;
         out.paths.insert(v.name.clone(), path);
-        if v.config_map.is_some() || v.secret.is_some() {
+        if always_read_only(v) {
             out.read_only.insert(v.name.clone());
         }
     }
@@ -63,20 +74,14 @@ pub fn existing(dir: &Path, pod: &Pod) -> Volumes {
             None => dir.join(&v.name),
         };
         out.paths.insert(v.name.clone(), path);
-        if v.config_map.is_some() || v.secret.is_some() {
+        if always_read_only(v) {
             out.read_only.insert(v.name.clone());
         }
     }
     out
 }
 
-fn prepare_one(
-    dir: &Path,
-    v: &Volume,
-    field: &str,
-    config_maps: &BTreeMap<String, ConfigMap>,
-    secrets: &BTreeMap<String, Secret>,
-) -> Result<PathBuf, PlanError> {
+fn prepare_one(dir: &Path, v: &Volume, field: &str, manifest: &Manifest) -> Result<PathBuf, PlanError> {
     let own = dir.join(&v.name);
     if let Some(e) = &v.empty_dir {
         fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
@@ -105,31 +110,16 @@ fn prepare_one(
         fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).map_err(io(format!("chmod {}", own.display())))?;
         let mode = c.default_mode.map(|m| m as u32).unwrap_or(CONFIG_MAP_DEFAULT_MODE);
         let f = format!("{field}.configMap");
-        match config_maps.get(&c.name) {
-            Some(cm) => {
-                let mut data: BTreeMap<String, Vec<u8>> =
-                    cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-                for (k, b) in cm.binary_data.iter().flatten() {
-                    data.insert(k.clone(), b.0.clone());
-                }
-                write_keys(
-                    &own,
-                    &data,
-                    c.items.as_deref(),
-                    mode,
-                    c.optional == Some(true),
-                    &f,
-                    &format!("configmap \"{}\"", c.name),
-                )?;
-            }
-            None if c.optional == Some(true) => {}
-            None => {
-                return Err(PlanError::missing(
-                    format!("{f}.name"),
-                    format!("configmap \"{}\" not found in the manifest", c.name),
-                ));
-            }
-        }
+        let files = config_map_files(
+            &manifest.config_maps,
+            &c.name,
+            c.items.as_deref(),
+            mode,
+            c.optional == Some(true),
+            &format!("{f}.name"),
+            &f,
+        )?;
+        write_files(&own, files, &f)?;
         return Ok(own);
     }
     if let Some(s) = &v.secret {
@@ -138,36 +128,91 @@ fn prepare_one(
         mount_tmpfs(&own, "mode=0755")?;
         let mode = s.default_mode.map(|m| m as u32).unwrap_or(SECRET_DEFAULT_MODE);
         let f = format!("{field}.secret");
-        match secrets.get(&name) {
-            Some(secret) => {
-                let mut data: BTreeMap<String, Vec<u8>> =
-                    secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
-                for (k, v) in secret.string_data.iter().flatten() {
-                    data.insert(k.clone(), v.clone().into_bytes());
-                }
-                write_keys(
-                    &own,
-                    &data,
+        let files = secret_files(
+            &manifest.secrets,
+            &name,
+            s.items.as_deref(),
+            mode,
+            s.optional == Some(true),
+            &format!("{f}.secretName"),
+            &f,
+        )?;
+        write_files(&own, files, &f)?;
+        return Ok(own);
+    }
+    if let Some(d) = &v.downward_api {
+        fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
+        fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).map_err(io(format!("chmod {}", own.display())))?;
+        let mode = d.default_mode.map(|m| m as u32).unwrap_or(CONFIG_MAP_DEFAULT_MODE);
+        let f = format!("{field}.downwardAPI");
+        let files = downward_files(&manifest.pod, d.items.as_deref().unwrap_or_default(), mode, &f)?;
+        write_files(&own, files, &f)?;
+        return Ok(own);
+    }
+    if let Some(p) = &v.projected {
+        // A tmpfs, as the kubelet's: a token or a secret among the sources never reaches the disk.
+        fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
+        mount_tmpfs(&own, "mode=0755")?;
+        let mode = p.default_mode.map(|m| m as u32).unwrap_or(PROJECTED_DEFAULT_MODE);
+        let f = format!("{field}.projected");
+        let mut files = Vec::new();
+        for (j, source) in p.sources.iter().flatten().enumerate() {
+            let sf = format!("{f}.sources[{j}]");
+            if let Some(c) = &source.config_map {
+                let at = format!("{sf}.configMap");
+                let optional = c.optional == Some(true);
+                files.extend(config_map_files(
+                    &manifest.config_maps,
+                    &c.name,
+                    c.items.as_deref(),
+                    mode,
+                    optional,
+                    &format!("{at}.name"),
+                    &at,
+                )?);
+            } else if let Some(s) = &source.secret {
+                let at = format!("{sf}.secret");
+                let optional = s.optional == Some(true);
+                files.extend(secret_files(
+                    &manifest.secrets,
+                    &s.name,
                     s.items.as_deref(),
                     mode,
-                    s.optional == Some(true),
-                    &f,
-                    &format!("secret \"{name}\""),
-                )?;
-            }
-            None if s.optional == Some(true) => {}
-            None => {
-                return Err(PlanError::missing(
-                    format!("{f}.secretName"),
-                    format!("secret \"{name}\" not found in the manifest"),
+                    optional,
+                    &format!("{at}.name"),
+                    &at,
+                )?);
+            } else if let Some(d) = &source.downward_api {
+                files.extend(downward_files(
+                    &manifest.pod,
+                    d.items.as_deref().unwrap_or_default(),
+                    mode,
+                    &format!("{sf}.downwardAPI"),
+                )?);
+            } else if let Some(t) = &source.service_account_token {
+                let at = format!("{sf}.serviceAccountToken");
+                let Some(token) = manifest.tokens.get(&token_key(&v.name, &t.path)) else {
+                    return Err(PlanError::invalid(
+                        at,
+                        "a service account token comes from a cluster's API server: only a joined node \
+                         (nodectl daemon --server) can project one"
+                            .into(),
+                    ));
+                };
+                files.push((t.path.clone(), token.clone().into_bytes(), mode));
+            } else {
+                return Err(PlanError::invalid(
+                    sf,
+                    "must specify exactly one of: configMap, secret, downwardAPI, serviceAccountToken".into(),
                 ));
             }
         }
+        write_files(&own, files, &f)?;
         return Ok(own);
     }
     Err(PlanError::invalid(
         field.to_string(),
-        "must specify exactly one of: emptyDir, hostPath, configMap, secret".into(),
+        "must specify exactly one of: emptyDir, hostPath, configMap, secret, downwardAPI, projected".into(),
     ))
 }
 
@@ -260,40 +305,231 @@ fn safe_relative(p: &str) -> bool {
     !p.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)))
 }
 
-fn write_keys(
-    dir: &Path,
+/// Where a projected volume's service account token is kept in [`Manifest::tokens`].
+pub fn token_key(volume: &str, path: &str) -> String {
+    format!("{volume}/{path}")
+}
+
+/// A file to write in a volume: its path inside the volume, its bytes and its mode.
+type File = (String, Vec<u8>, u32);
+
+/// The files of a ConfigMap's keys (or of `items` of them); none for a missing optional one.
+fn config_map_files(
+    maps: &BTreeMap<String, ConfigMap>,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    optional: bool,
+    name_field: &str,
+    field: &str,
+) -> Result<Vec<File>, PlanError> {
+    let Some(cm) = maps.get(name) else {
+        if optional {
+            return Ok(Vec::new());
+        }
+        return Err(PlanError::missing(name_field.into(), format!("configmap \"{name}\" not found in the manifest")));
+    };
+    let mut data: BTreeMap<String, Vec<u8>> =
+        cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+    for (k, b) in cm.binary_data.iter().flatten() {
+        data.insert(k.clone(), b.0.clone());
+    }
+    select(&data, items, mode, optional, field, &format!("configmap \"{name}\""))
+}
+
+/// The files of a Secret's keys (or of `items` of them); none for a missing optional one.
+fn secret_files(
+    secrets: &BTreeMap<String, Secret>,
+    name: &str,
+    items: Option<&[KeyToPath]>,
+    mode: u32,
+    optional: bool,
+    name_field: &str,
+    field: &str,
+) -> Result<Vec<File>, PlanError> {
+    let Some(secret) = secrets.get(name) else {
+        if optional {
+            return Ok(Vec::new());
+        }
+        return Err(PlanError::missing(name_field.into(), format!("secret \"{name}\" not found in the manifest")));
+    };
+    let mut data: BTreeMap<String, Vec<u8>> =
+        secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+    for (k, v) in secret.string_data.iter().flatten() {
+        data.insert(k.clone(), v.clone().into_bytes());
+    }
+    select(&data, items, mode, optional, field, &format!("secret \"{name}\""))
+}
+
+fn select(
     data: &BTreeMap<String, Vec<u8>>,
     items: Option<&[KeyToPath]>,
     mode: u32,
     optional: bool,
     field: &str,
     what: &str,
-) -> Result<(), PlanError> {
-    let files: Vec<(String, &[u8], u32)> = match items {
-        None => data.iter().map(|(k, v)| (k.clone(), v.as_slice(), mode)).collect(),
-        Some(items) => {
-            let mut out = Vec::new();
-            for (j, item) in items.iter().enumerate() {
-                if !safe_relative(&item.path) {
-                    return Err(PlanError::invalid(
-                        format!("{field}.items[{j}].path"),
-                        format!("Invalid value: \"{}\": must be a relative path without '..'", item.path),
-                    ));
-                }
-                match data.get(&item.key) {
-                    Some(v) => out.push((item.path.clone(), v.as_slice(), item.mode.map(|m| m as u32).unwrap_or(mode))),
-                    None if optional => {}
-                    None => {
-                        return Err(PlanError::missing(
-                            format!("{field}.items[{j}].key"),
-                            format!("key \"{}\" not found in {what}", item.key),
-                        ));
-                    }
-                }
-            }
-            out
-        }
+) -> Result<Vec<File>, PlanError> {
+    let Some(items) = items else {
+        return Ok(data.iter().map(|(k, v)| (k.clone(), v.clone(), mode)).collect());
     };
+    let mut out = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        if !safe_relative(&item.path) {
+            return Err(PlanError::invalid(
+                format!("{field}.items[{j}].path"),
+                format!("Invalid value: \"{}\": must be a relative path without '..'", item.path),
+            ));
+        }
+        match data.get(&item.key) {
+            Some(v) => out.push((item.path.clone(), v.clone(), item.mode.map(|m| m as u32).unwrap_or(mode))),
+            None if optional => {}
+            None => {
+                return Err(PlanError::missing(
+                    format!("{field}.items[{j}].key"),
+                    format!("key \"{}\" not found in {what}", item.key),
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The files of a downward API volume (or projection): the pod's own fields and its
+/// containers' resources, as the kubelet writes them.
+fn downward_files(pod: &Pod, items: &[DownwardAPIVolumeFile], mode: u32, field: &str) -> Result<Vec<File>, PlanError> {
+    let mut out = Vec::new();
+    for (j, item) in items.iter().enumerate() {
+        let at = format!("{field}.items[{j}]");
+        if !safe_relative(&item.path) {
+            return Err(PlanError::invalid(
+                format!("{at}.path"),
+                format!("Invalid value: \"{}\": must be a relative path without '..'", item.path),
+            ));
+        }
+        let value = match (&item.field_ref, &item.resource_field_ref) {
+            (Some(f), None) => pod_field(pod, f, &format!("{at}.fieldRef"))?,
+            (None, Some(r)) => container_resource(pod, r, &format!("{at}.resourceFieldRef"))?,
+            _ => {
+                return Err(PlanError::invalid(at, "must specify exactly one of: fieldRef, resourceFieldRef".into()));
+            }
+        };
+        out.push((item.path.clone(), value.into_bytes(), item.mode.map(|m| m as u32).unwrap_or(mode)));
+    }
+    Ok(out)
+}
+
+/// A map as the kubelet writes labels and annotations: `key="value"` lines in key order,
+/// the value quoted as Go's %q quotes it.
+fn format_map(map: Option<&BTreeMap<String, String>>) -> String {
+    let lines: Vec<String> =
+        map.into_iter().flatten().map(|(k, v)| format!("{k}={}", serde_json::Value::String(v.clone()))).collect();
+    lines.join("\n")
+}
+
+/// What a downward API volume may show of the pod (the kubelet allows the metadata only in
+/// volumes: the rest may change while the files stay).
+fn pod_field(pod: &Pod, f: &ObjectFieldSelector, field: &str) -> Result<String, PlanError> {
+    let m = &pod.metadata;
+    let path = f.field_path.as_str();
+    let subscript = |prefix: &str| {
+        path.strip_prefix(prefix).and_then(|rest| rest.strip_prefix("['")).and_then(|rest| rest.strip_suffix("']"))
+    };
+    Ok(match path {
+        "metadata.name" => m.name.clone().unwrap_or_default(),
+        "metadata.namespace" => m.namespace.clone().unwrap_or_else(|| "default".into()),
+        "metadata.uid" => m.uid.clone().unwrap_or_default(),
+        "metadata.labels" => format_map(m.labels.as_ref()),
+        "metadata.annotations" => format_map(m.annotations.as_ref()),
+        _ if subscript("metadata.labels").is_some() => {
+            let key = subscript("metadata.labels").unwrap_or_default();
+            m.labels.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default()
+        }
+        _ if subscript("metadata.annotations").is_some() => {
+            let key = subscript("metadata.annotations").unwrap_or_default();
+            m.annotations.as_ref().and_then(|l| l.get(key)).cloned().unwrap_or_default()
+        }
+        other => {
+            return Err(PlanError::invalid(
+                format!("{field}.fieldPath"),
+                format!(
+                    "Unsupported value: \"{other}\": supported values: \"metadata.annotations\", \"metadata.labels\", \"metadata.name\", \"metadata.namespace\", \"metadata.uid\""
+                ),
+            ));
+        }
+    })
+}
+
+/// A container's cpu or memory limit or request in units of the divisor, rounded up as the
+/// kubelet rounds it. A limit the container does not set is the node's capacity, as the
+/// kubelet reports its allocatable.
+fn container_resource(pod: &Pod, r: &ResourceFieldSelector, field: &str) -> Result<String, PlanError> {
+    let spec = pod.spec.as_ref();
+    let containers = spec.into_iter().flat_map(|s| s.containers.iter().chain(s.init_containers.iter().flatten()));
+    let name = r.container_name.as_deref().unwrap_or_default();
+    let Some(c) = containers.into_iter().find(|c| c.name == name) else {
+        return Err(PlanError::invalid(
+            format!("{field}.containerName"),
+            format!("Invalid value: \"{name}\": must name a container of the pod"),
+        ));
+    };
+    let (which, resource) = r.resource.split_once('.').unwrap_or(("", ""));
+    let set = c.resources.as_ref().and_then(|res| match which {
+        "limits" => res.limits.as_ref(),
+        "requests" => res.requests.as_ref(),
+        _ => None,
+    });
+    let given = set.and_then(|m| m.get(resource)).map(|q| q.0.clone());
+    // An unset request is the limit if there is one (the API's defaulting), else 0.
+    let given = given.or_else(|| {
+        (which == "requests")
+            .then(|| c.resources.as_ref().and_then(|res| res.limits.as_ref()).and_then(|l| l.get(resource)))
+            .flatten()
+            .map(|q| q.0.clone())
+    });
+    let divisor = r.divisor.as_ref().map(|d| d.0.as_str()).unwrap_or("1");
+    let bad = |m: String| PlanError::invalid(field.to_string(), m);
+    match (which, resource) {
+        ("limits" | "requests", "cpu") => {
+            let millis = match given {
+                Some(q) => quantity::cpu_millis(&q).map_err(bad)?,
+                None if which == "requests" => 0,
+                None => 1000 * std::thread::available_parallelism().map(|n| n.get() as i64).unwrap_or(1),
+            };
+            let per = quantity::cpu_millis(divisor).map_err(bad)?.max(1);
+            Ok(((millis + per - 1) / per).to_string())
+        }
+        ("limits" | "requests", "memory" | "ephemeral-storage") => {
+            let bytes = match given {
+                Some(q) => quantity::memory_bytes(&q).map_err(bad)?,
+                None if which == "requests" => 0,
+                None if resource == "memory" => host_memory_bytes(),
+                None => 0,
+            };
+            let per = quantity::memory_bytes(divisor).map_err(bad)?.max(1);
+            Ok(((bytes + per - 1) / per).to_string())
+        }
+        _ => Err(PlanError::invalid(
+            format!("{field}.resource"),
+            format!(
+                "Unsupported value: \"{}\": supported values: \"limits.cpu\", \"limits.ephemeral-storage\", \"limits.memory\", \"requests.cpu\", \"requests.ephemeral-storage\", \"requests.memory\"",
+                r.resource
+            ),
+        )),
+    }
+}
+
+/// MemTotal of /proc/meminfo, in bytes (0 if unreadable).
+fn host_memory_bytes() -> i64 {
+    let text = fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+        .map(|kib| kib * 1024)
+        .unwrap_or(0)
+}
+
+/// Writes `files` in `dir` in the kubelet's atomic layout.
+fn write_files(dir: &Path, files: Vec<File>, field: &str) -> Result<(), PlanError> {
     // The kubelet's atomic layout: the files in a directory named for this write, `..data`
     // a symlink to it, and each top-level name a symlink through `..data`; an update
     // writes a new directory and swaps `..data` in one rename, so a reader never sees half
@@ -309,10 +545,7 @@ fn write_keys(
     let mut top: BTreeSet<String> = BTreeSet::new();
     for (rel, bytes, mode) in files {
         if !safe_relative(&rel) || rel.starts_with("..") {
-            return Err(PlanError::invalid(
-                field.to_string(),
-                format!("key {rel:?} of {what} is not a valid file name"),
-            ));
+            return Err(PlanError::invalid(field.to_string(), format!("{rel:?} is not a valid file name")));
         }
         let path = version.join(&rel);
         if let Some(parent) = path.parent() {
@@ -320,14 +553,16 @@ fn write_keys(
         }
         // Written with the final mode from the start, so no moment exists where a secret is
         // readable by more than the manifest allows.
-        let mut f = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(mode & 0o777)
-            .open(&path)
-            .map_err(io(format!("create {}", path.display())))?;
+        let mut f =
+            fs::OpenOptions::new().write(true).create_new(true).mode(mode & 0o777).open(&path).map_err(|e| {
+                if e.kind() == std::io::ErrorKind::AlreadyExists {
+                    PlanError::invalid(field.to_string(), format!("conflicting duplicate paths: {rel:?}"))
+                } else {
+                    PlanError::io(format!("create {}", path.display()))(e)
+                }
+            })?;
         f.set_permissions(fs::Permissions::from_mode(mode & 0o777)).map_err(io(format!("chmod {}", path.display())))?;
-        f.write_all(bytes).map_err(io(format!("write {}", path.display())))?;
+        f.write_all(&bytes).map_err(io(format!("write {}", path.display())))?;
         if let Some(first) = Path::new(&rel).components().next() {
             top.insert(first.as_os_str().to_string_lossy().into_owned());
         }

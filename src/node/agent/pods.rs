@@ -218,10 +218,28 @@ impl PodSync {
             }
         };
         self.retry_at.remove(&uid);
-        let manifest = match manifest_of(pod, sources) {
+        let mut manifest = match manifest_of(pod, sources) {
             Ok(m) => m,
             Err(e) => return self.refuse(pod, e, since).await,
         };
+        match fetch_service_env(&self.client, &ns, pod).await {
+            Ok(env) => manifest.service_env = env,
+            Err(e) => {
+                self.retry_at.insert(uid, now + CONFIG_RETRY);
+                let status = waiting_status(pod, "CreateContainerConfigError", &e, self.host_ip, since);
+                self.write_status(pod, Some(status)).await;
+                return;
+            }
+        }
+        match fetch_tokens(&self.client, &ns, pod).await {
+            Ok(tokens) => manifest.tokens = tokens,
+            Err(e) => {
+                self.retry_at.insert(uid, now + CONFIG_RETRY);
+                let status = waiting_status(pod, "CreateContainerConfigError", &e, self.host_ip, since);
+                self.write_status(pod, Some(status)).await;
+                return;
+            }
+        }
         let daemon = self.daemon.clone();
         match tokio::task::spawn_blocking(move || daemon.admit(manifest)).await {
             Ok(Ok(e)) => {
@@ -377,6 +395,64 @@ async fn fetch_sources(client: &kube::Client, ns: &str, pod: &Pod) -> Result<Sou
             Ok(None) if *optional => {}
             Ok(None) => return Err(format!("secret \"{name}\" not found")),
             Err(e) => return Err(format!("secret \"{name}\": {e}")),
+        }
+    }
+    Ok(out)
+}
+
+/// The Services' variables for the pod's containers (see [`crate::node::env::service_env`]).
+async fn fetch_service_env(client: &kube::Client, ns: &str, pod: &Pod) -> Result<Vec<(String, String)>, String> {
+    use k8s_openapi::api::core::v1::Service;
+    let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    let own = if links {
+        let api: Api<Service> = Api::namespaced(client.clone(), ns);
+        api.list(&Default::default())
+            .await
+            .map_err(|e| format!("listing the services of namespace \"{ns}\": {e}"))?
+            .items
+    } else {
+        Vec::new()
+    };
+    let api_service = Api::<Service>::namespaced(client.clone(), "default")
+        .get_opt("kubernetes")
+        .await
+        .map_err(|e| format!("reading service \"default/kubernetes\": {e}"))?;
+    Ok(crate::node::env::service_env(&crate::node::env::services_for(own, api_service, links)))
+}
+
+/// A token for each serviceAccountToken projection of the pod, by
+/// [`volumes::token_key`](crate::node::volumes::token_key): asked of the API for the pod's
+/// ServiceAccount and bound to the pod (so it stops working once the pod is gone), as the
+/// kubelet asks for them. Err: why one could not be had.
+async fn fetch_tokens(client: &kube::Client, ns: &str, pod: &Pod) -> Result<BTreeMap<String, String>, String> {
+    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    let mut out = BTreeMap::new();
+    let Some(spec) = &pod.spec else { return Ok(out) };
+    let account = spec.service_account_name.as_deref().filter(|s| !s.is_empty()).unwrap_or("default");
+    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    for v in spec.volumes.iter().flatten() {
+        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            let Some(t) = &source.service_account_token else { continue };
+            let request = TokenRequest {
+                spec: TokenRequestSpec {
+                    audiences: t.audience.iter().cloned().collect(),
+                    expiration_seconds: Some(t.expiration_seconds.unwrap_or(3600)),
+                    bound_object_ref: Some(BoundObjectReference {
+                        api_version: Some("v1".into()),
+                        kind: Some("Pod".into()),
+                        name: pod.metadata.name.clone(),
+                        uid: pod.metadata.uid.clone(),
+                    }),
+                },
+                ..TokenRequest::default()
+            };
+            let answer = api
+                .create_token_request(account, &kube::api::PostParams::default(), &request)
+                .await
+                .map_err(|e| format!("requesting a token of service account \"{ns}/{account}\": {e}"))?;
+            let token = answer.status.map(|s| s.token).unwrap_or_default();
+            out.insert(crate::node::volumes::token_key(&v.name, &t.path), token);
         }
     }
     Ok(out)

@@ -529,6 +529,8 @@ fn manifest_from_saved(bytes: &[u8]) -> Option<Manifest> {
         config_maps: serde_json::from_value(v.get("configMaps").cloned().unwrap_or_default()).unwrap_or_default(),
         secrets: serde_json::from_value(v.get("secrets").cloned().unwrap_or_default()).unwrap_or_default(),
         warnings: Vec::new(),
+        tokens: Default::default(),
+        service_env: serde_json::from_value(v.get("serviceEnv").cloned().unwrap_or_default()).unwrap_or_default(),
     })
 }
 
