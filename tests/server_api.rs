@@ -26,6 +26,9 @@ data:
 
 /// Deployments here are stored objects under test: no controller writes their status.
 const NO_WORKLOAD_CONTROLLERS: &str = "--controllers=-deployment,-replicaset";
+/// For tests that count or watch a namespace's ConfigMaps: every controller but the one
+/// that writes `kube-root-ca.crt` into each namespace.
+const OWN_CONFIGMAPS: &str = "--controllers=*,-root-ca-cert-publisher";
 
 #[test]
 fn kubectl_creates_reads_replaces_and_deletes() {
@@ -143,7 +146,7 @@ fn a_restart_keeps_objects_and_credentials() {
 #[test]
 fn watches_replay_from_a_resource_version_and_follow() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[OWN_CONFIGMAPS]);
     let list: serde_json::Value =
         serde_json::from_str(&s.ok(&["get", "--raw", "/api/v1/namespaces/default/configmaps"])).unwrap();
     let rv0 = list["metadata"]["resourceVersion"].as_str().unwrap().to_string();
@@ -299,7 +302,7 @@ fn kubectl_apply_label_annotate_edit() {
 #[test]
 fn label_and_field_selectors_filter_lists_and_watches() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[OWN_CONFIGMAPS]);
     let file = tmp.path().join("cms.yaml");
     let cm = |name: &str, tier: &str| {
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  labels: {{tier: \"{tier}\"}}\n---\n")
@@ -373,7 +376,14 @@ fn kubectl_get_prints_the_columns_users_know() {
     let row: Vec<&str> = cms.lines().nth(1).unwrap().split_whitespace().collect();
     assert_eq!(&row[..2], ["cfg", "1"], "{cms}");
     let described = s.ok(&["describe", "pod", "solo"]);
-    assert!(described.contains("Name:         solo") && described.contains("Status:       Pending"), "{described}");
+    let field = |name: &str| {
+        described.lines().find_map(|l| l.strip_prefix(&format!("{name}:")).map(str::trim)).unwrap_or_default()
+    };
+    assert_eq!(
+        (field("Name"), field("Status"), field("Service Account")),
+        ("solo", "Pending", "default"),
+        "{described}"
+    );
 }
 
 #[test]
@@ -509,7 +519,7 @@ fn a_compacted_resource_version_answers_410_gone() {
     use nodectl::server::store::sqlite::Sqlite;
     use nodectl::server::store::{Backend, CompactionPolicy};
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[OWN_CONFIGMAPS]);
     let token = s.admin_token();
     let get = |path: &str| {
         let (code, body) = s.request("GET", path, Some(&token), None);
@@ -778,7 +788,7 @@ fn protobuf_clients_get_protobuf_answers() {
     }
 
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[OWN_CONFIGMAPS]);
     let token = s.admin_token();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let client = s.http_client();

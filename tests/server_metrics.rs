@@ -116,7 +116,8 @@ fn with(
 #[test]
 fn metrics_count_requests_time_them_and_gauge_open_watches_with_kube_apiserver_labels() {
     let tmp = tempfile::tempdir().unwrap();
-    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    // Counts its own ConfigMaps: without the one every namespace gets (kube-root-ca.crt).
+    let s = Server::start(&tmp.path().join("data"), free_port(), &["--controllers=*,-root-ca-cert-publisher"]);
     s.ok(&["create", "namespace", "metrics"]);
     let before = scrape(&s);
     let created = with(configmaps("POST", "resource"), &[("code", "201")]);

@@ -188,7 +188,9 @@ impl Leaders {
                 controllers::start(store.clone());
                 // The workload controllers are the API's clients, as kube-controller-manager is.
                 match controllers::client::client(api, &ca_pem, &token) {
-                    Ok(client) => controllers::start_clients(client, &store, &which, (&nodes, &pod_gc), &network),
+                    Ok(client) => {
+                        controllers::start_clients(client, &store, &which, (&nodes, &pod_gc), &network, &ca_pem)
+                    }
                     Err(err) => tracing::error!(%err, "the workload controllers cannot start"),
                 }
             }),

@@ -14,6 +14,8 @@
 //!   `kube-node-lease`, and events;
 //! - update and patch the status of pods bound to it, and delete them (the kubelet ends a
 //!   graceful deletion once the containers stopped);
+//! - request tokens bound to pods bound to it, of their ServiceAccounts (checked on the
+//!   TokenRequest's body in [`super::tokens`]);
 //!
 //! and nothing else: 403 Forbidden, worded as kube-apiserver words it. Checks that depend
 //! on the stored object (is this pod bound here?) are [`Guard`]s, run on the very version
@@ -264,6 +266,9 @@ async fn node_authorize(
             }
         }
         ("Event", None) if matches!(a.verb, "create" | "update" | "patch") => Ok(None),
+        // A token for a pod of its own, of that pod's ServiceAccount: the request's body says
+        // which pod, so the TokenRequest itself checks it (tokens::request).
+        ("ServiceAccount", Some("token")) if a.verb == "create" => Ok(None),
         ("Pod", Some("status")) if matches!(a.verb, "update" | "patch") => Ok(Some(bound_to(user, a, node))),
         // The kubelet creates only mirror pods of its static pods.
         ("Pod", None) if a.verb == "create" => Ok(Some(mirror_pod(node))),

@@ -462,7 +462,11 @@ async fn route(api: &Api, user: &auth::User, req: &Request<'_>, body: Bytes) -> 
                 format!("{method} is not supported on {path}: a token is only requested"),
             ));
         }
-        return Ok(json_response(StatusCode::CREATED, &tokens::request(&api.store, ns, name, &body).await?));
+        let node = match user {
+            auth::User::Node(n) => Some(n.as_str()),
+            _ => None,
+        };
+        return Ok(json_response(StatusCode::CREATED, &tokens::request(&api.store, ns, name, &body, node).await?));
     }
     let part = match t.subresource.as_deref() {
         None => objects::Part::Main,

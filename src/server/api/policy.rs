@@ -227,6 +227,8 @@ pub fn cluster_roles() -> Vec<Value> {
         role(NODE_CONTROLLER, &[], rules(NODE_RULES)),
         role(DISRUPTION_CONTROLLER, &[], rules(DISRUPTION_RULES)),
         role(SERVICE_CONTROLLER, &[], rules(SERVICE_RULES)),
+        role(SERVICE_ACCOUNT_CONTROLLER, &[], rules(SERVICE_ACCOUNT_RULES)),
+        role(ROOT_CA_PUBLISHER, &[], rules(ROOT_CA_RULES)),
         role(CONTROLLER_MANAGER, &[], leader_rules()),
     ]
 }
@@ -332,6 +334,26 @@ const SERVICE_RULES: &[Rule] = &[
     (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
 ];
 
+const SERVICE_ACCOUNT_CONTROLLER: &str = "system:controller:service-account-controller";
+
+/// kube's rules for the ServiceAccount controller, with the reads of the namespaces and
+/// accounts it follows (kube's controller reads them through kube-controller-manager's
+/// shared informers).
+const SERVICE_ACCOUNT_RULES: &[Rule] = &[
+    (&[""], &["serviceaccounts"], &["create", "get", "list", "watch"]),
+    (&[""], &["namespaces"], READ),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
+
+const ROOT_CA_PUBLISHER: &str = "system:controller:root-ca-cert-publisher";
+
+/// kube's rules for the root CA publisher, with the reads of what it follows.
+const ROOT_CA_RULES: &[Rule] = &[
+    (&[""], &["configmaps"], &["create", "update", "get", "list", "watch"]),
+    (&[""], &["namespaces"], READ),
+    (&["", "events.k8s.io"], &["events"], &["create", "update", "patch"]),
+];
+
 /// The default ClusterRoleBindings.
 pub fn cluster_role_bindings() -> Vec<Value> {
     vec![
@@ -347,6 +369,8 @@ pub fn cluster_role_bindings() -> Vec<Value> {
         controller_binding(NODE_CONTROLLER),
         controller_binding(DISRUPTION_CONTROLLER),
         controller_binding(SERVICE_CONTROLLER),
+        controller_binding(SERVICE_ACCOUNT_CONTROLLER),
+        controller_binding(ROOT_CA_PUBLISHER),
         controller_binding(CONTROLLER_MANAGER),
     ]
 }

@@ -3,7 +3,8 @@
 //! of workers on a [`queue`] that retries failed items with the shared backoff ([`retry`]);
 //! the workload controllers ([`deployment`], [`replicaset`]), the Services' [`endpoints`],
 //! the node lifecycle ([`nodelifecycle`]), the nodes' pod ranges ([`nodeipam`]), the pod garbage collector ([`podgc`]),
-//! the LoadBalancer Services' addresses ([`servicelb`]) and the
+//! the LoadBalancer Services' addresses ([`servicelb`]), every namespace's ServiceAccount
+//! `default` and ConfigMap `kube-root-ca.crt` ([`serviceaccounts`]) and the
 //! PodDisruptionBudgets' [`disruption`] controller as
 //! clients of the API through kube-rs, sharing informers ([`informer`]), retry limits and
 //! expectations ([`expectations`]).
@@ -33,6 +34,7 @@ pub mod pods;
 pub mod queue;
 pub mod replicaset;
 pub mod retry;
+pub mod serviceaccounts;
 pub mod servicelb;
 pub mod writes;
 
@@ -79,6 +81,7 @@ pub const SWITCHABLE: &[&str] = &[
     "nodelifecycle",
     "podgc",
     "replicaset",
+    "root-ca-cert-publisher",
     "servicelb",
 ];
 
@@ -110,7 +113,12 @@ pub fn start_clients(
     which: &[&str],
     (nodes, pod_gc): (&nodelifecycle::Settings, &podgc::Settings),
     network: &ClusterNetwork,
+    ca_pem: &str,
 ) {
+    // The ServiceAccount controller is not switchable, as the garbage collector is not: no
+    // pod is admitted in a namespace without its ServiceAccount.
+    let publish_ca = which.contains(&"root-ca-cert-publisher").then(|| ca_pem.to_string());
+    tokio::spawn(serviceaccounts::run(client.clone(), publish_ca));
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();

@@ -27,5 +27,6 @@ pub mod raw;
 pub mod records;
 pub mod resources;
 pub mod selectors;
+pub mod service_account;
 
 pub use error::RegistryError;

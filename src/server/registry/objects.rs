@@ -261,14 +261,7 @@ async fn create_object(
     let meta = &mut obj["metadata"];
     let name = match (meta.get("name").and_then(Value::as_str), meta.get("generateName").and_then(Value::as_str)) {
         (Some(n), _) if !n.is_empty() => n.to_string(),
-        (_, Some(prefix)) => {
-            // apimachinery's utilrand.String(5): no vowels (no words) and none of 0, 1, 3
-            // (no look-alikes), so generated names read as kube's do.
-            const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-            let suffix: String =
-                (0..5).map(|_| ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()] as char).collect();
-            format!("{prefix}{suffix}")
-        }
+        (_, Some(prefix)) => format!("{prefix}{}", random_suffix()),
         _ => {
             return Err(RegistryError::invalid(
                 r.kind,
@@ -347,6 +340,12 @@ async fn create_object(
         {
             super::deletion::admit_create(&decode(&kv)?, r, &n2)?;
         }
+        // Mutating admission that reads other objects: a pod's ServiceAccount.
+        let admitted_pod = r.kind == "Pod" && r.group.is_empty();
+        if admitted_pod {
+            super::service_account::admit(&*store, &mut allocated, ns2.as_deref().unwrap_or_default(), &n2)?;
+            value = encode_limited(&stored_form(r, &allocated))?;
+        }
         // dryRun=All: everything above ran (defaulting, validation, admission); nothing is
         // stored, and the answer has no resourceVersion, as the API server's.
         if dry_run {
@@ -397,6 +396,13 @@ async fn create_object(
         obj["metadata"]["resourceVersion"] = json!(revision.to_string());
     }
     Ok(obj)
+}
+
+/// apimachinery's utilrand.String(5): no vowels (no words) and none of 0, 1, 3 (no
+/// look-alikes), so generated names read as kube's do.
+pub fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5).map(|_| ALPHABET[rand::random::<u32>() as usize % ALPHABET.len()] as char).collect()
 }
 
 pub async fn get(store: Store, r: &'static Resource, ns: Option<String>, name: String) -> Result<Value, RegistryError> {
