@@ -318,9 +318,10 @@ fn services_by_address_and_name_dns_policies_and_a_restart() {
     let (ok, _) = c.exec("client", &["touch", &format!("{SA}/x")]);
     assert!(!ok, "the token's volume is read-only");
     // The default account may do nothing yet, then what RoleBindings give it: the server
-    // knows who the token is. (Asked from this process: busybox's wget in a pod fails its
-    // TLS handshake with the server, from any address, where the same binary on the host
-    // does not; not understood yet.)
+    // knows who the token is. (Asked from this process: busybox's wget has TLS of its own
+    // where no openssl is on the PATH, as in a pod, and its TLS 1.2 ClientHello sends no
+    // signature_algorithms, which leaves a server SHA-1 signatures only; rustls signs
+    // with none, so the handshake fails, from a pod or from the host alike.)
     let as_pod = |token: &str| c.s.request("GET", "/api/v1/namespaces/default/pods/client", Some(token), None);
     assert_eq!(as_pod(&token).0, 403);
     c.s.ok(&["create", "rolebinding", "sa-view", "--clusterrole=view", "--serviceaccount=default:default"]);
