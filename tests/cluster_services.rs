@@ -322,6 +322,12 @@ fn services_by_address_and_name_dns_policies_and_a_restart() {
     // where no openssl is on the PATH, as in a pod, and its TLS 1.2 ClientHello sends no
     // signature_algorithms, which leaves a server SHA-1 signatures only; rustls signs
     // with none, so the handshake fails, from a pod or from the host alike.)
+    // `kubernetes.default.svc` leads to the server: its name, its ClusterIP, and the
+    // endpoint every server writes for itself.
+    c.until("kubernetes.default.svc:443 reached from the pod", 30, || {
+        let (ok, _) = c.exec("client", &["sh", "-c", "nc -w 5 kubernetes.default.svc 443 </dev/null"]);
+        ok.then_some(())
+    });
     let as_pod = |token: &str| c.s.request("GET", "/api/v1/namespaces/default/pods/client", Some(token), None);
     assert_eq!(as_pod(&token).0, 403);
     c.s.ok(&["create", "rolebinding", "sa-view", "--clusterrole=view", "--serviceaccount=default:default"]);
