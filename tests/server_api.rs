@@ -97,7 +97,13 @@ fn bad_requests_get_kubernetes_errors() {
     // kubectl asks for strict field validation, and gets it from the server.
     fs::write(&bad, "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: x\ndata:\n  a: b\nbogus: 1\n").unwrap();
     let err = s.fails(&["create", "-f", bad.to_str().unwrap()]);
-    assert!(err.contains("unknown field \"bogus\""), "{err}");
+    // In kube-apiserver's words for a create (its transformDecodeError).
+    assert!(
+        err.contains(
+            "ConfigMap in version \"v1\" cannot be handled as a ConfigMap: strict decoding error: unknown field \"bogus\""
+        ),
+        "{err}"
+    );
     fs::write(&bad, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: d\nspec:\n  selector: {matchLabels: {app: d}}\n  template:\n    metadata: {labels: {app: d}}\n    spec:\n      containers:\n      - name: c\n        image: busybox\n        imagee: typo\n").unwrap();
     let err = s.fails(&["create", "-f", bad.to_str().unwrap()]);
     assert!(err.contains("spec.template.spec.containers[0].imagee"), "{err}");

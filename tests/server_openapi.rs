@@ -69,7 +69,7 @@ fn apply_with_strict_validation_names_the_unknown_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("error when creating")
-            && err.contains("strict decoding error")
+            && err.contains("Deployment in version \"v1\" cannot be handled as a Deployment: strict decoding error")
             && err.contains("unknown field \"spec.template.spec.containers[0].imagePullPolicyy\""),
         "{err}"
     );

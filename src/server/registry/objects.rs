@@ -221,10 +221,31 @@ fn track(r: &Resource, old: Option<&Value>, obj: &mut Value, manager: Option<&st
     }
 }
 
-fn check(r: &Resource, obj: &Value, name: &str, validation: FieldValidation) -> Result<(), RegistryError> {
+/// Where a body is checked against its kind's schema: a create's body is decoded as the
+/// kind, and kube-apiserver's create handler says so in a strict decoding error.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Decoded {
+    Created,
+    Written,
+}
+
+fn check(
+    r: &Resource,
+    obj: &Value,
+    name: &str,
+    validation: FieldValidation,
+    decoded: Decoded,
+) -> Result<(), RegistryError> {
     r.check_schema(obj, validation == FieldValidation::Strict).map_err(|(field, message)| {
         if message.starts_with("strict decoding error") {
-            RegistryError::bad_request(message)
+            match decoded {
+                Decoded::Created => RegistryError::bad_request(format!(
+                    "{kind} in version \"{version}\" cannot be handled as a {kind}: {message}",
+                    kind = r.kind,
+                    version = r.version
+                )),
+                Decoded::Written => RegistryError::bad_request(message),
+            }
         } else {
             RegistryError::invalid(&r.qualified_kind(), name, vec![(field, message)])
         }
@@ -309,7 +330,7 @@ async fn create_object(
     if let Some(g) = &guard {
         g(None, Some(&obj))?;
     }
-    check(r, &obj, &name, validation)?;
+    check(r, &obj, &name, validation, Decoded::Created)?;
     validate(r, &obj, None, &name)?;
     r.normalize(&mut obj);
     match ownership {
@@ -767,7 +788,7 @@ async fn read_modify_write(
             if let Some(g) = &guard {
                 g(Some(&old), Some(&obj))?;
             }
-            check(r, &obj, &name, validation)?;
+            check(r, &obj, &name, validation, Decoded::Written)?;
             if part == Part::Main {
                 validate(r, &obj, Some(&old), &name)?;
             }
