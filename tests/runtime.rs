@@ -2142,6 +2142,32 @@ fn some_block_device() -> (i64, i64) {
 }
 
 #[test]
+fn on_a_hybrid_host_the_container_joins_the_cgroup2_hierarchy_at_the_same_path() {
+    // runc's v1 manager joins the unified hierarchy too, with no limit asking for it, so
+    // that /proc/PID/cgroup's `0::` line names the container (runc's cgroups.bats reads it).
+    use nodectl::runtime::cgroups::{self, Hierarchy};
+    let Hierarchy::Legacy { hybrid: Some(mount), .. } = cgroups::detect().unwrap() else {
+        // Pure v1 has no cgroup2 side; pure v2 is the container's only hierarchy.
+        return;
+    };
+    let rt = Rt::new();
+    let b = rt.bundle("joins", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "joins");
+    let pid = rt.state("joins")["pid"].as_i64().unwrap();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap().trim_end_matches('/').to_string();
+    let want = format!("{own}/{}/joins", rt.cgroup_parent);
+    let unified_line = |text: &str| text.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_string();
+    assert_eq!(unified_line(&fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap()), want);
+    // An exec'd process goes there too.
+    assert_eq!(unified_line(&rt.ok(&["exec", "joins", "cat", "/proc/self/cgroup"])), want);
+    let dir = mount.join(want.trim_start_matches('/'));
+    assert!(dir.is_dir(), "{} missing", dir.display());
+    rt.ok(&["delete", "--force", "joins"]);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[test]
 fn block_io_hugetlb_network_rdma_and_unified_limits_apply_where_the_host_has_the_controller() {
     use nodectl::runtime::cgroups::{self, Hierarchy};
     let Hierarchy::Legacy { mounts, hybrid } = cgroups::detect().unwrap() else {
