@@ -607,6 +607,44 @@ fn an_absolute_cgroups_path_is_taken_from_the_hierarchy_root() {
     }
 }
 
+/// The names of x86_64's syscalls numbered up to prlimit64 (302), all busybox's sh needs,
+/// but mkdir and mkdirat: an allow list with a low highest number (setns, 308, is above).
+fn x86_64_syscalls_up_to_prlimit64_but_mkdir() -> Vec<String> {
+    use libseccomp::{ScmpArch, ScmpSyscall};
+    let names: Vec<String> = (0..=302)
+        .filter_map(|n| ScmpSyscall::from(n).get_name_by_arch(ScmpArch::X8664).ok())
+        .filter(|n| n != "mkdir" && n != "mkdirat")
+        .collect();
+    assert!(names.iter().any(|n| n == "prlimit64") && !names.iter().any(|n| n == "setns"));
+    names
+}
+
+#[test]
+fn seccomp_syscalls_above_the_profiles_highest_get_enosys_as_with_runc() {
+    // runc's patchbpf: a syscall numbered above every one the profile names is "not
+    // implemented" (so libc falls back), not the default action. The profile allows every
+    // x86_64 syscall up to prlimit64 (302) but mkdir and mkdirat: mkdir, below the highest,
+    // gets the default EPERM; setns (308, nsenter), above it, ENOSYS.
+    if libseccomp::ScmpArch::native() != libseccomp::ScmpArch::X8664 {
+        return;
+    }
+    let names = x86_64_syscalls_up_to_prlimit64_but_mkdir();
+    let rt = Rt::new();
+    let out = rt.sh("enosys", "mkdir /tmp/x 2>&1; nsenter -t 1 -u true 2>&1; echo end", |s| {
+        s["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "defaultErrnoRet": 1,
+            "architectures": ["SCMP_ARCH_X86_64"],
+            "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}],
+        });
+    });
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].contains("Operation not permitted"), "{out}");
+    assert!(lines[1].contains("Function not implemented"), "{out}");
+    assert_eq!(lines[2], "end");
+}
+
 #[test]
 fn seccomp_profile_denies_with_the_errno_asked_for() {
     let rt = Rt::new();
@@ -2142,6 +2180,32 @@ fn some_block_device() -> (i64, i64) {
 }
 
 #[test]
+fn on_a_hybrid_host_the_container_joins_the_cgroup2_hierarchy_at_the_same_path() {
+    // runc's v1 manager joins the unified hierarchy too, with no limit asking for it, so
+    // that /proc/PID/cgroup's `0::` line names the container (runc's cgroups.bats reads it).
+    use nodectl::runtime::cgroups::{self, Hierarchy};
+    let Hierarchy::Legacy { hybrid: Some(mount), .. } = cgroups::detect().unwrap() else {
+        // Pure v1 has no cgroup2 side; pure v2 is the container's only hierarchy.
+        return;
+    };
+    let rt = Rt::new();
+    let b = rt.bundle("joins", |s| s["process"]["args"] = json!(["sleep", "1000"]));
+    rt.create(&b, "joins");
+    let pid = rt.state("joins")["pid"].as_i64().unwrap();
+    let own = fs::read_to_string("/proc/self/cgroup").unwrap();
+    let own = own.lines().find_map(|l| l.strip_prefix("0::")).unwrap().trim_end_matches('/').to_string();
+    let want = format!("{own}/{}/joins", rt.cgroup_parent);
+    let unified_line = |text: &str| text.lines().find_map(|l| l.strip_prefix("0::")).unwrap().to_string();
+    assert_eq!(unified_line(&fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap()), want);
+    // An exec'd process goes there too.
+    assert_eq!(unified_line(&rt.ok(&["exec", "joins", "cat", "/proc/self/cgroup"])), want);
+    let dir = mount.join(want.trim_start_matches('/'));
+    assert!(dir.is_dir(), "{} missing", dir.display());
+    rt.ok(&["delete", "--force", "joins"]);
+    assert!(!dir.exists(), "{} left behind", dir.display());
+}
+
+#[test]
 fn block_io_hugetlb_network_rdma_and_unified_limits_apply_where_the_host_has_the_controller() {
     use nodectl::runtime::cgroups::{self, Hierarchy};
     let Hierarchy::Legacy { mounts, hybrid } = cgroups::detect().unwrap() else {
@@ -2355,6 +2419,23 @@ fn seccomp_notify_hands_the_listener_to_the_agent_as_runc_does() {
         assert_eq!(state["state"]["id"], name.as_str(), "{state}");
         assert_eq!(state["state"]["status"], "creating", "{state}");
         assert!(state["pid"].as_i64().unwrap() > 0 && state["pid"] == state["state"]["pid"], "{state}");
+    }
+
+    // A profile that gets runc's -ENOSYS stub (a default that is not "allow") is loaded by
+    // nodectl, not libseccomp: the listener comes from that load.
+    if libseccomp::ScmpArch::native() == libseccomp::ScmpArch::X8664 {
+        let b = rt.bundle("notify-stub", |s| {
+            s["process"]["args"] = json!(["sh", "-c", "mkdir /tmp/by-agent"]);
+            let mut p = notify_profile(&sock("agent"), &["mkdir", "mkdirat"]);
+            p["defaultAction"] = "SCMP_ACT_ERRNO".into();
+            let allow = json!({"names": x86_64_syscalls_up_to_prlimit64_but_mkdir(), "action": "SCMP_ACT_ALLOW"});
+            p["syscalls"].as_array_mut().unwrap().push(allow);
+            s["linux"]["seccomp"] = p;
+        });
+        let (code, _, err) = rt.run(&b, "notify-stub");
+        assert_ne!(code, 0, "mkdir was not handed to the agent");
+        assert!(err.contains("No medium found"), "{err}");
+        assert_eq!(got()["state"]["id"], "notify-stub");
     }
 
     // exec: the exec'd process gets a filter and listener of its own; the agent is sent

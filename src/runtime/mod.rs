@@ -17,6 +17,7 @@ mod process;
 pub mod rootfs;
 mod seccomp;
 mod seccomp_agent;
+mod seccomp_enosys;
 pub mod spec;
 pub mod state;
 mod sync;

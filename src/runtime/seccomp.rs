@@ -3,6 +3,7 @@
 //! with SCMP_ACT_NOTIFY rules gets a listener descriptor at load, which the runtime hands
 //! to the agent at `listenerPath` (see `seccomp_agent`).
 
+use std::io::{Read, Seek};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::str::FromStr;
 
@@ -41,6 +42,39 @@ fn compare(op: LinuxSeccompOperator, value: u64, value_two: Option<u64>) -> (Scm
 pub struct Filter {
     ctx: ScmpFilterContext,
     notify: bool,
+    /// libseccomp's program behind runc's -ENOSYS stub, when the profile gets one; loaded
+    /// by us then, not by libseccomp.
+    patched: Option<Vec<libc::sock_filter>>,
+}
+
+/// Whether runc puts its -ENOSYS stub before the profile's filter: not when the default
+/// lets syscalls through (allow, log, and trace, whose tracer should handle new syscalls
+/// itself), nor when the default already is ENOSYS.
+fn wants_enosys_stub(s: &LinuxSeccomp) -> bool {
+    let permissive = matches!(
+        s.default_action(),
+        LinuxSeccompAction::ScmpActAllow | LinuxSeccompAction::ScmpActLog | LinuxSeccompAction::ScmpActTrace
+    );
+    !permissive && s.default_errno_ret() != Some(libc::ENOSYS as u32)
+}
+
+/// libseccomp's program as the kernel takes it.
+fn export(ctx: &ScmpFilterContext) -> Result<Vec<libc::sock_filter>> {
+    let fd = nix::sys::memfd::memfd_create(c"nodectl-seccomp", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+        .map_err(|e| format!("seccomp: memfd for the filter: {e}"))?;
+    ctx.export_bpf(&fd).map_err(|e| format!("seccomp: export filter: {e}"))?;
+    let mut file = std::fs::File::from(fd);
+    let mut bytes = Vec::new();
+    file.rewind().and_then(|()| file.read_to_end(&mut bytes)).map_err(|e| format!("seccomp: read filter: {e}"))?;
+    Ok(bytes
+        .chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect())
 }
 
 /// Checks what runc refuses in a profile with SCMP_ACT_NOTIFY (libcontainer/seccomp): the
@@ -80,10 +114,12 @@ pub fn build(s: &LinuxSeccomp) -> Result<Filter> {
     let mut f = ScmpFilterContext::new(default).map_err(|e| format!("seccomp: {e}"))?;
     // no_new_privs is the spec's choice (process.noNewPrivileges), not libseccomp's.
     f.set_ctl_nnp(false).map_err(|e| format!("seccomp: {e}"))?;
+    let mut arches = Vec::new();
     for arch in s.architectures().iter().flatten() {
         let name = serde_json::to_value(arch).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
         let a = ScmpArch::from_str(&name).map_err(|_| format!("seccomp: unknown architecture {name}"))?;
         f.add_arch(a).map_err(|e| format!("seccomp: add architecture {name}: {e}"))?;
+        arches.push(a);
     }
     for (i, rule) in s.syscalls().iter().flatten().enumerate() {
         let act = action(rule.action(), rule.errno_ret());
@@ -108,12 +144,24 @@ pub fn build(s: &LinuxSeccomp) -> Result<Filter> {
             }
         }
     }
-    Ok(Filter { ctx: f, notify })
+    let mut patched = None;
+    if wants_enosys_stub(s) {
+        // Every name counts for the highest number, whatever its rule's action (runc's).
+        let names: Vec<&str> = s.syscalls().iter().flatten().flat_map(|r| r.names()).map(String::as_str).collect();
+        let stub = crate::runtime::seccomp_enosys::stub(&arches, &names)?;
+        if !stub.is_empty() {
+            patched = Some(stub.into_iter().chain(export(&f)?).collect());
+        }
+    }
+    Ok(Filter { ctx: f, notify, patched })
 }
 
 /// Loads the filter into this thread; returns the notify listener when the profile has
 /// SCMP_ACT_NOTIFY rules (libseccomp asks the kernel for one then).
 pub fn load(f: &Filter) -> Result<Option<OwnedFd>> {
+    if let Some(program) = &f.patched {
+        return load_program(program, f.notify);
+    }
     f.ctx.load().map_err(|e| format!("load seccomp filter: {e}"))?;
     if !f.notify {
         return Ok(None);
@@ -121,6 +169,28 @@ pub fn load(f: &Filter) -> Result<Option<OwnedFd>> {
     let raw = f.ctx.get_notify_fd().map_err(|e| format!("seccomp notify listener: {e}"))?;
     // SAFETY: the listener was made for this load and is owned by nothing else here
     // (libseccomp only remembers its number; it never closes it).
+    Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) }))
+}
+
+/// Loads a program of our own, with the flags libseccomp would use for this profile (it
+/// sets no others here: no TSYNC, LOG or SPEC_ALLOW): a listener for notify rules.
+fn load_program(program: &[libc::sock_filter], notify: bool) -> Result<Option<OwnedFd>> {
+    let len = u16::try_from(program.len()).map_err(|_| "seccomp: filter too long".to_string())?;
+    let prog = libc::sock_fprog { len, filter: program.as_ptr().cast_mut() };
+    let flags: libc::c_ulong = if notify { libc::SECCOMP_FILTER_FLAG_NEW_LISTENER } else { 0 };
+    // SAFETY: `prog` points at `program`, which outlives the call; the kernel copies the
+    // instructions and does not keep the pointer.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_seccomp, libc::SECCOMP_SET_MODE_FILTER as libc::c_ulong, flags, &prog as *const _)
+    };
+    if ret < 0 {
+        return Err(format!("load seccomp filter: {}", std::io::Error::last_os_error()));
+    }
+    if !notify {
+        return Ok(None);
+    }
+    let raw = i32::try_from(ret).map_err(|_| format!("seccomp: listener {ret} is not a descriptor"))?;
+    // SAFETY: with NEW_LISTENER the kernel returned a new descriptor, owned by no one else.
     Ok(Some(unsafe { OwnedFd::from_raw_fd(raw) }))
 }
 

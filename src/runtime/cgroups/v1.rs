@@ -25,9 +25,11 @@ pub struct V1 {
     dirs: Vec<(&'static str, PathBuf)>,
     /// (controller, absolute directory of our own cgroup): where creation starts.
     bases: Vec<(&'static str, PathBuf)>,
-    /// On a hybrid host, the container's cgroup in the cgroup2 hierarchy: made only when a
-    /// limit needs it (`unified` files, or hugetlb where only v2 has it), as most
-    /// containers need nothing there and every extra cgroup costs a write per start.
+    /// On a hybrid host, the container's cgroup in the cgroup2 hierarchy, at the same path:
+    /// always joined, as runc's v1 manager joins its "" (unified) pseudo-subsystem, so
+    /// /proc/PID/cgroup's `0::` line names the container too (tools and runc's tests read
+    /// the container from it). Controllers are enabled on the way only when a limit needs
+    /// them (`unified` files, or hugetlb where only v2 has it).
     hybrid: Option<V2>,
 }
 
@@ -67,9 +69,13 @@ impl V1 {
         let v2 = self.hybrid.as_ref().ok_or_else(|| {
             CgroupError::Unsupported(format!("{what}: this host has no cgroup2 hierarchy (pure cgroup v1)"))
         })?;
-        if !v2.dir().exists() {
-            v2.create()?;
-            // `update` of a running container: its processes go along.
+        let existed = v2.dir().exists();
+        // Even when `create` made the directory: only this enables the controllers on the
+        // way down to it.
+        v2.create()?;
+        if !existed {
+            // `update` of a running container made before the cgroup2 side was always
+            // joined, or whose join failed: its processes go along.
             for pid in self.processes().unwrap_or_default() {
                 // One that exited meanwhile is not an error.
                 let _ = v2.add_process(pid);
@@ -78,7 +84,7 @@ impl V1 {
         Ok(v2)
     }
 
-    /// The hybrid side, if a limit made it.
+    /// The hybrid side, if it was made.
     fn hybrid_made(&self) -> Option<&V2> {
         self.hybrid.as_ref().filter(|v2| v2.dir().exists())
     }
@@ -261,6 +267,14 @@ impl Cgroup for V1 {
                 if *c == "cpuset" {
                     Self::init_cpuset(&current)?;
                 }
+            }
+        }
+        if let Some(v2) = &self.hybrid {
+            // Just the directories, no controllers enabled: joining needs none. Like runc,
+            // a cgroup2 hierarchy we cannot write to is not an error (the container then
+            // stays in our own cgroup there, where add_process and enter leave it).
+            if let Err(e) = fs::create_dir_all(v2.dir()) {
+                tracing::warn!("cgroup2 side of a hybrid host: creating {}: {e}", v2.dir().display());
             }
         }
         Ok(())
