@@ -285,3 +285,43 @@ fn a_crd_serves_its_kind_as_kube_apiserver_does() {
     wait_until("the kind is served again", 30, || s.kubectl(&["get", "ct"]).status.success().then_some(()));
     assert_eq!(s.ok(&["get", "ct", "-o", "name"]).trim(), "");
 }
+
+/// A CRD with two served versions: each object is stored in the storage version and
+/// read in whichever version is asked for (conversion strategy None: only apiVersion
+/// differs), as kube-apiserver serves them.
+#[test]
+fn each_version_of_a_custom_kind_is_served_in_its_own_apiversion() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let two = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+               metadata: {name: widgets.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  \
+               names: {plural: widgets, singular: widget, kind: Widget}\n  versions:\n";
+    let version = |name: &str, storage: bool| {
+        format!(
+            "  - name: {name}\n    served: true\n    storage: {storage}\n    schema: {{openAPIV3Schema: {{type: object, \
+             properties: {{spec: {{type: object, properties: {{size: {{type: integer}}}}}}}}}}}}\n"
+        )
+    };
+    let crd = format!("{two}{}{}", version("v1", true), version("v1beta1", false));
+    s.ok(&["create", "-f", &write(tmp.path(), "widgets.yaml", &crd)]);
+    let widget =
+        "apiVersion: example.com/v1beta1\nkind: Widget\nmetadata: {name: w, namespace: default}\nspec: {size: 3}\n";
+    wait_until("widgets served", 30, || {
+        s.kubectl(&["create", "-f", &write(tmp.path(), "w.yaml", widget)]).status.success().then_some(())
+    });
+    for v in ["v1", "v1beta1"] {
+        let one = raw(&s, &format!("/apis/example.com/{v}/namespaces/default/widgets/w"));
+        assert_eq!(one["apiVersion"], format!("example.com/{v}"), "{one}");
+        assert_eq!(one["spec"]["size"], 3);
+        let list = raw(&s, &format!("/apis/example.com/{v}/namespaces/default/widgets"));
+        assert_eq!(list["apiVersion"], format!("example.com/{v}"), "{list}");
+        assert_eq!(list["items"][0]["apiVersion"], format!("example.com/{v}"), "{list}");
+    }
+    // A conversion webhook is not something this server calls: refused, named.
+    let webhook = crd.replace("widgets.example.com}", "gadgets.example.com}").replace(
+        "names: {plural: widgets, singular: widget, kind: Widget}",
+        "names: {plural: gadgets, singular: gadget, kind: Gadget}\n  conversion: {strategy: Webhook, webhook: {conversionReviewVersions: [v1], clientConfig: {url: 'https://127.0.0.1:1/convert'}}}",
+    );
+    let err = s.fails(&["create", "-f", &write(tmp.path(), "gadgets.yaml", &webhook)]);
+    assert!(err.contains("spec.conversion.strategy: Unsupported value: \"Webhook\""), "{err}");
+}

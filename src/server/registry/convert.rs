@@ -22,6 +22,14 @@ pub fn to_version(r: &Resource, mut obj: Value) -> Value {
     if have == want || !obj.is_object() {
         return obj;
     }
+    // A custom kind's versions differ in their apiVersion alone: the CRD's conversion
+    // strategy None (the only one served here), as kube's nopConverter converts.
+    if r.custom.is_some() {
+        if have.split_once('/').is_some_and(|(group, _)| group == r.group) {
+            obj["apiVersion"] = json!(want);
+        }
+        return obj;
+    }
     match (r.kind, have.as_str(), want.as_str()) {
         ("HorizontalPodAutoscaler", "autoscaling/v1", "autoscaling/v2") => hpa_v1_to_v2(&mut obj),
         ("HorizontalPodAutoscaler", "autoscaling/v2", "autoscaling/v1") => hpa_v2_to_v1(&mut obj),

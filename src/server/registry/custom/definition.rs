@@ -88,6 +88,18 @@ pub fn validate(obj: &Value, old: Option<&Value>) -> Vec<Problem> {
             ));
         }
     }
+    match spec.pointer("/conversion/strategy").and_then(Value::as_str) {
+        None | Some("None") => {}
+        Some("Webhook") => out.push((
+            "spec.conversion.strategy".into(),
+            "Unsupported value: \"Webhook\": supported values: \"None\" (this server calls no conversion webhooks)"
+                .into(),
+        )),
+        Some(other) => out.push((
+            "spec.conversion.strategy".into(),
+            format!("Unsupported value: \"{other}\": supported values: \"None\", \"Webhook\""),
+        )),
+    }
     match spec.get("scope").and_then(Value::as_str) {
         Some("Namespaced" | "Cluster") => {}
         None | Some("") => out.push(("spec.scope".into(), "Required value".into())),
