@@ -184,6 +184,9 @@ impl Fixture {
         rt.block_on(super::bootstrap(&api.store)).unwrap();
         let f = Fixture { api, rt, _dir: dir };
         for (path, obj) in [
+            // What the ServiceAccount controller would have written: pods are admitted only
+            // with their account.
+            ("/api/v1/namespaces/default/serviceaccounts", json!({"metadata": {"name": "default"}})),
             ("/api/v1/namespaces/default/configmaps", json!({"metadata": {"name": "c"}, "data": {"k": "v"}})),
             (
                 "/api/v1/namespaces/default/pods",

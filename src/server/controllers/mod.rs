@@ -301,18 +301,19 @@ mod tests {
                 "nodelifecycle",
                 "podgc",
                 "replicaset",
+                "root-ca-cert-publisher",
                 "servicelb"
             ])
         );
         assert_eq!(
-            sel("*,-replicaset,-endpoint,-disruption,-servicelb"),
+            sel("*,-replicaset,-endpoint,-disruption,-servicelb,-root-ca-cert-publisher"),
             Ok(vec!["deployment", "endpointslice", "nodeipam", "nodelifecycle", "podgc"])
         );
         assert_eq!(sel("replicaset"), Ok(vec!["replicaset"]));
         assert_eq!(sel(""), Ok(vec![]));
         let err = sel("*,-replicasets").unwrap_err();
         assert!(
-            err.contains("\"replicasets\" is not in the list of known controllers (deployment, disruption, endpoint, endpointslice, nodeipam, nodelifecycle, podgc, replicaset, servicelb)"),
+            err.contains("\"replicasets\" is not in the list of known controllers (deployment, disruption, endpoint, endpointslice, nodeipam, nodelifecycle, podgc, replicaset, root-ca-cert-publisher, servicelb)"),
             "{err}"
         );
     }
