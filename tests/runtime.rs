@@ -566,12 +566,10 @@ fn an_absolute_cgroups_path_is_taken_from_the_hierarchy_root() {
     let path = format!("{deepest}/{}/abs", rt.cgroup_parent);
     // In hierarchies where our own cgroup is higher up (cpu, pids, … on a hybrid host),
     // the runtime makes the directories down to `deepest` too; they are ours to remove.
+    // On a hybrid host that includes the cgroup2 hierarchy, which every container joins.
     let mut made = Vec::new();
     for (cs, _) in &own {
-        if cs.is_empty() || cs.starts_with("name=") {
-            continue;
-        }
-        let mut dir = Path::new("/sys/fs/cgroup").join(cs);
+        let Some(mut dir) = hierarchy_mount(cs) else { continue };
         for part in format!("{deepest}/{}", rt.cgroup_parent).split('/').filter(|p| !p.is_empty()) {
             dir.push(part);
             if !dir.exists() {
@@ -594,17 +592,27 @@ fn an_absolute_cgroups_path_is_taken_from_the_hierarchy_root() {
     assert_eq!(fs::read_to_string(format!("/sys/fs/cgroup/pids{path}/pids.max")).unwrap().trim(), "7");
     rt.ok(&["delete", "--force", "abs"]);
     for (cs, _) in &own {
-        let Some(c) = cs.split(',').next().filter(|c| !c.is_empty() && !c.starts_with("name=")) else { continue };
-        let dir = Path::new("/sys/fs/cgroup")
-            .join(cs)
-            .join(format!("{deepest}/{}", rt.cgroup_parent).trim_start_matches('/'));
-        assert!(!dir.join("abs").exists(), "{c}: delete left {}", dir.join("abs").display());
+        let Some(mount) = hierarchy_mount(cs) else { continue };
+        let dir = mount.join(format!("{deepest}/{}", rt.cgroup_parent).trim_start_matches('/'));
+        assert!(!dir.join("abs").exists(), "{cs:?}: delete left {}", dir.join("abs").display());
     }
     // Deepest first, so each directory is empty when its turn comes.
     made.sort_by_key(|d| std::cmp::Reverse(d.components().count()));
     for dir in made.iter().filter(|d| d.exists()) {
         fs::remove_dir(dir).unwrap_or_else(|e| panic!("removing {}: {e}", dir.display()));
     }
+}
+
+/// Where the hierarchy of a /proc/self/cgroup line's controllers is mounted: cgroup2's
+/// (no controllers) at /sys/fs/cgroup/unified on a hybrid host; None for named ones.
+fn hierarchy_mount(controllers: &str) -> Option<PathBuf> {
+    if controllers.starts_with("name=") {
+        return None;
+    }
+    if !controllers.is_empty() {
+        return Some(Path::new("/sys/fs/cgroup").join(controllers));
+    }
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"].iter().map(PathBuf::from).find(|d| d.join("cgroup.procs").exists())
 }
 
 /// The names of x86_64's syscalls numbered up to prlimit64 (302), all busybox's sh needs,

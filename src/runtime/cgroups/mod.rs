@@ -462,11 +462,16 @@ pub fn remove_parent(parent: &str) -> Result<()> {
         }
     };
     // With what is below it: v2's evacuated leaf, and the cgroup of a container whose
-    // creation was cut short (its monitor killed) and that no runtime record names.
+    // creation was cut short (its monitor killed) and that no runtime record names. One
+    // hierarchy that refuses does not keep the others' directories: the first error is
+    // reported after all were tried.
+    let mut first_error = None;
     for d in dirs {
-        remove_tree(&d)?;
+        if let Err(e) = remove_tree(&d) {
+            first_error.get_or_insert(e);
+        }
     }
-    Ok(())
+    first_error.map_or(Ok(()), Err)
 }
 
 /// v1 shares to v2 weight, the mapping runc and crun use: 2..262144 onto 1..10000.
