@@ -619,9 +619,43 @@ fn health_endpoints_answer_anyone_as_kube_apiserver_does() {
         (200, "[+]ping ok\n[+]store ok\nreadyz check passed\n".to_string())
     );
     assert_eq!(s.request("GET", "/readyz/nope", None, None).0, 404);
-    assert_eq!(s.request("GET", "/api/v1/namespaces", None, None).0, 401);
     // kubectl reads them the same way.
     assert_eq!(s.ok(&["get", "--raw", "/livez?verbose"]), "[+]ping ok\nlivez check passed\n");
+}
+
+#[test]
+fn a_request_without_credentials_is_system_anonymous_unless_anonymous_auth_is_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    // As kube-apiserver's defaults: system:public-info-viewer lets system:unauthenticated
+    // read /version; discovery and resources are 403 (not 401: the user is known).
+    let (code, body) = s.request("GET", "/version", None, None);
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("gitVersion"), "{body}");
+    let (code, body) = s.request("GET", "/api/v1/namespaces", None, None);
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains(r#"namespaces is forbidden: User \"system:anonymous\" cannot list resource \"namespaces\" in API group \"\" at the cluster scope"#),
+        "{body}"
+    );
+    let (code, body) = s.request("GET", "/api", None, None);
+    assert_eq!(code, 403, "{body}");
+    assert!(body.contains(r#"forbidden: User \"system:anonymous\" cannot get path \"/api\""#), "{body}");
+    // A token that is no one's is 401, never anonymous.
+    assert_eq!(s.request("GET", "/version", Some("no-such-token"), None).0, 401);
+    // RBAC can grant system:unauthenticated more, as in Kubernetes.
+    s.ok(&["create", "clusterrolebinding", "anon-view", "--clusterrole=view", "--group=system:unauthenticated"]);
+    let (code, body) = s.request("GET", "/api/v1/namespaces/default/configmaps", None, None);
+    assert_eq!(code, 200, "{body}");
+    drop(s);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &["--anonymous-auth=false"]);
+    for path in ["/version", "/api/v1/namespaces", "/livez"] {
+        let (code, body) = s.request("GET", path, None, None);
+        assert_eq!(code, 401, "{path}: {body}");
+    }
+    assert_eq!(s.request("GET", "/livez", Some(&s.admin_token()), None), (200, "ok".to_string()));
 }
 
 #[test]

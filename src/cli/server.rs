@@ -63,6 +63,11 @@ pub struct ServerArgs {
     /// status.loadBalancer.ingress; without it, ServiceLB gives the Ready nodes' addresses.
     #[arg(long, value_name = "CIDR", value_parser = ipv4_network)]
     service_lb_pool: Option<ipnet::Ipv4Net>,
+    /// Requests without credentials are the user system:anonymous in the group
+    /// system:unauthenticated, as with kube-apiserver's flag (on by default): RBAC decides
+    /// what they may do, by default the health checks and /version only. false: they are 401.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    anonymous_auth: bool,
     /// Do not run the scheduler (another one binds pods through pods/binding).
     #[arg(long)]
     disable_scheduler: bool,
@@ -281,6 +286,7 @@ pub fn run(root: &Path, args: ServerArgs) -> Result<i32> {
         network,
         advertise_address: args.advertise_address,
         event_ttl: args.event_ttl,
+        anonymous_auth: args.anonymous_auth,
     };
     crate::server::registry::clusterip::set_range(args.service_cluster_ip_range);
     crate::server::registry::kinds::set_default_tolerations(

@@ -66,6 +66,8 @@ pub struct Config {
     pub advertise_address: Option<std::net::Ipv4Addr>,
     /// How long an Event lives after its last write (`--event-ttl`).
     pub event_ttl: std::time::Duration,
+    /// Requests without credentials are system:anonymous (`--anonymous-auth`), not 401.
+    pub anonymous_auth: bool,
 }
 
 /// Spawns hyper's tasks (HTTP/2 streams) as tokio tasks in which a panic unwinds and ends
@@ -135,7 +137,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let controller_token = pki::random_token();
     let auth = api::auth::Auth::new(pki.admin_token.clone(), pki.node_token.clone(), pki.ca_pem.clone(), store.clone())
         .with_controller_token(controller_token.clone())
-        .with_signer(pki.signer.clone());
+        .with_signer(pki.signer.clone())
+        .with_anonymous(config.anonymous_auth);
     let nodes = api::node_proxy::NodeDialer::new(pki.node_client.clone());
     let app = api::router(Arc::new(api::Api { store, auth, nodes, metrics: Default::default() }));
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());

@@ -147,7 +147,20 @@ pub struct Auth {
     /// SHA-256 of a node token checked lately, its node, and when it was checked.
     verified: Mutex<HashMap<[u8; 32], (String, Instant)>>,
     signer: Option<std::sync::Arc<crate::server::pki::Signer>>,
+    /// Requests without credentials are [`anonymous`] (`--anonymous-auth`, on by default as
+    /// in kube-apiserver); off, they are 401.
+    anonymous: bool,
 }
+
+/// The user of a request without credentials, as kube-apiserver's anonymous authenticator
+/// names it: RBAC decides what it may do (kube's defaults bind only
+/// system:public-info-viewer to its group: the health checks and /version).
+pub fn anonymous() -> User {
+    User::Named { name: ANONYMOUS.into(), groups: vec!["system:unauthenticated".into()] }
+}
+
+/// The name of [`anonymous`].
+pub const ANONYMOUS: &str = "system:anonymous";
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -187,7 +200,19 @@ impl Auth {
             store,
             verified: Mutex::new(HashMap::new()),
             signer: None,
+            anonymous: true,
         }
+    }
+
+    /// Whether requests without credentials are [`anonymous`] (true) or 401 (false).
+    pub fn with_anonymous(mut self, anonymous: bool) -> Auth {
+        self.anonymous = anonymous;
+        self
+    }
+
+    /// Whether a request without credentials is let in as [`anonymous`].
+    pub fn allows_anonymous(&self) -> bool {
+        self.anonymous
     }
 
     /// Signs the serving certificates that registering nodes ask for.
@@ -202,9 +227,10 @@ impl Auth {
         self
     }
 
-    /// The caller, from its bearer token; 401 for none or an unknown one.
     /// The request's user: from the client certificate the connection presented, if any
-    /// (kube-apiserver asks its x509 authenticator before tokens), else from its bearer token.
+    /// (kube-apiserver asks its x509 authenticator before tokens), else from its bearer
+    /// token; without either, [`anonymous`] if allowed. A bearer token that is no one's is
+    /// 401, never anonymous.
     pub async fn authenticate(
         &self,
         headers: &HeaderMap,
@@ -213,12 +239,15 @@ impl Auth {
         if let Some(c) = certificate {
             return Ok(c.user());
         }
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .ok_or_else(ApiError::unauthorized)?;
+        let token =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let token = match token.map(str::trim) {
+            Some(t) => t,
+            // As kube's union of authenticators: no bearer token (or another scheme, such
+            // as Basic, that none of ours reads) falls through to the anonymous one.
+            None if self.anonymous => return Ok(anonymous()),
+            None => return Err(ApiError::unauthorized()),
+        };
         if constant_time_eq(token.as_bytes(), self.admin_token.as_bytes()) {
             return Ok(User::Admin);
         }

@@ -111,10 +111,13 @@ pub async fn dispatch(State(api): State<Arc<Api>>, req: axum::extract::Request) 
 async fn serve(api: Arc<Api>, req: axum::extract::Request) -> Response {
     let (mut parts, body) = req.into_parts();
     let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    // Health is open to anyone, as kube-apiserver's system:public-info-viewer allows.
-    if parts.method == Method::GET && health::is_health_path(parts.uri.path()) {
-        let verbose =
-            parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose=")));
+    // Health is open to anyone kube-apiserver's system:public-info-viewer lets in: every
+    // user, and with --anonymous-auth (the default) anyone at all. Answered before the
+    // token is checked, so a probe costs no store read.
+    let health = parts.method == Method::GET && health::is_health_path(parts.uri.path());
+    let verbose =
+        parts.uri.query().is_some_and(|q| q.split('&').any(|kv| kv == "verbose" || kv.starts_with("verbose=")));
+    if health && api.auth.allows_anonymous() {
         return health::answer(&api.store, parts.uri.path(), verbose).await;
     }
     let certificate = parts.extensions.get::<auth::ClientCertificate>().and_then(|c| c.0.as_ref());
@@ -122,7 +125,13 @@ async fn serve(api: Arc<Api>, req: axum::extract::Request) -> Response {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
-    if let Some(connection) = parts.extensions.get::<Arc<crate::server::conn::Connection>>() {
+    if health {
+        return health::answer(&api.store, parts.uri.path(), verbose).await;
+    }
+    // An anonymous request does not count as authenticated for the connection limits.
+    if user.name() != auth::ANONYMOUS
+        && let Some(connection) = parts.extensions.get::<Arc<crate::server::conn::Connection>>()
+    {
         connection.authenticated();
     }
     // `kubectl --as=jane`: from here on the request is jane's, if the caller may
