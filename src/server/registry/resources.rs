@@ -69,7 +69,21 @@ impl Resource {
     pub fn problems(&self, obj: &Value, old: Option<&Value>) -> Vec<super::kinds::Problem> {
         let mut out = (self.strategy().validate)(obj, old);
         if let Some(schema) = self.custom.and_then(|c| c.schema.as_ref()) {
-            out.extend(super::custom::schema::validate(schema, obj));
+            let typed = super::custom::schema::validate(schema, obj);
+            // As apiextensions-apiserver: CEL rules run on a well-typed object only.
+            if typed.is_empty() {
+                out.extend(super::custom::cel::validate(schema, obj, old));
+            } else if super::custom::cel::has_rules(schema) {
+                out.extend(typed);
+                out.push((
+                    "<nil>".into(),
+                    "Invalid value: \"null\": some validation rules were not checked because the object was invalid; \
+                     correct the existing errors to complete validation"
+                        .into(),
+                ));
+            } else {
+                out.extend(typed);
+            }
         }
         out
     }

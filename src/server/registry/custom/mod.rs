@@ -12,6 +12,7 @@
 //! change of its CRD's spec (a few hundred bytes; CRDs change rarely) and reused while
 //! the spec stays the same.
 
+pub mod cel;
 pub mod cleanup;
 pub mod definition;
 pub mod schema;

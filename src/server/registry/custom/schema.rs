@@ -5,7 +5,7 @@
 //!
 //! The schema stays the JSON the CRD holds; each step walks it beside the object. Fields
 //! the walk meets without a schema (below `x-kubernetes-preserve-unknown-fields`) are left
-//! as they are. CEL rules (`x-kubernetes-validations`) are not evaluated.
+//! as they are. CEL rules (`x-kubernetes-validations`) are [`super::cel`]'s.
 
 use serde_json::{Map, Value};
 
@@ -356,6 +356,7 @@ fn structural_at(s: &Value, path: &str, root: bool, out: &mut Vec<Problem>) {
             format!("Invalid value: \"{pattern}\": must be a valid regular expression"),
         ));
     }
+    out.extend(super::cel::definition_problems(s, path));
     for (key, child) in m.get("properties").and_then(Value::as_object).into_iter().flatten() {
         structural_at(child, &format!("{path}.properties[{key}]"), false, out);
     }
