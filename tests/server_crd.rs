@@ -325,3 +325,154 @@ fn each_version_of_a_custom_kind_is_served_in_its_own_apiversion() {
     let err = s.fails(&["create", "-f", &write(tmp.path(), "gadgets.yaml", &webhook)]);
     assert!(err.contains("spec.conversion.strategy: Unsupported value: \"Webhook\""), "{err}");
 }
+
+/// The "Validation rules" section of Kubernetes' CRD documentation: CEL rules in
+/// `x-kubernetes-validations` on create, transition rules (`oldSelf`) on update only, and
+/// a rule that does not compile refused with the CRD.
+#[test]
+fn cel_validation_rules_are_checked_as_kube_checks_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+               metadata: {name: scalers.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  \
+               names: {plural: scalers, singular: scaler, kind: Scaler}\n  versions:\n  \
+               - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        \
+               type: object\n        properties:\n          spec:\n            type: object\n            \
+               x-kubernetes-validations:\n            \
+               - rule: self.minReplicas <= self.replicas\n              \
+                 message: replicas should be greater than or equal to minReplicas.\n            \
+               - rule: self.replicas <= self.maxReplicas\n              \
+                 messageExpression: \"'replicas (' + string(self.replicas) + ') should be at most ' + string(self.maxReplicas)\"\n            \
+               properties:\n              minReplicas: {type: integer}\n              replicas: {type: integer}\n              \
+               maxReplicas: {type: integer}\n              \
+               mode:\n                type: string\n                x-kubernetes-validations:\n                \
+               - {rule: self == oldSelf, message: Value is immutable}\n";
+    s.ok(&["create", "-f", &write(tmp.path(), "scalers.yaml", crd)]);
+    let scaler = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: example.com/v1\nkind: Scaler\nmetadata: {{name: {name}, namespace: default}}\nspec: {spec}\n"
+        )
+    };
+    let good =
+        write(tmp.path(), "good.yaml", &scaler("good", "{minReplicas: 1, replicas: 2, maxReplicas: 3, mode: fast}"));
+    wait_until("scalers served", 30, || s.kubectl(&["create", "-f", &good]).status.success().then_some(()));
+
+    let err = s.fails(&[
+        "create",
+        "-f",
+        &write(tmp.path(), "bad.yaml", &scaler("bad", "{minReplicas: 1, replicas: 5, maxReplicas: 3}")),
+    ]);
+    assert!(
+        err.contains(r#"The Scaler "bad" is invalid: spec: Invalid value: "object": replicas (5) should be at most 3"#),
+        "{err}"
+    );
+    let err = s.fails(&[
+        "create",
+        "-f",
+        &write(tmp.path(), "low.yaml", &scaler("low", "{minReplicas: 2, replicas: 1, maxReplicas: 3}")),
+    ]);
+    assert!(
+        err.contains(r#"spec: Invalid value: "object": replicas should be greater than or equal to minReplicas."#),
+        "{err}"
+    );
+    // A type error stops the rules, in kube's words.
+    let err = s.fails(&[
+        "create",
+        "-f",
+        &write(tmp.path(), "typed.yaml", &scaler("typed", "{minReplicas: one, replicas: 1, maxReplicas: 3}")),
+    ]);
+    assert!(err.contains("some validation rules were not checked because the object was invalid"), "{err}");
+
+    // The transition rule: nothing to compare on create, the old value on update.
+    let err = s.fails(&["patch", "scaler", "good", "--type=merge", "-p", r#"{"spec":{"mode":"slow"}}"#]);
+    assert!(err.contains(r#"spec.mode: Invalid value: "string": Value is immutable"#), "{err}");
+    s.ok(&["patch", "scaler", "good", "--type=merge", "-p", r#"{"spec":{"replicas":3}}"#]);
+    assert_eq!(s.json(&["get", "scaler", "good"])["spec"]["replicas"], 3);
+    // Dry runs check the rules too, and store nothing either way.
+    let err =
+        s.fails(&["patch", "scaler", "good", "--type=merge", "--dry-run=server", "-p", r#"{"spec":{"replicas":9}}"#]);
+    assert!(err.contains("replicas (9) should be at most 3"), "{err}");
+
+    // A rule that does not compile, or names a variable CEL is not given, is the CRD's error.
+    let broken = crd
+        .replace("scalers.example.com}", "brokens.example.com}")
+        .replace(
+            "{plural: scalers, singular: scaler, kind: Scaler}",
+            "{plural: brokens, singular: broken, kind: Broken}",
+        )
+        .replace("self.minReplicas <= self.replicas", "self.minReplicas <=")
+        .replace("self == oldSelf", "spec.mode == 'x'");
+    let err = s.fails(&["create", "-f", &write(tmp.path(), "broken.yaml", &broken)]);
+    assert!(
+        err.contains("spec.versions[0].schema.openAPIV3Schema.properties[spec].x-kubernetes-validations[0].rule: Invalid value: \"self.minReplicas <=\": compilation failed"),
+        "{err}"
+    );
+    assert!(err.contains("undeclared reference to 'spec'"), "{err}");
+}
+
+/// Server-side apply on a custom kind merges its lists as the CRD's schema marks them
+/// (`x-kubernetes-list-type: map` by key, `set` by value) and replaces unmarked lists whole,
+/// as kube-apiserver does; two managers' items of one keyed list live side by side.
+#[test]
+fn server_side_apply_merges_a_custom_kinds_lists_as_its_schema_marks_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = Server::start(&tmp.path().join("data"), free_port(), &[]);
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\n\
+               metadata: {name: gateways.example.com}\nspec:\n  group: example.com\n  scope: Namespaced\n  \
+               names: {plural: gateways, singular: gateway, kind: Gateway}\n  versions:\n  \
+               - name: v1\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        \
+               type: object\n        properties:\n          spec:\n            type: object\n            \
+               properties:\n              \
+               listeners:\n                type: array\n                x-kubernetes-list-type: map\n                \
+               x-kubernetes-list-map-keys: [name]\n                items:\n                  type: object\n                  \
+               required: [name]\n                  properties: {name: {type: string}, port: {type: integer}}\n              \
+               hosts:\n                type: array\n                x-kubernetes-list-type: set\n                \
+               items: {type: string}\n              \
+               ports:\n                type: array\n                \
+               items: {type: object, properties: {containerPort: {type: integer}}}\n";
+    s.ok(&["create", "-f", &write(tmp.path(), "gateways.yaml", crd)]);
+    let gateway = |spec: &str| {
+        format!("apiVersion: example.com/v1\nkind: Gateway\nmetadata: {{name: g, namespace: default}}\nspec: {spec}\n")
+    };
+    let a = write(
+        tmp.path(),
+        "a.yaml",
+        &gateway("{listeners: [{name: http, port: 80}], hosts: [a.example], ports: [{containerPort: 1}]}"),
+    );
+    wait_until("gateways served", 30, || {
+        s.kubectl(&["apply", "--server-side", "--field-manager=team-a", "-f", &a]).status.success().then_some(())
+    });
+    let b = write(tmp.path(), "b.yaml", &gateway("{listeners: [{name: https, port: 443}], hosts: [b.example]}"));
+    s.ok(&["apply", "--server-side", "--field-manager=team-b", "-f", &b]);
+    let got = s.json(&["get", "gateway", "g"]);
+    assert_eq!(
+        got["spec"]["listeners"],
+        serde_json::json!([{"name": "http", "port": 80}, {"name": "https", "port": 443}]),
+        "{got}"
+    );
+    assert_eq!(got["spec"]["hosts"], serde_json::json!(["a.example", "b.example"]), "{got}");
+    let got = s.json(&["get", "gateway", "g", "--show-managed-fields"]);
+    let b_fields = got["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["manager"] == "team-b")
+        .unwrap()["fieldsV1"]
+        .to_string();
+    assert!(b_fields.contains(r#"k:{\"name\":\"https\"}"#), "{b_fields}");
+    assert!(b_fields.contains(r#"v:\"b.example\""#), "{b_fields}");
+
+    // The same item's port from the other manager conflicts; so does the whole unmarked list.
+    let clash =
+        write(tmp.path(), "c.yaml", &gateway("{listeners: [{name: http, port: 8080}], ports: [{containerPort: 2}]}"));
+    let err = s.fails(&["apply", "--server-side", "--field-manager=team-b", "-f", &clash]);
+    assert!(err.contains("Apply failed with 2 conflicts"), "{err}");
+    assert!(err.contains(r#".spec.listeners[name="http"].port"#), "{err}");
+    assert!(err.contains(".spec.ports"), "{err}");
+    s.ok(&["apply", "--server-side", "--field-manager=team-b", "--force-conflicts", "-f", &clash]);
+    let got = s.json(&["get", "gateway", "g"]);
+    assert_eq!(got["spec"]["ports"], serde_json::json!([{"containerPort": 2}]), "{got}");
+    // team-b's apply no longer names https: the item it alone owned is gone, http stays.
+    assert_eq!(got["spec"]["listeners"], serde_json::json!([{"name": "http", "port": 8080}]), "{got}");
+    assert_eq!(got["spec"]["hosts"], serde_json::json!(["a.example"]), "{got}");
+}

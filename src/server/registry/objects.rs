@@ -215,6 +215,7 @@ fn track(r: &Resource, old: Option<&Value>, obj: &mut Value, manager: Option<&st
             Part::Scale => Some("scale"),
             Part::Main | Part::Finalize => None,
         },
+        types: super::managed::shape::Types::of(r.custom.and_then(|c| c.schema.as_ref())),
     };
     if let Err(e) = super::managed::track_update(old, obj, &writer, &now()) {
         tracing::debug!(kind = r.kind, error = %e, "managedFields not updated");
@@ -1157,6 +1158,7 @@ pub async fn apply(
         manager,
         api_version: r.api_version(),
         subresource: (part == Part::Status).then_some("status"),
+        types: super::managed::shape::Types::of(r.custom.and_then(|c| c.schema.as_ref())),
     };
     let failed = |e: super::managed::ApplyError, name: &str| match e {
         super::managed::ApplyError::Invalid(why) => {

@@ -101,6 +101,8 @@ pub struct Writer {
     pub api_version: String,
     /// `status` or `scale` for a subresource's write.
     pub subresource: Option<&'static str>,
+    /// Where the object's fields get their shapes: its built-in kind, or its CRD's schema.
+    pub types: shape::Types<'static>,
 }
 
 /// Gives `writer` the fields `new` changes from `old` (every field for a create) and takes
@@ -119,10 +121,10 @@ pub fn track_update(old: Option<&Value>, new: &mut Value, writer: &Writer, now: 
         _ => old_entries,
     };
     let (old_set, old_leaves) = match old {
-        Some(o) => shape::fields(o)?,
+        Some(o) => shape::fields(o, writer.types)?,
         None => (FieldSet::new(), Vec::new()),
     };
-    let (new_set, new_leaves) = shape::fields(new)?;
+    let (new_set, new_leaves) = shape::fields(new, writer.types)?;
     let old_values: std::collections::HashMap<&Path, &Value> = old_leaves.iter().map(|(p, v)| (p, v)).collect();
     let mut changed = new_set.difference(&old_set);
     for (p, v) in &new_leaves {
@@ -200,7 +202,7 @@ pub fn apply(
     force: bool,
     now: &str,
 ) -> Result<Value, ApplyError> {
-    let (config_set, config_leaves) = shape::fields(config).map_err(ApplyError::Invalid)?;
+    let (config_set, config_leaves) = shape::fields(config, writer.types).map_err(ApplyError::Invalid)?;
     let empty = json!({});
     let live_obj = live.unwrap_or(&empty);
     let mut list = entries(live_obj);
@@ -210,7 +212,7 @@ pub fn apply(
     let mut conflicts = Vec::new();
     let mut taken: Vec<(usize, Path)> = Vec::new();
     for (path, value) in &config_leaves {
-        if shape::get(live_obj, path).is_none_or(|v| v == value) {
+        if shape::get(live_obj, writer.types, path).is_none_or(|v| v == value) {
             continue;
         }
         for (i, e) in list.iter().enumerate() {
@@ -243,10 +245,10 @@ pub fn apply(
         .collect();
     for path in gone.iter() {
         if !(1..path.len()).any(|n| gone.contains(&path[..n].to_vec())) {
-            shape::remove(&mut obj, path);
+            shape::remove(&mut obj, writer.types, path);
         }
     }
-    shape::merge(&mut obj, config).map_err(ApplyError::Invalid)?;
+    shape::merge(&mut obj, config, writer.types).map_err(ApplyError::Invalid)?;
 
     let entry = Entry {
         manager: writer.manager.clone(),
@@ -269,7 +271,7 @@ mod tests {
     use super::*;
 
     fn writer(m: &str) -> Writer {
-        Writer { manager: m.into(), api_version: "v1".into(), subresource: None }
+        Writer { manager: m.into(), api_version: "v1".into(), subresource: None, types: shape::Types::BuiltIn }
     }
 
     fn cm(data: Value) -> Value {
