@@ -394,6 +394,16 @@ subjects:
     s.ok(&["get", "pods", "-n", "dev", "--as=jane"]);
     let whoami = s.ok(&["auth", "whoami", "--as=system:serviceaccount:dev:builder"]);
     assert!(whoami.contains("system:serviceaccounts:dev"), "{whoami}");
+    // A node impersonated is that node: the node authorizer confines it, not RBAC.
+    let as_node = ["--as=system:node:n1", "--as-group=system:nodes"];
+    let whoami = s.ok(&[&as_node[..], &["auth", "whoami"]].concat());
+    assert!(whoami.contains("system:node:n1") && whoami.contains("system:nodes"), "{whoami}");
+    s.ok(&[&as_node[..], &["get", "nodes"]].concat());
+    let err = s.fails(&[&as_node[..], &["get", "configmaps", "-n", "dev"]].concat());
+    assert!(err.contains(r#"User "system:node:n1" cannot list resource "configmaps""#), "{err}");
+    // Without the group it is an ordinary user, whom RBAC gives nothing here.
+    let err = s.fails(&["--as=system:node:n1", "get", "nodes"]);
+    assert!(err.contains(r#"User "system:node:n1" cannot list resource "nodes""#), "{err}");
 }
 
 #[test]

@@ -183,7 +183,15 @@ pub async fn impersonate(store: &Store, user: &User, headers: &HeaderMap) -> Res
     {
         all.extend(["system:serviceaccounts".to_string(), format!("system:serviceaccounts:{ns}")]);
     }
-    if name != "system:anonymous" && !all.iter().any(|g| g == "system:authenticated") {
+    // A node impersonated (`--as=system:node:NAME --as-group=system:nodes`) is that node,
+    // confined by the node authorizer, as a node's own certificate is.
+    if let Some(node) = name.strip_prefix("system:node:")
+        && !node.is_empty()
+        && all.iter().any(|g| g == "system:nodes")
+    {
+        return Ok(Some(User::Node(node.to_string())));
+    }
+    if name != super::auth::ANONYMOUS && !all.iter().any(|g| g == "system:authenticated") {
         all.push("system:authenticated".into());
     }
     Ok(Some(User::Named { name, groups: all }))
