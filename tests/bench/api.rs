@@ -478,12 +478,14 @@ fn main() {
     raise_fd_limit();
     // `cargo bench --bench api -- big`: the big list and the memory phases alone.
     let only_big = std::env::args().any(|a| a == "big");
+    // `cargo bench --bench api -- paced`: the paced creates on SQLite alone.
+    let only_paced = std::env::args().any(|a| a == "paced");
     let work = tempfile::tempdir().unwrap();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for backend in ["sqlite", "etcd"] {
-        if only_big && backend != "sqlite" {
+        if (only_big || only_paced) && backend != "sqlite" {
             continue;
         }
         let etcd = (backend == "etcd").then(|| Etcd::start(&work.path().join("etcd")));
@@ -491,6 +493,12 @@ fn main() {
         let s = Server::start(&work.path().join(backend), free_port(), &extra);
         let api = Api::new(&s, 2 * WATCHES);
         rt.block_on(async {
+            if only_paced {
+                let (phase, rate) = paced(&api).await;
+                rows.push(phase.row(backend, "paced", "create"));
+                notes.push(format!("{backend}: paced creates at {PACED_RATE}/s for {}s: {rate:.0}/s achieved", PACED_FOR.as_secs()));
+                return;
+            }
             if backend == "sqlite" {
                 let big = big_list(&api).await;
                 rows.push(big.row(backend, "64", "list10k"));
