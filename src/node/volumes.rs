@@ -110,9 +110,8 @@ fn prepare_one(dir: &Path, v: &Volume, field: &str, manifest: &Manifest) -> Resu
         fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).map_err(io(format!("chmod {}", own.display())))?;
         let mode = c.default_mode.map(|m| m as u32).unwrap_or(CONFIG_MAP_DEFAULT_MODE);
         let f = format!("{field}.configMap");
-        let files = config_map_files(
-            &manifest.config_maps,
-            &c.name,
+        let files = key_files(
+            config_map_source(&manifest.config_maps, &c.name),
             c.items.as_deref(),
             mode,
             c.optional == Some(true),
@@ -128,9 +127,8 @@ fn prepare_one(dir: &Path, v: &Volume, field: &str, manifest: &Manifest) -> Resu
         mount_tmpfs(&own, "mode=0755")?;
         let mode = s.default_mode.map(|m| m as u32).unwrap_or(SECRET_DEFAULT_MODE);
         let f = format!("{field}.secret");
-        let files = secret_files(
-            &manifest.secrets,
-            &name,
+        let files = key_files(
+            secret_source(&manifest.secrets, &name),
             s.items.as_deref(),
             mode,
             s.optional == Some(true),
@@ -161,9 +159,8 @@ fn prepare_one(dir: &Path, v: &Volume, field: &str, manifest: &Manifest) -> Resu
             if let Some(c) = &source.config_map {
                 let at = format!("{sf}.configMap");
                 let optional = c.optional == Some(true);
-                files.extend(config_map_files(
-                    &manifest.config_maps,
-                    &c.name,
+                files.extend(key_files(
+                    config_map_source(&manifest.config_maps, &c.name),
                     c.items.as_deref(),
                     mode,
                     optional,
@@ -173,9 +170,8 @@ fn prepare_one(dir: &Path, v: &Volume, field: &str, manifest: &Manifest) -> Resu
             } else if let Some(s) = &source.secret {
                 let at = format!("{sf}.secret");
                 let optional = s.optional == Some(true);
-                files.extend(secret_files(
-                    &manifest.secrets,
-                    &s.name,
+                files.extend(key_files(
+                    secret_source(&manifest.secrets, &s.name),
                     s.items.as_deref(),
                     mode,
                     optional,
@@ -313,52 +309,51 @@ pub fn token_key(volume: &str, path: &str) -> String {
 /// A file to write in a volume: its path inside the volume, its bytes and its mode.
 type File = (String, Vec<u8>, u32);
 
-/// The files of a ConfigMap's keys (or of `items` of them); none for a missing optional one.
-fn config_map_files(
-    maps: &BTreeMap<String, ConfigMap>,
-    name: &str,
-    items: Option<&[KeyToPath]>,
-    mode: u32,
-    optional: bool,
-    name_field: &str,
-    field: &str,
-) -> Result<Vec<File>, PlanError> {
-    let Some(cm) = maps.get(name) else {
-        if optional {
-            return Ok(Vec::new());
-        }
-        return Err(PlanError::missing(name_field.into(), format!("configmap \"{name}\" not found in the manifest")));
-    };
-    let mut data: BTreeMap<String, Vec<u8>> =
-        cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
-    for (k, b) in cm.binary_data.iter().flatten() {
-        data.insert(k.clone(), b.0.clone());
-    }
-    select(&data, items, mode, optional, field, &format!("configmap \"{name}\""))
+/// A ConfigMap or Secret a volume names: how messages call it, and its keys' bytes when
+/// the manifest (or, on a joined node, the API) has it.
+struct KeySource<'a> {
+    kind: &'static str,
+    name: &'a str,
+    data: Option<BTreeMap<String, Vec<u8>>>,
 }
 
-/// The files of a Secret's keys (or of `items` of them); none for a missing optional one.
-fn secret_files(
-    secrets: &BTreeMap<String, Secret>,
-    name: &str,
+fn config_map_source<'a>(maps: &BTreeMap<String, ConfigMap>, name: &'a str) -> KeySource<'a> {
+    let data = maps.get(name).map(|cm| {
+        let mut data: BTreeMap<String, Vec<u8>> =
+            cm.data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())).collect();
+        data.extend(cm.binary_data.iter().flatten().map(|(k, b)| (k.clone(), b.0.clone())));
+        data
+    });
+    KeySource { kind: "configmap", name, data }
+}
+
+fn secret_source<'a>(secrets: &BTreeMap<String, Secret>, name: &'a str) -> KeySource<'a> {
+    let data = secrets.get(name).map(|secret| {
+        let mut data: BTreeMap<String, Vec<u8>> =
+            secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        data.extend(secret.string_data.iter().flatten().map(|(k, v)| (k.clone(), v.clone().into_bytes())));
+        data
+    });
+    KeySource { kind: "secret", name, data }
+}
+
+/// The files of a source's keys (or of `items` of them); none for a missing optional one.
+fn key_files(
+    source: KeySource,
     items: Option<&[KeyToPath]>,
     mode: u32,
     optional: bool,
     name_field: &str,
     field: &str,
 ) -> Result<Vec<File>, PlanError> {
-    let Some(secret) = secrets.get(name) else {
+    let what = format!("{} \"{}\"", source.kind, source.name);
+    let Some(data) = source.data else {
         if optional {
             return Ok(Vec::new());
         }
-        return Err(PlanError::missing(name_field.into(), format!("secret \"{name}\" not found in the manifest")));
+        return Err(PlanError::missing(name_field.into(), format!("{what} not found in the manifest")));
     };
-    let mut data: BTreeMap<String, Vec<u8>> =
-        secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
-    for (k, v) in secret.string_data.iter().flatten() {
-        data.insert(k.clone(), v.clone().into_bytes());
-    }
-    select(&data, items, mode, optional, field, &format!("secret \"{name}\""))
+    select(&data, items, mode, optional, field, &what)
 }
 
 fn select(

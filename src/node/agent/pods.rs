@@ -199,7 +199,8 @@ impl PodSync {
         self.seen.retain(|uid, _| live.contains(uid.as_str()));
     }
 
-    /// A new pod: its ConfigMaps and Secrets from the API, then into the daemon.
+    /// A new pod: its ConfigMaps, Secrets, Services' variables and tokens from the API, then
+    /// into the daemon.
     async fn start(&mut self, pod: &Pod) {
         let uid = uid_of(pod).to_string();
         let now = Instant::now();
@@ -210,36 +211,23 @@ impl PodSync {
         let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let sources = match fetch_sources(&self.client, &ns, pod).await {
             Ok(s) => s,
-            Err(missing) => {
-                self.retry_at.insert(uid, now + CONFIG_RETRY);
-                let status = waiting_status(pod, "CreateContainerConfigError", &missing, self.host_ip, since);
-                self.write_status(pod, Some(status)).await;
-                return;
-            }
+            Err(missing) => return self.config_missing(pod, &missing, since).await,
         };
-        self.retry_at.remove(&uid);
         let mut manifest = match manifest_of(pod, sources) {
             Ok(m) => m,
             Err(e) => return self.refuse(pod, e, since).await,
         };
-        match fetch_service_env(&self.client, &ns, pod).await {
-            Ok(env) => manifest.service_env = env,
-            Err(e) => {
-                self.retry_at.insert(uid, now + CONFIG_RETRY);
-                let status = waiting_status(pod, "CreateContainerConfigError", &e, self.host_ip, since);
-                self.write_status(pod, Some(status)).await;
-                return;
-            }
+        let from_api = async {
+            Ok::<_, String>((
+                fetch_service_env(&self.client, &ns, pod).await?,
+                fetch_tokens(&self.client, &ns, pod).await?,
+            ))
+        };
+        match from_api.await {
+            Ok((env, tokens)) => (manifest.service_env, manifest.tokens) = (env, tokens),
+            Err(e) => return self.config_missing(pod, &e, since).await,
         }
-        match fetch_tokens(&self.client, &ns, pod).await {
-            Ok(tokens) => manifest.tokens = tokens,
-            Err(e) => {
-                self.retry_at.insert(uid, now + CONFIG_RETRY);
-                let status = waiting_status(pod, "CreateContainerConfigError", &e, self.host_ip, since);
-                self.write_status(pod, Some(status)).await;
-                return;
-            }
-        }
+        self.retry_at.remove(&uid);
         let daemon = self.daemon.clone();
         match tokio::task::spawn_blocking(move || daemon.admit(manifest)).await {
             Ok(Ok(e)) => {
@@ -252,6 +240,14 @@ impl PodSync {
             Ok(Err(e)) => self.refuse(pod, e.to_string(), since).await,
             Err(e) => tracing::warn!("admitting a pod: {e}"),
         }
+    }
+
+    /// A pod whose ConfigMaps, Secrets, Services or tokens cannot be had yet: waiting with
+    /// the kubelet's CreateContainerConfigError, and tried again after [`CONFIG_RETRY`].
+    async fn config_missing(&mut self, pod: &Pod, message: &str, since: SystemTime) {
+        self.retry_at.insert(uid_of(pod).to_string(), Instant::now() + CONFIG_RETRY);
+        let status = waiting_status(pod, "CreateContainerConfigError", message, self.host_ip, since);
+        self.write_status(pod, Some(status)).await;
     }
 
     /// A pod this node cannot run: Failed with the reason, as the kubelet rejects a pod.
