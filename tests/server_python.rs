@@ -1,7 +1,10 @@
 //! `nodectl server` driven by the official Python client (PyPI `kubernetes`, installed by
 //! rootfs-tools/install-deps.sh): tests/python/client.py lists, creates, patches
 //! (strategic merge), watches with resume, applies server-side with a conflict and a dry run,
-//! makes a CRD and its objects, and deletes through it.
+//! makes a CRD and its objects, reads /version and /readyz, creates a Deployment and a Job
+//! with kube's defaults and gets a 422 naming each field of a bad one, judges a
+//! ServiceAccount's token by RBAC (403, a RoleBinding, 200, SelfSubjectAccessReviews),
+//! finds an Event by its object, and deletes through it.
 
 mod common;
 

@@ -3,6 +3,7 @@
 Run by tests/server_python.rs as `python3 client.py KUBECONFIG`; any failed check raises,
 so the exit code tells. Prints one line per step, for the test's failure message.
 """
+import json
 import sys
 import threading
 
@@ -101,6 +102,8 @@ def main(kubeconfig):
 
     server_side_apply(v1)
     custom_resources()
+    kinds_and_validation()
+    rbac_and_events(v1)
     print("OK", flush=True)
 
 
@@ -167,6 +170,86 @@ def custom_resources():
         assert e.status == 422 and "spec.size" in e.body, e.body
     ext.delete_custom_resource_definition("pythings.py.example.com")
     step("a CRD: established, defaulted, its status written, a 422 naming the field, deleted")
+
+
+def kinds_and_validation():
+    """Health and version, built-in kinds through their typed APIs with kube's defaults, and
+    a 422 whose details.causes name each field."""
+    api = client.ApiClient()
+    info = client.VersionApi().get_code()
+    assert (info.major, info.minor) == ("1", "32"), info
+    ready = api.call_api("/readyz", "GET", query_params=[("verbose", "true")], response_type="str",
+                         auth_settings=["BearerToken"], _return_http_data_only=True)
+    assert "readyz check passed" in ready, ready
+    apps, batch = client.AppsV1Api(), client.BatchV1Api()
+    template = {"metadata": {"labels": {"app": "py-web"}},
+                "spec": {"containers": [{"name": "web", "image": "busybox"}]}}
+    dep = apps.create_namespaced_deployment(NS, {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "py-web"},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "py-web"}}, "template": template}})
+    assert dep.spec.strategy.type == "RollingUpdate", dep.spec.strategy
+    assert dep.spec.revision_history_limit == 10, dep.spec
+    job = batch.create_namespaced_job(NS, {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "py-job"},
+        "spec": {"template": {"spec": {"restartPolicy": "Never",
+                                       "containers": [{"name": "j", "image": "busybox", "command": ["true"]}]}}}})
+    assert job.spec.backoff_limit == 6 and job.spec.completions == 1, job.spec
+    bad = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "py-bad"},
+           "spec": {"selector": {"matchLabels": {"app": "other"}}, "template": {
+               "metadata": {"labels": {"app": "py-bad"}},
+               "spec": {"containers": [{"name": "Web_1", "image": ""}]}}}}
+    try:
+        apps.create_namespaced_deployment(NS, bad)
+        raise AssertionError("an invalid Deployment was accepted")
+    except ApiException as e:
+        assert e.status == 422, e.body
+        status = json.loads(e.body)
+        assert status["reason"] == "Invalid", status
+        fields = {c["field"] for c in status["details"]["causes"]}
+        want = {"spec.template.metadata.labels", "spec.template.spec.containers[0].name",
+                "spec.template.spec.containers[0].image"}
+        assert want <= fields, fields
+    batch.delete_namespaced_job("py-job", NS)
+    step("version, /readyz, a Deployment and a Job with kube's defaults, a 422 naming each field")
+
+
+def rbac_and_events(v1):
+    """A ServiceAccount's token: 403 until a RoleBinding grants view, then 200; a
+    SelfSubjectAccessReview as that account; an Event written and found by its object."""
+    v1.create_namespaced_service_account(NS, {"metadata": {"name": "py-reader"}})
+    token = v1.create_namespaced_service_account_token(
+        "py-reader", NS, {"spec": {"expirationSeconds": 3600}}).status.token
+    conf = client.Configuration.get_default_copy()
+    conf.api_key = {"authorization": "Bearer " + token}
+    conf.api_key_prefix = {}
+    # The kubeconfig loader's hook would put the admin's token back before each request.
+    conf.refresh_api_key_hook = None
+    as_reader = client.ApiClient(conf)
+    reader = client.CoreV1Api(as_reader)
+    try:
+        reader.list_namespaced_config_map(NS)
+        raise AssertionError("a ServiceAccount without a binding listed ConfigMaps")
+    except ApiException as e:
+        assert e.status == 403, e.body
+        assert 'User \\"system:serviceaccount:default:py-reader\\" cannot list resource \\"configmaps\\"' in e.body, e.body
+    client.RbacAuthorizationV1Api().create_namespaced_role_binding(NS, {
+        "metadata": {"name": "py-reader-view"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+        "subjects": [{"kind": "ServiceAccount", "name": "py-reader", "namespace": NS}]})
+    reader.list_namespaced_config_map(NS)
+    review = client.AuthorizationV1Api(as_reader).create_self_subject_access_review(
+        {"spec": {"resourceAttributes": {"verb": "delete", "resource": "configmaps", "namespace": NS}}})
+    assert review.status.allowed is False, review.status
+    review = client.AuthorizationV1Api(as_reader).create_self_subject_access_review(
+        {"spec": {"resourceAttributes": {"verb": "list", "resource": "configmaps", "namespace": NS}}})
+    assert review.status.allowed is True, review.status
+    v1.create_namespaced_event(NS, {
+        "metadata": {"name": "py-ev"}, "reason": "Tested", "message": "from python", "type": "Normal",
+        "involvedObject": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "py-web", "namespace": NS}})
+    found = v1.list_namespaced_event(NS, field_selector="involvedObject.name=py-web").items
+    assert [e.reason for e in found] == ["Tested"], found
+    client.AppsV1Api().delete_namespaced_deployment("py-web", NS)
+    step("RBAC: 403, a RoleBinding, 200, SelfSubjectAccessReviews; an Event found by its object")
 
 
 if __name__ == "__main__":
