@@ -1,6 +1,7 @@
 //! Every handler input, fuzzed: whatever a client sends (query parameters, bodies, patches
 //! of each type, selectors, protobuf), the code answers Ok or an error and never panics.
-//! Bounded: a few hundred cases each, a few seconds in all.
+//! Bounded: a few hundred cases each, a few seconds in all, unless `NODECTL_FUZZ_CASES`
+//! asks for more.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,8 +96,14 @@ fn json_patch_ops() -> impl Strategy<Value = Value> {
     prop::collection::vec(one, 1..4).prop_map(Value::Array)
 }
 
+/// Cases per property: a few hundred in `make test`; `NODECTL_FUZZ_CASES=N` for a longer
+/// run (README, "Hostile clients", says how long one went).
+fn cases(default: u32) -> u32 {
+    std::env::var("NODECTL_FUZZ_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: 400, failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig { cases: cases(400), failure_persistence: None, ..ProptestConfig::default() }
 }
 
 proptest! {
@@ -301,7 +308,7 @@ fn request() -> impl Strategy<Value = (String, String, String, String)> {
 #[test]
 fn requests_of_any_shape_never_panic_the_handlers() {
     let f = Fixture::new();
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: 300, ..config() });
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: cases(300), ..config() });
     let body = prop_oneof![
         json_value().prop_map(|v| v.to_string().into_bytes()),
         json_patch_ops().prop_map(|v| v.to_string().into_bytes()),
