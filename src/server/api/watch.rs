@@ -47,6 +47,64 @@ fn line(kind: &str, object: Value) -> Bytes {
     Bytes::from(v)
 }
 
+/// A write as the watchers of one resource see it: decoded and converted to the watched
+/// version once, and its line encoded once per event type, however many watchers send it.
+struct Sent {
+    /// The watched resource's address (a `'static` Resource: its identity).
+    resource: usize,
+    revision: i64,
+    /// The stored bytes, compared in full on a hit: two stores in one process (tests) may
+    /// share a revision and a key.
+    stored: Vec<u8>,
+    object: Value,
+    lines: [std::sync::OnceLock<Bytes>; 3],
+}
+
+/// How many recent writes are kept decoded: enough for every watcher of a burst to find
+/// its write, small enough to cost nothing.
+const RECENT: usize = 256;
+
+fn recent() -> &'static std::sync::Mutex<std::collections::VecDeque<Arc<Sent>>> {
+    static RECENT_SENT: std::sync::OnceLock<std::sync::Mutex<std::collections::VecDeque<Arc<Sent>>>> =
+        std::sync::OnceLock::new();
+    RECENT_SENT.get_or_init(Default::default)
+}
+
+/// `e` as `r`'s watchers send it, decoded by the first of them to ask.
+fn sent(r: &'static Resource, e: &store::Event) -> Result<Arc<Sent>, ApiError> {
+    let resource = std::ptr::from_ref(r) as usize;
+    let same = |s: &Sent| s.resource == resource && s.revision == e.revision && s.stored == e.kv.value;
+    if let Some(s) = recent().lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().rev().find(|s| same(s)) {
+        return Ok(s.clone());
+    }
+    let mut object = decode_as(r, &e.kv).map_err(ApiError::from)?;
+    object["metadata"]["resourceVersion"] = json!(e.revision.to_string());
+    let s = Arc::new(Sent {
+        resource,
+        revision: e.revision,
+        stored: e.kv.value.clone(),
+        object,
+        lines: Default::default(),
+    });
+    let mut recent = recent().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if recent.len() >= RECENT {
+        recent.pop_front();
+    }
+    recent.push_back(s.clone());
+    Ok(s)
+}
+
+impl Sent {
+    fn line(&self, kind: &'static str) -> Bytes {
+        let slot = match kind {
+            "ADDED" => &self.lines[0],
+            "MODIFIED" => &self.lines[1],
+            _ => &self.lines[2],
+        };
+        slot.get_or_init(|| line(kind, self.object.clone())).clone()
+    }
+}
+
 enum Phase {
     Initial(std::vec::IntoIter<Value>, Live),
     Live(Live),
@@ -82,6 +140,14 @@ impl Live {
                 *columns_sent = true;
                 line(kind, t)
             }
+        }
+    }
+
+    /// A live write's event: its shared line, or a Table row of its own.
+    fn live_event(&mut self, kind: &'static str, sent: &Sent) -> Bytes {
+        match self.table {
+            None => sent.line(kind),
+            Some(_) => self.event(kind, sent.object.clone()),
         }
     }
 }
@@ -178,12 +244,11 @@ async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
             Ok(e) => e,
             Err(err) => return Some((line("ERROR", ApiError::from_store(err, "", "").to_status()), Phase::Done)),
         };
-        let mut obj = match decode_as(live.resource, &e.kv) {
-            Ok(o) => o,
-            Err(err) => return Some((line("ERROR", ApiError::from(err).to_status()), Phase::Done)),
+        let sent = match sent(live.resource, &e) {
+            Ok(s) => s,
+            Err(err) => return Some((line("ERROR", err.to_status()), Phase::Done)),
         };
-        obj["metadata"]["resourceVersion"] = json!(e.revision.to_string());
-        let now = live.selectors.matches(&obj);
+        let now = live.selectors.matches(&sent.object);
         let before = match &e.prev {
             Some(p) if !live.selectors.is_empty() => {
                 decode_as(live.resource, p).map(|o| live.selectors.matches(&o)).unwrap_or(false)
@@ -198,6 +263,6 @@ async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
             (EventKind::Put, true, false) => "DELETED",
             _ => continue,
         };
-        return Some((live.event(kind, obj), Phase::Live(live)));
+        return Some((live.live_event(kind, &sent), Phase::Live(live)));
     }
 }
