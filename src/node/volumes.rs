@@ -156,28 +156,23 @@ fn prepare_one(dir: &Path, v: &Volume, field: &str, manifest: &Manifest) -> Resu
         let mut files = Vec::new();
         for (j, source) in p.sources.iter().flatten().enumerate() {
             let sf = format!("{f}.sources[{j}]");
-            if let Some(c) = &source.config_map {
-                let at = format!("{sf}.configMap");
-                let optional = c.optional == Some(true);
-                files.extend(key_files(
+            let keyed = match (&source.config_map, &source.secret) {
+                (Some(c), _) => Some((
                     config_map_source(&manifest.config_maps, &c.name),
                     c.items.as_deref(),
-                    mode,
-                    optional,
-                    &format!("{at}.name"),
-                    &at,
-                )?);
-            } else if let Some(s) = &source.secret {
-                let at = format!("{sf}.secret");
-                let optional = s.optional == Some(true);
-                files.extend(key_files(
+                    c.optional,
+                    format!("{sf}.configMap"),
+                )),
+                (None, Some(s)) => Some((
                     secret_source(&manifest.secrets, &s.name),
                     s.items.as_deref(),
-                    mode,
-                    optional,
-                    &format!("{at}.name"),
-                    &at,
-                )?);
+                    s.optional,
+                    format!("{sf}.secret"),
+                )),
+                (None, None) => None,
+            };
+            if let Some((keys, items, optional, at)) = keyed {
+                files.extend(key_files(keys, items, mode, optional == Some(true), &format!("{at}.name"), &at)?);
             } else if let Some(d) = &source.downward_api {
                 files.extend(downward_files(
                     &manifest.pod,
