@@ -111,7 +111,7 @@ pub fn start_clients(
     client: kube::Client,
     store: &Store,
     which: &[&str],
-    (nodes, pod_gc): (&nodelifecycle::Settings, &podgc::Settings),
+    (lifecycle, pod_gc): (&nodelifecycle::Settings, &podgc::Settings),
     network: &ClusterNetwork,
     ca_pem: &str,
 ) {
@@ -120,8 +120,12 @@ pub fn start_clients(
     let publish_ca = which.contains(&"root-ca-cert-publisher").then(|| ca_pem.to_string());
     tokio::spawn(serviceaccounts::run(client.clone(), publish_ca));
     let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
+    pods.trim(pods::trim_for_cache);
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();
+    // One Node cache for every controller that reads Nodes: with thousands of nodes, a
+    // cache each would cost their memory and a watch each.
+    let mut nodes = informer::Informer::<k8s_openapi::api::core::v1::Node>::default();
     if which.contains(&"disruption") {
         tokio::spawn(disruption::controller(client.clone(), &mut pods));
     }
@@ -134,16 +138,16 @@ pub fn start_clients(
     if which.contains(&"nodeipam") {
         let settings =
             nodeipam::Settings { cluster_cidr: network.cluster_cidr, node_cidr_mask_size: network.node_cidr_mask_size };
-        tokio::spawn(nodeipam::controller(client.clone(), settings));
+        tokio::spawn(nodeipam::controller(client.clone(), settings, &mut nodes));
     }
     if which.contains(&"nodelifecycle") {
-        tokio::spawn(nodelifecycle::controller(client.clone(), nodes.clone(), &pods));
+        tokio::spawn(nodelifecycle::controller(client.clone(), lifecycle.clone(), (&pods, &nodes)));
     }
     if which.contains(&"servicelb") {
-        tokio::spawn(servicelb::controller(client.clone(), store.clone(), network.service_lb_pool));
+        tokio::spawn(servicelb::controller(client.clone(), store.clone(), network.service_lb_pool, &mut nodes));
     }
     if which.contains(&"podgc") {
-        tokio::spawn(podgc::controller(client.clone(), pod_gc.clone(), &pods));
+        tokio::spawn(podgc::controller(client.clone(), pod_gc.clone(), (&pods, &nodes)));
     }
     if which.contains(&"endpoint") || which.contains(&"endpointslice") {
         tokio::spawn(services.run(kube::Api::all(client.clone())));
@@ -154,6 +158,9 @@ pub fn start_clients(
     if which.contains(&"deployment") {
         tokio::spawn(deployment::controller(client.clone(), &mut pods, &mut sets));
         tokio::spawn(sets.run(kube::Api::all(client.clone())));
+    }
+    if ["nodeipam", "nodelifecycle", "servicelb", "podgc"].iter().any(|c| which.contains(c)) {
+        tokio::spawn(nodes.run(kube::Api::all(client.clone())));
     }
     tokio::spawn(pods.run(kube::Api::all(client)));
 }

@@ -100,23 +100,15 @@ struct Collector {
     missing_since: HashMap<String, Instant>,
 }
 
-/// The collector on the shared pod informer, with a Node informer of its own; runs when
-/// the returned future is polled.
+/// The collector on the shared pod and Node informers; runs when the returned future is
+/// polled.
 pub fn controller(
     client: kube::Client,
     settings: Settings,
-    pods: &Informer<Pod>,
+    (pods, nodes): (&Informer<Pod>, &Informer<Node>),
 ) -> impl Future<Output = ()> + Send + 'static {
-    let nodes = Informer::<Node>::default();
-    let mut c = Collector {
-        client: client.clone(),
-        settings,
-        nodes: nodes.store(),
-        pods: pods.store(),
-        missing_since: HashMap::new(),
-    };
+    let mut c = Collector { client, settings, nodes: nodes.store(), pods: pods.store(), missing_since: HashMap::new() };
     async move {
-        tokio::spawn(nodes.run(Api::all(client)));
         if !informer::ready(&c.nodes).await || !informer::ready(&c.pods).await {
             return;
         }

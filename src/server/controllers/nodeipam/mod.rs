@@ -52,16 +52,29 @@ fn own_range(node: &Node) -> Option<Ipv4Net> {
     list.filter_map(|c| c.parse::<Ipv4Net>().ok()).next()
 }
 
-/// Runs for as long as the runtime (the leader's) runs.
-pub async fn controller(client: kube::Client, settings: Settings) {
-    let mut nodes = Informer::<Node>::default();
+/// The allocator on the shared Node informer; runs, for as long as the runtime (the
+/// leader's) runs, when the returned future is polled.
+pub fn controller(
+    client: kube::Client,
+    settings: Settings,
+    nodes: &mut Informer<Node>,
+) -> impl Future<Output = ()> + Send + 'static {
     let (tx, rx) = mpsc::unbounded_channel();
     let sender = tx.clone();
     nodes.on_change(move |n, deleted| {
         let _ = sender.send(if deleted { Change::Gone(Box::new(n.clone())) } else { Change::Seen(n.name_any()) });
     });
     let cache = nodes.store();
-    tokio::spawn(nodes.run(Api::all(client.clone())));
+    async move { allocate(client, settings, cache, tx, rx).await }
+}
+
+async fn allocate(
+    client: kube::Client,
+    settings: Settings,
+    cache: Store<Node>,
+    tx: mpsc::UnboundedSender<Change>,
+    rx: mpsc::UnboundedReceiver<Change>,
+) {
     if !informer::ready(&cache).await {
         return;
     }

@@ -67,14 +67,13 @@ struct Monitor {
     events: Recorder,
 }
 
-/// The controller on the shared pod informer, with informers of its own for Nodes and
-/// their Leases; runs when the returned future is polled.
+/// The controller on the shared pod and Node informers, with an informer of its own for
+/// the Nodes' Leases; runs when the returned future is polled.
 pub fn controller(
     client: kube::Client,
     settings: Settings,
-    pods: &Informer<Pod>,
+    (pods, nodes): (&Informer<Pod>, &Informer<Node>),
 ) -> impl Future<Output = ()> + Send + 'static {
-    let nodes = Informer::<Node>::default();
     let leases = Informer::<Lease>::default();
     let mut m = Monitor {
         client: client.clone(),
@@ -87,7 +86,6 @@ pub fn controller(
         events: Recorder::new(client.clone(), NAME),
     };
     async move {
-        tokio::spawn(nodes.run(Api::all(client.clone())));
         tokio::spawn(leases.run(Api::namespaced(client, LEASE_NAMESPACE)));
         if !informer::ready(&m.nodes).await || !informer::ready(&m.leases).await || !informer::ready(&m.pods).await {
             return;

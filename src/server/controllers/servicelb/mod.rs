@@ -71,23 +71,39 @@ fn ingress_ips(svc: &Service) -> Vec<String> {
     lb.and_then(|l| l.ingress.as_ref()).into_iter().flatten().filter_map(|i| i.ip.clone()).collect()
 }
 
-/// Runs for as long as the runtime (the leader's) runs.
-pub async fn controller(client: kube::Client, store: Store, pool: Option<Ipv4Net>) {
+/// The controller on the shared Node informer, with a Service informer of its own; runs,
+/// for as long as the runtime (the leader's) runs, when the returned future is polled.
+pub fn controller(
+    client: kube::Client,
+    store: Store,
+    pool: Option<Ipv4Net>,
+    nodes: &mut Informer<Node>,
+) -> impl Future<Output = ()> + Send + 'static {
     let (tx, rx) = mpsc::unbounded_channel();
+    let sender = tx.clone();
+    nodes.on_change(move |_, _| {
+        let _ = sender.send(Change::Nodes);
+    });
+    let node_cache = nodes.store();
+    async move { serve(client, store, pool, node_cache, tx, rx).await }
+}
+
+async fn serve(
+    client: kube::Client,
+    store: Store,
+    pool: Option<Ipv4Net>,
+    node_cache: Cache<Node>,
+    tx: mpsc::UnboundedSender<Change>,
+    rx: mpsc::UnboundedReceiver<Change>,
+) {
     let mut services = Informer::<Service>::default();
     let sender = tx.clone();
     services.on_change(move |s, deleted| {
         let (ns, name) = (s.namespace().unwrap_or_default(), s.name_any());
         let _ = sender.send(if deleted { Change::Gone(ns, name) } else { Change::Service(ns, name) });
     });
-    let mut nodes = Informer::<Node>::default();
-    let sender = tx.clone();
-    nodes.on_change(move |_, _| {
-        let _ = sender.send(Change::Nodes);
-    });
-    let (svc_cache, node_cache) = (services.store(), nodes.store());
+    let svc_cache = services.store();
     tokio::spawn(services.run(Api::all(client.clone())));
-    tokio::spawn(nodes.run(Api::all(client.clone())));
     if !informer::ready(&svc_cache).await || !informer::ready(&node_cache).await {
         return;
     }
