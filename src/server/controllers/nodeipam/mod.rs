@@ -65,7 +65,7 @@ pub fn controller(
         let _ = sender.send(if deleted { Change::Gone(Box::new(n.clone())) } else { Change::Seen(n.name_any()) });
     });
     let cache = nodes.store();
-    async move { allocate(client, settings, cache, tx, rx).await }
+    allocate(client, settings, cache, tx, rx)
 }
 
 async fn allocate(

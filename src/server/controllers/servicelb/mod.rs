@@ -85,7 +85,7 @@ pub fn controller(
         let _ = sender.send(Change::Nodes);
     });
     let node_cache = nodes.store();
-    async move { serve(client, store, pool, node_cache, tx, rx).await }
+    serve(client, store, pool, node_cache, tx, rx)
 }
 
 async fn serve(
