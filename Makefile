@@ -8,6 +8,8 @@
 CARGO      ?= cargo
 IMAGES     := target/images
 NODECTL    := target/release/nodectl
+# What `make lint` and `make test` build with (Cargo.toml: release's code, less optimized).
+TESTING    := --profile testing
 
 .PHONY: all deps build images demo lint test vm-test soak bench conformance clean
 
@@ -31,12 +33,14 @@ demo: build images
 # Formatting and lints (clippy.toml, [lints] in Cargo.toml) are part of the tests.
 lint: deps
 	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets --locked -- -D warnings
+	$(CARGO) clippy $(TESTING) --all-targets --locked -- -D warnings
 
-test: lint build images
+# Lint and tests share one profile, so the C libraries, build scripts and proc macros are
+# built once.
+test: lint images
 	@bash tests/leaks.sh snapshot target/leaks.before
-	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) test --release --locked -- --test-threads=$$(nproc)
-	@bash tests/vm/run.sh target/vm
+	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) test $(TESTING) --locked -- --test-threads=$$(nproc)
+	@bash tests/vm/run.sh target/vm target/testing/nodectl
 	@bash tests/leaks.sh check target/leaks.before
 
 # 1,000 pods made and removed through the node daemon, in rounds of 50: nothing may be left

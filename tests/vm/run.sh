@@ -5,12 +5,13 @@
 # initramfs of busybox-static, Debian's apparmor_parser and our binary, run containers there
 # that memory.max, pids.max, cpu.max and io.max must stop and AppArmor profiles must confine,
 # and check what the guest prints.
-#   tests/vm/run.sh [WORK_DIR]   (default target/vm; the kernel is downloaded once)
+#   tests/vm/run.sh [WORK_DIR [BINARY]]   (default target/vm, the kernel downloaded once;
+#   default binary target/release/nodectl, `make test` gives its own build's)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/../.." && pwd)
 work=${1:-$top/target/vm}
-bin=$top/target/release/nodectl
+bin=$(realpath "${2:-$top/target/release/nodectl}")
 mkdir -p "$work"
 
 if [ ! -f "$work/vmlinuz" ]; then
