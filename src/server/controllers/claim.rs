@@ -11,7 +11,6 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Resource, ResourceExt};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
@@ -105,7 +104,7 @@ where
     /// The candidates (all in the owner's namespace) that are the owner's after claiming.
     pub async fn claim<K>(&mut self, candidates: &[&K]) -> Result<Vec<K>, ApiCallError>
     where
-        K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + Serialize + DeserializeOwned + Debug,
+        K: Resource<DynamicType = (), Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Debug,
     {
         let Some(sel) = self.selector else { return Ok(Vec::new()) };
         let deleting = self.owner.meta().deletion_timestamp.is_some();

@@ -119,8 +119,7 @@ pub fn start_clients(
     // pod is admitted in a namespace without its ServiceAccount.
     let publish_ca = which.contains(&"root-ca-cert-publisher").then(|| ca_pem.to_string());
     tokio::spawn(serviceaccounts::run(client.clone(), publish_ca));
-    let mut pods = informer::Informer::<k8s_openapi::api::core::v1::Pod>::default();
-    pods.trim(pods::trim_for_cache);
+    let mut pods = informer::Informer::<pods::CachedPod>::default();
     let mut sets = informer::Informer::<k8s_openapi::api::apps::v1::ReplicaSet>::default();
     let mut services = informer::Informer::<k8s_openapi::api::core::v1::Service>::default();
     // One Node cache for every controller that reads Nodes: with thousands of nodes, a

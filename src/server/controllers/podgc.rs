@@ -25,6 +25,7 @@ use serde_json::json;
 
 use super::claim;
 use super::informer::{self, Informer};
+use super::pods::CachedPod;
 
 /// The taint an operator puts on a node that is down for good (kube's out-of-service).
 pub const OUT_OF_SERVICE: &str = "node.kubernetes.io/out-of-service";
@@ -52,15 +53,15 @@ enum Verdict {
     Delete,
 }
 
-fn phase(pod: &Pod) -> Option<&str> {
+fn phase(pod: &CachedPod) -> Option<&str> {
     pod.status.as_ref().and_then(|s| s.phase.as_deref())
 }
 
-fn terminated(pod: &Pod) -> bool {
+fn terminated(pod: &CachedPod) -> bool {
     matches!(phase(pod), Some("Succeeded" | "Failed"))
 }
 
-fn node_of(pod: &Pod) -> Option<&str> {
+fn node_of(pod: &CachedPod) -> Option<&str> {
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
 }
 
@@ -73,17 +74,17 @@ fn out_of_service(node: &Node) -> bool {
 
 /// The finished pods to delete so that at most `threshold` remain: the oldest first, as
 /// kube sorts them (creation time, then name).
-fn over_threshold(pods: &[Arc<Pod>], threshold: usize) -> Vec<Arc<Pod>> {
+fn over_threshold(pods: &[Arc<CachedPod>], threshold: usize) -> Vec<Arc<CachedPod>> {
     if threshold == 0 {
         return Vec::new();
     }
-    let mut done: Vec<Arc<Pod>> =
+    let mut done: Vec<Arc<CachedPod>> =
         pods.iter().filter(|p| terminated(p) && p.metadata.deletion_timestamp.is_none()).cloned().collect();
     if done.len() <= threshold {
         return Vec::new();
     }
     done.sort_by(|a, b| {
-        let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+        let created = |p: &CachedPod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
         created(a).cmp(&created(b)).then_with(|| a.name_any().cmp(&b.name_any()))
     });
     let excess = done.len() - threshold;
@@ -95,7 +96,7 @@ struct Collector {
     client: kube::Client,
     settings: Settings,
     nodes: Store<Node>,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     /// Nodes that pods name but the cache lacks, and since when.
     missing_since: HashMap<String, Instant>,
 }
@@ -105,7 +106,7 @@ struct Collector {
 pub fn controller(
     client: kube::Client,
     settings: Settings,
-    (pods, nodes): (&Informer<Pod>, &Informer<Node>),
+    (pods, nodes): (&Informer<CachedPod>, &Informer<Node>),
 ) -> impl Future<Output = ()> + Send + 'static {
     let mut c = Collector { client, settings, nodes: nodes.store(), pods: pods.store(), missing_since: HashMap::new() };
     async move {
@@ -126,7 +127,7 @@ impl Collector {
         let pods = self.pods.state();
         let now = Instant::now();
         let quarantine = self.settings.period * 2;
-        let mut verdicts: Vec<(Arc<Pod>, Verdict)> = over_threshold(&pods, self.settings.terminated_threshold)
+        let mut verdicts: Vec<(Arc<CachedPod>, Verdict)> = over_threshold(&pods, self.settings.terminated_threshold)
             .into_iter()
             .map(|p| (p, Verdict::Delete))
             .collect();
@@ -173,7 +174,7 @@ impl Collector {
         }
     }
 
-    async fn carry_out(&self, pod: &Pod, verdict: Verdict) {
+    async fn carry_out(&self, pod: &CachedPod, verdict: Verdict) {
         let key = claim::key_of(pod);
         let api: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
         if let Verdict::FailAndDelete(message) = verdict
@@ -200,7 +201,7 @@ impl Collector {
 
 /// The status patch that ends a pod: phase Failed and the DisruptionTarget condition, the
 /// other conditions kept (a merge patch replaces the list whole).
-fn failed(pod: &Pod, message: &str) -> Patch<serde_json::Value> {
+fn failed(pod: &CachedPod, message: &str) -> Patch<serde_json::Value> {
     let mut conditions: Vec<PodCondition> = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     conditions.retain(|c| c.type_ != "DisruptionTarget");
     conditions.push(PodCondition {
@@ -222,18 +223,19 @@ fn failed(pod: &Pod, message: &str) -> Patch<serde_json::Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus, PodSpec, PodStatus, Taint};
+    use crate::server::controllers::pods::{CachedSpec, CachedStatus};
+    use k8s_openapi::api::core::v1::{NodeCondition, NodeSpec, NodeStatus, Taint};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn pod(name: &str, created: i64, phase: &str) -> Arc<Pod> {
-        Arc::new(Pod {
+    fn pod(name: &str, created: i64, phase: &str) -> Arc<CachedPod> {
+        Arc::new(CachedPod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 creation_timestamp: Some(Time(chrono::DateTime::from_timestamp(created, 0).unwrap())),
                 ..ObjectMeta::default()
             },
-            spec: Some(PodSpec { node_name: Some("n".into()), ..PodSpec::default() }),
-            status: Some(PodStatus { phase: Some(phase.into()), ..PodStatus::default() }),
+            spec: Some(CachedSpec { node_name: Some("n".into()), ..CachedSpec::default() }),
+            status: Some(CachedStatus { phase: Some(phase.into()), ..CachedStatus::default() }),
         })
     }
 
@@ -246,7 +248,7 @@ mod tests {
             pod("b", 20, "Succeeded"),
             pod("b0", 20, "Succeeded"),
         ];
-        let names = |v: Vec<Arc<Pod>>| v.iter().map(|p| p.name_any()).collect::<Vec<_>>();
+        let names = |v: Vec<Arc<CachedPod>>| v.iter().map(|p| p.name_any()).collect::<Vec<_>>();
         assert_eq!(names(over_threshold(&pods, 2)), ["a", "b"]);
         assert_eq!(names(over_threshold(&pods, 4)), Vec::<String>::new());
         assert_eq!(names(over_threshold(&pods, 0)), Vec::<String>::new(), "0 keeps every pod");

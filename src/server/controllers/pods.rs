@@ -1,30 +1,35 @@
-//! What workload controllers read from a pod: whether it still counts (active), whether it
-//! is ready and since when, and who controls it; as kube's `pkg/controller` and
-//! `podutil` helpers answer them.
+//! Pods as the controllers' shared cache keeps them ([`CachedPod`]), and what workload
+//! controllers read from one: whether it still counts (active), whether it is ready and
+//! since when, and who controls it; as kube's `pkg/controller` and `podutil` helpers
+//! answer them.
 
-use k8s_openapi::api::core::v1::Pod;
+use std::borrow::Cow;
+
+use k8s_openapi::api::core::v1::{ContainerPort, Pod, PodCondition, PodIP, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::{NamespaceResourceScope, Resource as _};
+use serde::Deserialize;
 
 /// Neither finished (Succeeded, Failed) nor being deleted: kube's FilterActivePods.
-pub fn is_active(pod: &Pod) -> bool {
+pub fn is_active(pod: &CachedPod) -> bool {
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
     phase != Some("Succeeded") && phase != Some("Failed") && pod.metadata.deletion_timestamp.is_none()
 }
 
 /// When the pod's Ready condition became True, if it is True now.
-pub fn ready_since(pod: &Pod) -> Option<Option<i64>> {
+pub fn ready_since(pod: &CachedPod) -> Option<Option<i64>> {
     let c = pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
     (c.status == "True").then(|| c.last_transition_time.as_ref().map(|t| t.0.timestamp()))
 }
 
-pub fn is_ready(pod: &Pod) -> bool {
+pub fn is_ready(pod: &CachedPod) -> bool {
     ready_since(pod).is_some()
 }
 
 /// Ready for at least `min_ready_seconds` at `now` (seconds since the epoch): kube's
 /// IsPodAvailable. A Ready condition without a transition time counts only when no wait
 /// is asked.
-pub fn is_available(pod: &Pod, min_ready_seconds: i64, now: i64) -> bool {
+pub fn is_available(pod: &CachedPod, min_ready_seconds: i64, now: i64) -> bool {
     match ready_since(pod) {
         None => false,
         Some(_) if min_ready_seconds <= 0 => true,
@@ -33,27 +38,95 @@ pub fn is_available(pod: &Pod, min_ready_seconds: i64, now: i64) -> bool {
     }
 }
 
-/// Drops from a pod what no controller reads before the shared pod cache keeps it (as
-/// client-go's informer transforms do): its volumes (every pod carries the projected
-/// `kube-api-access` volume) and each container's command, arguments, environment, mounts,
-/// probes, lifecycle hooks and security context. Names, images, ports, resources, the
-/// node, tolerations, metadata and status stay. With tens of thousands of pods, this is
-/// most of the cache.
-pub fn trim_for_cache(pod: &mut Pod) {
-    let Some(spec) = pod.spec.as_mut() else { return };
-    spec.volumes = None;
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-        c.command = None;
-        c.args = None;
-        c.env = None;
-        c.env_from = None;
-        c.volume_mounts = None;
-        c.volume_devices = None;
-        c.liveness_probe = None;
-        c.readiness_probe = None;
-        c.startup_probe = None;
-        c.lifecycle = None;
-        c.security_context = None;
+/// A pod as the shared pod cache keeps it: only what the controllers read (as client-go's
+/// informer transforms trim, but by type). k8s-openapi's `Pod` holds every optional field
+/// inline, 2 KiB for the pod and 2 KiB more per container before any of it is set, so
+/// tens of thousands of cached pods cost hundreds of megabytes; decoding straight into
+/// this skips the rest of each pod (volumes, commands, environment, probes) as well.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedPod {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    pub spec: Option<CachedSpec>,
+    pub status: Option<CachedStatus>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedSpec {
+    pub node_name: Option<String>,
+    pub hostname: Option<String>,
+    pub subdomain: Option<String>,
+    pub tolerations: Option<Vec<Toleration>>,
+    #[serde(default)]
+    pub containers: Vec<CachedContainer>,
+    pub init_containers: Option<Vec<CachedContainer>>,
+}
+
+/// A container's name and ports (a Service's named targetPort), and its restartPolicy (an
+/// init container with Always is a sidecar).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedContainer {
+    pub name: String,
+    pub ports: Option<Vec<ContainerPort>>,
+    pub restart_policy: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedStatus {
+    pub phase: Option<String>,
+    pub conditions: Option<Vec<PodCondition>>,
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    #[serde(rename = "podIPs")]
+    pub pod_ips: Option<Vec<PodIP>>,
+    pub container_statuses: Option<Vec<CachedContainerStatus>>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedContainerStatus {
+    pub name: String,
+    #[serde(default)]
+    pub ready: bool,
+    #[serde(default)]
+    pub restart_count: i32,
+}
+
+impl kube::Resource for CachedPod {
+    type DynamicType = ();
+    type Scope = NamespaceResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Pod::KIND.into()
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Pod::GROUP.into()
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Pod::VERSION.into()
+    }
+    fn api_version(_: &()) -> Cow<'_, str> {
+        Pod::API_VERSION.into()
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Pod::URL_PATH_SEGMENT.into()
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// A whole pod as the cache would keep it (tests build pods as k8s-openapi's).
+impl From<&Pod> for CachedPod {
+    fn from(pod: &Pod) -> CachedPod {
+        serde_json::to_value(pod).and_then(serde_json::from_value).expect("a Pod decodes as a CachedPod")
     }
 }
 
@@ -63,7 +136,7 @@ pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
 }
 
 /// The most restarts of any of the pod's containers.
-pub fn restarts(pod: &Pod) -> i32 {
+pub fn restarts(pod: &CachedPod) -> i32 {
     pod.status
         .as_ref()
         .and_then(|s| s.container_statuses.as_ref())
@@ -79,8 +152,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_cache_keeps_what_controllers_read_and_drops_the_rest() {
-        let mut pod: Pod = serde_json::from_value(serde_json::json!({
+    fn a_cached_pod_keeps_what_controllers_read() {
+        let json = serde_json::json!({
             "metadata": {"name": "p", "labels": {"app": "a"}, "annotations": {"controller.kubernetes.io/pod-deletion-cost": "5"}},
             "spec": {
                 "nodeName": "n1", "hostname": "h", "subdomain": "s",
@@ -96,23 +169,23 @@ mod tests {
             "status": {"phase": "Running", "podIP": "10.0.0.1",
                        "conditions": [{"type": "Ready", "status": "True"}],
                        "containerStatuses": [{"name": "c", "image": "busybox", "imageID": "", "ready": true, "restartCount": 3}]},
-        }))
-        .unwrap();
-        trim_for_cache(&mut pod);
+        });
+        let pod: CachedPod = serde_json::from_value(json.clone()).unwrap();
         let spec = pod.spec.as_ref().unwrap();
-        assert!(spec.volumes.is_none());
         let c = &spec.containers[0];
-        assert!(c.command.is_none() && c.args.is_none() && c.env.is_none());
-        assert!(c.volume_mounts.is_none() && c.readiness_probe.is_none());
-        assert!(spec.init_containers.as_ref().unwrap()[0].command.is_none());
-        // What the controllers read stays.
+        assert_eq!(c.name, "c");
         assert_eq!(c.ports.as_ref().unwrap()[0].name.as_deref(), Some("http"));
-        assert!(c.resources.is_some());
+        assert_eq!(spec.init_containers.as_ref().unwrap()[0].name, "i");
         assert_eq!(spec.node_name.as_deref(), Some("n1"));
         assert_eq!((spec.hostname.as_deref(), spec.subdomain.as_deref()), (Some("h"), Some("s")));
         assert_eq!(spec.tolerations.as_ref().unwrap().len(), 1);
         assert!(pod.metadata.annotations.as_ref().unwrap().contains_key("controller.kubernetes.io/pod-deletion-cost"));
         assert!(is_ready(&pod));
-        assert_eq!(pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0].restart_count, 3);
+        assert!(is_active(&pod));
+        assert_eq!(restarts(&pod), 3);
+        assert_eq!(pod.status.as_ref().unwrap().pod_ip.as_deref(), Some("10.0.0.1"));
+        // The same pod by way of k8s-openapi's type (as tests build them).
+        let whole: Pod = serde_json::from_value(json).unwrap();
+        assert_eq!(CachedPod::from(&whole), pod);
     }
 }

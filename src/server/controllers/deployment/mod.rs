@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
@@ -31,7 +31,7 @@ use serde_json::json;
 use super::claim::{self, ApiCallError, Claim};
 use super::events::{Recorder, Type};
 use super::informer::{self, Informer};
-use super::pods;
+use super::pods::{self, CachedPod};
 use super::retry::RetryLimiter;
 use crate::model::labels;
 use plan::{desired, replicas};
@@ -53,7 +53,7 @@ pub enum SyncError {
 pub struct Context {
     client: kube::Client,
     sets: Store<ReplicaSet>,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     retries: RetryLimiter<String>,
     events: Recorder,
 }
@@ -62,7 +62,7 @@ pub struct Context {
 /// rollout waits for the old pods to be gone); runs when the returned future is polled.
 pub fn controller(
     client: kube::Client,
-    pods: &mut Informer<Pod>,
+    pods: &mut Informer<CachedPod>,
     sets: &mut Informer<ReplicaSet>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let controller = Controller::new(Api::<Deployment>::all(client.clone()), watcher::Config::default())

@@ -6,11 +6,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudgetSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::server::controllers::pods;
+use crate::server::controllers::pods::{self, CachedPod};
 
 /// How long after an eviction the evicted pod is expected to be marked for deletion; an
 /// entry of disruptedPods older than this is dropped (kube's DeletionTimeout).
@@ -61,8 +60,8 @@ pub struct Expected {
 /// minAvailable expects the pods there are.
 pub fn expected(
     spec: &PodDisruptionBudgetSpec,
-    pods: &[&Pod],
-    scale_of: impl Fn(&Pod) -> Option<Scale>,
+    pods: &[&CachedPod],
+    scale_of: impl Fn(&CachedPod) -> Option<Scale>,
 ) -> Result<Expected, String> {
     let scale = || -> Result<(i32, Vec<String>), String> {
         let mut scales: BTreeMap<String, i32> = BTreeMap::new();
@@ -102,7 +101,7 @@ pub fn expected(
 /// seconds) whose pod is still there, not yet marked for deletion, and evicted less than
 /// [`DELETION_TIMEOUT_SECS`] ago; and when the oldest kept one runs out.
 pub fn still_disrupted(
-    pods: &[&Pod],
+    pods: &[&CachedPod],
     recorded: &BTreeMap<String, i64>,
     now: i64,
 ) -> (BTreeMap<String, i64>, Option<i64>) {
@@ -125,7 +124,7 @@ pub fn still_disrupted(
 }
 
 /// kube's countHealthyPods: ready pods neither being deleted nor recently evicted.
-pub fn healthy(pods: &[&Pod], disrupted: &BTreeMap<String, i64>, now: i64) -> i32 {
+pub fn healthy(pods: &[&CachedPod], disrupted: &BTreeMap<String, i64>, now: i64) -> i32 {
     pods.iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
@@ -145,7 +144,7 @@ pub fn allowed(current_healthy: i32, desired_healthy: i32, expected: i32) -> i32
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
+    use k8s_openapi::api::core::v1::PodCondition;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 
     use super::*;
@@ -169,8 +168,8 @@ mod tests {
         assert!(scaled(&pct("x%"), 10, true).is_err());
     }
 
-    fn pod(name: &str, owner: Option<&str>, ready: bool, deleting: bool) -> Pod {
-        Pod {
+    fn pod(name: &str, owner: Option<&str>, ready: bool, deleting: bool) -> CachedPod {
+        CachedPod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
                 owner_references: owner.map(|uid| {
@@ -186,16 +185,16 @@ mod tests {
                 deletion_timestamp: deleting.then(|| Time(crate::model::time::now())),
                 ..ObjectMeta::default()
             },
-            status: Some(PodStatus {
+            status: Some(pods::CachedStatus {
                 phase: Some("Running".into()),
                 conditions: Some(vec![PodCondition {
                     type_: "Ready".into(),
                     status: if ready { "True" } else { "False" }.into(),
                     ..PodCondition::default()
                 }]),
-                ..PodStatus::default()
+                ..pods::CachedStatus::default()
             }),
-            ..Pod::default()
+            ..CachedPod::default()
         }
     }
 
@@ -204,7 +203,7 @@ mod tests {
     }
 
     /// Controllers "a" of scale 4 and "b" of scale 6.
-    fn scales(p: &Pod) -> Option<Scale> {
+    fn scales(p: &CachedPod) -> Option<Scale> {
         let uid = pods::controller_of(&p.metadata)?.uid.clone();
         let replicas = match uid.as_str() {
             "a" => 4,
@@ -218,7 +217,7 @@ mod tests {
     fn the_expected_count_is_the_controllers_scale_for_percentages_and_max_unavailable() {
         let ps =
             [pod("a1", Some("a"), true, false), pod("a2", Some("a"), true, false), pod("b1", Some("b"), true, false)];
-        let refs: Vec<&Pod> = ps.iter().collect();
+        let refs: Vec<&CachedPod> = ps.iter().collect();
         // Two controllers, 4 + 6: maxUnavailable 1 wants 9 healthy, 25% rounds up to 3.
         let e = expected(&spec(None, Some(IntOrString::Int(1))), &refs, scales).unwrap();
         assert_eq!((e.expected, e.desired_healthy), (10, 9));
@@ -237,11 +236,11 @@ mod tests {
     #[test]
     fn unmanaged_pods_are_named_and_an_unknown_controller_is_an_error() {
         let ps = [pod("a1", Some("a"), true, false), pod("loose", None, true, false)];
-        let refs: Vec<&Pod> = ps.iter().collect();
+        let refs: Vec<&CachedPod> = ps.iter().collect();
         let e = expected(&spec(None, Some(IntOrString::Int(1))), &refs, scales).unwrap();
         assert_eq!((e.expected, e.unmanaged), (4, vec!["loose".to_string()]));
         let ps = [pod("z1", Some("z"), true, false)];
-        let refs: Vec<&Pod> = ps.iter().collect();
+        let refs: Vec<&CachedPod> = ps.iter().collect();
         let err = expected(&spec(Some(pct("50%")), None), &refs, scales).unwrap_err();
         assert_eq!(err, "found no controllers for pod \"z1\"");
     }
@@ -255,7 +254,7 @@ mod tests {
             pod("going", None, true, true),
             pod("unready", None, false, false),
         ];
-        let refs: Vec<&Pod> = ps.iter().collect();
+        let refs: Vec<&CachedPod> = ps.iter().collect();
         let now = 1_000_000;
         let recorded: BTreeMap<String, i64> =
             [("evicted", now - 10), ("long-ago", now - 500), ("going", now - 5), ("vanished", now - 1)]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Pod};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::ResourceExt;
 use kube::api::{Api, PostParams};
@@ -31,7 +31,7 @@ use serde_json::{Value, json};
 use super::claim::{self, ApiCallError};
 use super::events::{Recorder, Type};
 use super::informer::{self, Informer};
-use super::pods;
+use super::pods::{self, CachedPod};
 use super::retry::RetryLimiter;
 use crate::model::labels;
 use crate::server::registry::eviction::{condition, set_disruption_allowed};
@@ -50,7 +50,7 @@ pub enum SyncError {
 
 pub struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     sets: Store<ReplicaSet>,
     deployments: Store<Deployment>,
     stateful_sets: Store<StatefulSet>,
@@ -60,7 +60,7 @@ pub struct Context {
 
 /// The controller, triggered by `pods`' changes; runs when the returned future is polled
 /// (start the pod informer too).
-pub fn controller(client: kube::Client, pods: &mut Informer<Pod>) -> impl Future<Output = ()> + Send + 'static {
+pub fn controller(client: kube::Client, pods: &mut Informer<CachedPod>) -> impl Future<Output = ()> + Send + 'static {
     let controller = Controller::new(Api::<PodDisruptionBudget>::all(client.clone()), watcher::Config::default());
     let budgets = controller.store();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -106,7 +106,7 @@ fn selects(pdb: &PodDisruptionBudget, pod_labels: &BTreeMap<String, String>) -> 
 }
 
 /// The budgets of the pod's namespace that select it.
-fn concerned(pod: &Pod, budgets: &Store<PodDisruptionBudget>) -> Vec<ObjectRef<PodDisruptionBudget>> {
+fn concerned(pod: &CachedPod, budgets: &Store<PodDisruptionBudget>) -> Vec<ObjectRef<PodDisruptionBudget>> {
     let ns = pod.namespace();
     let have = pod.metadata.labels.clone().unwrap_or_default();
     budgets
@@ -138,7 +138,7 @@ fn reference_to(pdb: &PodDisruptionBudget) -> ObjectReference {
 
 /// The controller of `pod` the budget counts, and its scale: a Deployment for the pods of
 /// its ReplicaSets, else the ReplicaSet or StatefulSet; None if none is known.
-fn scale_of(ctx: &Context, pod: &Pod) -> Option<Scale> {
+fn scale_of(ctx: &Context, pod: &CachedPod) -> Option<Scale> {
     let owner = pods::controller_of(&pod.metadata)?;
     let ns = pod.namespace().unwrap_or_default();
     let group = owner.api_version.split_once('/').map_or("", |(g, _)| g);
@@ -188,7 +188,7 @@ async fn reconcile(pdb: Arc<PodDisruptionBudget>, ctx: Arc<Context>) -> Result<A
     let key = claim::key_of(&*pdb);
     let ns = pdb.namespace();
     let all = ctx.pods.state();
-    let selected: Vec<&Pod> = all
+    let selected: Vec<&CachedPod> = all
         .iter()
         .map(|p| &**p)
         .filter(|p| p.namespace() == ns && selects(&pdb, p.metadata.labels.as_ref().unwrap_or(&BTreeMap::new())))

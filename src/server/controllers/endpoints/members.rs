@@ -6,13 +6,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
+use k8s_openapi::api::core::v1::{ObjectReference, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 
 use crate::model::labels::{self, Labels};
-use crate::server::controllers::pods;
+use crate::server::controllers::pods::{self, CachedPod};
 
 /// A pod as one endpoint of a Service.
 #[derive(Clone, Debug, PartialEq)]
@@ -54,7 +54,7 @@ pub fn publishes_not_ready(svc: &Service) -> bool {
 }
 
 /// Whether the Service's selector picks the pod (same namespace, every selector label).
-pub fn selects(svc: &Service, pod: &Pod) -> bool {
+pub fn selects(svc: &Service, pod: &CachedPod) -> bool {
     let Some(selector) = svc.spec.as_ref().and_then(|s| s.selector.as_ref()) else { return false };
     let have: Labels = pod.metadata.labels.clone().unwrap_or_default();
     pod.namespace() == svc.namespace() && labels::has_all(selector, &have)
@@ -62,7 +62,7 @@ pub fn selects(svc: &Service, pod: &Pod) -> bool {
 
 /// kube's ShouldPodBeInEndpoints: not finished, has an address, and (unless terminating
 /// pods are wanted) not being deleted.
-fn should_be_in(pod: &Pod, include_terminating: bool) -> bool {
+fn should_be_in(pod: &CachedPod, include_terminating: bool) -> bool {
     let status = pod.status.as_ref();
     let phase = status.and_then(|s| s.phase.as_deref());
     if phase == Some("Succeeded") || phase == Some("Failed") {
@@ -75,7 +75,7 @@ fn should_be_in(pod: &Pod, include_terminating: bool) -> bool {
 }
 
 /// The pod's IPv4 address (nodectl's pod networks are IPv4).
-fn ipv4(pod: &Pod) -> Option<String> {
+fn ipv4(pod: &CachedPod) -> Option<String> {
     let s = pod.status.as_ref()?;
     let listed = s.pod_ips.iter().flatten().map(|p| p.ip.as_str());
     s.pod_ip.as_deref().into_iter().chain(listed).find(|ip| ip.parse::<std::net::Ipv4Addr>().is_ok()).map(String::from)
@@ -84,7 +84,7 @@ fn ipv4(pod: &Pod) -> Option<String> {
 /// The pods of `svc` among `pods` as members; `include_terminating` as the caller's kind
 /// wants it (EndpointSlices list terminating pods, Endpoints only when not-ready addresses
 /// are published).
-pub fn members(svc: &Service, pods: &[&Pod], include_terminating: bool) -> Vec<Member> {
+pub fn members(svc: &Service, pods: &[&CachedPod], include_terminating: bool) -> Vec<Member> {
     let mut out: Vec<Member> = pods
         .iter()
         .filter(|p| selects(svc, p) && should_be_in(p, include_terminating))
@@ -94,7 +94,7 @@ pub fn members(svc: &Service, pods: &[&Pod], include_terminating: bool) -> Vec<M
     out
 }
 
-fn member(svc: &Service, pod: &Pod) -> Option<Member> {
+fn member(svc: &Service, pod: &CachedPod) -> Option<Member> {
     let spec = pod.spec.as_ref();
     let serving = pods::is_ready(pod);
     let terminating = pod.metadata.deletion_timestamp.is_some();
@@ -127,7 +127,7 @@ fn member(svc: &Service, pod: &Pod) -> Option<Member> {
 
 /// kube's FindPort: a numeric targetPort is the port; a named one is the container port of
 /// that name and protocol (app containers, then sidecars). None when the name is unknown.
-fn port(sp: &ServicePort, pod: &Pod) -> Option<Port> {
+fn port(sp: &ServicePort, pod: &CachedPod) -> Option<Port> {
     let protocol = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
     let number = match &sp.target_port {
         None => sp.port,
@@ -141,7 +141,7 @@ fn port(sp: &ServicePort, pod: &Pod) -> Option<Port> {
     Some(Port { name: sp.name.clone(), port: number, protocol, app_protocol: sp.app_protocol.clone() })
 }
 
-fn named(pod: &Pod, name: &str, protocol: &str) -> Option<i32> {
+fn named(pod: &CachedPod, name: &str, protocol: &str) -> Option<i32> {
     let spec = pod.spec.as_ref()?;
     let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
     spec.containers.iter().chain(sidecars).flat_map(|c| c.ports.iter().flatten()).find_map(|p| {
@@ -159,7 +159,7 @@ pub struct Concerned {
 }
 
 impl Concerned {
-    pub fn services(&self, pod: &Pod, deleted: bool, services: &Store<Service>) -> Vec<ObjectRef<Service>> {
+    pub fn services(&self, pod: &CachedPod, deleted: bool, services: &Store<Service>) -> Vec<ObjectRef<Service>> {
         let key = format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any());
         let now: HashSet<ObjectRef<Service>> = if deleted {
             HashSet::new()
@@ -182,7 +182,7 @@ mod tests {
         serde_json::from_value(json!({"metadata": {"name": "web", "namespace": "d"}, "spec": spec})).unwrap()
     }
 
-    fn pod(name: &str, ip: Option<&str>, ready: bool, extra: serde_json::Value) -> Pod {
+    fn pod(name: &str, ip: Option<&str>, ready: bool, extra: serde_json::Value) -> CachedPod {
         let mut p = json!({
             "metadata": {"name": name, "namespace": "d", "uid": format!("u-{name}"), "labels": {"app": "web"}},
             "spec": {"nodeName": "n1", "containers": [{"name": "c", "ports": [

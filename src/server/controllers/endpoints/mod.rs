@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
@@ -29,6 +29,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::claim::{self, ApiCallError};
 use super::informer::{self, Informer};
+use super::pods::CachedPod;
 use super::retry::RetryLimiter;
 
 /// kube's component names.
@@ -46,7 +47,7 @@ pub enum SyncError {
 
 pub struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     retries: RetryLimiter<String>,
 }
 
@@ -59,7 +60,7 @@ struct Wiring {
     deleted: UnboundedReceiver<ObjectRef<Service>>,
 }
 
-fn wire(services: &mut Informer<Service>, pods: &mut Informer<Pod>) -> Wiring {
+fn wire(services: &mut Informer<Service>, pods: &mut Informer<CachedPod>) -> Wiring {
     let (applied_tx, applied) = unbounded_channel();
     let (deleted_tx, deleted) = unbounded_channel();
     services.on_change(move |svc, gone| {
@@ -85,7 +86,7 @@ fn stream<T: Send + 'static>(rx: UnboundedReceiver<T>) -> impl Stream<Item = T> 
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|r| (r, rx)) })
 }
 
-fn context(client: &kube::Client, pods: &Informer<Pod>) -> Arc<Context> {
+fn context(client: &kube::Client, pods: &Informer<CachedPod>) -> Arc<Context> {
     Arc::new(Context { client: client.clone(), pods: pods.store(), retries: RetryLimiter::default() })
 }
 
@@ -96,7 +97,7 @@ fn error_policy(svc: Arc<Service>, err: &SyncError, ctx: Arc<Context>) -> Action
 }
 
 /// The pods of the Service's namespace from the shared cache, once it has listed.
-async fn pods_of(ctx: &Context, svc: &Service) -> Option<Vec<Arc<Pod>>> {
+async fn pods_of(ctx: &Context, svc: &Service) -> Option<Vec<Arc<CachedPod>>> {
     if !informer::ready(&ctx.pods).await {
         return None;
     }
@@ -108,7 +109,7 @@ async fn pods_of(ctx: &Context, svc: &Service) -> Option<Vec<Arc<Pod>>> {
 pub fn endpoints_controller(
     client: kube::Client,
     services: &mut Informer<Service>,
-    pods: &mut Informer<Pod>,
+    pods: &mut Informer<CachedPod>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let started = crate::model::time::now_secs();
     let w = wire(services, pods);
@@ -143,7 +144,7 @@ async fn sync_endpoints(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, 
         return Ok(Action::await_change());
     }
     let Some(in_namespace) = pods_of(&ctx, &svc).await else { return Ok(Action::requeue(Duration::from_secs(1))) };
-    let pods: Vec<&Pod> = in_namespace.iter().map(|p| &**p).collect();
+    let pods: Vec<&CachedPod> = in_namespace.iter().map(|p| &**p).collect();
     let key = claim::key_of(&*svc);
     let name = svc.name_any();
     let all = members::members(&svc, &pods, members::publishes_not_ready(&svc));
@@ -234,7 +235,7 @@ async fn delete_leftovers(client: kube::Client, services: Store<Service>, starte
 pub fn slices_controller(
     client: kube::Client,
     services: &mut Informer<Service>,
-    pods: &mut Informer<Pod>,
+    pods: &mut Informer<CachedPod>,
 ) -> impl Future<Output = ()> + Send + 'static {
     let w = wire(services, pods);
     let applied = stream(w.applied).map(Ok::<_, watcher::Error>);
@@ -263,7 +264,7 @@ async fn sync_slices(svc: Arc<Service>, ctx: Arc<Context>) -> Result<Action, Syn
         return Ok(Action::await_change());
     }
     let Some(in_namespace) = pods_of(&ctx, &svc).await else { return Ok(Action::requeue(Duration::from_secs(1))) };
-    let pods: Vec<&Pod> = in_namespace.iter().map(|p| &**p).collect();
+    let pods: Vec<&CachedPod> = in_namespace.iter().map(|p| &**p).collect();
     let key = claim::key_of(&*svc);
     let api: Api<EndpointSlice> = Api::namespaced(ctx.client.clone(), &svc.namespace().unwrap_or_default());
     let listed = api

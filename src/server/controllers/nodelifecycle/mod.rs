@@ -29,6 +29,7 @@ use serde_json::json;
 use super::claim;
 use super::events::{Recorder, Type};
 use super::informer::{self, Informer};
+use super::pods::CachedPod;
 
 /// kube's component name, in events.
 pub const NAME: &str = "node-controller";
@@ -60,7 +61,7 @@ struct Monitor {
     settings: Settings,
     nodes: Store<Node>,
     leases: Store<Lease>,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     probes: health::Probes,
     /// When a node last got NoExecute taints.
     last_taint: Option<Instant>,
@@ -72,7 +73,7 @@ struct Monitor {
 pub fn controller(
     client: kube::Client,
     settings: Settings,
-    (pods, nodes): (&Informer<Pod>, &Informer<Node>),
+    (pods, nodes): (&Informer<CachedPod>, &Informer<Node>),
 ) -> impl Future<Output = ()> + Send + 'static {
     let leases = Informer::<Lease>::default();
     let mut m = Monitor {
@@ -184,7 +185,7 @@ impl Monitor {
         }
     }
 
-    fn pods_on(&self, node: &str) -> Vec<Arc<Pod>> {
+    fn pods_on(&self, node: &str) -> Vec<Arc<CachedPod>> {
         self.pods
             .state()
             .into_iter()

@@ -2,9 +2,10 @@
 //! eviction), and when a pod must leave a node because of NoExecute taints (kube's
 //! NoExecute taint manager).
 
-use k8s_openapi::api::core::v1::{Node, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
+use crate::server::controllers::pods::CachedPod;
 use crate::server::scheduler::matching::tolerates;
 
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -64,7 +65,7 @@ pub enum Eviction {
 /// kube's rule: every NoExecute taint must be tolerated, else now; then the shortest
 /// tolerationSeconds of the matching tolerations (those without seconds tolerate for
 /// ever; 0 or less means now), counted from when the earliest of the taints was added.
-pub fn eviction(pod: &Pod, taints: &[Taint], now: i64) -> Eviction {
+pub fn eviction(pod: &CachedPod, taints: &[Taint], now: i64) -> Eviction {
     let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_deref()).unwrap_or_default();
     let mut shortest: Option<i64> = None;
     let mut since: Option<i64> = None;
@@ -128,7 +129,7 @@ mod tests {
             time_added: Some(Time(chrono::DateTime::parse_from_rfc3339(added).unwrap().into())),
         };
         let t0 = crate::model::time::parse_rfc3339("2026-01-01T00:00:00Z").unwrap();
-        let pod = |tolerations: serde_json::Value| -> Pod {
+        let pod = |tolerations: serde_json::Value| -> CachedPod {
             serde_json::from_value(
                 json!({"metadata": {"name": "p"}, "spec": {"containers": [], "tolerations": tolerations}}),
             )

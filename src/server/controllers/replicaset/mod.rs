@@ -32,7 +32,7 @@ use super::claim::{self, ApiCallError, Claim};
 use super::events::{Recorder, Type};
 use super::expectations::{Expectations, Seen};
 use super::informer::Informer;
-use super::pods;
+use super::pods::{self, CachedPod};
 use super::retry::RetryLimiter;
 use crate::model::labels;
 
@@ -55,7 +55,7 @@ pub enum SyncError {
 
 pub struct Context {
     client: kube::Client,
-    pods: Store<Pod>,
+    pods: Store<CachedPod>,
     expectations: Expectations<String>,
     retries: RetryLimiter<String>,
     events: Recorder,
@@ -63,7 +63,10 @@ pub struct Context {
 
 /// The controller, triggered by `informer`'s pods; runs when the returned future is polled
 /// (start the informer too).
-pub fn controller(client: kube::Client, informer: &mut Informer<Pod>) -> impl Future<Output = ()> + Send + 'static {
+pub fn controller(
+    client: kube::Client,
+    informer: &mut Informer<CachedPod>,
+) -> impl Future<Output = ()> + Send + 'static {
     let controller = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
         .with_config(kube::runtime::controller::Config::default().concurrency(WORKERS));
     let sets = controller.store();
@@ -98,7 +101,7 @@ pub fn controller(client: kube::Client, informer: &mut Informer<Pod>) -> impl Fu
 
 /// The ReplicaSets a change of `pod` concerns: its controller if that is a ReplicaSet;
 /// for an orphan, every ReplicaSet in its namespace that would adopt it.
-fn concerned(pod: &Pod, sets: &Store<ReplicaSet>) -> Vec<ObjectRef<ReplicaSet>> {
+fn concerned(pod: &CachedPod, sets: &Store<ReplicaSet>) -> Vec<ObjectRef<ReplicaSet>> {
     let ns = pod.namespace().unwrap_or_default();
     if let Some(owner) = pods::controller_of(&pod.metadata) {
         if owner.kind == "ReplicaSet" && owner.api_version.starts_with("apps/") {
@@ -140,7 +143,7 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Syn
     let key = key(&rs);
     let ns = rs.namespace().unwrap_or_default();
     let spec = rs.spec.as_ref().ok_or_else(|| SyncError::NoSpec(key.clone()))?;
-    let in_namespace: Vec<Arc<Pod>> =
+    let in_namespace: Vec<Arc<CachedPod>> =
         ctx.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns.as_str())).collect();
     let satisfied = ctx.expectations.satisfied(
         &key,
@@ -150,10 +153,10 @@ async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Context>) -> Result<Action, Syn
             terminating: p.metadata.deletion_timestamp.is_some(),
         }),
     );
-    let active: Vec<&Pod> = in_namespace.iter().map(|p| &**p).filter(|p| pods::is_active(p)).collect();
+    let active: Vec<&CachedPod> = in_namespace.iter().map(|p| &**p).filter(|p| pods::is_active(p)).collect();
     let me = claim::controller_ref(&*rs, "apps/v1", "ReplicaSet");
     let owned = Claim::new(&ctx.client, &*rs, me, Some(&spec.selector)).claim(&active).await?;
-    let owned_refs: Vec<&Pod> = owned.iter().collect();
+    let owned_refs: Vec<&CachedPod> = owned.iter().collect();
     let replicas = spec.replicas.unwrap_or(1).max(0) as usize;
     let now = crate::model::time::now_secs();
     let mut failure = None;
@@ -201,7 +204,7 @@ async fn manage(
     ctx: &Context,
     rs: &ReplicaSet,
     key: &str,
-    owned: &[&Pod],
+    owned: &[&CachedPod],
     replicas: usize,
     now: i64,
 ) -> Option<status::Failure> {
@@ -273,7 +276,7 @@ async fn create(ctx: &Context, rs: &ReplicaSet, key: &str, pod: &Pod) -> Result<
     }
 }
 
-async fn delete(ctx: &Context, rs: &ReplicaSet, key: &str, pod: &Pod) -> Result<(), String> {
+async fn delete(ctx: &Context, rs: &ReplicaSet, key: &str, pod: &CachedPod) -> Result<(), String> {
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &rs.namespace().unwrap_or_default());
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let key = key.to_string();
@@ -320,12 +323,12 @@ mod tests {
         for r in [rs("a", "ns1", "web"), rs("b", "ns1", "db"), rs("c", "ns2", "web")] {
             writer.apply_watcher_event(&watcher::Event::Apply(r));
         }
-        let orphan: Pod =
+        let orphan: CachedPod =
             serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns1", "labels": {"app": "web"}}}))
                 .unwrap();
         let names = |v: Vec<ObjectRef<ReplicaSet>>| v.into_iter().map(|r| r.name).collect::<Vec<_>>();
         assert_eq!(names(concerned(&orphan, &store)), ["a"]);
-        let owned: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns1", "labels": {"app": "x"},
+        let owned: CachedPod = serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "ns1", "labels": {"app": "x"},
             "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "b", "uid": "b", "controller": true}]}}))
         .unwrap();
         assert_eq!(names(concerned(&owned, &store)), ["b"]);

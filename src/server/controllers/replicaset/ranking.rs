@@ -13,32 +13,30 @@
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
-use k8s_openapi::api::core::v1::Pod;
-
-use crate::server::controllers::pods;
+use crate::server::controllers::pods::{self, CachedPod};
 
 const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
 
 /// `pods` ordered so that the first ones are the first to delete; `related` are the pods
 /// whose company on a node counts (the owner's own, active ones); `now` in seconds.
-pub fn deletion_order<'a>(pods: &[&'a Pod], related: &[&Pod], now: i64) -> Vec<&'a Pod> {
+pub fn deletion_order<'a>(pods: &[&'a CachedPod], related: &[&CachedPod], now: i64) -> Vec<&'a CachedPod> {
     let mut on_node: HashMap<&str, i64> = HashMap::new();
     for p in related.iter().filter(|p| pods::is_active(p)) {
         if let Some(n) = node(p) {
             *on_node.entry(n).or_default() += 1;
         }
     }
-    let rank = |p: &Pod| node(p).map_or(0, |n| on_node.get(n).copied().unwrap_or(0));
-    let mut ranked: Vec<(&Pod, i64)> = pods.iter().map(|p| (*p, rank(p))).collect();
+    let rank = |p: &CachedPod| node(p).map_or(0, |n| on_node.get(n).copied().unwrap_or(0));
+    let mut ranked: Vec<(&CachedPod, i64)> = pods.iter().map(|p| (*p, rank(p))).collect();
     ranked.sort_by(|a, b| first(a, b, now));
     ranked.into_iter().map(|(p, _)| p).collect()
 }
 
-fn node(p: &Pod) -> Option<&str> {
+fn node(p: &CachedPod) -> Option<&str> {
     p.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty())
 }
 
-fn phase_ordinal(p: &Pod) -> u8 {
+fn phase_ordinal(p: &CachedPod) -> u8 {
     match p.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Unknown") => 1,
         Some("Running") => 2,
@@ -46,11 +44,11 @@ fn phase_ordinal(p: &Pod) -> u8 {
     }
 }
 
-fn deletion_cost(p: &Pod) -> i32 {
+fn deletion_cost(p: &CachedPod) -> i32 {
     p.metadata.annotations.as_ref().and_then(|a| a.get(DELETION_COST)).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
-fn uid(p: &Pod) -> &str {
+fn uid(p: &CachedPod) -> &str {
     p.metadata.uid.as_deref().unwrap_or_default()
 }
 
@@ -61,7 +59,7 @@ fn log_rank(t: i64, now: i64) -> i64 {
 }
 
 /// Newer first by logarithmic age; same bucket: by uid. A missing time counts as newest.
-fn newer_first(a: (Option<i64>, &Pod), b: (Option<i64>, &Pod), now: i64) -> Ordering {
+fn newer_first(a: (Option<i64>, &CachedPod), b: (Option<i64>, &CachedPod), now: i64) -> Ordering {
     match (a.0, b.0) {
         (None, None) => Ordering::Equal,
         (None, Some(_)) => Ordering::Less,
@@ -74,9 +72,9 @@ fn newer_first(a: (Option<i64>, &Pod), b: (Option<i64>, &Pod), now: i64) -> Orde
     }
 }
 
-fn first(a: &(&Pod, i64), b: &(&Pod, i64), now: i64) -> Ordering {
+fn first(a: &(&CachedPod, i64), b: &(&CachedPod, i64), now: i64) -> Ordering {
     let ((p, rank_p), (q, rank_q)) = (a, b);
-    let created = |x: &Pod| x.metadata.creation_timestamp.as_ref().map(|t| t.0.timestamp());
+    let created = |x: &CachedPod| x.metadata.creation_timestamp.as_ref().map(|t| t.0.timestamp());
     node(p)
         .is_some()
         .cmp(&node(q).is_some())
@@ -99,7 +97,14 @@ mod tests {
 
     const NOW: i64 = 1_000_000;
 
-    fn pod(name: &str, node: &str, phase: &str, ready_at: Option<i64>, created: i64, extra: serde_json::Value) -> Pod {
+    fn pod(
+        name: &str,
+        node: &str,
+        phase: &str,
+        ready_at: Option<i64>,
+        created: i64,
+        extra: serde_json::Value,
+    ) -> CachedPod {
         let mut p = json!({
             "metadata": {"name": name, "uid": name, "creationTimestamp": crate::model::time::format_rfc3339(created)},
             "spec": {"containers": [{"name": "c"}], "nodeName": node},
@@ -110,8 +115,8 @@ mod tests {
         serde_json::from_value(p).unwrap()
     }
 
-    fn order(pods: &[Pod]) -> Vec<String> {
-        let refs: Vec<&Pod> = pods.iter().collect();
+    fn order(pods: &[CachedPod]) -> Vec<String> {
+        let refs: Vec<&CachedPod> = pods.iter().collect();
         deletion_order(&refs, &refs, NOW).iter().map(|p| p.metadata.name.clone().unwrap()).collect()
     }
 

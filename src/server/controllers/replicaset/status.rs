@@ -3,12 +3,11 @@
 //! that the stored status is exactly the computed one).
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
-use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::{Map, Value, json};
 
 use crate::model::labels;
-use crate::server::controllers::pods;
+use crate::server::controllers::pods::{self, CachedPod};
 
 pub const REPLICA_FAILURE: &str = "ReplicaFailure";
 
@@ -21,11 +20,11 @@ pub struct Failure {
 
 /// The status `rs` should have with `owned` (its active pods, as claimed before this
 /// sync's creates and deletes, as kube counts them) at `now` (seconds).
-pub fn calculate(rs: &ReplicaSet, owned: &[&Pod], failure: Option<&Failure>, now: i64) -> ReplicaSetStatus {
+pub fn calculate(rs: &ReplicaSet, owned: &[&CachedPod], failure: Option<&Failure>, now: i64) -> ReplicaSetStatus {
     let spec = rs.spec.as_ref();
     let template_labels = spec.and_then(|s| s.template.as_ref()?.metadata.as_ref()?.labels.clone()).unwrap_or_default();
     let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0) as i64;
-    let count = |f: &dyn Fn(&Pod) -> bool| owned.iter().filter(|p| f(p)).count() as i32;
+    let count = |f: &dyn Fn(&CachedPod) -> bool| owned.iter().filter(|p| f(p)).count() as i32;
     let fully_labeled = count(&|p| {
         let have = p.metadata.labels.clone().unwrap_or_default();
         labels::has_all(&template_labels, &have)
@@ -85,7 +84,7 @@ mod tests {
         .unwrap()
     }
 
-    fn pod(labels: Value, ready_since: Option<i64>) -> Pod {
+    fn pod(labels: Value, ready_since: Option<i64>) -> CachedPod {
         let cond = match ready_since {
             Some(t) => {
                 json!([{"type": "Ready", "status": "True", "lastTransitionTime": crate::model::time::format_rfc3339(t)}])
@@ -99,7 +98,7 @@ mod tests {
     fn counts_labeled_ready_and_available_pods_and_patches_only_changes() {
         let full = json!({"app": "web", "tier": "front"});
         let pods = [pod(full.clone(), Some(100)), pod(full.clone(), Some(195)), pod(json!({"app": "web"}), None)];
-        let refs: Vec<&Pod> = pods.iter().collect();
+        let refs: Vec<&CachedPod> = pods.iter().collect();
         let rs = rs(10);
         let s = calculate(&rs, &refs, None, 200);
         assert_eq!(
