@@ -36,10 +36,10 @@ lint: deps
 	$(CARGO) clippy $(TESTING) --all-targets --locked -- -D warnings
 
 # Lint and tests share one profile, so the C libraries, build scripts and proc macros are
-# built once.
+# built once. tests/run-suite.sh runs the test binaries three at a time (NODECTL_TEST_JOBS).
 test: lint images
 	@bash tests/leaks.sh snapshot target/leaks.before
-	NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) $(CARGO) test $(TESTING) --locked -- --test-threads=$$(nproc)
+	CARGO=$(CARGO) NODECTL_TEST_IMAGES=$(CURDIR)/$(IMAGES) bash tests/run-suite.sh $(TESTING) --locked
 	@bash tests/vm/run.sh target/vm target/testing/nodectl
 	@bash tests/leaks.sh check target/leaks.before
 
