@@ -156,7 +156,8 @@ impl Api {
             })
             .await;
             if done {
-                return (first.unwrap(), last.unwrap());
+                // Every pod may have been bound before the list (only Running was awaited).
+                return (first.unwrap_or(now), last.unwrap_or(now));
             }
         }
     }
