@@ -66,7 +66,7 @@ echo "==== test binaries (exit status, seconds):"
 failed=0
 for b in "${ordered[@]}"; do
   name=$(basename "$b")
-  read -r rc secs < "$logs/$name.status" 2>/dev/null || { rc=missing; secs=-; }
+  read -r rc secs 2>/dev/null < "$logs/$name.status" || { rc=missing; secs=-; }
   printf '  %-40s %s %s\n' "$name" "$rc" "$secs"
   [ "$rc" = 0 ] || failed=1
 done

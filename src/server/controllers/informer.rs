@@ -35,9 +35,6 @@ pub struct Informer<K: Resource<DynamicType = ()> + Clone + 'static> {
     store: Store<K>,
     writer: reflector::store::Writer<K>,
     handlers: Vec<Handler<K>>,
-    /// Drops from each object what no reader of the cache looks at (client-go's
-    /// transform), before the cache keeps it.
-    trim: fn(&mut K),
 }
 
 impl<K> Default for Informer<K>
@@ -46,7 +43,7 @@ where
 {
     fn default() -> Self {
         let (store, writer) = reflector::store();
-        Informer { store, writer, handlers: Vec::new(), trim: |_| {} }
+        Informer { store, writer, handlers: Vec::new() }
     }
 }
 
@@ -59,25 +56,18 @@ where
         self.store.clone()
     }
 
-    /// Sets what is dropped from each object before it is cached and handed on.
-    pub fn trim(&mut self, trim: fn(&mut K)) {
-        self.trim = trim;
-    }
-
     pub fn on_change(&mut self, handler: impl Fn(&K, bool) + Send + Sync + 'static) {
         self.handlers.push(Box::new(handler));
     }
 
     /// Lists and watches `api` for as long as the runtime runs.
     pub async fn run(self, api: Api<K>) {
-        let (handlers, trim) = (Arc::new(self.handlers), self.trim);
+        let handlers = Arc::new(self.handlers);
         let events = watcher(api, watcher::Config::default())
             .default_backoff()
-            // Nobody here reads who wrote which field; the cache is smaller without it.
-            .modify(move |o| {
-                o.meta_mut().managed_fields = None;
-                trim(o)
-            })
+            // Nobody here reads who wrote which field; the cache is smaller without it. What
+            // else a cache keeps is its type's choice (the pods': CachedPod).
+            .modify(|o| o.meta_mut().managed_fields = None)
             .reflect(self.writer);
         events
             .for_each(|e| {
