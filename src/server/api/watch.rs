@@ -22,9 +22,10 @@ use serde_json::{Value, json};
 
 use super::status::ApiError;
 use crate::server::registry::objects::{Store, blocking, decode_as};
+use crate::server::registry::raw;
 use crate::server::registry::resources::Resource;
 use crate::server::registry::selectors::Selectors;
-use crate::server::store::{self, Backend, EventKind, Watcher};
+use crate::server::store::{self, Backend, EventKind, KeyValue, Watcher};
 
 /// The API server's default: requests end after at most half an hour; clients re-watch.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1800);
@@ -47,16 +48,20 @@ fn line(kind: &str, object: Value) -> Bytes {
     Bytes::from(v)
 }
 
-/// A write as the watchers of one resource see it: decoded and converted to the watched
-/// version once, and its line encoded once per event type, however many watchers send it.
+/// A write as the watchers of one resource see it: written out in the watched version
+/// once, and its line made once per event type, however many watchers send it.
 struct Sent {
     /// The watched resource's address (a `'static` Resource: its identity).
     resource: usize,
-    revision: i64,
-    /// The stored bytes, compared in full on a hit: two stores in one process (tests) may
-    /// share a revision and a key.
-    stored: Vec<u8>,
-    object: Value,
+    /// As stored, with the write's revision. The bytes are compared in full on a hit: two
+    /// stores in one process (tests) may share a revision and a key.
+    kv: KeyValue,
+    /// The object as sent, in JSON ([`raw::write_object`]: the stored bytes with the
+    /// resourceVersion added, unless it needs converting).
+    json: Vec<u8>,
+    /// What selectors read of it ([`raw::selectable`]), made for the first watcher that has
+    /// selectors.
+    view: std::sync::OnceLock<Result<Value, String>>,
     lines: [std::sync::OnceLock<Bytes>; 3],
 }
 
@@ -70,22 +75,17 @@ fn recent() -> &'static std::sync::Mutex<std::collections::VecDeque<Arc<Sent>>> 
     RECENT_SENT.get_or_init(Default::default)
 }
 
-/// `e` as `r`'s watchers send it, decoded by the first of them to ask.
+/// `e` as `r`'s watchers send it, written out by the first of them to ask.
 fn sent(r: &'static Resource, e: &store::Event) -> Result<Arc<Sent>, ApiError> {
     let resource = std::ptr::from_ref(r) as usize;
-    let same = |s: &Sent| s.resource == resource && s.revision == e.revision && s.stored == e.kv.value;
+    let same = |s: &Sent| s.resource == resource && s.kv.mod_revision == e.revision && s.kv.value == e.kv.value;
     if let Some(s) = recent().lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().rev().find(|s| same(s)) {
         return Ok(s.clone());
     }
-    let mut object = decode_as(r, &e.kv).map_err(ApiError::from)?;
-    object["metadata"]["resourceVersion"] = json!(e.revision.to_string());
-    let s = Arc::new(Sent {
-        resource,
-        revision: e.revision,
-        stored: e.kv.value.clone(),
-        object,
-        lines: Default::default(),
-    });
+    let kv = KeyValue { mod_revision: e.revision, ..e.kv.clone() };
+    let mut json = Vec::with_capacity(kv.value.len() + 32);
+    raw::write_object(r, &kv, &mut json).map_err(ApiError::from)?;
+    let s = Arc::new(Sent { resource, kv, json, view: Default::default(), lines: Default::default() });
     let mut recent = recent().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if recent.len() >= RECENT {
         recent.pop_front();
@@ -101,7 +101,30 @@ impl Sent {
             "MODIFIED" => &self.lines[1],
             _ => &self.lines[2],
         };
-        slot.get_or_init(|| line(kind, self.object.clone())).clone()
+        slot.get_or_init(|| {
+            let mut v = Vec::with_capacity(self.json.len() + 32);
+            v.extend_from_slice(b"{\"type\":\"");
+            v.extend_from_slice(kind.as_bytes());
+            v.extend_from_slice(b"\",\"object\":");
+            v.extend_from_slice(&self.json);
+            v.extend_from_slice(b"}\n");
+            Bytes::from(v)
+        })
+        .clone()
+    }
+
+    /// Whether `selectors` select it.
+    fn selected(&self, r: &'static Resource, selectors: &Selectors) -> Result<bool, ApiError> {
+        if selectors.is_empty() {
+            return Ok(true);
+        }
+        let view = self.view.get_or_init(|| raw::selectable(r, &self.kv).map_err(|e| e.to_string()));
+        view.as_ref().map(|v| selectors.matches(v)).map_err(|e| ApiError::internal(e.clone()))
+    }
+
+    /// The whole object, for a watcher that sends Tables.
+    fn object(&self) -> Result<Value, ApiError> {
+        serde_json::from_slice(&self.json).map_err(|e| ApiError::internal(format!("an object sent: {e}")))
     }
 }
 
@@ -144,10 +167,10 @@ impl Live {
     }
 
     /// A live write's event: its shared line, or a Table row of its own.
-    fn live_event(&mut self, kind: &'static str, sent: &Sent) -> Bytes {
+    fn live_event(&mut self, kind: &'static str, sent: &Sent) -> Result<Bytes, ApiError> {
         match self.table {
-            None => sent.line(kind),
-            Some(_) => self.event(kind, sent.object.clone()),
+            None => Ok(sent.line(kind)),
+            Some(_) => Ok(self.event(kind, sent.object()?)),
         }
     }
 }
@@ -248,10 +271,13 @@ async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
             Ok(s) => s,
             Err(err) => return Some((line("ERROR", err.to_status()), Phase::Done)),
         };
-        let now = live.selectors.matches(&sent.object);
+        let now = match sent.selected(live.resource, &live.selectors) {
+            Ok(now) => now,
+            Err(err) => return Some((line("ERROR", err.to_status()), Phase::Done)),
+        };
         let before = match &e.prev {
             Some(p) if !live.selectors.is_empty() => {
-                decode_as(live.resource, p).map(|o| live.selectors.matches(&o)).unwrap_or(false)
+                raw::selectable(live.resource, p).map(|o| live.selectors.matches(&o)).unwrap_or(false)
             }
             Some(_) => true,
             None => false,
@@ -263,6 +289,9 @@ async fn next_live(mut live: Live) -> Option<(Bytes, Phase)> {
             (EventKind::Put, true, false) => "DELETED",
             _ => continue,
         };
-        return Some((live.live_event(kind, &sent), Phase::Live(live)));
+        return match live.live_event(kind, &sent) {
+            Ok(event) => Some((event, Phase::Live(live))),
+            Err(err) => Some((line("ERROR", err.to_status()), Phase::Done)),
+        };
     }
 }

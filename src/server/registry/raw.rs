@@ -82,6 +82,47 @@ fn spliced(r: &Resource, kv: &KeyValue) -> Result<Option<Vec<u8>>, RegistryError
     Ok(Some(out))
 }
 
+/// What selectors may read of the object stored in `kv` ([`super::selectors::selectable_paths`]
+/// of its kind), as [`super::objects::decode_as`] would give it for `r` but without the
+/// rest: a watch with a field selector decoded every pod whole to read spec.nodeName.
+/// Objects of another version (or not the shape we write) are decoded whole.
+pub fn selectable(r: &Resource, kv: &KeyValue) -> Result<Value, RegistryError> {
+    let paths: Vec<Vec<&str>> =
+        super::selectors::selectable_paths(r.kind).iter().map(|p| p.split('.').collect()).collect();
+    let projected = serde_json::from_slice::<Fields>(&kv.value).ok().and_then(|Fields(fields)| {
+        let version = fields.iter().find(|(k, _)| k == "apiVersion").map(|(_, v)| v.get());
+        let want = serde_json::to_string(&r.api_version()).ok()?;
+        (version == Some(want.as_str())).then(|| pick(&fields, &paths.iter().map(Vec::as_slice).collect::<Vec<_>>()))
+    });
+    match projected {
+        Some(Some(obj)) => Ok(Value::Object(obj)),
+        _ => super::objects::decode_as(r, kv),
+    }
+}
+
+/// The fields of an object that `paths` (each a field's path below it) lead to, decoded;
+/// None if a value is not JSON.
+fn pick(fields: &[(Cow<'_, str>, &RawValue)], paths: &[&[&str]]) -> Option<Map<String, Value>> {
+    let mut out = Map::new();
+    for (k, raw) in fields {
+        let below: Vec<&[&str]> = paths.iter().filter(|p| p.first() == Some(&k.as_ref())).map(|p| &p[1..]).collect();
+        if below.is_empty() {
+            continue;
+        }
+        let value = if below.iter().any(|p| p.is_empty()) {
+            serde_json::from_str(raw.get()).ok()?
+        } else {
+            match serde_json::from_str::<Fields>(raw.get()) {
+                Ok(Fields(inner)) => Value::Object(pick(&inner, &below)?),
+                // Not an object: a selector finds nothing below it, as in the whole object.
+                Err(_) => serde_json::from_str(raw.get()).ok()?,
+            }
+        };
+        out.insert(k.to_string(), value);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +154,46 @@ mod tests {
         let foreign = r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"\u0070"},"spec":{ "x" : "\u00e9" }}"#;
         let fast: Value = serde_json::from_slice(&written(pods, foreign).unwrap()).unwrap();
         assert_eq!(fast, crate::server::registry::objects::decode_as(pods, &kv(foreign)).unwrap());
+    }
+
+    /// Every selector answers the projection as it answers the whole object.
+    #[test]
+    fn a_selectable_projection_selects_as_the_whole_object() {
+        use crate::server::registry::selectors::Selectors;
+        let pods = resources::find("", "v1", "pods").unwrap();
+        let stored = [
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"labels":{"app":"web","x.io/y":"z"},"name":"p","namespace":"n","uid":"u"},"spec":{"containers":[{"image":"busybox","name":"c"}],"nodeName":"n1","restartPolicy":"Always"},"status":{"phase":"Running","podIP":"10.0.0.2"}}"#,
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"q","namespace":"n"},"spec":"odd","status":null}"#,
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"\u0071","namespace":"n"},"spec":{"nodeName":""}}"#,
+        ];
+        let selectors = [
+            (None, Some("spec.nodeName=n1")),
+            (None, Some("spec.nodeName!=")),
+            (None, Some("status.phase=Running,metadata.name=p")),
+            (None, Some("metadata.name=q")),
+            (Some("app=web"), None),
+            (Some("x.io/y in (z),!missing"), Some("status.podIP=10.0.0.2")),
+            (Some("app!=web"), Some("spec.restartPolicy!=Never")),
+        ];
+        for value in stored {
+            let whole = crate::server::registry::objects::decode_as(pods, &kv(value)).unwrap();
+            let view = selectable(pods, &kv(value)).unwrap();
+            assert!(view.pointer("/metadata/uid").is_none() && view.pointer("/spec/containers").is_none(), "{view}");
+            for (labels, fields) in selectors {
+                let s = Selectors::parse(labels, fields, "Pod").unwrap();
+                assert_eq!(s.matches(&view), s.matches(&whole), "{labels:?} {fields:?} on {value}");
+            }
+        }
+        // Events are selected by whole fields below involvedObject.
+        let events = resources::find("", "v1", "events").unwrap();
+        let event = r#"{"apiVersion":"v1","kind":"Event","involvedObject":{"kind":"Pod","name":"p"},"message":"m","metadata":{"name":"e"},"reason":"Scheduled"}"#;
+        let view = selectable(events, &kv(event)).unwrap();
+        assert_eq!(view["involvedObject"]["name"], "p");
+        assert!(view.get("message").is_none());
+        // Another version is converted whole, as decode_as converts it.
+        let v2 = r#"{"apiVersion":"v2","kind":"Pod","metadata":{"name":"p"},"spec":{"x":1}}"#;
+        assert_eq!(selectable(pods, &kv(v2)).unwrap()["spec"]["x"], 1);
+        assert!(selectable(pods, &kv("[1]")).is_err());
     }
 
     #[test]

@@ -104,30 +104,39 @@ impl LabelSelector {
 #[derive(Debug, PartialEq, Eq)]
 pub struct FieldSelector(Vec<(String, bool, String)>);
 
-/// The fields the API server lets each kind be selected by.
+/// The fields the API server lets each kind be selected by, besides metadata.name and
+/// metadata.namespace; one ending in '.' allows every field below it.
+fn kind_fields(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "Pod" => &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "spec.schedulerName",
+            "spec.serviceAccountName",
+            "status.phase",
+            "status.podIP",
+            "status.nominatedNodeName",
+        ],
+        "Event" => &["involvedObject.", "reason", "reportingComponent", "source", "type"],
+        "Node" => &["spec.unschedulable"],
+        "Secret" => &["type"],
+        "Namespace" => &["status.phase"],
+        "ReplicaSet" => &["status.replicas"],
+        _ => &[],
+    }
+}
+
 fn field_allowed(kind: &str, field: &str) -> bool {
     matches!(field, "metadata.name" | "metadata.namespace")
-        || match kind {
-            "Pod" => matches!(
-                field,
-                "spec.nodeName"
-                    | "spec.restartPolicy"
-                    | "spec.schedulerName"
-                    | "spec.serviceAccountName"
-                    | "status.phase"
-                    | "status.podIP"
-                    | "status.nominatedNodeName"
-            ),
-            "Event" => {
-                field.starts_with("involvedObject.")
-                    || matches!(field, "reason" | "reportingComponent" | "source" | "type")
-            }
-            "Node" => field == "spec.unschedulable",
-            "Secret" => field == "type",
-            "Namespace" => field == "status.phase",
-            "ReplicaSet" => field == "status.replicas",
-            _ => false,
-        }
+        || kind_fields(kind).iter().any(|f| if f.ends_with('.') { field.starts_with(f) } else { field == *f })
+}
+
+/// Every field (dotted path) that selectors may read of an object of `kind`: what a
+/// projection of it for selecting must keep (see `raw::selectable`).
+pub fn selectable_paths(kind: &str) -> Vec<&'static str> {
+    let mut paths = vec!["metadata.name", "metadata.namespace", "metadata.labels"];
+    paths.extend(kind_fields(kind).iter().map(|f| f.trim_end_matches('.')));
+    paths
 }
 
 impl FieldSelector {
