@@ -3,9 +3,10 @@
 //! Objects are stored without `metadata.resourceVersion`: it is the store revision of the
 //! write, filled in on every read, so it can never disagree with the store.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::model::names::{name_problem, path_segment_problem};
 
@@ -52,9 +53,14 @@ pub fn decode_as(r: &Resource, kv: &KeyValue) -> Result<Value, RegistryError> {
     decode(kv).map(|obj| super::convert::to_version(r, obj))
 }
 
-/// `obj`, of `r`'s version, as the store holds it.
-fn stored_form(r: &'static Resource, obj: &Value) -> Value {
-    super::convert::to_version(r.storage(), obj.clone())
+/// `obj`, of `r`'s version, as the store holds it: itself unless it needs converting.
+fn stored_form<'a>(r: &'static Resource, obj: &'a Value) -> Cow<'a, Value> {
+    let storage = r.storage();
+    if obj.get("apiVersion").and_then(Value::as_str) == Some(storage.api_version().as_str()) {
+        Cow::Borrowed(obj)
+    } else {
+        Cow::Owned(super::convert::to_version(storage, obj.clone()))
+    }
 }
 
 /// The largest object stored, as etcd's default request limit (1.5 MiB), whichever store
@@ -74,13 +80,37 @@ pub fn encode_limited(obj: &Value) -> Result<Vec<u8>, RegistryError> {
     Ok(value)
 }
 
+/// `obj` in JSON as the store keeps it: without metadata.resourceVersion (the store's
+/// revision is that) and selfLink. Written from the object in place: a copy of each
+/// object to drop two fields cost as much as writing it.
 pub fn encode(obj: &Value) -> Vec<u8> {
-    let mut stored = obj.clone();
-    if let Some(meta) = stored.get_mut("metadata").and_then(Value::as_object_mut) {
-        meta.remove("resourceVersion");
-        meta.remove("selfLink");
+    use serde::ser::{Serialize, SerializeMap, Serializer};
+    struct Stored<'a>(&'a Value);
+    struct Meta<'a>(&'a Map<String, Value>);
+    impl Serialize for Stored<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let Value::Object(o) = self.0 else { return self.0.serialize(s) };
+            let mut m = s.serialize_map(Some(o.len()))?;
+            for (k, v) in o {
+                match v {
+                    Value::Object(meta) if k == "metadata" => m.serialize_entry(k, &Meta(meta))?,
+                    _ => m.serialize_entry(k, v)?,
+                }
+            }
+            m.end()
+        }
     }
-    stored.to_string().into_bytes()
+    impl Serialize for Meta<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            let mut m = s.serialize_map(None)?;
+            for (k, v) in self.0.iter().filter(|(k, _)| *k != "resourceVersion" && *k != "selfLink") {
+                m.serialize_entry(k, v)?;
+            }
+            m.end()
+        }
+    }
+    // A Value always serialises: its keys are strings and its numbers finite.
+    serde_json::to_vec(&Stored(obj)).unwrap_or_else(|_| obj.to_string().into_bytes())
 }
 
 fn now() -> String {
@@ -684,7 +714,7 @@ async fn read_modify_write(
                 .map_err(|e| RegistryError::from_store(e, r.plural, &name))?
                 .ok_or_else(|| RegistryError::not_found(r.plural, &name))?;
             let old = decode_as(r, &current)?;
-            let candidate = change(&old)?;
+            let mut candidate = change(&old)?;
             // A patch may turn the object (or its metadata) into anything: refused before
             // anything below writes into it.
             if let Some(problem) = shape_problem(&candidate) {
@@ -713,8 +743,10 @@ async fn read_modify_write(
                 }
                 Part::Finalize => super::deletion::finalized(&old, &candidate),
                 Part::Status => {
-                    let mut o = old.clone();
-                    o["status"] = candidate.get("status").cloned().unwrap_or(Value::Null);
+                    // All but the status, which the candidate's replaces.
+                    let rest = old.as_object().into_iter().flatten().filter(|(k, _)| *k != "status");
+                    let mut o = Value::Object(rest.map(|(k, v)| (k.clone(), v.clone())).collect());
+                    o["status"] = candidate.as_object_mut().and_then(|c| c.remove("status")).unwrap_or(Value::Null);
                     if applying {
                         o["metadata"]["managedFields"] = candidate["metadata"]["managedFields"].clone();
                     }
@@ -789,7 +821,22 @@ async fn read_modify_write(
             if let Some(g) = &guard {
                 g(Some(&old), Some(&obj))?;
             }
-            check(r, &obj, &name, validation, Decoded::Written)?;
+            if part == Part::Status && r.custom.is_none() {
+                // Only the status changed: the spec and metadata are the stored ones, checked
+                // when they were written, and decoding them again was most of a pod status
+                // write's cost. They are set aside for the check, not copied.
+                let aside: Vec<(String, Value)> = ["spec", "metadata"]
+                    .into_iter()
+                    .filter_map(|k| obj.as_object_mut().and_then(|o| o.remove(k)).map(|v| (k.to_string(), v)))
+                    .collect();
+                let checked = check(r, &obj, &name, validation, Decoded::Written);
+                if let Some(o) = obj.as_object_mut() {
+                    o.extend(aside);
+                }
+                checked?;
+            } else {
+                check(r, &obj, &name, validation, Decoded::Written)?;
+            }
             if part == Part::Main {
                 validate(r, &obj, Some(&old), &name)?;
             }
@@ -1253,4 +1300,26 @@ pub async fn patch(
         Ok(target)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the store keeps: the object less metadata's resourceVersion and selfLink,
+    /// nothing else changed, however deep a field of that name is.
+    #[test]
+    fn encode_drops_the_revision_and_self_link_only() {
+        let obj = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "resourceVersion": "7", "selfLink": "/x", "labels": {"resourceVersion": "kept"}},
+            "spec": {"metadata": {"resourceVersion": "deep"}}});
+        let stored: Value = serde_json::from_slice(&encode(&obj)).unwrap();
+        assert_eq!(
+            stored,
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"resourceVersion": "kept"}},
+                   "spec": {"metadata": {"resourceVersion": "deep"}}})
+        );
+        assert_eq!(encode(&json!([1])), b"[1]");
+        assert_eq!(encode(&json!({"metadata": null})), br#"{"metadata":null}"#);
+    }
 }
