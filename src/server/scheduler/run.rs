@@ -19,6 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use serde_json::{Value, json};
 
+use super::matching::Labels;
 use super::{Scheduler, Snapshot, Unschedulable};
 use crate::server::controllers::graph::Location;
 use crate::server::controllers::writes;
@@ -71,6 +72,46 @@ fn waiting(pod: &Pod) -> bool {
 fn holds_node(pod: &Pod) -> Option<&str> {
     let ended = pod.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
     pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty() && !ended)
+}
+
+/// What the scheduler reads of a pod's write before decoding it whole: most writes it sees
+/// are of pods it already placed (their binding, their status), which change nothing it
+/// holds. Everything else in the object is skipped, not decoded.
+#[derive(serde::Deserialize)]
+struct Peek {
+    metadata: PeekMeta,
+    spec: Option<PeekSpec>,
+    status: Option<PeekStatus>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekMeta {
+    uid: Option<String>,
+    labels: Option<BTreeMap<String, String>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PeekSpec {
+    node_name: Option<String>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekStatus {
+    phase: Option<String>,
+}
+
+impl Peek {
+    /// Whether this write is of a pod placed on its node as the snapshot has it (same
+    /// labels, still holding the node): nothing to place, forget or decide.
+    fn placed_as_is(&self, snapshot: &Snapshot) -> bool {
+        let node = self.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty());
+        let ended =
+            self.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
+        let (Some(node), Some(uid)) = (node, self.metadata.uid.as_deref()) else { return false };
+        let same_labels = |placed: &Labels| self.metadata.labels.as_ref().map_or(placed.is_empty(), |l| l == placed);
+        !ended && snapshot.placement(uid).is_some_and(|(on, placed)| on.name == node && same_labels(&placed.labels))
+    }
 }
 
 /// The scheduler's memory between events: the snapshot, the pods to place now, and those
@@ -266,7 +307,13 @@ fn apply(state: &mut State, (is_node, e): (bool, Result<Event, StoreError>)) -> 
         }
     } else {
         let pod = match e.kind {
-            EventKind::Put => serde_json::from_slice::<Pod>(&e.kv.value).ok(),
+            EventKind::Put => {
+                if serde_json::from_slice::<Peek>(&e.kv.value).is_ok_and(|p| p.placed_as_is(&state.snapshot)) {
+                    state.forget(&e.kv.key);
+                    return Ok(());
+                }
+                serde_json::from_slice::<Pod>(&e.kv.value).ok()
+            }
             EventKind::Delete => {
                 if let Ok(old) = serde_json::from_slice::<Pod>(&e.kv.value) {
                     let uid = old.metadata.uid.clone().unwrap_or_default();
@@ -378,5 +425,37 @@ async fn event(store: &Store, pod: &Pod, kind: &str, reason: &str, message: &str
     .await;
     if let Err(e) = created {
         tracing::debug!(%e, "recording a scheduler event failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Only a write that leaves a placed pod where and as the snapshot has it is skipped.
+    #[test]
+    fn a_peek_skips_only_writes_that_change_nothing_placed() {
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+        .unwrap();
+        let mut snapshot = Snapshot::default();
+        snapshot.put_node(&node);
+        let pod = json!({"metadata": {"name": "p", "namespace": "default", "uid": "u1", "labels": {"app": "web"}},
+                         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
+                         "status": {"phase": "Running"}});
+        snapshot.place("n1", &serde_json::from_value(pod.clone()).unwrap());
+        let peek = |change: Value| {
+            let mut p = pod.clone();
+            crate::server::registry::patch::merge_patch(&mut p, &change);
+            serde_json::from_value::<Peek>(p).unwrap().placed_as_is(&snapshot)
+        };
+        assert!(peek(json!({})));
+        assert!(peek(json!({"status": {"podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}]}})));
+        assert!(!peek(json!({"metadata": {"labels": {"app": "db"}}})), "labels changed");
+        assert!(!peek(json!({"metadata": {"labels": null}})), "labels gone");
+        assert!(!peek(json!({"status": {"phase": "Succeeded"}})), "ended");
+        assert!(!peek(json!({"spec": {"nodeName": "n2"}})), "bound elsewhere");
+        assert!(!peek(json!({"spec": {"nodeName": null}})), "not bound");
+        assert!(!peek(json!({"metadata": {"uid": "u2"}})), "another incarnation");
     }
 }

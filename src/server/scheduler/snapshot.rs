@@ -218,6 +218,12 @@ impl Snapshot {
         self.anti_affine.iter().map(|(uid, &i)| (uid, i))
     }
 
+    /// The node a pod is placed on, and what was recorded of it there.
+    pub fn placement(&self, uid: &str) -> Option<(&NodeInfo, &PlacedPod)> {
+        let node = &self.nodes[*self.placed.get(uid)?];
+        Some((node, node.pods.get(uid)?))
+    }
+
     pub fn is_placed(&self, uid: &str) -> bool {
         self.placed.contains_key(uid)
     }
