@@ -85,9 +85,17 @@ struct Peek {
 }
 
 #[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct PeekMeta {
     uid: Option<String>,
     labels: Option<BTreeMap<String, String>>,
+    owner_references: Option<Vec<PeekOwner>>,
+}
+
+#[derive(serde::Deserialize)]
+struct PeekOwner {
+    uid: String,
+    controller: Option<bool>,
 }
 
 #[derive(serde::Deserialize)]
@@ -103,14 +111,21 @@ struct PeekStatus {
 
 impl Peek {
     /// Whether this write is of a pod placed on its node as the snapshot has it (same
-    /// labels, still holding the node): nothing to place, forget or decide.
+    /// labels and controlling owner, still holding the node): nothing to place, forget or
+    /// decide. What else the snapshot keeps of a pod (requests, host ports, affinity) is
+    /// in its spec, which does not change once it is bound.
     fn placed_as_is(&self, snapshot: &Snapshot) -> bool {
         let node = self.spec.as_ref().and_then(|s| s.node_name.as_deref()).filter(|n| !n.is_empty());
         let ended =
             self.status.as_ref().and_then(|s| s.phase.as_deref()).is_some_and(|p| p == "Succeeded" || p == "Failed");
         let (Some(node), Some(uid)) = (node, self.metadata.uid.as_deref()) else { return false };
         let same_labels = |placed: &Labels| self.metadata.labels.as_ref().map_or(placed.is_empty(), |l| l == placed);
-        !ended && snapshot.placement(uid).is_some_and(|(on, placed)| on.name == node && same_labels(&placed.labels))
+        let owner =
+            self.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| &o.uid);
+        !ended
+            && snapshot.placement(uid).is_some_and(|(on, placed)| {
+                on.name == node && same_labels(&placed.labels) && placed.owner.as_ref() == owner
+            })
     }
 }
 
@@ -457,5 +472,8 @@ mod tests {
         assert!(!peek(json!({"spec": {"nodeName": "n2"}})), "bound elsewhere");
         assert!(!peek(json!({"spec": {"nodeName": null}})), "not bound");
         assert!(!peek(json!({"metadata": {"uid": "u2"}})), "another incarnation");
+        let adopted = json!({"metadata": {"ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet",
+                                                              "name": "web", "uid": "rs1", "controller": true}]}});
+        assert!(!peek(adopted), "adopted");
     }
 }
