@@ -193,7 +193,7 @@ mod tests {
     use serde_json::json;
 
     fn put(g: &mut Graph, key: &str, meta: Value) {
-        g.put(Node::from_object(Location::parse(key).unwrap(), &json!({ "metadata": meta })).unwrap());
+        g.put(Node::from_metadata(Location::parse(key).unwrap(), &meta).unwrap());
     }
 
     fn owned_by(uid: &str, blocks: bool) -> Value {

@@ -76,8 +76,8 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn from_object(at: Location, obj: &Value) -> Option<Node> {
-        let meta = obj.get("metadata")?;
+    /// The node of the object at `at`, from its metadata; None without a uid.
+    pub fn from_metadata(at: Location, meta: &Value) -> Option<Node> {
         let uid = meta.get("uid")?.as_str()?.to_string();
         let owners = meta
             .get("ownerReferences")
@@ -184,8 +184,7 @@ mod tests {
             .iter()
             .map(|o| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": o}))
             .collect();
-        Node::from_object(Location::parse(key).unwrap(), &json!({"metadata": {"uid": uid, "ownerReferences": refs}}))
-            .unwrap()
+        Node::from_metadata(Location::parse(key).unwrap(), &json!({"uid": uid, "ownerReferences": refs})).unwrap()
     }
 
     #[test]

@@ -240,7 +240,7 @@ fn node_of(key: &str, value: &[u8]) -> Option<Node> {
         return None;
     }
     let Top { metadata } = serde_json::from_slice(value).ok()?;
-    Node::from_object(at, &serde_json::json!({ "metadata": metadata }))
+    Node::from_metadata(at, &metadata)
 }
 
 fn gc_finalizing(node: &Node) -> bool {

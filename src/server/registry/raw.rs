@@ -56,9 +56,7 @@ fn spliced(r: &Resource, kv: &KeyValue) -> Result<Option<Vec<u8>>, RegistryError
         // Not an object (or not JSON): the long way names what is wrong.
         return Ok(None);
     };
-    let version = fields.iter().find(|(k, _)| k == "apiVersion").map(|(_, v)| v.get());
-    let want = serde_json::to_string(&r.api_version()).map_err(corrupt)?;
-    if version != Some(want.as_str()) {
+    if !in_version(r, &fields) {
         return Ok(None);
     }
     let Some(meta) = fields.iter().find(|(k, _)| k == "metadata").map(|(_, v)| *v) else { return Ok(None) };
@@ -82,6 +80,12 @@ fn spliced(r: &Resource, kv: &KeyValue) -> Result<Option<Vec<u8>>, RegistryError
     Ok(Some(out))
 }
 
+/// Whether an object's fields say it is in `r`'s version: as stored, no conversion to do.
+fn in_version(r: &Resource, fields: &[(Cow<'_, str>, &RawValue)]) -> bool {
+    let version = fields.iter().find(|(k, _)| k == "apiVersion").map(|(_, v)| v.get());
+    serde_json::to_string(&r.api_version()).is_ok_and(|want| version == Some(want.as_str()))
+}
+
 /// What selectors may read of the object stored in `kv` ([`super::selectors::selectable_paths`]
 /// of its kind), as [`super::objects::decode_as`] would give it for `r` but without the
 /// rest: a watch with a field selector decoded every pod whole to read spec.nodeName.
@@ -90,9 +94,7 @@ pub fn selectable(r: &Resource, kv: &KeyValue) -> Result<Value, RegistryError> {
     let paths: Vec<Vec<&str>> =
         super::selectors::selectable_paths(r.kind).iter().map(|p| p.split('.').collect()).collect();
     let projected = serde_json::from_slice::<Fields>(&kv.value).ok().and_then(|Fields(fields)| {
-        let version = fields.iter().find(|(k, _)| k == "apiVersion").map(|(_, v)| v.get());
-        let want = serde_json::to_string(&r.api_version()).ok()?;
-        (version == Some(want.as_str())).then(|| pick(&fields, &paths.iter().map(Vec::as_slice).collect::<Vec<_>>()))
+        in_version(r, &fields).then(|| pick(&fields, &paths.iter().map(Vec::as_slice).collect::<Vec<_>>()))
     });
     match projected {
         Some(Some(obj)) => Ok(Value::Object(obj)),
