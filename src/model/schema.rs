@@ -1,41 +1,89 @@
-//! Kubernetes objects decoded as their k8s-openapi types: a type error names the field
-//! (serde_path_to_error), and fields the schema does not know are found by comparing the
-//! input with the typed value written back (what the API server calls strict decoding).
+//! Kubernetes objects decoded as their k8s-openapi types: the fields the schema does not
+//! know are those the typed decoding skips (serde_ignored reports each with its path), and
+//! a type error names the field (serde_path_to_error). This is what the API server calls
+//! strict decoding.
 
+use serde_ignored::Path;
 use serde_json::Value;
 
 /// Decodes `v` as `T`: the typed value and the unknown fields (dotted paths), or the path
 /// of the first field that does not fit and the error.
-pub fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
-    v: &Value,
-) -> Result<(T, Vec<String>), (String, String)> {
-    let typed: T = serde_path_to_error::deserialize(v)
-        .map_err(|e| (e.path().to_string(), format!("Invalid value: {}", e.inner())))?;
-    let again = serde_json::to_value(&typed).unwrap_or(Value::Null);
+pub fn decode<T: serde::de::DeserializeOwned>(v: &Value) -> Result<(T, Vec<String>), (String, String)> {
     let mut unknown = Vec::new();
-    unknown_in(v, &again, "", &mut unknown);
-    Ok((typed, unknown))
+    match serde_ignored::deserialize::<_, _, T>(v, |path| unknown.push(dotted(&path))) {
+        Ok(typed) => Ok((typed, unknown)),
+        // Tracking the path costs a String per key of the object, so it is only done to
+        // name the field of a decoding that failed: once more, the same way.
+        Err(first) => match serde_path_to_error::deserialize::<_, T>(v) {
+            Err(e) => Err((e.path().to_string(), format!("Invalid value: {}", e.inner()))),
+            Ok(_) => Err((String::new(), format!("Invalid value: {first}"))),
+        },
+    }
 }
 
-/// The fields (dotted paths) of `input` that `typed` lacks: fields the schema does not
-/// know. Nulls are skipped (a typed None serialises to nothing).
-fn unknown_in(input: &Value, typed: &Value, path: &str, out: &mut Vec<String>) {
-    match (input, typed) {
-        (Value::Object(i), Value::Object(t)) => {
-            for (k, v) in i {
-                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                match t.get(k) {
-                    None if !v.is_null() => out.push(p),
-                    None => {}
-                    Some(tv) => unknown_in(v, tv, &p, out),
+/// A skipped field's path as the API server writes it: `spec.containers[0].imagee`.
+fn dotted(path: &Path) -> String {
+    match path {
+        Path::Root => String::new(),
+        Path::Seq { parent, index } => format!("{}[{index}]", dotted(parent)),
+        Path::Map { parent, key } => match dotted(parent) {
+            p if p.is_empty() => key.clone(),
+            p => format!("{p}.{key}"),
+        },
+        Path::Some { parent } | Path::NewtypeStruct { parent } | Path::NewtypeVariant { parent } => dotted(parent),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::Pod;
+    use serde_json::json;
+
+    /// A Pod with `extra`'s fields set over it (a null sets nothing).
+    fn pod(extra: Value) -> Value {
+        fn over(into: &mut Value, from: &Value) {
+            match (into, from) {
+                (Value::Object(i), Value::Object(f)) => {
+                    for (k, v) in f {
+                        over(i.entry(k.clone()).or_insert(Value::Null), v);
+                    }
                 }
+                (i, f) if !f.is_null() => *i = f.clone(),
+                _ => {}
             }
         }
-        (Value::Array(i), Value::Array(t)) => {
-            for (n, (a, b)) in i.iter().zip(t).enumerate() {
-                unknown_in(a, b, &format!("{path}[{n}]"), out);
-            }
-        }
-        _ => {}
+        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}});
+        over(&mut p, &extra);
+        p
+    }
+
+    #[test]
+    fn unknown_fields_are_named_by_their_dotted_paths() {
+        let v = pod(json!({"bogus": 1, "metadata": {"labelz": {}},
+            "spec": {"containers": [{"name": "c", "imagee": "x"}], "nope": null}}));
+        let (typed, mut unknown) = decode::<Pod>(&v).unwrap();
+        unknown.sort();
+        // A null unknown field is unknown too, as kube-apiserver's strict decoding has it.
+        assert_eq!(unknown, ["bogus", "metadata.labelz", "spec.containers[0].imagee", "spec.nope"]);
+        assert_eq!(typed.metadata.name.as_deref(), Some("p"));
+    }
+
+    #[test]
+    fn known_fields_and_free_form_maps_are_not_unknown() {
+        // Labels and requests are maps: any key is known. A known field set to null is
+        // as good as absent.
+        let v = pod(json!({"metadata": {"labels": {"any-key": "v"}, "creationTimestamp": null},
+            "status": {"phase": "Running"}}));
+        assert_eq!(decode::<Pod>(&v).unwrap().1, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_type_error_names_its_field() {
+        let v = pod(json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": "eighty"}]}]}}));
+        let (field, message) = decode::<Pod>(&v).unwrap_err();
+        assert_eq!(field, "spec.containers[0].ports[0].containerPort");
+        assert!(message.starts_with("Invalid value: invalid type: string \"eighty\""), "{message}");
     }
 }

@@ -372,24 +372,17 @@ async fn create_object(
     let namespaces = super::resources::find("", "v1", "namespaces")
         .ok_or_else(|| RegistryError::internal("namespaces are not served"))?;
     let ns_key = ns.as_ref().map(|n| namespaces.key(None, Some(n)));
-    let admission_key = ns_key.clone();
     let mut value = encode_limited(&stored_form(r, &obj))?;
     let (plural, n2, ns2) = (r.plural, name.clone(), ns.clone());
     let mut allocated = obj.clone();
     let (revision, allocated) = blocking(move || {
-        if let Some(k) = ns_key
-            && store
+        // The namespace must exist, and admit the object (not while it terminates).
+        if let Some(k) = ns_key {
+            let ns_name = ns2.as_deref().unwrap_or_default();
+            let kv = store
                 .get(&k)
-                .map_err(|e| RegistryError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
-                .is_none()
-        {
-            return Err(RegistryError::not_found("namespaces", ns2.as_deref().unwrap_or_default()));
-        }
-        if let Some(k) = admission_key
-            && let Some(kv) = store
-                .get(&k)
-                .map_err(|e| RegistryError::from_store(e, "namespaces", ns2.as_deref().unwrap_or_default()))?
-        {
+                .map_err(|e| RegistryError::from_store(e, "namespaces", ns_name))?
+                .ok_or_else(|| RegistryError::not_found("namespaces", ns_name))?;
             super::deletion::admit_create(&decode(&kv)?, r, &n2)?;
         }
         // Mutating admission that reads other objects: a pod's ServiceAccount.
