@@ -155,8 +155,17 @@ fn undecodable(r: &Resource, problem: &str) -> RegistryError {
 
 /// Parses a request body and checks it is an object of `r`'s kind.
 fn parse_body(r: &Resource, body: &[u8]) -> Result<Value, RegistryError> {
-    let mut obj: Value = serde_json::from_slice(body)
-        .map_err(|e| RegistryError::bad_request(format!("the request body is not valid JSON: {e}")))?;
+    as_body(r, parse_json(body)?)
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, RegistryError> {
+    serde_json::from_slice(body)
+        .map_err(|e| RegistryError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// Checks `obj` is an object of `r`'s kind, as a request body is; its apiVersion and kind
+/// are set if it lacks them.
+fn as_body(r: &Resource, mut obj: Value) -> Result<Value, RegistryError> {
     if !obj.is_object() {
         return Err(RegistryError::bad_request("the request body must be a JSON object"));
     }
@@ -297,9 +306,21 @@ pub async fn create(
     body: &[u8],
     checks: impl Into<Checks>,
 ) -> Result<Value, RegistryError> {
+    create_value(store, r, ns, parse_json(body)?, checks).await
+}
+
+/// `create` of an object the server made itself (an event, say): as a request body, but
+/// not written out and parsed again.
+pub async fn create_value(
+    store: Store,
+    r: &'static Resource,
+    ns: Option<String>,
+    obj: Value,
+    checks: impl Into<Checks>,
+) -> Result<Value, RegistryError> {
     let checks = checks.into();
     let manager = checks.manager.clone();
-    create_object(store, r, ns, parse_body(r, body)?, checks, Ownership::Update(manager)).await
+    create_object(store, r, ns, as_body(r, obj)?, checks, Ownership::Update(manager)).await
 }
 
 async fn create_object(
@@ -1153,7 +1174,7 @@ fn applied_config(r: &Resource, name: &str, part: Part, body: &[u8]) -> Result<V
             return Err(RegistryError::bad_request(format!("{field} must be set in an applied configuration")));
         }
     }
-    let mut config = parse_body(r, &serde_json::to_vec(&config).unwrap_or_default())?;
+    let mut config = as_body(r, config)?;
     match config["metadata"].get("name").and_then(Value::as_str) {
         Some(n) if n != name => {
             return Err(RegistryError::bad_request("the name of the object does not match the name on the URL"));

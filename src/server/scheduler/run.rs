@@ -430,14 +430,9 @@ async fn event(store: &Store, pod: &Pod, kind: &str, reason: &str, message: &str
         "source": {"component": NAME}, "reportingComponent": NAME, "reportingInstance": NAME,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     });
-    let created = objects::create(
-        store.clone(),
-        events,
-        Some(namespace),
-        &body.to_string().into_bytes(),
-        (FieldValidation::Lenient, None, false),
-    )
-    .await;
+    let created =
+        objects::create_value(store.clone(), events, Some(namespace), body, (FieldValidation::Lenient, None, false))
+            .await;
     if let Err(e) = created {
         tracing::debug!(%e, "recording a scheduler event failed");
     }
