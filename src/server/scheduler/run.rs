@@ -145,12 +145,15 @@ struct State {
     binding: BTreeSet<String>,
 }
 
-/// What a binding task reports when it is done.
+/// What a binding task reports when it is done: a failed binding gives its pod back (to
+/// be queued again); a written one has dropped it. Reports wait in an unbounded channel
+/// while the watches keep the loop busy, and a whole Pod in each of them was most of the
+/// server's memory after a burst of 40,000 pods.
 struct Bound {
     key: String,
-    pod: Pod,
+    uid: String,
     node: String,
-    result: Result<(), RegistryError>,
+    result: Result<(), (RegistryError, Pod)>,
 }
 
 impl State {
@@ -252,11 +255,13 @@ async fn run(store: &Store) -> Result<std::convert::Infallible, ScheduleError> {
             Some(b) = done.recv() => finish(&mut state, b),
         }
         loop {
+            // Finished bindings first: while the watches always have more, nothing after
+            // them in this order would be taken.
             tokio::select! {
                 biased;
+                Some(b) = done.recv() => finish(&mut state, b),
                 e = node_watch.next() => apply(&mut state, (true, e))?,
                 e = pod_watch.next() => apply(&mut state, (false, e))?,
-                Some(b) = done.recv() => finish(&mut state, b),
                 _ = std::future::ready(()) => break,
             }
         }
@@ -277,9 +282,10 @@ impl Binder {
         let Ok(permit) = self.permits.clone().acquire_owned().await else { return };
         let (store, pods, done) = (self.store.clone(), self.pods, self.done.clone());
         tokio::spawn(async move {
-            let result = bind_pod(&store, pods, &pod, &node).await;
+            let uid = pod.metadata.uid.clone().unwrap_or_default();
+            let result = bind_pod(&store, pods, &pod, &node).await.map_err(|e| (e, pod));
             drop(permit);
-            let _ = done.send(Bound { key, pod, node, result });
+            let _ = done.send(Bound { key, uid, node, result });
         });
     }
 }
@@ -289,19 +295,18 @@ impl Binder {
 fn finish(state: &mut State, b: Bound) {
     // A written binding stays in `binding` until the watch brings the bound pod (older
     // events of the pod unbound may come first).
-    let Err(e) = b.result else { return };
+    let Err((e, pod)) = b.result else { return };
     state.binding.remove(&b.key);
-    let uid = b.pod.metadata.uid.as_deref().unwrap_or_default();
     // Only our own placement is taken back: the watch may have placed it where another
     // scheduler bound it.
-    if state.snapshot.node(&b.node).is_some_and(|n| n.pods.contains_key(uid)) {
-        state.snapshot.unplace(uid);
+    if state.snapshot.node(&b.node).is_some_and(|n| n.pods.contains_key(&b.uid)) {
+        state.snapshot.unplace(&b.uid);
     }
     match e {
         RegistryError::NotFound { .. } | RegistryError::ConflictWith { .. } => {}
         e => {
             tracing::warn!(pod = %b.key, %e, "binding failed; will retry");
-            state.unschedulable.insert(b.key, b.pod);
+            state.unschedulable.insert(b.key, pod);
         }
     }
 }
