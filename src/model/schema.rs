@@ -40,29 +40,18 @@ mod tests {
     use k8s_openapi::api::core::v1::Pod;
     use serde_json::json;
 
-    /// A Pod with `extra`'s fields set over it (a null sets nothing).
-    fn pod(extra: Value) -> Value {
-        fn over(into: &mut Value, from: &Value) {
-            match (into, from) {
-                (Value::Object(i), Value::Object(f)) => {
-                    for (k, v) in f {
-                        over(i.entry(k.clone()).or_insert(Value::Null), v);
-                    }
-                }
-                (i, f) if !f.is_null() => *i = f.clone(),
-                _ => {}
-            }
-        }
-        let mut p = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
-            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}});
-        over(&mut p, &extra);
-        p
+    fn pod() -> Value {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "resources": {"requests": {"cpu": "1"}}}]}})
     }
 
     #[test]
     fn unknown_fields_are_named_by_their_dotted_paths() {
-        let v = pod(json!({"bogus": 1, "metadata": {"labelz": {}},
-            "spec": {"containers": [{"name": "c", "imagee": "x"}], "nope": null}}));
+        let mut v = pod();
+        v["bogus"] = json!(1);
+        v["metadata"]["labelz"] = json!({});
+        v["spec"]["containers"][0]["imagee"] = json!("x");
+        v["spec"]["nope"] = Value::Null;
         let (typed, mut unknown) = decode::<Pod>(&v).unwrap();
         unknown.sort();
         // A null unknown field is unknown too, as kube-apiserver's strict decoding has it.
@@ -74,14 +63,17 @@ mod tests {
     fn known_fields_and_free_form_maps_are_not_unknown() {
         // Labels and requests are maps: any key is known. A known field set to null is
         // as good as absent.
-        let v = pod(json!({"metadata": {"labels": {"any-key": "v"}, "creationTimestamp": null},
-            "status": {"phase": "Running"}}));
+        let mut v = pod();
+        v["metadata"]["labels"]["any-key"] = json!("v");
+        v["metadata"]["creationTimestamp"] = Value::Null;
+        v["status"] = json!({"phase": "Running"});
         assert_eq!(decode::<Pod>(&v).unwrap().1, Vec::<String>::new());
     }
 
     #[test]
     fn a_type_error_names_its_field() {
-        let v = pod(json!({"spec": {"containers": [{"name": "c", "ports": [{"containerPort": "eighty"}]}]}}));
+        let mut v = pod();
+        v["spec"]["containers"][0]["ports"] = json!([{"containerPort": "eighty"}]);
         let (field, message) = decode::<Pod>(&v).unwrap_err();
         assert_eq!(field, "spec.containers[0].ports[0].containerPort");
         assert!(message.starts_with("Invalid value: invalid type: string \"eighty\""), "{message}");
