@@ -802,8 +802,9 @@ fn version_info() -> Value {
 pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
     let r = resources::find("", "v1", "namespaces").ok_or_else(|| ApiError::internal("namespaces are not served"))?;
     for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
-        let body = json!({"metadata": {"name": ns}}).to_string().into_bytes();
-        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None, false)).await {
+        let body = json!({"metadata": {"name": ns}});
+        let checks = (objects::FieldValidation::Strict, None, false);
+        match objects::create_value(store.clone(), r, None, body, checks).await {
             Ok(_) => {}
             Err(RegistryError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),

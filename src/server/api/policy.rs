@@ -386,8 +386,8 @@ pub async fn bootstrap(store: &Store) -> Result<(), ApiError> {
         .map(|o| (roles, o))
         .chain(cluster_role_bindings().into_iter().map(|o| (bindings, o)));
     for (r, obj) in all {
-        let body = obj.to_string().into_bytes();
-        match objects::create(store.clone(), r, None, &body, (objects::FieldValidation::Strict, None, false)).await {
+        let checks = (objects::FieldValidation::Strict, None, false);
+        match objects::create_value(store.clone(), r, None, obj, checks).await {
             Ok(_) => {}
             Err(RegistryError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),

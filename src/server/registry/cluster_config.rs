@@ -90,9 +90,8 @@ pub async fn write(store: &Store, net: &ClusterNetwork) -> Result<(), RegistryEr
         "metadata": {"name": NAME, "namespace": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "nodectl-server"}},
         "data": net.data(),
     });
-    let bytes = body.to_string().into_bytes();
     let checks = (FieldValidation::Strict, None, false);
-    match objects::create(store.clone(), r, Some(NAMESPACE.into()), &bytes, checks.clone()).await {
+    match objects::create_value(store.clone(), r, Some(NAMESPACE.into()), body.clone(), checks.clone()).await {
         Ok(_) => return Ok(()),
         Err(RegistryError::AlreadyExists { .. }) => {}
         Err(e) => return Err(e),
@@ -101,6 +100,7 @@ pub async fn write(store: &Store, net: &ClusterNetwork) -> Result<(), RegistryEr
     if stored["data"] == body["data"] {
         return Ok(());
     }
+    let bytes = body.to_string().into_bytes();
     objects::update(store.clone(), r, Some(NAMESPACE.into()), NAME.into(), Part::Main, &bytes, checks).await.map(|_| ())
 }
 
