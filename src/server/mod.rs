@@ -144,12 +144,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
     let acceptor = tokio_rustls::TlsAcceptor::from(pki.tls.clone());
     tracing::info!(%bound, kubeconfig = %kubeconfig.display(), "serving the Kubernetes API");
     eprintln!("nodectl server: listening on https://{bound}; kubeconfig {}", kubeconfig.display());
-    let leaders = Leaders {
-        store: controller_store,
-        api: controllers::client::loopback(bound),
-        ca_pem: pki.ca_pem.clone(),
-        token: controller_token,
-    };
+    let leaders =
+        Leaders { store: controller_store, api: app.clone(), ca_pem: pki.ca_pem.clone(), token: controller_token };
     let electors = leaders.start(&config);
     tokio::select! {
         _ = serve(listener, app, acceptor) => {}
@@ -166,7 +162,8 @@ pub async fn run(config: Config, shutdown: impl std::future::Future<Output = ()>
 /// What runs in the leader only: the scheduler and the controllers.
 struct Leaders {
     store: Arc<dyn Backend>,
-    api: SocketAddr,
+    /// The API, for the controllers' and the electors' clients.
+    api: axum::Router,
     ca_pem: String,
     token: String,
 }
@@ -183,14 +180,14 @@ impl Leaders {
         }
         let (which, nodes, pod_gc) = (config.controllers.clone(), config.node_lifecycle.clone(), config.pod_gc.clone());
         let network = config.network.clone();
-        let (api, ca_pem, token) = (self.api, self.ca_pem.clone(), self.token.clone());
+        let (api, ca_pem, token) = (self.api.clone(), self.ca_pem.clone(), self.token.clone());
         let store = self.store.clone();
         work.push((
             "kube-controller-manager",
             Box::new(move || {
                 controllers::start(store.clone());
                 // The workload controllers are the API's clients, as kube-controller-manager is.
-                match controllers::client::client(api, &ca_pem, &token) {
+                match controllers::client::client(api.clone(), &token) {
                     Ok(client) => {
                         controllers::start_clients(client, &store, &which, (&nodes, &pod_gc), &network, &ca_pem)
                     }
@@ -204,7 +201,7 @@ impl Leaders {
             }
             return Electors { stop, tasks: Vec::new() };
         };
-        let client = match controllers::client::client(self.api, &self.ca_pem, &self.token) {
+        let client = match controllers::client::client(self.api, &self.token) {
             Ok(c) => c,
             Err(err) => {
                 tracing::error!(%err, "leader election cannot start; nothing is scheduled or reconciled");
