@@ -150,7 +150,7 @@ impl Shared {
     /// write still sees the ones before it, gets its own revision and its own answer; if
     /// the group's transaction fails, each of its writes is tried again alone, so one
     /// write's failure is never another's.
-    fn write(&self, key: &str, op: Op) -> Result<Event> {
+    fn write(&self, key: &str, op: Op) -> Result<Arc<Event>> {
         check_key(key)?;
         let (reply, answer) = mpsc::sync_channel(1);
         self.queue.lock().expect("write queue").push_back(Request { key: key.to_string(), op, reply });
@@ -186,9 +186,11 @@ impl Shared {
             Err(e) => vec![Err(e)],
         };
         for (request, result) in group.into_iter().zip(outcome) {
+            // The watchers and the writer share the event (its values are not copied).
+            let result = result.map(Arc::new);
             if let Ok(event) = &result {
                 // No receiver is not an error.
-                let _ = self.events.send(Arc::new(event.clone()));
+                let _ = self.events.send(event.clone());
             }
             // A writer that stopped waiting is not an error either.
             let _ = request.reply.send(result);
@@ -255,7 +257,7 @@ const MAX_GROUP: usize = 256;
 struct Request {
     key: String,
     op: Op,
-    reply: mpsc::SyncSender<Result<Event>>,
+    reply: mpsc::SyncSender<Result<Arc<Event>>>,
 }
 
 /// What a write does, given the key's live value.
@@ -481,7 +483,8 @@ impl Backend for Sqlite {
 
     fn delete(&self, key: &str, expected: Option<i64>) -> Result<(i64, KeyValue)> {
         let e = self.shared.write(key, Op::Delete { expected })?;
-        Ok((e.revision, e.prev.expect("a delete has a previous value")))
+        let prev = e.prev.clone().expect("a delete has a previous value");
+        Ok((e.revision, prev))
     }
 
     fn current_revision(&self) -> Result<i64> {
