@@ -7,6 +7,7 @@
 pub mod labels;
 pub mod manifest;
 pub mod names;
+pub mod pod_view;
 pub mod podspec;
 pub mod quantity;
 pub mod schema;

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -244,6 +244,6 @@ async fn keep_status(client: kube::Client, config: FakeConfig, fleet: Arc<Fleet>
 /// Pods bound to a node (fake or not): what the pod loop watches.
 pub(crate) fn bound_pods(
     client: kube::Client,
-) -> impl futures_util::Stream<Item = Result<watcher::Event<Pod>, watcher::Error>> {
-    watcher::watcher(Api::<Pod>::all(client), watcher::Config::default().fields("spec.nodeName!="))
+) -> impl futures_util::Stream<Item = Result<watcher::Event<pods::FakePod>, watcher::Error>> {
+    watcher::watcher(Api::<pods::FakePod>::all(client), watcher::Config::default().fields("spec.nodeName!="))
 }

@@ -11,13 +11,76 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::watcher;
+use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{Fleet, IN_FLIGHT};
+
+/// What the fake kubelet reads of a pod (see [`crate::model::pod_view`]): every watch event
+/// and every answer to its writes is decoded into this, and decoding whole k8s-openapi
+/// Pods was the largest part of the fake nodes' CPU.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FakePod {
+    #[serde(default, deserialize_with = "trimmed_meta")]
+    pub metadata: ObjectMeta,
+    pub spec: Option<FakeSpec>,
+    pub status: Option<FakeStatus>,
+}
+
+crate::model::pod_view::pod_view!(FakePod);
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FakeSpec {
+    pub node_name: Option<String>,
+    #[serde(default)]
+    pub containers: Vec<FakeContainer>,
+    #[serde(default)]
+    pub init_containers: Vec<FakeContainer>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct FakeContainer {
+    pub name: String,
+    pub image: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FakeStatus {
+    pub phase: Option<String>,
+    #[serde(rename = "podIP")]
+    pub pod_ip: Option<String>,
+    /// As written (RFC 3339): only ever written back.
+    pub start_time: Option<String>,
+}
+
+/// The metadata the fake kubelet and kube-rs' watcher read (the resourceVersion), without
+/// the rest (managed fields above all).
+fn trimmed_meta<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Meta {
+        name: Option<String>,
+        namespace: Option<String>,
+        uid: Option<String>,
+        resource_version: Option<String>,
+        deletion_timestamp: Option<Time>,
+    }
+    let m = Meta::deserialize(d)?;
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        uid: m.uid,
+        resource_version: m.resource_version,
+        deletion_timestamp: m.deletion_timestamp,
+        ..ObjectMeta::default()
+    })
+}
 
 /// What the fake kubelet does for one pod.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,7 +93,7 @@ pub enum Action {
 }
 
 /// What a bound pod on a fake node needs.
-pub fn action(pod: &Pod) -> Action {
+pub fn action(pod: &FakePod) -> Action {
     if pod.metadata.deletion_timestamp.is_some() {
         return Action::Delete;
     }
@@ -80,9 +143,12 @@ impl Addresses {
 }
 
 /// The status a fake kubelet reports for a running pod, as the kubelet's.
-pub fn running_status(pod: &Pod, host_ip: Ipv4Addr, pod_ip: Ipv4Addr, now: &Time) -> Value {
+pub fn running_status(pod: &FakePod, host_ip: Ipv4Addr, pod_ip: Ipv4Addr, now: &Time) -> Value {
     let spec = pod.spec.as_ref();
-    let start = pod.status.as_ref().and_then(|s| s.start_time.clone()).unwrap_or_else(|| now.clone());
+    let start = match pod.status.as_ref().and_then(|s| s.start_time.clone()) {
+        Some(kept) => json!(kept),
+        None => json!(now),
+    };
     let condition = |kind: &str| json!({"type": kind, "status": "True", "lastTransitionTime": now});
     let containers: Vec<Value> = spec
         .map(|s| s.containers.as_slice())
@@ -97,7 +163,7 @@ pub fn running_status(pod: &Pod, host_ip: Ipv4Addr, pod_ip: Ipv4Addr, now: &Time
         })
         .collect();
     let init: Vec<Value> = spec
-        .and_then(|s| s.init_containers.as_deref())
+        .map(|s| s.init_containers.as_slice())
         .unwrap_or_default()
         .iter()
         .map(|c| {
@@ -124,7 +190,7 @@ pub fn running_status(pod: &Pod, host_ip: Ipv4Addr, pod_ip: Ipv4Addr, now: &Time
 
 /// The writes in flight, by pod uid, with the newest event that came meanwhile.
 #[derive(Default)]
-struct InFlight(HashMap<String, Option<Pod>>);
+struct InFlight(HashMap<String, Option<FakePod>>);
 
 struct Shared {
     fleet: Arc<Fleet>,
@@ -166,7 +232,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Starts the write a pod needs, or keeps the pod for when its write in flight ends.
-fn handle(shared: &Arc<Shared>, pod: Pod) {
+fn handle(shared: &Arc<Shared>, pod: FakePod) {
     let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| shared.fleet.index(n));
     let (Some(node), Some(uid)) = (node, pod.metadata.uid.clone()) else { return };
     if action(&pod) == Action::Nothing {
@@ -208,10 +274,10 @@ fn handle(shared: &Arc<Shared>, pod: Pod) {
     });
 }
 
-async fn write(shared: &Shared, node: u32, uid: &str, pod: &Pod) -> Result<(), kube::Error> {
+async fn write(shared: &Shared, node: u32, uid: &str, pod: &FakePod) -> Result<(), kube::Error> {
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let name = pod.metadata.name.as_deref().unwrap_or_default();
-    let api: Api<Pod> = Api::namespaced(shared.client.clone(), namespace);
+    let api: Api<FakePod> = Api::namespaced(shared.client.clone(), namespace);
     match action(pod) {
         Action::Nothing => Ok(()),
         Action::Delete => {
@@ -268,14 +334,48 @@ mod tests {
 
     #[test]
     fn running_unless_deleting_or_already_reported() {
-        let mut p: Pod = serde_json::from_value(json!({"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": "n-0"}})).unwrap();
+        let mut p: FakePod = serde_json::from_value(json!({"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": [{"name": "c", "image": "busybox"}], "nodeName": "n-0"}})).unwrap();
         assert_eq!(action(&p), Action::Run);
         let status =
             running_status(&p, Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::new(100, 64, 0, 1), &Time(chrono::Utc::now()));
+        assert_eq!(status["status"]["containerStatuses"][0]["ready"], true);
         p.status = serde_json::from_value(status["status"].clone()).unwrap();
         assert_eq!(action(&p), Action::Nothing);
-        assert!(p.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0].ready);
         p.metadata.deletion_timestamp = Some(Time(chrono::Utc::now()));
         assert_eq!(action(&p), Action::Delete);
+    }
+
+    /// A whole pod, as the API sends it, decodes into what the fake kubelet reads; the rest
+    /// is skipped, and a start time already reported is written back as it was.
+    #[test]
+    fn a_whole_pod_decodes_into_what_the_fake_kubelet_reads() {
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "uid": "u", "resourceVersion": "42",
+                         "labels": {"app": "web"}, "deletionTimestamp": "2026-12-06T10:00:00Z",
+                         "managedFields": [{"manager": "kubectl", "operation": "Update", "fieldsType": "FieldsV1",
+                                            "fieldsV1": {"f:spec": {}}}]},
+            "spec": {"nodeName": "n-3", "volumes": [{"name": "v", "emptyDir": {}}],
+                     "initContainers": [{"name": "init", "image": "busybox", "command": ["true"]}],
+                     "containers": [{"name": "c", "image": "busybox", "env": [{"name": "A", "value": "1"}]}]},
+            "status": {"phase": "Pending", "podIP": "100.64.3.7", "startTime": "2026-12-06T09:00:00Z",
+                       "conditions": [{"type": "PodScheduled", "status": "True"}]},
+        });
+        let p: FakePod = serde_json::from_value(pod).unwrap();
+        assert_eq!(p.metadata.name.as_deref(), Some("p"));
+        assert_eq!(p.metadata.namespace.as_deref(), Some("ns"));
+        assert_eq!(p.metadata.uid.as_deref(), Some("u"));
+        assert_eq!(p.metadata.resource_version.as_deref(), Some("42"));
+        assert!(p.metadata.deletion_timestamp.is_some());
+        assert!(p.metadata.labels.is_none() && p.metadata.managed_fields.is_none(), "the rest is not kept");
+        let spec = p.spec.as_ref().unwrap();
+        assert_eq!(spec.node_name.as_deref(), Some("n-3"));
+        assert_eq!((spec.containers[0].name.as_str(), spec.containers[0].image.as_deref()), ("c", Some("busybox")));
+        assert_eq!(spec.init_containers[0].name, "init");
+        assert_eq!(p.status.as_ref().unwrap().pod_ip.as_deref(), Some("100.64.3.7"));
+        let status =
+            running_status(&p, Ipv4Addr::new(198, 18, 0, 4), Ipv4Addr::new(100, 64, 3, 7), &Time(chrono::Utc::now()));
+        assert_eq!(status["status"]["startTime"], "2026-12-06T09:00:00Z");
+        assert_eq!(status["status"]["initContainerStatuses"][0]["state"]["terminated"]["reason"], "Completed");
     }
 }

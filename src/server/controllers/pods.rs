@@ -3,11 +3,8 @@
 //! since when, and who controls it; as kube's `pkg/controller` and `podutil` helpers
 //! answer them.
 
-use std::borrow::Cow;
-
-use k8s_openapi::api::core::v1::{ContainerPort, Pod, PodCondition, PodIP, Toleration};
+use k8s_openapi::api::core::v1::{ContainerPort, PodCondition, PodIP, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use k8s_openapi::{NamespaceResourceScope, Resource as _};
 use serde::Deserialize;
 
 /// Neither finished (Succeeded, Failed) nor being deleted: kube's FilterActivePods.
@@ -96,32 +93,7 @@ pub struct CachedContainerStatus {
     pub restart_count: i32,
 }
 
-impl kube::Resource for CachedPod {
-    type DynamicType = ();
-    type Scope = NamespaceResourceScope;
-
-    fn kind(_: &()) -> Cow<'_, str> {
-        Pod::KIND.into()
-    }
-    fn group(_: &()) -> Cow<'_, str> {
-        Pod::GROUP.into()
-    }
-    fn version(_: &()) -> Cow<'_, str> {
-        Pod::VERSION.into()
-    }
-    fn api_version(_: &()) -> Cow<'_, str> {
-        Pod::API_VERSION.into()
-    }
-    fn plural(_: &()) -> Cow<'_, str> {
-        Pod::URL_PATH_SEGMENT.into()
-    }
-    fn meta(&self) -> &ObjectMeta {
-        &self.metadata
-    }
-    fn meta_mut(&mut self) -> &mut ObjectMeta {
-        &mut self.metadata
-    }
-}
+crate::model::pod_view::pod_view!(CachedPod);
 
 /// The owner reference with `controller: true`, if any.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
@@ -142,6 +114,8 @@ pub fn restarts(pod: &CachedPod) -> i32 {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+
     use super::*;
 
     #[test]
