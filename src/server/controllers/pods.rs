@@ -43,7 +43,7 @@ pub fn is_available(pod: &CachedPod, min_ready_seconds: i64, now: i64) -> bool {
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CachedPod {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::model::pod_view::meta_without_managed_fields")]
     pub metadata: ObjectMeta,
     pub spec: Option<CachedSpec>,
     pub status: Option<CachedStatus>,
