@@ -36,9 +36,8 @@ pub fn is_available(pod: &CachedPod, min_ready_seconds: i64, now: i64) -> bool {
 }
 
 /// A pod as the shared pod cache keeps it: only what the controllers read (as client-go's
-/// informer transforms trim, but by type). k8s-openapi's `Pod` holds every optional field
-/// inline, 2 KiB for the pod and 2 KiB more per container before any of it is set, so
-/// tens of thousands of cached pods cost hundreds of megabytes; decoding straight into
+/// informer transforms trim, but by type; see [`crate::model::pod_view`]): tens of
+/// thousands of k8s-openapi `Pod`s cost hundreds of megabytes, and decoding straight into
 /// this skips the rest of each pod (volumes, commands, environment, probes) as well.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
