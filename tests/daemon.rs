@@ -14,18 +14,22 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// A daemon on a state root of its own with the busybox image, serving /metrics over TCP on
-/// [`metrics_port`] too.
+/// A daemon on a state root of its own with the busybox image, serving /metrics over TCP
+/// too, on a port the kernel picks (see [`metrics_port`]).
 fn node() -> Node {
     let mut node = Node::new("ndd", 10).with_busybox();
-    let metrics = format!("127.0.0.1:{}", metrics_port(&node));
-    node.start(&["--metrics-address", &metrics]);
+    // A port of our choosing could be one that a connection elsewhere on the machine took
+    // while the daemon was down between a kill and its restart.
+    node.start(&["--metrics-address", "127.0.0.1:0", "--log-level", "info"]);
     node
 }
 
-/// A port of the node's own: the tests of this file run at once.
+/// The port of the daemon's last start, from its log line "serving metrics address=…".
 fn metrics_port(node: &Node) -> u16 {
-    20_000 + (std::process::id() % 20_000) as u16 + node.index as u16
+    let log = node.log();
+    let line = log.lines().rfind(|l| l.contains("serving metrics")).unwrap_or_else(|| panic!("no metrics in {log}"));
+    let address = line.rsplit_once("address=").map(|(_, a)| a.trim()).unwrap_or_else(|| panic!("{line}"));
+    address.parse::<std::net::SocketAddr>().unwrap_or_else(|e| panic!("{address}: {e}")).port()
 }
 
 const WEB: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: web}\nspec:\n  terminationGracePeriodSeconds: 2\n  containers:\n  - {name: c, image: busybox, imagePullPolicy: Never, command: [sh, -c, 'trap \"echo bye; exit 0\" TERM; echo hello; while :; do sleep 0.1; done']}\n";

@@ -44,7 +44,8 @@ pub struct DaemonArgs {
     /// The delay before a container's first restart, in seconds; it doubles up to 300.
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     restart_backoff: f64,
-    /// Serve Prometheus metrics (`/metrics`) on this TCP address too, e.g. 127.0.0.1:10255.
+    /// Serve Prometheus metrics (`/metrics`) on this TCP address too, e.g. 127.0.0.1:10255
+    /// (with port 0 the kernel picks one; the address is logged at info level).
     #[arg(long, value_name = "ADDRESS:PORT")]
     metrics_address: Option<std::net::SocketAddr>,
     /// Remove unused images when the image store's filesystem is fuller than this percent
@@ -265,6 +266,9 @@ pub fn run(root: &Path, args: DaemonArgs) -> Result<i32> {
         if let Some(addr) = args.metrics_address {
             // Bound before the socket answers, so a bad address fails the start.
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("--metrics-address {addr}"))?;
+            // The bound address, so a port of 0 (the kernel's choice) can be found.
+            let addr = listener.local_addr().with_context(|| format!("--metrics-address {addr}"))?;
+            tracing::info!(address = %addr, "serving metrics");
             let router = api::metrics_router(daemon.clone());
             tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router).await {
