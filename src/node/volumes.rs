@@ -81,6 +81,33 @@ pub fn existing(dir: &Path, pod: &Pod) -> Volumes {
     out
 }
 
+/// Brings the configMap, secret, downwardAPI and projected volumes that [`prepare`] made
+/// below `dir` up to the manifest's sources (a ConfigMap changed in the API, a label of the
+/// pod, a renewed token), as the kubelet's sync does; a volume not written yet is left to
+/// [`prepare`]. Returns the volumes whose files changed, and why others could not be
+/// brought up to date (their files stay as they were, as the kubelet keeps them while a
+/// source is missing).
+pub fn refresh(dir: &Path, manifest: &Manifest) -> (Vec<String>, Vec<PlanError>) {
+    let (mut changed, mut errors) = (Vec::new(), Vec::new());
+    for (i, v) in manifest.pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).enumerate() {
+        let own = dir.join(&v.name);
+        if fs::symlink_metadata(own.join("..data")).is_err() {
+            continue;
+        }
+        let written = match source_files(v, &format!("spec.volumes[{i}]"), manifest) {
+            Some(Ok((files, f))) => write_files(&own, files, &f),
+            Some(Err(e)) => Err(e),
+            None => continue,
+        };
+        match written {
+            Ok(true) => changed.push(v.name.clone()),
+            Ok(false) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    (changed, errors)
+}
+
 fn prepare_one(dir: &Path, v: &Volume, field: &str, manifest: &Manifest) -> Result<PathBuf, PlanError> {
     let own = dir.join(&v.name);
     if let Some(e) = &v.empty_dir {
@@ -105,106 +132,120 @@ fn prepare_one(dir: &Path, v: &Volume, field: &str, manifest: &Manifest) -> Resu
         check_host_path(&path, h.type_.as_deref().unwrap_or(""), &format!("{field}.hostPath"))?;
         return Ok(path);
     }
-    if let Some(c) = &v.config_map {
-        fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
+    // The rest hold files from the pod's sources, written as the kubelet's atomic writer
+    // does; secrets and projections (which may hold a token) on a tmpfs, never the disk.
+    let on_tmpfs = v.secret.is_some() || v.projected.is_some();
+    let Some(files) = source_files(v, field, manifest) else {
+        return Err(PlanError::invalid(
+            field.to_string(),
+            "must specify exactly one of: emptyDir, hostPath, configMap, secret, downwardAPI, projected".into(),
+        ));
+    };
+    let (files, f) = files?;
+    fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
+    if on_tmpfs {
+        mount_tmpfs(&own, "mode=0755")?;
+    } else {
         fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).map_err(io(format!("chmod {}", own.display())))?;
+    }
+    write_files(&own, files, &f)?;
+    Ok(own)
+}
+
+/// The files of a configMap, secret, downwardAPI or projected volume as its sources are
+/// now, with the field that names the volume's kind in errors; None for other kinds.
+fn source_files(v: &Volume, field: &str, manifest: &Manifest) -> Option<Result<(Vec<File>, String), PlanError>> {
+    let files = if let Some(c) = &v.config_map {
         let mode = c.default_mode.map(|m| m as u32).unwrap_or(CONFIG_MAP_DEFAULT_MODE);
         let f = format!("{field}.configMap");
-        let files = key_files(
+        key_files(
             config_map_source(&manifest.config_maps, &c.name),
             c.items.as_deref(),
             mode,
             c.optional == Some(true),
             &format!("{f}.name"),
             &f,
-        )?;
-        write_files(&own, files, &f)?;
-        return Ok(own);
-    }
-    if let Some(s) = &v.secret {
+        )
+        .map(|files| (files, f))
+    } else if let Some(s) = &v.secret {
         let name = s.secret_name.clone().unwrap_or_default();
-        fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
-        mount_tmpfs(&own, "mode=0755")?;
         let mode = s.default_mode.map(|m| m as u32).unwrap_or(SECRET_DEFAULT_MODE);
         let f = format!("{field}.secret");
-        let files = key_files(
+        key_files(
             secret_source(&manifest.secrets, &name),
             s.items.as_deref(),
             mode,
             s.optional == Some(true),
             &format!("{f}.secretName"),
             &f,
-        )?;
-        write_files(&own, files, &f)?;
-        return Ok(own);
-    }
-    if let Some(d) = &v.downward_api {
-        fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
-        fs::set_permissions(&own, fs::Permissions::from_mode(0o755)).map_err(io(format!("chmod {}", own.display())))?;
+        )
+        .map(|files| (files, f))
+    } else if let Some(d) = &v.downward_api {
         let mode = d.default_mode.map(|m| m as u32).unwrap_or(CONFIG_MAP_DEFAULT_MODE);
         let f = format!("{field}.downwardAPI");
-        let files = downward_files(&manifest.pod, d.items.as_deref().unwrap_or_default(), mode, &f)?;
-        write_files(&own, files, &f)?;
-        return Ok(own);
-    }
-    if let Some(p) = &v.projected {
-        // A tmpfs, as the kubelet's: a token or a secret among the sources never reaches the disk.
-        fs::create_dir(&own).map_err(io(format!("create {}", own.display())))?;
-        mount_tmpfs(&own, "mode=0755")?;
-        let mode = p.default_mode.map(|m| m as u32).unwrap_or(PROJECTED_DEFAULT_MODE);
+        downward_files(&manifest.pod, d.items.as_deref().unwrap_or_default(), mode, &f).map(|files| (files, f))
+    } else if let Some(p) = &v.projected {
         let f = format!("{field}.projected");
-        let mut files = Vec::new();
-        for (j, source) in p.sources.iter().flatten().enumerate() {
-            let sf = format!("{f}.sources[{j}]");
-            let keyed = match (&source.config_map, &source.secret) {
-                (Some(c), _) => Some((
-                    config_map_source(&manifest.config_maps, &c.name),
-                    c.items.as_deref(),
-                    c.optional,
-                    format!("{sf}.configMap"),
-                )),
-                (None, Some(s)) => Some((
-                    secret_source(&manifest.secrets, &s.name),
-                    s.items.as_deref(),
-                    s.optional,
-                    format!("{sf}.secret"),
-                )),
-                (None, None) => None,
-            };
-            if let Some((keys, items, optional, at)) = keyed {
-                files.extend(key_files(keys, items, mode, optional == Some(true), &format!("{at}.name"), &at)?);
-            } else if let Some(d) = &source.downward_api {
-                files.extend(downward_files(
-                    &manifest.pod,
-                    d.items.as_deref().unwrap_or_default(),
-                    mode,
-                    &format!("{sf}.downwardAPI"),
-                )?);
-            } else if let Some(t) = &source.service_account_token {
-                let at = format!("{sf}.serviceAccountToken");
-                let Some(token) = manifest.tokens.get(&token_key(&v.name, &t.path)) else {
-                    return Err(PlanError::invalid(
-                        at,
-                        "a service account token comes from a cluster's API server: only a joined node \
-                         (nodectl daemon --server) can project one"
-                            .into(),
-                    ));
-                };
-                files.push((t.path.clone(), token.clone().into_bytes(), mode));
-            } else {
+        projected_files(v, p, manifest, &f).map(|files| (files, f))
+    } else {
+        return None;
+    };
+    Some(files)
+}
+
+fn projected_files(
+    v: &Volume,
+    p: &k8s_openapi::api::core::v1::ProjectedVolumeSource,
+    manifest: &Manifest,
+    f: &str,
+) -> Result<Vec<File>, PlanError> {
+    let mode = p.default_mode.map(|m| m as u32).unwrap_or(PROJECTED_DEFAULT_MODE);
+    let mut files = Vec::new();
+    for (j, source) in p.sources.iter().flatten().enumerate() {
+        let sf = format!("{f}.sources[{j}]");
+        let keyed = match (&source.config_map, &source.secret) {
+            (Some(c), _) => Some((
+                config_map_source(&manifest.config_maps, &c.name),
+                c.items.as_deref(),
+                c.optional,
+                format!("{sf}.configMap"),
+            )),
+            (None, Some(s)) => Some((
+                secret_source(&manifest.secrets, &s.name),
+                s.items.as_deref(),
+                s.optional,
+                format!("{sf}.secret"),
+            )),
+            (None, None) => None,
+        };
+        if let Some((keys, items, optional, at)) = keyed {
+            files.extend(key_files(keys, items, mode, optional == Some(true), &format!("{at}.name"), &at)?);
+        } else if let Some(d) = &source.downward_api {
+            files.extend(downward_files(
+                &manifest.pod,
+                d.items.as_deref().unwrap_or_default(),
+                mode,
+                &format!("{sf}.downwardAPI"),
+            )?);
+        } else if let Some(t) = &source.service_account_token {
+            let at = format!("{sf}.serviceAccountToken");
+            let Some(token) = manifest.tokens.get(&token_key(&v.name, &t.path)) else {
                 return Err(PlanError::invalid(
-                    sf,
-                    "must specify exactly one of: configMap, secret, downwardAPI, serviceAccountToken".into(),
+                    at,
+                    "a service account token comes from a cluster's API server: only a joined node \
+                     (nodectl daemon --server) can project one"
+                        .into(),
                 ));
-            }
+            };
+            files.push((t.path.clone(), token.clone().into_bytes(), mode));
+        } else {
+            return Err(PlanError::invalid(
+                sf,
+                "must specify exactly one of: configMap, secret, downwardAPI, serviceAccountToken".into(),
+            ));
         }
-        write_files(&own, files, &f)?;
-        return Ok(own);
     }
-    Err(PlanError::invalid(
-        field.to_string(),
-        "must specify exactly one of: emptyDir, hostPath, configMap, secret, downwardAPI, projected".into(),
-    ))
+    Ok(files)
 }
 
 fn mount_tmpfs(target: &Path, data: &str) -> Result<(), PlanError> {
@@ -518,19 +559,61 @@ fn host_memory_bytes() -> i64 {
         .unwrap_or(0)
 }
 
-/// Writes `files` in `dir` in the kubelet's atomic layout.
-fn write_files(dir: &Path, files: Vec<File>, field: &str) -> Result<(), PlanError> {
+/// Writes `files` in `dir` in the kubelet's atomic layout, or brings what an earlier write
+/// left there up to them; Ok(false) when that was so already.
+fn write_files(dir: &Path, files: Vec<File>, field: &str) -> Result<bool, PlanError> {
     // The kubelet's atomic layout: the files in a directory named for this write, `..data`
     // a symlink to it, and each top-level name a symlink through `..data`; an update
     // writes a new directory and swaps `..data` in one rename, so a reader never sees half
-    // of one version and half of another.
+    // of one version and half of another. An update that changes nothing writes nothing.
+    let data = dir.join("..data");
+    let old = fs::read_link(&data).ok().filter(|o| o.components().count() == 1);
+    if let Some(old) = &old
+        && same_files(&dir.join(old), &files)
+    {
+        return Ok(false);
+    }
     let stamp = format!(
         "..{}",
         chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now()).format("%Y_%m_%d_%H_%M_%S.%9f")
     );
     let version = dir.join(&stamp);
     fs::create_dir(&version).map_err(io(format!("create {}", version.display())))?;
-    fs::set_permissions(&version, fs::Permissions::from_mode(0o755))
+    let top = match write_version(&version, files, field) {
+        Ok(top) => top,
+        Err(e) => {
+            let _ = fs::remove_dir_all(&version);
+            return Err(e);
+        }
+    };
+    let tmp_link = dir.join("..data_tmp");
+    let _ = fs::remove_file(&tmp_link);
+    std::os::unix::fs::symlink(&stamp, &tmp_link).map_err(io(format!("link {}", tmp_link.display())))?;
+    fs::rename(&tmp_link, &data).map_err(io(format!("rename {}", tmp_link.display())))?;
+    for name in &top {
+        let link = dir.join(name);
+        if fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(Path::new("..data").join(name), &link)
+                .map_err(io(format!("link {}", link.display())))?;
+        }
+    }
+    if let Some(old) = old {
+        // Names the new version no longer has lose their links, then the old version goes.
+        for entry in fs::read_dir(dir).map_err(io(format!("read {}", dir.display())))?.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with("..") && !top.contains(&name) && entry.file_type().is_ok_and(|t| t.is_symlink()) {
+                fs::remove_file(entry.path()).map_err(io(format!("remove {}", entry.path().display())))?;
+            }
+        }
+        let old = dir.join(old);
+        fs::remove_dir_all(&old).map_err(io(format!("remove {}", old.display())))?;
+    }
+    Ok(true)
+}
+
+/// Writes `files` into the new, empty directory `version`; returns their top-level names.
+fn write_version(version: &Path, files: Vec<File>, field: &str) -> Result<BTreeSet<String>, PlanError> {
+    fs::set_permissions(version, fs::Permissions::from_mode(0o755))
         .map_err(io(format!("chmod {}", version.display())))?;
     let mut top: BTreeSet<String> = BTreeSet::new();
     for (rel, bytes, mode) in files {
@@ -557,13 +640,98 @@ fn write_files(dir: &Path, files: Vec<File>, field: &str) -> Result<(), PlanErro
             top.insert(first.as_os_str().to_string_lossy().into_owned());
         }
     }
-    let tmp_link = dir.join("..data_tmp");
-    std::os::unix::fs::symlink(&stamp, &tmp_link).map_err(io(format!("link {}", tmp_link.display())))?;
-    fs::rename(&tmp_link, dir.join("..data")).map_err(io(format!("rename {}", tmp_link.display())))?;
-    for name in top {
-        let link = dir.join(&name);
-        std::os::unix::fs::symlink(Path::new("..data").join(&name), &link)
-            .map_err(io(format!("link {}", link.display())))?;
+    Ok(top)
+}
+
+/// Whether the written version `version` holds exactly `files` (paths, bytes and modes).
+fn same_files(version: &Path, files: &[File]) -> bool {
+    let mut want: Vec<(PathBuf, &[u8], u32)> = files
+        .iter()
+        .map(|(rel, bytes, mode)| (Path::new(rel).components().collect(), &bytes[..], mode & 0o777))
+        .collect();
+    want.sort();
+    let mut have: Vec<(PathBuf, Vec<u8>, u32)> = Vec::new();
+    let mut dirs = vec![PathBuf::new()];
+    while let Some(rel) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(version.join(&rel)) else { return false };
+        for entry in entries.flatten() {
+            let (path, rel) = (entry.path(), rel.join(entry.file_name()));
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => dirs.push(rel),
+                Ok(t) if t.is_file() => {
+                    let (Ok(bytes), Ok(meta)) = (fs::read(&path), entry.metadata()) else { return false };
+                    have.push((rel, bytes, meta.permissions().mode() & 0o777));
+                }
+                _ => return false,
+            }
+        }
     }
-    Ok(())
+    have.sort();
+    have.len() == want.len() && have.iter().zip(&want).all(|(h, w)| (&h.0, &h.1[..], h.2) == (&w.0, w.1, w.2))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(greeting: &str, extra_key: Option<&str>, tier: &str) -> Manifest {
+        let extra = extra_key.map(|k| format!("  {k}: more\n")).unwrap_or_default();
+        let text = format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p, labels: {{tier: {tier}}}}}\nspec:\n  containers: [{{name: c, image: busybox}}]\n  volumes:\n  - {{name: config, configMap: {{name: greeting}}}}\n  - {{name: info, downwardAPI: {{items: [{{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}]}}}}\n  - {{name: scratch, emptyDir: {{}}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: greeting}}\ndata:\n  text: {greeting}\n{extra}"
+        );
+        crate::model::manifest::parse("test", &text).unwrap()
+    }
+
+    fn versions(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("..") && n != "..data")
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_refresh_rewrites_only_the_volumes_whose_sources_changed_and_drops_gone_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = manifest("hello", Some("extra"), "front");
+        prepare(dir.path(), &first).unwrap();
+        let (config, info) = (dir.path().join("config"), dir.path().join("info"));
+        assert_eq!(fs::read_to_string(config.join("text")).unwrap(), "hello");
+        assert_eq!(fs::read_to_string(config.join("extra")).unwrap(), "more");
+        let (config_v1, info_v1) = (versions(&config), versions(&info));
+
+        // Nothing changed: nothing is written.
+        let (changed, errors) = refresh(dir.path(), &first);
+        assert!(changed.is_empty() && errors.is_empty(), "{changed:?} {errors:?}");
+        assert_eq!((versions(&config), versions(&info)), (config_v1.clone(), info_v1.clone()));
+
+        // The ConfigMap changed (a key changed, one gone): only its volume is rewritten, in
+        // a new version that replaced the old one, and the gone key's link is gone.
+        let second = manifest("bye", None, "front");
+        let (changed, errors) = refresh(dir.path(), &second);
+        assert_eq!(changed, ["config"], "{errors:?}");
+        assert_eq!(fs::read_to_string(config.join("text")).unwrap(), "bye");
+        assert!(fs::symlink_metadata(config.join("extra")).is_err(), "the gone key's file is gone");
+        let config_v2 = versions(&config);
+        assert_eq!(config_v2.len(), 1);
+        assert_ne!(config_v2, config_v1);
+        assert_eq!(versions(&info), info_v1);
+
+        // A label changed: the downward API's file follows; a new key gets its link.
+        let third = manifest("bye", Some("added"), "back");
+        let (changed, _) = refresh(dir.path(), &third);
+        assert_eq!(changed, ["config", "info"]);
+        assert_eq!(fs::read_to_string(info.join("labels")).unwrap(), "tier=\"back\"");
+        assert_eq!(fs::read_to_string(config.join("added")).unwrap(), "more");
+        assert!(fs::read_dir(dir.path().join("scratch")).unwrap().next().is_none(), "the emptyDir is not touched");
+
+        // A volume not written yet is left to prepare.
+        let later = tempfile::tempdir().unwrap();
+        fs::create_dir(later.path().join("config")).unwrap();
+        assert!(refresh(later.path(), &third).0.is_empty());
+        assert!(fs::read_dir(later.path().join("config")).unwrap().next().is_none());
+    }
 }
