@@ -55,6 +55,9 @@ impl JoinedNode {
                 // Any free port: tests run side by side on one host.
                 "--serving-address",
                 "127.0.0.1:0",
+                // The pods' volumes follow their sources each second, not each minute.
+                "--sync-frequency",
+                "1s",
             ]
             .map(String::from),
         );
@@ -120,6 +123,11 @@ metadata: {name: greeting}
 data: {text: hello-from-the-api}
 ---
 apiVersion: v1
+kind: Secret
+metadata: {name: password}
+data: {word: b25l}
+---
+apiVersion: v1
 kind: Pod
 metadata: {name: web}
 spec:
@@ -131,6 +139,14 @@ spec:
     imagePullPolicy: Never
     env: [{name: GREETING, valueFrom: {configMapKeyRef: {name: greeting, key: text}}}]
     command: [sh, -c, 'trap \"exit 0\" TERM; echo \"said $GREETING\"; while :; do sleep 0.1; done']
+    volumeMounts:
+    - {name: greeting, mountPath: /etc/greeting}
+    - {name: password, mountPath: /etc/password}
+    - {name: podinfo, mountPath: /etc/podinfo}
+  volumes:
+  - {name: greeting, configMap: {name: greeting}}
+  - {name: password, secret: {secretName: password}}
+  - {name: podinfo, downwardAPI: {items: [{path: labels, fieldRef: {fieldPath: metadata.labels}}]}}
 ";
 
 /// Reads its stdin (kept for attaching, closed when the first client is done with it).
@@ -251,6 +267,7 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
     exec_through_the_server(&s);
     attach_through_the_server(&s, &node, tmp.path());
     port_forward_through_the_server(&s, &node, tmp.path());
+    volumes_follow_their_sources(&s, &node);
 
     // A pod naming a ConfigMap that is not there waits, and runs once it is made.
     s.ok(&["apply", "-f", &write(tmp.path(), "later.yaml", LATER)]);
@@ -291,6 +308,37 @@ fn a_joined_node_reports_itself_and_runs_the_pods_bound_to_it() {
         std::thread::sleep(Duration::from_millis(100));
     }
     node.node.assert_clean();
+}
+
+/// The pod's configMap, secret and downwardAPI volumes follow the ConfigMap, the Secret and
+/// the pod's labels, as the kubelet keeps them (each --sync-frequency); its environment,
+/// read once at the container's start, does not.
+fn volumes_follow_their_sources(s: &Server, node: &JoinedNode) {
+    let read =
+        |path: &str| String::from_utf8_lossy(&s.kubectl(&["exec", "web", "--", "cat", path]).stdout).into_owned();
+    assert_eq!(read("/etc/greeting/text"), "hello-from-the-api");
+    assert_eq!(read("/etc/password/word"), "one");
+    assert!(!read("/etc/podinfo/labels").contains("tier="));
+    s.ok(&["patch", "configmap", "greeting", "-p", r#"{"data":{"text":"changed","added":"new"}}"#]);
+    s.ok(&["patch", "secret", "password", "-p", r#"{"data":{"word":"dHdv"}}"#]);
+    s.ok(&["label", "pod", "web", "tier=front"]);
+    let end = Instant::now() + Duration::from_secs(60);
+    let want = [
+        ("/etc/greeting/text", "changed"),
+        ("/etc/greeting/added", "new"),
+        ("/etc/password/word", "two"),
+        ("/etc/podinfo/labels", "tier=\"front\""),
+    ];
+    loop {
+        let now: Vec<String> = want.iter().map(|(path, _)| read(path)).collect();
+        if want.iter().zip(&now).all(|((_, w), n)| n.contains(w)) {
+            break;
+        }
+        assert!(Instant::now() < end, "the volumes never followed: {now:?}\ndaemon's log:\n{}", node.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let env = s.kubectl(&["exec", "web", "--", "sh", "-c", "echo $GREETING"]);
+    assert_eq!(String::from_utf8_lossy(&env.stdout), "hello-from-the-api\n");
 }
 
 /// `kubectl logs` reaches the node through the server, with kubectl's options; the node's

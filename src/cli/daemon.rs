@@ -158,11 +158,18 @@ pub struct JoinArgs {
     /// or auto (host-gw where it works, VXLAN elsewhere), as flannel's backends.
     #[arg(long, value_enum, default_value = "auto")]
     pod_network_backend: PodNetworkBackend,
+    /// How often the running pods' configMap, secret, downwardAPI and projected volumes are
+    /// brought up to their sources (and tokens renewed when due), as the kubelet's flag.
+    #[arg(long, value_name = "DURATION", default_value = "1m", value_parser = duration, requires = "server")]
+    sync_frequency: Duration,
 }
 
 impl JoinArgs {
     fn config(&self) -> Result<Option<agent::JoinConfig>> {
         let Some(server) = self.server.clone() else { return Ok(None) };
+        if self.sync_frequency.is_zero() {
+            bail!("--sync-frequency: must be more than 0");
+        }
         let reserved = agent::node_status::parse_reserved(&self.system_reserved)?;
         let node_name = match &self.node_name {
             Some(n) => n.clone(),
@@ -181,6 +188,7 @@ impl JoinArgs {
             serving_address: self.serving_address,
             pod_cidr: None,
             backend: self.pod_network_backend.into(),
+            sync_frequency: self.sync_frequency,
         }))
     }
 }

@@ -4,7 +4,8 @@
 //! - its Node ([`node_status`]): created with the well-known labels, its status written
 //!   when it changes and at least every minute;
 //! - its Lease in `kube-node-lease`, renewed every 10 s (the node's heartbeat);
-//! - the pods bound to it ([`pods`]): run by the daemon, their status written back;
+//! - the pods bound to it ([`pods`]): run by the daemon, their status written back, their
+//!   volumes kept up with their ConfigMaps, Secrets, labels and tokens ([`volume_sync`]);
 //! - the cluster's Services: their traffic ([`proxy`]) and names ([`dns`]);
 //! - all Nodes: routes to their pods ([`routes`]).
 //!
@@ -19,6 +20,8 @@ pub mod register;
 pub mod routes;
 pub mod serving;
 pub mod status_patch;
+pub mod tokens;
+pub mod volume_sync;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -60,6 +63,9 @@ pub struct JoinConfig {
     pub pod_cidr: Option<ipnet::Ipv4Net>,
     /// How pod traffic reaches the other nodes ([`routes`]).
     pub backend: crate::network::routes::Backend,
+    /// How often the pods' volumes are brought up to their sources ([`volume_sync`]), as
+    /// the kubelet's --sync-frequency.
+    pub sync_frequency: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -265,10 +271,12 @@ pub async fn run(daemon: Arc<Daemon>, mut joined: Joined) {
         joined.host.internal_ip,
     ));
     let sync = pods::PodSync::new(daemon, joined.client.clone(), joined.host.internal_ip);
+    let volumes = tokio::spawn(sync.volume_sync().run(joined.config.sync_frequency));
     let pods = tokio::spawn(sync.run(name.clone()));
     let lease = tokio::spawn(keep_lease(joined.client.clone(), name.clone(), joined.node_uid.clone()));
     keep_node(&joined).await;
     pods.abort();
+    volumes.abort();
     lease.abort();
     dns.abort();
     proxy.abort();

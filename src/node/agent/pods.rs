@@ -27,6 +27,8 @@ use kube::runtime::watcher;
 use serde_json::{Value, json};
 
 use super::status_patch::{drifted, stamp_transitions, status_patch};
+use super::tokens;
+use super::volume_sync::VolumeSync;
 use crate::model::manifest::{self, Manifest};
 use crate::node::daemon::{Daemon, Entry};
 
@@ -35,22 +37,22 @@ const SYNC_EVERY: Duration = Duration::from_secs(1);
 /// How often a pod waiting for a ConfigMap or Secret looks again.
 const CONFIG_RETRY: Duration = Duration::from_secs(2);
 
-type Key = (String, String);
+pub(super) type Key = (String, String);
 
-fn key_of(pod: &Pod) -> Key {
+pub(super) fn key_of(pod: &Pod) -> Key {
     (pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()), pod.metadata.name.clone().unwrap_or_default())
 }
 
-fn uid_of(pod: &Pod) -> &str {
+pub(super) fn uid_of(pod: &Pod) -> &str {
     pod.metadata.uid.as_deref().unwrap_or_default()
 }
 
 /// What the API binds to this node, as the watch last told it.
 #[derive(Default)]
-struct Desired {
-    pods: BTreeMap<Key, Pod>,
+pub(super) struct Desired {
+    pub(super) pods: BTreeMap<Key, Pod>,
     /// The first full list has been seen: until then, nothing the daemon has is stale.
-    synced: bool,
+    pub(super) synced: bool,
 }
 
 /// The pod loop's state between passes.
@@ -71,6 +73,8 @@ pub struct PodSync {
     /// Pods the daemon had, from before this start, that the API does not bind here: until
     /// they are gone, nothing new starts.
     stale_at_start: Option<BTreeSet<String>>,
+    /// The tokens projected into the pods, shared with the volumes' sync.
+    tokens: tokens::Cache,
 }
 
 impl PodSync {
@@ -86,7 +90,13 @@ impl PodSync {
             seen: HashMap::new(),
             refused: BTreeSet::new(),
             stale_at_start: None,
+            tokens: Default::default(),
         }
+    }
+
+    /// What brings the pods' volumes up to their sources, beside [`PodSync::run`].
+    pub fn volume_sync(&self) -> VolumeSync {
+        VolumeSync::new(self.daemon.clone(), self.client.clone(), self.desired.clone(), self.tokens.clone())
     }
 
     /// Watches and syncs, until the task is dropped.
@@ -220,18 +230,25 @@ impl PodSync {
         let from_api = async {
             Ok::<_, String>((
                 fetch_service_env(&self.client, &ns, pod).await?,
-                fetch_tokens(&self.client, &ns, pod).await?,
+                tokens::fetch(&self.client, &ns, pod, &BTreeMap::new()).await?,
             ))
         };
-        match from_api.await {
-            Ok((env, tokens)) => (manifest.service_env, manifest.tokens) = (env, tokens),
+        let issued = match from_api.await {
+            Ok((env, issued)) => {
+                manifest.service_env = env;
+                manifest.tokens = issued.iter().map(|(k, t)| (k.clone(), t.token.clone())).collect();
+                issued
+            }
             Err(e) => return self.config_missing(pod, &e, since).await,
-        }
+        };
         self.retry_at.remove(&uid);
         let daemon = self.daemon.clone();
         match tokio::task::spawn_blocking(move || daemon.admit(manifest)).await {
             Ok(Ok(e)) => {
                 tracing::info!(pod = %e.name(), namespace = %e.namespace(), uid = %e.uid, "admitted from the API");
+                if !issued.is_empty() {
+                    self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(uid, issued);
+                }
                 let status = e.pod_with_status().status;
                 self.write_status(pod, status).await;
             }
@@ -368,11 +385,11 @@ pub fn refs(pod: &Pod) -> Refs {
     r
 }
 
-type Sources = (Vec<ConfigMap>, Vec<Secret>);
+pub(super) type Sources = (Vec<ConfigMap>, Vec<Secret>);
 
 /// Gets what the pod names from the API (only that: the node may read nothing else). Err:
 /// the kubelet's message for the first one needed that is missing or unreadable.
-async fn fetch_sources(client: &kube::Client, ns: &str, pod: &Pod) -> Result<Sources, String> {
+pub(super) async fn fetch_sources(client: &kube::Client, ns: &str, pod: &Pod) -> Result<Sources, String> {
     let r = refs(pod);
     let maps: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
     let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
@@ -416,47 +433,9 @@ async fn fetch_service_env(client: &kube::Client, ns: &str, pod: &Pod) -> Result
     Ok(crate::node::env::service_env(&crate::node::env::services_for(own, api_service, links)))
 }
 
-/// A token for each serviceAccountToken projection of the pod, by
-/// [`volumes::token_key`](crate::node::volumes::token_key): asked of the API for the pod's
-/// ServiceAccount and bound to the pod (so it stops working once the pod is gone), as the
-/// kubelet asks for them. Err: why one could not be had.
-async fn fetch_tokens(client: &kube::Client, ns: &str, pod: &Pod) -> Result<BTreeMap<String, String>, String> {
-    use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    let mut out = BTreeMap::new();
-    let Some(spec) = &pod.spec else { return Ok(out) };
-    let account = spec.service_account_name.as_deref().filter(|s| !s.is_empty()).unwrap_or("default");
-    let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    for v in spec.volumes.iter().flatten() {
-        for source in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
-            let Some(t) = &source.service_account_token else { continue };
-            let request = TokenRequest {
-                spec: TokenRequestSpec {
-                    audiences: t.audience.iter().cloned().collect(),
-                    expiration_seconds: Some(t.expiration_seconds.unwrap_or(3600)),
-                    bound_object_ref: Some(BoundObjectReference {
-                        api_version: Some("v1".into()),
-                        kind: Some("Pod".into()),
-                        name: pod.metadata.name.clone(),
-                        uid: pod.metadata.uid.clone(),
-                    }),
-                },
-                ..TokenRequest::default()
-            };
-            let answer = api
-                .create_token_request(account, &kube::api::PostParams::default(), &request)
-                .await
-                .map_err(|e| format!("requesting a token of service account \"{ns}/{account}\": {e}"))?;
-            let token = answer.status.map(|s| s.token).unwrap_or_default();
-            out.insert(crate::node::volumes::token_key(&v.name, &t.path), token);
-        }
-    }
-    Ok(out)
-}
-
 /// The pod (as the API has it) with its ConfigMaps and Secrets, checked by the same rules
 /// as a manifest file; Err says why this node cannot run it.
-fn manifest_of(pod: &Pod, (maps, secrets): Sources) -> Result<Manifest, String> {
+pub(super) fn manifest_of(pod: &Pod, (maps, secrets): Sources) -> Result<Manifest, String> {
     let meta = |m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta| json!({"name": m.name, "namespace": m.namespace, "uid": m.uid, "labels": m.labels, "annotations": m.annotations});
     let strip_nulls = |mut v: Value| {
         if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
