@@ -560,7 +560,7 @@ pub fn resume(opts: &PodOptions, uid: &str, reporter: &mut dyn Reporter) -> Resu
         None => {
             if let Some(m) = alive {
                 // Alive but unreachable: it cannot be asked anything, so it goes.
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(m.pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = crate::sys::process::kill(m.pid, nix::sys::signal::Signal::SIGKILL);
             }
             let (m, ready) = client::spawn(&opts.root, uid, false, opts.log_rotation)?;
             (m, ready.ip, ready.hostname)

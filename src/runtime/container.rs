@@ -117,7 +117,7 @@ impl Drop for CreateGuard<'_> {
             return;
         }
         for &pid in &self.pids {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = sys::process::kill(pid, Signal::SIGKILL);
             let _ = waitpid(Pid::from_raw(pid), None);
         }
         if let Some(cg) = &self.cgroup {
@@ -425,7 +425,7 @@ impl Runtime {
         if all {
             let cg = cgroup_of(&rec)?;
             for pid in cg.processes()? {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::try_from(signal).ok());
+                let _ = sys::process::kill(pid, Signal::try_from(signal).ok());
             }
             return Ok(());
         }
@@ -630,7 +630,7 @@ impl Runtime {
         drop(console);
         drop(joins);
         let fail = |message: String| {
-            let _ = nix::sys::signal::kill(Pid::from_raw(child), Signal::SIGKILL);
+            let _ = sys::process::kill(child, Signal::SIGKILL);
             RuntimeError::Init { id: id.to_string(), message }
         };
         chan.send(&Msg::Go).map_err(|e| fail(format!("setup channel: {e}")))?;
@@ -663,7 +663,8 @@ impl Runtime {
                 }
                 Some(Msg::Ready) => ready = true,
                 Some(Msg::Error(e)) => {
-                    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    // pid is still 0 if setup failed before the process had one.
+                    let _ = sys::process::kill(pid, Signal::SIGKILL);
                     let _ = waitpid(Pid::from_raw(child), None);
                     return Err(fail(e));
                 }
@@ -815,7 +816,7 @@ fn wait_forwarding(pid: i32, set: &SigSet) -> Result<i32> {
     loop {
         let sig = set.wait().map_err(|e| io("wait for signals")(e.into()))?;
         if sig != Signal::SIGCHLD {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+            let _ = sys::process::kill(pid, sig);
             continue;
         }
         if let Some(code) = reap(pid) {
@@ -855,7 +856,7 @@ fn kill_all_and_wait(cg: &dyn Cgroup, rec: Option<&Record>) {
     let end = Instant::now() + Duration::from_secs(10);
     while !gone() && Instant::now() < end {
         for pid in cg.processes().unwrap_or_default() {
-            let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+            let _ = sys::process::kill(pid, Signal::SIGKILL);
         }
         std::thread::sleep(Duration::from_millis(2));
     }

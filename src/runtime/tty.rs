@@ -111,7 +111,7 @@ pub fn proxy_until_exit(pid: i32, set: &SigSet, master: OwnedFd, reap: impl Fn(i
                 Ok(Signal::SIGCHLD) => exited = exited.or_else(|| reap(pid)),
                 Ok(Signal::SIGWINCH) => copy_size(stdin.as_fd(), master.as_fd()),
                 Ok(sig) => {
-                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+                    let _ = crate::sys::process::kill(pid, sig);
                 }
                 Err(_) => {}
             }

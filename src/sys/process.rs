@@ -25,6 +25,17 @@ pub fn pidfd_send_signal(pidfd: BorrowedFd<'_>, signal: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// kill(2) of one process. A pid of 0 or less is refused (ESRCH): kill(2) would take it
+/// as our own process group, or every process we may signal, and a pid not yet known is
+/// often 0 (an exec whose setup failed before its process had a pid once SIGKILLed the
+/// caller's whole process group: a test suite and the shell that ran it).
+pub fn kill(pid: i32, signal: impl Into<Option<nix::sys::signal::Signal>>) -> nix::Result<()> {
+    if pid <= 0 {
+        return Err(nix::errno::Errno::ESRCH);
+    }
+    nix::sys::signal::kill(Pid::from_raw(pid), signal.into())
+}
+
 /// prctl(2) with one integer argument.
 fn prctl(option: libc::c_int, arg: libc::c_ulong) -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.
@@ -118,6 +129,15 @@ pub fn reap_exited() -> impl Iterator<Item = Reaped> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pid_of_zero_or_less_is_never_signalled() {
+        // SIGCONT: were the guard gone, our process group would only be woken.
+        for pid in [0, -1, -(std::process::id() as i32)] {
+            assert_eq!(kill(pid, nix::sys::signal::Signal::SIGCONT), Err(nix::errno::Errno::ESRCH), "{pid}");
+        }
+        assert_eq!(kill(std::process::id() as i32, None), Ok(()));
+    }
 
     #[test]
     fn our_own_process_is_alive_and_a_wrong_start_time_is_not() {

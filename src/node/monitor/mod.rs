@@ -644,7 +644,7 @@ impl Monitor {
         for e in &mut self.execs {
             if !e.timed_out && e.deadline.is_some_and(|d| d <= now) {
                 e.timed_out = true;
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(e.pid), Signal::SIGKILL);
+                let _ = crate::sys::process::kill(e.pid, Signal::SIGKILL);
             }
         }
     }
