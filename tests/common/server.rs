@@ -44,8 +44,17 @@ pub fn wait_until<T>(what: &str, secs: u64, mut f: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// A port that is free now, for a server a test starts (and may kill and start again on
+/// it). Below the kernel's ephemeral range (32768-60999 here): a port from there, which
+/// binding port 0 gives, may be taken by any outgoing connection on the machine while the
+/// server is down between a kill and its restart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    loop {
+        let port = 20_000 + (rand::random::<u32>() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// The server's log: a file in `$NODECTL_TEST_SERVER_LOGS` when that is set (to look into
