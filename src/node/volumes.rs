@@ -592,9 +592,12 @@ fn write_files(dir: &Path, files: Vec<File>, field: &str) -> Result<bool, PlanEr
     fs::rename(&tmp_link, &data).map_err(io(format!("rename {}", tmp_link.display())))?;
     for name in &top {
         let link = dir.join(name);
-        if fs::symlink_metadata(&link).is_err() {
-            std::os::unix::fs::symlink(Path::new("..data").join(name), &link)
-                .map_err(io(format!("link {}", link.display())))?;
+        // Made already by an earlier version, or by a refresh that came in between.
+        match std::os::unix::fs::symlink(Path::new("..data").join(name), &link) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(PlanError::io(format!("link {}", link.display()))(e));
+            }
+            _ => {}
         }
     }
     if let Some(old) = old {
