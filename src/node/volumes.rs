@@ -42,8 +42,9 @@ fn io(what: String) -> impl FnOnce(std::io::Error) -> PlanError {
     PlanError::io(what)
 }
 
-/// Whether the kubelet mounts `v` read-only in every container.
-fn always_read_only(v: &Volume) -> bool {
+/// Whether `v` holds files made from the pod's sources (configMap, secret, downwardAPI,
+/// projected): those the kubelet mounts read-only in every container, and keeps up to date.
+pub fn from_sources(v: &Volume) -> bool {
     v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some()
 }
 
@@ -57,7 +58,7 @@ pub fn prepare(dir: &Path, manifest: &Manifest) -> Result<Volumes, PlanError> {
         let field = format!("spec.volumes[{i}]");
         let path = prepare_one(dir, v, &field, manifest)?;
         out.paths.insert(v.name.clone(), path);
-        if always_read_only(v) {
+        if from_sources(v) {
             out.read_only.insert(v.name.clone());
         }
     }
@@ -74,7 +75,7 @@ pub fn existing(dir: &Path, pod: &Pod) -> Volumes {
             None => dir.join(&v.name),
         };
         out.paths.insert(v.name.clone(), path);
-        if always_read_only(v) {
+        if from_sources(v) {
             out.read_only.insert(v.name.clone());
         }
     }

@@ -236,7 +236,7 @@ impl PodSync {
         let issued = match from_api.await {
             Ok((env, issued)) => {
                 manifest.service_env = env;
-                manifest.tokens = issued.iter().map(|(k, t)| (k.clone(), t.token.clone())).collect();
+                manifest.tokens = tokens::strings(&issued);
                 issued
             }
             Err(e) => return self.config_missing(pod, &e, since).await,

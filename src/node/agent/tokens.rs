@@ -41,6 +41,11 @@ impl Issued {
 /// [`volumes::token_key`](crate::node::volumes::token_key).
 pub type Cache = Arc<Mutex<HashMap<String, BTreeMap<String, Issued>>>>;
 
+/// The tokens alone, as [`Manifest::tokens`](crate::model::manifest::Manifest::tokens) keeps them.
+pub fn strings(issued: &BTreeMap<String, Issued>) -> BTreeMap<String, String> {
+    issued.iter().map(|(k, t)| (k.clone(), t.token.clone())).collect()
+}
+
 /// A token for each serviceAccountToken projection of the pod: the one in `have` while it
 /// is not [due](Issued::due), else a new one from the API. Err: why one could not be had.
 pub async fn fetch(

@@ -6,7 +6,6 @@
 //! not: a process reads them once, at its start, in Kubernetes too. Nor are files mounted
 //! by subPath, which are bound to the version that was there when the container started.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,10 +25,7 @@ pub struct VolumeSync {
 
 /// Whether any of the pod's volumes is made from sources that may change.
 fn has_sourced_volumes(pod: &Pod) -> bool {
-    pod.spec
-        .iter()
-        .flat_map(|s| s.volumes.iter().flatten())
-        .any(|v| v.config_map.is_some() || v.secret.is_some() || v.downward_api.is_some() || v.projected.is_some())
+    pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()).any(volumes::from_sources)
 }
 
 impl VolumeSync {
@@ -93,7 +89,7 @@ impl VolumeSync {
             Ok(t) => t,
             Err(e) => return tracing::warn!(pod = %name, namespace = %ns, "its tokens are not renewed: {e}"),
         };
-        manifest.tokens = issued.iter().map(|(k, t)| (k.clone(), t.token.clone())).collect::<BTreeMap<_, _>>();
+        manifest.tokens = tokens::strings(&issued);
         if !issued.is_empty() {
             self.tokens.lock().unwrap_or_else(|p| p.into_inner()).insert(uid.clone(), issued);
         }
